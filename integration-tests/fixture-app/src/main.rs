@@ -1,0 +1,113 @@
+//! A test fixture app: hooks that the integration tests steer through settings
+//! (reject, hold, panic), to observe the framework from outside.
+
+use oxy::app::AppServerSettings;
+use oxy::prelude::*;
+use std::time::Duration;
+
+/// Settings of the fixture's `app:` section.
+#[oxy_app_settings]
+pub struct FixtureSettings {
+    /// Logged once at start, to show that `app:` settings reach the application.
+    #[serde(default = "default_greeting")]
+    pub greeting: String,
+    /// When not empty, `start` fails with this message.
+    pub fail_start: String,
+}
+
+fn default_greeting() -> String {
+    "hello from the fixture".into()
+}
+
+/// Settings of each endpoint's `app:` section.
+#[oxy_app_settings]
+pub struct FixtureEndpointSettings {
+    /// When not empty, every connection on this endpoint is rejected with this reason.
+    pub reject_reason: String,
+    /// Panic in the ingress hook on every connection to this endpoint.
+    pub panic_on_connect: bool,
+    /// Keep each connection in the ingress hook this many milliseconds.
+    pub hold_ms: u64,
+}
+
+#[metrics]
+mod fixture {
+    /// Connections the fixture's ingress hook saw, by endpoint.
+    pub fn connections_seen_total(endpoint: &str) -> Counter;
+}
+
+struct Fixture;
+
+impl OxyExt for Fixture {
+    type AppSettings = FixtureSettings;
+    type EndpointAppSettings = FixtureEndpointSettings;
+    type EndpointContext = ();
+    type IngressConnectionContext = ();
+    type RequestContext = ();
+    type IpTunnelContext = ();
+    type DnsCacheItem = ();
+}
+
+struct Observer;
+
+#[async_trait]
+impl IngressHook<Fixture> for Observer {
+    async fn on_connection(&self, cx: &mut IngressConnectionContext<Fixture>) -> IngressAction {
+        let settings = cx.endpoint.app_settings();
+        fixture::connections_seen_total(cx.endpoint.name()).inc();
+        tracing::info!(
+            endpoint = cx.endpoint.name(),
+            peer = %cx.peer_addr,
+            local = %cx.local_addr,
+            "fixture saw a connection"
+        );
+        if settings.panic_on_connect {
+            panic!("fixture panic on endpoint {}", cx.endpoint.name());
+        }
+        if settings.hold_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(settings.hold_ms)).await;
+        }
+        if !settings.reject_reason.is_empty() {
+            return IngressAction::Reject(settings.reject_reason.clone());
+        }
+        IngressAction::Continue
+    }
+
+    async fn on_connection_end(
+        &self,
+        cx: &mut IngressConnectionContext<Fixture>,
+        summary: &ConnectionSummary,
+    ) {
+        tracing::info!(endpoint = cx.endpoint.name(), end = ?summary.end, "fixture saw the end");
+    }
+}
+
+#[async_trait]
+impl OxyApp for Fixture {
+    fn name() -> &'static str {
+        "fixture-app"
+    }
+
+    fn version() -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn description() -> &'static str {
+        "Hooks steered by settings, for Oxy's integration tests"
+    }
+
+    async fn start(settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>> {
+        if !settings.app.fail_start.is_empty() {
+            anyhow::bail!("{}", settings.app.fail_start);
+        }
+        tracing::info!(greeting = %settings.app.greeting, "fixture started");
+        Ok(Hooks {
+            ingress: Some(Arc::new(Observer)),
+            ..Default::default()
+        })
+    }
+}
+
+fn main() -> OxyResult<()> {
+    oxy::bootstrap::<Fixture>()
+}

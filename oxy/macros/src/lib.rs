@@ -1,0 +1,45 @@
+//! Procedural macros of the Oxy framework, re-exported by the `oxy` crate.
+
+mod metrics;
+mod settings;
+
+use proc_macro::TokenStream;
+
+/// Turns a struct (or a unit-only enum) into an Oxy settings type.
+///
+/// On a struct with named fields it adds serde (both ways, `deny_unknown_fields`,
+/// missing fields take their default), `Debug`, `Clone`, a `Default` impl that honours
+/// `#[serde(default = "path")]` on fields, and an `oxy::settings::Settings` impl whose
+/// field docs (the `///` comments) become YAML comments in `--generate-config` output.
+///
+/// On an enum whose variants carry no data it adds serde (variants in `snake_case`),
+/// `Debug`, `Clone`, `Copy`, `PartialEq`, `Eq`, `Default` (mark one variant `#[default]`)
+/// and the `Settings` impl.
+#[proc_macro_attribute]
+pub fn oxy_app_settings(args: TokenStream, input: TokenStream) -> TokenStream {
+    settings::expand(args.into(), input.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Declares Prometheus metrics once, with help text and typed labels.
+///
+/// Put it on a module of body-less functions. Each function is a metric named
+/// `<module>_<function>`; its doc comment is the help text; its arguments are the labels
+/// (any type implementing `oxy::telemetry::metrics::LabelValue`); its return type is one
+/// of `Counter`, `Gauge` or `Histogram` (buckets with `#[buckets(0.1, 1.0, ..)]`).
+///
+/// ```ignore
+/// #[oxy::metrics]
+/// pub mod firewall {
+///     /// Requests blocked, by rule.
+///     pub fn blocked_total(rule: &str) -> Counter;
+/// }
+/// firewall::blocked_total("no-admin").inc();
+/// ```
+#[proc_macro_attribute]
+pub fn metrics(args: TokenStream, input: TokenStream) -> TokenStream {
+    metrics::expand(args.into(), input.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}

@@ -1,0 +1,55 @@
+//! Graceful shutdown: stop accepting, let open connections finish, then close the rest.
+
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Shared by listeners and connection tasks to follow the shutdown sequence.
+#[derive(Clone, Default)]
+pub struct Drain {
+    stop_accepting: CancellationToken,
+    force_close: CancellationToken,
+    connections: TaskTracker,
+}
+
+impl Drain {
+    /// A drain that has not started.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Completes when listeners must stop accepting.
+    pub async fn stopping(&self) {
+        self.stop_accepting.cancelled().await
+    }
+
+    /// Completes when open connections must close now: the drain period is over.
+    pub async fn force_closing(&self) {
+        self.force_close.cancelled().await
+    }
+
+    /// Runs a connection task that the drain waits for.
+    pub fn spawn_connection<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.connections.spawn(task);
+    }
+
+    /// Stops accepting, waits up to `timeout` for connections to end, then tells the
+    /// rest to close and waits briefly for them. Returns how many were cut short.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        self.stop_accepting.cancel();
+        self.connections.close();
+        if tokio::time::timeout(timeout, self.connections.wait())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let cut = self.connections.len();
+        self.force_close.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.connections.wait()).await;
+        cut
+    }
+}

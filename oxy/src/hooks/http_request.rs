@@ -1,0 +1,87 @@
+//! [`HttpRequestHook`]: sees, answers, blocks or routes HTTP requests.
+
+use crate::app::OxyExt;
+use crate::endpoint::Endpoint;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::StatusCode;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// The body type of requests and responses, whatever HTTP version carried them.
+pub type HttpBody = http_body_util::combinators::UnsyncBoxBody<
+    Bytes,
+    Box<dyn std::error::Error + Send + Sync + 'static>,
+>;
+
+/// Facts about one request, and the application's state for it.
+pub struct RequestContext<App: OxyExt> {
+    /// The endpoint the request came in on.
+    pub endpoint: Arc<Endpoint<App>>,
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// The application's state for this request.
+    pub app: App::RequestContext,
+}
+
+/// Where a routed request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// Host and port of the upstream server.
+    pub authority: http::uri::Authority,
+    /// Whether to speak TLS to it.
+    pub tls: bool,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum RequestAction {
+    /// Proxy the (possibly rewritten) request as the endpoint is configured to.
+    Continue,
+    /// Answer with this response; nothing is proxied.
+    Respond(http::Response<HttpBody>),
+    /// Answer with this status and a short plain-text reason; it is logged and counted.
+    Block {
+        /// The status, usually 403.
+        status: StatusCode,
+        /// Why, shown to the client and logged.
+        reason: String,
+    },
+    /// Send the request to this upstream.
+    Route(Upstream),
+}
+
+/// What to do with a response.
+#[derive(Debug)]
+pub enum ResponseAction {
+    /// Send the (possibly rewritten) response to the client.
+    Continue,
+    /// Send this response instead.
+    Replace(http::Response<HttpBody>),
+}
+
+/// Sees every HTTP request, over any HTTP version.
+#[async_trait]
+pub trait HttpRequestHook<App: OxyExt>: Send + Sync + 'static {
+    /// Runs when a request's head has arrived, before it is proxied; rewrite `request`
+    /// in place. The default returns [`RequestAction::Continue`].
+    async fn on_request(
+        &self,
+        request: &mut http::request::Parts,
+        cx: &mut RequestContext<App>,
+    ) -> RequestAction {
+        let _ = (request, cx);
+        RequestAction::Continue
+    }
+
+    /// Runs when the upstream response's head has arrived, before it is sent to the
+    /// client; rewrite `response` in place. The default returns [`ResponseAction::Continue`].
+    async fn on_response(
+        &self,
+        response: &mut http::response::Parts,
+        cx: &mut RequestContext<App>,
+    ) -> ResponseAction {
+        let _ = (response, cx);
+        ResponseAction::Continue
+    }
+}

@@ -1,0 +1,87 @@
+//! [`IngressHook`]: the first look at every accepted connection.
+
+use crate::app::OxyExt;
+use crate::endpoint::Endpoint;
+use async_trait::async_trait;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The transport a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A TCP connection.
+    Tcp,
+    /// A UDP flow.
+    Udp,
+}
+
+/// Facts about an accepted connection, and the application's state for it.
+pub struct IngressConnectionContext<App: OxyExt> {
+    /// Process-unique connection id, also in the connection's log span.
+    pub id: u64,
+    /// The endpoint that accepted the connection.
+    pub endpoint: Arc<Endpoint<App>>,
+    /// TCP or UDP.
+    pub transport: Transport,
+    /// The peer's address as the socket sees it.
+    pub peer_addr: SocketAddr,
+    /// The local address the connection arrived on.
+    pub local_addr: SocketAddr,
+    /// When the connection was accepted.
+    pub accepted_at: Instant,
+    /// The application's state for this connection.
+    pub app: App::IngressConnectionContext,
+}
+
+/// What to do with a new connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngressAction {
+    /// Serve the connection as the endpoint is configured to.
+    Continue,
+    /// Close the connection at once; the reason is logged and counted.
+    Reject(String),
+}
+
+/// Why a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnectionEnd {
+    /// The connection was served and closed normally.
+    Closed,
+    /// The ingress hook rejected it, with this reason.
+    Rejected(String),
+    /// Oxy was shutting down and the drain period ran out.
+    Shutdown,
+    /// A hook or handler panicked; the panic was reported.
+    Panicked,
+}
+
+/// What is known about a connection once it has ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionSummary {
+    /// How long the connection lived.
+    pub duration: Duration,
+    /// Why it ended.
+    pub end: ConnectionEnd,
+}
+
+/// Runs on every connection an endpoint accepts.
+#[async_trait]
+pub trait IngressHook<App: OxyExt>: Send + Sync + 'static {
+    /// Runs right after a connection is accepted, before anything is read from it.
+    /// The default returns [`IngressAction::Continue`].
+    async fn on_connection(&self, cx: &mut IngressConnectionContext<App>) -> IngressAction {
+        let _ = cx;
+        IngressAction::Continue
+    }
+
+    /// Runs once when a connection has ended, however it ended (except when the process
+    /// is killed). The default does nothing.
+    async fn on_connection_end(
+        &self,
+        cx: &mut IngressConnectionContext<App>,
+        summary: &ConnectionSummary,
+    ) {
+        let _ = (cx, summary);
+    }
+}

@@ -1,0 +1,3 @@
+//! On-ramps: the listeners that accept traffic for endpoints.
+
+pub mod tcp;

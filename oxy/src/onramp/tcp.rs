@@ -1,0 +1,144 @@
+//! TCP listeners: accept, enforce the endpoint's connection limit, run the ingress hook.
+
+use crate::app::{Hooks, OxyExt};
+use crate::drain::Drain;
+use crate::endpoint::Endpoint;
+use crate::hooks::{ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext, Transport};
+use crate::telemetry::framework_metrics::oxy_connections;
+use crate::telemetry::panics;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Accepts connections on `listener` for `endpoint` until the drain stops accepting.
+pub async fn serve<App: OxyExt>(
+    listener: TcpListener,
+    endpoint: Arc<Endpoint<App>>,
+    slots: Option<Arc<Semaphore>>,
+    hooks: Arc<Hooks<App>>,
+    drain: Drain,
+) {
+    let name = endpoint.name().to_string();
+    loop {
+        let accepted = tokio::select! {
+            _ = drain.stopping() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer_addr) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                oxy_connections::accept_errors_total(&name).inc();
+                tracing::warn!(endpoint = %name, error = %e, "accept failed");
+                // Out of file descriptors or memory: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        oxy_connections::accepted_total(&name).inc();
+        let permit = match &slots {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    oxy_connections::rejected_total(&name, "max_connections").inc();
+                    tracing::warn!(endpoint = %name, %peer_addr, "max_connections reached; connection closed");
+                    continue;
+                }
+            },
+        };
+        let local_addr = match stream.local_addr() {
+            Ok(addr) => addr,
+            Err(e) => {
+                tracing::debug!(endpoint = %name, %peer_addr, error = %e, "connection gone before it was served");
+                continue;
+            }
+        };
+        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("connection", id, endpoint = %name, peer = %peer_addr);
+        let cx = IngressConnectionContext {
+            id,
+            endpoint: endpoint.clone(),
+            transport: Transport::Tcp,
+            peer_addr,
+            local_addr,
+            accepted_at: Instant::now(),
+            app: Default::default(),
+        };
+        let hooks = hooks.clone();
+        let task_drain = drain.clone();
+        drain.spawn_connection(
+            async move {
+                handle(stream, cx, &hooks, &task_drain).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+    tracing::debug!(endpoint = %name, "listener closed");
+}
+
+/// Serves one accepted connection and reports how it ended.
+async fn handle<App: OxyExt>(
+    stream: TcpStream,
+    mut cx: IngressConnectionContext<App>,
+    hooks: &Hooks<App>,
+    drain: &Drain,
+) {
+    let name = cx.endpoint.name().to_string();
+    let active = oxy_connections::active(&name);
+    active.inc();
+    tracing::debug!(local = %cx.local_addr, "accepted");
+
+    let served = tokio::select! {
+        _ = drain.force_closing() => Ok(ConnectionEnd::Shutdown),
+        served = panics::contain(serve_connection(stream, &mut cx, hooks)) => served,
+    };
+    let end = served.unwrap_or(ConnectionEnd::Panicked);
+    match &end {
+        ConnectionEnd::Rejected(reason) => {
+            oxy_connections::rejected_total(&name, "ingress_hook").inc();
+            tracing::info!(%reason, "connection rejected by the ingress hook");
+        }
+        ConnectionEnd::Panicked => {
+            oxy_connections::rejected_total(&name, "panic").inc();
+        }
+        ConnectionEnd::Shutdown => tracing::info!("connection closed: shutdown drain period over"),
+        ConnectionEnd::Closed => {}
+    }
+    let summary = ConnectionSummary {
+        duration: cx.accepted_at.elapsed(),
+        end,
+    };
+    if let Some(ingress) = &hooks.ingress {
+        if panics::contain(ingress.on_connection_end(&mut cx, &summary))
+            .await
+            .is_err()
+        {
+            tracing::error!("on_connection_end panicked");
+        }
+    }
+    oxy_connections::duration_seconds(&name).observe(summary.duration.as_secs_f64());
+    active.dec();
+    tracing::debug!(duration = ?summary.duration, end = ?summary.end, "connection ended");
+}
+
+/// Runs the ingress hook; the endpoint has no protocol that reads the stream yet, so an
+/// accepted connection is closed once the hook lets it through.
+async fn serve_connection<App: OxyExt>(
+    stream: TcpStream,
+    cx: &mut IngressConnectionContext<App>,
+    hooks: &Hooks<App>,
+) -> ConnectionEnd {
+    if let Some(ingress) = &hooks.ingress {
+        if let IngressAction::Reject(reason) = ingress.on_connection(cx).await {
+            return ConnectionEnd::Rejected(reason);
+        }
+    }
+    drop(stream);
+    ConnectionEnd::Closed
+}

@@ -1,0 +1,76 @@
+//! Settings: the [`Settings`] trait, the framework's sections, YAML loading and generation.
+
+mod documented_yaml;
+mod endpoint;
+mod errors;
+mod load;
+mod location;
+mod server;
+mod std_impls;
+mod telemetry;
+mod validate;
+
+pub use documented_yaml::to_documented_yaml;
+pub use endpoint::{CertificateSettings, EndpointLimits, EndpointSettings, TlsSettings};
+pub use errors::{ConfigError, ConfigErrors};
+pub use load::{from_yaml_str, load_file};
+pub use server::{NoSettings, ServerSection, ServerSettings};
+pub use telemetry::{LogFormat, LogSettings, SentrySettings, TelemetrySettings};
+
+use serde::{Serialize, de::DeserializeOwned};
+use std::collections::BTreeMap;
+
+/// Doc comments (and examples for empty lists) keyed by the YAML path of the setting
+/// they describe (`["endpoints", "0", "listen"]`), collected by [`Settings::add_docs`].
+#[derive(Debug, Default)]
+pub struct DocMap {
+    comments: BTreeMap<Vec<String>, &'static [&'static str]>,
+    examples: BTreeMap<Vec<String>, serde_yaml::Value>,
+}
+
+impl DocMap {
+    /// Records the doc comment lines of the setting at `path`.
+    pub fn insert(&mut self, path: Vec<String>, lines: &'static [&'static str]) {
+        if !lines.is_empty() {
+            self.comments.insert(path, lines);
+        }
+    }
+
+    /// Records an example element for the (empty) list at `path`.
+    pub fn insert_example(&mut self, path: Vec<String>, example: serde_yaml::Value) {
+        self.examples.insert(path, example);
+    }
+
+    /// The doc comment lines of the setting at `path`.
+    pub fn comments(&self, path: &[String]) -> &'static [&'static str] {
+        self.comments.get(path).copied().unwrap_or_default()
+    }
+
+    /// The example element recorded for the list at `path`.
+    pub fn example(&self, path: &[String]) -> Option<&serde_yaml::Value> {
+        self.examples.get(path)
+    }
+}
+
+/// A settings type: serde both ways, a default, and doc comments for generated YAML.
+///
+/// Derive it with [`#[oxy_app_settings]`](crate::oxy_app_settings). Leaf types (numbers,
+/// strings, addresses, durations, ...) implement it with no docs; implement it the same
+/// way (an empty `impl`) for a custom leaf type of your own.
+pub trait Settings:
+    Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static
+{
+    /// Adds the doc comments of this value's fields, under `path`, to `docs`.
+    fn add_docs(&self, path: &[String], docs: &mut DocMap) {
+        let _ = (path, docs);
+    }
+
+    /// A value worth showing as a commented example where a list of this type is empty
+    /// in generated YAML: the default of a settings struct; `None` for leaf types.
+    fn example() -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
+}

@@ -1,0 +1,44 @@
+//! The root of a settings file and its `server:` section.
+
+use super::{EndpointSettings, TelemetrySettings};
+use crate::oxy_app_settings;
+use std::time::Duration;
+
+/// A whole Oxy settings file. `A` is the application's `app:` section and `E` the
+/// application's per-endpoint `app:` section.
+#[oxy_app_settings]
+pub struct ServerSettings<A, E> {
+    /// Process-wide settings: threads and shutdown.
+    pub server: ServerSection,
+    /// Metrics and health listener, logs and panic reports.
+    pub telemetry: TelemetrySettings,
+    /// The listeners: each endpoint is a tenant with its own addresses, TLS, limits and
+    /// application settings. Names and addresses must be unique.
+    #[serde(default = "default_endpoints")]
+    pub endpoints: Vec<EndpointSettings<E>>,
+    /// The application's own settings.
+    pub app: A,
+}
+
+fn default_endpoints<E: Default>() -> Vec<EndpointSettings<E>> {
+    vec![EndpointSettings::default()]
+}
+
+/// The `server:` section.
+#[oxy_app_settings]
+pub struct ServerSection {
+    /// Runtime worker threads; 0 means one per CPU core.
+    pub worker_threads: usize,
+    /// On SIGTERM or SIGINT, Oxy stops accepting, reports 503 on /health and waits this
+    /// long for open connections to finish before it closes them and exits 0.
+    #[serde(with = "humantime_serde", default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Duration,
+}
+
+fn default_shutdown_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// An empty settings section, for applications without `app:` settings.
+#[oxy_app_settings]
+pub struct NoSettings {}

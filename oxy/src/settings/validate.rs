@@ -1,0 +1,131 @@
+//! Semantic checks on loaded settings, all problems at once, before anything binds.
+
+use super::errors::PathSegment;
+use super::{ServerSettings, Settings};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+type Problems = Vec<(Vec<PathSegment>, String)>;
+
+fn key(k: &str) -> PathSegment {
+    PathSegment::Key(k.into())
+}
+
+/// Every problem in `settings`, each with the YAML path it is about.
+pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>) -> Problems {
+    let mut problems = Problems::new();
+    let telemetry = &settings.telemetry;
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&telemetry.log.level) {
+        problems.push((
+            vec![key("telemetry"), key("log"), key("level")],
+            format!("not a log level or filter: {e}"),
+        ));
+    }
+    if !telemetry.sentry.dsn.is_empty() {
+        if let Err(e) = telemetry.sentry.dsn.parse::<sentry::types::Dsn>() {
+            problems.push((
+                vec![key("telemetry"), key("sentry"), key("dsn")],
+                format!("not a Sentry DSN: {e}"),
+            ));
+        }
+    }
+    if !(0.0..=1.0).contains(&telemetry.sentry.sample_rate) {
+        problems.push((
+            vec![key("telemetry"), key("sentry"), key("sample_rate")],
+            "must be between 0.0 and 1.0".into(),
+        ));
+    }
+
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut bound: Vec<(SocketAddr, String)> = Vec::new();
+    if telemetry.enabled {
+        bound.push((telemetry.listen, "telemetry.listen".into()));
+    }
+    for (i, endpoint) in settings.endpoints.iter().enumerate() {
+        let at = |rest: &[PathSegment]| {
+            let mut p = vec![key("endpoints"), PathSegment::Index(i)];
+            p.extend_from_slice(rest);
+            p
+        };
+        let name = endpoint.name.as_str();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problems.push((
+                at(&[key("name")]),
+                format!("endpoint name {name:?} must be letters, digits, '-' or '_'"),
+            ));
+        }
+        if let Some(first) = names.insert(name, i) {
+            problems.push((
+                at(&[key("name")]),
+                format!("duplicate endpoint name {name:?} (also endpoints[{first}])"),
+            ));
+        }
+        if endpoint.listen.is_empty() {
+            problems.push((at(&[key("listen")]), "needs at least one address".into()));
+        }
+        for (j, addr) in endpoint.listen.iter().enumerate() {
+            if let Some((_, owner)) = bound.iter().find(|(other, _)| overlaps(addr, other)) {
+                problems.push((
+                    at(&[key("listen"), PathSegment::Index(j)]),
+                    format!("address {addr} is already used by {owner}"),
+                ));
+            }
+            bound.push((*addr, format!("endpoints[{i}].listen[{j}]")));
+        }
+        let tls = &endpoint.tls;
+        if tls.enabled && tls.certificates.is_empty() {
+            problems.push((
+                at(&[key("tls"), key("certificates")]),
+                "TLS is enabled but no certificate is configured".into(),
+            ));
+        }
+        for (j, cert) in tls.certificates.iter().enumerate() {
+            let cert_at = |field: &str| {
+                at(&[
+                    key("tls"),
+                    key("certificates"),
+                    PathSegment::Index(j),
+                    key(field),
+                ])
+            };
+            if let Err(e) = crate::tls::CertifiedKey::load(&cert.chain, &cert.key) {
+                let field = if e.is_about_key() { "key" } else { "chain" };
+                problems.push((cert_at(field), e.to_string()));
+            }
+        }
+    }
+    problems
+}
+
+/// Whether two listen addresses cannot both be bound: same port, and the same IP or a
+/// wildcard that covers the other (`[::]` covers IPv4 too on Linux by default).
+fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
+    if a.port() != b.port() || a.port() == 0 {
+        return false;
+    }
+    let covers = |x: &SocketAddr, y: &SocketAddr| {
+        x.ip().is_unspecified() && (x.is_ipv6() || y.is_ipv4())
+    };
+    a.ip() == b.ip() || covers(a, b) || covers(b, a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlaps;
+
+    #[test]
+    fn address_overlap() {
+        let p = |s: &str| s.parse().unwrap();
+        assert!(overlaps(&p("127.0.0.1:80"), &p("127.0.0.1:80")));
+        assert!(overlaps(&p("0.0.0.0:80"), &p("127.0.0.1:80")));
+        assert!(overlaps(&p("[::]:80"), &p("127.0.0.1:80")));
+        assert!(!overlaps(&p("0.0.0.0:80"), &p("[::1]:80")));
+        assert!(!overlaps(&p("127.0.0.1:80"), &p("127.0.0.2:80")));
+        assert!(!overlaps(&p("127.0.0.1:0"), &p("127.0.0.1:0")));
+        assert!(!overlaps(&p("127.0.0.1:80"), &p("127.0.0.1:81")));
+    }
+}

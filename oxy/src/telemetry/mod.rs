@@ -1,0 +1,9 @@
+//! Telemetry: metrics, the metrics and health listener, logs, panics and Sentry.
+
+pub mod framework_metrics;
+pub mod health;
+pub mod logging;
+pub mod metrics;
+pub mod panics;
+pub mod sentry_reports;
+pub mod server;

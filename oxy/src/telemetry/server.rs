@@ -1,0 +1,73 @@
+//! The telemetry listener: `GET /metrics` (Prometheus text) and `GET /health`.
+
+use super::framework_metrics::oxy_process;
+use super::health::{Health, HealthState};
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// Serves telemetry on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, health: Arc<Health>, started: Instant) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "telemetry accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let health = health.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let response = respond(&req, &health, started);
+                async move { Ok::<_, std::convert::Infallible>(response) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "telemetry connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(req: &Request<Incoming>, health: &Health, started: Instant) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+    }
+    match req.uri().path() {
+        "/metrics" => {
+            let uptime = i64::try_from(started.elapsed().as_secs()).unwrap_or(i64::MAX);
+            oxy_process::uptime_seconds().set(uptime);
+            let mut response = text(StatusCode::OK, super::metrics::render());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        "/health" => match health.get() {
+            HealthState::Ready => text(StatusCode::OK, "ready\n"),
+            HealthState::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+            HealthState::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        },
+        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics or /health\n"),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
