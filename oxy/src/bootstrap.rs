@@ -26,6 +26,10 @@ pub fn bootstrap<App: OxyApp>() -> OxyResult<()> {
     let cli = Cli::parse_for(App::name(), App::version(), App::description());
     match run::<App>(cli) {
         Ok(()) => Ok(()),
+        Err(OxyError::Config(errors)) => {
+            eprintln!("{}: invalid settings:\n{errors}", App::name());
+            std::process::exit(2)
+        }
         Err(e) => {
             tracing::error!(error = %e, "{} stopped", App::name());
             eprintln!("{}: {e}", App::name());
@@ -90,7 +94,11 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
     if settings.telemetry.enabled {
         let listener = bind("telemetry", settings.telemetry.listen).await?;
         tracing::info!(listen = %settings.telemetry.listen, "telemetry listening");
-        tokio::spawn(crate::telemetry::server::serve(listener, health.clone(), started));
+        tokio::spawn(crate::telemetry::server::serve(
+            listener,
+            health.clone(),
+            started,
+        ));
     }
 
     let hooks = Arc::new(
@@ -133,7 +141,10 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
     tracing::info!(%signal, ?timeout, "shutting down: draining connections");
     let cut = drain.drain(timeout).await;
     if cut > 0 {
-        tracing::warn!(connections = cut, "drain period over; closed open connections");
+        tracing::warn!(
+            connections = cut,
+            "drain period over; closed open connections"
+        );
     }
     drop::<Arc<Hooks<App>>>(hooks);
     tracing::info!("stopped");
@@ -141,11 +152,13 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
 }
 
 async fn bind(owner: &str, addr: SocketAddr) -> OxyResult<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|source| OxyError::Bind {
-        endpoint: owner.to_string(),
-        addr,
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| OxyError::Bind {
+            endpoint: owner.to_string(),
+            addr,
+            source,
+        })
 }
 
 fn register_process_metrics() {

@@ -7,7 +7,12 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 pub struct Cli {
     /// Settings file (YAML) to run with.
-    #[arg(short, long, value_name = "FILE", required_unless_present = "generate_config")]
+    #[arg(
+        short,
+        long,
+        value_name = "FILE",
+        required_unless_present = "generate_config"
+    )]
     pub config: Option<PathBuf>,
 
     /// Print the full default settings, with every option documented, and exit.

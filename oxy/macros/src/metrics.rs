@@ -9,7 +9,10 @@ use syn::{
 
 pub fn expand(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream> {
     if !args.is_empty() {
-        return Err(syn::Error::new(args.span(), "#[metrics] takes no arguments"));
+        return Err(syn::Error::new(
+            args.span(),
+            "#[metrics] takes no arguments",
+        ));
     }
     let module: ItemMod = syn::parse2(input)?;
     let Some((_, items)) = &module.content else {
@@ -22,7 +25,9 @@ pub fn expand(args: TokenStream, input: TokenStream) -> syn::Result<TokenStream>
     let mut out = Vec::new();
     for item in items {
         match item {
-            Item::Verbatim(tokens) => out.push(expand_metric(&prefix, syn::parse2(tokens.clone())?)?),
+            Item::Verbatim(tokens) => {
+                out.push(expand_metric(&prefix, syn::parse2(tokens.clone())?)?)
+            }
             other => out.push(quote!(#other)),
         }
     }
@@ -65,7 +70,8 @@ fn expand_metric(prefix: &str, f: ForeignItemFn) -> syn::Result<TokenStream> {
     }
     let mut buckets = None;
     for attr in f.attrs.iter().filter(|a| a.path().is_ident("buckets")) {
-        let list = attr.parse_args_with(Punctuated::<LitFloat, syn::Token![,]>::parse_terminated)?;
+        let list =
+            attr.parse_args_with(Punctuated::<LitFloat, syn::Token![,]>::parse_terminated)?;
         buckets = Some(list.into_iter().collect::<Vec<_>>());
     }
     let docs = f.attrs.iter().filter(|a| a.path().is_ident("doc"));
@@ -77,7 +83,10 @@ fn expand_metric(prefix: &str, f: ForeignItemFn) -> syn::Result<TokenStream> {
             return Err(syn::Error::new(arg.span(), "metrics take no `self`"));
         };
         let Pat::Ident(ident) = &*pat.pat else {
-            return Err(syn::Error::new(pat.span(), "label arguments must be plain names"));
+            return Err(syn::Error::new(
+                pat.span(),
+                "label arguments must be plain names",
+            ));
         };
         let label = ident.ident.to_string();
         if label.starts_with("__") || label == "le" || label == "quantile" {

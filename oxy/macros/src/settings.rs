@@ -70,14 +70,15 @@ fn expand_struct(input: DeriveInput) -> syn::Result<TokenStream> {
     let (_, ty_generics, _) = input.generics.split_for_impl();
     let default_generics = bounded(&input.generics, parse_quote!(::core::default::Default));
     let (default_impl, _, default_where) = default_generics.split_for_impl();
-    let settings_generics = bounded(
-        &default_generics,
-        parse_quote!(::oxy::settings::Settings),
-    );
+    let settings_generics = bounded(&default_generics, parse_quote!(::oxy::settings::Settings));
     let (settings_impl, _, settings_where) = settings_generics.split_for_impl();
 
     // Missing fields come from `Self::default()`, so type parameters must be `Default`.
-    let params: Vec<_> = input.generics.type_params().map(|p| p.ident.to_string()).collect();
+    let params: Vec<_> = input
+        .generics
+        .type_params()
+        .map(|p| p.ident.to_string())
+        .collect();
     let serde_bounds = if params.is_empty() {
         quote!()
     } else {

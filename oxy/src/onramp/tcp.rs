@@ -3,7 +3,9 @@
 use crate::app::{Hooks, OxyExt};
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
-use crate::hooks::{ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext, Transport};
+use crate::hooks::{
+    ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext, Transport,
+};
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::panics;
 use std::sync::Arc;
@@ -114,13 +116,12 @@ async fn handle<App: OxyExt>(
         duration: cx.accepted_at.elapsed(),
         end,
     };
-    if let Some(ingress) = &hooks.ingress {
-        if panics::contain(ingress.on_connection_end(&mut cx, &summary))
+    if let Some(ingress) = &hooks.ingress
+        && panics::contain(ingress.on_connection_end(&mut cx, &summary))
             .await
             .is_err()
-        {
-            tracing::error!("on_connection_end panicked");
-        }
+    {
+        tracing::error!("on_connection_end panicked");
     }
     oxy_connections::duration_seconds(&name).observe(summary.duration.as_secs_f64());
     active.dec();
@@ -134,10 +135,10 @@ async fn serve_connection<App: OxyExt>(
     cx: &mut IngressConnectionContext<App>,
     hooks: &Hooks<App>,
 ) -> ConnectionEnd {
-    if let Some(ingress) = &hooks.ingress {
-        if let IngressAction::Reject(reason) = ingress.on_connection(cx).await {
-            return ConnectionEnd::Rejected(reason);
-        }
+    if let Some(ingress) = &hooks.ingress
+        && let IngressAction::Reject(reason) = ingress.on_connection(cx).await
+    {
+        return ConnectionEnd::Rejected(reason);
     }
     drop(stream);
     ConnectionEnd::Closed

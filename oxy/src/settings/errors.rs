@@ -57,7 +57,10 @@ impl fmt::Display for ConfigErrors {
                 Some((line, col)) => write!(f, "{}:{line}:{col}: ", self.source_name)?,
                 None => write!(f, "{}: ", self.source_name)?,
             }
-            write!(f, "{}: {}", e.path, e.message)?;
+            if e.path != "." {
+                write!(f, "{}: ", e.path)?;
+            }
+            write!(f, "{}", e.message)?;
         }
         Ok(())
     }

@@ -77,10 +77,10 @@ fn type_error(text: &str, e: serde_path_to_error::Error<serde_yaml::Error>) -> C
         message.truncate(at);
     }
     // serde_yaml prefixes the path it knows ("endpoints[0]: ..."); ours is printed already.
-    if let Some((prefix, rest)) = message.split_once(": ") {
-        if !prefix.contains(' ') {
-            message = rest.to_string();
-        }
+    if let Some((prefix, rest)) = message.split_once(": ")
+        && !prefix.contains(' ')
+    {
+        message = rest.to_string();
     }
     ConfigError {
         path: display_path(&path),

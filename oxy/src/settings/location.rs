@@ -94,10 +94,23 @@ mod tests {
 
     #[test]
     fn finds_nested_keys_and_indexes() {
-        assert_eq!(locate(TEXT, &[key("server"), key("worker_threads")]), Some((2, 19)));
-        let path = [key("endpoints"), PathSegment::Index(1), key("listen"), PathSegment::Index(1)];
+        assert_eq!(
+            locate(TEXT, &[key("server"), key("worker_threads")]),
+            Some((2, 19))
+        );
+        let path = [
+            key("endpoints"),
+            PathSegment::Index(1),
+            key("listen"),
+            PathSegment::Index(1),
+        ];
         assert_eq!(locate(TEXT, &path), Some((9, 9)));
-        let path = [key("endpoints"), PathSegment::Index(0), key("listen"), PathSegment::Index(0)];
+        let path = [
+            key("endpoints"),
+            PathSegment::Index(0),
+            key("listen"),
+            PathSegment::Index(0),
+        ];
         assert_eq!(locate(TEXT, &path), Some((5, 14)));
     }
 
@@ -108,8 +121,12 @@ mod tests {
     }
 
     #[test]
-    fn broken_text_has_no_location() {
-        assert_eq!(locate("a: [", &[key("a"), PathSegment::Index(3)]), Some((1, 4)));
-        assert_eq!(locate(": : :", &[key("x")]), None);
+    fn broken_text_falls_back_to_what_parses() {
+        assert_eq!(
+            locate("a: [", &[key("a"), PathSegment::Index(3)]),
+            Some((1, 4))
+        );
+        assert_eq!(locate("a: 1\n: : :", &[key("x")]), Some((1, 1)));
+        assert_eq!(locate("", &[key("x")]), None);
     }
 }

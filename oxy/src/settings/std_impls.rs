@@ -35,14 +35,14 @@ leaf_settings!(
 
 impl<T: Settings> Settings for Vec<T> {
     fn add_docs(&self, path: &[String], docs: &mut DocMap) {
-        if self.is_empty() {
-            if let Some(example) = T::example() {
-                let mut key = path.to_vec();
-                key.push("0".into());
-                example.add_docs(&key, docs);
-                if let Ok(value) = serde_yaml::to_value(&example) {
-                    docs.insert_example(path.to_vec(), value);
-                }
+        if self.is_empty()
+            && let Some(example) = T::example()
+        {
+            let mut key = path.to_vec();
+            key.push("0".into());
+            example.add_docs(&key, docs);
+            if let Ok(value) = serde_yaml::to_value(&example) {
+                docs.insert_example(path.to_vec(), value);
             }
         }
         for (i, item) in self.iter().enumerate() {

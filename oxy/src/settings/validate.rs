@@ -21,13 +21,13 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
             format!("not a log level or filter: {e}"),
         ));
     }
-    if !telemetry.sentry.dsn.is_empty() {
-        if let Err(e) = telemetry.sentry.dsn.parse::<sentry::types::Dsn>() {
-            problems.push((
-                vec![key("telemetry"), key("sentry"), key("dsn")],
-                format!("not a Sentry DSN: {e}"),
-            ));
-        }
+    if !telemetry.sentry.dsn.is_empty()
+        && let Err(e) = telemetry.sentry.dsn.parse::<sentry::types::Dsn>()
+    {
+        problems.push((
+            vec![key("telemetry"), key("sentry"), key("dsn")],
+            format!("not a Sentry DSN: {e}"),
+        ));
     }
     if !(0.0..=1.0).contains(&telemetry.sentry.sample_rate) {
         problems.push((
@@ -107,9 +107,8 @@ fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
     if a.port() != b.port() || a.port() == 0 {
         return false;
     }
-    let covers = |x: &SocketAddr, y: &SocketAddr| {
-        x.ip().is_unspecified() && (x.is_ipv6() || y.is_ipv4())
-    };
+    let covers =
+        |x: &SocketAddr, y: &SocketAddr| x.ip().is_unspecified() && (x.is_ipv6() || y.is_ipv4());
     a.ip() == b.ip() || covers(a, b) || covers(b, a)
 }
 

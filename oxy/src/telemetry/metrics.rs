@@ -60,17 +60,7 @@ macro_rules! display_labels {
     )*};
 }
 
-display_labels!(
-    bool,
-    u8,
-    u16,
-    u32,
-    u64,
-    usize,
-    i32,
-    i64,
-    std::net::IpAddr
-);
+display_labels!(bool, u8, u16, u32, u64, usize, i32, i64, std::net::IpAddr);
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(name: &str, collector: C) -> C {
     if let Err(e) = registry().register(Box::new(collector.clone())) {

@@ -33,5 +33,8 @@ pub fn install_hook() {
 /// Runs `future`, turning a panic inside it into `Err(())` (already counted and logged by
 /// the panic hook) so that only this task ends.
 pub async fn contain<F: Future>(future: F) -> Result<F::Output, ()> {
-    AssertUnwindSafe(future).catch_unwind().await.map_err(|_| ())
+    AssertUnwindSafe(future)
+        .catch_unwind()
+        .await
+        .map_err(|_| ())
 }

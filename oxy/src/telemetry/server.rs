@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
@@ -29,6 +29,7 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, started: Instant)
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
@@ -58,7 +59,10 @@ fn respond(req: &Request<Incoming>, health: &Health, started: Instant) -> Respon
             HealthState::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
             HealthState::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         },
-        _ => text(StatusCode::NOT_FOUND, "not found: try /metrics or /health\n"),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics or /health\n",
+        ),
     }
 }
 

@@ -1,0 +1,37 @@
+# One entry point: `make run` starts the proxy from config/default.yaml,
+# `make test` runs every check and test. Both install what is missing first.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: help deps run build lint rust-test integration-test test
+
+help:
+	@echo "make run   - build and run the zero-code proxy with config/default.yaml"
+	@echo "make test  - lints, Rust tests and the TypeScript integration tests"
+
+deps:
+	@scripts/install-deps.sh
+
+run: deps
+	$(CARGO) run --release -p proxy --bin oxy -- --config config/default.yaml
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+lint: deps
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	@for crate in openssl-sys native-tls; do \
+	  if $(CARGO) tree --workspace -i $$crate -e normal 2>/dev/null | grep -q $$crate; then \
+	    echo "$$crate is in the dependency tree: only BoringSSL (and rustls) may be linked"; exit 1; \
+	  fi; \
+	done
+
+rust-test: deps
+	$(CARGO) test --workspace
+
+integration-test: build
+	cd integration-tests && npm ci --no-audit --no-fund && npm test
+
+test: lint rust-test integration-test

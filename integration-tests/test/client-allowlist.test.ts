@@ -1,0 +1,43 @@
+// The README's example app: an ingress hook driven by per-endpoint app settings.
+
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { OxyProcess, closed, freePort, openTcp, runToExit } from "../lib/oxy.ts";
+
+test("each endpoint admits only its allowed networks", async () => {
+  const office = await freePort();
+  const lab = await freePort();
+  const oxy = await OxyProcess.start({
+    binary: "client-allowlist",
+    settings: {
+      endpoints: [
+        { name: "office", listen: [`127.0.0.1:${office}`], app: { allow: ["10.0.0.0/8"] } },
+        { name: "lab", listen: [`127.0.0.1:${lab}`], app: { allow: ["127.0.0.0/8", "::1/128"] } },
+      ],
+    },
+  });
+  await closed(await openTcp(office));
+  await oxy.waitForMetric('client_allowlist_refused_total{endpoint="office"}', 1);
+  await oxy.waitForMetric('oxy_connections_rejected_total{endpoint="office",reason="ingress_hook"}', 1);
+  await oxy.waitForLog(/reason=127\.0\.0\.1 is not on the allowlist/);
+
+  await closed(await openTcp(lab));
+  await oxy.waitForMetric('oxy_connections_accepted_total{endpoint="lab"}', 1);
+  assert.equal(await oxy.metric('client_allowlist_refused_total{endpoint="lab"}'), undefined);
+  assert.equal(await oxy.metric('oxy_connections_rejected_total{endpoint="lab",reason="ingress_hook"}'), undefined);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("its settings are documented in --generate-config and checked on load", async () => {
+  const generated = await runToExit("client-allowlist", ["--generate-config"]);
+  assert.equal(generated.code, 0);
+  assert.match(generated.stdout, /# Networks whose clients may connect to this endpoint/);
+  assert.match(generated.stdout, /^ {6}allow: \[\]$/m);
+
+  const bad = await OxyProcess.start({
+    binary: "client-allowlist",
+    settings: { endpoints: [{ name: "x", listen: [`127.0.0.1:${await freePort()}`], app: { allow: ["10.0.0.0/33"] } }] },
+  }).catch((e: Error) => e);
+  assert.ok(bad instanceof Error);
+  assert.match(bad.message, /endpoints\[0\]\.app\.allow\[0\]: invalid IP address syntax/);
+});
