@@ -65,3 +65,88 @@ pub trait EgressHook<App: OxyExt>: Send + Sync + 'static {
         let _ = (cx, addrs);
     }
 }
+
+impl std::fmt::Display for TargetHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetHost::Name(name) => f.write_str(name),
+            TargetHost::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            TargetHost::Ip(ip) => write!(f, "{ip}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// Why a `host:port` string is not a [`Target`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a host:port target: {0}")]
+pub struct TargetParseError(&'static str);
+
+impl std::str::FromStr for Target {
+    type Err = TargetParseError;
+
+    /// Parses `name:port`, `192.0.2.1:port` or `[2001:db8::1]:port`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (host, port) = s.rsplit_once(':').ok_or(TargetParseError("no port"))?;
+        let port: u16 = port.parse().map_err(|_| TargetParseError("bad port"))?;
+        if port == 0 {
+            return Err(TargetParseError("port 0"));
+        }
+        let host = if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            TargetHost::Ip(IpAddr::V6(
+                v6.parse()
+                    .map_err(|_| TargetParseError("bad IPv6 address"))?,
+            ))
+        } else if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
+            TargetHost::Ip(IpAddr::V4(ip))
+        } else {
+            let valid = !host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                });
+            if !valid {
+                return Err(TargetParseError("bad host name"));
+            }
+            TargetHost::Name(host.to_ascii_lowercase())
+        };
+        Ok(Target { host, port })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_print() {
+        for (text, shown) in [
+            ("example.com:443", "example.com:443"),
+            ("Example.COM:80", "example.com:80"),
+            ("192.0.2.1:53", "192.0.2.1:53"),
+            ("[2001:db8::1]:8443", "[2001:db8::1]:8443"),
+        ] {
+            assert_eq!(text.parse::<Target>().unwrap().to_string(), shown);
+        }
+        for bad in [
+            "example.com",
+            "example.com:0",
+            "example.com:70000",
+            "[::1:80",
+            ":80",
+            "a..b:1",
+            "2001:db8::1:80",
+        ] {
+            assert!(bad.parse::<Target>().is_err(), "{bad}");
+        }
+    }
+}

@@ -11,7 +11,7 @@ mod ip_flow;
 mod tunnel;
 
 pub use dns::{DnsAction, DnsContext, DnsHook};
-pub use egress::{EgressAction, EgressContext, EgressHook, Target, TargetHost};
+pub use egress::{EgressAction, EgressContext, EgressHook, Target, TargetHost, TargetParseError};
 pub use http_request::{
     HttpBody, HttpRequestHook, RequestAction, RequestContext, ResponseAction, Upstream,
 };

@@ -3,6 +3,7 @@
 use crate::oxy_app_settings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// One endpoint: a named set of listen addresses served with the same settings.
 #[oxy_app_settings]
@@ -14,12 +15,54 @@ pub struct EndpointSettings<E> {
     /// TCP addresses to listen on (`127.0.0.1:8080`, `[::1]:8080`).
     #[serde(default = "default_listen")]
     pub listen: Vec<SocketAddr>,
-    /// TLS for connections accepted on this endpoint.
+    /// What the endpoint serves: `tcp` forwards each connection to a target (port
+    /// forwarding, an L4 firewall), through the egress policy and hooks.
+    pub protocol: EndpointProtocol,
+    /// Settings of `protocol: tcp`.
+    pub tcp: TcpForwardSettings,
+    /// Timeouts of the tunnels this endpoint opens; the tunnel hook can change them.
+    pub tunnel: TunnelSettings,
+    /// TLS certificates for this endpoint (checked at load; handshakes are not served yet).
     pub tls: TlsSettings,
     /// Limits that protect the process.
     pub limits: EndpointLimits,
     /// The application's settings for this endpoint.
     pub app: E,
+}
+
+/// What an endpoint serves.
+#[oxy_app_settings]
+pub enum EndpointProtocol {
+    /// Forward each TCP connection to `tcp.target` (or where the egress hook says).
+    #[default]
+    Tcp,
+}
+
+/// The `tcp:` section of an endpoint.
+#[oxy_app_settings]
+pub struct TcpForwardSettings {
+    /// Where connections go (`host:port`, `[::1]:80`); empty means the egress hook
+    /// must choose, and connections are closed when it does not.
+    pub target: String,
+}
+
+/// The `tunnel:` section of an endpoint.
+#[oxy_app_settings]
+pub struct TunnelSettings {
+    /// Close a tunnel after this long without a byte either way.
+    #[serde(with = "humantime_serde", default = "default_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Close a tunnel after this long in any case; 0s means no limit.
+    #[serde(with = "humantime_serde", default = "default_max_lifetime")]
+    pub max_lifetime: Duration,
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
 fn default_name() -> String {

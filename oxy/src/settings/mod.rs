@@ -1,6 +1,8 @@
 //! Settings: the [`Settings`] trait, the framework's sections, YAML loading and generation.
 
+mod dns;
 mod documented_yaml;
+mod egress;
 mod endpoint;
 mod errors;
 mod load;
@@ -10,12 +12,17 @@ mod std_impls;
 mod telemetry;
 mod validate;
 
+pub use dns::{DnsGroupSettings, DnsProtocol, DnsServerSettings, DnsSettings};
 pub use documented_yaml::to_documented_yaml;
-pub use endpoint::{CertificateSettings, EndpointLimits, EndpointSettings, TlsSettings};
+pub use egress::{EgressSettings, HappyEyeballsSettings};
+pub use endpoint::{
+    CertificateSettings, EndpointLimits, EndpointProtocol, EndpointSettings, TcpForwardSettings,
+    TlsSettings, TunnelSettings,
+};
 pub use errors::{ConfigError, ConfigErrors};
 pub use load::{from_yaml_str, load_file};
 pub use server::{NoSettings, ServerSection, ServerSettings};
-pub use telemetry::{LogFormat, LogSettings, SentrySettings, TelemetrySettings};
+pub use telemetry::{AuditSettings, LogFormat, LogSettings, SentrySettings, TelemetrySettings};
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;

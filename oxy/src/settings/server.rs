@@ -1,6 +1,6 @@
 //! The root of a settings file and its `server:` section.
 
-use super::{EndpointSettings, TelemetrySettings};
+use super::{DnsSettings, EgressSettings, EndpointSettings, TelemetrySettings};
 use crate::oxy_app_settings;
 use std::time::Duration;
 
@@ -10,8 +10,12 @@ use std::time::Duration;
 pub struct ServerSettings<A, E> {
     /// Process-wide settings: threads and shutdown.
     pub server: ServerSection,
-    /// Metrics and health listener, logs and panic reports.
+    /// Metrics and health listener, logs, audit records and panic reports.
     pub telemetry: TelemetrySettings,
+    /// Name resolution for every off-ramp.
+    pub dns: DnsSettings,
+    /// Where traffic may go, and how it connects.
+    pub egress: EgressSettings,
     /// The listeners: each endpoint is a tenant with its own addresses, TLS, limits and
     /// application settings. Names and addresses must be unique.
     #[serde(default = "default_endpoints")]

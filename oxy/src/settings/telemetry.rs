@@ -14,8 +14,21 @@ pub struct TelemetrySettings {
     pub listen: SocketAddr,
     /// Logging.
     pub log: LogSettings,
+    /// Audit records: one JSON object per tunnel.
+    pub audit: AuditSettings,
     /// Panic reports to Sentry.
     pub sentry: SentrySettings,
+}
+
+/// The `telemetry.audit:` section.
+#[oxy_app_settings]
+pub struct AuditSettings {
+    /// Write an audit record when each tunnel ends.
+    #[serde(default = "enabled")]
+    pub enabled: bool,
+    /// File the records are appended to, one JSON object per line; empty means the log
+    /// stream (target `oxy::audit`).
+    pub path: std::path::PathBuf,
 }
 
 fn enabled() -> bool {

@@ -2,6 +2,7 @@
 
 use super::errors::PathSegment;
 use super::{ServerSettings, Settings};
+use crate::hooks::Target;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -33,6 +34,36 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
         problems.push((
             vec![key("telemetry"), key("sentry"), key("sample_rate")],
             "must be between 0.0 and 1.0".into(),
+        ));
+    }
+
+    let audit = &telemetry.audit.path;
+    if !audit.as_os_str().is_empty() {
+        let dir = audit.parent().filter(|d| !d.as_os_str().is_empty());
+        if dir.is_some_and(|d| !d.is_dir()) {
+            problems.push((
+                vec![key("telemetry"), key("audit"), key("path")],
+                format!("the directory of {} does not exist", audit.display()),
+            ));
+        }
+    }
+    for (g, group) in settings.dns.groups.iter().enumerate() {
+        let at = |rest: &[PathSegment]| {
+            let mut p = vec![key("dns"), key("groups"), PathSegment::Index(g)];
+            p.extend_from_slice(rest);
+            p
+        };
+        if group.servers.is_empty() {
+            problems.push((
+                at(&[key("servers")]),
+                "a group needs at least one server".into(),
+            ));
+        }
+    }
+    if settings.dns.min_ttl > settings.dns.max_ttl {
+        problems.push((
+            vec![key("dns"), key("min_ttl")],
+            "min_ttl is longer than max_ttl".into(),
         ));
     }
 
@@ -75,6 +106,11 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                 ));
             }
             bound.push((*addr, format!("endpoints[{i}].listen[{j}]")));
+        }
+        if !endpoint.tcp.target.is_empty()
+            && let Err(e) = endpoint.tcp.target.parse::<Target>()
+        {
+            problems.push((at(&[key("tcp"), key("target")]), e.to_string()));
         }
         let tls = &endpoint.tls;
         if tls.enabled && tls.certificates.is_empty() {

@@ -1,0 +1,5 @@
+//! Off-ramps: how traffic leaves Oxy, and the policy it leaves under.
+
+pub mod happy_eyeballs;
+pub mod policy;
+pub mod tcp;
