@@ -233,3 +233,18 @@ export function closed(socket: Socket): Promise<void> {
     socket.resume();
   });
 }
+
+/** Connects to 127.0.0.1:port, sends `payload`, half-closes, and collects the reply until
+ * the connection closes. A reset (a refused tunnel closing with our bytes unread) ends the
+ * reply like a close does. */
+export function exchange(port: number, payload: string | Buffer): Promise<Buffer> {
+  return new Promise((ok, fail) => {
+    const chunks: Buffer[] = [];
+    const socket = connect({ port, host: "127.0.0.1", allowHalfOpen: true }, () => socket.end(payload));
+    socket.on("data", (d) => chunks.push(d));
+    socket.on("error", (e: NodeJS.ErrnoException) => {
+      if (e.code !== "ECONNRESET" && e.code !== "EPIPE") fail(e);
+    });
+    socket.on("close", () => ok(Buffer.concat(chunks)));
+  });
+}

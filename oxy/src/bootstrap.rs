@@ -1,11 +1,15 @@
 //! `oxy::bootstrap`: CLI -> settings -> telemetry -> runtime -> start -> serve -> drain.
 
-use crate::app::{AppServerSettings, Hooks, OxyApp};
+use crate::app::{AppServerSettings, OxyApp};
 use crate::cli::Cli;
+use crate::dns::DnsResolver;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::error::{OxyError, OxyResult};
+use crate::offramp::policy::EgressPolicy;
+use crate::services::Services;
 use crate::settings::{self, ServerSettings};
+use crate::telemetry::audit::AuditLog;
 use crate::telemetry::framework_metrics::oxy;
 use crate::telemetry::health::{Health, HealthState};
 use crate::telemetry::{logging, panics, sentry_reports};
@@ -101,11 +105,26 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
         ));
     }
 
-    let hooks = Arc::new(
-        App::start(settings.clone())
-            .await
-            .map_err(OxyError::AppStart)?,
-    );
+    let hooks = App::start(settings.clone())
+        .await
+        .map_err(OxyError::AppStart)?;
+    let resolver = DnsResolver::new(&settings.dns, hooks.dns.clone())
+        .map_err(|e| OxyError::Telemetry(e.to_string()))?;
+    let (audit, audit_writer) = AuditLog::open(&settings.telemetry.audit)
+        .await
+        .map_err(|e| {
+            OxyError::Io(std::io::Error::new(
+                e.kind(),
+                format!("audit log {}: {e}", settings.telemetry.audit.path.display()),
+            ))
+        })?;
+    let services = Arc::new(Services {
+        hooks,
+        resolver,
+        policy: EgressPolicy::new(&settings.egress),
+        happy_eyeballs: settings.egress.happy_eyeballs.clone(),
+        audit,
+    });
     let drain = Drain::new();
     let mut listeners = Vec::new();
     for endpoint_settings in &settings.endpoints {
@@ -113,6 +132,7 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
         let endpoint = Arc::new(Endpoint::<App> {
             settings: endpoint_settings.clone(),
             app,
+            tcp_target: endpoint_settings.tcp.target.parse().ok(),
         });
         let max = endpoint_settings.limits.max_connections;
         let slots = (max > 0).then(|| Arc::new(Semaphore::new(max)));
@@ -128,7 +148,7 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
             listener,
             endpoint,
             slots,
-            hooks.clone(),
+            services.clone(),
             drain.clone(),
         ));
     }
@@ -146,7 +166,12 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
             "drain period over; closed open connections"
         );
     }
-    drop::<Arc<Hooks<App>>>(hooks);
+    drop(services);
+    if let Some(writer) = audit_writer
+        && writer.await.is_err()
+    {
+        tracing::error!("the audit writer ended abnormally");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! A running endpoint: its settings and the application's state for it.
 
 use crate::app::OxyExt;
+use crate::hooks::Target;
 use crate::settings::EndpointSettings;
 
 /// An endpoint as hooks see it.
@@ -9,6 +10,8 @@ pub struct Endpoint<App: OxyExt> {
     pub settings: EndpointSettings<App::EndpointAppSettings>,
     /// The application's state for this endpoint, from [`crate::OxyApp::endpoint_context`].
     pub app: App::EndpointContext,
+    /// `tcp.target`, parsed (`None` when it is empty).
+    pub tcp_target: Option<Target>,
 }
 
 impl<App: OxyExt> Endpoint<App> {

@@ -16,9 +16,11 @@ pub mod error;
 pub mod hooks;
 pub mod offramp;
 pub mod onramp;
+pub mod services;
 pub mod settings;
 pub mod telemetry;
 pub mod tls;
+pub mod tunnel;
 
 pub use app::{Hooks, OxyApp, OxyExt};
 pub use bootstrap::bootstrap;

@@ -28,6 +28,10 @@ pub struct FixtureEndpointSettings {
     pub panic_on_connect: bool,
     /// Keep each connection in the ingress hook this many milliseconds.
     pub hold_ms: u64,
+    /// When not empty, the egress hook sends every connection here (`host:port`).
+    pub egress_target: String,
+    /// When not empty, the tunnel hook blocks every tunnel with this reason.
+    pub tunnel_block: String,
 }
 
 #[metrics]
@@ -82,6 +86,44 @@ impl IngressHook<Fixture> for Observer {
     }
 }
 
+struct Router;
+
+#[async_trait]
+impl EgressHook<Fixture> for Router {
+    async fn on_egress(&self, cx: &mut EgressContext<Fixture>) -> EgressAction {
+        let target = &cx.endpoint.app_settings().egress_target;
+        if target.is_empty() {
+            return EgressAction::Allow;
+        }
+        match target.parse() {
+            Ok(target) => EgressAction::Rewrite(target),
+            Err(e) => EgressAction::Deny(format!("bad egress_target: {e}")),
+        }
+    }
+}
+
+#[async_trait]
+impl TunnelHook<Fixture> for Router {
+    async fn on_tunnel_start(&self, cx: &mut TunnelContext<Fixture>) -> TunnelAction {
+        let reason = &cx.endpoint.app_settings().tunnel_block;
+        if reason.is_empty() {
+            TunnelAction::Continue
+        } else {
+            TunnelAction::Block(reason.clone())
+        }
+    }
+
+    async fn on_tunnel_end(&self, cx: &mut TunnelContext<Fixture>, summary: &TunnelSummary) {
+        tracing::info!(
+            target = %cx.target,
+            up = summary.bytes_up,
+            down = summary.bytes_down,
+            reason = %summary.close_reason,
+            "fixture saw the tunnel end"
+        );
+    }
+}
+
 #[async_trait]
 impl OxyApp for Fixture {
     fn name() -> &'static str {
@@ -103,6 +145,8 @@ impl OxyApp for Fixture {
         tracing::info!(greeting = %settings.app.greeting, "fixture started");
         Ok(Hooks {
             ingress: Some(Arc::new(Observer)),
+            egress: Some(Arc::new(Router)),
+            tunnel: Some(Arc::new(Router)),
             ..Default::default()
         })
     }

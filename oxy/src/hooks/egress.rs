@@ -33,8 +33,9 @@ pub struct EgressContext<App: OxyExt> {
     pub client_addr: SocketAddr,
     /// TCP or UDP towards the target.
     pub transport: Transport,
-    /// Where the client asked to go.
-    pub target: Target,
+    /// Where the client asked to go; `None` on an L4 endpoint without `tcp.target`,
+    /// where the hook must answer [`EgressAction::Rewrite`] or the connection is closed.
+    pub target: Option<Target>,
 }
 
 /// How traffic leaves.
@@ -42,7 +43,8 @@ pub struct EgressContext<App: OxyExt> {
 pub enum EgressAction {
     /// Go to the requested target, subject to the egress policy.
     Allow,
-    /// Go to this target instead, subject to the egress policy.
+    /// Go to this target instead (or at all, when none was requested), subject to the
+    /// egress policy.
     Rewrite(Target),
     /// Go to the target from this local address (egress IP selection).
     BindTo(IpAddr),
@@ -61,7 +63,10 @@ pub trait EgressHook<App: OxyExt>: Send + Sync + 'static {
 
     /// Runs after the target is resolved, with the addresses in the order they will be
     /// tried; remove or reorder them here. The default keeps them as they are.
-    async fn on_resolved(&self, cx: &mut EgressContext<App>, addrs: &mut Vec<IpAddr>) {
+    ///
+    /// It runs once per address family (IPv6 and IPv4 are resolved concurrently), before
+    /// the egress policy filters the addresses.
+    async fn on_resolved(&self, cx: &EgressContext<App>, addrs: &mut Vec<IpAddr>) {
         let _ = (cx, addrs);
     }
 }

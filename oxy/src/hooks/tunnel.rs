@@ -29,6 +29,9 @@ pub enum TunnelAction {
     Continue,
     /// Close both sides; the reason is logged and counted.
     Block(String),
+    /// Close the connection to the target and connect to this one instead (through the
+    /// egress policy, without running the egress hook again).
+    Redirect(Target),
     /// Pump with these timeouts instead of the endpoint's.
     SetTimeouts {
         /// Close after this long without traffic either way.
@@ -36,7 +39,8 @@ pub enum TunnelAction {
         /// Close after this long in any case.
         max_lifetime: Duration,
     },
-    /// Feed the client's bytes to Oxy's HTTP server instead of the target.
+    /// Feed the client's bytes to Oxy's HTTP server instead of the target. No HTTP
+    /// server exists yet: the tunnel is closed with reason `decapsulation unavailable`.
     Decapsulate,
 }
 

@@ -1,1 +1,197 @@
+//! The TCP off-ramp: egress hook, policy, DNS and happy eyeballs, from a target to a socket.
 
+use crate::app::OxyExt;
+use crate::dns::{DnsError, Family};
+use crate::hooks::{EgressAction, EgressContext, TargetHost};
+use crate::metrics;
+use crate::offramp::happy_eyeballs::{self, HappyEyeballsError, Lookup};
+use crate::offramp::policy::EgressDenied;
+use crate::services::Services;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::Instant;
+use tokio::net::{TcpSocket, TcpStream};
+
+/// Off-ramp metrics.
+#[metrics]
+pub mod oxy_offramp {
+    /// Connections made to targets, by the winning address family (`ipv4`, `ipv6`).
+    pub fn connects_total(family: &str) -> Counter;
+
+    /// Failed connections to targets, by reason (`denied`, `dns`, `refused`, `timeout`,
+    /// `hook`).
+    pub fn connect_failures_total(reason: &str) -> Counter;
+
+    /// Time from the egress decision to a connected socket.
+    #[buckets(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)]
+    pub fn connect_seconds() -> Histogram;
+
+    /// Destinations refused by the egress policy or hook, by reason.
+    pub fn egress_denied_total(reason: &str) -> Counter;
+}
+
+/// Why no connection to the target was made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The egress policy refused every address (or the port).
+    #[error("egress denied: {0}")]
+    Denied(#[from] EgressDenied),
+    /// The egress hook refused the target.
+    #[error("egress denied by the application: {0}")]
+    DeniedByHook(String),
+    /// The name did not resolve.
+    #[error(transparent)]
+    Dns(#[from] DnsError),
+    /// No attempt succeeded.
+    #[error(transparent)]
+    Connect(#[from] HappyEyeballsError),
+    /// No target was requested and the egress hook chose none.
+    #[error("no target: the endpoint has no tcp.target and the egress hook chose none")]
+    NoTarget,
+}
+
+impl ConnectError {
+    /// A short, stable label for metrics and audit records.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ConnectError::Denied(_) | ConnectError::DeniedByHook(_) => "denied",
+            ConnectError::Dns(_) => "dns",
+            ConnectError::Connect(HappyEyeballsError::TimedOut) => "timeout",
+            ConnectError::Connect(_) => "refused",
+            ConnectError::NoTarget => "no_target",
+        }
+    }
+}
+
+/// Runs the egress hook on `cx` and connects to the (possibly rewritten) target.
+pub async fn connect<App: OxyExt>(
+    services: &Services<App>,
+    cx: &mut EgressContext<App>,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    let mut bind = None;
+    if let Some(hook) = &services.hooks.egress {
+        match hook.on_egress(cx).await {
+            EgressAction::Allow => {}
+            EgressAction::Rewrite(target) => cx.target = Some(target),
+            EgressAction::BindTo(ip) => bind = Some(ip),
+            EgressAction::Deny(reason) => {
+                oxy_offramp::egress_denied_total("hook").inc();
+                oxy_offramp::connect_failures_total("denied").inc();
+                return Err(ConnectError::DeniedByHook(reason));
+            }
+        }
+    }
+    connect_without_hook(services, cx, bind).await
+}
+
+/// Connects to `cx.target` through the policy, DNS and happy eyeballs, without the hook.
+pub async fn connect_without_hook<App: OxyExt>(
+    services: &Services<App>,
+    cx: &EgressContext<App>,
+    bind: Option<IpAddr>,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    let started = Instant::now();
+    let result = connect_inner(services, cx, bind).await;
+    match &result {
+        Ok((_, addr)) => {
+            oxy_offramp::connect_seconds().observe(started.elapsed().as_secs_f64());
+            oxy_offramp::connects_total(if addr.is_ipv6() { "ipv6" } else { "ipv4" }).inc();
+        }
+        Err(e) => {
+            if let ConnectError::Denied(denied) = e {
+                oxy_offramp::egress_denied_total(denied.reason()).inc();
+            }
+            oxy_offramp::connect_failures_total(e.reason()).inc();
+        }
+    }
+    result
+}
+
+async fn connect_inner<App: OxyExt>(
+    services: &Services<App>,
+    cx: &EgressContext<App>,
+    bind: Option<IpAddr>,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    let Some(target) = &cx.target else {
+        return Err(ConnectError::NoTarget);
+    };
+    let port = target.port;
+    services.policy.check_port(port)?;
+    let denied = Mutex::new(None::<EgressDenied>);
+    let dns_error = Mutex::new(None::<DnsError>);
+
+    let lookup = |family: Family| -> Lookup<'_> {
+        let (denied, dns_error) = (&denied, &dns_error);
+        Box::pin(async move {
+            if bind.is_some_and(|b| b.is_ipv6() != (family == Family::V6)) {
+                return Vec::new();
+            }
+            let mut addrs = match &target.host {
+                TargetHost::Ip(ip) if ip.is_ipv6() == (family == Family::V6) => vec![*ip],
+                TargetHost::Ip(_) => return Vec::new(),
+                TargetHost::Name(name) => match services.resolver.lookup(name, family).await {
+                    Ok((addrs, _)) => addrs.to_vec(),
+                    Err(e) => {
+                        let mut slot = dns_error.lock().unwrap_or_else(|p| p.into_inner());
+                        if slot.is_none() || !matches!(e, DnsError::NoAddress(_)) {
+                            *slot = Some(e);
+                        }
+                        return Vec::new();
+                    }
+                },
+            };
+            if let Some(hook) = &services.hooks.egress {
+                hook.on_resolved(cx, &mut addrs).await;
+            }
+            addrs.retain(|ip| match services.policy.check_ip(*ip) {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(%target, error = %e, "address refused");
+                    denied
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert(e);
+                    false
+                }
+            });
+            addrs
+        })
+    };
+
+    let result = happy_eyeballs::connect(
+        &services.happy_eyeballs,
+        port,
+        lookup(Family::V6),
+        lookup(Family::V4),
+        |addr| open(addr, bind),
+    )
+    .await;
+    match result {
+        Ok(connected) => Ok(connected),
+        Err(HappyEyeballsError::NoAddress) => {
+            if let Some(denied) = denied.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                return Err(ConnectError::Denied(denied));
+            }
+            match dns_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                Some(e) => Err(ConnectError::Dns(e)),
+                None => Err(ConnectError::Connect(HappyEyeballsError::NoAddress)),
+            }
+        }
+        Err(e) => Err(ConnectError::Connect(e)),
+    }
+}
+
+/// One connection attempt, from `bind` when given.
+async fn open(addr: SocketAddr, bind: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let socket = if addr.is_ipv6() {
+        TcpSocket::new_v6()?
+    } else {
+        TcpSocket::new_v4()?
+    };
+    if let Some(ip) = bind {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}

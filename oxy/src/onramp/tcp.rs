@@ -1,11 +1,13 @@
 //! TCP listeners: accept, enforce the endpoint's connection limit, run the ingress hook.
 
-use crate::app::{Hooks, OxyExt};
+use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
     ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext, Transport,
 };
+use crate::services::Services;
+use crate::settings::EndpointProtocol;
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::panics;
 use std::sync::Arc;
@@ -22,7 +24,7 @@ pub async fn serve<App: OxyExt>(
     listener: TcpListener,
     endpoint: Arc<Endpoint<App>>,
     slots: Option<Arc<Semaphore>>,
-    hooks: Arc<Hooks<App>>,
+    services: Arc<Services<App>>,
     drain: Drain,
 ) {
     let name = endpoint.name().to_string();
@@ -71,11 +73,11 @@ pub async fn serve<App: OxyExt>(
             accepted_at: Instant::now(),
             app: Default::default(),
         };
-        let hooks = hooks.clone();
+        let services = services.clone();
         let task_drain = drain.clone();
         drain.spawn_connection(
             async move {
-                handle(stream, cx, &hooks, &task_drain).await;
+                handle(stream, cx, &services, &task_drain).await;
                 drop(permit);
             }
             .instrument(span),
@@ -88,7 +90,7 @@ pub async fn serve<App: OxyExt>(
 async fn handle<App: OxyExt>(
     stream: TcpStream,
     mut cx: IngressConnectionContext<App>,
-    hooks: &Hooks<App>,
+    services: &Services<App>,
     drain: &Drain,
 ) {
     let name = cx.endpoint.name().to_string();
@@ -96,10 +98,7 @@ async fn handle<App: OxyExt>(
     active.inc();
     tracing::debug!(local = %cx.local_addr, "accepted");
 
-    let served = tokio::select! {
-        _ = drain.force_closing() => Ok(ConnectionEnd::Shutdown),
-        served = panics::contain(serve_connection(stream, &mut cx, hooks)) => served,
-    };
+    let served = panics::contain(serve_connection(stream, &mut cx, services, drain)).await;
     let end = served.unwrap_or(ConnectionEnd::Panicked);
     match &end {
         ConnectionEnd::Rejected(reason) => {
@@ -116,7 +115,7 @@ async fn handle<App: OxyExt>(
         duration: cx.accepted_at.elapsed(),
         end,
     };
-    if let Some(ingress) = &hooks.ingress
+    if let Some(ingress) = &services.hooks.ingress
         && panics::contain(ingress.on_connection_end(&mut cx, &summary))
             .await
             .is_err()
@@ -128,18 +127,28 @@ async fn handle<App: OxyExt>(
     tracing::debug!(duration = ?summary.duration, end = ?summary.end, "connection ended");
 }
 
-/// Runs the ingress hook; the endpoint has no protocol that reads the stream yet, so an
-/// accepted connection is closed once the hook lets it through.
+/// Runs the ingress hook, then serves the endpoint's protocol.
 async fn serve_connection<App: OxyExt>(
     stream: TcpStream,
     cx: &mut IngressConnectionContext<App>,
-    hooks: &Hooks<App>,
+    services: &Services<App>,
+    drain: &Drain,
 ) -> ConnectionEnd {
-    if let Some(ingress) = &hooks.ingress
-        && let IngressAction::Reject(reason) = ingress.on_connection(cx).await
-    {
-        return ConnectionEnd::Rejected(reason);
+    if let Some(ingress) = &services.hooks.ingress {
+        let action = tokio::select! {
+            action = ingress.on_connection(cx) => action,
+            _ = drain.force_closing() => return ConnectionEnd::Shutdown,
+        };
+        if let IngressAction::Reject(reason) = action {
+            return ConnectionEnd::Rejected(reason);
+        }
     }
-    drop(stream);
-    ConnectionEnd::Closed
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+    match cx.endpoint.settings.protocol {
+        EndpointProtocol::Tcp => {
+            crate::tunnel::tcp_forward::serve(stream, cx, services, drain).await
+        }
+    }
 }

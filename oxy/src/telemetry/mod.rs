@@ -1,5 +1,6 @@
 //! Telemetry: metrics, the metrics and health listener, logs, panics and Sentry.
 
+pub mod audit;
 pub mod framework_metrics;
 pub mod health;
 pub mod logging;

@@ -1,0 +1,36 @@
+// TCP echo servers on loopback for tunnel tests.
+
+import { createServer, type Server, type Socket } from "node:net";
+
+export interface EchoServer {
+  port: number;
+  connections: number;
+  close(): Promise<void>;
+}
+
+/** Echoes every byte back and half-closes when the client does. */
+export async function startEchoServer(host = "127.0.0.1"): Promise<EchoServer> {
+  const sockets = new Set<Socket>();
+  const state = { connections: 0 };
+  const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
+    state.connections += 1;
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+    socket.pipe(socket);
+  });
+  await new Promise<void>((ok) => server.listen(0, host, ok));
+  const address = server.address();
+  if (!address || typeof address !== "object") throw new Error("no address");
+  return {
+    port: address.port,
+    get connections() {
+      return state.connections;
+    },
+    close: () =>
+      new Promise((ok) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => ok());
+      }),
+  };
+}

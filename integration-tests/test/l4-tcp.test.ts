@@ -1,0 +1,220 @@
+// protocol: tcp endpoints: forwarding through the egress policy, DNS with fallback,
+// hooks, timeouts and audit records, against local echo servers.
+
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
+import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
+import { OxyProcess, closed, exchange, freePort, openTcp, sleep } from "../lib/oxy.ts";
+
+let echo: EchoServer;
+let dns: DnsServer;
+
+before(async () => {
+  echo = await startEchoServer();
+  dns = await startDnsServer({
+    "echo.oxy.test": ["127.0.0.1"],
+    "public.oxy.test": ["192.0.2.10"],
+  });
+});
+
+after(async () => {
+  await echo.close();
+  await dns.close();
+});
+
+/** Settings for one tcp endpoint, resolving only through the test's DNS server. */
+async function forwarder(target: string, extra: Record<string, any> = {}, endpoint: Record<string, any> = {}) {
+  const port = await freePort();
+  const audit = join(mkdtempSync(join(tmpdir(), "oxy-audit-")), "audit.jsonl");
+  const settings = {
+    telemetry: { audit: { path: audit } },
+    dns: { groups: [{ name: "test", servers: [{ address: `127.0.0.1:${dns.port}` }] }] },
+    endpoints: [{ name: "fwd", listen: [`127.0.0.1:${port}`], tcp: { target }, ...endpoint }],
+    ...extra,
+  };
+  return { port, audit, settings };
+}
+
+async function auditRecords(path: string, count: number): Promise<any[]> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    let lines: string[] = [];
+    try {
+      lines = readFileSync(path, "utf8").trim().split("\n").filter(Boolean);
+    } catch {
+      // not written yet
+    }
+    if (lines.length >= count) return lines.map((l) => JSON.parse(l));
+    if (Date.now() > deadline) throw new Error(`${lines.length} audit records, wanted ${count}`);
+    await sleep(25);
+  }
+}
+
+test("forwards to an allowed target, half-closes, and audits the tunnel", async () => {
+  const { port, audit, settings } = await forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } });
+  const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const reply = await exchange(port, "hello through oxy");
+  assert.equal(reply.toString(), "hello through oxy");
+  const [record] = await auditRecords(audit, 1);
+  assert.equal(record.endpoint, "fwd");
+  assert.equal(record.protocol, "tcp");
+  assert.match(record.client, /^127\.0\.0\.1:\d+$/);
+  assert.equal(record.target, `127.0.0.1:${echo.port}`);
+  assert.equal(record.resolved, `127.0.0.1:${echo.port}`);
+  assert.equal(record.bytes_up, 17);
+  assert.equal(record.bytes_down, 17);
+  assert.equal(record.close_reason, "completed");
+  assert.match(record.start, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  assert.equal(await oxy.metric('oxy_tunnel_bytes_total{direction="up",endpoint="fwd"}'), 17);
+  assert.equal(await oxy.metric('oxy_tunnel_ended_total{endpoint="fwd",reason="completed"}'), 1);
+  assert.equal(await oxy.metric('oxy_offramp_connects_total{family="ipv4"}'), 1);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("loopback targets are denied unless egress.allow covers them", async () => {
+  const before = echo.connections;
+  const { port, audit, settings } = await forwarder(`127.0.0.1:${echo.port}`);
+  const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const reply = await exchange(port, "knock");
+  assert.equal(reply.length, 0);
+  const [record] = await auditRecords(audit, 1);
+  assert.match(record.close_reason, /egress denied: 127\.0\.0\.1 is a loopback address/);
+  assert.equal(record.resolved, null);
+  assert.equal(await oxy.metric('oxy_offramp_egress_denied_total{reason="loopback"}'), 1);
+  assert.equal(echo.connections, before, "the echo server was never reached");
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("a name that resolves to loopback is caught after resolution", async () => {
+  const before = echo.connections;
+  const { port, audit, settings } = await forwarder(`echo.oxy.test:${echo.port}`);
+  const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  assert.equal((await exchange(port, "rebinding")).length, 0);
+  const [record] = await auditRecords(audit, 1);
+  assert.match(record.close_reason, /egress denied: 127\.0\.0\.1 is a loopback address/);
+  assert.equal(echo.connections, before);
+  assert.ok(dns.queries.includes("echo.oxy.test/A"), dns.queries.join(","));
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+
+  // The same name with loopback allowed goes through.
+  const allowed = await forwarder(`echo.oxy.test:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } });
+  const oxy2 = await OxyProcess.start({ binary: "oxy", settings: allowed.settings });
+  assert.equal((await exchange(allowed.port, "resolved")).toString(), "resolved");
+  assert.deepEqual(await oxy2.stop(), { code: 0, signal: null });
+});
+
+test("a failing primary resolver group falls back to the next group", async () => {
+  const dead = await freePort();
+  const { port, settings } = await forwarder(`echo.oxy.test:${echo.port}`, {
+    egress: { allow: ["127.0.0.0/8"] },
+    dns: {
+      timeout: "300ms",
+      attempts: 1,
+      groups: [
+        { name: "dead", servers: [{ address: `127.0.0.1:${dead}` }] },
+        { name: "fallback", servers: [{ address: `127.0.0.1:${dns.port}` }] },
+      ],
+    },
+  });
+  const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  assert.equal((await exchange(port, "via fallback")).toString(), "via fallback");
+  const { body } = await oxy.telemetry("/metrics");
+  assert.match(body, /^oxy_dns_lookup_duration_seconds_count\{group="dead"\} [1-9]/m);
+  assert.match(body, /^oxy_dns_lookup_duration_seconds_count\{group="fallback"\} [1-9]/m);
+  assert.match(body, /^oxy_dns_failures_total\{kind="(error|timeout)"\} [1-9]/m);
+  // A second connection is answered from the cache.
+  assert.equal((await exchange(port, "cached")).toString(), "cached");
+  assert.match((await oxy.telemetry("/metrics")).body, /^oxy_dns_cache_total\{result="hit"\} [1-9]/m);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("an unknown name closes the connection with a DNS reason", async () => {
+  const { port, audit, settings } = await forwarder("nowhere.oxy.test:80");
+  const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  assert.equal((await exchange(port, "?")).length, 0);
+  const [record] = await auditRecords(audit, 1);
+  assert.equal(record.close_reason, "nowhere.oxy.test has no address");
+  assert.equal(await oxy.metric('oxy_offramp_connect_failures_total{reason="dns"}'), 1);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("idle tunnels are closed and the audit record says so", async () => {
+  const { port, audit, settings } = await forwarder(
+    `127.0.0.1:${echo.port}`,
+    { egress: { allow: ["127.0.0.0/8"] } },
+    { tunnel: { idle_timeout: "300ms" } },
+  );
+  const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const socket = await openTcp(port);
+  const started = Date.now();
+  await closed(socket);
+  const waited = Date.now() - started;
+  assert.ok(waited >= 250 && waited < 3_000, `closed after ${waited} ms`);
+  const [record] = await auditRecords(audit, 1);
+  assert.equal(record.close_reason, "idle_timeout");
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("port policy: deny_ports refuses the target port", async () => {
+  const { port, audit, settings } = await forwarder(`127.0.0.1:${echo.port}`, {
+    egress: { allow: ["127.0.0.0/8"], deny_ports: [echo.port] },
+  });
+  const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  assert.equal((await exchange(port, "x")).length, 0);
+  const [record] = await auditRecords(audit, 1);
+  assert.match(record.close_reason, new RegExp(`port ${echo.port} is not allowed`));
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("the egress hook chooses the target and the tunnel hook can block", async () => {
+  const routed = await forwarder("", { egress: { allow: ["127.0.0.0/8"] } }, {
+    app: { egress_target: `127.0.0.1:${echo.port}` },
+  });
+  const oxy = await OxyProcess.start({ binary: "fixture-app", settings: routed.settings });
+  assert.equal((await exchange(routed.port, "routed by the app")).toString(), "routed by the app");
+  await oxy.waitForLog(/fixture saw the tunnel end target=127\.0\.0\.1:\d+ up=17 down=17 reason=completed/);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+
+  const blocked = await forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } }, {
+    app: { tunnel_block: "not today" },
+  });
+  const oxy2 = await OxyProcess.start({ binary: "fixture-app", settings: blocked.settings });
+  assert.equal((await exchange(blocked.port, "x")).length, 0);
+  const [record] = await auditRecords(blocked.audit, 1);
+  assert.equal(record.close_reason, "blocked: not today");
+  assert.equal(await oxy2.metric('oxy_tunnel_ended_total{endpoint="fwd",reason="blocked"}'), 1);
+  assert.deepEqual(await oxy2.stop(), { code: 0, signal: null });
+
+  const nowhere = await forwarder("");
+  const oxy3 = await OxyProcess.start({ binary: "oxy", settings: nowhere.settings });
+  assert.equal((await exchange(nowhere.port, "x")).length, 0);
+  const [none] = await auditRecords(nowhere.audit, 1);
+  assert.match(none.close_reason, /no target/);
+  assert.deepEqual(await oxy3.stop(), { code: 0, signal: null });
+});
+
+test("SIGTERM lets an open tunnel finish within the drain period, then cuts it", async () => {
+  const { port, audit, settings } = await forwarder(`127.0.0.1:${echo.port}`, {
+    egress: { allow: ["127.0.0.0/8"] },
+    server: { shutdown_timeout: "500ms" },
+  });
+  const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const socket = await openTcp(port);
+  socket.write("ping");
+  await new Promise((ok) => socket.once("data", ok));
+  oxy.signal("SIGTERM");
+  await oxy.waitForLog(/shutting down/);
+  // Still pumping during the drain period.
+  socket.write("still there?");
+  const echoed = await new Promise<Buffer>((ok) => socket.once("data", ok));
+  assert.equal(echoed.toString(), "still there?");
+  assert.deepEqual(await oxy.waitForExit(), { code: 0, signal: null });
+  await closed(socket);
+  const [record] = await auditRecords(audit, 1);
+  assert.equal(record.close_reason, "shutdown");
+  assert.equal(record.bytes_up, 16);
+});

@@ -1,0 +1,143 @@
+//! Audit records for L4 traffic: one JSON object per tunnel, to a file or the log stream.
+
+use crate::metrics;
+use crate::settings::AuditSettings;
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Audit log health.
+#[metrics]
+pub mod oxy_audit {
+    /// Audit records written, by sink (`file`, `log`).
+    pub fn records_total(sink: &str) -> Counter;
+
+    /// Audit records lost because the file writer fell behind or failed.
+    pub fn dropped_total() -> Counter;
+}
+
+/// What happened to one tunnel.
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    /// The endpoint that accepted the client.
+    pub endpoint: String,
+    /// `tcp` or `udp`.
+    pub protocol: &'static str,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The destination as requested (`host:port`).
+    pub target: String,
+    /// The address connected to, when a connection was made.
+    pub resolved: Option<SocketAddr>,
+    /// Bytes from client to target.
+    pub bytes_up: u64,
+    /// Bytes from target to client.
+    pub bytes_down: u64,
+    /// Datagrams from client to target (0 for TCP).
+    pub packets_up: u64,
+    /// Datagrams from target to client (0 for TCP).
+    pub packets_down: u64,
+    /// When the tunnel started (RFC 3339, UTC).
+    pub start: String,
+    /// How long it lived, in milliseconds.
+    pub duration_ms: u64,
+    /// Why it closed.
+    pub close_reason: String,
+}
+
+impl AuditRecord {
+    /// Formats a start time for [`AuditRecord::start`].
+    pub fn timestamp(at: SystemTime) -> String {
+        humantime::format_rfc3339_millis(at).to_string()
+    }
+
+    /// Milliseconds for [`AuditRecord::duration_ms`].
+    pub fn millis(duration: Duration) -> u64 {
+        u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Where audit records go.
+#[derive(Clone)]
+pub enum AuditLog {
+    /// Auditing is off.
+    Disabled,
+    /// Records are log events with target `oxy::audit`.
+    Log,
+    /// Records are lines appended to a file by a writer task.
+    File(mpsc::Sender<String>),
+}
+
+/// Records queued for the file writer before new ones are dropped (and counted).
+const FILE_QUEUE: usize = 4096;
+
+impl AuditLog {
+    /// Opens the sink the settings name; the handle (for a file) ends once every
+    /// `AuditLog` clone is dropped and the queue is written.
+    pub async fn open(settings: &AuditSettings) -> std::io::Result<(Self, Option<JoinHandle<()>>)> {
+        if !settings.enabled {
+            return Ok((AuditLog::Disabled, None));
+        }
+        if settings.path.as_os_str().is_empty() {
+            return Ok((AuditLog::Log, None));
+        }
+        let file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&settings.path)
+            .await?;
+        let (tx, mut rx) = mpsc::channel::<String>(FILE_QUEUE);
+        let path = settings.path.clone();
+        let writer = tokio::spawn(async move {
+            let mut file = tokio::io::BufWriter::new(file);
+            while let Some(line) = rx.recv().await {
+                let mut result = file.write_all(line.as_bytes()).await;
+                if result.is_ok() && rx.is_empty() {
+                    result = file.flush().await;
+                }
+                match result {
+                    Ok(()) => oxy_audit::records_total("file").inc(),
+                    Err(e) => {
+                        oxy_audit::dropped_total().inc();
+                        tracing::error!(path = %path.display(), error = %e, "audit write failed");
+                    }
+                }
+            }
+            if let Err(e) = file.flush().await {
+                tracing::error!(path = %path.display(), error = %e, "audit flush failed");
+            }
+        });
+        Ok((AuditLog::File(tx), Some(writer)))
+    }
+
+    /// Writes one record.
+    pub fn write(&self, record: &AuditRecord) {
+        let line = match self {
+            AuditLog::Disabled => return,
+            _ => match serde_json::to_string(record) {
+                Ok(line) => line,
+                Err(e) => {
+                    oxy_audit::dropped_total().inc();
+                    tracing::error!(error = %e, "audit record not serializable");
+                    return;
+                }
+            },
+        };
+        match self {
+            AuditLog::Disabled => {}
+            AuditLog::Log => {
+                oxy_audit::records_total("log").inc();
+                tracing::info!(target: "oxy::audit", record = %line, "audit");
+            }
+            AuditLog::File(tx) => {
+                if tx.try_send(line + "\n").is_err() {
+                    oxy_audit::dropped_total().inc();
+                    tracing::warn!("audit queue full; record dropped");
+                }
+            }
+        }
+    }
+}

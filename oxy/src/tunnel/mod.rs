@@ -1,0 +1,6 @@
+//! Tunnels: pump bytes between an on-ramp stream and an off-ramp stream with timeouts,
+//! whatever protocol carried them.
+
+pub mod metrics;
+pub mod pump;
+pub mod tcp_forward;
