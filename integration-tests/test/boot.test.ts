@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { test } from "node:test";
-import { OxyProcess, closed, freePort, openTcp, repoRoot, runToExit, writeConfig } from "../lib/oxy.ts";
+import { OxyProcess, freePort, repoRoot, runToExit, writeConfig } from "../lib/oxy.ts";
 
 test("boots, serves /health and /metrics, exits 0 on SIGTERM", async () => {
   const port = await freePort();
@@ -27,8 +27,9 @@ test("boots, serves /health and /metrics, exits 0 on SIGTERM", async () => {
   const post = await fetch(`${oxy.telemetryUrl}/metrics`, { method: "POST" });
   assert.equal(post.status, 405);
 
-  const socket = await openTcp(port);
-  await closed(socket);
+  const local = await fetch(`http://127.0.0.1:${port}/`);
+  assert.equal(local.status, 404);
+  assert.equal(await local.text(), "no route for this request\n");
   await oxy.waitForMetric('oxy_connections_accepted_total{endpoint="main"}', 1);
   await oxy.waitForMetric('oxy_connections_active{endpoint="main"}', 0);
 

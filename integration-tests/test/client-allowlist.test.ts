@@ -11,8 +11,8 @@ test("each endpoint admits only its allowed networks", async () => {
     binary: "client-allowlist",
     settings: {
       endpoints: [
-        { name: "office", listen: [`127.0.0.1:${office}`], app: { allow: ["10.0.0.0/8"] } },
-        { name: "lab", listen: [`127.0.0.1:${lab}`], app: { allow: ["127.0.0.0/8", "::1/128"] } },
+        { name: "office", protocol: "tcp", listen: [`127.0.0.1:${office}`], app: { allow: ["10.0.0.0/8"] } },
+        { name: "lab", protocol: "tcp", listen: [`127.0.0.1:${lab}`], app: { allow: ["127.0.0.0/8", "::1/128"] } },
       ],
     },
   });
@@ -36,7 +36,7 @@ test("its settings are documented in --generate-config and checked on load", asy
 
   const bad = await OxyProcess.start({
     binary: "client-allowlist",
-    settings: { endpoints: [{ name: "x", listen: [`127.0.0.1:${await freePort()}`], app: { allow: ["10.0.0.0/33"] } }] },
+    settings: { endpoints: [{ name: "x", protocol: "tcp", listen: [`127.0.0.1:${await freePort()}`], app: { allow: ["10.0.0.0/33"] } }] },
   }).catch((e: Error) => e);
   assert.ok(bad instanceof Error);
   assert.match(bad.message, /endpoints\[0\]\.app\.allow\[0\]: invalid IP address syntax/);

@@ -14,8 +14,8 @@ async function twoEndpoints(extra: Record<string, any> = {}) {
     binary: "fixture-app",
     settings: {
       endpoints: [
-        { name: "open", listen: [`127.0.0.1:${open}`], app: {} },
-        { name: "shut", listen: [`127.0.0.1:${shut}`], app: { reject_reason: "tenant closed" } },
+        { name: "open", protocol: "tcp", listen: [`127.0.0.1:${open}`], app: {} },
+        { name: "shut", protocol: "tcp", listen: [`127.0.0.1:${shut}`], app: { reject_reason: "tenant closed" } },
       ],
       ...extra,
     },
@@ -46,7 +46,7 @@ test("max_connections closes connections beyond the limit and counts them", asyn
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
-      endpoints: [{ name: "small", listen: [`127.0.0.1:${port}`], limits: { max_connections: 1 }, app: { hold_ms: 1500 } }],
+      endpoints: [{ name: "small", protocol: "tcp", listen: [`127.0.0.1:${port}`], limits: { max_connections: 1 }, app: { hold_ms: 1500 } }],
     },
   });
   const first = await openTcp(port);
@@ -68,7 +68,7 @@ test("SIGTERM drains: /health turns 503, open connections finish, exit 0", async
     binary: "fixture-app",
     settings: {
       server: { shutdown_timeout: "10s" },
-      endpoints: [{ name: "slow", listen: [`127.0.0.1:${port}`], app: { hold_ms: 1500 } }],
+      endpoints: [{ name: "slow", protocol: "tcp", listen: [`127.0.0.1:${port}`], app: { hold_ms: 1500 } }],
     },
   });
   const socket = await openTcp(port);
@@ -93,7 +93,7 @@ test("the drain period ends: connections still open are closed and the exit is 0
     binary: "fixture-app",
     settings: {
       server: { shutdown_timeout: "300ms" },
-      endpoints: [{ name: "stuck", listen: [`127.0.0.1:${port}`], app: { hold_ms: 60000 } }],
+      endpoints: [{ name: "stuck", protocol: "tcp", listen: [`127.0.0.1:${port}`], app: { hold_ms: 60000 } }],
     },
   });
   const socket = await openTcp(port);
@@ -130,8 +130,8 @@ test("a panic in a hook ends that connection only; it is counted, logged and sen
     settings: {
       telemetry: { sentry: { dsn: `http://publickey@127.0.0.1:${address.port}/42`, environment: "itest" } },
       endpoints: [
-        { name: "boom", listen: [`127.0.0.1:${boom}`], app: { panic_on_connect: true } },
-        { name: "calm", listen: [`127.0.0.1:${calm}`] },
+        { name: "boom", protocol: "tcp", listen: [`127.0.0.1:${boom}`], app: { panic_on_connect: true } },
+        { name: "calm", protocol: "tcp", listen: [`127.0.0.1:${calm}`] },
       ],
     },
   });
@@ -165,7 +165,7 @@ test("JSON logs: one object per line, with the connection span", async () => {
     binary: "fixture-app",
     settings: {
       telemetry: { log: { format: "json", level: "info" } },
-      endpoints: [{ name: "json", listen: [`127.0.0.1:${port}`] }],
+      endpoints: [{ name: "json", protocol: "tcp", listen: [`127.0.0.1:${port}`] }],
     },
   });
   await closed(await openTcp(port));
@@ -187,7 +187,7 @@ test("JSON logs: one object per line, with the connection span", async () => {
 test("the log level comes from settings, and RUST_LOG overrides it", async () => {
   const quiet = await OxyProcess.start({
     binary: "fixture-app",
-    settings: { telemetry: { log: { level: "warn" } }, endpoints: [{ name: "q", listen: [`127.0.0.1:${await freePort()}`] }] },
+    settings: { telemetry: { log: { level: "warn" } }, endpoints: [{ name: "q", protocol: "tcp", listen: [`127.0.0.1:${await freePort()}`] }] },
   });
   assert.deepEqual(await quiet.stop(), { code: 0, signal: null });
   assert.doesNotMatch(quiet.logs(), /INFO/);
@@ -195,7 +195,7 @@ test("the log level comes from settings, and RUST_LOG overrides it", async () =>
   const port = await freePort();
   const loud = await OxyProcess.start({
     binary: "fixture-app",
-    settings: { telemetry: { log: { level: "warn" } }, endpoints: [{ name: "l", listen: [`127.0.0.1:${port}`] }] },
+    settings: { telemetry: { log: { level: "warn" } }, endpoints: [{ name: "l", protocol: "tcp", listen: [`127.0.0.1:${port}`] }] },
     env: { RUST_LOG: "debug" },
   });
   await closed(await openTcp(port));

@@ -33,7 +33,7 @@ async function forwarder(target: string, extra: Record<string, any> = {}, endpoi
   const settings = {
     telemetry: { audit: { path: audit } },
     dns: { groups: [{ name: "test", servers: [{ address: `127.0.0.1:${dns.port}` }] }] },
-    endpoints: [{ name: "fwd", listen: [`127.0.0.1:${port}`], tcp: { target }, ...endpoint }],
+    endpoints: [{ name: "fwd", protocol: "tcp", listen: [`127.0.0.1:${port}`], tcp: { target }, ...endpoint }],
     ...extra,
   };
   return { port, audit, settings };

@@ -129,11 +129,7 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
     let mut listeners = Vec::new();
     for endpoint_settings in &settings.endpoints {
         let app = App::endpoint_context(endpoint_settings).map_err(OxyError::AppStart)?;
-        let endpoint = Arc::new(Endpoint::<App> {
-            settings: endpoint_settings.clone(),
-            app,
-            tcp_target: endpoint_settings.tcp.target.parse().ok(),
-        });
+        let endpoint = Arc::new(Endpoint::<App>::new(endpoint_settings.clone(), app));
         let max = endpoint_settings.limits.max_connections;
         let slots = (max > 0).then(|| Arc::new(Semaphore::new(max)));
         for addr in &endpoint_settings.listen {

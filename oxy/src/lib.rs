@@ -14,6 +14,7 @@ pub mod drain;
 pub mod endpoint;
 pub mod error;
 pub mod hooks;
+pub mod http;
 pub mod offramp;
 pub mod onramp;
 pub mod services;

@@ -2,7 +2,7 @@
 
 use crate::app::OxyExt;
 use crate::dns::{DnsError, Family};
-use crate::hooks::{EgressAction, EgressContext, TargetHost};
+use crate::hooks::{EgressAction, EgressContext, Target, TargetHost};
 use crate::metrics;
 use crate::offramp::happy_eyeballs::{self, HappyEyeballsError, Lookup};
 use crate::offramp::policy::EgressDenied;
@@ -84,14 +84,30 @@ pub async fn connect<App: OxyExt>(
     connect_without_hook(services, cx, bind).await
 }
 
-/// Connects to `cx.target` through the policy, DNS and happy eyeballs, without the hook.
+/// Connects to `cx.target` through the policy, DNS and happy eyeballs, without the
+/// egress hook's `on_egress` (its `on_resolved` still runs).
 pub async fn connect_without_hook<App: OxyExt>(
     services: &Services<App>,
     cx: &EgressContext<App>,
     bind: Option<IpAddr>,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    let Some(target) = &cx.target else {
+        oxy_offramp::connect_failures_total("no_target").inc();
+        return Err(ConnectError::NoTarget);
+    };
+    connect_target(services, target, bind, Some(cx)).await
+}
+
+/// Connects to `target` through the policy, DNS and happy eyeballs; `hook_cx`, when
+/// given, is what the egress hook's `on_resolved` sees.
+pub async fn connect_target<App: OxyExt>(
+    services: &Services<App>,
+    target: &Target,
+    bind: Option<IpAddr>,
+    hook_cx: Option<&EgressContext<App>>,
+) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let started = Instant::now();
-    let result = connect_inner(services, cx, bind).await;
+    let result = connect_inner(services, target, bind, hook_cx).await;
     match &result {
         Ok((_, addr)) => {
             oxy_offramp::connect_seconds().observe(started.elapsed().as_secs_f64());
@@ -109,12 +125,10 @@ pub async fn connect_without_hook<App: OxyExt>(
 
 async fn connect_inner<App: OxyExt>(
     services: &Services<App>,
-    cx: &EgressContext<App>,
+    target: &Target,
     bind: Option<IpAddr>,
+    hook_cx: Option<&EgressContext<App>>,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
-    let Some(target) = &cx.target else {
-        return Err(ConnectError::NoTarget);
-    };
     let port = target.port;
     services.policy.check_port(port)?;
     let denied = Mutex::new(None::<EgressDenied>);
@@ -140,7 +154,7 @@ async fn connect_inner<App: OxyExt>(
                     }
                 },
             };
-            if let Some(hook) = &services.hooks.egress {
+            if let (Some(hook), Some(cx)) = (&services.hooks.egress, hook_cx) {
                 hook.on_resolved(cx, &mut addrs).await;
             }
             addrs.retain(|ip| match services.policy.check_ip(*ip) {

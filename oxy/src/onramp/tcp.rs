@@ -10,6 +10,9 @@ use crate::services::Services;
 use crate::settings::EndpointProtocol;
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::panics;
+use crate::tunnel;
+use crate::tunnel::pump::CloseReason;
+use crate::tunnel::tcp::TunnelRefused;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -90,7 +93,7 @@ pub async fn serve<App: OxyExt>(
 async fn handle<App: OxyExt>(
     stream: TcpStream,
     mut cx: IngressConnectionContext<App>,
-    services: &Services<App>,
+    services: &Arc<Services<App>>,
     drain: &Drain,
 ) {
     let name = cx.endpoint.name().to_string();
@@ -131,7 +134,7 @@ async fn handle<App: OxyExt>(
 async fn serve_connection<App: OxyExt>(
     stream: TcpStream,
     cx: &mut IngressConnectionContext<App>,
-    services: &Services<App>,
+    services: &Arc<Services<App>>,
     drain: &Drain,
 ) -> ConnectionEnd {
     if let Some(ingress) = &services.hooks.ingress {
@@ -147,8 +150,25 @@ async fn serve_connection<App: OxyExt>(
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
     match cx.endpoint.settings.protocol {
-        EndpointProtocol::Tcp => {
-            crate::tunnel::tcp_forward::serve(stream, cx, services, drain).await
-        }
+        EndpointProtocol::Tcp => forward(stream, cx, services, drain).await,
+        EndpointProtocol::Http => crate::http::server::serve(stream, cx, services, drain).await,
+    }
+}
+
+/// `protocol: tcp`: tunnels the connection to its target.
+async fn forward<App: OxyExt>(
+    stream: TcpStream,
+    cx: &IngressConnectionContext<App>,
+    services: &Arc<Services<App>>,
+    drain: &Drain,
+) -> ConnectionEnd {
+    let target = cx.endpoint.tcp_target.clone();
+    match tunnel::tcp::open(services, &cx.endpoint, cx.peer_addr, target, drain).await {
+        Ok(tunnel) => match tunnel.pump(stream, drain).await {
+            CloseReason::Shutdown => ConnectionEnd::Shutdown,
+            _ => ConnectionEnd::Closed,
+        },
+        Err(TunnelRefused::Shutdown) => ConnectionEnd::Shutdown,
+        Err(_) => ConnectionEnd::Closed,
     }
 }

@@ -1,5 +1,6 @@
 //! The `endpoints[]` entries: listeners with their own TLS, limits and app settings.
 
+use super::HttpSettings;
 use crate::oxy_app_settings;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,9 +16,12 @@ pub struct EndpointSettings<E> {
     /// TCP addresses to listen on (`127.0.0.1:8080`, `[::1]:8080`).
     #[serde(default = "default_listen")]
     pub listen: Vec<SocketAddr>,
-    /// What the endpoint serves: `tcp` forwards each connection to a target (port
-    /// forwarding, an L4 firewall), through the egress policy and hooks.
+    /// What the endpoint serves: `http` (HTTP/1.1 and HTTP/2 with prior knowledge: a
+    /// forward proxy with CONNECT, and a reverse proxy through hooks or `http.upstream`),
+    /// or `tcp` (each connection forwarded to a target: port forwarding, an L4 firewall).
     pub protocol: EndpointProtocol,
+    /// Settings of `protocol: http`.
+    pub http: HttpSettings,
     /// Settings of `protocol: tcp`.
     pub tcp: TcpForwardSettings,
     /// Timeouts of the tunnels this endpoint opens; the tunnel hook can change them.
@@ -33,8 +37,10 @@ pub struct EndpointSettings<E> {
 /// What an endpoint serves.
 #[oxy_app_settings]
 pub enum EndpointProtocol {
-    /// Forward each TCP connection to `tcp.target` (or where the egress hook says).
+    /// HTTP/1.1 and HTTP/2: forward proxy, CONNECT, reverse proxy.
     #[default]
+    Http,
+    /// Forward each TCP connection to `tcp.target` (or where the egress hook says).
     Tcp,
 }
 

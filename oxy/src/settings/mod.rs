@@ -5,6 +5,7 @@ mod documented_yaml;
 mod egress;
 mod endpoint;
 mod errors;
+mod http;
 mod load;
 mod location;
 mod server;
@@ -20,6 +21,7 @@ pub use endpoint::{
     TlsSettings, TunnelSettings,
 };
 pub use errors::{ConfigError, ConfigErrors};
+pub use http::{HttpClientSettings, HttpLimits, HttpSettings};
 pub use load::{from_yaml_str, load_file};
 pub use server::{NoSettings, ServerSection, ServerSettings};
 pub use telemetry::{AuditSettings, LogFormat, LogSettings, SentrySettings, TelemetrySettings};

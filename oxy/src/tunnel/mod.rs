@@ -3,4 +3,4 @@
 
 pub mod metrics;
 pub mod pump;
-pub mod tcp_forward;
+pub mod tcp;

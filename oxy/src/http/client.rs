@@ -1,0 +1,176 @@
+//! The upstream HTTP client: pooled HTTP/1.1 and HTTP/2 (hyper-util) over Oxy's TCP
+//! off-ramp (egress policy, DNS, happy eyeballs) and BoringSSL with ALPN, SNI and
+//! certificate and host name verification against the system roots.
+
+use crate::app::OxyExt;
+use crate::hooks::{HttpBody, Target, TargetHost};
+use crate::offramp::tcp::{ConnectError, connect_target};
+use crate::services::Services;
+use crate::settings::HttpClientSettings;
+use boring::ssl::{SslConnector, SslMethod};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Pooled client towards upstreams, one per HTTP endpoint.
+pub struct UpstreamClient<App: OxyExt> {
+    /// The hyper client.
+    pub client: Client<OffRampConnector<App>, HttpBody>,
+}
+
+impl<App: OxyExt> UpstreamClient<App> {
+    /// A client whose connections go through `services`' off-ramp.
+    pub fn new(services: Arc<Services<App>>, settings: &HttpClientSettings) -> io::Result<Self> {
+        let mut tls = SslConnector::builder(SslMethod::tls()).map_err(io::Error::other)?;
+        tls.set_default_verify_paths().map_err(io::Error::other)?;
+        tls.set_alpn_protos(b"\x02h2\x08http/1.1")
+            .map_err(io::Error::other)?;
+        let connector = OffRampConnector {
+            services,
+            tls: Arc::new(tls.build()),
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(settings.pool_idle_timeout)
+            .build(connector);
+        Ok(Self { client })
+    }
+}
+
+/// Connects hyper's client through the off-ramp, with TLS for `https` URIs.
+pub struct OffRampConnector<App: OxyExt> {
+    services: Arc<Services<App>>,
+    tls: Arc<SslConnector>,
+}
+
+impl<App: OxyExt> Clone for OffRampConnector<App> {
+    fn clone(&self) -> Self {
+        Self {
+            services: self.services.clone(),
+            tls: self.tls.clone(),
+        }
+    }
+}
+
+/// Why an upstream connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamConnectError {
+    /// The URI has no usable host or port.
+    #[error("bad upstream URI: {0}")]
+    BadUri(String),
+    /// The off-ramp refused or failed.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The TLS handshake with the upstream failed.
+    #[error("TLS with the upstream failed: {0}")]
+    Tls(String),
+}
+
+impl<App: OxyExt> tower_service::Service<http::Uri> for OffRampConnector<App> {
+    type Response = TokioIo<UpstreamStream>;
+    type Error = UpstreamConnectError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let https = uri.scheme_str() == Some("https");
+            let host = uri
+                .host()
+                .ok_or_else(|| UpstreamConnectError::BadUri(uri.to_string()))?;
+            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let target = Target {
+                host: match host.parse() {
+                    Ok(ip) => TargetHost::Ip(ip),
+                    Err(_) => TargetHost::Name(host.to_ascii_lowercase()),
+                },
+                port,
+            };
+            let (stream, _) = connect_target(&this.services, &target, None, None).await?;
+            if !https {
+                return Ok(TokioIo::new(UpstreamStream::Plain(stream)));
+            }
+            let config = this
+                .tls
+                .configure()
+                .map_err(|e| UpstreamConnectError::Tls(e.to_string()))?;
+            let tls = tokio_boring::connect(config, host, stream)
+                .await
+                .map_err(|e| UpstreamConnectError::Tls(e.to_string()))?;
+            Ok(TokioIo::new(UpstreamStream::Tls(Box::new(tls))))
+        })
+    }
+}
+
+/// A connection to an upstream, plain or TLS.
+pub enum UpstreamStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<tokio_boring::SslStream<TcpStream>>),
+}
+
+impl Connection for UpstreamStream {
+    fn connected(&self) -> Connected {
+        match self {
+            UpstreamStream::Plain(_) => Connected::new(),
+            UpstreamStream::Tls(tls) if tls.ssl().selected_alpn_protocol() == Some(b"h2") => {
+                Connected::new().negotiated_h2()
+            }
+            UpstreamStream::Tls(_) => Connected::new(),
+        }
+    }
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}

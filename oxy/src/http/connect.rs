@@ -1,0 +1,68 @@
+//! CONNECT over HTTP/1.1 and HTTP/2 (RFC 9110 §9.3.6, RFC 9113 §8.5): open the TCP
+//! tunnel first, answer 2xx or a clear error, then pump the upgraded stream.
+
+use super::body::{empty, text_response};
+use super::pipeline::Handler;
+use crate::app::OxyExt;
+use crate::hooks::{HttpBody, Target};
+use crate::offramp::happy_eyeballs::HappyEyeballsError;
+use crate::offramp::tcp::ConnectError;
+use crate::tunnel;
+use crate::tunnel::tcp::TunnelRefused;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+
+/// The status a refused tunnel is answered with.
+pub fn refusal_status(refused: &TunnelRefused) -> StatusCode {
+    match refused {
+        TunnelRefused::Connect(ConnectError::Denied(_) | ConnectError::DeniedByHook(_))
+        | TunnelRefused::Blocked(_) => StatusCode::FORBIDDEN,
+        TunnelRefused::Connect(ConnectError::Connect(HappyEyeballsError::TimedOut)) => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
+        TunnelRefused::Connect(ConnectError::NoTarget) => StatusCode::BAD_REQUEST,
+        TunnelRefused::Connect(_) => StatusCode::BAD_GATEWAY,
+        TunnelRefused::DecapsulationUnavailable => StatusCode::NOT_IMPLEMENTED,
+        TunnelRefused::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// Answers a CONNECT request and, on success, pumps the tunnel in a drained task.
+pub async fn handle<App: OxyExt>(
+    handler: &Arc<Handler<App>>,
+    request: Request<Incoming>,
+) -> Response<HttpBody> {
+    let authority = request.uri().authority().map(|a| a.as_str().to_string());
+    let Some(target) = authority.and_then(|a| a.parse::<Target>().ok()) else {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            "CONNECT needs a host:port authority",
+        );
+    };
+    let tunnel = match tunnel::tcp::open(
+        &handler.services,
+        &handler.endpoint,
+        handler.client_addr,
+        Some(target),
+        &handler.drain,
+    )
+    .await
+    {
+        Ok(tunnel) => tunnel,
+        Err(refused) => return text_response(refusal_status(&refused), &refused.to_string()),
+    };
+    let drain = handler.drain.clone();
+    handler
+        .drain
+        .spawn_connection(tracing::Instrument::in_current_span(async move {
+            match hyper::upgrade::on(request).await {
+                Ok(upgraded) => {
+                    tunnel.pump(TokioIo::new(upgraded), &drain).await;
+                }
+                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            }
+        }));
+    Response::new(empty())
+}

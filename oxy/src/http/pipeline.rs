@@ -1,0 +1,269 @@
+//! One request through the pipeline: hooks, then CONNECT, forward proxy, reverse proxy
+//! or a local answer, and the response back through the hooks.
+
+use super::body::{boxed, text_response};
+use super::client::{UpstreamClient, UpstreamConnectError};
+use super::headers;
+use super::metrics::oxy_http;
+use crate::app::OxyExt;
+use crate::drain::Drain;
+use crate::endpoint::Endpoint;
+use crate::hooks::{
+    EgressAction, EgressContext, HttpBody, RequestAction, RequestContext, ResponseAction, Target,
+    TargetHost, Transport, Upstream,
+};
+use crate::offramp::happy_eyeballs::HappyEyeballsError;
+use crate::offramp::tcp::{ConnectError, oxy_offramp};
+use crate::services::Services;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What every request on one connection shares.
+pub struct Handler<App: OxyExt> {
+    /// Shared services.
+    pub services: Arc<Services<App>>,
+    /// The endpoint the connection came in on.
+    pub endpoint: Arc<Endpoint<App>>,
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// The shutdown sequence (CONNECT tunnels outlive their request).
+    pub drain: Drain,
+    /// The endpoint's upstream client.
+    pub client: Arc<UpstreamClient<App>>,
+}
+
+impl<App: OxyExt> Handler<App> {
+    /// Answers one request.
+    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<HttpBody> {
+        let started = Instant::now();
+        let name = self.endpoint.name().to_string();
+        let response = self.dispatch(request).await;
+        oxy_http::response_seconds(&name).observe(started.elapsed().as_secs_f64());
+        let class = match response.status().as_u16() / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        };
+        oxy_http::responses_total(&name, class).inc();
+        response
+    }
+
+    async fn dispatch(self: &Arc<Self>, request: Request<Incoming>) -> Response<HttpBody> {
+        let name = self.endpoint.name();
+        let settings = &self.endpoint.settings.http;
+        let (mut parts, body) = request.into_parts();
+        let mut cx = RequestContext {
+            endpoint: self.endpoint.clone(),
+            client_addr: self.client_addr,
+            app: App::RequestContext::default(),
+        };
+        let mut route = None;
+        if let Some(hook) = &self.services.hooks.http_request {
+            match hook.on_request(&mut parts, &mut cx).await {
+                RequestAction::Continue => {}
+                RequestAction::Respond(response) => {
+                    oxy_http::requests_total(name, "local").inc();
+                    return response;
+                }
+                RequestAction::Block { status, reason } => {
+                    oxy_http::requests_total(name, "local").inc();
+                    oxy_http::errors_total(name, "blocked").inc();
+                    tracing::info!(%status, %reason, uri = %parts.uri, "request blocked");
+                    return text_response(status, &reason);
+                }
+                RequestAction::Route(upstream) => route = Some(upstream),
+            }
+        }
+
+        if parts.method == Method::CONNECT {
+            oxy_http::requests_total(name, "connect").inc();
+            if !settings.connect {
+                oxy_http::errors_total(name, "connect_disabled").inc();
+                return text_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "CONNECT is not enabled here",
+                );
+            }
+            return super::connect::handle(self, Request::from_parts(parts, body)).await;
+        }
+
+        let absolute = parts.uri.scheme().is_some() && parts.uri.authority().is_some();
+        let forwardable = parts.version == Version::HTTP_2 || absolute;
+        let (upstream, kind) = match route {
+            Some(upstream) => (upstream, "reverse"),
+            None if forwardable && settings.forward_proxy => match upstream_of(&parts.uri) {
+                Some(upstream) => (upstream, "forward"),
+                None => {
+                    oxy_http::errors_total(name, "bad_uri").inc();
+                    return text_response(StatusCode::BAD_REQUEST, "the request URI names no host");
+                }
+            },
+            None => match self
+                .endpoint
+                .settings
+                .http
+                .upstream
+                .parse::<Uri>()
+                .ok()
+                .as_ref()
+                .and_then(upstream_of)
+            {
+                Some(upstream) => (upstream, "reverse"),
+                None => {
+                    oxy_http::requests_total(name, "local").inc();
+                    oxy_http::errors_total(name, "no_route").inc();
+                    return text_response(StatusCode::NOT_FOUND, "no route for this request");
+                }
+            },
+        };
+        oxy_http::requests_total(name, kind).inc();
+        self.proxy(parts, body, upstream, &mut cx).await
+    }
+
+    async fn proxy(
+        &self,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        upstream: Upstream,
+        cx: &mut RequestContext<App>,
+    ) -> Response<HttpBody> {
+        let name = self.endpoint.name();
+        let mut upstream = upstream;
+        let target = Target {
+            host: match upstream
+                .authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+            {
+                Ok(ip) => TargetHost::Ip(ip),
+                Err(_) => TargetHost::Name(upstream.authority.host().to_ascii_lowercase()),
+            },
+            port: upstream
+                .authority
+                .port_u16()
+                .unwrap_or(if upstream.tls { 443 } else { 80 }),
+        };
+        if let Some(hook) = &self.services.hooks.egress {
+            let mut egress = EgressContext {
+                endpoint: self.endpoint.clone(),
+                client_addr: self.client_addr,
+                transport: Transport::Tcp,
+                target: Some(target),
+            };
+            match hook.on_egress(&mut egress).await {
+                EgressAction::Allow | EgressAction::BindTo(_) => {}
+                EgressAction::Rewrite(rewritten) => match rewritten.to_string().parse() {
+                    Ok(authority) => upstream.authority = authority,
+                    Err(_) => {
+                        return text_response(StatusCode::BAD_GATEWAY, "bad rewritten target");
+                    }
+                },
+                EgressAction::Deny(reason) => {
+                    oxy_offramp::egress_denied_total("hook").inc();
+                    oxy_http::errors_total(name, "denied").inc();
+                    return text_response(
+                        StatusCode::FORBIDDEN,
+                        &format!("egress denied: {reason}"),
+                    );
+                }
+            }
+        }
+
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let scheme = if upstream.tls {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(upstream.authority.clone())
+            .path_and_query(path)
+            .build();
+        let Ok(uri) = uri else {
+            return text_response(StatusCode::BAD_REQUEST, "cannot build the upstream URI");
+        };
+        let version = parts.version;
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        headers::remove_hop_by_hop(&mut parts.headers);
+        headers::add_via(&mut parts.headers, version);
+        if self.endpoint.settings.http.x_forwarded_for {
+            headers::add_x_forwarded_for(&mut parts.headers, self.client_addr.ip());
+        }
+        let request = Request::from_parts(parts, boxed(body));
+        let timeout = self.endpoint.settings.http.client.response_timeout;
+        let response =
+            match tokio::time::timeout(timeout, self.client.client.request(request)).await {
+                Err(_) => {
+                    oxy_http::errors_total(name, "upstream_timeout").inc();
+                    return text_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the upstream did not answer in time",
+                    );
+                }
+                Ok(Err(e)) => return upstream_error(name, &e),
+                Ok(Ok(response)) => response,
+            };
+        let (mut parts, body) = response.into_parts();
+        headers::remove_hop_by_hop(&mut parts.headers);
+        headers::add_via(&mut parts.headers, parts.version);
+        if let Some(hook) = &self.services.hooks.http_request
+            && let ResponseAction::Replace(replacement) = hook.on_response(&mut parts, cx).await
+        {
+            return replacement;
+        }
+        Response::from_parts(parts, boxed(body))
+    }
+}
+
+/// The upstream an absolute URI names.
+fn upstream_of(uri: &Uri) -> Option<Upstream> {
+    let authority: Authority = uri.authority()?.clone();
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") | None => false,
+        Some(_) => return None,
+    };
+    Some(Upstream { authority, tls })
+}
+
+/// Maps a client error to 403 (denied), 504 (timeout) or 502 (anything else).
+fn upstream_error(endpoint: &str, e: &hyper_util::client::legacy::Error) -> Response<HttpBody> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(connect) = err.downcast_ref::<UpstreamConnectError>() {
+            let (status, reason) = match connect {
+                UpstreamConnectError::Connect(
+                    ConnectError::Denied(_) | ConnectError::DeniedByHook(_),
+                ) => (StatusCode::FORBIDDEN, "denied"),
+                UpstreamConnectError::Connect(ConnectError::Connect(
+                    HappyEyeballsError::TimedOut,
+                )) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+                UpstreamConnectError::Tls(_) => (StatusCode::BAD_GATEWAY, "upstream_tls"),
+                _ => (StatusCode::BAD_GATEWAY, "upstream_connect"),
+            };
+            oxy_http::errors_total(endpoint, reason).inc();
+            return text_response(status, &connect.to_string());
+        }
+        source = err.source();
+    }
+    oxy_http::errors_total(endpoint, "upstream_error").inc();
+    tracing::debug!(error = %e, "upstream request failed");
+    text_response(StatusCode::BAD_GATEWAY, "the upstream connection failed")
+}
