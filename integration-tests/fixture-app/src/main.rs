@@ -32,6 +32,14 @@ pub struct FixtureEndpointSettings {
     pub egress_target: String,
     /// When not empty, the tunnel hook blocks every tunnel with this reason.
     pub tunnel_block: String,
+    /// When not empty, requests whose path starts with it are blocked with 403.
+    pub block_path_prefix: String,
+    /// When not empty, requests for exactly this path are answered by the app itself.
+    pub respond_path: String,
+    /// When not empty, requests whose host is `route_host` go to `route_to` (`host:port`).
+    pub route_host: String,
+    /// Where `route_host` requests go.
+    pub route_to: String,
 }
 
 #[metrics]
@@ -87,6 +95,68 @@ impl IngressHook<Fixture> for Observer {
 }
 
 struct Router;
+
+#[async_trait]
+impl HttpRequestHook<Fixture> for Router {
+    async fn on_request(
+        &self,
+        request: &mut oxy::http_types::request::Parts,
+        cx: &mut RequestContext<Fixture>,
+    ) -> RequestAction {
+        let settings = cx.endpoint.app_settings();
+        let path = request.uri.path();
+        if !settings.block_path_prefix.is_empty() && path.starts_with(&settings.block_path_prefix) {
+            return RequestAction::Block {
+                status: oxy::http_types::StatusCode::FORBIDDEN,
+                reason: format!("blocked by the fixture: {path}"),
+            };
+        }
+        if !settings.respond_path.is_empty() && path == settings.respond_path {
+            return RequestAction::Respond(oxy::http::body::text_response(
+                oxy::http_types::StatusCode::OK,
+                "hello from the fixture app",
+            ));
+        }
+        request.headers.insert(
+            "x-fixture-request",
+            oxy::http_types::HeaderValue::from_static("seen"),
+        );
+        let host = request
+            .uri
+            .host()
+            .map(str::to_string)
+            .or_else(|| {
+                let host = request.headers.get("host")?.to_str().ok()?;
+                Some(host.split(':').next().unwrap_or(host).to_string())
+            })
+            .unwrap_or_default();
+        if !settings.route_host.is_empty() && host == settings.route_host {
+            return match settings.route_to.parse() {
+                Ok(authority) => RequestAction::Route(Upstream {
+                    authority,
+                    tls: false,
+                }),
+                Err(_) => RequestAction::Block {
+                    status: oxy::http_types::StatusCode::INTERNAL_SERVER_ERROR,
+                    reason: "bad route_to".into(),
+                },
+            };
+        }
+        RequestAction::Continue
+    }
+
+    async fn on_response(
+        &self,
+        response: &mut oxy::http_types::response::Parts,
+        _cx: &mut RequestContext<Fixture>,
+    ) -> ResponseAction {
+        response.headers.insert(
+            "x-fixture-response",
+            oxy::http_types::HeaderValue::from_static("seen"),
+        );
+        ResponseAction::Continue
+    }
+}
 
 #[async_trait]
 impl EgressHook<Fixture> for Router {
@@ -147,6 +217,7 @@ impl OxyApp for Fixture {
             ingress: Some(Arc::new(Observer)),
             egress: Some(Arc::new(Router)),
             tunnel: Some(Arc::new(Router)),
+            http_request: Some(Arc::new(Router)),
             ..Default::default()
         })
     }

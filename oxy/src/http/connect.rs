@@ -13,6 +13,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// The status a refused tunnel is answered with.
 pub fn refusal_status(refused: &TunnelRefused) -> StatusCode {
@@ -53,6 +54,7 @@ pub async fn handle<App: OxyExt>(
         Ok(tunnel) => tunnel,
         Err(refused) => return text_response(refusal_status(&refused), &refused.to_string()),
     };
+    handler.upgraded.store(true, Ordering::Release);
     let drain = handler.drain.clone();
     handler
         .drain

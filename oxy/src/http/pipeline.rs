@@ -20,6 +20,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// What every request on one connection shares.
@@ -34,6 +35,9 @@ pub struct Handler<App: OxyExt> {
     pub drain: Drain,
     /// The endpoint's upstream client.
     pub client: Arc<UpstreamClient<App>>,
+    /// Set once a request on this connection was answered with an upgrade (CONNECT):
+    /// the socket then belongs to the tunnel.
+    pub upgraded: AtomicBool,
 }
 
 impl<App: OxyExt> Handler<App> {

@@ -10,11 +10,17 @@ use crate::services::Services;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
-/// Serves HTTP on `stream` until the client closes it or the drain ends it.
+/// Serves HTTP on `stream` until the client closes it or the drain ends it. `linger`, a
+/// second handle on the client's socket, lets the server close a connection without a
+/// reset that would destroy its last response (see [`lingering_close`]).
 pub async fn serve<App: OxyExt, S>(
     stream: S,
+    linger: Option<TcpStream>,
     cx: &IngressConnectionContext<App>,
     services: &Arc<Services<App>>,
     drain: &Drain,
@@ -42,7 +48,9 @@ where
         client_addr: cx.peer_addr,
         drain: drain.clone(),
         client,
+        upgraded: AtomicBool::new(false),
     });
+    let connection_handler = handler.clone();
     let limits = &endpoint.settings.http.limits;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -50,6 +58,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
+        .half_close(true)
         .keep_alive(true);
     builder
         .http2()
@@ -75,5 +84,40 @@ where
     if let Err(e) = result {
         tracing::debug!(error = %e, "HTTP connection ended with an error");
     }
+    if let Some(socket) = linger
+        && !connection_handler.upgraded.load(Ordering::Acquire)
+    {
+        tokio::select! {
+            _ = lingering_close(socket) => {}
+            _ = drain.force_closing() => {}
+        }
+    }
     ConnectionEnd::Closed
+}
+
+/// A second handle on `stream`'s socket, for [`lingering_close`].
+pub fn linger_handle(stream: &TcpStream) -> Option<TcpStream> {
+    let socket = socket2::SockRef::from(stream).try_clone().ok()?;
+    let std: std::net::TcpStream = socket.into();
+    std.set_nonblocking(true).ok()?;
+    TcpStream::from_std(std).ok()
+}
+
+/// Closing a socket with unread input makes the kernel send a reset, which can destroy
+/// the response just written (a 400 or 431). Like nginx's lingering close: send FIN,
+/// then read and discard what the client still sends, for a short while.
+async fn lingering_close(mut socket: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = socket.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let mut budget = 1 << 20;
+    let drain = async {
+        while budget > 0 {
+            match socket.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => budget -= n.min(budget),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
 }

@@ -151,7 +151,10 @@ async fn serve_connection<App: OxyExt>(
     }
     match cx.endpoint.settings.protocol {
         EndpointProtocol::Tcp => forward(stream, cx, services, drain).await,
-        EndpointProtocol::Http => crate::http::server::serve(stream, cx, services, drain).await,
+        EndpointProtocol::Http => {
+            let linger = crate::http::server::linger_handle(&stream);
+            crate::http::server::serve(stream, linger, cx, services, drain).await
+        }
     }
 }
 

@@ -1,0 +1,193 @@
+// HTTP endpoints with real clients: curl (absolute-form, CONNECT), undici's ProxyAgent,
+// node:http2 CONNECT over h2c, the HTTP hooks, and bad input from raw sockets.
+
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { connect as h2connect } from "node:http2";
+import { after, before, test } from "node:test";
+import { promisify } from "node:util";
+import { ProxyAgent, fetch as undiciFetch } from "undici";
+import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
+import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
+import { startOrigin, type Origin } from "../lib/origin.ts";
+import { OxyProcess, exchange, freePort } from "../lib/oxy.ts";
+
+const run = promisify(execFile);
+
+let origin: Origin;
+let echo: EchoServer;
+let dns: DnsServer;
+
+before(async () => {
+  origin = await startOrigin();
+  echo = await startEchoServer();
+  dns = await startDnsServer({ "origin.oxy.test": ["127.0.0.1"] });
+});
+
+after(async () => {
+  await origin.close();
+  await echo.close();
+  await dns.close();
+});
+
+async function proxy(options: { binary?: string; allowLoopback?: boolean; http?: Record<string, any>; app?: Record<string, any> } = {}) {
+  const port = await freePort();
+  const oxy = await OxyProcess.start({
+    binary: options.binary ?? "oxy",
+    settings: {
+      dns: { groups: [{ servers: [{ address: `127.0.0.1:${dns.port}` }] }] },
+      egress: { allow: options.allowLoopback === false ? [] : ["127.0.0.0/8"] },
+      endpoints: [{ name: "web", listen: [`127.0.0.1:${port}`], http: options.http ?? {}, app: options.app ?? {} }],
+    },
+  });
+  return { oxy, port, url: `http://127.0.0.1:${port}` };
+}
+
+async function curl(args: string[]): Promise<{ code: number; status: number; body: string; stderr: string }> {
+  try {
+    const { stdout, stderr } = await run("curl", ["-sS", "-w", "\n%{http_code}", ...args], { timeout: 15_000 });
+    const cut = stdout.lastIndexOf("\n");
+    return { code: 0, status: Number(stdout.slice(cut + 1)), body: stdout.slice(0, cut), stderr };
+  } catch (e: any) {
+    const stdout: string = e.stdout ?? "";
+    const cut = stdout.lastIndexOf("\n");
+    return { code: e.code, status: Number(stdout.slice(cut + 1)), body: stdout.slice(0, cut), stderr: e.stderr ?? "" };
+  }
+}
+
+test("curl: absolute-form forward proxying with proxy header semantics", async () => {
+  const { oxy, url } = await proxy({ http: { x_forwarded_for: true } });
+  const r = await curl(["-x", url, "-H", "Connection: x-private", "-H", "X-Private: secret", "-H", "Proxy-Authorization: Basic Zm9vOmJhcg==", "-D", "-", `http://origin.oxy.test:${origin.port}/hello?q=1`]);
+  assert.equal(r.status, 200, r.stderr);
+  const headers = r.body.slice(0, r.body.indexOf("\r\n\r\n")).toLowerCase();
+  assert.match(headers, /^via: 1\.1 oxy$/m);
+  assert.match(headers, /^x-origin: yes$/m);
+  assert.doesNotMatch(headers, /^x-hop:/m, "hop-by-hop response headers named by Connection are removed");
+  const seen = JSON.parse(r.body.slice(r.body.indexOf("\r\n\r\n") + 4));
+  assert.equal(seen.url, "/hello?q=1");
+  assert.equal(seen.headers.host, `origin.oxy.test:${origin.port}`);
+  assert.equal(seen.headers.via, "1.1 oxy");
+  assert.equal(seen.headers["x-forwarded-for"], "127.0.0.1");
+  assert.equal(seen.headers["x-private"], undefined);
+  assert.equal(seen.headers["proxy-authorization"], undefined);
+  assert.equal(await oxy.metric('oxy_http_requests_total{endpoint="web",kind="forward"}'), 1);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("curl: CONNECT tunnels (-p) and a POST body through them", async () => {
+  const { oxy, url } = await proxy();
+  const r = await curl(["-p", "-x", url, "--data-binary", "payload-123", `http://127.0.0.1:${origin.port}/post`]);
+  assert.equal(r.status, 200, r.stderr);
+  assert.equal(JSON.parse(r.body).body, "payload-123");
+  assert.equal(await oxy.metric('oxy_http_requests_total{endpoint="web",kind="connect"}'), 1);
+  await oxy.waitForMetric('oxy_tunnel_ended_total{endpoint="web",reason="completed"}', 1);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("the egress policy answers 403, DNS failures 502, slow upstreams 504", async () => {
+  const denied = await proxy({ allowLoopback: false });
+  const forward = await curl(["-x", denied.url, `http://127.0.0.1:${origin.port}/`]);
+  assert.equal(forward.status, 403);
+  assert.match(forward.body, /egress denied: 127\.0\.0\.1 is a loopback address/);
+  const tunnel = await curl(["-p", "-x", denied.url, `http://origin.oxy.test:${origin.port}/`]);
+  assert.notEqual(tunnel.code, 0);
+  assert.match(tunnel.stderr, /403/);
+  assert.deepEqual(await denied.oxy.stop(), { code: 0, signal: null });
+
+  const { oxy, url } = await proxy({ http: { client: { response_timeout: "500ms" } } });
+  const missing = await curl(["-x", url, "http://missing.oxy.test/"]);
+  assert.equal(missing.status, 502);
+  assert.match(missing.body, /missing\.oxy\.test has no address/);
+  const slow = await curl(["-x", url, `http://127.0.0.1:${origin.port}/slow`]);
+  assert.equal(slow.status, 504);
+  const closedPort = await freePort();
+  const refused = await curl(["-x", url, `http://127.0.0.1:${closedPort}/`]);
+  assert.equal(refused.status, 502);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("undici ProxyAgent fetches through a CONNECT tunnel", async () => {
+  const { oxy, url } = await proxy();
+  const agent = new ProxyAgent(url);
+  const res = await undiciFetch(`http://127.0.0.1:${origin.port}/via-undici`, { dispatcher: agent });
+  assert.equal(res.status, 200);
+  assert.equal(JSON.parse(await res.text()).url, "/via-undici");
+  await agent.close();
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("node:http2 CONNECT over h2c (RFC 9113 §8.5) carries a byte stream", async () => {
+  const { oxy, url } = await proxy();
+  const session = h2connect(url);
+  const stream = session.request({ ":method": "CONNECT", ":authority": `127.0.0.1:${echo.port}` });
+  const status = await new Promise<number>((ok) => stream.on("response", (h) => ok(Number(h[":status"]))));
+  assert.equal(status, 200);
+  stream.write("over h2");
+  const echoed = await new Promise<Buffer>((ok) => stream.once("data", ok));
+  assert.equal(echoed.toString(), "over h2");
+  stream.close();
+  const denied = session.request({ ":method": "CONNECT", ":authority": "10.1.2.3:443" });
+  const deniedStatus = await new Promise<number>((ok) => denied.on("response", (h) => ok(Number(h[":status"]))));
+  assert.equal(deniedStatus, 403);
+  denied.close();
+  session.close();
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("hooks block, answer, route by host, and rewrite headers both ways", async () => {
+  const { oxy, url } = await proxy({
+    binary: "fixture-app",
+    app: { block_path_prefix: "/admin", respond_path: "/local", route_host: "app.internal", route_to: `127.0.0.1:${origin.port}` },
+  });
+  const blocked = await curl([`${url}/admin/users`]);
+  assert.equal(blocked.status, 403);
+  assert.equal(blocked.body, "blocked by the fixture: /admin/users\n");
+  const local = await curl([`${url}/local`]);
+  assert.deepEqual([local.status, local.body], [200, "hello from the fixture app\n"]);
+  const routed = await curl(["-D", "-", "-H", "Host: app.internal", `${url}/routed`]);
+  assert.equal(routed.status, 200);
+  assert.match(routed.body.toLowerCase(), /^x-fixture-response: seen$/m);
+  const seen = origin.seen.at(-1);
+  assert.equal(seen?.url, "/routed");
+  assert.equal(seen?.headers["x-fixture-request"], "seen");
+  const unrouted = await curl([`${url}/elsewhere`]);
+  assert.equal(unrouted.status, 404);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("http.upstream makes a reverse proxy for origin-form requests", async () => {
+  const { oxy, url } = await proxy({ http: { upstream: `http://127.0.0.1:${origin.port}`, forward_proxy: false } });
+  const r = await curl([`${url}/api/v1?x=2`]);
+  assert.equal(r.status, 200);
+  assert.equal(JSON.parse(r.body).url, "/api/v1?x=2");
+  assert.equal(await oxy.metric('oxy_http_requests_total{endpoint="web",kind="reverse"}'), 1);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("bad input gets 400/431 or a clean close, and the server keeps serving", async () => {
+  const { oxy, port, url } = await proxy({ http: { limits: { max_header_bytes: 8192 } } });
+  const badLine = (await exchange(port, "GARBAGE\r\n\r\n")).toString();
+  assert.match(badLine, /^HTTP\/1\.1 400 /);
+  const huge = (await exchange(port, `GET / HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`)).toString();
+  assert.match(huge, /^HTTP\/1\.1 431 /);
+  // Content-Length with Transfer-Encoding: chunked wins (RFC 9112 §6.3), the connection
+  // closes after the response, and nothing after the chunked body is read as a request.
+  const smuggle = (
+    await exchange(
+      port,
+      `POST http://127.0.0.1:${origin.port}/front HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET http://127.0.0.1:${origin.port}/smuggled HTTP/1.1\r\nHost: x\r\n\r\n`,
+    )
+  ).toString();
+  assert.match(smuggle, /^HTTP\/1\.1 200 /);
+  assert.match(smuggle.toLowerCase(), /\r\nconnection: close\r\n/);
+  assert.ok(origin.seen.some((r) => r.url === "/front"));
+  assert.ok(!origin.seen.some((r) => r.url === "/smuggled"), "a smuggled request reached the origin");
+  const badConnect = (await exchange(port, "CONNECT not-an-authority HTTP/1.1\r\nHost: x\r\n\r\n")).toString();
+  assert.match(badConnect, /^HTTP\/1\.1 400 /);
+  const h2garbage = await exchange(port, Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Buffer.alloc(64, 0xff)]));
+  assert.ok(h2garbage.length < 1024, "a short GOAWAY at most");
+  const ok = await curl(["-x", url, `http://127.0.0.1:${origin.port}/still-fine`]);
+  assert.equal(ok.status, 200);
+  assert.equal(await oxy.metric("oxy_panics_total"), 0);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
