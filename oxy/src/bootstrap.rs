@@ -129,7 +129,13 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
     let mut listeners = Vec::new();
     for endpoint_settings in &settings.endpoints {
         let app = App::endpoint_context(endpoint_settings).map_err(OxyError::AppStart)?;
-        let endpoint = Arc::new(Endpoint::<App>::new(endpoint_settings.clone(), app));
+        let endpoint = Endpoint::<App>::new(endpoint_settings.clone(), app).map_err(|e| {
+            OxyError::Telemetry(format!(
+                "endpoint {}: tls.{}: {e}",
+                endpoint_settings.name, e.field
+            ))
+        })?;
+        let endpoint = Arc::new(endpoint);
         let max = endpoint_settings.limits.max_connections;
         let slots = (max > 0).then(|| Arc::new(Semaphore::new(max)));
         for addr in &endpoint_settings.listen {

@@ -3,7 +3,9 @@
 use crate::app::OxyExt;
 use crate::hooks::Target;
 use crate::http::client::UpstreamClient;
-use crate::settings::EndpointSettings;
+use crate::settings::{EndpointProtocol, EndpointSettings};
+use crate::tls::TlsAcceptor;
+use crate::tls::server::TlsSetupError;
 use std::sync::{Arc, OnceLock};
 
 /// An endpoint as hooks see it.
@@ -14,6 +16,8 @@ pub struct Endpoint<App: OxyExt> {
     pub app: App::EndpointContext,
     /// `tcp.target`, parsed (`None` when it is empty).
     pub tcp_target: Option<Target>,
+    /// The TLS acceptor, when `tls.enabled`.
+    pub tls: Option<TlsAcceptor>,
     /// The pooled upstream client of an HTTP endpoint, made on first use.
     pub(crate) http_client: OnceLock<Arc<UpstreamClient<App>>>,
 }
@@ -23,13 +27,23 @@ impl<App: OxyExt> Endpoint<App> {
     pub fn new(
         settings: EndpointSettings<App::EndpointAppSettings>,
         app: App::EndpointContext,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, TlsSetupError> {
+        let tls = if settings.tls.enabled {
+            let alpn: &'static [u8] = match settings.protocol {
+                EndpointProtocol::Http => b"\x02h2\x08http/1.1",
+                EndpointProtocol::Tcp => b"",
+            };
+            Some(TlsAcceptor::new(&settings.tls, alpn)?)
+        } else {
+            None
+        };
+        Ok(Self {
             tcp_target: settings.tcp.target.parse().ok(),
+            tls,
             settings,
             app,
             http_client: OnceLock::new(),
-        }
+        })
     }
 
     /// The endpoint's unique name.

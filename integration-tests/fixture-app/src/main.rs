@@ -112,10 +112,36 @@ impl HttpRequestHook<Fixture> for Router {
             };
         }
         if !settings.respond_path.is_empty() && path == settings.respond_path {
-            return RequestAction::Respond(oxy::http::body::text_response(
+            let mut response = oxy::http::body::text_response(
                 oxy::http_types::StatusCode::OK,
                 "hello from the fixture app",
-            ));
+            );
+            if let Some(tls) = &cx.tls {
+                let client = tls.client_certificate.as_ref();
+                let facts = [
+                    ("x-tls-sni", tls.sni.clone().unwrap_or_default()),
+                    ("x-tls-alpn", tls.alpn.clone().unwrap_or_default()),
+                    ("x-tls-version", tls.version.clone()),
+                    (
+                        "x-client-subject",
+                        client.map(|c| c.subject.clone()).unwrap_or_default(),
+                    ),
+                    (
+                        "x-client-sans",
+                        client.map(|c| c.sans.join(" ")).unwrap_or_default(),
+                    ),
+                    (
+                        "x-client-sha256",
+                        client.map(|c| c.sha256.clone()).unwrap_or_default(),
+                    ),
+                ];
+                for (name, value) in facts {
+                    if let Ok(value) = oxy::http_types::HeaderValue::from_str(&value) {
+                        response.headers_mut().insert(name, value);
+                    }
+                }
+            }
+            return RequestAction::Respond(response);
         }
         request.headers.insert(
             "x-fixture-request",

@@ -2,6 +2,7 @@
 
 use crate::app::OxyExt;
 use crate::endpoint::Endpoint;
+use crate::tls::TlsFacts;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
@@ -20,6 +21,8 @@ pub struct RequestContext<App: OxyExt> {
     pub endpoint: Arc<Endpoint<App>>,
     /// The client's address.
     pub client_addr: SocketAddr,
+    /// TLS facts (SNI, ALPN, client certificate) when the request came over TLS.
+    pub tls: Option<Arc<TlsFacts>>,
     /// The application's state for this request.
     pub app: App::RequestContext,
 }

@@ -2,6 +2,7 @@
 
 use crate::app::OxyExt;
 use crate::endpoint::Endpoint;
+use crate::tls::TlsFacts;
 use async_trait::async_trait;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct IngressConnectionContext<App: OxyExt> {
     pub local_addr: SocketAddr,
     /// When the connection was accepted.
     pub accepted_at: Instant,
+    /// The TLS handshake's facts, once it has completed on a TLS endpoint.
+    pub tls: Option<Arc<TlsFacts>>,
     /// The application's state for this connection.
     pub app: App::IngressConnectionContext,
 }
@@ -52,6 +55,8 @@ pub enum ConnectionEnd {
     Rejected(String),
     /// Oxy was shutting down and the drain period ran out.
     Shutdown,
+    /// The TLS handshake failed, with this reason.
+    HandshakeFailed(String),
     /// A hook or handler panicked; the panic was reported.
     Panicked,
 }

@@ -15,6 +15,7 @@ use crate::hooks::{
 use crate::offramp::happy_eyeballs::HappyEyeballsError;
 use crate::offramp::tcp::{ConnectError, oxy_offramp};
 use crate::services::Services;
+use crate::tls::TlsFacts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
@@ -31,6 +32,10 @@ pub struct Handler<App: OxyExt> {
     pub endpoint: Arc<Endpoint<App>>,
     /// The client's address.
     pub client_addr: SocketAddr,
+    /// The local address the client connected to.
+    pub local_addr: SocketAddr,
+    /// TLS facts of the connection, if it is TLS.
+    pub tls: Option<Arc<TlsFacts>>,
     /// The shutdown sequence (CONNECT tunnels outlive their request).
     pub drain: Drain,
     /// The endpoint's upstream client.
@@ -65,6 +70,7 @@ impl<App: OxyExt> Handler<App> {
         let mut cx = RequestContext {
             endpoint: self.endpoint.clone(),
             client_addr: self.client_addr,
+            tls: self.tls.clone(),
             app: App::RequestContext::default(),
         };
         let mut route = None;
@@ -97,8 +103,13 @@ impl<App: OxyExt> Handler<App> {
             return super::connect::handle(self, Request::from_parts(parts, body)).await;
         }
 
-        let absolute = parts.uri.scheme().is_some() && parts.uri.authority().is_some();
-        let forwardable = parts.version == Version::HTTP_2 || absolute;
+        // HTTP/1.1 proxies get absolute-form URIs; HTTP/2 requests always carry an
+        // authority, which names another server only when it is not this endpoint.
+        let forwardable = match (parts.version, parts.uri.authority()) {
+            (Version::HTTP_2, Some(authority)) => !self.is_own_authority(authority),
+            (_, Some(_)) => parts.uri.scheme().is_some(),
+            (_, None) => false,
+        };
         let (upstream, kind) = match route {
             Some(upstream) => (upstream, "reverse"),
             None if forwardable && settings.forward_proxy => match upstream_of(&parts.uri) {
@@ -128,6 +139,27 @@ impl<App: OxyExt> Handler<App> {
         };
         oxy_http::requests_total(name, kind).inc();
         self.proxy(parts, body, upstream, &mut cx).await
+    }
+
+    /// Whether `authority` names this endpoint: the local address, or the TLS server
+    /// name the client asked for, on the local port.
+    fn is_own_authority(&self, authority: &Authority) -> bool {
+        let port = authority
+            .port_u16()
+            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        if port != self.local_addr.port() {
+            return false;
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let sni = self.tls.as_ref().and_then(|tls| tls.sni.as_deref());
+        host.eq_ignore_ascii_case("localhost")
+            || sni.is_some_and(|sni| host.eq_ignore_ascii_case(sni))
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip == self.local_addr.ip())
     }
 
     async fn proxy(

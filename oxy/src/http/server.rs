@@ -46,6 +46,8 @@ where
         services: services.clone(),
         endpoint: endpoint.clone(),
         client_addr: cx.peer_addr,
+        local_addr: cx.local_addr,
+        tls: cx.tls.clone(),
         drain: drain.clone(),
         client,
         upgraded: AtomicBool::new(false),

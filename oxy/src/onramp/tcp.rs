@@ -16,6 +16,7 @@ use crate::tunnel::tcp::TunnelRefused;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
@@ -74,6 +75,7 @@ pub async fn serve<App: OxyExt>(
             peer_addr,
             local_addr,
             accepted_at: Instant::now(),
+            tls: None,
             app: Default::default(),
         };
         let services = services.clone();
@@ -112,6 +114,7 @@ async fn handle<App: OxyExt>(
             oxy_connections::rejected_total(&name, "panic").inc();
         }
         ConnectionEnd::Shutdown => tracing::info!("connection closed: shutdown drain period over"),
+        ConnectionEnd::HandshakeFailed(_) => {}
         ConnectionEnd::Closed => {}
     }
     let summary = ConnectionSummary {
@@ -149,18 +152,64 @@ async fn serve_connection<App: OxyExt>(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
+    let linger = match cx.endpoint.settings.protocol {
+        EndpointProtocol::Http => crate::http::server::linger_handle(&stream),
+        EndpointProtocol::Tcp => None,
+    };
+    let Some(acceptor) = cx.endpoint.tls.clone() else {
+        return serve_protocol(stream, linger, cx, services, drain).await;
+    };
+    let name = cx.endpoint.name().to_string();
+    let timeout = cx.endpoint.settings.tls.handshake_timeout;
+    let handshake = tokio::select! {
+        handshake = tokio::time::timeout(timeout, acceptor.accept(stream)) => handshake,
+        _ = drain.force_closing() => return ConnectionEnd::Shutdown,
+    };
+    let reason = match handshake {
+        Ok(Ok(tls)) => {
+            let facts = crate::tls::server::facts(tls.ssl());
+            oxy_tls::handshakes_total(&name, &facts.version).inc();
+            tracing::debug!(sni = ?facts.sni, alpn = ?facts.alpn, version = %facts.version, "TLS established");
+            cx.tls = Some(Arc::new(facts));
+            return serve_protocol(tls, linger, cx, services, drain).await;
+        }
+        Ok(Err(e)) => e,
+        Err(_) => "timed out".to_string(),
+    };
+    let label = if reason == "timed out" {
+        "timeout"
+    } else if reason.starts_with("client certificate") {
+        "client_certificate"
+    } else {
+        "handshake"
+    };
+    oxy_tls::handshake_failures_total(&name, label).inc();
+    tracing::info!(%reason, "TLS handshake failed");
+    ConnectionEnd::HandshakeFailed(reason)
+}
+
+/// Serves the endpoint's protocol on a (plain or TLS) stream.
+async fn serve_protocol<App: OxyExt, S>(
+    stream: S,
+    linger: Option<TcpStream>,
+    cx: &IngressConnectionContext<App>,
+    services: &Arc<Services<App>>,
+    drain: &Drain,
+) -> ConnectionEnd
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     match cx.endpoint.settings.protocol {
         EndpointProtocol::Tcp => forward(stream, cx, services, drain).await,
         EndpointProtocol::Http => {
-            let linger = crate::http::server::linger_handle(&stream);
             crate::http::server::serve(stream, linger, cx, services, drain).await
         }
     }
 }
 
 /// `protocol: tcp`: tunnels the connection to its target.
-async fn forward<App: OxyExt>(
-    stream: TcpStream,
+async fn forward<App: OxyExt, S: AsyncRead + AsyncWrite>(
+    stream: S,
     cx: &IngressConnectionContext<App>,
     services: &Arc<Services<App>>,
     drain: &Drain,
@@ -174,4 +223,15 @@ async fn forward<App: OxyExt>(
         Err(TunnelRefused::Shutdown) => ConnectionEnd::Shutdown,
         Err(_) => ConnectionEnd::Closed,
     }
+}
+
+/// TLS handshakes.
+#[crate::metrics]
+pub mod oxy_tls {
+    /// TLS handshakes completed, by endpoint and protocol version.
+    pub fn handshakes_total(endpoint: &str, version: &str) -> Counter;
+
+    /// TLS handshakes failed, by endpoint and reason (`timeout`, `client_certificate`,
+    /// `handshake`).
+    pub fn handshake_failures_total(endpoint: &str, reason: &str) -> Counter;
 }

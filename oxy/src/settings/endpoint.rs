@@ -26,7 +26,7 @@ pub struct EndpointSettings<E> {
     pub tcp: TcpForwardSettings,
     /// Timeouts of the tunnels this endpoint opens; the tunnel hook can change them.
     pub tunnel: TunnelSettings,
-    /// TLS certificates for this endpoint (checked at load; handshakes are not served yet).
+    /// TLS termination for this endpoint.
     pub tls: TlsSettings,
     /// Limits that protect the process.
     pub limits: EndpointLimits,
@@ -82,11 +82,59 @@ fn default_listen() -> Vec<SocketAddr> {
 /// The `tls:` section of an endpoint.
 #[oxy_app_settings]
 pub struct TlsSettings {
-    /// Terminate TLS on this endpoint; needs at least one certificate.
+    /// Terminate TLS (BoringSSL) on this endpoint, with ALPN `h2` and `http/1.1` on HTTP
+    /// endpoints; needs at least one certificate.
     pub enabled: bool,
     /// Certificate chains with their private keys; the first is the default, the others
     /// are chosen by SNI from their `server_names`.
     pub certificates: Vec<CertificateSettings>,
+    /// Oldest TLS version accepted: `tls1_2` or `tls1_3`.
+    pub min_version: TlsVersion,
+    /// TLS 1.2 cipher suites (BoringSSL cipher list syntax); empty keeps BoringSSL's
+    /// defaults. TLS 1.3 suites are not configurable.
+    pub cipher_list: String,
+    /// Key exchange groups, `:`-separated (`X25519:P-256`); empty keeps the defaults.
+    pub curves: String,
+    /// Offer session tickets for resumption.
+    #[serde(default = "yes")]
+    pub session_tickets: bool,
+    /// Client certificates (mTLS): `none`, `optional` (verified when sent) or `required`.
+    pub client_auth: ClientAuth,
+    /// PEM bundle of the CAs client certificates must chain to (for `client_auth`).
+    pub client_ca: PathBuf,
+    /// Time allowed for the TLS handshake.
+    #[serde(with = "humantime_serde", default = "default_handshake_timeout")]
+    pub handshake_timeout: Duration,
+}
+
+/// A TLS protocol version.
+#[oxy_app_settings]
+pub enum TlsVersion {
+    /// TLS 1.2.
+    #[default]
+    Tls1_2,
+    /// TLS 1.3.
+    Tls1_3,
+}
+
+/// Whether clients present certificates.
+#[oxy_app_settings]
+pub enum ClientAuth {
+    /// No client certificates are asked for.
+    #[default]
+    None,
+    /// A certificate is asked for and verified when the client sends one.
+    Optional,
+    /// Connections without a valid client certificate fail the handshake.
+    Required,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// A certificate chain and its key.

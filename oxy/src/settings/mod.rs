@@ -17,8 +17,8 @@ pub use dns::{DnsGroupSettings, DnsProtocol, DnsServerSettings, DnsSettings};
 pub use documented_yaml::to_documented_yaml;
 pub use egress::{EgressSettings, HappyEyeballsSettings};
 pub use endpoint::{
-    CertificateSettings, EndpointLimits, EndpointProtocol, EndpointSettings, TcpForwardSettings,
-    TlsSettings, TunnelSettings,
+    CertificateSettings, ClientAuth, EndpointLimits, EndpointProtocol, EndpointSettings,
+    TcpForwardSettings, TlsSettings, TlsVersion, TunnelSettings,
 };
 pub use errors::{ConfigError, ConfigErrors};
 pub use http::{HttpClientSettings, HttpLimits, HttpSettings};

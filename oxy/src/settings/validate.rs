@@ -1,7 +1,7 @@
 //! Semantic checks on loaded settings, all problems at once, before anything binds.
 
 use super::errors::PathSegment;
-use super::{ServerSettings, Settings};
+use super::{ClientAuth, ServerSettings, Settings};
 use crate::hooks::Target;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -113,6 +113,7 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
             problems.push((at(&[key("tcp"), key("target")]), e.to_string()));
         }
         let tls = &endpoint.tls;
+        let problems_before = problems.len();
         if tls.enabled && tls.certificates.is_empty() {
             problems.push((
                 at(&[key("tls"), key("certificates")]),
@@ -132,6 +133,17 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                 let field = if e.is_about_key() { "key" } else { "chain" };
                 problems.push((cert_at(field), e.to_string()));
             }
+        }
+        if tls.client_auth != ClientAuth::None && tls.client_ca.as_os_str().is_empty() {
+            problems.push((
+                at(&[key("tls"), key("client_ca")]),
+                "client_auth needs client_ca, the CAs client certificates chain to".into(),
+            ));
+        } else if tls.enabled
+            && problems.len() == problems_before
+            && let Err(e) = crate::tls::TlsAcceptor::new(tls, b"")
+        {
+            problems.push((at(&[key("tls"), key(e.field)]), e.message));
         }
     }
     problems

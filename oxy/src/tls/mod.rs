@@ -1,5 +1,7 @@
-//! TLS with BoringSSL: certificates and keys.
+//! TLS with BoringSSL: certificates and keys, and TLS termination.
 
 mod certificate;
+pub mod server;
 
 pub use certificate::{CertificateError, CertifiedKey};
+pub use server::{ClientCertificate, TlsAcceptor, TlsFacts};

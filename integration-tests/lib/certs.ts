@@ -1,0 +1,36 @@
+// Test PKI made with the openssl command line: a CA, server certificates for SNI, and a
+// client certificate for mTLS. Only test fixtures; Oxy itself links BoringSSL alone.
+
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export interface TestPki {
+  dir: string;
+  ca: string;
+  server: { chain: string; key: string };
+  other: { chain: string; key: string };
+  client: { chain: string; key: string };
+}
+
+function openssl(args: string[], cwd: string) {
+  execFileSync("openssl", args, { cwd, stdio: ["ignore", "ignore", "pipe"] });
+}
+
+function issue(dir: string, name: string, subject: string, ext: string): { chain: string; key: string } {
+  writeFileSync(join(dir, `${name}.ext`), ext);
+  openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", subject], dir);
+  openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-out", `${name}.pem`, "-extfile", `${name}.ext`], dir);
+  return { chain: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
+}
+
+/** Makes a fresh PKI in a temp directory. */
+export function makePki(): TestPki {
+  const dir = mkdtempSync(join(tmpdir(), "oxy-pki-"));
+  openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Oxy Test CA"], dir);
+  const server = issue(dir, "server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n");
+  const other = issue(dir, "other", "/CN=other.oxy.test", "subjectAltName=DNS:other.oxy.test\nextendedKeyUsage=serverAuth\n");
+  const client = issue(dir, "client", "/CN=alice/O=Oxy Tests", "subjectAltName=DNS:alice.oxy.test,email:alice@oxy.test\nextendedKeyUsage=clientAuth\n");
+  return { dir, ca: join(dir, "ca.pem"), server, other, client };
+}

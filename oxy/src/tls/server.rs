@@ -1,0 +1,260 @@
+//! TLS termination with BoringSSL: contexts per certificate chosen by SNI, ALPN, version
+//! and cipher policy, session tickets, optional or required client certificates, and the
+//! facts of a finished handshake for hooks.
+
+use super::CertifiedKey;
+use crate::settings::{ClientAuth, TlsSettings, TlsVersion};
+use boring::hash::MessageDigest;
+use boring::ssl::{
+    AlpnError, NameType, SniError, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions,
+    SslRef, SslVerifyMode, SslVersion, select_next_proto,
+};
+use boring::x509::X509VerifyError;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What a finished TLS handshake tells about the client.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsFacts {
+    /// The server name the client asked for (SNI).
+    pub sni: Option<String>,
+    /// The negotiated application protocol (`h2`, `http/1.1`).
+    pub alpn: Option<String>,
+    /// The protocol version (`TLSv1.3`).
+    pub version: String,
+    /// The cipher suite.
+    pub cipher: String,
+    /// The client's certificate, when one was presented and verified.
+    pub client_certificate: Option<ClientCertificate>,
+}
+
+/// Facts of a verified client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate {
+    /// Subject, as `CN=client,O=Example`.
+    pub subject: String,
+    /// Subject alternative names (DNS names, IP addresses, e-mail addresses, URIs).
+    pub sans: Vec<String>,
+    /// SHA-256 of the DER certificate, lowercase hex.
+    pub sha256: String,
+}
+
+/// Why a TLS server context could not be built; `field` names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct TlsSetupError {
+    /// The setting under `tls` at fault (`certificates`, `cipher_list`, ...).
+    pub field: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn setup_error(field: &'static str, e: impl std::fmt::Display) -> TlsSetupError {
+    TlsSetupError {
+        field,
+        message: e.to_string(),
+    }
+}
+
+/// Accepts TLS connections for one endpoint.
+#[derive(Clone)]
+pub struct TlsAcceptor {
+    default: SslContext,
+}
+
+impl TlsAcceptor {
+    /// Builds the contexts from settings; `alpn` lists the protocols offered, in order of
+    /// preference, in wire format (`b"\x02h2\x08http/1.1"`).
+    pub fn new(settings: &TlsSettings, alpn: &'static [u8]) -> Result<Self, TlsSetupError> {
+        let keys = settings
+            .certificates
+            .iter()
+            .map(|cert| CertifiedKey::load(&cert.chain, &cert.key))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| setup_error("certificates", e))?;
+        let Some(first) = keys.first() else {
+            return Err(setup_error(
+                "certificates",
+                "TLS needs at least one certificate",
+            ));
+        };
+        let mut named = Vec::new();
+        for (cert, key) in settings.certificates.iter().zip(&keys).skip(1) {
+            let context = builder(settings, key, alpn)?.build();
+            for name in &cert.server_names {
+                named.push((name.to_ascii_lowercase(), context.clone()));
+            }
+        }
+        // The default context answers unless the SNI callback swaps in a named one.
+        let mut default = builder(settings, first, alpn)?;
+        let named = Arc::new(named);
+        default.set_servername_callback(move |ssl, _alert| {
+            select_by_sni(ssl, &named);
+            Ok::<(), SniError>(())
+        });
+        Ok(Self {
+            default: default.build(),
+        })
+    }
+
+    /// Runs the server handshake on `stream`.
+    pub async fn accept<S>(&self, stream: S) -> Result<tokio_boring::SslStream<S>, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let ssl = Ssl::new(&self.default).map_err(|e| e.to_string())?;
+        tokio_boring::SslStreamBuilder::new(ssl, stream)
+            .accept()
+            .await
+            .map_err(|e| {
+                let text = e.to_string();
+                if text.contains("PEER_DID_NOT_RETURN_A_CERTIFICATE") {
+                    return "client certificate: none presented".to_string();
+                }
+                e.ssl()
+                    .and_then(|ssl| ssl.verify_result().err())
+                    .filter(|v| *v != X509VerifyError::INVALID_CALL)
+                    .map(|v| format!("client certificate: {v}"))
+                    .unwrap_or(text)
+            })
+    }
+}
+
+/// Swaps in the context whose server names match the SNI (exact, or `*.` wildcard).
+fn select_by_sni(ssl: &mut SslRef, named: &[(String, SslContext)]) {
+    let Some(sni) = ssl
+        .servername(NameType::HOST_NAME)
+        .map(str::to_ascii_lowercase)
+    else {
+        return;
+    };
+    let found = named
+        .iter()
+        .find(|(pattern, _)| match pattern.strip_prefix("*.") {
+            Some(suffix) => sni.split_once('.').is_some_and(|(_, rest)| rest == suffix),
+            None => *pattern == sni,
+        });
+    if let Some((_, context)) = found
+        && let Err(e) = ssl.set_ssl_context(context)
+    {
+        tracing::warn!(%sni, error = %e, "cannot switch to the SNI certificate");
+    }
+}
+
+fn builder(
+    settings: &TlsSettings,
+    key: &CertifiedKey,
+    alpn: &'static [u8],
+) -> Result<SslContextBuilder, TlsSetupError> {
+    let mut b =
+        SslContext::builder(SslMethod::tls()).map_err(|e| setup_error("certificates", e))?;
+    let Some(leaf) = key.chain.first() else {
+        return Err(setup_error("certificates", "empty certificate chain"));
+    };
+    b.set_certificate(leaf)
+        .map_err(|e| setup_error("certificates", e))?;
+    for intermediate in key.chain.iter().skip(1) {
+        b.add_extra_chain_cert(intermediate.clone())
+            .map_err(|e| setup_error("certificates", e))?;
+    }
+    b.set_private_key(&key.key)
+        .map_err(|e| setup_error("certificates", e))?;
+    let min = match settings.min_version {
+        TlsVersion::Tls1_2 => SslVersion::TLS1_2,
+        TlsVersion::Tls1_3 => SslVersion::TLS1_3,
+    };
+    b.set_min_proto_version(Some(min))
+        .map_err(|e| setup_error("min_version", e))?;
+    if !settings.cipher_list.is_empty() {
+        b.set_cipher_list(&settings.cipher_list)
+            .map_err(|e| setup_error("cipher_list", format!("not a usable cipher list: {e}")))?;
+    }
+    if !settings.curves.is_empty() {
+        b.set_curves_list(&settings.curves)
+            .map_err(|e| setup_error("curves", format!("not a usable curve list: {e}")))?;
+    }
+    if !settings.session_tickets {
+        b.set_options(SslOptions::NO_TICKET);
+    }
+    b.set_session_id_context(b"oxy")
+        .map_err(|e| setup_error("certificates", e))?;
+    b.set_alpn_select_callback(move |_ssl, client| {
+        select_next_proto(alpn, client).ok_or(AlpnError::NOACK)
+    });
+    match settings.client_auth {
+        ClientAuth::None => {}
+        ClientAuth::Optional | ClientAuth::Required => {
+            b.set_ca_file(&settings.client_ca).map_err(|e| {
+                setup_error(
+                    "client_ca",
+                    format!("cannot load {}: {e}", settings.client_ca.display()),
+                )
+            })?;
+            let mut mode = SslVerifyMode::PEER;
+            if settings.client_auth == ClientAuth::Required {
+                mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+            }
+            b.set_verify(mode);
+        }
+    }
+    Ok(b)
+}
+
+/// The facts of a finished handshake.
+pub fn facts(ssl: &SslRef) -> TlsFacts {
+    TlsFacts {
+        sni: ssl.servername(NameType::HOST_NAME).map(str::to_string),
+        alpn: ssl
+            .selected_alpn_protocol()
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        version: ssl.version_str().to_string(),
+        cipher: ssl
+            .current_cipher()
+            .map(|c| c.name().to_string())
+            .unwrap_or_default(),
+        client_certificate: ssl.peer_certificate().map(|cert| ClientCertificate {
+            subject: cert
+                .subject_name()
+                .entries()
+                .map(|entry| {
+                    let name = entry.object().nid().short_name().unwrap_or("?");
+                    let value = entry
+                        .data()
+                        .as_utf8()
+                        .map(|v| v.to_string())
+                        .unwrap_or_default();
+                    format!("{name}={value}")
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            sans: cert
+                .subject_alt_names()
+                .map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| {
+                            n.dnsname()
+                                .map(|d| format!("DNS:{d}"))
+                                .or_else(|| n.email().map(|e| format!("email:{e}")))
+                                .or_else(|| n.uri().map(|u| format!("URI:{u}")))
+                                .or_else(|| n.ipaddress().and_then(ip_text))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            sha256: cert
+                .digest(MessageDigest::sha256())
+                .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+                .unwrap_or_default(),
+        }),
+    }
+}
+
+fn ip_text(bytes: &[u8]) -> Option<String> {
+    let ip: std::net::IpAddr = match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok()?.into(),
+        16 => <[u8; 16]>::try_from(bytes).ok()?.into(),
+        _ => return None,
+    };
+    Some(format!("IP:{ip}"))
+}
