@@ -23,6 +23,8 @@ pub struct RequestContext<App: OxyExt> {
     pub client_addr: SocketAddr,
     /// TLS facts (SNI, ALPN, client certificate) when the request came over TLS.
     pub tls: Option<Arc<TlsFacts>>,
+    /// The user that `http.proxy_auth` authenticated, for proxy requests.
+    pub proxy_user: Option<String>,
     /// The application's state for this request.
     pub app: App::RequestContext,
 }

@@ -30,6 +30,25 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The protocol an HTTP/1.1 request asks to upgrade to (`Upgrade` named by `Connection`).
+pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let connection_names_upgrade = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    connection_names_upgrade
+        .then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Sets `Upgrade: protocol` and `Connection: upgrade` for the next hop.
+pub fn set_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::UPGRADE, protocol);
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+}
+
 /// Appends this hop to `Via` (`1.1 oxy`, `2 oxy`).
 pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
     let protocol = match version {

@@ -7,4 +7,5 @@ pub mod connect;
 pub mod headers;
 pub mod metrics;
 pub mod pipeline;
+pub mod proxy_auth;
 pub mod server;

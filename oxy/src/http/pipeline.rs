@@ -5,6 +5,7 @@ use super::body::{boxed, text_response};
 use super::client::{UpstreamClient, UpstreamConnectError};
 use super::headers;
 use super::metrics::oxy_http;
+use super::proxy_auth;
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
@@ -18,10 +19,12 @@ use crate::services::Services;
 use crate::tls::TlsFacts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{LengthLimitError, Limited};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// What every request on one connection shares.
@@ -67,10 +70,48 @@ impl<App: OxyExt> Handler<App> {
         let name = self.endpoint.name();
         let settings = &self.endpoint.settings.http;
         let (mut parts, body) = request.into_parts();
+        let limits = &settings.limits;
+        if parts.uri.to_string().len() > limits.max_uri_bytes {
+            oxy_http::errors_total(name, "uri_too_long").inc();
+            return text_response(StatusCode::URI_TOO_LONG, "the request URI is too long");
+        }
+        let declared_length = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if limits.max_body_bytes > 0
+            && declared_length.is_some_and(|len| len > limits.max_body_bytes)
+        {
+            oxy_http::errors_total(name, "body_too_large").inc();
+            return text_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            );
+        }
+        // HTTP/1.1 proxies get absolute-form URIs; HTTP/2 requests always carry an
+        // authority, which names another server only when it is not this endpoint.
+        let forwardable = match (parts.version, parts.uri.authority()) {
+            (Version::HTTP_2, Some(authority)) => !self.is_own_authority(authority),
+            (_, Some(_)) => parts.uri.scheme().is_some(),
+            (_, None) => false,
+        };
+        let is_connect = parts.method == Method::CONNECT;
+        let mut proxy_user = None;
+        if settings.proxy_auth.enabled && (is_connect || (forwardable && settings.forward_proxy)) {
+            match proxy_auth::authenticate(&settings.proxy_auth, &parts.headers) {
+                Some(user) => proxy_user = Some(user),
+                None => {
+                    oxy_http::errors_total(name, "proxy_auth").inc();
+                    return proxy_auth::authentication_required(&settings.proxy_auth.realm);
+                }
+            }
+        }
         let mut cx = RequestContext {
             endpoint: self.endpoint.clone(),
             client_addr: self.client_addr,
             tls: self.tls.clone(),
+            proxy_user,
             app: App::RequestContext::default(),
         };
         let mut route = None;
@@ -91,7 +132,7 @@ impl<App: OxyExt> Handler<App> {
             }
         }
 
-        if parts.method == Method::CONNECT {
+        if is_connect {
             oxy_http::requests_total(name, "connect").inc();
             if !settings.connect {
                 oxy_http::errors_total(name, "connect_disabled").inc();
@@ -103,13 +144,6 @@ impl<App: OxyExt> Handler<App> {
             return super::connect::handle(self, Request::from_parts(parts, body)).await;
         }
 
-        // HTTP/1.1 proxies get absolute-form URIs; HTTP/2 requests always carry an
-        // authority, which names another server only when it is not this endpoint.
-        let forwardable = match (parts.version, parts.uri.authority()) {
-            (Version::HTTP_2, Some(authority)) => !self.is_own_authority(authority),
-            (_, Some(_)) => parts.uri.scheme().is_some(),
-            (_, None) => false,
-        };
         let (upstream, kind) = match route {
             Some(upstream) => (upstream, "reverse"),
             None if forwardable && settings.forward_proxy => match upstream_of(&parts.uri) {
@@ -234,12 +268,27 @@ impl<App: OxyExt> Handler<App> {
         let version = parts.version;
         parts.uri = uri;
         parts.version = Version::HTTP_11;
+        // An HTTP/1.1 upgrade (WebSocket) keeps its Upgrade header across this hop.
+        let upgrade = headers::requested_upgrade(&parts.headers)
+            .zip(parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
         headers::remove_hop_by_hop(&mut parts.headers);
+        if let Some((protocol, _)) = &upgrade {
+            headers::set_upgrade(&mut parts.headers, protocol.clone());
+        }
         headers::add_via(&mut parts.headers, version);
         if self.endpoint.settings.http.x_forwarded_for {
             headers::add_x_forwarded_for(&mut parts.headers, self.client_addr.ip());
         }
-        let request = Request::from_parts(parts, boxed(body));
+        let max_body = self.endpoint.settings.http.limits.max_body_bytes;
+        let body = if max_body > 0 {
+            boxed(Limited::new(
+                body,
+                usize::try_from(max_body).unwrap_or(usize::MAX),
+            ))
+        } else {
+            boxed(body)
+        };
+        let request = Request::from_parts(parts, body);
         let timeout = self.endpoint.settings.http.client.response_timeout;
         let response =
             match tokio::time::timeout(timeout, self.client.client.request(request)).await {
@@ -253,8 +302,27 @@ impl<App: OxyExt> Handler<App> {
                 Ok(Err(e)) => return upstream_error(name, &e),
                 Ok(Ok(response)) => response,
             };
+        let mut response = response;
+        let upgraded = match upgrade {
+            Some((protocol, client_side))
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS =>
+            {
+                let upstream_side = hyper::upgrade::on(&mut response);
+                self.upgraded.store(true, Ordering::Release);
+                self.drain
+                    .spawn_connection(tracing::Instrument::in_current_span(splice_upgrade(
+                        client_side,
+                        upstream_side,
+                    )));
+                Some(protocol)
+            }
+            _ => None,
+        };
         let (mut parts, body) = response.into_parts();
         headers::remove_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = upgraded {
+            headers::set_upgrade(&mut parts.headers, protocol);
+        }
         headers::add_via(&mut parts.headers, parts.version);
         if let Some(hook) = &self.services.hooks.http_request
             && let ResponseAction::Replace(replacement) = hook.on_response(&mut parts, cx).await
@@ -262,6 +330,21 @@ impl<App: OxyExt> Handler<App> {
             return replacement;
         }
         Response::from_parts(parts, boxed(body))
+    }
+}
+
+/// Copies bytes both ways between the client's and the upstream's upgraded connections.
+async fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
+                Err(e) => tracing::debug!(error = %e, "upgraded connection failed"),
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
     }
 }
 
@@ -283,6 +366,13 @@ fn upstream_of(uri: &Uri) -> Option<Upstream> {
 fn upstream_error(endpoint: &str, e: &hyper_util::client::legacy::Error) -> Response<HttpBody> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
+        if err.is::<LengthLimitError>() {
+            oxy_http::errors_total(endpoint, "body_too_large").inc();
+            return text_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the request body is too large",
+            );
+        }
         if let Some(connect) = err.downcast_ref::<UpstreamConnectError>() {
             let (status, reason) = match connect {
                 UpstreamConnectError::Connect(

@@ -18,6 +18,9 @@ pub struct HttpSettings {
     pub upstream: String,
     /// Add `X-Forwarded-For` with the client's address to proxied requests.
     pub x_forwarded_for: bool,
+    /// Basic proxy authentication for CONNECT and forward-proxy requests (407 with
+    /// `Proxy-Authenticate` otherwise). An application can do its own in its request hook.
+    pub proxy_auth: ProxyAuthSettings,
     /// Limits that protect the server.
     pub limits: HttpLimits,
     /// How Oxy talks to upstream servers.
@@ -36,6 +39,40 @@ pub struct HttpLimits {
     /// Most concurrent HTTP/2 streams per connection.
     #[serde(default = "default_max_streams")]
     pub h2_max_concurrent_streams: u32,
+    /// Longest request URI; longer ones are answered 414.
+    #[serde(default = "default_max_uri_bytes")]
+    pub max_uri_bytes: usize,
+    /// Largest request body proxied; larger ones are answered 413. 0 means no limit.
+    pub max_body_bytes: u64,
+}
+
+/// Basic proxy authentication.
+#[oxy_app_settings]
+pub struct ProxyAuthSettings {
+    /// Require credentials on CONNECT and forward-proxy requests.
+    pub enabled: bool,
+    /// The realm named in `Proxy-Authenticate`.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Accepted users.
+    pub users: Vec<ProxyUser>,
+}
+
+/// A user of the proxy.
+#[oxy_app_settings]
+pub struct ProxyUser {
+    /// User name.
+    pub name: String,
+    /// Password.
+    pub password: String,
+}
+
+fn default_realm() -> String {
+    "oxy".into()
+}
+
+fn default_max_uri_bytes() -> usize {
+    8 * 1024
 }
 
 /// The HTTP client used towards upstreams.

@@ -21,7 +21,7 @@ pub use endpoint::{
     TcpForwardSettings, TlsSettings, TlsVersion, TunnelSettings,
 };
 pub use errors::{ConfigError, ConfigErrors};
-pub use http::{HttpClientSettings, HttpLimits, HttpSettings};
+pub use http::{HttpClientSettings, HttpLimits, HttpSettings, ProxyAuthSettings, ProxyUser};
 pub use load::{from_yaml_str, load_file};
 pub use server::{NoSettings, ServerSection, ServerSettings};
 pub use telemetry::{AuditSettings, LogFormat, LogSettings, SentrySettings, TelemetrySettings};

@@ -1,0 +1,109 @@
+// HTTP proxy features: proxy authentication, WebSocket upgrades through the reverse
+// proxy, and request limits (414, 413).
+
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { request } from "node:http";
+import { after, before, test } from "node:test";
+import { promisify } from "node:util";
+import { WebSocket, WebSocketServer } from "ws";
+import { startOrigin, type Origin } from "../lib/origin.ts";
+import { OxyProcess, freePort } from "../lib/oxy.ts";
+
+const run = promisify(execFile);
+
+let origin: Origin;
+
+before(async () => {
+  origin = await startOrigin();
+});
+
+after(async () => {
+  await origin.close();
+});
+
+async function endpoint(http: Record<string, any>) {
+  const port = await freePort();
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "web", listen: [`127.0.0.1:${port}`], http }],
+    },
+  });
+  return { oxy, port, url: `http://127.0.0.1:${port}` };
+}
+
+async function curlStatus(args: string[]): Promise<{ status: number; out: string }> {
+  try {
+    const { stdout } = await run("curl", ["-sS", "-w", "\n%{http_code}", ...args], { timeout: 15_000 });
+    const cut = stdout.lastIndexOf("\n");
+    return { status: Number(stdout.slice(cut + 1)), out: stdout.slice(0, cut) };
+  } catch (e: any) {
+    return { status: 0, out: String(e.stderr ?? "") };
+  }
+}
+
+test("proxy authentication: 407 with a challenge, then Basic credentials pass", async () => {
+  const { oxy, url } = await endpoint({
+    proxy_auth: { enabled: true, realm: "test realm", users: [{ name: "alice", password: "s3cret" }] },
+  });
+  const target = `http://127.0.0.1:${origin.port}/private`;
+  const anonymous = await curlStatus(["-D", "-", "-x", url, target]);
+  assert.equal(anonymous.status, 407);
+  assert.match(anonymous.out.toLowerCase(), /^proxy-authenticate: basic realm="test realm"\r$/m);
+  const wrong = await curlStatus(["-x", url, "-U", "alice:nope", target]);
+  assert.equal(wrong.status, 407);
+  const alice = await curlStatus(["-x", url, "-U", "alice:s3cret", target]);
+  assert.equal(alice.status, 200);
+  assert.equal(JSON.parse(alice.out).headers["proxy-authorization"], undefined, "credentials never reach the origin");
+  const tunnel = await curlStatus(["-p", "-x", url, target]);
+  assert.equal(tunnel.status, 0, "CONNECT without credentials fails");
+  const tunnelOk = await curlStatus(["-p", "-x", url, "-U", "alice:s3cret", target]);
+  assert.equal(tunnelOk.status, 200);
+  assert.equal(await oxy.metric('oxy_http_errors_total{endpoint="web",reason="proxy_auth"}'), 3);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("a WebSocket upgrade passes through the reverse proxy", async () => {
+  const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
+  await new Promise((ok) => wss.on("listening", ok));
+  wss.on("connection", (socket, req) => {
+    socket.on("message", (data) => socket.send(`echo ${data} via ${req.headers.via}`));
+  });
+  const wsPort = (wss.address() as { port: number }).port;
+  const { oxy, url } = await endpoint({ upstream: `http://127.0.0.1:${wsPort}` });
+  const client = new WebSocket(`${url.replace("http", "ws")}/chat`);
+  await new Promise((ok, fail) => {
+    client.on("open", ok);
+    client.on("error", fail);
+  });
+  client.send("hello");
+  const reply = await new Promise<string>((ok) => client.once("message", (d) => ok(d.toString())));
+  assert.equal(reply, "echo hello via 1.1 oxy");
+  client.send("again");
+  assert.equal(await new Promise<string>((ok) => client.once("message", (d) => ok(d.toString()))), "echo again via 1.1 oxy");
+  client.close();
+  await new Promise((ok) => client.on("close", ok));
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  await new Promise((ok) => wss.close(ok));
+});
+
+test("limits: long URIs get 414, large bodies 413 (declared or streamed)", async () => {
+  const { oxy, port, url } = await endpoint({ limits: { max_uri_bytes: 100, max_body_bytes: 1000 } });
+  const target = `http://127.0.0.1:${origin.port}`;
+  assert.equal((await curlStatus(["-x", url, `${target}/${"a".repeat(200)}`])).status, 414);
+  assert.equal((await curlStatus(["-x", url, "--data-binary", "x".repeat(2000), `${target}/declared`])).status, 413);
+  const streamed = await new Promise<number>((ok, fail) => {
+    const req = request({ host: "127.0.0.1", port, method: "POST", path: `${target}/streamed`, headers: { "transfer-encoding": "chunked" } }, (res) => {
+      res.resume();
+      ok(res.statusCode ?? 0);
+    });
+    req.on("error", fail);
+    for (let i = 0; i < 10; i++) req.write("y".repeat(500));
+    req.end();
+  });
+  assert.equal(streamed, 413);
+  assert.equal((await curlStatus(["-x", url, "--data-binary", "small", `${target}/fits`])).status, 200);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
