@@ -36,7 +36,7 @@ async function endpoint(http: Record<string, any>) {
 
 async function curlStatus(args: string[]): Promise<{ status: number; out: string }> {
   try {
-    const { stdout } = await run("curl", ["-sS", "-w", "\n%{http_code}", ...args], { timeout: 15_000 });
+    const { stdout } = await run("curl", ["-sS", "-w", "\n%{http_code}", ...args], { timeout: 15_000, maxBuffer: 64 << 20 });
     const cut = stdout.lastIndexOf("\n");
     return { status: Number(stdout.slice(cut + 1)), out: stdout.slice(0, cut) };
   } catch (e: any) {
@@ -105,5 +105,47 @@ test("limits: long URIs get 414, large bodies 413 (declared or streamed)", async
   });
   assert.equal(streamed, 413);
   assert.equal((await curlStatus(["-x", url, "--data-binary", "small", `${target}/fits`])).status, 200);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("a body tap blocks an upload by a form field mid-stream; clean uploads pass whole", async () => {
+  const { mkdtempSync, writeFileSync } = await import("node:fs");
+  const { tmpdir } = await import("node:os");
+  const { join } = await import("node:path");
+  const dir = mkdtempSync(join(tmpdir(), "oxy-upload-"));
+  const clean = join(dir, "clean.bin");
+  const evil = join(dir, "evil.bin");
+  writeFileSync(clean, Buffer.alloc(3 * 1024 * 1024, "a"));
+  writeFileSync(evil, Buffer.concat([Buffer.alloc(3 * 1024 * 1024, "a"), Buffer.from("FORBIDDEN-MARKER"), Buffer.alloc(1024, "b")]));
+
+  const port = await freePort();
+  const oxy = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [
+        {
+          name: "web",
+          listen: [`127.0.0.1:${port}`],
+          http: { upstream: `http://127.0.0.1:${origin.port}` },
+          app: { block_form_value: "FORBIDDEN-MARKER" },
+        },
+      ],
+    },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const ok = await curlStatus(["-F", "title=holiday", "-F", `file=@${clean}`, `${url}/upload-clean`]);
+  assert.equal(ok.status, 200, ok.out + oxy.logs());
+  const seen = origin.seen.find((r) => r.url === "/upload-clean");
+  assert.ok(seen && seen.body.length > 3 * 1024 * 1024, "the clean upload arrived whole");
+
+  const blocked = await curlStatus(["-F", "title=holiday", "-F", `file=@${evil}`, `${url}/upload-evil`]);
+  assert.equal(blocked.status, 403);
+  assert.equal(blocked.out, "field file carries a forbidden value\n");
+  assert.ok(!origin.seen.some((r) => r.url === "/upload-evil"), "the blocked upload never completed upstream");
+
+  const form = await curlStatus(["--data-urlencode", "comment=hi FORBIDDEN-MARKER there", `${url}/comment`]);
+  assert.equal(form.status, 403);
+  assert.equal(await oxy.metric('oxy_http_errors_total{endpoint="web",reason="body_blocked"}'), 2);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });

@@ -2,6 +2,8 @@
 //! (reject, hold, panic), to observe the framework from outside.
 
 use oxy::app::AppServerSettings;
+use oxy::http::body_tap::{BodyTap, TapVerdict};
+use oxy::http::form::{FormField, FormInspector, form_tap};
 use oxy::prelude::*;
 use std::time::Duration;
 
@@ -40,6 +42,8 @@ pub struct FixtureEndpointSettings {
     pub route_host: String,
     /// Where `route_host` requests go.
     pub route_to: String,
+    /// When not empty, form uploads with a field value containing it are blocked.
+    pub block_form_value: String,
 }
 
 #[metrics]
@@ -95,6 +99,30 @@ impl IngressHook<Fixture> for Observer {
 }
 
 struct Router;
+
+/// Blocks a form whose field values contain `needle`, even across chunks.
+struct NeedleInForm {
+    needle: String,
+    tail: Vec<u8>,
+}
+
+impl FormInspector for NeedleInForm {
+    fn on_field(&mut self, _field: &FormField) -> TapVerdict {
+        self.tail.clear();
+        TapVerdict::Continue
+    }
+
+    fn on_field_chunk(&mut self, field: &FormField, chunk: &[u8]) -> TapVerdict {
+        self.tail.extend_from_slice(chunk);
+        let needle = self.needle.as_bytes();
+        if self.tail.windows(needle.len()).any(|w| w == needle) {
+            return TapVerdict::Block(format!("field {} carries a forbidden value", field.name));
+        }
+        let keep = self.tail.len().saturating_sub(needle.len());
+        self.tail.drain(..keep);
+        TapVerdict::Continue
+    }
+}
 
 #[async_trait]
 impl HttpRequestHook<Fixture> for Router {
@@ -169,6 +197,25 @@ impl HttpRequestHook<Fixture> for Router {
             };
         }
         RequestAction::Continue
+    }
+
+    fn request_body_tap(
+        &self,
+        request: &oxy::http_types::request::Parts,
+        cx: &RequestContext<Fixture>,
+    ) -> Option<Box<dyn BodyTap>> {
+        let needle = cx.endpoint.app_settings().block_form_value.clone();
+        if needle.is_empty() {
+            return None;
+        }
+        let content_type = request.headers.get("content-type")?.to_str().ok()?;
+        form_tap(
+            content_type,
+            Box::new(NeedleInForm {
+                needle,
+                tail: Vec::new(),
+            }),
+        )
     }
 
     async fn on_response(

@@ -2,6 +2,7 @@
 
 use crate::app::OxyExt;
 use crate::endpoint::Endpoint;
+use crate::http::body_tap::BodyTap;
 use crate::tls::TlsFacts;
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -77,6 +78,29 @@ pub trait HttpRequestHook<App: OxyExt>: Send + Sync + 'static {
     ) -> RequestAction {
         let _ = (request, cx);
         RequestAction::Continue
+    }
+
+    /// Runs after `on_request` let a request through to an upstream: return a tap to see
+    /// its body chunk by chunk as it streams (see [`crate::http::form::form_tap`] for
+    /// form fields and uploads). The default returns `None`.
+    fn request_body_tap(
+        &self,
+        request: &http::request::Parts,
+        cx: &RequestContext<App>,
+    ) -> Option<Box<dyn BodyTap>> {
+        let _ = (request, cx);
+        None
+    }
+
+    /// Runs after `on_response` let a response through: return a tap to see its body
+    /// chunk by chunk; a block cuts the response off. The default returns `None`.
+    fn response_body_tap(
+        &self,
+        response: &http::response::Parts,
+        cx: &RequestContext<App>,
+    ) -> Option<Box<dyn BodyTap>> {
+        let _ = (response, cx);
+        None
     }
 
     /// Runs when the upstream response's head has arrived, before it is sent to the

@@ -2,8 +2,10 @@
 //! the upstream client. Only `server.rs` knows the requests came through hyper.
 
 pub mod body;
+pub mod body_tap;
 pub mod client;
 pub mod connect;
+pub mod form;
 pub mod headers;
 pub mod metrics;
 pub mod pipeline;

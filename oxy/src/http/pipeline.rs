@@ -2,6 +2,7 @@
 //! or a local answer, and the response back through the hooks.
 
 use super::body::{boxed, text_response};
+use super::body_tap::{BodyBlocked, TappedBody};
 use super::client::{UpstreamClient, UpstreamConnectError};
 use super::headers;
 use super::metrics::oxy_http;
@@ -19,7 +20,7 @@ use crate::services::Services;
 use crate::tls::TlsFacts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{LengthLimitError, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use std::net::SocketAddr;
@@ -288,6 +289,16 @@ impl<App: OxyExt> Handler<App> {
         } else {
             boxed(body)
         };
+        let body = match self
+            .services
+            .hooks
+            .http_request
+            .as_ref()
+            .and_then(|hook| hook.request_body_tap(&parts, cx))
+        {
+            Some(tap) => TappedBody::new(body, tap).boxed_unsync(),
+            None => body,
+        };
         let request = Request::from_parts(parts, body);
         let timeout = self.endpoint.settings.http.client.response_timeout;
         let response =
@@ -329,7 +340,18 @@ impl<App: OxyExt> Handler<App> {
         {
             return replacement;
         }
-        Response::from_parts(parts, boxed(body))
+        let body = boxed(body);
+        let body = match self
+            .services
+            .hooks
+            .http_request
+            .as_ref()
+            .and_then(|hook| hook.response_body_tap(&parts, cx))
+        {
+            Some(tap) => TappedBody::new(body, tap).boxed_unsync(),
+            None => body,
+        };
+        Response::from_parts(parts, body)
     }
 }
 
@@ -366,6 +388,11 @@ fn upstream_of(uri: &Uri) -> Option<Upstream> {
 fn upstream_error(endpoint: &str, e: &hyper_util::client::legacy::Error) -> Response<HttpBody> {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
+        if let Some(BodyBlocked(reason)) = err.downcast_ref::<BodyBlocked>() {
+            oxy_http::errors_total(endpoint, "body_blocked").inc();
+            tracing::info!(%reason, "request body blocked");
+            return text_response(StatusCode::FORBIDDEN, reason);
+        }
         if err.is::<LengthLimitError>() {
             oxy_http::errors_total(endpoint, "body_too_large").inc();
             return text_response(
