@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps run build lint rust-test integration-test test
+.PHONY: help deps certs run build lint rust-test integration-test test
 
 help:
 	@echo "make run   - build and run the zero-code proxy with config/default.yaml"
@@ -13,7 +13,10 @@ help:
 deps:
 	@scripts/install-deps.sh
 
-run: deps
+certs: deps
+	@scripts/dev-cert.sh
+
+run: deps certs
 	$(CARGO) run --release -p proxy --bin oxy -- --config config/default.yaml
 
 build: deps
@@ -31,7 +34,7 @@ lint: deps
 rust-test: deps
 	$(CARGO) test --workspace
 
-integration-test: build
+integration-test: build certs
 	cd integration-tests && npm ci --no-audit --no-fund && npm test
 
 test: lint rust-test integration-test

@@ -124,3 +124,50 @@ test("TLS settings are checked at load: bad cipher list, missing client CA", asy
   assert.match(r.message, /endpoints\[0\]\.tls\.cipher_list: not a usable cipher list/);
   assert.match(r.message, /endpoints\[1\]\.tls\.client_ca: client_auth needs client_ca/);
 });
+
+test("HTTPS upstreams: HTTP/2 by ALPN, a configured CA, host name verification", async () => {
+  const { createSecureServer } = await import("node:http2");
+  const { readFileSync } = await import("node:fs");
+  const serve = async (cert: { chain: string; key: string }) => {
+    const server = createSecureServer({ allowHTTP1: true, cert: readFileSync(cert.chain), key: readFileSync(cert.key) }, (req, res) => {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ version: req.httpVersion, forwarded: req.headers.forwarded ?? null }));
+    });
+    await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
+    return { server, port: (server.address() as { port: number }).port };
+  };
+  const good = await serve(pki.server);
+  const wrongName = await serve(pki.other);
+
+  const start = async (upstreamPort: number, client: Record<string, any>) => {
+    const port = await freePort();
+    const oxy = await OxyProcess.start({
+      binary: "oxy",
+      settings: {
+        egress: { allow: ["127.0.0.0/8"] },
+        endpoints: [{ name: "rp", listen: [`127.0.0.1:${port}`], http: { upstream: `https://localhost:${upstreamPort}`, forwarded: true, client } }],
+      },
+    });
+    return { oxy, url: `http://127.0.0.1:${port}/` };
+  };
+
+  const trusted = await start(good.port, { ca_file: pki.ca });
+  const ok = await curl([trusted.url]);
+  assert.equal(ok.status, 200, ok.stderr);
+  assert.deepEqual(JSON.parse(ok.body), { version: "2.0", forwarded: "for=127.0.0.1;proto=http" });
+  assert.deepEqual(await trusted.oxy.stop(), { code: 0, signal: null });
+
+  const systemRoots = await start(good.port, {});
+  const untrusted = await curl([systemRoots.url]);
+  assert.equal(untrusted.status, 502);
+  assert.match(untrusted.body, /TLS with the upstream failed/);
+  assert.deepEqual(await systemRoots.oxy.stop(), { code: 0, signal: null });
+
+  const mismatch = await start(wrongName.port, { ca_file: pki.ca });
+  const bad = await curl([mismatch.url]);
+  assert.equal(bad.status, 502);
+  assert.match(bad.body, /TLS with the upstream failed/);
+  assert.deepEqual(await mismatch.oxy.stop(), { code: 0, signal: null });
+  good.server.close();
+  wrongName.server.close();
+});

@@ -29,7 +29,12 @@ impl<App: OxyExt> UpstreamClient<App> {
     /// A client whose connections go through `services`' off-ramp.
     pub fn new(services: Arc<Services<App>>, settings: &HttpClientSettings) -> io::Result<Self> {
         let mut tls = SslConnector::builder(SslMethod::tls()).map_err(io::Error::other)?;
-        tls.set_default_verify_paths().map_err(io::Error::other)?;
+        if settings.ca_file.as_os_str().is_empty() {
+            tls.set_default_verify_paths().map_err(io::Error::other)?;
+        } else {
+            tls.set_ca_file(&settings.ca_file)
+                .map_err(|e| io::Error::other(format!("{}: {e}", settings.ca_file.display())))?;
+        }
         tls.set_alpn_protos(b"\x02h2\x08http/1.1")
             .map_err(io::Error::other)?;
         let connector = OffRampConnector {

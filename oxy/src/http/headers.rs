@@ -79,6 +79,23 @@ pub fn add_x_forwarded_for(headers: &mut HeaderMap, client: IpAddr) {
     }
 }
 
+/// Appends this hop to `Forwarded` (RFC 7239): `for=` the client, `proto=` its scheme.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, tls: bool) {
+    let node = match client {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("\"[{ip}]\""),
+    };
+    let proto = if tls { "https" } else { "http" };
+    let element = format!("for={node};proto={proto}");
+    let value = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(previous) => format!("{previous}, {element}"),
+        None => element,
+    };
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(header::FORWARDED, value);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -115,5 +132,11 @@ mod tests {
         add_x_forwarded_for(&mut h, "192.0.2.1".parse().unwrap());
         add_x_forwarded_for(&mut h, "2001:db8::1".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 2001:db8::1");
+        add_forwarded(&mut h, "192.0.2.1".parse().unwrap(), false);
+        add_forwarded(&mut h, "2001:db8::1".parse().unwrap(), true);
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=192.0.2.1;proto=http, for=\"[2001:db8::1]\";proto=https"
+        );
     }
 }

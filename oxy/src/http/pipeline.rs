@@ -280,6 +280,13 @@ impl<App: OxyExt> Handler<App> {
         if self.endpoint.settings.http.x_forwarded_for {
             headers::add_x_forwarded_for(&mut parts.headers, self.client_addr.ip());
         }
+        if self.endpoint.settings.http.forwarded {
+            headers::add_forwarded(
+                &mut parts.headers,
+                self.client_addr.ip(),
+                self.tls.is_some(),
+            );
+        }
         let max_body = self.endpoint.settings.http.limits.max_body_bytes;
         let body = if max_body > 0 {
             boxed(Limited::new(

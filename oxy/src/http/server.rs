@@ -66,6 +66,8 @@ where
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .initial_stream_window_size(limits.h2_stream_window)
+        .initial_connection_window_size(limits.h2_connection_window)
         .enable_connect_protocol();
     let service = hyper::service::service_fn(move |request| {
         let handler = handler.clone();

@@ -18,6 +18,8 @@ pub struct HttpSettings {
     pub upstream: String,
     /// Add `X-Forwarded-For` with the client's address to proxied requests.
     pub x_forwarded_for: bool,
+    /// Add a `Forwarded` header (RFC 7239) with the client's address and protocol.
+    pub forwarded: bool,
     /// Basic proxy authentication for CONNECT and forward-proxy requests (407 with
     /// `Proxy-Authenticate` otherwise). An application can do its own in its request hook.
     pub proxy_auth: ProxyAuthSettings,
@@ -39,6 +41,12 @@ pub struct HttpLimits {
     /// Most concurrent HTTP/2 streams per connection.
     #[serde(default = "default_max_streams")]
     pub h2_max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window of each stream, in bytes.
+    #[serde(default = "default_stream_window")]
+    pub h2_stream_window: u32,
+    /// HTTP/2 flow-control window of each connection, in bytes.
+    #[serde(default = "default_connection_window")]
+    pub h2_connection_window: u32,
     /// Longest request URI; longer ones are answered 414.
     #[serde(default = "default_max_uri_bytes")]
     pub max_uri_bytes: usize,
@@ -71,6 +79,14 @@ fn default_realm() -> String {
     "oxy".into()
 }
 
+fn default_stream_window() -> u32 {
+    1 << 20
+}
+
+fn default_connection_window() -> u32 {
+    4 << 20
+}
+
 fn default_max_uri_bytes() -> usize {
     8 * 1024
 }
@@ -85,6 +101,9 @@ pub struct HttpClientSettings {
     /// Idle pooled connections are closed after this long.
     #[serde(with = "humantime_serde", default = "default_pool_idle_timeout")]
     pub pool_idle_timeout: Duration,
+    /// PEM bundle of CAs upstream certificates must chain to; empty means the system's
+    /// roots. Host names are always verified.
+    pub ca_file: std::path::PathBuf,
 }
 
 fn yes() -> bool {

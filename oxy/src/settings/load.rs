@@ -2,7 +2,7 @@
 
 use super::errors::{ConfigError, ConfigErrors, PathSegment, display_path};
 use super::{ServerSettings, Settings, location, validate};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Loads and validates the settings file at `path`.
 pub fn load_file<A: Settings + Default, E: Settings + Default>(
@@ -17,14 +17,25 @@ pub fn load_file<A: Settings + Default, E: Settings + Default>(
             message: format!("cannot read the settings file: {e}"),
         }],
     })?;
-    from_yaml_str(&text, &source_name)
+    let base = path.parent().unwrap_or(Path::new("."));
+    from_yaml_str_in(&text, &source_name, base)
 }
 
 /// Parses and validates settings from YAML text; `source_name` names it in errors.
-/// An empty document means all defaults.
+/// An empty document means all defaults. Relative paths stay relative to the working
+/// directory.
 pub fn from_yaml_str<A: Settings + Default, E: Settings + Default>(
     text: &str,
     source_name: &str,
+) -> Result<ServerSettings<A, E>, ConfigErrors> {
+    from_yaml_str_in(text, source_name, Path::new(""))
+}
+
+/// Like [`from_yaml_str`], with relative file paths taken from `base`.
+fn from_yaml_str_in<A: Settings + Default, E: Settings + Default>(
+    text: &str,
+    source_name: &str,
+    base: &Path,
 ) -> Result<ServerSettings<A, E>, ConfigErrors> {
     let fail = |errors| ConfigErrors {
         source_name: source_name.to_string(),
@@ -34,12 +45,13 @@ pub fn from_yaml_str<A: Settings + Default, E: Settings + Default>(
         serde_yaml::from_str::<serde_yaml::Value>(text),
         Ok(serde_yaml::Value::Null)
     );
-    let settings: ServerSettings<A, E> = if is_empty {
+    let mut settings: ServerSettings<A, E> = if is_empty {
         ServerSettings::default()
     } else {
         let de = serde_yaml::Deserializer::from_str(text);
         serde_path_to_error::deserialize(de).map_err(|e| fail(vec![type_error(text, e)]))?
     };
+    resolve_paths(&mut settings, base);
     let problems = validate::validate(&settings);
     if problems.is_empty() {
         return Ok(settings);
@@ -54,6 +66,25 @@ pub fn from_yaml_str<A: Settings + Default, E: Settings + Default>(
         .collect();
     errors.sort_by_key(|e| e.location);
     Err(fail(errors))
+}
+
+/// Makes the framework's relative file paths relative to `base` (the settings file's
+/// directory), so a settings file works from any working directory.
+fn resolve_paths<A: Settings, E: Settings>(settings: &mut ServerSettings<A, E>, base: &Path) {
+    let resolve = |path: &mut PathBuf| {
+        if !path.as_os_str().is_empty() && path.is_relative() {
+            *path = base.join(&*path);
+        }
+    };
+    resolve(&mut settings.telemetry.audit.path);
+    for endpoint in &mut settings.endpoints {
+        for cert in &mut endpoint.tls.certificates {
+            resolve(&mut cert.chain);
+            resolve(&mut cert.key);
+        }
+        resolve(&mut endpoint.tls.client_ca);
+        resolve(&mut endpoint.http.client.ca_file);
+    }
 }
 
 /// A syntax or type error from serde, with its path and the line serde_yaml saw.

@@ -5,7 +5,8 @@ use crate::oxy_app_settings;
 use std::time::Duration;
 
 /// A whole Oxy settings file. `A` is the application's `app:` section and `E` the
-/// application's per-endpoint `app:` section.
+/// application's per-endpoint `app:` section. Relative file paths in the framework's
+/// sections are relative to the settings file's directory.
 #[oxy_app_settings]
 pub struct ServerSettings<A, E> {
     /// Process-wide settings: threads and shutdown.

@@ -112,6 +112,38 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
         {
             problems.push((at(&[key("tcp"), key("target")]), e.to_string()));
         }
+        let http = &endpoint.http;
+        if !http.upstream.is_empty() {
+            let valid = http.upstream.parse::<http::Uri>().is_ok_and(|uri| {
+                matches!(uri.scheme_str(), Some("http" | "https"))
+                    && uri.authority().is_some()
+                    && matches!(uri.path(), "" | "/")
+            });
+            if !valid {
+                problems.push((
+                    at(&[key("http"), key("upstream")]),
+                    "not an upstream URL: http://host:port or https://host:port".into(),
+                ));
+            }
+        }
+        let ca_file = &http.client.ca_file;
+        if !ca_file.as_os_str().is_empty()
+            && let Err(e) = std::fs::read(ca_file)
+                .map_err(|e| e.to_string())
+                .and_then(|pem| boring::x509::X509::stack_from_pem(&pem).map_err(|e| e.to_string()))
+                .and_then(|certs| {
+                    if certs.is_empty() {
+                        Err("no certificate".into())
+                    } else {
+                        Ok(())
+                    }
+                })
+        {
+            problems.push((
+                at(&[key("http"), key("client"), key("ca_file")]),
+                format!("cannot use {} as a CA bundle: {e}", ca_file.display()),
+            ));
+        }
         let tls = &endpoint.tls;
         let problems_before = problems.len();
         if tls.enabled && tls.certificates.is_empty() {
