@@ -149,3 +149,41 @@ test("a body tap blocks an upload by a form field mid-stream; clean uploads pass
   assert.equal(await oxy.metric('oxy_http_errors_total{endpoint="web",reason="body_blocked"}'), 2);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
+
+test("request trailers reach the origin; idle keep-alive connections are closed", async () => {
+  const { createServer } = await import("node:http");
+  const { connect } = await import("node:net");
+  const trailerOrigin = createServer((req, res) => {
+    req.resume();
+    req.on("end", () => res.end(JSON.stringify(req.trailers)));
+  });
+  await new Promise<void>((ok) => trailerOrigin.listen(0, "127.0.0.1", ok));
+  const originPort = (trailerOrigin.address() as { port: number }).port;
+  const { oxy, port } = await endpoint({ limits: { header_read_timeout: "300ms" } });
+  const trailers = await new Promise<string>((ok, fail) => {
+    const req = request(
+      { host: "127.0.0.1", port, method: "POST", path: `http://127.0.0.1:${originPort}/t`, headers: { "transfer-encoding": "chunked", trailer: "x-checksum" } },
+      (res) => {
+        let body = "";
+        res.on("data", (d) => (body += d));
+        res.on("end", () => ok(body));
+      },
+    );
+    req.on("error", fail);
+    req.write("hello");
+    req.addTrailers({ "x-checksum": "abc123" });
+    req.end();
+  });
+  assert.deepEqual(JSON.parse(trailers), { "x-checksum": "abc123" });
+
+  const socket = connect(port, "127.0.0.1");
+  await new Promise((ok) => socket.on("connect", ok));
+  socket.write(`GET http://127.0.0.1:${originPort}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  await new Promise((ok) => socket.once("data", ok));
+  const started = Date.now();
+  await new Promise((ok) => socket.on("close", ok));
+  const idle = Date.now() - started;
+  assert.ok(idle >= 200 && idle < 3_000, `closed after ${idle} ms of idleness`);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  trailerOrigin.close();
+});

@@ -35,7 +35,8 @@ pub struct HttpLimits {
     /// Most bytes of request line and headers (HTTP/1.1); more is answered 431.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
-    /// Time allowed for a request's headers to arrive (slowloris protection).
+    /// Time allowed for a request's headers to arrive (slowloris protection); also how
+    /// long an idle HTTP/1.1 keep-alive connection waits for its next request.
     #[serde(with = "humantime_serde", default = "default_header_read_timeout")]
     pub header_read_timeout: Duration,
     /// Most concurrent HTTP/2 streams per connection.
