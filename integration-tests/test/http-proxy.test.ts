@@ -70,7 +70,9 @@ test("curl: absolute-form forward proxying with proxy header semantics", async (
   assert.equal(seen.headers["x-forwarded-for"], "127.0.0.1");
   assert.equal(seen.headers["x-private"], undefined);
   assert.equal(seen.headers["proxy-authorization"], undefined);
-  assert.equal(await oxy.metric('oxy_http_requests_total{endpoint="web",kind="forward"}'), 1);
+  assert.equal(await oxy.metric('oxy_http_routes_total{endpoint="web",kind="forward"}'), 1);
+  assert.equal(await oxy.metric('oxy_http_requests_total{endpoint="web",method="GET",status="200",version="1.1"}'), 1);
+  await oxy.waitForLog(/oxy::access: request method=GET target=http:\/\/origin\.oxy\.test:\d+\/hello\?q=1 version="1\.1" status=200 duration_ms=\d+/);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
@@ -79,7 +81,7 @@ test("curl: CONNECT tunnels (-p) and a POST body through them", async () => {
   const r = await curl(["-p", "-x", url, "--data-binary", "payload-123", `http://127.0.0.1:${origin.port}/post`]);
   assert.equal(r.status, 200, r.stderr);
   assert.equal(JSON.parse(r.body).body, "payload-123");
-  assert.equal(await oxy.metric('oxy_http_requests_total{endpoint="web",kind="connect"}'), 1);
+  assert.equal(await oxy.metric('oxy_http_routes_total{endpoint="web",kind="connect"}'), 1);
   await oxy.waitForMetric('oxy_tunnel_ended_total{endpoint="web",reason="completed"}', 1);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
@@ -160,7 +162,7 @@ test("http.upstream makes a reverse proxy for origin-form requests", async () =>
   const r = await curl([`${url}/api/v1?x=2`]);
   assert.equal(r.status, 200);
   assert.equal(JSON.parse(r.body).url, "/api/v1?x=2");
-  assert.equal(await oxy.metric('oxy_http_requests_total{endpoint="web",kind="reverse"}'), 1);
+  assert.equal(await oxy.metric('oxy_http_routes_total{endpoint="web",kind="reverse"}'), 1);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 

@@ -171,3 +171,13 @@ test("HTTPS upstreams: HTTP/2 by ALPN, a configured CA, host name verification",
   good.server.close();
   wrongName.server.close();
 });
+
+test("TLS sessions resume", async () => {
+  const { oxy, port } = await tlsEndpoint({});
+  const { spawnSync } = await import("node:child_process");
+  const s_client = ["s_client", "-connect", `127.0.0.1:${port}`, "-servername", "localhost", "-tls1_2", "-reconnect"];
+  const stdout = spawnSync("openssl", s_client, { input: "", timeout: 15_000, encoding: "utf8" }).stdout;
+  assert.match(stdout, /^New, TLSv1\.2/m);
+  assert.match(stdout, /^Reused, TLSv1\.2/m);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});

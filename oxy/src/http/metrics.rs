@@ -5,16 +5,47 @@ use crate::metrics;
 /// HTTP requests.
 #[metrics]
 pub mod oxy_http {
-    /// Requests received, by endpoint and kind (`forward`, `reverse`, `connect`, `local`).
-    pub fn requests_total(endpoint: &str, kind: &str) -> Counter;
+    /// Requests answered, by endpoint, HTTP version, method and status.
+    pub fn requests_total(endpoint: &str, version: &str, method: &str, status: u16) -> Counter;
 
-    /// Responses sent, by endpoint and status class (`2xx`, `4xx`, ...).
-    pub fn responses_total(endpoint: &str, class: &str) -> Counter;
+    /// Requests being answered now, by endpoint.
+    pub fn active_requests(endpoint: &str) -> Gauge;
+
+    /// How requests were served, by endpoint and kind (`forward`, `reverse`, `connect`,
+    /// `local`).
+    pub fn routes_total(endpoint: &str, kind: &str) -> Counter;
 
     /// Requests answered with an error by Oxy itself, by endpoint and reason.
     pub fn errors_total(endpoint: &str, reason: &str) -> Counter;
 
     /// Time from request head to response head, by endpoint.
     #[buckets(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)]
-    pub fn response_seconds(endpoint: &str) -> Histogram;
+    pub fn request_duration_seconds(endpoint: &str) -> Histogram;
+}
+
+/// The method as a metric label: the standard methods, or `other`.
+pub fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::PATCH => "PATCH",
+        http::Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The version as a metric label.
+pub fn version_label(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_09 => "0.9",
+        http::Version::HTTP_10 => "1.0",
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_3 => "3",
+        _ => "1.1",
+    }
 }

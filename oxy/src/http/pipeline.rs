@@ -5,7 +5,7 @@ use super::body::{boxed, text_response};
 use super::body_tap::{BodyBlocked, TappedBody};
 use super::client::{UpstreamClient, UpstreamConnectError};
 use super::headers;
-use super::metrics::oxy_http;
+use super::metrics::{method_label, oxy_http, version_label};
 use super::proxy_auth;
 use crate::app::OxyExt;
 use crate::drain::Drain;
@@ -50,20 +50,34 @@ pub struct Handler<App: OxyExt> {
 }
 
 impl<App: OxyExt> Handler<App> {
-    /// Answers one request.
+    /// Answers one request, counts it and writes its access-log line.
     pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<HttpBody> {
         let started = Instant::now();
         let name = self.endpoint.name().to_string();
-        let response = self.dispatch(request).await;
-        oxy_http::response_seconds(&name).observe(started.elapsed().as_secs_f64());
-        let class = match response.status().as_u16() / 100 {
-            1 => "1xx",
-            2 => "2xx",
-            3 => "3xx",
-            4 => "4xx",
-            _ => "5xx",
+        let method = request.method().clone();
+        let version = request.version();
+        let target = match request.uri().authority() {
+            Some(authority) if method == Method::CONNECT => authority.to_string(),
+            _ => request.uri().to_string(),
         };
-        oxy_http::responses_total(&name, class).inc();
+        let active = oxy_http::active_requests(&name);
+        active.inc();
+        let response = self.dispatch(request).await;
+        active.dec();
+        let elapsed = started.elapsed();
+        let status = response.status().as_u16();
+        oxy_http::request_duration_seconds(&name).observe(elapsed.as_secs_f64());
+        oxy_http::requests_total(&name, version_label(version), method_label(&method), status)
+            .inc();
+        tracing::info!(
+            target: "oxy::access",
+            %method,
+            %target,
+            version = version_label(version),
+            status,
+            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            "request"
+        );
         response
     }
 
@@ -120,11 +134,11 @@ impl<App: OxyExt> Handler<App> {
             match hook.on_request(&mut parts, &mut cx).await {
                 RequestAction::Continue => {}
                 RequestAction::Respond(response) => {
-                    oxy_http::requests_total(name, "local").inc();
+                    oxy_http::routes_total(name, "local").inc();
                     return response;
                 }
                 RequestAction::Block { status, reason } => {
-                    oxy_http::requests_total(name, "local").inc();
+                    oxy_http::routes_total(name, "local").inc();
                     oxy_http::errors_total(name, "blocked").inc();
                     tracing::info!(%status, %reason, uri = %parts.uri, "request blocked");
                     return text_response(status, &reason);
@@ -134,7 +148,7 @@ impl<App: OxyExt> Handler<App> {
         }
 
         if is_connect {
-            oxy_http::requests_total(name, "connect").inc();
+            oxy_http::routes_total(name, "connect").inc();
             if !settings.connect {
                 oxy_http::errors_total(name, "connect_disabled").inc();
                 return text_response(
@@ -166,13 +180,13 @@ impl<App: OxyExt> Handler<App> {
             {
                 Some(upstream) => (upstream, "reverse"),
                 None => {
-                    oxy_http::requests_total(name, "local").inc();
+                    oxy_http::routes_total(name, "local").inc();
                     oxy_http::errors_total(name, "no_route").inc();
                     return text_response(StatusCode::NOT_FOUND, "no route for this request");
                 }
             },
         };
-        oxy_http::requests_total(name, kind).inc();
+        oxy_http::routes_total(name, kind).inc();
         self.proxy(parts, body, upstream, &mut cx).await
     }
 
