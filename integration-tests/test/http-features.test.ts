@@ -65,6 +65,25 @@ test("proxy authentication: 407 with a challenge, then Basic credentials pass", 
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
+test("an application replaces proxy authentication with its own in the request hook", async () => {
+  const port = await freePort();
+  const oxy = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "web", listen: [`127.0.0.1:${port}`], app: { proxy_password: "open sesame" } }],
+    },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const target = `http://127.0.0.1:${origin.port}/app-auth`;
+  const anonymous = await curlStatus(["-D", "-", "-x", url, target]);
+  assert.equal(anonymous.status, 407);
+  assert.match(anonymous.out.toLowerCase(), /^proxy-authenticate: basic realm="fixture"\r$/m);
+  assert.equal((await curlStatus(["-x", url, "-U", "anyone:open sesame", target])).status, 200);
+  assert.equal((await curlStatus(["-p", "-x", url, "-U", "anyone:open sesame", target])).status, 200);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
 test("a WebSocket upgrade passes through the reverse proxy", async () => {
   const wss = new WebSocketServer({ host: "127.0.0.1", port: 0 });
   await new Promise((ok) => wss.on("listening", ok));

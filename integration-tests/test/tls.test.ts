@@ -106,6 +106,8 @@ test("mTLS: a required client certificate is checked and its facts reach the hoo
   assert.match(headers, /^x-client-sha256: [0-9a-f]{64}\r$/m);
   assert.match(headers, /^x-tls-sni: localhost\r$/m);
   assert.match(headers, /^x-tls-alpn: h2\r$/m);
+  assert.match(headers, /^x-tls-version: tlsv1\.3\r$/m);
+  assert.match(headers, /^x-tls-cipher: tls_\w+\r$/m);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 

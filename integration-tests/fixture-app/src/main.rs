@@ -4,6 +4,7 @@
 use oxy::app::AppServerSettings;
 use oxy::http::body_tap::{BodyTap, TapVerdict};
 use oxy::http::form::{FormField, FormInspector, form_tap};
+use oxy::http::proxy_auth;
 use oxy::prelude::*;
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ pub struct FixtureEndpointSettings {
     pub route_to: String,
     /// When not empty, form uploads with a field value containing it are blocked.
     pub block_form_value: String,
+    /// When not empty, proxy requests need `Proxy-Authorization: Basic` with this
+    /// password (any user): the app's own proxy authentication.
+    pub proxy_password: String,
 }
 
 #[metrics]
@@ -132,6 +136,14 @@ impl HttpRequestHook<Fixture> for Router {
         cx: &mut RequestContext<Fixture>,
     ) -> RequestAction {
         let settings = cx.endpoint.app_settings();
+        let is_proxy_request =
+            request.method == oxy::http_types::Method::CONNECT || request.uri.scheme().is_some();
+        if !settings.proxy_password.is_empty() && is_proxy_request {
+            let password = proxy_auth::basic_credentials(&request.headers).map(|(_, p)| p);
+            if password.as_deref() != Some(settings.proxy_password.as_str()) {
+                return RequestAction::Respond(proxy_auth::authentication_required("fixture"));
+            }
+        }
         let path = request.uri.path();
         if !settings.block_path_prefix.is_empty() && path.starts_with(&settings.block_path_prefix) {
             return RequestAction::Block {
@@ -150,6 +162,7 @@ impl HttpRequestHook<Fixture> for Router {
                     ("x-tls-sni", tls.sni.clone().unwrap_or_default()),
                     ("x-tls-alpn", tls.alpn.clone().unwrap_or_default()),
                     ("x-tls-version", tls.version.clone()),
+                    ("x-tls-cipher", tls.cipher.clone()),
                     (
                         "x-client-subject",
                         client.map(|c| c.subject.clone()).unwrap_or_default(),
