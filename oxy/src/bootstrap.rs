@@ -139,20 +139,37 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
         let max = endpoint_settings.limits.max_connections;
         let slots = (max > 0).then(|| Arc::new(Semaphore::new(max)));
         for addr in &endpoint_settings.listen {
-            let listener = bind(&endpoint_settings.name, *addr).await?;
-            let local = listener.local_addr()?;
+            let listener = if endpoint_settings.protocol.is_udp() {
+                let socket =
+                    tokio::net::UdpSocket::bind(addr)
+                        .await
+                        .map_err(|source| OxyError::Bind {
+                            endpoint: endpoint_settings.name.clone(),
+                            addr: *addr,
+                            source,
+                        })?;
+                Listener::Udp(socket)
+            } else {
+                Listener::Tcp(bind(&endpoint_settings.name, *addr).await?)
+            };
+            let local = match &listener {
+                Listener::Tcp(l) => l.local_addr()?,
+                Listener::Udp(s) => s.local_addr()?,
+            };
             tracing::info!(endpoint = %endpoint_settings.name, listen = %local, "endpoint listening");
             listeners.push((listener, endpoint.clone(), slots.clone()));
         }
     }
     for (listener, endpoint, slots) in listeners {
-        tokio::spawn(crate::onramp::tcp::serve(
-            listener,
-            endpoint,
-            slots,
-            services.clone(),
-            drain.clone(),
-        ));
+        let (services, drain) = (services.clone(), drain.clone());
+        match listener {
+            Listener::Tcp(l) => tokio::spawn(crate::onramp::tcp::serve(
+                l, endpoint, slots, services, drain,
+            )),
+            Listener::Udp(s) => tokio::spawn(crate::onramp::udp::serve(
+                s, endpoint, slots, services, drain,
+            )),
+        };
     }
     health.set(HealthState::Ready);
     tracing::info!(app = App::name(), version = App::version(), "ready");
@@ -186,6 +203,12 @@ async fn bind(owner: &str, addr: SocketAddr) -> OxyResult<TcpListener> {
             addr,
             source,
         })
+}
+
+/// A bound listening socket.
+enum Listener {
+    Tcp(TcpListener),
+    Udp(tokio::net::UdpSocket),
 }
 
 fn register_process_metrics() {

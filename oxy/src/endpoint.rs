@@ -16,6 +16,8 @@ pub struct Endpoint<App: OxyExt> {
     pub app: App::EndpointContext,
     /// `tcp.target`, parsed (`None` when it is empty).
     pub tcp_target: Option<Target>,
+    /// `udp.target`, parsed (`None` when it is empty).
+    pub udp_target: Option<Target>,
     /// The TLS acceptor, when `tls.enabled`.
     pub tls: Option<TlsAcceptor>,
     /// The pooled upstream client of an HTTP endpoint, made on first use.
@@ -31,7 +33,7 @@ impl<App: OxyExt> Endpoint<App> {
         let tls = if settings.tls.enabled {
             let alpn: &'static [u8] = match settings.protocol {
                 EndpointProtocol::Http => b"\x02h2\x08http/1.1",
-                EndpointProtocol::Tcp => b"",
+                EndpointProtocol::Tcp | EndpointProtocol::Udp => b"",
             };
             Some(TlsAcceptor::new(&settings.tls, alpn)?)
         } else {
@@ -39,6 +41,7 @@ impl<App: OxyExt> Endpoint<App> {
         };
         Ok(Self {
             tcp_target: settings.tcp.target.parse().ok(),
+            udp_target: settings.udp.target.parse().ok(),
             tls,
             settings,
             app,

@@ -2,4 +2,6 @@
 
 pub mod happy_eyeballs;
 pub mod policy;
+pub mod resolve;
 pub mod tcp;
+pub mod udp;

@@ -2,13 +2,13 @@
 
 use crate::app::OxyExt;
 use crate::dns::{DnsError, Family};
-use crate::hooks::{EgressAction, EgressContext, Target, TargetHost};
+use crate::hooks::{EgressAction, EgressContext, Target};
 use crate::metrics;
-use crate::offramp::happy_eyeballs::{self, HappyEyeballsError, Lookup};
+use crate::offramp::happy_eyeballs::{self, HappyEyeballsError};
 use crate::offramp::policy::EgressDenied;
+use crate::offramp::resolve::AllowedAddresses;
 use crate::services::Services;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
 use std::time::Instant;
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -129,68 +129,19 @@ async fn connect_inner<App: OxyExt>(
     bind: Option<IpAddr>,
     hook_cx: Option<&EgressContext<App>>,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
-    let port = target.port;
-    services.policy.check_port(port)?;
-    let denied = Mutex::new(None::<EgressDenied>);
-    let dns_error = Mutex::new(None::<DnsError>);
-
-    let lookup = |family: Family| -> Lookup<'_> {
-        let (denied, dns_error) = (&denied, &dns_error);
-        Box::pin(async move {
-            if bind.is_some_and(|b| b.is_ipv6() != (family == Family::V6)) {
-                return Vec::new();
-            }
-            let mut addrs = match &target.host {
-                TargetHost::Ip(ip) if ip.is_ipv6() == (family == Family::V6) => vec![*ip],
-                TargetHost::Ip(_) => return Vec::new(),
-                TargetHost::Name(name) => match services.resolver.lookup(name, family).await {
-                    Ok((addrs, _)) => addrs.to_vec(),
-                    Err(e) => {
-                        let mut slot = dns_error.lock().unwrap_or_else(|p| p.into_inner());
-                        if slot.is_none() || !matches!(e, DnsError::NoAddress(_)) {
-                            *slot = Some(e);
-                        }
-                        return Vec::new();
-                    }
-                },
-            };
-            if let (Some(hook), Some(cx)) = (&services.hooks.egress, hook_cx) {
-                hook.on_resolved(cx, &mut addrs).await;
-            }
-            addrs.retain(|ip| match services.policy.check_ip(*ip) {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::debug!(%target, error = %e, "address refused");
-                    denied
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get_or_insert(e);
-                    false
-                }
-            });
-            addrs
-        })
-    };
-
+    services.policy.check_port(target.port)?;
+    let allowed = AllowedAddresses::new(services, target, bind, hook_cx);
     let result = happy_eyeballs::connect(
         &services.happy_eyeballs,
-        port,
-        lookup(Family::V6),
-        lookup(Family::V4),
+        target.port,
+        Box::pin(allowed.family(Family::V6)),
+        Box::pin(allowed.family(Family::V4)),
         |addr| open(addr, bind),
     )
     .await;
     match result {
         Ok(connected) => Ok(connected),
-        Err(HappyEyeballsError::NoAddress) => {
-            if let Some(denied) = denied.into_inner().unwrap_or_else(|p| p.into_inner()) {
-                return Err(ConnectError::Denied(denied));
-            }
-            match dns_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-                Some(e) => Err(ConnectError::Dns(e)),
-                None => Err(ConnectError::Connect(HappyEyeballsError::NoAddress)),
-            }
-        }
+        Err(HappyEyeballsError::NoAddress) => Err(allowed.into_error()),
         Err(e) => Err(ConnectError::Connect(e)),
     }
 }

@@ -23,6 +23,11 @@ use tracing::Instrument;
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
+/// A process-unique id for a new connection or flow.
+pub fn next_connection_id() -> u64 {
+    NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// Accepts connections on `listener` for `endpoint` until the drain stops accepting.
 pub async fn serve<App: OxyExt>(
     listener: TcpListener,
@@ -66,7 +71,7 @@ pub async fn serve<App: OxyExt>(
                 continue;
             }
         };
-        let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        let id = next_connection_id();
         let span = tracing::info_span!("connection", id, endpoint = %name, peer = %peer_addr);
         let cx = IngressConnectionContext {
             id,
@@ -154,7 +159,7 @@ async fn serve_connection<App: OxyExt>(
     }
     let linger = match cx.endpoint.settings.protocol {
         EndpointProtocol::Http => crate::http::server::linger_handle(&stream),
-        EndpointProtocol::Tcp => None,
+        EndpointProtocol::Tcp | EndpointProtocol::Udp => None,
     };
     let Some(acceptor) = cx.endpoint.tls.clone() else {
         return serve_protocol(stream, linger, cx, services, drain).await;
@@ -200,7 +205,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     match cx.endpoint.settings.protocol {
-        EndpointProtocol::Tcp => forward(stream, cx, services, drain).await,
+        // A udp endpoint has no TCP listener, so only `tcp` reaches the first arm.
+        EndpointProtocol::Tcp | EndpointProtocol::Udp => forward(stream, cx, services, drain).await,
         EndpointProtocol::Http => {
             crate::http::server::serve(stream, linger, cx, services, drain).await
         }

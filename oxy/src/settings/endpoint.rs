@@ -13,17 +13,20 @@ pub struct EndpointSettings<E> {
     /// (letters, digits, `-` and `_`).
     #[serde(default = "default_name")]
     pub name: String,
-    /// TCP addresses to listen on (`127.0.0.1:8080`, `[::1]:8080`).
+    /// Addresses to listen on (`127.0.0.1:8080`, `[::1]:8080`): TCP, or UDP for `udp`.
     #[serde(default = "default_listen")]
     pub listen: Vec<SocketAddr>,
     /// What the endpoint serves: `http` (HTTP/1.1 and HTTP/2 with prior knowledge: a
     /// forward proxy with CONNECT, and a reverse proxy through hooks or `http.upstream`),
-    /// or `tcp` (each connection forwarded to a target: port forwarding, an L4 firewall).
+    /// `tcp` (each connection forwarded to a target: port forwarding, an L4 firewall) or
+    /// `udp` (each client's datagrams forwarded to a target as one flow).
     pub protocol: EndpointProtocol,
     /// Settings of `protocol: http`.
     pub http: HttpSettings,
     /// Settings of `protocol: tcp`.
     pub tcp: TcpForwardSettings,
+    /// Settings of `protocol: udp`.
+    pub udp: UdpForwardSettings,
     /// Timeouts of the tunnels this endpoint opens; the tunnel hook can change them.
     pub tunnel: TunnelSettings,
     /// TLS termination for this endpoint.
@@ -42,6 +45,38 @@ pub enum EndpointProtocol {
     Http,
     /// Forward each TCP connection to `tcp.target` (or where the egress hook says).
     Tcp,
+    /// Forward each client's UDP datagrams to `udp.target` (or where the egress hook
+    /// says), one flow per client address.
+    Udp,
+}
+
+impl EndpointProtocol {
+    /// Whether the endpoint listens on UDP rather than TCP.
+    pub fn is_udp(self) -> bool {
+        self == EndpointProtocol::Udp
+    }
+}
+
+/// The `udp:` section of an endpoint.
+#[oxy_app_settings]
+pub struct UdpForwardSettings {
+    /// Where each client's datagrams go (`host:port`); empty means the egress hook must
+    /// choose, and datagrams are dropped when it does not.
+    pub target: String,
+    /// A flow ends after this long without a datagram either way.
+    #[serde(with = "humantime_serde", default = "default_udp_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Datagrams queued per flow towards the target; more are dropped and counted.
+    #[serde(default = "default_udp_queue")]
+    pub queue: usize,
+}
+
+fn default_udp_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_udp_queue() -> usize {
+    128
 }
 
 /// The `tcp:` section of an endpoint.

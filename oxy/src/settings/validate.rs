@@ -68,9 +68,10 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
     }
 
     let mut names: HashMap<&str, usize> = HashMap::new();
-    let mut bound: Vec<(SocketAddr, String)> = Vec::new();
+    // (address, is UDP, owner): TCP and UDP ports do not collide.
+    let mut bound: Vec<(SocketAddr, bool, String)> = Vec::new();
     if telemetry.enabled {
-        bound.push((telemetry.listen, "telemetry.listen".into()));
+        bound.push((telemetry.listen, false, "telemetry.listen".into()));
     }
     for (i, endpoint) in settings.endpoints.iter().enumerate() {
         let at = |rest: &[PathSegment]| {
@@ -98,19 +99,37 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
         if endpoint.listen.is_empty() {
             problems.push((at(&[key("listen")]), "needs at least one address".into()));
         }
+        let udp = endpoint.protocol.is_udp();
         for (j, addr) in endpoint.listen.iter().enumerate() {
-            if let Some((_, owner)) = bound.iter().find(|(other, _)| overlaps(addr, other)) {
+            if let Some((_, _, owner)) = bound
+                .iter()
+                .find(|(other, other_udp, _)| *other_udp == udp && overlaps(addr, other))
+            {
                 problems.push((
                     at(&[key("listen"), PathSegment::Index(j)]),
                     format!("address {addr} is already used by {owner}"),
                 ));
             }
-            bound.push((*addr, format!("endpoints[{i}].listen[{j}]")));
+            bound.push((*addr, udp, format!("endpoints[{i}].listen[{j}]")));
         }
         if !endpoint.tcp.target.is_empty()
             && let Err(e) = endpoint.tcp.target.parse::<Target>()
         {
             problems.push((at(&[key("tcp"), key("target")]), e.to_string()));
+        }
+        if !endpoint.udp.target.is_empty()
+            && let Err(e) = endpoint.udp.target.parse::<Target>()
+        {
+            problems.push((at(&[key("udp"), key("target")]), e.to_string()));
+        }
+        if endpoint.protocol.is_udp() && endpoint.tls.enabled {
+            problems.push((
+                at(&[key("tls"), key("enabled")]),
+                "TLS is not available on udp endpoints".into(),
+            ));
+        }
+        if endpoint.udp.queue == 0 {
+            problems.push((at(&[key("udp"), key("queue")]), "must be at least 1".into()));
         }
         let http = &endpoint.http;
         if !http.upstream.is_empty() {

@@ -4,3 +4,4 @@
 pub mod metrics;
 pub mod pump;
 pub mod tcp;
+pub mod udp;

@@ -1,0 +1,94 @@
+// protocol: udp endpoints: one flow per client, through the egress policy, with idle
+// timeouts and audit records, against a local UDP echo server.
+
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { startUdpEcho, udpClient, type UdpEcho } from "../lib/udp-echo.ts";
+import { OxyProcess, freePort, sleep } from "../lib/oxy.ts";
+
+let echo: UdpEcho;
+
+before(async () => {
+  echo = await startUdpEcho();
+});
+
+after(async () => {
+  await echo.close();
+});
+
+async function udpEndpoint(extra: Record<string, any> = {}, udp: Record<string, any> = {}) {
+  const port = await freePort();
+  const tcpPort = port; // the same number on TCP does not collide with UDP
+  const audit = join(mkdtempSync(join(tmpdir(), "oxy-audit-")), "audit.jsonl");
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      telemetry: { audit: { path: audit } },
+      endpoints: [
+        { name: "dns-like", protocol: "udp", listen: [`127.0.0.1:${port}`], udp: { target: `127.0.0.1:${echo.port}`, idle_timeout: "300ms", ...udp } },
+        { name: "same-port-tcp", protocol: "tcp", listen: [`127.0.0.1:${tcpPort}`] },
+      ],
+      ...extra,
+    },
+  });
+  return { oxy, port, audit };
+}
+
+async function records(path: string, count: number): Promise<any[]> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    let lines: string[] = [];
+    try {
+      lines = readFileSync(path, "utf8").trim().split("\n").filter(Boolean);
+    } catch {
+      // not yet written
+    }
+    if (lines.length >= count) return lines.map((l) => JSON.parse(l));
+    if (Date.now() > deadline) throw new Error(`${lines.length} audit records, wanted ${count}`);
+    await sleep(25);
+  }
+}
+
+test("datagrams flow both ways, one flow per client, audited when idle", async () => {
+  const { oxy, port, audit } = await udpEndpoint({ egress: { allow: ["127.0.0.0/8"] } });
+  const a = await udpClient(port);
+  const b = await udpClient(port);
+  await a.send("one");
+  await a.send("two");
+  await b.send("three");
+  assert.deepEqual(await a.waitFor(2), ["one", "two"]);
+  assert.deepEqual(await b.waitFor(1), ["three"]);
+  const flows = await records(audit, 2);
+  const first = flows.find((r) => r.packets_up === 2);
+  assert.ok(first, JSON.stringify(flows));
+  assert.equal(first.protocol, "udp");
+  assert.equal(first.packets_down, 2);
+  assert.equal(first.bytes_up, 6);
+  assert.equal(first.close_reason, "idle_timeout");
+  assert.equal(first.resolved, `127.0.0.1:${echo.port}`);
+  assert.equal(await oxy.metric('oxy_tunnel_started_total{endpoint="dns-like",protocol="udp"}'), 2);
+  // After the idle timeout a new datagram starts a new flow.
+  await a.send("again");
+  assert.deepEqual(await a.waitFor(3), ["one", "two", "again"]);
+  await a.close();
+  await b.close();
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("a target the egress policy denies gets no datagram, and the refusal is counted", async () => {
+  const before = echo.clients.size;
+  const { oxy, port, audit } = await udpEndpoint();
+  const c = await udpClient(port);
+  await c.send("knock");
+  await c.send("knock again");
+  const [record] = await records(audit, 1);
+  assert.match(record.close_reason, /egress denied: 127\.0\.0\.1 is a loopback address/);
+  await oxy.waitForMetric('oxy_udp_dropped_total{endpoint="dns-like",reason="refused"}', 2);
+  assert.equal(c.replies.length, 0);
+  assert.equal(echo.clients.size, before);
+  await c.close();
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});

@@ -1,0 +1,94 @@
+//! The addresses a target may be reached at: resolved (or literal), shown to the egress
+//! hook's `on_resolved`, and filtered by the egress policy, one family at a time.
+
+use crate::app::OxyExt;
+use crate::dns::{DnsError, Family};
+use crate::hooks::{EgressContext, Target, TargetHost};
+use crate::offramp::happy_eyeballs::HappyEyeballsError;
+use crate::offramp::policy::EgressDenied;
+use crate::offramp::tcp::ConnectError;
+use crate::services::Services;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+/// Resolves a target per family and remembers why addresses were missing.
+pub struct AllowedAddresses<'a, App: OxyExt> {
+    services: &'a Services<App>,
+    target: &'a Target,
+    bind: Option<IpAddr>,
+    hook_cx: Option<&'a EgressContext<App>>,
+    denied: Mutex<Option<EgressDenied>>,
+    dns_error: Mutex<Option<DnsError>>,
+}
+
+impl<'a, App: OxyExt> AllowedAddresses<'a, App> {
+    /// Addresses of `target` usable from `bind` (any address when `None`); `hook_cx`,
+    /// when given, is what the egress hook's `on_resolved` sees.
+    pub fn new(
+        services: &'a Services<App>,
+        target: &'a Target,
+        bind: Option<IpAddr>,
+        hook_cx: Option<&'a EgressContext<App>>,
+    ) -> Self {
+        Self {
+            services,
+            target,
+            bind,
+            hook_cx,
+            denied: Mutex::new(None),
+            dns_error: Mutex::new(None),
+        }
+    }
+
+    /// The allowed addresses of one family, in the resolver's order.
+    pub async fn family(&self, family: Family) -> Vec<IpAddr> {
+        let v6 = family == Family::V6;
+        if self.bind.is_some_and(|b| b.is_ipv6() != v6) {
+            return Vec::new();
+        }
+        let mut addrs = match &self.target.host {
+            TargetHost::Ip(ip) if ip.is_ipv6() == v6 => vec![*ip],
+            TargetHost::Ip(_) => return Vec::new(),
+            TargetHost::Name(name) => match self.services.resolver.lookup(name, family).await {
+                Ok((addrs, _)) => addrs.to_vec(),
+                Err(e) => {
+                    let mut slot = self.dns_error.lock().unwrap_or_else(|p| p.into_inner());
+                    if slot.is_none() || !matches!(e, DnsError::NoAddress(_)) {
+                        *slot = Some(e);
+                    }
+                    return Vec::new();
+                }
+            },
+        };
+        if let (Some(hook), Some(cx)) = (&self.services.hooks.egress, self.hook_cx) {
+            hook.on_resolved(cx, &mut addrs).await;
+        }
+        addrs.retain(|ip| match self.services.policy.check_ip(*ip) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(target = %self.target, error = %e, "address refused");
+                self.denied
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get_or_insert(e);
+                false
+            }
+        });
+        addrs
+    }
+
+    /// Why no address was usable: the policy, DNS, or nothing at all.
+    pub fn into_error(self) -> ConnectError {
+        if let Some(denied) = self.denied.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return ConnectError::Denied(denied);
+        }
+        match self
+            .dns_error
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            Some(e) => ConnectError::Dns(e),
+            None => ConnectError::Connect(HappyEyeballsError::NoAddress),
+        }
+    }
+}
