@@ -2,12 +2,18 @@
 //! off-ramp (egress policy, DNS, happy eyeballs) and BoringSSL with ALPN, SNI and
 //! certificate and host name verification against the system roots.
 
+use super::body::boxed;
+use super::body_tap::BodyBlocked;
+use super::upgrade::{PendingUpgrade, Upgraded};
 use crate::app::OxyExt;
 use crate::hooks::{HttpBody, Target, TargetHost};
+use crate::offramp::happy_eyeballs::HappyEyeballsError;
 use crate::offramp::tcp::{ConnectError, connect_target};
 use crate::services::Services;
 use crate::settings::HttpClientSettings;
 use boring::ssl::{SslConnector, SslMethod};
+use http::{Request, Response};
+use http_body_util::LengthLimitError;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -21,11 +27,44 @@ use tokio::net::TcpStream;
 
 /// Pooled client towards upstreams, one per HTTP endpoint.
 pub struct UpstreamClient<App: OxyExt> {
-    /// The hyper client.
-    pub client: Client<OffRampConnector<App>, HttpBody>,
+    client: Client<OffRampConnector<App>, HttpBody>,
+}
+
+/// Why an upstream exchange failed, as the client should hear it.
+#[derive(Debug)]
+pub struct UpstreamError {
+    /// 403 (denied or blocked body), 413 (body too large), 502 or 504.
+    pub status: http::StatusCode,
+    /// A short, stable label for metrics.
+    pub reason: &'static str,
+    /// One line for the client and the log.
+    pub message: String,
 }
 
 impl<App: OxyExt> UpstreamClient<App> {
+    /// Sends `request` and returns the response head and a streaming body; a 101
+    /// response carries the upstream side of the upgrade as a [`PendingUpgrade`].
+    pub async fn send(
+        &self,
+        request: Request<HttpBody>,
+    ) -> Result<Response<HttpBody>, UpstreamError> {
+        let mut response = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| classify(&e))?;
+        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+            let upgrade = hyper::upgrade::on(&mut response);
+            response
+                .extensions_mut()
+                .insert(PendingUpgrade::new(async move {
+                    let upgraded = upgrade.await.map_err(io::Error::other)?;
+                    Ok(Box::new(TokioIo::new(upgraded)) as Upgraded)
+                }));
+        }
+        Ok(response.map(boxed))
+    }
+
     /// A client whose connections go through `services`' off-ramp.
     pub fn new(services: Arc<Services<App>>, settings: &HttpClientSettings) -> io::Result<Self> {
         let mut tls = SslConnector::builder(SslMethod::tls()).map_err(io::Error::other)?;
@@ -48,6 +87,49 @@ impl<App: OxyExt> UpstreamClient<App> {
             .build(connector);
         Ok(Self { client })
     }
+}
+
+/// Maps a client error to 403 (denied, blocked body), 413, 504 (timeout) or 502.
+fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    use http::StatusCode;
+    let fail = |status, reason, message: String| UpstreamError {
+        status,
+        reason,
+        message,
+    };
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(BodyBlocked(reason)) = err.downcast_ref::<BodyBlocked>() {
+            return fail(StatusCode::FORBIDDEN, "body_blocked", reason.clone());
+        }
+        if err.is::<LengthLimitError>() {
+            return fail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body is too large".into(),
+            );
+        }
+        if let Some(connect) = err.downcast_ref::<UpstreamConnectError>() {
+            let (status, reason) = match connect {
+                UpstreamConnectError::Connect(
+                    ConnectError::Denied(_) | ConnectError::DeniedByHook(_),
+                ) => (StatusCode::FORBIDDEN, "denied"),
+                UpstreamConnectError::Connect(ConnectError::Connect(
+                    HappyEyeballsError::TimedOut,
+                )) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
+                UpstreamConnectError::Tls(_) => (StatusCode::BAD_GATEWAY, "upstream_tls"),
+                _ => (StatusCode::BAD_GATEWAY, "upstream_connect"),
+            };
+            return fail(status, reason, connect.to_string());
+        }
+        source = err.source();
+    }
+    tracing::debug!(error = %e, "upstream request failed");
+    fail(
+        StatusCode::BAD_GATEWAY,
+        "upstream_error",
+        "the upstream connection failed".into(),
+    )
 }
 
 /// Connects hyper's client through the off-ramp, with TLS for `https` URIs.

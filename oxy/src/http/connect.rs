@@ -3,6 +3,7 @@
 
 use super::body::{empty, text_response};
 use super::pipeline::Handler;
+use super::upgrade::PendingUpgrade;
 use crate::app::OxyExt;
 use crate::hooks::{HttpBody, Target};
 use crate::offramp::happy_eyeballs::HappyEyeballsError;
@@ -10,8 +11,6 @@ use crate::offramp::tcp::ConnectError;
 use crate::tunnel;
 use crate::tunnel::tcp::TunnelRefused;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -33,13 +32,19 @@ pub fn refusal_status(refused: &TunnelRefused) -> StatusCode {
 /// Answers a CONNECT request and, on success, pumps the tunnel in a drained task.
 pub async fn handle<App: OxyExt>(
     handler: &Arc<Handler<App>>,
-    request: Request<Incoming>,
+    mut request: Request<HttpBody>,
 ) -> Response<HttpBody> {
     let authority = request.uri().authority().map(|a| a.as_str().to_string());
     let Some(target) = authority.and_then(|a| a.parse::<Target>().ok()) else {
         return text_response(
             StatusCode::BAD_REQUEST,
             "CONNECT needs a host:port authority",
+        );
+    };
+    let Some(upgrade) = request.extensions_mut().remove::<PendingUpgrade>() else {
+        return text_response(
+            StatusCode::BAD_REQUEST,
+            "this connection cannot carry a tunnel",
         );
     };
     let tunnel = match tunnel::tcp::open(
@@ -59,9 +64,9 @@ pub async fn handle<App: OxyExt>(
     handler
         .drain
         .spawn_connection(tracing::Instrument::in_current_span(async move {
-            match hyper::upgrade::on(request).await {
+            match upgrade.wait().await {
                 Ok(upgraded) => {
-                    tunnel.pump(TokioIo::new(upgraded), &drain).await;
+                    tunnel.pump(upgraded, &drain).await;
                 }
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
             }

@@ -11,3 +11,4 @@ pub mod metrics;
 pub mod pipeline;
 pub mod proxy_auth;
 pub mod server;
+pub mod upgrade;

@@ -2,11 +2,12 @@
 //! or a local answer, and the response back through the hooks.
 
 use super::body::{boxed, text_response};
-use super::body_tap::{BodyBlocked, TappedBody};
-use super::client::{UpstreamClient, UpstreamConnectError};
+use super::body_tap::TappedBody;
+use super::client::UpstreamClient;
 use super::headers;
 use super::metrics::{method_label, oxy_http, version_label};
 use super::proxy_auth;
+use super::upgrade::{self, PendingUpgrade};
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
@@ -14,15 +15,12 @@ use crate::hooks::{
     EgressAction, EgressContext, HttpBody, RequestAction, RequestContext, ResponseAction, Target,
     TargetHost, Transport, Upstream,
 };
-use crate::offramp::happy_eyeballs::HappyEyeballsError;
-use crate::offramp::tcp::{ConnectError, oxy_offramp};
+use crate::offramp::tcp::oxy_offramp;
 use crate::services::Services;
 use crate::tls::TlsFacts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use http_body_util::{BodyExt, Limited};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,7 +49,7 @@ pub struct Handler<App: OxyExt> {
 
 impl<App: OxyExt> Handler<App> {
     /// Answers one request, counts it and writes its access-log line.
-    pub async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<HttpBody> {
+    pub async fn handle(self: Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
         let started = Instant::now();
         let name = self.endpoint.name().to_string();
         let method = request.method().clone();
@@ -81,7 +79,7 @@ impl<App: OxyExt> Handler<App> {
         response
     }
 
-    async fn dispatch(self: &Arc<Self>, request: Request<Incoming>) -> Response<HttpBody> {
+    async fn dispatch(self: &Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
         let name = self.endpoint.name();
         let settings = &self.endpoint.settings.http;
         let (mut parts, body) = request.into_parts();
@@ -214,7 +212,7 @@ impl<App: OxyExt> Handler<App> {
     async fn proxy(
         &self,
         mut parts: http::request::Parts,
-        body: Incoming,
+        body: HttpBody,
         upstream: Upstream,
         cx: &mut RequestContext<App>,
     ) -> Response<HttpBody> {
@@ -285,7 +283,7 @@ impl<App: OxyExt> Handler<App> {
         parts.version = Version::HTTP_11;
         // An HTTP/1.1 upgrade (WebSocket) keeps its Upgrade header across this hop.
         let upgrade = headers::requested_upgrade(&parts.headers)
-            .zip(parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+            .zip(parts.extensions.remove::<PendingUpgrade>());
         headers::remove_hop_by_hop(&mut parts.headers);
         if let Some((protocol, _)) = &upgrade {
             headers::set_upgrade(&mut parts.headers, protocol.clone());
@@ -308,7 +306,7 @@ impl<App: OxyExt> Handler<App> {
                 usize::try_from(max_body).unwrap_or(usize::MAX),
             ))
         } else {
-            boxed(body)
+            body
         };
         let body = match self
             .services
@@ -322,27 +320,28 @@ impl<App: OxyExt> Handler<App> {
         };
         let request = Request::from_parts(parts, body);
         let timeout = self.endpoint.settings.http.client.response_timeout;
-        let response =
-            match tokio::time::timeout(timeout, self.client.client.request(request)).await {
-                Err(_) => {
-                    oxy_http::errors_total(name, "upstream_timeout").inc();
-                    return text_response(
-                        StatusCode::GATEWAY_TIMEOUT,
-                        "the upstream did not answer in time",
-                    );
-                }
-                Ok(Err(e)) => return upstream_error(name, &e),
-                Ok(Ok(response)) => response,
-            };
+        let response = match tokio::time::timeout(timeout, self.client.send(request)).await {
+            Err(_) => {
+                oxy_http::errors_total(name, "upstream_timeout").inc();
+                return text_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the upstream did not answer in time",
+                );
+            }
+            Ok(Err(e)) => {
+                oxy_http::errors_total(name, e.reason).inc();
+                tracing::info!(reason = e.reason, error = %e.message, "upstream request failed");
+                return text_response(e.status, &e.message);
+            }
+            Ok(Ok(response)) => response,
+        };
         let mut response = response;
-        let upgraded = match upgrade {
-            Some((protocol, client_side))
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS =>
-            {
-                let upstream_side = hyper::upgrade::on(&mut response);
+        let upstream_upgrade = response.extensions_mut().remove::<PendingUpgrade>();
+        let upgraded = match (upgrade, upstream_upgrade) {
+            (Some((protocol, client_side)), Some(upstream_side)) => {
                 self.upgraded.store(true, Ordering::Release);
                 self.drain
-                    .spawn_connection(tracing::Instrument::in_current_span(splice_upgrade(
+                    .spawn_connection(tracing::Instrument::in_current_span(upgrade::splice(
                         client_side,
                         upstream_side,
                     )));
@@ -361,7 +360,6 @@ impl<App: OxyExt> Handler<App> {
         {
             return replacement;
         }
-        let body = boxed(body);
         let body = match self
             .services
             .hooks
@@ -373,21 +371,6 @@ impl<App: OxyExt> Handler<App> {
             None => body,
         };
         Response::from_parts(parts, body)
-    }
-}
-
-/// Copies bytes both ways between the client's and the upstream's upgraded connections.
-async fn splice_upgrade(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    match tokio::try_join!(client, upstream) {
-        Ok((client, upstream)) => {
-            let mut client = TokioIo::new(client);
-            let mut upstream = TokioIo::new(upstream);
-            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
-                Err(e) => tracing::debug!(error = %e, "upgraded connection failed"),
-            }
-        }
-        Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
     }
 }
 
@@ -403,41 +386,4 @@ fn upstream_of(uri: &Uri) -> Option<Upstream> {
         Some(_) => return None,
     };
     Some(Upstream { authority, tls })
-}
-
-/// Maps a client error to 403 (denied), 504 (timeout) or 502 (anything else).
-fn upstream_error(endpoint: &str, e: &hyper_util::client::legacy::Error) -> Response<HttpBody> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if let Some(BodyBlocked(reason)) = err.downcast_ref::<BodyBlocked>() {
-            oxy_http::errors_total(endpoint, "body_blocked").inc();
-            tracing::info!(%reason, "request body blocked");
-            return text_response(StatusCode::FORBIDDEN, reason);
-        }
-        if err.is::<LengthLimitError>() {
-            oxy_http::errors_total(endpoint, "body_too_large").inc();
-            return text_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the request body is too large",
-            );
-        }
-        if let Some(connect) = err.downcast_ref::<UpstreamConnectError>() {
-            let (status, reason) = match connect {
-                UpstreamConnectError::Connect(
-                    ConnectError::Denied(_) | ConnectError::DeniedByHook(_),
-                ) => (StatusCode::FORBIDDEN, "denied"),
-                UpstreamConnectError::Connect(ConnectError::Connect(
-                    HappyEyeballsError::TimedOut,
-                )) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-                UpstreamConnectError::Tls(_) => (StatusCode::BAD_GATEWAY, "upstream_tls"),
-                _ => (StatusCode::BAD_GATEWAY, "upstream_connect"),
-            };
-            oxy_http::errors_total(endpoint, reason).inc();
-            return text_response(status, &connect.to_string());
-        }
-        source = err.source();
-    }
-    oxy_http::errors_total(endpoint, "upstream_error").inc();
-    tracing::debug!(error = %e, "upstream request failed");
-    text_response(StatusCode::BAD_GATEWAY, "the upstream connection failed")
 }

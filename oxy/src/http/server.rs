@@ -1,12 +1,17 @@
 //! Serves HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) on one accepted connection with
 //! hyper, feeding each request to the pipeline; drains with GOAWAY / connection close.
 
+use super::body::boxed;
 use super::client::UpstreamClient;
 use super::pipeline::Handler;
+use super::upgrade::{PendingUpgrade, Upgraded};
 use crate::app::OxyExt;
 use crate::drain::Drain;
+use crate::hooks::HttpBody;
 use crate::hooks::{ConnectionEnd, IngressConnectionContext};
 use crate::services::Services;
+use http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::sync::Arc;
@@ -69,9 +74,9 @@ where
         .initial_stream_window_size(limits.h2_stream_window)
         .initial_connection_window_size(limits.h2_connection_window)
         .enable_connect_protocol();
-    let service = hyper::service::service_fn(move |request| {
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let handler = handler.clone();
-        async move { Ok::<_, std::convert::Infallible>(handler.handle(request).await) }
+        async move { Ok::<_, std::convert::Infallible>(handler.handle(version_agnostic(request)).await) }
     });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
@@ -97,6 +102,19 @@ where
         }
     }
     ConnectionEnd::Closed
+}
+
+/// The pipeline's view of a hyper request: the one body type, and upgrades as
+/// [`PendingUpgrade`]s.
+fn version_agnostic(request: Request<Incoming>) -> Request<HttpBody> {
+    let (mut parts, body) = request.into_parts();
+    if let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
+        parts.extensions.insert(PendingUpgrade::new(async move {
+            let upgraded = upgrade.await.map_err(std::io::Error::other)?;
+            Ok(Box::new(TokioIo::new(upgraded)) as Upgraded)
+        }));
+    }
+    Request::from_parts(parts, boxed(body))
 }
 
 /// A second handle on `stream`'s socket, for [`lingering_close`].

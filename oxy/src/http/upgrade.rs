@@ -1,0 +1,57 @@
+//! Version-agnostic upgrades: the HTTP server puts a [`PendingUpgrade`] in a request's
+//! extensions (and the upstream client in a 101 response's), so CONNECT and WebSocket
+//! handling never depends on which HTTP implementation carried the request.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// A byte stream taken over from an HTTP exchange.
+pub trait UpgradedIo: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> UpgradedIo for T {}
+
+/// The stream an upgrade yields.
+pub type Upgraded = Box<dyn UpgradedIo>;
+
+type Waiting = Pin<Box<dyn Future<Output = io::Result<Upgraded>> + Send>>;
+
+/// An upgrade that completes once the response switching protocols has been sent (or,
+/// for a response, received). Cloneable so it can live in `http::Extensions`; only the
+/// first [`PendingUpgrade::wait`] gets the stream.
+#[derive(Clone)]
+pub struct PendingUpgrade(Arc<Mutex<Option<Waiting>>>);
+
+impl PendingUpgrade {
+    /// Wraps the future that yields the upgraded stream.
+    pub fn new<F>(upgrade: F) -> Self
+    where
+        F: Future<Output = io::Result<Upgraded>> + Send + 'static,
+    {
+        Self(Arc::new(Mutex::new(Some(Box::pin(upgrade)))))
+    }
+
+    /// Waits for the upgraded stream.
+    pub async fn wait(self) -> io::Result<Upgraded> {
+        let waiting = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match waiting {
+            Some(waiting) => waiting.await,
+            None => Err(io::Error::other("the upgrade was already taken")),
+        }
+    }
+}
+
+/// Copies bytes both ways between two upgraded streams until both are done.
+pub async fn splice(client: PendingUpgrade, upstream: PendingUpgrade) {
+    match tokio::try_join!(client.wait(), upstream.wait()) {
+        Ok((mut client, mut upstream)) => {
+            match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                Ok((up, down)) => tracing::debug!(up, down, "upgraded connection closed"),
+                Err(e) => tracing::debug!(error = %e, "upgraded connection failed"),
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade did not complete"),
+    }
+}
