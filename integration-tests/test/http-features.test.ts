@@ -206,3 +206,32 @@ test("request trailers reach the origin; idle keep-alive connections are closed"
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
   trailerOrigin.close();
 });
+
+test("a response body tap cuts a response off before the forbidden bytes", async () => {
+  const port = await freePort();
+  const oxy = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "web", listen: [`127.0.0.1:${port}`], http: { upstream: `http://127.0.0.1:${origin.port}` }, app: { block_response_value: "TOP-SECRET" } }],
+    },
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const clean = await curlStatus(["--data-binary", "harmless", `${url}/echo`]);
+  assert.equal(clean.status, 200);
+  const payload = `${"x".repeat(100_000)} TOP-SECRET`;
+  const received = await new Promise<{ body: string; aborted: boolean }>((ok) => {
+    const req = request({ host: "127.0.0.1", port, method: "POST", path: "/echo", headers: { "content-length": payload.length } }, (res) => {
+      let body = "";
+      res.on("data", (d) => (body += d));
+      res.on("end", () => ok({ body, aborted: false }));
+      res.on("error", () => ok({ body, aborted: true }));
+      res.on("aborted", () => ok({ body, aborted: true }));
+    });
+    req.on("error", () => ok({ body: "", aborted: true }));
+    req.end(payload);
+  });
+  assert.equal(received.aborted, true, "the transfer was cut off");
+  assert.doesNotMatch(received.body, /TOP-SECRET/);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});

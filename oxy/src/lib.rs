@@ -47,6 +47,7 @@ pub use ::http as http_types;
 /// depend on them directly.
 #[doc(hidden)]
 pub mod reexports {
+    pub use bytes;
     pub use prometheus;
     pub use serde;
 }

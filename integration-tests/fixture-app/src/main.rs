@@ -45,6 +45,8 @@ pub struct FixtureEndpointSettings {
     pub route_to: String,
     /// When not empty, form uploads with a field value containing it are blocked.
     pub block_form_value: String,
+    /// When not empty, responses whose body contains it are cut off.
+    pub block_response_value: String,
     /// When not empty, proxy requests need `Proxy-Authorization: Basic` with this
     /// password (any user): the app's own proxy authentication.
     pub proxy_password: String,
@@ -108,6 +110,26 @@ struct Router;
 struct NeedleInForm {
     needle: String,
     tail: Vec<u8>,
+}
+
+/// Blocks a body that contains `needle`, even across chunks.
+struct NeedleInBody {
+    needle: String,
+    tail: Vec<u8>,
+}
+
+#[async_trait]
+impl BodyTap for NeedleInBody {
+    async fn on_chunk(&mut self, chunk: &oxy::reexports::bytes::Bytes) -> TapVerdict {
+        self.tail.extend_from_slice(chunk);
+        let needle = self.needle.as_bytes();
+        if self.tail.windows(needle.len()).any(|w| w == needle) {
+            return TapVerdict::Block("the response carries a forbidden value".into());
+        }
+        let keep = self.tail.len().saturating_sub(needle.len());
+        self.tail.drain(..keep);
+        TapVerdict::Continue
+    }
 }
 
 impl FormInspector for NeedleInForm {
@@ -229,6 +251,20 @@ impl HttpRequestHook<Fixture> for Router {
                 tail: Vec::new(),
             }),
         )
+    }
+
+    fn response_body_tap(
+        &self,
+        _response: &oxy::http_types::response::Parts,
+        cx: &RequestContext<Fixture>,
+    ) -> Option<Box<dyn BodyTap>> {
+        let needle = cx.endpoint.app_settings().block_response_value.clone();
+        (!needle.is_empty()).then(|| {
+            Box::new(NeedleInBody {
+                needle,
+                tail: Vec::new(),
+            }) as Box<dyn BodyTap>
+        })
     }
 
     async fn on_response(
