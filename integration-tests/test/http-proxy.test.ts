@@ -193,3 +193,42 @@ test("bad input gets 400/431 or a clean close, and the server keeps serving", as
   assert.equal(await oxy.metric("oxy_panics_total"), 0);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
+
+test("chaining through an upstream proxy (a second Oxy) for CONNECT, forwarding and L4", async () => {
+  const upstreamPort = await freePort();
+  const upstream = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "upstream", listen: [`127.0.0.1:${upstreamPort}`], http: { proxy_auth: { enabled: true, users: [{ name: "bob", password: "pw" }] } } }],
+    },
+  });
+  const front = await freePort();
+  const l4 = await freePort();
+  const badauth = await freePort();
+  const chain = { upstream_proxy: `127.0.0.1:${upstreamPort}`, upstream_proxy_credentials: "bob:pw" };
+  const oxy = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [
+        { name: "front", listen: [`127.0.0.1:${front}`], app: chain },
+        { name: "l4", protocol: "tcp", listen: [`127.0.0.1:${l4}`], tcp: { target: `127.0.0.1:${echo.port}` }, app: chain },
+        { name: "badauth", listen: [`127.0.0.1:${badauth}`], app: { ...chain, upstream_proxy_credentials: "bob:wrong" } },
+      ],
+    },
+  });
+  const tunnel = await curl(["-p", "-x", `http://127.0.0.1:${front}`, `http://127.0.0.1:${origin.port}/chained-connect`]);
+  assert.equal(tunnel.status, 200, tunnel.stderr);
+  const forward = await curl(["-x", `http://127.0.0.1:${front}`, `http://127.0.0.1:${origin.port}/chained-forward`]);
+  assert.equal(forward.status, 200, forward.stderr);
+  assert.equal(JSON.parse(forward.body).url, "/chained-forward");
+  assert.equal((await exchange(l4, "chained l4")).toString(), "chained l4");
+  assert.equal(await upstream.metric('oxy_http_routes_total{endpoint="upstream",kind="connect"}'), 3);
+
+  const refused = await curl(["-x", `http://127.0.0.1:${badauth}`, `http://127.0.0.1:${origin.port}/nope`]);
+  assert.equal(refused.status, 502);
+  assert.match(refused.body, /upstream proxy 127\.0\.0\.1:\d+ refused CONNECT 127\.0\.0\.1:\d+: HTTP\/1\.1 407/);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  assert.deepEqual(await upstream.stop(), { code: 0, signal: null });
+});

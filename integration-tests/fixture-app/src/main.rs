@@ -33,6 +33,11 @@ pub struct FixtureEndpointSettings {
     pub hold_ms: u64,
     /// When not empty, the egress hook sends every connection here (`host:port`).
     pub egress_target: String,
+    /// When not empty, the egress hook chains every connection through this HTTP proxy
+    /// (`host:port`).
+    pub upstream_proxy: String,
+    /// `user:password` for `upstream_proxy`.
+    pub upstream_proxy_credentials: String,
     /// When not empty, the tunnel hook blocks every tunnel with this reason.
     pub tunnel_block: String,
     /// When not empty, requests whose path starts with it are blocked with 403.
@@ -283,7 +288,20 @@ impl HttpRequestHook<Fixture> for Router {
 #[async_trait]
 impl EgressHook<Fixture> for Router {
     async fn on_egress(&self, cx: &mut EgressContext<Fixture>) -> EgressAction {
-        let target = &cx.endpoint.app_settings().egress_target;
+        let settings = cx.endpoint.app_settings();
+        if !settings.upstream_proxy.is_empty() {
+            return match settings.upstream_proxy.parse() {
+                Ok(address) => EgressAction::UpstreamProxy(UpstreamProxy {
+                    address,
+                    credentials: settings
+                        .upstream_proxy_credentials
+                        .split_once(':')
+                        .map(|(user, password)| (user.to_string(), password.to_string())),
+                }),
+                Err(e) => EgressAction::Deny(format!("bad upstream_proxy: {e}")),
+            };
+        }
+        let target = &settings.egress_target;
         if target.is_empty() {
             return EgressAction::Allow;
         }

@@ -25,6 +25,15 @@ pub struct Target {
     pub port: u16,
 }
 
+/// An HTTP proxy that tunnels to targets with CONNECT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamProxy {
+    /// The proxy's address.
+    pub address: Target,
+    /// Basic credentials (`user`, `password`) sent in `Proxy-Authorization`.
+    pub credentials: Option<(String, String)>,
+}
+
 /// Facts about traffic about to leave Oxy.
 pub struct EgressContext<App: OxyExt> {
     /// The endpoint the traffic came in on.
@@ -48,6 +57,9 @@ pub enum EgressAction {
     Rewrite(Target),
     /// Go to the target from this local address (egress IP selection).
     BindTo(IpAddr),
+    /// Reach the target through this HTTP proxy with CONNECT (chaining). The egress
+    /// policy applies to the proxy's address; the proxy applies its own to the target.
+    UpstreamProxy(UpstreamProxy),
     /// Refuse; the client gets a clear error with this reason, and it is counted.
     Deny(String),
 }

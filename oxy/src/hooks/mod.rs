@@ -11,7 +11,9 @@ mod ip_flow;
 mod tunnel;
 
 pub use dns::{DnsAction, DnsContext, DnsHook};
-pub use egress::{EgressAction, EgressContext, EgressHook, Target, TargetHost, TargetParseError};
+pub use egress::{
+    EgressAction, EgressContext, EgressHook, Target, TargetHost, TargetParseError, UpstreamProxy,
+};
 pub use http_request::{
     HttpBody, HttpRequestHook, RequestAction, RequestContext, ResponseAction, Upstream,
 };

@@ -6,9 +6,10 @@ use super::body::boxed;
 use super::body_tap::BodyBlocked;
 use super::upgrade::{PendingUpgrade, Upgraded};
 use crate::app::OxyExt;
-use crate::hooks::{HttpBody, Target, TargetHost};
+use crate::hooks::{HttpBody, Target, TargetHost, UpstreamProxy};
 use crate::offramp::happy_eyeballs::HappyEyeballsError;
 use crate::offramp::tcp::{ConnectError, connect_target};
+use crate::offramp::upstream_proxy;
 use crate::services::Services;
 use crate::settings::HttpClientSettings;
 use boring::ssl::{SslConnector, SslMethod};
@@ -28,6 +29,7 @@ use tokio::net::TcpStream;
 /// Pooled client towards upstreams, one per HTTP endpoint.
 pub struct UpstreamClient<App: OxyExt> {
     client: Client<OffRampConnector<App>, HttpBody>,
+    connector: OffRampConnector<App>,
 }
 
 /// Why an upstream exchange failed, as the client should hear it.
@@ -48,21 +50,73 @@ impl<App: OxyExt> UpstreamClient<App> {
         &self,
         request: Request<HttpBody>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
-        let mut response = self
+        let response = self
             .client
             .request(request)
             .await
             .map_err(|e| classify(&e))?;
-        if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-            let upgrade = hyper::upgrade::on(&mut response);
-            response
-                .extensions_mut()
-                .insert(PendingUpgrade::new(async move {
-                    let upgraded = upgrade.await.map_err(io::Error::other)?;
-                    Ok(Box::new(TokioIo::new(upgraded)) as Upgraded)
-                }));
+        Ok(with_upgrade(response))
+    }
+
+    /// Sends `request` on a connection of its own, tunnelled through `proxy` with CONNECT
+    /// (HTTP/1.1, TLS for `https` URIs).
+    pub async fn send_via_proxy(
+        &self,
+        proxy: &UpstreamProxy,
+        mut request: Request<HttpBody>,
+    ) -> Result<Response<HttpBody>, UpstreamError> {
+        let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
+        let services = &self.connector.services;
+        let connect = |e: ConnectError| classify(&UpstreamConnectError::Connect(e));
+        let (stream, _) = connect_target(services, &proxy.address, None, None)
+            .await
+            .map_err(connect)?;
+        let timeout = services.happy_eyeballs.connect_timeout;
+        let stream = upstream_proxy::connect_via(stream, proxy, &target, timeout)
+            .await
+            .map_err(|e| connect(ConnectError::UpstreamProxy(e)))?;
+        let tls_error =
+            |e: &dyn std::fmt::Display| classify(&UpstreamConnectError::Tls(e.to_string()));
+        let io = if https {
+            let mut config = self.connector.tls.configure().map_err(|e| tls_error(&e))?;
+            config
+                .set_alpn_protos(b"\x08http/1.1")
+                .map_err(|e| tls_error(&e))?;
+            let host = target.host.to_string();
+            let tls = tokio_boring::connect(config, host.trim_matches(['[', ']']), stream)
+                .await
+                .map_err(|e| tls_error(&e))?;
+            UpstreamStream::Tls(Box::new(tls))
+        } else {
+            UpstreamStream::Plain(stream)
+        };
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| classify(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "chained upstream connection ended with an error");
+            }
+        });
+        if let Some(authority) = request.uri().authority().cloned()
+            && !request.headers().contains_key(http::header::HOST)
+            && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(http::header::HOST, host);
         }
-        Ok(response.map(boxed))
+        let origin_form = request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        *request.uri_mut() = origin_form
+            .parse()
+            .map_err(|_| classify(&UpstreamConnectError::BadUri(origin_form.clone())))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| classify(&e))?;
+        Ok(with_upgrade(response))
     }
 
     /// A client whose connections go through `services`' off-ramp.
@@ -84,13 +138,42 @@ impl<App: OxyExt> UpstreamClient<App> {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
-            .build(connector);
-        Ok(Self { client })
+            .build(connector.clone());
+        Ok(Self { client, connector })
     }
 }
 
+/// The target an upstream URI names, and whether it is `https`.
+fn target_of(uri: &http::Uri) -> Result<(Target, bool), UpstreamConnectError> {
+    let https = uri.scheme_str() == Some("https");
+    let host = uri
+        .host()
+        .ok_or_else(|| UpstreamConnectError::BadUri(uri.to_string()))?;
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = match host.parse() {
+        Ok(ip) => TargetHost::Ip(ip),
+        Err(_) => TargetHost::Name(host.to_ascii_lowercase()),
+    };
+    Ok((Target { host, port }, https))
+}
+
+/// A response with a streaming body; a 101 carries the upstream side of the upgrade.
+fn with_upgrade(mut response: Response<hyper::body::Incoming>) -> Response<HttpBody> {
+    if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        let upgrade = hyper::upgrade::on(&mut response);
+        response
+            .extensions_mut()
+            .insert(PendingUpgrade::new(async move {
+                let upgraded = upgrade.await.map_err(io::Error::other)?;
+                Ok(Box::new(TokioIo::new(upgraded)) as Upgraded)
+            }));
+    }
+    response.map(boxed)
+}
+
 /// Maps a client error to 403 (denied, blocked body), 413, 504 (timeout) or 502.
-fn classify(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
     use http::StatusCode;
     let fail = |status, reason, message: String| UpstreamError {
         status,
@@ -173,19 +256,7 @@ impl<App: OxyExt> tower_service::Service<http::Uri> for OffRampConnector<App> {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let https = uri.scheme_str() == Some("https");
-            let host = uri
-                .host()
-                .ok_or_else(|| UpstreamConnectError::BadUri(uri.to_string()))?;
-            let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let target = Target {
-                host: match host.parse() {
-                    Ok(ip) => TargetHost::Ip(ip),
-                    Err(_) => TargetHost::Name(host.to_ascii_lowercase()),
-                },
-                port,
-            };
+            let (target, https) = target_of(&uri)?;
             let (stream, _) = connect_target(&this.services, &target, None, None).await?;
             if !https {
                 return Ok(TokioIo::new(UpstreamStream::Plain(stream)));
@@ -194,7 +265,8 @@ impl<App: OxyExt> tower_service::Service<http::Uri> for OffRampConnector<App> {
                 .tls
                 .configure()
                 .map_err(|e| UpstreamConnectError::Tls(e.to_string()))?;
-            let tls = tokio_boring::connect(config, host, stream)
+            let host = target.host.to_string();
+            let tls = tokio_boring::connect(config, host.trim_matches(['[', ']']), stream)
                 .await
                 .map_err(|e| UpstreamConnectError::Tls(e.to_string()))?;
             Ok(TokioIo::new(UpstreamStream::Tls(Box::new(tls))))

@@ -234,6 +234,7 @@ impl<App: OxyExt> Handler<App> {
                 .port_u16()
                 .unwrap_or(if upstream.tls { 443 } else { 80 }),
         };
+        let mut via_proxy = None;
         if let Some(hook) = &self.services.hooks.egress {
             let mut egress = EgressContext {
                 endpoint: self.endpoint.clone(),
@@ -243,6 +244,7 @@ impl<App: OxyExt> Handler<App> {
             };
             match hook.on_egress(&mut egress).await {
                 EgressAction::Allow | EgressAction::BindTo(_) => {}
+                EgressAction::UpstreamProxy(proxy) => via_proxy = Some(proxy),
                 EgressAction::Rewrite(rewritten) => match rewritten.to_string().parse() {
                     Ok(authority) => upstream.authority = authority,
                     Err(_) => {
@@ -320,7 +322,13 @@ impl<App: OxyExt> Handler<App> {
         };
         let request = Request::from_parts(parts, body);
         let timeout = self.endpoint.settings.http.client.response_timeout;
-        let response = match tokio::time::timeout(timeout, self.client.send(request)).await {
+        let exchange = async {
+            match &via_proxy {
+                Some(proxy) => self.client.send_via_proxy(proxy, request).await,
+                None => self.client.send(request).await,
+            }
+        };
+        let response = match tokio::time::timeout(timeout, exchange).await {
             Err(_) => {
                 oxy_http::errors_total(name, "upstream_timeout").inc();
                 return text_response(

@@ -5,3 +5,4 @@ pub mod policy;
 pub mod resolve;
 pub mod tcp;
 pub mod udp;
+pub mod upstream_proxy;

@@ -7,6 +7,7 @@ use crate::metrics;
 use crate::offramp::happy_eyeballs::{self, HappyEyeballsError};
 use crate::offramp::policy::EgressDenied;
 use crate::offramp::resolve::AllowedAddresses;
+use crate::offramp::upstream_proxy::{self, UpstreamProxyError};
 use crate::services::Services;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -45,6 +46,9 @@ pub enum ConnectError {
     /// No attempt succeeded.
     #[error(transparent)]
     Connect(#[from] HappyEyeballsError),
+    /// The upstream proxy did not open the tunnel.
+    #[error(transparent)]
+    UpstreamProxy(#[from] UpstreamProxyError),
     /// No target was requested and the egress hook chose none.
     #[error("no target: the endpoint has no tcp.target and the egress hook chose none")]
     NoTarget,
@@ -59,6 +63,7 @@ impl ConnectError {
             ConnectError::Connect(HappyEyeballsError::TimedOut) => "timeout",
             ConnectError::Connect(_) => "refused",
             ConnectError::NoTarget => "no_target",
+            ConnectError::UpstreamProxy(_) => "upstream_proxy",
         }
     }
 }
@@ -74,6 +79,22 @@ pub async fn connect<App: OxyExt>(
             EgressAction::Allow => {}
             EgressAction::Rewrite(target) => cx.target = Some(target),
             EgressAction::BindTo(ip) => bind = Some(ip),
+            EgressAction::UpstreamProxy(proxy) => {
+                let Some(target) = cx.target.clone() else {
+                    oxy_offramp::connect_failures_total("no_target").inc();
+                    return Err(ConnectError::NoTarget);
+                };
+                let (stream, addr) =
+                    connect_target(services, &proxy.address, None, Some(cx)).await?;
+                let timeout = services.happy_eyeballs.connect_timeout;
+                return match upstream_proxy::connect_via(stream, &proxy, &target, timeout).await {
+                    Ok(stream) => Ok((stream, addr)),
+                    Err(e) => {
+                        oxy_offramp::connect_failures_total("upstream_proxy").inc();
+                        Err(ConnectError::UpstreamProxy(e))
+                    }
+                };
+            }
             EgressAction::Deny(reason) => {
                 oxy_offramp::egress_denied_total("hook").inc();
                 oxy_offramp::connect_failures_total("denied").inc();

@@ -116,6 +116,13 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
                 EgressAction::Allow => {}
                 EgressAction::Rewrite(target) => egress.target = Some(target),
                 EgressAction::BindTo(ip) => bind = Some(ip),
+                EgressAction::UpstreamProxy(proxy) => {
+                    let e = format!("UDP cannot go through the CONNECT proxy {}", proxy.address);
+                    refuse(&name, &e, "upstream_proxy");
+                    audit(String::new(), None, Counts::default(), &e);
+                    discard(&mut from_client, idle, &drain, &name).await;
+                    break 'flow ConnectionEnd::Closed;
+                }
                 EgressAction::Deny(reason) => {
                     oxy_offramp::egress_denied_total("hook").inc();
                     let e = ConnectError::DeniedByHook(reason);
