@@ -38,6 +38,11 @@ pub struct FixtureEndpointSettings {
     pub upstream_proxy: String,
     /// `user:password` for `upstream_proxy`.
     pub upstream_proxy_credentials: String,
+    /// When not empty, the egress hook sends every connection to this internal service
+    /// (`host:port`) behind a PROXY v2 header.
+    pub internal_service: String,
+    /// Value of the application TLV (type 0xE0) in the PROXY v2 header.
+    pub internal_tlv: String,
     /// When not empty, the tunnel hook blocks every tunnel with this reason.
     pub tunnel_block: String,
     /// When not empty, requests whose path starts with it are blocked with 403.
@@ -289,6 +294,15 @@ impl HttpRequestHook<Fixture> for Router {
 impl EgressHook<Fixture> for Router {
     async fn on_egress(&self, cx: &mut EgressContext<Fixture>) -> EgressAction {
         let settings = cx.endpoint.app_settings();
+        if !settings.internal_service.is_empty() {
+            return match settings.internal_service.parse() {
+                Ok(target) => EgressAction::InternalService(InternalService {
+                    target,
+                    tlvs: vec![(0xE0, settings.internal_tlv.as_bytes().to_vec())],
+                }),
+                Err(e) => EgressAction::Deny(format!("bad internal_service: {e}")),
+            };
+        }
         if !settings.upstream_proxy.is_empty() {
             return match settings.upstream_proxy.parse() {
                 Ok(address) => EgressAction::UpstreamProxy(UpstreamProxy {

@@ -34,12 +34,23 @@ pub struct UpstreamProxy {
     pub credentials: Option<(String, String)>,
 }
 
+/// An internal service that learns who the client is from a PROXY v2 header.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalService {
+    /// The service's address.
+    pub target: Target,
+    /// Type-length-value records for the header (types 0xE0-0xEF are for applications).
+    pub tlvs: Vec<(u8, Vec<u8>)>,
+}
+
 /// Facts about traffic about to leave Oxy.
 pub struct EgressContext<App: OxyExt> {
     /// The endpoint the traffic came in on.
     pub endpoint: Arc<Endpoint<App>>,
     /// The client's address.
     pub client_addr: SocketAddr,
+    /// The local address the client connected to (the original destination).
+    pub local_addr: SocketAddr,
     /// TCP or UDP towards the target.
     pub transport: Transport,
     /// Where the client asked to go; `None` on an L4 endpoint without `tcp.target`,
@@ -60,6 +71,10 @@ pub enum EgressAction {
     /// Reach the target through this HTTP proxy with CONNECT (chaining). The egress
     /// policy applies to the proxy's address; the proxy applies its own to the target.
     UpstreamProxy(UpstreamProxy),
+    /// Send the traffic to an internal service, preceded by a PROXY protocol v2 header
+    /// that carries the client's and the original destination's addresses and these
+    /// TLVs (per stream for TCP, per datagram for UDP).
+    InternalService(InternalService),
     /// Refuse; the client gets a clear error with this reason, and it is counted.
     Deny(String),
 }

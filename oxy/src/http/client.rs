@@ -6,10 +6,10 @@ use super::body::boxed;
 use super::body_tap::BodyBlocked;
 use super::upgrade::{PendingUpgrade, Upgraded};
 use crate::app::OxyExt;
-use crate::hooks::{HttpBody, Target, TargetHost, UpstreamProxy};
+use crate::hooks::{HttpBody, InternalService, Target, TargetHost, UpstreamProxy};
 use crate::offramp::happy_eyeballs::HappyEyeballsError;
 use crate::offramp::tcp::{ConnectError, connect_target};
-use crate::offramp::upstream_proxy;
+use crate::offramp::{proxy_header, upstream_proxy};
 use crate::services::Services;
 use crate::settings::HttpClientSettings;
 use boring::ssl::{SslConnector, SslMethod};
@@ -20,10 +20,11 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Pooled client towards upstreams, one per HTTP endpoint.
@@ -63,18 +64,52 @@ impl<App: OxyExt> UpstreamClient<App> {
     pub async fn send_via_proxy(
         &self,
         proxy: &UpstreamProxy,
-        mut request: Request<HttpBody>,
+        request: Request<HttpBody>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
         let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
         let services = &self.connector.services;
-        let connect = |e: ConnectError| classify(&UpstreamConnectError::Connect(e));
         let (stream, _) = connect_target(services, &proxy.address, None, None)
             .await
-            .map_err(connect)?;
+            .map_err(connect_error)?;
         let timeout = services.happy_eyeballs.connect_timeout;
         let stream = upstream_proxy::connect_via(stream, proxy, &target, timeout)
             .await
-            .map_err(|e| connect(ConnectError::UpstreamProxy(e)))?;
+            .map_err(|e| connect_error(ConnectError::UpstreamProxy(e)))?;
+        self.send_on(stream, &target, https, request).await
+    }
+
+    /// Sends `request` to an internal service on a connection of its own that starts
+    /// with a PROXY v2 header for `client` and `local` (HTTP/1.1, TLS for `https` URIs).
+    pub async fn send_to_internal(
+        &self,
+        service: &InternalService,
+        client: SocketAddr,
+        local: SocketAddr,
+        request: Request<HttpBody>,
+    ) -> Result<Response<HttpBody>, UpstreamError> {
+        let (_, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
+        let services = &self.connector.services;
+        let (mut stream, _) = connect_target(services, &service.target, None, None)
+            .await
+            .map_err(connect_error)?;
+        let header = proxy_header::v2_header(client, local, false, &service.tlvs)
+            .map_err(|e| connect_error(ConnectError::ProxyHeader(e)))?;
+        stream
+            .write_all(&header)
+            .await
+            .map_err(|e| connect_error(ConnectError::ProxyHeader(e)))?;
+        self.send_on(stream, &service.target, https, request).await
+    }
+
+    /// Sends `request` over `stream` (already reaching `target`) with HTTP/1.1, TLS first
+    /// when `https`.
+    async fn send_on(
+        &self,
+        stream: TcpStream,
+        target: &Target,
+        https: bool,
+        mut request: Request<HttpBody>,
+    ) -> Result<Response<HttpBody>, UpstreamError> {
         let tls_error =
             |e: &dyn std::fmt::Display| classify(&UpstreamConnectError::Tls(e.to_string()));
         let io = if https {
@@ -95,7 +130,7 @@ impl<App: OxyExt> UpstreamClient<App> {
             .map_err(|e| classify(&e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "chained upstream connection ended with an error");
+                tracing::debug!(error = %e, "one-off upstream connection ended with an error");
             }
         });
         if let Some(authority) = request.uri().authority().cloned()
@@ -141,6 +176,10 @@ impl<App: OxyExt> UpstreamClient<App> {
             .build(connector.clone());
         Ok(Self { client, connector })
     }
+}
+
+fn connect_error(e: ConnectError) -> UpstreamError {
+    classify(&UpstreamConnectError::Connect(e))
 }
 
 /// The target an upstream URI names, and whether it is `https`.

@@ -51,6 +51,7 @@ pub async fn handle<App: OxyExt>(
         &handler.services,
         &handler.endpoint,
         handler.client_addr,
+        handler.local_addr,
         Some(target),
         &handler.drain,
     )

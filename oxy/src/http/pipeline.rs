@@ -239,12 +239,16 @@ impl<App: OxyExt> Handler<App> {
             let mut egress = EgressContext {
                 endpoint: self.endpoint.clone(),
                 client_addr: self.client_addr,
+                local_addr: self.local_addr,
                 transport: Transport::Tcp,
                 target: Some(target),
             };
             match hook.on_egress(&mut egress).await {
                 EgressAction::Allow | EgressAction::BindTo(_) => {}
-                EgressAction::UpstreamProxy(proxy) => via_proxy = Some(proxy),
+                EgressAction::UpstreamProxy(proxy) => via_proxy = Some(Via::Proxy(proxy)),
+                EgressAction::InternalService(service) => {
+                    via_proxy = Some(Via::InternalService(service))
+                }
                 EgressAction::Rewrite(rewritten) => match rewritten.to_string().parse() {
                     Ok(authority) => upstream.authority = authority,
                     Err(_) => {
@@ -324,7 +328,12 @@ impl<App: OxyExt> Handler<App> {
         let timeout = self.endpoint.settings.http.client.response_timeout;
         let exchange = async {
             match &via_proxy {
-                Some(proxy) => self.client.send_via_proxy(proxy, request).await,
+                Some(Via::Proxy(proxy)) => self.client.send_via_proxy(proxy, request).await,
+                Some(Via::InternalService(service)) => {
+                    self.client
+                        .send_to_internal(service, self.client_addr, self.local_addr, request)
+                        .await
+                }
                 None => self.client.send(request).await,
             }
         };
@@ -380,6 +389,12 @@ impl<App: OxyExt> Handler<App> {
         };
         Response::from_parts(parts, body)
     }
+}
+
+/// A one-off path the egress hook chose for a request.
+enum Via {
+    Proxy(crate::hooks::UpstreamProxy),
+    InternalService(crate::hooks::InternalService),
 }
 
 /// The upstream an absolute URI names.

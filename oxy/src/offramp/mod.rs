@@ -2,6 +2,7 @@
 
 pub mod happy_eyeballs;
 pub mod policy;
+pub mod proxy_header;
 pub mod resolve;
 pub mod tcp;
 pub mod udp;

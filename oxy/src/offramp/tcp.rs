@@ -6,11 +6,13 @@ use crate::hooks::{EgressAction, EgressContext, Target};
 use crate::metrics;
 use crate::offramp::happy_eyeballs::{self, HappyEyeballsError};
 use crate::offramp::policy::EgressDenied;
+use crate::offramp::proxy_header;
 use crate::offramp::resolve::AllowedAddresses;
 use crate::offramp::upstream_proxy::{self, UpstreamProxyError};
 use crate::services::Services;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
 /// Off-ramp metrics.
@@ -46,6 +48,9 @@ pub enum ConnectError {
     /// No attempt succeeded.
     #[error(transparent)]
     Connect(#[from] HappyEyeballsError),
+    /// The PROXY header for an internal service could not be made or sent.
+    #[error("cannot send the PROXY header: {0}")]
+    ProxyHeader(std::io::Error),
     /// The upstream proxy did not open the tunnel.
     #[error(transparent)]
     UpstreamProxy(#[from] UpstreamProxyError),
@@ -64,6 +69,7 @@ impl ConnectError {
             ConnectError::Connect(_) => "refused",
             ConnectError::NoTarget => "no_target",
             ConnectError::UpstreamProxy(_) => "upstream_proxy",
+            ConnectError::ProxyHeader(_) => "proxy_header",
         }
     }
 }
@@ -79,6 +85,19 @@ pub async fn connect<App: OxyExt>(
             EgressAction::Allow => {}
             EgressAction::Rewrite(target) => cx.target = Some(target),
             EgressAction::BindTo(ip) => bind = Some(ip),
+            EgressAction::InternalService(service) => {
+                cx.target = Some(service.target.clone());
+                let (mut stream, addr) =
+                    connect_target(services, &service.target, None, Some(cx)).await?;
+                let header =
+                    proxy_header::v2_header(cx.client_addr, cx.local_addr, false, &service.tlvs)
+                        .map_err(ConnectError::ProxyHeader)?;
+                stream
+                    .write_all(&header)
+                    .await
+                    .map_err(ConnectError::ProxyHeader)?;
+                return Ok((stream, addr));
+            }
             EgressAction::UpstreamProxy(proxy) => {
                 let Some(target) = cx.target.clone() else {
                     oxy_offramp::connect_failures_total("no_target").inc();

@@ -221,7 +221,16 @@ async fn forward<App: OxyExt, S: AsyncRead + AsyncWrite>(
     drain: &Drain,
 ) -> ConnectionEnd {
     let target = cx.endpoint.tcp_target.clone();
-    match tunnel::tcp::open(services, &cx.endpoint, cx.peer_addr, target, drain).await {
+    match tunnel::tcp::open(
+        services,
+        &cx.endpoint,
+        cx.peer_addr,
+        cx.local_addr,
+        target,
+        drain,
+    )
+    .await
+    {
         Ok(tunnel) => match tunnel.pump(stream, drain).await {
             CloseReason::Shutdown => ConnectionEnd::Shutdown,
             _ => ConnectionEnd::Closed,

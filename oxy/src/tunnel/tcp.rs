@@ -62,6 +62,7 @@ pub async fn open<App: OxyExt>(
     services: &Arc<Services<App>>,
     endpoint: &Arc<Endpoint<App>>,
     client_addr: SocketAddr,
+    local_addr: SocketAddr,
     target: Option<Target>,
     drain: &Drain,
 ) -> Result<TcpTunnel<App>, TunnelRefused> {
@@ -70,6 +71,7 @@ pub async fn open<App: OxyExt>(
     let mut egress = EgressContext {
         endpoint: endpoint.clone(),
         client_addr,
+        local_addr,
         transport: Transport::Tcp,
         target,
     };

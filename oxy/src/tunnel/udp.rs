@@ -107,15 +107,35 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
         let mut egress = EgressContext {
             endpoint: endpoint.clone(),
             client_addr: client,
+            local_addr,
             transport: Transport::Udp,
             target: endpoint.udp_target.clone(),
         };
         let mut bind = None;
+        let mut prefix = None;
         if let Some(hook) = &services.hooks.egress {
             match hook.on_egress(&mut egress).await {
                 EgressAction::Allow => {}
                 EgressAction::Rewrite(target) => egress.target = Some(target),
                 EgressAction::BindTo(ip) => bind = Some(ip),
+                EgressAction::InternalService(service) => {
+                    match crate::offramp::proxy_header::v2_header(
+                        client,
+                        local_addr,
+                        true,
+                        &service.tlvs,
+                    ) {
+                        Ok(header) => prefix = Some(header),
+                        Err(e) => {
+                            let e = format!("cannot make the PROXY header: {e}");
+                            refuse(&name, &e, "proxy_header");
+                            audit(String::new(), None, Counts::default(), &e);
+                            discard(&mut from_client, idle, &drain, &name).await;
+                            break 'flow ConnectionEnd::Closed;
+                        }
+                    }
+                    egress.target = Some(service.target);
+                }
                 EgressAction::UpstreamProxy(proxy) => {
                     let e = format!("UDP cannot go through the CONNECT proxy {}", proxy.address);
                     refuse(&name, &e, "upstream_proxy");
@@ -205,6 +225,7 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
         let (counts, reason) = pump(
             &mut from_client,
             &upstream,
+            prefix,
             &listener,
             client,
             idle,
@@ -295,6 +316,7 @@ async fn discard(
 async fn pump(
     from_client: &mut mpsc::Receiver<Bytes>,
     upstream: &UdpSocket,
+    prefix: Option<Vec<u8>>,
     listener: &UdpSocket,
     client: SocketAddr,
     idle: Duration,
@@ -304,13 +326,23 @@ async fn pump(
 ) -> (Counts, &'static str) {
     let mut counts = Counts::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    // With a PROXY header, each datagram is sent as header + payload from one buffer.
+    let header_len = prefix.as_ref().map_or(0, Vec::len);
+    let mut framed = prefix.unwrap_or_default();
     let deadline = max_lifetime.map(|max| Instant::now() + max);
     let mut idle_at = Instant::now() + idle;
     loop {
         tokio::select! {
             datagram = from_client.recv() => {
                 let Some(datagram) = datagram else { return (counts, "completed") };
-                match upstream.send(&datagram).await {
+                let sent = if header_len > 0 {
+                    framed.truncate(header_len);
+                    framed.extend_from_slice(&datagram);
+                    upstream.send(&framed).await
+                } else {
+                    upstream.send(&datagram).await
+                };
+                match sent {
                     Ok(_) => {
                         counts.packets_up += 1;
                         counts.bytes_up += datagram.len() as u64;
