@@ -2,15 +2,12 @@
 // proxy, and request limits (414, 413).
 
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { request } from "node:http";
 import { after, before, test } from "node:test";
-import { promisify } from "node:util";
 import { WebSocket, WebSocketServer } from "ws";
 import { startOrigin, type Origin } from "../lib/origin.ts";
+import { curl } from "../lib/curl.ts";
 import { OxyProcess, freePort } from "../lib/oxy.ts";
-
-const run = promisify(execFile);
 
 let origin: Origin;
 
@@ -34,32 +31,23 @@ async function endpoint(http: Record<string, any>) {
   return { oxy, port, url: `http://127.0.0.1:${port}` };
 }
 
-async function curlStatus(args: string[]): Promise<{ status: number; out: string }> {
-  try {
-    const { stdout } = await run("curl", ["-sS", "-w", "\n%{http_code}", ...args], { timeout: 15_000, maxBuffer: 64 << 20 });
-    const cut = stdout.lastIndexOf("\n");
-    return { status: Number(stdout.slice(cut + 1)), out: stdout.slice(0, cut) };
-  } catch (e: any) {
-    return { status: 0, out: String(e.stderr ?? "") };
-  }
-}
-
 test("proxy authentication: 407 with a challenge, then Basic credentials pass", async () => {
   const { oxy, url } = await endpoint({
     proxy_auth: { enabled: true, realm: "test realm", users: [{ name: "alice", password: "s3cret" }] },
   });
   const target = `http://127.0.0.1:${origin.port}/private`;
-  const anonymous = await curlStatus(["-D", "-", "-x", url, target]);
+  const anonymous = await curl(["-D", "-", "-x", url, target]);
   assert.equal(anonymous.status, 407);
-  assert.match(anonymous.out.toLowerCase(), /^proxy-authenticate: basic realm="test realm"\r$/m);
-  const wrong = await curlStatus(["-x", url, "-U", "alice:nope", target]);
+  assert.match(anonymous.body.toLowerCase(), /^proxy-authenticate: basic realm="test realm"\r$/m);
+  const wrong = await curl(["-x", url, "-U", "alice:nope", target]);
   assert.equal(wrong.status, 407);
-  const alice = await curlStatus(["-x", url, "-U", "alice:s3cret", target]);
+  const alice = await curl(["-x", url, "-U", "alice:s3cret", target]);
   assert.equal(alice.status, 200);
-  assert.equal(JSON.parse(alice.out).headers["proxy-authorization"], undefined, "credentials never reach the origin");
-  const tunnel = await curlStatus(["-p", "-x", url, target]);
-  assert.equal(tunnel.status, 0, "CONNECT without credentials fails");
-  const tunnelOk = await curlStatus(["-p", "-x", url, "-U", "alice:s3cret", target]);
+  assert.equal(JSON.parse(alice.body).headers["proxy-authorization"], undefined, "credentials never reach the origin");
+  const tunnel = await curl(["-p", "-x", url, target]);
+  assert.equal(tunnel.ok, false, "CONNECT without credentials fails");
+  assert.match(tunnel.stderr, /407/);
+  const tunnelOk = await curl(["-p", "-x", url, "-U", "alice:s3cret", target]);
   assert.equal(tunnelOk.status, 200);
   assert.equal(await oxy.metric('oxy_http_errors_total{endpoint="web",reason="proxy_auth"}'), 3);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
@@ -76,11 +64,11 @@ test("an application replaces proxy authentication with its own in the request h
   });
   const url = `http://127.0.0.1:${port}`;
   const target = `http://127.0.0.1:${origin.port}/app-auth`;
-  const anonymous = await curlStatus(["-D", "-", "-x", url, target]);
+  const anonymous = await curl(["-D", "-", "-x", url, target]);
   assert.equal(anonymous.status, 407);
-  assert.match(anonymous.out.toLowerCase(), /^proxy-authenticate: basic realm="fixture"\r$/m);
-  assert.equal((await curlStatus(["-x", url, "-U", "anyone:open sesame", target])).status, 200);
-  assert.equal((await curlStatus(["-p", "-x", url, "-U", "anyone:open sesame", target])).status, 200);
+  assert.match(anonymous.body.toLowerCase(), /^proxy-authenticate: basic realm="fixture"\r$/m);
+  assert.equal((await curl(["-x", url, "-U", "anyone:open sesame", target])).status, 200);
+  assert.equal((await curl(["-p", "-x", url, "-U", "anyone:open sesame", target])).status, 200);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
@@ -111,8 +99,8 @@ test("a WebSocket upgrade passes through the reverse proxy", async () => {
 test("limits: long URIs get 414, large bodies 413 (declared or streamed)", async () => {
   const { oxy, port, url } = await endpoint({ limits: { max_uri_bytes: 100, max_body_bytes: 1000 } });
   const target = `http://127.0.0.1:${origin.port}`;
-  assert.equal((await curlStatus(["-x", url, `${target}/${"a".repeat(200)}`])).status, 414);
-  assert.equal((await curlStatus(["-x", url, "--data-binary", "x".repeat(2000), `${target}/declared`])).status, 413);
+  assert.equal((await curl(["-x", url, `${target}/${"a".repeat(200)}`])).status, 414);
+  assert.equal((await curl(["-x", url, "--data-binary", "x".repeat(2000), `${target}/declared`])).status, 413);
   const streamed = await new Promise<number>((ok, fail) => {
     const req = request({ host: "127.0.0.1", port, method: "POST", path: `${target}/streamed`, headers: { "transfer-encoding": "chunked" } }, (res) => {
       res.resume();
@@ -123,7 +111,7 @@ test("limits: long URIs get 414, large bodies 413 (declared or streamed)", async
     req.end();
   });
   assert.equal(streamed, 413);
-  assert.equal((await curlStatus(["-x", url, "--data-binary", "small", `${target}/fits`])).status, 200);
+  assert.equal((await curl(["-x", url, "--data-binary", "small", `${target}/fits`])).status, 200);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
@@ -153,17 +141,17 @@ test("a body tap blocks an upload by a form field mid-stream; clean uploads pass
     },
   });
   const url = `http://127.0.0.1:${port}`;
-  const ok = await curlStatus(["-F", "title=holiday", "-F", `file=@${clean}`, `${url}/upload-clean`]);
-  assert.equal(ok.status, 200, ok.out + oxy.logs());
+  const ok = await curl(["-F", "title=holiday", "-F", `file=@${clean}`, `${url}/upload-clean`]);
+  assert.equal(ok.status, 200, ok.body + oxy.logs());
   const seen = origin.seen.find((r) => r.url === "/upload-clean");
   assert.ok(seen && seen.body.length > 3 * 1024 * 1024, "the clean upload arrived whole");
 
-  const blocked = await curlStatus(["-F", "title=holiday", "-F", `file=@${evil}`, `${url}/upload-evil`]);
+  const blocked = await curl(["-F", "title=holiday", "-F", `file=@${evil}`, `${url}/upload-evil`]);
   assert.equal(blocked.status, 403);
-  assert.equal(blocked.out, "field file carries a forbidden value\n");
+  assert.equal(blocked.body, "field file carries a forbidden value\n");
   assert.ok(!origin.seen.some((r) => r.url === "/upload-evil"), "the blocked upload never completed upstream");
 
-  const form = await curlStatus(["--data-urlencode", "comment=hi FORBIDDEN-MARKER there", `${url}/comment`]);
+  const form = await curl(["--data-urlencode", "comment=hi FORBIDDEN-MARKER there", `${url}/comment`]);
   assert.equal(form.status, 403);
   assert.equal(await oxy.metric('oxy_http_errors_total{endpoint="web",reason="body_blocked"}'), 2);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
@@ -217,7 +205,7 @@ test("a response body tap cuts a response off before the forbidden bytes", async
     },
   });
   const url = `http://127.0.0.1:${port}`;
-  const clean = await curlStatus(["--data-binary", "harmless", `${url}/echo`]);
+  const clean = await curl(["--data-binary", "harmless", `${url}/echo`]);
   assert.equal(clean.status, 200);
   const payload = `${"x".repeat(100_000)} TOP-SECRET`;
   const received = await new Promise<{ body: string; aborted: boolean }>((ok) => {

@@ -2,17 +2,14 @@
 // node:http2 CONNECT over h2c, the HTTP hooks, and bad input from raw sockets.
 
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { connect as h2connect } from "node:http2";
 import { after, before, test } from "node:test";
-import { promisify } from "node:util";
 import { ProxyAgent, fetch as undiciFetch } from "undici";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
+import { curl } from "../lib/curl.ts";
 import { OxyProcess, exchange, freePort } from "../lib/oxy.ts";
-
-const run = promisify(execFile);
 
 let origin: Origin;
 let echo: EchoServer;
@@ -41,18 +38,6 @@ async function proxy(options: { binary?: string; allowLoopback?: boolean; http?:
     },
   });
   return { oxy, port, url: `http://127.0.0.1:${port}` };
-}
-
-async function curl(args: string[]): Promise<{ code: number; status: number; body: string; stderr: string }> {
-  try {
-    const { stdout, stderr } = await run("curl", ["-sS", "-w", "\n%{http_code}", ...args], { timeout: 15_000 });
-    const cut = stdout.lastIndexOf("\n");
-    return { code: 0, status: Number(stdout.slice(cut + 1)), body: stdout.slice(0, cut), stderr };
-  } catch (e: any) {
-    const stdout: string = e.stdout ?? "";
-    const cut = stdout.lastIndexOf("\n");
-    return { code: e.code, status: Number(stdout.slice(cut + 1)), body: stdout.slice(0, cut), stderr: e.stderr ?? "" };
-  }
 }
 
 test("curl: absolute-form forward proxying with proxy header semantics", async () => {

@@ -2,14 +2,11 @@
 // with the real client, the original destination and the application's TLVs.
 
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { test } from "node:test";
-import { promisify } from "node:util";
 import { startTcpReceiver, startUdpReceiver } from "../lib/proxy-protocol-receiver.ts";
 import { udpClient } from "../lib/udp-echo.ts";
+import { curl } from "../lib/curl.ts";
 import { OxyProcess, exchange, freePort, openTcp } from "../lib/oxy.ts";
-
-const run = promisify(execFile);
 
 test("TCP tunnels, forwarded requests and UDP flows carry PROXY v2 metadata", async () => {
   const stream = await startTcpReceiver("echo");
@@ -41,8 +38,9 @@ test("TCP tunnels, forwarded requests and UDP flows carry PROXY v2 metadata", as
   assert.equal(tcpHeader.destination, `127.0.0.1:${l4}`);
   assert.equal(tcpHeader.tlvs[0xe0], "tenant-42");
 
-  const { stdout } = await run("curl", ["-sS", "-x", `http://127.0.0.1:${http}`, "http://service.internal/path?x=1"]);
-  const answer = JSON.parse(stdout);
+  const response = await curl(["-x", `http://127.0.0.1:${http}`, "http://service.internal/path?x=1"]);
+  assert.equal(response.status, 200, response.stderr);
+  const answer = JSON.parse(response.body);
   assert.equal(answer.request, "GET /path?x=1 HTTP/1.1");
   assert.equal(answer.header.destination, `127.0.0.1:${http}`);
   assert.equal(answer.header.tlvs[0xe0], "tenant-42");

@@ -2,10 +2,8 @@
 // hooks, timeouts and audit records, against local echo servers.
 
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { auditPath, auditRecords } from "../lib/audit.ts";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { OxyProcess, closed, exchange, freePort, openTcp, sleep } from "../lib/oxy.ts";
@@ -29,7 +27,7 @@ after(async () => {
 /** Settings for one tcp endpoint, resolving only through the test's DNS server. */
 async function forwarder(target: string, extra: Record<string, any> = {}, endpoint: Record<string, any> = {}) {
   const port = await freePort();
-  const audit = join(mkdtempSync(join(tmpdir(), "oxy-audit-")), "audit.jsonl");
+  const audit = auditPath();
   const settings = {
     telemetry: { audit: { path: audit } },
     dns: { groups: [{ name: "test", servers: [{ address: `127.0.0.1:${dns.port}` }] }] },
@@ -37,21 +35,6 @@ async function forwarder(target: string, extra: Record<string, any> = {}, endpoi
     ...extra,
   };
   return { port, audit, settings };
-}
-
-async function auditRecords(path: string, count: number): Promise<any[]> {
-  const deadline = Date.now() + 5_000;
-  for (;;) {
-    let lines: string[] = [];
-    try {
-      lines = readFileSync(path, "utf8").trim().split("\n").filter(Boolean);
-    } catch {
-      // not written yet
-    }
-    if (lines.length >= count) return lines.map((l) => JSON.parse(l));
-    if (Date.now() > deadline) throw new Error(`${lines.length} audit records, wanted ${count}`);
-    await sleep(25);
-  }
 }
 
 test("forwards to an allowed target, half-closes, and audits the tunnel", async () => {

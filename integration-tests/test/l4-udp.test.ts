@@ -2,12 +2,10 @@
 // timeouts and audit records, against a local UDP echo server.
 
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { auditPath, auditRecords } from "../lib/audit.ts";
 import { startUdpEcho, udpClient, type UdpEcho } from "../lib/udp-echo.ts";
-import { OxyProcess, freePort, sleep } from "../lib/oxy.ts";
+import { OxyProcess, freePort } from "../lib/oxy.ts";
 
 let echo: UdpEcho;
 
@@ -22,7 +20,7 @@ after(async () => {
 async function udpEndpoint(extra: Record<string, any> = {}, udp: Record<string, any> = {}) {
   const port = await freePort();
   const tcpPort = port; // the same number on TCP does not collide with UDP
-  const audit = join(mkdtempSync(join(tmpdir(), "oxy-audit-")), "audit.jsonl");
+  const audit = auditPath();
   const oxy = await OxyProcess.start({
     binary: "oxy",
     settings: {
@@ -37,21 +35,6 @@ async function udpEndpoint(extra: Record<string, any> = {}, udp: Record<string, 
   return { oxy, port, audit };
 }
 
-async function records(path: string, count: number): Promise<any[]> {
-  const deadline = Date.now() + 5_000;
-  for (;;) {
-    let lines: string[] = [];
-    try {
-      lines = readFileSync(path, "utf8").trim().split("\n").filter(Boolean);
-    } catch {
-      // not yet written
-    }
-    if (lines.length >= count) return lines.map((l) => JSON.parse(l));
-    if (Date.now() > deadline) throw new Error(`${lines.length} audit records, wanted ${count}`);
-    await sleep(25);
-  }
-}
-
 test("datagrams flow both ways, one flow per client, audited when idle", async () => {
   const { oxy, port, audit } = await udpEndpoint({ egress: { allow: ["127.0.0.0/8"] } });
   const a = await udpClient(port);
@@ -61,7 +44,7 @@ test("datagrams flow both ways, one flow per client, audited when idle", async (
   await b.send("three");
   assert.deepEqual(await a.waitFor(2), ["one", "two"]);
   assert.deepEqual(await b.waitFor(1), ["three"]);
-  const flows = await records(audit, 2);
+  const flows = await auditRecords(audit, 2);
   const first = flows.find((r) => r.packets_up === 2);
   assert.ok(first, JSON.stringify(flows));
   assert.equal(first.protocol, "udp");
@@ -84,7 +67,7 @@ test("a target the egress policy denies gets no datagram, and the refusal is cou
   const c = await udpClient(port);
   await c.send("knock");
   await c.send("knock again");
-  const [record] = await records(audit, 1);
+  const [record] = await auditRecords(audit, 1);
   assert.match(record.close_reason, /egress denied: 127\.0\.0\.1 is a loopback address/);
   await oxy.waitForMetric('oxy_udp_dropped_total{endpoint="dns-like",reason="refused"}', 2);
   assert.equal(c.replies.length, 0);

@@ -2,14 +2,11 @@
 // minimum version, and mTLS with client certificate facts for hooks.
 
 import assert from "node:assert/strict";
-import { execFile } from "node:child_process";
 import { after, before, test } from "node:test";
-import { promisify } from "node:util";
 import { makePki, type TestPki } from "../lib/certs.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
+import { curl } from "../lib/curl.ts";
 import { OxyProcess, exchange, freePort } from "../lib/oxy.ts";
-
-const run = promisify(execFile);
 
 let pki: TestPki;
 let origin: Origin;
@@ -41,17 +38,6 @@ async function tlsEndpoint(tls: Record<string, any>, options: { binary?: string;
     },
   });
   return { oxy, port };
-}
-
-async function curl(args: string[]) {
-  try {
-    const { stdout } = await run("curl", ["-sS", "-w", "\n%{http_code} %{http_version}", ...args], { timeout: 15_000 });
-    const cut = stdout.lastIndexOf("\n");
-    const [status, version] = stdout.slice(cut + 1).split(" ");
-    return { ok: true, status: Number(status), version, body: stdout.slice(0, cut), stderr: "" };
-  } catch (e: any) {
-    return { ok: false, status: 0, version: "", body: "", stderr: String(e.stderr ?? e.message) };
-  }
 }
 
 test("an HTTPS proxy: forward requests and CONNECT inside TLS to the proxy", async () => {

@@ -109,7 +109,7 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
         .await
         .map_err(OxyError::AppStart)?;
     let resolver = DnsResolver::new(&settings.dns, hooks.dns.clone())
-        .map_err(|e| OxyError::Telemetry(e.to_string()))?;
+        .map_err(|e| OxyError::Setup(e.to_string()))?;
     let (audit, audit_writer) = AuditLog::open(&settings.telemetry.audit)
         .await
         .map_err(|e| {
@@ -130,7 +130,7 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
     for endpoint_settings in &settings.endpoints {
         let app = App::endpoint_context(endpoint_settings).map_err(OxyError::AppStart)?;
         let endpoint = Endpoint::<App>::new(endpoint_settings.clone(), app).map_err(|e| {
-            OxyError::Telemetry(format!(
+            OxyError::Setup(format!(
                 "endpoint {}: tls.{}: {e}",
                 endpoint_settings.name, e.field
             ))

@@ -24,6 +24,9 @@ pub enum OxyError {
     /// Telemetry (logging, Sentry) could not be set up.
     #[error("telemetry setup failed: {0}")]
     Telemetry(String),
+    /// A service the endpoints need (DNS, TLS) could not be set up.
+    #[error("{0}")]
+    Setup(String),
     /// Any other I/O failure outside a single connection.
     #[error(transparent)]
     Io(#[from] std::io::Error),

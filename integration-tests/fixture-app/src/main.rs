@@ -116,47 +116,62 @@ impl IngressHook<Fixture> for Observer {
 
 struct Router;
 
-/// Blocks a form whose field values contain `needle`, even across chunks.
-struct NeedleInForm {
+/// Blocks a form whose field values contain the needle.
+struct NeedleInForm(Needle);
+
+/// Finds `needle` in a stream of chunks, across chunk boundaries.
+struct Needle {
     needle: String,
     tail: Vec<u8>,
 }
 
-/// Blocks a body that contains `needle`, even across chunks.
-struct NeedleInBody {
-    needle: String,
-    tail: Vec<u8>,
+impl Needle {
+    fn new(needle: String) -> Self {
+        Self {
+            needle,
+            tail: Vec::new(),
+        }
+    }
+
+    /// Whether the needle ends in this chunk or spans into it.
+    fn found_in(&mut self, chunk: &[u8]) -> bool {
+        self.tail.extend_from_slice(chunk);
+        let needle = self.needle.as_bytes();
+        if self.tail.windows(needle.len()).any(|w| w == needle) {
+            return true;
+        }
+        let keep = self.tail.len().saturating_sub(needle.len());
+        self.tail.drain(..keep);
+        false
+    }
 }
+
+/// Blocks a body that contains the needle.
+struct NeedleInBody(Needle);
 
 #[async_trait]
 impl BodyTap for NeedleInBody {
     async fn on_chunk(&mut self, chunk: &oxy::reexports::bytes::Bytes) -> TapVerdict {
-        self.tail.extend_from_slice(chunk);
-        let needle = self.needle.as_bytes();
-        if self.tail.windows(needle.len()).any(|w| w == needle) {
-            return TapVerdict::Block("the response carries a forbidden value".into());
+        if self.0.found_in(chunk) {
+            TapVerdict::Block("the response carries a forbidden value".into())
+        } else {
+            TapVerdict::Continue
         }
-        let keep = self.tail.len().saturating_sub(needle.len());
-        self.tail.drain(..keep);
-        TapVerdict::Continue
     }
 }
 
 impl FormInspector for NeedleInForm {
     fn on_field(&mut self, _field: &FormField) -> TapVerdict {
-        self.tail.clear();
+        self.0.tail.clear();
         TapVerdict::Continue
     }
 
     fn on_field_chunk(&mut self, field: &FormField, chunk: &[u8]) -> TapVerdict {
-        self.tail.extend_from_slice(chunk);
-        let needle = self.needle.as_bytes();
-        if self.tail.windows(needle.len()).any(|w| w == needle) {
-            return TapVerdict::Block(format!("field {} carries a forbidden value", field.name));
+        if self.0.found_in(chunk) {
+            TapVerdict::Block(format!("field {} carries a forbidden value", field.name))
+        } else {
+            TapVerdict::Continue
         }
-        let keep = self.tail.len().saturating_sub(needle.len());
-        self.tail.drain(..keep);
-        TapVerdict::Continue
     }
 }
 
@@ -254,13 +269,7 @@ impl HttpRequestHook<Fixture> for Router {
             return None;
         }
         let content_type = request.headers.get("content-type")?.to_str().ok()?;
-        form_tap(
-            content_type,
-            Box::new(NeedleInForm {
-                needle,
-                tail: Vec::new(),
-            }),
-        )
+        form_tap(content_type, Box::new(NeedleInForm(Needle::new(needle))))
     }
 
     fn response_body_tap(
@@ -269,12 +278,8 @@ impl HttpRequestHook<Fixture> for Router {
         cx: &RequestContext<Fixture>,
     ) -> Option<Box<dyn BodyTap>> {
         let needle = cx.endpoint.app_settings().block_response_value.clone();
-        (!needle.is_empty()).then(|| {
-            Box::new(NeedleInBody {
-                needle,
-                tail: Vec::new(),
-            }) as Box<dyn BodyTap>
-        })
+        (!needle.is_empty())
+            .then(|| Box::new(NeedleInBody(Needle::new(needle))) as Box<dyn BodyTap>)
     }
 
     async fn on_response(

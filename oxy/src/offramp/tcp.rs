@@ -153,14 +153,17 @@ pub async fn connect_target<App: OxyExt>(
             oxy_offramp::connect_seconds().observe(started.elapsed().as_secs_f64());
             oxy_offramp::connects_total(if addr.is_ipv6() { "ipv6" } else { "ipv4" }).inc();
         }
-        Err(e) => {
-            if let ConnectError::Denied(denied) = e {
-                oxy_offramp::egress_denied_total(denied.reason()).inc();
-            }
-            oxy_offramp::connect_failures_total(e.reason()).inc();
-        }
+        Err(e) => count_failure(e),
     }
     result
+}
+
+/// Counts a failed connection to a target (and the denial, when the policy refused it).
+pub(crate) fn count_failure(e: &ConnectError) {
+    if let ConnectError::Denied(denied) = e {
+        oxy_offramp::egress_denied_total(denied.reason()).inc();
+    }
+    oxy_offramp::connect_failures_total(e.reason()).inc();
 }
 
 async fn connect_inner<App: OxyExt>(

@@ -4,7 +4,7 @@ use crate::app::OxyExt;
 use crate::dns::Family;
 use crate::hooks::{EgressContext, Target};
 use crate::offramp::resolve::AllowedAddresses;
-use crate::offramp::tcp::{ConnectError, oxy_offramp};
+use crate::offramp::tcp::{ConnectError, count_failure};
 use crate::services::Services;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use tokio::net::UdpSocket;
@@ -18,10 +18,7 @@ pub async fn connect<App: OxyExt>(
 ) -> Result<(UdpSocket, SocketAddr), ConnectError> {
     let result = connect_inner(services, target, bind, hook_cx).await;
     if let Err(e) = &result {
-        if let ConnectError::Denied(denied) = e {
-            oxy_offramp::egress_denied_total(denied.reason()).inc();
-        }
-        oxy_offramp::connect_failures_total(e.reason()).inc();
+        count_failure(e);
     }
     result
 }

@@ -10,6 +10,7 @@ use crate::services::Services;
 use crate::settings::EndpointProtocol;
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::panics;
+use crate::tls::server::oxy_tls;
 use crate::tunnel;
 use crate::tunnel::pump::CloseReason;
 use crate::tunnel::tcp::TunnelRefused;
@@ -238,15 +239,4 @@ async fn forward<App: OxyExt, S: AsyncRead + AsyncWrite>(
         Err(TunnelRefused::Shutdown) => ConnectionEnd::Shutdown,
         Err(_) => ConnectionEnd::Closed,
     }
-}
-
-/// TLS handshakes.
-#[crate::metrics]
-pub mod oxy_tls {
-    /// TLS handshakes completed, by endpoint and protocol version.
-    pub fn handshakes_total(endpoint: &str, version: &str) -> Counter;
-
-    /// TLS handshakes failed, by endpoint and reason (`timeout`, `client_certificate`,
-    /// `handshake`).
-    pub fn handshake_failures_total(endpoint: &str, reason: &str) -> Counter;
 }

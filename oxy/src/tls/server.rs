@@ -258,3 +258,14 @@ fn ip_text(bytes: &[u8]) -> Option<String> {
     };
     Some(format!("IP:{ip}"))
 }
+
+/// TLS handshakes.
+#[crate::metrics]
+pub mod oxy_tls {
+    /// TLS handshakes completed, by endpoint and protocol version.
+    pub fn handshakes_total(endpoint: &str, version: &str) -> Counter;
+
+    /// TLS handshakes failed, by endpoint and reason (`timeout`, `client_certificate`,
+    /// `handshake`).
+    pub fn handshake_failures_total(endpoint: &str, reason: &str) -> Counter;
+}
