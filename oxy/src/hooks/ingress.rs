@@ -2,6 +2,7 @@
 
 use crate::app::OxyExt;
 use crate::endpoint::Endpoint;
+use crate::onramp::proxy_protocol::ProxyFacts;
 use crate::tls::TlsFacts;
 use async_trait::async_trait;
 use std::net::SocketAddr;
@@ -25,8 +26,13 @@ pub struct IngressConnectionContext<App: OxyExt> {
     pub endpoint: Arc<Endpoint<App>>,
     /// TCP or UDP.
     pub transport: Transport,
-    /// The peer's address as the socket sees it.
+    /// The peer's address as the socket sees it (the load balancer, behind one).
     pub peer_addr: SocketAddr,
+    /// The client: the original client a trusted PROXY header named, else `peer_addr`.
+    /// Hooks, logs, the audit trail and `X-Forwarded-For` use this one.
+    pub client_addr: SocketAddr,
+    /// What the PROXY header said, when the connection had one.
+    pub proxy: Option<ProxyFacts>,
     /// The local address the connection arrived on.
     pub local_addr: SocketAddr,
     /// When the connection was accepted.
@@ -57,6 +63,8 @@ pub enum ConnectionEnd {
     Shutdown,
     /// The TLS handshake failed, with this reason.
     HandshakeFailed(String),
+    /// The PROXY header was missing, malformed or untrusted, with this reason.
+    ProxyHeaderRefused(String),
     /// A hook or handler panicked; the panic was reported.
     Panicked,
 }

@@ -50,7 +50,8 @@ pub async fn handle<App: OxyExt>(
     let tunnel = match tunnel::tcp::open(
         &handler.services,
         &handler.endpoint,
-        handler.client_addr,
+        handler.peer_addr,
+        handler.original_client,
         handler.local_addr,
         Some(target),
         &handler.drain,

@@ -32,8 +32,12 @@ pub struct Handler<App: OxyExt> {
     pub services: Arc<Services<App>>,
     /// The endpoint the connection came in on.
     pub endpoint: Arc<Endpoint<App>>,
-    /// The client's address.
+    /// The client's address (the original client behind a PROXY header).
     pub client_addr: SocketAddr,
+    /// The socket's peer (the load balancer behind a PROXY header).
+    pub peer_addr: SocketAddr,
+    /// The original client a PROXY header named.
+    pub original_client: Option<SocketAddr>,
     /// The local address the client connected to.
     pub local_addr: SocketAddr,
     /// TLS facts of the connection, if it is TLS.

@@ -50,7 +50,9 @@ where
     let handler = Arc::new(Handler {
         services: services.clone(),
         endpoint: endpoint.clone(),
-        client_addr: cx.peer_addr,
+        client_addr: cx.client_addr,
+        peer_addr: cx.peer_addr,
+        original_client: cx.proxy.as_ref().and_then(|p| p.source),
         local_addr: cx.local_addr,
         tls: cx.tls.clone(),
         drain: drain.clone(),

@@ -1,4 +1,5 @@
 //! On-ramps: the listeners that accept traffic for endpoints.
 
+pub mod proxy_protocol;
 pub mod tcp;
 pub mod udp;

@@ -6,8 +6,10 @@ use crate::endpoint::Endpoint;
 use crate::hooks::{
     ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext, Transport,
 };
+use crate::onramp::proxy_protocol::{self, PrefixedStream, oxy_proxy_protocol};
 use crate::services::Services;
 use crate::settings::EndpointProtocol;
+use crate::settings::ProxyProtocolMode;
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::panics;
 use crate::tls::server::oxy_tls;
@@ -73,12 +75,20 @@ pub async fn serve<App: OxyExt>(
             }
         };
         let id = next_connection_id();
-        let span = tracing::info_span!("connection", id, endpoint = %name, peer = %peer_addr);
+        let span = tracing::info_span!(
+            "connection",
+            id,
+            endpoint = %name,
+            peer = %peer_addr,
+            client = tracing::field::Empty
+        );
         let cx = IngressConnectionContext {
             id,
             endpoint: endpoint.clone(),
             transport: Transport::Tcp,
             peer_addr,
+            client_addr: peer_addr,
+            proxy: None,
             local_addr,
             accepted_at: Instant::now(),
             tls: None,
@@ -120,7 +130,7 @@ async fn handle<App: OxyExt>(
             oxy_connections::rejected_total(&name, "panic").inc();
         }
         ConnectionEnd::Shutdown => tracing::info!("connection closed: shutdown drain period over"),
-        ConnectionEnd::HandshakeFailed(_) => {}
+        ConnectionEnd::HandshakeFailed(_) | ConnectionEnd::ProxyHeaderRefused(_) => {}
         ConnectionEnd::Closed => {}
     }
     let summary = ConnectionSummary {
@@ -141,11 +151,38 @@ async fn handle<App: OxyExt>(
 
 /// Runs the ingress hook, then serves the endpoint's protocol.
 async fn serve_connection<App: OxyExt>(
-    stream: TcpStream,
+    mut stream: TcpStream,
     cx: &mut IngressConnectionContext<App>,
     services: &Arc<Services<App>>,
     drain: &Drain,
 ) -> ConnectionEnd {
+    let mut rest = bytes::Bytes::new();
+    let proxy_settings = &cx.endpoint.settings.proxy_protocol;
+    if proxy_settings.mode != ProxyProtocolMode::Off {
+        let name = cx.endpoint.name().to_string();
+        let header = tokio::select! {
+            header = proxy_protocol::read_header(&mut stream, cx.peer_addr, proxy_settings) => header,
+            _ = drain.force_closing() => return ConnectionEnd::Shutdown,
+        };
+        match header {
+            Ok((facts, after)) => {
+                rest = after;
+                if let Some(facts) = facts {
+                    oxy_proxy_protocol::headers_total(&name, facts.version).inc();
+                    if let Some(source) = facts.source {
+                        cx.client_addr = source;
+                        tracing::Span::current().record("client", tracing::field::display(source));
+                    }
+                    cx.proxy = Some(facts);
+                }
+            }
+            Err(e) => {
+                oxy_proxy_protocol::errors_total(&name, e.reason()).inc();
+                tracing::info!(error = %e, "connection closed: PROXY header refused");
+                return ConnectionEnd::ProxyHeaderRefused(e.to_string());
+            }
+        }
+    }
     if let Some(ingress) = &services.hooks.ingress {
         let action = tokio::select! {
             action = ingress.on_connection(cx) => action,
@@ -162,6 +199,7 @@ async fn serve_connection<App: OxyExt>(
         EndpointProtocol::Http => crate::http::server::linger_handle(&stream),
         EndpointProtocol::Tcp | EndpointProtocol::Udp => None,
     };
+    let stream = PrefixedStream::new(rest, stream);
     let Some(acceptor) = cx.endpoint.tls.clone() else {
         return serve_protocol(stream, linger, cx, services, drain).await;
     };
@@ -226,6 +264,7 @@ async fn forward<App: OxyExt, S: AsyncRead + AsyncWrite>(
         services,
         &cx.endpoint,
         cx.peer_addr,
+        cx.proxy.as_ref().and_then(|p| p.source),
         cx.local_addr,
         target,
         drain,

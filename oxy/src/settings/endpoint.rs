@@ -31,6 +31,8 @@ pub struct EndpointSettings<E> {
     pub tunnel: TunnelSettings,
     /// TLS termination for this endpoint.
     pub tls: TlsSettings,
+    /// PROXY protocol headers from load balancers in front of this endpoint (TCP).
+    pub proxy_protocol: ProxyProtocolSettings,
     /// Limits that protect the process.
     pub limits: EndpointLimits,
     /// The application's settings for this endpoint.
@@ -112,6 +114,35 @@ fn default_name() -> String {
 
 fn default_listen() -> Vec<SocketAddr> {
     vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
+}
+
+/// The `proxy_protocol:` section of an endpoint.
+#[oxy_app_settings]
+pub struct ProxyProtocolSettings {
+    /// `off`, `optional` (a v1 or v2 header is used when present) or `required`.
+    pub mode: ProxyProtocolMode,
+    /// Networks allowed to send a PROXY header; a header from anyone else closes the
+    /// connection (a spoofed client address is a security bug). Needed unless `off`.
+    pub trusted: Vec<ipnet::IpNet>,
+    /// Time allowed for the header to arrive.
+    #[serde(with = "humantime_serde", default = "default_header_timeout")]
+    pub header_timeout: Duration,
+}
+
+/// Whether connections start with a PROXY header.
+#[oxy_app_settings]
+pub enum ProxyProtocolMode {
+    /// No header is read.
+    #[default]
+    Off,
+    /// A header is used when the connection starts with one.
+    Optional,
+    /// Every connection must start with a header.
+    Required,
+}
+
+fn default_header_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// The `tls:` section of an endpoint.

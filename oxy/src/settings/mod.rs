@@ -18,7 +18,8 @@ pub use documented_yaml::to_documented_yaml;
 pub use egress::{EgressSettings, HappyEyeballsSettings};
 pub use endpoint::{
     CertificateSettings, ClientAuth, EndpointLimits, EndpointProtocol, EndpointSettings,
-    TcpForwardSettings, TlsSettings, TlsVersion, TunnelSettings, UdpForwardSettings,
+    ProxyProtocolMode, ProxyProtocolSettings, TcpForwardSettings, TlsSettings, TlsVersion,
+    TunnelSettings, UdpForwardSettings,
 };
 pub use errors::{ConfigError, ConfigErrors};
 pub use http::{HttpClientSettings, HttpLimits, HttpSettings, ProxyAuthSettings, ProxyUser};

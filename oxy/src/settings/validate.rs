@@ -1,7 +1,7 @@
 //! Semantic checks on loaded settings, all problems at once, before anything binds.
 
 use super::errors::PathSegment;
-use super::{ClientAuth, ServerSettings, Settings};
+use super::{ClientAuth, ProxyProtocolMode, ServerSettings, Settings};
 use crate::hooks::Target;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -127,6 +127,21 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                 at(&[key("tls"), key("enabled")]),
                 "TLS is not available on udp endpoints".into(),
             ));
+        }
+        let proxy_protocol = &endpoint.proxy_protocol;
+        if proxy_protocol.mode != ProxyProtocolMode::Off {
+            if proxy_protocol.trusted.is_empty() {
+                problems.push((
+                    at(&[key("proxy_protocol"), key("trusted")]),
+                    "list the networks of the load balancers that send PROXY headers".into(),
+                ));
+            }
+            if endpoint.protocol.is_udp() {
+                problems.push((
+                    at(&[key("proxy_protocol"), key("mode")]),
+                    "PROXY headers are read on TCP endpoints only".into(),
+                ));
+            }
         }
         if endpoint.udp.queue == 0 {
             problems.push((at(&[key("udp"), key("queue")]), "must be at least 1".into()));

@@ -26,8 +26,10 @@ pub struct AuditRecord {
     pub endpoint: String,
     /// `tcp` or `udp`.
     pub protocol: &'static str,
-    /// The client's address.
+    /// The client's address as the socket saw it (the load balancer, behind one).
     pub client: SocketAddr,
+    /// The original client, from a PROXY header.
+    pub original_client: Option<SocketAddr>,
     /// The destination as requested (`host:port`).
     pub target: String,
     /// The address connected to, when a connection was made.

@@ -48,6 +48,8 @@ impl TunnelRefused {
 
 /// A tunnel whose off-ramp is connected, ready to pump.
 pub struct TcpTunnel<App: OxyExt> {
+    peer_addr: SocketAddr,
+    original_client: Option<SocketAddr>,
     services: Arc<Services<App>>,
     cx: TunnelContext<App>,
     server: TcpStream,
@@ -61,11 +63,13 @@ pub struct TcpTunnel<App: OxyExt> {
 pub async fn open<App: OxyExt>(
     services: &Arc<Services<App>>,
     endpoint: &Arc<Endpoint<App>>,
-    client_addr: SocketAddr,
+    peer_addr: SocketAddr,
+    original_client: Option<SocketAddr>,
     local_addr: SocketAddr,
     target: Option<Target>,
     drain: &Drain,
 ) -> Result<TcpTunnel<App>, TunnelRefused> {
+    let client_addr = original_client.unwrap_or(peer_addr);
     let started_at = SystemTime::now();
     let started = Instant::now();
     let mut egress = EgressContext {
@@ -81,7 +85,8 @@ pub async fn open<App: OxyExt>(
         services.audit.write(&AuditRecord {
             endpoint: endpoint.name().to_string(),
             protocol: "tcp",
-            client: client_addr,
+            client: peer_addr,
+            original_client,
             target: target.map(ToString::to_string).unwrap_or_default(),
             resolved,
             bytes_up: 0,
@@ -150,6 +155,8 @@ pub async fn open<App: OxyExt>(
         }
     }
     Ok(TcpTunnel {
+        peer_addr,
+        original_client,
         services: services.clone(),
         cx,
         server,
@@ -212,7 +219,8 @@ impl<App: OxyExt> TcpTunnel<App> {
         self.services.audit.write(&AuditRecord {
             endpoint,
             protocol: "tcp",
-            client: self.cx.client_addr,
+            client: self.peer_addr,
+            original_client: self.original_client,
             target: target.to_string(),
             resolved: Some(peer),
             bytes_up: outcome.bytes_up,
