@@ -9,6 +9,9 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { curl } from "../lib/curl.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
+import { auditPath, auditRecords } from "../lib/audit.ts";
+import { startEchoServer } from "../lib/echo-server.ts";
+import { startUdpEcho, udpClient } from "../lib/udp-echo.ts";
 import { OxyProcess, exchange, freePort, repoRoot, sleep, writeConfig } from "../lib/oxy.ts";
 
 let origin: Origin;
@@ -36,14 +39,14 @@ function httpGet(path: string) {
   return `GET http://127.0.0.1:${origin.port}${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n`;
 }
 
-function v2Header(source: [string, number], destination: [string, number], tlvs: Buffer = Buffer.alloc(0), versionCommand = 0x21) {
+function v2Header(source: [string, number], destination: [string, number], tlvs: Buffer = Buffer.alloc(0), versionCommand = 0x21, family = 0x11) {
   const sig = Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a]);
   const addresses = Buffer.alloc(12);
   Buffer.from(source[0].split(".").map(Number)).copy(addresses, 0);
   Buffer.from(destination[0].split(".").map(Number)).copy(addresses, 4);
   addresses.writeUInt16BE(source[1], 8);
   addresses.writeUInt16BE(destination[1], 10);
-  const head = Buffer.from([versionCommand, 0x11, 0, 0]);
+  const head = Buffer.from([versionCommand, family, 0, 0]);
   head.writeUInt16BE(12 + tlvs.length, 2);
   return Buffer.concat([sig, head, addresses, tlvs]);
 }
@@ -148,4 +151,90 @@ test("config/proxy-protocol.yaml needs trusted networks", async () => {
   const r = await OxyProcess.start({ binary: "oxy", settings: text, telemetryListen: "127.0.0.1:1" }).catch((e: Error) => e);
   assert.ok(r instanceof Error);
   assert.match(r.message, /endpoints\[0\]\.proxy_protocol\.trusted: list the networks of the load balancers/);
+});
+
+test("UDP: v2 headers per datagram or on a flow's first datagram name the original client", async () => {
+  const echo = await startUdpEcho();
+  const [perDatagram, firstDatagram] = [await freePort(), await freePort()];
+  const audit = auditPath();
+  const trusted = { mode: "required", trusted: ["127.0.0.0/8"] };
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      telemetry: { audit: { path: audit } },
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [
+        { name: "per", protocol: "udp", listen: [`127.0.0.1:${perDatagram}`], udp: { target: `127.0.0.1:${echo.port}`, idle_timeout: "300ms" }, proxy_protocol: { ...trusted, udp: "per_datagram" } },
+        { name: "first", protocol: "udp", listen: [`127.0.0.1:${firstDatagram}`], udp: { target: `127.0.0.1:${echo.port}`, idle_timeout: "300ms" }, proxy_protocol: { ...trusted, udp: "first_datagram" } },
+      ],
+    },
+  });
+  const header = (ip: string, port: number, to: number) => v2Header([ip, 7000], ["127.0.0.1", to], Buffer.alloc(0), 0x21, 0x12);
+  const balancer = await udpClient(perDatagram);
+  const send = (data: Buffer) => new Promise<void>((ok) => (balancer as any).send(data).then(ok));
+  await send(Buffer.concat([header("203.0.113.9", 7000, perDatagram), Buffer.from("from alice")]));
+  await send(Buffer.concat([header("203.0.113.10", 7000, perDatagram), Buffer.from("from bob")]));
+  await send(Buffer.from("no header"));
+  assert.deepEqual((await balancer.waitFor(2)).sort(), ["from alice", "from bob"]);
+  await oxy.waitForMetric('oxy_proxy_protocol_errors_total{endpoint="per",reason="missing"}', 1);
+
+  const first = await udpClient(firstDatagram);
+  await first.send(Buffer.concat([header("198.51.100.5", 7000, firstDatagram), Buffer.from("hello")]) as unknown as string);
+  await first.send("raw follow-up");
+  assert.deepEqual(await first.waitFor(2), ["hello", "raw follow-up"]);
+
+  const records = await auditRecords(audit, 3);
+  const originals = records.map((r) => r.original_client).sort();
+  assert.deepEqual(originals, ["198.51.100.5:7000", "203.0.113.10:7000", "203.0.113.9:7000"]);
+  assert.ok(records.every((r) => /^127\.0\.0\.1:\d+$/.test(r.client)));
+  await balancer.close();
+  await first.close();
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  await echo.close();
+});
+
+test("HAProxy with accept-proxy receives Oxy's v2 header towards an internal service", async () => {
+  const echo = await startEchoServer();
+  const [haproxyPort, l4] = [await freePort(), await freePort()];
+  const config = [
+    "defaults",
+    "  mode tcp",
+    "  timeout connect 2s",
+    "  timeout client 10s",
+    "  timeout server 10s",
+    "listen internal",
+    `  bind 127.0.0.1:${haproxyPort} accept-proxy`,
+    `  server echo 127.0.0.1:${echo.port}`,
+    "",
+  ].join("\n");
+  const haproxy = spawn("haproxy", ["-f", writeConfig(config, "haproxy.cfg"), "-db"], { stdio: "ignore" });
+  const oxy = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "l4", protocol: "tcp", listen: [`127.0.0.1:${l4}`], app: { internal_service: `127.0.0.1:${haproxyPort}`, internal_tlv: "tenant-7" } }],
+    },
+  });
+  try {
+    await sleep(300);
+    assert.equal((await exchange(l4, "through haproxy")).toString(), "through haproxy");
+  } finally {
+    haproxy.kill("SIGTERM");
+  }
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  await echo.close();
+});
+
+test("hooks see the original client from a PROXY header", async () => {
+  const port = await freePort();
+  const oxy = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "pp", listen: [`127.0.0.1:${port}`], proxy_protocol: { mode: "required", trusted: ["127.0.0.0/8"] } }],
+    },
+  });
+  await exchange(port, `PROXY TCP4 203.0.113.44 127.0.0.1 6000 80\r\n${httpGet("/hooked")}`);
+  await oxy.waitForLog(/fixture saw a connection endpoint="pp" peer=127\.0\.0\.1:\d+ client=203\.0\.113\.44:6000/);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });

@@ -90,6 +90,7 @@ impl IngressHook<Fixture> for Observer {
         tracing::info!(
             endpoint = cx.endpoint.name(),
             peer = %cx.peer_addr,
+            client = %cx.client_addr,
             local = %cx.local_addr,
             "fixture saw a connection"
         );

@@ -113,6 +113,25 @@ pub mod oxy_proxy_protocol {
     pub fn errors_total(endpoint: &str, reason: &str) -> Counter;
 }
 
+/// Splits a datagram into its PROXY v2 header's facts (`None` when it has none) and its
+/// payload. Datagrams carry v2 only; a v1 header is malformed here.
+pub fn split_datagram(datagram: &[u8]) -> Result<(Option<ProxyFacts>, usize), ProxyHeaderError> {
+    if !datagram.starts_with(V2_SIGNATURE) {
+        return Ok((None, 0));
+    }
+    match decide(datagram)? {
+        Decision::Header(facts, len) => Ok((Some(facts), len)),
+        _ => Err(ProxyHeaderError::Malformed(
+            "truncated header in a datagram".into(),
+        )),
+    }
+}
+
+/// Whether `peer` may send PROXY headers.
+pub fn is_trusted(settings: &ProxyProtocolSettings, peer: SocketAddr) -> bool {
+    settings.trusted.iter().any(|net| net.contains(&peer.ip()))
+}
+
 /// Reads the header `settings` ask for from the start of `stream`. Returns its facts
 /// (`None` when there was none, in `optional` mode) and the bytes read after it.
 pub async fn read_header(
@@ -124,7 +143,7 @@ pub async fn read_header(
     let (facts, rest) = tokio::time::timeout(settings.header_timeout, reading)
         .await
         .map_err(|_| ProxyHeaderError::Timeout)??;
-    if facts.is_some() && !settings.trusted.iter().any(|net| net.contains(&peer.ip())) {
+    if facts.is_some() && !is_trusted(settings, peer) {
         return Err(ProxyHeaderError::Untrusted(peer));
     }
     Ok((facts, rest))

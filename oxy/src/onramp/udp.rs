@@ -1,9 +1,12 @@
-//! UDP listeners: demultiplex datagrams by client address into flows with bounded queues.
+//! UDP listeners: demultiplex datagrams into flows (one per client, or per original
+//! client behind PROXY v2 headers) with bounded queues.
 
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
+use crate::onramp::proxy_protocol::{self, ProxyFacts, oxy_proxy_protocol};
 use crate::services::Services;
+use crate::settings::{ProxyProtocolMode, UdpProxyHeader};
 use crate::tunnel::udp::{FlowStart, oxy_udp};
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -17,8 +20,21 @@ use tracing::Instrument;
 /// Largest datagram read from a client.
 const MAX_DATAGRAM: usize = 65_535;
 
-/// Receives datagrams on `socket` for `endpoint` until the drain stops accepting; each
-/// client address is one flow.
+/// A flow: the sending socket address, and the original client behind a PROXY header.
+type FlowKey = (SocketAddr, Option<SocketAddr>);
+
+/// What every new flow of one listener shares.
+struct Listener<App: OxyExt> {
+    socket: Arc<UdpSocket>,
+    local_addr: SocketAddr,
+    endpoint: Arc<Endpoint<App>>,
+    slots: Option<Arc<Semaphore>>,
+    services: Arc<Services<App>>,
+    drain: Drain,
+    ended: mpsc::UnboundedSender<FlowKey>,
+}
+
+/// Receives datagrams on `socket` for `endpoint` until the drain stops accepting.
 pub async fn serve<App: OxyExt>(
     socket: UdpSocket,
     endpoint: Arc<Endpoint<App>>,
@@ -34,20 +50,32 @@ pub async fn serve<App: OxyExt>(
             return;
         }
     };
-    let socket = Arc::new(socket);
-    let (ended_tx, mut ended_rx) = mpsc::unbounded_channel::<SocketAddr>();
-    let mut flows: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
+    let (ended, mut ended_rx) = mpsc::unbounded_channel::<FlowKey>();
+    let listener = Listener {
+        socket: Arc::new(socket),
+        local_addr,
+        endpoint,
+        slots,
+        services,
+        drain,
+        ended,
+    };
+    let proxy = &listener.endpoint.settings.proxy_protocol;
+    let mut flows: HashMap<FlowKey, mpsc::Sender<Bytes>> = HashMap::new();
+    // Peers whose flow began behind a header (`first_datagram`), and that original client.
+    let mut first_headers: HashMap<SocketAddr, Option<SocketAddr>> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        let (n, client) = tokio::select! {
-            _ = drain.stopping() => break,
+        let (n, peer) = tokio::select! {
+            _ = listener.drain.stopping() => break,
             Some(ended) = ended_rx.recv() => {
                 if flows.get(&ended).is_some_and(|tx| tx.is_closed()) {
                     flows.remove(&ended);
+                    first_headers.remove(&ended.0);
                 }
                 continue;
             }
-            received = socket.recv_from(&mut buf) => match received {
+            received = listener.socket.recv_from(&mut buf) => match received {
                 Ok(received) => received,
                 Err(e) => {
                     tracing::debug!(endpoint = %name, error = %e, "UDP receive failed");
@@ -56,8 +84,31 @@ pub async fn serve<App: OxyExt>(
                 }
             },
         };
-        let datagram = Bytes::copy_from_slice(&buf[..n]);
-        if let Some(flow) = flows.get(&client) {
+        let datagram = &buf[..n];
+        let header_expected = proxy.mode != ProxyProtocolMode::Off
+            && (proxy.udp == UdpProxyHeader::PerDatagram || !first_headers.contains_key(&peer));
+        let (facts, payload) = if header_expected {
+            match read_header(datagram, peer, &listener) {
+                Ok(split) => split,
+                Err(reason) => {
+                    oxy_proxy_protocol::errors_total(&name, reason).inc();
+                    continue;
+                }
+            }
+        } else {
+            (None, datagram)
+        };
+        let original = match (&facts, proxy.udp) {
+            (Some(facts), _) => facts.source,
+            (None, UdpProxyHeader::FirstDatagram) => first_headers.get(&peer).copied().flatten(),
+            (None, UdpProxyHeader::PerDatagram) => None,
+        };
+        if proxy.mode != ProxyProtocolMode::Off && proxy.udp == UdpProxyHeader::FirstDatagram {
+            first_headers.entry(peer).or_insert(original);
+        }
+        let key = (peer, original);
+        let datagram = Bytes::copy_from_slice(payload);
+        if let Some(flow) = flows.get(&key) {
             match flow.try_send(datagram) {
                 Ok(()) => continue,
                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -66,38 +117,47 @@ pub async fn serve<App: OxyExt>(
                 }
                 // The flow just ended: start a new one with this datagram.
                 Err(mpsc::error::TrySendError::Closed(datagram)) => {
-                    flows.remove(&client);
-                    start_flow(
-                        &mut flows, datagram, client, local_addr, &socket, &endpoint, &slots,
-                        &services, &drain, &ended_tx,
-                    );
+                    flows.remove(&key);
+                    start_flow(&listener, &mut flows, key, facts, datagram);
                 }
             }
         } else {
-            start_flow(
-                &mut flows, datagram, client, local_addr, &socket, &endpoint, &slots, &services,
-                &drain, &ended_tx,
-            );
+            start_flow(&listener, &mut flows, key, facts, datagram);
         }
     }
     tracing::debug!(endpoint = %name, "UDP listener closed");
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The header facts and payload of a datagram that should carry a header, or why it is
+/// dropped.
+fn read_header<'a, App: OxyExt>(
+    datagram: &'a [u8],
+    peer: SocketAddr,
+    listener: &Listener<App>,
+) -> Result<(Option<ProxyFacts>, &'a [u8]), &'static str> {
+    let settings = &listener.endpoint.settings.proxy_protocol;
+    let (facts, header_len) = proxy_protocol::split_datagram(datagram).map_err(|e| e.reason())?;
+    match facts {
+        Some(_) if !proxy_protocol::is_trusted(settings, peer) => Err("untrusted"),
+        None if settings.mode == ProxyProtocolMode::Required => Err("missing"),
+        Some(facts) => {
+            oxy_proxy_protocol::headers_total(listener.endpoint.name(), facts.version).inc();
+            Ok((Some(facts), &datagram[header_len..]))
+        }
+        None => Ok((None, datagram)),
+    }
+}
+
 fn start_flow<App: OxyExt>(
-    flows: &mut HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    listener: &Listener<App>,
+    flows: &mut HashMap<FlowKey, mpsc::Sender<Bytes>>,
+    key: FlowKey,
+    proxy: Option<ProxyFacts>,
     first: Bytes,
-    client: SocketAddr,
-    local_addr: SocketAddr,
-    socket: &Arc<UdpSocket>,
-    endpoint: &Arc<Endpoint<App>>,
-    slots: &Option<Arc<Semaphore>>,
-    services: &Arc<Services<App>>,
-    drain: &Drain,
-    ended: &mpsc::UnboundedSender<SocketAddr>,
 ) {
+    let endpoint = &listener.endpoint;
     let name = endpoint.name();
-    let permit: Option<OwnedSemaphorePermit> = match slots {
+    let permit: Option<OwnedSemaphorePermit> = match &listener.slots {
         None => None,
         Some(slots) => match slots.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
@@ -111,21 +171,27 @@ fn start_flow<App: OxyExt>(
     if tx.try_send(first).is_err() {
         return;
     }
-    flows.insert(client, tx);
+    flows.insert(key, tx);
+    let (peer, original) = key;
     let id = crate::onramp::tcp::next_connection_id();
-    let span = tracing::info_span!("connection", id, endpoint = %name, peer = %client);
+    let span = tracing::info_span!("connection", id, endpoint = %name, peer = %peer, client = tracing::field::Empty);
+    if let Some(original) = original {
+        span.record("client", tracing::field::display(original));
+    }
     let start = FlowStart {
-        client,
-        local_addr,
-        listener: socket.clone(),
+        peer,
+        proxy,
+        original_client: original,
+        local_addr: listener.local_addr,
+        listener: listener.socket.clone(),
         from_client: rx,
         endpoint: endpoint.clone(),
         id,
     };
-    let services = services.clone();
-    let flow_drain = drain.clone();
-    let ended = ended.clone();
-    drain.spawn_connection(
+    let services = listener.services.clone();
+    let flow_drain = listener.drain.clone();
+    let ended = listener.ended.clone();
+    listener.drain.spawn_connection(
         async move {
             if crate::telemetry::panics::contain(crate::tunnel::udp::run(
                 start, services, flow_drain,
@@ -135,7 +201,7 @@ fn start_flow<App: OxyExt>(
             {
                 tracing::error!("UDP flow panicked");
             }
-            let _ = ended.send(client);
+            let _ = ended.send(key);
             drop(permit);
         }
         .instrument(span),

@@ -124,9 +124,23 @@ pub struct ProxyProtocolSettings {
     /// Networks allowed to send a PROXY header; a header from anyone else closes the
     /// connection (a spoofed client address is a security bug). Needed unless `off`.
     pub trusted: Vec<ipnet::IpNet>,
-    /// Time allowed for the header to arrive.
+    /// Time allowed for the header to arrive (TCP).
     #[serde(with = "humantime_serde", default = "default_header_timeout")]
     pub header_timeout: Duration,
+    /// On `udp` endpoints (v2 only): `per_datagram` (every datagram starts with a header;
+    /// flows are told apart by the original client) or `first_datagram` (only the first
+    /// datagram of each flow does).
+    pub udp: UdpProxyHeader,
+}
+
+/// Where PROXY v2 headers sit on a UDP endpoint.
+#[oxy_app_settings]
+pub enum UdpProxyHeader {
+    /// In front of every datagram.
+    #[default]
+    PerDatagram,
+    /// In front of the first datagram of each flow.
+    FirstDatagram,
 }
 
 /// Whether connections start with a PROXY header.

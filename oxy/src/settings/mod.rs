@@ -19,7 +19,7 @@ pub use egress::{EgressSettings, HappyEyeballsSettings};
 pub use endpoint::{
     CertificateSettings, ClientAuth, EndpointLimits, EndpointProtocol, EndpointSettings,
     ProxyProtocolMode, ProxyProtocolSettings, TcpForwardSettings, TlsSettings, TlsVersion,
-    TunnelSettings, UdpForwardSettings,
+    TunnelSettings, UdpForwardSettings, UdpProxyHeader,
 };
 pub use errors::{ConfigError, ConfigErrors};
 pub use http::{HttpClientSettings, HttpLimits, HttpSettings, ProxyAuthSettings, ProxyUser};

@@ -136,12 +136,6 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                     "list the networks of the load balancers that send PROXY headers".into(),
                 ));
             }
-            if endpoint.protocol.is_udp() {
-                problems.push((
-                    at(&[key("proxy_protocol"), key("mode")]),
-                    "PROXY headers are read on TCP endpoints only".into(),
-                ));
-            }
         }
         if endpoint.udp.queue == 0 {
             problems.push((at(&[key("udp"), key("queue")]), "must be at least 1".into()));

@@ -36,8 +36,12 @@ pub mod oxy_udp {
 
 /// What a flow needs from its listener.
 pub struct FlowStart<App: OxyExt> {
-    /// The client's address.
-    pub client: SocketAddr,
+    /// The address datagrams come from and replies go to (a balancer, behind one).
+    pub peer: SocketAddr,
+    /// The original client a PROXY header named.
+    pub original_client: Option<SocketAddr>,
+    /// The PROXY header of the flow's first datagram, if any.
+    pub proxy: Option<crate::onramp::proxy_protocol::ProxyFacts>,
     /// The listener's local address.
     pub local_addr: SocketAddr,
     /// The listener socket, to answer the client from.
@@ -53,7 +57,9 @@ pub struct FlowStart<App: OxyExt> {
 /// Runs one flow to its end.
 pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>>, drain: Drain) {
     let FlowStart {
-        client,
+        peer: sender,
+        original_client,
+        proxy,
         local_addr,
         listener,
         mut from_client,
@@ -71,20 +77,21 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
         id,
         endpoint: endpoint.clone(),
         transport: Transport::Udp,
-        peer_addr: client,
-        client_addr: client,
-        proxy: None,
+        peer_addr: sender,
+        client_addr: original_client.unwrap_or(sender),
+        proxy,
         local_addr,
         accepted_at: std::time::Instant::now(),
         tls: None,
         app: Default::default(),
     };
+    let client = original_client.unwrap_or(sender);
     let audit = |target: String, resolved, counts: Counts, reason: &str| {
         services.audit.write(&AuditRecord {
             endpoint: name.clone(),
             protocol: "udp",
-            client,
-            original_client: None,
+            client: sender,
+            original_client,
             target,
             resolved,
             bytes_up: counts.bytes_up,
@@ -230,7 +237,7 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
             &upstream,
             prefix,
             &listener,
-            client,
+            sender,
             idle,
             (lifetime > Duration::ZERO).then_some(lifetime),
             &drain,
@@ -321,7 +328,7 @@ async fn pump(
     upstream: &UdpSocket,
     prefix: Option<Vec<u8>>,
     listener: &UdpSocket,
-    client: SocketAddr,
+    reply_to: SocketAddr,
     idle: Duration,
     max_lifetime: Option<Duration>,
     drain: &Drain,
@@ -359,7 +366,7 @@ async fn pump(
             }
             received = upstream.recv(&mut buf) => match received {
                 Ok(n) => {
-                    match listener.send_to(&buf[..n], client).await {
+                    match listener.send_to(&buf[..n], reply_to).await {
                         Ok(_) => {
                             counts.packets_down += 1;
                             counts.bytes_down += n as u64;
