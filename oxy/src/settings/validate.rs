@@ -129,13 +129,11 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
             ));
         }
         let proxy_protocol = &endpoint.proxy_protocol;
-        if proxy_protocol.mode != ProxyProtocolMode::Off {
-            if proxy_protocol.trusted.is_empty() {
-                problems.push((
-                    at(&[key("proxy_protocol"), key("trusted")]),
-                    "list the networks of the load balancers that send PROXY headers".into(),
-                ));
-            }
+        if proxy_protocol.mode != ProxyProtocolMode::Off && proxy_protocol.trusted.is_empty() {
+            problems.push((
+                at(&[key("proxy_protocol"), key("trusted")]),
+                "list the networks of the load balancers that send PROXY headers".into(),
+            ));
         }
         if endpoint.udp.queue == 0 {
             problems.push((at(&[key("udp"), key("queue")]), "must be at least 1".into()));
