@@ -193,9 +193,9 @@ test("UDP: v2 headers per datagram or on a flow's first datagram name the origin
   await echo.close();
 });
 
-test("HAProxy with accept-proxy receives Oxy's v2 header towards an internal service", async () => {
+test("HAProxy with accept-proxy receives Oxy's v1 and v2 headers towards an internal service", async () => {
   const echo = await startEchoServer();
-  const [haproxyPort, l4] = [await freePort(), await freePort()];
+  const [haproxyPort, l4, l4v1] = [await freePort(), await freePort(), await freePort()];
   const config = [
     "defaults",
     "  mode tcp",
@@ -212,12 +212,16 @@ test("HAProxy with accept-proxy receives Oxy's v2 header towards an internal ser
     binary: "fixture-app",
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "l4", protocol: "tcp", listen: [`127.0.0.1:${l4}`], app: { internal_service: `127.0.0.1:${haproxyPort}`, internal_tlv: "tenant-7" } }],
+      endpoints: [
+        { name: "l4", protocol: "tcp", listen: [`127.0.0.1:${l4}`], app: { internal_service: `127.0.0.1:${haproxyPort}`, internal_tlv: "tenant-7" } },
+        { name: "l4v1", protocol: "tcp", listen: [`127.0.0.1:${l4v1}`], app: { internal_service: `127.0.0.1:${haproxyPort}`, internal_v1: true } },
+      ],
     },
   });
   try {
     await sleep(300);
     assert.equal((await exchange(l4, "through haproxy")).toString(), "through haproxy");
+    assert.equal((await exchange(l4v1, "v1 through haproxy")).toString(), "v1 through haproxy");
   } finally {
     haproxy.kill("SIGTERM");
   }

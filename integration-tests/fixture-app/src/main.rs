@@ -43,6 +43,8 @@ pub struct FixtureEndpointSettings {
     pub internal_service: String,
     /// Value of the application TLV (type 0xE0) in the PROXY v2 header.
     pub internal_tlv: String,
+    /// Send a PROXY v1 header (no TLVs) instead of v2 to the internal service.
+    pub internal_v1: bool,
     /// When not empty, the tunnel hook blocks every tunnel with this reason.
     pub tunnel_block: String,
     /// When not empty, requests whose path starts with it are blocked with 403.
@@ -304,6 +306,11 @@ impl EgressHook<Fixture> for Router {
             return match settings.internal_service.parse() {
                 Ok(target) => EgressAction::InternalService(InternalService {
                     target,
+                    version: if settings.internal_v1 {
+                        ProxyHeaderVersion::V1
+                    } else {
+                        ProxyHeaderVersion::V2
+                    },
                     tlvs: vec![(0xE0, settings.internal_tlv.as_bytes().to_vec())],
                 }),
                 Err(e) => EgressAction::Deny(format!("bad internal_service: {e}")),

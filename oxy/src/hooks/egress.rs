@@ -34,13 +34,25 @@ pub struct UpstreamProxy {
     pub credentials: Option<(String, String)>,
 }
 
-/// An internal service that learns who the client is from a PROXY v2 header.
+/// An internal service that learns who the client is from a PROXY header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InternalService {
     /// The service's address.
     pub target: Target,
-    /// Type-length-value records for the header (types 0xE0-0xEF are for applications).
+    /// The header version for TCP (UDP datagrams always carry v2).
+    pub version: ProxyHeaderVersion,
+    /// Type-length-value records for a v2 header (types 0xE0-0xEF are for applications).
     pub tlvs: Vec<(u8, Vec<u8>)>,
+}
+
+/// A PROXY protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ProxyHeaderVersion {
+    /// The text header (`PROXY TCP4 ...`); carries no TLVs.
+    V1,
+    /// The binary header, with TLVs.
+    #[default]
+    V2,
 }
 
 /// Facts about traffic about to leave Oxy.
@@ -71,9 +83,9 @@ pub enum EgressAction {
     /// Reach the target through this HTTP proxy with CONNECT (chaining). The egress
     /// policy applies to the proxy's address; the proxy applies its own to the target.
     UpstreamProxy(UpstreamProxy),
-    /// Send the traffic to an internal service, preceded by a PROXY protocol v2 header
-    /// that carries the client's and the original destination's addresses and these
-    /// TLVs (per stream for TCP, per datagram for UDP).
+    /// Send the traffic to an internal service, preceded by a PROXY protocol header that
+    /// carries the client's and the original destination's addresses (and, in v2, TLVs):
+    /// per stream for TCP, per datagram (v2) for UDP.
     InternalService(InternalService),
     /// Refuse; the client gets a clear error with this reason, and it is counted.
     Deny(String),

@@ -12,8 +12,8 @@ mod tunnel;
 
 pub use dns::{DnsAction, DnsContext, DnsHook};
 pub use egress::{
-    EgressAction, EgressContext, EgressHook, InternalService, Target, TargetHost, TargetParseError,
-    UpstreamProxy,
+    EgressAction, EgressContext, EgressHook, InternalService, ProxyHeaderVersion, Target,
+    TargetHost, TargetParseError, UpstreamProxy,
 };
 pub use http_request::{
     HttpBody, HttpRequestHook, RequestAction, RequestContext, ResponseAction, Upstream,

@@ -92,7 +92,7 @@ impl<App: OxyExt> UpstreamClient<App> {
         let (mut stream, _) = connect_target(services, &service.target, None, None)
             .await
             .map_err(connect_error)?;
-        let header = proxy_header::v2_header(client, local, false, &service.tlvs)
+        let header = proxy_header::stream_header(service.version, client, local, &service.tlvs)
             .map_err(|e| connect_error(ConnectError::ProxyHeader(e)))?;
         stream
             .write_all(&header)

@@ -1,8 +1,37 @@
 //! PROXY protocol v2 headers (with `ppp`) for internal services: who the client is, which
 //! address it connected to, and the application's TLVs.
 
+use crate::hooks::ProxyHeaderVersion;
 use ppp::v2::{Builder, Command, Protocol, Version};
 use std::net::{IpAddr, SocketAddr};
+
+/// The PROXY header of `version` for a stream from `client` to `local` (v1 carries no
+/// TLVs).
+pub fn stream_header(
+    version: ProxyHeaderVersion,
+    client: SocketAddr,
+    local: SocketAddr,
+    tlvs: &[(u8, Vec<u8>)],
+) -> std::io::Result<Vec<u8>> {
+    match version {
+        ProxyHeaderVersion::V2 => v2_header(client, local, false, tlvs),
+        ProxyHeaderVersion::V1 => {
+            let (client, local) = same_family(client, local);
+            Ok(ppp::v1::Addresses::from((client, local))
+                .to_string()
+                .into_bytes())
+        }
+    }
+}
+
+/// Both addresses in one family: mixed ones as IPv6.
+fn same_family(client: SocketAddr, local: SocketAddr) -> (SocketAddr, SocketAddr) {
+    if client.is_ipv4() == local.is_ipv4() {
+        (client, local)
+    } else {
+        (as_ipv6(client), as_ipv6(local))
+    }
+}
 
 /// The PROXY v2 header for a stream (TCP) or a datagram (UDP) from `client` to `local`.
 pub fn v2_header(
@@ -11,12 +40,7 @@ pub fn v2_header(
     datagram: bool,
     tlvs: &[(u8, Vec<u8>)],
 ) -> std::io::Result<Vec<u8>> {
-    // Both addresses must be of one family: mixed ones are sent as IPv6.
-    let (client, local) = if client.is_ipv4() == local.is_ipv4() {
-        (client, local)
-    } else {
-        (as_ipv6(client), as_ipv6(local))
-    };
+    let (client, local) = same_family(client, local);
     let protocol = if datagram {
         Protocol::Datagram
     } else {
@@ -70,5 +94,7 @@ mod tests {
         let header = ppp::v2::Header::try_from(mixed.as_slice()).unwrap();
         assert!(matches!(header.addresses, ppp::v2::Addresses::IPv6(_)));
         assert_eq!(header.protocol, Protocol::Datagram);
+        let v1 = stream_header(ProxyHeaderVersion::V1, client, local, &[]).unwrap();
+        assert_eq!(v1, b"PROXY TCP4 192.0.2.7 198.51.100.1 40000 443\r\n");
     }
 }

@@ -89,9 +89,13 @@ pub async fn connect<App: OxyExt>(
                 cx.target = Some(service.target.clone());
                 let (mut stream, addr) =
                     connect_target(services, &service.target, None, Some(cx)).await?;
-                let header =
-                    proxy_header::v2_header(cx.client_addr, cx.local_addr, false, &service.tlvs)
-                        .map_err(ConnectError::ProxyHeader)?;
+                let header = proxy_header::stream_header(
+                    service.version,
+                    cx.client_addr,
+                    cx.local_addr,
+                    &service.tlvs,
+                )
+                .map_err(ConnectError::ProxyHeader)?;
                 stream
                     .write_all(&header)
                     .await

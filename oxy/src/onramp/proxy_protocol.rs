@@ -20,6 +20,7 @@ const TLV_ALPN: u8 = 0x01;
 const TLV_AUTHORITY: u8 = 0x02;
 const TLV_CRC32C: u8 = 0x03;
 const TLV_UNIQUE_ID: u8 = 0x05;
+const TLV_SSL: u8 = 0x20;
 
 /// What a PROXY header said.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +60,12 @@ impl ProxyFacts {
     /// The balancer's unique id of the connection (TLV 0x05).
     pub fn unique_id(&self) -> Option<&[u8]> {
         self.tlv(TLV_UNIQUE_ID)
+    }
+
+    /// The balancer's TLS facts (TLV 0x20: client flags, verify result and sub-TLVs such
+    /// as version and cipher), as sent.
+    pub fn ssl_info(&self) -> Option<&[u8]> {
+        self.tlv(TLV_SSL)
     }
 }
 
