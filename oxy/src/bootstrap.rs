@@ -51,7 +51,10 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
         return Ok(());
     }
     let Some(path) = cli.config else {
-        unreachable!("clap requires --config unless --generate-config")
+        // clap already requires --config without --generate-config.
+        return Err(OxyError::Setup(
+            "no settings file: use --config FILE".into(),
+        ));
     };
     let settings: AppServerSettings<App> = settings::load_file(&path)?;
     if cli.check_config {
