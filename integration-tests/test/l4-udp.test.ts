@@ -75,3 +75,29 @@ test("a target the egress policy denies gets no datagram, and the refusal is cou
   await c.close();
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
+
+test("a flow's queue is bounded: datagrams beyond it are dropped and counted", async () => {
+  const port = await freePort();
+  const oxy = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [
+        {
+          name: "slow",
+          protocol: "udp",
+          listen: [`127.0.0.1:${port}`],
+          udp: { target: `127.0.0.1:${echo.port}`, queue: 2 },
+          // The ingress hook holds the new flow, so its queue fills up.
+          app: { hold_ms: 500 },
+        },
+      ],
+    },
+  });
+  const client = await udpClient(port);
+  for (let i = 0; i < 10; i++) await client.send(`d${i}`);
+  assert.deepEqual(await client.waitFor(2), ["d0", "d1"]);
+  await oxy.waitForMetric('oxy_udp_dropped_total{endpoint="slow",reason="queue_full"}', 8);
+  await client.close();
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
