@@ -248,3 +248,17 @@ export function exchange(port: number, payload: string | Buffer): Promise<Buffer
     socket.on("close", () => ok(Buffer.concat(chunks)));
   });
 }
+
+/** Waits until something accepts TCP connections on 127.0.0.1:port. */
+export async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      (await openTcp(port)).destroy();
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw e;
+      await sleep(50);
+    }
+  }
+}
