@@ -7,7 +7,7 @@ import { after, before, test } from "node:test";
 import { WebSocket, WebSocketServer } from "ws";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { curl } from "../lib/curl.ts";
-import { OxyProcess, freePort } from "../lib/oxy.ts";
+import { OxyProcess, closed, freePort, openTcp } from "../lib/oxy.ts";
 
 let origin: Origin;
 
@@ -222,4 +222,28 @@ test("a response body tap cuts a response off before the forbidden bytes", async
   assert.equal(received.aborted, true, "the transfer was cut off");
   assert.doesNotMatch(received.body, /TOP-SECRET/);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("an open CONNECT tunnel keeps its connection's max_connections slot", async () => {
+  const limited = await freePort();
+  const proxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "web", listen: [`127.0.0.1:${limited}`], limits: { max_connections: 1 } }],
+    },
+  });
+  const tunnel = await openTcp(limited);
+  tunnel.write(`CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  const answer = await new Promise<string>((ok) => tunnel.once("data", (d) => ok(d.toString())));
+  assert.match(answer, /^HTTP\/1\.1 200 /);
+  await proxy.waitForMetric('oxy_tunnel_active{endpoint="web",protocol="tcp"}', 1);
+  const second = await openTcp(limited);
+  await closed(second);
+  await proxy.waitForMetric('oxy_connections_rejected_total{endpoint="web",reason="max_connections"}', 1);
+  tunnel.destroy();
+  await proxy.waitForMetric('oxy_tunnel_active{endpoint="web",protocol="tcp"}', 0);
+  const third = await curl(["-x", `http://127.0.0.1:${limited}`, `http://127.0.0.1:${origin.port}/after`]);
+  assert.equal(third.status, 200);
+  assert.deepEqual(await proxy.stop(), { code: 0, signal: null });
 });

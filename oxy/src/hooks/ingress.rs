@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// The transport a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub struct IngressConnectionContext<App: OxyExt> {
     pub tls: Option<Arc<TlsFacts>>,
     /// The application's state for this connection.
     pub app: App::IngressConnectionContext,
+    /// The connection's slot under `limits.max_connections`; tunnels and upgrades that
+    /// outlive the connection's task keep a clone, so they stay counted.
+    pub(crate) slot: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 /// What to do with a new connection.

@@ -63,12 +63,14 @@ pub async fn handle<App: OxyExt>(
     };
     handler.upgraded.store(true, Ordering::Release);
     let drain = handler.drain.clone();
+    let slot = handler.slot.clone();
     handler
         .drain
         .spawn_connection(tracing::Instrument::in_current_span(async move {
             match upgrade.wait().await {
                 Ok(upgraded) => {
                     tunnel.pump(upgraded, &drain).await;
+                    drop(slot);
                 }
                 Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
             }

@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// What every request on one connection shares.
 pub struct Handler<App: OxyExt> {
@@ -46,6 +47,8 @@ pub struct Handler<App: OxyExt> {
     pub drain: Drain,
     /// The endpoint's upstream client.
     pub client: Arc<UpstreamClient<App>>,
+    /// The connection's `max_connections` slot, kept by tunnels and upgrades.
+    pub slot: Option<Arc<OwnedSemaphorePermit>>,
     /// Set once a request on this connection was answered with an upgrade (CONNECT):
     /// the socket then belongs to the tunnel.
     pub upgraded: AtomicBool,
@@ -361,11 +364,12 @@ impl<App: OxyExt> Handler<App> {
         let upgraded = match (upgrade, upstream_upgrade) {
             (Some((protocol, client_side)), Some(upstream_side)) => {
                 self.upgraded.store(true, Ordering::Release);
+                let slot = self.slot.clone();
                 self.drain
-                    .spawn_connection(tracing::Instrument::in_current_span(upgrade::splice(
-                        client_side,
-                        upstream_side,
-                    )));
+                    .spawn_connection(tracing::Instrument::in_current_span(async move {
+                        upgrade::splice(client_side, upstream_side).await;
+                        drop(slot);
+                    }));
                 Some(protocol)
             }
             _ => None,

@@ -57,6 +57,7 @@ where
         tls: cx.tls.clone(),
         drain: drain.clone(),
         client,
+        slot: cx.slot.clone(),
         upgraded: AtomicBool::new(false),
     });
     let connection_handler = handler.clone();

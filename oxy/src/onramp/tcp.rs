@@ -93,13 +93,13 @@ pub async fn serve<App: OxyExt>(
             accepted_at: Instant::now(),
             tls: None,
             app: Default::default(),
+            slot: permit.map(Arc::new),
         };
         let services = services.clone();
         let task_drain = drain.clone();
         drain.spawn_connection(
             async move {
                 handle(stream, cx, &services, &task_drain).await;
-                drop(permit);
             }
             .instrument(span),
         );

@@ -84,6 +84,7 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
         accepted_at: std::time::Instant::now(),
         tls: None,
         app: Default::default(),
+        slot: None,
     };
     let client = original_client.unwrap_or(sender);
     let audit = |target: String, resolved, counts: Counts, reason: &str| {
