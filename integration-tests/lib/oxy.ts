@@ -15,6 +15,9 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "
 const children = new Set<ChildProcess>();
 after(() => {
   for (const child of children) child.kill("SIGKILL");
+  // A failed test may leave a server of its own open, which would keep this test file
+  // (and the whole run) alive: give clean files time to end, then end this one.
+  setTimeout(() => process.exit(), 2_000).unref();
 });
 
 function track(child: ChildProcess): ChildProcess {

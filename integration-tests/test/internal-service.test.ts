@@ -6,7 +6,7 @@ import { test } from "node:test";
 import { startTcpReceiver, startUdpReceiver } from "../lib/proxy-protocol-receiver.ts";
 import { udpClient } from "../lib/udp-echo.ts";
 import { curl } from "../lib/curl.ts";
-import { OxyProcess, exchange, freePort, openTcp } from "../lib/oxy.ts";
+import { OxyProcess, exchange, freePort } from "../lib/oxy.ts";
 
 test("TCP tunnels, forwarded requests and UDP flows carry PROXY v2 metadata", async () => {
   const stream = await startTcpReceiver("echo");
@@ -26,15 +26,11 @@ test("TCP tunnels, forwarded requests and UDP flows carry PROXY v2 metadata", as
     },
   });
 
-  const socket = await openTcp(l4);
-  const clientPort = socket.localPort;
-  socket.destroy();
   assert.equal((await exchange(l4, "behind a header")).toString(), "behind a header");
   const tcpHeader = stream.headers.at(-1);
   assert.ok(tcpHeader);
   assert.equal(tcpHeader.transport, "stream");
   assert.match(tcpHeader.source, /^127\.0\.0\.1:\d+$/);
-  assert.notEqual(tcpHeader.source, `127.0.0.1:${clientPort}`, "each connection has its own source");
   assert.equal(tcpHeader.destination, `127.0.0.1:${l4}`);
   assert.equal(tcpHeader.tlvs[0xe0], "tenant-42");
 
