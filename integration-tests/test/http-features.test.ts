@@ -19,13 +19,14 @@ after(async () => {
   await origin.close();
 });
 
-async function endpoint(http: Record<string, any>) {
+/** One HTTP endpoint `web` that may reach loopback; `endpoint` adds settings to it. */
+async function endpoint(http: Record<string, any>, binary = "oxy", more: Record<string, any> = {}) {
   const port = await freePort();
   const oxy = await OxyProcess.start({
-    binary: "oxy",
+    binary,
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "web", listen: [`127.0.0.1:${port}`], http }],
+      endpoints: [{ name: "web", listen: [`127.0.0.1:${port}`], http, ...more }],
     },
   });
   return { oxy, port, url: `http://127.0.0.1:${port}` };
@@ -54,15 +55,7 @@ test("proxy authentication: 407 with a challenge, then Basic credentials pass", 
 });
 
 test("an application replaces proxy authentication with its own in the request hook", async () => {
-  const port = await freePort();
-  const oxy = await OxyProcess.start({
-    binary: "fixture-app",
-    settings: {
-      egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "web", listen: [`127.0.0.1:${port}`], app: { proxy_password: "open sesame" } }],
-    },
-  });
-  const url = `http://127.0.0.1:${port}`;
+  const { oxy, url } = await endpoint({}, "fixture-app", { app: { proxy_password: "open sesame" } });
   const target = `http://127.0.0.1:${origin.port}/app-auth`;
   const anonymous = await curl(["-D", "-", "-x", url, target]);
   assert.equal(anonymous.status, 407);
@@ -125,22 +118,9 @@ test("a body tap blocks an upload by a form field mid-stream; clean uploads pass
   writeFileSync(clean, Buffer.alloc(3 * 1024 * 1024, "a"));
   writeFileSync(evil, Buffer.concat([Buffer.alloc(3 * 1024 * 1024, "a"), Buffer.from("FORBIDDEN-MARKER"), Buffer.alloc(1024, "b")]));
 
-  const port = await freePort();
-  const oxy = await OxyProcess.start({
-    binary: "fixture-app",
-    settings: {
-      egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [
-        {
-          name: "web",
-          listen: [`127.0.0.1:${port}`],
-          http: { upstream: `http://127.0.0.1:${origin.port}` },
-          app: { block_form_value: "FORBIDDEN-MARKER" },
-        },
-      ],
-    },
+  const { oxy, url } = await endpoint({ upstream: `http://127.0.0.1:${origin.port}` }, "fixture-app", {
+    app: { block_form_value: "FORBIDDEN-MARKER" },
   });
-  const url = `http://127.0.0.1:${port}`;
   const ok = await curl(["-F", "title=holiday", "-F", `file=@${clean}`, `${url}/upload-clean`]);
   assert.equal(ok.status, 200, ok.body + oxy.logs());
   const seen = origin.seen.find((r) => r.url === "/upload-clean");
@@ -196,15 +176,9 @@ test("request trailers reach the origin; idle keep-alive connections are closed"
 });
 
 test("a response body tap cuts a response off before the forbidden bytes", async () => {
-  const port = await freePort();
-  const oxy = await OxyProcess.start({
-    binary: "fixture-app",
-    settings: {
-      egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "web", listen: [`127.0.0.1:${port}`], http: { upstream: `http://127.0.0.1:${origin.port}` }, app: { block_response_value: "TOP-SECRET" } }],
-    },
+  const { oxy, port, url } = await endpoint({ upstream: `http://127.0.0.1:${origin.port}` }, "fixture-app", {
+    app: { block_response_value: "TOP-SECRET" },
   });
-  const url = `http://127.0.0.1:${port}`;
   const clean = await curl(["--data-binary", "harmless", `${url}/echo`]);
   assert.equal(clean.status, 200);
   const payload = `${"x".repeat(100_000)} TOP-SECRET`;
@@ -225,14 +199,7 @@ test("a response body tap cuts a response off before the forbidden bytes", async
 });
 
 test("an open CONNECT tunnel keeps its connection's max_connections slot", async () => {
-  const limited = await freePort();
-  const proxy = await OxyProcess.start({
-    binary: "oxy",
-    settings: {
-      egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "web", listen: [`127.0.0.1:${limited}`], limits: { max_connections: 1 } }],
-    },
-  });
+  const { oxy: proxy, port: limited } = await endpoint({}, "oxy", { limits: { max_connections: 1 } });
   const tunnel = await openTcp(limited);
   tunnel.write(`CONNECT 127.0.0.1:${origin.port} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
   const answer = await new Promise<string>((ok) => tunnel.once("data", (d) => ok(d.toString())));

@@ -1,7 +1,7 @@
 //! A running endpoint: its settings and the application's state for it.
 
 use crate::app::OxyExt;
-use crate::hooks::Target;
+use crate::hooks::{Target, Upstream};
 use crate::http::client::UpstreamClient;
 use crate::settings::{EndpointProtocol, EndpointSettings};
 use crate::tls::TlsAcceptor;
@@ -18,6 +18,8 @@ pub struct Endpoint<App: OxyExt> {
     pub tcp_target: Option<Target>,
     /// `udp.target`, parsed (`None` when it is empty).
     pub udp_target: Option<Target>,
+    /// `http.upstream`, parsed (`None` when it is empty).
+    pub http_upstream: Option<Upstream>,
     /// The TLS acceptor, when `tls.enabled`.
     pub tls: Option<TlsAcceptor>,
     /// The pooled upstream client of an HTTP endpoint, made on first use.
@@ -42,6 +44,13 @@ impl<App: OxyExt> Endpoint<App> {
         Ok(Self {
             tcp_target: settings.tcp.target.parse().ok(),
             udp_target: settings.udp.target.parse().ok(),
+            http_upstream: settings
+                .http
+                .upstream
+                .parse()
+                .ok()
+                .as_ref()
+                .and_then(Upstream::from_uri),
             tls,
             settings,
             app,

@@ -39,6 +39,22 @@ pub struct Upstream {
     pub tls: bool,
 }
 
+impl Upstream {
+    /// The upstream an absolute `http://` or `https://` URI names (userinfo refused).
+    pub fn from_uri(uri: &http::Uri) -> Option<Self> {
+        let authority = uri.authority()?.clone();
+        if authority.as_str().contains('@') {
+            return None;
+        }
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") | None => false,
+            Some(_) => return None,
+        };
+        Some(Self { authority, tls })
+    }
+}
+
 /// What to do with a request.
 #[derive(Debug)]
 pub enum RequestAction {

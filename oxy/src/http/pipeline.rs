@@ -91,7 +91,7 @@ impl<App: OxyExt> Handler<App> {
         let settings = &self.endpoint.settings.http;
         let (mut parts, body) = request.into_parts();
         let limits = &settings.limits;
-        if parts.uri.to_string().len() > limits.max_uri_bytes {
+        if uri_len(&parts.uri) > limits.max_uri_bytes {
             oxy_http::errors_total(name, "uri_too_long").inc();
             return text_response(StatusCode::URI_TOO_LONG, "the request URI is too long");
         }
@@ -166,23 +166,14 @@ impl<App: OxyExt> Handler<App> {
 
         let (upstream, kind) = match route {
             Some(upstream) => (upstream, "reverse"),
-            None if forwardable && settings.forward_proxy => match upstream_of(&parts.uri) {
+            None if forwardable && settings.forward_proxy => match Upstream::from_uri(&parts.uri) {
                 Some(upstream) => (upstream, "forward"),
                 None => {
                     oxy_http::errors_total(name, "bad_uri").inc();
                     return text_response(StatusCode::BAD_REQUEST, "the request URI names no host");
                 }
             },
-            None => match self
-                .endpoint
-                .settings
-                .http
-                .upstream
-                .parse::<Uri>()
-                .ok()
-                .as_ref()
-                .and_then(upstream_of)
-            {
+            None => match self.endpoint.http_upstream.clone() {
                 Some(upstream) => (upstream, "reverse"),
                 None => {
                     oxy_http::routes_total(name, "local").inc();
@@ -405,16 +396,10 @@ enum Via {
     InternalService(crate::hooks::InternalService),
 }
 
-/// The upstream an absolute URI names.
-fn upstream_of(uri: &Uri) -> Option<Upstream> {
-    let authority: Authority = uri.authority()?.clone();
-    if authority.as_str().contains('@') {
-        return None;
-    }
-    let tls = match uri.scheme_str() {
-        Some("https") => true,
-        Some("http") | None => false,
-        Some(_) => return None,
-    };
-    Some(Upstream { authority, tls })
+/// The length of `uri` as sent, without formatting it.
+fn uri_len(uri: &Uri) -> usize {
+    let scheme = uri.scheme_str().map_or(0, |s| s.len() + 3);
+    let authority = uri.authority().map_or(0, |a| a.as_str().len());
+    let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
+    scheme + authority + path
 }

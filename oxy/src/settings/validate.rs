@@ -141,8 +141,8 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
         let http = &endpoint.http;
         if !http.upstream.is_empty() {
             let valid = http.upstream.parse::<http::Uri>().is_ok_and(|uri| {
-                matches!(uri.scheme_str(), Some("http" | "https"))
-                    && uri.authority().is_some()
+                uri.scheme().is_some()
+                    && crate::hooks::Upstream::from_uri(&uri).is_some()
                     && matches!(uri.path(), "" | "/")
             });
             if !valid {
