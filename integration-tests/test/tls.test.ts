@@ -30,7 +30,7 @@ async function tlsEndpoint(tls: Record<string, any>, options: { binary?: string;
         {
           name: "secure",
           listen: [`127.0.0.1:${port}`],
-          tls: { enabled: true, certificates: [pki.server, { ...pki.other, server_names: ["other.oxy.test"] }], ...tls },
+          tls: { enabled: true, certificates: [pki.server, { ...pki.other, server_names: ["other.oxy.test", "*.wild.oxy.test"] }], ...tls },
           http: options.http ?? {},
           app: options.app ?? {},
         },
@@ -61,6 +61,12 @@ test("HTTP/2 is negotiated by ALPN, and certificates are chosen by SNI", async (
   assert.deepEqual([h1.status, h1.version], [200, "1.1"]);
   const other = await curl(["--cacert", pki.ca, "--resolve", `other.oxy.test:${port}:127.0.0.1`, `https://other.oxy.test:${port}/sni`]);
   assert.equal(other.status, 200, `the other.oxy.test certificate was not served: ${other.stderr}`);
+  const { spawnSync } = await import("node:child_process");
+  const served = (name: string) =>
+    spawnSync("openssl", ["s_client", "-connect", `127.0.0.1:${port}`, "-servername", name], { input: "", timeout: 15_000, encoding: "utf8" }).stdout;
+  assert.match(served("a.wild.oxy.test"), /subject=CN ?= ?other\.oxy\.test/, "wildcard server name");
+  assert.match(served("b.a.wild.oxy.test"), /subject=CN ?= ?localhost/, "a wildcard covers one label");
+  assert.match(served("unknown.example"), /subject=CN ?= ?localhost/, "the default certificate");
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
