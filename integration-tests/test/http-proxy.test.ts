@@ -68,6 +68,21 @@ test("curl: CONNECT tunnels (-p) and a POST body through them", async () => {
   assert.equal(JSON.parse(r.body).body, "payload-123");
   assert.equal(await oxy.metric('oxy_http_routes_total{endpoint="web",kind="connect"}'), 1);
   await oxy.waitForMetric('oxy_tunnel_ended_total{endpoint="web",reason="completed"}', 1);
+  // Plain HTTP/1.1 on both sides: the tunnel was forwarded with splice(2).
+  assert.equal(await oxy.metric('oxy_tunnel_zero_copy_total{endpoint="web"}'), 1);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("bytes a client sends right behind its CONNECT request reach the target first", async () => {
+  const { oxy, url } = await proxy();
+  const port = Number(new URL(url).port);
+  const request = `CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nHost: 127.0.0.1:${echo.port}\r\n\r\n`;
+  const reply = (await exchange(port, request + "early bytes")).toString();
+  assert.match(reply, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.equal(reply.slice(reply.indexOf("\r\n\r\n") + 4), "early bytes");
+  await oxy.waitForMetric('oxy_tunnel_ended_total{endpoint="web",reason="completed"}', 1);
+  assert.equal(await oxy.metric('oxy_tunnel_bytes_total{direction="up",endpoint="web"}'), 11);
+  assert.equal(await oxy.metric('oxy_tunnel_zero_copy_total{endpoint="web"}'), 1);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
@@ -112,12 +127,16 @@ test("node:http2 CONNECT over h2c (RFC 9113 §8.5) carries a byte stream", async
   stream.write("over h2");
   const echoed = await new Promise<Buffer>((ok) => stream.once("data", ok));
   assert.equal(echoed.toString(), "over h2");
-  stream.close();
+  stream.end();
+  await new Promise((ok) => stream.on("close", ok).resume());
   const denied = session.request({ ":method": "CONNECT", ":authority": "10.1.2.3:443" });
   const deniedStatus = await new Promise<number>((ok) => denied.on("response", (h) => ok(Number(h[":status"]))));
   assert.equal(deniedStatus, 403);
   denied.close();
   session.close();
+  // An HTTP/2 stream cannot be spliced: the buffered copy carried it.
+  await oxy.waitForMetric('oxy_tunnel_ended_total{endpoint="web",reason="completed"}', 1);
+  assert.equal(await oxy.metric('oxy_tunnel_zero_copy_total{endpoint="web"}'), undefined);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 

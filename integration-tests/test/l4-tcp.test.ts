@@ -55,6 +55,7 @@ test("forwards to an allowed target, half-closes, and audits the tunnel", async 
   assert.equal(await oxy.metric('oxy_tunnel_bytes_total{direction="up",endpoint="fwd"}'), 17);
   assert.equal(await oxy.metric('oxy_tunnel_ended_total{endpoint="fwd",reason="completed"}'), 1);
   assert.equal(await oxy.metric('oxy_offramp_connects_total{family="ipv4"}'), 1);
+  assert.equal(await oxy.metric('oxy_tunnel_zero_copy_total{endpoint="fwd"}'), 1);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 

@@ -48,6 +48,7 @@ test("an HTTPS proxy: forward requests and CONNECT inside TLS to the proxy", asy
   assert.equal(JSON.parse(forward.body).url, "/over-tls");
   const tunnel = await curl([...proxy, "-p", `http://127.0.0.1:${origin.port}/tunnel-over-tls`]);
   assert.equal(tunnel.status, 200, tunnel.stderr);
+  assert.equal(await oxy.metric('oxy_tunnel_zero_copy_total{endpoint="secure"}'), undefined, "TLS is not spliced");
   assert.match((await oxy.telemetry("/metrics")).body, /^oxy_tls_handshakes_total\{endpoint="secure",version="TLSv1\.3"\} [1-9]/m);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });

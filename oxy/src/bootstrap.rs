@@ -65,6 +65,7 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
     logging::init(&settings.telemetry.log)?;
     panics::install_hook();
     let _sentry = sentry_reports::init(&settings.telemetry.sentry, App::name(), App::version());
+    raise_open_files_limit();
 
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name(App::name());
@@ -75,6 +76,23 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
     let result = runtime.block_on(serve::<App>(settings));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection and tunnel
+/// holds sockets, and the usual soft limit (1024) is far below what a proxy serves.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => tracing::debug!(limit = ?limit.maximum, "raised the open files limit"),
+            Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+        }
+    }
 }
 
 /// The default settings of `App` as documented YAML.

@@ -205,7 +205,7 @@ fn with_upgrade(mut response: Response<hyper::body::Incoming>) -> Response<HttpB
             .extensions_mut()
             .insert(PendingUpgrade::new(async move {
                 let upgraded = upgrade.await.map_err(io::Error::other)?;
-                Ok(Box::new(TokioIo::new(upgraded)) as Upgraded)
+                Ok(Upgraded::Boxed(Box::new(TokioIo::new(upgraded))))
             }));
     }
     response.map(boxed)

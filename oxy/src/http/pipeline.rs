@@ -358,7 +358,7 @@ impl<App: OxyExt> Handler<App> {
                 let slot = self.slot.clone();
                 self.drain
                     .spawn_connection(tracing::Instrument::in_current_span(async move {
-                        upgrade::splice(client_side, upstream_side).await;
+                        upgrade::relay(client_side, upstream_side).await;
                         drop(slot);
                     }));
                 Some(protocol)

@@ -10,29 +10,27 @@ use crate::drain::Drain;
 use crate::hooks::HttpBody;
 use crate::hooks::{ConnectionEnd, IngressConnectionContext};
 use crate::services::Services;
+use crate::tunnel::stream::TunnelStream;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Serves HTTP on `stream` until the client closes it or the drain ends it. `linger`, a
 /// second handle on the client's socket, lets the server close a connection without a
 /// reset that would destroy its last response (see [`lingering_close`]).
-pub async fn serve<App: OxyExt, S>(
-    stream: S,
+pub async fn serve<App: OxyExt>(
+    stream: TunnelStream,
     linger: Option<TcpStream>,
     cx: &IngressConnectionContext<App>,
     services: &Arc<Services<App>>,
     drain: &Drain,
-) -> ConnectionEnd
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) -> ConnectionEnd {
     let endpoint = &cx.endpoint;
     let client = match endpoint.http_client.get() {
         Some(client) => client.clone(),
@@ -62,39 +60,53 @@ where
     });
     let connection_handler = handler.clone();
     let limits = &endpoint.settings.http.limits;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .half_close(true)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .initial_stream_window_size(limits.h2_stream_window)
-        .initial_connection_window_size(limits.h2_connection_window)
-        .enable_connect_protocol();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let handler = handler.clone();
         async move { Ok::<_, std::convert::Infallible>(handler.handle(version_agnostic(request)).await) }
     });
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = drain.stopping() => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                result = connection.as_mut() => result,
-                _ = drain.force_closing() => return ConnectionEnd::Shutdown,
-            }
+    let read = tokio::select! {
+        read = tokio::time::timeout(limits.header_read_timeout, read_version(stream)) => read,
+        _ = drain.stopping() => return ConnectionEnd::Shutdown,
+    };
+    let (version, stream) = match read {
+        Ok(Ok(read)) => read,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "connection closed before a request");
+            return ConnectionEnd::Closed;
+        }
+        Err(_) => {
+            tracing::debug!("no request within the header read timeout");
+            return ConnectionEnd::Closed;
         }
     };
-    if let Err(e) = result {
-        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    let io = TokioIo::new(stream);
+    let result = match version {
+        Version::Http2 => {
+            let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(limits.h2_max_concurrent_streams)
+                .initial_stream_window_size(limits.h2_stream_window)
+                .initial_connection_window_size(limits.h2_connection_window)
+                .enable_connect_protocol()
+                .serve_connection(io, service);
+            drive(connection, |c| c.graceful_shutdown(), drain).await
+        }
+        Version::Http1 => {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192))
+                .half_close(true)
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .with_upgrades();
+            drive(connection, |c| c.graceful_shutdown(), drain).await
+        }
+    };
+    match result {
+        None => return ConnectionEnd::Shutdown,
+        Some(Err(e)) => tracing::debug!(error = %e, "HTTP connection ended with an error"),
+        Some(Ok(())) => {}
     }
     if let Some(socket) = linger
         && !connection_handler.upgraded.load(Ordering::Acquire)
@@ -107,6 +119,58 @@ where
     ConnectionEnd::Closed
 }
 
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Which HTTP version a connection speaks.
+enum Version {
+    Http1,
+    Http2,
+}
+
+/// Tells HTTP/2 (by its preface, whether ALPN chose it or the client assumed it) from
+/// HTTP/1.1, and gives the stream back with the bytes read for that still unread.
+async fn read_version(mut stream: TunnelStream) -> std::io::Result<(Version, TunnelStream)> {
+    use tokio::io::AsyncReadExt;
+    let mut read = Vec::with_capacity(H2_PREFACE.len());
+    while read.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&read) {
+        let mut chunk = [0u8; 24];
+        let wanted = H2_PREFACE.len() - read.len();
+        match stream.read(&mut chunk[..wanted]).await? {
+            0 if read.is_empty() => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            0 => break,
+            n => read.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let version = if read == H2_PREFACE {
+        Version::Http2
+    } else {
+        Version::Http1
+    };
+    Ok((version, stream.unread(read.into())))
+}
+
+/// Runs a hyper connection until it ends, closing it gracefully when the drain starts.
+/// `None` when the drain's grace period ran out first.
+async fn drive<C, E>(
+    connection: C,
+    graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    drain: &Drain,
+) -> Option<Result<(), E>>
+where
+    C: Future<Output = Result<(), E>>,
+{
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return Some(result),
+        _ = drain.stopping() => graceful_shutdown(connection.as_mut()),
+    }
+    tokio::select! {
+        result = connection.as_mut() => Some(result),
+        _ = drain.force_closing() => None,
+    }
+}
+
 /// The pipeline's view of a hyper request: the one body type, and upgrades as
 /// [`PendingUpgrade`]s.
 fn version_agnostic(request: Request<Incoming>) -> Request<HttpBody> {
@@ -114,10 +178,20 @@ fn version_agnostic(request: Request<Incoming>) -> Request<HttpBody> {
     if let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
         parts.extensions.insert(PendingUpgrade::new(async move {
             let upgraded = upgrade.await.map_err(std::io::Error::other)?;
-            Ok(Box::new(TokioIo::new(upgraded)) as Upgraded)
+            Ok(plain_or_boxed(upgraded))
         }));
     }
     Request::from_parts(parts, boxed(body))
+}
+
+/// Hands the connection's stream back (a plain TCP socket stays recognisable for
+/// zero-copy tunnels) with the bytes hyper read past the request; an HTTP/2 stream is
+/// boxed.
+fn plain_or_boxed(upgraded: hyper::upgrade::Upgraded) -> Upgraded {
+    match upgraded.downcast::<TokioIo<TunnelStream>>() {
+        Ok(parts) => parts.io.into_inner().unread(parts.read_buf),
+        Err(upgraded) => Upgraded::Boxed(Box::new(TokioIo::new(upgraded))),
+    }
 }
 
 /// A second handle on `stream`'s socket, for [`lingering_close`].

@@ -2,19 +2,15 @@
 //! extensions (and the upstream client in a 101 response's), so CONNECT and WebSocket
 //! handling never depends on which HTTP implementation carried the request.
 
+use crate::tunnel::stream::TunnelStream;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncRead, AsyncWrite};
 
-/// A byte stream taken over from an HTTP exchange.
-pub trait UpgradedIo: AsyncRead + AsyncWrite + Send + Unpin {}
-
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> UpgradedIo for T {}
-
-/// The stream an upgrade yields.
-pub type Upgraded = Box<dyn UpgradedIo>;
+/// The stream an upgrade yields: a plain TCP socket when the server can hand it back
+/// (HTTP/1.1 without TLS), so a CONNECT tunnel can forward it zero-copy.
+pub type Upgraded = TunnelStream;
 
 type Waiting = Pin<Box<dyn Future<Output = io::Result<Upgraded>> + Send>>;
 
@@ -44,7 +40,7 @@ impl PendingUpgrade {
 }
 
 /// Copies bytes both ways between two upgraded streams until both are done.
-pub async fn splice(client: PendingUpgrade, upstream: PendingUpgrade) {
+pub async fn relay(client: PendingUpgrade, upstream: PendingUpgrade) {
     match tokio::try_join!(client.wait(), upstream.wait()) {
         Ok((mut client, mut upstream)) => {
             match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {

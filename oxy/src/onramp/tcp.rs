@@ -6,7 +6,7 @@ use crate::endpoint::Endpoint;
 use crate::hooks::{
     ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext, Transport,
 };
-use crate::onramp::proxy_protocol::{self, PrefixedStream, oxy_proxy_protocol};
+use crate::onramp::proxy_protocol::{self, oxy_proxy_protocol};
 use crate::services::Services;
 use crate::settings::EndpointProtocol;
 use crate::settings::ProxyProtocolMode;
@@ -15,6 +15,7 @@ use crate::telemetry::panics;
 use crate::tls::server::oxy_tls;
 use crate::tunnel;
 use crate::tunnel::pump::CloseReason;
+use crate::tunnel::stream::{PrefixedStream, TunnelStream};
 use crate::tunnel::tcp::TunnelRefused;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -241,8 +242,9 @@ async fn serve_protocol<App: OxyExt, S>(
     drain: &Drain,
 ) -> ConnectionEnd
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static + Into<TunnelStream>,
 {
+    let stream = stream.into();
     match cx.endpoint.settings.protocol {
         // A udp endpoint has no TCP listener, so only `tcp` reaches the first arm.
         EndpointProtocol::Tcp | EndpointProtocol::Udp => forward(stream, cx, services, drain).await,
@@ -253,8 +255,8 @@ where
 }
 
 /// `protocol: tcp`: tunnels the connection to its target.
-async fn forward<App: OxyExt, S: AsyncRead + AsyncWrite>(
-    stream: S,
+async fn forward<App: OxyExt>(
+    stream: TunnelStream,
     cx: &IngressConnectionContext<App>,
     services: &Arc<Services<App>>,
     drain: &Drain,

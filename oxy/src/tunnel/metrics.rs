@@ -14,6 +14,10 @@ pub mod oxy_tunnel {
     /// Tunnels ended, by endpoint and close reason.
     pub fn ended_total(endpoint: &str, reason: &str) -> Counter;
 
+    /// TCP tunnels forwarded zero-copy with `splice(2)` (both sides plain TCP sockets),
+    /// by endpoint.
+    pub fn zero_copy_total(endpoint: &str) -> Counter;
+
     /// Bytes carried, by endpoint and direction (`up` is client to target).
     pub fn bytes_total(endpoint: &str, direction: &str) -> Counter;
 }

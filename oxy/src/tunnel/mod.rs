@@ -3,5 +3,7 @@
 
 pub mod metrics;
 pub mod pump;
+mod splice;
+pub mod stream;
 pub mod tcp;
 pub mod udp;

@@ -1,10 +1,13 @@
 //! Copies bytes both ways between two streams, with half-close, an idle timeout and a
-//! maximum lifetime.
+//! maximum lifetime: zero-copy between plain TCP sockets, buffered otherwise.
 
+use super::splice;
+use super::stream::TunnelStream;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 /// Bytes in flight per direction.
@@ -68,7 +71,39 @@ pub struct PumpLimits {
 }
 
 /// Pumps `client` <-> `target` until both sides are done, a limit passes or `shutdown`
-/// completes.
+/// completes. A plain TCP client is forwarded with `splice(2)` (zero-copy); anything
+/// else with a buffered copy. Returns the outcome and whether it was zero-copy.
+pub async fn pump_tcp(
+    client: TunnelStream,
+    target: TcpStream,
+    limits: PumpLimits,
+    shutdown: impl Future<Output = ()>,
+) -> (PumpOutcome, bool) {
+    match client {
+        TunnelStream::Plain(client) => {
+            let meter = Meter::new();
+            let (prefix, client) = client.into_parts();
+            let copying = async {
+                let mut target = target;
+                if !prefix.is_empty() {
+                    target.write_all(&prefix).await?;
+                    meter.moved(&meter.up, prefix.len());
+                }
+                tokio::try_join!(
+                    splice::forward(&client, &target, |n| meter.moved(&meter.up, n)),
+                    splice::forward(&target, &client, |n| meter.moved(&meter.down, n)),
+                )
+                .map(drop)
+            };
+            let reason = supervise(copying, &meter, limits, shutdown).await;
+            (meter.outcome(reason), true)
+        }
+        client => (pump(client, target, limits, shutdown).await, false),
+    }
+}
+
+/// Pumps `client` <-> `target` with a buffered copy until both sides are done, a limit
+/// passes or `shutdown` completes.
 pub async fn pump<C, T>(
     client: C,
     target: T,
@@ -79,33 +114,67 @@ where
     C: AsyncRead + AsyncWrite,
     T: AsyncRead + AsyncWrite,
 {
-    let started = Instant::now();
-    let last_activity = AtomicU64::new(0);
-    let (up, down) = (AtomicU64::new(0), AtomicU64::new(0));
+    let meter = Meter::new();
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut target_read, mut target_write) = tokio::io::split(target);
-    let copy_both = async {
+    let copying = async {
         tokio::try_join!(
-            copy(
-                &mut client_read,
-                &mut target_write,
-                &up,
-                &last_activity,
-                started
-            ),
-            copy(
-                &mut target_read,
-                &mut client_write,
-                &down,
-                &last_activity,
-                started
-            ),
+            copy(&mut client_read, &mut target_write, &meter, &meter.up),
+            copy(&mut target_read, &mut client_write, &meter, &meter.down),
         )
+        .map(drop)
     };
+    let reason = supervise(copying, &meter, limits, shutdown).await;
+    meter.outcome(reason)
+}
+
+/// Byte counts each way and the time of the last byte either way.
+struct Meter {
+    started: Instant,
+    /// Milliseconds from `started` to the last byte.
+    last_activity: AtomicU64,
+    up: AtomicU64,
+    down: AtomicU64,
+}
+
+impl Meter {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_activity: AtomicU64::new(0),
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts `n` bytes in `direction` (`up` or `down`) and notes the activity.
+    fn moved(&self, direction: &AtomicU64, n: usize) {
+        direction.fetch_add(n as u64, Ordering::Relaxed);
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_activity.store(now, Ordering::Relaxed);
+    }
+
+    fn outcome(&self, reason: CloseReason) -> PumpOutcome {
+        PumpOutcome {
+            bytes_up: self.up.load(Ordering::Relaxed),
+            bytes_down: self.down.load(Ordering::Relaxed),
+            reason,
+        }
+    }
+}
+
+/// Runs `copying` until it ends, the idle timeout or the lifetime passes, or `shutdown`
+/// completes.
+async fn supervise(
+    copying: impl Future<Output = std::io::Result<()>>,
+    meter: &Meter,
+    limits: PumpLimits,
+    shutdown: impl Future<Output = ()>,
+) -> CloseReason {
     let idle = async {
         loop {
-            let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
-            let due = started + last + limits.idle;
+            let last = Duration::from_millis(meter.last_activity.load(Ordering::Relaxed));
+            let due = meter.started + last + limits.idle;
             if Instant::now() >= due {
                 return;
             }
@@ -118,19 +187,14 @@ where
             None => std::future::pending().await,
         }
     };
-    let reason = tokio::select! {
-        result = copy_both => match result {
-            Ok(_) => CloseReason::Completed,
+    tokio::select! {
+        result = copying => match result {
+            Ok(()) => CloseReason::Completed,
             Err(e) => CloseReason::Error(e.to_string()),
         },
         _ = idle => CloseReason::IdleTimeout,
         _ = lifetime => CloseReason::MaxLifetime,
         _ = shutdown => CloseReason::Shutdown,
-    };
-    PumpOutcome {
-        bytes_up: up.load(Ordering::Relaxed),
-        bytes_down: down.load(Ordering::Relaxed),
-        reason,
     }
 }
 
@@ -138,9 +202,8 @@ where
 async fn copy<R, W>(
     reader: &mut R,
     writer: &mut W,
-    bytes: &AtomicU64,
-    last_activity: &AtomicU64,
-    started: Instant,
+    meter: &Meter,
+    direction: &AtomicU64,
 ) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -153,15 +216,15 @@ where
             return writer.shutdown().await;
         }
         writer.write_all(&buf[..n]).await?;
-        bytes.fetch_add(n as u64, Ordering::Relaxed);
-        let now = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        last_activity.store(now, Ordering::Relaxed);
+        meter.moved(direction, n);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::stream::PrefixedStream;
+    use bytes::Bytes;
     use tokio::io::duplex;
 
     fn limits(idle_ms: u64) -> PumpLimits {
@@ -243,5 +306,111 @@ mod tests {
         )
         .await;
         assert_eq!(outcome.reason, CloseReason::Shutdown);
+    }
+
+    /// Two connected loopback sockets: (ours, the peer's).
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (connected, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (accepted.unwrap().0, connected.unwrap())
+    }
+
+    #[tokio::test]
+    async fn plain_sockets_are_spliced_with_read_ahead_and_half_close() {
+        let (client, mut client_peer) = socket_pair().await;
+        let (target, mut target_peer) = socket_pair().await;
+        let client =
+            TunnelStream::Plain(PrefixedStream::new(Bytes::from_static(b"early:"), client));
+        let pumping = tokio::spawn(pump_tcp(
+            client,
+            target,
+            limits(5_000),
+            std::future::pending(),
+        ));
+        // More than a pipe holds, both ways at once, so every chunk loop runs.
+        let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        let up = payload.clone();
+        let sending = tokio::spawn(async move {
+            client_peer.write_all(&up).await.unwrap();
+            client_peer.shutdown().await.unwrap();
+            let mut back = Vec::new();
+            client_peer.read_to_end(&mut back).await.unwrap();
+            back
+        });
+        let mut got = Vec::new();
+        target_peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(&got[..6], b"early:");
+        assert!(got[6..] == payload[..], "payload corrupted");
+        // The client half-closed; the target can still answer.
+        target_peer.write_all(&payload[..100_000]).await.unwrap();
+        target_peer.shutdown().await.unwrap();
+        let back = sending.await.unwrap();
+        assert!(back == payload[..100_000]);
+        let (outcome, zero_copy) = pumping.await.unwrap();
+        assert!(zero_copy);
+        assert_eq!(
+            outcome,
+            PumpOutcome {
+                bytes_up: 6 + 3_000_000,
+                bytes_down: 100_000,
+                reason: CloseReason::Completed
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn spliced_tunnels_close_when_idle_and_report_resets() {
+        let (client, _client_peer) = socket_pair().await;
+        let (target, _target_peer) = socket_pair().await;
+        let client = TunnelStream::Plain(PrefixedStream::new(Bytes::new(), client));
+        let (outcome, _) = pump_tcp(client, target, limits(200), std::future::pending()).await;
+        assert_eq!(outcome.reason, CloseReason::IdleTimeout);
+
+        let (client, client_peer) = socket_pair().await;
+        let (target, mut target_peer) = socket_pair().await;
+        let client = TunnelStream::Plain(PrefixedStream::new(Bytes::new(), client));
+        let pumping = tokio::spawn(pump_tcp(
+            client,
+            target,
+            limits(5_000),
+            std::future::pending(),
+        ));
+        socket2::SockRef::from(&client_peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client_peer);
+        // Keep the other direction busy so the reset is noticed while writing.
+        for _ in 0..100 {
+            if target_peer.write_all(&[0u8; 65_536]).await.is_err() {
+                break;
+            }
+        }
+        let (outcome, _) = pumping.await.unwrap();
+        assert!(
+            matches!(outcome.reason, CloseReason::Error(_)),
+            "{:?}",
+            outcome.reason
+        );
+    }
+
+    #[tokio::test]
+    async fn other_streams_use_the_buffered_copy() {
+        let (client, mut client_peer) = duplex(64);
+        let (target, mut target_peer) = socket_pair().await;
+        let pumping = tokio::spawn(pump_tcp(
+            TunnelStream::Boxed(Box::new(client)),
+            target,
+            limits(5_000),
+            std::future::pending(),
+        ));
+        client_peer.write_all(b"hi").await.unwrap();
+        client_peer.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        target_peer.read_to_end(&mut got).await.unwrap();
+        drop(target_peer);
+        let (outcome, zero_copy) = pumping.await.unwrap();
+        assert!(!zero_copy);
+        assert_eq!((outcome.bytes_up, got.as_slice()), (2, &b"hi"[..]));
     }
 }

@@ -10,11 +10,11 @@ use crate::offramp::tcp::{self as offramp_tcp, ConnectError};
 use crate::services::Services;
 use crate::telemetry::audit::AuditRecord;
 use crate::tunnel::metrics::oxy_tunnel;
-use crate::tunnel::pump::{CloseReason, PumpLimits, pump};
+use crate::tunnel::pump::{CloseReason, PumpLimits, pump_tcp};
+use crate::tunnel::stream::TunnelStream;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 /// Why a tunnel was not opened.
@@ -181,19 +181,19 @@ impl<App: OxyExt> TcpTunnel<App> {
 
     /// Pumps `client` through the tunnel until it ends, then runs the tunnel-end hook,
     /// counts and audits it.
-    pub async fn pump<S: AsyncRead + AsyncWrite>(
-        mut self,
-        client: S,
-        drain: &Drain,
-    ) -> CloseReason {
+    pub async fn pump(mut self, client: TunnelStream, drain: &Drain) -> CloseReason {
         let endpoint = self.cx.endpoint.name().to_string();
         oxy_tunnel::started_total(&endpoint, "tcp").inc();
         let active = oxy_tunnel::active(&endpoint, "tcp");
         active.inc();
         let (target, peer) = (self.cx.target.clone(), self.cx.peer_addr);
         tracing::debug!(%target, %peer, "tunnel open");
-        let outcome = pump(client, self.server, self.limits, drain.force_closing()).await;
+        let (outcome, zero_copy) =
+            pump_tcp(client, self.server, self.limits, drain.force_closing()).await;
         active.dec();
+        if zero_copy {
+            oxy_tunnel::zero_copy_total(&endpoint).inc();
+        }
         oxy_tunnel::bytes_total(&endpoint, "up").inc_by(outcome.bytes_up);
         oxy_tunnel::bytes_total(&endpoint, "down").inc_by(outcome.bytes_down);
         oxy_tunnel::ended_total(&endpoint, outcome.reason.label()).inc();
