@@ -4,11 +4,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps certs run build lint rust-test integration-test test
+.PHONY: help deps certs run build lint rust-test integration-test test bench
 
 help:
 	@echo "make run   - build and run the zero-code proxy with config/default.yaml"
 	@echo "make test  - lints, Rust tests and the TypeScript integration tests"
+	@echo "make bench - side-by-side benchmarks against nginx, HAProxy and Squid (benches/)"
 
 deps:
 	@scripts/install-deps.sh
@@ -38,3 +39,6 @@ integration-test: build certs
 	cd integration-tests && npm ci --no-audit --no-fund && npm test
 
 test: lint rust-test integration-test
+
+bench:
+	benches/run

@@ -4,9 +4,10 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { auditPath, auditRecords } from "../lib/audit.ts";
+import { makePki } from "../lib/certs.ts";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
-import { OxyProcess, closed, exchange, freePort, openTcp, sleep } from "../lib/oxy.ts";
+import { OxyProcess, closed, exchange, freePort, openTcp, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
 
 let echo: EchoServer;
 let dns: DnsServer;
@@ -114,6 +115,51 @@ test("a failing primary resolver group falls back to the next group", async () =
   assert.equal((await exchange(port, "cached")).toString(), "cached");
   assert.match((await oxy.telemetry("/metrics")).body, /^oxy_dns_cache_total\{result="hit"\} [1-9]/m);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("DNS over TLS and over HTTPS, verified against dns.ca_file", async () => {
+  const pki = makePki(["dns.oxy.test"]);
+  const secure = await startDnsServer({ "echo.oxy.test": ["127.0.0.1"] }, 60, pki.server);
+  try {
+    for (const [protocol, dnsPort] of [["tls", secure.tlsPort], ["https", secure.httpsPort]] as const) {
+      const server = { address: `127.0.0.1:${dnsPort}`, protocol, tls_name: "dns.oxy.test" };
+      const before = secure.queries.length;
+      const { port, settings } = await forwarder(`echo.oxy.test:${echo.port}`, {
+        egress: { allow: ["127.0.0.0/8"] },
+        dns: { ca_file: pki.ca, groups: [{ name: protocol, servers: [server] }] },
+      });
+      const oxy = await OxyProcess.start({ binary: "oxy", settings });
+      assert.equal((await exchange(port, `via ${protocol}`)).toString(), `via ${protocol}`);
+      assert.ok(secure.queries.length > before, `the ${protocol} server was asked`);
+      assert.match((await oxy.telemetry("/metrics")).body, new RegExp(`^oxy_dns_lookup_duration_seconds_count\\{group="${protocol}"\\} [1-9]`, "m"));
+      assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+    }
+    // A certificate without the configured name is refused: no answer, a DNS failure.
+    const asked = secure.queries.length;
+    const wrongName = { address: `127.0.0.1:${secure.tlsPort}`, protocol: "tls", tls_name: "other.oxy.test" };
+    const { port, audit, settings } = await forwarder(`echo.oxy.test:${echo.port}`, {
+      egress: { allow: ["127.0.0.0/8"] },
+      dns: { ca_file: pki.ca, timeout: "500ms", attempts: 1, groups: [{ name: "tls", servers: [wrongName] }] },
+    });
+    const oxy = await OxyProcess.start({ binary: "oxy", settings });
+    assert.equal((await exchange(port, "?")).length, 0);
+    const [record] = await auditRecords(audit, 1);
+    assert.match(record.close_reason, /resolving echo\.oxy\.test failed/);
+    assert.equal(secure.queries.length, asked, "no query crossed an unverified connection");
+    assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  } finally {
+    await secure.close();
+  }
+});
+
+test("DNS settings are checked: encrypted servers need tls_name, ca_file must hold certificates", async () => {
+  const { settings } = await forwarder("echo.oxy.test:80", {
+    dns: { ca_file: "/nonexistent/ca.pem", groups: [{ servers: [{ address: "127.0.0.1:853", protocol: "tls" }] }] },
+  });
+  const run = await runToExit("oxy", ["--check-config", "-c", writeConfig(settings)]);
+  assert.equal(run.code, 2);
+  assert.match(run.stderr, /dns\.groups\[0\]\.servers\[0\]\.tls_name.*tls and https servers need the name on their certificate/);
+  assert.match(run.stderr, /dns\.ca_file.*cannot use \/nonexistent\/ca\.pem as a CA bundle/);
 });
 
 test("an unknown name closes the connection with a DNS reason", async () => {

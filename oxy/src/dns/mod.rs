@@ -2,12 +2,13 @@
 
 mod cache;
 mod metrics;
+mod tls;
 
 pub use cache::{Cached, DnsCache};
 
 use crate::app::OxyExt;
 use crate::hooks::{DnsAction, DnsContext, DnsHook};
-use crate::settings::{DnsProtocol, DnsSettings};
+use crate::settings::{DnsProtocol, DnsServerSettings, DnsSettings};
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
     ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
@@ -59,6 +60,28 @@ pub enum DnsError {
         /// The hook's reason.
         reason: String,
     },
+}
+
+/// How hickory reaches one configured server.
+fn name_server(server: &DnsServerSettings) -> NameServerConfig {
+    let with_port = |mut connection: ConnectionConfig| {
+        connection.port = server.address.port();
+        connection
+    };
+    let tls_name = || Arc::<str>::from(server.tls_name.as_str());
+    let connections = match server.protocol {
+        DnsProtocol::Udp => vec![
+            with_port(ConnectionConfig::udp()),
+            with_port(ConnectionConfig::tcp()),
+        ],
+        DnsProtocol::Tcp => vec![with_port(ConnectionConfig::tcp())],
+        DnsProtocol::Tls => vec![with_port(ConnectionConfig::tls(tls_name()))],
+        DnsProtocol::Https => vec![with_port(ConnectionConfig::https(
+            tls_name(),
+            Some(Arc::from(server.https_path.as_str())),
+        ))],
+    };
+    NameServerConfig::new(server.address.ip(), true, connections)
 }
 
 /// A resolver that could not be built from the settings.
@@ -123,30 +146,29 @@ impl<App: OxyExt> DnsResolver<App> {
                 deadline,
             });
         }
+        let encrypted = settings
+            .groups
+            .iter()
+            .flat_map(|g| &g.servers)
+            .any(|s| matches!(s.protocol, DnsProtocol::Tls | DnsProtocol::Https));
+        let tls = if encrypted {
+            Some(tls::client_config(&settings.ca_file)?)
+        } else {
+            None
+        };
         for group in &settings.groups {
-            let servers = group
-                .servers
-                .iter()
-                .map(|server| {
-                    let mut connections = Vec::new();
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = server.address.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = server.address.port();
-                    if server.protocol == DnsProtocol::Udp {
-                        connections.push(udp);
-                    }
-                    connections.push(tcp);
-                    NameServerConfig::new(server.address.ip(), true, connections)
-                })
-                .collect();
-            let resolver = TokioResolver::builder_with_config(
+            let servers = group.servers.iter().map(name_server).collect();
+            let mut builder = TokioResolver::builder_with_config(
                 ResolverConfig::from_name_servers(servers),
                 TokioRuntimeProvider::default(),
             )
-            .with_options(options.clone())
-            .build()
-            .map_err(|e| DnsSetupError(format!("group {}: {e}", group.name)))?;
+            .with_options(options.clone());
+            if let Some(tls) = &tls {
+                builder = builder.with_tls_config(tls.clone());
+            }
+            let resolver = builder
+                .build()
+                .map_err(|e| DnsSetupError(format!("group {}: {e}", group.name)))?;
             groups.push(Group {
                 name: group.name.clone(),
                 resolver,

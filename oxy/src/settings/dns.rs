@@ -2,6 +2,7 @@
 
 use crate::oxy_app_settings;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The `dns:` section.
@@ -32,6 +33,9 @@ pub struct DnsSettings {
     /// How long "no such name" and "no address" answers are cached.
     #[serde(with = "humantime_serde", default = "default_negative_ttl")]
     pub negative_ttl: Duration,
+    /// CA certificates (PEM) trusted for `tls` and `https` servers; empty means the
+    /// system's roots.
+    pub ca_file: PathBuf,
 }
 
 /// A group of resolvers that answer together.
@@ -50,8 +54,14 @@ pub struct DnsServerSettings {
     /// Address and port (`192.0.2.53:53`).
     #[serde(default = "default_server")]
     pub address: SocketAddr,
-    /// `udp` (with TCP for truncated answers) or `tcp`.
+    /// `udp` (with TCP for truncated answers), `tcp`, `tls` (DNS over TLS, RFC 7858)
+    /// or `https` (DNS over HTTPS, RFC 8484, over HTTP/2).
     pub protocol: DnsProtocol,
+    /// The name the server's certificate must carry (`tls` and `https` only).
+    pub tls_name: String,
+    /// The query path of an `https` server.
+    #[serde(default = "default_https_path")]
+    pub https_path: String,
 }
 
 /// How a DNS server is asked.
@@ -62,6 +72,10 @@ pub enum DnsProtocol {
     Udp,
     /// TCP only.
     Tcp,
+    /// DNS over TLS.
+    Tls,
+    /// DNS over HTTPS (HTTP/2).
+    Https,
 }
 
 fn yes() -> bool {
@@ -86,6 +100,10 @@ fn default_max_ttl() -> Duration {
 
 fn default_negative_ttl() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_https_path() -> String {
+    "/dns-query".into()
 }
 
 fn default_group_name() -> String {

@@ -3,6 +3,7 @@
 use super::errors::PathSegment;
 use super::{ClientAuth, ProxyProtocolMode, ServerSettings, Settings};
 use crate::hooks::Target;
+use crate::settings::DnsProtocol;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -59,6 +60,24 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                 "a group needs at least one server".into(),
             ));
         }
+        for (s, server) in group.servers.iter().enumerate() {
+            let encrypted = matches!(server.protocol, DnsProtocol::Tls | DnsProtocol::Https);
+            if encrypted && server.tls_name.is_empty() {
+                problems.push((
+                    at(&[key("servers"), PathSegment::Index(s), key("tls_name")]),
+                    "tls and https servers need the name on their certificate".into(),
+                ));
+            }
+            if server.protocol == DnsProtocol::Https && !server.https_path.starts_with('/') {
+                problems.push((
+                    at(&[key("servers"), PathSegment::Index(s), key("https_path")]),
+                    "the query path must start with /".into(),
+                ));
+            }
+        }
+    }
+    if let Some(problem) = ca_bundle_problem(&settings.dns.ca_file) {
+        problems.push((vec![key("dns"), key("ca_file")], problem));
     }
     if settings.dns.min_ttl > settings.dns.max_ttl {
         problems.push((
@@ -152,23 +171,8 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                 ));
             }
         }
-        let ca_file = &http.client.ca_file;
-        if !ca_file.as_os_str().is_empty()
-            && let Err(e) = std::fs::read(ca_file)
-                .map_err(|e| e.to_string())
-                .and_then(|pem| boring::x509::X509::stack_from_pem(&pem).map_err(|e| e.to_string()))
-                .and_then(|certs| {
-                    if certs.is_empty() {
-                        Err("no certificate".into())
-                    } else {
-                        Ok(())
-                    }
-                })
-        {
-            problems.push((
-                at(&[key("http"), key("client"), key("ca_file")]),
-                format!("cannot use {} as a CA bundle: {e}", ca_file.display()),
-            ));
+        if let Some(problem) = ca_bundle_problem(&http.client.ca_file) {
+            problems.push((at(&[key("http"), key("client"), key("ca_file")]), problem));
         }
         let tls = &endpoint.tls;
         let problems_before = problems.len();
@@ -216,6 +220,24 @@ fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
     let covers =
         |x: &SocketAddr, y: &SocketAddr| x.ip().is_unspecified() && (x.is_ipv6() || y.is_ipv4());
     a.ip() == b.ip() || covers(a, b) || covers(b, a)
+}
+
+/// Why `path` (when set) cannot serve as a PEM CA bundle.
+fn ca_bundle_problem(path: &std::path::Path) -> Option<String> {
+    if path.as_os_str().is_empty() {
+        return None;
+    }
+    let certs = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| boring::x509::X509::stack_from_pem(&pem).map_err(|e| e.to_string()));
+    match certs {
+        Ok(certs) if !certs.is_empty() => None,
+        Ok(_) => Some(format!(
+            "cannot use {} as a CA bundle: no certificate",
+            path.display()
+        )),
+        Err(e) => Some(format!("cannot use {} as a CA bundle: {e}", path.display())),
+    }
 }
 
 #[cfg(test)]

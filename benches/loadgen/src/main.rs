@@ -1,0 +1,122 @@
+//! `oxy-loadgen`: the load generator of Oxy's benchmarks. `serve` runs the targets
+//! (a byte source and an echo server); the other commands drive load through a proxy
+//! (CONNECT, or a plain TCP forwarder) and print one JSON object with the result.
+
+mod idle;
+mod proxy_connect;
+mod rate;
+mod serve;
+mod throughput;
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How the load reaches the target.
+#[derive(clap::Args, Clone)]
+struct Route {
+    /// Where to connect: the proxy, a TCP forwarder, or the target itself.
+    #[arg(long)]
+    to: SocketAddr,
+    /// Send `CONNECT <target>` first (an HTTP proxy); without it, `--to` forwards by
+    /// itself or is the target.
+    #[arg(long)]
+    connect: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the targets until killed.
+    Serve {
+        /// Where the byte source listens (it writes until the peer closes).
+        #[arg(long)]
+        source: SocketAddr,
+        /// Where the echo server listens.
+        #[arg(long)]
+        echo: SocketAddr,
+    },
+    /// Bulk download throughput over `tunnels` parallel tunnels to the byte source.
+    Throughput {
+        #[command(flatten)]
+        route: Route,
+        /// Parallel tunnels.
+        #[arg(long, default_value_t = 1)]
+        tunnels: usize,
+        /// Seconds measured (after a one-second warm-up).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// New tunnels per second: open, one byte echoed, close; `concurrency` at a time.
+    Rate {
+        #[command(flatten)]
+        route: Route,
+        /// Tunnels in flight at once.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Seconds measured.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Memory per idle tunnel: the resident memory of `pids` before and after opening
+    /// `count` tunnels to the echo server (each carries one byte, then idles).
+    Idle {
+        #[command(flatten)]
+        route: Route,
+        /// Tunnels to open.
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// The proxy's processes, comma-separated (all their memory is counted).
+        #[arg(long, value_delimiter = ',')]
+        pids: Vec<u32>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    raise_open_files_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { source, echo } => serve::run(source, echo).await,
+            Command::Throughput {
+                route,
+                tunnels,
+                seconds,
+            } => throughput::run(&route, tunnels, seconds).await,
+            Command::Rate {
+                route,
+                concurrency,
+                seconds,
+            } => rate::run(&route, concurrency, seconds).await,
+            Command::Idle { route, count, pids } => idle::run(&route, count, &pids).await,
+        }
+    })?;
+    // The result is this tool's output, read by benches/bench.py.
+    #[allow(clippy::print_stdout)]
+    {
+        println!("{result}");
+    }
+    Ok(())
+}
+
+/// Tens of thousands of sockets need more than the usual soft limit of open files.
+fn raise_open_files_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if let Err(e) = setrlimit(Resource::Nofile, raised) {
+        eprintln!("cannot raise the open files limit: {e}");
+    }
+}

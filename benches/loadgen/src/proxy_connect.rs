@@ -1,0 +1,38 @@
+//! Opens a connection along a [`Route`]: straight to `--to`, or through an HTTP proxy
+//! with `CONNECT`.
+
+use crate::Route;
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A connection to the target along `route`, ready for the target's bytes.
+pub async fn open(route: &Route) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect(route.to)
+        .await
+        .with_context(|| format!("connecting to {}", route.to))?;
+    stream.set_nodelay(true)?;
+    let Some(target) = &route.connect else {
+        return Ok(stream);
+    };
+    let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    // Read the response head byte by byte so no tunnel byte is consumed with it.
+    let mut head = Vec::with_capacity(128);
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() > 8192 {
+            bail!("CONNECT response head too long");
+        }
+        let byte = stream
+            .read_u8()
+            .await
+            .context("reading the CONNECT response")?;
+        head.push(byte);
+    }
+    let status_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
+    let status_line = String::from_utf8_lossy(status_line);
+    if status_line.split(' ').nth(1) != Some("200") {
+        bail!("CONNECT {target} refused: {status_line}");
+    }
+    Ok(stream)
+}
