@@ -179,6 +179,7 @@ def haproxy_config(workdir: Path, ports: dict, pem: Path, maxconn: int) -> Path:
 global
   nbthread 1
   maxconn {maxconn}
+  maxpipes 128
 defaults
   maxconn {maxconn}
   timeout connect 5s
@@ -196,10 +197,12 @@ backend origin
   server origin 127.0.0.1:{ports['origin']}
 listen l4-source
   mode tcp
+  option splice-auto
   bind 127.0.0.1:{ports['haproxy_l4_source']}
   server source 127.0.0.1:{ports['source']}
 listen l4-echo
   mode tcp
+  option splice-auto
   bind 127.0.0.1:{ports['haproxy_l4_echo']}
   server echo 127.0.0.1:{ports['echo']}
 """)
@@ -279,6 +282,7 @@ def main() -> int:
     parser.add_argument("--idle-tunnels", type=int, default=10_000, help="tunnels held for the memory scenario")
     parser.add_argument("--only", action="append", default=[], help="run only scenarios whose name contains this")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--markdown", type=Path, help="also write the results as a Markdown report here")
     opts = parser.parse_args()
 
     for tool in ("nginx", "haproxy", "squid", "wrk", "h2load", "openssl"):
@@ -288,8 +292,8 @@ def main() -> int:
     # Two sockets per tunnel, and the hard limit bounds every process here.
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     idle_tunnels = opts.idle_tunnels
-    if hard != resource.RLIM_INFINITY and 2 * idle_tunnels + 200 > hard:
-        idle_tunnels = (hard - 200) // 2
+    if hard != resource.RLIM_INFINITY and 2 * idle_tunnels + 600 > hard:
+        idle_tunnels = (hard - 600) // 2
         print(f"note: the hard open-files limit is {hard}; holding {idle_tunnels} idle tunnels, not {opts.idle_tunnels}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     try:
@@ -399,15 +403,18 @@ def main() -> int:
     print_ratios(results)
     if opts.json:
         opts.json.write_text(json.dumps(results, indent=2))
+    if opts.markdown:
+        opts.markdown.write_text(markdown_report(results, opts, idle_tunnels))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
-def print_ratios(results: list[dict]) -> None:
-    print("\nRatios Oxy/peer (higher is better for rates and throughput, lower for latency and memory):")
+def ratios(results: list[dict]) -> list[tuple[str, str, str, str, float]]:
+    """(scenario, Oxy contender, peer, metric, ratio) for every Oxy row against every peer."""
     by_scenario: dict[str, dict[str, dict]] = {}
     for r in results:
         by_scenario.setdefault(r["scenario"], {})[r["contender"]] = r
+    found = []
     for scenario, rows in by_scenario.items():
         for oxy_name in [n for n in rows if n.startswith("oxy")]:
             for peer, peer_row in rows.items():
@@ -416,7 +423,59 @@ def print_ratios(results: list[dict]) -> None:
                 for metric, value in rows[oxy_name].items():
                     if metric in ("scenario", "contender", "rounds") or not peer_row.get(metric):
                         continue
-                    print(f"  {scenario} | {oxy_name} / {peer} | {metric}: {value / peer_row[metric]:.2f}x")
+                    found.append((scenario, oxy_name, peer, metric, value / peer_row[metric]))
+    return found
+
+
+def print_ratios(results: list[dict]) -> None:
+    print("\nRatios Oxy/peer (higher is better for rates and throughput, lower for latency and memory):")
+    for scenario, oxy_name, peer, metric, ratio in ratios(results):
+        print(f"  {scenario} | {oxy_name} / {peer} | {metric}: {ratio:.2f}x")
+
+
+def version_of(argv: list[str]) -> str:
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    lines = (done.stdout + done.stderr).strip().splitlines()
+    return lines[0] if lines else "unknown"
+
+
+def markdown_report(results: list[dict], opts, idle_tunnels: int) -> str:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown")
+    commit = version_of(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    argv = " ".join(["benches/run", *sys.argv[1:]])
+    out = [
+        "# Benchmark results",
+        "",
+        f"Made by `{argv}` at commit `{commit}` on {time.strftime('%Y-%m-%d')}.",
+        "",
+        f"- Machine: {os.cpu_count()} cores ({cpu}), kernel {os.uname().release}",
+        f"- Oxy: release build, `server.worker_threads: 1`, log level warn (no access log)",
+        f"- nginx: {version_of(['nginx', '-v'])}; `worker_processes 1`, access_log off, upstream keepalive",
+        f"- HAProxy: {version_of(['haproxy', '-v'])}; `nbthread 1`, `http-reuse always`, `option splice-auto` (TCP)",
+        f"- Squid: {version_of(['squid', '-v'])}; one process, no cache, access_log none",
+        f"- Load: {version_of(['wrk', '-v'])}; {version_of(['h2load', '--version'])}; oxy-loadgen (benches/loadgen)",
+        f"- {opts.rounds} alternating rounds of {opts.seconds} s per scenario; medians shown. "
+        "Everything shares the 2 cores: the load generator, the target and the proxy.",
+        "",
+    ]
+    by_scenario: dict[str, list[dict]] = {}
+    for r in results:
+        by_scenario.setdefault(r["scenario"], []).append(r)
+    for scenario, rows in by_scenario.items():
+        metrics = [k for k in rows[0] if k not in ("scenario", "contender", "rounds")]
+        out += [f"## {scenario}", "", "| contender | " + " | ".join(metrics) + " |",
+                "|---|" + "---:|" * len(metrics)]
+        for r in rows:
+            out.append(f"| {r['contender']} | " + " | ".join(f"{r[m]:,.2f}" for m in metrics) + " |")
+        out.append("")
+    out += ["## Ratios Oxy/peer", "", "Higher is better for rates and throughput, lower for latency and memory.", "",
+            "| scenario | Oxy / peer | metric | ratio |", "|---|---|---|---:|"]
+    out += [f"| {sc} | {oxy} / {peer} | {metric} | {ratio:.2f} |" for sc, oxy, peer, metric, ratio in ratios(results)]
+    return "\n".join(out) + "\n"
 
 
 if __name__ == "__main__":

@@ -17,17 +17,19 @@ pub async fn open(route: &Route) -> anyhow::Result<TcpStream> {
     };
     let request = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
-    // Read the response head byte by byte so no tunnel byte is consumed with it.
-    let mut head = Vec::with_capacity(128);
-    while !head.ends_with(b"\r\n\r\n") {
+    // The target speaks only after the client (echo) or streams bytes that are counted
+    // after a warm-up (source), so tunnel bytes read along with the head are dropped.
+    let mut head = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         if head.len() > 8192 {
             bail!("CONNECT response head too long");
         }
-        let byte = stream
-            .read_u8()
-            .await
-            .context("reading the CONNECT response")?;
-        head.push(byte);
+        let n = stream.read(&mut chunk).await.context("reading the CONNECT response")?;
+        if n == 0 {
+            bail!("the proxy closed the connection before answering CONNECT");
+        }
+        head.extend_from_slice(&chunk[..n]);
     }
     let status_line = head.split(|b| *b == b'\r').next().unwrap_or_default();
     let status_line = String::from_utf8_lossy(status_line);
