@@ -472,6 +472,9 @@ def markdown_report(results: list[dict], opts, idle_tunnels: int) -> str:
         for r in rows:
             out.append(f"| {r['contender']} | " + " | ".join(f"{r[m]:,.2f}" for m in metrics) + " |")
         out.append("")
+    findings = Path(__file__).with_name("findings.md")
+    if findings.exists():
+        out += [findings.read_text().rstrip(), ""]
     out += ["## Ratios Oxy/peer", "", "Higher is better for rates and throughput, lower for latency and memory.", "",
             "| scenario | Oxy / peer | metric | ratio |", "|---|---|---|---:|"]
     out += [f"| {sc} | {oxy} / {peer} | {metric} | {ratio:.2f} |" for sc, oxy, peer, metric, ratio in ratios(results)]

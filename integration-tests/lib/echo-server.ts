@@ -5,6 +5,8 @@ import { createServer, type Server, type Socket } from "node:net";
 export interface EchoServer {
   port: number;
   connections: number;
+  /** The remote address of every connection, in order. */
+  peers: string[];
   close(): Promise<void>;
 }
 
@@ -12,8 +14,10 @@ export interface EchoServer {
 export async function startEchoServer(host = "127.0.0.1"): Promise<EchoServer> {
   const sockets = new Set<Socket>();
   const state = { connections: 0 };
+  const peers: string[] = [];
   const server: Server = createServer({ allowHalfOpen: true }, (socket) => {
     state.connections += 1;
+    peers.push(socket.remoteAddress ?? "");
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
     socket.on("error", () => {});
@@ -27,6 +31,7 @@ export async function startEchoServer(host = "127.0.0.1"): Promise<EchoServer> {
     get connections() {
       return state.connections;
     },
+    peers,
     close: () =>
       new Promise((ok) => {
         for (const s of sockets) s.destroy();

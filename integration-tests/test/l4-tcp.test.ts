@@ -17,6 +17,7 @@ before(async () => {
   dns = await startDnsServer({
     "echo.oxy.test": ["127.0.0.1"],
     "public.oxy.test": ["192.0.2.10"],
+    "override.oxy.test": ["192.0.2.10"],
   });
 });
 
@@ -160,6 +161,65 @@ test("DNS settings are checked: encrypted servers need tls_name, ca_file must ho
   assert.equal(run.code, 2);
   assert.match(run.stderr, /dns\.groups\[0\]\.servers\[0\]\.tls_name.*tls and https servers need the name on their certificate/);
   assert.match(run.stderr, /dns\.ca_file.*cannot use \/nonexistent\/ca\.pem as a CA bundle/);
+});
+
+test("the DNS hook overrides and vetoes answers, and its cache item reaches the egress hook", async () => {
+  const { port, settings } = await forwarder(`override.oxy.test:${echo.port}`, {
+    egress: { allow: ["127.0.0.0/8"] },
+    app: { dns_override: "override.oxy.test=127.0.0.1", dns_veto: "echo.oxy.test" },
+  });
+  const oxy = await OxyProcess.start({ binary: "fixture-app", settings });
+  // The test's DNS server says 192.0.2.10 (a denied documentation address).
+  assert.equal((await exchange(port, "overridden")).toString(), "overridden");
+  await oxy.waitForLog(/fixture saw resolved addresses target=Some\("override\.oxy\.test:\d+"\) addrs=\[127\.0\.0\.1\] item=Some\("item-for-override\.oxy\.test"\)/);
+  const asked = dns.queries.filter((q) => q === "override.oxy.test/A").length;
+  assert.equal((await exchange(port, "from the cache")).toString(), "from the cache");
+  assert.equal(dns.queries.filter((q) => q === "override.oxy.test/A").length, asked, "answered from the cache");
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+
+  const vetoed = await forwarder(`echo.oxy.test:${echo.port}`, {
+    egress: { allow: ["127.0.0.0/8"] },
+    app: { dns_veto: "echo.oxy.test" },
+  });
+  const oxy2 = await OxyProcess.start({ binary: "fixture-app", settings: vetoed.settings });
+  assert.equal((await exchange(vetoed.port, "?")).length, 0);
+  const [record] = await auditRecords(vetoed.audit, 1);
+  assert.match(record.close_reason, /resolving echo\.oxy\.test was refused: vetoed by the fixture/);
+  assert.deepEqual(await oxy2.stop(), { code: 0, signal: null });
+});
+
+test("the egress hook binds the local address; the tunnel hook redirects and sets timeouts", async () => {
+  const bound = await forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } }, { app: { bind_to: "127.0.0.2" } });
+  const oxy = await OxyProcess.start({ binary: "fixture-app", settings: bound.settings });
+  const before = echo.peers.length;
+  assert.equal((await exchange(bound.port, "bound")).toString(), "bound");
+  assert.deepEqual(echo.peers.slice(before), ["127.0.0.2"]);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+
+  const other = await startEchoServer();
+  try {
+    const redirected = await forwarder(`127.0.0.1:${other.port}`, { egress: { allow: ["127.0.0.0/8"] } }, { app: { tunnel_redirect: `127.0.0.1:${echo.port}` } });
+    const oxy2 = await OxyProcess.start({ binary: "fixture-app", settings: redirected.settings });
+    const echoBefore = echo.connections;
+    assert.equal((await exchange(redirected.port, "redirected")).toString(), "redirected");
+    assert.equal(echo.connections, echoBefore + 1, "the redirect target carried the tunnel");
+    const [record] = await auditRecords(redirected.audit, 1);
+    assert.equal(record.target, `127.0.0.1:${echo.port}`);
+    assert.deepEqual(await oxy2.stop(), { code: 0, signal: null });
+  } finally {
+    await other.close();
+  }
+
+  const timed = await forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } }, { app: { tunnel_idle_ms: 300 }, tunnel: { idle_timeout: "1h" } });
+  const oxy3 = await OxyProcess.start({ binary: "fixture-app", settings: timed.settings });
+  const socket = await openTcp(timed.port);
+  const started = Date.now();
+  await closed(socket);
+  const took = Date.now() - started;
+  assert.ok(took >= 250 && took < 5_000, `closed after ${took} ms`);
+  const [record] = await auditRecords(timed.audit, 1);
+  assert.equal(record.close_reason, "idle_timeout");
+  assert.deepEqual(await oxy3.stop(), { code: 0, signal: null });
 });
 
 test("an unknown name closes the connection with a DNS reason", async () => {

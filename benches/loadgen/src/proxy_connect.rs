@@ -25,7 +25,10 @@ pub async fn open(route: &Route) -> anyhow::Result<TcpStream> {
         if head.len() > 8192 {
             bail!("CONNECT response head too long");
         }
-        let n = stream.read(&mut chunk).await.context("reading the CONNECT response")?;
+        let n = stream
+            .read(&mut chunk)
+            .await
+            .context("reading the CONNECT response")?;
         if n == 0 {
             bail!("the proxy closed the connection before answering CONNECT");
         }

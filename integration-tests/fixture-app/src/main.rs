@@ -8,6 +8,8 @@ use oxy::http::proxy_auth;
 use oxy::prelude::*;
 use std::time::Duration;
 
+mod dns;
+
 /// Settings of the fixture's `app:` section.
 #[oxy_app_settings]
 pub struct FixtureSettings {
@@ -16,6 +18,10 @@ pub struct FixtureSettings {
     pub greeting: String,
     /// When not empty, `start` fails with this message.
     pub fail_start: String,
+    /// `name=ip`: the DNS hook answers `name` with `ip`, whatever the resolver said.
+    pub dns_override: String,
+    /// The DNS hook refuses answers for this name.
+    pub dns_veto: String,
 }
 
 fn default_greeting() -> String {
@@ -45,8 +51,14 @@ pub struct FixtureEndpointSettings {
     pub internal_tlv: String,
     /// Send a PROXY v1 header (no TLVs) instead of v2 to the internal service.
     pub internal_v1: bool,
+    /// When not empty, the egress hook binds connections to this local address.
+    pub bind_to: String,
     /// When not empty, the tunnel hook blocks every tunnel with this reason.
     pub tunnel_block: String,
+    /// When not empty, the tunnel hook redirects every tunnel here (`host:port`).
+    pub tunnel_redirect: String,
+    /// When not zero, the tunnel hook sets this idle timeout (milliseconds).
+    pub tunnel_idle_ms: u64,
     /// When not empty, requests whose path starts with it are blocked with 403.
     pub block_path_prefix: String,
     /// When not empty, requests for exactly this path are answered by the app itself.
@@ -79,7 +91,7 @@ impl OxyExt for Fixture {
     type IngressConnectionContext = ();
     type RequestContext = ();
     type IpTunnelContext = ();
-    type DnsCacheItem = ();
+    type DnsCacheItem = String;
 }
 
 struct Observer;
@@ -328,6 +340,12 @@ impl EgressHook<Fixture> for Router {
                 Err(e) => EgressAction::Deny(format!("bad upstream_proxy: {e}")),
             };
         }
+        if !settings.bind_to.is_empty() {
+            return match settings.bind_to.parse() {
+                Ok(ip) => EgressAction::BindTo(ip),
+                Err(e) => EgressAction::Deny(format!("bad bind_to: {e}")),
+            };
+        }
         let target = &settings.egress_target;
         if target.is_empty() {
             return EgressAction::Allow;
@@ -337,17 +355,37 @@ impl EgressHook<Fixture> for Router {
             Err(e) => EgressAction::Deny(format!("bad egress_target: {e}")),
         }
     }
+
+    async fn on_resolved(
+        &self,
+        cx: &EgressContext<Fixture>,
+        addrs: &mut Vec<std::net::IpAddr>,
+        dns_item: Option<&String>,
+    ) {
+        tracing::info!(target = ?cx.target.as_ref().map(ToString::to_string), ?addrs, item = ?dns_item, "fixture saw resolved addresses");
+    }
 }
 
 #[async_trait]
 impl TunnelHook<Fixture> for Router {
     async fn on_tunnel_start(&self, cx: &mut TunnelContext<Fixture>) -> TunnelAction {
-        let reason = &cx.endpoint.app_settings().tunnel_block;
-        if reason.is_empty() {
-            TunnelAction::Continue
-        } else {
-            TunnelAction::Block(reason.clone())
+        let settings = cx.endpoint.app_settings();
+        if !settings.tunnel_block.is_empty() {
+            return TunnelAction::Block(settings.tunnel_block.clone());
         }
+        if !settings.tunnel_redirect.is_empty() {
+            return match settings.tunnel_redirect.parse() {
+                Ok(target) => TunnelAction::Redirect(target),
+                Err(e) => TunnelAction::Block(format!("bad tunnel_redirect: {e}")),
+            };
+        }
+        if settings.tunnel_idle_ms > 0 {
+            return TunnelAction::SetTimeouts {
+                idle: Duration::from_millis(settings.tunnel_idle_ms),
+                max_lifetime: Duration::ZERO,
+            };
+        }
+        TunnelAction::Continue
     }
 
     async fn on_tunnel_end(&self, cx: &mut TunnelContext<Fixture>, summary: &TunnelSummary) {
@@ -385,6 +423,7 @@ impl OxyApp for Fixture {
             egress: Some(Arc::new(Router)),
             tunnel: Some(Arc::new(Router)),
             http_request: Some(Arc::new(Router)),
+            dns: Some(Arc::new(dns::Answers::new(&settings.app))),
             ..Default::default()
         })
     }

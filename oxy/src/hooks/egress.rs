@@ -105,8 +105,16 @@ pub trait EgressHook<App: OxyExt>: Send + Sync + 'static {
     ///
     /// It runs once per address family (IPv6 and IPv4 are resolved concurrently), before
     /// the egress policy filters the addresses.
-    async fn on_resolved(&self, cx: &EgressContext<App>, addrs: &mut Vec<IpAddr>) {
-        let _ = (cx, addrs);
+    /// `dns_item` is the application's item stored with the DNS cache entry the
+    /// addresses came from ([`DnsHook::cache_item`](crate::hooks::DnsHook::cache_item)),
+    /// `None` when the target was an IP address.
+    async fn on_resolved(
+        &self,
+        cx: &EgressContext<App>,
+        addrs: &mut Vec<IpAddr>,
+        dns_item: Option<&App::DnsCacheItem>,
+    ) {
+        let _ = (cx, addrs, dns_item);
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 /// reset that would destroy its last response (see [`lingering_close`]).
 pub async fn serve<App: OxyExt>(
     stream: TunnelStream,
-    linger: Option<TcpStream>,
+    linger: Option<socket2::Socket>,
     cx: &IngressConnectionContext<App>,
     services: &Arc<Services<App>>,
     drain: &Drain,
@@ -122,6 +122,9 @@ pub async fn serve<App: OxyExt>(
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// Bytes asked for by the first read of a connection.
+const FIRST_READ: usize = 4096;
+
 /// Which HTTP version a connection speaks.
 enum Version {
     Http1,
@@ -132,22 +135,22 @@ enum Version {
 /// HTTP/1.1, and gives the stream back with the bytes read for that still unread.
 async fn read_version(mut stream: TunnelStream) -> std::io::Result<(Version, TunnelStream)> {
     use tokio::io::AsyncReadExt;
-    let mut read = Vec::with_capacity(H2_PREFACE.len());
+    // One read usually brings the whole first request, which hyper then parses from
+    // the unread bytes without reading again.
+    let mut read = bytes::BytesMut::with_capacity(FIRST_READ);
     while read.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&read) {
-        let mut chunk = [0u8; 24];
-        let wanted = H2_PREFACE.len() - read.len();
-        match stream.read(&mut chunk[..wanted]).await? {
+        match stream.read_buf(&mut read).await? {
             0 if read.is_empty() => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             0 => break,
-            n => read.extend_from_slice(&chunk[..n]),
+            _ => {}
         }
     }
-    let version = if read == H2_PREFACE {
+    let version = if read.starts_with(H2_PREFACE) {
         Version::Http2
     } else {
         Version::Http1
     };
-    Ok((version, stream.unread(read.into())))
+    Ok((version, stream.unread(read.freeze())))
 }
 
 /// Runs a hyper connection until it ends, closing it gracefully when the drain starts.
@@ -194,19 +197,24 @@ fn plain_or_boxed(upgraded: hyper::upgrade::Upgraded) -> Upgraded {
     }
 }
 
-/// A second handle on `stream`'s socket, for [`lingering_close`].
-pub fn linger_handle(stream: &TcpStream) -> Option<TcpStream> {
-    let socket = socket2::SockRef::from(stream).try_clone().ok()?;
-    let std: std::net::TcpStream = socket.into();
-    std.set_nonblocking(true).ok()?;
-    TcpStream::from_std(std).ok()
+/// A second handle on `stream`'s socket, for [`lingering_close`]; registered with the
+/// runtime only if the lingering close happens.
+pub fn linger_handle(stream: &TcpStream) -> Option<socket2::Socket> {
+    socket2::SockRef::from(stream).try_clone().ok()
 }
 
 /// Closing a socket with unread input makes the kernel send a reset, which can destroy
 /// the response just written (a 400 or 431). Like nginx's lingering close: send FIN,
 /// then read and discard what the client still sends, for a short while.
-async fn lingering_close(mut socket: TcpStream) {
+async fn lingering_close(socket: socket2::Socket) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let std: std::net::TcpStream = socket.into();
+    let Ok(mut socket) = std
+        .set_nonblocking(true)
+        .and_then(|()| TcpStream::from_std(std))
+    else {
+        return;
+    };
     let _ = socket.shutdown().await;
     let mut sink = [0u8; 4096];
     let mut budget = 1 << 20;

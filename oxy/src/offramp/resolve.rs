@@ -46,11 +46,11 @@ impl<'a, App: OxyExt> AllowedAddresses<'a, App> {
         if self.bind.is_some_and(|b| b.is_ipv6() != v6) {
             return Vec::new();
         }
-        let mut addrs = match &self.target.host {
-            TargetHost::Ip(ip) if ip.is_ipv6() == v6 => vec![*ip],
+        let (mut addrs, dns_item) = match &self.target.host {
+            TargetHost::Ip(ip) if ip.is_ipv6() == v6 => (vec![*ip], None),
             TargetHost::Ip(_) => return Vec::new(),
             TargetHost::Name(name) => match self.services.resolver.lookup(name, family).await {
-                Ok((addrs, _)) => addrs.to_vec(),
+                Ok((addrs, item)) => (addrs.to_vec(), Some(item)),
                 Err(e) => {
                     let mut slot = self.dns_error.lock().unwrap_or_else(|p| p.into_inner());
                     if slot.is_none() || !matches!(e, DnsError::NoAddress(_)) {
@@ -61,7 +61,7 @@ impl<'a, App: OxyExt> AllowedAddresses<'a, App> {
             },
         };
         if let (Some(hook), Some(cx)) = (&self.services.hooks.egress, self.hook_cx) {
-            hook.on_resolved(cx, &mut addrs).await;
+            hook.on_resolved(cx, &mut addrs, dns_item.as_ref()).await;
         }
         addrs.retain(|ip| match self.services.policy.check_ip(*ip) {
             Ok(()) => true,

@@ -236,7 +236,7 @@ async fn serve_connection<App: OxyExt>(
 /// Serves the endpoint's protocol on a (plain or TLS) stream.
 async fn serve_protocol<App: OxyExt, S>(
     stream: S,
-    linger: Option<TcpStream>,
+    linger: Option<socket2::Socket>,
     cx: &IngressConnectionContext<App>,
     services: &Arc<Services<App>>,
     drain: &Drain,

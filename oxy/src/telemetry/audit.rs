@@ -119,6 +119,9 @@ impl AuditLog {
     pub fn write(&self, record: &AuditRecord) {
         let line = match self {
             AuditLog::Disabled => return,
+            AuditLog::Log if !tracing::enabled!(target: "oxy::audit", tracing::Level::INFO) => {
+                return;
+            }
             _ => match serde_json::to_string(record) {
                 Ok(line) => line,
                 Err(e) => {
