@@ -7,6 +7,8 @@ export interface SeenRequest {
   url: string;
   headers: IncomingMessage["headers"];
   body: string;
+  /** The address the request came from. */
+  remote: string;
 }
 
 export interface Origin {
@@ -22,7 +24,7 @@ export async function startOrigin(): Promise<Origin> {
     const chunks: Buffer[] = [];
     req.on("data", (c) => chunks.push(c));
     req.on("end", () => {
-      const request = { method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: Buffer.concat(chunks).toString() };
+      const request = { method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: Buffer.concat(chunks).toString(), remote: req.socket.remoteAddress ?? "" };
       seen.push(request);
       if (req.url === "/slow") return;
       const body = JSON.stringify(request);

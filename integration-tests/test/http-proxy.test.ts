@@ -161,6 +161,17 @@ test("hooks block, answer, route by host, and rewrite headers both ways", async 
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
+test("the egress hook's bind address applies to forwarded requests and CONNECT tunnels", async () => {
+  const { oxy, url } = await proxy({ binary: "fixture-app", app: { bind_to: "127.0.0.2" } });
+  const forward = await curl(["-x", url, `http://127.0.0.1:${origin.port}/bound`]);
+  assert.equal(forward.status, 200, forward.stderr);
+  assert.equal(JSON.parse(forward.body).remote, "127.0.0.2");
+  const tunnel = await curl(["-p", "-x", url, `http://127.0.0.1:${origin.port}/bound-tunnel`]);
+  assert.equal(tunnel.status, 200, tunnel.stderr);
+  assert.equal(JSON.parse(tunnel.body).remote, "127.0.0.2");
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
 test("http.upstream makes a reverse proxy for origin-form requests", async () => {
   const { oxy, url } = await proxy({ http: { upstream: `http://127.0.0.1:${origin.port}`, forward_proxy: false } });
   const r = await curl([`${url}/api/v1?x=2`]);

@@ -78,7 +78,8 @@ pub enum EgressAction {
     /// Go to this target instead (or at all, when none was requested), subject to the
     /// egress policy.
     Rewrite(Target),
-    /// Go to the target from this local address (egress IP selection).
+    /// Go to the target from this local address (egress IP selection). A forwarded
+    /// HTTP request gets a connection of its own from that address, outside the pool.
     BindTo(IpAddr),
     /// Reach the target through this HTTP proxy with CONNECT (chaining). The egress
     /// policy applies to the proxy's address; the proxy applies its own to the target.

@@ -20,7 +20,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -57,6 +57,20 @@ impl<App: OxyExt> UpstreamClient<App> {
             .await
             .map_err(|e| classify(&e))?;
         Ok(with_upgrade(response))
+    }
+
+    /// Sends `request` on a connection of its own from the local address `bind`
+    /// (HTTP/1.1, TLS for `https` URIs).
+    pub async fn send_bound(
+        &self,
+        bind: IpAddr,
+        request: Request<HttpBody>,
+    ) -> Result<Response<HttpBody>, UpstreamError> {
+        let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
+        let (stream, _) = connect_target(&self.connector.services, &target, Some(bind), None)
+            .await
+            .map_err(connect_error)?;
+        self.send_on(stream, &target, https, request).await
     }
 
     /// Sends `request` on a connection of its own, tunnelled through `proxy` with CONNECT

@@ -242,7 +242,8 @@ impl<App: OxyExt> Handler<App> {
                 target: Some(target),
             };
             match hook.on_egress(&mut egress).await {
-                EgressAction::Allow | EgressAction::BindTo(_) => {}
+                EgressAction::Allow => {}
+                EgressAction::BindTo(ip) => via_proxy = Some(Via::BoundTo(ip)),
                 EgressAction::UpstreamProxy(proxy) => via_proxy = Some(Via::Proxy(proxy)),
                 EgressAction::InternalService(service) => {
                     via_proxy = Some(Via::InternalService(service))
@@ -327,6 +328,7 @@ impl<App: OxyExt> Handler<App> {
         let exchange = async {
             match &via_proxy {
                 Some(Via::Proxy(proxy)) => self.client.send_via_proxy(proxy, request).await,
+                Some(Via::BoundTo(ip)) => self.client.send_bound(*ip, request).await,
                 Some(Via::InternalService(service)) => {
                     self.client
                         .send_to_internal(service, self.client_addr, self.local_addr, request)
@@ -392,6 +394,7 @@ impl<App: OxyExt> Handler<App> {
 
 /// A one-off path the egress hook chose for a request.
 enum Via {
+    BoundTo(std::net::IpAddr),
     Proxy(crate::hooks::UpstreamProxy),
     InternalService(crate::hooks::InternalService),
 }

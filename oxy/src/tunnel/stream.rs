@@ -125,6 +125,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for PrefixedStream<S> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // Release the buffer the prefix was cut from (a long tunnel keeps this).
+                this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut this.inner).poll_read(cx, buf)
