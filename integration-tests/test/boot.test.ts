@@ -15,6 +15,10 @@ test("boots, serves /health and /metrics, exits 0 on SIGTERM", async () => {
   const health = await oxy.telemetry("/health");
   assert.equal(health.status, 200);
   assert.equal(health.body, "ready\n");
+  // The soft open-files limit is raised to the hard one: a proxy holds many sockets.
+  const limits = readFileSync(`/proc/${oxy.child.pid}/limits`, "utf8");
+  const [, soft, hard] = limits.match(/^Max open files\s+(\S+)\s+(\S+)/m) ?? [];
+  assert.ok(soft && soft === hard, `soft ${soft}, hard ${hard}`);
 
   const metrics = await oxy.telemetry("/metrics");
   assert.equal(metrics.status, 200);

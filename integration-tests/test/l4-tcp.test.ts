@@ -155,12 +155,19 @@ test("DNS over TLS and over HTTPS, verified against dns.ca_file", async () => {
 
 test("DNS settings are checked: encrypted servers need tls_name, ca_file must hold certificates", async () => {
   const { settings } = await forwarder("echo.oxy.test:80", {
-    dns: { ca_file: "/nonexistent/ca.pem", groups: [{ servers: [{ address: "127.0.0.1:853", protocol: "tls" }] }] },
+    dns: {
+      ca_file: "/nonexistent/ca.pem",
+      groups: [{ servers: [
+        { address: "127.0.0.1:853", protocol: "tls" },
+        { address: "127.0.0.1:443", protocol: "https", tls_name: "dns.oxy.test", https_path: "dns-query" },
+      ] }],
+    },
   });
   const run = await runToExit("oxy", ["--check-config", "-c", writeConfig(settings)]);
   assert.equal(run.code, 2);
   assert.match(run.stderr, /dns\.groups\[0\]\.servers\[0\]\.tls_name.*tls and https servers need the name on their certificate/);
   assert.match(run.stderr, /dns\.ca_file.*cannot use \/nonexistent\/ca\.pem as a CA bundle/);
+  assert.match(run.stderr, /dns\.groups\[0\]\.servers\[1\]\.https_path.*the query path must start with \//);
 });
 
 test("the DNS hook overrides and vetoes answers, and its cache item reaches the egress hook", async () => {
@@ -220,6 +227,28 @@ test("the egress hook binds the local address; the tunnel hook redirects and set
   const [record] = await auditRecords(timed.audit, 1);
   assert.equal(record.close_reason, "idle_timeout");
   assert.deepEqual(await oxy3.stop(), { code: 0, signal: null });
+});
+
+test("audit records go to the log stream when no file is set, and only when it keeps them", async () => {
+  const { port, settings } = await forwarder(`127.0.0.1:${echo.port}`, {
+    egress: { allow: ["127.0.0.0/8"] },
+    telemetry: { log: { level: "info" } },
+  });
+  const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  assert.equal((await exchange(port, "logged")).toString(), "logged");
+  await oxy.waitForLog(/oxy::audit: audit record=\{"endpoint":"fwd","protocol":"tcp".*"bytes_up":6,"bytes_down":6.*"close_reason":"completed"\}/);
+  assert.equal(await oxy.metric('oxy_audit_records_total{sink="log"}'), 1);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+
+  const quiet = await forwarder(`127.0.0.1:${echo.port}`, {
+    egress: { allow: ["127.0.0.0/8"] },
+    telemetry: { log: { level: "warn" } },
+  });
+  const oxy2 = await OxyProcess.start({ binary: "oxy", settings: quiet.settings });
+  assert.equal((await exchange(quiet.port, "quiet")).toString(), "quiet");
+  await oxy2.waitForMetric('oxy_tunnel_ended_total{endpoint="fwd",reason="completed"}', 1);
+  assert.equal(await oxy2.metric('oxy_audit_records_total{sink="log"}'), undefined);
+  assert.deepEqual(await oxy2.stop(), { code: 0, signal: null });
 });
 
 test("an unknown name closes the connection with a DNS reason", async () => {

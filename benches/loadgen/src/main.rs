@@ -64,7 +64,8 @@ enum Command {
         seconds: u64,
     },
     /// Memory per idle tunnel: the resident memory of `pids` before and after opening
-    /// `count` tunnels to the echo server (each carries one byte, then idles).
+    /// `count` tunnels to the echo server (each carries one byte, then idles). Needs an
+    /// open-files limit above `count`; benches/run raises it for everything it starts.
     Idle {
         #[command(flatten)]
         route: Route,
@@ -79,7 +80,6 @@ enum Command {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    raise_open_files_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -106,17 +106,4 @@ fn main() -> anyhow::Result<()> {
         println!("{result}");
     }
     Ok(())
-}
-
-/// Tens of thousands of sockets need more than the usual soft limit of open files.
-fn raise_open_files_limit() {
-    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
-    let limit = getrlimit(Resource::Nofile);
-    let raised = Rlimit {
-        current: limit.maximum,
-        maximum: limit.maximum,
-    };
-    if let Err(e) = setrlimit(Resource::Nofile, raised) {
-        eprintln!("cannot raise the open files limit: {e}");
-    }
 }

@@ -56,45 +56,77 @@ impl From<tokio_boring::SslStream<PrefixedStream<TcpStream>>> for TunnelStream {
     }
 }
 
-impl AsyncRead for TunnelStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TunnelStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            TunnelStream::Boxed(s) => Pin::new(s).poll_read(cx, buf),
+impl TunnelStream {
+    fn io(&self) -> &dyn ByteStream {
+        match self {
+            TunnelStream::Plain(s) => s,
+            TunnelStream::Boxed(s) => s.as_ref(),
+        }
+    }
+
+    fn io_mut(&mut self) -> &mut dyn ByteStream {
+        match self {
+            TunnelStream::Plain(s) => s,
+            TunnelStream::Boxed(s) => s.as_mut(),
         }
     }
 }
 
-impl AsyncWrite for TunnelStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            TunnelStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            TunnelStream::Boxed(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
+delegate_byte_stream!(TunnelStream);
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TunnelStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            TunnelStream::Boxed(s) => Pin::new(s).poll_flush(cx),
+/// Implements `AsyncRead` and `AsyncWrite` (vectored writes included, so hyper can use
+/// them) for an enum of streams by forwarding to the `&mut dyn ByteStream` its
+/// `io_mut` method returns (and `io` for `is_write_vectored`).
+macro_rules! delegate_byte_stream {
+    ($type:ty) => {
+        impl tokio::io::AsyncRead for $type {
+            fn poll_read(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(self.get_mut().io_mut()).poll_read(cx, buf)
+            }
         }
-    }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            TunnelStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            TunnelStream::Boxed(s) => Pin::new(s).poll_shutdown(cx),
+        impl tokio::io::AsyncWrite for $type {
+            fn poll_write(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                buf: &[u8],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(self.get_mut().io_mut()).poll_write(cx, buf)
+            }
+
+            fn poll_write_vectored(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+                bufs: &[std::io::IoSlice<'_>],
+            ) -> std::task::Poll<std::io::Result<usize>> {
+                std::pin::Pin::new(self.get_mut().io_mut()).poll_write_vectored(cx, bufs)
+            }
+
+            fn is_write_vectored(&self) -> bool {
+                self.io().is_write_vectored()
+            }
+
+            fn poll_flush(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(self.get_mut().io_mut()).poll_flush(cx)
+            }
+
+            fn poll_shutdown(
+                self: std::pin::Pin<&mut Self>,
+                cx: &mut std::task::Context<'_>,
+            ) -> std::task::Poll<std::io::Result<()>> {
+                std::pin::Pin::new(self.get_mut().io_mut()).poll_shutdown(cx)
+            }
         }
-    }
+    };
 }
+pub(crate) use delegate_byte_stream;
 
 /// A stream that first yields bytes already read from it.
 pub struct PrefixedStream<S> {
@@ -142,6 +174,18 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for PrefixedStream<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
