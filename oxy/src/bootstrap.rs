@@ -176,9 +176,29 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
             let local = match &listener {
                 Listener::Tcp(l) => l.local_addr()?,
                 Listener::Udp(s) => s.local_addr()?,
+                Listener::Quic(q) => q.local_addr()?,
             };
             tracing::info!(endpoint = %endpoint_settings.name, listen = %local, "endpoint listening");
             listeners.push((listener, endpoint.clone(), slots.clone()));
+        }
+        if endpoint.quic.is_some() {
+            let h3 = &endpoint_settings.http.h3;
+            let addrs = if h3.listen.is_empty() {
+                &endpoint_settings.listen
+            } else {
+                &h3.listen
+            };
+            for addr in addrs {
+                let bound = std::net::UdpSocket::bind(addr)
+                    .and_then(|socket| crate::onramp::quic::bind(&endpoint, socket));
+                let quic = bound.map_err(|source| OxyError::Bind {
+                    endpoint: endpoint_settings.name.clone(),
+                    addr: *addr,
+                    source,
+                })?;
+                tracing::info!(endpoint = %endpoint_settings.name, listen = %quic.local_addr()?, "endpoint listening (HTTP/3)");
+                listeners.push((Listener::Quic(quic), endpoint.clone(), slots.clone()));
+            }
         }
     }
     for (listener, endpoint, slots) in listeners {
@@ -189,6 +209,9 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
             )),
             Listener::Udp(s) => tokio::spawn(crate::onramp::udp::serve(
                 s, endpoint, slots, services, drain,
+            )),
+            Listener::Quic(q) => tokio::spawn(crate::onramp::quic::serve(
+                q, endpoint, slots, services, drain,
             )),
         };
     }
@@ -230,6 +253,8 @@ async fn bind(owner: &str, addr: SocketAddr) -> OxyResult<TcpListener> {
 enum Listener {
     Tcp(TcpListener),
     Udp(tokio::net::UdpSocket),
+    /// QUIC (HTTP/3) on a UDP socket.
+    Quic(quinn::Endpoint),
 }
 
 fn register_process_metrics() {

@@ -3,6 +3,7 @@
 use crate::app::OxyExt;
 use crate::hooks::{Target, Upstream};
 use crate::http::client::UpstreamClient;
+use crate::http::uri_template::UriTemplate;
 use crate::settings::{EndpointProtocol, EndpointSettings};
 use crate::tls::TlsAcceptor;
 use crate::tls::server::TlsSetupError;
@@ -22,6 +23,12 @@ pub struct Endpoint<App: OxyExt> {
     pub http_upstream: Option<Upstream>,
     /// The TLS acceptor, when `tls.enabled`.
     pub tls: Option<TlsAcceptor>,
+    /// The QUIC server configuration, when `http.h3.enabled`.
+    pub quic: Option<quinn::ServerConfig>,
+    /// `http.connect_udp.uri_template`, parsed (`None` when it is not valid).
+    pub connect_udp_template: Option<UriTemplate>,
+    /// The `Alt-Svc` value advertising HTTP/3 on the TCP listeners, when enabled.
+    pub alt_svc: Option<http::HeaderValue>,
     /// The pooled upstream client of an HTTP endpoint, made on first use.
     pub(crate) http_client: OnceLock<Arc<UpstreamClient<App>>>,
 }
@@ -41,7 +48,25 @@ impl<App: OxyExt> Endpoint<App> {
         } else {
             None
         };
+        let h3 = &settings.http.h3;
+        let h3_on = h3.enabled && settings.protocol == EndpointProtocol::Http;
+        let quic = if h3_on {
+            Some(crate::tls::quic::server_config(&settings.tls, h3)?)
+        } else {
+            None
+        };
+        let h3_port = h3
+            .listen
+            .first()
+            .or(settings.listen.first())
+            .map(|a| a.port());
+        let alt_svc = h3_port
+            .filter(|_| h3_on && h3.alt_svc)
+            .and_then(|port| format!("h3=\":{port}\"; ma=86400").parse().ok());
         Ok(Self {
+            quic,
+            connect_udp_template: settings.http.connect_udp.uri_template.parse().ok(),
+            alt_svc,
             tcp_target: settings.tcp.target.parse().ok(),
             udp_target: settings.udp.target.parse().ok(),
             http_upstream: settings

@@ -17,6 +17,8 @@ pub enum Transport {
     Tcp,
     /// A UDP flow.
     Udp,
+    /// A QUIC connection (HTTP/3).
+    Quic,
 }
 
 /// Facts about an accepted connection, and the application's state for it.
@@ -25,7 +27,7 @@ pub struct IngressConnectionContext<App: OxyExt> {
     pub id: u64,
     /// The endpoint that accepted the connection.
     pub endpoint: Arc<Endpoint<App>>,
-    /// TCP or UDP.
+    /// TCP, UDP or QUIC.
     pub transport: Transport,
     /// The peer's address as the socket sees it (the load balancer, behind one).
     pub peer_addr: SocketAddr,

@@ -9,7 +9,7 @@ use crate::hooks::{HttpBody, Target};
 use crate::offramp::happy_eyeballs::HappyEyeballsError;
 use crate::offramp::tcp::ConnectError;
 use crate::tunnel;
-use crate::tunnel::tcp::TunnelRefused;
+use crate::tunnel::TunnelRefused;
 use http::{Request, Response, StatusCode};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,7 +23,7 @@ pub fn refusal_status(refused: &TunnelRefused) -> StatusCode {
             StatusCode::GATEWAY_TIMEOUT
         }
         TunnelRefused::Connect(ConnectError::NoTarget) => StatusCode::BAD_REQUEST,
-        TunnelRefused::Connect(_) => StatusCode::BAD_GATEWAY,
+        TunnelRefused::Connect(_) | TunnelRefused::UdpViaProxy(_) => StatusCode::BAD_GATEWAY,
         TunnelRefused::DecapsulationUnavailable => StatusCode::NOT_IMPLEMENTED,
         TunnelRefused::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
     }

@@ -1,14 +1,20 @@
-//! The version-agnostic HTTP pipeline: server, forward and reverse proxy, CONNECT, and
-//! the upstream client. Only `server.rs` knows the requests came through hyper.
+//! The version-agnostic HTTP pipeline: servers (HTTP/1.1 and HTTP/2 with hyper, HTTP/3
+//! with h3), forward and reverse proxy, CONNECT, CONNECT-UDP, and the upstream client.
+//! Only the servers know which implementation carried a request.
 
 pub mod body;
 pub mod body_tap;
+pub mod capsule;
 pub mod client;
 pub mod connect;
+pub mod connect_udp;
 pub mod form;
+pub mod h3;
+pub mod h3_stream;
 pub mod headers;
 pub mod metrics;
 pub mod pipeline;
 pub mod proxy_auth;
 pub mod server;
 pub mod upgrade;
+pub mod uri_template;

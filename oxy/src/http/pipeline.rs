@@ -7,13 +7,13 @@ use super::client::UpstreamClient;
 use super::headers;
 use super::metrics::{method_label, oxy_http, version_label};
 use super::proxy_auth;
-use super::upgrade::{self, PendingUpgrade};
+use super::upgrade::{self, ExtendedConnect, PendingUpgrade};
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
-    EgressAction, EgressContext, HttpBody, RequestAction, RequestContext, ResponseAction, Target,
-    TargetHost, Transport, Upstream,
+    EgressAction, EgressContext, HttpBody, IngressConnectionContext, RequestAction, RequestContext,
+    ResponseAction, Target, TargetHost, Transport, Upstream,
 };
 use crate::offramp::tcp::oxy_offramp;
 use crate::services::Services;
@@ -55,6 +55,42 @@ pub struct Handler<App: OxyExt> {
 }
 
 impl<App: OxyExt> Handler<App> {
+    /// The handler of one accepted connection; `None` (logged) when the endpoint's
+    /// upstream client cannot be built.
+    pub fn for_connection(
+        cx: &IngressConnectionContext<App>,
+        services: &Arc<Services<App>>,
+        drain: &Drain,
+    ) -> Option<Arc<Self>> {
+        let endpoint = &cx.endpoint;
+        let client = match endpoint.http_client.get() {
+            Some(client) => client.clone(),
+            None => match UpstreamClient::new(services.clone(), &endpoint.settings.http.client) {
+                Ok(client) => endpoint
+                    .http_client
+                    .get_or_init(|| Arc::new(client))
+                    .clone(),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot build the upstream HTTP client");
+                    return None;
+                }
+            },
+        };
+        Some(Arc::new(Handler {
+            services: services.clone(),
+            endpoint: endpoint.clone(),
+            client_addr: cx.client_addr,
+            peer_addr: cx.peer_addr,
+            original_client: cx.proxy.as_ref().and_then(|p| p.source),
+            local_addr: cx.local_addr,
+            tls: cx.tls.clone(),
+            drain: drain.clone(),
+            client,
+            slot: cx.slot.clone(),
+            upgraded: AtomicBool::new(false),
+        }))
+    }
+
     /// Answers one request, counts it and writes its access-log line.
     pub async fn handle(self: Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
         let started = Instant::now();
@@ -67,8 +103,16 @@ impl<App: OxyExt> Handler<App> {
         };
         let active = oxy_http::active_requests(&name);
         active.inc();
-        let response = self.dispatch(request).await;
+        let mut response = self.dispatch(request).await;
         active.dec();
+        if let Some(alt_svc) = &self.endpoint.alt_svc
+            && version != Version::HTTP_3
+        {
+            response
+                .headers_mut()
+                .entry(http::header::ALT_SVC)
+                .or_insert_with(|| alt_svc.clone());
+        }
         let elapsed = started.elapsed();
         let status = response.status().as_u16();
         oxy_http::request_duration_seconds(&name).observe(elapsed.as_secs_f64());
@@ -109,16 +153,20 @@ impl<App: OxyExt> Handler<App> {
                 "the request body is too large",
             );
         }
-        // HTTP/1.1 proxies get absolute-form URIs; HTTP/2 requests always carry an
-        // authority, which names another server only when it is not this endpoint.
+        // HTTP/1.1 proxies get absolute-form URIs; HTTP/2 and HTTP/3 requests always
+        // carry an authority, which names another server only when it is not this endpoint.
         let forwardable = match (parts.version, parts.uri.authority()) {
-            (Version::HTTP_2, Some(authority)) => !self.is_own_authority(authority),
+            (Version::HTTP_2 | Version::HTTP_3, Some(authority)) => {
+                !self.is_own_authority(authority)
+            }
             (_, Some(_)) => parts.uri.scheme().is_some(),
             (_, None) => false,
         };
+        let connect_udp = super::connect_udp::is_requested(&parts);
         let is_connect = parts.method == Method::CONNECT;
         let mut proxy_user = None;
-        if settings.proxy_auth.enabled && (is_connect || (forwardable && settings.forward_proxy)) {
+        let tunnel = is_connect || connect_udp;
+        if settings.proxy_auth.enabled && (tunnel || (forwardable && settings.forward_proxy)) {
             match proxy_auth::authenticate(&settings.proxy_auth, &parts.headers) {
                 Some(user) => proxy_user = Some(user),
                 None => {
@@ -152,6 +200,17 @@ impl<App: OxyExt> Handler<App> {
             }
         }
 
+        if connect_udp {
+            oxy_http::routes_total(name, "connect_udp").inc();
+            return super::connect_udp::handle(self, Request::from_parts(parts, body)).await;
+        }
+        if let Some(protocol) = parts.extensions.get::<ExtendedConnect>() {
+            oxy_http::errors_total(name, "extended_connect").inc();
+            return text_response(
+                StatusCode::NOT_IMPLEMENTED,
+                &format!("extended CONNECT for {:?} is not supported", protocol.0),
+            );
+        }
         if is_connect {
             oxy_http::routes_total(name, "connect").inc();
             if !settings.connect {

@@ -2,9 +2,8 @@
 //! hyper, feeding each request to the pipeline; drains with GOAWAY / connection close.
 
 use super::body::boxed;
-use super::client::UpstreamClient;
 use super::pipeline::Handler;
-use super::upgrade::{PendingUpgrade, Upgraded};
+use super::upgrade::{ExtendedConnect, PendingUpgrade, Upgraded};
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::hooks::HttpBody;
@@ -17,7 +16,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpStream;
 
@@ -31,33 +30,10 @@ pub async fn serve<App: OxyExt>(
     services: &Arc<Services<App>>,
     drain: &Drain,
 ) -> ConnectionEnd {
-    let endpoint = &cx.endpoint;
-    let client = match endpoint.http_client.get() {
-        Some(client) => client.clone(),
-        None => match UpstreamClient::new(services.clone(), &endpoint.settings.http.client) {
-            Ok(client) => endpoint
-                .http_client
-                .get_or_init(|| Arc::new(client))
-                .clone(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot build the upstream HTTP client");
-                return ConnectionEnd::Closed;
-            }
-        },
+    let Some(handler) = Handler::for_connection(cx, services, drain) else {
+        return ConnectionEnd::Closed;
     };
-    let handler = Arc::new(Handler {
-        services: services.clone(),
-        endpoint: endpoint.clone(),
-        client_addr: cx.client_addr,
-        peer_addr: cx.peer_addr,
-        original_client: cx.proxy.as_ref().and_then(|p| p.source),
-        local_addr: cx.local_addr,
-        tls: cx.tls.clone(),
-        drain: drain.clone(),
-        client,
-        slot: cx.slot.clone(),
-        upgraded: AtomicBool::new(false),
-    });
+    let endpoint = &cx.endpoint;
     let connection_handler = handler.clone();
     let limits = &endpoint.settings.http.limits;
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -178,6 +154,11 @@ where
 /// [`PendingUpgrade`]s.
 fn version_agnostic(request: Request<Incoming>) -> Request<HttpBody> {
     let (mut parts, body) = request.into_parts();
+    if let Some(protocol) = parts.extensions.remove::<hyper::ext::Protocol>() {
+        parts
+            .extensions
+            .insert(ExtendedConnect(protocol.as_str().to_string()));
+    }
     if let Some(upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() {
         parts.extensions.insert(PendingUpgrade::new(async move {
             let upgraded = upgrade.await.map_err(std::io::Error::other)?;

@@ -8,6 +8,18 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
+/// The `:protocol` of an extended CONNECT request (RFC 8441, RFC 9220), which the HTTP/2
+/// and HTTP/3 servers put in the request's extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtendedConnect(pub String);
+
+impl ExtendedConnect {
+    /// Whether it is `connect-udp` (RFC 9298).
+    pub fn is_connect_udp(&self) -> bool {
+        self.0 == "connect-udp"
+    }
+}
+
 /// The stream an upgrade yields: a plain TCP socket when the server can hand it back
 /// (HTTP/1.1 without TLS), so a CONNECT tunnel can forward it zero-copy.
 pub type Upgraded = TunnelStream;

@@ -14,9 +14,9 @@ use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::panics;
 use crate::tls::server::oxy_tls;
 use crate::tunnel;
+use crate::tunnel::TunnelRefused;
 use crate::tunnel::pump::CloseReason;
 use crate::tunnel::stream::{PrefixedStream, TunnelStream};
-use crate::tunnel::tcp::TunnelRefused;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -121,7 +121,18 @@ async fn handle<App: OxyExt>(
     tracing::debug!(local = %cx.local_addr, "accepted");
 
     let served = panics::contain(serve_connection(stream, &mut cx, services, drain)).await;
-    let end = served.unwrap_or(ConnectionEnd::Panicked);
+    connection_ended(&mut cx, served.unwrap_or(ConnectionEnd::Panicked), services).await;
+    active.dec();
+}
+
+/// Counts and logs how a connection ended and runs the ingress hook's
+/// `on_connection_end`.
+pub(crate) async fn connection_ended<App: OxyExt>(
+    cx: &mut IngressConnectionContext<App>,
+    end: ConnectionEnd,
+    services: &Arc<Services<App>>,
+) {
+    let name = cx.endpoint.name().to_string();
     match &end {
         ConnectionEnd::Rejected(reason) => {
             oxy_connections::rejected_total(&name, "ingress_hook").inc();
@@ -139,14 +150,13 @@ async fn handle<App: OxyExt>(
         end,
     };
     if let Some(ingress) = &services.hooks.ingress
-        && panics::contain(ingress.on_connection_end(&mut cx, &summary))
+        && panics::contain(ingress.on_connection_end(cx, &summary))
             .await
             .is_err()
     {
         tracing::error!("on_connection_end panicked");
     }
     oxy_connections::duration_seconds(&name).observe(summary.duration.as_secs_f64());
-    active.dec();
     tracing::debug!(duration = ?summary.duration, end = ?summary.end, "connection ended");
 }
 

@@ -65,10 +65,12 @@ pub struct UdpForwardSettings {
     /// Where each client's datagrams go (`host:port`); empty means the egress hook must
     /// choose, and datagrams are dropped when it does not.
     pub target: String,
-    /// A flow ends after this long without a datagram either way.
+    /// A flow ends after this long without a datagram either way (also CONNECT-UDP
+    /// flows of an `http` endpoint).
     #[serde(with = "humantime_serde", default = "default_udp_idle_timeout")]
     pub idle_timeout: Duration,
-    /// Datagrams queued per flow towards the target; more are dropped and counted.
+    /// Datagrams queued per flow each way; more are dropped and counted (also
+    /// CONNECT-UDP flows).
     #[serde(default = "default_udp_queue")]
     pub queue: usize,
 }

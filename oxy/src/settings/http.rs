@@ -10,9 +10,13 @@ pub struct HttpSettings {
     /// authority they name, through the egress policy.
     #[serde(default = "yes")]
     pub forward_proxy: bool,
-    /// Accept CONNECT (HTTP/1.1 and HTTP/2) and tunnel to the requested authority.
+    /// Accept CONNECT (HTTP/1.1, HTTP/2 and HTTP/3) and tunnel to the requested authority.
     #[serde(default = "yes")]
     pub connect: bool,
+    /// UDP proxying over HTTP (CONNECT-UDP, RFC 9298) on HTTP/3, HTTP/2 and HTTP/1.1.
+    pub connect_udp: ConnectUdpSettings,
+    /// HTTP/3 over QUIC, on UDP beside this endpoint's TCP listeners (needs `tls`).
+    pub h3: H3Settings,
     /// Where origin-form requests go when no hook routes them (`http://host:port` or
     /// `https://host:port`); empty answers them 404.
     pub upstream: String,
@@ -27,6 +31,79 @@ pub struct HttpSettings {
     pub limits: HttpLimits,
     /// How Oxy talks to upstream servers.
     pub client: HttpClientSettings,
+}
+
+/// The `connect_udp:` section: UDP proxying over HTTP (RFC 9298). Flows use the
+/// endpoint's `udp.idle_timeout` and `udp.queue`, the egress policy and the hooks.
+#[oxy_app_settings]
+pub struct ConnectUdpSettings {
+    /// Accept CONNECT-UDP: extended CONNECT with `:protocol connect-udp` over HTTP/3
+    /// (HTTP Datagrams) and HTTP/2 (capsules), or an HTTP/1.1 `Upgrade: connect-udp`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The URI template (RFC 6570 level 1, RFC 9298 §2) whose `{target_host}` and
+    /// `{target_port}` name the UDP target; a request path must match it.
+    #[serde(default = "default_uri_template")]
+    pub uri_template: String,
+    /// Largest capsule accepted on HTTP/2 and HTTP/1.1 streams; a larger DATAGRAM
+    /// capsule ends the stream.
+    #[serde(default = "default_max_capsule_bytes")]
+    pub max_capsule_bytes: usize,
+}
+
+fn default_uri_template() -> String {
+    "/.well-known/masque/udp/{target_host}/{target_port}/".into()
+}
+
+fn default_max_capsule_bytes() -> usize {
+    65_536 + 16
+}
+
+/// The `h3:` section: HTTP/3 over QUIC (quinn, rustls with the endpoint's certificates).
+#[oxy_app_settings]
+pub struct H3Settings {
+    /// Serve HTTP/3 (ALPN `h3`) with the same pipeline and hooks as HTTP/1.1 and HTTP/2.
+    pub enabled: bool,
+    /// UDP addresses for QUIC; empty means the endpoint's `listen` addresses.
+    pub listen: Vec<std::net::SocketAddr>,
+    /// Advertise HTTP/3 with `Alt-Svc` on responses of the TCP listeners.
+    #[serde(default = "yes")]
+    pub alt_svc: bool,
+    /// A QUIC connection closes after this long without a packet.
+    #[serde(with = "humantime_serde", default = "default_h3_idle_timeout")]
+    pub idle_timeout: Duration,
+    /// Most concurrent request streams per connection.
+    #[serde(default = "default_h3_max_streams")]
+    pub max_concurrent_streams: u32,
+    /// Largest UDP payload Oxy accepts and sends (bytes, 1200-65527): the ceiling of
+    /// QUIC packets and so of HTTP Datagrams.
+    #[serde(default = "default_max_udp_payload")]
+    pub max_udp_payload: u16,
+    /// Bytes of HTTP Datagrams buffered per connection each way; beyond it new
+    /// datagrams are dropped (and counted).
+    #[serde(default = "default_datagram_buffer")]
+    pub datagram_buffer_bytes: usize,
+    /// Validate client addresses with a Retry packet before any handshake work
+    /// (protects against spoofed floods; costs a round trip).
+    pub retry: bool,
+    /// Accept 0-RTT early data on resumed connections (replayable: off by default).
+    pub zero_rtt: bool,
+}
+
+fn default_h3_idle_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_h3_max_streams() -> u32 {
+    100
+}
+
+fn default_max_udp_payload() -> u16 {
+    1472
+}
+
+fn default_datagram_buffer() -> usize {
+    1 << 20
 }
 
 /// Limits of an HTTP endpoint.

@@ -22,7 +22,10 @@ pub use endpoint::{
     TunnelSettings, UdpForwardSettings, UdpProxyHeader,
 };
 pub use errors::{ConfigError, ConfigErrors};
-pub use http::{HttpClientSettings, HttpLimits, HttpSettings, ProxyAuthSettings, ProxyUser};
+pub use http::{
+    ConnectUdpSettings, H3Settings, HttpClientSettings, HttpLimits, HttpSettings,
+    ProxyAuthSettings, ProxyUser,
+};
 pub use load::{from_yaml_str, load_file};
 pub use server::{NoSettings, ServerSection, ServerSettings};
 pub use telemetry::{AuditSettings, LogFormat, LogSettings, SentrySettings, TelemetrySettings};

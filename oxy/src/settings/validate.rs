@@ -1,7 +1,7 @@
 //! Semantic checks on loaded settings, all problems at once, before anything binds.
 
 use super::errors::PathSegment;
-use super::{ClientAuth, ProxyProtocolMode, ServerSettings, Settings};
+use super::{ClientAuth, EndpointProtocol, ProxyProtocolMode, ServerSettings, Settings};
 use crate::hooks::Target;
 use crate::settings::DnsProtocol;
 use std::collections::HashMap;
@@ -169,6 +169,65 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                     at(&[key("http"), key("upstream")]),
                     "not an upstream URL: http://host:port or https://host:port".into(),
                 ));
+            }
+        }
+        if let Err(e) = http
+            .connect_udp
+            .uri_template
+            .parse::<crate::http::uri_template::UriTemplate>()
+        {
+            problems.push((
+                at(&[key("http"), key("connect_udp"), key("uri_template")]),
+                e,
+            ));
+        }
+        if http.connect_udp.max_capsule_bytes < 1500 {
+            problems.push((
+                at(&[key("http"), key("connect_udp"), key("max_capsule_bytes")]),
+                "must be at least 1500 (a full-size UDP datagram must fit)".into(),
+            ));
+        }
+        let h3 = &http.h3;
+        if h3.enabled {
+            let h3_at = |field: &str| at(&[key("http"), key("h3"), key(field)]);
+            if endpoint.protocol != EndpointProtocol::Http {
+                problems.push((h3_at("enabled"), "HTTP/3 needs protocol: http".into()));
+            } else if !endpoint.tls.enabled {
+                problems.push((
+                    h3_at("enabled"),
+                    "HTTP/3 needs TLS: set tls.enabled with a certificate".into(),
+                ));
+            }
+            if !(1200..=65527).contains(&h3.max_udp_payload) {
+                problems.push((
+                    h3_at("max_udp_payload"),
+                    "must be from 1200 to 65527".into(),
+                ));
+            }
+            if h3.max_concurrent_streams == 0 {
+                problems.push((h3_at("max_concurrent_streams"), "must be at least 1".into()));
+            }
+            let addrs = if h3.listen.is_empty() {
+                &endpoint.listen
+            } else {
+                &h3.listen
+            };
+            for (j, addr) in addrs.iter().enumerate() {
+                let addr_at = if h3.listen.is_empty() {
+                    at(&[key("listen"), PathSegment::Index(j)])
+                } else {
+                    at(&[key("http"), key("h3"), key("listen"), PathSegment::Index(j)])
+                };
+                if let Some((_, _, owner)) = bound
+                    .iter()
+                    .find(|(other, other_udp, _)| *other_udp && overlaps(addr, other))
+                {
+                    problems.push((
+                        addr_at,
+                        format!("UDP address {addr} (HTTP/3) is already used by {owner}"),
+                    ));
+                }
+                bound.push((*addr, true, format!("endpoints[{i}] HTTP/3 on {addr}")));
             }
         }
         if let Some(problem) = ca_bundle_problem(&http.client.ca_file) {

@@ -1,6 +1,7 @@
 //! TLS with BoringSSL: certificates and keys, and TLS termination.
 
 mod certificate;
+pub mod quic;
 pub mod server;
 
 pub use certificate::{CertificateError, CertifiedKey};

@@ -9,7 +9,7 @@ use boring::ssl::{
     AlpnError, NameType, SniError, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions,
     SslRef, SslVerifyMode, SslVersion, select_next_proto,
 };
-use boring::x509::X509VerifyError;
+use boring::x509::{X509Ref, X509VerifyError};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -128,16 +128,20 @@ fn select_by_sni(ssl: &mut SslRef, named: &[(String, SslContext)]) {
     else {
         return;
     };
-    let found = named
-        .iter()
-        .find(|(pattern, _)| match pattern.strip_prefix("*.") {
-            Some(suffix) => sni.split_once('.').is_some_and(|(_, rest)| rest == suffix),
-            None => *pattern == sni,
-        });
+    let found = named.iter().find(|(pattern, _)| sni_matches(pattern, &sni));
     if let Some((_, context)) = found
         && let Err(e) = ssl.set_ssl_context(context)
     {
         tracing::warn!(%sni, error = %e, "cannot switch to the SNI certificate");
+    }
+}
+
+/// Whether a lowercase `server_names` entry (exact, or `*.` wildcard for one label)
+/// matches a lowercase SNI.
+pub(crate) fn sni_matches(pattern: &str, sni: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(suffix) => sni.split_once('.').is_some_and(|(_, rest)| rest == suffix),
+        None => pattern == sni,
     }
 }
 
@@ -212,41 +216,46 @@ pub fn facts(ssl: &SslRef) -> TlsFacts {
             .current_cipher()
             .map(|c| c.name().to_string())
             .unwrap_or_default(),
-        client_certificate: ssl.peer_certificate().map(|cert| ClientCertificate {
-            subject: cert
-                .subject_name()
-                .entries()
-                .map(|entry| {
-                    let name = entry.object().nid().short_name().unwrap_or("?");
-                    let value = entry
-                        .data()
-                        .as_utf8()
-                        .map(|v| v.to_string())
-                        .unwrap_or_default();
-                    format!("{name}={value}")
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-            sans: cert
-                .subject_alt_names()
-                .map(|names| {
-                    names
-                        .iter()
-                        .filter_map(|n| {
-                            n.dnsname()
-                                .map(|d| format!("DNS:{d}"))
-                                .or_else(|| n.email().map(|e| format!("email:{e}")))
-                                .or_else(|| n.uri().map(|u| format!("URI:{u}")))
-                                .or_else(|| n.ipaddress().and_then(ip_text))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
-            sha256: cert
-                .digest(MessageDigest::sha256())
-                .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
-                .unwrap_or_default(),
-        }),
+        client_certificate: ssl.peer_certificate().map(|cert| certificate_facts(&cert)),
+    }
+}
+
+/// The facts hooks see of a verified client certificate.
+pub fn certificate_facts(cert: &X509Ref) -> ClientCertificate {
+    ClientCertificate {
+        subject: cert
+            .subject_name()
+            .entries()
+            .map(|entry| {
+                let name = entry.object().nid().short_name().unwrap_or("?");
+                let value = entry
+                    .data()
+                    .as_utf8()
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                format!("{name}={value}")
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        sans: cert
+            .subject_alt_names()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| {
+                        n.dnsname()
+                            .map(|d| format!("DNS:{d}"))
+                            .or_else(|| n.email().map(|e| format!("email:{e}")))
+                            .or_else(|| n.uri().map(|u| format!("URI:{u}")))
+                            .or_else(|| n.ipaddress().and_then(ip_text))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        sha256: cert
+            .digest(MessageDigest::sha256())
+            .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+            .unwrap_or_default(),
     }
 }
 

@@ -3,7 +3,10 @@
 
 pub mod metrics;
 pub mod pump;
+mod refused;
 mod splice;
 pub mod stream;
 pub mod tcp;
 pub mod udp;
+
+pub use refused::TunnelRefused;

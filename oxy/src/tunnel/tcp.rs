@@ -9,6 +9,7 @@ use crate::hooks::{EgressContext, Target, Transport, TunnelAction, TunnelContext
 use crate::offramp::tcp::{self as offramp_tcp, ConnectError};
 use crate::services::Services;
 use crate::telemetry::audit::AuditRecord;
+use crate::tunnel::TunnelRefused;
 use crate::tunnel::metrics::oxy_tunnel;
 use crate::tunnel::pump::{CloseReason, PumpLimits, pump_tcp};
 use crate::tunnel::stream::TunnelStream;
@@ -16,35 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpStream;
-
-/// Why a tunnel was not opened.
-#[derive(Debug, thiserror::Error)]
-pub enum TunnelRefused {
-    /// The off-ramp could not connect (denied, DNS, refused, timeout, no target).
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    /// The tunnel hook blocked it.
-    #[error("blocked: {0}")]
-    Blocked(String),
-    /// The tunnel hook asked for decapsulation, which is not available here.
-    #[error("decapsulation unavailable")]
-    DecapsulationUnavailable,
-    /// Oxy is shutting down.
-    #[error("shutting down")]
-    Shutdown,
-}
-
-impl TunnelRefused {
-    /// A short, stable label for metrics.
-    pub fn label(&self) -> &'static str {
-        match self {
-            TunnelRefused::Connect(e) => e.reason(),
-            TunnelRefused::Blocked(_) => "blocked",
-            TunnelRefused::DecapsulationUnavailable => "decapsulation_unavailable",
-            TunnelRefused::Shutdown => "shutdown",
-        }
-    }
-}
 
 /// A tunnel whose off-ramp is connected, ready to pump.
 pub struct TcpTunnel<App: OxyExt> {

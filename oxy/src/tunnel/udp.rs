@@ -1,19 +1,21 @@
-//! UDP flows: one per client address on a `udp` endpoint. The ingress hook, the egress
-//! hook and policy, a connected off-ramp socket and the tunnel hook, then datagrams both
-//! ways until the flow is idle, then the tunnel-end hook, metrics and the audit record.
+//! UDP flows, from a `udp` endpoint (one per client address) or from CONNECT-UDP: the
+//! egress hook and policy, a connected off-ramp socket and the tunnel hook, then
+//! datagrams both ways until the flow is idle, then the tunnel-end hook, metrics and the
+//! audit record.
 
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
     ConnectionEnd, ConnectionSummary, EgressAction, EgressContext, IngressAction,
-    IngressConnectionContext, Transport, TunnelAction, TunnelContext, TunnelSummary,
+    IngressConnectionContext, Target, Transport, TunnelAction, TunnelContext, TunnelSummary,
 };
 use crate::offramp::tcp::{ConnectError, oxy_offramp};
 use crate::offramp::udp;
 use crate::services::Services;
 use crate::telemetry::audit::AuditRecord;
 use crate::telemetry::framework_metrics::oxy_connections;
+use crate::tunnel::TunnelRefused;
 use crate::tunnel::metrics::oxy_tunnel;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -70,7 +72,6 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
     oxy_connections::accepted_total(&name).inc();
     let active = oxy_connections::active(&name);
     active.inc();
-    let started_at = SystemTime::now();
     let started = Instant::now();
     let idle = endpoint.settings.udp.idle_timeout;
     let mut ingress = IngressConnectionContext {
@@ -86,25 +87,6 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
         app: Default::default(),
         slot: None,
     };
-    let client = original_client.unwrap_or(sender);
-    let audit = |target: String, resolved, counts: Counts, reason: &str| {
-        services.audit.write(&AuditRecord {
-            endpoint: name.clone(),
-            protocol: "udp",
-            client: sender,
-            original_client,
-            target,
-            resolved,
-            bytes_up: counts.bytes_up,
-            bytes_down: counts.bytes_down,
-            packets_up: counts.packets_up,
-            packets_down: counts.packets_down,
-            start: AuditRecord::timestamp(started_at),
-            duration_ms: AuditRecord::millis(started.elapsed()),
-            close_reason: reason.to_string(),
-        });
-    };
-
     let end = 'flow: {
         if let Some(hook) = &services.hooks.ingress
             && let IngressAction::Reject(reason) = hook.on_connection(&mut ingress).await
@@ -114,167 +96,28 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
             discard(&mut from_client, idle, &drain, &name).await;
             break 'flow ConnectionEnd::Rejected(reason);
         }
-
-        let mut egress = EgressContext {
-            endpoint: endpoint.clone(),
-            client_addr: client,
+        let target = endpoint.udp_target.clone();
+        let opened = open(
+            &services,
+            &endpoint,
+            sender,
+            original_client,
             local_addr,
-            transport: Transport::Udp,
-            target: endpoint.udp_target.clone(),
-        };
-        let mut bind = None;
-        let mut prefix = None;
-        if let Some(hook) = &services.hooks.egress {
-            match hook.on_egress(&mut egress).await {
-                EgressAction::Allow => {}
-                EgressAction::Rewrite(target) => egress.target = Some(target),
-                EgressAction::BindTo(ip) => bind = Some(ip),
-                EgressAction::InternalService(service) => {
-                    match crate::offramp::proxy_header::v2_header(
-                        client,
-                        local_addr,
-                        true,
-                        &service.tlvs,
-                    ) {
-                        Ok(header) => prefix = Some(header),
-                        Err(e) => {
-                            let e = format!("cannot make the PROXY header: {e}");
-                            refuse(&name, &e, "proxy_header");
-                            audit(String::new(), None, Counts::default(), &e);
-                            discard(&mut from_client, idle, &drain, &name).await;
-                            break 'flow ConnectionEnd::Closed;
-                        }
-                    }
-                    egress.target = Some(service.target);
-                }
-                EgressAction::UpstreamProxy(proxy) => {
-                    let e = format!("UDP cannot go through the CONNECT proxy {}", proxy.address);
-                    refuse(&name, &e, "upstream_proxy");
-                    audit(String::new(), None, Counts::default(), &e);
-                    discard(&mut from_client, idle, &drain, &name).await;
-                    break 'flow ConnectionEnd::Closed;
-                }
-                EgressAction::Deny(reason) => {
-                    oxy_offramp::egress_denied_total("hook").inc();
-                    let e = ConnectError::DeniedByHook(reason);
-                    refuse(&name, &e.to_string(), e.reason());
-                    audit(String::new(), None, Counts::default(), &e.to_string());
-                    discard(&mut from_client, idle, &drain, &name).await;
-                    break 'flow ConnectionEnd::Closed;
-                }
-            }
-        }
-        let Some(target) = egress.target.clone() else {
-            let e = ConnectError::NoTarget;
-            refuse(&name, &e.to_string(), e.reason());
-            audit(String::new(), None, Counts::default(), &e.to_string());
+            target,
+            idle,
+        )
+        .await;
+        let Ok(tunnel) = opened else {
             discard(&mut from_client, idle, &drain, &name).await;
             break 'flow ConnectionEnd::Closed;
         };
-        let (mut upstream, mut peer) =
-            match udp::connect(&services, &target, bind, Some(&egress)).await {
-                Ok(connected) => connected,
-                Err(e) => {
-                    refuse(&name, &e.to_string(), e.reason());
-                    audit(target.to_string(), None, Counts::default(), &e.to_string());
-                    discard(&mut from_client, idle, &drain, &name).await;
-                    break 'flow ConnectionEnd::Closed;
-                }
-            };
-        let mut tunnel = TunnelContext {
-            endpoint: endpoint.clone(),
-            client_addr: client,
-            transport: Transport::Udp,
-            target,
-            peer_addr: peer,
+        let client = ClientSide::Socket {
+            socket: listener,
+            peer: sender,
         };
-        let mut idle = idle;
-        let mut lifetime = endpoint.settings.tunnel.max_lifetime;
-        if let Some(hook) = &services.hooks.tunnel {
-            let refused = match hook.on_tunnel_start(&mut tunnel).await {
-                TunnelAction::Continue => None,
-                TunnelAction::SetTimeouts {
-                    idle: new_idle,
-                    max_lifetime,
-                } => {
-                    (idle, lifetime) = (new_idle, max_lifetime);
-                    None
-                }
-                TunnelAction::Block(reason) => Some((format!("blocked: {reason}"), "blocked")),
-                TunnelAction::Decapsulate => Some((
-                    "decapsulation unavailable".to_string(),
-                    "decapsulation_unavailable",
-                )),
-                TunnelAction::Redirect(redirect) => {
-                    match udp::connect(&services, &redirect, bind, None).await {
-                        Ok((socket, addr)) => {
-                            (upstream, peer) = (socket, addr);
-                            tunnel.target = redirect;
-                            tunnel.peer_addr = peer;
-                            None
-                        }
-                        Err(e) => Some((e.to_string(), e.reason())),
-                    }
-                }
-            };
-            if let Some((reason, label)) = refused {
-                refuse(&name, &reason, label);
-                audit(
-                    tunnel.target.to_string(),
-                    Some(peer),
-                    Counts::default(),
-                    &reason,
-                );
-                discard(&mut from_client, idle, &drain, &name).await;
-                break 'flow ConnectionEnd::Closed;
-            }
-        }
-
-        oxy_tunnel::started_total(&name, "udp").inc();
-        let tunnel_active = oxy_tunnel::active(&name, "udp");
-        tunnel_active.inc();
-        let (counts, reason) = pump(
-            &mut from_client,
-            &upstream,
-            prefix,
-            &listener,
-            sender,
-            idle,
-            (lifetime > Duration::ZERO).then_some(lifetime),
-            &drain,
-            &name,
-        )
-        .await;
-        tunnel_active.dec();
-        oxy_tunnel::bytes_total(&name, "up").inc_by(counts.bytes_up);
-        oxy_tunnel::bytes_total(&name, "down").inc_by(counts.bytes_down);
-        oxy_tunnel::ended_total(&name, reason).inc();
-        tracing::info!(
-            target = %tunnel.target,
-            %peer,
-            up = counts.bytes_up,
-            down = counts.bytes_down,
-            packets_up = counts.packets_up,
-            packets_down = counts.packets_down,
-            reason,
-            "UDP flow closed"
-        );
-        let summary = TunnelSummary {
-            bytes_up: counts.bytes_up,
-            bytes_down: counts.bytes_down,
-            packets_up: counts.packets_up,
-            packets_down: counts.packets_down,
-            duration: started.elapsed(),
-            close_reason: reason.to_string(),
-        };
-        if let Some(hook) = &services.hooks.tunnel {
-            hook.on_tunnel_end(&mut tunnel, &summary).await;
-        }
-        audit(tunnel.target.to_string(), Some(peer), counts, reason);
-        if reason == "shutdown" {
-            ConnectionEnd::Shutdown
-        } else {
-            ConnectionEnd::Closed
+        match tunnel.pump(&mut from_client, client, &drain).await {
+            "shutdown" => ConnectionEnd::Shutdown,
+            _ => ConnectionEnd::Closed,
         }
     };
 
@@ -287,20 +130,6 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
     }
     oxy_connections::duration_seconds(&name).observe(summary.duration.as_secs_f64());
     active.dec();
-}
-
-/// Datagrams and bytes each way.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    bytes_up: u64,
-    bytes_down: u64,
-    packets_up: u64,
-    packets_down: u64,
-}
-
-fn refuse(endpoint: &str, reason: &str, label: &'static str) {
-    tracing::info!(%reason, "UDP flow refused");
-    oxy_tunnel::ended_total(endpoint, label).inc();
 }
 
 /// Swallows (and counts) a refused client's datagrams until it goes quiet, so a refused
@@ -322,74 +151,326 @@ async fn discard(
     }
 }
 
-/// Moves datagrams both ways until the flow is idle, too old, or Oxy stops.
-#[allow(clippy::too_many_arguments)]
-async fn pump(
-    from_client: &mut mpsc::Receiver<Bytes>,
-    upstream: &UdpSocket,
+/// Where a flow's datagrams towards the client go when not to a UDP socket: HTTP
+/// Datagrams on a QUIC connection, or capsules queued for a stream.
+pub trait DatagramSink: Send {
+    /// Sends (or queues) one datagram without waiting; an `Err` names why it was
+    /// dropped (`queue_full`, `too_large`, `closed`), for the drop counter.
+    fn send(&mut self, datagram: &[u8]) -> Result<(), &'static str>;
+}
+
+/// The client side of a flow, for datagrams towards the client.
+pub enum ClientSide {
+    /// A UDP listener socket, answering `peer`.
+    Socket {
+        /// The listener socket.
+        socket: Arc<UdpSocket>,
+        /// Where replies go.
+        peer: SocketAddr,
+    },
+    /// A datagram channel of an HTTP request (CONNECT-UDP).
+    Sink(Box<dyn DatagramSink>),
+}
+
+impl ClientSide {
+    async fn send(&mut self, datagram: &[u8]) -> Result<(), &'static str> {
+        match self {
+            ClientSide::Socket { socket, peer } => match socket.send_to(datagram, *peer).await {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "datagram to the client not sent");
+                    Err("send_error")
+                }
+            },
+            ClientSide::Sink(sink) => sink.send(datagram),
+        }
+    }
+}
+
+/// A UDP flow whose off-ramp socket is connected, ready to pump.
+pub struct UdpTunnel<App: OxyExt> {
+    services: Arc<Services<App>>,
+    cx: TunnelContext<App>,
+    upstream: UdpSocket,
+    /// A PROXY v2 header sent in front of every datagram (internal services).
     prefix: Option<Vec<u8>>,
-    listener: &UdpSocket,
-    reply_to: SocketAddr,
     idle: Duration,
     max_lifetime: Option<Duration>,
-    drain: &Drain,
-    endpoint: &str,
-) -> (Counts, &'static str) {
-    let mut counts = Counts::default();
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    // With a PROXY header, each datagram is sent as header + payload from one buffer.
-    let header_len = prefix.as_ref().map_or(0, Vec::len);
-    let mut framed = prefix.unwrap_or_default();
-    let deadline = max_lifetime.map(|max| Instant::now() + max);
-    let mut idle_at = Instant::now() + idle;
-    loop {
-        tokio::select! {
-            datagram = from_client.recv() => {
-                let Some(datagram) = datagram else { return (counts, "completed") };
-                let sent = if header_len > 0 {
-                    framed.truncate(header_len);
-                    framed.extend_from_slice(&datagram);
-                    upstream.send(&framed).await
-                } else {
-                    upstream.send(&datagram).await
-                };
-                match sent {
-                    Ok(_) => {
-                        counts.packets_up += 1;
-                        counts.bytes_up += datagram.len() as u64;
-                        idle_at = Instant::now() + idle;
-                    }
+    peer_addr: SocketAddr,
+    original_client: Option<SocketAddr>,
+    started_at: SystemTime,
+    started: Instant,
+}
+
+/// Runs the egress hook and policy for `target`, connects the off-ramp socket and runs
+/// the tunnel hook. A refusal is counted, logged and audited here. `idle` is the flow's
+/// idle timeout unless the tunnel hook sets another.
+pub async fn open<App: OxyExt>(
+    services: &Arc<Services<App>>,
+    endpoint: &Arc<Endpoint<App>>,
+    peer_addr: SocketAddr,
+    original_client: Option<SocketAddr>,
+    local_addr: SocketAddr,
+    target: Option<Target>,
+    idle: Duration,
+) -> Result<UdpTunnel<App>, TunnelRefused> {
+    let client = original_client.unwrap_or(peer_addr);
+    let started_at = SystemTime::now();
+    let started = Instant::now();
+    let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
+        tracing::info!(target = ?target.map(ToString::to_string), reason = %e, "UDP flow refused");
+        oxy_tunnel::ended_total(endpoint.name(), e.label()).inc();
+        services.audit.write(&AuditRecord {
+            endpoint: endpoint.name().to_string(),
+            protocol: "udp",
+            client: peer_addr,
+            original_client,
+            target: target.map(ToString::to_string).unwrap_or_default(),
+            resolved,
+            bytes_up: 0,
+            bytes_down: 0,
+            packets_up: 0,
+            packets_down: 0,
+            start: AuditRecord::timestamp(started_at),
+            duration_ms: AuditRecord::millis(started.elapsed()),
+            close_reason: e.to_string(),
+        });
+        e
+    };
+    let mut egress = EgressContext {
+        endpoint: endpoint.clone(),
+        client_addr: client,
+        local_addr,
+        transport: Transport::Udp,
+        target,
+    };
+    let mut bind = None;
+    let mut prefix = None;
+    if let Some(hook) = &services.hooks.egress {
+        match hook.on_egress(&mut egress).await {
+            EgressAction::Allow => {}
+            EgressAction::Rewrite(target) => egress.target = Some(target),
+            EgressAction::BindTo(ip) => bind = Some(ip),
+            EgressAction::InternalService(service) => {
+                match crate::offramp::proxy_header::v2_header(
+                    client,
+                    local_addr,
+                    true,
+                    &service.tlvs,
+                ) {
+                    Ok(header) => prefix = Some(header),
                     Err(e) => {
-                        oxy_udp::dropped_total(endpoint, "send_error").inc();
-                        tracing::debug!(error = %e, "datagram to the target not sent");
+                        let e = ConnectError::ProxyHeader(std::io::Error::other(e.to_string()));
+                        return Err(refuse(egress.target.as_ref(), None, e.into()));
                     }
                 }
+                egress.target = Some(service.target);
             }
-            received = upstream.recv(&mut buf) => match received {
-                Ok(n) => {
-                    match listener.send_to(&buf[..n], reply_to).await {
+            EgressAction::UpstreamProxy(proxy) => {
+                let e = TunnelRefused::UdpViaProxy(proxy.address.to_string());
+                return Err(refuse(egress.target.as_ref(), None, e));
+            }
+            EgressAction::Deny(reason) => {
+                oxy_offramp::egress_denied_total("hook").inc();
+                let e = ConnectError::DeniedByHook(reason);
+                return Err(refuse(egress.target.as_ref(), None, e.into()));
+            }
+        }
+    }
+    let Some(target) = egress.target.clone() else {
+        return Err(refuse(None, None, ConnectError::NoTarget.into()));
+    };
+    let (mut upstream, mut peer) = match udp::connect(services, &target, bind, Some(&egress)).await
+    {
+        Ok(connected) => connected,
+        Err(e) => return Err(refuse(Some(&target), None, e.into())),
+    };
+    let mut cx = TunnelContext {
+        endpoint: endpoint.clone(),
+        client_addr: client,
+        transport: Transport::Udp,
+        target,
+        peer_addr: peer,
+    };
+    let mut idle = idle;
+    let mut lifetime = endpoint.settings.tunnel.max_lifetime;
+    if let Some(hook) = &services.hooks.tunnel {
+        match hook.on_tunnel_start(&mut cx).await {
+            TunnelAction::Continue => {}
+            TunnelAction::SetTimeouts {
+                idle: new_idle,
+                max_lifetime,
+            } => (idle, lifetime) = (new_idle, max_lifetime),
+            TunnelAction::Block(reason) => {
+                return Err(refuse(
+                    Some(&cx.target),
+                    Some(peer),
+                    TunnelRefused::Blocked(reason),
+                ));
+            }
+            TunnelAction::Decapsulate => {
+                let e = TunnelRefused::DecapsulationUnavailable;
+                return Err(refuse(Some(&cx.target), Some(peer), e));
+            }
+            TunnelAction::Redirect(redirect) => {
+                match udp::connect(services, &redirect, bind, None).await {
+                    Ok((socket, addr)) => {
+                        (upstream, peer) = (socket, addr);
+                        cx.target = redirect;
+                        cx.peer_addr = peer;
+                    }
+                    Err(e) => return Err(refuse(Some(&redirect), None, e.into())),
+                }
+            }
+        }
+    }
+    Ok(UdpTunnel {
+        services: services.clone(),
+        cx,
+        upstream,
+        prefix,
+        idle,
+        max_lifetime: (lifetime > Duration::ZERO).then_some(lifetime),
+        peer_addr,
+        original_client,
+        started_at,
+        started,
+    })
+}
+
+impl<App: OxyExt> UdpTunnel<App> {
+    /// The address the off-ramp socket is connected to.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.cx.peer_addr
+    }
+
+    /// Moves datagrams between the client and the target until the flow is idle, too
+    /// old, the client side ends (`from_client` closes) or Oxy stops; then runs the
+    /// tunnel-end hook, counts and audits the flow. Returns the close reason label.
+    pub async fn pump(
+        mut self,
+        from_client: &mut mpsc::Receiver<Bytes>,
+        client: ClientSide,
+        drain: &Drain,
+    ) -> &'static str {
+        let name = self.cx.endpoint.name().to_string();
+        oxy_tunnel::started_total(&name, "udp").inc();
+        let active = oxy_tunnel::active(&name, "udp");
+        active.inc();
+        let (counts, reason) = self.exchange(from_client, client, drain, &name).await;
+        active.dec();
+        oxy_tunnel::bytes_total(&name, "up").inc_by(counts.bytes_up);
+        oxy_tunnel::bytes_total(&name, "down").inc_by(counts.bytes_down);
+        oxy_tunnel::ended_total(&name, reason).inc();
+        let (target, peer) = (self.cx.target.to_string(), self.cx.peer_addr);
+        tracing::info!(
+            %target,
+            %peer,
+            up = counts.bytes_up,
+            down = counts.bytes_down,
+            packets_up = counts.packets_up,
+            packets_down = counts.packets_down,
+            reason,
+            "UDP flow closed"
+        );
+        let summary = TunnelSummary {
+            bytes_up: counts.bytes_up,
+            bytes_down: counts.bytes_down,
+            packets_up: counts.packets_up,
+            packets_down: counts.packets_down,
+            duration: self.started.elapsed(),
+            close_reason: reason.to_string(),
+        };
+        if let Some(hook) = &self.services.hooks.tunnel {
+            hook.on_tunnel_end(&mut self.cx, &summary).await;
+        }
+        self.services.audit.write(&AuditRecord {
+            endpoint: name,
+            protocol: "udp",
+            client: self.peer_addr,
+            original_client: self.original_client,
+            target,
+            resolved: Some(peer),
+            bytes_up: counts.bytes_up,
+            bytes_down: counts.bytes_down,
+            packets_up: counts.packets_up,
+            packets_down: counts.packets_down,
+            start: AuditRecord::timestamp(self.started_at),
+            duration_ms: AuditRecord::millis(summary.duration),
+            close_reason: summary.close_reason,
+        });
+        reason
+    }
+
+    async fn exchange(
+        &mut self,
+        from_client: &mut mpsc::Receiver<Bytes>,
+        mut client: ClientSide,
+        drain: &Drain,
+        endpoint: &str,
+    ) -> (Counts, &'static str) {
+        let upstream = &self.upstream;
+        let idle = self.idle;
+        let mut counts = Counts::default();
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // With a PROXY header, each datagram is sent as header + payload from one buffer.
+        let header_len = self.prefix.as_ref().map_or(0, Vec::len);
+        let mut framed = self.prefix.take().unwrap_or_default();
+        let deadline = self.max_lifetime.map(|max| Instant::now() + max);
+        let mut idle_at = Instant::now() + idle;
+        loop {
+            tokio::select! {
+                datagram = from_client.recv() => {
+                    let Some(datagram) = datagram else { return (counts, "completed") };
+                    let sent = if header_len > 0 {
+                        framed.truncate(header_len);
+                        framed.extend_from_slice(&datagram);
+                        upstream.send(&framed).await
+                    } else {
+                        upstream.send(&datagram).await
+                    };
+                    match sent {
                         Ok(_) => {
-                            counts.packets_down += 1;
-                            counts.bytes_down += n as u64;
+                            counts.packets_up += 1;
+                            counts.bytes_up += datagram.len() as u64;
                             idle_at = Instant::now() + idle;
                         }
                         Err(e) => {
                             oxy_udp::dropped_total(endpoint, "send_error").inc();
-                            tracing::debug!(error = %e, "datagram to the client not sent");
+                            tracing::debug!(error = %e, "datagram to the target not sent");
                         }
                     }
                 }
-                // ICMP errors (port unreachable) surface here; the flow goes on.
-                Err(e) => tracing::debug!(error = %e, "receive from the target failed"),
-            },
-            _ = tokio::time::sleep_until(idle_at) => return (counts, "idle_timeout"),
-            _ = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => return (counts, "max_lifetime"),
-            _ = drain.stopping() => return (counts, "shutdown"),
+                received = upstream.recv(&mut buf) => match received {
+                    Ok(n) => match client.send(&buf[..n]).await {
+                        Ok(()) => {
+                            counts.packets_down += 1;
+                            counts.bytes_down += n as u64;
+                            idle_at = Instant::now() + idle;
+                        }
+                        Err(reason) => oxy_udp::dropped_total(endpoint, reason).inc(),
+                    },
+                    // ICMP errors (port unreachable) surface here; the flow goes on.
+                    Err(e) => tracing::debug!(error = %e, "receive from the target failed"),
+                },
+                _ = tokio::time::sleep_until(idle_at) => return (counts, "idle_timeout"),
+                _ = async {
+                    match deadline {
+                        Some(at) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => return (counts, "max_lifetime"),
+                _ = drain.stopping() => return (counts, "shutdown"),
+            }
         }
     }
+}
+
+/// Datagrams and bytes each way.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    bytes_up: u64,
+    bytes_down: u64,
+    packets_up: u64,
+    packets_down: u64,
 }

@@ -1,0 +1,201 @@
+//! Serves HTTP/3 on one QUIC connection (h3 + h3-quinn): each request goes through the
+//! same pipeline and hooks as HTTP/1.1 and HTTP/2; CONNECT and CONNECT-UDP get the
+//! request stream as a byte stream, CONNECT-UDP also its HTTP Datagrams.
+
+use super::body::boxed;
+use super::connect_udp::RequestDatagrams;
+use super::h3_stream::{
+    DatagramRoute, DatagramRoutes, H3Body, H3Stream, RecvHalf, SendHalf, route_datagrams,
+};
+use super::headers;
+use super::pipeline::Handler;
+use super::upgrade::{ExtendedConnect, PendingUpgrade};
+use crate::app::OxyExt;
+use crate::drain::Drain;
+use crate::hooks::{ConnectionEnd, HttpBody, IngressConnectionContext};
+use crate::services::Services;
+use crate::tunnel::stream::TunnelStream;
+use bytes::Bytes;
+use h3_datagram::datagram_handler::HandleDatagramsExt;
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+type H3Connection = h3::server::Connection<h3_quinn::Connection, Bytes>;
+
+/// Serves HTTP/3 on `connection` until the client closes it or the drain ends it
+/// (GOAWAY first, then a close when the grace period is over).
+pub async fn serve<App: OxyExt>(
+    connection: quinn::Connection,
+    cx: &IngressConnectionContext<App>,
+    services: &Arc<Services<App>>,
+    drain: &Drain,
+) -> ConnectionEnd {
+    let Some(handler) = Handler::for_connection(cx, services, drain) else {
+        return ConnectionEnd::Closed;
+    };
+    let max_header = cx.endpoint.settings.http.limits.max_header_bytes;
+    let built = h3::server::builder()
+        .enable_extended_connect(true)
+        .enable_datagram(true)
+        .max_field_section_size(u64::try_from(max_header).unwrap_or(u64::MAX))
+        .build(h3_quinn::Connection::new(connection.clone()))
+        .await;
+    let mut h3: H3Connection = match built {
+        Ok(h3) => h3,
+        Err(e) => {
+            tracing::debug!(error = %e, "HTTP/3 connection setup failed");
+            return ConnectionEnd::Closed;
+        }
+    };
+    let routes = DatagramRoutes::default();
+    let name = cx.endpoint.name().to_string();
+    let router = tokio::spawn(
+        route_datagrams(h3.get_datagram_reader(), routes.clone(), name).in_current_span(),
+    );
+    let end = accept_requests(&mut h3, &connection, &handler, &routes, drain).await;
+    router.abort();
+    if end == ConnectionEnd::Shutdown {
+        // H3_NO_ERROR (RFC 9114 §8.1).
+        connection.close(quinn::VarInt::from_u32(0x100), b"shutdown");
+    }
+    end
+}
+
+async fn accept_requests<App: OxyExt>(
+    h3: &mut H3Connection,
+    connection: &quinn::Connection,
+    handler: &Arc<Handler<App>>,
+    routes: &DatagramRoutes,
+    drain: &Drain,
+) -> ConnectionEnd {
+    let mut stopping = false;
+    loop {
+        let accepted = tokio::select! {
+            accepted = h3.accept() => accepted,
+            _ = drain.stopping(), if !stopping => {
+                stopping = true;
+                // GOAWAY: requests already accepted finish, new ones go elsewhere.
+                if let Err(e) = h3.shutdown(0).await {
+                    tracing::debug!(error = %e, "HTTP/3 GOAWAY not sent");
+                }
+                continue;
+            }
+            _ = drain.force_closing() => return ConnectionEnd::Shutdown,
+        };
+        match accepted {
+            Ok(Some(resolver)) => {
+                let handler = handler.clone();
+                let routes = routes.clone();
+                let quic = connection.clone();
+                drain.spawn_connection(
+                    async move {
+                        match resolver.resolve_request().await {
+                            Ok((request, stream)) => {
+                                let datagrams = (quic, stream.id(), routes);
+                                let (send, recv) = stream.split();
+                                serve_request(&handler, request, send, recv, datagrams).await;
+                            }
+                            Err(e) => tracing::debug!(error = %e, "HTTP/3 request not read"),
+                        }
+                    }
+                    .in_current_span(),
+                );
+            }
+            Ok(None) => return ConnectionEnd::Closed,
+            Err(e) => {
+                if !e.is_h3_no_error() {
+                    tracing::debug!(error = %e, "HTTP/3 connection ended with an error");
+                }
+                return ConnectionEnd::Closed;
+            }
+        }
+    }
+}
+
+/// What a request needs to take HTTP Datagrams: the connection, its stream, the routes.
+type DatagramParts = (quinn::Connection, h3::quic::StreamId, DatagramRoutes);
+
+/// Answers one request: the pipeline's response headers and body go back on the stream;
+/// an accepted CONNECT or CONNECT-UDP gets the stream as a byte stream.
+async fn serve_request<App: OxyExt>(
+    handler: &Arc<Handler<App>>,
+    request: Request<()>,
+    mut send: SendHalf,
+    recv: RecvHalf,
+    (quic, stream_id, routes): DatagramParts,
+) {
+    let (mut parts, ()) = request.into_parts();
+    if let Some(protocol) = parts.extensions.remove::<h3::ext::Protocol>() {
+        parts
+            .extensions
+            .insert(ExtendedConnect(protocol.as_str().to_string()));
+    }
+    let tunnel = parts.method == Method::CONNECT;
+    let mut upgrade = None;
+    let (body, recv) = if tunnel {
+        let (tx, rx) = oneshot::channel::<TunnelStream>();
+        parts.extensions.insert(PendingUpgrade::new(async move {
+            rx.await
+                .map_err(|_| std::io::Error::other("the tunnel was not accepted"))
+        }));
+        upgrade = Some(tx);
+        (super::body::empty(), Some(recv))
+    } else {
+        (boxed(H3Body::new(recv)), None)
+    };
+    // A CONNECT-UDP flow takes the stream's HTTP Datagrams while it runs.
+    if parts
+        .extensions
+        .get::<ExtendedConnect>()
+        .is_some_and(ExtendedConnect::is_connect_udp)
+    {
+        let queue = handler.endpoint.settings.udp.queue.max(1);
+        let (tx, rx) = mpsc::channel(queue);
+        let route = DatagramRoute::new(&routes, stream_id, tx.clone());
+        let sink = Box::new(super::h3_stream::H3DatagramSink::new(quic, stream_id));
+        parts
+            .extensions
+            .insert(RequestDatagrams::new(rx, tx, route, sink));
+    }
+    let response = handler
+        .clone()
+        .handle(Request::from_parts(parts, body))
+        .await;
+    let (mut parts, body) = response.into_parts();
+    headers::remove_hop_by_hop(&mut parts.headers);
+    let accepted = parts.status.is_success();
+    if let Err(e) = send.send_response(Response::from_parts(parts, ())).await {
+        tracing::debug!(error = %e, "HTTP/3 response not sent");
+        return;
+    }
+    if let (Some(upgrade), Some(recv), true) = (upgrade, recv, accepted) {
+        let stream = H3Stream::new(send, recv);
+        let _ = upgrade.send(TunnelStream::Boxed(Box::new(stream)));
+        return;
+    }
+    if let Err(e) = send_body(&mut send, body).await {
+        tracing::debug!(error = %e, "HTTP/3 response body not sent");
+    }
+}
+
+/// Sends a response body's data and trailers, then finishes the stream.
+async fn send_body(send: &mut SendHalf, mut body: HttpBody) -> Result<(), String> {
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| e.to_string())?;
+        match frame.into_data() {
+            Ok(data) => send.send_data(data).await.map_err(|e| e.to_string())?,
+            Err(frame) => {
+                if let Ok(trailers) = frame.into_trailers() {
+                    send.send_trailers(trailers)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+    send.finish().await.map_err(|e| e.to_string())
+}

@@ -1,0 +1,258 @@
+//! Adapters between h3 request streams and the pipeline's shapes: a request body, a
+//! byte stream for CONNECT and CONNECT-UDP, and HTTP Datagrams routed to their flows.
+
+use super::capsule;
+use crate::tunnel::udp::{DatagramSink, oxy_udp};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use h3::quic::StreamId;
+use h3::server::RequestStream;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, ready};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::mpsc;
+
+/// The sending half of a request stream.
+pub type SendHalf = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+/// The receiving half of a request stream.
+pub type RecvHalf = RequestStream<h3_quinn::RecvStream, Bytes>;
+
+/// A request body read from an h3 stream: DATA frames, then trailers.
+pub struct H3Body {
+    recv: RecvHalf,
+    data_done: bool,
+}
+
+impl H3Body {
+    /// The body of the request whose stream half this is.
+    pub fn new(recv: RecvHalf) -> Self {
+        Self {
+            recv,
+            data_done: false,
+        }
+    }
+}
+
+impl http_body::Body for H3Body {
+    type Data = Bytes;
+    type Error = h3::error::StreamError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if !self.data_done {
+            match ready!(self.recv.poll_recv_data(cx)) {
+                Ok(Some(mut data)) => {
+                    let bytes = data.copy_to_bytes(data.remaining());
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(bytes))));
+                }
+                Ok(None) => self.data_done = true,
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+        match ready!(self.recv.poll_recv_trailers(cx)) {
+            Ok(Some(trailers)) => Poll::Ready(Some(Ok(http_body::Frame::trailers(trailers)))),
+            Ok(None) => Poll::Ready(None),
+            Err(e) => Poll::Ready(Some(Err(e))),
+        }
+    }
+}
+
+type Sending =
+    Pin<Box<dyn Future<Output = (Box<SendHalf>, Result<(), h3::error::StreamError>)> + Send>>;
+
+/// What the write side is doing.
+enum WriteState {
+    Idle(Box<SendHalf>),
+    Busy(Sending),
+    Done,
+}
+
+/// The DATA frames of a request stream as a byte stream (CONNECT over HTTP/3). A write
+/// is accepted at once and sent before the next write, flush or shutdown completes.
+pub struct H3Stream {
+    recv: RecvHalf,
+    unread: Bytes,
+    read_done: bool,
+    write: WriteState,
+}
+
+impl H3Stream {
+    /// The byte stream of a request whose response headers were sent.
+    pub fn new(send: SendHalf, recv: RecvHalf) -> Self {
+        Self {
+            recv,
+            unread: Bytes::new(),
+            read_done: false,
+            write: WriteState::Idle(Box::new(send)),
+        }
+    }
+
+    /// Completes a pending send; then the send half is idle (or gone).
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let WriteState::Busy(sending) = &mut self.write {
+            let (send, result) = ready!(sending.as_mut().poll(cx));
+            self.write = WriteState::Idle(send);
+            result.map_err(io::Error::other)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for H3Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        while self.unread.is_empty() && !self.read_done {
+            match ready!(self.recv.poll_recv_data(cx)) {
+                Ok(Some(mut data)) => self.unread = data.copy_to_bytes(data.remaining()),
+                Ok(None) => self.read_done = true,
+                Err(e) if e.is_h3_no_error() => self.read_done = true,
+                Err(e) => return Poll::Ready(Err(io::Error::other(e))),
+            }
+        }
+        let n = self.unread.len().min(buf.remaining());
+        buf.put_slice(&self.unread.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for H3Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        ready!(self.poll_idle(cx))?;
+        match std::mem::replace(&mut self.write, WriteState::Done) {
+            WriteState::Idle(mut send) => {
+                let data = Bytes::copy_from_slice(buf);
+                self.write = WriteState::Busy(Box::pin(async move {
+                    let result = send.send_data(data).await;
+                    (send, result)
+                }));
+                Poll::Ready(Ok(buf.len()))
+            }
+            _ => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_idle(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.poll_idle(cx))?;
+        if let WriteState::Idle(mut send) = std::mem::replace(&mut self.write, WriteState::Done) {
+            self.write = WriteState::Busy(Box::pin(async move {
+                let result = send.finish().await;
+                (send, result)
+            }));
+            ready!(self.poll_idle(cx))?;
+            self.write = WriteState::Done;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The flows of one connection that take HTTP Datagrams, by request stream.
+pub type DatagramRoutes = Arc<Mutex<HashMap<StreamId, mpsc::Sender<Bytes>>>>;
+
+/// Delivers the connection's HTTP Datagrams to their flows until the connection ends.
+/// Datagrams for a stream without a flow, or with a context ID other than 0, are
+/// dropped and counted (RFC 9298 §4, RFC 9297 §2.1).
+pub async fn route_datagrams<H>(
+    mut reader: h3_datagram::datagram_handler::DatagramReader<H>,
+    routes: DatagramRoutes,
+    endpoint: String,
+) where
+    H: h3_datagram::quic_traits::RecvDatagram<Buffer = Bytes>,
+{
+    while let Ok(datagram) = reader.read_datagram().await {
+        let stream = datagram.stream_id();
+        let reason = match capsule::udp_payload(&datagram.into_payload()) {
+            Ok(Some(payload)) => {
+                let route = routes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&stream)
+                    .cloned();
+                match route.map(|tx| tx.try_send(payload)) {
+                    Some(Ok(())) => continue,
+                    Some(Err(mpsc::error::TrySendError::Full(_))) => "queue_full",
+                    Some(Err(mpsc::error::TrySendError::Closed(_))) | None => "unknown_stream",
+                }
+            }
+            Ok(None) => "unknown_context",
+            Err(e) => e.label(),
+        };
+        oxy_udp::dropped_total(&endpoint, reason).inc();
+    }
+}
+
+/// A flow's place in [`DatagramRoutes`]; leaving it (on drop) stops the routing.
+pub struct DatagramRoute {
+    routes: DatagramRoutes,
+    stream: StreamId,
+}
+
+impl DatagramRoute {
+    /// Routes the datagrams of `stream` to `to_flow`.
+    pub fn new(routes: &DatagramRoutes, stream: StreamId, to_flow: mpsc::Sender<Bytes>) -> Self {
+        routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(stream, to_flow);
+        Self {
+            routes: routes.clone(),
+            stream,
+        }
+    }
+}
+
+impl Drop for DatagramRoute {
+    fn drop(&mut self) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.stream);
+    }
+}
+
+/// Sends a flow's datagrams to the client as HTTP Datagrams (RFC 9297 §2.1): the
+/// quarter stream ID of the request, context ID 0, the UDP payload, in one QUIC DATAGRAM.
+pub struct H3DatagramSink {
+    connection: quinn::Connection,
+    prefix: BytesMut,
+}
+
+impl H3DatagramSink {
+    /// A sink for the request on `stream`.
+    pub fn new(connection: quinn::Connection, stream: StreamId) -> Self {
+        let mut prefix = BytesMut::with_capacity(9);
+        // A request stream ID is below 2^62, so its quarter always fits a varint.
+        let _ = capsule::put_varint(&mut prefix, stream.into_inner() / 4);
+        prefix.put_u8(capsule::CONTEXT_ID_UDP);
+        Self { connection, prefix }
+    }
+}
+
+impl DatagramSink for H3DatagramSink {
+    fn send(&mut self, datagram: &[u8]) -> Result<(), &'static str> {
+        let mut buf = BytesMut::with_capacity(self.prefix.len() + datagram.len());
+        buf.extend_from_slice(&self.prefix);
+        buf.extend_from_slice(datagram);
+        match self.connection.send_datagram(buf.freeze()) {
+            Ok(()) => Ok(()),
+            Err(quinn::SendDatagramError::TooLarge) => Err("too_large"),
+            Err(quinn::SendDatagramError::ConnectionLost(_)) => Err("closed"),
+            Err(_) => Err("not_available"),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! QUIC listeners for HTTP/3: address validation (Retry), the endpoint's connection
+//! limit, the TLS handshake (rustls in quinn), the ingress hook, then the h3 server.
+
+use crate::app::OxyExt;
+use crate::drain::Drain;
+use crate::endpoint::Endpoint;
+use crate::hooks::{ConnectionEnd, IngressAction, IngressConnectionContext, Transport};
+use crate::onramp::tcp::{connection_ended, next_connection_id};
+use crate::services::Services;
+use crate::telemetry::framework_metrics::oxy_connections;
+use crate::telemetry::panics;
+use crate::tls::server::oxy_tls;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::Semaphore;
+use tracing::Instrument;
+
+/// A UDP socket ready to serve QUIC for `endpoint`: the quinn endpoint on it.
+pub fn bind<App: OxyExt>(
+    endpoint: &Endpoint<App>,
+    socket: std::net::UdpSocket,
+) -> std::io::Result<quinn::Endpoint> {
+    let server = endpoint
+        .quic
+        .clone()
+        .ok_or_else(|| std::io::Error::other("the endpoint has no QUIC configuration"))?;
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(endpoint.settings.http.h3.max_udp_payload)
+        .map_err(|e| std::io::Error::other(format!("h3.max_udp_payload: {e}")))?;
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
+    quinn::Endpoint::new(config, Some(server), socket, runtime)
+}
+
+/// Accepts QUIC connections on `quic` until the drain stops accepting; the connections
+/// get GOAWAY then, and the endpoint closes when the drain period is over.
+pub async fn serve<App: OxyExt>(
+    quic: quinn::Endpoint,
+    endpoint: Arc<Endpoint<App>>,
+    slots: Option<Arc<Semaphore>>,
+    services: Arc<Services<App>>,
+    drain: Drain,
+) {
+    let name = endpoint.name().to_string();
+    let local_addr = match quic.local_addr() {
+        Ok(addr) => addr,
+        Err(e) => {
+            tracing::error!(endpoint = %name, error = %e, "QUIC listener has no address");
+            return;
+        }
+    };
+    let retry = endpoint.settings.http.h3.retry;
+    loop {
+        let incoming = tokio::select! {
+            _ = drain.stopping() => break,
+            incoming = quic.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
+        if retry && !incoming.remote_address_validated() {
+            if let Err(e) = incoming.retry() {
+                tracing::debug!(error = %e, "QUIC retry not sent");
+            }
+            continue;
+        }
+        let peer_addr = incoming.remote_address();
+        oxy_connections::accepted_total(&name).inc();
+        let permit = match &slots {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    oxy_connections::rejected_total(&name, "max_connections").inc();
+                    tracing::warn!(endpoint = %name, %peer_addr, "max_connections reached; QUIC connection refused");
+                    incoming.refuse();
+                    continue;
+                }
+            },
+        };
+        let id = next_connection_id();
+        let span = tracing::info_span!("connection", id, endpoint = %name, peer = %peer_addr, client = tracing::field::Empty);
+        let cx = IngressConnectionContext {
+            id,
+            endpoint: endpoint.clone(),
+            transport: Transport::Quic,
+            peer_addr,
+            client_addr: peer_addr,
+            proxy: None,
+            local_addr: incoming
+                .local_ip()
+                .map_or(local_addr, |ip| SocketAddr::new(ip, local_addr.port())),
+            accepted_at: Instant::now(),
+            tls: None,
+            app: Default::default(),
+            slot: permit.map(Arc::new),
+        };
+        let services = services.clone();
+        let task_drain = drain.clone();
+        drain.spawn_connection(
+            async move { handle(incoming, cx, &services, &task_drain).await }.instrument(span),
+        );
+    }
+    // New connections are refused from here on; open ones end with the drain.
+    quic.set_server_config(None);
+    drain.force_closing().await;
+    quic.close(quinn::VarInt::from_u32(0x100), b"shutdown");
+    tracing::debug!(endpoint = %name, "QUIC listener closed");
+}
+
+async fn handle<App: OxyExt>(
+    incoming: quinn::Incoming,
+    mut cx: IngressConnectionContext<App>,
+    services: &Arc<Services<App>>,
+    drain: &Drain,
+) {
+    let name = cx.endpoint.name().to_string();
+    let active = oxy_connections::active(&name);
+    active.inc();
+    let served = panics::contain(serve_connection(incoming, &mut cx, services, drain)).await;
+    connection_ended(&mut cx, served.unwrap_or(ConnectionEnd::Panicked), services).await;
+    active.dec();
+}
+
+async fn serve_connection<App: OxyExt>(
+    incoming: quinn::Incoming,
+    cx: &mut IngressConnectionContext<App>,
+    services: &Arc<Services<App>>,
+    drain: &Drain,
+) -> ConnectionEnd {
+    let name = cx.endpoint.name().to_string();
+    let connecting = match incoming.accept() {
+        Ok(connecting) => connecting,
+        Err(e) => {
+            oxy_tls::handshake_failures_total(&name, "handshake").inc();
+            return ConnectionEnd::HandshakeFailed(e.to_string());
+        }
+    };
+    let timeout = cx.endpoint.settings.tls.handshake_timeout;
+    let handshake = async {
+        if cx.endpoint.settings.http.h3.zero_rtt {
+            match connecting.into_0rtt() {
+                Ok((connection, _accepted)) => Ok(connection),
+                Err(connecting) => connecting.await,
+            }
+        } else {
+            connecting.await
+        }
+    };
+    let connection = tokio::select! {
+        handshake = tokio::time::timeout(timeout, handshake) => match handshake {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(e)) => {
+                let label = if e.to_string().contains("certificate") { "client_certificate" } else { "handshake" };
+                oxy_tls::handshake_failures_total(&name, label).inc();
+                tracing::info!(reason = %e, "QUIC handshake failed");
+                return ConnectionEnd::HandshakeFailed(e.to_string());
+            }
+            Err(_) => {
+                oxy_tls::handshake_failures_total(&name, "timeout").inc();
+                tracing::info!("QUIC handshake timed out");
+                return ConnectionEnd::HandshakeFailed("timed out".into());
+            }
+        },
+        _ = drain.force_closing() => return ConnectionEnd::Shutdown,
+    };
+    let facts = crate::tls::quic::facts(&connection);
+    oxy_tls::handshakes_total(&name, &facts.version).inc();
+    tracing::debug!(sni = ?facts.sni, alpn = ?facts.alpn, "QUIC established");
+    cx.tls = Some(Arc::new(facts));
+    if let Some(ingress) = &services.hooks.ingress {
+        let action = tokio::select! {
+            action = ingress.on_connection(cx) => action,
+            _ = drain.force_closing() => return ConnectionEnd::Shutdown,
+        };
+        if let IngressAction::Reject(reason) = action {
+            connection.close(quinn::VarInt::from_u32(0x100), b"rejected");
+            return ConnectionEnd::Rejected(reason);
+        }
+    }
+    crate::http::h3::serve(connection, cx, services, drain).await
+}

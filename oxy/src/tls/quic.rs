@@ -1,0 +1,160 @@
+//! QUIC server configuration for HTTP/3: rustls (TLS 1.3, ALPN `h3`) with the endpoint's
+//! certificates chosen by SNI, optional client certificates, and quinn's transport knobs.
+
+use super::CertifiedKey;
+use super::server::{ClientCertificate, TlsFacts, TlsSetupError, certificate_facts, sni_matches};
+use crate::settings::{ClientAuth, H3Settings, TlsSettings};
+use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign;
+use std::sync::Arc;
+
+fn setup_error(field: &'static str, e: impl std::fmt::Display) -> TlsSetupError {
+    TlsSetupError {
+        field,
+        message: e.to_string(),
+    }
+}
+
+/// The quinn server configuration of an endpoint with `http.h3.enabled`.
+pub fn server_config(
+    tls: &TlsSettings,
+    h3: &H3Settings,
+) -> Result<quinn::ServerConfig, TlsSetupError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut keys = Vec::new();
+    for cert in &tls.certificates {
+        let loaded = CertifiedKey::load(&cert.chain, &cert.key)
+            .map_err(|e| setup_error("certificates", e))?;
+        keys.push((cert.server_names.clone(), rustls_key(&loaded, &provider)?));
+    }
+    let Some((_, default)) = keys.first().cloned() else {
+        return Err(setup_error("certificates", "HTTP/3 needs a certificate"));
+    };
+    let named = keys
+        .into_iter()
+        .skip(1)
+        .flat_map(|(names, key)| {
+            names
+                .into_iter()
+                .map(move |name| (name.to_ascii_lowercase(), key.clone()))
+        })
+        .collect();
+    let resolver = Arc::new(SniResolver { default, named });
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| setup_error("min_version", e))?;
+    let mut config = match tls.client_auth {
+        ClientAuth::None => builder.with_no_client_auth().with_cert_resolver(resolver),
+        ClientAuth::Optional | ClientAuth::Required => {
+            let mut roots = rustls::RootCertStore::empty();
+            let pem = std::fs::read(&tls.client_ca).map_err(|e| {
+                setup_error(
+                    "client_ca",
+                    format!("cannot read {}: {e}", tls.client_ca.display()),
+                )
+            })?;
+            let cas = boring::x509::X509::stack_from_pem(&pem)
+                .map_err(|e| setup_error("client_ca", e))?;
+            for ca in cas {
+                let der = ca.to_der().map_err(|e| setup_error("client_ca", e))?;
+                roots
+                    .add(CertificateDer::from(der))
+                    .map_err(|e| setup_error("client_ca", e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if tls.client_auth == ClientAuth::Optional {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            let verifier = verifier.build().map_err(|e| setup_error("client_ca", e))?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_cert_resolver(resolver)
+        }
+    };
+    config.alpn_protocols = vec![b"h3".to_vec()];
+    config.max_early_data_size = if h3.zero_rtt { u32::MAX } else { 0 };
+    let crypto = QuicServerConfig::try_from(config).map_err(|e| setup_error("certificates", e))?;
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    let transport = Arc::get_mut(&mut server.transport)
+        .ok_or_else(|| setup_error("certificates", "the QUIC transport settings are shared"))?;
+    transport
+        .max_idle_timeout(quinn::IdleTimeout::try_from(h3.idle_timeout).ok())
+        .max_concurrent_bidi_streams(h3.max_concurrent_streams.into())
+        .datagram_receive_buffer_size(Some(h3.datagram_buffer_bytes))
+        .datagram_send_buffer_size(h3.datagram_buffer_bytes);
+    Ok(server)
+}
+
+/// The certificate and signing key of a BoringSSL-loaded chain, for rustls.
+fn rustls_key(
+    key: &CertifiedKey,
+    provider: &CryptoProvider,
+) -> Result<Arc<sign::CertifiedKey>, TlsSetupError> {
+    let chain = key
+        .chain
+        .iter()
+        .map(|cert| cert.to_der().map(CertificateDer::from))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| setup_error("certificates", e))?;
+    let pkcs8 = key
+        .key
+        .private_key_to_der_pkcs8()
+        .map_err(|e| setup_error("certificates", e))?;
+    let signing = provider
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pkcs8)))
+        .map_err(|e| {
+            setup_error(
+                "certificates",
+                format!("the key is not usable for QUIC: {e}"),
+            )
+        })?;
+    Ok(Arc::new(sign::CertifiedKey::new(chain, signing)))
+}
+
+/// Picks the certificate whose `server_names` match the SNI, else the first.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<sign::CertifiedKey>,
+    named: Vec<(String, Arc<sign::CertifiedKey>)>,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<sign::CertifiedKey>> {
+        let sni = hello.server_name().map(str::to_ascii_lowercase);
+        let named = sni.and_then(|sni| {
+            self.named
+                .iter()
+                .find(|(pattern, _)| sni_matches(pattern, &sni))
+        });
+        Some(named.map_or(&self.default, |(_, key)| key).clone())
+    }
+}
+
+/// The TLS facts of an established QUIC connection.
+pub fn facts(connection: &quinn::Connection) -> TlsFacts {
+    let handshake = connection
+        .handshake_data()
+        .and_then(|data| data.downcast::<HandshakeData>().ok());
+    let client_certificate: Option<ClientCertificate> = connection
+        .peer_identity()
+        .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
+        .and_then(|chain| chain.first().cloned())
+        .and_then(|leaf| boring::x509::X509::from_der(&leaf).ok())
+        .map(|leaf| certificate_facts(&leaf));
+    TlsFacts {
+        sni: handshake.as_ref().and_then(|h| h.server_name.clone()),
+        alpn: handshake
+            .as_ref()
+            .and_then(|h| h.protocol.as_ref())
+            .map(|p| String::from_utf8_lossy(p).into_owned()),
+        version: "TLSv1.3".into(),
+        cipher: String::new(),
+        client_certificate,
+    }
+}

@@ -1,0 +1,245 @@
+//! HTTP/3 towards the proxy (quinn + h3): CONNECT-UDP with HTTP Datagrams, CONNECT, GET.
+
+use crate::ProxyArgs;
+use crate::datagrams::Flow;
+use anyhow::Context;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use h3::client::SendRequest;
+use oxy::http::capsule;
+use std::collections::HashMap;
+use std::net::ToSocketAddrs;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::mpsc;
+
+type Requests = SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+/// An HTTP/3 connection to `authority` (`host:port`) verified with the CA in `ca`.
+async fn connect(
+    authority: &http::uri::Authority,
+    ca: Option<&Path>,
+) -> anyhow::Result<(quinn::Connection, Requests)> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = ca.context("--ca is needed for HTTP/3")?;
+    let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+    for cert in boring::x509::X509::stack_from_pem(&pem)? {
+        roots.add(cert.to_der()?.into())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.datagram_receive_buffer_size(Some(4 << 20));
+    transport.datagram_send_buffer_size(4 << 20);
+    config.transport_config(Arc::new(transport));
+    let addr = (authority.host(), authority.port_u16().unwrap_or(443))
+        .to_socket_addrs()?
+        .next()
+        .context("the proxy's name has no address")?;
+    let local: std::net::SocketAddr = if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    }
+    .parse()?;
+    let mut endpoint = quinn::Endpoint::client(local)?;
+    endpoint.set_default_client_config(config);
+    let connection = endpoint
+        .connect(addr, authority.host())?
+        .await
+        .context("QUIC handshake with the proxy failed")?;
+    let (mut driver, requests) = h3::client::builder()
+        .enable_extended_connect(true)
+        .enable_datagram(true)
+        .build(h3_quinn::Connection::new(connection.clone()))
+        .await?;
+    tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    Ok((connection, requests))
+}
+
+fn authority_of(proxy: &ProxyArgs) -> anyhow::Result<http::uri::Authority> {
+    proxy
+        .proxy
+        .authority()
+        .cloned()
+        .context("the proxy URL needs host:port")
+}
+
+/// Opens `flows` CONNECT-UDP flows at `path` on one HTTP/3 connection.
+pub async fn udp_flows(proxy: &ProxyArgs, path: &str, flows: usize) -> anyhow::Result<Vec<Flow>> {
+    let authority = authority_of(proxy)?;
+    let (connection, mut requests) = connect(&authority, proxy.ca.as_deref()).await?;
+    let routes: Arc<Mutex<HashMap<u64, mpsc::Sender<Bytes>>>> = Arc::default();
+    let mut opened = Vec::new();
+    for _ in 0..flows {
+        let mut request = http::Request::builder()
+            .method(http::Method::CONNECT)
+            .uri(format!("https://{authority}{path}"))
+            .header("capsule-protocol", "?1");
+        if let Some(value) = &proxy.authorization {
+            request = request.header(http::header::AUTHORIZATION, value);
+        }
+        let mut request = request.body(())?;
+        request
+            .extensions_mut()
+            .insert(h3::ext::Protocol::CONNECT_UDP);
+        let mut stream = requests.send_request(request).await?;
+        let response = stream.recv_response().await?;
+        let status = response.status().as_u16();
+        let quarter = stream.id().into_inner() / 4;
+        let (tx, mut to_target) = mpsc::channel::<Bytes>(256);
+        let (from_target, rx) = mpsc::channel(256);
+        routes
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .insert(quarter, from_target);
+        let quic = connection.clone();
+        tokio::spawn(async move {
+            // The request stream stays open while the flow runs.
+            let _stream = stream;
+            let mut prefix = BytesMut::new();
+            let _ = capsule::put_varint(&mut prefix, quarter);
+            prefix.put_u8(capsule::CONTEXT_ID_UDP);
+            while let Some(datagram) = to_target.recv().await {
+                let mut buf = BytesMut::with_capacity(prefix.len() + datagram.len());
+                buf.extend_from_slice(&prefix);
+                buf.extend_from_slice(&datagram);
+                if quic.send_datagram_wait(buf.freeze()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        opened.push(Flow { status, tx, rx });
+    }
+    tokio::spawn(async move {
+        // The connection lives while a request handle does.
+        let _requests = requests;
+        while let Ok(datagram) = connection.read_datagram().await {
+            let Some((quarter, len)) = capsule::get_varint(&datagram) else {
+                continue;
+            };
+            let route = routes.lock().ok().and_then(|r| r.get(&quarter).cloned());
+            if let (Some(route), Ok(Some(payload))) =
+                (route, capsule::udp_payload(&datagram.slice(len..)))
+            {
+                let _ = route.try_send(payload);
+            }
+        }
+    });
+    Ok(opened)
+}
+
+/// CONNECT to `target` over HTTP/3; stdin to the target, the target's bytes to stdout.
+pub async fn connect_tcp(proxy: &ProxyArgs, target: &str) -> anyhow::Result<()> {
+    let authority = authority_of(proxy)?;
+    let (_connection, mut requests) = connect(&authority, proxy.ca.as_deref()).await?;
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(target);
+    if let Some(value) = &proxy.authorization {
+        request = request.header(http::header::AUTHORIZATION, value);
+    }
+    let mut stream = requests.send_request(request.body(())?).await?;
+    let response = stream.recv_response().await?;
+    eprintln!("status {}", response.status().as_u16());
+    if !response.status().is_success() {
+        anyhow::bail!("the proxy refused the tunnel ({})", response.status());
+    }
+    let (mut send, mut recv) = stream.split();
+    let upload = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = stdin.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            send.send_data(Bytes::copy_from_slice(&buf[..n])).await?;
+        }
+        send.finish().await?;
+        anyhow::Ok(())
+    };
+    let download = async {
+        let mut stdout = tokio::io::stdout();
+        while let Some(mut data) = recv.recv_data().await? {
+            let bytes = data.copy_to_bytes(data.remaining());
+            stdout.write_all(&bytes).await?;
+            stdout.flush().await?;
+        }
+        anyhow::Ok(())
+    };
+    let (up, down) = tokio::join!(upload, download);
+    up.and(down)
+}
+
+/// GET `url` over HTTP/3: print the body, or with `requests`, run that many (with
+/// `concurrency` at once) and print a JSON summary.
+pub async fn get(
+    url: &http::Uri,
+    ca: &Path,
+    requests: Option<usize>,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let authority = url.authority().context("the URL needs host:port")?;
+    let (_connection, sender) = connect(authority, Some(ca)).await?;
+    let Some(total) = requests else {
+        let (status, body) = fetch(sender, url).await?;
+        eprintln!("status {status}");
+        tokio::io::stdout().write_all(&body).await?;
+        return Ok(());
+    };
+    let started = Instant::now();
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (sender, url, next) = (sender.clone(), url.clone(), next.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
+                match fetch(sender.clone(), &url).await {
+                    Ok((200, _)) => ok += 1,
+                    _ => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    let (mut ok, mut failed) = (0, 0);
+    for worker in workers {
+        let (o, f) = worker.await?;
+        ok += o;
+        failed += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        serde_json::json!({ "ok": ok, "failed": failed, "elapsed_s": elapsed, "requests_per_s": ok as f64 / elapsed })
+    );
+    Ok(())
+}
+
+async fn fetch(mut sender: Requests, url: &http::Uri) -> anyhow::Result<(u16, Vec<u8>)> {
+    let request = http::Request::get(url.clone()).body(())?;
+    let mut stream = sender.send_request(request).await?;
+    stream.finish().await?;
+    let response = stream.recv_response().await?;
+    let mut body = Vec::new();
+    while let Some(mut data) = stream.recv_data().await? {
+        while data.has_remaining() {
+            let chunk = data.chunk();
+            body.extend_from_slice(chunk);
+            let n = chunk.len();
+            data.advance(n);
+        }
+    }
+    Ok((response.status().as_u16(), body))
+}
