@@ -36,7 +36,10 @@ rust-test: deps
 	$(CARGO) test --workspace
 
 integration-test: build certs
-	cd integration-tests && npm ci --no-audit --no-fund && npm test
+	cd integration-tests && npm ci --no-audit --no-fund \
+	  && { [ -x .venv/bin/python ] || python3 -m venv .venv; } \
+	  && .venv/bin/pip install -q --disable-pip-version-check -r interop/requirements.txt \
+	  && npm test
 
 test: lint rust-test integration-test
 

@@ -13,6 +13,9 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v haproxy >/dev/null || missing+=(haproxy)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+command -v python3 >/dev/null || missing+=(python3)
+# The HTTP/3 interop test runs an aioquic client from a virtual environment.
+python3 -c "import ensurepip, venv" >/dev/null 2>&1 || missing+=(python3-venv)
 
 if ((${#missing[@]})); then
   sudo=""

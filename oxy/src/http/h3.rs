@@ -25,6 +25,9 @@ use tracing::Instrument;
 
 type H3Connection = h3::server::Connection<h3_quinn::Connection, Bytes>;
 
+/// H3_NO_ERROR (RFC 9114 §8.1), for closing a connection on purpose.
+pub const H3_NO_ERROR: u32 = 0x100;
+
 /// Serves HTTP/3 on `connection` until the client closes it or the drain ends it
 /// (GOAWAY first, then a close when the grace period is over).
 pub async fn serve<App: OxyExt>(
@@ -58,8 +61,7 @@ pub async fn serve<App: OxyExt>(
     let end = accept_requests(&mut h3, &connection, &handler, &routes, drain).await;
     router.abort();
     if end == ConnectionEnd::Shutdown {
-        // H3_NO_ERROR (RFC 9114 §8.1).
-        connection.close(quinn::VarInt::from_u32(0x100), b"shutdown");
+        connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"shutdown");
     }
     end
 }
@@ -71,22 +73,32 @@ async fn accept_requests<App: OxyExt>(
     routes: &DatagramRoutes,
     drain: &Drain,
 ) -> ConnectionEnd {
-    let mut stopping = false;
+    // Every request task holds a sender; after GOAWAY the connection ends once all
+    // of them are done (h3 itself waits for new streams).
+    let (alive, mut requests_done) = mpsc::channel::<()>(1);
+    let mut alive = Some(alive);
     loop {
         let accepted = tokio::select! {
             accepted = h3.accept() => accepted,
-            _ = drain.stopping(), if !stopping => {
-                stopping = true;
+            _ = drain.stopping(), if alive.is_some() => {
+                alive = None;
                 // GOAWAY: requests already accepted finish, new ones go elsewhere.
                 if let Err(e) = h3.shutdown(0).await {
                     tracing::debug!(error = %e, "HTTP/3 GOAWAY not sent");
                 }
                 continue;
             }
+            None = requests_done.recv(), if alive.is_none() => {
+                connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"shutdown");
+                return ConnectionEnd::Closed;
+            }
             _ = drain.force_closing() => return ConnectionEnd::Shutdown,
         };
         match accepted {
             Ok(Some(resolver)) => {
+                let Some(alive) = alive.clone() else {
+                    continue;
+                };
                 let handler = handler.clone();
                 let routes = routes.clone();
                 let quic = connection.clone();
@@ -96,7 +108,8 @@ async fn accept_requests<App: OxyExt>(
                             Ok((request, stream)) => {
                                 let datagrams = (quic, stream.id(), routes);
                                 let (send, recv) = stream.split();
-                                serve_request(&handler, request, send, recv, datagrams).await;
+                                serve_request(&handler, request, (send, recv, alive), datagrams)
+                                    .await;
                             }
                             Err(e) => tracing::debug!(error = %e, "HTTP/3 request not read"),
                         }
@@ -119,12 +132,12 @@ async fn accept_requests<App: OxyExt>(
 type DatagramParts = (quinn::Connection, h3::quic::StreamId, DatagramRoutes);
 
 /// Answers one request: the pipeline's response headers and body go back on the stream;
-/// an accepted CONNECT or CONNECT-UDP gets the stream as a byte stream.
+/// an accepted CONNECT or CONNECT-UDP gets the stream as a byte stream. `alive` is held
+/// while the stream is in use.
 async fn serve_request<App: OxyExt>(
     handler: &Arc<Handler<App>>,
     request: Request<()>,
-    mut send: SendHalf,
-    recv: RecvHalf,
+    (mut send, recv, alive): (SendHalf, RecvHalf, mpsc::Sender<()>),
     (quic, stream_id, routes): DatagramParts,
 ) {
     let (mut parts, ()) = request.into_parts();
@@ -172,7 +185,7 @@ async fn serve_request<App: OxyExt>(
         return;
     }
     if let (Some(upgrade), Some(recv), true) = (upgrade, recv, accepted) {
-        let stream = H3Stream::new(send, recv);
+        let stream = H3Stream::new(send, recv, alive);
         let _ = upgrade.send(TunnelStream::Boxed(Box::new(stream)));
         return;
     }

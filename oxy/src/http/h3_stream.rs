@@ -79,12 +79,16 @@ pub struct H3Stream {
     unread: Bytes,
     read_done: bool,
     write: WriteState,
+    /// Keeps the connection open (after GOAWAY) while the stream is in use.
+    _alive: mpsc::Sender<()>,
 }
 
 impl H3Stream {
-    /// The byte stream of a request whose response headers were sent.
-    pub fn new(send: SendHalf, recv: RecvHalf) -> Self {
+    /// The byte stream of a request whose response headers were sent; `alive` is
+    /// dropped with it.
+    pub fn new(send: SendHalf, recv: RecvHalf, alive: mpsc::Sender<()>) -> Self {
         Self {
+            _alive: alive,
             recv,
             unread: Bytes::new(),
             read_done: false,

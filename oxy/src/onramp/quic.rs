@@ -35,7 +35,7 @@ pub fn bind<App: OxyExt>(
 }
 
 /// Accepts QUIC connections on `quic` until the drain stops accepting; the connections
-/// get GOAWAY then, and the endpoint closes when the drain period is over.
+/// get GOAWAY then, and close when their requests are done or the drain period is over.
 pub async fn serve<App: OxyExt>(
     quic: quinn::Endpoint,
     endpoint: Arc<Endpoint<App>>,
@@ -103,10 +103,9 @@ pub async fn serve<App: OxyExt>(
             async move { handle(incoming, cx, &services, &task_drain).await }.instrument(span),
         );
     }
-    // New connections are refused from here on; open ones end with the drain.
+    // New connections are refused from here on; open ones end with the drain (quinn
+    // keeps serving them after this handle is gone).
     quic.set_server_config(None);
-    drain.force_closing().await;
-    quic.close(quinn::VarInt::from_u32(0x100), b"shutdown");
     tracing::debug!(endpoint = %name, "QUIC listener closed");
 }
 
@@ -176,7 +175,10 @@ async fn serve_connection<App: OxyExt>(
             _ = drain.force_closing() => return ConnectionEnd::Shutdown,
         };
         if let IngressAction::Reject(reason) = action {
-            connection.close(quinn::VarInt::from_u32(0x100), b"rejected");
+            connection.close(
+                quinn::VarInt::from_u32(crate::http::h3::H3_NO_ERROR),
+                b"rejected",
+            );
             return ConnectionEnd::Rejected(reason);
         }
     }

@@ -22,7 +22,7 @@ pub struct TlsFacts {
     pub alpn: Option<String>,
     /// The protocol version (`TLSv1.3`).
     pub version: String,
-    /// The cipher suite.
+    /// The cipher suite (empty on QUIC connections: quinn does not report it).
     pub cipher: String,
     /// The client's certificate, when one was presented and verified.
     pub client_certificate: Option<ClientCertificate>,
