@@ -1,6 +1,7 @@
 //! Microbenchmarks of hot pure functions: PROXY v2 header parsing (every datagram of a
-//! UDP endpoint behind a load balancer) and the egress policy check (every resolved
-//! address of every connection). Run with `cargo bench -p oxy`.
+//! UDP endpoint behind a load balancer), the egress policy check (every resolved
+//! address of every connection) and the capsule codec (every CONNECT-UDP datagram over
+//! HTTP/2 and HTTP/1.1). Run with `cargo bench -p oxy`.
 
 // criterion_group! generates undocumented public functions.
 #![allow(missing_docs)]
@@ -60,5 +61,38 @@ fn egress_policy(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, proxy_v2_parsing, egress_policy);
+fn capsule_codec(c: &mut Criterion) {
+    use bytes::BytesMut;
+    use oxy::http::capsule::{Capsule, CapsuleCodec, encode_udp_datagram_capsule, udp_payload};
+    use tokio_util::codec::Decoder;
+    let payload = [0x5a_u8; 1200];
+    // 32 capsules as they arrive in one read of a busy stream.
+    let mut wire = BytesMut::new();
+    for _ in 0..32 {
+        encode_udp_datagram_capsule(&mut wire, &payload);
+    }
+    let wire = wire.freeze();
+    c.bench_function("capsule encode, 1200-byte datagram", |b| {
+        let mut out = BytesMut::with_capacity(2048);
+        b.iter(|| {
+            out.clear();
+            encode_udp_datagram_capsule(&mut out, black_box(&payload));
+        })
+    });
+    c.bench_function("capsule decode, 32 x 1200-byte datagrams", |b| {
+        b.iter(|| {
+            let mut codec = CapsuleCodec::new(65_552);
+            let mut buf = BytesMut::from(black_box(&wire[..]));
+            let mut bytes = 0;
+            while let Ok(Some(Capsule::Datagram(d))) = codec.decode(&mut buf) {
+                if let Ok(Some(udp)) = udp_payload(&d) {
+                    bytes += udp.len();
+                }
+            }
+            bytes
+        })
+    });
+}
+
+criterion_group!(benches, proxy_v2_parsing, egress_policy, capsule_codec);
 criterion_main!(benches);

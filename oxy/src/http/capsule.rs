@@ -340,4 +340,30 @@ mod tests {
         );
         assert!(udp_payload(&Bytes::from_static(&[0x40])).is_err());
     }
+
+    /// Arbitrary bytes (a fixed pseudo-random sequence, fed in uneven chunks) never
+    /// panic the decoder: each ends as capsules, a need for more bytes, or an error.
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for round in 0..2_000 {
+            let mut codec = CapsuleCodec::new(1500);
+            let mut buf = BytesMut::new();
+            let len = (round % 97) + 1;
+            for _ in 0..len {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                buf.put_u8(state as u8);
+                match codec.decode(&mut buf) {
+                    Ok(Some(Capsule::Datagram(d))) => {
+                        let _ = udp_payload(&d);
+                    }
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+            }
+            let _ = codec.decode_eof(&mut buf);
+        }
+    }
 }
