@@ -9,7 +9,7 @@ CARGO ?= cargo
 help:
 	@echo "make run   - build and run the zero-code proxy with config/default.yaml"
 	@echo "make test  - lints, Rust tests and the TypeScript integration tests"
-	@echo "make bench - side-by-side benchmarks against nginx, HAProxy and Squid (benches/)"
+	@echo "make bench - side-by-side benchmarks against nginx, HAProxy, Squid and Caddy (benches/)"
 
 deps:
 	@scripts/install-deps.sh

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
-"""Oxy's side-by-side benchmarks: starts Oxy and its peers (nginx, HAProxy, Squid) on
-loopback with equivalent settings, drives the same load against each in alternation
+"""Oxy's side-by-side benchmarks: starts Oxy and its peers (nginx, HAProxy, Squid, Caddy)
+on loopback with equivalent settings, drives the same load against each in alternation
 (A B A B, several rounds) and prints a table of medians and ratios Oxy/peer.
 
 Run through `benches/run` (or `make bench`), which installs the peers and builds the
 release binaries first. Everything started here is stopped on exit, even on failure.
+`--bin-dir target/debug` (or OXY_BIN_DIR) runs already built binaries without a build.
 """
 
 import argparse
+import ctypes
 import json
 import os
 import re
@@ -23,13 +25,22 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RELEASE = ROOT / "target" / "release"
+# Where oxy, oxy-loadgen and oxy-client are: target/release unless --bin-dir or OXY_BIN_DIR.
+BIN = ROOT / "target" / "release"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free for both TCP and UDP (QUIC listens on UDP beside TCP)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+                try:
+                    u.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return port
 
 
 def wait_for_port(port: int, what: str, timeout: float = 15.0) -> None:
@@ -43,6 +54,20 @@ def wait_for_port(port: int, what: str, timeout: float = 15.0) -> None:
     raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout}s")
 
 
+def wait_for_udp_echo(port: int, what: str, timeout: float = 15.0) -> None:
+    deadline = time.time() + timeout
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        while time.time() < deadline:
+            try:
+                s.sendto(b"ping", ("127.0.0.1", port))
+                if s.recv(16) == b"ping":
+                    return
+            except OSError:
+                time.sleep(0.05)
+    raise RuntimeError(f"{what} did not echo on UDP 127.0.0.1:{port} within {timeout}s")
+
+
 class Processes:
     """Every process the run started, stopped in reverse order on exit."""
 
@@ -50,13 +75,18 @@ class Processes:
         self.workdir = workdir
         self.running: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, argv: list[str], ports: list[int]) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], ports: list[int], udp_echo: int | None = None,
+              env: dict | None = None) -> subprocess.Popen:
         log = open(self.workdir / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                env={**os.environ, **env} if env else None)
         self.running.append((name, proc))
-        for port in ports:
+        checks = [lambda port=port: wait_for_port(port, name) for port in ports]
+        if udp_echo is not None:
+            checks.append(lambda: wait_for_udp_echo(udp_echo, name))
+        for check in checks:
             try:
-                wait_for_port(port, name)
+                check()
             except RuntimeError:
                 tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{name} did not start; its log ends with:\n{tail}")
@@ -90,13 +120,26 @@ def run(argv: list[str], timeout: float) -> str:
 # ---------------------------------------------------------------- configurations
 
 
-def write_certificate(workdir: Path) -> tuple[Path, Path, Path]:
-    key, crt, pem = workdir / "bench.key", workdir / "bench.crt", workdir / "bench.pem"
-    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-         "-keyout", str(key), "-out", str(crt)], 30)
+def write_certificate(workdir: Path) -> tuple[Path, Path, Path, Path]:
+    """A CA and a localhost leaf it signs (key, leaf, leaf + key for HAProxy, CA).
+
+    The leaf is not a CA: QUIC clients (rustls) refuse a CA certificate as a server's,
+    and BoringSSL does not take a self-signed leaf as its own trust anchor, so the
+    clients verify with the separate CA."""
+    ca_key, ca = workdir / "ca.key", workdir / "ca.crt"
+    key, csr, crt, pem = workdir / "bench.key", workdir / "bench.csr", workdir / "bench.crt", workdir / "bench.pem"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run(["openssl", "req", "-x509", *ec, "-days", "2", "-subj", "/CN=oxy-bench CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+         "-keyout", str(ca_key), "-out", str(ca)], 30)
+    run(["openssl", "req", "-new", *ec, "-subj", "/CN=localhost", "-keyout", str(key), "-out", str(csr)], 30)
+    extensions = workdir / "leaf.ext"
+    extensions.write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n"
+                          "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    run(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-set_serial", "2",
+         "-days", "2", "-extfile", str(extensions), "-out", str(crt)], 30)
     pem.write_text(crt.read_text() + key.read_text())
-    return key, crt, pem
+    return key, crt, pem, ca
 
 
 def oxy_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
@@ -114,6 +157,10 @@ def oxy_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
              "tcp": {"target": f"127.0.0.1:{ports['source']}"}},
             {"name": "l4-echo", "protocol": "tcp", "listen": [f"127.0.0.1:{ports['oxy_l4_echo']}"],
              "tcp": {"target": f"127.0.0.1:{ports['echo']}"}},
+            # HTTP/3 on UDP beside TCP: the reverse proxy for h3-get, CONNECT-UDP for connect-udp-*.
+            {"name": "h3", "listen": [f"127.0.0.1:{ports['oxy_h3']}"],
+             "http": {"upstream": origin, "h3": {"enabled": True}},
+             "tls": {"enabled": True, "certificates": [{"chain": str(crt), "key": str(key)}]}},
         ],
     }
     path = workdir / "oxy.yaml"
@@ -230,6 +277,77 @@ visible_hostname bench
     return path
 
 
+def caddy_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
+    """Caddy 2 as an HTTP/3 reverse proxy; it never reaches out (no admin, no ACME)."""
+    state = workdir / "caddy"
+    state.mkdir(exist_ok=True)
+    path = workdir / "Caddyfile"
+    path.write_text(f"""{{
+\tadmin off
+\tauto_https off
+\tstorage file_system {state}/storage
+\tservers {{
+\t\tprotocols h1 h2 h3
+\t}}
+\tlog {{
+\t\toutput stderr
+\t\tlevel ERROR
+\t}}
+}}
+https://localhost:{ports['caddy_h3']} {{
+\tbind 127.0.0.1
+\ttls {crt} {key}
+\treverse_proxy 127.0.0.1:{ports['origin']}
+}}
+""")
+    return path
+
+
+def udp_echo(port: int) -> None:
+    """The UDP echo target of the CONNECT-UDP scenarios (`bench.py --udp-echo PORT`): up to
+    64 datagrams per recvmmsg(2), returned with one sendmmsg(2)."""
+
+    class Iovec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+    class Msghdr(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(Iovec)),
+                    ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                    ("flags", ctypes.c_int)]
+
+    class Mmsghdr(ctypes.Structure):
+        _fields_ = [("hdr", Msghdr), ("len", ctypes.c_uint)]
+
+    batch, size, msg_waitforone = 64, 65536, 0x10000
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.recvmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int, ctypes.c_void_p]
+    libc.sendmmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    sock.bind(("127.0.0.1", port))
+    buffers = [ctypes.create_string_buffer(size) for _ in range(batch)]
+    names = [ctypes.create_string_buffer(128) for _ in range(batch)]
+    iovs, msgs = (Iovec * batch)(), (Mmsghdr * batch)()
+    for i in range(batch):
+        iovs[i].base, iovs[i].len = ctypes.addressof(buffers[i]), size
+        msgs[i].hdr.name, msgs[i].hdr.namelen = ctypes.addressof(names[i]), 128
+        msgs[i].hdr.iov, msgs[i].hdr.iovlen = ctypes.pointer(iovs[i]), 1
+    fd, vector, stride = sock.fileno(), ctypes.addressof(msgs), ctypes.sizeof(Mmsghdr)
+    while True:
+        n = libc.recvmmsg(fd, vector, batch, msg_waitforone, None)
+        if n <= 0:
+            continue
+        for i in range(n):
+            iovs[i].len = msgs[i].len
+        sent = 0
+        while sent < n:  # a datagram the kernel cannot take now is dropped, as UDP may
+            m = libc.sendmmsg(fd, vector + sent * stride, n - sent, 0)
+            sent += m if m > 0 else 1
+        for i in range(n):
+            iovs[i].len, msgs[i].hdr.namelen = size, 128
+
+
 # ---------------------------------------------------------------- measurements
 
 
@@ -260,7 +378,52 @@ def h2load(port: int, seconds: int) -> dict:
 
 
 def loadgen(args: list[str], timeout: float) -> dict:
-    return json.loads(run([str(RELEASE / "oxy-loadgen"), *args], timeout))
+    return json.loads(run([str(BIN / "oxy-loadgen"), *args], timeout))
+
+
+def oxy_client(args: list[str], timeout: float) -> dict:
+    return json.loads(run([str(BIN / "oxy-client"), *args], timeout).strip().splitlines()[-1])
+
+
+class Sized:
+    """Runs a load of a given size that lasts about `seconds`: the first run for each
+    contender calibrates the size from a short run (which also warms it up)."""
+
+    def __init__(self, seconds: int):
+        self.seconds = seconds
+        self.sizes: dict[str, int] = {}
+
+    def __call__(self, key: str, first: int, measure) -> dict:
+        if key not in self.sizes:
+            n = first
+            out = measure(n)
+            while out["elapsed_s"] < 0.5 and n < 10**8:  # too short to judge the rate
+                n *= 4
+                out = measure(n)
+            self.sizes[key] = max(1, int(n * self.seconds / max(out["elapsed_s"], 1e-3)))
+        return measure(self.sizes[key])
+
+
+def udp_load(proxy: str, ca: Path, over: str, target: str, count: int, seconds: int) -> dict:
+    """oxy-client's CONNECT-UDP echo load: 4 flows, 1200-byte datagrams, 64 in flight each."""
+    out = oxy_client(["udp", "--proxy", proxy, "--ca", str(ca), "--over", over, "--target", target,
+                      "--count", str(count), "--size", "1200", "--flows", "4", "--window", "64",
+                      "--timeout", "0.25"], 3 * seconds + 120)
+    if not 200 <= out["status"] < 300:
+        raise RuntimeError(f"CONNECT-UDP over {over} through {proxy} answered {out['status']}")
+    return out
+
+
+def h3_get(url: str, ca: Path, requests: int, seconds: int) -> dict:
+    """oxy-client's HTTP/3 GET load; requests/s counts the 200s only. A few failures in
+    tens of thousands are tolerated (and shown): against Caddy, oxy-client counts about
+    one in 15,000 as failed, likely where Caddy has answered and stopped the request
+    stream (STOP_SENDING, H3_NO_ERROR) before the client ended it (see findings.md)."""
+    out = oxy_client(["get", url, "--ca", str(ca), "--requests", str(requests), "--concurrency", "32"],
+                     3 * seconds + 120)
+    if out["failed"] > max(1, requests // 1000):
+        raise RuntimeError(f"oxy-client get saw {out['failed']} of {requests} requests to {url} fail")
+    return out
 
 
 def route(contender: dict, target: str) -> list[str]:
@@ -276,6 +439,7 @@ def route(contender: dict, target: str) -> list[str]:
 
 
 def main() -> int:
+    global BIN
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per scenario (median reported)")
     parser.add_argument("--seconds", type=int, default=5, help="seconds of load per measurement")
@@ -283,9 +447,20 @@ def main() -> int:
     parser.add_argument("--only", action="append", default=[], help="run only scenarios whose name contains this")
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--markdown", type=Path, help="also write the results as a Markdown report here")
+    parser.add_argument("--bin-dir", type=Path, default=Path(os.environ.get("OXY_BIN_DIR", BIN)),
+                        help="where oxy, oxy-loadgen and oxy-client are (default: target/release, or OXY_BIN_DIR)")
+    parser.add_argument("--udp-echo", type=int, help=argparse.SUPPRESS)  # the UDP echo target's own process
     opts = parser.parse_args()
+    if opts.udp_echo:
+        udp_echo(opts.udp_echo)
+        return 0
 
-    for tool in ("nginx", "haproxy", "squid", "wrk", "h2load", "openssl"):
+    BIN = opts.bin_dir.resolve()
+    for binary in ("oxy", "oxy-loadgen", "oxy-client"):
+        if not (BIN / binary).exists():
+            print(f"{BIN / binary} is missing: run benches/run, which builds it", file=sys.stderr)
+            return 2
+    for tool in ("nginx", "haproxy", "squid", "wrk", "h2load", "openssl", "caddy"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} is missing: run benches/run, which installs the peers", file=sys.stderr)
             return 2
@@ -306,15 +481,15 @@ def main() -> int:
     procs = Processes(workdir)
     names = ["origin", "source", "echo", "oxy_telemetry", "oxy_h1", "oxy_h2", "oxy_connect", "oxy_l4_source",
              "oxy_l4_echo", "nginx_h1", "nginx_h2", "haproxy_h1", "haproxy_h2", "haproxy_l4_source",
-             "haproxy_l4_echo", "squid"]
+             "haproxy_l4_echo", "squid", "oxy_h3", "caddy_h3", "udp_echo"]
     ports = {name: free_port() for name in names}
-    key, crt, pem = write_certificate(workdir)
+    key, crt, pem, ca = write_certificate(workdir)
     source, echo = f"127.0.0.1:{ports['source']}", f"127.0.0.1:{ports['echo']}"
     results: list[dict] = []
 
     def start_oxy():
-        return procs.start("oxy", [str(RELEASE / "oxy"), "--config", str(oxy_config(workdir, ports, crt, key))],
-                           [ports["oxy_h1"], ports["oxy_connect"], ports["oxy_l4_echo"]])
+        return procs.start("oxy", [str(BIN / "oxy"), "--config", str(oxy_config(workdir, ports, crt, key))],
+                           [ports["oxy_h1"], ports["oxy_connect"], ports["oxy_l4_echo"], ports["oxy_h3"]])
 
     def start_nginx():
         return procs.start("nginx", ["nginx", "-c", str(nginx_config(workdir, ports, crt, key, False))],
@@ -327,6 +502,13 @@ def main() -> int:
     def start_squid():
         return procs.start("squid", ["squid", "-N", "-f", str(squid_config(workdir, ports))], [ports["squid"]])
 
+    def start_caddy():
+        # One Go scheduler thread, like Oxy's one worker thread; its state stays in the work dir.
+        home = str(workdir / "caddy")
+        return procs.start("caddy", ["caddy", "run", "--adapter", "caddyfile",
+                                     "--config", str(caddy_config(workdir, ports, crt, key))], [ports["caddy_h3"]],
+                           env={"GOMAXPROCS": "1", "HOME": home, "XDG_DATA_HOME": home, "XDG_CONFIG_HOME": home})
+
     def wanted(scenario: str) -> bool:
         return not opts.only or any(o in scenario for o in opts.only)
 
@@ -334,11 +516,19 @@ def main() -> int:
         medians = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
         results.append({"scenario": scenario, "contender": contender, "rounds": len(samples), **medians})
         shown = ", ".join(f"{k} {v:,.2f}" for k, v in medians.items())
-        print(f"  {contender:<22} {shown}", flush=True)
+        print(f"  {contender:<24} {shown}", flush=True)
 
-    def alternate(scenario: str, contenders: dict, measure) -> None:
+    starters = {"oxy": start_oxy, "nginx": start_nginx, "haproxy": start_haproxy, "squid": start_squid,
+                "caddy": start_caddy}
+    started: set[str] = set()
+
+    def alternate(scenario: str, contenders: dict, measure, peers: list[str]) -> None:
         if not wanted(scenario):
             return
+        for peer in peers:  # started once, when a wanted scenario first needs it
+            if peer not in started:
+                starters[peer]()
+                started.add(peer)
         print(f"{scenario}", flush=True)
         samples: dict[str, list[dict]] = {name: [] for name in contenders}
         for _ in range(opts.rounds):
@@ -349,8 +539,10 @@ def main() -> int:
 
     try:
         procs.start("origin", ["nginx", "-c", str(nginx_config(workdir, ports, crt, key, True))], [ports["origin"]])
-        procs.start("targets", [str(RELEASE / "oxy-loadgen"), "serve", "--source", source, "--echo", echo],
+        procs.start("targets", [str(BIN / "oxy-loadgen"), "serve", "--source", source, "--echo", echo],
                     [ports["source"], ports["echo"]])
+        procs.start("udp-echo", [sys.executable, str(Path(__file__).resolve()), "--udp-echo", str(ports["udp_echo"])],
+                    [], udp_echo=ports["udp_echo"])
 
         through = {
             "oxy CONNECT": {"source": {"port": ports["oxy_connect"], "connect": source},
@@ -380,23 +572,44 @@ def main() -> int:
                 procs.stop(proc)
                 procs.running = [(n, p) for n, p in procs.running if p is not proc]
 
-        start_oxy(), start_nginx(), start_haproxy(), start_squid()
         secs = opts.seconds
 
         alternate("HTTP/1.1 reverse proxy, 1 KiB, 64 connections (wrk)",
                   {"oxy": ports["oxy_h1"], "nginx": ports["nginx_h1"], "haproxy": ports["haproxy_h1"]},
-                  lambda port: wrk(port, secs))
+                  lambda port: wrk(port, secs), ["oxy", "nginx", "haproxy"])
         alternate("HTTP/2 over TLS reverse proxy, 1 KiB, 4 connections x 100 streams (h2load)",
                   {"oxy": ports["oxy_h2"], "nginx": ports["nginx_h2"], "haproxy": ports["haproxy_h2"]},
-                  lambda port: h2load(port, secs))
+                  lambda port: h2load(port, secs), ["oxy", "nginx", "haproxy"])
         with_direct = {"direct (no proxy)": {"source": {"port": ports["source"]}}, **through}
         for tunnels in (1, 16):
             alternate(f"tunnel bulk throughput, {tunnels} tunnel(s)", with_direct,
                       lambda how: {"Gbit/s": loadgen(["throughput", *route(how, "source"), "--tunnels",
-                                                      str(tunnels), "--seconds", str(secs)], secs + 60)["gbit_per_s"]})
+                                                      str(tunnels), "--seconds", str(secs)], secs + 60)["gbit_per_s"]},
+                      ["oxy", "haproxy", "squid"])
         alternate("new tunnels per second (open, 1 byte echoed, close; 32 at a time)", through,
                   lambda how: {"tunnels/s": loadgen(["rate", *route(how, "echo"), "--seconds", str(secs)],
-                                                    secs + 60)["tunnels_per_s"]})
+                                                    secs + 60)["tunnels_per_s"]},
+                  ["oxy", "haproxy", "squid"])
+
+        sized = Sized(secs)
+        oxy_https, udp_target = f"https://localhost:{ports['oxy_h3']}", f"127.0.0.1:{ports['udp_echo']}"
+
+        def datagrams(over: str) -> dict:
+            out = sized(f"udp {over}", 1000, lambda n: udp_load(oxy_https, ca, over, udp_target, n, secs))
+            return {"datagrams/s": out["datagrams_per_s"], "MB/s": out["bytes_per_s"] / 1e6,
+                    "lost %": 100.0 * (out["sent"] - out["received"]) / max(out["sent"], 1)}
+
+        for over, name in (("h3", "HTTP/3 (HTTP Datagrams)"), ("h2", "HTTP/2 (DATAGRAM capsules)")):
+            alternate(f"connect-udp-{over}: CONNECT-UDP over {name}, 1200-byte datagrams echoed, "
+                      "4 flows x 64 in flight (oxy-client)",
+                      {"direct (no proxy)": "direct", f"oxy CONNECT-UDP over {over}": over}, datagrams, ["oxy"])
+
+        def gets(port: int) -> dict:
+            out = sized(f"get {port}", 2000, lambda n: h3_get(f"https://localhost:{port}/1k", ca, n, secs))
+            return {"req/s": out["requests_per_s"], "failed": out["failed"]}
+
+        alternate("h3-get: HTTP/3 reverse proxy, 1 KiB, 1 connection x 32 streams (oxy-client)",
+                  {"oxy": ports["oxy_h3"], "caddy": ports["caddy_h3"]}, gets, ["oxy", "caddy"])
     finally:
         procs.stop_all()
 
@@ -407,6 +620,10 @@ def main() -> int:
         opts.markdown.write_text(markdown_report(results, opts, idle_tunnels))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0
+
+
+# Shown in the tables, left out of the ratios (a share of zero has no ratio worth reading).
+NOT_A_RATIO = {"lost %", "failed"}
 
 
 def ratios(results: list[dict]) -> list[tuple[str, str, str, str, float]]:
@@ -421,7 +638,8 @@ def ratios(results: list[dict]) -> list[tuple[str, str, str, str, float]]:
                 if peer.startswith("oxy"):
                     continue
                 for metric, value in rows[oxy_name].items():
-                    if metric in ("scenario", "contender", "rounds") or not peer_row.get(metric):
+                    if metric in ("scenario", "contender", "rounds") or metric in NOT_A_RATIO \
+                            or not peer_row.get(metric):
                         continue
                     found.append((scenario, oxy_name, peer, metric, value / peer_row[metric]))
     return found
@@ -453,11 +671,14 @@ def markdown_report(results: list[dict], opts, idle_tunnels: int) -> str:
         f"Made by `{argv}` at commit `{commit}` on {time.strftime('%Y-%m-%d')}.",
         "",
         f"- Machine: {os.cpu_count()} cores ({cpu}), kernel {os.uname().release}",
-        f"- Oxy: release build, `server.worker_threads: 1`, log level warn (no access log)",
+        f"- Oxy: {BIN.name} build, `server.worker_threads: 1`, log level warn (no access log)",
         f"- nginx: {version_of(['nginx', '-v'])}; `worker_processes 1`, access_log off, upstream keepalive",
         f"- HAProxy: {version_of(['haproxy', '-v'])}; `nbthread 1`, `http-reuse always`, `option splice-auto` (TCP)",
         f"- Squid: {version_of(['squid', '-v'])}; one process, no cache, access_log none",
-        f"- Load: {version_of(['wrk', '-v'])}; {version_of(['h2load', '--version'])}; oxy-loadgen (benches/loadgen)",
+        f"- Caddy: {version_of(['caddy', 'version'])}; `GOMAXPROCS=1`, HTTP/3 on, logs at ERROR",
+        f"- Load: {version_of(['wrk', '-v'])}; {version_of(['h2load', '--version'])}; oxy-loadgen (benches/loadgen); "
+        "oxy-client (tools/oxy-client) for HTTP/3 and CONNECT-UDP, against a UDP echo in Python "
+        "(recvmmsg/sendmmsg, one process)",
         f"- {opts.rounds} alternating rounds of {opts.seconds} s per scenario; medians shown. "
         "Everything shares the 2 cores: the load generator, the target and the proxy.",
         "",

@@ -36,6 +36,16 @@ impl H3Body {
     }
 }
 
+impl Drop for H3Body {
+    /// A body left unread (a local answer, a blocked request) is declined with
+    /// H3_NO_ERROR (RFC 9114 §4.1), not quinn's default code 0.
+    fn drop(&mut self) {
+        if !self.data_done {
+            self.recv.stop_sending(h3::error::Code::H3_NO_ERROR);
+        }
+    }
+}
+
 impl http_body::Body for H3Body {
     type Data = Bytes;
     type Error = h3::error::StreamError;
