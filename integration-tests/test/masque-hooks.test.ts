@@ -24,7 +24,7 @@ after(async () => {
   await other.close();
 });
 
-async function relay(app: Record<string, any> = {}) {
+async function relay(app: Record<string, any> = {}, h3: Record<string, any> = {}) {
   const port = await freePort();
   const audit = auditPath();
   const oxy = await OxyProcess.start({
@@ -37,7 +37,7 @@ async function relay(app: Record<string, any> = {}) {
           name: "relay",
           listen: [`127.0.0.1:${port}`],
           tls: { enabled: true, certificates: [pki.server] },
-          http: { h3: { enabled: true } },
+          http: { h3: { enabled: true, ...h3 } },
           app,
         },
       ],
@@ -89,6 +89,17 @@ test("the tunnel hook redirects a CONNECT-UDP flow to another target", async () 
     assert.equal(other.clients.size, before + 1, "the redirect target carried the flow");
     const [record] = await auditRecords(audit, 1);
     assert.equal(record.target, `127.0.0.1:${other.port}`);
+  } finally {
+    await oxy.stop();
+  }
+});
+
+test("with retry on, clients prove their address first and still get through", async () => {
+  const { oxy, port } = await relay({}, { retry: true });
+  try {
+    const summary = await load(port, echo.port);
+    assert.equal(summary.status, 200);
+    assert.equal(summary.received, 20);
   } finally {
     await oxy.stop();
   }

@@ -192,12 +192,13 @@ pub async fn route_datagrams<H>(
         let stream = datagram.stream_id();
         let reason = match capsule::udp_payload(&datagram.into_payload()) {
             Ok(Some(payload)) => {
-                let route = routes
+                // try_send never waits, so the lock is held only for the lookup and send.
+                let sent = routes
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&stream)
-                    .cloned();
-                match route.map(|tx| tx.try_send(payload)) {
+                    .map(|tx| tx.try_send(payload));
+                match sent {
                     Some(Ok(())) => continue,
                     Some(Err(mpsc::error::TrySendError::Full(_))) => "queue_full",
                     Some(Err(mpsc::error::TrySendError::Closed(_))) | None => "unknown_stream",

@@ -79,8 +79,8 @@ pub struct H3Settings {
     /// QUIC packets and so of HTTP Datagrams.
     #[serde(default = "default_max_udp_payload")]
     pub max_udp_payload: u16,
-    /// Bytes of HTTP Datagrams buffered per connection each way; beyond it new
-    /// datagrams are dropped (and counted).
+    /// Bytes of HTTP Datagrams buffered per connection each way; beyond it QUIC drops
+    /// the oldest ones (UDP semantics).
     #[serde(default = "default_datagram_buffer")]
     pub datagram_buffer_bytes: usize,
     /// Validate client addresses with a Retry packet before any handshake work
