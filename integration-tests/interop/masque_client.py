@@ -14,6 +14,7 @@ Output: progress goes to stderr; stdout carries exactly one JSON line:
   {"status": 200, "sent": N, "received": M, "alpn": "h3"}
 or, when the proxy answers with a non-2xx status,
   {"status": 403, "sent": 0, "received": 0}
+With --linger, the 2xx line also has "proxy_closed": true/false.
 Exit 0 on a completed run (whatever M is), 1 on connection, handshake or
 protocol failures (message on stderr), 2 on bad arguments.
 
@@ -71,6 +72,11 @@ SEQ = struct.Struct("!Q")
 MAX_PAYLOAD = 1150
 # UDP receive buffer asked for on the client socket (the kernel may cap it).
 RCVBUF = 4 * 1024 * 1024
+# --stray-datagram: a client-initiated bidirectional stream ID (quarter stream ID
+# 100) that no request uses.
+STRAY_STREAM_ID = 400
+# --bad-context: a context ID nobody registered.
+BAD_CONTEXT_ID = 5
 
 
 def log(msg: str) -> None:
@@ -140,6 +146,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="datagrams handed to QUIC between pauses (default: 10)")
     p.add_argument("--interval", type=float, default=0.002,
                    help="pause between batches in seconds (default: 0.002)")
+    p.add_argument("--stray-datagram", action="store_true",
+                   help="once the flow is open, also send one HTTP Datagram for "
+                        f"request stream {STRAY_STREAM_ID}, which has no request "
+                        "(a proxy drops it, RFC 9297 §2.1)")
+    p.add_argument("--linger", type=float, default=0.0,
+                   help="after the echoes, keep the flow open up to this many "
+                        "seconds, sending nothing, and report in "
+                        "\"proxy_closed\" whether the proxy ended the request "
+                        "stream meanwhile (e.g. on its idle timeout)")
+    p.add_argument("--bad-context", action="store_true",
+                   help="once the flow is open, first send one HTTP Datagram on "
+                        f"it with context ID {BAD_CONTEXT_ID}, which was never "
+                        "registered (a proxy drops it, RFC 9298 §4)")
     return p.parse_args(argv)
 
 
@@ -437,6 +456,18 @@ async def exchange(client: MasqueClientProtocol, args: argparse.Namespace,
     def stream_gone() -> bool:
         return client.stream_ended or client.stream_reset is not None
 
+    # Datagrams a proxy must drop without ending the flow.
+    if args.bad_context:
+        log(f"sending a datagram with context ID {BAD_CONTEXT_ID}")
+        http.send_datagram(stream_id, bytes([BAD_CONTEXT_ID]) + make_payload(0, args.size))
+    if args.stray_datagram:
+        if STRAY_STREAM_ID == stream_id:
+            raise Failure(f"stream {STRAY_STREAM_ID} carries the request itself")
+        log(f"sending a datagram for stream {STRAY_STREAM_ID}, which has no request")
+        http.send_datagram(STRAY_STREAM_ID, b"\x00" + make_payload(0, args.size))
+    if args.bad_context or args.stray_datagram:
+        client.transmit()
+
     # send, paced: a batch, then let QUIC drain before the next
     sent = 0
     batch = max(1, args.batch)
@@ -471,11 +502,27 @@ async def exchange(client: MasqueClientProtocol, args: argparse.Namespace,
         log("request stream closed by the proxy"
             + (f" (reset 0x{client.stream_reset:x})"
                if client.stream_reset is not None else ""))
+    proxy_closed = None
+    if args.linger > 0:
+        lingered = time.monotonic()
+        try:
+            await client.wait_for(stream_gone, args.linger,
+                                  "the proxy to end the request stream")
+        except Failure as exc:
+            if client.terminated is not None:
+                raise
+            log(f"{exc}")
+        proxy_closed = stream_gone()
+        log(f"lingered {time.monotonic() - lingered:.3f}s; "
+            f"request stream {'ended by the proxy' if proxy_closed else 'still open'}")
     received = len(client.received_seqs)
     log(f"received {received}/{sent} echoes in {time.monotonic() - started:.3f}s "
         f"(datagrams in: {client.datagrams_in}, mismatched: {client.mismatched}, "
         f"duplicates: {client.duplicates}, unknown context: {client.unknown_context})")
-    return {"status": status, "sent": sent, "received": received, "alpn": client.alpn}
+    result = {"status": status, "sent": sent, "received": received, "alpn": client.alpn}
+    if proxy_closed is not None:
+        result["proxy_closed"] = proxy_closed
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

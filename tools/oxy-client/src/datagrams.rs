@@ -28,8 +28,13 @@ pub async fn run(args: UdpArgs) -> anyhow::Result<()> {
         Some(_) => args.flows.max(1),
         None => 1,
     };
+    let mut session = None;
     let opened = match args.over {
-        Carrier::H3 => quic::udp_flows(&args.proxy, &path, flows).await?,
+        Carrier::H3 => {
+            let (opened, quic) = quic::udp_flows(&args.proxy, &path, flows).await?;
+            session = Some(quic);
+            opened
+        }
         Carrier::H2 | Carrier::H1 => {
             let mut opened = Vec::new();
             for _ in 0..flows {
@@ -46,6 +51,15 @@ pub async fn run(args: UdpArgs) -> anyhow::Result<()> {
             opened
         }
     };
+    let result = exchange(&args, opened, flows).await;
+    if let Some(session) = session {
+        session.close().await;
+    }
+    result
+}
+
+/// Stdin lines through the first flow, or the echo load through all of them.
+async fn exchange(args: &UdpArgs, opened: Vec<Flow>, flows: usize) -> anyhow::Result<()> {
     let Some(count) = args.count else {
         let Some(flow) = opened.into_iter().next() else {
             anyhow::bail!("no flow");

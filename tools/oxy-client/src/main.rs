@@ -114,7 +114,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the runtime")?;
-    runtime.block_on(run(cli))
+    let result = runtime.block_on(run(cli));
+    // A blocking read of stdin may still be waiting; it must not hold up the exit.
+    runtime.shutdown_background();
+    result
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {

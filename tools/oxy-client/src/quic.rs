@@ -16,11 +16,26 @@ use tokio::sync::mpsc;
 
 type Requests = SendRequest<h3_quinn::OpenStreams, Bytes>;
 
+/// An open HTTP/3 connection, to be closed before the tool exits.
+pub struct Session {
+    endpoint: quinn::Endpoint,
+    connection: quinn::Connection,
+}
+
+impl Session {
+    /// Closes the connection (H3_NO_ERROR) and waits until the proxy has heard it.
+    pub async fn close(self) {
+        self.connection.close(0x100u32.into(), b"done");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
+            .await;
+    }
+}
+
 /// An HTTP/3 connection to `authority` (`host:port`) verified with the CA in `ca`.
 async fn connect(
     authority: &http::uri::Authority,
     ca: Option<&Path>,
-) -> anyhow::Result<(quinn::Connection, Requests)> {
+) -> anyhow::Result<(Session, Requests)> {
     let mut roots = rustls::RootCertStore::empty();
     let ca = ca.context("--ca is needed for HTTP/3")?;
     let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
@@ -63,7 +78,13 @@ async fn connect(
     tokio::spawn(async move {
         let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
     });
-    Ok((connection, requests))
+    Ok((
+        Session {
+            endpoint,
+            connection,
+        },
+        requests,
+    ))
 }
 
 fn authority_of(proxy: &ProxyArgs) -> anyhow::Result<http::uri::Authority> {
@@ -75,9 +96,14 @@ fn authority_of(proxy: &ProxyArgs) -> anyhow::Result<http::uri::Authority> {
 }
 
 /// Opens `flows` CONNECT-UDP flows at `path` on one HTTP/3 connection.
-pub async fn udp_flows(proxy: &ProxyArgs, path: &str, flows: usize) -> anyhow::Result<Vec<Flow>> {
+pub async fn udp_flows(
+    proxy: &ProxyArgs,
+    path: &str,
+    flows: usize,
+) -> anyhow::Result<(Vec<Flow>, Session)> {
     let authority = authority_of(proxy)?;
-    let (connection, mut requests) = connect(&authority, proxy.ca.as_deref()).await?;
+    let (session, mut requests) = connect(&authority, proxy.ca.as_deref()).await?;
+    let connection = session.connection.clone();
     let routes: Arc<Mutex<HashMap<u64, mpsc::Sender<Bytes>>>> = Arc::default();
     let mut opened = Vec::new();
     for _ in 0..flows {
@@ -103,9 +129,18 @@ pub async fn udp_flows(proxy: &ProxyArgs, path: &str, flows: usize) -> anyhow::R
             .map_err(|_| anyhow::anyhow!("poisoned"))?
             .insert(quarter, from_target);
         let quic = connection.clone();
+        let (send, mut recv) = stream.split();
+        let watched = routes.clone();
+        tokio::spawn(async move {
+            // The flow ends when the proxy ends the request stream.
+            while let Ok(Some(_)) = recv.recv_data().await {}
+            if let Ok(mut routes) = watched.lock() {
+                routes.remove(&quarter);
+            }
+        });
         tokio::spawn(async move {
             // The request stream stays open while the flow runs.
-            let _stream = stream;
+            let _send = send;
             let mut prefix = BytesMut::new();
             let _ = capsule::put_varint(&mut prefix, quarter);
             prefix.put_u8(capsule::CONTEXT_ID_UDP);
@@ -135,13 +170,13 @@ pub async fn udp_flows(proxy: &ProxyArgs, path: &str, flows: usize) -> anyhow::R
             }
         }
     });
-    Ok(opened)
+    Ok((opened, session))
 }
 
 /// CONNECT to `target` over HTTP/3; stdin to the target, the target's bytes to stdout.
 pub async fn connect_tcp(proxy: &ProxyArgs, target: &str) -> anyhow::Result<()> {
     let authority = authority_of(proxy)?;
-    let (_connection, mut requests) = connect(&authority, proxy.ca.as_deref()).await?;
+    let (session, mut requests) = connect(&authority, proxy.ca.as_deref()).await?;
     let mut request = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(target);
@@ -178,6 +213,7 @@ pub async fn connect_tcp(proxy: &ProxyArgs, target: &str) -> anyhow::Result<()> 
         anyhow::Ok(())
     };
     let (up, down) = tokio::join!(upload, download);
+    session.close().await;
     up.and(down)
 }
 
@@ -190,9 +226,11 @@ pub async fn get(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let authority = url.authority().context("the URL needs host:port")?;
-    let (_connection, sender) = connect(authority, Some(ca)).await?;
+    let (session, sender) = connect(authority, Some(ca)).await?;
     let Some(total) = requests else {
-        let (status, body) = fetch(sender, url).await?;
+        let fetched = fetch(sender, url).await;
+        session.close().await;
+        let (status, body) = fetched?;
         eprintln!("status {status}");
         tokio::io::stdout().write_all(&body).await?;
         return Ok(());
@@ -220,6 +258,7 @@ pub async fn get(
         failed += f;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    session.close().await;
     println!(
         "{}",
         serde_json::json!({ "ok": ok, "failed": failed, "elapsed_s": elapsed, "requests_per_s": ok as f64 / elapsed })

@@ -1,0 +1,71 @@
+// Runs the independent CONNECT-UDP client (interop/masque_client.py, aioquic) from the
+// integration tests' virtualenv (`python3 -m venv .venv && .venv/bin/pip install -r
+// interop/requirements.txt`, which `make integration-test` does).
+
+import { spawn } from "node:child_process";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { repoRoot } from "./oxy.ts";
+
+const testsDir = join(repoRoot, "integration-tests");
+
+/** The virtualenv's Python (or OXY_INTEROP_PYTHON). */
+export function interopPython(): string {
+  const python = process.env.OXY_INTEROP_PYTHON ?? join(testsDir, ".venv", "bin", "python");
+  if (!existsSync(python)) {
+    throw new Error(`${python} is missing: cd integration-tests && python3 -m venv .venv && .venv/bin/pip install -r interop/requirements.txt`);
+  }
+  return python;
+}
+
+export interface MasqueOptions {
+  /** The proxy's UDP port on 127.0.0.1 (SNI and :authority say localhost). */
+  port: number;
+  ca: string;
+  /** The UDP target, `host:port`. */
+  target: string;
+  count?: number;
+  size?: number;
+  timeout?: number;
+  /** Seconds to keep the flow open after the echoes (reports `proxy_closed`). */
+  linger?: number;
+  strayDatagram?: boolean;
+  badContext?: boolean;
+}
+
+export interface MasqueResult {
+  status: number;
+  sent: number;
+  received: number;
+  alpn?: string;
+  proxy_closed?: boolean;
+  /** The client's log (stderr), for assertion messages. */
+  log: string;
+}
+
+/** Runs masque_client.py; its JSON line and log. Throws if it exits non-zero. */
+export function masqueClient(options: MasqueOptions, timeoutMs = 30_000): Promise<MasqueResult> {
+  const args = [join(testsDir, "interop", "masque_client.py"), "--proxy", `127.0.0.1:${options.port}`, "--ca", options.ca, "--target", options.target];
+  if (options.count !== undefined) args.push("--count", String(options.count));
+  if (options.size !== undefined) args.push("--size", String(options.size));
+  if (options.timeout !== undefined) args.push("--timeout", String(options.timeout));
+  if (options.linger !== undefined) args.push("--linger", String(options.linger));
+  if (options.strayDatagram) args.push("--stray-datagram");
+  if (options.badContext) args.push("--bad-context");
+  const child = spawn(interopPython(), args, { stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  return new Promise((ok, fail) =>
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const line = stdout.trim().split("\n").pop() ?? "";
+      if (code !== 0 || !line.startsWith("{")) {
+        return fail(new Error(`masque_client.py exited ${code ?? signal}:\n${stdout}${stderr}`));
+      }
+      ok({ ...JSON.parse(line), log: stderr });
+    }),
+  );
+}
