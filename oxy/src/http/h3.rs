@@ -102,16 +102,20 @@ async fn accept_requests<App: OxyExt>(
                 let handler = handler.clone();
                 let routes = routes.clone();
                 let quic = connection.clone();
+                let header_timeout = handler.endpoint.settings.http.limits.header_read_timeout;
                 drain.spawn_connection(
                     async move {
-                        match resolver.resolve_request().await {
-                            Ok((request, stream)) => {
+                        let resolved =
+                            tokio::time::timeout(header_timeout, resolver.resolve_request()).await;
+                        match resolved {
+                            Err(_) => tracing::debug!("no HTTP/3 request headers in time"),
+                            Ok(Ok((request, stream))) => {
                                 let datagrams = (quic, stream.id(), routes);
                                 let (send, recv) = stream.split();
                                 serve_request(&handler, request, (send, recv, alive), datagrams)
                                     .await;
                             }
-                            Err(e) => tracing::debug!(error = %e, "HTTP/3 request not read"),
+                            Ok(Err(e)) => tracing::debug!(error = %e, "HTTP/3 request not read"),
                         }
                     }
                     .in_current_span(),

@@ -232,7 +232,9 @@ pub async fn get(
         session.close().await;
         let (status, body) = fetched?;
         eprintln!("status {status}");
-        tokio::io::stdout().write_all(&body).await?;
+        let mut stdout = tokio::io::stdout();
+        stdout.write_all(&body).await?;
+        stdout.flush().await?;
         return Ok(());
     };
     let started = Instant::now();
