@@ -1,5 +1,6 @@
-// CONNECT-UDP flows go through the application's hooks (the fixture app's tunnel hook
-// blocks and redirects them) and end cleanly when Oxy drains (HTTP/3 GOAWAY).
+// HTTP/3 requests and CONNECT-UDP flows go through the application's hooks (the fixture
+// app's request hook blocks and answers, its tunnel hook blocks and redirects flows),
+// and flows end cleanly when Oxy drains (HTTP/3 GOAWAY).
 
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
@@ -89,6 +90,37 @@ test("the tunnel hook redirects a CONNECT-UDP flow to another target", async () 
     assert.equal(other.clients.size, before + 1, "the redirect target carried the flow");
     const [record] = await auditRecords(audit, 1);
     assert.equal(record.target, `127.0.0.1:${other.port}`);
+  } finally {
+    await oxy.stop();
+  }
+});
+
+/** Runs `oxy-client get` over HTTP/3; its status line and body. */
+function h3Get(port: number, path: string): Promise<{ stderr: string; body: string }> {
+  return new Promise((ok, fail) => {
+    const child = spawn(binaryPath("oxy-client"), ["get", `https://localhost:${port}${path}`, "--ca", pki.ca]);
+    let body = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (body += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    child.on("exit", (code) => {
+      clearTimeout(timer);
+      if (code !== 0) return fail(new Error(`oxy-client exited ${code}: ${stderr}`));
+      ok({ stderr, body });
+    });
+  });
+}
+
+test("HTTP/3 requests go through the request hook: Block and Respond", async () => {
+  const { oxy, port } = await relay({ block_path_prefix: "/private", respond_path: "/hi" });
+  try {
+    const blocked = await h3Get(port, "/private/x");
+    assert.match(blocked.stderr, /status 403/);
+    assert.match(blocked.body, /blocked by the fixture: \/private\/x/);
+    const answered = await h3Get(port, "/hi");
+    assert.match(answered.stderr, /status 200/);
+    assert.match(answered.body, /hello from the fixture app/);
   } finally {
     await oxy.stop();
   }

@@ -514,6 +514,10 @@ describe("HTTP/3 on-ramp and MASQUE", () => {
       "    http:",
       "      h3: { enabled: true, max_udp_payload: 100 }",
       "      connect_udp: { max_capsule_bytes: 100 }",
+      "  - name: c",
+      "    protocol: udp",
+      "    listen: [127.0.0.1:7302]",
+      "    udp: { target: 127.0.0.1:53 }",
       "",
     ].join("\n");
     const path = writeConfig(yaml);
@@ -523,6 +527,8 @@ describe("HTTP/3 on-ramp and MASQUE", () => {
     assert.match(r.stderr, /:8:\d+: endpoints\[0\]\.http\.connect_udp\.uri_template: .*\{target_host\} and \{target_port\}/);
     assert.match(r.stderr, /:15:\d+: endpoints\[1\]\.http\.h3\.max_udp_payload: must be from 1200 to 65527/);
     assert.match(r.stderr, /:16:\d+: endpoints\[1\]\.http\.connect_udp\.max_capsule_bytes: must be at least 1500/);
+    // b's HTTP/3 listens on UDP 127.0.0.1:7302 too, so c cannot.
+    assert.match(r.stderr, /:19:\d+: endpoints\[2\]\.listen\[0\]: address 127\.0\.0\.1:7302 is already used by endpoints\[1\] HTTP\/3/);
     assert.doesNotMatch(r.stderr, /panicked|RUST_BACKTRACE/);
   });
 });

@@ -183,12 +183,7 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
         }
         if endpoint.quic.is_some() {
             let h3 = &endpoint_settings.http.h3;
-            let addrs = if h3.listen.is_empty() {
-                &endpoint_settings.listen
-            } else {
-                &h3.listen
-            };
-            for addr in addrs {
+            for addr in h3.addresses(&endpoint_settings.listen) {
                 let bound = std::net::UdpSocket::bind(addr)
                     .and_then(|socket| crate::onramp::quic::bind(&endpoint, socket));
                 let quic = bound.map_err(|source| OxyError::Bind {

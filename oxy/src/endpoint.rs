@@ -55,11 +55,7 @@ impl<App: OxyExt> Endpoint<App> {
         } else {
             None
         };
-        let h3_port = h3
-            .listen
-            .first()
-            .or(settings.listen.first())
-            .map(|a| a.port());
+        let h3_port = h3.addresses(&settings.listen).first().map(|a| a.port());
         let alt_svc = h3_port
             .filter(|_| h3_on && h3.alt_svc)
             .and_then(|port| format!("h3=\":{port}\"; ma=86400").parse().ok());

@@ -55,6 +55,14 @@ pub struct TappedBody {
 }
 
 impl TappedBody {
+    /// `inner` seen by `tap` when there is one, else `inner` as it is.
+    pub fn wrap(inner: HttpBody, tap: Option<Box<dyn BodyTap>>) -> HttpBody {
+        match tap {
+            Some(tap) => http_body_util::BodyExt::boxed_unsync(Self::new(inner, tap)),
+            None => inner,
+        }
+    }
+
     /// `inner` seen by `tap`.
     pub fn new(inner: HttpBody, tap: Box<dyn BodyTap>) -> Self {
         Self {

@@ -199,6 +199,17 @@ pub fn udp_payload(datagram: &Bytes) -> Result<Option<Bytes>, CapsuleError> {
     }
 }
 
+/// One HTTP/3 Datagram (RFC 9297 §2.1) carrying the UDP `payload` of the request on
+/// `stream_id`: its quarter stream ID, context ID 0, then the payload, in one buffer.
+pub fn h3_udp_datagram(stream_id: u64, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(9 + payload.len());
+    // A QUIC stream ID is below 2^62, so its quarter always fits a varint.
+    let _ = put_varint(&mut out, stream_id / 4);
+    out.put_u8(CONTEXT_ID_UDP);
+    out.extend_from_slice(payload);
+    out.freeze()
+}
+
 /// Appends one DATAGRAM capsule carrying `payload` under context ID 0 to `out`, with a single
 /// reserve. Lengths above [`VARINT_MAX`] (unreachable in memory) would be saturated.
 pub fn encode_udp_datagram_capsule(out: &mut BytesMut, payload: &[u8]) {

@@ -12,7 +12,6 @@ use crate::tunnel;
 use crate::tunnel::TunnelRefused;
 use http::{Request, Response, StatusCode};
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 /// The status a refused tunnel is answered with.
 pub fn refusal_status(refused: &TunnelRefused) -> StatusCode {
@@ -41,11 +40,9 @@ pub async fn handle<App: OxyExt>(
             "CONNECT needs a host:port authority",
         );
     };
-    let Some(upgrade) = request.extensions_mut().remove::<PendingUpgrade>() else {
-        return text_response(
-            StatusCode::BAD_REQUEST,
-            "this connection cannot carry a tunnel",
-        );
+    let upgrade = match tunnel_stream(&mut request) {
+        Ok(upgrade) => upgrade,
+        Err(response) => return *response,
     };
     let tunnel = match tunnel::tcp::open(
         &handler.services,
@@ -61,19 +58,30 @@ pub async fn handle<App: OxyExt>(
         Ok(tunnel) => tunnel,
         Err(refused) => return text_response(refusal_status(&refused), &refused.to_string()),
     };
-    handler.upgraded.store(true, Ordering::Release);
     let drain = handler.drain.clone();
-    let slot = handler.slot.clone();
-    handler
-        .drain
-        .spawn_connection(tracing::Instrument::in_current_span(async move {
-            match upgrade.wait().await {
-                Ok(upgraded) => {
-                    tunnel.pump(upgraded, &drain).await;
-                    drop(slot);
-                }
-                Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+    handler.spawn_upgraded(async move {
+        match upgrade.wait().await {
+            Ok(upgraded) => {
+                tunnel.pump(upgraded, &drain).await;
             }
-        }));
+            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+        }
+    });
     Response::new(empty())
+}
+
+/// The stream a tunnel request will hand over once answered, or a 400 when the
+/// connection cannot carry one.
+pub fn tunnel_stream(
+    request: &mut Request<HttpBody>,
+) -> Result<PendingUpgrade, Box<Response<HttpBody>>> {
+    request
+        .extensions_mut()
+        .remove::<PendingUpgrade>()
+        .ok_or_else(|| {
+            Box::new(text_response(
+                StatusCode::BAD_REQUEST,
+                "this connection cannot carry a tunnel",
+            ))
+        })
 }

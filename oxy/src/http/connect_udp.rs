@@ -4,12 +4,12 @@
 
 use super::body::{empty, text_response};
 use super::capsule::{self, Capsule, CapsuleCodec};
-use super::connect::refusal_status;
+use super::connect::{refusal_status, tunnel_stream};
 use super::h3_stream::DatagramRoute;
 use super::headers;
 use super::metrics::oxy_http;
 use super::pipeline::Handler;
-use super::upgrade::{ExtendedConnect, PendingUpgrade};
+use super::upgrade::ExtendedConnect;
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::hooks::HttpBody;
@@ -18,7 +18,6 @@ use crate::tunnel::udp::{ClientSide, DatagramSink, UdpTunnel, oxy_udp};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -118,11 +117,9 @@ pub async fn handle<App: OxyExt>(
             );
         }
     };
-    let Some(upgrade) = request.extensions_mut().remove::<PendingUpgrade>() else {
-        return text_response(
-            StatusCode::BAD_REQUEST,
-            "this connection cannot carry a tunnel",
-        );
+    let upgrade = match tunnel_stream(&mut request) {
+        Ok(upgrade) => upgrade,
+        Err(response) => return *response,
     };
     let datagrams = request
         .extensions_mut()
@@ -143,30 +140,22 @@ pub async fn handle<App: OxyExt>(
         Ok(tunnel) => tunnel,
         Err(refused) => return text_response(refusal_status(&refused), &refused.to_string()),
     };
-    let http1 = request.version() <= Version::HTTP_11;
-    if http1 {
-        handler.upgraded.store(true, Ordering::Release);
-    }
     let carrier = Carrier {
         max_capsule: settings.http.connect_udp.max_capsule_bytes,
         queue: settings.udp.queue.max(1),
         endpoint: name.to_string(),
     };
     let drain = handler.drain.clone();
-    let slot = handler.slot.clone();
-    handler
-        .drain
-        .spawn_connection(tracing::Instrument::in_current_span(async move {
-            match upgrade.wait().await {
-                Ok(stream) => carrier.carry(tunnel, stream, datagrams, &drain).await,
-                Err(e) => tracing::debug!(error = %e, "CONNECT-UDP stream not handed over"),
-            }
-            drop(slot);
-        }));
+    handler.spawn_upgraded(async move {
+        match upgrade.wait().await {
+            Ok(stream) => carrier.carry(tunnel, stream, datagrams, &drain).await,
+            Err(e) => tracing::debug!(error = %e, "CONNECT-UDP stream not handed over"),
+        }
+    });
     let mut response = Response::new(empty());
     let headers = response.headers_mut();
     headers.insert("capsule-protocol", HeaderValue::from_static("?1"));
-    if http1 {
+    if request.version() <= Version::HTTP_11 {
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         headers::set_upgrade(
             response.headers_mut(),
@@ -288,7 +277,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 
 /// Writes queued datagrams to the stream as DATAGRAM capsules, several per write when
 /// they queue up, until the queue closes or the stream fails.
-async fn write_capsules<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Bytes>, write: &mut W) {
+pub async fn write_capsules<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Bytes>, write: &mut W) {
     let mut buf = BytesMut::new();
     while let Some(datagram) = rx.recv().await {
         capsule::encode_udp_datagram_capsule(&mut buf, &datagram);

@@ -3,7 +3,7 @@
 
 use super::capsule;
 use crate::tunnel::udp::{DatagramSink, oxy_udp};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use h3::quic::StreamId;
 use h3::server::RequestStream;
 use std::collections::HashMap;
@@ -244,26 +244,23 @@ impl Drop for DatagramRoute {
 /// quarter stream ID of the request, context ID 0, the UDP payload, in one QUIC DATAGRAM.
 pub struct H3DatagramSink {
     connection: quinn::Connection,
-    prefix: BytesMut,
+    stream: u64,
 }
 
 impl H3DatagramSink {
     /// A sink for the request on `stream`.
     pub fn new(connection: quinn::Connection, stream: StreamId) -> Self {
-        let mut prefix = BytesMut::with_capacity(9);
-        // A request stream ID is below 2^62, so its quarter always fits a varint.
-        let _ = capsule::put_varint(&mut prefix, stream.into_inner() / 4);
-        prefix.put_u8(capsule::CONTEXT_ID_UDP);
-        Self { connection, prefix }
+        Self {
+            connection,
+            stream: stream.into_inner(),
+        }
     }
 }
 
 impl DatagramSink for H3DatagramSink {
     fn send(&mut self, datagram: &[u8]) -> Result<(), &'static str> {
-        let mut buf = BytesMut::with_capacity(self.prefix.len() + datagram.len());
-        buf.extend_from_slice(&self.prefix);
-        buf.extend_from_slice(datagram);
-        match self.connection.send_datagram(buf.freeze()) {
+        let datagram = capsule::h3_udp_datagram(self.stream, datagram);
+        match self.connection.send_datagram(datagram) {
             Ok(()) => Ok(()),
             Err(quinn::SendDatagramError::TooLarge) => Err("too_large"),
             Err(quinn::SendDatagramError::ConnectionLost(_)) => Err("closed"),

@@ -20,7 +20,7 @@ use crate::services::Services;
 use crate::tls::TlsFacts;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::Limited;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,6 +89,18 @@ impl<App: OxyExt> Handler<App> {
             slot: cx.slot.clone(),
             upgraded: AtomicBool::new(false),
         }))
+    }
+
+    /// Hands the connection (or the request's stream) to `task`, a tunnel or an upgraded
+    /// relay, run in a drained task that keeps the connection's `max_connections` slot.
+    pub fn spawn_upgraded(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.upgraded.store(true, Ordering::Release);
+        let slot = self.slot.clone();
+        self.drain
+            .spawn_connection(tracing::Instrument::in_current_span(async move {
+                task.await;
+                drop(slot);
+            }));
     }
 
     /// Answers one request, counts it and writes its access-log line.
@@ -372,16 +384,13 @@ impl<App: OxyExt> Handler<App> {
         } else {
             body
         };
-        let body = match self
+        let tap = self
             .services
             .hooks
             .http_request
             .as_ref()
-            .and_then(|hook| hook.request_body_tap(&parts, cx))
-        {
-            Some(tap) => TappedBody::new(body, tap).boxed_unsync(),
-            None => body,
-        };
+            .and_then(|hook| hook.request_body_tap(&parts, cx));
+        let body = TappedBody::wrap(body, tap);
         let request = Request::from_parts(parts, body);
         let timeout = self.endpoint.settings.http.client.response_timeout;
         let exchange = async {
@@ -415,13 +424,7 @@ impl<App: OxyExt> Handler<App> {
         let upstream_upgrade = response.extensions_mut().remove::<PendingUpgrade>();
         let upgraded = match (upgrade, upstream_upgrade) {
             (Some((protocol, client_side)), Some(upstream_side)) => {
-                self.upgraded.store(true, Ordering::Release);
-                let slot = self.slot.clone();
-                self.drain
-                    .spawn_connection(tracing::Instrument::in_current_span(async move {
-                        upgrade::relay(client_side, upstream_side).await;
-                        drop(slot);
-                    }));
+                self.spawn_upgraded(upgrade::relay(client_side, upstream_side));
                 Some(protocol)
             }
             _ => None,
@@ -437,16 +440,13 @@ impl<App: OxyExt> Handler<App> {
         {
             return replacement;
         }
-        let body = match self
+        let tap = self
             .services
             .hooks
             .http_request
             .as_ref()
-            .and_then(|hook| hook.response_body_tap(&parts, cx))
-        {
-            Some(tap) => TappedBody::new(body, tap).boxed_unsync(),
-            None => body,
-        };
+            .and_then(|hook| hook.response_body_tap(&parts, cx));
+        let body = TappedBody::wrap(body, tap);
         Response::from_parts(parts, body)
     }
 }

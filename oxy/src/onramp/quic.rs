@@ -68,17 +68,11 @@ pub async fn serve<App: OxyExt>(
         }
         let peer_addr = incoming.remote_address();
         oxy_connections::accepted_total(&name).inc();
-        let permit = match &slots {
-            None => None,
-            Some(slots) => match slots.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    oxy_connections::rejected_total(&name, "max_connections").inc();
-                    tracing::warn!(endpoint = %name, %peer_addr, "max_connections reached; QUIC connection refused");
-                    incoming.refuse();
-                    continue;
-                }
-            },
+        let Ok(permit) = super::take_slot(&slots) else {
+            oxy_connections::rejected_total(&name, "max_connections").inc();
+            tracing::warn!(endpoint = %name, %peer_addr, "max_connections reached; QUIC connection refused");
+            incoming.refuse();
+            continue;
         };
         let id = next_connection_id();
         let span = tracing::info_span!("connection", id, endpoint = %name, peer = %peer_addr, client = tracing::field::Empty);

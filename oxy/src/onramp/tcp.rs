@@ -57,16 +57,10 @@ pub async fn serve<App: OxyExt>(
             }
         };
         oxy_connections::accepted_total(&name).inc();
-        let permit = match &slots {
-            None => None,
-            Some(slots) => match slots.clone().try_acquire_owned() {
-                Ok(permit) => Some(permit),
-                Err(_) => {
-                    oxy_connections::rejected_total(&name, "max_connections").inc();
-                    tracing::warn!(endpoint = %name, %peer_addr, "max_connections reached; connection closed");
-                    continue;
-                }
-            },
+        let Ok(permit) = super::take_slot(&slots) else {
+            oxy_connections::rejected_total(&name, "max_connections").inc();
+            tracing::warn!(endpoint = %name, %peer_addr, "max_connections reached; connection closed");
+            continue;
         };
         let local_addr = match stream.local_addr() {
             Ok(addr) => addr,

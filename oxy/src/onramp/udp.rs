@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tracing::Instrument;
 
 /// Largest datagram read from a client.
@@ -157,15 +157,9 @@ fn start_flow<App: OxyExt>(
 ) {
     let endpoint = &listener.endpoint;
     let name = endpoint.name();
-    let permit: Option<OwnedSemaphorePermit> = match &listener.slots {
-        None => None,
-        Some(slots) => match slots.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(_) => {
-                oxy_udp::dropped_total(name, "max_connections").inc();
-                return;
-            }
-        },
+    let Ok(permit) = super::take_slot(&listener.slots) else {
+        oxy_udp::dropped_total(name, "max_connections").inc();
+        return;
     };
     let (tx, rx) = mpsc::channel(endpoint.settings.udp.queue.max(1));
     if tx.try_send(first).is_err() {

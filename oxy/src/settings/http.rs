@@ -90,6 +90,20 @@ pub struct H3Settings {
     pub zero_rtt: bool,
 }
 
+impl H3Settings {
+    /// The UDP addresses HTTP/3 listens on: `listen`, or the endpoint's `listen` when empty.
+    pub fn addresses<'a>(
+        &'a self,
+        endpoint_listen: &'a [std::net::SocketAddr],
+    ) -> &'a [std::net::SocketAddr] {
+        if self.listen.is_empty() {
+            endpoint_listen
+        } else {
+            &self.listen
+        }
+    }
+}
+
 fn default_h3_idle_timeout() -> Duration {
     Duration::from_secs(30)
 }

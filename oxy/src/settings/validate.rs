@@ -120,16 +120,13 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
         }
         let udp = endpoint.protocol.is_udp();
         for (j, addr) in endpoint.listen.iter().enumerate() {
-            if let Some((_, _, owner)) = bound
-                .iter()
-                .find(|(other, other_udp, _)| *other_udp == udp && overlaps(addr, other))
-            {
+            let owner = format!("endpoints[{i}].listen[{j}]");
+            if let Some(taken) = claim(&mut bound, *addr, udp, owner) {
                 problems.push((
                     at(&[key("listen"), PathSegment::Index(j)]),
-                    format!("address {addr} is already used by {owner}"),
+                    format!("address {addr} is already used by {taken}"),
                 ));
             }
-            bound.push((*addr, udp, format!("endpoints[{i}].listen[{j}]")));
         }
         if !endpoint.tcp.target.is_empty()
             && let Err(e) = endpoint.tcp.target.parse::<Target>()
@@ -207,27 +204,19 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
             if h3.max_concurrent_streams == 0 {
                 problems.push((h3_at("max_concurrent_streams"), "must be at least 1".into()));
             }
-            let addrs = if h3.listen.is_empty() {
-                &endpoint.listen
-            } else {
-                &h3.listen
-            };
-            for (j, addr) in addrs.iter().enumerate() {
+            for (j, addr) in h3.addresses(&endpoint.listen).iter().enumerate() {
                 let addr_at = if h3.listen.is_empty() {
                     at(&[key("listen"), PathSegment::Index(j)])
                 } else {
                     at(&[key("http"), key("h3"), key("listen"), PathSegment::Index(j)])
                 };
-                if let Some((_, _, owner)) = bound
-                    .iter()
-                    .find(|(other, other_udp, _)| *other_udp && overlaps(addr, other))
-                {
+                let owner = format!("endpoints[{i}] HTTP/3 on {addr}");
+                if let Some(taken) = claim(&mut bound, *addr, true, owner) {
                     problems.push((
                         addr_at,
-                        format!("UDP address {addr} (HTTP/3) is already used by {owner}"),
+                        format!("UDP address {addr} (HTTP/3) is already used by {taken}"),
                     ));
                 }
-                bound.push((*addr, true, format!("endpoints[{i}] HTTP/3 on {addr}")));
             }
         }
         if let Some(problem) = ca_bundle_problem(&http.client.ca_file) {
@@ -272,6 +261,21 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
 
 /// Whether two listen addresses cannot both be bound: same port, and the same IP or a
 /// wildcard that covers the other (`[::]` covers IPv4 too on Linux by default).
+/// Records that `owner` binds `addr` (UDP or TCP); the owner that already had it, if any.
+fn claim(
+    bound: &mut Vec<(SocketAddr, bool, String)>,
+    addr: SocketAddr,
+    udp: bool,
+    owner: String,
+) -> Option<String> {
+    let taken = bound
+        .iter()
+        .find(|(other, other_udp, _)| *other_udp == udp && overlaps(&addr, other))
+        .map(|(_, _, taken)| taken.clone());
+    bound.push((addr, udp, owner));
+    taken
+}
+
 fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
     if a.port() != b.port() || a.port() == 0 {
         return false;

@@ -4,7 +4,7 @@ use crate::metrics;
 use crate::settings::AuditSettings;
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -59,6 +59,81 @@ impl AuditRecord {
     /// Milliseconds for [`AuditRecord::duration_ms`].
     pub fn millis(duration: Duration) -> u64 {
         u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Bytes and datagrams a tunnel carried each way.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Traffic {
+    /// Bytes from client to target.
+    pub bytes_up: u64,
+    /// Bytes from target to client.
+    pub bytes_down: u64,
+    /// Datagrams from client to target (0 for TCP).
+    pub packets_up: u64,
+    /// Datagrams from target to client (0 for TCP).
+    pub packets_down: u64,
+}
+
+/// What a tunnel's audit record knows from its start; [`AuditStart::record`] completes it
+/// when the tunnel is refused or ends.
+#[derive(Debug, Clone)]
+pub struct AuditStart {
+    endpoint: String,
+    protocol: &'static str,
+    client: SocketAddr,
+    original_client: Option<SocketAddr>,
+    started_at: SystemTime,
+    started: Instant,
+}
+
+impl AuditStart {
+    /// A tunnel of `protocol` (`tcp`, `udp`) starting now for `client` (the socket's
+    /// peer) and the `original_client` a PROXY header named.
+    pub fn now(
+        endpoint: &str,
+        protocol: &'static str,
+        client: SocketAddr,
+        original_client: Option<SocketAddr>,
+    ) -> Self {
+        Self {
+            endpoint: endpoint.to_string(),
+            protocol,
+            client,
+            original_client,
+            started_at: SystemTime::now(),
+            started: Instant::now(),
+        }
+    }
+
+    /// How long the tunnel has existed.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The record of the tunnel to `target` (connected to `resolved`), closed for `reason`.
+    pub fn record(
+        &self,
+        target: String,
+        resolved: Option<SocketAddr>,
+        traffic: Traffic,
+        reason: String,
+    ) -> AuditRecord {
+        AuditRecord {
+            endpoint: self.endpoint.clone(),
+            protocol: self.protocol,
+            client: self.client,
+            original_client: self.original_client,
+            target,
+            resolved,
+            bytes_up: traffic.bytes_up,
+            bytes_down: traffic.bytes_down,
+            packets_up: traffic.packets_up,
+            packets_down: traffic.packets_down,
+            start: AuditRecord::timestamp(self.started_at),
+            duration_ms: AuditRecord::millis(self.elapsed()),
+            close_reason: reason,
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! certificates chosen by SNI, optional client certificates, and quinn's transport knobs.
 
 use super::CertifiedKey;
-use super::server::{ClientCertificate, TlsFacts, TlsSetupError, certificate_facts, sni_matches};
+use super::server::{
+    ClientCertificate, TlsFacts, TlsSetupError, certificate_facts, setup_error, sni_matches,
+};
 use crate::settings::{ClientAuth, H3Settings, TlsSettings};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use rustls::crypto::CryptoProvider;
@@ -10,13 +12,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign;
 use std::sync::Arc;
-
-fn setup_error(field: &'static str, e: impl std::fmt::Display) -> TlsSetupError {
-    TlsSetupError {
-        field,
-        message: e.to_string(),
-    }
-}
 
 /// The quinn server configuration of an endpoint with `http.h3.enabled`.
 pub fn server_config(

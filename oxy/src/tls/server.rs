@@ -49,7 +49,8 @@ pub struct TlsSetupError {
     pub message: String,
 }
 
-fn setup_error(field: &'static str, e: impl std::fmt::Display) -> TlsSetupError {
+/// A [`TlsSetupError`] for the setting `field`.
+pub(crate) fn setup_error(field: &'static str, e: impl std::fmt::Display) -> TlsSetupError {
     TlsSetupError {
         field,
         message: e.to_string(),

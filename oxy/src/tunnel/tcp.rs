@@ -8,26 +8,23 @@ use crate::endpoint::Endpoint;
 use crate::hooks::{EgressContext, Target, Transport, TunnelAction, TunnelContext, TunnelSummary};
 use crate::offramp::tcp::{self as offramp_tcp, ConnectError};
 use crate::services::Services;
-use crate::telemetry::audit::AuditRecord;
+use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::tunnel::TunnelRefused;
 use crate::tunnel::metrics::oxy_tunnel;
 use crate::tunnel::pump::{CloseReason, PumpLimits, pump_tcp};
 use crate::tunnel::stream::TunnelStream;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// A tunnel whose off-ramp is connected, ready to pump.
 pub struct TcpTunnel<App: OxyExt> {
-    peer_addr: SocketAddr,
-    original_client: Option<SocketAddr>,
     services: Arc<Services<App>>,
     cx: TunnelContext<App>,
     server: TcpStream,
     limits: PumpLimits,
-    started_at: SystemTime,
-    started: Instant,
+    audit: AuditStart,
 }
 
 /// Connects the off-ramp for `target` (which the egress hook may change) and runs the
@@ -42,8 +39,7 @@ pub async fn open<App: OxyExt>(
     drain: &Drain,
 ) -> Result<TcpTunnel<App>, TunnelRefused> {
     let client_addr = original_client.unwrap_or(peer_addr);
-    let started_at = SystemTime::now();
-    let started = Instant::now();
+    let audit = AuditStart::now(endpoint.name(), "tcp", peer_addr, original_client);
     let mut egress = EgressContext {
         endpoint: endpoint.clone(),
         client_addr,
@@ -54,21 +50,10 @@ pub async fn open<App: OxyExt>(
     let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
         tracing::info!(target = ?target.map(ToString::to_string), reason = %e, "tunnel refused");
         oxy_tunnel::ended_total(endpoint.name(), e.label()).inc();
-        services.audit.write(&AuditRecord {
-            endpoint: endpoint.name().to_string(),
-            protocol: "tcp",
-            client: peer_addr,
-            original_client,
-            target: target.map(ToString::to_string).unwrap_or_default(),
-            resolved,
-            bytes_up: 0,
-            bytes_down: 0,
-            packets_up: 0,
-            packets_down: 0,
-            start: AuditRecord::timestamp(started_at),
-            duration_ms: AuditRecord::millis(started.elapsed()),
-            close_reason: e.to_string(),
-        });
+        let target = target.map(ToString::to_string).unwrap_or_default();
+        services
+            .audit
+            .write(&audit.record(target, resolved, Traffic::default(), e.to_string()));
         e
     };
     let connected = tokio::select! {
@@ -127,14 +112,11 @@ pub async fn open<App: OxyExt>(
         }
     }
     Ok(TcpTunnel {
-        peer_addr,
-        original_client,
         services: services.clone(),
         cx,
         server,
         limits,
-        started_at,
-        started,
+        audit,
     })
 }
 
@@ -182,27 +164,24 @@ impl<App: OxyExt> TcpTunnel<App> {
             bytes_down: outcome.bytes_down,
             packets_up: 0,
             packets_down: 0,
-            duration: self.started.elapsed(),
+            duration: self.audit.elapsed(),
             close_reason: outcome.reason.to_string(),
         };
         if let Some(hook) = &self.services.hooks.tunnel {
             hook.on_tunnel_end(&mut self.cx, &summary).await;
         }
-        self.services.audit.write(&AuditRecord {
-            endpoint,
-            protocol: "tcp",
-            client: self.peer_addr,
-            original_client: self.original_client,
-            target: target.to_string(),
-            resolved: Some(peer),
+        let traffic = Traffic {
             bytes_up: outcome.bytes_up,
             bytes_down: outcome.bytes_down,
-            packets_up: 0,
-            packets_down: 0,
-            start: AuditRecord::timestamp(self.started_at),
-            duration_ms: AuditRecord::millis(summary.duration),
-            close_reason: summary.close_reason,
-        });
+            ..Traffic::default()
+        };
+        let record = self.audit.record(
+            target.to_string(),
+            Some(peer),
+            traffic,
+            summary.close_reason,
+        );
+        self.services.audit.write(&record);
         outcome.reason
     }
 }

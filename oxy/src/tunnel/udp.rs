@@ -13,14 +13,14 @@ use crate::hooks::{
 use crate::offramp::tcp::{ConnectError, oxy_offramp};
 use crate::offramp::udp;
 use crate::services::Services;
-use crate::telemetry::audit::AuditRecord;
+use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::tunnel::TunnelRefused;
 use crate::tunnel::metrics::oxy_tunnel;
 use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -196,10 +196,7 @@ pub struct UdpTunnel<App: OxyExt> {
     prefix: Option<Vec<u8>>,
     idle: Duration,
     max_lifetime: Option<Duration>,
-    peer_addr: SocketAddr,
-    original_client: Option<SocketAddr>,
-    started_at: SystemTime,
-    started: Instant,
+    audit: AuditStart,
 }
 
 /// Runs the egress hook and policy for `target`, connects the off-ramp socket and runs
@@ -215,26 +212,14 @@ pub async fn open<App: OxyExt>(
     idle: Duration,
 ) -> Result<UdpTunnel<App>, TunnelRefused> {
     let client = original_client.unwrap_or(peer_addr);
-    let started_at = SystemTime::now();
-    let started = Instant::now();
+    let audit = AuditStart::now(endpoint.name(), "udp", peer_addr, original_client);
     let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
         tracing::info!(target = ?target.map(ToString::to_string), reason = %e, "UDP flow refused");
         oxy_tunnel::ended_total(endpoint.name(), e.label()).inc();
-        services.audit.write(&AuditRecord {
-            endpoint: endpoint.name().to_string(),
-            protocol: "udp",
-            client: peer_addr,
-            original_client,
-            target: target.map(ToString::to_string).unwrap_or_default(),
-            resolved,
-            bytes_up: 0,
-            bytes_down: 0,
-            packets_up: 0,
-            packets_down: 0,
-            start: AuditRecord::timestamp(started_at),
-            duration_ms: AuditRecord::millis(started.elapsed()),
-            close_reason: e.to_string(),
-        });
+        let target = target.map(ToString::to_string).unwrap_or_default();
+        services
+            .audit
+            .write(&audit.record(target, resolved, Traffic::default(), e.to_string()));
         e
     };
     let mut egress = EgressContext {
@@ -331,10 +316,7 @@ pub async fn open<App: OxyExt>(
         prefix,
         idle,
         max_lifetime: (lifetime > Duration::ZERO).then_some(lifetime),
-        peer_addr,
-        original_client,
-        started_at,
-        started,
+        audit,
     })
 }
 
@@ -378,27 +360,16 @@ impl<App: OxyExt> UdpTunnel<App> {
             bytes_down: counts.bytes_down,
             packets_up: counts.packets_up,
             packets_down: counts.packets_down,
-            duration: self.started.elapsed(),
+            duration: self.audit.elapsed(),
             close_reason: reason.to_string(),
         };
         if let Some(hook) = &self.services.hooks.tunnel {
             hook.on_tunnel_end(&mut self.cx, &summary).await;
         }
-        self.services.audit.write(&AuditRecord {
-            endpoint: name,
-            protocol: "udp",
-            client: self.peer_addr,
-            original_client: self.original_client,
-            target,
-            resolved: Some(peer),
-            bytes_up: counts.bytes_up,
-            bytes_down: counts.bytes_down,
-            packets_up: counts.packets_up,
-            packets_down: counts.packets_down,
-            start: AuditRecord::timestamp(self.started_at),
-            duration_ms: AuditRecord::millis(summary.duration),
-            close_reason: summary.close_reason,
-        });
+        let record = self
+            .audit
+            .record(target, Some(peer), counts, summary.close_reason);
+        self.services.audit.write(&record);
         reason
     }
 
@@ -408,10 +379,10 @@ impl<App: OxyExt> UdpTunnel<App> {
         mut client: ClientSide,
         drain: &Drain,
         endpoint: &str,
-    ) -> (Counts, &'static str) {
+    ) -> (Traffic, &'static str) {
         let upstream = &self.upstream;
         let idle = self.idle;
-        let mut counts = Counts::default();
+        let mut counts = Traffic::default();
         let mut buf = vec![0u8; MAX_DATAGRAM];
         // With a PROXY header, each datagram is sent as header + payload from one buffer.
         let header_len = self.prefix.as_ref().map_or(0, Vec::len);
@@ -464,13 +435,4 @@ impl<App: OxyExt> UdpTunnel<App> {
             }
         }
     }
-}
-
-/// Datagrams and bytes each way.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    bytes_up: u64,
-    bytes_down: u64,
-    packets_up: u64,
-    packets_down: u64,
 }

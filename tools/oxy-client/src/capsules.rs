@@ -4,7 +4,7 @@
 use crate::ProxyArgs;
 use crate::datagrams::Flow;
 use anyhow::Context;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -83,7 +83,11 @@ pub async fn udp_flow(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Result
             .await
             .context("the proxy did not hand over the stream")?;
         let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-        tokio::spawn(write_capsules(to_target, write));
+        tokio::spawn(async move {
+            let mut write = write;
+            oxy::http::connect_udp::write_capsules(to_target, &mut write).await;
+            let _ = write.shutdown().await;
+        });
         tokio::spawn(read_capsules(read, from_target));
     }
     Ok(Flow { status, tx, rx })
@@ -105,21 +109,6 @@ async fn send_extended_connect(
         }
     }
     anyhow::bail!("the proxy did not enable extended CONNECT (SETTINGS_ENABLE_CONNECT_PROTOCOL)")
-}
-
-async fn write_capsules(mut to_target: mpsc::Receiver<Bytes>, mut write: impl AsyncWrite + Unpin) {
-    let mut buf = BytesMut::new();
-    while let Some(datagram) = to_target.recv().await {
-        capsule::encode_udp_datagram_capsule(&mut buf, &datagram);
-        while let Ok(more) = to_target.try_recv() {
-            capsule::encode_udp_datagram_capsule(&mut buf, &more);
-        }
-        if write.write_all(&buf).await.is_err() {
-            return;
-        }
-        buf.clear();
-    }
-    let _ = write.shutdown().await;
 }
 
 async fn read_capsules(read: impl AsyncRead + Unpin, from_target: mpsc::Sender<Bytes>) {

@@ -3,7 +3,7 @@
 use crate::ProxyArgs;
 use crate::datagrams::Flow;
 use anyhow::Context;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use h3::client::SendRequest;
 use oxy::http::capsule;
 use std::collections::HashMap;
@@ -121,7 +121,8 @@ pub async fn udp_flows(
         let mut stream = requests.send_request(request).await?;
         let response = stream.recv_response().await?;
         let status = response.status().as_u16();
-        let quarter = stream.id().into_inner() / 4;
+        let stream_id = stream.id().into_inner();
+        let quarter = stream_id / 4;
         let (tx, mut to_target) = mpsc::channel::<Bytes>(256);
         let (from_target, rx) = mpsc::channel(256);
         routes
@@ -141,14 +142,9 @@ pub async fn udp_flows(
         tokio::spawn(async move {
             // The request stream stays open while the flow runs.
             let _send = send;
-            let mut prefix = BytesMut::new();
-            let _ = capsule::put_varint(&mut prefix, quarter);
-            prefix.put_u8(capsule::CONTEXT_ID_UDP);
             while let Some(datagram) = to_target.recv().await {
-                let mut buf = BytesMut::with_capacity(prefix.len() + datagram.len());
-                buf.extend_from_slice(&prefix);
-                buf.extend_from_slice(&datagram);
-                if quic.send_datagram_wait(buf.freeze()).await.is_err() {
+                let datagram = capsule::h3_udp_datagram(stream_id, &datagram);
+                if quic.send_datagram_wait(datagram).await.is_err() {
                     break;
                 }
             }
