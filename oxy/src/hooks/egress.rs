@@ -3,6 +3,7 @@
 use crate::app::OxyExt;
 use crate::endpoint::Endpoint;
 use crate::hooks::Transport;
+use crate::tunnel::TunnelClient;
 use async_trait::async_trait;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -59,15 +60,42 @@ pub enum ProxyHeaderVersion {
 pub struct EgressContext<App: OxyExt> {
     /// The endpoint the traffic came in on.
     pub endpoint: Arc<Endpoint<App>>,
-    /// The client's address.
+    /// The client's address (the original client behind a PROXY header).
     pub client_addr: SocketAddr,
     /// The local address the client connected to (the original destination).
     pub local_addr: SocketAddr,
+    /// The user the HTTP request was authenticated as: by `http.proxy_auth`, or as the
+    /// request hook set [`RequestContext::proxy_user`](crate::hooks::RequestContext).
+    /// `None` on L4 endpoints.
+    pub proxy_user: Option<String>,
+    /// A label the hook attaches to this traffic's audit record (`label`), such as the
+    /// name of the route it chose. `None` at first.
+    pub audit_label: Option<String>,
     /// TCP or UDP towards the target.
     pub transport: Transport,
     /// Where the client asked to go; `None` on an L4 endpoint without `tcp.target`,
     /// where the hook must answer [`EgressAction::Rewrite`] or the connection is closed.
     pub target: Option<Target>,
+}
+
+impl<App: OxyExt> EgressContext<App> {
+    /// The context of a tunnel for `client` to `target`, before the hook has run.
+    pub fn new(
+        endpoint: &Arc<Endpoint<App>>,
+        client: &TunnelClient,
+        transport: Transport,
+        target: Option<Target>,
+    ) -> Self {
+        Self {
+            endpoint: endpoint.clone(),
+            client_addr: client.addr(),
+            local_addr: client.local_addr,
+            proxy_user: client.proxy_user.clone(),
+            audit_label: None,
+            transport,
+            target,
+        }
+    }
 }
 
 /// How traffic leaves.

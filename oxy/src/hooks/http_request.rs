@@ -24,9 +24,13 @@ pub struct RequestContext<App: OxyExt> {
     pub client_addr: SocketAddr,
     /// TLS facts (SNI, ALPN, client certificate) when the request came over TLS.
     pub tls: Option<Arc<TlsFacts>>,
-    /// The user that `http.proxy_auth` authenticated, for proxy requests.
+    /// The user that `http.proxy_auth` authenticated, for proxy requests. A request hook
+    /// that authenticates by other means (a bearer token, a client certificate) sets it;
+    /// the egress and tunnel hooks and the audit record then see it.
     pub proxy_user: Option<String>,
-    /// The application's state for this request.
+    /// The application's state for this request. It lives until the response head is
+    /// sent or, for CONNECT and CONNECT-UDP, until the tunnel closes: a permit kept here
+    /// limits concurrent tunnels.
     pub app: App::RequestContext,
 }
 

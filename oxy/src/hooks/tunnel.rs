@@ -12,8 +12,11 @@ use std::time::Duration;
 pub struct TunnelContext<App: OxyExt> {
     /// The endpoint the tunnel came in on.
     pub endpoint: Arc<Endpoint<App>>,
-    /// The client's address.
+    /// The client's address (the original client behind a PROXY header).
     pub client_addr: SocketAddr,
+    /// The user the HTTP request that opened the tunnel was authenticated as (see
+    /// [`EgressContext::proxy_user`](crate::hooks::EgressContext)); `None` on L4 endpoints.
+    pub proxy_user: Option<String>,
     /// TCP or UDP.
     pub transport: Transport,
     /// The destination as requested.
@@ -39,8 +42,11 @@ pub enum TunnelAction {
         /// Close after this long in any case.
         max_lifetime: Duration,
     },
-    /// Feed the client's bytes to Oxy's HTTP server instead of the target. No HTTP
-    /// server exists yet: the tunnel is closed with reason `decapsulation unavailable`.
+    /// Feed the client's bytes to Oxy's HTTP server instead of pumping them to the
+    /// target (TCP only): each request inside goes through the request hook, the body
+    /// taps and the egress hook and policy, then to the tunnel's target as plain HTTP.
+    /// The bytes must be plain HTTP/1.1 or HTTP/2 (TLS inside is not intercepted). A
+    /// UDP flow is refused with reason `decapsulation unavailable`.
     Decapsulate,
 }
 

@@ -5,7 +5,7 @@ use super::body::{empty, text_response};
 use super::pipeline::Handler;
 use super::upgrade::PendingUpgrade;
 use crate::app::OxyExt;
-use crate::hooks::{HttpBody, Target};
+use crate::hooks::{HttpBody, RequestContext, Target};
 use crate::offramp::happy_eyeballs::HappyEyeballsError;
 use crate::offramp::tcp::ConnectError;
 use crate::tunnel;
@@ -28,10 +28,12 @@ pub fn refusal_status(refused: &TunnelRefused) -> StatusCode {
     }
 }
 
-/// Answers a CONNECT request and, on success, pumps the tunnel in a drained task.
+/// Answers a CONNECT request and, on success, pumps the tunnel in a drained task that
+/// keeps the request's context until the tunnel closes.
 pub async fn handle<App: OxyExt>(
     handler: &Arc<Handler<App>>,
     mut request: Request<HttpBody>,
+    cx: RequestContext<App>,
 ) -> Response<HttpBody> {
     let authority = request.uri().authority().map(|a| a.as_str().to_string());
     let Some(target) = authority.and_then(|a| a.parse::<Target>().ok()) else {
@@ -44,28 +46,37 @@ pub async fn handle<App: OxyExt>(
         Ok(upgrade) => upgrade,
         Err(response) => return *response,
     };
-    let tunnel = match tunnel::tcp::open(
-        &handler.services,
+    let client = handler.tunnel_client(cx.proxy_user.clone());
+    let services = &handler.services;
+    let opened = tunnel::tcp::open(
+        services,
         &handler.endpoint,
-        handler.peer_addr,
-        handler.original_client,
-        handler.local_addr,
+        &client,
         Some(target),
         &handler.drain,
-    )
-    .await
-    {
+    );
+    let tunnel = match opened.await {
         Ok(tunnel) => tunnel,
         Err(refused) => return text_response(refusal_status(&refused), &refused.to_string()),
     };
     let drain = handler.drain.clone();
+    let decapsulated = tunnel
+        .decapsulated_upstream()
+        .map(|upstream| handler.decapsulating(upstream));
     handler.spawn_upgraded(async move {
         match upgrade.wait().await {
-            Ok(upgraded) => {
-                tunnel.pump(upgraded, &drain).await;
-            }
+            Ok(upgraded) => match decapsulated {
+                Some(inner) => {
+                    let session = super::server::serve_with(inner, upgraded, None, &drain);
+                    tunnel.decapsulate(session).await;
+                }
+                None => {
+                    tunnel.pump(upgraded, &drain).await;
+                }
+            },
             Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
         }
+        drop(cx);
     });
     Response::new(empty())
 }

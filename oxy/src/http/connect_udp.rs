@@ -12,7 +12,7 @@ use super::pipeline::Handler;
 use super::upgrade::ExtendedConnect;
 use crate::app::OxyExt;
 use crate::drain::Drain;
-use crate::hooks::HttpBody;
+use crate::hooks::{HttpBody, RequestContext};
 use crate::tunnel::stream::TunnelStream;
 use crate::tunnel::udp::{ClientSide, DatagramSink, UdpTunnel, oxy_udp};
 use bytes::{Bytes, BytesMut};
@@ -85,10 +85,11 @@ impl RequestDatagrams {
 
 /// Answers a CONNECT-UDP request: opens the flow (egress hook and policy, tunnel hook),
 /// answers 2xx (101 on HTTP/1.1) or a clear error, then carries datagrams in a drained
-/// task until the flow ends.
+/// task (which keeps the request's context) until the flow ends.
 pub async fn handle<App: OxyExt>(
     handler: &Arc<Handler<App>>,
     mut request: Request<HttpBody>,
+    cx: RequestContext<App>,
 ) -> Response<HttpBody> {
     let endpoint = &handler.endpoint;
     let name = endpoint.name();
@@ -126,16 +127,10 @@ pub async fn handle<App: OxyExt>(
         .remove::<RequestDatagrams>()
         .and_then(|d| d.take());
     let settings = &endpoint.settings;
-    let tunnel = crate::tunnel::udp::open(
-        &handler.services,
-        endpoint,
-        handler.peer_addr,
-        handler.original_client,
-        handler.local_addr,
-        Some(target),
-        settings.udp.idle_timeout,
-    )
-    .await;
+    let client = handler.tunnel_client(cx.proxy_user.clone());
+    let idle = settings.udp.idle_timeout;
+    let tunnel =
+        crate::tunnel::udp::open(&handler.services, endpoint, &client, Some(target), idle).await;
     let tunnel = match tunnel {
         Ok(tunnel) => tunnel,
         Err(refused) => return text_response(refusal_status(&refused), &refused.to_string()),
@@ -151,6 +146,7 @@ pub async fn handle<App: OxyExt>(
             Ok(stream) => carrier.carry(tunnel, stream, datagrams, &drain).await,
             Err(e) => tracing::debug!(error = %e, "CONNECT-UDP stream not handed over"),
         }
+        drop(cx);
     });
     let mut response = Response::new(empty());
     let headers = response.headers_mut();

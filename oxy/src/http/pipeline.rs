@@ -18,6 +18,7 @@ use crate::hooks::{
 use crate::offramp::tcp::oxy_offramp;
 use crate::services::Services;
 use crate::tls::TlsFacts;
+use crate::tunnel::TunnelClient;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Limited;
@@ -52,6 +53,9 @@ pub struct Handler<App: OxyExt> {
     /// Set once a request on this connection was answered with an upgrade (CONNECT):
     /// the socket then belongs to the tunnel.
     pub upgraded: AtomicBool,
+    /// Where requests go when this handler serves HTTP decapsulated from a tunnel (the
+    /// tunnel's target), unless the request hook routes them elsewhere.
+    pub decapsulated: Option<Upstream>,
 }
 
 impl<App: OxyExt> Handler<App> {
@@ -88,7 +92,27 @@ impl<App: OxyExt> Handler<App> {
             client,
             slot: cx.slot.clone(),
             upgraded: AtomicBool::new(false),
+            decapsulated: None,
         }))
+    }
+
+    /// A handler for the HTTP requests inside a decapsulated tunnel of this connection:
+    /// they go to `upstream`.
+    pub fn decapsulating(&self, upstream: Upstream) -> Arc<Self> {
+        Arc::new(Handler {
+            services: self.services.clone(),
+            endpoint: self.endpoint.clone(),
+            client_addr: self.client_addr,
+            peer_addr: self.peer_addr,
+            original_client: self.original_client,
+            local_addr: self.local_addr,
+            tls: self.tls.clone(),
+            drain: self.drain.clone(),
+            client: self.client.clone(),
+            slot: self.slot.clone(),
+            upgraded: AtomicBool::new(false),
+            decapsulated: Some(upstream),
+        })
     }
 
     /// Hands the connection (or the request's stream) to `task`, a tunnel or an upgraded
@@ -101,6 +125,16 @@ impl<App: OxyExt> Handler<App> {
                 task.await;
                 drop(slot);
             }));
+    }
+
+    /// Who a tunnel opened by a request on this connection is for.
+    pub fn tunnel_client(&self, proxy_user: Option<String>) -> TunnelClient {
+        TunnelClient {
+            peer_addr: self.peer_addr,
+            original_client: self.original_client,
+            local_addr: self.local_addr,
+            proxy_user,
+        }
     }
 
     /// Answers one request, counts it and writes its access-log line.
@@ -194,7 +228,7 @@ impl<App: OxyExt> Handler<App> {
             proxy_user,
             app: App::RequestContext::default(),
         };
-        let mut route = None;
+        let mut route = self.decapsulated.clone();
         if let Some(hook) = &self.services.hooks.http_request {
             match hook.on_request(&mut parts, &mut cx).await {
                 RequestAction::Continue => {}
@@ -214,7 +248,7 @@ impl<App: OxyExt> Handler<App> {
 
         if connect_udp {
             oxy_http::routes_total(name, "connect_udp").inc();
-            return super::connect_udp::handle(self, Request::from_parts(parts, body)).await;
+            return super::connect_udp::handle(self, Request::from_parts(parts, body), cx).await;
         }
         if let Some(protocol) = parts.extensions.get::<ExtendedConnect>() {
             oxy_http::errors_total(name, "extended_connect").inc();
@@ -232,7 +266,7 @@ impl<App: OxyExt> Handler<App> {
                     "CONNECT is not enabled here",
                 );
             }
-            return super::connect::handle(self, Request::from_parts(parts, body)).await;
+            return super::connect::handle(self, Request::from_parts(parts, body), cx).await;
         }
 
         let (upstream, kind) = match route {
@@ -305,13 +339,9 @@ impl<App: OxyExt> Handler<App> {
         };
         let mut via_proxy = None;
         if let Some(hook) = &self.services.hooks.egress {
-            let mut egress = EgressContext {
-                endpoint: self.endpoint.clone(),
-                client_addr: self.client_addr,
-                local_addr: self.local_addr,
-                transport: Transport::Tcp,
-                target: Some(target),
-            };
+            let client = self.tunnel_client(cx.proxy_user.clone());
+            let mut egress =
+                EgressContext::new(&self.endpoint, &client, Transport::Tcp, Some(target));
             match hook.on_egress(&mut egress).await {
                 EgressAction::Allow => {}
                 EgressAction::BindTo(ip) => via_proxy = Some(Via::BoundTo(ip)),

@@ -33,9 +33,28 @@ pub async fn serve<App: OxyExt>(
     let Some(handler) = Handler::for_connection(cx, services, drain) else {
         return ConnectionEnd::Closed;
     };
-    let endpoint = &cx.endpoint;
+    serve_with(handler, stream, linger, drain).await
+}
+
+/// Serves HTTP on `stream` with `handler` (see [`serve`]). Boxed, because a CONNECT
+/// request served here can decapsulate its tunnel into another such session.
+pub fn serve_with<App: OxyExt>(
+    handler: Arc<Handler<App>>,
+    stream: TunnelStream,
+    linger: Option<socket2::Socket>,
+    drain: &Drain,
+) -> Pin<Box<dyn Future<Output = ConnectionEnd> + Send + '_>> {
+    Box::pin(serve_boxed(handler, stream, linger, drain))
+}
+
+async fn serve_boxed<App: OxyExt>(
+    handler: Arc<Handler<App>>,
+    stream: TunnelStream,
+    linger: Option<socket2::Socket>,
+    drain: &Drain,
+) -> ConnectionEnd {
     let connection_handler = handler.clone();
-    let limits = &endpoint.settings.http.limits;
+    let limits = connection_handler.endpoint.settings.http.limits.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let handler = handler.clone();
         async move { Ok::<_, std::convert::Infallible>(handler.handle(version_agnostic(request)).await) }

@@ -8,6 +8,7 @@ use crate::hooks::{ConnectionEnd, IngressAction, IngressConnectionContext, Trans
 use crate::onramp::tcp::{connection_ended, next_connection_id};
 use crate::services::Services;
 use crate::telemetry::framework_metrics::oxy_connections;
+use crate::telemetry::logging::{connection_span, shown};
 use crate::telemetry::panics;
 use crate::tls::server::oxy_tls;
 use std::net::SocketAddr;
@@ -70,12 +71,12 @@ pub async fn serve<App: OxyExt>(
         oxy_connections::accepted_total(&name).inc();
         let Ok(permit) = super::take_slot(&slots) else {
             oxy_connections::rejected_total(&name, "max_connections").inc();
-            tracing::warn!(endpoint = %name, %peer_addr, "max_connections reached; QUIC connection refused");
+            tracing::warn!(endpoint = %name, peer = ?shown(peer_addr), "max_connections reached; QUIC connection refused");
             incoming.refuse();
             continue;
         };
         let id = next_connection_id();
-        let span = tracing::info_span!("connection", id, endpoint = %name, peer = %peer_addr, client = tracing::field::Empty);
+        let span = connection_span(id, &name, peer_addr);
         let cx = IngressConnectionContext {
             id,
             endpoint: endpoint.clone(),

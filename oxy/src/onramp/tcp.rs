@@ -7,14 +7,17 @@ use crate::hooks::{
     ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext, Transport,
 };
 use crate::onramp::proxy_protocol::{self, oxy_proxy_protocol};
+use crate::http::pipeline::Handler;
+use crate::http::server::serve_with;
 use crate::services::Services;
 use crate::settings::EndpointProtocol;
 use crate::settings::ProxyProtocolMode;
 use crate::telemetry::framework_metrics::oxy_connections;
+use crate::telemetry::logging::{connection_span, record_client, shown};
 use crate::telemetry::panics;
 use crate::tls::server::oxy_tls;
 use crate::tunnel;
-use crate::tunnel::TunnelRefused;
+use crate::tunnel::{TunnelClient, TunnelRefused};
 use crate::tunnel::pump::CloseReason;
 use crate::tunnel::stream::{PrefixedStream, TunnelStream};
 use std::sync::Arc;
@@ -59,24 +62,18 @@ pub async fn serve<App: OxyExt>(
         oxy_connections::accepted_total(&name).inc();
         let Ok(permit) = super::take_slot(&slots) else {
             oxy_connections::rejected_total(&name, "max_connections").inc();
-            tracing::warn!(endpoint = %name, %peer_addr, "max_connections reached; connection closed");
+            tracing::warn!(endpoint = %name, peer = ?shown(peer_addr), "max_connections reached; connection closed");
             continue;
         };
         let local_addr = match stream.local_addr() {
             Ok(addr) => addr,
             Err(e) => {
-                tracing::debug!(endpoint = %name, %peer_addr, error = %e, "connection gone before it was served");
+                tracing::debug!(endpoint = %name, error = %e, "connection gone before it was served");
                 continue;
             }
         };
         let id = next_connection_id();
-        let span = tracing::info_span!(
-            "connection",
-            id,
-            endpoint = %name,
-            peer = %peer_addr,
-            client = tracing::field::Empty
-        );
+        let span = connection_span(id, &name, peer_addr);
         let cx = IngressConnectionContext {
             id,
             endpoint: endpoint.clone(),
@@ -176,7 +173,7 @@ async fn serve_connection<App: OxyExt>(
                     oxy_proxy_protocol::headers_total(&name, facts.version).inc();
                     if let Some(source) = facts.source {
                         cx.client_addr = source;
-                        tracing::Span::current().record("client", tracing::field::display(source));
+                        record_client(&tracing::Span::current(), source);
                     }
                     cx.proxy = Some(facts);
                 }
@@ -266,17 +263,20 @@ async fn forward<App: OxyExt>(
     drain: &Drain,
 ) -> ConnectionEnd {
     let target = cx.endpoint.tcp_target.clone();
-    match tunnel::tcp::open(
-        services,
-        &cx.endpoint,
-        cx.peer_addr,
-        cx.proxy.as_ref().and_then(|p| p.source),
-        cx.local_addr,
-        target,
-        drain,
-    )
-    .await
-    {
+    let client = TunnelClient {
+        peer_addr: cx.peer_addr,
+        original_client: cx.proxy.as_ref().and_then(|p| p.source),
+        local_addr: cx.local_addr,
+        proxy_user: None,
+    };
+    match tunnel::tcp::open(services, &cx.endpoint, &client, target, drain).await {
+        Ok(tunnel) if let Some(upstream) = tunnel.decapsulated_upstream() => {
+            let Some(handler) = Handler::for_connection(cx, services, drain) else {
+                return ConnectionEnd::Closed;
+            };
+            let session = serve_with(handler.decapsulating(upstream), stream, None, drain);
+            tunnel.decapsulate(session).await
+        }
         Ok(tunnel) => match tunnel.pump(stream, drain).await {
             CloseReason::Shutdown => ConnectionEnd::Shutdown,
             _ => ConnectionEnd::Closed,

@@ -168,9 +168,9 @@ fn start_flow<App: OxyExt>(
     flows.insert(key, tx);
     let (peer, original) = key;
     let id = crate::onramp::tcp::next_connection_id();
-    let span = tracing::info_span!("connection", id, endpoint = %name, peer = %peer, client = tracing::field::Empty);
+    let span = crate::telemetry::logging::connection_span(id, &name, peer);
     if let Some(original) = original {
-        span.record("client", tracing::field::display(original));
+        crate::telemetry::logging::record_client(&span, original);
     }
     let start = FlowStart {
         peer,

@@ -47,6 +47,10 @@ pub struct LogSettings {
     /// Level or filter directives (`info`, `oxy=debug,warn`); `RUST_LOG`, when set, wins.
     #[serde(default = "default_level")]
     pub level: String,
+    /// Write clients' addresses in logs (the connection span's `peer` and `client`) and
+    /// audit records. Turn off for privacy; hooks still see the addresses.
+    #[serde(default = "enabled")]
+    pub client_addresses: bool,
 }
 
 fn default_level() -> String {

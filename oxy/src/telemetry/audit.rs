@@ -2,6 +2,7 @@
 
 use crate::metrics;
 use crate::settings::AuditSettings;
+use crate::tunnel::TunnelClient;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -26,10 +27,19 @@ pub struct AuditRecord {
     pub endpoint: String,
     /// `tcp` or `udp`.
     pub protocol: &'static str,
-    /// The client's address as the socket saw it (the load balancer, behind one).
-    pub client: SocketAddr,
-    /// The original client, from a PROXY header.
+    /// The client's address as the socket saw it (the load balancer, behind one);
+    /// absent when `telemetry.log.client_addresses` is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<SocketAddr>,
+    /// The original client, from a PROXY header (absent like `client`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub original_client: Option<SocketAddr>,
+    /// The user the request that opened the tunnel was authenticated as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The egress hook's label for the tunnel (`EgressContext::audit_label`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
     /// The destination as requested (`host:port`).
     pub target: String,
     /// The address connected to, when a connection was made.
@@ -81,26 +91,27 @@ pub struct Traffic {
 pub struct AuditStart {
     endpoint: String,
     protocol: &'static str,
-    client: SocketAddr,
+    client: Option<SocketAddr>,
     original_client: Option<SocketAddr>,
+    user: Option<String>,
+    /// The egress hook's label, once it has run.
+    pub label: Option<String>,
     started_at: SystemTime,
     started: Instant,
 }
 
 impl AuditStart {
-    /// A tunnel of `protocol` (`tcp`, `udp`) starting now for `client` (the socket's
-    /// peer) and the `original_client` a PROXY header named.
-    pub fn now(
-        endpoint: &str,
-        protocol: &'static str,
-        client: SocketAddr,
-        original_client: Option<SocketAddr>,
-    ) -> Self {
+    /// A tunnel of `protocol` (`tcp`, `udp`) starting now for `client`; its addresses
+    /// are left out when `telemetry.log.client_addresses` is off.
+    pub fn now(endpoint: &str, protocol: &'static str, client: &TunnelClient) -> Self {
+        let shown = crate::telemetry::logging::client_addresses_shown();
         Self {
             endpoint: endpoint.to_string(),
             protocol,
-            client,
-            original_client,
+            client: shown.then_some(client.peer_addr),
+            original_client: client.original_client.filter(|_| shown),
+            user: client.proxy_user.clone(),
+            label: None,
             started_at: SystemTime::now(),
             started: Instant::now(),
         }
@@ -124,6 +135,8 @@ impl AuditStart {
             protocol: self.protocol,
             client: self.client,
             original_client: self.original_client,
+            user: self.user.clone(),
+            label: self.label.clone(),
             target,
             resolved,
             bytes_up: traffic.bytes_up,

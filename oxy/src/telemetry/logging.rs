@@ -3,12 +3,53 @@
 use crate::error::OxyError;
 use crate::settings::{LogFormat, LogSettings};
 use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// Whether clients' addresses are written in logs and audit records.
+static CLIENT_ADDRESSES: AtomicBool = AtomicBool::new(true);
+
+/// Whether clients' addresses may be written in logs and audit records
+/// (`telemetry.log.client_addresses`).
+pub fn client_addresses_shown() -> bool {
+    CLIENT_ADDRESSES.load(Ordering::Relaxed)
+}
+
+/// The span of one connection or flow: its id, its endpoint and (when addresses are
+/// shown) its peer; [`record_client`] adds the original client.
+pub fn connection_span(id: u64, endpoint: &str, peer: SocketAddr) -> tracing::Span {
+    let span = tracing::info_span!(
+        "connection",
+        id,
+        endpoint = %endpoint,
+        peer = tracing::field::Empty,
+        client = tracing::field::Empty
+    );
+    if client_addresses_shown() {
+        span.record("peer", tracing::field::display(peer));
+    }
+    span
+}
+
+/// Records the original client a PROXY header named in a [`connection_span`] (unless
+/// addresses are hidden).
+pub fn record_client(span: &tracing::Span, client: SocketAddr) {
+    if client_addresses_shown() {
+        span.record("client", tracing::field::display(client));
+    }
+}
+
+/// `addr`, or `None` when addresses are hidden: for log fields.
+pub fn shown(addr: SocketAddr) -> Option<SocketAddr> {
+    client_addresses_shown().then_some(addr)
+}
+
 /// Installs the global log subscriber. `RUST_LOG`, when set, overrides `settings.level`.
 pub fn init(settings: &LogSettings) -> Result<(), OxyError> {
+    CLIENT_ADDRESSES.store(settings.client_addresses, Ordering::Relaxed);
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
             .map_err(|e| OxyError::Telemetry(format!("RUST_LOG={directives:?}: {e}")))?,

@@ -1,6 +1,7 @@
 //! Tunnels: pump bytes between an on-ramp stream and an off-ramp stream with timeouts,
 //! whatever protocol carried them.
 
+mod client;
 pub mod metrics;
 pub mod pump;
 mod refused;
@@ -9,4 +10,5 @@ pub mod stream;
 pub mod tcp;
 pub mod udp;
 
+pub use client::TunnelClient;
 pub use refused::TunnelRefused;

@@ -5,11 +5,13 @@
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
-use crate::hooks::{EgressContext, Target, Transport, TunnelAction, TunnelContext, TunnelSummary};
+use crate::hooks::{
+    EgressContext, Target, Transport, TunnelAction, TunnelContext, TunnelSummary, Upstream,
+};
 use crate::offramp::tcp::{self as offramp_tcp, ConnectError};
 use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
-use crate::tunnel::TunnelRefused;
+use crate::tunnel::{TunnelClient, TunnelRefused};
 use crate::tunnel::metrics::oxy_tunnel;
 use crate::tunnel::pump::{CloseReason, PumpLimits, pump_tcp};
 use crate::tunnel::stream::TunnelStream;
@@ -22,7 +24,8 @@ use tokio::net::TcpStream;
 pub struct TcpTunnel<App: OxyExt> {
     services: Arc<Services<App>>,
     cx: TunnelContext<App>,
-    server: TcpStream,
+    /// The target's connection; `None` once the tunnel hook asked to decapsulate.
+    server: Option<TcpStream>,
     limits: PumpLimits,
     audit: AuditStart,
 }
@@ -32,21 +35,17 @@ pub struct TcpTunnel<App: OxyExt> {
 pub async fn open<App: OxyExt>(
     services: &Arc<Services<App>>,
     endpoint: &Arc<Endpoint<App>>,
-    peer_addr: SocketAddr,
-    original_client: Option<SocketAddr>,
-    local_addr: SocketAddr,
+    client: &TunnelClient,
     target: Option<Target>,
     drain: &Drain,
 ) -> Result<TcpTunnel<App>, TunnelRefused> {
-    let client_addr = original_client.unwrap_or(peer_addr);
-    let audit = AuditStart::now(endpoint.name(), "tcp", peer_addr, original_client);
-    let mut egress = EgressContext {
-        endpoint: endpoint.clone(),
-        client_addr,
-        local_addr,
-        transport: Transport::Tcp,
-        target,
+    let mut audit = AuditStart::now(endpoint.name(), "tcp", client);
+    let mut egress = EgressContext::new(endpoint, client, Transport::Tcp, target);
+    let connected = tokio::select! {
+        connected = offramp_tcp::connect(services, &mut egress) => Some(connected),
+        _ = drain.force_closing() => None,
     };
+    audit.label = egress.audit_label.clone();
     let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
         tracing::info!(target = ?target.map(ToString::to_string), reason = %e, "tunnel refused");
         oxy_tunnel::ended_total(endpoint.name(), e.label()).inc();
@@ -56,13 +55,10 @@ pub async fn open<App: OxyExt>(
             .write(&audit.record(target, resolved, Traffic::default(), e.to_string()));
         e
     };
-    let connected = tokio::select! {
-        connected = offramp_tcp::connect(services, &mut egress) => connected,
-        _ = drain.force_closing() => return Err(refuse(egress.target.as_ref(), None, TunnelRefused::Shutdown)),
-    };
     let (mut server, mut peer) = match connected {
-        Ok(connected) => connected,
-        Err(e) => return Err(refuse(egress.target.as_ref(), None, e.into())),
+        Some(Ok(connected)) => connected,
+        Some(Err(e)) => return Err(refuse(egress.target.as_ref(), None, e.into())),
+        None => return Err(refuse(egress.target.as_ref(), None, TunnelRefused::Shutdown)),
     };
     let Some(target) = egress.target.clone() else {
         return Err(refuse(None, None, ConnectError::NoTarget.into()));
@@ -72,11 +68,13 @@ pub async fn open<App: OxyExt>(
     let mut limits = limits_of(settings.idle_timeout, settings.max_lifetime);
     let mut cx = TunnelContext {
         endpoint: endpoint.clone(),
-        client_addr,
+        client_addr: client.addr(),
+        proxy_user: client.proxy_user.clone(),
         transport: Transport::Tcp,
         target,
         peer_addr: peer,
     };
+    let mut decapsulate = false;
     if let Some(hook) = &services.hooks.tunnel {
         match hook.on_tunnel_start(&mut cx).await {
             TunnelAction::Continue => {}
@@ -90,13 +88,7 @@ pub async fn open<App: OxyExt>(
                     TunnelRefused::Blocked(reason),
                 ));
             }
-            TunnelAction::Decapsulate => {
-                return Err(refuse(
-                    Some(&cx.target),
-                    Some(peer),
-                    TunnelRefused::DecapsulationUnavailable,
-                ));
-            }
+            TunnelAction::Decapsulate => decapsulate = true,
             TunnelAction::Redirect(redirect) => {
                 drop(server);
                 egress.target = Some(redirect.clone());
@@ -114,7 +106,7 @@ pub async fn open<App: OxyExt>(
     Ok(TcpTunnel {
         services: services.clone(),
         cx,
-        server,
+        server: (!decapsulate).then_some(server),
         limits,
         audit,
     })
@@ -133,9 +125,39 @@ impl<App: OxyExt> TcpTunnel<App> {
         self.cx.peer_addr
     }
 
+    /// Where the HTTP requests in the client's bytes go when the tunnel hook asked to
+    /// decapsulate the tunnel ([`TunnelAction::Decapsulate`]): the tunnel's target.
+    pub fn decapsulated_upstream(&self) -> Option<Upstream> {
+        if self.server.is_some() {
+            return None;
+        }
+        let authority = self.cx.target.to_string().parse().ok()?;
+        Some(Upstream {
+            authority,
+            tls: false,
+        })
+    }
+
+    /// Runs `session`, Oxy's HTTP server on the client's bytes, in place of pumping a
+    /// decapsulated tunnel; then runs the tunnel-end hook, counts and audits it.
+    pub async fn decapsulate<T>(self, session: impl Future<Output = T>) -> T {
+        let endpoint = self.cx.endpoint.name().to_string();
+        oxy_tunnel::started_total(&endpoint, "tcp").inc();
+        let active = oxy_tunnel::active(&endpoint, "tcp");
+        active.inc();
+        let ended = session.await;
+        active.dec();
+        oxy_tunnel::ended_total(&endpoint, "decapsulated").inc();
+        self.finish(Traffic::default(), "decapsulated".into()).await;
+        ended
+    }
+
     /// Pumps `client` through the tunnel until it ends, then runs the tunnel-end hook,
     /// counts and audits it.
     pub async fn pump(mut self, client: TunnelStream, drain: &Drain) -> CloseReason {
+        let Some(server) = self.server.take() else {
+            return CloseReason::Error("the tunnel was decapsulated".into());
+        };
         let endpoint = self.cx.endpoint.name().to_string();
         oxy_tunnel::started_total(&endpoint, "tcp").inc();
         let active = oxy_tunnel::active(&endpoint, "tcp");
@@ -143,7 +165,7 @@ impl<App: OxyExt> TcpTunnel<App> {
         let (target, peer) = (self.cx.target.clone(), self.cx.peer_addr);
         tracing::debug!(%target, %peer, "tunnel open");
         let (outcome, zero_copy) =
-            pump_tcp(client, self.server, self.limits, drain.force_closing()).await;
+            pump_tcp(client, server, self.limits, drain.force_closing()).await;
         active.dec();
         if zero_copy {
             oxy_tunnel::zero_copy_total(&endpoint).inc();
@@ -159,29 +181,32 @@ impl<App: OxyExt> TcpTunnel<App> {
             reason = %outcome.reason,
             "tunnel closed"
         );
-        let summary = TunnelSummary {
-            bytes_up: outcome.bytes_up,
-            bytes_down: outcome.bytes_down,
-            packets_up: 0,
-            packets_down: 0,
-            duration: self.audit.elapsed(),
-            close_reason: outcome.reason.to_string(),
-        };
-        if let Some(hook) = &self.services.hooks.tunnel {
-            hook.on_tunnel_end(&mut self.cx, &summary).await;
-        }
         let traffic = Traffic {
             bytes_up: outcome.bytes_up,
             bytes_down: outcome.bytes_down,
             ..Traffic::default()
         };
-        let record = self.audit.record(
-            target.to_string(),
-            Some(peer),
-            traffic,
-            summary.close_reason,
-        );
-        self.services.audit.write(&record);
+        self.finish(traffic, outcome.reason.to_string()).await;
         outcome.reason
+    }
+
+    /// Runs the tunnel-end hook and writes the audit record of a tunnel that closed.
+    async fn finish(mut self, traffic: Traffic, close_reason: String) {
+        let summary = TunnelSummary {
+            bytes_up: traffic.bytes_up,
+            bytes_down: traffic.bytes_down,
+            packets_up: 0,
+            packets_down: 0,
+            duration: self.audit.elapsed(),
+            close_reason,
+        };
+        if let Some(hook) = &self.services.hooks.tunnel {
+            hook.on_tunnel_end(&mut self.cx, &summary).await;
+        }
+        let (target, peer) = (self.cx.target.to_string(), self.cx.peer_addr);
+        let record = self
+            .audit
+            .record(target, Some(peer), traffic, summary.close_reason);
+        self.services.audit.write(&record);
     }
 }

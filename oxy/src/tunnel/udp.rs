@@ -15,7 +15,7 @@ use crate::offramp::udp;
 use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::telemetry::framework_metrics::oxy_connections;
-use crate::tunnel::TunnelRefused;
+use crate::tunnel::{TunnelClient, TunnelRefused};
 use crate::tunnel::metrics::oxy_tunnel;
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -97,16 +97,13 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
             break 'flow ConnectionEnd::Rejected(reason);
         }
         let target = endpoint.udp_target.clone();
-        let opened = open(
-            &services,
-            &endpoint,
-            sender,
+        let client = TunnelClient {
+            peer_addr: sender,
             original_client,
             local_addr,
-            target,
-            idle,
-        )
-        .await;
+            proxy_user: None,
+        };
+        let opened = open(&services, &endpoint, &client, target, idle).await;
         let Ok(tunnel) = opened else {
             discard(&mut from_client, idle, &drain, &name).await;
             break 'flow ConnectionEnd::Closed;
@@ -205,14 +202,17 @@ pub struct UdpTunnel<App: OxyExt> {
 pub async fn open<App: OxyExt>(
     services: &Arc<Services<App>>,
     endpoint: &Arc<Endpoint<App>>,
-    peer_addr: SocketAddr,
-    original_client: Option<SocketAddr>,
-    local_addr: SocketAddr,
+    client: &TunnelClient,
     target: Option<Target>,
     idle: Duration,
 ) -> Result<UdpTunnel<App>, TunnelRefused> {
-    let client = original_client.unwrap_or(peer_addr);
-    let audit = AuditStart::now(endpoint.name(), "udp", peer_addr, original_client);
+    let mut audit = AuditStart::now(endpoint.name(), "udp", client);
+    let mut egress = EgressContext::new(endpoint, client, Transport::Udp, target);
+    let action = match &services.hooks.egress {
+        Some(hook) => hook.on_egress(&mut egress).await,
+        None => EgressAction::Allow,
+    };
+    audit.label = egress.audit_label.clone();
     let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
         tracing::info!(target = ?target.map(ToString::to_string), reason = %e, "UDP flow refused");
         oxy_tunnel::ended_total(endpoint.name(), e.label()).inc();
@@ -222,44 +222,35 @@ pub async fn open<App: OxyExt>(
             .write(&audit.record(target, resolved, Traffic::default(), e.to_string()));
         e
     };
-    let mut egress = EgressContext {
-        endpoint: endpoint.clone(),
-        client_addr: client,
-        local_addr,
-        transport: Transport::Udp,
-        target,
-    };
     let mut bind = None;
     let mut prefix = None;
-    if let Some(hook) = &services.hooks.egress {
-        match hook.on_egress(&mut egress).await {
-            EgressAction::Allow => {}
-            EgressAction::Rewrite(target) => egress.target = Some(target),
-            EgressAction::BindTo(ip) => bind = Some(ip),
-            EgressAction::InternalService(service) => {
-                match crate::offramp::proxy_header::v2_header(
-                    client,
-                    local_addr,
-                    true,
-                    &service.tlvs,
-                ) {
-                    Ok(header) => prefix = Some(header),
-                    Err(e) => {
-                        let e = ConnectError::ProxyHeader(std::io::Error::other(e.to_string()));
-                        return Err(refuse(egress.target.as_ref(), None, e.into()));
-                    }
+    match action {
+        EgressAction::Allow => {}
+        EgressAction::Rewrite(target) => egress.target = Some(target),
+        EgressAction::BindTo(ip) => bind = Some(ip),
+        EgressAction::InternalService(service) => {
+            match crate::offramp::proxy_header::v2_header(
+                client.addr(),
+                client.local_addr,
+                true,
+                &service.tlvs,
+            ) {
+                Ok(header) => prefix = Some(header),
+                Err(e) => {
+                    let e = ConnectError::ProxyHeader(std::io::Error::other(e.to_string()));
+                    return Err(refuse(egress.target.as_ref(), None, e.into()));
                 }
-                egress.target = Some(service.target);
             }
-            EgressAction::UpstreamProxy(proxy) => {
-                let e = TunnelRefused::UdpViaProxy(proxy.address.to_string());
-                return Err(refuse(egress.target.as_ref(), None, e));
-            }
-            EgressAction::Deny(reason) => {
-                oxy_offramp::egress_denied_total("hook").inc();
-                let e = ConnectError::DeniedByHook(reason);
-                return Err(refuse(egress.target.as_ref(), None, e.into()));
-            }
+            egress.target = Some(service.target);
+        }
+        EgressAction::UpstreamProxy(proxy) => {
+            let e = TunnelRefused::UdpViaProxy(proxy.address.to_string());
+            return Err(refuse(egress.target.as_ref(), None, e));
+        }
+        EgressAction::Deny(reason) => {
+            oxy_offramp::egress_denied_total("hook").inc();
+            let e = ConnectError::DeniedByHook(reason);
+            return Err(refuse(egress.target.as_ref(), None, e.into()));
         }
     }
     let Some(target) = egress.target.clone() else {
@@ -272,7 +263,8 @@ pub async fn open<App: OxyExt>(
     };
     let mut cx = TunnelContext {
         endpoint: endpoint.clone(),
-        client_addr: client,
+        client_addr: client.addr(),
+        proxy_user: client.proxy_user.clone(),
         transport: Transport::Udp,
         target,
         peer_addr: peer,
