@@ -5,6 +5,7 @@ use oxy::app::AppServerSettings;
 use oxy::http::body_tap::{BodyTap, TapVerdict};
 use oxy::http::form::{FormField, FormInspector, form_tap};
 use oxy::http::proxy_auth;
+use oxy::http::stream_search::StreamSearch;
 use oxy::prelude::*;
 use std::time::Duration;
 
@@ -132,37 +133,10 @@ impl IngressHook<Fixture> for Observer {
 struct Router;
 
 /// Blocks a form whose field values contain the needle.
-struct NeedleInForm(Needle);
-
-/// Finds `needle` in a stream of chunks, across chunk boundaries.
-struct Needle {
-    needle: String,
-    tail: Vec<u8>,
-}
-
-impl Needle {
-    fn new(needle: String) -> Self {
-        Self {
-            needle,
-            tail: Vec::new(),
-        }
-    }
-
-    /// Whether the needle ends in this chunk or spans into it.
-    fn found_in(&mut self, chunk: &[u8]) -> bool {
-        self.tail.extend_from_slice(chunk);
-        let needle = self.needle.as_bytes();
-        if self.tail.windows(needle.len()).any(|w| w == needle) {
-            return true;
-        }
-        let keep = self.tail.len().saturating_sub(needle.len());
-        self.tail.drain(..keep);
-        false
-    }
-}
+struct NeedleInForm(StreamSearch);
 
 /// Blocks a body that contains the needle.
-struct NeedleInBody(Needle);
+struct NeedleInBody(StreamSearch);
 
 #[async_trait]
 impl BodyTap for NeedleInBody {
@@ -177,7 +151,7 @@ impl BodyTap for NeedleInBody {
 
 impl FormInspector for NeedleInForm {
     fn on_field(&mut self, _field: &FormField) -> TapVerdict {
-        self.0.tail.clear();
+        self.0.reset();
         TapVerdict::Continue
     }
 
@@ -284,7 +258,10 @@ impl HttpRequestHook<Fixture> for Router {
             return None;
         }
         let content_type = request.headers.get("content-type")?.to_str().ok()?;
-        form_tap(content_type, Box::new(NeedleInForm(Needle::new(needle))))
+        form_tap(
+            content_type,
+            Box::new(NeedleInForm(StreamSearch::new(needle))),
+        )
     }
 
     fn response_body_tap(
@@ -294,7 +271,7 @@ impl HttpRequestHook<Fixture> for Router {
     ) -> Option<Box<dyn BodyTap>> {
         let needle = cx.endpoint.app_settings().block_response_value.clone();
         (!needle.is_empty())
-            .then(|| Box::new(NeedleInBody(Needle::new(needle))) as Box<dyn BodyTap>)
+            .then(|| Box::new(NeedleInBody(StreamSearch::new(needle))) as Box<dyn BodyTap>)
     }
 
     async fn on_response(

@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod proxy_auth;
 pub mod server;
+pub mod stream_search;
 pub mod upgrade;
 pub mod uri_template;

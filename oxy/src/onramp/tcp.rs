@@ -6,9 +6,9 @@ use crate::endpoint::Endpoint;
 use crate::hooks::{
     ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext, Transport,
 };
-use crate::onramp::proxy_protocol::{self, oxy_proxy_protocol};
 use crate::http::pipeline::Handler;
 use crate::http::server::serve_with;
+use crate::onramp::proxy_protocol::{self, oxy_proxy_protocol};
 use crate::services::Services;
 use crate::settings::EndpointProtocol;
 use crate::settings::ProxyProtocolMode;
@@ -17,9 +17,9 @@ use crate::telemetry::logging::{connection_span, record_client, shown};
 use crate::telemetry::panics;
 use crate::tls::server::oxy_tls;
 use crate::tunnel;
-use crate::tunnel::{TunnelClient, TunnelRefused};
 use crate::tunnel::pump::CloseReason;
 use crate::tunnel::stream::{PrefixedStream, TunnelStream};
+use crate::tunnel::{TunnelClient, TunnelRefused};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -168,7 +168,7 @@ fn start_flow<App: OxyExt>(
     flows.insert(key, tx);
     let (peer, original) = key;
     let id = crate::onramp::tcp::next_connection_id();
-    let span = crate::telemetry::logging::connection_span(id, &name, peer);
+    let span = crate::telemetry::logging::connection_span(id, name, peer);
     if let Some(original) = original {
         crate::telemetry::logging::record_client(&span, original);
     }

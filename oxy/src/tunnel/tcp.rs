@@ -11,10 +11,10 @@ use crate::hooks::{
 use crate::offramp::tcp::{self as offramp_tcp, ConnectError};
 use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
-use crate::tunnel::{TunnelClient, TunnelRefused};
 use crate::tunnel::metrics::oxy_tunnel;
 use crate::tunnel::pump::{CloseReason, PumpLimits, pump_tcp};
 use crate::tunnel::stream::TunnelStream;
+use crate::tunnel::{TunnelClient, TunnelRefused};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +58,13 @@ pub async fn open<App: OxyExt>(
     let (mut server, mut peer) = match connected {
         Some(Ok(connected)) => connected,
         Some(Err(e)) => return Err(refuse(egress.target.as_ref(), None, e.into())),
-        None => return Err(refuse(egress.target.as_ref(), None, TunnelRefused::Shutdown)),
+        None => {
+            return Err(refuse(
+                egress.target.as_ref(),
+                None,
+                TunnelRefused::Shutdown,
+            ));
+        }
     };
     let Some(target) = egress.target.clone() else {
         return Err(refuse(None, None, ConnectError::NoTarget.into()));

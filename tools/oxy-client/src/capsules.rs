@@ -26,7 +26,7 @@ pub async fn udp_flow(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Result
         .context("the proxy URL needs host:port")?
         .clone();
     let tls = proxy.proxy.scheme_str() == Some("https");
-    let tcp = tokio::net::TcpStream::connect(authority.as_str())
+    let tcp = connect_from(authority.as_str(), proxy.bind)
         .await
         .with_context(|| format!("cannot connect to {authority}"))?;
     let _ = tcp.set_nodelay(true);
@@ -120,4 +120,25 @@ async fn read_capsules(read: impl AsyncRead + Unpin, from_target: mpsc::Sender<B
             return;
         }
     }
+}
+
+/// A TCP connection to `authority`, from `bind` when given.
+async fn connect_from(
+    authority: &str,
+    bind: Option<std::net::IpAddr>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(bind) = bind else {
+        return tokio::net::TcpStream::connect(authority).await;
+    };
+    let addr = tokio::net::lookup_host(authority)
+        .await?
+        .find(|a| a.is_ipv4() == bind.is_ipv4())
+        .ok_or_else(|| std::io::Error::other("no proxy address of the bound family"))?;
+    let socket = if bind.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(bind, 0))?;
+    socket.connect(addr).await
 }

@@ -59,6 +59,9 @@ struct ProxyArgs {
     /// Sent as `Authorization` (e.g. `Bearer <token>`).
     #[arg(long)]
     authorization: Option<String>,
+    /// The local address to connect to the proxy from (`127.0.0.2`).
+    #[arg(long)]
+    bind: Option<std::net::IpAddr>,
 }
 
 /// The HTTP version that carries CONNECT-UDP.

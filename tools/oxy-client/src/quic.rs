@@ -35,6 +35,7 @@ impl Session {
 async fn connect(
     authority: &http::uri::Authority,
     ca: Option<&Path>,
+    bind: Option<std::net::IpAddr>,
 ) -> anyhow::Result<(Session, Requests)> {
     let mut roots = rustls::RootCertStore::empty();
     let ca = ca.context("--ca is needed for HTTP/3")?;
@@ -58,12 +59,12 @@ async fn connect(
         .to_socket_addrs()?
         .next()
         .context("the proxy's name has no address")?;
-    let local: std::net::SocketAddr = if addr.is_ipv6() {
-        "[::]:0"
+    let any = if addr.is_ipv6() {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
     } else {
-        "0.0.0.0:0"
-    }
-    .parse()?;
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    };
+    let local = std::net::SocketAddr::new(bind.unwrap_or(any), 0);
     let mut endpoint = quinn::Endpoint::client(local)?;
     endpoint.set_default_client_config(config);
     let connection = endpoint
@@ -102,7 +103,7 @@ pub async fn udp_flows(
     flows: usize,
 ) -> anyhow::Result<(Vec<Flow>, Session)> {
     let authority = authority_of(proxy)?;
-    let (session, mut requests) = connect(&authority, proxy.ca.as_deref()).await?;
+    let (session, mut requests) = connect(&authority, proxy.ca.as_deref(), proxy.bind).await?;
     let connection = session.connection.clone();
     let routes: Arc<Mutex<HashMap<u64, mpsc::Sender<Bytes>>>> = Arc::default();
     let mut opened = Vec::new();
@@ -172,7 +173,7 @@ pub async fn udp_flows(
 /// CONNECT to `target` over HTTP/3; stdin to the target, the target's bytes to stdout.
 pub async fn connect_tcp(proxy: &ProxyArgs, target: &str) -> anyhow::Result<()> {
     let authority = authority_of(proxy)?;
-    let (session, mut requests) = connect(&authority, proxy.ca.as_deref()).await?;
+    let (session, mut requests) = connect(&authority, proxy.ca.as_deref(), proxy.bind).await?;
     let mut request = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(target);
@@ -222,7 +223,7 @@ pub async fn get(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let authority = url.authority().context("the URL needs host:port")?;
-    let (session, sender) = connect(authority, Some(ca)).await?;
+    let (session, sender) = connect(authority, Some(ca), None).await?;
     let Some(total) = requests else {
         let fetched = fetch(sender, url).await;
         session.close().await;

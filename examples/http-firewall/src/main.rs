@@ -1,0 +1,259 @@
+//! An HTTP firewall: a forward and reverse proxy that blocks requests by host, path,
+//! method, header and body content, with rules from its settings and per endpoint.
+
+mod rules;
+
+use oxy::app::AppServerSettings;
+use oxy::http::body_tap::{BodyTap, TapVerdict};
+use oxy::http::form::{FormField, FormInspector, form_tap};
+use oxy::http::stream_search::StreamSearch;
+use oxy::http_types::{Response, StatusCode, header, request::Parts};
+use oxy::prelude::*;
+use oxy::reexports::bytes::Bytes;
+use rules::{Rule, RuleSettings};
+use std::hash::{BuildHasher, RandomState};
+
+/// The `app:` section.
+#[oxy_app_settings]
+pub struct FirewallSettings {
+    /// Rules for every endpoint, checked after the endpoint's own.
+    pub rules: Vec<RuleSettings>,
+}
+
+/// Each endpoint's `app:` section.
+#[oxy_app_settings]
+pub struct FirewallEndpointSettings {
+    /// Rules for this endpoint, checked first.
+    pub rules: Vec<RuleSettings>,
+    /// Ports whose CONNECT tunnels carry plain HTTP: the firewall asks Oxy to
+    /// decapsulate them, so the requests inside meet every rule, not just host rules.
+    pub inspect_ports: Vec<u16>,
+}
+
+#[metrics]
+mod firewall {
+    /// Requests and tunnels blocked, by rule.
+    pub fn blocked_total(rule: &str) -> Counter;
+}
+
+struct Firewall;
+
+impl OxyExt for Firewall {
+    type AppSettings = FirewallSettings;
+    type EndpointAppSettings = FirewallEndpointSettings;
+    /// The endpoint's own rules, compiled.
+    type EndpointContext = Vec<Rule>;
+    type IngressConnectionContext = ();
+    type RequestContext = ();
+    type IpTunnelContext = ();
+    type DnsCacheItem = ();
+}
+
+/// The hooks, with the rules for every endpoint.
+struct Rules {
+    global: Vec<Rule>,
+}
+
+impl Rules {
+    /// The rules for a request on `endpoint`, in order.
+    fn of<'a>(&'a self, endpoint: &'a Endpoint<Firewall>) -> impl Iterator<Item = &'a Rule> {
+        endpoint.app.iter().chain(&self.global)
+    }
+}
+
+/// Counts and logs a block by `rule`; returns its id, shown to the client.
+fn record_block(rule: &str, what: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("{:016x}", RandomState::new().hash_one(next));
+    firewall::blocked_total(rule).inc();
+    tracing::info!(rule, block_id = %id, what, "blocked");
+    id
+}
+
+/// The block page: the rule that blocked the request and an id to quote.
+fn block_page(rule: &str, id: &str) -> Response<HttpBody> {
+    let page = format!(
+        "<!doctype html><title>Blocked</title><h1>Request blocked</h1>\
+         <p>Rule: <code>{rule}</code></p><p>Block id: <code>{id}</code></p>\n"
+    );
+    let mut response = Response::new(oxy::http::body::full(page));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    let headers = response.headers_mut();
+    let html = header::HeaderValue::from_static("text/html; charset=utf-8");
+    headers.insert(header::CONTENT_TYPE, html);
+    if let Ok(id) = id.parse() {
+        headers.insert("x-firewall-block-id", id);
+    }
+    response
+}
+
+/// The request's host, lowercase, without a port.
+fn host_of(request: &Parts) -> String {
+    let host = request.uri.host().or_else(|| {
+        let host = request.headers.get(header::HOST)?.to_str().ok()?;
+        Some(host.rsplit_once(':').map_or(host, |(h, _)| h))
+    });
+    host.unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_ascii_lowercase()
+}
+
+#[async_trait]
+impl HttpRequestHook<Firewall> for Rules {
+    async fn on_request(
+        &self,
+        request: &mut Parts,
+        cx: &mut RequestContext<Firewall>,
+    ) -> RequestAction {
+        let host = host_of(request);
+        let rule = self
+            .of(&cx.endpoint)
+            .find(|r| !r.inspects_body() && r.head_matches(request, &host));
+        match rule {
+            Some(rule) => {
+                let id = record_block(&rule.name, &format!("{} {}", request.method, request.uri));
+                RequestAction::Respond(block_page(&rule.name, &id))
+            }
+            None => RequestAction::Continue,
+        }
+    }
+
+    fn request_body_tap(
+        &self,
+        request: &Parts,
+        cx: &RequestContext<Firewall>,
+    ) -> Option<Box<dyn BodyTap>> {
+        let host = host_of(request);
+        let rules: Vec<&Rule> = (self.of(&cx.endpoint))
+            .filter(|r| r.inspects_body() && r.head_matches(request, &host))
+            .collect();
+        let raw: Vec<_> = (rules.iter())
+            .flat_map(|r| {
+                r.body_contains
+                    .iter()
+                    .map(|s| (r.name.clone(), StreamSearch::new(s.as_str())))
+            })
+            .collect();
+        let fields: Vec<_> = (rules.iter())
+            .flat_map(|r| {
+                (r.form_fields.iter())
+                    .map(|(f, s)| (r.name.clone(), f.clone(), StreamSearch::new(s.as_str())))
+            })
+            .collect();
+        let content_type = request.headers.get(header::CONTENT_TYPE);
+        let form = content_type
+            .and_then(|v| v.to_str().ok())
+            .filter(|_| !fields.is_empty())
+            .and_then(|ct| form_tap(ct, Box::new(FormRules(fields))));
+        (!raw.is_empty() || form.is_some())
+            .then(|| Box::new(BodyRules { raw, form }) as Box<dyn BodyTap>)
+    }
+}
+
+/// Blocks a body that contains a rule's string, or whose form breaks a rule.
+struct BodyRules {
+    raw: Vec<(String, StreamSearch)>,
+    form: Option<Box<dyn BodyTap>>,
+}
+
+/// The block verdict for `rule`, counted and logged.
+fn blocked_by(rule: &str, what: &str) -> TapVerdict {
+    let id = record_block(rule, what);
+    TapVerdict::Block(format!("blocked by rule {rule} (block id {id})"))
+}
+
+#[async_trait]
+impl BodyTap for BodyRules {
+    async fn on_chunk(&mut self, chunk: &Bytes) -> TapVerdict {
+        // Every search sees every chunk, so none loses its place.
+        let hits = self
+            .raw
+            .iter_mut()
+            .filter_map(|(rule, s)| s.found_in(chunk).then_some(rule));
+        if let Some(rule) = hits.collect::<Vec<_>>().first() {
+            return blocked_by(rule, "request body");
+        }
+        match &mut self.form {
+            Some(form) => form.on_chunk(chunk).await,
+            None => TapVerdict::Continue,
+        }
+    }
+
+    async fn on_end(&mut self) -> TapVerdict {
+        match &mut self.form {
+            Some(form) => form.on_end().await,
+            None => TapVerdict::Continue,
+        }
+    }
+}
+
+/// Form fields (rule, field name, search) checked as a form streams.
+struct FormRules(Vec<(String, String, StreamSearch)>);
+
+impl FormInspector for FormRules {
+    fn on_field(&mut self, _field: &FormField) -> TapVerdict {
+        self.0.iter_mut().for_each(|(_, _, search)| search.reset());
+        TapVerdict::Continue
+    }
+
+    fn on_field_chunk(&mut self, field: &FormField, chunk: &[u8]) -> TapVerdict {
+        let hits = (self.0.iter_mut())
+            .filter(|(_, name, _)| *name == field.name)
+            .filter_map(|(rule, _, search)| search.found_in(chunk).then_some(rule));
+        match hits.collect::<Vec<_>>().first() {
+            Some(rule) => blocked_by(rule, &format!("form field {}", field.name)),
+            None => TapVerdict::Continue,
+        }
+    }
+}
+
+#[async_trait]
+impl TunnelHook<Firewall> for Rules {
+    /// A CONNECT to an inspected port: host rules already ran on the CONNECT request,
+    /// but only the HTTP inside shows paths, methods, headers and bodies.
+    async fn on_tunnel_start(&self, cx: &mut TunnelContext<Firewall>) -> TunnelAction {
+        let inspect = &cx.endpoint.app_settings().inspect_ports;
+        if cx.transport == Transport::Tcp && inspect.contains(&cx.target.port) {
+            return TunnelAction::Decapsulate;
+        }
+        TunnelAction::Continue
+    }
+}
+
+#[async_trait]
+impl OxyApp for Firewall {
+    fn name() -> &'static str {
+        "http-firewall"
+    }
+
+    fn version() -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn description() -> &'static str {
+        "An HTTP(S) forward and reverse proxy that blocks requests by rules"
+    }
+
+    async fn start(settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>> {
+        let global = settings.app.rules.iter().map(Rule::compile);
+        let rules = Arc::new(Rules {
+            global: global.collect::<anyhow::Result<_>>()?,
+        });
+        Ok(Hooks {
+            http_request: Some(rules.clone()),
+            tunnel: Some(rules),
+            ..Default::default()
+        })
+    }
+
+    fn endpoint_context(
+        settings: &EndpointSettings<FirewallEndpointSettings>,
+    ) -> anyhow::Result<Vec<Rule>> {
+        settings.app.rules.iter().map(Rule::compile).collect()
+    }
+}
+
+fn main() -> OxyResult<()> {
+    oxy::bootstrap::<Firewall>()
+}

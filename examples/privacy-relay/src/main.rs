@@ -1,0 +1,207 @@
+//! A privacy relay: CONNECT and CONNECT-UDP (MASQUE) over HTTP/3 and HTTP/2 for users
+//! who present a bearer token or a client certificate, with a per-user tunnel limit.
+//! Public destinations only and no client addresses in logs come from its settings.
+
+use oxy::app::AppServerSettings;
+use oxy::http::body::text_response;
+use oxy::http_types::{HeaderMap, Method, Response, StatusCode, header, request::Parts};
+use oxy::prelude::*;
+use std::collections::HashMap;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The `app:` section.
+#[oxy_app_settings]
+pub struct RelaySettings {
+    /// Who may use the relay.
+    pub users: Vec<UserSettings>,
+    /// Tunnels (CONNECT and CONNECT-UDP) one user may have open at once.
+    #[serde(default = "default_max_tunnels")]
+    pub max_tunnels_per_user: usize,
+}
+
+fn default_max_tunnels() -> usize {
+    16
+}
+
+/// A user, known by a bearer token, a client certificate, or both.
+#[oxy_app_settings]
+pub struct UserSettings {
+    /// The user's name, in the audit records and metrics.
+    pub name: String,
+    /// SHA-256 of the user's bearer token, in hex (`printf %s "$TOKEN" | sha256sum`).
+    /// Clients send `Proxy-Authorization: Bearer TOKEN` (or `Authorization`).
+    pub token_sha256: String,
+    /// A subject alternative name of the user's client certificate (`dns:alice.example`,
+    /// `email:alice@example.com`), when the endpoint asks for client certificates.
+    pub certificate_name: String,
+}
+
+#[metrics]
+mod privacy_relay {
+    /// Tunnels opened, by user.
+    pub fn tunnels_total(user: &str) -> Counter;
+    /// Requests refused, by reason (`unauthenticated`, `tunnel_limit`, `not_a_tunnel`).
+    pub fn refused_total(reason: &str) -> Counter;
+}
+
+struct PrivacyRelay;
+
+impl OxyExt for PrivacyRelay {
+    type AppSettings = RelaySettings;
+    type EndpointAppSettings = NoSettings;
+    type EndpointContext = ();
+    type IngressConnectionContext = ();
+    /// The user's tunnel slot, held until the tunnel closes.
+    type RequestContext = Option<OwnedSemaphorePermit>;
+    type IpTunnelContext = ();
+    type DnsCacheItem = ();
+}
+
+/// The users, by token hash and by certificate name, and each user's tunnel slots.
+struct Users {
+    by_token: HashMap<String, String>,
+    by_certificate: HashMap<String, String>,
+    slots: HashMap<String, Arc<Semaphore>>,
+}
+
+impl Users {
+    fn new(settings: &RelaySettings) -> anyhow::Result<Self> {
+        let mut users = Users {
+            by_token: HashMap::new(),
+            by_certificate: HashMap::new(),
+            slots: HashMap::new(),
+        };
+        for user in &settings.users {
+            let name = &user.name;
+            anyhow::ensure!(!name.is_empty(), "a user has no name");
+            let token = user.token_sha256.to_ascii_lowercase();
+            anyhow::ensure!(
+                token.is_empty()
+                    || (token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())),
+                "user {name}: token_sha256 is not 64 hex digits"
+            );
+            anyhow::ensure!(
+                !token.is_empty() || !user.certificate_name.is_empty(),
+                "user {name}: set token_sha256 or certificate_name"
+            );
+            let semaphore = Arc::new(Semaphore::new(settings.max_tunnels_per_user));
+            anyhow::ensure!(
+                users.slots.insert(name.clone(), semaphore).is_none(),
+                "user {name} is listed twice"
+            );
+            if !token.is_empty() {
+                users.by_token.insert(token, name.clone());
+            }
+            if !user.certificate_name.is_empty() {
+                let certificate = user.certificate_name.clone();
+                users.by_certificate.insert(certificate, name.clone());
+            }
+        }
+        Ok(users)
+    }
+
+    /// The user a client certificate or a bearer token names.
+    fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        cx: &RequestContext<PrivacyRelay>,
+    ) -> Option<&String> {
+        let certificate = cx
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.client_certificate.as_ref());
+        let by_certificate =
+            certificate.and_then(|c| c.sans.iter().find_map(|san| self.by_certificate.get(san)));
+        by_certificate.or_else(|| {
+            let value = [header::PROXY_AUTHORIZATION, header::AUTHORIZATION]
+                .into_iter()
+                .find_map(|name| headers.get(name)?.to_str().ok())?;
+            let (scheme, token) = value.split_once(' ')?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return None;
+            }
+            let digest = boring::sha::sha256(token.trim().as_bytes());
+            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+            self.by_token.get(&hex)
+        })
+    }
+}
+
+/// 407 asking for a bearer token.
+fn authentication_required() -> Response<HttpBody> {
+    let mut response = text_response(
+        StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+        "present a bearer token or a client certificate",
+    );
+    let challenge = header::HeaderValue::from_static("Bearer realm=\"privacy-relay\"");
+    response
+        .headers_mut()
+        .insert(header::PROXY_AUTHENTICATE, challenge);
+    response
+}
+
+#[async_trait]
+impl HttpRequestHook<PrivacyRelay> for Users {
+    /// Every request must be an authenticated tunnel within the user's limit.
+    async fn on_request(
+        &self,
+        request: &mut Parts,
+        cx: &mut RequestContext<PrivacyRelay>,
+    ) -> RequestAction {
+        let Some(user) = self.authenticate(&request.headers, cx) else {
+            privacy_relay::refused_total("unauthenticated").inc();
+            return RequestAction::Respond(authentication_required());
+        };
+        request.headers.remove(header::PROXY_AUTHORIZATION);
+        request.headers.remove(header::AUTHORIZATION);
+        if request.method != Method::CONNECT {
+            privacy_relay::refused_total("not_a_tunnel").inc();
+            return RequestAction::Block {
+                status: StatusCode::METHOD_NOT_ALLOWED,
+                reason: "this relay carries CONNECT and CONNECT-UDP only".into(),
+            };
+        }
+        let Some(Ok(permit)) = self.slots.get(user).map(|s| s.clone().try_acquire_owned()) else {
+            privacy_relay::refused_total("tunnel_limit").inc();
+            return RequestAction::Block {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                reason: format!("{user} has too many tunnels open"),
+            };
+        };
+        privacy_relay::tunnels_total(user).inc();
+        cx.proxy_user = Some(user.clone());
+        cx.app = Some(permit);
+        RequestAction::Continue
+    }
+}
+
+#[async_trait]
+impl OxyApp for PrivacyRelay {
+    fn name() -> &'static str {
+        "privacy-relay"
+    }
+
+    fn version() -> &'static str {
+        env!("CARGO_PKG_VERSION")
+    }
+
+    fn description() -> &'static str {
+        "A MASQUE relay: authenticated CONNECT and CONNECT-UDP to public destinations"
+    }
+
+    async fn start(settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>> {
+        if settings.telemetry.log.client_addresses {
+            anyhow::bail!(
+                "set telemetry.log.client_addresses: false: the relay keeps no client addresses"
+            );
+        }
+        Ok(Hooks {
+            http_request: Some(Arc::new(Users::new(&settings.app)?)),
+            ..Default::default()
+        })
+    }
+}
+
+fn main() -> OxyResult<()> {
+    oxy::bootstrap::<PrivacyRelay>()
+}
