@@ -25,6 +25,8 @@ export interface UdpOptions {
   timeout?: number;
   authorization?: string;
   template?: string;
+  /** The local IP to connect to the proxy from (`--bind`, e.g. `127.0.0.2`). */
+  bind?: string;
 }
 
 /** The JSON line `oxy-client udp --count` prints. */
@@ -54,6 +56,7 @@ function udpArgs(options: UdpOptions): string[] {
     ["--timeout", options.timeout],
     ["--authorization", options.authorization],
     ["--template", options.template],
+    ["--bind", options.bind],
   ];
   for (const [flag, value] of optional) if (value !== undefined) args.push(flag, String(value));
   return args;

@@ -6,11 +6,10 @@ mod rules;
 use oxy::app::AppServerSettings;
 use oxy::http::body_tap::{BodyTap, TapVerdict};
 use oxy::http::form::{FormField, FormInspector, form_tap};
-use oxy::http::stream_search::StreamSearch;
 use oxy::http_types::{Response, StatusCode, header, request::Parts};
 use oxy::prelude::*;
 use oxy::reexports::bytes::Bytes;
-use rules::{Rule, RuleSettings};
+use rules::{Rule, RuleSettings, Watch, first_hit};
 use std::hash::{BuildHasher, RandomState};
 
 /// The `app:` section.
@@ -112,8 +111,11 @@ impl HttpRequestHook<Firewall> for Rules {
             .find(|r| !r.inspects_body() && r.head_matches(request, &host));
         match rule {
             Some(rule) => {
-                let id = record_block(&rule.name, &format!("{} {}", request.method, request.uri));
-                RequestAction::Respond(block_page(&rule.name, &id))
+                let id = record_block(
+                    &rule.settings.name,
+                    &format!("{} {}", request.method, request.uri),
+                );
+                RequestAction::Respond(block_page(&rule.settings.name, &id))
             }
             None => RequestAction::Continue,
         }
@@ -125,36 +127,17 @@ impl HttpRequestHook<Firewall> for Rules {
         cx: &RequestContext<Firewall>,
     ) -> Option<Box<dyn BodyTap>> {
         let host = host_of(request);
-        let rules: Vec<&Rule> = (self.of(&cx.endpoint))
+        let (fields, raw): (Vec<Watch>, Vec<Watch>) = (self.of(&cx.endpoint))
             .filter(|r| r.inspects_body() && r.head_matches(request, &host))
-            .collect();
-        let raw: Vec<_> = (rules.iter())
-            .flat_map(|r| {
-                r.body_contains
-                    .iter()
-                    .map(|s| (r.name.clone(), StreamSearch::new(s.as_str())))
-            })
-            .collect();
-        let fields: Vec<_> = (rules.iter())
-            .flat_map(|r| {
-                (r.form_fields.iter())
-                    .map(|(f, s)| (r.name.clone(), f.clone(), StreamSearch::new(s.as_str())))
-            })
-            .collect();
+            .flat_map(|r| r.watches.iter().cloned())
+            .partition(|w| w.field.is_some());
         let content_type = request.headers.get(header::CONTENT_TYPE);
-        let form = content_type
-            .and_then(|v| v.to_str().ok())
+        let form = (content_type.and_then(|v| v.to_str().ok()))
             .filter(|_| !fields.is_empty())
-            .and_then(|ct| form_tap(ct, Box::new(FormRules(fields))));
+            .and_then(|ct| form_tap(ct, Box::new(FormWatches(fields))));
         (!raw.is_empty() || form.is_some())
-            .then(|| Box::new(BodyRules { raw, form }) as Box<dyn BodyTap>)
+            .then(|| Box::new(BodyWatches { raw, form }) as Box<dyn BodyTap>)
     }
-}
-
-/// Blocks a body that contains a rule's string, or whose form breaks a rule.
-struct BodyRules {
-    raw: Vec<(String, StreamSearch)>,
-    form: Option<Box<dyn BodyTap>>,
 }
 
 /// The block verdict for `rule`, counted and logged.
@@ -163,16 +146,17 @@ fn blocked_by(rule: &str, what: &str) -> TapVerdict {
     TapVerdict::Block(format!("blocked by rule {rule} (block id {id})"))
 }
 
+/// Blocks a body that contains a rule's string, or whose form breaks a rule.
+struct BodyWatches {
+    raw: Vec<Watch>,
+    form: Option<Box<dyn BodyTap>>,
+}
+
 #[async_trait]
-impl BodyTap for BodyRules {
+impl BodyTap for BodyWatches {
     async fn on_chunk(&mut self, chunk: &Bytes) -> TapVerdict {
-        // Every search sees every chunk, so none loses its place.
-        let hits = self
-            .raw
-            .iter_mut()
-            .filter_map(|(rule, s)| s.found_in(chunk).then_some(rule));
-        if let Some(rule) = hits.collect::<Vec<_>>().first() {
-            return blocked_by(rule, "request body");
+        if let Some(rule) = first_hit(&mut self.raw, None, chunk) {
+            return blocked_by(&rule, "request body");
         }
         match &mut self.form {
             Some(form) => form.on_chunk(chunk).await,
@@ -188,21 +172,18 @@ impl BodyTap for BodyRules {
     }
 }
 
-/// Form fields (rule, field name, search) checked as a form streams.
-struct FormRules(Vec<(String, String, StreamSearch)>);
+/// Blocks a form field that contains a rule's string.
+struct FormWatches(Vec<Watch>);
 
-impl FormInspector for FormRules {
+impl FormInspector for FormWatches {
     fn on_field(&mut self, _field: &FormField) -> TapVerdict {
-        self.0.iter_mut().for_each(|(_, _, search)| search.reset());
+        self.0.iter_mut().for_each(|w| w.search.reset());
         TapVerdict::Continue
     }
 
     fn on_field_chunk(&mut self, field: &FormField, chunk: &[u8]) -> TapVerdict {
-        let hits = (self.0.iter_mut())
-            .filter(|(_, name, _)| *name == field.name)
-            .filter_map(|(rule, _, search)| search.found_in(chunk).then_some(rule));
-        match hits.collect::<Vec<_>>().first() {
-            Some(rule) => blocked_by(rule, &format!("form field {}", field.name)),
+        match first_hit(&mut self.0, Some(&field.name), chunk) {
+            Some(rule) => blocked_by(&rule, &format!("form field {}", field.name)),
             None => TapVerdict::Continue,
         }
     }

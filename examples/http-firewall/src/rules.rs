@@ -1,5 +1,6 @@
 //! Firewall rules: their settings, and the compiled form requests are matched against.
 
+use oxy::http::stream_search::StreamSearch;
 use oxy::http_types::{HeaderName, Method, request::Parts};
 use oxy::oxy_app_settings;
 use regex::Regex;
@@ -29,25 +30,30 @@ pub struct RuleSettings {
     pub form_fields: Vec<String>,
 }
 
-/// A host pattern.
-enum HostPattern {
-    Exact(String),
-    /// The domain and its subdomains.
-    Domain(String),
-    /// Subdomains only.
-    Subdomains(String),
-}
-
 /// A rule, checked and compiled.
 pub struct Rule {
-    pub name: String,
-    hosts: Vec<HostPattern>,
-    path_prefixes: Vec<String>,
+    pub settings: RuleSettings,
     path_patterns: Vec<Regex>,
-    methods: Vec<Method>,
     headers: Vec<(HeaderName, Regex)>,
-    pub body_contains: Vec<String>,
-    pub form_fields: Vec<(String, String)>,
+    /// The body conditions, each a fresh search to copy for a request.
+    pub watches: Vec<Watch>,
+}
+
+/// A string a body (`field: None`) or a form field must not contain, for a rule.
+#[derive(Clone)]
+pub struct Watch {
+    pub rule: String,
+    pub field: Option<String>,
+    pub search: StreamSearch,
+}
+
+/// Feeds `chunk` (of the raw body, or of form field `field`) to every watch of it, so
+/// none loses its place; the rule of the first that found its string.
+pub fn first_hit(watches: &mut [Watch], field: Option<&str>, chunk: &[u8]) -> Option<String> {
+    let hits = (watches.iter_mut())
+        .filter(|w| w.field.as_deref() == field)
+        .filter_map(|w| w.search.found_in(chunk).then(|| w.rule.clone()));
+    hits.collect::<Vec<_>>().into_iter().next()
 }
 
 impl Rule {
@@ -55,84 +61,77 @@ impl Rule {
     pub fn compile(settings: &RuleSettings) -> anyhow::Result<Self> {
         let name = &settings.name;
         anyhow::ensure!(!name.is_empty(), "a rule has no name");
-        let context = |what: &str, entry: &str| format!("rule {name}: bad {what} {entry:?}");
-        let regex = |what: &str, entry: &str| {
-            Regex::new(entry).map_err(|e| anyhow::anyhow!("{}: {e}", context(what, entry)))
+        let bad = |what: &str, entry: &str, why: &dyn std::fmt::Display| {
+            anyhow::anyhow!("rule {name}: bad {what} {entry:?}: {why}")
         };
-        let pair = |what: &str, entry: &String| {
-            entry
-                .split_once(':')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .filter(|(k, _)| !k.is_empty())
-                .ok_or_else(|| anyhow::anyhow!("{} (want `name: value`)", context(what, entry)))
-        };
-        let hosts = settings.hosts.iter().map(|host| {
-            let host = host.to_ascii_lowercase();
-            match (host.strip_prefix("*."), host.strip_prefix('.')) {
-                (Some(domain), _) => HostPattern::Subdomains(domain.to_string()),
-                (_, Some(domain)) => HostPattern::Domain(domain.to_string()),
-                _ => HostPattern::Exact(host),
+        let regex = |what, entry: &str| Regex::new(entry).map_err(|e| bad(what, entry, &e));
+        let pair = |what, entry: &String| match entry.split_once(':') {
+            Some((k, v)) if !k.trim().is_empty() => {
+                Ok((k.trim().to_string(), v.trim().to_string()))
             }
-        });
-        let methods = settings.methods.iter().map(|m| {
-            Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                .map_err(|_| anyhow::anyhow!("{}", context("method", m)))
-        });
-        let headers = settings.headers.iter().map(|entry| {
-            let (header, pattern) = pair("header", entry)?;
-            let header = HeaderName::from_bytes(header.as_bytes())
-                .map_err(|_| anyhow::anyhow!("{}", context("header", entry)))?;
-            Ok((header, regex("header pattern", &pattern)?))
-        });
-        let rule = Rule {
-            name: name.clone(),
-            hosts: hosts.collect(),
-            path_prefixes: settings.path_prefixes.clone(),
-            path_patterns: settings
-                .path_patterns
-                .iter()
-                .map(|p| regex("path pattern", p))
-                .collect::<anyhow::Result<_>>()?,
-            methods: methods.collect::<anyhow::Result<_>>()?,
-            headers: headers.collect::<anyhow::Result<_>>()?,
-            body_contains: settings.body_contains.clone(),
-            form_fields: (settings.form_fields.iter())
-                .map(|f| pair("form field", f))
-                .collect::<anyhow::Result<_>>()?,
+            _ => Err(bad(what, entry, &"want `name: value`")),
         };
+        for method in &settings.methods {
+            Method::from_bytes(method.as_bytes()).map_err(|e| bad("method", method, &e))?;
+        }
         anyhow::ensure!(
-            rule.body_contains.iter().all(|s| !s.is_empty()),
+            settings.body_contains.iter().all(|s| !s.is_empty()),
             "rule {name}: an empty body_contains string would block every body"
         );
-        Ok(rule)
+        let headers = settings.headers.iter().map(|entry| {
+            let (header, pattern) = pair("header", entry)?;
+            let header =
+                HeaderName::from_bytes(header.as_bytes()).map_err(|e| bad("header", entry, &e))?;
+            Ok((header, regex("header pattern", &pattern)?))
+        });
+        Ok(Rule {
+            settings: settings.clone(),
+            path_patterns: (settings.path_patterns.iter())
+                .map(|p| regex("path pattern", p))
+                .collect::<anyhow::Result<_>>()?,
+            headers: headers.collect::<anyhow::Result<_>>()?,
+            watches: (settings.form_fields.iter())
+                .map(|f| pair("form field", f).map(|(f, s)| (Some(f), s)))
+                .chain(settings.body_contains.iter().map(|s| Ok((None, s.clone()))))
+                .map(|watch| {
+                    watch.map(|(field, string)| Watch {
+                        rule: name.clone(),
+                        field,
+                        search: StreamSearch::new(string),
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+        })
     }
 
     /// Whether the rule looks at bodies.
     pub fn inspects_body(&self) -> bool {
-        !self.body_contains.is_empty() || !self.form_fields.is_empty()
+        !self.watches.is_empty()
     }
 
     /// Whether the request's head meets the rule's host, path, method and header
     /// conditions (a CONNECT has no path: path conditions never match it).
     pub fn head_matches(&self, request: &Parts, host: &str) -> bool {
-        let path = request.uri.path();
-        let is_connect = request.method == Method::CONNECT;
+        let s = &self.settings;
+        let path = (request.method != Method::CONNECT).then(|| request.uri.path());
         let any = |empty: bool, found: bool| empty || found;
         any(
-            self.hosts.is_empty(),
-            self.hosts.iter().any(|p| p.matches(host)),
+            s.hosts.is_empty(),
+            s.hosts.iter().any(|p| host_matches(p, host)),
         ) && any(
-            self.path_prefixes.is_empty(),
-            !is_connect && self.path_prefixes.iter().any(|p| path.starts_with(p)),
+            s.path_prefixes.is_empty(),
+            (s.path_prefixes.iter()).any(|p| path.is_some_and(|path| path.starts_with(p))),
         ) && any(
             self.path_patterns.is_empty(),
-            !is_connect && self.path_patterns.iter().any(|p| p.is_match(path)),
+            (self.path_patterns.iter()).any(|p| path.is_some_and(|path| p.is_match(path))),
         ) && any(
-            self.methods.is_empty(),
-            self.methods.contains(&request.method),
+            s.methods.is_empty(),
+            s.methods
+                .iter()
+                .any(|m| m.eq_ignore_ascii_case(request.method.as_str())),
         ) && any(
             self.headers.is_empty(),
-            self.headers.iter().any(|(name, pattern)| {
+            (self.headers.iter()).any(|(name, pattern)| {
                 (request.headers.get_all(name).iter())
                     .any(|v| v.to_str().is_ok_and(|v| pattern.is_match(v)))
             }),
@@ -140,16 +139,16 @@ impl Rule {
     }
 }
 
-impl HostPattern {
-    fn matches(&self, host: &str) -> bool {
-        let subdomain_of = |domain: &str| {
-            host.strip_suffix(domain)
-                .is_some_and(|rest| rest.ends_with('.'))
-        };
-        match self {
-            HostPattern::Exact(exact) => host == exact,
-            HostPattern::Domain(domain) => host == domain || subdomain_of(domain),
-            HostPattern::Subdomains(domain) => subdomain_of(domain),
-        }
+/// Whether `host` (lowercase) matches `pattern`: exact, `.domain` or `*.domain`.
+fn host_matches(pattern: &str, host: &str) -> bool {
+    let pattern = pattern.to_ascii_lowercase();
+    let subdomain_of = |domain: &str| {
+        host.strip_suffix(domain)
+            .is_some_and(|rest| rest.ends_with('.'))
+    };
+    match (pattern.strip_prefix("*."), pattern.strip_prefix('.')) {
+        (Some(domain), _) => subdomain_of(domain),
+        (_, Some(domain)) => host == domain || subdomain_of(domain),
+        _ => host == pattern,
     }
 }
