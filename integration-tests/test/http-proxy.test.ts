@@ -57,7 +57,7 @@ test("curl: absolute-form forward proxying with proxy header semantics", async (
   assert.equal(seen.headers["proxy-authorization"], undefined);
   assert.equal(await oxy.metric('oxy_http_routes_total{endpoint="web",kind="forward"}'), 1);
   assert.equal(await oxy.metric('oxy_http_requests_total{endpoint="web",method="GET",status="200",version="1.1"}'), 1);
-  await oxy.waitForLog(/oxy::access: request method=GET target=http:\/\/origin\.oxy\.test:\d+\/hello\?q=1 version="1\.1" status=200 duration_ms=\d+/);
+  await oxy.waitForLog(/oxy::access: request method=GET uri=http:\/\/origin\.oxy\.test:\d+\/hello\?q=1 version="1\.1" status=200 duration_ms=\d+/);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 

@@ -37,12 +37,21 @@ pub trait OxyApp: OxyExt {
     /// One line on what the application does, shown by `--help` and in generated settings.
     fn description() -> &'static str;
 
+    /// Checks the application's settings beyond what their types say (patterns that must
+    /// compile, names that must exist): runs for `--check-config` and before the process
+    /// starts, which exits 2 with the error. The default accepts everything.
+    fn check(settings: &AppServerSettings<Self>) -> anyhow::Result<()> {
+        let _ = settings;
+        Ok(())
+    }
+
     /// Runs once after the settings are loaded and telemetry is up, before any endpoint
     /// is bound. Returns the hooks to run; an error stops the process with exit code 1.
     async fn start(settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>>;
 
     /// Runs once per endpoint after [`start`](Self::start), to make the endpoint's
-    /// application state from its settings; an error stops the process with exit code 1.
+    /// application state from its settings; it also runs for `--check-config` and before
+    /// the process starts, which exits 2 with its error.
     /// The default is `EndpointContext::default()`.
     fn endpoint_context(
         settings: &EndpointSettings<Self::EndpointAppSettings>,

@@ -57,6 +57,7 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
         ));
     };
     let settings: AppServerSettings<App> = settings::load_file(&path)?;
+    check_app_settings::<App>(&settings)?;
     if cli.check_config {
         eprintln!("{}: settings are valid", path.display());
         return Ok(());
@@ -76,6 +77,24 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
     let result = runtime.block_on(serve::<App>(settings));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
+}
+
+/// The application's own checks of its settings: [`OxyApp::check`] and each endpoint's
+/// [`OxyApp::endpoint_context`], every problem at once.
+fn check_app_settings<App: OxyApp>(settings: &AppServerSettings<App>) -> OxyResult<()> {
+    let mut problems = Vec::new();
+    if let Err(e) = App::check(settings) {
+        problems.push(format!("app: {e:#}"));
+    }
+    for (i, endpoint) in settings.endpoints.iter().enumerate() {
+        if let Err(e) = App::endpoint_context(endpoint) {
+            problems.push(format!("endpoints[{i}].app: {e:#}"));
+        }
+    }
+    match problems.is_empty() {
+        true => Ok(()),
+        false => Err(OxyError::AppSettings(problems.join("\n"))),
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit: every connection and tunnel

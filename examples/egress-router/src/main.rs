@@ -140,7 +140,8 @@ struct Router {
 mod egress_router {
     /// Traffic that took each route (`direct` when none matched).
     pub fn routed_total(route: &str) -> Counter;
-    /// Traffic the L4 firewall denied.
+    /// Targets the L4 firewall denied (or whose resolved addresses, of one family, it
+    /// removed).
     pub fn denied_total() -> Counter;
 }
 
@@ -191,6 +192,7 @@ impl EgressHook<EgressRouter> for Router {
         let fw = &self.firewall;
         let allowed_by_name =
             fw.allow.is_empty() || fw.allow.iter().any(|d| d.check(target) == Verdict::Matches);
+        let before = addrs.len();
         addrs.retain(|ip| {
             let resolved = Target {
                 host: TargetHost::Ip(*ip),
@@ -199,6 +201,9 @@ impl EgressHook<EgressRouter> for Router {
             let matches = |d: &Destinations| d.check(&resolved) == Verdict::Matches;
             !fw.deny.iter().any(matches) && (allowed_by_name || fw.allow.iter().any(matches))
         });
+        if addrs.len() < before {
+            egress_router::denied_total().inc();
+        }
     }
 }
 
@@ -214,6 +219,14 @@ impl OxyApp for EgressRouter {
 
     fn description() -> &'static str {
         "A CONNECT and L4 proxy that chooses each client's egress"
+    }
+
+    fn check(settings: &AppServerSettings<Self>) -> anyhow::Result<()> {
+        settings
+            .app
+            .routes
+            .iter()
+            .try_for_each(|r| Route::compile(r).map(drop))
     }
 
     async fn start(settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>> {

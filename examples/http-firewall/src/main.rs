@@ -93,9 +93,8 @@ fn host_of(request: &Parts) -> String {
         let host = request.headers.get(header::HOST)?.to_str().ok()?;
         Some(host.rsplit_once(':').map_or(host, |(h, _)| h))
     });
-    host.unwrap_or_default()
-        .trim_matches(['[', ']'])
-        .to_ascii_lowercase()
+    let host = host.unwrap_or_default().trim_matches(['[', ']']);
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
 }
 
 #[async_trait]
@@ -214,6 +213,14 @@ impl OxyApp for Firewall {
 
     fn description() -> &'static str {
         "An HTTP(S) forward and reverse proxy that blocks requests by rules"
+    }
+
+    fn check(settings: &AppServerSettings<Self>) -> anyhow::Result<()> {
+        settings
+            .app
+            .rules
+            .iter()
+            .try_for_each(|r| Rule::compile(r).map(drop))
     }
 
     async fn start(settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>> {

@@ -1,5 +1,6 @@
 //! Firewall rules: their settings, and the compiled form requests are matched against.
 
+use oxy::http::path::normalize;
 use oxy::http::stream_search::StreamSearch;
 use oxy::http_types::{HeaderName, Method, request::Parts};
 use oxy::oxy_app_settings;
@@ -15,9 +16,10 @@ pub struct RuleSettings {
     /// Hosts: `example.com` (exactly), `.example.com` (it and its subdomains),
     /// `*.example.com` (its subdomains only). CONNECT targets count too.
     pub hosts: Vec<String>,
-    /// Path prefixes (`/admin`).
+    /// Path prefixes (`/admin`), matched against the normalized path (`/%61dmin`,
+    /// `//admin` and `/x/../admin` are `/admin`).
     pub path_prefixes: Vec<String>,
-    /// Path regular expressions (`^/api/v[0-9]+/debug`).
+    /// Path regular expressions (`^/api/v[0-9]+/debug`), on the normalized path.
     pub path_patterns: Vec<String>,
     /// Methods (`DELETE`, `CONNECT`).
     pub methods: Vec<String>,
@@ -113,7 +115,8 @@ impl Rule {
     /// conditions (a CONNECT has no path: path conditions never match it).
     pub fn head_matches(&self, request: &Parts, host: &str) -> bool {
         let s = &self.settings;
-        let path = (request.method != Method::CONNECT).then(|| request.uri.path());
+        let path = (request.method != Method::CONNECT).then(|| normalize(request.uri.path()));
+        let path = path.as_deref();
         let any = |empty: bool, found: bool| empty || found;
         any(
             s.hosts.is_empty(),

@@ -147,6 +147,18 @@ pub trait EgressHook<App: OxyExt>: Send + Sync + 'static {
     }
 }
 
+impl TargetHost {
+    /// The host of a URI (`[2001:db8::1]`, `192.0.2.1`, `Example.COM.`): an address, or a
+    /// name in lowercase without the root's trailing dot.
+    pub fn from_uri_host(host: &str) -> Self {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        match host.parse() {
+            Ok(ip) => TargetHost::Ip(ip),
+            Err(_) => TargetHost::Name(host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()),
+        }
+    }
+}
+
 impl std::fmt::Display for TargetHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -186,6 +198,7 @@ impl std::str::FromStr for Target {
         } else if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
             TargetHost::Ip(IpAddr::V4(ip))
         } else {
+            let host = host.strip_suffix('.').unwrap_or(host);
             let valid = !host.is_empty()
                 && host.len() <= 253
                 && host.split('.').all(|label| {
@@ -213,6 +226,7 @@ mod tests {
         for (text, shown) in [
             ("example.com:443", "example.com:443"),
             ("Example.COM:80", "example.com:80"),
+            ("example.com.:443", "example.com:443"),
             ("192.0.2.1:53", "192.0.2.1:53"),
             ("[2001:db8::1]:8443", "[2001:db8::1]:8443"),
         ] {
@@ -225,6 +239,7 @@ mod tests {
             "[::1:80",
             ":80",
             "a..b:1",
+            "example.com..:1",
             "2001:db8::1:80",
         ] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");

@@ -6,7 +6,7 @@ use super::body::boxed;
 use super::body_tap::BodyBlocked;
 use super::upgrade::{PendingUpgrade, Upgraded};
 use crate::app::OxyExt;
-use crate::hooks::{HttpBody, InternalService, Target, TargetHost, UpstreamProxy};
+use crate::hooks::{EgressContext, HttpBody, InternalService, Target, TargetHost, UpstreamProxy};
 use crate::offramp::happy_eyeballs::HappyEyeballsError;
 use crate::offramp::tcp::{ConnectError, connect_target};
 use crate::offramp::{proxy_header, upstream_proxy};
@@ -21,7 +21,7 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -60,60 +60,57 @@ impl<App: OxyExt> UpstreamClient<App> {
         Ok(with_upgrade(response))
     }
 
-    /// Sends `request` on a connection of its own from the local address `bind`
-    /// (HTTP/1.1, TLS for `https` URIs).
-    pub async fn send_bound(
+    /// Sends `request` on a connection of its own, made the way the egress hook chose
+    /// (`via`), with `egress` shown to the hook's `on_resolved` (HTTP/1.1, TLS for
+    /// `https` URIs).
+    pub async fn send_alone(
         &self,
-        bind: IpAddr,
-        request: Request<HttpBody>,
-    ) -> Result<Response<HttpBody>, UpstreamError> {
-        let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
-        let (stream, _) = connect_target(&self.connector.services, &target, Some(bind), None)
-            .await
-            .map_err(connect_error)?;
-        self.send_on(stream, &target, https, request).await
-    }
-
-    /// Sends `request` on a connection of its own, tunnelled through `proxy` with CONNECT
-    /// (HTTP/1.1, TLS for `https` URIs).
-    pub async fn send_via_proxy(
-        &self,
-        proxy: &UpstreamProxy,
+        via: &Via,
+        egress: &EgressContext<App>,
         request: Request<HttpBody>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
         let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
         let services = &self.connector.services;
-        let (stream, _) = connect_target(services, &proxy.address, None, None)
-            .await
-            .map_err(connect_error)?;
-        let timeout = services.happy_eyeballs.connect_timeout;
-        let stream = upstream_proxy::connect_via(stream, proxy, &target, timeout)
-            .await
-            .map_err(|e| connect_error(ConnectError::UpstreamProxy(e)))?;
-        self.send_on(stream, &target, https, request).await
-    }
-
-    /// Sends `request` to an internal service on a connection of its own that starts
-    /// with a PROXY v2 header for `client` and `local` (HTTP/1.1, TLS for `https` URIs).
-    pub async fn send_to_internal(
-        &self,
-        service: &InternalService,
-        client: SocketAddr,
-        local: SocketAddr,
-        request: Request<HttpBody>,
-    ) -> Result<Response<HttpBody>, UpstreamError> {
-        let (_, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
-        let services = &self.connector.services;
-        let (mut stream, _) = connect_target(services, &service.target, None, None)
-            .await
-            .map_err(connect_error)?;
-        let header = proxy_header::stream_header(service.version, client, local, &service.tlvs)
-            .map_err(|e| connect_error(ConnectError::ProxyHeader(e)))?;
-        stream
-            .write_all(&header)
-            .await
-            .map_err(|e| connect_error(ConnectError::ProxyHeader(e)))?;
-        self.send_on(stream, &service.target, https, request).await
+        let cx = Some(egress);
+        let stream = match via {
+            Via::Direct => connect_target(services, &target, None, cx).await,
+            Via::BoundTo(ip) => connect_target(services, &target, Some(*ip), cx).await,
+            Via::Proxy(proxy) => match connect_target(services, &proxy.address, None, cx).await {
+                Ok((stream, addr)) => {
+                    let timeout = services.happy_eyeballs.connect_timeout;
+                    upstream_proxy::connect_via(stream, proxy, &target, timeout)
+                        .await
+                        .map(|stream| (stream, addr))
+                        .map_err(ConnectError::UpstreamProxy)
+                }
+                Err(e) => Err(e),
+            },
+            Via::InternalService(service) => {
+                match connect_target(services, &service.target, None, cx).await {
+                    Ok((mut stream, addr)) => {
+                        let (client, local) = (egress.client_addr, egress.local_addr);
+                        let header = proxy_header::stream_header(
+                            service.version,
+                            client,
+                            local,
+                            &service.tlvs,
+                        );
+                        match header {
+                            Ok(header) => stream.write_all(&header).await.map(|()| (stream, addr)),
+                            Err(e) => Err(e),
+                        }
+                        .map_err(ConnectError::ProxyHeader)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let (stream, _) = stream.map_err(connect_error)?;
+        let on = match via {
+            Via::InternalService(service) => &service.target,
+            _ => &target,
+        };
+        self.send_on(stream, on, https, request).await
     }
 
     /// Sends `request` over `stream` (already reaching `target`) with HTTP/1.1, TLS first
@@ -197,6 +194,19 @@ fn connect_error(e: ConnectError) -> UpstreamError {
     classify(&UpstreamConnectError::Connect(e))
 }
 
+/// How a request's connection of its own is made, as the egress hook chose.
+#[derive(Debug)]
+pub enum Via {
+    /// Straight to the target.
+    Direct,
+    /// From this local address.
+    BoundTo(IpAddr),
+    /// Through this HTTP proxy with CONNECT.
+    Proxy(UpstreamProxy),
+    /// To this internal service, behind a PROXY header.
+    InternalService(InternalService),
+}
+
 /// The target an upstream URI names, and whether it is `https`.
 fn target_of(uri: &http::Uri) -> Result<(Target, bool), UpstreamConnectError> {
     let https = uri.scheme_str() == Some("https");
@@ -204,11 +214,7 @@ fn target_of(uri: &http::Uri) -> Result<(Target, bool), UpstreamConnectError> {
         .host()
         .ok_or_else(|| UpstreamConnectError::BadUri(uri.to_string()))?;
     let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let host = match host.parse() {
-        Ok(ip) => TargetHost::Ip(ip),
-        Err(_) => TargetHost::Name(host.to_ascii_lowercase()),
-    };
+    let host = TargetHost::from_uri_host(host);
     Ok((Target { host, port }, https))
 }
 

@@ -13,6 +13,7 @@ pub mod h3;
 pub mod h3_stream;
 pub mod headers;
 pub mod metrics;
+pub mod path;
 pub mod pipeline;
 pub mod proxy_auth;
 pub mod server;

@@ -3,7 +3,7 @@
 
 use super::body::{boxed, text_response};
 use super::body_tap::TappedBody;
-use super::client::UpstreamClient;
+use super::client::{UpstreamClient, Via};
 use super::headers;
 use super::metrics::{method_label, oxy_http, version_label};
 use super::proxy_auth;
@@ -167,7 +167,7 @@ impl<App: OxyExt> Handler<App> {
         tracing::info!(
             target: "oxy::access",
             %method,
-            %target,
+            uri = %target,
             version = version_label(version),
             status,
             duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -322,35 +322,31 @@ impl<App: OxyExt> Handler<App> {
         let name = self.endpoint.name();
         let mut upstream = upstream;
         let target = Target {
-            host: match upstream
-                .authority
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-            {
-                Ok(ip) => TargetHost::Ip(ip),
-                Err(_) => TargetHost::Name(upstream.authority.host().to_ascii_lowercase()),
-            },
+            host: TargetHost::from_uri_host(upstream.authority.host()),
             port: upstream
                 .authority
                 .port_u16()
                 .unwrap_or(if upstream.tls { 443 } else { 80 }),
         };
-        let mut via_proxy = None;
+        // With an egress hook, each request gets a connection of its own, so that the
+        // hook's `on_resolved` sees this request's client and user (pooled connections
+        // are shared by clients).
+        let mut one_off = None;
         if let Some(hook) = &self.services.hooks.egress {
             let client = self.tunnel_client(cx.proxy_user.clone());
             let mut egress =
                 EgressContext::new(&self.endpoint, &client, Transport::Tcp, Some(target));
-            match hook.on_egress(&mut egress).await {
-                EgressAction::Allow => {}
-                EgressAction::BindTo(ip) => via_proxy = Some(Via::BoundTo(ip)),
-                EgressAction::UpstreamProxy(proxy) => via_proxy = Some(Via::Proxy(proxy)),
-                EgressAction::InternalService(service) => {
-                    via_proxy = Some(Via::InternalService(service))
-                }
+            let via = match hook.on_egress(&mut egress).await {
+                EgressAction::Allow => Via::Direct,
+                EgressAction::BindTo(ip) => Via::BoundTo(ip),
+                EgressAction::UpstreamProxy(proxy) => Via::Proxy(proxy),
+                EgressAction::InternalService(service) => Via::InternalService(service),
                 EgressAction::Rewrite(rewritten) => match rewritten.to_string().parse() {
-                    Ok(authority) => upstream.authority = authority,
+                    Ok(authority) => {
+                        upstream.authority = authority;
+                        egress.target = Some(rewritten);
+                        Via::Direct
+                    }
                     Err(_) => {
                         return text_response(StatusCode::BAD_GATEWAY, "bad rewritten target");
                     }
@@ -363,7 +359,8 @@ impl<App: OxyExt> Handler<App> {
                         &format!("egress denied: {reason}"),
                     );
                 }
-            }
+            };
+            one_off = Some((via, egress));
         }
 
         let path = parts
@@ -424,14 +421,8 @@ impl<App: OxyExt> Handler<App> {
         let request = Request::from_parts(parts, body);
         let timeout = self.endpoint.settings.http.client.response_timeout;
         let exchange = async {
-            match &via_proxy {
-                Some(Via::Proxy(proxy)) => self.client.send_via_proxy(proxy, request).await,
-                Some(Via::BoundTo(ip)) => self.client.send_bound(*ip, request).await,
-                Some(Via::InternalService(service)) => {
-                    self.client
-                        .send_to_internal(service, self.client_addr, self.local_addr, request)
-                        .await
-                }
+            match &one_off {
+                Some((via, egress)) => self.client.send_alone(via, egress, request).await,
                 None => self.client.send(request).await,
             }
         };
@@ -479,13 +470,6 @@ impl<App: OxyExt> Handler<App> {
         let body = TappedBody::wrap(body, tap);
         Response::from_parts(parts, body)
     }
-}
-
-/// A one-off path the egress hook chose for a request.
-enum Via {
-    BoundTo(std::net::IpAddr),
-    Proxy(crate::hooks::UpstreamProxy),
-    InternalService(crate::hooks::InternalService),
 }
 
 /// The length of `uri` as sent, without formatting it.

@@ -19,6 +19,8 @@ pub struct AllowedAddresses<'a, App: OxyExt> {
     hook_cx: Option<&'a EgressContext<App>>,
     denied: Mutex<Option<EgressDenied>>,
     dns_error: Mutex<Option<DnsError>>,
+    /// Set when the egress hook's `on_resolved` removed addresses.
+    hook_removed: std::sync::atomic::AtomicBool,
 }
 
 impl<'a, App: OxyExt> AllowedAddresses<'a, App> {
@@ -37,6 +39,7 @@ impl<'a, App: OxyExt> AllowedAddresses<'a, App> {
             hook_cx,
             denied: Mutex::new(None),
             dns_error: Mutex::new(None),
+            hook_removed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -61,12 +64,17 @@ impl<'a, App: OxyExt> AllowedAddresses<'a, App> {
             },
         };
         if let (Some(hook), Some(cx)) = (&self.services.hooks.egress, self.hook_cx) {
+            let before = addrs.len();
             hook.on_resolved(cx, &mut addrs, dns_item.as_ref()).await;
+            if addrs.len() < before {
+                self.hook_removed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
         addrs.retain(|ip| match self.services.policy.check_ip(*ip) {
             Ok(()) => true,
             Err(e) => {
-                tracing::debug!(target = %self.target, error = %e, "address refused");
+                tracing::debug!(destination = %self.target, error = %e, "address refused");
                 self.denied
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -77,10 +85,14 @@ impl<'a, App: OxyExt> AllowedAddresses<'a, App> {
         addrs
     }
 
-    /// Why no address was usable: the policy, DNS, or nothing at all.
+    /// Why no address was usable: the policy, the egress hook, DNS, or nothing at all.
     pub fn into_error(self) -> ConnectError {
         if let Some(denied) = self.denied.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return ConnectError::Denied(denied);
+        }
+        if self.hook_removed.into_inner() {
+            let reason = format!("the egress hook removed the addresses of {}", self.target);
+            return ConnectError::DeniedByHook(reason);
         }
         match self
             .dns_error

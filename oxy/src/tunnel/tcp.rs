@@ -47,7 +47,7 @@ pub async fn open<App: OxyExt>(
     };
     audit.label = egress.audit_label.clone();
     let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
-        tracing::info!(target = ?target.map(ToString::to_string), reason = %e, "tunnel refused");
+        tracing::info!(destination = ?target.map(ToString::to_string), reason = %e, "tunnel refused");
         oxy_tunnel::ended_total(endpoint.name(), e.label()).inc();
         let target = target.map(ToString::to_string).unwrap_or_default();
         services
@@ -169,7 +169,7 @@ impl<App: OxyExt> TcpTunnel<App> {
         let active = oxy_tunnel::active(&endpoint, "tcp");
         active.inc();
         let (target, peer) = (self.cx.target.clone(), self.cx.peer_addr);
-        tracing::debug!(%target, %peer, "tunnel open");
+        tracing::debug!(destination = %target, %peer, "tunnel open");
         let (outcome, zero_copy) =
             pump_tcp(client, server, self.limits, drain.force_closing()).await;
         active.dec();
@@ -180,7 +180,7 @@ impl<App: OxyExt> TcpTunnel<App> {
         oxy_tunnel::bytes_total(&endpoint, "down").inc_by(outcome.bytes_down);
         oxy_tunnel::ended_total(&endpoint, outcome.reason.label()).inc();
         tracing::info!(
-            %target,
+            destination = %target,
             %peer,
             up = outcome.bytes_up,
             down = outcome.bytes_down,

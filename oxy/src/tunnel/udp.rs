@@ -214,7 +214,7 @@ pub async fn open<App: OxyExt>(
     };
     audit.label = egress.audit_label.clone();
     let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
-        tracing::info!(target = ?target.map(ToString::to_string), reason = %e, "UDP flow refused");
+        tracing::info!(destination = ?target.map(ToString::to_string), reason = %e, "UDP flow refused");
         oxy_tunnel::ended_total(endpoint.name(), e.label()).inc();
         let target = target.map(ToString::to_string).unwrap_or_default();
         services
@@ -338,7 +338,7 @@ impl<App: OxyExt> UdpTunnel<App> {
         oxy_tunnel::ended_total(&name, reason).inc();
         let (target, peer) = (self.cx.target.to_string(), self.cx.peer_addr);
         tracing::info!(
-            %target,
+            destination = %target,
             %peer,
             up = counts.bytes_up,
             down = counts.bytes_down,
