@@ -549,14 +549,18 @@ test("the L4 firewall: a trailing dot does not get a forwarded request past the 
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
-test("config errors: a route with two egresses stops the start; --generate-config documents routes and firewall", async () => {
+test("config errors: a route with two egresses is a settings error (exit 2), also for --check-config; --generate-config documents routes and firewall", async () => {
   const ports = { proxy: await freePort(), balanced: await freePort(), telemetry: await freePort(), audit: auditPath() };
   const settings = adjustedSettings(ports);
   const alice = settings.app.routes.find((r: any) => r.name === "alice-egress");
   alice.upstream_proxy = `127.0.0.1:${upstream.port}`;
-  const run = await runToExit("egress-router", ["--config", writeConfig(settings)]);
-  assert.equal(run.code, 1, run.stderr);
-  assert.match(run.stderr, /route alice-egress: set one of bind_to, upstream_proxy and internal_service/);
+  const path = writeConfig(settings);
+  const run = await runToExit("egress-router", ["--config", path]);
+  assert.equal(run.code, 2, run.stderr);
+  assert.match(run.stderr, /app: route alice-egress: set one of bind_to, upstream_proxy and internal_service/);
+  const checked = await runToExit("egress-router", ["--check-config", "--config", path]);
+  assert.equal(checked.code, 2, checked.stderr);
+  assert.match(checked.stderr, /route alice-egress: set one of/);
   await assert.rejects(fetch(`http://127.0.0.1:${ports.telemetry}/health`), "nothing keeps running");
 
   // The shipped config itself is valid.

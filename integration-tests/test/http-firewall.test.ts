@@ -334,6 +334,11 @@ describe("http-firewall with its shipped config", () => {
       ids.push(await assertBlockPage(await curl(["-D", "-", `${site}${path}`]), "admin-area"));
     }
     assert.equal(new Set(ids).size, ids.length, "every block has its own id");
+    // Path rules see the path as the origin would resolve it.
+    for (const path of ["/%61dmin", "//admin", "/./admin/x", "/x/../admin"]) {
+      await assertBlockPage(await curl(["-D", "-", "--path-as-is", `${site}${path}`]), "admin-area");
+    }
+    await assertBlockPage(await curl(["-D", "-", "--path-as-is", `${site}/static/../.git/config`]), "no-dotfiles");
     // A prefix is a string prefix: /administrator is under /admin; /public/admin is not.
     const notAdmin = await curl([`${site}/public/admin`]);
     assert.equal(notAdmin.status, 200);
@@ -376,9 +381,9 @@ describe("http-firewall with its shipped config", () => {
     await oxy.waitForLog(new RegExp(`block_id=${page.id}`));
 
     assert.deepEqual(await counts(), {
-      "admin-area": start["admin-area"] + 4,
+      "admin-area": start["admin-area"] + 8,
       "no-destructive-api": start["no-destructive-api"] + 1,
-      "no-dotfiles": start["no-dotfiles"] + 1,
+      "no-dotfiles": start["no-dotfiles"] + 2,
       scanners: start.scanners + 1,
     });
   });
@@ -473,22 +478,21 @@ describe("http-firewall settings", () => {
     return runToExit("http-firewall", ["--config", writeConfig(settings)]);
   }
 
-  test("a bad path pattern or a header rule without a colon stops the start, naming the rule", async () => {
+  test("a bad path pattern or a header rule without a colon is a settings error (exit 2) naming the rule", async () => {
     const pattern = await runWith((s) => s.app.rules.push({ name: "broken-pattern", path_patterns: ["^/(unclosed"] }));
-    assert.equal(pattern.code, 1, pattern.stderr);
+    assert.equal(pattern.code, 2, pattern.stderr);
     assert.match(pattern.stderr, /rule broken-pattern: bad path pattern "\^\/\(unclosed"/);
 
     const header = await runWith((s) => {
       const site = s.endpoints.find((e: any) => e.name === "site");
       site.app.rules.push({ name: "colonless", headers: ["user-agent sqlmap"] });
     });
-    assert.equal(header.code, 1, header.stderr);
+    assert.equal(header.code, 2, header.stderr);
+    assert.match(header.stderr, /endpoints\[1\]\.app: rule colonless/);
     assert.match(header.stderr, /rule colonless: bad header "user-agent sqlmap".*want `name: value`/);
   });
 
   test("--check-config rejects a rule the start would reject", async () => {
-    // `--check-config` promises "0 if it is good, 2 with every problem otherwise"; a
-    // settings file whose rule cannot compile is not good.
     const settings = structuredClone(shipped);
     settings.app.rules.push({ name: "broken-pattern", path_patterns: ["^/(unclosed"] });
     const checked = await runToExit("http-firewall", ["--check-config", "--config", writeConfig(settings)]);
