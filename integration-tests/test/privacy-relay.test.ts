@@ -77,6 +77,19 @@ async function stopRelay(relay: Relay | undefined) {
   assert.deepEqual(await relay.oxy.stop(), { code: 0, signal: null }, relay.oxy.logs());
 }
 
+/** Runs `body` with a relay of its own, which must then stop cleanly (exit 0). After a
+ * failure the relay is killed: a tunnel left open would hold up its drain. */
+async function withRelay(adjust: ((settings: any) => void) | undefined, body: (relay: Relay) => Promise<void>): Promise<void> {
+  const relay = await startRelay(adjust);
+  try {
+    await body(relay);
+  } catch (e) {
+    relay.oxy.signal("SIGKILL");
+    throw e;
+  }
+  await stopRelay(relay);
+}
+
 /** Every complete JSON log line the relay wrote so far. */
 function logEvents(oxy: OxyProcess): any[] {
   const lines = oxy.logs().split("\n");
@@ -247,6 +260,24 @@ class H3Tunnel {
     return new H3Tunnel(spawn(binaryPath("oxy-client"), args, { stdio: ["pipe", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "" } }));
   }
 
+  /** Waits until the relay has answered 200 (the target is connected). */
+  async opened(timeoutMs = 5_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!/status 200/.test(this.err)) {
+      if (Date.now() > deadline || this.child.exitCode !== null) throw new Error(`not opened: stderr ${JSON.stringify(this.err)}`);
+      await sleep(20);
+    }
+  }
+
+  /** Sends a line without waiting for anything. */
+  send(line: string): void {
+    this.child.stdin!.write(`${line}\n`);
+  }
+
+  stdout(): string {
+    return this.out;
+  }
+
   /** Sends a line and waits until the output has it back. */
   async echo(line: string, timeoutMs = 5_000): Promise<void> {
     this.child.stdin!.write(`${line}\n`);
@@ -261,6 +292,7 @@ class H3Tunnel {
 
   /** Ends stdin: the tunnel half-closes, the echo closes back, the client exits. */
   async close(): Promise<number | null> {
+    if (this.child.exitCode !== null) return this.child.exitCode;
     this.child.stdin!.end();
     const timer = setTimeout(() => this.child.kill("SIGKILL"), 10_000);
     const code = await this.exited;
@@ -451,16 +483,30 @@ describe("privacy-relay", () => {
     }
   });
 
+  test("CONNECT over HTTP/3: the target's bytes reach the client while the tunnel stays open", async () => {
+    const tunnel = H3Tunnel.open(relay.proxy, `127.0.0.1:${tcpEcho.port}`);
+    try {
+      await tunnel.opened();
+      // An interactive exchange: each line must come back before the client sends more.
+      await tunnel.echo("first line");
+      await tunnel.echo("second line");
+      assert.equal(await tunnel.close(), 0);
+      assert.equal(tunnel.stdout(), "first line\nsecond line\n");
+    } finally {
+      // Ended, not killed: a QUIC connection left open would hold up the relay's drain.
+      await tunnel.close();
+    }
+  });
+
   // -------------------------------------------------------------------------------------
   // 3. Users known by a client certificate
 
   test("mTLS: alice's client certificate opens a tunnel without a token; no certificate and no token is 407", async () => {
-    const mtls = await startRelay((s) => {
+    await withRelay((s) => {
       s.endpoints[0].tls.client_auth = "optional";
       s.endpoints[0].tls.client_ca = pki.ca;
       s.app.users.push({ name: "alice", certificate_name: "email:alice@oxy.test" });
-    });
-    try {
+    }, async (mtls) => {
       const alice = await h2Session(mtls.port, { cert: pki.client });
       try {
         const tunnel = await h2Connect(alice, `127.0.0.1:${tcpEcho.port}`);
@@ -493,18 +539,15 @@ describe("privacy-relay", () => {
         records.map((r) => r.user),
         ["alice", "demo"],
       );
-    } finally {
-      await stopRelay(mtls);
-    }
+    });
   });
 
-  test("mTLS: a user known by a DNS name (certificate_name dns:bob.oxy.test, as the app documents) is authenticated", async () => {
-    const mtls = await startRelay((s) => {
+  test("mTLS: a user known by a DNS name (certificate_name dns:bob.oxy.test: SANs match in any case) is authenticated", async () => {
+    await withRelay((s) => {
       s.endpoints[0].tls.client_auth = "optional";
       s.endpoints[0].tls.client_ca = pki.ca;
       s.app.users.push({ name: "bob", certificate_name: "dns:bob.oxy.test" });
-    });
-    try {
+    }, async (mtls) => {
       const session = await h2Session(mtls.port, { cert: bob });
       try {
         const tunnel = await h2Connect(session, `127.0.0.1:${tcpEcho.port}`);
@@ -515,9 +558,7 @@ describe("privacy-relay", () => {
       }
       const [record] = await waitForAudit(mtls.oxy, 1);
       assert.equal(record.user, "bob");
-    } finally {
-      await stopRelay(mtls);
-    }
+    });
   });
 
   // -------------------------------------------------------------------------------------
@@ -585,124 +626,127 @@ describe("privacy-relay", () => {
   // 5. Per-user tunnel limit
 
   test("max_tunnels_per_user: 2 held tunnels (CONNECT and CONNECT-UDP, h3 and h2) leave none for a third (429) until one closes", async () => {
-    const limited = await startRelay((s) => {
+    const limit = (s: any) => {
       s.app.max_tunnels_per_user = 2;
-    });
-    const { oxy, port, proxy } = limited;
-    const udpTarget = `127.0.0.1:${echo.port}`;
-    const tcpTarget = `127.0.0.1:${tcpEcho.port}`;
-    const held: { kill: () => unknown }[] = [];
-    const session = await h2Session(port);
-    try {
-      // Tunnels that ended or never opened give their slot back: refused by the egress
-      // policy, a target that refuses the connection, completed flows.
-      const closedPort = await freePort();
-      for (const over of ["h3", "h2"] as const) {
-        for (const target of [`[::1]:${echo.port}`, "10.0.0.1:53"]) {
-          const denied = await udpLoad({ proxy, ca: pki.ca, over, target, count: 1, authorization: BEARER });
-          assert.equal(denied.status, 403);
-        }
-      }
-      const unreachable = await h2Connect(session, `127.0.0.1:${closedPort}`, { "proxy-authorization": BEARER });
-      assert.equal(unreachable.status, 502);
-      unreachable.stream.close();
-      for (const over of ["h3", "h2"] as const) {
-        const done = await udpLoad({ proxy, ca: pki.ca, over, target: udpTarget, count: 5, authorization: BEARER });
-        assert.deepEqual([done.status, done.received], [200, 5]);
-      }
-      assert.equal(await counter(oxy, refused("tunnel_limit")), 0);
-      let audited = (await waitForAudit(oxy, 7)).length;
-
-      const limitRefusals = async () => counter(oxy, refused("tunnel_limit"));
-      /** The third tunnel of each kind that `kinds` names is refused with 429. */
-      const third = async (kinds: ("h3-udp" | "h2-udp" | "h3-tcp" | "h2-tcp")[]) => {
-        for (const kind of kinds) {
-          if (kind === "h3-udp" || kind === "h2-udp") {
-            const over = kind === "h3-udp" ? "h3" : "h2";
-            const summary = await udpLoad({ proxy, ca: pki.ca, over, target: udpTarget, count: 1, authorization: BEARER });
-            assert.deepEqual(summary, { status: 429, sent: 0, received: 0 }, kind);
-          } else if (kind === "h3-tcp") {
-            const run = await runClient(["connect", "--proxy", proxy, "--ca", pki.ca, "--target", tcpTarget, "--authorization", BEARER], { input: "x\n", timeoutMs: 10_000 });
-            assert.notEqual(run.code, 0);
-            assert.match(run.stderr, /status 429/, kind);
-          } else {
-            const answer = await h2Connect(session, tcpTarget, { "proxy-authorization": BEARER });
-            assert.equal(answer.status, 429, kind);
-            assert.match(await body(answer.stream), /demo has too many tunnels open/);
+    };
+    await withRelay(limit, async ({ oxy, port, proxy }) => {
+      const udpTarget = `127.0.0.1:${echo.port}`;
+      const tcpTarget = `127.0.0.1:${tcpEcho.port}`;
+      const held: { kill: () => unknown }[] = [];
+      const session = await h2Session(port);
+      try {
+        // Tunnels that ended or never opened give their slot back: refused by the egress
+        // policy, a target that refuses the connection, completed flows.
+        const closedPort = await freePort();
+        for (const over of ["h3", "h2"] as const) {
+          for (const target of [`[::1]:${echo.port}`, "10.0.0.1:53"]) {
+            const denied = await udpLoad({ proxy, ca: pki.ca, over, target, count: 1, authorization: BEARER });
+            assert.equal(denied.status, 403);
           }
         }
-      };
-      /** Waits for the audit record of a tunnel that just closed. */
-      const closedOne = async () => {
-        audited = (await waitForAudit(oxy, audited + 1)).length;
-      };
+        const unreachable = await h2Connect(session, `127.0.0.1:${closedPort}`, { "proxy-authorization": BEARER });
+        assert.equal(unreachable.status, 502);
+        unreachable.stream.close();
+        for (const over of ["h3", "h2"] as const) {
+          const done = await udpLoad({ proxy, ca: pki.ca, over, target: udpTarget, count: 5, authorization: BEARER });
+          assert.deepEqual([done.status, done.received], [200, 5]);
+        }
+        assert.equal(await counter(oxy, refused("tunnel_limit")), 0);
+        let audited = (await waitForAudit(oxy, 7)).length;
 
-      // Held: CONNECT-UDP over h3 and CONNECT over h2.
-      const a = UdpSession.start({ proxy, ca: pki.ca, over: "h3", target: udpTarget, authorization: BEARER });
-      held.push(a);
-      a.send("a1");
-      await a.waitForLine("a1");
-      const b = await h2Connect(session, tcpTarget, { "proxy-authorization": BEARER });
-      held.push({ kill: () => b.stream.close() });
-      assert.equal(b.status, 200);
-      assert.equal(await roundTrip(b.stream, "b1\n"), "b1\n");
-      await third(["h2-udp", "h3-tcp", "h2-tcp", "h3-udp"]);
-      assert.equal(await limitRefusals(), 4);
+        const limitRefusals = async () => counter(oxy, refused("tunnel_limit"));
+        /** The third tunnel of each kind that `kinds` names is refused with 429. */
+        const third = async (kinds: ("h3-udp" | "h2-udp" | "h3-tcp" | "h2-tcp")[]) => {
+          for (const kind of kinds) {
+            if (kind === "h3-udp" || kind === "h2-udp") {
+              const over = kind === "h3-udp" ? "h3" : "h2";
+              const summary = await udpLoad({ proxy, ca: pki.ca, over, target: udpTarget, count: 1, authorization: BEARER });
+              assert.deepEqual(summary, { status: 429, sent: 0, received: 0 }, kind);
+            } else if (kind === "h3-tcp") {
+              const run = await runClient(["connect", "--proxy", proxy, "--ca", pki.ca, "--target", tcpTarget, "--authorization", BEARER], { input: "x\n", timeoutMs: 10_000 });
+              assert.notEqual(run.code, 0);
+              assert.match(run.stderr, /status 429/, kind);
+            } else {
+              const answer = await h2Connect(session, tcpTarget, { "proxy-authorization": BEARER });
+              assert.equal(answer.status, 429, kind);
+              assert.match(await body(answer.stream), /demo has too many tunnels open/);
+            }
+          }
+        };
+        /** Waits for the audit record of a tunnel that just closed. */
+        const closedOne = async () => {
+          audited = (await waitForAudit(oxy, audited + 1)).length;
+        };
 
-      // The CONNECT closes: its slot is free for a CONNECT-UDP over h2.
-      await closeTunnel(b.stream);
-      await closedOne();
-      const c = UdpSession.start({ proxy, ca: pki.ca, over: "h2", target: udpTarget, authorization: BEARER });
-      held.push(c);
-      c.send("c1");
-      await c.waitForLine("c1");
-      a.send("a2");
-      await a.waitForLine("a2");
-      await third(["h2-tcp", "h3-udp"]);
-      assert.equal(await limitRefusals(), 6);
+        // Held: CONNECT-UDP over h3 and CONNECT over h2.
+        const a = UdpSession.start({ proxy, ca: pki.ca, over: "h3", target: udpTarget, authorization: BEARER });
+        held.push(a);
+        a.send("a1");
+        await a.waitForLine("a1");
+        const b = await h2Connect(session, tcpTarget, { "proxy-authorization": BEARER });
+        held.push({ kill: () => b.stream.close() });
+        assert.equal(b.status, 200);
+        assert.equal(await roundTrip(b.stream, "b1\n"), "b1\n");
+        await third(["h2-udp", "h3-tcp", "h2-tcp", "h3-udp"]);
+        assert.equal(await limitRefusals(), 4);
 
-      // The h3 flow closes: its slot is free for a CONNECT over h3.
-      a.endInput();
-      assert.equal(await a.exited, 0, a.stderr());
-      await closedOne();
-      const d = H3Tunnel.open(proxy, tcpTarget);
-      held.push(d);
-      await d.echo("d1");
-      await third(["h3-udp", "h2-tcp"]);
-      assert.equal(await limitRefusals(), 8);
+        // The CONNECT closes: its slot is free for a CONNECT-UDP over h2.
+        await closeTunnel(b.stream);
+        await closedOne();
+        const c = UdpSession.start({ proxy, ca: pki.ca, over: "h2", target: udpTarget, authorization: BEARER });
+        held.push(c);
+        c.send("c1");
+        await c.waitForLine("c1");
+        a.send("a2");
+        await a.waitForLine("a2");
+        await third(["h2-tcp", "h3-udp"]);
+        assert.equal(await limitRefusals(), 6);
 
-      // Both close: two new tunnels open.
-      await c.kill();
-      await closedOne();
-      assert.equal(await d.close(), 0);
-      await closedOne();
-      const e = await h2Connect(session, tcpTarget, { "proxy-authorization": BEARER });
-      assert.equal(e.status, 200);
-      assert.equal(await roundTrip(e.stream, "e1\n"), "e1\n");
-      const f = await udpLoad({ proxy, ca: pki.ca, over: "h3", target: udpTarget, count: 5, authorization: BEARER });
-      assert.deepEqual([f.status, f.received], [200, 5]);
-      await closeTunnel(e.stream);
+        // The h3 flow closes: its slot is free for a CONNECT over h3.
+        a.endInput();
+        assert.equal(await a.exited, 0, a.stderr());
+        await closedOne();
+        const d = H3Tunnel.open(proxy, tcpTarget);
+        held.push(d);
+        await d.opened();
+        // (Not a round trip: over HTTP/3 the target's bytes wait for the tunnel's next
+        // write or its end; see the CONNECT over HTTP/3 test above.)
+        d.send("d1");
+        await third(["h3-udp", "h2-tcp"]);
+        assert.equal(await limitRefusals(), 8);
 
-      assert.equal(await limitRefusals(), 8);
-      // 4 denied + 1 unreachable + 2 done + a, b, c, d + e, f: every slot taken is counted.
-      assert.equal(await counter(oxy, tunnels("demo")), 13);
-    } finally {
-      for (const h of held) h.kill();
-      session.destroy();
-      await stopRelay(limited);
-    }
+        // Both close: two new tunnels open.
+        await c.kill();
+        await closedOne();
+        assert.equal(await d.close(), 0);
+        assert.equal(d.stdout(), "d1\n");
+        await closedOne();
+        const e = await h2Connect(session, tcpTarget, { "proxy-authorization": BEARER });
+        assert.equal(e.status, 200);
+        assert.equal(await roundTrip(e.stream, "e1\n"), "e1\n");
+        const f = await udpLoad({ proxy, ca: pki.ca, over: "h3", target: udpTarget, count: 5, authorization: BEARER });
+        assert.deepEqual([f.status, f.received], [200, 5]);
+        await closeTunnel(e.stream);
+
+        assert.equal(await limitRefusals(), 8);
+        // 4 denied + 1 unreachable + 2 done + a, b, c, d + e, f: every slot taken is counted.
+        assert.equal(await counter(oxy, tunnels("demo")), 13);
+      } finally {
+        for (const h of held) h.kill();
+        session.destroy();
+      }
+    });
   });
 
   // -------------------------------------------------------------------------------------
   // 6. No client addresses in logs or audit records
 
   test(`clients from ${CLIENT_IP}: nothing in the debug logs or audit records names them`, async () => {
-    const privacy = await startRelay((s) => {
+    const debug = (s: any) => {
       s.telemetry.log.level = "debug";
-    });
-    const { oxy, port, proxy } = privacy;
+    };
     const max: number = shipped.app.max_tunnels_per_user;
-    try {
+    await withRelay(debug, async ({ oxy, port, proxy }) => {
       const udp = (over: "h3" | "h2", target: string, authorization?: string) =>
         udpLoad({ proxy, ca: pki.ca, over, target, count: 5, authorization, bind: CLIENT_IP });
       for (const over of ["h3", "h2"] as const) {
@@ -759,19 +803,20 @@ describe("privacy-relay", () => {
         assert.equal(r.user, "demo", JSON.stringify(r));
         assert.ok(!("client" in r) && !("original_client" in r), JSON.stringify(r));
       }
-    } finally {
-      await stopRelay(privacy);
-    }
+    });
   });
 
-  test("the shipped config with telemetry.log.client_addresses: true is refused at start (exit 1)", async () => {
+  test("the shipped config with telemetry.log.client_addresses: true is a settings error (exit 2), also for --check-config", async () => {
     const { settings } = await relaySettings((s) => {
       s.telemetry.log.client_addresses = true;
     });
     const path = writeConfig(settings);
     const run = await runToExit("privacy-relay", ["--config", path]);
-    assert.equal(run.code, 1, run.stdout + run.stderr);
+    assert.equal(run.code, 2, run.stdout + run.stderr);
     assert.match(run.stderr, /telemetry\.log\.client_addresses/);
+    const checked = await runToExit("privacy-relay", ["--check-config", "--config", path]);
+    assert.equal(checked.code, 2, checked.stdout + checked.stderr);
+    assert.match(checked.stderr, /telemetry\.log\.client_addresses/);
     assert.doesNotMatch(run.stderr, /panicked/);
   });
 });

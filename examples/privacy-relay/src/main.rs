@@ -31,8 +31,9 @@ pub struct UserSettings {
     /// SHA-256 of the user's bearer token, in hex (`printf %s "$TOKEN" | sha256sum`).
     /// Clients send `Proxy-Authorization: Bearer TOKEN` (or `Authorization`).
     pub token_sha256: String,
-    /// A subject alternative name of the user's client certificate (`dns:alice.example`,
-    /// `email:alice@example.com`), when the endpoint asks for client certificates.
+    /// A subject alternative name of the user's client certificate (`DNS:alice.example`,
+    /// `email:alice@example.com`; any case), when the endpoint asks for client
+    /// certificates.
     pub certificate_name: String,
 }
 
@@ -93,7 +94,7 @@ impl Users {
                 users.by_token.insert(token, name.clone());
             }
             if !user.certificate_name.is_empty() {
-                let certificate = user.certificate_name.clone();
+                let certificate = user.certificate_name.to_ascii_lowercase();
                 users.by_certificate.insert(certificate, name.clone());
             }
         }
@@ -110,8 +111,9 @@ impl Users {
             .tls
             .as_ref()
             .and_then(|tls| tls.client_certificate.as_ref());
-        let by_certificate =
-            certificate.and_then(|c| c.sans.iter().find_map(|san| self.by_certificate.get(san)));
+        let by_certificate = certificate.and_then(|c| {
+            (c.sans.iter()).find_map(|san| self.by_certificate.get(&san.to_ascii_lowercase()))
+        });
         by_certificate.or_else(|| {
             let value = [header::PROXY_AUTHORIZATION, header::AUTHORIZATION]
                 .into_iter()
@@ -189,12 +191,15 @@ impl OxyApp for PrivacyRelay {
         "A MASQUE relay: authenticated CONNECT and CONNECT-UDP to public destinations"
     }
 
+    fn check(settings: &AppServerSettings<Self>) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            !settings.telemetry.log.client_addresses,
+            "set telemetry.log.client_addresses: false: the relay keeps no client addresses"
+        );
+        Users::new(&settings.app).map(drop)
+    }
+
     async fn start(settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>> {
-        if settings.telemetry.log.client_addresses {
-            anyhow::bail!(
-                "set telemetry.log.client_addresses: false: the relay keeps no client addresses"
-            );
-        }
         Ok(Hooks {
             http_request: Some(Arc::new(Users::new(&settings.app)?)),
             ..Default::default()

@@ -151,6 +151,11 @@ impl AsyncWrite for H3Stream {
                     let result = send.send_data(data).await;
                     (send, result)
                 }));
+                // Start sending now: a writer that waits for its peer's answer before
+                // writing or flushing again must not leave these bytes parked.
+                if let Poll::Ready(Err(e)) = self.poll_idle(cx) {
+                    return Poll::Ready(Err(e));
+                }
                 Poll::Ready(Ok(buf.len()))
             }
             _ => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),

@@ -33,7 +33,8 @@ pub struct TlsFacts {
 pub struct ClientCertificate {
     /// Subject, as `CN=client,O=Example`.
     pub subject: String,
-    /// Subject alternative names (DNS names, IP addresses, e-mail addresses, URIs).
+    /// Subject alternative names, as `DNS:name`, `IP:address`, `email:address` and
+    /// `URI:uri`.
     pub sans: Vec<String>,
     /// SHA-256 of the DER certificate, lowercase hex.
     pub sha256: String,

@@ -216,6 +216,9 @@ where
             return writer.shutdown().await;
         }
         writer.write_all(&buf[..n]).await?;
+        // Streams that buffer (TLS, HTTP/2 and HTTP/3 streams) send what they hold, so
+        // that a request and its answer never wait on each other.
+        writer.flush().await?;
         meter.moved(direction, n);
     }
 }
