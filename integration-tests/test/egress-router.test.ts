@@ -581,6 +581,6 @@ test("config errors: a route with two egresses is a settings error (exit 2), als
   assert.match(doc, /^ {2}firewall:$/m);
   assert.match(doc, /^ {4}allow: \[\]$/m);
   assert.match(doc, /^ {4}deny: \[\]$/m);
-  assert.match(doc, /# Host names: `example\.com` \(exactly\) or `\.example\.com` \(it and its subdomains\)\./);
+  assert.match(doc, /# Host names: `example\.com` \(exactly\), `\.example\.com` \(it and its subdomains\) or\n[\s#]*`\*\.example\.com` \(its subdomains only\)\./);
   assert.match(doc, /# Networks \(`10\.0\.0\.0\/8`\); a name's resolved addresses are checked against them\./);
 });

@@ -7,6 +7,8 @@ import { auditPath, auditRecords } from "../lib/audit.ts";
 import { makePki } from "../lib/certs.ts";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
+import { curl } from "../lib/curl.ts";
+import { startOrigin } from "../lib/origin.ts";
 import { OxyProcess, closed, exchange, freePort, openTcp, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
 
 let echo: EchoServer;
@@ -336,4 +338,28 @@ test("SIGTERM lets an open tunnel finish within the drain period, then cuts it",
   const [record] = await auditRecords(audit, 1);
   assert.equal(record.close_reason, "shutdown");
   assert.equal(record.bytes_up, 16);
+});
+
+test("a decapsulated L4 connection is served as HTTP: the request hook sees each request, the target gets the rest", async () => {
+  const origin = await startOrigin();
+  const { port, audit, settings } = await forwarder(
+    `127.0.0.1:${origin.port}`,
+    { egress: { allow: ["127.0.0.0/8"] } },
+    { app: { tunnel_decapsulate: true, block_path_prefix: "/blocked" } },
+  );
+  const oxy = await OxyProcess.start({ binary: "fixture-app", settings });
+  const passed = await curl([`http://127.0.0.1:${port}/ok`]);
+  assert.equal(passed.status, 200);
+  const seen = JSON.parse(passed.body);
+  assert.equal(seen.url, "/ok");
+  assert.equal(seen.headers["x-fixture-request"], "seen", "the request went through the request hook");
+  const blocked = await curl([`http://127.0.0.1:${port}/blocked/x`]);
+  assert.equal(blocked.status, 403);
+  assert.match(blocked.body, /blocked by the fixture: \/blocked\/x/);
+  assert.ok(!origin.seen.some((r) => r.url.startsWith("/blocked")), "a blocked request never reaches the target");
+  const records = await auditRecords(audit, 2);
+  assert.deepEqual(records.map((r) => r.close_reason), ["decapsulated", "decapsulated"]);
+  await oxy.waitForMetric('oxy_tunnel_ended_total{endpoint="fwd",reason="decapsulated"}', 2);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  await origin.close();
 });

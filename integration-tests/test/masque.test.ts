@@ -17,6 +17,7 @@ import { startOrigin, type Origin } from "../lib/origin.ts";
 import { OxyProcess, closed, freePort, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
 import { UdpSession, runClient, udpLoad, type UdpSummary } from "../lib/oxy-client.ts";
 import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
+import { extendedConnectAllowed } from "../lib/h2.ts";
 
 let pki: TestPki;
 let echo: UdpEcho;
@@ -469,17 +470,7 @@ describe("HTTP/3 on-ramp and MASQUE", () => {
     const session = http2Connect(`http://127.0.0.1:${port.raw}`);
     try {
       session.on("error", () => {});
-      await new Promise<void>((ok, fail) => {
-        const timer = setTimeout(() => fail(new Error("no SETTINGS_ENABLE_CONNECT_PROTOCOL from Oxy")), 5_000);
-        const check = (settings: { enableConnectProtocol?: boolean }) => {
-          if (settings.enableConnectProtocol) {
-            clearTimeout(timer);
-            ok();
-          }
-        };
-        if (session.remoteSettings) check(session.remoteSettings);
-        session.on("remoteSettings", check);
-      });
+      await extendedConnectAllowed(session);
       const status = await new Promise<number>((ok, fail) => {
         const req = session.request({ ":method": "CONNECT", ":protocol": "websocket", ":scheme": "http", ":path": "/chat", ":authority": `127.0.0.1:${port.raw}` });
         req.on("response", (headers) => ok(Number(headers[":status"])));

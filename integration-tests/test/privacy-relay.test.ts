@@ -26,6 +26,7 @@ import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { OxyProcess, binaryPath, freePort, repoRoot, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
 import { UdpSession, runClient, udpLoad } from "../lib/oxy-client.ts";
 import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
+import { extendedConnectAllowed } from "../lib/h2.ts";
 
 const TOKEN = "relay-demo-token";
 const BEARER = `Bearer ${TOKEN}`;
@@ -150,21 +151,6 @@ async function h2Session(port: number, options: H2Options = {}): Promise<ClientH
   });
   session.on("error", () => {});
   return session;
-}
-
-/** Waits until the relay's SETTINGS allow extended CONNECT (RFC 8441). */
-async function extendedConnectAllowed(session: ClientHttp2Session): Promise<void> {
-  await new Promise<void>((ok, fail) => {
-    const timer = setTimeout(() => fail(new Error("no SETTINGS_ENABLE_CONNECT_PROTOCOL from the relay")), 5_000);
-    const check = (settings: { enableConnectProtocol?: boolean }) => {
-      if (settings.enableConnectProtocol) {
-        clearTimeout(timer);
-        ok();
-      }
-    };
-    if (session.remoteSettings) check(session.remoteSettings);
-    session.on("remoteSettings", check);
-  });
 }
 
 interface H2Response {

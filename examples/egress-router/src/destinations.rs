@@ -3,14 +3,15 @@
 
 use ipnet::IpNet;
 use oxy::oxy_app_settings;
-use oxy::prelude::{Target, TargetHost};
+use oxy::prelude::{Target, TargetHost, host_matches};
 use std::net::IpAddr;
 
 /// Destinations: a target matches when its host matches `hosts` (names) or `networks`
 /// (addresses), whichever are set, and its port is in `ports`, when set.
 #[oxy_app_settings]
 pub struct Destinations {
-    /// Host names: `example.com` (exactly) or `.example.com` (it and its subdomains).
+    /// Host names: `example.com` (exactly), `.example.com` (it and its subdomains) or
+    /// `*.example.com` (its subdomains only).
     pub hosts: Vec<String>,
     /// Networks (`10.0.0.0/8`); a name's resolved addresses are checked against them.
     pub networks: Vec<IpNet>,
@@ -49,15 +50,5 @@ impl Destinations {
 
     fn has_network(&self, ip: IpAddr) -> bool {
         self.networks.iter().any(|net| net.contains(&ip))
-    }
-}
-
-fn host_matches(pattern: &str, name: &str) -> bool {
-    let pattern = pattern.to_ascii_lowercase();
-    match pattern.strip_prefix('.') {
-        Some(domain) => {
-            name == domain || (name.strip_suffix(domain)).is_some_and(|rest| rest.ends_with('.'))
-        }
-        None => name == pattern,
     }
 }

@@ -9,7 +9,7 @@ use oxy::http::form::{FormField, FormInspector, form_tap};
 use oxy::http_types::{Response, StatusCode, header, request::Parts};
 use oxy::prelude::*;
 use oxy::reexports::bytes::Bytes;
-use rules::{Rule, RuleSettings, Watch, first_hit};
+use rules::{Head, Rule, RuleSettings, Watch, first_hit};
 use std::hash::{BuildHasher, RandomState};
 
 /// The `app:` section.
@@ -87,16 +87,6 @@ fn block_page(rule: &str, id: &str) -> Response<HttpBody> {
     response
 }
 
-/// The request's host, lowercase, without a port.
-fn host_of(request: &Parts) -> String {
-    let host = request.uri.host().or_else(|| {
-        let host = request.headers.get(header::HOST)?.to_str().ok()?;
-        Some(host.rsplit_once(':').map_or(host, |(h, _)| h))
-    });
-    let host = host.unwrap_or_default().trim_matches(['[', ']']);
-    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
-}
-
 #[async_trait]
 impl HttpRequestHook<Firewall> for Rules {
     async fn on_request(
@@ -104,10 +94,10 @@ impl HttpRequestHook<Firewall> for Rules {
         request: &mut Parts,
         cx: &mut RequestContext<Firewall>,
     ) -> RequestAction {
-        let host = host_of(request);
+        let head = Head::of(request);
         let rule = self
             .of(&cx.endpoint)
-            .find(|r| !r.inspects_body() && r.head_matches(request, &host));
+            .find(|r| !r.inspects_body() && r.head_matches(&head));
         match rule {
             Some(rule) => {
                 let id = record_block(
@@ -125,9 +115,9 @@ impl HttpRequestHook<Firewall> for Rules {
         request: &Parts,
         cx: &RequestContext<Firewall>,
     ) -> Option<Box<dyn BodyTap>> {
-        let host = host_of(request);
+        let head = Head::of(request);
         let (fields, raw): (Vec<Watch>, Vec<Watch>) = (self.of(&cx.endpoint))
-            .filter(|r| r.inspects_body() && r.head_matches(request, &host))
+            .filter(|r| r.inspects_body() && r.head_matches(&head))
             .flat_map(|r| r.watches.iter().cloned())
             .partition(|w| w.field.is_some());
         let content_type = request.headers.get(header::CONTENT_TYPE);

@@ -1,8 +1,9 @@
 //! Firewall rules: their settings, and the compiled form requests are matched against.
 
+use oxy::hooks::host_matches;
 use oxy::http::path::normalize;
 use oxy::http::stream_search::StreamSearch;
-use oxy::http_types::{HeaderName, Method, request::Parts};
+use oxy::http_types::{HeaderName, Method, header, request::Parts};
 use oxy::oxy_app_settings;
 use regex::Regex;
 
@@ -32,6 +33,29 @@ pub struct RuleSettings {
     pub form_fields: Vec<String>,
 }
 
+/// What rules look at in a request, worked out once for all of them.
+pub struct Head<'a> {
+    pub request: &'a Parts,
+    /// The host, without port or brackets.
+    pub host: &'a str,
+    /// The normalized path; `None` for a CONNECT, which has none.
+    pub path: Option<String>,
+}
+
+impl<'a> Head<'a> {
+    pub fn of(request: &'a Parts) -> Self {
+        let host = request.uri.host().or_else(|| {
+            let host = request.headers.get(header::HOST)?.to_str().ok()?;
+            Some(host.rsplit_once(':').map_or(host, |(h, _)| h))
+        });
+        Head {
+            request,
+            host: host.unwrap_or_default().trim_matches(['[', ']']),
+            path: (request.method != Method::CONNECT).then(|| normalize(request.uri.path())),
+        }
+    }
+}
+
 /// A rule, checked and compiled.
 pub struct Rule {
     pub settings: RuleSettings,
@@ -52,10 +76,13 @@ pub struct Watch {
 /// Feeds `chunk` (of the raw body, or of form field `field`) to every watch of it, so
 /// none loses its place; the rule of the first that found its string.
 pub fn first_hit(watches: &mut [Watch], field: Option<&str>, chunk: &[u8]) -> Option<String> {
-    let hits = (watches.iter_mut())
-        .filter(|w| w.field.as_deref() == field)
-        .filter_map(|w| w.search.found_in(chunk).then(|| w.rule.clone()));
-    hits.collect::<Vec<_>>().into_iter().next()
+    let mut hit = None;
+    for watch in watches.iter_mut().filter(|w| w.field.as_deref() == field) {
+        if watch.search.found_in(chunk) && hit.is_none() {
+            hit = Some(watch.rule.clone());
+        }
+    }
+    hit
 }
 
 impl Rule {
@@ -112,11 +139,10 @@ impl Rule {
     }
 
     /// Whether the request's head meets the rule's host, path, method and header
-    /// conditions (a CONNECT has no path: path conditions never match it).
-    pub fn head_matches(&self, request: &Parts, host: &str) -> bool {
-        let s = &self.settings;
-        let path = (request.method != Method::CONNECT).then(|| normalize(request.uri.path()));
-        let path = path.as_deref();
+    /// conditions (path conditions never match a CONNECT).
+    pub fn head_matches(&self, head: &Head) -> bool {
+        let (s, request, host) = (&self.settings, head.request, head.host);
+        let path = head.path.as_deref();
         let any = |empty: bool, found: bool| empty || found;
         any(
             s.hosts.is_empty(),
@@ -139,19 +165,5 @@ impl Rule {
                     .any(|v| v.to_str().is_ok_and(|v| pattern.is_match(v)))
             }),
         )
-    }
-}
-
-/// Whether `host` (lowercase) matches `pattern`: exact, `.domain` or `*.domain`.
-fn host_matches(pattern: &str, host: &str) -> bool {
-    let pattern = pattern.to_ascii_lowercase();
-    let subdomain_of = |domain: &str| {
-        host.strip_suffix(domain)
-            .is_some_and(|rest| rest.ends_with('.'))
-    };
-    match (pattern.strip_prefix("*."), pattern.strip_prefix('.')) {
-        (Some(domain), _) => subdomain_of(domain),
-        (_, Some(domain)) => host == domain || subdomain_of(domain),
-        _ => host == pattern,
     }
 }

@@ -60,7 +60,7 @@ impl OxyExt for PrivacyRelay {
 
 /// The users, by token hash and by certificate name, and each user's tunnel slots.
 struct Users {
-    by_token: HashMap<String, String>,
+    by_token: HashMap<[u8; 32], String>,
     by_certificate: HashMap<String, String>,
     slots: HashMap<String, Arc<Semaphore>>,
 }
@@ -75,14 +75,18 @@ impl Users {
         for user in &settings.users {
             let name = &user.name;
             anyhow::ensure!(!name.is_empty(), "a user has no name");
-            let token = user.token_sha256.to_ascii_lowercase();
+            let token = &user.token_sha256;
+            let digest: Option<[u8; 32]> = match token.len() {
+                0 => None,
+                64 if token.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    Some(std::array::from_fn(|i| {
+                        u8::from_str_radix(&token[2 * i..2 * i + 2], 16).unwrap_or_default()
+                    }))
+                }
+                _ => anyhow::bail!("user {name}: token_sha256 is not 64 hex digits"),
+            };
             anyhow::ensure!(
-                token.is_empty()
-                    || (token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit())),
-                "user {name}: token_sha256 is not 64 hex digits"
-            );
-            anyhow::ensure!(
-                !token.is_empty() || !user.certificate_name.is_empty(),
+                digest.is_some() || !user.certificate_name.is_empty(),
                 "user {name}: set token_sha256 or certificate_name"
             );
             let semaphore = Arc::new(Semaphore::new(settings.max_tunnels_per_user));
@@ -90,8 +94,8 @@ impl Users {
                 users.slots.insert(name.clone(), semaphore).is_none(),
                 "user {name} is listed twice"
             );
-            if !token.is_empty() {
-                users.by_token.insert(token, name.clone());
+            if let Some(digest) = digest {
+                users.by_token.insert(digest, name.clone());
             }
             if !user.certificate_name.is_empty() {
                 let certificate = user.certificate_name.to_ascii_lowercase();
@@ -122,9 +126,8 @@ impl Users {
             if !scheme.eq_ignore_ascii_case("bearer") {
                 return None;
             }
-            let digest = boring::sha::sha256(token.trim().as_bytes());
-            let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-            self.by_token.get(&hex)
+            self.by_token
+                .get(&boring::sha::sha256(token.trim().as_bytes()))
         })
     }
 }

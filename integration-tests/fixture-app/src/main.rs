@@ -58,6 +58,8 @@ pub struct FixtureEndpointSettings {
     pub tunnel_block: String,
     /// When not empty, the tunnel hook redirects every tunnel here (`host:port`).
     pub tunnel_redirect: String,
+    /// The tunnel hook asks to decapsulate every TCP tunnel (serve the HTTP inside).
+    pub tunnel_decapsulate: bool,
     /// When not zero, the tunnel hook sets this idle timeout (milliseconds).
     pub tunnel_idle_ms: u64,
     /// When not empty, requests whose path starts with it are blocked with 403.
@@ -355,6 +357,9 @@ impl TunnelHook<Fixture> for Router {
                 Ok(target) => TunnelAction::Redirect(target),
                 Err(e) => TunnelAction::Block(format!("bad tunnel_redirect: {e}")),
             };
+        }
+        if settings.tunnel_decapsulate {
+            return TunnelAction::Decapsulate;
         }
         if settings.tunnel_idle_ms > 0 {
             return TunnelAction::SetTimeouts {

@@ -159,6 +159,25 @@ impl TargetHost {
     }
 }
 
+/// Whether the host name `host` matches `pattern`: `example.com` (exactly),
+/// `.example.com` (it and its subdomains) or `*.example.com` (its subdomains only),
+/// in any case and whether or not either ends with the root's dot.
+pub fn host_matches(pattern: &str, host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let pattern = pattern.strip_suffix('.').unwrap_or(pattern);
+    let subdomain_of = |domain: &str| {
+        let (host, domain) = (host.as_bytes(), domain.as_bytes());
+        host.len() > domain.len() + 1
+            && host[host.len() - domain.len() - 1] == b'.'
+            && host[host.len() - domain.len()..].eq_ignore_ascii_case(domain)
+    };
+    match (pattern.strip_prefix("*."), pattern.strip_prefix('.')) {
+        (Some(domain), _) => subdomain_of(domain),
+        (_, Some(domain)) => host.eq_ignore_ascii_case(domain) || subdomain_of(domain),
+        _ => host.eq_ignore_ascii_case(pattern),
+    }
+}
+
 impl std::fmt::Display for TargetHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -220,6 +239,23 @@ impl std::str::FromStr for Target {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_patterns_match() {
+        for (pattern, host, matches) in [
+            ("example.com", "Example.COM.", true),
+            ("example.com", "a.example.com", false),
+            (".example.com", "example.com", true),
+            (".example.com", "a.b.example.com", true),
+            (".example.com", "notexample.com", false),
+            ("*.example.com", "example.com", false),
+            ("*.example.com", "x.Example.com", true),
+            ("*.example.com", "é.example.com", true),
+            (".example.com", "exampleécom", false),
+        ] {
+            assert_eq!(host_matches(pattern, host), matches, "{pattern} {host}");
+        }
+    }
 
     #[test]
     fn targets_parse_and_print() {

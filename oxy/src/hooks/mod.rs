@@ -13,7 +13,7 @@ mod tunnel;
 pub use dns::{DnsAction, DnsContext, DnsHook};
 pub use egress::{
     EgressAction, EgressContext, EgressHook, InternalService, ProxyHeaderVersion, Target,
-    TargetHost, TargetParseError, UpstreamProxy,
+    TargetHost, TargetParseError, UpstreamProxy, host_matches,
 };
 pub use http_request::{
     HttpBody, HttpRequestHook, RequestAction, RequestContext, ResponseAction, Upstream,

@@ -5,7 +5,7 @@
 #[derive(Debug, Clone)]
 pub struct StreamSearch {
     needle: Vec<u8>,
-    /// The last bytes seen, at most `needle.len() - 1` of them once a chunk is judged.
+    /// The last bytes seen, at most `needle.len() - 1` of them between chunks.
     tail: Vec<u8>,
 }
 
@@ -18,23 +18,28 @@ impl StreamSearch {
         }
     }
 
-    /// Whether the needle ends in `chunk` (it may start in earlier chunks).
+    /// Whether the needle ends in `chunk` (it may start in earlier chunks). Only the
+    /// bytes that could start a match across the next boundary are kept.
     pub fn found_in(&mut self, chunk: &[u8]) -> bool {
-        if self.needle.is_empty() {
-            return true;
-        }
-        self.tail.extend_from_slice(chunk);
-        if self
-            .tail
-            .windows(self.needle.len())
-            .any(|w| w == self.needle)
+        let keep = match self.needle.len() {
+            0 => return true,
+            n => n - 1,
+        };
+        // A match across the boundary starts in the tail and ends in the chunk's head.
+        self.tail.extend_from_slice(&chunk[..chunk.len().min(keep)]);
+        if memchr::memmem::find(&self.tail, &self.needle).is_some()
+            || memchr::memmem::find(chunk, &self.needle).is_some()
         {
             self.tail.clear();
             return true;
         }
-        let keep = self.needle.len() - 1;
-        let drop = self.tail.len().saturating_sub(keep);
-        self.tail.drain(..drop);
+        if chunk.len() >= keep {
+            self.tail.clear();
+            self.tail.extend_from_slice(&chunk[chunk.len() - keep..]);
+        } else {
+            let drop = self.tail.len().saturating_sub(keep);
+            self.tail.drain(..drop);
+        }
         false
     }
 
@@ -59,6 +64,12 @@ mod tests {
         search.reset();
         assert!(!search.found_in(b"ret"));
         assert!(!StreamSearch::new("abc").found_in(b"ab"));
+        let mut search = StreamSearch::new("abcd");
+        for byte in b"xxabc" {
+            assert!(!search.found_in(&[*byte]));
+        }
+        assert!(search.found_in(b"dyy"));
+        assert!(StreamSearch::new("needle").found_in(b"a haystack with a needle in it"));
         assert!(StreamSearch::new("").found_in(b""));
     }
 }
