@@ -7,11 +7,14 @@ use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::error::{OxyError, OxyResult};
 use crate::offramp::policy::EgressPolicy;
+use crate::onramp::bind::{BoundSocket, bind_endpoint, bind_tcp};
 use crate::services::Services;
+use crate::settings::EndpointProtocol;
 use crate::settings::{self, ServerSettings};
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::framework_metrics::oxy;
 use crate::telemetry::health::{Health, HealthState};
+use crate::telemetry::listeners::{BoundListener, EndpointListeners, Listeners};
 use crate::telemetry::{logging, panics, sentry_reports};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,12 +138,23 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
     let health = Arc::new(Health::default());
     health.set(HealthState::Starting);
 
+    let listeners = Arc::new(Listeners::default());
     if settings.telemetry.enabled {
-        let listener = bind("telemetry", settings.telemetry.listen).await?;
-        tracing::info!(listen = %settings.telemetry.listen, "telemetry listening");
+        let telemetry = &settings.telemetry;
+        let listener = bind_tcp(telemetry.listen)
+            .and_then(TcpListener::from_std)
+            .map_err(|source| OxyError::Bind {
+                endpoint: "telemetry".into(),
+                addr: telemetry.listen,
+                source,
+            })?;
+        let local = listener.local_addr()?;
+        tracing::info!(listen = %local, "telemetry listening");
+        write_address_file(&telemetry.address_file, local)?;
         tokio::spawn(crate::telemetry::server::serve(
             listener,
             health.clone(),
+            listeners.clone(),
             started,
         ));
     }
@@ -166,56 +180,70 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
         audit,
     });
     let drain = Drain::new();
-    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
+    let mut reported = Vec::new();
     for endpoint_settings in &settings.endpoints {
-        let app = App::endpoint_context(endpoint_settings).map_err(OxyError::AppStart)?;
-        let endpoint = Endpoint::<App>::new(endpoint_settings.clone(), app).map_err(|e| {
-            OxyError::Setup(format!(
-                "endpoint {}: tls.{}: {e}",
-                endpoint_settings.name, e.field
-            ))
+        let name = &endpoint_settings.name;
+        let h3_on = endpoint_settings.http.h3.enabled
+            && endpoint_settings.protocol == EndpointProtocol::Http;
+        let sockets = bind_endpoint(endpoint_settings, h3_on).map_err(|e| OxyError::Bind {
+            endpoint: name.clone(),
+            addr: e.addr,
+            source: e.source,
         })?;
+        let h3_port = match sockets.quic.first() {
+            Some(socket) => Some(socket.local_addr()?.port()),
+            None => None,
+        };
+        let app = App::endpoint_context(endpoint_settings).map_err(OxyError::AppStart)?;
+        let endpoint = Endpoint::<App>::new(endpoint_settings.clone(), app, h3_port)
+            .map_err(|e| OxyError::Setup(format!("endpoint {name}: tls.{}: {e}", e.field)))?;
         let endpoint = Arc::new(endpoint);
         let max = endpoint_settings.limits.max_connections;
         let slots = (max > 0).then(|| Arc::new(Semaphore::new(max)));
-        for addr in &endpoint_settings.listen {
-            let listener = if endpoint_settings.protocol.is_udp() {
-                let socket =
-                    tokio::net::UdpSocket::bind(addr)
-                        .await
-                        .map_err(|source| OxyError::Bind {
-                            endpoint: endpoint_settings.name.clone(),
-                            addr: *addr,
-                            source,
-                        })?;
-                Listener::Udp(socket)
-            } else {
-                Listener::Tcp(bind(&endpoint_settings.name, *addr).await?)
+        let mut report = EndpointListeners {
+            name: name.clone(),
+            protocol: endpoint_settings.protocol.as_str(),
+            listeners: Vec::new(),
+        };
+        for socket in sockets.listen {
+            let (listener, transport, local) = match socket {
+                BoundSocket::Tcp(l) => {
+                    let local = l.local_addr()?;
+                    (Listener::Tcp(TcpListener::from_std(l)?), "tcp", local)
+                }
+                BoundSocket::Udp(s) => {
+                    let local = s.local_addr()?;
+                    let socket = tokio::net::UdpSocket::from_std(s)?;
+                    (Listener::Udp(socket), "udp", local)
+                }
             };
-            let local = match &listener {
-                Listener::Tcp(l) => l.local_addr()?,
-                Listener::Udp(s) => s.local_addr()?,
-                Listener::Quic(q) => q.local_addr()?,
-            };
-            tracing::info!(endpoint = %endpoint_settings.name, listen = %local, "endpoint listening");
-            listeners.push((listener, endpoint.clone(), slots.clone()));
+            tracing::info!(endpoint = %name, listen = %local, transport, "endpoint listening");
+            report.listeners.push(BoundListener {
+                transport,
+                address: local,
+            });
+            bound.push((listener, endpoint.clone(), slots.clone()));
         }
-        if endpoint.quic.is_some() {
-            let h3 = &endpoint_settings.http.h3;
-            for addr in h3.addresses(&endpoint_settings.listen) {
-                let bound = std::net::UdpSocket::bind(addr)
-                    .and_then(|socket| crate::onramp::quic::bind(&endpoint, socket));
-                let quic = bound.map_err(|source| OxyError::Bind {
-                    endpoint: endpoint_settings.name.clone(),
-                    addr: *addr,
+        for socket in sockets.quic {
+            let local = socket.local_addr()?;
+            let quic =
+                crate::onramp::quic::bind(&endpoint, socket).map_err(|source| OxyError::Bind {
+                    endpoint: name.clone(),
+                    addr: local,
                     source,
                 })?;
-                tracing::info!(endpoint = %endpoint_settings.name, listen = %quic.local_addr()?, "endpoint listening (HTTP/3)");
-                listeners.push((Listener::Quic(quic), endpoint.clone(), slots.clone()));
-            }
+            tracing::info!(endpoint = %name, listen = %local, transport = "quic", "endpoint listening (HTTP/3)");
+            report.listeners.push(BoundListener {
+                transport: "quic",
+                address: local,
+            });
+            bound.push((Listener::Quic(quic), endpoint.clone(), slots.clone()));
         }
+        reported.push(report);
     }
-    for (listener, endpoint, slots) in listeners {
+    listeners.set(&reported);
+    for (listener, endpoint, slots) in bound {
         let (services, drain) = (services.clone(), drain.clone());
         match listener {
             Listener::Tcp(l) => tokio::spawn(crate::onramp::tcp::serve(
@@ -253,13 +281,21 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
     Ok(())
 }
 
-async fn bind(owner: &str, addr: SocketAddr) -> OxyResult<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| OxyError::Bind {
-            endpoint: owner.to_string(),
-            addr,
-            source,
+/// Writes the telemetry listener's bound address to `path` (when set), whole or not at
+/// all: a temporary file renamed into place.
+fn write_address_file(path: &std::path::Path, addr: SocketAddr) -> OxyResult<()> {
+    if path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let mut temporary = path.as_os_str().to_owned();
+    temporary.push(".tmp");
+    std::fs::write(&temporary, format!("{addr}\n"))
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|e| {
+            OxyError::Io(std::io::Error::new(
+                e.kind(),
+                format!("telemetry.address_file {}: {e}", path.display()),
+            ))
         })
 }
 

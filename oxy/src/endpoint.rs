@@ -34,10 +34,12 @@ pub struct Endpoint<App: OxyExt> {
 }
 
 impl<App: OxyExt> Endpoint<App> {
-    /// An endpoint from its (validated) settings and the application's state for it.
+    /// An endpoint from its (validated) settings and the application's state for it;
+    /// `h3_port` is the port its first HTTP/3 socket is bound to, for `Alt-Svc`.
     pub fn new(
         settings: EndpointSettings<App::EndpointAppSettings>,
         app: App::EndpointContext,
+        h3_port: Option<u16>,
     ) -> Result<Self, TlsSetupError> {
         let tls = if settings.tls.enabled {
             let alpn: &'static [u8] = match settings.protocol {
@@ -55,7 +57,6 @@ impl<App: OxyExt> Endpoint<App> {
         } else {
             None
         };
-        let h3_port = h3.addresses(&settings.listen).first().map(|a| a.port());
         let alt_svc = h3_port
             .filter(|_| h3_on && h3.alt_svc)
             .and_then(|port| format!("h3=\":{port}\"; ma=86400").parse().ok());

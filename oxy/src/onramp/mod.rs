@@ -1,5 +1,6 @@
 //! On-ramps: the listeners that accept traffic for endpoints.
 
+pub mod bind;
 pub mod proxy_protocol;
 pub mod quic;
 pub mod tcp;

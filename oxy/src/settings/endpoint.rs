@@ -57,6 +57,15 @@ impl EndpointProtocol {
     pub fn is_udp(self) -> bool {
         self == EndpointProtocol::Udp
     }
+
+    /// The name the settings use: `http`, `tcp` or `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndpointProtocol::Http => "http",
+            EndpointProtocol::Tcp => "tcp",
+            EndpointProtocol::Udp => "udp",
+        }
+    }
 }
 
 /// The `udp:` section of an endpoint.

@@ -9,9 +9,15 @@ pub struct TelemetrySettings {
     /// Serve `GET /metrics` (Prometheus text format) and `GET /health` on `listen`.
     #[serde(default = "enabled")]
     pub enabled: bool,
-    /// Address of the metrics and health listener. Keep it off the public internet.
+    /// Address of the metrics and health listener. Keep it off the public internet. Port
+    /// 0 lets the system pick one: `address_file` and the `telemetry listening` log line
+    /// say which, and `GET /endpoints` there lists every endpoint's bound addresses.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// A file to write the listener's bound address to (`127.0.0.1:9090` and a newline)
+    /// once it listens, for a supervisor or test harness; empty means none. The file
+    /// appears whole (written aside, then renamed).
+    pub address_file: std::path::PathBuf,
     /// Logging.
     pub log: LogSettings,
     /// Audit records: one JSON object per tunnel.

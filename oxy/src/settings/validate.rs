@@ -38,13 +38,21 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
         ));
     }
 
-    let audit = &telemetry.audit.path;
-    if !audit.as_os_str().is_empty() {
-        let dir = audit.parent().filter(|d| !d.as_os_str().is_empty());
+    for (path, field) in [
+        (
+            &telemetry.audit.path,
+            vec![key("telemetry"), key("audit"), key("path")],
+        ),
+        (
+            &telemetry.address_file,
+            vec![key("telemetry"), key("address_file")],
+        ),
+    ] {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if dir.is_some_and(|d| !d.is_dir()) {
             problems.push((
-                vec![key("telemetry"), key("audit"), key("path")],
-                format!("the directory of {} does not exist", audit.display()),
+                field,
+                format!("the directory of {} does not exist", path.display()),
             ));
         }
     }

@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod framework_metrics;
 pub mod health;
+pub mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod panics;

@@ -1,7 +1,9 @@
-//! The telemetry listener: `GET /metrics` (Prometheus text) and `GET /health`.
+//! The telemetry listener: `GET /metrics` (Prometheus text), `GET /health` and
+//! `GET /endpoints` (the bound listen addresses, JSON).
 
 use super::framework_metrics::oxy_process;
 use super::health::{Health, HealthState};
+use super::listeners::Listeners;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -12,7 +14,12 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 /// Serves telemetry on `listener` until the process ends.
-pub async fn serve(listener: TcpListener, health: Arc<Health>, started: Instant) {
+pub async fn serve(
+    listener: TcpListener,
+    health: Arc<Health>,
+    listeners: Arc<Listeners>,
+    started: Instant,
+) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -22,10 +29,10 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, started: Instant)
                 continue;
             }
         };
-        let health = health.clone();
+        let (health, listeners) = (health.clone(), listeners.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let response = respond(&req, &health, started);
+                let response = respond(&req, &health, &listeners, started);
                 async move { Ok::<_, std::convert::Infallible>(response) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
@@ -39,7 +46,12 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, started: Instant)
     }
 }
 
-fn respond(req: &Request<Incoming>, health: &Health, started: Instant) -> Response<Full<Bytes>> {
+fn respond(
+    req: &Request<Incoming>,
+    health: &Health,
+    listeners: &Listeners,
+    started: Instant,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
@@ -59,9 +71,20 @@ fn respond(req: &Request<Incoming>, health: &Health, started: Instant) -> Respon
             HealthState::Starting => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
             HealthState::Draining => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
         },
+        "/endpoints" => match listeners.get() {
+            Some(json) => {
+                let mut response = text(StatusCode::OK, json);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            None => text(StatusCode::SERVICE_UNAVAILABLE, "starting\n"),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics or /health\n",
+            "not found: try /metrics, /health or /endpoints\n",
         ),
     }
 }

@@ -1,0 +1,135 @@
+//! Binding an endpoint's sockets, port 0 included: TCP or UDP for each `listen` address,
+//! and UDP for HTTP/3, on the TCP listener's port number when HTTP/3 shares `listen`.
+
+use crate::settings::EndpointSettings;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+
+/// How many times a port-0 TCP listener is rebound when the UDP port of the same number
+/// (for HTTP/3) is taken by another process.
+const SHARED_PORT_ATTEMPTS: usize = 16;
+
+/// The pending connections a TCP listener queues before `accept` (tokio's default too).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// One bound `listen` address of an endpoint.
+#[derive(Debug)]
+pub enum BoundSocket {
+    /// A listening TCP socket (`protocol: http` or `tcp`).
+    Tcp(TcpListener),
+    /// A UDP socket (`protocol: udp`).
+    Udp(UdpSocket),
+}
+
+/// Every socket of one endpoint, bound and non-blocking.
+#[derive(Debug, Default)]
+pub struct EndpointSockets {
+    /// One per `listen` address, in order.
+    pub listen: Vec<BoundSocket>,
+    /// One per HTTP/3 address (empty unless `quic` was asked for), in order.
+    pub quic: Vec<UdpSocket>,
+}
+
+/// A socket that could not be bound: the address asked for and why.
+#[derive(Debug)]
+pub struct BindError {
+    /// The configured address.
+    pub addr: SocketAddr,
+    /// The operating system's error.
+    pub source: io::Error,
+}
+
+/// Binds every socket of `settings`; `quic` asks for the HTTP/3 ones too. When HTTP/3
+/// uses the endpoint's own `listen` addresses, a TCP listener asked for on port 0 and its
+/// QUIC socket get the same port number, so one `Alt-Svc` port and one number in a
+/// client's configuration cover both.
+pub fn bind_endpoint<S>(
+    settings: &EndpointSettings<S>,
+    quic: bool,
+) -> Result<EndpointSockets, BindError> {
+    let mut sockets = EndpointSockets::default();
+    let h3_shares_listen = quic && settings.http.h3.listen.is_empty();
+    for &addr in &settings.listen {
+        let at = |source| BindError { addr, source };
+        if settings.protocol.is_udp() {
+            sockets
+                .listen
+                .push(BoundSocket::Udp(bind_udp(addr).map_err(at)?));
+        } else if h3_shares_listen {
+            let (tcp, udp) = bind_tcp_and_udp(addr).map_err(at)?;
+            sockets.listen.push(BoundSocket::Tcp(tcp));
+            sockets.quic.push(udp);
+        } else {
+            sockets
+                .listen
+                .push(BoundSocket::Tcp(bind_tcp(addr).map_err(at)?));
+        }
+    }
+    if quic && !h3_shares_listen {
+        for &addr in &settings.http.h3.listen {
+            let udp = bind_udp(addr).map_err(|source| BindError { addr, source })?;
+            sockets.quic.push(udp);
+        }
+    }
+    Ok(sockets)
+}
+
+/// A TCP listener and a UDP socket on the same port number: the one asked for, or (for
+/// port 0) one the system picks for TCP and that UDP can have too.
+fn bind_tcp_and_udp(addr: SocketAddr) -> io::Result<(TcpListener, UdpSocket)> {
+    if addr.port() != 0 {
+        return Ok((bind_tcp(addr)?, bind_udp(addr)?));
+    }
+    let mut last = None;
+    for _ in 0..SHARED_PORT_ATTEMPTS {
+        let tcp = bind_tcp(addr)?;
+        let same_port = SocketAddr::new(addr.ip(), tcp.local_addr()?.port());
+        match bind_udp(same_port) {
+            Ok(udp) => return Ok((tcp, udp)),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+}
+
+/// A non-blocking listening TCP socket with `SO_REUSEADDR` (a restart can rebind while
+/// old connections linger in TIME_WAIT).
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A non-blocking UDP socket.
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_zero_gives_tcp_and_udp_one_port() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (tcp, udp) = bind_tcp_and_udp(addr).unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        assert_eq!(udp.local_addr().unwrap().port(), port);
+    }
+
+    #[test]
+    fn a_taken_port_is_an_error() {
+        let taken = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = bind_tcp_and_udp(addr).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+    }
+}
