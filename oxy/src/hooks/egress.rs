@@ -3,6 +3,7 @@
 use crate::app::OxyExt;
 use crate::endpoint::Endpoint;
 use crate::hooks::Transport;
+use crate::hooks::numeric_host::parse_numeric_ipv4;
 use crate::tunnel::TunnelClient;
 use async_trait::async_trait;
 use std::net::{IpAddr, SocketAddr};
@@ -148,13 +149,17 @@ pub trait EgressHook<App: OxyExt>: Send + Sync + 'static {
 }
 
 impl TargetHost {
-    /// The host of a URI (`[2001:db8::1]`, `192.0.2.1`, `Example.COM.`): an address, or a
-    /// name in lowercase without the root's trailing dot.
+    /// The host of a URI (`[2001:db8::1]`, `192.0.2.1`, `Example.COM.`): an address (IPv4
+    /// in any form a browser reads, `127.1` too), or a name in lowercase without the
+    /// root's trailing dot.
     pub fn from_uri_host(host: &str) -> Self {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        match host.parse() {
-            Ok(ip) => TargetHost::Ip(ip),
-            Err(_) => TargetHost::Name(host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()),
+        if let Ok(ip) = host.parse() {
+            return TargetHost::Ip(ip);
+        }
+        match parse_numeric_ipv4(host) {
+            Some(Ok(ip)) => TargetHost::Ip(IpAddr::V4(ip)),
+            _ => TargetHost::Name(host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()),
         }
     }
 }
@@ -214,8 +219,10 @@ impl std::str::FromStr for Target {
                 v6.parse()
                     .map_err(|_| TargetParseError("bad IPv6 address"))?,
             ))
-        } else if let Ok(ip) = host.parse::<std::net::Ipv4Addr>() {
-            TargetHost::Ip(IpAddr::V4(ip))
+        } else if let Some(ip) = parse_numeric_ipv4(host) {
+            TargetHost::Ip(IpAddr::V4(
+                ip.map_err(|_| TargetParseError("bad IPv4 address"))?,
+            ))
         } else {
             let host = host.strip_suffix('.').unwrap_or(host);
             let valid = !host.is_empty()

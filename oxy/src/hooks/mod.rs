@@ -8,6 +8,7 @@ mod egress;
 mod http_request;
 mod ingress;
 mod ip_flow;
+mod numeric_host;
 mod tunnel;
 
 pub use dns::{DnsAction, DnsContext, DnsHook};
@@ -23,4 +24,5 @@ pub use ingress::{
     Transport,
 };
 pub use ip_flow::{IpFlowAction, IpFlowContext, IpFlowHook};
+pub use numeric_host::{BadNumericHost, parse_numeric_ipv4};
 pub use tunnel::{TunnelAction, TunnelContext, TunnelHook, TunnelSummary};

@@ -11,6 +11,10 @@ pub mod oxy_http {
     /// Requests being answered now, by endpoint.
     pub fn active_requests(endpoint: &str) -> Gauge;
 
+    /// Requests whose client went away before they were answered (an HTTP/2 or HTTP/3
+    /// stream reset, a closed connection), by endpoint, HTTP version and method.
+    pub fn cancelled_total(endpoint: &str, version: &str, method: &str) -> Counter;
+
     /// How requests were served, by endpoint and kind (`forward`, `reverse`, `connect`,
     /// `local`).
     pub fn routes_total(endpoint: &str, kind: &str) -> Counter;

@@ -2,6 +2,7 @@
 //! with h3), forward and reverse proxy, CONNECT, CONNECT-UDP, and the upstream client.
 //! Only the servers know which implementation carried a request.
 
+pub mod authority;
 pub mod body;
 pub mod body_tap;
 pub mod capsule;

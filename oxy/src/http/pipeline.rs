@@ -137,42 +137,21 @@ impl<App: OxyExt> Handler<App> {
         }
     }
 
-    /// Answers one request, counts it and writes its access-log line.
+    /// Answers one request, counts it and writes its access-log line; a request whose
+    /// client goes away before the answer (an HTTP/2 or HTTP/3 reset, a closed
+    /// connection) is counted and logged as cancelled.
     pub async fn handle(self: Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
-        let started = Instant::now();
-        let name = self.endpoint.name().to_string();
-        let method = request.method().clone();
-        let version = request.version();
-        let target = match request.uri().authority() {
-            Some(authority) if method == Method::CONNECT => authority.to_string(),
-            _ => request.uri().to_string(),
-        };
-        let active = oxy_http::active_requests(&name);
-        active.inc();
+        let mut record = RequestRecord::start(self.endpoint.name(), &request);
         let mut response = self.dispatch(request).await;
-        active.dec();
         if let Some(alt_svc) = &self.endpoint.alt_svc
-            && version != Version::HTTP_3
+            && record.version != Version::HTTP_3
         {
             response
                 .headers_mut()
                 .entry(http::header::ALT_SVC)
                 .or_insert_with(|| alt_svc.clone());
         }
-        let elapsed = started.elapsed();
-        let status = response.status().as_u16();
-        oxy_http::request_duration_seconds(&name).observe(elapsed.as_secs_f64());
-        oxy_http::requests_total(&name, version_label(version), method_label(&method), status)
-            .inc();
-        tracing::info!(
-            target: "oxy::access",
-            %method,
-            uri = %target,
-            version = version_label(version),
-            status,
-            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            "request"
-        );
+        record.answered(response.status());
         response
     }
 
@@ -184,6 +163,10 @@ impl<App: OxyExt> Handler<App> {
         if uri_len(&parts.uri) > limits.max_uri_bytes {
             oxy_http::errors_total(name, "uri_too_long").inc();
             return text_response(StatusCode::URI_TOO_LONG, "the request URI is too long");
+        }
+        if let Err(e) = super::authority::settle(&mut parts) {
+            oxy_http::errors_total(name, e.as_label()).inc();
+            return text_response(StatusCode::BAD_REQUEST, &e.to_string());
         }
         let declared_length = parts
             .headers
@@ -478,4 +461,76 @@ fn uri_len(uri: &Uri) -> usize {
     let authority = uri.authority().map_or(0, |a| a.as_str().len());
     let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
     scheme + authority + path
+}
+
+/// One request's bookkeeping: the active-requests gauge while it runs, then its count
+/// and access-log line, written when it is answered or, if it never is (the client went
+/// away and the request's future was dropped), as cancelled.
+struct RequestRecord {
+    endpoint: String,
+    method: Method,
+    version: Version,
+    uri: String,
+    started: Instant,
+    active: prometheus::IntGauge,
+    answered: bool,
+}
+
+impl RequestRecord {
+    fn start(endpoint: &str, request: &Request<HttpBody>) -> Self {
+        let method = request.method().clone();
+        let uri = match request.uri().authority() {
+            Some(authority) if method == Method::CONNECT => authority.to_string(),
+            _ => request.uri().to_string(),
+        };
+        let active = oxy_http::active_requests(endpoint);
+        active.inc();
+        RequestRecord {
+            endpoint: endpoint.to_string(),
+            method,
+            version: request.version(),
+            uri,
+            started: Instant::now(),
+            active,
+            answered: false,
+        }
+    }
+
+    fn answered(&mut self, status: StatusCode) {
+        self.answered = true;
+        let elapsed = self.started.elapsed();
+        let (name, method, version) = (&self.endpoint, &self.method, self.version);
+        let status = status.as_u16();
+        oxy_http::request_duration_seconds(name).observe(elapsed.as_secs_f64());
+        oxy_http::requests_total(name, version_label(version), method_label(method), status).inc();
+        tracing::info!(
+            target: "oxy::access",
+            %method,
+            uri = %self.uri,
+            version = version_label(version),
+            status,
+            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            "request"
+        );
+    }
+}
+
+impl Drop for RequestRecord {
+    fn drop(&mut self) {
+        self.active.dec();
+        if self.answered {
+            return;
+        }
+        let (name, method, version) = (&self.endpoint, &self.method, self.version);
+        oxy_http::cancelled_total(name, version_label(version), method_label(method)).inc();
+        tracing::info!(
+            target: "oxy::access",
+            %method,
+            uri = %self.uri,
+            version = version_label(version),
+            reason = "cancelled",
+            duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "request cancelled by the client"
+        );
+    }
 }
