@@ -1,7 +1,8 @@
 //! Microbenchmarks of hot pure functions: PROXY v2 header parsing (every datagram of a
 //! UDP endpoint behind a load balancer), the egress policy check (every resolved
 //! address of every connection) and the capsule codec (every CONNECT-UDP datagram over
-//! HTTP/2 and HTTP/1.1). Run with `cargo bench -p oxy`.
+//! HTTP/2 and HTTP/1.1) and the urlencoded form tap (every chunk of an inspected upload,
+//! whose cost must not depend on how many `&` it holds). Run with `cargo bench -p oxy`.
 
 // criterion_group! generates undocumented public functions.
 #![allow(missing_docs)]
@@ -94,5 +95,48 @@ fn capsule_codec(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, proxy_v2_parsing, egress_policy, capsule_codec);
+/// The urlencoded tap over 800 KB in 16 KB chunks: `a&a&…` (400,000 fields) beside a
+/// body without `&` (one field cut across every chunk); the two should cost about the same.
+fn urlencoded_tap(c: &mut Criterion) {
+    use bytes::Bytes;
+    use oxy::http::form::{FormInspector, form_tap};
+    struct Nothing;
+    impl FormInspector for Nothing {}
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        panic!("no runtime for the benchmark");
+    };
+    let size = 800 * 1024;
+    let mut group = c.benchmark_group("urlencoded_tap_800k");
+    group.sample_size(20);
+    for (name, body) in [
+        ("fields_a_amp", b"a&".repeat(size / 2)),
+        ("one_long_field", b"a".repeat(size)),
+    ] {
+        let chunks: Vec<Bytes> = body.chunks(16 * 1024).map(Bytes::copy_from_slice).collect();
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                runtime.block_on(async {
+                    let Some(mut tap) =
+                        form_tap("application/x-www-form-urlencoded", Box::new(Nothing))
+                    else {
+                        return;
+                    };
+                    for chunk in &chunks {
+                        black_box(tap.on_chunk(chunk).await);
+                    }
+                    black_box(tap.on_end().await);
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    proxy_v2_parsing,
+    egress_policy,
+    capsule_codec,
+    urlencoded_tap
+);
 criterion_main!(benches);

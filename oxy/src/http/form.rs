@@ -163,14 +163,27 @@ impl UrlencodedTap {
 
 #[async_trait]
 impl BodyTap for UrlencodedTap {
+    /// Linear in the chunk: each pair is inspected where it lies, and only a pair cut by
+    /// the chunk's end is copied to wait for the rest.
     async fn on_chunk(&mut self, chunk: &Bytes) -> TapVerdict {
-        self.pending.extend_from_slice(chunk);
-        while let Some(end) = self.pending.iter().position(|&b| b == b'&') {
-            let pair: Vec<u8> = self.pending.drain(..=end).collect();
-            if let TapVerdict::Block(reason) = self.inspect_pair(&pair[..end]) {
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'&', chunk) {
+            let verdict = if self.pending.is_empty() {
+                self.inspect_pair(&chunk[start..end])
+            } else {
+                let mut pair = std::mem::take(&mut self.pending);
+                pair.extend_from_slice(&chunk[start..end]);
+                let verdict = self.inspect_pair(&pair);
+                pair.clear();
+                self.pending = pair;
+                verdict
+            };
+            if let TapVerdict::Block(reason) = verdict {
                 return TapVerdict::Block(reason);
             }
+            start = end + 1;
         }
+        self.pending.extend_from_slice(&chunk[start..]);
         if self.pending.len() > MAX_URLENCODED_PAIR {
             return TapVerdict::Block("a form field is longer than 1 MiB".into());
         }

@@ -64,14 +64,17 @@ pub async fn serve<App: OxyExt>(
     let mut flows: HashMap<FlowKey, mpsc::Sender<Bytes>> = HashMap::new();
     // Peers whose flow began behind a header (`first_datagram`), and that original client.
     let mut first_headers: HashMap<SocketAddr, Option<SocketAddr>> = HashMap::new();
+    let tracked = oxy_udp::listener_flows(&name);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (n, peer) = tokio::select! {
             _ = listener.drain.stopping() => break,
             Some(ended) = ended_rx.recv() => {
-                if flows.get(&ended).is_some_and(|tx| tx.is_closed()) {
+                // A flow started since for the same key keeps its entries.
+                if !flows.get(&ended).is_some_and(|tx| !tx.is_closed()) {
                     flows.remove(&ended);
                     first_headers.remove(&ended.0);
+                    tracked.set(gauge_value(flows.len()));
                 }
                 continue;
             }
@@ -103,13 +106,11 @@ pub async fn serve<App: OxyExt>(
             (None, UdpProxyHeader::FirstDatagram) => first_headers.get(&peer).copied().flatten(),
             (None, UdpProxyHeader::PerDatagram) => None,
         };
-        if proxy.mode != ProxyProtocolMode::Off && proxy.udp == UdpProxyHeader::FirstDatagram {
-            first_headers.entry(peer).or_insert(original);
-        }
         let key = (peer, original);
         let datagram = Bytes::copy_from_slice(payload);
-        if let Some(flow) = flows.get(&key) {
-            match flow.try_send(datagram) {
+        let datagram = match flows.get(&key) {
+            None => datagram,
+            Some(flow) => match flow.try_send(datagram) {
                 Ok(()) => continue,
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     oxy_udp::dropped_total(&name, "queue_full").inc();
@@ -118,12 +119,20 @@ pub async fn serve<App: OxyExt>(
                 // The flow just ended: start a new one with this datagram.
                 Err(mpsc::error::TrySendError::Closed(datagram)) => {
                     flows.remove(&key);
-                    start_flow(&listener, &mut flows, key, facts, datagram);
+                    first_headers.remove(&peer);
+                    datagram
                 }
+            },
+        };
+        // Entries are made only for a flow that starts, so a flood of new sources refused
+        // by `max_connections` leaves nothing behind.
+        if let Some(tx) = start_flow(&listener, key, facts, datagram) {
+            flows.insert(key, tx);
+            if proxy.mode != ProxyProtocolMode::Off && proxy.udp == UdpProxyHeader::FirstDatagram {
+                first_headers.insert(peer, original);
             }
-        } else {
-            start_flow(&listener, &mut flows, key, facts, datagram);
         }
+        tracked.set(gauge_value(flows.len()));
     }
     tracing::debug!(endpoint = %name, "UDP listener closed");
 }
@@ -148,24 +157,22 @@ fn read_header<'a, App: OxyExt>(
     }
 }
 
+/// Starts a flow for `key` with its first datagram; its queue's sender, or `None` (the
+/// datagram dropped and counted) when the endpoint has no free slot.
 fn start_flow<App: OxyExt>(
     listener: &Listener<App>,
-    flows: &mut HashMap<FlowKey, mpsc::Sender<Bytes>>,
     key: FlowKey,
     proxy: Option<ProxyFacts>,
     first: Bytes,
-) {
+) -> Option<mpsc::Sender<Bytes>> {
     let endpoint = &listener.endpoint;
     let name = endpoint.name();
     let Ok(permit) = super::take_slot(&listener.slots) else {
         oxy_udp::dropped_total(name, "max_connections").inc();
-        return;
+        return None;
     };
     let (tx, rx) = mpsc::channel(endpoint.settings.udp.queue.max(1));
-    if tx.try_send(first).is_err() {
-        return;
-    }
-    flows.insert(key, tx);
+    tx.try_send(first).ok()?;
     let (peer, original) = key;
     let id = crate::onramp::tcp::next_connection_id();
     let span = crate::telemetry::logging::connection_span(id, name, peer);
@@ -200,4 +207,9 @@ fn start_flow<App: OxyExt>(
         }
         .instrument(span),
     );
+    Some(tx)
+}
+
+fn gauge_value(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }

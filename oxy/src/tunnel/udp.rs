@@ -34,6 +34,10 @@ pub mod oxy_udp {
     /// Datagrams dropped, by endpoint and reason (`queue_full`, `max_connections`,
     /// `refused`, `send_error`).
     pub fn dropped_total(endpoint: &str, reason: &str) -> Counter;
+
+    /// Flows a UDP listener demultiplexes to now, by endpoint: at most the endpoint's
+    /// `max_connections`, and back to 0 when they have ended.
+    pub fn listener_flows(endpoint: &str) -> Gauge;
 }
 
 /// What a flow needs from its listener.
