@@ -73,6 +73,24 @@ pub enum ConnectionEnd {
     ProxyHeaderRefused(String),
     /// A hook or handler panicked; the panic was reported.
     Panicked,
+    /// An HTTP/2 connection had no open stream for `limits.h2_idle_timeout` and was
+    /// closed with GOAWAY.
+    IdleTimeout,
+}
+
+impl ConnectionEnd {
+    /// Why the connection ended, as a metric label.
+    pub fn as_label(&self) -> &'static str {
+        match self {
+            ConnectionEnd::Closed => "closed",
+            ConnectionEnd::Rejected(_) => "rejected",
+            ConnectionEnd::Shutdown => "shutdown",
+            ConnectionEnd::HandshakeFailed(_) => "handshake_failed",
+            ConnectionEnd::ProxyHeaderRefused(_) => "proxy_header_refused",
+            ConnectionEnd::Panicked => "panic",
+            ConnectionEnd::IdleTimeout => "idle_timeout",
+        }
+    }
 }
 
 /// What is known about a connection once it has ended.

@@ -4,6 +4,7 @@
 
 use super::body::boxed;
 use super::body_tap::BodyBlocked;
+use super::guarded_body::{BodyIdleTimeout, ClientBodyError};
 use super::upgrade::{PendingUpgrade, Upgraded};
 use crate::app::OxyExt;
 use crate::hooks::{EgressContext, HttpBody, InternalService, Target, TargetHost, UpstreamProxy};
@@ -232,7 +233,8 @@ fn with_upgrade(mut response: Response<hyper::body::Incoming>) -> Response<HttpB
     response.map(boxed)
 }
 
-/// Maps a client error to 403 (denied, blocked body), 413, 504 (timeout) or 502.
+/// Maps a client error to 400 (the client's body failed), 403 (denied, blocked body),
+/// 408 (the client's body stalled), 413, 504 (timeout) or 502.
 fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
     use http::StatusCode;
     let fail = |status, reason, message: String| UpstreamError {
@@ -242,6 +244,16 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
     };
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
+        if let Some(client) = err.downcast_ref::<ClientBodyError>() {
+            return fail(StatusCode::BAD_REQUEST, "client_body", client.to_string());
+        }
+        if err.downcast_ref::<BodyIdleTimeout>() == Some(&BodyIdleTimeout::Request) {
+            return fail(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_body_timeout",
+                BodyIdleTimeout::Request.to_string(),
+            );
+        }
         if let Some(BodyBlocked(reason)) = err.downcast_ref::<BodyBlocked>() {
             return fail(StatusCode::FORBIDDEN, "body_blocked", reason.clone());
         }

@@ -4,8 +4,10 @@
 use super::body::{boxed, text_response};
 use super::body_tap::TappedBody;
 use super::client::{UpstreamClient, Via};
+use super::guarded_body::{GuardedBody, UploadProgress};
 use super::headers;
 use super::metrics::{method_label, oxy_http, version_label};
+use super::open_streams::OpenStreams;
 use super::proxy_auth;
 use super::upgrade::{self, ExtendedConnect, PendingUpgrade};
 use crate::app::OxyExt;
@@ -56,6 +58,8 @@ pub struct Handler<App: OxyExt> {
     /// Where requests go when this handler serves HTTP decapsulated from a tunnel (the
     /// tunnel's target), unless the request hook routes them elsewhere.
     pub decapsulated: Option<Upstream>,
+    /// The connection's open streams, tunnels and upgrades included.
+    pub streams: OpenStreams,
 }
 
 impl<App: OxyExt> Handler<App> {
@@ -93,6 +97,7 @@ impl<App: OxyExt> Handler<App> {
             slot: cx.slot.clone(),
             upgraded: AtomicBool::new(false),
             decapsulated: None,
+            streams: OpenStreams::default(),
         }))
     }
 
@@ -112,6 +117,7 @@ impl<App: OxyExt> Handler<App> {
             slot: self.slot.clone(),
             upgraded: AtomicBool::new(false),
             decapsulated: Some(upstream),
+            streams: self.streams.clone(),
         })
     }
 
@@ -120,10 +126,11 @@ impl<App: OxyExt> Handler<App> {
     pub fn spawn_upgraded(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         self.upgraded.store(true, Ordering::Release);
         let slot = self.slot.clone();
+        let stream = self.streams.open();
         self.drain
             .spawn_connection(tracing::Instrument::in_current_span(async move {
                 task.await;
-                drop(slot);
+                drop((slot, stream));
             }));
     }
 
@@ -385,7 +392,14 @@ impl<App: OxyExt> Handler<App> {
                 self.tls.is_some(),
             );
         }
-        let max_body = self.endpoint.settings.http.limits.max_body_bytes;
+        let settings = &self.endpoint.settings.http;
+        let upload = Arc::new(UploadProgress::default());
+        let body = GuardedBody::request(
+            body,
+            settings.limits.request_body_idle_timeout,
+            upload.clone(),
+        );
+        let max_body = settings.limits.max_body_bytes;
         let body = if max_body > 0 {
             boxed(Limited::new(
                 body,
@@ -402,27 +416,32 @@ impl<App: OxyExt> Handler<App> {
             .and_then(|hook| hook.request_body_tap(&parts, cx));
         let body = TappedBody::wrap(body, tap);
         let request = Request::from_parts(parts, body);
-        let timeout = self.endpoint.settings.http.client.response_timeout;
         let exchange = async {
             match &one_off {
                 Some((via, egress)) => self.client.send_alone(via, egress, request).await,
                 None => self.client.send(request).await,
             }
         };
-        let response = match tokio::time::timeout(timeout, exchange).await {
-            Err(_) => {
+        // `response_timeout` counts from the end of the upload, however long that took
+        // (or from when the upstream stopped reading it).
+        let response = tokio::select! {
+            response = exchange => Some(response),
+            () = upload.response_overdue(settings.client.response_timeout) => None,
+        };
+        let response = match response {
+            None => {
                 oxy_http::errors_total(name, "upstream_timeout").inc();
                 return text_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the upstream did not answer in time",
                 );
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 oxy_http::errors_total(name, e.reason).inc();
                 tracing::info!(reason = e.reason, error = %e.message, "upstream request failed");
                 return text_response(e.status, &e.message);
             }
-            Ok(Ok(response)) => response,
+            Some(Ok(response)) => response,
         };
         let mut response = response;
         let upstream_upgrade = response.extensions_mut().remove::<PendingUpgrade>();
@@ -450,7 +469,10 @@ impl<App: OxyExt> Handler<App> {
             .http_request
             .as_ref()
             .and_then(|hook| hook.response_body_tap(&parts, cx));
-        let body = TappedBody::wrap(body, tap);
+        let body = GuardedBody::response(
+            TappedBody::wrap(body, tap),
+            settings.client.response_body_idle_timeout,
+        );
         Response::from_parts(parts, body)
     }
 }

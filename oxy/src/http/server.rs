@@ -57,7 +57,13 @@ async fn serve_boxed<App: OxyExt>(
     let limits = connection_handler.endpoint.settings.http.limits.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let handler = handler.clone();
-        async move { Ok::<_, std::convert::Infallible>(handler.handle(version_agnostic(request)).await) }
+        async move {
+            // The stream is open until its response body is done (or its tunnel, which
+            // holds a stream of its own).
+            let stream = handler.streams.open();
+            let response = handler.handle(version_agnostic(request)).await;
+            Ok::<_, std::convert::Infallible>(response.map(|body| stream.holding(body)))
+        }
     });
     let read = tokio::select! {
         read = tokio::time::timeout(limits.header_read_timeout, read_version(stream)) => read,
@@ -77,14 +83,19 @@ async fn serve_boxed<App: OxyExt>(
     let io = TokioIo::new(stream);
     let result = match version {
         Version::Http2 => {
+            let keep_alive = Some(limits.h2_keep_alive_interval).filter(|i| !i.is_zero());
             let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_concurrent_streams(limits.h2_max_concurrent_streams)
                 .initial_stream_window_size(limits.h2_stream_window)
                 .initial_connection_window_size(limits.h2_connection_window)
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+                .keep_alive_interval(keep_alive)
+                .keep_alive_timeout(limits.h2_keep_alive_timeout)
                 .enable_connect_protocol()
                 .serve_connection(io, service);
-            drive(connection, |c| c.graceful_shutdown(), drain).await
+            let idle = connection_handler.streams.idle_for(limits.h2_idle_timeout);
+            drive(connection, |c| c.graceful_shutdown(), idle, drain).await
         }
         Version::Http1 => {
             let connection = hyper::server::conn::http1::Builder::new()
@@ -95,13 +106,22 @@ async fn serve_boxed<App: OxyExt>(
                 .keep_alive(true)
                 .serve_connection(io, service)
                 .with_upgrades();
-            drive(connection, |c| c.graceful_shutdown(), drain).await
+            // HTTP/1.1 keep-alive connections wait `header_read_timeout` at most.
+            let idle = std::future::pending();
+            drive(connection, |c| c.graceful_shutdown(), idle, drain).await
         }
     };
+    let mut end = ConnectionEnd::Closed;
     match result {
-        None => return ConnectionEnd::Shutdown,
-        Some(Err(e)) => tracing::debug!(error = %e, "HTTP connection ended with an error"),
-        Some(Ok(())) => {}
+        Driven::Shutdown => return ConnectionEnd::Shutdown,
+        Driven::Ended { result, idle } => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+            if idle {
+                end = ConnectionEnd::IdleTimeout;
+            }
+        }
     }
     if let Some(socket) = linger
         && !connection_handler.upgraded.load(Ordering::Acquire)
@@ -111,7 +131,7 @@ async fn serve_boxed<App: OxyExt>(
             _ = drain.force_closing() => {}
         }
     }
-    ConnectionEnd::Closed
+    end
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -148,24 +168,35 @@ async fn read_version(mut stream: TunnelStream) -> std::io::Result<(Version, Tun
     Ok((version, stream.unread(read.freeze())))
 }
 
-/// Runs a hyper connection until it ends, closing it gracefully when the drain starts.
-/// `None` when the drain's grace period ran out first.
+/// How a driven connection ended.
+enum Driven<E> {
+    /// It ended by itself, or after a graceful close because it was idle (`idle`).
+    Ended { result: Result<(), E>, idle: bool },
+    /// The drain's grace period ran out first.
+    Shutdown,
+}
+
+/// Runs a hyper connection until it ends, closing it gracefully when `idle` resolves or
+/// the drain starts.
 async fn drive<C, E>(
     connection: C,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
+    idle: impl Future<Output = ()>,
     drain: &Drain,
-) -> Option<Result<(), E>>
+) -> Driven<E>
 where
     C: Future<Output = Result<(), E>>,
 {
     tokio::pin!(connection);
+    let idle = tokio::select! {
+        result = connection.as_mut() => return Driven::Ended { result, idle: false },
+        () = idle => true,
+        _ = drain.stopping() => false,
+    };
+    graceful_shutdown(connection.as_mut());
     tokio::select! {
-        result = connection.as_mut() => return Some(result),
-        _ = drain.stopping() => graceful_shutdown(connection.as_mut()),
-    }
-    tokio::select! {
-        result = connection.as_mut() => Some(result),
-        _ = drain.force_closing() => None,
+        result = connection.as_mut() => Driven::Ended { result, idle },
+        _ = drain.force_closing() => Driven::Shutdown,
     }
 }
 

@@ -133,9 +133,11 @@ pub(crate) async fn connection_ended<App: OxyExt>(
             oxy_connections::rejected_total(&name, "panic").inc();
         }
         ConnectionEnd::Shutdown => tracing::info!("connection closed: shutdown drain period over"),
+        ConnectionEnd::IdleTimeout => tracing::debug!("connection closed: idle"),
         ConnectionEnd::HandshakeFailed(_) | ConnectionEnd::ProxyHeaderRefused(_) => {}
         ConnectionEnd::Closed => {}
     }
+    oxy_connections::closed_total(&name, end.as_label()).inc();
     let summary = ConnectionSummary {
         duration: cx.accepted_at.elapsed(),
         end,

@@ -123,13 +123,30 @@ fn default_datagram_buffer() -> usize {
 /// Limits of an HTTP endpoint.
 #[oxy_app_settings]
 pub struct HttpLimits {
-    /// Most bytes of request line and headers (HTTP/1.1); more is answered 431.
+    /// Most bytes of a request's header section: the request line and headers on
+    /// HTTP/1.1 (more is answered 431), the decoded header list on HTTP/2
+    /// (`SETTINGS_MAX_HEADER_LIST_SIZE`) and HTTP/3 (`SETTINGS_MAX_FIELD_SECTION_SIZE`).
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
     /// Time allowed for a request's headers to arrive (slowloris protection); also how
     /// long an idle HTTP/1.1 keep-alive connection waits for its next request.
     #[serde(with = "humantime_serde", default = "default_header_read_timeout")]
     pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no open stream (no request, no tunnel) for this long
+    /// is closed with GOAWAY, so idle clients cannot hold `max_connections` slots.
+    #[serde(with = "humantime_serde", default = "default_h2_idle_timeout")]
+    pub h2_idle_timeout: Duration,
+    /// How often an HTTP/2 connection is checked with a PING while it is quiet; 0
+    /// turns the check off.
+    #[serde(with = "humantime_serde", default = "default_h2_keep_alive_interval")]
+    pub h2_keep_alive_interval: Duration,
+    /// An HTTP/2 connection whose PING is not answered within this long is closed.
+    #[serde(with = "humantime_serde", default = "default_h2_keep_alive_timeout")]
+    pub h2_keep_alive_timeout: Duration,
+    /// Longest wait for the next piece of a request body; past it the request fails
+    /// (408 when nothing was answered yet). 0 means no limit.
+    #[serde(with = "humantime_serde", default = "default_body_idle_timeout")]
+    pub request_body_idle_timeout: Duration,
     /// Most concurrent HTTP/2 streams per connection.
     #[serde(default = "default_max_streams")]
     pub h2_max_concurrent_streams: u32,
@@ -186,10 +203,16 @@ fn default_max_uri_bytes() -> usize {
 /// The HTTP client used towards upstreams.
 #[oxy_app_settings]
 pub struct HttpClientSettings {
-    /// Time allowed for the upstream's response headers, after the request is sent;
-    /// past it the client gets 504.
+    /// Time allowed for the upstream's response headers, counted from when the
+    /// request, body included, has been sent; past it the client gets 504. A slow
+    /// upload is bounded by `limits.request_body_idle_timeout` instead.
     #[serde(with = "humantime_serde", default = "default_response_timeout")]
     pub response_timeout: Duration,
+    /// Longest wait for the next piece of an upstream's response body; past it the
+    /// response is cut off (the client sees its stream reset or the connection
+    /// closed). 0 means no limit.
+    #[serde(with = "humantime_serde", default = "default_body_idle_timeout")]
+    pub response_body_idle_timeout: Duration,
     /// Idle pooled connections are closed after this long.
     #[serde(with = "humantime_serde", default = "default_pool_idle_timeout")]
     pub pool_idle_timeout: Duration,
@@ -212,6 +235,22 @@ fn default_header_read_timeout() -> Duration {
 
 fn default_max_streams() -> u32 {
     200
+}
+
+fn default_h2_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_h2_keep_alive_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_h2_keep_alive_timeout() -> Duration {
+    Duration::from_secs(20)
+}
+
+fn default_body_idle_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 fn default_response_timeout() -> Duration {

@@ -32,6 +32,10 @@ pub mod oxy_connections {
     /// (`max_connections`, `ingress_hook`, `panic`).
     pub fn rejected_total(endpoint: &str, reason: &str) -> Counter;
 
+    /// Connections that ended, by endpoint and why (`closed`, `idle_timeout`,
+    /// `shutdown`, `handshake_failed`, `proxy_header_refused`, `rejected`, `panic`).
+    pub fn closed_total(endpoint: &str, reason: &str) -> Counter;
+
     /// Errors from accept(2), by endpoint.
     pub fn accept_errors_total(endpoint: &str) -> Counter;
 
