@@ -152,14 +152,14 @@ def oxy_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
             {"name": "reverse", "listen": [f"127.0.0.1:{ports['oxy_h1']}"], "http": {"upstream": origin}},
             {"name": "reverse-tls", "listen": [f"127.0.0.1:{ports['oxy_h2']}"], "http": {"upstream": origin},
              "tls": {"enabled": True, "certificates": [{"chain": str(crt), "key": str(key)}]}},
-            {"name": "proxy", "listen": [f"127.0.0.1:{ports['oxy_connect']}"]},
+            {"name": "proxy", "listen": [f"127.0.0.1:{ports['oxy_connect']}"], "http": {"connect": True}},
             {"name": "l4-source", "protocol": "tcp", "listen": [f"127.0.0.1:{ports['oxy_l4_source']}"],
              "tcp": {"target": f"127.0.0.1:{ports['source']}"}},
             {"name": "l4-echo", "protocol": "tcp", "listen": [f"127.0.0.1:{ports['oxy_l4_echo']}"],
              "tcp": {"target": f"127.0.0.1:{ports['echo']}"}},
             # HTTP/3 on UDP beside TCP: the reverse proxy for h3-get, CONNECT-UDP for connect-udp-*.
             {"name": "h3", "listen": [f"127.0.0.1:{ports['oxy_h3']}"],
-             "http": {"upstream": origin, "h3": {"enabled": True}},
+             "http": {"upstream": origin, "h3": {"enabled": True}, "connect_udp": {"enabled": True}},
              "tls": {"enabled": True, "certificates": [{"chain": str(crt), "key": str(key)}]}},
         ],
     }

@@ -62,6 +62,11 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
     let settings: AppServerSettings<App> = settings::load_file(&path)?;
     check_app_settings::<App>(&settings)?;
     if cli.check_config {
+        for warning in settings::open_proxy_warnings(&settings.endpoints) {
+            eprintln!(
+                "warning: {warning} (unless the application's request hook authenticates clients)"
+            );
+        }
         eprintln!("{}: settings are valid", path.display());
         return Ok(());
     }
@@ -162,6 +167,11 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
     let hooks = App::start(settings.clone())
         .await
         .map_err(OxyError::AppStart)?;
+    if hooks.http_request.is_none() {
+        for warning in settings::open_proxy_warnings(&settings.endpoints) {
+            tracing::warn!("{warning}");
+        }
+    }
     let resolver = DnsResolver::new(&settings.dns, hooks.dns.clone())
         .map_err(|e| OxyError::Setup(e.to_string()))?;
     let (audit, audit_writer) = AuditLog::open(&settings.telemetry.audit)

@@ -7,11 +7,11 @@ use std::time::Duration;
 #[oxy_app_settings]
 pub struct HttpSettings {
     /// Proxy absolute-form requests (`GET http://host/path`) and HTTP/2 requests to the
-    /// authority they name, through the egress policy.
-    #[serde(default = "yes")]
+    /// authority they name, through the egress policy. Off by default: an endpoint is
+    /// not an open proxy unless its settings say so.
     pub forward_proxy: bool,
-    /// Accept CONNECT (HTTP/1.1, HTTP/2 and HTTP/3) and tunnel to the requested authority.
-    #[serde(default = "yes")]
+    /// Accept CONNECT (HTTP/1.1, HTTP/2 and HTTP/3) and tunnel to the requested
+    /// authority. Off by default (CONNECT is answered 405).
     pub connect: bool,
     /// UDP proxying over HTTP (CONNECT-UDP, RFC 9298) on HTTP/3, HTTP/2 and HTTP/1.1.
     pub connect_udp: ConnectUdpSettings,
@@ -39,7 +39,7 @@ pub struct HttpSettings {
 pub struct ConnectUdpSettings {
     /// Accept CONNECT-UDP: extended CONNECT with `:protocol connect-udp` over HTTP/3
     /// (HTTP Datagrams) and HTTP/2 (capsules), or an HTTP/1.1 `Upgrade: connect-udp`.
-    #[serde(default = "yes")]
+    /// Off by default.
     pub enabled: bool,
     /// The URI template (RFC 6570 level 1, RFC 9298 §2) whose `{target_host}` and
     /// `{target_port}` name the UDP target; a request path must match it.

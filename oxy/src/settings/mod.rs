@@ -8,6 +8,7 @@ mod errors;
 mod http;
 mod load;
 mod location;
+mod open_proxy;
 mod server;
 mod std_impls;
 mod telemetry;
@@ -27,6 +28,7 @@ pub use http::{
     ProxyAuthSettings, ProxyUser,
 };
 pub use load::{from_yaml_str, load_file};
+pub use open_proxy::open_proxy_warnings;
 pub use server::{NoSettings, ServerSection, ServerSettings};
 pub use telemetry::{AuditSettings, LogFormat, LogSettings, SentrySettings, TelemetrySettings};
 
