@@ -74,7 +74,10 @@ pub async fn handle<App: OxyExt>(
                     tunnel.pump(upgraded, &drain).await;
                 }
             },
-            Err(e) => tracing::debug!(error = %e, "CONNECT upgrade failed"),
+            Err(e) => {
+                tracing::info!(error = %e, "CONNECT upgrade failed");
+                tunnel.upgrade_failed().await;
+            }
         }
         drop(cx);
     });

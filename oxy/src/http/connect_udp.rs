@@ -144,7 +144,10 @@ pub async fn handle<App: OxyExt>(
     handler.spawn_upgraded(async move {
         match upgrade.wait().await {
             Ok(stream) => carrier.carry(tunnel, stream, datagrams, &drain).await,
-            Err(e) => tracing::debug!(error = %e, "CONNECT-UDP stream not handed over"),
+            Err(e) => {
+                tracing::info!(error = %e, "CONNECT-UDP stream not handed over");
+                tunnel.upgrade_failed().await;
+            }
         }
         drop(cx);
     });

@@ -2,7 +2,7 @@
 
 use crate::app::OxyExt;
 use crate::dns::{DnsError, Family};
-use crate::hooks::{EgressAction, EgressContext, Target};
+use crate::hooks::{EgressAction, EgressContext, InternalService, Target, UpstreamProxy};
 use crate::metrics;
 use crate::offramp::happy_eyeballs::{self, HappyEyeballsError};
 use crate::offramp::policy::EgressDenied;
@@ -74,72 +74,101 @@ impl ConnectError {
     }
 }
 
-/// Runs the egress hook on `cx` and connects to the (possibly rewritten) target.
+/// How a TCP connection to a target is made, as the egress hook chose. A tunnel hook's
+/// redirect keeps it and changes only the target.
+#[derive(Debug, Clone)]
+pub enum TcpRoute {
+    /// Straight to the target, from this local address when one is given.
+    Direct {
+        /// The local address to connect from.
+        bind: Option<IpAddr>,
+    },
+    /// Through this HTTP proxy with CONNECT.
+    Proxy(UpstreamProxy),
+    /// To the target behind a PROXY header for this internal service.
+    Internal(InternalService),
+}
+
+/// Runs the egress hook on `cx` and connects to the (possibly rewritten) target; also
+/// returns the route it took.
 pub async fn connect<App: OxyExt>(
     services: &Services<App>,
     cx: &mut EgressContext<App>,
-) -> Result<(TcpStream, SocketAddr), ConnectError> {
-    let mut bind = None;
-    if let Some(hook) = &services.hooks.egress {
-        match hook.on_egress(cx).await {
-            EgressAction::Allow => {}
-            EgressAction::Rewrite(target) => cx.target = Some(target),
-            EgressAction::BindTo(ip) => bind = Some(ip),
-            EgressAction::InternalService(service) => {
-                cx.target = Some(service.target.clone());
-                let (mut stream, addr) =
-                    connect_target(services, &service.target, None, Some(cx)).await?;
-                let header = proxy_header::stream_header(
-                    service.version,
-                    cx.client_addr,
-                    cx.local_addr,
-                    &service.tlvs,
-                )
-                .map_err(ConnectError::ProxyHeader)?;
-                stream
-                    .write_all(&header)
-                    .await
-                    .map_err(ConnectError::ProxyHeader)?;
-                return Ok((stream, addr));
-            }
-            EgressAction::UpstreamProxy(proxy) => {
-                let Some(target) = cx.target.clone() else {
-                    oxy_offramp::connect_failures_total("no_target").inc();
-                    return Err(ConnectError::NoTarget);
-                };
-                let (stream, addr) =
-                    connect_target(services, &proxy.address, None, Some(cx)).await?;
-                let timeout = services.happy_eyeballs.connect_timeout;
-                return match upstream_proxy::connect_via(stream, &proxy, &target, timeout).await {
-                    Ok(stream) => Ok((stream, addr)),
-                    Err(e) => {
-                        oxy_offramp::connect_failures_total("upstream_proxy").inc();
-                        Err(ConnectError::UpstreamProxy(e))
-                    }
-                };
-            }
-            EgressAction::Deny(reason) => {
-                oxy_offramp::egress_denied_total("hook").inc();
-                oxy_offramp::connect_failures_total("denied").inc();
-                return Err(ConnectError::DeniedByHook(reason));
-            }
-        }
-    }
-    connect_without_hook(services, cx, bind).await
+) -> Result<(TcpStream, SocketAddr, TcpRoute), ConnectError> {
+    let route = route(services, cx).await?;
+    let (stream, addr) = connect_by(services, &route, cx).await?;
+    Ok((stream, addr, route))
 }
 
-/// Connects to `cx.target` through the policy, DNS and happy eyeballs, without the
-/// egress hook's `on_egress` (its `on_resolved` still runs).
-pub async fn connect_without_hook<App: OxyExt>(
+/// The egress hook's choice for `cx`, which it may rewrite (an internal service becomes
+/// the target).
+async fn route<App: OxyExt>(
     services: &Services<App>,
+    cx: &mut EgressContext<App>,
+) -> Result<TcpRoute, ConnectError> {
+    let Some(hook) = &services.hooks.egress else {
+        return Ok(TcpRoute::Direct { bind: None });
+    };
+    Ok(match hook.on_egress(cx).await {
+        EgressAction::Allow => TcpRoute::Direct { bind: None },
+        EgressAction::Rewrite(target) => {
+            cx.target = Some(target);
+            TcpRoute::Direct { bind: None }
+        }
+        EgressAction::BindTo(ip) => TcpRoute::Direct { bind: Some(ip) },
+        EgressAction::InternalService(service) => {
+            cx.target = Some(service.target.clone());
+            TcpRoute::Internal(service)
+        }
+        EgressAction::UpstreamProxy(proxy) => TcpRoute::Proxy(proxy),
+        EgressAction::Deny(reason) => {
+            oxy_offramp::egress_denied_total("hook").inc();
+            oxy_offramp::connect_failures_total("denied").inc();
+            return Err(ConnectError::DeniedByHook(reason));
+        }
+    })
+}
+
+/// Connects to `cx.target` by `route`, without the egress hook's `on_egress` (its
+/// `on_resolved` still runs).
+pub async fn connect_by<App: OxyExt>(
+    services: &Services<App>,
+    route: &TcpRoute,
     cx: &EgressContext<App>,
-    bind: Option<IpAddr>,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let Some(target) = &cx.target else {
         oxy_offramp::connect_failures_total("no_target").inc();
         return Err(ConnectError::NoTarget);
     };
-    connect_target(services, target, bind, Some(cx)).await
+    match route {
+        TcpRoute::Direct { bind } => connect_target(services, target, *bind, Some(cx)).await,
+        TcpRoute::Internal(service) => {
+            let (mut stream, addr) = connect_target(services, target, None, Some(cx)).await?;
+            let header = proxy_header::stream_header(
+                service.version,
+                cx.client_addr,
+                cx.local_addr,
+                &service.tlvs,
+            )
+            .map_err(ConnectError::ProxyHeader)?;
+            stream
+                .write_all(&header)
+                .await
+                .map_err(ConnectError::ProxyHeader)?;
+            Ok((stream, addr))
+        }
+        TcpRoute::Proxy(proxy) => {
+            let (stream, addr) = connect_target(services, &proxy.address, None, Some(cx)).await?;
+            let timeout = services.happy_eyeballs.connect_timeout;
+            match upstream_proxy::connect_via(stream, proxy, target, timeout).await {
+                Ok(stream) => Ok((stream, addr)),
+                Err(e) => {
+                    oxy_offramp::connect_failures_total("upstream_proxy").inc();
+                    Err(ConnectError::UpstreamProxy(e))
+                }
+            }
+        }
+    }
 }
 
 /// Connects to `target` through the policy, DNS and happy eyeballs; `hook_cx`, when

@@ -55,7 +55,7 @@ pub async fn open<App: OxyExt>(
             .write(&audit.record(target, resolved, Traffic::default(), e.to_string()));
         e
     };
-    let (mut server, mut peer) = match connected {
+    let (mut server, mut peer, route) = match connected {
         Some(Ok(connected)) => connected,
         Some(Err(e)) => return Err(refuse(egress.target.as_ref(), None, e.into())),
         None => {
@@ -95,10 +95,12 @@ pub async fn open<App: OxyExt>(
                 ));
             }
             TunnelAction::Decapsulate => decapsulate = true,
+            // The route the egress hook chose (bind address, upstream proxy, internal
+            // service) stays; only the target changes.
             TunnelAction::Redirect(redirect) => {
                 drop(server);
                 egress.target = Some(redirect.clone());
-                match offramp_tcp::connect_without_hook(services, &egress, None).await {
+                match offramp_tcp::connect_by(services, &route, &egress).await {
                     Ok((redirected, addr)) => {
                         (server, peer) = (redirected, addr);
                         cx.target = redirect;
@@ -194,6 +196,14 @@ impl<App: OxyExt> TcpTunnel<App> {
         };
         self.finish(traffic, outcome.reason.to_string()).await;
         outcome.reason
+    }
+
+    /// Ends a tunnel whose client stream never came (the upgrade after the 2xx failed):
+    /// runs the tunnel-end hook, counts and audits it as `upgrade_failed`.
+    pub async fn upgrade_failed(self) {
+        oxy_tunnel::ended_total(self.cx.endpoint.name(), "upgrade_failed").inc();
+        self.finish(Traffic::default(), "upgrade_failed".into())
+            .await;
     }
 
     /// Runs the tunnel-end hook and writes the audit record of a tunnel that closed.

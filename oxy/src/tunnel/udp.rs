@@ -293,8 +293,11 @@ pub async fn open<App: OxyExt>(
                 let e = TunnelRefused::DecapsulationUnavailable;
                 return Err(refuse(Some(&cx.target), Some(peer), e));
             }
+            // The bind address and PROXY prefix the egress hook chose stay, and
+            // `on_resolved` sees the new target.
             TunnelAction::Redirect(redirect) => {
-                match udp::connect(services, &redirect, bind, None).await {
+                egress.target = Some(redirect.clone());
+                match udp::connect(services, &redirect, bind, Some(&egress)).await {
                     Ok((socket, addr)) => {
                         (upstream, peer) = (socket, addr);
                         cx.target = redirect;
@@ -351,6 +354,19 @@ impl<App: OxyExt> UdpTunnel<App> {
             reason,
             "UDP flow closed"
         );
+        self.finish(counts, reason).await;
+        reason
+    }
+
+    /// Ends a flow whose client stream never came (the upgrade after the 2xx failed):
+    /// runs the tunnel-end hook, counts and audits it as `upgrade_failed`.
+    pub async fn upgrade_failed(self) {
+        oxy_tunnel::ended_total(self.cx.endpoint.name(), "upgrade_failed").inc();
+        self.finish(Traffic::default(), "upgrade_failed").await;
+    }
+
+    /// Runs the tunnel-end hook and writes the audit record of a flow that ended.
+    async fn finish(mut self, counts: Traffic, reason: &str) {
         let summary = TunnelSummary {
             bytes_up: counts.bytes_up,
             bytes_down: counts.bytes_down,
@@ -362,11 +378,11 @@ impl<App: OxyExt> UdpTunnel<App> {
         if let Some(hook) = &self.services.hooks.tunnel {
             hook.on_tunnel_end(&mut self.cx, &summary).await;
         }
+        let (target, peer) = (self.cx.target.to_string(), self.cx.peer_addr);
         let record = self
             .audit
             .record(target, Some(peer), counts, summary.close_reason);
         self.services.audit.write(&record);
-        reason
     }
 
     async fn exchange(
