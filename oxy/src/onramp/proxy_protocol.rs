@@ -265,8 +265,18 @@ fn parse_v2(header: &[u8]) -> Result<ProxyFacts, ProxyHeaderError> {
         let tlv = tlv.map_err(|e| ProxyHeaderError::Malformed(e.to_string()))?;
         tlvs.push((tlv.kind, tlv.value.to_vec()));
     }
-    if let Some((_, crc)) = tlvs.iter().find(|(k, _)| *k == TLV_CRC32C) {
-        check_crc(header, crc)?;
+    // The TLVs fill the header's end; each is a type byte, a 2-byte length, the value.
+    let tlv_bytes: usize = tlvs.iter().map(|(_, value)| 3 + value.len()).sum();
+    let mut at = header
+        .len()
+        .checked_sub(tlv_bytes)
+        .ok_or_else(|| ProxyHeaderError::Malformed("TLVs longer than the header".into()))?;
+    for (kind, value) in &tlvs {
+        if *kind == TLV_CRC32C {
+            check_crc(header, at + 3, value)?;
+            break;
+        }
+        at += 3 + value.len();
     }
     let (source, destination) = match parsed.addresses {
         v2::Addresses::IPv4(a) => (
@@ -295,20 +305,17 @@ fn parse_v2(header: &[u8]) -> Result<ProxyFacts, ProxyHeaderError> {
     })
 }
 
-/// The CRC32C TLV covers the whole header with its own value zeroed.
-fn check_crc(header: &[u8], crc: &[u8]) -> Result<(), ProxyHeaderError> {
+/// The CRC32C TLV, whose value is at `at`, covers the whole header with its own value
+/// zeroed.
+fn check_crc(header: &[u8], at: usize, crc: &[u8]) -> Result<(), ProxyHeaderError> {
     let expected = <[u8; 4]>::try_from(crc)
         .map(u32::from_be_bytes)
         .map_err(|_| ProxyHeaderError::BadCrc)?;
-    let Some(at) = header
-        .windows(crc.len())
-        .rposition(|w| w == crc)
-        .filter(|&at| at >= 3 && header[at - 3] == TLV_CRC32C)
-    else {
-        return Err(ProxyHeaderError::BadCrc);
-    };
     let mut zeroed = header.to_vec();
-    zeroed[at..at + 4].fill(0);
+    zeroed
+        .get_mut(at..at + 4)
+        .ok_or(ProxyHeaderError::BadCrc)?
+        .fill(0);
     if crc32c::crc32c(&zeroed) == expected {
         Ok(())
     } else {

@@ -10,6 +10,7 @@ use crate::services::Services;
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::logging::{connection_span, shown};
 use crate::telemetry::panics;
+use crate::tls::HandshakeFailure;
 use crate::tls::server::oxy_tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -147,15 +148,16 @@ async fn serve_connection<App: OxyExt>(
         handshake = tokio::time::timeout(timeout, handshake) => match handshake {
             Ok(Ok(connection)) => connection,
             Ok(Err(e)) => {
-                let label = if e.to_string().contains("certificate") { "client_certificate" } else { "handshake" };
-                oxy_tls::handshake_failures_total(&name, label).inc();
-                tracing::info!(reason = %e, "QUIC handshake failed");
-                return ConnectionEnd::HandshakeFailed(e.to_string());
+                let reason = quic_handshake_failure(&e);
+                oxy_tls::handshake_failures_total(&name, reason.as_label()).inc();
+                tracing::info!(%reason, "QUIC handshake failed");
+                return ConnectionEnd::HandshakeFailed(reason.to_string());
             }
             Err(_) => {
-                oxy_tls::handshake_failures_total(&name, "timeout").inc();
+                let reason = HandshakeFailure::TimedOut;
+                oxy_tls::handshake_failures_total(&name, reason.as_label()).inc();
                 tracing::info!("QUIC handshake timed out");
-                return ConnectionEnd::HandshakeFailed("timed out".into());
+                return ConnectionEnd::HandshakeFailed(reason.to_string());
             }
         },
         _ = drain.force_closing() => return ConnectionEnd::Shutdown,
@@ -178,4 +180,27 @@ async fn serve_connection<App: OxyExt>(
         }
     }
     crate::http::h3::serve(connection, cx, services, drain).await
+}
+
+/// The TLS alerts (RFC 8446 §6.2) that refuse a client's certificate: bad, unsupported,
+/// revoked, expired, unknown, unknown CA, access denied, and certificate required.
+const CERTIFICATE_ALERTS: [u8; 8] = [42, 43, 44, 45, 46, 48, 49, 116];
+
+/// Why a QUIC handshake failed, from the TLS alert that closed it.
+fn quic_handshake_failure(e: &quinn::ConnectionError) -> HandshakeFailure {
+    let alert = match e {
+        quinn::ConnectionError::TransportError(error) => Some(error.code),
+        quinn::ConnectionError::ConnectionClosed(close) => Some(close.error_code),
+        _ => None,
+    }
+    .and_then(|code| {
+        CERTIFICATE_ALERTS
+            .into_iter()
+            .find(|alert| code == quinn::TransportErrorCode::crypto(*alert))
+    });
+    match alert {
+        Some(116) => HandshakeFailure::NoClientCertificate,
+        Some(_) => HandshakeFailure::ClientCertificate(e.to_string()),
+        None => HandshakeFailure::Other(e.to_string()),
+    }
 }

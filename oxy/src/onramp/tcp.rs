@@ -15,6 +15,7 @@ use crate::settings::ProxyProtocolMode;
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::logging::{connection_span, record_client, shown};
 use crate::telemetry::panics;
+use crate::tls::HandshakeFailure;
 use crate::tls::server::oxy_tls;
 use crate::tunnel;
 use crate::tunnel::pump::CloseReason;
@@ -221,19 +222,12 @@ async fn serve_connection<App: OxyExt>(
             cx.tls = Some(Arc::new(facts));
             return serve_protocol(tls, linger, cx, services, drain).await;
         }
-        Ok(Err(e)) => e,
-        Err(_) => "timed out".to_string(),
+        Ok(Err(failure)) => failure,
+        Err(_) => HandshakeFailure::TimedOut,
     };
-    let label = if reason == "timed out" {
-        "timeout"
-    } else if reason.starts_with("client certificate") {
-        "client_certificate"
-    } else {
-        "handshake"
-    };
-    oxy_tls::handshake_failures_total(&name, label).inc();
+    oxy_tls::handshake_failures_total(&name, reason.as_label()).inc();
     tracing::info!(%reason, "TLS handshake failed");
-    ConnectionEnd::HandshakeFailed(reason)
+    ConnectionEnd::HandshakeFailed(reason.to_string())
 }
 
 /// Serves the endpoint's protocol on a (plain or TLS) stream.

@@ -1,8 +1,10 @@
 //! TLS with BoringSSL: certificates and keys, and TLS termination.
 
 mod certificate;
+mod handshake_failure;
 pub mod quic;
 pub mod server;
 
 pub use certificate::{CertificateError, CertifiedKey};
+pub use handshake_failure::HandshakeFailure;
 pub use server::{ClientCertificate, TlsAcceptor, TlsFacts};

@@ -3,6 +3,7 @@
 //! facts of a finished handshake for hooks.
 
 use super::CertifiedKey;
+use super::HandshakeFailure;
 use crate::settings::{ClientAuth, TlsSettings, TlsVersion};
 use boring::hash::MessageDigest;
 use boring::ssl::{
@@ -100,24 +101,29 @@ impl TlsAcceptor {
     }
 
     /// Runs the server handshake on `stream`.
-    pub async fn accept<S>(&self, stream: S) -> Result<tokio_boring::SslStream<S>, String>
+    pub async fn accept<S>(&self, stream: S) -> Result<tokio_boring::SslStream<S>, HandshakeFailure>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let ssl = Ssl::new(&self.default).map_err(|e| e.to_string())?;
+        let ssl = Ssl::new(&self.default).map_err(|e| HandshakeFailure::Other(e.to_string()))?;
         tokio_boring::SslStreamBuilder::new(ssl, stream)
             .accept()
             .await
             .map_err(|e| {
-                let text = e.to_string();
-                if text.contains("PEER_DID_NOT_RETURN_A_CERTIFICATE") {
-                    return "client certificate: none presented".to_string();
-                }
-                e.ssl()
+                if let Some(refused) = e
+                    .ssl()
                     .and_then(|ssl| ssl.verify_result().err())
                     .filter(|v| *v != X509VerifyError::INVALID_CALL)
-                    .map(|v| format!("client certificate: {v}"))
-                    .unwrap_or(text)
+                {
+                    return HandshakeFailure::ClientCertificate(refused.to_string());
+                }
+                // tokio-boring keeps BoringSSL's error stack to itself, so its reason
+                // (SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE) is read from the message.
+                let text = e.to_string();
+                if text.contains("PEER_DID_NOT_RETURN_A_CERTIFICATE") {
+                    return HandshakeFailure::NoClientCertificate;
+                }
+                HandshakeFailure::Other(text)
             })
     }
 }
