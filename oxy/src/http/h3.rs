@@ -28,6 +28,9 @@ type H3Connection = h3::server::Connection<h3_quinn::Connection, Bytes>;
 /// H3_NO_ERROR (RFC 9114 §8.1), for closing a connection on purpose.
 pub const H3_NO_ERROR: u32 = 0x100;
 
+/// H3_EXCESSIVE_LOAD (RFC 9114 §8.1), for refusing a connection over a limit.
+pub const H3_EXCESSIVE_LOAD: u32 = 0x107;
+
 /// Serves HTTP/3 on `connection` until the client closes it or the drain ends it
 /// (GOAWAY first, then a close when the grace period is over).
 pub async fn serve<App: OxyExt>(

@@ -15,7 +15,7 @@ use crate::tls::server::oxy_tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 /// A UDP socket ready to serve QUIC for `endpoint`: the quinn endpoint on it.
@@ -53,7 +53,9 @@ pub async fn serve<App: OxyExt>(
             return;
         }
     };
-    let retry = endpoint.settings.http.h3.retry;
+    let h3 = &endpoint.settings.http.h3;
+    let (retry, max_handshakes) = (h3.retry, h3.max_handshakes.max(1));
+    let handshakes = Arc::new(Semaphore::new(max_handshakes));
     loop {
         let incoming = tokio::select! {
             _ = drain.stopping() => break,
@@ -62,17 +64,20 @@ pub async fn serve<App: OxyExt>(
                 None => break,
             },
         };
-        if retry && !incoming.remote_address_validated() {
+        // Under pressure (half the handshake slots taken), clients prove their address
+        // with a Retry first: spoofed sources then cost one small packet each.
+        let under_pressure = handshakes.available_permits() <= max_handshakes / 2;
+        if (retry || under_pressure) && !incoming.remote_address_validated() {
             if let Err(e) = incoming.retry() {
                 tracing::debug!(error = %e, "QUIC retry not sent");
             }
             continue;
         }
         let peer_addr = incoming.remote_address();
-        oxy_connections::accepted_total(&name).inc();
-        let Ok(permit) = super::take_slot(&slots) else {
-            oxy_connections::rejected_total(&name, "max_connections").inc();
-            tracing::warn!(endpoint = %name, peer = ?shown(peer_addr), "max_connections reached; QUIC connection refused");
+        // Half-open handshakes have a bound of their own, apart from `max_connections`.
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            oxy_connections::rejected_total(&name, "max_handshakes").inc();
+            tracing::warn!(endpoint = %name, peer = ?shown(peer_addr), "h3.max_handshakes reached; QUIC connection refused");
             incoming.refuse();
             continue;
         };
@@ -91,12 +96,18 @@ pub async fn serve<App: OxyExt>(
             accepted_at: Instant::now(),
             tls: None,
             app: Default::default(),
-            slot: permit.map(Arc::new),
+            slot: None,
         };
-        let services = services.clone();
+        let (services, slots) = (services.clone(), slots.clone());
         let task_drain = drain.clone();
         drain.spawn_connection(
-            async move { handle(incoming, cx, &services, &task_drain).await }.instrument(span),
+            async move {
+                let established = handshake_of(incoming, cx, handshake, &slots, &task_drain).await;
+                if let Some((connection, mut cx)) = established {
+                    handle(connection, &mut cx, &services, &task_drain).await;
+                }
+            }
+            .instrument(span),
         );
     }
     // New connections are refused from here on; open ones end with the drain (quinn
@@ -105,63 +116,86 @@ pub async fn serve<App: OxyExt>(
     tracing::debug!(endpoint = %name, "QUIC listener closed");
 }
 
-async fn handle<App: OxyExt>(
+/// Runs the handshake of `incoming` holding one of the handshake slots, then takes one of
+/// the endpoint's `max_connections` slots: the connection, or `None` when it failed or
+/// was refused (counted and logged here).
+async fn handshake_of<App: OxyExt>(
     incoming: quinn::Incoming,
     mut cx: IngressConnectionContext<App>,
-    services: &Arc<Services<App>>,
+    handshake_slot: OwnedSemaphorePermit,
+    slots: &Option<Arc<Semaphore>>,
     drain: &Drain,
-) {
+) -> Option<(quinn::Connection, IngressConnectionContext<App>)> {
     let name = cx.endpoint.name().to_string();
-    let active = oxy_connections::active(&name);
-    active.inc();
-    let served = panics::contain(serve_connection(incoming, &mut cx, services, drain)).await;
-    connection_ended(&mut cx, served.unwrap_or(ConnectionEnd::Panicked), services).await;
-    active.dec();
-}
-
-async fn serve_connection<App: OxyExt>(
-    incoming: quinn::Incoming,
-    cx: &mut IngressConnectionContext<App>,
-    services: &Arc<Services<App>>,
-    drain: &Drain,
-) -> ConnectionEnd {
-    let name = cx.endpoint.name().to_string();
-    let connecting = match incoming.accept() {
-        Ok(connecting) => connecting,
-        Err(e) => {
-            oxy_tls::handshake_failures_total(&name, "handshake").inc();
-            return ConnectionEnd::HandshakeFailed(e.to_string());
-        }
-    };
     let timeout = cx.endpoint.settings.tls.handshake_timeout;
+    let zero_rtt = cx.endpoint.settings.http.h3.zero_rtt;
     let handshake = async {
-        if cx.endpoint.settings.http.h3.zero_rtt {
+        let connecting = incoming
+            .accept()
+            .map_err(|e| HandshakeFailure::Other(e.to_string()))?;
+        let connection = if zero_rtt {
             match connecting.into_0rtt() {
                 Ok((connection, _accepted)) => Ok(connection),
                 Err(connecting) => connecting.await,
             }
         } else {
             connecting.await
+        };
+        connection.map_err(|e| quic_handshake_failure(&e))
+    };
+    let failure = tokio::select! {
+        handshake = tokio::time::timeout(timeout, handshake) => match handshake {
+            Ok(Ok(connection)) => Some(Ok(connection)),
+            Ok(Err(reason)) => Some(Err(reason)),
+            Err(_) => Some(Err(HandshakeFailure::TimedOut)),
+        },
+        _ = drain.force_closing() => None,
+    };
+    drop(handshake_slot);
+    let connection = match failure? {
+        Ok(connection) => connection,
+        Err(reason) => {
+            oxy_tls::handshake_failures_total(&name, reason.as_label()).inc();
+            tracing::info!(%reason, "QUIC handshake failed");
+            return None;
         }
     };
-    let connection = tokio::select! {
-        handshake = tokio::time::timeout(timeout, handshake) => match handshake {
-            Ok(Ok(connection)) => connection,
-            Ok(Err(e)) => {
-                let reason = quic_handshake_failure(&e);
-                oxy_tls::handshake_failures_total(&name, reason.as_label()).inc();
-                tracing::info!(%reason, "QUIC handshake failed");
-                return ConnectionEnd::HandshakeFailed(reason.to_string());
-            }
-            Err(_) => {
-                let reason = HandshakeFailure::TimedOut;
-                oxy_tls::handshake_failures_total(&name, reason.as_label()).inc();
-                tracing::info!("QUIC handshake timed out");
-                return ConnectionEnd::HandshakeFailed(reason.to_string());
-            }
-        },
-        _ = drain.force_closing() => return ConnectionEnd::Shutdown,
+    // Only a finished handshake is a connection: spoofed or undecryptable Initials are not.
+    oxy_connections::accepted_total(&name).inc();
+    let Ok(slot) = super::take_slot(slots) else {
+        oxy_connections::rejected_total(&name, "max_connections").inc();
+        tracing::warn!(endpoint = %name, peer = ?shown(cx.peer_addr), "max_connections reached; QUIC connection refused");
+        connection.close(
+            quinn::VarInt::from_u32(crate::http::h3::H3_EXCESSIVE_LOAD),
+            b"max_connections",
+        );
+        return None;
     };
+    cx.slot = slot.map(Arc::new);
+    Some((connection, cx))
+}
+
+async fn handle<App: OxyExt>(
+    connection: quinn::Connection,
+    cx: &mut IngressConnectionContext<App>,
+    services: &Arc<Services<App>>,
+    drain: &Drain,
+) {
+    let name = cx.endpoint.name().to_string();
+    let active = oxy_connections::active(&name);
+    active.inc();
+    let served = panics::contain(serve_connection(connection, cx, services, drain)).await;
+    connection_ended(cx, served.unwrap_or(ConnectionEnd::Panicked), services).await;
+    active.dec();
+}
+
+async fn serve_connection<App: OxyExt>(
+    connection: quinn::Connection,
+    cx: &mut IngressConnectionContext<App>,
+    services: &Arc<Services<App>>,
+    drain: &Drain,
+) -> ConnectionEnd {
+    let name = cx.endpoint.name().to_string();
     let facts = crate::tls::quic::facts(&connection);
     oxy_tls::handshakes_total(&name, &facts.version).inc();
     tracing::debug!(sni = ?facts.sni, alpn = ?facts.alpn, "QUIC established");

@@ -83,9 +83,15 @@ pub struct H3Settings {
     /// the oldest ones (UDP semantics).
     #[serde(default = "default_datagram_buffer")]
     pub datagram_buffer_bytes: usize,
-    /// Validate client addresses with a Retry packet before any handshake work
-    /// (protects against spoofed floods; costs a round trip).
+    /// Validate every client's address with a Retry packet before any handshake work
+    /// (costs a round trip). Off, Retry is still sent while more than half of
+    /// `max_handshakes` are in progress, so a spoofed flood costs one small packet each.
     pub retry: bool,
+    /// Most QUIC handshakes in progress at once on a listener, apart from
+    /// `limits.max_connections` (which counts established connections only); more are
+    /// refused.
+    #[serde(default = "default_max_handshakes")]
+    pub max_handshakes: usize,
     /// Accept 0-RTT early data on resumed connections (replayable: off by default).
     pub zero_rtt: bool,
 }
@@ -106,6 +112,10 @@ impl H3Settings {
 
 fn default_h3_idle_timeout() -> Duration {
     Duration::from_secs(30)
+}
+
+fn default_max_handshakes() -> usize {
+    256
 }
 
 fn default_h3_max_streams() -> u32 {
