@@ -110,7 +110,7 @@ function dohServer(options: TlsOptions, reply: Reply): Server {
   return server;
 }
 
-/** Listens on a free loopback port; close() also ends open connections, so it never waits on clients. */
+/** Listens on loopback port 0 (the kernel picks); close() also ends open connections, so it never waits on clients. */
 async function listen(server: Server): Promise<{ port: number; close(): Promise<void> }> {
   const open = new Set<TcpSocket>();
   server.on("connection", (conn: TcpSocket) => {

@@ -1,13 +1,15 @@
-// Starts Oxy application binaries with a settings object, waits for /health,
-// captures their logs, and stops them, checking for a clean exit.
+// Starts Oxy application binaries with a settings object, every listener on a port the
+// kernel picks (port 0): waits for the telemetry address file, /health and /endpoints,
+// tells the bound addresses, captures the logs, and stops them, checking for a clean exit.
 
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { createServer, connect, type Socket } from "node:net";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { after } from "node:test";
 import { fileURLToPath } from "node:url";
+import { parse as parseYaml } from "yaml";
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 
@@ -20,7 +22,8 @@ after(() => {
   setTimeout(() => process.exit(), 2_000).unref();
 });
 
-function track(child: ChildProcess): ChildProcess {
+/** Kills `child` at the end of the test file if it still runs then. */
+export function track(child: ChildProcess): ChildProcess {
   children.add(child);
   child.on("exit", () => children.delete(child));
   return child;
@@ -30,21 +33,6 @@ function track(child: ChildProcess): ChildProcess {
 export function binaryPath(name: string): string {
   const targetDir = process.env.CARGO_TARGET_DIR ?? join(repoRoot, "target");
   return join(targetDir, process.env.OXY_PROFILE ?? "debug", name);
-}
-
-/** A TCP port that was free a moment ago on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => {
-        if (address && typeof address === "object") resolvePort(address.port);
-        else reject(new Error("no port"));
-      });
-    });
-  });
 }
 
 /** Writes settings (an object, written as JSON, which is YAML; or YAML text) to a temp file. */
@@ -89,68 +77,159 @@ export async function runToExit(
 export interface StartOptions {
   /** Workspace binary name: `oxy`, `fixture-app`, `client-allowlist`, ... */
   binary: string;
-  /** Settings object (`telemetry.listen` is set to a free port when missing), or YAML
-   * text together with `telemetryListen`. */
+  /** Settings as an object or as YAML text (parsed into an object). `telemetry.listen`
+   * becomes `127.0.0.1:0` when missing, and `telemetry.address_file` is always set. */
   settings: Record<string, any> | string;
-  /** The telemetry address in `settings` when they are YAML text. */
-  telemetryListen?: string;
   env?: Record<string, string>;
-  /** How long to wait for /health to say ready. */
+  /** How long to wait for the telemetry address and then for /health to say ready. */
   readyTimeoutMs?: number;
+}
+
+/** How a listener of an endpoint carries traffic (`quic`: HTTP/3). */
+export type Transport = "tcp" | "udp" | "quic";
+
+/** One bound listener, as /endpoints reports it. */
+export interface Listener {
+  transport: Transport;
+  /** `127.0.0.1:40001`, `[::1]:40001`. */
+  address: string;
+}
+
+/** One endpoint and its bound listeners, as /endpoints reports it. */
+export interface EndpointInfo {
+  name: string;
+  protocol: string;
+  /** In the order of the endpoint's `listen` list, then the QUIC ones. */
+  listeners: Listener[];
+}
+
+/** The port of `host:port` or `[v6]:port`. */
+export function portOf(address: string): number {
+  const port = Number(address.slice(address.lastIndexOf(":") + 1));
+  if (!Number.isInteger(port) || port <= 0) throw new Error(`no port in ${JSON.stringify(address)}`);
+  return port;
 }
 
 /** A running Oxy binary. */
 export class OxyProcess {
   private output = "";
-  private exited: Promise<[number | null, NodeJS.Signals | null]>;
+  /** Resolves when the process has exited and its stdout and stderr are read to the end. */
+  private closed: Promise<[number | null, NodeJS.Signals | null]>;
+  /** What /endpoints said once the process was ready. */
+  private endpointList: EndpointInfo[] = [];
+  private boundTelemetry = "";
 
   private constructor(
     readonly child: ChildProcess,
-    readonly telemetryUrl: string,
     readonly configPath: string,
   ) {
     child.stdout?.on("data", (d) => (this.output += d));
     child.stderr?.on("data", (d) => (this.output += d));
-    this.exited = new Promise((ok) => child.on("exit", (c, s) => ok([c, s])));
+    this.closed = new Promise((ok) => child.on("close", (c, s) => ok([c, s])));
   }
 
-  /** Starts the binary and waits until /health answers 200. */
+  /** The bound telemetry address (`127.0.0.1:40123`), from `telemetry.address_file`. */
+  get telemetryAddress(): string {
+    return this.boundTelemetry;
+  }
+
+  /** `http://` and the bound telemetry address. */
+  get telemetryUrl(): string {
+    return `http://${this.boundTelemetry}`;
+  }
+
+  /** Starts the binary; waits until it has written its telemetry address, /health
+   * answers 200 (every listener is bound) and /endpoints has told the bound addresses. */
   static async start(options: StartOptions): Promise<OxyProcess> {
-    let configPath: string;
-    let telemetryListen: string;
-    if (typeof options.settings === "string") {
-      if (!options.telemetryListen) throw new Error("YAML text settings need telemetryListen");
-      telemetryListen = options.telemetryListen;
-      configPath = writeConfig(options.settings);
-    } else {
-      const settings = structuredClone(options.settings);
-      settings.telemetry ??= {};
-      settings.telemetry.listen ??= `127.0.0.1:${await freePort()}`;
-      telemetryListen = settings.telemetry.listen;
-      configPath = writeConfig(settings);
-    }
+    const settings: Record<string, any> =
+      typeof options.settings === "string" ? (parseYaml(options.settings) ?? {}) : structuredClone(options.settings);
+    settings.telemetry ??= {};
+    if (settings.telemetry.enabled === false) throw new Error("OxyProcess needs telemetry to see when the process is ready");
+    settings.telemetry.listen ??= "127.0.0.1:0";
+    const addressFile = join(mkdtempSync(join(tmpdir(), "oxy-telemetry-")), "address");
+    settings.telemetry.address_file = addressFile;
+    const configPath = writeConfig(settings);
     const child = track(
       spawn(binaryPath(options.binary), ["--config", configPath], {
         env: { ...process.env, RUST_LOG: "", ...options.env },
         stdio: ["ignore", "pipe", "pipe"],
       }),
     );
-    const oxy = new OxyProcess(child, `http://${telemetryListen}`, configPath);
-    const deadline = Date.now() + (options.readyTimeoutMs ?? 20_000);
-    while (Date.now() < deadline) {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`${options.binary} exited during start:\n${oxy.logs()}`);
-      }
-      try {
-        const res = await fetch(`${oxy.telemetryUrl}/health`);
-        if (res.status === 200) return oxy;
-      } catch {
-        // not listening yet
-      }
-      await sleep(50);
+    const oxy = new OxyProcess(child, configPath);
+    try {
+      await oxy.becomeReady(options.binary, addressFile, Date.now() + (options.readyTimeoutMs ?? 20_000));
+    } catch (e) {
+      child.kill("SIGKILL");
+      await Promise.race([oxy.closed, sleep(2_000)]); // all of its output, for the message
+      throw new Error(`${options.binary}: ${(e as Error).message}\n${oxy.logs()}`);
     }
-    child.kill("SIGKILL");
-    throw new Error(`${options.binary} not ready in time:\n${oxy.logs()}`);
+    return oxy;
+  }
+
+  /** Waits for the address file, then /health 200, then reads /endpoints; throws when the
+   * process exits first or `deadline` passes. */
+  private async becomeReady(binary: string, addressFile: string, deadline: number): Promise<void> {
+    const running = (waitingFor: string) => {
+      if (this.child.exitCode !== null || this.child.signalCode !== null) {
+        throw new Error(`exited during start (${this.child.exitCode ?? this.child.signalCode})`);
+      }
+      if (Date.now() > deadline) throw new Error(`not ready in time: ${waitingFor}`);
+    };
+    // Written aside and renamed into place: once it is there, it is complete.
+    for (;;) {
+      running(`no telemetry address in ${addressFile}`);
+      if (existsSync(addressFile)) break;
+      await sleep(20);
+    }
+    const text = readFileSync(addressFile, "utf8");
+    if (!/^\S+\n$/.test(text)) throw new Error(`${addressFile} holds ${JSON.stringify(text)}, not an address and a newline`);
+    this.boundTelemetry = text.trim();
+    for (;;) {
+      running(`/health at ${this.telemetryUrl} never answered 200`);
+      const status = await fetch(`${this.telemetryUrl}/health`).then(
+        (res) => res.arrayBuffer().then(() => res.status),
+        () => 0, // not expected once the address is written; tried again until the deadline
+      );
+      if (status === 200) break;
+      await sleep(20);
+    }
+    const res = await fetch(`${this.telemetryUrl}/endpoints`);
+    const body = await res.text();
+    if (res.status !== 200 || !/^application\/json\b/.test(res.headers.get("content-type") ?? "")) {
+      throw new Error(`GET /endpoints answered ${res.status} (${res.headers.get("content-type")}): ${body}`);
+    }
+    this.endpointList = JSON.parse(body).endpoints;
+  }
+
+  /** Every endpoint and its bound listeners (/endpoints when the process became ready). */
+  endpoints(): EndpointInfo[] {
+    return this.endpointList;
+  }
+
+  /** The endpoint called `name`. */
+  endpoint(name: string): EndpointInfo {
+    const endpoint = this.endpointList.find((e) => e.name === name);
+    if (!endpoint) throw new Error(`no endpoint ${name}: ${JSON.stringify(this.endpointList)}`);
+    return endpoint;
+  }
+
+  /** The bound address (`127.0.0.1:40001`) of the endpoint's first listener of
+   * `transport`, or of its first listener at all. */
+  address(name: string, transport?: Transport): string {
+    const endpoint = this.endpoint(name);
+    const listener = endpoint.listeners.find((l) => transport === undefined || l.transport === transport);
+    if (!listener) throw new Error(`endpoint ${name} has no ${transport ?? ""} listener: ${JSON.stringify(endpoint)}`);
+    return listener.address;
+  }
+
+  /** The bound port of the endpoint's first listener of `transport` (or first listener). */
+  port(name: string, transport?: Transport): number {
+    return portOf(this.address(name, transport));
+  }
+
+  /** `scheme://address` of the endpoint's first listener (`http://127.0.0.1:40001`). */
+  url(name: string, scheme = "http"): string {
+    return `${scheme}://${this.address(name)}`;
   }
 
   /** Everything the process wrote to stdout and stderr so far. */
@@ -201,17 +280,18 @@ export class OxyProcess {
     this.child.kill(signal);
   }
 
-  /** Waits for the process to exit (killing it after the timeout). */
+  /** Waits for the process to exit (killing it after the timeout); its output is then
+   * complete. */
   async waitForExit(timeoutMs = 15_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
     const timer = setTimeout(() => this.child.kill("SIGKILL"), timeoutMs);
-    const [code, signal] = await this.exited;
+    const [code, signal] = await this.closed;
     clearTimeout(timer);
     return { code, signal };
   }
 
   /** Sends `signal` (SIGTERM by default) and waits for the exit. */
   async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs = 15_000) {
-    this.signal(signal);
+    if (this.child.exitCode === null && this.child.signalCode === null) this.signal(signal);
     return this.waitForExit(timeoutMs);
   }
 }
@@ -250,18 +330,4 @@ export function exchange(port: number, payload: string | Buffer): Promise<Buffer
     });
     socket.on("close", () => ok(Buffer.concat(chunks)));
   });
-}
-
-/** Waits until something accepts TCP connections on 127.0.0.1:port. */
-export async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      (await openTcp(port)).destroy();
-      return;
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await sleep(50);
-    }
-  }
 }

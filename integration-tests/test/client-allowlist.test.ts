@@ -2,20 +2,20 @@
 
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { OxyProcess, closed, freePort, openTcp, runToExit } from "../lib/oxy.ts";
+import { OxyProcess, closed, openTcp, runToExit } from "../lib/oxy.ts";
 
 test("each endpoint admits only its allowed networks", async () => {
-  const office = await freePort();
-  const lab = await freePort();
   const oxy = await OxyProcess.start({
     binary: "client-allowlist",
     settings: {
       endpoints: [
-        { name: "office", protocol: "tcp", listen: [`127.0.0.1:${office}`], app: { allow: ["10.0.0.0/8"] } },
-        { name: "lab", protocol: "tcp", listen: [`127.0.0.1:${lab}`], app: { allow: ["127.0.0.0/8", "::1/128"] } },
+        { name: "office", protocol: "tcp", listen: ["127.0.0.1:0"], app: { allow: ["10.0.0.0/8"] } },
+        { name: "lab", protocol: "tcp", listen: ["127.0.0.1:0"], app: { allow: ["127.0.0.0/8", "::1/128"] } },
       ],
     },
   });
+  const office = oxy.port("office");
+  const lab = oxy.port("lab");
   await closed(await openTcp(office));
   await oxy.waitForMetric('client_allowlist_refused_total{endpoint="office"}', 1);
   await oxy.waitForMetric('oxy_connections_rejected_total{endpoint="office",reason="ingress_hook"}', 1);
@@ -36,7 +36,7 @@ test("its settings are documented in --generate-config and checked on load", asy
 
   const bad = await OxyProcess.start({
     binary: "client-allowlist",
-    settings: { endpoints: [{ name: "x", protocol: "tcp", listen: [`127.0.0.1:${await freePort()}`], app: { allow: ["10.0.0.0/33"] } }] },
+    settings: { endpoints: [{ name: "x", protocol: "tcp", listen: ["127.0.0.1:0"], app: { allow: ["10.0.0.0/33"] } }] },
   }).catch((e: Error) => e);
   assert.ok(bad instanceof Error);
   assert.match(bad.message, /endpoints\[0\]\.app\.allow\[0\]: invalid IP address syntax/);

@@ -2,8 +2,11 @@
 // before anything binds; failures after validation exit 1 with a clear message.
 
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
-import { OxyProcess, freePort, runToExit, writeConfig } from "../lib/oxy.ts";
+import { OxyProcess, runToExit, writeConfig } from "../lib/oxy.ts";
 
 async function check(yaml: string, binary = "oxy") {
   const path = writeConfig(yaml);
@@ -80,13 +83,29 @@ test("every semantic problem is reported at once, each with its line", async () 
 });
 
 test("a bad file never binds anything", async () => {
-  const port = await freePort();
-  const telemetry = await freePort();
-  const yaml = `telemetry:\n  listen: 127.0.0.1:${telemetry}\nendpoints:\n  - name: a\n    listen: [127.0.0.1:${port}]\n  - name: a\n`;
+  const addressFile = join(mkdtempSync(join(tmpdir(), "oxy-test-")), "telemetry-address");
+  const yaml = `telemetry:\n  listen: 127.0.0.1:0\n  address_file: ${addressFile}\nendpoints:\n  - name: a\n    listen: [127.0.0.1:0]\n  - name: a\n`;
   const r = await runToExit("oxy", ["-c", writeConfig(yaml)]);
   assert.equal(r.code, 2);
   assert.match(r.stderr, /invalid settings/);
   assert.doesNotMatch(r.stderr, /listening/);
+  assert.equal(existsSync(addressFile), false, "the telemetry listener was never bound");
+});
+
+test("port 0 is no address conflict: endpoints and telemetry may all ask for it", async () => {
+  const yaml = [
+    "telemetry:",
+    "  listen: 127.0.0.1:0",
+    "endpoints:",
+    "  - name: a",
+    "    listen: [127.0.0.1:0, 127.0.0.1:0]",
+    "  - name: b",
+    "    protocol: tcp",
+    "    listen: [127.0.0.1:0]",
+    "",
+  ].join("\n");
+  const r = await check(yaml);
+  assert.equal(r.code, 0, r.stderr);
 });
 
 test("a missing settings file and bad flags exit 2", async () => {
@@ -101,14 +120,14 @@ test("a missing settings file and bad flags exit 2", async () => {
 });
 
 test("an address already in use exits 1 naming the endpoint and address", async () => {
-  const port = await freePort();
   const holder = await OxyProcess.start({
     binary: "oxy",
-    settings: { endpoints: [{ name: "first", listen: [`127.0.0.1:${port}`] }] },
+    settings: { endpoints: [{ name: "first", listen: ["127.0.0.1:0"] }] },
   });
-  const telemetry = await freePort();
+  // The holder keeps the port while the second process tries it.
+  const port = holder.port("first");
   const settings = {
-    telemetry: { listen: `127.0.0.1:${telemetry}` },
+    telemetry: { listen: "127.0.0.1:0" },
     endpoints: [{ name: "second", listen: [`127.0.0.1:${port}`] }],
   };
   const r = await runToExit("oxy", ["-c", writeConfig(settings)]);
@@ -120,8 +139,8 @@ test("an address already in use exits 1 naming the endpoint and address", async 
 
 test("an application whose start fails exits 1 with its message", async () => {
   const settings = {
-    telemetry: { listen: `127.0.0.1:${await freePort()}` },
-    endpoints: [{ name: "main", listen: [`127.0.0.1:${await freePort()}`] }],
+    telemetry: { listen: "127.0.0.1:0" },
+    endpoints: [{ name: "main", listen: ["127.0.0.1:0"] }],
     app: { fail_start: "no database" },
   };
   const r = await runToExit("fixture-app", ["-c", writeConfig(settings)]);

@@ -6,8 +6,9 @@
 // server; Oxy never asks the system resolver) are adjusted for the test.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { createServer, connect, type Server, type Socket } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { ProxyAgent, fetch as undiciFetch } from "undici";
@@ -18,7 +19,7 @@ import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { startTcpReceiver, type Receiver } from "../lib/proxy-protocol-receiver.ts";
-import { OxyProcess, exchange, freePort, repoRoot, runToExit, writeConfig } from "../lib/oxy.ts";
+import { OxyProcess, exchange, repoRoot, runToExit, writeConfig } from "../lib/oxy.ts";
 
 const SHIPPED = readFileSync(join(repoRoot, "config", "egress-router.yaml"), "utf8");
 
@@ -127,22 +128,23 @@ interface Router {
   audit: string;
 }
 
-/** config/egress-router.yaml, parsed and adjusted for the test only: free ports, the test's
- * servers in place of the loopback services the config names, an absolute audit path (a
- * relative one lands next to the temp config file), and the test's DNS server as the
- * resolver. Fails if the shipped config no longer names what is replaced. */
-function adjustedSettings(ports: { proxy: number; balanced: number; telemetry: number; audit: string }) {
+/** config/egress-router.yaml, parsed and adjusted for the test only: listeners on port 0
+ * (the kernel picks), the test's servers in place of the loopback services the config
+ * names, an absolute audit path (a relative one lands next to the temp config file), and
+ * the test's DNS server as the resolver. Fails if the shipped config no longer names what
+ * is replaced. */
+function adjustedSettings(audit: string) {
   const s = parse(SHIPPED);
   assert.equal(s.telemetry.listen, "127.0.0.1:9090");
-  s.telemetry.listen = `127.0.0.1:${ports.telemetry}`;
+  s.telemetry.listen = "127.0.0.1:0";
   // Relative to the config file otherwise (the temp dir OxyProcess.start writes it to).
   assert.equal(s.telemetry.audit.path, "egress-audit.log");
-  s.telemetry.audit.path = ports.audit;
+  s.telemetry.audit.path = audit;
   const endpoint = (name: string) => s.endpoints.find((e: any) => e.name === name);
   assert.deepEqual(endpoint("proxy").listen, ["127.0.0.1:8080"]);
-  endpoint("proxy").listen = [`127.0.0.1:${ports.proxy}`];
+  endpoint("proxy").listen = ["127.0.0.1:0"];
   assert.deepEqual(endpoint("balanced").listen, ["127.0.0.1:9000"]);
-  endpoint("balanced").listen = [`127.0.0.1:${ports.balanced}`];
+  endpoint("balanced").listen = ["127.0.0.1:0"];
   assert.equal(endpoint("balanced").tcp.target, "127.0.0.1:7000");
   endpoint("balanced").tcp.target = `127.0.0.1:${echo.port}`;
   const route = (name: string) => s.app.routes.find((r: any) => r.name === name);
@@ -157,9 +159,9 @@ function adjustedSettings(ports: { proxy: number; balanced: number; telemetry: n
 
 /** Starts egress-router with the adjusted shipped config and waits for /health. */
 async function startRouter(): Promise<Router> {
-  const ports = { proxy: await freePort(), balanced: await freePort(), telemetry: await freePort(), audit: auditPath() };
-  const oxy = await OxyProcess.start({ binary: "egress-router", settings: adjustedSettings(ports) });
-  return { oxy, proxyPort: ports.proxy, balancedPort: ports.balanced, audit: ports.audit };
+  const audit = auditPath();
+  const oxy = await OxyProcess.start({ binary: "egress-router", settings: adjustedSettings(audit) });
+  return { oxy, proxyPort: oxy.port("proxy"), balancedPort: oxy.port("balanced"), audit };
 }
 
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
@@ -550,8 +552,10 @@ test("the L4 firewall: a trailing dot does not get a forwarded request past the 
 });
 
 test("config errors: a route with two egresses is a settings error (exit 2), also for --check-config; --generate-config documents routes and firewall", async () => {
-  const ports = { proxy: await freePort(), balanced: await freePort(), telemetry: await freePort(), audit: auditPath() };
-  const settings = adjustedSettings(ports);
+  const settings = adjustedSettings(auditPath());
+  // Written once the telemetry listener is bound: never, if nothing starts.
+  const addressFile = join(mkdtempSync(join(tmpdir(), "oxy-test-")), "telemetry-address");
+  settings.telemetry.address_file = addressFile;
   const alice = settings.app.routes.find((r: any) => r.name === "alice-egress");
   alice.upstream_proxy = `127.0.0.1:${upstream.port}`;
   const path = writeConfig(settings);
@@ -561,7 +565,7 @@ test("config errors: a route with two egresses is a settings error (exit 2), als
   const checked = await runToExit("egress-router", ["--check-config", "--config", path]);
   assert.equal(checked.code, 2, checked.stderr);
   assert.match(checked.stderr, /route alice-egress: set one of/);
-  await assert.rejects(fetch(`http://127.0.0.1:${ports.telemetry}/health`), "nothing keeps running");
+  assert.equal(existsSync(addressFile), false, "nothing was bound");
 
   // The shipped config itself is valid.
   const shipped = await runToExit("egress-router", ["--check-config", "--config", join(repoRoot, "config", "egress-router.yaml")]);

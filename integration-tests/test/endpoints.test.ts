@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { test } from "node:test";
 import { gunzipSync } from "node:zlib";
-import { OxyProcess, closed, freePort, openTcp, sleep } from "../lib/oxy.ts";
+import { OxyProcess, closed, openTcp, sleep } from "../lib/oxy.ts";
 
 async function eventually(check: () => Promise<boolean>, timeoutMs = 3_000) {
   const deadline = Date.now() + timeoutMs;
@@ -16,19 +16,17 @@ async function eventually(check: () => Promise<boolean>, timeoutMs = 3_000) {
 }
 
 async function twoEndpoints(extra: Record<string, any> = {}) {
-  const open = await freePort();
-  const shut = await freePort();
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
       endpoints: [
-        { name: "open", protocol: "tcp", listen: [`127.0.0.1:${open}`], app: {} },
-        { name: "shut", protocol: "tcp", listen: [`127.0.0.1:${shut}`], app: { reject_reason: "tenant closed" } },
+        { name: "open", protocol: "tcp", listen: ["127.0.0.1:0"], app: {} },
+        { name: "shut", protocol: "tcp", listen: ["127.0.0.1:0"], app: { reject_reason: "tenant closed" } },
       ],
       ...extra,
     },
   });
-  return { oxy, open, shut };
+  return { oxy, open: oxy.port("open"), shut: oxy.port("shut") };
 }
 
 test("hooks see the endpoint and its app settings; app metrics are exported", async () => {
@@ -50,13 +48,13 @@ test("hooks see the endpoint and its app settings; app metrics are exported", as
 });
 
 test("max_connections closes connections beyond the limit and counts them", async () => {
-  const port = await freePort();
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
-      endpoints: [{ name: "small", protocol: "tcp", listen: [`127.0.0.1:${port}`], limits: { max_connections: 1 }, app: { hold_ms: 1500 } }],
+      endpoints: [{ name: "small", protocol: "tcp", listen: ["127.0.0.1:0"], limits: { max_connections: 1 }, app: { hold_ms: 1500 } }],
     },
   });
+  const port = oxy.port("small");
   const first = await openTcp(port);
   await oxy.waitForMetric('oxy_connections_active{endpoint="small"}', 1);
   const second = await openTcp(port);
@@ -71,14 +69,14 @@ test("max_connections closes connections beyond the limit and counts them", asyn
 });
 
 test("SIGTERM drains: /health turns 503, open connections finish, exit 0", async () => {
-  const port = await freePort();
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
       server: { shutdown_timeout: "10s" },
-      endpoints: [{ name: "slow", protocol: "tcp", listen: [`127.0.0.1:${port}`], app: { hold_ms: 1500 } }],
+      endpoints: [{ name: "slow", protocol: "tcp", listen: ["127.0.0.1:0"], app: { hold_ms: 1500 } }],
     },
   });
+  const port = oxy.port("slow");
   const socket = await openTcp(port);
   await oxy.waitForMetric('oxy_connections_active{endpoint="slow"}', 1);
   const started = Date.now();
@@ -100,14 +98,14 @@ test("SIGTERM drains: /health turns 503, open connections finish, exit 0", async
 });
 
 test("the drain period ends: connections still open are closed and the exit is 0", async () => {
-  const port = await freePort();
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
       server: { shutdown_timeout: "300ms" },
-      endpoints: [{ name: "stuck", protocol: "tcp", listen: [`127.0.0.1:${port}`], app: { hold_ms: 60000 } }],
+      endpoints: [{ name: "stuck", protocol: "tcp", listen: ["127.0.0.1:0"], app: { hold_ms: 60000 } }],
     },
   });
+  const port = oxy.port("stuck");
   const socket = await openTcp(port);
   await oxy.waitForMetric('oxy_connections_active{endpoint="stuck"}', 1);
   const started = Date.now();
@@ -135,18 +133,17 @@ test("a panic in a hook ends that connection only; it is counted, logged and sen
   const address = sentry.address();
   assert.ok(address && typeof address === "object");
 
-  const boom = await freePort();
-  const calm = await freePort();
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
       telemetry: { sentry: { dsn: `http://publickey@127.0.0.1:${address.port}/42`, environment: "itest" } },
       endpoints: [
-        { name: "boom", protocol: "tcp", listen: [`127.0.0.1:${boom}`], app: { panic_on_connect: true } },
-        { name: "calm", protocol: "tcp", listen: [`127.0.0.1:${calm}`] },
+        { name: "boom", protocol: "tcp", listen: ["127.0.0.1:0"], app: { panic_on_connect: true } },
+        { name: "calm", protocol: "tcp", listen: ["127.0.0.1:0"] },
       ],
     },
   });
+  const [boom, calm] = [oxy.port("boom"), oxy.port("calm")];
   await closed(await openTcp(boom));
   await oxy.waitForMetric("oxy_panics_total", 1);
   await oxy.waitForMetric('oxy_connections_rejected_total{endpoint="boom",reason="panic"}', 1);
@@ -158,10 +155,7 @@ test("a panic in a hook ends that connection only; it is counted, logged and sen
   await closed(await openTcp(calm));
   await oxy.waitForMetric('fixture_connections_seen_total{endpoint="calm"}', 1);
 
-  const deadline = Date.now() + 10_000;
-  while (!envelopes.some((e) => e.includes("fixture panic on endpoint boom")) && Date.now() < deadline) {
-    await sleep(50);
-  }
+  await eventually(async () => envelopes.some((e) => e.includes("fixture panic on endpoint boom")), 10_000).catch(() => {});
   const report = envelopes.find((e) => e.includes("fixture panic on endpoint boom"));
   assert.ok(report, `no Sentry envelope with the panic; got ${envelopes.length} requests`);
   assert.match(report, /^\/api\/42\/envelope\//);
@@ -172,14 +166,14 @@ test("a panic in a hook ends that connection only; it is counted, logged and sen
 });
 
 test("JSON logs: one object per line, with the connection span", async () => {
-  const port = await freePort();
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
       telemetry: { log: { format: "json", level: "info" } },
-      endpoints: [{ name: "json", protocol: "tcp", listen: [`127.0.0.1:${port}`] }],
+      endpoints: [{ name: "json", protocol: "tcp", listen: ["127.0.0.1:0"] }],
     },
   });
+  const port = oxy.port("json");
   await closed(await openTcp(port));
   await oxy.waitForLog(/fixture saw the end/);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
@@ -199,18 +193,17 @@ test("JSON logs: one object per line, with the connection span", async () => {
 test("the log level comes from settings, and RUST_LOG overrides it", async () => {
   const quiet = await OxyProcess.start({
     binary: "fixture-app",
-    settings: { telemetry: { log: { level: "warn" } }, endpoints: [{ name: "q", protocol: "tcp", listen: [`127.0.0.1:${await freePort()}`] }] },
+    settings: { telemetry: { log: { level: "warn" } }, endpoints: [{ name: "q", protocol: "tcp", listen: ["127.0.0.1:0"] }] },
   });
   assert.deepEqual(await quiet.stop(), { code: 0, signal: null });
   assert.doesNotMatch(quiet.logs(), /INFO/);
 
-  const port = await freePort();
   const loud = await OxyProcess.start({
     binary: "fixture-app",
-    settings: { telemetry: { log: { level: "warn" } }, endpoints: [{ name: "l", protocol: "tcp", listen: [`127.0.0.1:${port}`] }] },
+    settings: { telemetry: { log: { level: "warn" } }, endpoints: [{ name: "l", protocol: "tcp", listen: ["127.0.0.1:0"] }] },
     env: { RUST_LOG: "debug" },
   });
-  await closed(await openTcp(port));
+  await closed(await openTcp(loud.port("l")));
   await loud.waitForLog(/DEBUG.*connection ended/);
   assert.deepEqual(await loud.stop(), { code: 0, signal: null });
   assert.match(loud.logs(), /INFO.*ready/);

@@ -7,7 +7,7 @@ import { after, before, test } from "node:test";
 import { WebSocket, WebSocketServer } from "ws";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { curl } from "../lib/curl.ts";
-import { OxyProcess, closed, freePort, openTcp } from "../lib/oxy.ts";
+import { OxyProcess, closed, openTcp } from "../lib/oxy.ts";
 
 let origin: Origin;
 
@@ -21,15 +21,14 @@ after(async () => {
 
 /** One HTTP endpoint `web` that may reach loopback; `endpoint` adds settings to it. */
 async function endpoint(http: Record<string, any>, binary = "oxy", more: Record<string, any> = {}) {
-  const port = await freePort();
   const oxy = await OxyProcess.start({
     binary,
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "web", listen: [`127.0.0.1:${port}`], http, ...more }],
+      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http, ...more }],
     },
   });
-  return { oxy, port, url: `http://127.0.0.1:${port}` };
+  return { oxy, port: oxy.port("web"), url: oxy.url("web") };
 }
 
 test("proxy authentication: 407 with a challenge, then Basic credentials pass", async () => {

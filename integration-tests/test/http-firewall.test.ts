@@ -1,5 +1,5 @@
 // The http-firewall example app with its shipped config (config/http-firewall.yaml),
-// adjusted only for the test: free ports, the reverse proxy's upstream and the inspected
+// adjusted only for the test: listeners on port 0, the reverse proxy's upstream and the inspected
 // port pointing at a local origin, and a local DNS server as the resolver. Host and
 // method rules on the forward proxy (absolute-form and CONNECT), path, method and header
 // rules inside decapsulated CONNECT tunnels, the reverse proxy's block page over
@@ -19,7 +19,7 @@ import { parse } from "yaml";
 import { curl } from "../lib/curl.ts";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
-import { OxyProcess, freePort, repoRoot, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
+import { OxyProcess, repoRoot, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
 
 const shipped = parse(readFileSync(join(repoRoot, "config", "http-firewall.yaml"), "utf8"));
 
@@ -36,23 +36,27 @@ const names = [
   "something.paste.example",
 ];
 
-interface Ports {
-  forward: number;
-  site: number;
-  telemetry: number;
+/** The shipped config with every listener on port 0 (the kernel picks). */
+function onPortZero(): Record<string, any> {
+  const settings = structuredClone(shipped);
+  assert.equal(settings.telemetry.listen, "127.0.0.1:9090");
+  settings.telemetry.listen = "127.0.0.1:0";
+  assert.deepEqual(settings.endpoints.map((e: any) => [e.name, e.listen]), [
+    ["forward", ["127.0.0.1:8080"]],
+    ["site", ["127.0.0.1:8081"]],
+  ]);
+  for (const endpoint of settings.endpoints) endpoint.listen = ["127.0.0.1:0"];
+  return settings;
 }
 
-/** The shipped config with free ports, the origin as upstream and inspected port, and
- * the test DNS server as the only resolver. */
-function adjusted(ports: Ports, origin: Origin, dns: DnsServer): Record<string, any> {
-  const settings = structuredClone(shipped);
-  settings.telemetry.listen = `127.0.0.1:${ports.telemetry}`;
+/** The shipped config on port 0, the origin as upstream and inspected port, and the test
+ * DNS server as the only resolver. */
+function adjusted(origin: Origin, dns: DnsServer): Record<string, any> {
+  const settings = onPortZero();
   settings.dns = { groups: [{ name: "test", servers: [{ address: `127.0.0.1:${dns.port}` }] }] };
   const forward = settings.endpoints.find((e: any) => e.name === "forward");
-  forward.listen = [`127.0.0.1:${ports.forward}`];
   forward.app.inspect_ports = [origin.port];
   const site = settings.endpoints.find((e: any) => e.name === "site");
-  site.listen = [`127.0.0.1:${ports.site}`];
   site.http.upstream = `http://127.0.0.1:${origin.port}`;
   return settings;
 }
@@ -101,7 +105,10 @@ interface Reply {
 }
 
 /** POSTs `parts` with node:http, each in its own write (a pause between them, so each
- * reaches the proxy as its own chunk); resolves with the response. */
+ * reaches the proxy as its own chunk); resolves with the response. The pause is pacing,
+ * not a wait for an event: nothing tells the client that the proxy has read a chunk, and
+ * the test is that a pattern split across reads is still found, so the writes are spaced
+ * well beyond the time the proxy takes to read one. */
 function postInWrites(port: number, path: string, parts: (string | Buffer)[], contentType = "application/octet-stream"): Promise<Reply> {
   return new Promise((ok, fail) => {
     const req = httpRequest(
@@ -142,11 +149,10 @@ describe("http-firewall with its shipped config", () => {
     origin = await startOrigin();
     plain = await startOrigin();
     dns = await startDnsServer(Object.fromEntries(names.map((n) => [n, ["127.0.0.1"]])));
-    const ports = { forward: await freePort(), site: await freePort(), telemetry: await freePort() };
-    oxy = await OxyProcess.start({ binary: "http-firewall", settings: adjusted(ports, origin, dns) });
-    forward = `http://127.0.0.1:${ports.forward}`;
-    site = `http://127.0.0.1:${ports.site}`;
-    sitePort = ports.site;
+    oxy = await OxyProcess.start({ binary: "http-firewall", settings: adjusted(origin, dns) });
+    forward = oxy.url("forward");
+    site = oxy.url("site");
+    sitePort = oxy.port("site");
   });
 
   after(async () => {
@@ -468,11 +474,10 @@ describe("http-firewall with its shipped config", () => {
 });
 
 describe("http-firewall settings", () => {
-  /** The shipped config with free ports and `change` applied, run to its exit. */
+  /** The shipped config on port 0 with `change` applied, run to its exit. */
   async function runWith(change: (settings: Record<string, any>) => void) {
-    const settings = structuredClone(shipped);
-    settings.telemetry.listen = `127.0.0.1:${await freePort()}`;
-    for (const endpoint of settings.endpoints) endpoint.listen = [`127.0.0.1:${await freePort()}`];
+    const settings = onPortZero();
+    // Never asked: these settings fail before anything starts.
     settings.dns = { groups: [{ name: "none", servers: [{ address: "127.0.0.1:9" }] }] };
     change(settings);
     return runToExit("http-firewall", ["--config", writeConfig(settings)]);

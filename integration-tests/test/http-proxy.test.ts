@@ -5,11 +5,12 @@ import assert from "node:assert/strict";
 import { connect as h2connect } from "node:http2";
 import { after, before, test } from "node:test";
 import { ProxyAgent, fetch as undiciFetch } from "undici";
+import { refusingTcpPort } from "../lib/closed-ports.ts";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { curl } from "../lib/curl.ts";
-import { OxyProcess, exchange, freePort } from "../lib/oxy.ts";
+import { OxyProcess, exchange } from "../lib/oxy.ts";
 
 let origin: Origin;
 let echo: EchoServer;
@@ -28,16 +29,15 @@ after(async () => {
 });
 
 async function proxy(options: { binary?: string; allowLoopback?: boolean; http?: Record<string, any>; app?: Record<string, any> } = {}) {
-  const port = await freePort();
   const oxy = await OxyProcess.start({
     binary: options.binary ?? "oxy",
     settings: {
       dns: { groups: [{ servers: [{ address: `127.0.0.1:${dns.port}` }] }] },
       egress: { allow: options.allowLoopback === false ? [] : ["127.0.0.0/8"] },
-      endpoints: [{ name: "web", listen: [`127.0.0.1:${port}`], http: options.http ?? {}, app: options.app ?? {} }],
+      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: options.http ?? {}, app: options.app ?? {} }],
     },
   });
-  return { oxy, port, url: `http://127.0.0.1:${port}` };
+  return { oxy, port: oxy.port("web"), url: oxy.url("web") };
 }
 
 test("curl: absolute-form forward proxying with proxy header semantics", async () => {
@@ -74,8 +74,7 @@ test("curl: CONNECT tunnels (-p) and a POST body through them", async () => {
 });
 
 test("bytes a client sends right behind its CONNECT request reach the target first", async () => {
-  const { oxy, url } = await proxy();
-  const port = Number(new URL(url).port);
+  const { oxy, port } = await proxy();
   const request = `CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nHost: 127.0.0.1:${echo.port}\r\n\r\n`;
   const reply = (await exchange(port, request + "early bytes")).toString();
   assert.match(reply, /^HTTP\/1\.1 200 OK\r\n/);
@@ -102,9 +101,13 @@ test("the egress policy answers 403, DNS failures 502, slow upstreams 504", asyn
   assert.match(missing.body, /missing\.oxy\.test has no address/);
   const slow = await curl(["-x", url, `http://127.0.0.1:${origin.port}/slow`]);
   assert.equal(slow.status, 504);
-  const closedPort = await freePort();
-  const refused = await curl(["-x", url, `http://127.0.0.1:${closedPort}/`]);
-  assert.equal(refused.status, 502);
+  const closedPort = await refusingTcpPort();
+  try {
+    const refused = await curl(["-x", url, `http://127.0.0.1:${closedPort.port}/`]);
+    assert.equal(refused.status, 502);
+  } finally {
+    await closedPort.close();
+  }
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
@@ -210,29 +213,27 @@ test("bad input gets 400/431 or a clean close, and the server keeps serving", as
 });
 
 test("chaining through an upstream proxy (a second Oxy) for CONNECT, forwarding and L4", async () => {
-  const upstreamPort = await freePort();
+  // The upstream first, in a process of its own: the front's settings name its port.
   const upstream = await OxyProcess.start({
     binary: "oxy",
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "upstream", listen: [`127.0.0.1:${upstreamPort}`], http: { proxy_auth: { enabled: true, users: [{ name: "bob", password: "pw" }] } } }],
+      endpoints: [{ name: "upstream", listen: ["127.0.0.1:0"], http: { proxy_auth: { enabled: true, users: [{ name: "bob", password: "pw" }] } } }],
     },
   });
-  const front = await freePort();
-  const l4 = await freePort();
-  const badauth = await freePort();
-  const chain = { upstream_proxy: `127.0.0.1:${upstreamPort}`, upstream_proxy_credentials: "bob:pw" };
+  const chain = { upstream_proxy: upstream.address("upstream"), upstream_proxy_credentials: "bob:pw" };
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [
-        { name: "front", listen: [`127.0.0.1:${front}`], app: chain },
-        { name: "l4", protocol: "tcp", listen: [`127.0.0.1:${l4}`], tcp: { target: `127.0.0.1:${echo.port}` }, app: chain },
-        { name: "badauth", listen: [`127.0.0.1:${badauth}`], app: { ...chain, upstream_proxy_credentials: "bob:wrong" } },
+        { name: "front", listen: ["127.0.0.1:0"], app: chain },
+        { name: "l4", protocol: "tcp", listen: ["127.0.0.1:0"], tcp: { target: `127.0.0.1:${echo.port}` }, app: chain },
+        { name: "badauth", listen: ["127.0.0.1:0"], app: { ...chain, upstream_proxy_credentials: "bob:wrong" } },
       ],
     },
   });
+  const [front, l4, badauth] = [oxy.port("front"), oxy.port("l4"), oxy.port("badauth")];
   const tunnel = await curl(["-p", "-x", `http://127.0.0.1:${front}`, `http://127.0.0.1:${origin.port}/chained-connect`]);
   assert.equal(tunnel.status, 200, tunnel.stderr);
   const forward = await curl(["-x", `http://127.0.0.1:${front}`, `http://127.0.0.1:${origin.port}/chained-forward`]);

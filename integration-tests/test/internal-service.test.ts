@@ -6,25 +6,25 @@ import { test } from "node:test";
 import { startTcpReceiver, startUdpReceiver } from "../lib/proxy-protocol-receiver.ts";
 import { udpClient } from "../lib/udp-echo.ts";
 import { curl } from "../lib/curl.ts";
-import { OxyProcess, exchange, freePort } from "../lib/oxy.ts";
+import { OxyProcess, exchange } from "../lib/oxy.ts";
 
 test("TCP tunnels, forwarded requests and UDP flows carry PROXY v2 metadata", async () => {
   const stream = await startTcpReceiver("echo");
   const web = await startTcpReceiver("http");
   const datagrams = await startUdpReceiver();
-  const [l4, http, udp] = [await freePort(), await freePort(), await freePort()];
   const tlv = { internal_tlv: "tenant-42" };
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [
-        { name: "l4", protocol: "tcp", listen: [`127.0.0.1:${l4}`], app: { internal_service: `127.0.0.1:${stream.port}`, ...tlv } },
-        { name: "web", listen: [`127.0.0.1:${http}`], app: { internal_service: `127.0.0.1:${web.port}`, ...tlv } },
-        { name: "dgram", protocol: "udp", listen: [`127.0.0.1:${udp}`], app: { internal_service: `127.0.0.1:${datagrams.port}`, ...tlv } },
+        { name: "l4", protocol: "tcp", listen: ["127.0.0.1:0"], app: { internal_service: `127.0.0.1:${stream.port}`, ...tlv } },
+        { name: "web", listen: ["127.0.0.1:0"], app: { internal_service: `127.0.0.1:${web.port}`, ...tlv } },
+        { name: "dgram", protocol: "udp", listen: ["127.0.0.1:0"], app: { internal_service: `127.0.0.1:${datagrams.port}`, ...tlv } },
       ],
     },
   });
+  const [l4, http, udp] = [oxy.port("l4"), oxy.port("web"), oxy.port("dgram")];
 
   assert.equal((await exchange(l4, "behind a header")).toString(), "behind a header");
   const tcpHeader = stream.headers.at(-1);

@@ -5,11 +5,12 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { auditPath, auditRecords } from "../lib/audit.ts";
 import { makePki } from "../lib/certs.ts";
+import { silentUdpPort } from "../lib/closed-ports.ts";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { curl } from "../lib/curl.ts";
 import { startOrigin } from "../lib/origin.ts";
-import { OxyProcess, closed, exchange, freePort, openTcp, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
+import { OxyProcess, closed, exchange, openTcp, runToExit, writeConfig } from "../lib/oxy.ts";
 
 let echo: EchoServer;
 let dns: DnsServer;
@@ -28,22 +29,22 @@ after(async () => {
   await dns.close();
 });
 
-/** Settings for one tcp endpoint, resolving only through the test's DNS server. */
-async function forwarder(target: string, extra: Record<string, any> = {}, endpoint: Record<string, any> = {}) {
-  const port = await freePort();
+/** Settings for one tcp endpoint `fwd`, resolving only through the test's DNS server. */
+function forwarder(target: string, extra: Record<string, any> = {}, endpoint: Record<string, any> = {}) {
   const audit = auditPath();
   const settings = {
     telemetry: { audit: { path: audit } },
     dns: { groups: [{ name: "test", servers: [{ address: `127.0.0.1:${dns.port}` }] }] },
-    endpoints: [{ name: "fwd", protocol: "tcp", listen: [`127.0.0.1:${port}`], tcp: { target }, ...endpoint }],
+    endpoints: [{ name: "fwd", protocol: "tcp", listen: ["127.0.0.1:0"], tcp: { target }, ...endpoint }],
     ...extra,
   };
-  return { port, audit, settings };
+  return { audit, settings };
 }
 
 test("forwards to an allowed target, half-closes, and audits the tunnel", async () => {
-  const { port, audit, settings } = await forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } });
+  const { audit, settings } = forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } });
   const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const port = oxy.port("fwd");
   const reply = await exchange(port, "hello through oxy");
   assert.equal(reply.toString(), "hello through oxy");
   const [record] = await auditRecords(audit, 1);
@@ -65,8 +66,9 @@ test("forwards to an allowed target, half-closes, and audits the tunnel", async 
 
 test("loopback targets are denied unless egress.allow covers them", async () => {
   const before = echo.connections;
-  const { port, audit, settings } = await forwarder(`127.0.0.1:${echo.port}`);
+  const { audit, settings } = forwarder(`127.0.0.1:${echo.port}`);
   const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const port = oxy.port("fwd");
   const reply = await exchange(port, "knock");
   assert.equal(reply.length, 0);
   const [record] = await auditRecords(audit, 1);
@@ -79,8 +81,9 @@ test("loopback targets are denied unless egress.allow covers them", async () => 
 
 test("a name that resolves to loopback is caught after resolution", async () => {
   const before = echo.connections;
-  const { port, audit, settings } = await forwarder(`echo.oxy.test:${echo.port}`);
+  const { audit, settings } = forwarder(`echo.oxy.test:${echo.port}`);
   const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const port = oxy.port("fwd");
   assert.equal((await exchange(port, "rebinding")).length, 0);
   const [record] = await auditRecords(audit, 1);
   assert.match(record.close_reason, /egress denied: 127\.0\.0\.1 is a loopback address/);
@@ -89,26 +92,28 @@ test("a name that resolves to loopback is caught after resolution", async () => 
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 
   // The same name with loopback allowed goes through.
-  const allowed = await forwarder(`echo.oxy.test:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } });
+  const allowed = forwarder(`echo.oxy.test:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } });
   const oxy2 = await OxyProcess.start({ binary: "oxy", settings: allowed.settings });
-  assert.equal((await exchange(allowed.port, "resolved")).toString(), "resolved");
+  assert.equal((await exchange(oxy2.port("fwd"), "resolved")).toString(), "resolved");
   assert.deepEqual(await oxy2.stop(), { code: 0, signal: null });
 });
 
 test("a failing primary resolver group falls back to the next group", async () => {
-  const dead = await freePort();
-  const { port, settings } = await forwarder(`echo.oxy.test:${echo.port}`, {
+  // A resolver that never answers: its queries time out.
+  const dead = await silentUdpPort();
+  const { settings } = forwarder(`echo.oxy.test:${echo.port}`, {
     egress: { allow: ["127.0.0.0/8"] },
     dns: {
       timeout: "300ms",
       attempts: 1,
       groups: [
-        { name: "dead", servers: [{ address: `127.0.0.1:${dead}` }] },
+        { name: "dead", servers: [{ address: `127.0.0.1:${dead.port}` }] },
         { name: "fallback", servers: [{ address: `127.0.0.1:${dns.port}` }] },
       ],
     },
   });
   const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const port = oxy.port("fwd");
   assert.equal((await exchange(port, "via fallback")).toString(), "via fallback");
   const { body } = await oxy.telemetry("/metrics");
   assert.match(body, /^oxy_dns_lookup_duration_seconds_count\{group="dead"\} [1-9]/m);
@@ -117,7 +122,9 @@ test("a failing primary resolver group falls back to the next group", async () =
   // A second connection is answered from the cache.
   assert.equal((await exchange(port, "cached")).toString(), "cached");
   assert.match((await oxy.telemetry("/metrics")).body, /^oxy_dns_cache_total\{result="hit"\} [1-9]/m);
+  assert.ok(dead.received() >= 1, "the dead group was asked first");
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  await dead.close();
 });
 
 test("DNS over TLS and over HTTPS, verified against dns.ca_file", async () => {
@@ -127,11 +134,12 @@ test("DNS over TLS and over HTTPS, verified against dns.ca_file", async () => {
     for (const [protocol, dnsPort] of [["tls", secure.tlsPort], ["https", secure.httpsPort]] as const) {
       const server = { address: `127.0.0.1:${dnsPort}`, protocol, tls_name: "dns.oxy.test" };
       const before = secure.queries.length;
-      const { port, settings } = await forwarder(`echo.oxy.test:${echo.port}`, {
+      const { settings } = forwarder(`echo.oxy.test:${echo.port}`, {
         egress: { allow: ["127.0.0.0/8"] },
         dns: { ca_file: pki.ca, groups: [{ name: protocol, servers: [server] }] },
       });
       const oxy = await OxyProcess.start({ binary: "oxy", settings });
+      const port = oxy.port("fwd");
       assert.equal((await exchange(port, `via ${protocol}`)).toString(), `via ${protocol}`);
       assert.ok(secure.queries.length > before, `the ${protocol} server was asked`);
       assert.match((await oxy.telemetry("/metrics")).body, new RegExp(`^oxy_dns_lookup_duration_seconds_count\\{group="${protocol}"\\} [1-9]`, "m"));
@@ -140,11 +148,12 @@ test("DNS over TLS and over HTTPS, verified against dns.ca_file", async () => {
     // A certificate without the configured name is refused: no answer, a DNS failure.
     const asked = secure.queries.length;
     const wrongName = { address: `127.0.0.1:${secure.tlsPort}`, protocol: "tls", tls_name: "other.oxy.test" };
-    const { port, audit, settings } = await forwarder(`echo.oxy.test:${echo.port}`, {
+    const { audit, settings } = forwarder(`echo.oxy.test:${echo.port}`, {
       egress: { allow: ["127.0.0.0/8"] },
       dns: { ca_file: pki.ca, timeout: "500ms", attempts: 1, groups: [{ name: "tls", servers: [wrongName] }] },
     });
     const oxy = await OxyProcess.start({ binary: "oxy", settings });
+    const port = oxy.port("fwd");
     assert.equal((await exchange(port, "?")).length, 0);
     const [record] = await auditRecords(audit, 1);
     assert.match(record.close_reason, /resolving echo\.oxy\.test failed/);
@@ -156,7 +165,7 @@ test("DNS over TLS and over HTTPS, verified against dns.ca_file", async () => {
 });
 
 test("DNS settings are checked: encrypted servers need tls_name, ca_file must hold certificates", async () => {
-  const { settings } = await forwarder("echo.oxy.test:80", {
+  const { settings } = forwarder("echo.oxy.test:80", {
     dns: {
       ca_file: "/nonexistent/ca.pem",
       groups: [{ servers: [
@@ -173,11 +182,12 @@ test("DNS settings are checked: encrypted servers need tls_name, ca_file must ho
 });
 
 test("the DNS hook overrides and vetoes answers, and its cache item reaches the egress hook", async () => {
-  const { port, settings } = await forwarder(`override.oxy.test:${echo.port}`, {
+  const { settings } = forwarder(`override.oxy.test:${echo.port}`, {
     egress: { allow: ["127.0.0.0/8"] },
     app: { dns_override: "override.oxy.test=127.0.0.1", dns_veto: "echo.oxy.test" },
   });
   const oxy = await OxyProcess.start({ binary: "fixture-app", settings });
+  const port = oxy.port("fwd");
   // The test's DNS server says 192.0.2.10 (a denied documentation address).
   assert.equal((await exchange(port, "overridden")).toString(), "overridden");
   await oxy.waitForLog(/fixture saw resolved addresses target=Some\("override\.oxy\.test:\d+"\) addrs=\[127\.0\.0\.1\] item=Some\("item-for-override\.oxy\.test"\)/);
@@ -186,31 +196,31 @@ test("the DNS hook overrides and vetoes answers, and its cache item reaches the 
   assert.equal(dns.queries.filter((q) => q === "override.oxy.test/A").length, asked, "answered from the cache");
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 
-  const vetoed = await forwarder(`echo.oxy.test:${echo.port}`, {
+  const vetoed = forwarder(`echo.oxy.test:${echo.port}`, {
     egress: { allow: ["127.0.0.0/8"] },
     app: { dns_veto: "echo.oxy.test" },
   });
   const oxy2 = await OxyProcess.start({ binary: "fixture-app", settings: vetoed.settings });
-  assert.equal((await exchange(vetoed.port, "?")).length, 0);
+  assert.equal((await exchange(oxy2.port("fwd"), "?")).length, 0);
   const [record] = await auditRecords(vetoed.audit, 1);
   assert.match(record.close_reason, /resolving echo\.oxy\.test was refused: vetoed by the fixture/);
   assert.deepEqual(await oxy2.stop(), { code: 0, signal: null });
 });
 
 test("the egress hook binds the local address; the tunnel hook redirects and sets timeouts", async () => {
-  const bound = await forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } }, { app: { bind_to: "127.0.0.2" } });
+  const bound = forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } }, { app: { bind_to: "127.0.0.2" } });
   const oxy = await OxyProcess.start({ binary: "fixture-app", settings: bound.settings });
   const before = echo.peers.length;
-  assert.equal((await exchange(bound.port, "bound")).toString(), "bound");
+  assert.equal((await exchange(oxy.port("fwd"), "bound")).toString(), "bound");
   assert.deepEqual(echo.peers.slice(before), ["127.0.0.2"]);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 
   const other = await startEchoServer();
   try {
-    const redirected = await forwarder(`127.0.0.1:${other.port}`, { egress: { allow: ["127.0.0.0/8"] } }, { app: { tunnel_redirect: `127.0.0.1:${echo.port}` } });
+    const redirected = forwarder(`127.0.0.1:${other.port}`, { egress: { allow: ["127.0.0.0/8"] } }, { app: { tunnel_redirect: `127.0.0.1:${echo.port}` } });
     const oxy2 = await OxyProcess.start({ binary: "fixture-app", settings: redirected.settings });
     const echoBefore = echo.connections;
-    assert.equal((await exchange(redirected.port, "redirected")).toString(), "redirected");
+    assert.equal((await exchange(oxy2.port("fwd"), "redirected")).toString(), "redirected");
     assert.equal(echo.connections, echoBefore + 1, "the redirect target carried the tunnel");
     const [record] = await auditRecords(redirected.audit, 1);
     assert.equal(record.target, `127.0.0.1:${echo.port}`);
@@ -219,9 +229,9 @@ test("the egress hook binds the local address; the tunnel hook redirects and set
     await other.close();
   }
 
-  const timed = await forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } }, { app: { tunnel_idle_ms: 300 }, tunnel: { idle_timeout: "1h" } });
+  const timed = forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } }, { app: { tunnel_idle_ms: 300 }, tunnel: { idle_timeout: "1h" } });
   const oxy3 = await OxyProcess.start({ binary: "fixture-app", settings: timed.settings });
-  const socket = await openTcp(timed.port);
+  const socket = await openTcp(oxy3.port("fwd"));
   const started = Date.now();
   await closed(socket);
   const took = Date.now() - started;
@@ -232,30 +242,32 @@ test("the egress hook binds the local address; the tunnel hook redirects and set
 });
 
 test("audit records go to the log stream when no file is set, and only when it keeps them", async () => {
-  const { port, settings } = await forwarder(`127.0.0.1:${echo.port}`, {
+  const { settings } = forwarder(`127.0.0.1:${echo.port}`, {
     egress: { allow: ["127.0.0.0/8"] },
     telemetry: { log: { level: "info" } },
   });
   const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const port = oxy.port("fwd");
   assert.equal((await exchange(port, "logged")).toString(), "logged");
   await oxy.waitForLog(/oxy::audit: audit record=\{"endpoint":"fwd","protocol":"tcp".*"bytes_up":6,"bytes_down":6.*"close_reason":"completed"\}/);
   assert.equal(await oxy.metric('oxy_audit_records_total{sink="log"}'), 1);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 
-  const quiet = await forwarder(`127.0.0.1:${echo.port}`, {
+  const quiet = forwarder(`127.0.0.1:${echo.port}`, {
     egress: { allow: ["127.0.0.0/8"] },
     telemetry: { log: { level: "warn" } },
   });
   const oxy2 = await OxyProcess.start({ binary: "oxy", settings: quiet.settings });
-  assert.equal((await exchange(quiet.port, "quiet")).toString(), "quiet");
+  assert.equal((await exchange(oxy2.port("fwd"), "quiet")).toString(), "quiet");
   await oxy2.waitForMetric('oxy_tunnel_ended_total{endpoint="fwd",reason="completed"}', 1);
   assert.equal(await oxy2.metric('oxy_audit_records_total{sink="log"}'), undefined);
   assert.deepEqual(await oxy2.stop(), { code: 0, signal: null });
 });
 
 test("an unknown name closes the connection with a DNS reason", async () => {
-  const { port, audit, settings } = await forwarder("nowhere.oxy.test:80");
+  const { audit, settings } = forwarder("nowhere.oxy.test:80");
   const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const port = oxy.port("fwd");
   assert.equal((await exchange(port, "?")).length, 0);
   const [record] = await auditRecords(audit, 1);
   assert.equal(record.close_reason, "nowhere.oxy.test has no address");
@@ -264,12 +276,13 @@ test("an unknown name closes the connection with a DNS reason", async () => {
 });
 
 test("idle tunnels are closed and the audit record says so", async () => {
-  const { port, audit, settings } = await forwarder(
+  const { audit, settings } = forwarder(
     `127.0.0.1:${echo.port}`,
     { egress: { allow: ["127.0.0.0/8"] } },
     { tunnel: { idle_timeout: "300ms" } },
   );
   const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const port = oxy.port("fwd");
   const socket = await openTcp(port);
   const started = Date.now();
   await closed(socket);
@@ -281,10 +294,11 @@ test("idle tunnels are closed and the audit record says so", async () => {
 });
 
 test("port policy: deny_ports refuses the target port", async () => {
-  const { port, audit, settings } = await forwarder(`127.0.0.1:${echo.port}`, {
+  const { audit, settings } = forwarder(`127.0.0.1:${echo.port}`, {
     egress: { allow: ["127.0.0.0/8"], deny_ports: [echo.port] },
   });
   const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const port = oxy.port("fwd");
   assert.equal((await exchange(port, "x")).length, 0);
   const [record] = await auditRecords(audit, 1);
   assert.match(record.close_reason, new RegExp(`port ${echo.port} is not allowed`));
@@ -292,38 +306,39 @@ test("port policy: deny_ports refuses the target port", async () => {
 });
 
 test("the egress hook chooses the target and the tunnel hook can block", async () => {
-  const routed = await forwarder("", { egress: { allow: ["127.0.0.0/8"] } }, {
+  const routed = forwarder("", { egress: { allow: ["127.0.0.0/8"] } }, {
     app: { egress_target: `127.0.0.1:${echo.port}` },
   });
   const oxy = await OxyProcess.start({ binary: "fixture-app", settings: routed.settings });
-  assert.equal((await exchange(routed.port, "routed by the app")).toString(), "routed by the app");
+  assert.equal((await exchange(oxy.port("fwd"), "routed by the app")).toString(), "routed by the app");
   await oxy.waitForLog(/fixture saw the tunnel end target=127\.0\.0\.1:\d+ up=17 down=17 reason=completed/);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 
-  const blocked = await forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } }, {
+  const blocked = forwarder(`127.0.0.1:${echo.port}`, { egress: { allow: ["127.0.0.0/8"] } }, {
     app: { tunnel_block: "not today" },
   });
   const oxy2 = await OxyProcess.start({ binary: "fixture-app", settings: blocked.settings });
-  assert.equal((await exchange(blocked.port, "x")).length, 0);
+  assert.equal((await exchange(oxy2.port("fwd"), "x")).length, 0);
   const [record] = await auditRecords(blocked.audit, 1);
   assert.equal(record.close_reason, "blocked: not today");
   assert.equal(await oxy2.metric('oxy_tunnel_ended_total{endpoint="fwd",reason="blocked"}'), 1);
   assert.deepEqual(await oxy2.stop(), { code: 0, signal: null });
 
-  const nowhere = await forwarder("");
+  const nowhere = forwarder("");
   const oxy3 = await OxyProcess.start({ binary: "oxy", settings: nowhere.settings });
-  assert.equal((await exchange(nowhere.port, "x")).length, 0);
+  assert.equal((await exchange(oxy3.port("fwd"), "x")).length, 0);
   const [none] = await auditRecords(nowhere.audit, 1);
   assert.match(none.close_reason, /no target/);
   assert.deepEqual(await oxy3.stop(), { code: 0, signal: null });
 });
 
 test("SIGTERM lets an open tunnel finish within the drain period, then cuts it", async () => {
-  const { port, audit, settings } = await forwarder(`127.0.0.1:${echo.port}`, {
+  const { audit, settings } = forwarder(`127.0.0.1:${echo.port}`, {
     egress: { allow: ["127.0.0.0/8"] },
     server: { shutdown_timeout: "500ms" },
   });
   const oxy = await OxyProcess.start({ binary: "oxy", settings });
+  const port = oxy.port("fwd");
   const socket = await openTcp(port);
   socket.write("ping");
   await new Promise((ok) => socket.once("data", ok));
@@ -342,12 +357,13 @@ test("SIGTERM lets an open tunnel finish within the drain period, then cuts it",
 
 test("a decapsulated L4 connection is served as HTTP: the request hook sees each request, the target gets the rest", async () => {
   const origin = await startOrigin();
-  const { port, audit, settings } = await forwarder(
+  const { audit, settings } = forwarder(
     `127.0.0.1:${origin.port}`,
     { egress: { allow: ["127.0.0.0/8"] } },
     { app: { tunnel_decapsulate: true, block_path_prefix: "/blocked" } },
   );
   const oxy = await OxyProcess.start({ binary: "fixture-app", settings });
+  const port = oxy.port("fwd");
   const passed = await curl([`http://127.0.0.1:${port}/ok`]);
   assert.equal(passed.status, 200);
   const seen = JSON.parse(passed.body);

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import { auditPath, auditRecords } from "../lib/audit.ts";
 import { startUdpEcho, udpClient, type UdpEcho } from "../lib/udp-echo.ts";
-import { OxyProcess, freePort } from "../lib/oxy.ts";
+import { OxyProcess, runToExit, writeConfig } from "../lib/oxy.ts";
 
 let echo: UdpEcho;
 
@@ -18,21 +18,19 @@ after(async () => {
 });
 
 async function udpEndpoint(extra: Record<string, any> = {}, udp: Record<string, any> = {}) {
-  const port = await freePort();
-  const tcpPort = port; // the same number on TCP does not collide with UDP
   const audit = auditPath();
   const oxy = await OxyProcess.start({
     binary: "oxy",
     settings: {
       telemetry: { audit: { path: audit } },
       endpoints: [
-        { name: "dns-like", protocol: "udp", listen: [`127.0.0.1:${port}`], udp: { target: `127.0.0.1:${echo.port}`, idle_timeout: "300ms", ...udp } },
-        { name: "same-port-tcp", protocol: "tcp", listen: [`127.0.0.1:${tcpPort}`] },
+        { name: "dns-like", protocol: "udp", listen: ["127.0.0.1:0"], udp: { target: `127.0.0.1:${echo.port}`, idle_timeout: "300ms", ...udp } },
       ],
       ...extra,
     },
   });
-  return { oxy, port, audit };
+  assert.equal(oxy.endpoint("dns-like").listeners[0].transport, "udp");
+  return { oxy, port: oxy.port("dns-like", "udp"), audit };
 }
 
 test("datagrams flow both ways, one flow per client, audited when idle", async () => {
@@ -76,8 +74,25 @@ test("a target the egress policy denies gets no datagram, and the refusal is cou
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
+test("a udp and a tcp endpoint may share an address: TCP and UDP ports do not collide", async () => {
+  // Only checked, never bound: a number picked for both could be taken on either side.
+  // (Binding both is what every HTTP/3 endpoint does: its QUIC socket takes its TCP port.)
+  const yaml = [
+    "endpoints:",
+    "  - name: dns-like",
+    "    protocol: udp",
+    "    listen: [127.0.0.1:7401]",
+    "    udp: { target: 127.0.0.1:53 }",
+    "  - name: same-port-tcp",
+    "    protocol: tcp",
+    "    listen: [127.0.0.1:7401]",
+    "",
+  ].join("\n");
+  const r = await runToExit("oxy", ["--check-config", "-c", writeConfig(yaml)]);
+  assert.equal(r.code, 0, r.stderr);
+});
+
 test("a flow's queue is bounded: datagrams beyond it are dropped and counted", async () => {
-  const port = await freePort();
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
@@ -86,7 +101,7 @@ test("a flow's queue is bounded: datagrams beyond it are dropped and counted", a
         {
           name: "slow",
           protocol: "udp",
-          listen: [`127.0.0.1:${port}`],
+          listen: ["127.0.0.1:0"],
           udp: { target: `127.0.0.1:${echo.port}`, queue: 2 },
           // The ingress hook holds the new flow, so its queue fills up.
           app: { hold_ms: 500 },
@@ -94,7 +109,7 @@ test("a flow's queue is bounded: datagrams beyond it are dropped and counted", a
       ],
     },
   });
-  const client = await udpClient(port);
+  const client = await udpClient(oxy.port("slow"));
   for (let i = 0; i < 10; i++) await client.send(`d${i}`);
   assert.deepEqual(await client.waitFor(2), ["d0", "d1"]);
   await oxy.waitForMetric('oxy_udp_dropped_total{endpoint="slow",reason="queue_full"}', 8);

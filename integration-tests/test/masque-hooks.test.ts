@@ -8,7 +8,7 @@ import { after, before, test } from "node:test";
 import { auditPath, auditRecords } from "../lib/audit.ts";
 import { makePki, type TestPki } from "../lib/certs.ts";
 import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
-import { OxyProcess, binaryPath, freePort } from "../lib/oxy.ts";
+import { OxyProcess, binaryPath, sleep } from "../lib/oxy.ts";
 
 let pki: TestPki;
 let echo: UdpEcho;
@@ -26,7 +26,6 @@ after(async () => {
 });
 
 async function relay(app: Record<string, any> = {}, h3: Record<string, any> = {}) {
-  const port = await freePort();
   const audit = auditPath();
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
@@ -36,7 +35,7 @@ async function relay(app: Record<string, any> = {}, h3: Record<string, any> = {}
       endpoints: [
         {
           name: "relay",
-          listen: [`127.0.0.1:${port}`],
+          listen: ["127.0.0.1:0"],
           tls: { enabled: true, certificates: [pki.server] },
           http: { h3: { enabled: true, ...h3 } },
           app,
@@ -44,7 +43,8 @@ async function relay(app: Record<string, any> = {}, h3: Record<string, any> = {}
       ],
     },
   });
-  return { oxy, port, audit };
+  // HTTP/3 shares the TCP listener's port number; the clients use that number.
+  return { oxy, port: oxy.port("relay", "quic"), audit };
 }
 
 /** Runs `oxy-client udp` over HTTP/3 with an echo load; its JSON summary. */
@@ -147,7 +147,7 @@ test("a drain ends an open HTTP/3 flow cleanly and Oxy exits 0", async () => {
   const exited = new Promise<number | null>((ok) => child.on("exit", (code) => ok(code)));
   child.stdin.write("still here\n");
   const deadline = Date.now() + 5_000;
-  while (!out.includes("still here") && Date.now() < deadline) await new Promise((ok) => setTimeout(ok, 25));
+  while (!out.includes("still here") && Date.now() < deadline) await sleep(25);
   assert.match(out, /still here/);
   const { code } = await oxy.stop("SIGTERM");
   assert.equal(code, 0, oxy.logs());

@@ -14,7 +14,7 @@ import { curl } from "../lib/curl.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { masqueClient } from "../lib/interop.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
-import { OxyProcess, closed, freePort, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
+import { OxyProcess, closed, portOf, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
 import { UdpSession, runClient, udpLoad, type UdpSummary } from "../lib/oxy-client.ts";
 import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
 import { extendedConnectAllowed } from "../lib/h2.ts";
@@ -27,6 +27,8 @@ let origin: Origin;
 /** One Oxy whose egress policy allows loopback, with an endpoint per concern. */
 let relay: OxyProcess;
 let relayAudit: string;
+/** The bound port of each endpoint (by name) of `relay` and `strict`; an HTTP/3
+ * endpoint's QUIC socket has the same number as its TCP listener. */
 const port: Record<string, number> = {};
 
 /** One Oxy with the default egress policy (loopback denied). */
@@ -165,7 +167,6 @@ describe("HTTP/3 on-ramp and MASQUE", () => {
   before(async () => {
     pki = makePki();
     [echo, tcpEcho, origin] = await Promise.all([startUdpEcho(), startEchoServer(), startOrigin()]);
-    for (const name of ["h3", "noalt", "clear", "idle", "interop", "raw", "off", "deny"]) port[name] = await freePort();
     const tls = { enabled: true, certificates: [pki.server] };
     const upstream = `http://127.0.0.1:${origin.port}`;
     relayAudit = auditPath();
@@ -175,13 +176,13 @@ describe("HTTP/3 on-ramp and MASQUE", () => {
         egress: { allow: ["127.0.0.0/8"] },
         telemetry: { audit: { path: relayAudit } },
         endpoints: [
-          { name: "h3", listen: [`127.0.0.1:${port.h3}`], tls, http: { upstream, h3: { enabled: true } } },
-          { name: "noalt", listen: [`127.0.0.1:${port.noalt}`], tls, http: { upstream, h3: { enabled: true, alt_svc: false } } },
-          { name: "clear", listen: [`127.0.0.1:${port.clear}`] },
-          { name: "idle", listen: [`127.0.0.1:${port.idle}`], tls, http: { h3: { enabled: true } }, udp: { idle_timeout: "300ms" } },
-          { name: "interop", listen: [`127.0.0.1:${port.interop}`], tls, http: { h3: { enabled: true } } },
-          { name: "raw", listen: [`127.0.0.1:${port.raw}`], http: { connect_udp: { max_capsule_bytes: 1500 } } },
-          { name: "off", listen: [`127.0.0.1:${port.off}`], http: { connect_udp: { enabled: false } } },
+          { name: "h3", listen: ["127.0.0.1:0"], tls, http: { upstream, h3: { enabled: true } } },
+          { name: "noalt", listen: ["127.0.0.1:0"], tls, http: { upstream, h3: { enabled: true, alt_svc: false } } },
+          { name: "clear", listen: ["127.0.0.1:0"] },
+          { name: "idle", listen: ["127.0.0.1:0"], tls, http: { h3: { enabled: true } }, udp: { idle_timeout: "300ms" } },
+          { name: "interop", listen: ["127.0.0.1:0"], tls, http: { h3: { enabled: true } } },
+          { name: "raw", listen: ["127.0.0.1:0"], http: { connect_udp: { max_capsule_bytes: 1500 } } },
+          { name: "off", listen: ["127.0.0.1:0"], http: { connect_udp: { enabled: false } } },
         ],
       },
     });
@@ -190,9 +191,17 @@ describe("HTTP/3 on-ramp and MASQUE", () => {
       binary: "oxy",
       settings: {
         telemetry: { audit: { path: strictAudit } },
-        endpoints: [{ name: "deny", listen: [`127.0.0.1:${port.deny}`], tls, http: { h3: { enabled: true } } }],
+        endpoints: [{ name: "deny", listen: ["127.0.0.1:0"], tls, http: { h3: { enabled: true } } }],
       },
     });
+    for (const oxy of [relay, strict]) {
+      for (const endpoint of oxy.endpoints()) {
+        port[endpoint.name] = oxy.port(endpoint.name, "tcp");
+        const quic = endpoint.listeners.find((l) => l.transport === "quic");
+        if (quic) assert.equal(portOf(quic.address), port[endpoint.name], `${endpoint.name}: QUIC on the TCP port's number`);
+      }
+    }
+    assert.deepEqual(Object.keys(port).sort(), ["clear", "deny", "h3", "idle", "interop", "noalt", "off", "raw"]);
   });
 
   after(async () => {
@@ -432,12 +441,13 @@ describe("HTTP/3 on-ramp and MASQUE", () => {
     r.socket.write(Buffer.concat([datagramCapsule(5, "bad"), datagramCapsule(0, "good")]));
     const deadline = Date.now() + 3_000;
     while (!parseCapsules(r.data()).length && Date.now() < deadline) await sleep(20);
-    await sleep(200); // room for anything else to arrive
+    // No wait for "anything else": the bad capsule is counted as dropped, so it was never
+    // forwarded and no echo of it can follow.
+    await relay.waitForMetric('oxy_udp_dropped_total{endpoint="raw",reason="unknown_context"}', 1);
     assert.deepEqual(
       parseCapsules(r.data()).map(([type, value]) => [type, value.toString("hex")]),
       [[0, Buffer.concat([Buffer.from([0]), Buffer.from("good")]).toString("hex")]],
     );
-    await relay.waitForMetric('oxy_udp_dropped_total{endpoint="raw",reason="unknown_context"}', 1);
     const gone = closed(r.socket);
     r.socket.end();
     await gone;

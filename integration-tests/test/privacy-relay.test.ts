@@ -1,5 +1,5 @@
 // The privacy-relay example app (examples/privacy-relay) with its shipped config
-// (config/privacy-relay.yaml), adjusted only for the test (free ports, the test PKI's
+// (config/privacy-relay.yaml), adjusted only for the test (listeners on port 0, the test PKI's
 // localhost certificate, loopback echo targets allowed): CONNECT-UDP over HTTP/3 and
 // HTTP/2 and CONNECT over HTTP/2 and HTTP/3 for users with a bearer token or a client
 // certificate, 407 with a Bearer challenge otherwise, 405 for anything but a tunnel,
@@ -22,8 +22,9 @@ import { connect as tlsConnect } from "node:tls";
 import { after, before, describe, test } from "node:test";
 import { parse } from "yaml";
 import { makePki, type TestPki } from "../lib/certs.ts";
+import { refusingTcpPort } from "../lib/closed-ports.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
-import { OxyProcess, binaryPath, freePort, repoRoot, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
+import { OxyProcess, binaryPath, repoRoot, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
 import { UdpSession, runClient, udpLoad } from "../lib/oxy-client.ts";
 import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
 import { extendedConnectAllowed } from "../lib/h2.ts";
@@ -47,29 +48,33 @@ let bob: { chain: string; key: string };
 
 interface Relay {
   oxy: OxyProcess;
+  /** The bound port: TCP, and QUIC on the same number. */
   port: number;
   /** `https://localhost:PORT`, for oxy-client. */
   proxy: string;
 }
 
-/** The shipped config with free ports, the test certificate and loopback echo targets
- * allowed; `adjust` changes it further for one test. */
-async function relaySettings(adjust?: (settings: any) => void): Promise<{ settings: any; port: number }> {
+/** The shipped config on port 0 (the kernel picks), with the test certificate and
+ * loopback echo targets allowed; `adjust` changes it further for one test. */
+function relaySettings(adjust?: (settings: any) => void): any {
   const settings = structuredClone(shipped);
-  const port = await freePort();
-  settings.telemetry.listen = `127.0.0.1:${await freePort()}`;
+  assert.equal(settings.telemetry.listen, "127.0.0.1:9090");
+  settings.telemetry.listen = "127.0.0.1:0";
   assert.equal(settings.endpoints.length, 1);
   const endpoint = settings.endpoints[0];
-  endpoint.listen = [`127.0.0.1:${port}`];
+  assert.deepEqual(endpoint.listen, ["127.0.0.1:8443"]);
+  assert.equal(endpoint.http.h3.listen, undefined, "HTTP/3 on the TCP listener's port");
+  endpoint.listen = ["127.0.0.1:0"];
   endpoint.tls.certificates = [{ chain: pki.server.chain, key: pki.server.key }];
   settings.egress.allow = ["127.0.0.1/32"];
   adjust?.(settings);
-  return { settings, port };
+  return settings;
 }
 
 async function startRelay(adjust?: (settings: any) => void): Promise<Relay> {
-  const { settings, port } = await relaySettings(adjust);
-  const oxy = await OxyProcess.start({ binary: "privacy-relay", settings });
+  const oxy = await OxyProcess.start({ binary: "privacy-relay", settings: relaySettings(adjust) });
+  const port = oxy.port("relay", "tcp");
+  assert.equal(oxy.port("relay", "quic"), port, "HTTP/3 shares the TCP listener's port number");
   return { oxy, port, proxy: `https://localhost:${port}` };
 }
 
@@ -294,26 +299,64 @@ class H3Tunnel {
 // ---------------------------------------------------------------------------------------
 // fixtures
 
-/** A UDP socket that counts what reaches it (and never answers). */
-async function udpTrap(family: "udp4" | "udp6", host: string): Promise<{ port: number; received: () => number; close: () => Promise<void> }> {
-  const socket: DgramSocket = createSocket(family);
-  let received = 0;
-  socket.on("message", () => (received += 1));
-  await new Promise<void>((ok) => socket.bind(0, host, ok));
-  return { port: socket.address().port, received: () => received, close: () => new Promise((ok) => socket.close(() => ok())) };
+/** Waits until `check` holds (polling), failing with `what` after `timeoutMs`. */
+async function until(check: () => boolean, what: string, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`${what} did not happen in time`);
+    await sleep(10);
+  }
 }
 
-/** A TCP listener that counts connections (and never answers). */
-async function tcpTrap(host: string): Promise<{ port: number; connections: () => number; close: () => Promise<void> }> {
-  const { createServer } = await import("node:net");
-  let connections = 0;
+/** A UDP socket that counts what reaches it (and never answers). `before()` sends a
+ * datagram of its own and tells how many others came before it: anything sent to the
+ * trap earlier has been read by then, so no fixed wait is needed to see it. */
+async function udpTrap(family: "udp4" | "udp6", host: string) {
+  const socket: DgramSocket = createSocket(family);
+  /** The source port of each datagram, in order. */
+  const from: number[] = [];
+  socket.on("message", (_msg, rinfo) => from.push(rinfo.port));
+  await new Promise<void>((ok) => socket.bind(0, host, ok));
+  const port = socket.address().port;
+  return {
+    port,
+    async before(): Promise<number> {
+      const probe = createSocket(family);
+      await new Promise<void>((ok) => probe.bind(0, host, ok));
+      const me = probe.address().port;
+      await new Promise<void>((ok, fail) => probe.send("probe", port, host, (e) => (e ? fail(e) : ok())));
+      await until(() => from.includes(me), `the probe datagram to ${host}`);
+      await new Promise<void>((ok) => probe.close(() => ok()));
+      return from.indexOf(me);
+    },
+    close: () => new Promise<void>((ok) => socket.close(() => ok())),
+  };
+}
+
+/** A TCP listener that counts connections (and never answers). `before()` connects
+ * itself and tells how many connections were accepted before its own. */
+async function tcpTrap(host: string) {
+  const { createServer, connect } = await import("node:net");
+  /** The remote port of each connection, in order of acceptance. */
+  const from: number[] = [];
   const server = createServer((s) => {
-    connections += 1;
+    from.push(s.remotePort ?? 0);
     s.destroy();
   });
   await new Promise<void>((ok) => server.listen(0, host, ok));
   const port = (server.address() as { port: number }).port;
-  return { port, connections: () => connections, close: () => new Promise((ok) => server.close(() => ok())) };
+  return {
+    port,
+    async before(): Promise<number> {
+      const probe = connect({ port, host, localAddress: host });
+      await new Promise<void>((ok, fail) => probe.once("connect", ok).once("error", fail));
+      const me = probe.localPort ?? -1;
+      await until(() => from.includes(me), `the probe connection to ${host}`);
+      probe.destroy();
+      return from.indexOf(me);
+    },
+    close: () => new Promise<void>((ok) => server.close(() => ok())),
+  };
 }
 
 /** Issues a client certificate from the test CA with one subjectAltName. */
@@ -593,11 +636,11 @@ describe("privacy-relay", () => {
         records.slice(0, 8).map((r) => r.target),
         [...targets, ...targets],
       );
-      await sleep(100); // room for a stray datagram to arrive
-      assert.equal(trap4.received(), 0, `something reached ${CLIENT_IP}`);
-      assert.equal(trap6.received(), 0, "something reached [::1]");
-      assert.equal(tcp4.connections(), 0, `something connected to ${CLIENT_IP}`);
-      assert.equal(tcp6.connections(), 0, "something connected to [::1]");
+      // Each trap's own probe is the first thing to reach it.
+      assert.equal(await trap4.before(), 0, `something reached ${CLIENT_IP}`);
+      assert.equal(await trap6.before(), 0, "something reached [::1]");
+      assert.equal(await tcp4.before(), 0, `something connected to ${CLIENT_IP}`);
+      assert.equal(await tcp6.before(), 0, "something connected to [::1]");
       assert.equal(echo.clients.size, echoClients);
 
       // The allowed loopback echo still works: the policy, not the relay, refused them.
@@ -623,16 +666,20 @@ describe("privacy-relay", () => {
       try {
         // Tunnels that ended or never opened give their slot back: refused by the egress
         // policy, a target that refuses the connection, completed flows.
-        const closedPort = await freePort();
         for (const over of ["h3", "h2"] as const) {
           for (const target of [`[::1]:${echo.port}`, "10.0.0.1:53"]) {
             const denied = await udpLoad({ proxy, ca: pki.ca, over, target, count: 1, authorization: BEARER });
             assert.equal(denied.status, 403);
           }
         }
-        const unreachable = await h2Connect(session, `127.0.0.1:${closedPort}`, { "proxy-authorization": BEARER });
-        assert.equal(unreachable.status, 502);
-        unreachable.stream.close();
+        const closedPort = await refusingTcpPort();
+        try {
+          const unreachable = await h2Connect(session, `127.0.0.1:${closedPort.port}`, { "proxy-authorization": BEARER });
+          assert.equal(unreachable.status, 502);
+          unreachable.stream.close();
+        } finally {
+          await closedPort.close();
+        }
         for (const over of ["h3", "h2"] as const) {
           const done = await udpLoad({ proxy, ca: pki.ca, over, target: udpTarget, count: 5, authorization: BEARER });
           assert.deepEqual([done.status, done.received], [200, 5]);
@@ -780,7 +827,8 @@ describe("privacy-relay", () => {
       // 2 flows + 2 refused flows + the h3 CONNECT + the held CONNECTs.
       const expected = 5 + max;
       const records = await waitForAudit(oxy, expected);
-      await sleep(200); // let any late line (a connection ending) be written too
+      // Stopped first, so that every line it would write (a connection ending) is in.
+      assert.deepEqual(await oxy.stop(), { code: 0, signal: null }, oxy.logs());
       const logs = oxy.logs();
       assert.ok(logs.includes('"level":"DEBUG"'), "the relay logged at debug level");
       assert.ok(!logs.includes(CLIENT_IP), `the logs name the client:\n${logs.split("\n").filter((l) => l.includes(CLIENT_IP)).join("\n")}`);
@@ -793,7 +841,7 @@ describe("privacy-relay", () => {
   });
 
   test("the shipped config with telemetry.log.client_addresses: true is a settings error (exit 2), also for --check-config", async () => {
-    const { settings } = await relaySettings((s) => {
+    const settings = relaySettings((s) => {
       s.telemetry.log.client_addresses = true;
     });
     const path = writeConfig(settings);

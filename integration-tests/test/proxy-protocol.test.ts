@@ -3,16 +3,17 @@
 // while other connections keep flowing.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import { parse } from "yaml";
 import { curl } from "../lib/curl.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { auditPath, auditRecords } from "../lib/audit.ts";
 import { startEchoServer } from "../lib/echo-server.ts";
 import { startUdpEcho, udpClient } from "../lib/udp-echo.ts";
-import { OxyProcess, exchange, freePort, repoRoot, waitForPort, writeConfig } from "../lib/oxy.ts";
+import { startHaproxy } from "../lib/haproxy.ts";
+import { OxyProcess, exchange, repoRoot } from "../lib/oxy.ts";
 
 let origin: Origin;
 
@@ -24,15 +25,20 @@ after(async () => {
   await origin.close();
 });
 
-/** Runs config/proxy-protocol.yaml as shipped, on free ports. */
+/** config/proxy-protocol.yaml with its listeners on port 0 (the kernel picks). */
+function shippedSettings(): Record<string, any> {
+  const settings = parse(readFileSync(join(repoRoot, "config", "proxy-protocol.yaml"), "utf8"));
+  assert.equal(settings.telemetry.listen, "127.0.0.1:9091");
+  settings.telemetry.listen = "127.0.0.1:0";
+  assert.deepEqual(settings.endpoints.map((e: any) => [e.name, e.listen]), [["behind-balancer", ["127.0.0.1:8081"]]]);
+  settings.endpoints[0].listen = ["127.0.0.1:0"];
+  return settings;
+}
+
+/** Runs config/proxy-protocol.yaml as shipped, but on port 0. */
 async function shippedConfig() {
-  const port = await freePort();
-  const telemetry = await freePort();
-  const text = readFileSync(join(repoRoot, "config", "proxy-protocol.yaml"), "utf8")
-    .replaceAll("127.0.0.1:8081", `127.0.0.1:${port}`)
-    .replaceAll("127.0.0.1:9091", `127.0.0.1:${telemetry}`);
-  const oxy = await OxyProcess.start({ binary: "oxy", settings: text, telemetryListen: `127.0.0.1:${telemetry}` });
-  return { oxy, port };
+  const oxy = await OxyProcess.start({ binary: "oxy", settings: shippedSettings() });
+  return { oxy, port: oxy.port("behind-balancer") };
 }
 
 function httpGet(path: string) {
@@ -73,7 +79,6 @@ test("the shipped config: a v1 header's client reaches X-Forwarded-For; curl --h
 
 test("HAProxy in front with send-proxy and send-proxy-v2", async () => {
   const { oxy, port } = await shippedConfig();
-  const [v1Port, v2Port] = [await freePort(), await freePort()];
   const config = [
     "global",
     "  log stdout format raw local0 emerg",
@@ -83,45 +88,42 @@ test("HAProxy in front with send-proxy and send-proxy-v2", async () => {
     "  timeout client 10s",
     "  timeout server 10s",
     "listen v1",
-    `  bind 127.0.0.1:${v1Port}`,
+    "  bind fd@3",
     `  server oxy 127.0.0.1:${port} send-proxy`,
     "listen v2",
-    `  bind 127.0.0.1:${v2Port}`,
+    "  bind fd@4",
     `  server oxy 127.0.0.1:${port} send-proxy-v2`,
     "",
   ].join("\n");
-  const cfg = writeConfig(config, "haproxy.cfg");
-  const haproxy = spawn("haproxy", ["-f", cfg, "-db"], { stdio: "ignore" });
+  // Listening before HAProxy runs: no wait for it to be ready.
+  const haproxy = await startHaproxy(2, config);
+  const [v1Port, v2Port] = haproxy.ports;
   try {
-    await waitForPort(v1Port);
-    await waitForPort(v2Port);
     for (const [balancer, version] of [[v1Port, "1"], [v2Port, "2"]] as const) {
       const r = await curl(["-x", `http://127.0.0.1:${balancer}`, `http://127.0.0.1:${origin.port}/haproxy-v${version}`]);
-      assert.equal(r.status, 200, r.stderr);
+      assert.equal(r.status, 200, r.stderr + haproxy.output());
       assert.equal(origin.seen.find((s) => s.url === `/haproxy-v${version}`)?.headers["x-forwarded-for"], "127.0.0.1");
-      // The readiness probe through HAProxy may add a header of its own.
-      const headers = await oxy.metric(`oxy_proxy_protocol_headers_total{endpoint="behind-balancer",version="${version}"}`);
-      assert.ok(headers !== undefined && headers >= 1, `v${version} headers: ${headers}`);
+      // One connection through each frontend, and no readiness probe: one header each.
+      assert.equal(await oxy.metric(`oxy_proxy_protocol_headers_total{endpoint="behind-balancer",version="${version}"}`), 1);
     }
   } finally {
-    haproxy.kill("SIGTERM");
+    await haproxy.stop();
   }
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
 test("bad headers are refused and counted; good connections keep flowing", async () => {
-  const port = await freePort();
-  const untrustedPort = await freePort();
   const oxy = await OxyProcess.start({
     binary: "oxy",
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [
-        { name: "pp", listen: [`127.0.0.1:${port}`], proxy_protocol: { mode: "required", trusted: ["127.0.0.0/8"], header_timeout: "300ms" } },
-        { name: "strict", listen: [`127.0.0.1:${untrustedPort}`], proxy_protocol: { mode: "optional", trusted: ["10.0.0.0/8"] } },
+        { name: "pp", listen: ["127.0.0.1:0"], proxy_protocol: { mode: "required", trusted: ["127.0.0.0/8"], header_timeout: "300ms" } },
+        { name: "strict", listen: ["127.0.0.1:0"], proxy_protocol: { mode: "optional", trusted: ["10.0.0.0/8"] } },
       ],
     },
   });
+  const [port, untrustedPort] = [oxy.port("pp"), oxy.port("strict")];
   const refused = async (payload: string | Buffer) => assert.equal((await exchange(port, payload)).length, 0);
   await refused(httpGet("/no-header"));
   await refused("PROXY TCP4 1.2.3.4 5.6.7.8 1 2");
@@ -150,15 +152,16 @@ test("bad headers are refused and counted; good connections keep flowing", async
 });
 
 test("config/proxy-protocol.yaml needs trusted networks", async () => {
-  const text = readFileSync(join(repoRoot, "config", "proxy-protocol.yaml"), "utf8").replace("trusted: [127.0.0.0/8]", "trusted: []");
-  const r = await OxyProcess.start({ binary: "oxy", settings: text, telemetryListen: "127.0.0.1:1" }).catch((e: Error) => e);
+  const settings = shippedSettings();
+  assert.deepEqual(settings.endpoints[0].proxy_protocol.trusted, ["127.0.0.0/8"]);
+  settings.endpoints[0].proxy_protocol.trusted = [];
+  const r = await OxyProcess.start({ binary: "oxy", settings }).catch((e: Error) => e);
   assert.ok(r instanceof Error);
   assert.match(r.message, /endpoints\[0\]\.proxy_protocol\.trusted: list the networks of the load balancers/);
 });
 
 test("UDP: v2 headers per datagram or on a flow's first datagram name the original client", async () => {
   const echo = await startUdpEcho();
-  const [perDatagram, firstDatagram] = [await freePort(), await freePort()];
   const audit = auditPath();
   const trusted = { mode: "required", trusted: ["127.0.0.0/8"] };
   const oxy = await OxyProcess.start({
@@ -167,11 +170,12 @@ test("UDP: v2 headers per datagram or on a flow's first datagram name the origin
       telemetry: { audit: { path: audit } },
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [
-        { name: "per", protocol: "udp", listen: [`127.0.0.1:${perDatagram}`], udp: { target: `127.0.0.1:${echo.port}`, idle_timeout: "300ms" }, proxy_protocol: { ...trusted, udp: "per_datagram" } },
-        { name: "first", protocol: "udp", listen: [`127.0.0.1:${firstDatagram}`], udp: { target: `127.0.0.1:${echo.port}`, idle_timeout: "300ms" }, proxy_protocol: { ...trusted, udp: "first_datagram" } },
+        { name: "per", protocol: "udp", listen: ["127.0.0.1:0"], udp: { target: `127.0.0.1:${echo.port}`, idle_timeout: "300ms" }, proxy_protocol: { ...trusted, udp: "per_datagram" } },
+        { name: "first", protocol: "udp", listen: ["127.0.0.1:0"], udp: { target: `127.0.0.1:${echo.port}`, idle_timeout: "300ms" }, proxy_protocol: { ...trusted, udp: "first_datagram" } },
       ],
     },
   });
+  const [perDatagram, firstDatagram] = [oxy.port("per"), oxy.port("first")];
   const header = (ip: string, port: number, to: number) => v2Header([ip, 7000], ["127.0.0.1", to], Buffer.alloc(0), 0x21, 0x12);
   const balancer = await udpClient(perDatagram);
   const send = (data: Buffer) => new Promise<void>((ok) => (balancer as any).send(data).then(ok));
@@ -198,7 +202,7 @@ test("UDP: v2 headers per datagram or on a flow's first datagram name the origin
 
 test("HAProxy with accept-proxy receives Oxy's v1 and v2 headers towards an internal service", async () => {
   const echo = await startEchoServer();
-  const [haproxyPort, l4, l4v1] = [await freePort(), await freePort(), await freePort()];
+  // HAProxy first: Oxy's settings name its port.
   const config = [
     "defaults",
     "  mode tcp",
@@ -206,42 +210,41 @@ test("HAProxy with accept-proxy receives Oxy's v1 and v2 headers towards an inte
     "  timeout client 10s",
     "  timeout server 10s",
     "listen internal",
-    `  bind 127.0.0.1:${haproxyPort} accept-proxy`,
+    "  bind fd@3 accept-proxy",
     `  server echo 127.0.0.1:${echo.port}`,
     "",
   ].join("\n");
-  const haproxy = spawn("haproxy", ["-f", writeConfig(config, "haproxy.cfg"), "-db"], { stdio: "ignore" });
-  const oxy = await OxyProcess.start({
-    binary: "fixture-app",
-    settings: {
-      egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [
-        { name: "l4", protocol: "tcp", listen: [`127.0.0.1:${l4}`], app: { internal_service: `127.0.0.1:${haproxyPort}`, internal_tlv: "tenant-7" } },
-        { name: "l4v1", protocol: "tcp", listen: [`127.0.0.1:${l4v1}`], app: { internal_service: `127.0.0.1:${haproxyPort}`, internal_v1: true } },
-      ],
-    },
-  });
+  const haproxy = await startHaproxy(1, config);
+  const [haproxyPort] = haproxy.ports;
   try {
-    await waitForPort(haproxyPort);
-    assert.equal((await exchange(l4, "through haproxy")).toString(), "through haproxy");
-    assert.equal((await exchange(l4v1, "v1 through haproxy")).toString(), "v1 through haproxy");
+    const oxy = await OxyProcess.start({
+      binary: "fixture-app",
+      settings: {
+        egress: { allow: ["127.0.0.0/8"] },
+        endpoints: [
+          { name: "l4", protocol: "tcp", listen: ["127.0.0.1:0"], app: { internal_service: `127.0.0.1:${haproxyPort}`, internal_tlv: "tenant-7" } },
+          { name: "l4v1", protocol: "tcp", listen: ["127.0.0.1:0"], app: { internal_service: `127.0.0.1:${haproxyPort}`, internal_v1: true } },
+        ],
+      },
+    });
+    assert.equal((await exchange(oxy.port("l4"), "through haproxy")).toString(), "through haproxy", haproxy.output());
+    assert.equal((await exchange(oxy.port("l4v1"), "v1 through haproxy")).toString(), "v1 through haproxy", haproxy.output());
+    assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
   } finally {
-    haproxy.kill("SIGTERM");
+    await haproxy.stop();
   }
-  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
   await echo.close();
 });
 
 test("hooks see the original client from a PROXY header", async () => {
-  const port = await freePort();
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "pp", listen: [`127.0.0.1:${port}`], proxy_protocol: { mode: "required", trusted: ["127.0.0.0/8"] } }],
+      endpoints: [{ name: "pp", listen: ["127.0.0.1:0"], proxy_protocol: { mode: "required", trusted: ["127.0.0.0/8"] } }],
     },
   });
-  await exchange(port, `PROXY TCP4 203.0.113.44 127.0.0.1 6000 80\r\n${httpGet("/hooked")}`);
+  await exchange(oxy.port("pp"), `PROXY TCP4 203.0.113.44 127.0.0.1 6000 80\r\n${httpGet("/hooked")}`);
   await oxy.waitForLog(/fixture saw a connection endpoint="pp" peer=127\.0\.0\.1:\d+ client=203\.0\.113\.44:6000/);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });

@@ -6,7 +6,7 @@ import { after, before, test } from "node:test";
 import { makePki, type TestPki } from "../lib/certs.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { curl } from "../lib/curl.ts";
-import { OxyProcess, exchange, freePort } from "../lib/oxy.ts";
+import { OxyProcess, exchange } from "../lib/oxy.ts";
 
 let pki: TestPki;
 let origin: Origin;
@@ -21,7 +21,6 @@ after(async () => {
 });
 
 async function tlsEndpoint(tls: Record<string, any>, options: { binary?: string; http?: Record<string, any>; app?: Record<string, any> } = {}) {
-  const port = await freePort();
   const oxy = await OxyProcess.start({
     binary: options.binary ?? "oxy",
     settings: {
@@ -29,7 +28,7 @@ async function tlsEndpoint(tls: Record<string, any>, options: { binary?: string;
       endpoints: [
         {
           name: "secure",
-          listen: [`127.0.0.1:${port}`],
+          listen: ["127.0.0.1:0"],
           tls: { enabled: true, certificates: [pki.server, { ...pki.other, server_names: ["other.oxy.test", "*.wild.oxy.test"] }], ...tls },
           http: options.http ?? {},
           app: options.app ?? {},
@@ -37,7 +36,7 @@ async function tlsEndpoint(tls: Record<string, any>, options: { binary?: string;
       ],
     },
   });
-  return { oxy, port };
+  return { oxy, port: oxy.port("secure") };
 }
 
 test("an HTTPS proxy: forward requests and CONNECT inside TLS to the proxy", async () => {
@@ -105,13 +104,12 @@ test("mTLS: a required client certificate is checked and its facts reach the hoo
 });
 
 test("TLS settings are checked at load: bad cipher list, missing client CA", async () => {
-  const port = await freePort();
   const r = await OxyProcess.start({
     binary: "oxy",
     settings: {
       endpoints: [
-        { name: "a", listen: [`127.0.0.1:${port}`], tls: { enabled: true, certificates: [pki.server], cipher_list: "NOT-A-CIPHER" } },
-        { name: "b", listen: [`127.0.0.1:${await freePort()}`], tls: { enabled: true, certificates: [pki.server], client_auth: "optional" } },
+        { name: "a", listen: ["127.0.0.1:0"], tls: { enabled: true, certificates: [pki.server], cipher_list: "NOT-A-CIPHER" } },
+        { name: "b", listen: ["127.0.0.1:0"], tls: { enabled: true, certificates: [pki.server], client_auth: "optional" } },
       ],
     },
   }).catch((e: Error) => e);
@@ -135,15 +133,14 @@ test("HTTPS upstreams: HTTP/2 by ALPN, a configured CA, host name verification",
   const wrongName = await serve(pki.other);
 
   const start = async (upstreamPort: number, client: Record<string, any>) => {
-    const port = await freePort();
     const oxy = await OxyProcess.start({
       binary: "oxy",
       settings: {
         egress: { allow: ["127.0.0.0/8"] },
-        endpoints: [{ name: "rp", listen: [`127.0.0.1:${port}`], http: { upstream: `https://localhost:${upstreamPort}`, forwarded: true, client } }],
+        endpoints: [{ name: "rp", listen: ["127.0.0.1:0"], http: { upstream: `https://localhost:${upstreamPort}`, forwarded: true, client } }],
       },
     });
-    return { oxy, url: `http://127.0.0.1:${port}/` };
+    return { oxy, url: `${oxy.url("rp")}/` };
   };
 
   const trusted = await start(good.port, { ca_file: pki.ca });

@@ -81,17 +81,22 @@ fn bind_tcp_and_udp(addr: SocketAddr) -> io::Result<(TcpListener, UdpSocket)> {
     if addr.port() != 0 {
         return Ok((bind_tcp(addr)?, bind_udp(addr)?));
     }
-    let mut last = None;
+    // Listeners whose UDP twin was taken stay bound until the end, so that the system
+    // offers a new port each time.
+    let mut passed_over = Vec::new();
     for _ in 0..SHARED_PORT_ATTEMPTS {
         let tcp = bind_tcp(addr)?;
         let same_port = SocketAddr::new(addr.ip(), tcp.local_addr()?.port());
         match bind_udp(same_port) {
             Ok(udp) => return Ok((tcp, udp)),
-            Err(e) if e.kind() == io::ErrorKind::AddrInUse => last = Some(e),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => passed_over.push(tcp),
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or_else(|| io::Error::from(io::ErrorKind::AddrInUse)))
+    Err(io::Error::new(
+        io::ErrorKind::AddrInUse,
+        format!("no port of {SHARED_PORT_ATTEMPTS} tried was free for both TCP and UDP"),
+    ))
 }
 
 /// A non-blocking listening TCP socket with `SO_REUSEADDR` (a restart can rebind while
