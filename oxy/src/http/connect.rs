@@ -67,7 +67,7 @@ pub async fn handle<App: OxyExt>(
         match upgrade.wait().await {
             Ok(upgraded) => match decapsulated {
                 Some(inner) => {
-                    let session = super::server::serve_with(inner, upgraded, None, &drain);
+                    let session = super::server::serve_with(inner, upgraded, &drain);
                     tunnel.decapsulate(session).await;
                 }
                 None => {

@@ -26,7 +26,6 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Limited;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -52,9 +51,6 @@ pub struct Handler<App: OxyExt> {
     pub client: Arc<UpstreamClient<App>>,
     /// The connection's `max_connections` slot, kept by tunnels and upgrades.
     pub slot: Option<Arc<OwnedSemaphorePermit>>,
-    /// Set once a request on this connection was answered with an upgrade (CONNECT):
-    /// the socket then belongs to the tunnel.
-    pub upgraded: AtomicBool,
     /// Where requests go when this handler serves HTTP decapsulated from a tunnel (the
     /// tunnel's target), unless the request hook routes them elsewhere.
     pub decapsulated: Option<Upstream>,
@@ -95,7 +91,6 @@ impl<App: OxyExt> Handler<App> {
             drain: drain.clone(),
             client,
             slot: cx.slot.clone(),
-            upgraded: AtomicBool::new(false),
             decapsulated: None,
             streams: OpenStreams::default(),
         }))
@@ -115,7 +110,6 @@ impl<App: OxyExt> Handler<App> {
             drain: self.drain.clone(),
             client: self.client.clone(),
             slot: self.slot.clone(),
-            upgraded: AtomicBool::new(false),
             decapsulated: Some(upstream),
             streams: self.streams.clone(),
         })
@@ -124,7 +118,6 @@ impl<App: OxyExt> Handler<App> {
     /// Hands the connection (or the request's stream) to `task`, a tunnel or an upgraded
     /// relay, run in a drained task that keeps the connection's `max_connections` slot.
     pub fn spawn_upgraded(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        self.upgraded.store(true, Ordering::Release);
         let slot = self.slot.clone();
         let stream = self.streams.open();
         self.drain

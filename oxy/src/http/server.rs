@@ -9,23 +9,19 @@ use crate::drain::Drain;
 use crate::hooks::HttpBody;
 use crate::hooks::{ConnectionEnd, IngressConnectionContext};
 use crate::services::Services;
-use crate::tunnel::stream::TunnelStream;
+use crate::tunnel::stream::{ByteStream, TunnelStream, delegate_byte_stream};
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
-/// Serves HTTP on `stream` until the client closes it or the drain ends it. `linger`, a
-/// second handle on the client's socket, lets the server close a connection without a
-/// reset that would destroy its last response (see [`lingering_close`]).
+/// Serves HTTP on `stream` until the client closes it or the drain ends it. The stream
+/// is closed with a lingering close (see [`Lingering`]) unless a tunnel took it.
 pub async fn serve<App: OxyExt>(
     stream: TunnelStream,
-    linger: Option<socket2::Socket>,
     cx: &IngressConnectionContext<App>,
     services: &Arc<Services<App>>,
     drain: &Drain,
@@ -33,24 +29,24 @@ pub async fn serve<App: OxyExt>(
     let Some(handler) = Handler::for_connection(cx, services, drain) else {
         return ConnectionEnd::Closed;
     };
-    serve_with(handler, stream, linger, drain).await
+    let stream = Lingering::new(stream, drain.clone());
+    serve_boxed(handler, stream, drain).await
 }
 
-/// Serves HTTP on `stream` with `handler` (see [`serve`]). Boxed, because a CONNECT
-/// request served here can decapsulate its tunnel into another such session.
+/// Serves HTTP on `stream` with `handler` (see [`serve`]), for the HTTP inside a
+/// decapsulated tunnel. Boxed, because a CONNECT request served here can decapsulate
+/// its tunnel into another such session.
 pub fn serve_with<App: OxyExt>(
     handler: Arc<Handler<App>>,
     stream: TunnelStream,
-    linger: Option<socket2::Socket>,
     drain: &Drain,
 ) -> Pin<Box<dyn Future<Output = ConnectionEnd> + Send + '_>> {
-    Box::pin(serve_boxed(handler, stream, linger, drain))
+    Box::pin(serve_boxed(handler, Lingering::without(stream), drain))
 }
 
 async fn serve_boxed<App: OxyExt>(
     handler: Arc<Handler<App>>,
-    stream: TunnelStream,
-    linger: Option<socket2::Socket>,
+    stream: Lingering,
     drain: &Drain,
 ) -> ConnectionEnd {
     let connection_handler = handler.clone();
@@ -123,14 +119,6 @@ async fn serve_boxed<App: OxyExt>(
             }
         }
     }
-    if let Some(socket) = linger
-        && !connection_handler.upgraded.load(Ordering::Acquire)
-    {
-        tokio::select! {
-            _ = lingering_close(socket) => {}
-            _ = drain.force_closing() => {}
-        }
-    }
     end
 }
 
@@ -148,7 +136,7 @@ enum Version {
 
 /// Tells HTTP/2 (by its preface, whether ALPN chose it or the client assumed it) from
 /// HTTP/1.1, and gives the stream back with the bytes read for that still unread.
-async fn read_version(mut stream: TunnelStream) -> std::io::Result<(Version, TunnelStream)> {
+async fn read_version(mut stream: Lingering) -> std::io::Result<(Version, Lingering)> {
     use tokio::io::AsyncReadExt;
     // One read usually brings the whole first request, which hyper then parses from
     // the unread bytes without reading again.
@@ -222,40 +210,101 @@ fn version_agnostic(request: Request<Incoming>) -> Request<HttpBody> {
 /// zero-copy tunnels) with the bytes hyper read past the request; an HTTP/2 stream is
 /// boxed.
 fn plain_or_boxed(upgraded: hyper::upgrade::Upgraded) -> Upgraded {
-    match upgraded.downcast::<TokioIo<TunnelStream>>() {
-        Ok(parts) => parts.io.into_inner().unread(parts.read_buf),
+    match upgraded.downcast::<TokioIo<Lingering>>() {
+        Ok(parts) => parts.io.into_inner().into_stream().unread(parts.read_buf),
         Err(upgraded) => Upgraded::Boxed(Box::new(TokioIo::new(upgraded))),
     }
 }
 
-/// A second handle on `stream`'s socket, for [`lingering_close`]; registered with the
-/// runtime only if the lingering close happens.
-pub fn linger_handle(stream: &TcpStream) -> Option<socket2::Socket> {
-    socket2::SockRef::from(stream).try_clone().ok()
+/// How long a lingering close reads and discards what the client still sends.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// The client's stream as hyper holds it. Closing a socket with unread input makes the
+/// kernel send a reset, which can destroy the response just written (a 400 or 431), so
+/// when hyper lets go of the stream it is closed like nginx's lingering close: FIN
+/// first, then what the client still sends is read and discarded for a short while. A
+/// tunnel that takes the stream over ([`Lingering::into_stream`]) closes it its own way.
+pub struct Lingering {
+    stream: TunnelStream,
+    /// Set for a connection's own stream; the drain cuts a lingering close short.
+    linger: Option<Drain>,
 }
 
-/// Closing a socket with unread input makes the kernel send a reset, which can destroy
-/// the response just written (a 400 or 431). Like nginx's lingering close: send FIN,
-/// then read and discard what the client still sends, for a short while.
-async fn lingering_close(socket: socket2::Socket) {
+impl Lingering {
+    fn new(stream: TunnelStream, drain: Drain) -> Self {
+        Lingering {
+            stream,
+            linger: Some(drain),
+        }
+    }
+
+    fn without(stream: TunnelStream) -> Self {
+        Lingering {
+            stream,
+            linger: None,
+        }
+    }
+
+    /// The stream, to be closed by whoever takes it.
+    fn into_stream(mut self) -> TunnelStream {
+        self.linger = None;
+        std::mem::replace(&mut self.stream, closed_stream())
+    }
+
+    /// The stream with `bytes` to be read again before what follows.
+    fn unread(mut self, bytes: bytes::Bytes) -> Self {
+        let stream = std::mem::replace(&mut self.stream, closed_stream());
+        self.stream = stream.unread(bytes);
+        self
+    }
+
+    fn io(&self) -> &dyn ByteStream {
+        &self.stream
+    }
+
+    fn io_mut(&mut self) -> &mut dyn ByteStream {
+        &mut self.stream
+    }
+}
+
+delegate_byte_stream!(Lingering);
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(drain) = self.linger.take() else {
+            return;
+        };
+        let stream = std::mem::replace(&mut self.stream, closed_stream());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                tokio::select! {
+                    () = lingering_close(stream) => {}
+                    _ = drain.force_closing() => {}
+                }
+            });
+        }
+    }
+}
+
+/// A stream with nothing in it, in place of one that was handed on.
+fn closed_stream() -> TunnelStream {
+    TunnelStream::Boxed(Box::new(tokio::io::empty()))
+}
+
+/// Sends FIN, then reads and discards what the client still sends (1 MiB at most) for
+/// [`LINGER`], and closes.
+async fn lingering_close(mut stream: TunnelStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let std: std::net::TcpStream = socket.into();
-    let Ok(mut socket) = std
-        .set_nonblocking(true)
-        .and_then(|()| TcpStream::from_std(std))
-    else {
-        return;
-    };
-    let _ = socket.shutdown().await;
+    let _ = stream.shutdown().await;
     let mut sink = [0u8; 4096];
     let mut budget = 1 << 20;
-    let drain = async {
+    let discard = async {
         while budget > 0 {
-            match socket.read(&mut sink).await {
+            match stream.read(&mut sink).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => budget -= n.min(budget),
             }
         }
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    let _ = tokio::time::timeout(LINGER, discard).await;
 }

@@ -200,13 +200,9 @@ async fn serve_connection<App: OxyExt>(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
-    let linger = match cx.endpoint.settings.protocol {
-        EndpointProtocol::Http => crate::http::server::linger_handle(&stream),
-        EndpointProtocol::Tcp | EndpointProtocol::Udp => None,
-    };
     let stream = PrefixedStream::new(rest, stream);
     let Some(acceptor) = cx.endpoint.tls.clone() else {
-        return serve_protocol(stream, linger, cx, services, drain).await;
+        return serve_protocol(stream, cx, services, drain).await;
     };
     let name = cx.endpoint.name().to_string();
     let timeout = cx.endpoint.settings.tls.handshake_timeout;
@@ -220,7 +216,7 @@ async fn serve_connection<App: OxyExt>(
             oxy_tls::handshakes_total(&name, &facts.version).inc();
             tracing::debug!(sni = ?facts.sni, alpn = ?facts.alpn, version = %facts.version, "TLS established");
             cx.tls = Some(Arc::new(facts));
-            return serve_protocol(tls, linger, cx, services, drain).await;
+            return serve_protocol(tls, cx, services, drain).await;
         }
         Ok(Err(failure)) => failure,
         Err(_) => HandshakeFailure::TimedOut,
@@ -233,7 +229,6 @@ async fn serve_connection<App: OxyExt>(
 /// Serves the endpoint's protocol on a (plain or TLS) stream.
 async fn serve_protocol<App: OxyExt, S>(
     stream: S,
-    linger: Option<socket2::Socket>,
     cx: &IngressConnectionContext<App>,
     services: &Arc<Services<App>>,
     drain: &Drain,
@@ -245,9 +240,7 @@ where
     match cx.endpoint.settings.protocol {
         // A udp endpoint has no TCP listener, so only `tcp` reaches the first arm.
         EndpointProtocol::Tcp | EndpointProtocol::Udp => forward(stream, cx, services, drain).await,
-        EndpointProtocol::Http => {
-            crate::http::server::serve(stream, linger, cx, services, drain).await
-        }
+        EndpointProtocol::Http => crate::http::server::serve(stream, cx, services, drain).await,
     }
 }
 
@@ -270,7 +263,7 @@ async fn forward<App: OxyExt>(
             let Some(handler) = Handler::for_connection(cx, services, drain) else {
                 return ConnectionEnd::Closed;
             };
-            let session = serve_with(handler.decapsulating(upstream), stream, None, drain);
+            let session = serve_with(handler.decapsulating(upstream), stream, drain);
             tunnel.decapsulate(session).await
         }
         Ok(tunnel) => match tunnel.pump(stream, drain).await {

@@ -1,0 +1,151 @@
+//! Property tests over the checks of the fuzz targets (`fuzz/src/lib.rs`, compiled in
+//! here so there is one copy of each): arbitrary inputs and small mutations of valid
+//! seeds, a bounded number of cases per target. `make fuzz` runs the same checks under
+//! libFuzzer for longer.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "../../fuzz/src/lib.rs"]
+mod checks;
+
+use proptest::prelude::*;
+use proptest::sample::Index;
+use proptest::test_runner::Config;
+
+/// Arbitrary bytes, or one of `target`'s seeds with up to eight edits (replace, insert or
+/// delete a byte, or cut the rest), so that runs explore near-valid inputs too.
+fn inputs(target: &str) -> impl Strategy<Value = Vec<u8>> {
+    let seeds = checks::seeds(target);
+    assert!(!seeds.is_empty(), "no seeds for {target}");
+    let edit = (any::<Index>(), 0u8..4, any::<u8>());
+    let mutated =
+        (any::<Index>(), prop::collection::vec(edit, 0..8)).prop_map(move |(i, edits)| {
+            let mut input = i.get(&seeds).clone();
+            for (at, kind, byte) in edits {
+                let at = at.index(input.len() + 1);
+                match kind {
+                    0 if at < input.len() => input[at] = byte,
+                    1 => input.insert(at, byte),
+                    2 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    3 => input.truncate(at),
+                    _ => {}
+                }
+            }
+            input
+        });
+    prop_oneof![
+        1 => prop::collection::vec(any::<u8>(), 0..512),
+        3 => mutated,
+    ]
+}
+
+fn config(cases: u32) -> Config {
+    Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    #[test]
+    fn capsule_codec(data in inputs("capsule_codec")) {
+        checks::check_capsule_codec(&data);
+    }
+
+    #[test]
+    fn proxy_protocol_datagram(data in inputs("proxy_protocol_datagram")) {
+        checks::check_proxy_protocol_datagram(&data);
+    }
+
+    #[test]
+    fn uri_template(data in inputs("uri_template")) {
+        checks::check_uri_template(&data);
+    }
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn body_taps(data in inputs("body_taps")) {
+        checks::check_body_taps(&data);
+    }
+
+    /// Small alphabets, so that needles and `&`, `=` and boundaries occur often.
+    #[test]
+    fn body_taps_small_alphabet(
+        plan in prop::collection::vec(0u8..6, 0..8),
+        needle in prop::collection::vec(prop::sample::select(b"ab".to_vec()), 0..5),
+        body in prop::collection::vec(prop::sample::select(b"ab&=X-\r\n".to_vec()), 0..200),
+    ) {
+        let mut data = vec![plan.len() as u8];
+        data.extend_from_slice(&plan);
+        data.push(needle.len() as u8);
+        data.extend_from_slice(&needle);
+        data.extend_from_slice(&body);
+        checks::check_body_taps(&data);
+    }
+
+    #[test]
+    fn proxy_protocol_tcp(data in inputs("proxy_protocol_tcp")) {
+        checks::check_proxy_protocol_tcp(&data);
+    }
+}
+
+proptest! {
+    #![proptest_config(config(128))]
+
+    #[test]
+    fn settings_yaml(data in inputs("settings_yaml")) {
+        checks::check_settings_yaml(&data);
+    }
+
+    #[test]
+    fn http1_request_head(data in inputs("http1_request_head")) {
+        checks::check_http1_request_head(&data);
+    }
+}
+
+/// Every seed passes its own check as it is.
+#[test]
+fn seeds_pass() {
+    let checks: [(&str, fn(&[u8])); 7] = [
+        ("capsule_codec", checks::check_capsule_codec),
+        ("proxy_protocol_tcp", checks::check_proxy_protocol_tcp),
+        (
+            "proxy_protocol_datagram",
+            checks::check_proxy_protocol_datagram,
+        ),
+        ("uri_template", checks::check_uri_template),
+        ("settings_yaml", checks::check_settings_yaml),
+        ("http1_request_head", checks::check_http1_request_head),
+        ("body_taps", checks::check_body_taps),
+    ];
+    assert_eq!(checks.map(|(name, _)| name), checks::TARGETS);
+    for (name, check) in checks {
+        for seed in checks::seeds(name) {
+            check(&seed);
+        }
+    }
+}
+
+/// Writes the seeds as libFuzzer corpus files under `fuzz/seeds/<target>/`, which
+/// `make fuzz` passes to each target: `cargo test -p oxy --test fuzz_properties --
+/// --ignored write_seed_corpus`.
+#[test]
+#[ignore = "writes fuzz/seeds; run by hand when the seeds change"]
+fn write_seed_corpus() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/seeds");
+    for target in checks::TARGETS {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, seed) in checks::seeds(target).iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), seed).unwrap();
+        }
+    }
+}
