@@ -2,7 +2,8 @@
 //! UDP endpoint behind a load balancer), the egress policy check (every resolved
 //! address of every connection) and the capsule codec (every CONNECT-UDP datagram over
 //! HTTP/2 and HTTP/1.1) and the urlencoded form tap (every chunk of an inspected upload,
-//! whose cost must not depend on how many `&` it holds). Run with `cargo bench -p oxy`.
+//! whose cost must not depend on how many `&` it holds) and a DNS cache hit (every
+//! connection to a name). Run with `cargo bench -p oxy`.
 
 // criterion_group! generates undocumented public functions.
 #![allow(missing_docs)]
@@ -132,8 +133,31 @@ fn urlencoded_tap(c: &mut Criterion) {
     group.finish();
 }
 
+/// A hit in a full DNS cache: by `&str`, no lock shared by all lookups, no allocation.
+fn dns_cache_hit(c: &mut Criterion) {
+    use oxy::dns::{Cached, DnsCache, Family};
+    use std::time::{Duration, Instant};
+    let cache = DnsCache::<()>::new(10_000);
+    let expires = Instant::now() + Duration::from_secs(3600);
+    let addrs: std::sync::Arc<[IpAddr]> =
+        std::sync::Arc::from(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+    for i in 0..10_000 {
+        let value = Cached::Addresses(addrs.clone(), ());
+        cache.insert(&format!("host{i}.example"), Family::V4, value, expires);
+    }
+    let now = Instant::now();
+    c.bench_function("dns_cache_hit", |b| {
+        b.iter(|| {
+            cache
+                .get(black_box("host4242.example"), Family::V4, now)
+                .is_some()
+        })
+    });
+}
+
 criterion_group!(
     benches,
+    dns_cache_hit,
     proxy_v2_parsing,
     egress_policy,
     capsule_codec,

@@ -191,7 +191,13 @@ impl<App: OxyExt> DnsResolver<App> {
         name: &str,
         family: Family,
     ) -> Result<(Arc<[IpAddr]>, App::DnsCacheItem), DnsError> {
-        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        // Names from targets are already lowercase: a cache hit then allocates nothing.
+        let name = name.trim_end_matches('.');
+        let name: std::borrow::Cow<str> = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            name.to_ascii_lowercase().into()
+        } else {
+            name.into()
+        };
         oxy_dns::lookups_total(family.label()).inc();
         match self.cache.get(&name, family, Instant::now()) {
             Some(Cached::Addresses(addrs, item)) => {
@@ -200,7 +206,7 @@ impl<App: OxyExt> DnsResolver<App> {
             }
             Some(Cached::Negative) => {
                 oxy_dns::cache_total("hit").inc();
-                return Err(DnsError::NoAddress(name));
+                return Err(DnsError::NoAddress(name.into_owned()));
             }
             None => oxy_dns::cache_total("miss").inc(),
         }
@@ -210,18 +216,23 @@ impl<App: OxyExt> DnsResolver<App> {
                 oxy_dns::failures_total("no_address").inc();
                 let expires = Instant::now() + self.negative_ttl;
                 self.cache.insert(&name, family, Cached::Negative, expires);
-                return Err(DnsError::NoAddress(name));
+                return Err(DnsError::NoAddress(name.into_owned()));
             }
             Err(e) => return Err(e),
         };
-        let mut cx = DnsContext { name: name.clone() };
+        let mut cx = DnsContext {
+            name: name.to_string(),
+        };
         if let Some(hook) = &self.hook {
             match hook.on_answer(&mut cx, &addrs).await {
                 DnsAction::Continue => {}
                 DnsAction::Override(replacement) => addrs = replacement,
                 DnsAction::Veto(reason) => {
                     oxy_dns::failures_total("vetoed").inc();
-                    return Err(DnsError::Vetoed { name, reason });
+                    return Err(DnsError::Vetoed {
+                        name: name.into_owned(),
+                        reason,
+                    });
                 }
             }
         }

@@ -164,6 +164,15 @@ impl<App: OxyExt> Handler<App> {
             oxy_http::errors_total(name, "uri_too_long").inc();
             return text_response(StatusCode::URI_TOO_LONG, "the request URI is too long");
         }
+        // hyper bounds HTTP/2 and HTTP/3 header sections itself, and HTTP/1.1 ones only
+        // to its 8 KiB minimum buffer: a smaller limit is checked here.
+        if parts.version <= Version::HTTP_11 && header_bytes(&parts) > limits.max_header_bytes {
+            oxy_http::errors_total(name, "header_too_large").inc();
+            return text_response(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "the request's header fields are too large",
+            );
+        }
         if let Err(e) = super::authority::settle(&mut parts) {
             oxy_http::errors_total(name, e.as_label()).inc();
             return text_response(StatusCode::BAD_REQUEST, &e.to_string());
@@ -241,14 +250,15 @@ impl<App: OxyExt> Handler<App> {
             );
         }
         if is_connect {
-            oxy_http::routes_total(name, "connect").inc();
             if !settings.connect {
+                oxy_http::routes_total(name, "local").inc();
                 oxy_http::errors_total(name, "connect_disabled").inc();
                 return text_response(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "CONNECT is not enabled here",
                 );
             }
+            oxy_http::routes_total(name, "connect").inc();
             return super::connect::handle(self, Request::from_parts(parts, body), cx).await;
         }
 
@@ -468,6 +478,19 @@ impl<App: OxyExt> Handler<App> {
         );
         Response::from_parts(parts, body)
     }
+}
+
+/// The size of an HTTP/1.1 request head as sent: the request line, then each header
+/// line with its `: ` and CRLF.
+fn header_bytes(parts: &http::request::Parts) -> usize {
+    let request_line =
+        parts.method.as_str().len() + uri_len(&parts.uri) + " HTTP/1.1\r\n".len() + 1;
+    parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum::<usize>()
+        + request_line
 }
 
 /// The length of `uri` as sent, without formatting it.

@@ -91,7 +91,9 @@ async fn serve_boxed<App: OxyExt>(
                 .enable_connect_protocol()
                 .serve_connection(io, service);
             let idle = connection_handler.streams.idle_for(limits.h2_idle_timeout);
-            drive(connection, |c| c.graceful_shutdown(), idle, drain).await
+            // After its GOAWAY an idle client gets as long again to go, then is cut off.
+            let grace = limits.h2_idle_timeout;
+            drive(connection, |c| c.graceful_shutdown(), (idle, grace), drain).await
         }
         Version::Http1 => {
             let connection = hyper::server::conn::http1::Builder::new()
@@ -103,7 +105,7 @@ async fn serve_boxed<App: OxyExt>(
                 .serve_connection(io, service)
                 .with_upgrades();
             // HTTP/1.1 keep-alive connections wait `header_read_timeout` at most.
-            let idle = std::future::pending();
+            let idle = (std::future::pending(), Duration::ZERO);
             drive(connection, |c| c.graceful_shutdown(), idle, drain).await
         }
     };
@@ -164,12 +166,13 @@ enum Driven<E> {
     Shutdown,
 }
 
-/// Runs a hyper connection until it ends, closing it gracefully when `idle` resolves or
-/// the drain starts.
+/// Runs a hyper connection until it ends, closing it gracefully when the drain starts or
+/// when `idle`'s future resolves; in that case the connection is dropped if it has not
+/// ended within `idle`'s grace period (a silent client never acknowledges the GOAWAY).
 async fn drive<C, E>(
     connection: C,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
-    idle: impl Future<Output = ()>,
+    (idle, grace): (impl Future<Output = ()>, Duration),
     drain: &Drain,
 ) -> Driven<E>
 where
@@ -182,8 +185,15 @@ where
         _ = drain.stopping() => false,
     };
     graceful_shutdown(connection.as_mut());
+    let cut_off = async {
+        match idle {
+            true => tokio::time::sleep(grace).await,
+            false => std::future::pending().await,
+        }
+    };
     tokio::select! {
         result = connection.as_mut() => Driven::Ended { result, idle },
+        () = cut_off => Driven::Ended { result: Ok(()), idle },
         _ = drain.force_closing() => Driven::Shutdown,
     }
 }

@@ -71,7 +71,7 @@ pub async fn serve<App: OxyExt>(
             _ = listener.drain.stopping() => break,
             Some(ended) = ended_rx.recv() => {
                 // A flow started since for the same key keeps its entries.
-                if !flows.get(&ended).is_some_and(|tx| !tx.is_closed()) {
+                if flows.get(&ended).is_none_or(|tx| tx.is_closed()) {
                     flows.remove(&ended);
                     first_headers.remove(&ended.0);
                     tracked.set(gauge_value(flows.len()));

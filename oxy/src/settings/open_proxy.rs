@@ -46,9 +46,11 @@ mod tests {
     use super::*;
 
     fn endpoint(listen: &str) -> EndpointSettings<()> {
-        let mut endpoint = EndpointSettings::<()>::default();
-        endpoint.name = "main".into();
-        endpoint.listen = vec![listen.parse().unwrap()];
+        let mut endpoint = EndpointSettings::<()> {
+            name: "main".into(),
+            listen: vec![listen.parse().unwrap()],
+            ..Default::default()
+        };
         endpoint.http.connect = true;
         endpoint
     }
