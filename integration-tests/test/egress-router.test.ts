@@ -142,6 +142,8 @@ function adjustedSettings(audit: string) {
   s.telemetry.audit.path = audit;
   const endpoint = (name: string) => s.endpoints.find((e: any) => e.name === name);
   assert.deepEqual(endpoint("proxy").listen, ["127.0.0.1:8080"]);
+  // Forwarding and CONNECT are off by default: the shipped file turns them on.
+  assert.deepEqual([endpoint("proxy").http.forward_proxy, endpoint("proxy").http.connect], [true, true]);
   endpoint("proxy").listen = ["127.0.0.1:0"];
   assert.deepEqual(endpoint("balanced").listen, ["127.0.0.1:9000"]);
   endpoint("balanced").listen = ["127.0.0.1:0"];

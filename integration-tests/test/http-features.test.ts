@@ -19,13 +19,14 @@ after(async () => {
   await origin.close();
 });
 
-/** One HTTP endpoint `web` that may reach loopback; `endpoint` adds settings to it. */
+/** One HTTP endpoint `web` that may reach loopback and forwards absolute-form requests
+ * and CONNECT (both off by default); `http` and `more` add settings to it. */
 async function endpoint(http: Record<string, any>, binary = "oxy", more: Record<string, any> = {}) {
   const oxy = await OxyProcess.start({
     binary,
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http, ...more }],
+      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { forward_proxy: true, connect: true, ...http }, ...more }],
     },
   });
   return { oxy, port: oxy.port("web"), url: oxy.url("web") };

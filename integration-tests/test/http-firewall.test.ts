@@ -45,6 +45,11 @@ function onPortZero(): Record<string, any> {
     ["forward", ["127.0.0.1:8080"]],
     ["site", ["127.0.0.1:8081"]],
   ]);
+  // Forwarding and CONNECT are off by default: the forward proxy turns them on, the
+  // reverse proxy leaves them off.
+  const [forward, site] = settings.endpoints;
+  assert.deepEqual([forward.http.forward_proxy, forward.http.connect], [true, true]);
+  assert.deepEqual([site.http.forward_proxy, site.http.connect, site.http.connect_udp], [undefined, undefined, undefined]);
   for (const endpoint of settings.endpoints) endpoint.listen = ["127.0.0.1:0"];
   return settings;
 }

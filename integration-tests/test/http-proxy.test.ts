@@ -34,7 +34,8 @@ async function proxy(options: { binary?: string; allowLoopback?: boolean; http?:
     settings: {
       dns: { groups: [{ servers: [{ address: `127.0.0.1:${dns.port}` }] }] },
       egress: { allow: options.allowLoopback === false ? [] : ["127.0.0.0/8"] },
-      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: options.http ?? {}, app: options.app ?? {} }],
+      // Forwarding and CONNECT are off by default; these tests use both.
+      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { forward_proxy: true, connect: true, ...options.http }, app: options.app ?? {} }],
     },
   });
   return { oxy, port: oxy.port("web"), url: oxy.url("web") };
@@ -218,18 +219,19 @@ test("chaining through an upstream proxy (a second Oxy) for CONNECT, forwarding 
     binary: "oxy",
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "upstream", listen: ["127.0.0.1:0"], http: { proxy_auth: { enabled: true, users: [{ name: "bob", password: "pw" }] } } }],
+      endpoints: [{ name: "upstream", listen: ["127.0.0.1:0"], http: { connect: true, proxy_auth: { enabled: true, users: [{ name: "bob", password: "pw" }] } } }],
     },
   });
   const chain = { upstream_proxy: upstream.address("upstream"), upstream_proxy_credentials: "bob:pw" };
+  const proxying = { forward_proxy: true, connect: true };
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [
-        { name: "front", listen: ["127.0.0.1:0"], app: chain },
+        { name: "front", listen: ["127.0.0.1:0"], http: proxying, app: chain },
         { name: "l4", protocol: "tcp", listen: ["127.0.0.1:0"], tcp: { target: `127.0.0.1:${echo.port}` }, app: chain },
-        { name: "badauth", listen: ["127.0.0.1:0"], app: { ...chain, upstream_proxy_credentials: "bob:wrong" } },
+        { name: "badauth", listen: ["127.0.0.1:0"], http: proxying, app: { ...chain, upstream_proxy_credentials: "bob:wrong" } },
       ],
     },
   });

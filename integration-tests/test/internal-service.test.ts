@@ -19,7 +19,7 @@ test("TCP tunnels, forwarded requests and UDP flows carry PROXY v2 metadata", as
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [
         { name: "l4", protocol: "tcp", listen: ["127.0.0.1:0"], app: { internal_service: `127.0.0.1:${stream.port}`, ...tlv } },
-        { name: "web", listen: ["127.0.0.1:0"], app: { internal_service: `127.0.0.1:${web.port}`, ...tlv } },
+        { name: "web", listen: ["127.0.0.1:0"], http: { forward_proxy: true }, app: { internal_service: `127.0.0.1:${web.port}`, ...tlv } },
         { name: "dgram", protocol: "udp", listen: ["127.0.0.1:0"], app: { internal_service: `127.0.0.1:${datagrams.port}`, ...tlv } },
       ],
     },

@@ -37,7 +37,7 @@ async function relay(app: Record<string, any> = {}, h3: Record<string, any> = {}
           name: "relay",
           listen: ["127.0.0.1:0"],
           tls: { enabled: true, certificates: [pki.server] },
-          http: { h3: { enabled: true, ...h3 } },
+          http: { connect_udp: { enabled: true }, h3: { enabled: true, ...h3 } },
           app,
         },
       ],

@@ -169,19 +169,21 @@ describe("HTTP/3 on-ramp and MASQUE", () => {
     [echo, tcpEcho, origin] = await Promise.all([startUdpEcho(), startEchoServer(), startOrigin()]);
     const tls = { enabled: true, certificates: [pki.server] };
     const upstream = `http://127.0.0.1:${origin.port}`;
+    const connect_udp = { enabled: true };
     relayAudit = auditPath();
     relay = await OxyProcess.start({
       binary: "oxy",
       settings: {
         egress: { allow: ["127.0.0.0/8"] },
         telemetry: { audit: { path: relayAudit } },
+        // CONNECT and CONNECT-UDP are off unless an endpoint turns them on.
         endpoints: [
-          { name: "h3", listen: ["127.0.0.1:0"], tls, http: { upstream, h3: { enabled: true } } },
+          { name: "h3", listen: ["127.0.0.1:0"], tls, http: { upstream, connect: true, connect_udp, h3: { enabled: true } } },
           { name: "noalt", listen: ["127.0.0.1:0"], tls, http: { upstream, h3: { enabled: true, alt_svc: false } } },
-          { name: "clear", listen: ["127.0.0.1:0"] },
-          { name: "idle", listen: ["127.0.0.1:0"], tls, http: { h3: { enabled: true } }, udp: { idle_timeout: "300ms" } },
-          { name: "interop", listen: ["127.0.0.1:0"], tls, http: { h3: { enabled: true } } },
-          { name: "raw", listen: ["127.0.0.1:0"], http: { connect_udp: { max_capsule_bytes: 1500 } } },
+          { name: "clear", listen: ["127.0.0.1:0"], http: { connect_udp } },
+          { name: "idle", listen: ["127.0.0.1:0"], tls, http: { connect_udp, h3: { enabled: true } }, udp: { idle_timeout: "300ms" } },
+          { name: "interop", listen: ["127.0.0.1:0"], tls, http: { connect_udp, h3: { enabled: true } } },
+          { name: "raw", listen: ["127.0.0.1:0"], http: { connect_udp: { ...connect_udp, max_capsule_bytes: 1500 } } },
           { name: "off", listen: ["127.0.0.1:0"], http: { connect_udp: { enabled: false } } },
         ],
       },
@@ -191,7 +193,7 @@ describe("HTTP/3 on-ramp and MASQUE", () => {
       binary: "oxy",
       settings: {
         telemetry: { audit: { path: strictAudit } },
-        endpoints: [{ name: "deny", listen: ["127.0.0.1:0"], tls, http: { h3: { enabled: true } } }],
+        endpoints: [{ name: "deny", listen: ["127.0.0.1:0"], tls, http: { connect_udp, h3: { enabled: true } } }],
       },
     });
     for (const oxy of [relay, strict]) {

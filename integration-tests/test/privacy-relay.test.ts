@@ -391,7 +391,10 @@ describe("privacy-relay", () => {
     const endpoint = shipped.endpoints[0];
     assert.equal(endpoint.tls.enabled, true);
     assert.equal(endpoint.http.h3.enabled, true);
-    assert.equal(endpoint.http.forward_proxy, false);
+    // Tunnels only: CONNECT and CONNECT-UDP are turned on; forwarding is off by default.
+    assert.equal(endpoint.http.forward_proxy, undefined);
+    assert.equal(endpoint.http.connect, true);
+    assert.deepEqual(endpoint.http.connect_udp, { enabled: true });
     assert.deepEqual(shipped.egress.allow, []);
     assert.equal(shipped.telemetry.log.format, "json");
     assert.equal(shipped.telemetry.log.client_addresses, false);

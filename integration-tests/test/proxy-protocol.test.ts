@@ -31,6 +31,9 @@ function shippedSettings(): Record<string, any> {
   assert.equal(settings.telemetry.listen, "127.0.0.1:9091");
   settings.telemetry.listen = "127.0.0.1:0";
   assert.deepEqual(settings.endpoints.map((e: any) => [e.name, e.listen]), [["behind-balancer", ["127.0.0.1:8081"]]]);
+  // Forwarding and CONNECT are off by default: the shipped file turns them on.
+  assert.equal(settings.endpoints[0].http.forward_proxy, true);
+  assert.equal(settings.endpoints[0].http.connect, true);
   settings.endpoints[0].listen = ["127.0.0.1:0"];
   return settings;
 }
@@ -118,8 +121,8 @@ test("bad headers are refused and counted; good connections keep flowing", async
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [
-        { name: "pp", listen: ["127.0.0.1:0"], proxy_protocol: { mode: "required", trusted: ["127.0.0.0/8"], header_timeout: "300ms" } },
-        { name: "strict", listen: ["127.0.0.1:0"], proxy_protocol: { mode: "optional", trusted: ["10.0.0.0/8"] } },
+        { name: "pp", listen: ["127.0.0.1:0"], http: { forward_proxy: true }, proxy_protocol: { mode: "required", trusted: ["127.0.0.0/8"], header_timeout: "300ms" } },
+        { name: "strict", listen: ["127.0.0.1:0"], http: { forward_proxy: true }, proxy_protocol: { mode: "optional", trusted: ["10.0.0.0/8"] } },
       ],
     },
   });
@@ -241,7 +244,7 @@ test("hooks see the original client from a PROXY header", async () => {
     binary: "fixture-app",
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "pp", listen: ["127.0.0.1:0"], proxy_protocol: { mode: "required", trusted: ["127.0.0.0/8"] } }],
+      endpoints: [{ name: "pp", listen: ["127.0.0.1:0"], http: { forward_proxy: true }, proxy_protocol: { mode: "required", trusted: ["127.0.0.0/8"] } }],
     },
   });
   await exchange(oxy.port("pp"), `PROXY TCP4 203.0.113.44 127.0.0.1 6000 80\r\n${httpGet("/hooked")}`);

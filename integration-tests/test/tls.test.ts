@@ -40,7 +40,7 @@ async function tlsEndpoint(tls: Record<string, any>, options: { binary?: string;
 }
 
 test("an HTTPS proxy: forward requests and CONNECT inside TLS to the proxy", async () => {
-  const { oxy, port } = await tlsEndpoint({});
+  const { oxy, port } = await tlsEndpoint({}, { http: { forward_proxy: true, connect: true } });
   const proxy = ["--proxy", `https://localhost:${port}`, "--proxy-cacert", pki.ca];
   const forward = await curl([...proxy, `http://127.0.0.1:${origin.port}/over-tls`]);
   assert.equal(forward.status, 200, forward.stderr);
