@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { request as httpRequest, createServer, type Server } from "node:http";
 import { connect as h2connect, constants as h2constants, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import { request as httpsRequest } from "node:https";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import type { Socket } from "node:net";
 import { after, before, test } from "node:test";
 import { makePki, type TestPki } from "../lib/certs.ts";
@@ -622,5 +622,33 @@ test("300 clients that never start a TLS handshake are closed after handshake_ti
   const took = Date.now() - opened;
   assert.ok(took >= 900, `closed after ${took} ms`);
   await oxy.waitForMetric('oxy_tls_handshake_failures_total{endpoint="secure",reason="timeout"}', 300);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("one file descriptor per connection: 100 idle keep-alive connections hold 100 descriptors, not 200", { timeout: TEST_TIMEOUT_MS }, async () => {
+  const { oxy, port } = await proxy();
+  const pid = oxy.child.pid;
+  assert.ok(pid);
+  const descriptors = () => readdirSync(`/proc/${pid}/fd`).length;
+  const before = descriptors();
+  const sockets: Socket[] = [];
+  try {
+    for (let i = 0; i < 100; i++) {
+      const socket = await openTcp(port);
+      // One request each, so every connection is served and then idles in keep-alive.
+      const answered = new Promise<void>((ok) => socket.once("data", () => ok()));
+      socket.write(`GET http://127.0.0.1:${origin.port}/fd-${i} HTTP/1.1\r\nHost: 127.0.0.1:${origin.port}\r\n\r\n`);
+      await answered;
+      sockets.push(socket);
+    }
+    await oxy.waitForMetric('oxy_connections_active{endpoint="web"}', 100);
+    const held = descriptors() - before;
+    // The upstream pool holds a few connections to the origin too; a duplicate per client
+    // connection would make this 200 or more.
+    assert.ok(held >= 100 && held < 120, `${held} descriptors for 100 connections`);
+  } finally {
+    for (const socket of sockets) socket.destroy();
+  }
+  await oxy.waitForMetric('oxy_connections_active{endpoint="web"}', 0);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
