@@ -379,3 +379,22 @@ test("a decapsulated L4 connection is served as HTTP: the request hook sees each
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
   await origin.close();
 });
+
+test("a tunnel hook's redirect keeps the egress hook's bind address", async () => {
+  const other = await startEchoServer();
+  try {
+    // The egress hook binds to 127.0.0.2; the tunnel hook then sends the tunnel elsewhere.
+    const redirected = forwarder(`127.0.0.1:${other.port}`, { egress: { allow: ["127.0.0.0/8"] } }, {
+      app: { bind_to: "127.0.0.2", tunnel_redirect: `127.0.0.1:${echo.port}` },
+    });
+    const oxy = await OxyProcess.start({ binary: "fixture-app", settings: redirected.settings });
+    const before = echo.peers.length;
+    assert.equal((await exchange(oxy.port("fwd"), "kept")).toString(), "kept");
+    assert.deepEqual(echo.peers.slice(before), ["127.0.0.2"], "the redirected connection left from the bound address");
+    const [record] = await auditRecords(redirected.audit, 1);
+    assert.equal(record.target, `127.0.0.1:${echo.port}`);
+    assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  } finally {
+    await other.close();
+  }
+});

@@ -116,3 +116,40 @@ test("a flow's queue is bounded: datagrams beyond it are dropped and counted", a
   await client.close();
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
+
+test("a tunnel hook's UDP redirect keeps the bind address and runs on_resolved for the new target", async () => {
+  const other = await startUdpEcho();
+  const audit = auditPath();
+  const oxy = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      telemetry: { audit: { path: audit } },
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [
+        {
+          name: "dns-like",
+          protocol: "udp",
+          listen: ["127.0.0.1:0"],
+          udp: { target: `127.0.0.1:${other.port}`, idle_timeout: "300ms" },
+          app: { bind_to: "127.0.0.2", tunnel_redirect: `127.0.0.1:${echo.port}` },
+        },
+      ],
+    },
+  });
+  try {
+    const known = new Set(echo.clients);
+    const client = await udpClient(oxy.port("dns-like", "udp"));
+    await client.send("redirected");
+    assert.deepEqual(await client.waitFor(1), ["redirected"]);
+    await client.close();
+    const fresh = [...echo.clients].filter((c) => !known.has(c));
+    assert.equal(fresh.length, 1);
+    assert.match(fresh[0], /^127\.0\.0\.2:\d+$/, "the redirected flow left from the bound address");
+    const [record] = await auditRecords(audit, 1);
+    assert.equal(record.resolved, `127.0.0.1:${echo.port}`);
+    await oxy.waitForLog(new RegExp(`fixture saw resolved addresses target=Some\\("127\\.0\\.0\\.1:${echo.port}"\\)`));
+  } finally {
+    await oxy.stop();
+    await other.close();
+  }
+});
