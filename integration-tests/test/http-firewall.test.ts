@@ -233,6 +233,19 @@ describe("http-firewall with its shipped config", () => {
     assert.equal(await blocked("no-uploads-to-paste-sites"), pasteBefore + 2);
   });
 
+  test("forward proxy: host rules meet the authority the request is sent to, whatever Host says", async () => {
+    // A blocked target behind an allowed Host is blocked ...
+    const smuggled = await curl(["-D", "-", "-x", forward, "-H", "Host: sub.malware.example", `http://malware.example:${origin.port}/smuggled`]);
+    await assertBlockPage(smuggled, "no-trackers");
+    // ... and an allowed target reaches its origin with its own authority as Host, not
+    // the blocked name the client wrote (which a shared origin would route by).
+    const before = origin.seen.length;
+    const allowed = await curl(["-x", forward, "-H", "Host: a.tracker.example", `http://sub.malware.example:${origin.port}/host-check`]);
+    assert.equal(allowed.status, 200, allowed.stderr);
+    const seen = origin.seen.slice(before).find((r) => r.url === "/host-check");
+    assert.equal(seen?.headers.host, `sub.malware.example:${origin.port}`);
+  });
+
   test("forward proxy: a fully qualified name with a trailing dot meets the same host rules", async () => {
     // `malware.example.` is the name `malware.example`: resolvers treat them alike (the
     // test DNS server answers both), so the host rules must too.
