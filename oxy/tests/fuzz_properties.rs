@@ -50,7 +50,7 @@ fn config(cases: u32) -> Config {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(8192))]
 
     #[test]
     fn capsule_codec(data in inputs("capsule_codec")) {
@@ -69,7 +69,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(2048))]
 
     #[test]
     fn body_taps(data in inputs("body_taps")) {
@@ -98,7 +98,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(config(2048))]
 
     #[test]
     fn settings_yaml(data in inputs("settings_yaml")) {
@@ -114,7 +114,8 @@ proptest! {
 /// Every seed passes its own check as it is.
 #[test]
 fn seeds_pass() {
-    let checks: [(&str, fn(&[u8])); 7] = [
+    type Check = fn(&[u8]);
+    let checks: [(&str, Check); 7] = [
         ("capsule_codec", checks::check_capsule_codec),
         ("proxy_protocol_tcp", checks::check_proxy_protocol_tcp),
         (
@@ -132,6 +133,62 @@ fn seeds_pass() {
             check(&seed);
         }
     }
+}
+
+/// The harnesses reach what they fuzz: valid seeds give PROXY headers, templates match,
+/// and requests go through the whole HTTP pipeline to its answers.
+#[test]
+fn harnesses_reach_oxy() {
+    for seed in checks::seeds("proxy_protocol_datagram") {
+        let (facts, len) = oxy::onramp::proxy_protocol::split_datagram(&seed).unwrap();
+        assert!(facts.is_some() && len > 16, "{seed:02x?}");
+    }
+    let tcp = checks::seeds("proxy_protocol_tcp");
+    for seed in tcp.iter().filter(|s| s[0] == 0) {
+        let (facts, rest) = checks::tcp_read_header(&seed[1..], false, true).unwrap();
+        let facts = facts.unwrap();
+        assert!(seed.ends_with(&rest), "{facts:?} {rest:?}");
+    }
+    let untrusted = checks::tcp_read_header(&tcp[0][1..], true, false).unwrap_err();
+    assert_eq!(untrusted.reason(), "untrusted");
+
+    let loaded: Vec<bool> = checks::seeds("settings_yaml")
+        .iter()
+        .map(|seed| {
+            let text = std::str::from_utf8(seed).unwrap();
+            let settings = oxy::settings::from_yaml_str::<
+                oxy::settings::NoSettings,
+                oxy::settings::NoSettings,
+            >(text, "seed.yaml");
+            settings.is_ok()
+        })
+        .collect();
+    assert!(
+        loaded.iter().any(|&ok| ok),
+        "no settings seed loads: {loaded:?}"
+    );
+
+    let answer = |request: &str| String::from_utf8(checks::http_exchange(request.as_bytes()));
+    let status = |request: &str| answer(request).unwrap().lines().next().unwrap().to_string();
+    assert_eq!(
+        status("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+        "HTTP/1.1 404 Not Found"
+    );
+    assert_eq!(
+        status("GET http://0x7f.1:8080/ HTTP/1.1\r\n\r\n"),
+        "HTTP/1.1 403 Forbidden"
+    );
+    assert_eq!(
+        status("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"),
+        "HTTP/1.1 403 Forbidden"
+    );
+    assert_eq!(
+        status("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+        "HTTP/1.1 400 Bad Request"
+    );
+    assert_eq!(status("NOT HTTP\r\n\r\n"), "HTTP/1.1 400 Bad Request");
+    let two = answer("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+    assert_eq!(two.matches("HTTP/1.1 404").count(), 2, "{two}");
 }
 
 /// Writes the seeds as libFuzzer corpus files under `fuzz/seeds/<target>/`, which

@@ -6,7 +6,13 @@ pub mod quic;
 pub mod tcp;
 pub mod udp;
 
+use crate::app::OxyExt;
+use crate::hooks::{ConnectionEnd, ConnectionSummary, IngressConnectionContext};
+use crate::services::Services;
+use crate::telemetry::framework_metrics::oxy_connections;
+use crate::telemetry::panics;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// One of an endpoint's `max_connections` slots (`Ok(None)` when it has no limit); an
@@ -18,4 +24,48 @@ pub(crate) fn take_slot(
         .as_ref()
         .map(|slots| slots.clone().try_acquire_owned())
         .transpose()
+}
+
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A process-unique id for a new connection or flow.
+pub fn next_connection_id() -> u64 {
+    NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Counts and logs how a connection ended and runs the ingress hook's
+/// `on_connection_end`.
+pub(crate) async fn connection_ended<App: OxyExt>(
+    cx: &mut IngressConnectionContext<App>,
+    end: ConnectionEnd,
+    services: &Arc<Services<App>>,
+) {
+    let name = cx.endpoint.name().to_string();
+    match &end {
+        ConnectionEnd::Rejected(reason) => {
+            oxy_connections::rejected_total(&name, "ingress_hook").inc();
+            tracing::info!(%reason, "connection rejected by the ingress hook");
+        }
+        ConnectionEnd::Panicked => {
+            oxy_connections::rejected_total(&name, "panic").inc();
+        }
+        ConnectionEnd::Shutdown => tracing::info!("connection closed: shutdown drain period over"),
+        ConnectionEnd::IdleTimeout => tracing::debug!("connection closed: idle"),
+        ConnectionEnd::HandshakeFailed(_) | ConnectionEnd::ProxyHeaderRefused(_) => {}
+        ConnectionEnd::Closed => {}
+    }
+    oxy_connections::closed_total(&name, end.as_label()).inc();
+    let summary = ConnectionSummary {
+        duration: cx.accepted_at.elapsed(),
+        end,
+    };
+    if let Some(ingress) = &services.hooks.ingress
+        && panics::contain(ingress.on_connection_end(cx, &summary))
+            .await
+            .is_err()
+    {
+        tracing::error!("on_connection_end panicked");
+    }
+    oxy_connections::duration_seconds(&name).observe(summary.duration.as_secs_f64());
+    tracing::debug!(duration = ?summary.duration, end = ?summary.end, "connection ended");
 }

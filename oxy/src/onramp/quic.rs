@@ -5,7 +5,7 @@ use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{ConnectionEnd, IngressAction, IngressConnectionContext, Transport};
-use crate::onramp::tcp::{connection_ended, next_connection_id};
+use crate::onramp::{connection_ended, next_connection_id};
 use crate::services::Services;
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::logging::{connection_span, shown};
@@ -149,7 +149,8 @@ async fn handshake_of<App: OxyExt>(
             Ok(Err(reason)) => Some(Err(reason)),
             Err(_) => Some(Err(HandshakeFailure::TimedOut)),
         },
-        _ = drain.force_closing() => None,
+        // A handshake not finished when Oxy stops accepting is abandoned.
+        _ = drain.stopping() => None,
     };
     drop(handshake_slot);
     let connection = match failure? {

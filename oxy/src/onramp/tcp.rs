@@ -1,11 +1,10 @@
 //! TCP listeners: accept, enforce the endpoint's connection limit, run the ingress hook.
 
+use super::{connection_ended, next_connection_id};
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
-use crate::hooks::{
-    ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext, Transport,
-};
+use crate::hooks::{ConnectionEnd, IngressAction, IngressConnectionContext, Transport};
 use crate::http::pipeline::Handler;
 use crate::http::server::serve_with;
 use crate::onramp::proxy_protocol::{self, oxy_proxy_protocol};
@@ -22,19 +21,11 @@ use crate::tunnel::pump::CloseReason;
 use crate::tunnel::stream::{PrefixedStream, TunnelStream};
 use crate::tunnel::{TunnelClient, TunnelRefused};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
-
-static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
-
-/// A process-unique id for a new connection or flow.
-pub fn next_connection_id() -> u64 {
-    NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed)
-}
 
 /// Accepts connections on `listener` for `endpoint` until the drain stops accepting.
 pub async fn serve<App: OxyExt>(
@@ -115,43 +106,6 @@ async fn handle<App: OxyExt>(
     let served = panics::contain(serve_connection(stream, &mut cx, services, drain)).await;
     connection_ended(&mut cx, served.unwrap_or(ConnectionEnd::Panicked), services).await;
     active.dec();
-}
-
-/// Counts and logs how a connection ended and runs the ingress hook's
-/// `on_connection_end`.
-pub(crate) async fn connection_ended<App: OxyExt>(
-    cx: &mut IngressConnectionContext<App>,
-    end: ConnectionEnd,
-    services: &Arc<Services<App>>,
-) {
-    let name = cx.endpoint.name().to_string();
-    match &end {
-        ConnectionEnd::Rejected(reason) => {
-            oxy_connections::rejected_total(&name, "ingress_hook").inc();
-            tracing::info!(%reason, "connection rejected by the ingress hook");
-        }
-        ConnectionEnd::Panicked => {
-            oxy_connections::rejected_total(&name, "panic").inc();
-        }
-        ConnectionEnd::Shutdown => tracing::info!("connection closed: shutdown drain period over"),
-        ConnectionEnd::IdleTimeout => tracing::debug!("connection closed: idle"),
-        ConnectionEnd::HandshakeFailed(_) | ConnectionEnd::ProxyHeaderRefused(_) => {}
-        ConnectionEnd::Closed => {}
-    }
-    oxy_connections::closed_total(&name, end.as_label()).inc();
-    let summary = ConnectionSummary {
-        duration: cx.accepted_at.elapsed(),
-        end,
-    };
-    if let Some(ingress) = &services.hooks.ingress
-        && panics::contain(ingress.on_connection_end(cx, &summary))
-            .await
-            .is_err()
-    {
-        tracing::error!("on_connection_end panicked");
-    }
-    oxy_connections::duration_seconds(&name).observe(summary.duration.as_secs_f64());
-    tracing::debug!(duration = ?summary.duration, end = ?summary.end, "connection ended");
 }
 
 /// Runs the ingress hook, then serves the endpoint's protocol.

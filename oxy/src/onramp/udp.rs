@@ -174,7 +174,7 @@ fn start_flow<App: OxyExt>(
     let (tx, rx) = mpsc::channel(endpoint.settings.udp.queue.max(1));
     tx.try_send(first).ok()?;
     let (peer, original) = key;
-    let id = crate::onramp::tcp::next_connection_id();
+    let id = super::next_connection_id();
     let span = crate::telemetry::logging::connection_span(id, name, peer);
     if let Some(original) = original {
         crate::telemetry::logging::record_client(&span, original);

@@ -7,8 +7,8 @@ use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
-    ConnectionEnd, ConnectionSummary, EgressAction, EgressContext, IngressAction,
-    IngressConnectionContext, Target, Transport, TunnelAction, TunnelContext, TunnelSummary,
+    ConnectionEnd, EgressAction, EgressContext, IngressAction, IngressConnectionContext, Target,
+    Transport, TunnelAction, TunnelContext, TunnelSummary,
 };
 use crate::offramp::tcp::{ConnectError, oxy_offramp};
 use crate::offramp::udp;
@@ -76,7 +76,6 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
     oxy_connections::accepted_total(&name).inc();
     let active = oxy_connections::active(&name);
     active.inc();
-    let started = Instant::now();
     let idle = endpoint.settings.udp.idle_timeout;
     let mut ingress = IngressConnectionContext {
         id,
@@ -95,8 +94,6 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
         if let Some(hook) = &services.hooks.ingress
             && let IngressAction::Reject(reason) = hook.on_connection(&mut ingress).await
         {
-            oxy_connections::rejected_total(&name, "ingress_hook").inc();
-            tracing::info!(%reason, "UDP flow rejected by the ingress hook");
             discard(&mut from_client, idle, &drain, &name).await;
             break 'flow ConnectionEnd::Rejected(reason);
         }
@@ -122,14 +119,7 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
         }
     };
 
-    let summary = ConnectionSummary {
-        duration: started.elapsed(),
-        end,
-    };
-    if let Some(hook) = &services.hooks.ingress {
-        hook.on_connection_end(&mut ingress, &summary).await;
-    }
-    oxy_connections::duration_seconds(&name).observe(summary.duration.as_secs_f64());
+    crate::onramp::connection_ended(&mut ingress, end, &services).await;
     active.dec();
 }
 
