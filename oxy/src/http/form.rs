@@ -45,6 +45,7 @@ pub fn form_tap(content_type: &str, inspector: Box<dyn FormInspector>) -> Option
     if essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Some(Box::new(UrlencodedTap {
             pending: Vec::new(),
+            field: FormField::default(),
             inspector,
         }));
     }
@@ -138,27 +139,48 @@ impl BodyTap for MultipartTap {
 /// Splits a urlencoded body into `name=value` pairs as it streams.
 struct UrlencodedTap {
     pending: Vec<u8>,
+    /// The field shown to the inspector, its name's buffer reused for every field.
+    field: FormField,
     inspector: Box<dyn FormInspector>,
 }
 
 impl UrlencodedTap {
     fn inspect_pair(&mut self, pair: &[u8]) -> TapVerdict {
+        // Most pairs need no decoding: show them as they are, without the decoder.
+        if memchr::memchr2(b'%', b'+', pair).is_none()
+            && let Some((name, value)) = split_pair(pair)
+        {
+            return self.inspect_field(name, value);
+        }
         for (name, value) in form_urlencoded::parse(pair) {
-            let field = FormField {
-                name: name.into_owned(),
-                ..FormField::default()
-            };
-            if let TapVerdict::Block(reason) = self.inspector.on_field(&field) {
-                return TapVerdict::Block(reason);
-            }
-            if let TapVerdict::Block(reason) =
-                self.inspector.on_field_chunk(&field, value.as_bytes())
-            {
+            if let TapVerdict::Block(reason) = self.inspect_field(&name, value.as_bytes()) {
                 return TapVerdict::Block(reason);
             }
         }
         TapVerdict::Continue
     }
+
+    fn inspect_field(&mut self, name: &str, value: &[u8]) -> TapVerdict {
+        self.field.name.clear();
+        self.field.name.push_str(name);
+        match self.inspector.on_field(&self.field) {
+            TapVerdict::Continue => self.inspector.on_field_chunk(&self.field, value),
+            block => block,
+        }
+    }
+}
+
+/// A pair without escapes as its name (UTF-8) and value; `None` for an empty pair or a
+/// name that is not UTF-8 (the decoder then decides).
+fn split_pair(pair: &[u8]) -> Option<(&str, &[u8])> {
+    if pair.is_empty() {
+        return None;
+    }
+    let (name, value) = match memchr::memchr(b'=', pair) {
+        Some(at) => (&pair[..at], &pair[at + 1..]),
+        None => (pair, &pair[pair.len()..]),
+    };
+    Some((std::str::from_utf8(name).ok()?, value))
 }
 
 #[async_trait]
