@@ -4,12 +4,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps certs run build lint rust-test integration-test test bench
+.PHONY: help deps certs run build lint rust-test integration-test test bench fuzz
 
 help:
 	@echo "make run   - build and run the zero-code proxy with config/default.yaml"
 	@echo "make test  - lints, Rust tests and the TypeScript integration tests"
 	@echo "make bench - side-by-side benchmarks against nginx, HAProxy, Squid and Caddy (benches/)"
+	@echo "make fuzz  - run each fuzz target (fuzz/) for FUZZ_SECONDS (default 60) seconds"
 
 deps:
 	@scripts/install-deps.sh
@@ -45,3 +46,25 @@ test: lint rust-test integration-test
 
 bench:
 	benches/run
+
+# Fuzzing with cargo-fuzz (libFuzzer) on the stable toolchain: `--sanitizer none` needs
+# no nightly flag (AddressSanitizer would). Each target starts from its committed seeds
+# (fuzz/seeds/TARGET) and keeps what it finds in fuzz/corpus/TARGET; a crash stops the
+# run and leaves its input in fuzz/artifacts/TARGET. `make fuzz FUZZ_TARGETS=body_taps`
+# runs one target.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= capsule_codec proxy_protocol_tcp proxy_protocol_datagram uri_template \
+	settings_yaml http1_request_head body_taps
+FUZZ_FLAGS ?= --sanitizer none
+
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+	$(CARGO) fuzz build $(FUZZ_FLAGS)
+	@failed=""; for target in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$target; \
+	  echo "== $$target ($(FUZZ_SECONDS) s)"; \
+	  $(CARGO) fuzz run $(FUZZ_FLAGS) $$target fuzz/corpus/$$target fuzz/seeds/$$target -- \
+	    -max_total_time=$(FUZZ_SECONDS) -timeout=30 -rss_limit_mb=4096 -print_final_stats=1 \
+	    || failed="$$failed $$target"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz targets that failed:$$failed (inputs in fuzz/artifacts/)"; exit 1; fi

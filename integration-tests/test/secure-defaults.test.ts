@@ -98,9 +98,11 @@ test("with no http settings an endpoint is not an open proxy: forward 404, CONNE
   assert.equal(udpEcho.clients.size, 0);
   assert.equal(await oxy.metric('oxy_tunnel_started_total{endpoint="web",protocol="tcp"}'), undefined);
   assert.equal(await oxy.metric('oxy_tunnel_started_total{endpoint="web",protocol="udp"}'), undefined);
-  // The absolute-form requests were answered locally, never forwarded.
+  // The absolute-form requests and the CONNECTs were answered locally, never forwarded
+  // or tunnelled.
   assert.equal(await oxy.metric('oxy_http_routes_total{endpoint="web",kind="forward"}'), undefined);
-  assert.equal(await oxy.metric('oxy_http_routes_total{endpoint="web",kind="local"}'), 2);
+  assert.equal(await oxy.metric('oxy_http_routes_total{endpoint="web",kind="connect"}'), undefined);
+  assert.equal(await oxy.metric('oxy_http_routes_total{endpoint="web",kind="local"}'), 4);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 

@@ -170,17 +170,15 @@ impl UrlencodedTap {
     }
 }
 
-/// A pair without escapes as its name (UTF-8) and value; `None` for an empty pair or a
-/// name that is not UTF-8 (the decoder then decides).
+/// A pair without escapes as its name and value, as the decoder would give them; `None`
+/// for an empty pair or one that is not UTF-8 (the decoder then replaces what is not).
 fn split_pair(pair: &[u8]) -> Option<(&str, &[u8])> {
     if pair.is_empty() {
         return None;
     }
-    let (name, value) = match memchr::memchr(b'=', pair) {
-        Some(at) => (&pair[..at], &pair[at + 1..]),
-        None => (pair, &pair[pair.len()..]),
-    };
-    Some((std::str::from_utf8(name).ok()?, value))
+    let pair = std::str::from_utf8(pair).ok()?;
+    let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+    Some((name, value.as_bytes()))
 }
 
 #[async_trait]

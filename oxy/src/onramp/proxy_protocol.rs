@@ -227,10 +227,10 @@ fn decide(buf: &[u8]) -> Result<Decision, ProxyHeaderError> {
 }
 
 fn parse_v1(header: &[u8]) -> Result<ProxyFacts, ProxyHeaderError> {
-    let text =
-        std::str::from_utf8(header).map_err(|e| ProxyHeaderError::Malformed(e.to_string()))?;
-    let parsed =
-        ppp::v1::Header::try_from(text).map_err(|e| ProxyHeaderError::Malformed(e.to_string()))?;
+    // From bytes: ppp's `&str` parser slices at the first CR, which can fall inside a
+    // multi-byte character and panic (`PROXY \ré\r\n`, found by fuzzing).
+    let parsed = ppp::v1::Header::try_from(header)
+        .map_err(|e| ProxyHeaderError::Malformed(e.to_string()))?;
     let (source, destination) = match parsed.addresses {
         ppp::v1::Addresses::Tcp4(a) => (
             Some(SocketAddr::from((a.source_address, a.source_port))),
@@ -356,6 +356,14 @@ mod tests {
         );
         assert_eq!(facts(b"GET / HTTP/1.1\r\n").unwrap(), None);
         assert_eq!(facts(b"PRO").unwrap_err(), "need more");
+    }
+
+    #[test]
+    fn a_v1_line_with_a_multibyte_character_after_a_bare_cr_is_malformed() {
+        assert_eq!(
+            facts("PROXY \r\u{e9}\r\n".as_bytes()).unwrap_err(),
+            "malformed"
+        );
     }
 
     #[test]
