@@ -132,7 +132,7 @@ fn decode_all(max: usize, chunks: &[&[u8]]) -> Decoded {
             match codec.decode(&mut buf) {
                 Ok(Some(Capsule::Datagram(d))) => out.push(d),
                 Ok(None) => break,
-                Err(e) => return (out, Err(e.label())),
+                Err(e) => return (out, Err(e.as_label())),
             }
         }
     }
@@ -140,7 +140,7 @@ fn decode_all(max: usize, chunks: &[&[u8]]) -> Decoded {
         match codec.decode_eof(&mut buf) {
             Ok(Some(Capsule::Datagram(d))) => out.push(d),
             Ok(None) => return (out, Ok(())),
-            Err(e) => return (out, Err(e.label())),
+            Err(e) => return (out, Err(e.as_label())),
         }
     }
 }
@@ -180,7 +180,7 @@ pub fn check_capsule_codec(data: &[u8]) {
 
 fn check_udp_payload(datagram: &Bytes) {
     match (udp_payload(datagram), get_varint(datagram)) {
-        (Err(e), None) => assert_eq!(e.label(), "bad_context"),
+        (Err(e), None) => assert_eq!(e.as_label(), "bad_context"),
         (Ok(Some(payload)), Some((0, len))) => {
             assert_eq!(&payload[..], &datagram[len..]);
             let mut wire = BytesMut::new();
@@ -261,7 +261,7 @@ pub fn check_proxy_protocol_datagram(data: &[u8]) {
         }
         Err(e) => {
             assert!(data.starts_with(V2_SIGNATURE), "{e} without a v2 signature");
-            let _ = (e.reason(), e.to_string());
+            let _ = (e.as_label(), e.to_string());
         }
     }
 }
@@ -340,7 +340,7 @@ pub fn check_proxy_protocol_tcp(data: &[u8]) {
         Err(ProxyHeaderError::Untrusted(_)) => assert!(!trusted),
         Err(ProxyHeaderError::Missing) => assert!(required),
         Err(e) => {
-            let _ = (e.reason(), e.to_string());
+            let _ = (e.as_label(), e.to_string());
         }
     }
 }

@@ -150,7 +150,7 @@ fn harnesses_reach_oxy() {
         assert!(seed.ends_with(&rest), "{facts:?} {rest:?}");
     }
     let untrusted = checks::tcp_read_header(&tcp[0][1..], true, false).unwrap_err();
-    assert_eq!(untrusted.reason(), "untrusted");
+    assert_eq!(untrusted.as_label(), "untrusted");
 
     let loaded: Vec<bool> = checks::seeds("settings_yaml")
         .iter()

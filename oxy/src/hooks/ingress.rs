@@ -67,7 +67,8 @@ pub enum ConnectionEnd {
     Rejected(String),
     /// Oxy was shutting down and the drain period ran out.
     Shutdown,
-    /// The TLS handshake failed, with this reason.
+    /// The TLS handshake failed, with this reason. (On QUIC a failed handshake is no
+    /// connection: it is counted in `oxy_tls_handshake_failures_total` only.)
     HandshakeFailed(String),
     /// The PROXY header was missing, malformed or untrusted, with this reason.
     ProxyHeaderRefused(String),

@@ -41,7 +41,7 @@ pub enum CapsuleError {
 
 impl CapsuleError {
     /// A short, stable label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub fn as_label(&self) -> &'static str {
         match self {
             Self::TooLarge { .. } => "too_large",
             Self::Truncated => "truncated",
@@ -244,7 +244,7 @@ mod tests {
             assert_eq!(get_varint(&out[..len - 1]), None);
         }
         let err = put_varint(&mut BytesMut::new(), VARINT_MAX + 1).unwrap_err();
-        assert_eq!(err.label(), "varint_too_large");
+        assert_eq!(err.as_label(), "varint_too_large");
     }
 
     #[test]
@@ -319,7 +319,7 @@ mod tests {
             err.to_string(),
             "capsule of 1501 bytes exceeds the 1500-byte limit"
         );
-        assert_eq!(err.label(), "too_large");
+        assert_eq!(err.as_label(), "too_large");
     }
 
     #[test]
@@ -327,7 +327,7 @@ mod tests {
         for wire in [&[0x00, 0x05, 0x00, 0x01][..], &[0x2a, 0x05, 0x00], &[0x40]] {
             let mut codec = CapsuleCodec::new(1500);
             let err = codec.decode_eof(&mut BytesMut::from(wire)).unwrap_err();
-            assert_eq!(err.label(), "truncated");
+            assert_eq!(err.as_label(), "truncated");
         }
     }
 
@@ -346,7 +346,7 @@ mod tests {
         assert_eq!(udp_payload(&d).unwrap().unwrap(), &[1, 2, 3][..]);
         assert_eq!(udp_payload(&Bytes::from_static(&[0x05, 1])).unwrap(), None);
         assert_eq!(
-            udp_payload(&Bytes::new()).unwrap_err().label(),
+            udp_payload(&Bytes::new()).unwrap_err().as_label(),
             "bad_context"
         );
         assert!(udp_payload(&Bytes::from_static(&[0x40])).is_err());

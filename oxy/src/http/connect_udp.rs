@@ -238,7 +238,7 @@ async fn read_capsules<R: tokio::io::AsyncRead + Unpin>(
                 },
                 Ok(None) => "unknown_context",
                 Err(e) => {
-                    oxy_connect_udp::capsule_errors_total(&endpoint, e.label()).inc();
+                    oxy_connect_udp::capsule_errors_total(&endpoint, e.as_label()).inc();
                     tracing::info!(error = %e, "malformed HTTP Datagram; stream closed");
                     break;
                 }
@@ -248,7 +248,7 @@ async fn read_capsules<R: tokio::io::AsyncRead + Unpin>(
                 break;
             }
             Err(e) => {
-                oxy_connect_udp::capsule_errors_total(&endpoint, e.label()).inc();
+                oxy_connect_udp::capsule_errors_total(&endpoint, e.as_label()).inc();
                 tracing::info!(error = %e, "malformed capsule; stream closed");
                 break;
             }

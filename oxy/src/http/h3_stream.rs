@@ -210,7 +210,7 @@ pub async fn route_datagrams<H>(
                 }
             }
             Ok(None) => "unknown_context",
-            Err(e) => e.label(),
+            Err(e) => e.as_label(),
         };
         oxy_udp::dropped_total(&endpoint, reason).inc();
     }

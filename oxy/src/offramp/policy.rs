@@ -26,7 +26,7 @@ pub enum EgressDenied {
 
 impl EgressDenied {
     /// A short, stable label for metrics.
-    pub fn reason(&self) -> &'static str {
+    pub fn as_label(&self) -> &'static str {
         match self {
             EgressDenied::Range { range, .. } => range,
             EgressDenied::Port(_) => "port",

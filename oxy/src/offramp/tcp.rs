@@ -61,7 +61,7 @@ pub enum ConnectError {
 
 impl ConnectError {
     /// A short, stable label for metrics and audit records.
-    pub fn reason(&self) -> &'static str {
+    pub fn as_label(&self) -> &'static str {
         match self {
             ConnectError::Denied(_) | ConnectError::DeniedByHook(_) => "denied",
             ConnectError::Dns(_) => "dns",
@@ -194,9 +194,9 @@ pub async fn connect_target<App: OxyExt>(
 /// Counts a failed connection to a target (and the denial, when the policy refused it).
 pub(crate) fn count_failure(e: &ConnectError) {
     if let ConnectError::Denied(denied) = e {
-        oxy_offramp::egress_denied_total(denied.reason()).inc();
+        oxy_offramp::egress_denied_total(denied.as_label()).inc();
     }
-    oxy_offramp::connect_failures_total(e.reason()).inc();
+    oxy_offramp::connect_failures_total(e.as_label()).inc();
 }
 
 async fn connect_inner<App: OxyExt>(

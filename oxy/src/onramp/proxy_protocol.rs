@@ -95,7 +95,7 @@ pub enum ProxyHeaderError {
 
 impl ProxyHeaderError {
     /// A short, stable label for `oxy_proxy_protocol_errors_total{reason}`.
-    pub fn reason(&self) -> &'static str {
+    pub fn as_label(&self) -> &'static str {
         match self {
             ProxyHeaderError::Timeout => "timeout",
             ProxyHeaderError::Untrusted(_) => "untrusted",
@@ -328,7 +328,7 @@ mod tests {
     use super::*;
 
     fn facts(buf: &[u8]) -> Result<Option<(ProxyFacts, usize)>, String> {
-        match decide(buf).map_err(|e| e.reason().to_string())? {
+        match decide(buf).map_err(|e| e.as_label().to_string())? {
             Decision::Header(f, n) => Ok(Some((f, n))),
             Decision::NoHeader => Ok(None),
             Decision::NeedMore => Err("need more".into()),

@@ -143,7 +143,7 @@ async fn handshake_of<App: OxyExt>(
         };
         connection.map_err(|e| quic_handshake_failure(&e))
     };
-    let failure = tokio::select! {
+    let outcome = tokio::select! {
         handshake = tokio::time::timeout(timeout, handshake) => match handshake {
             Ok(Ok(connection)) => Some(Ok(connection)),
             Ok(Err(reason)) => Some(Err(reason)),
@@ -153,7 +153,7 @@ async fn handshake_of<App: OxyExt>(
         _ = drain.stopping() => None,
     };
     drop(handshake_slot);
-    let connection = match failure? {
+    let connection = match outcome? {
         Ok(connection) => connection,
         Err(reason) => {
             oxy_tls::handshake_failures_total(&name, reason.as_label()).inc();

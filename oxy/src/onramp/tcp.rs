@@ -136,7 +136,7 @@ async fn serve_connection<App: OxyExt>(
                 }
             }
             Err(e) => {
-                oxy_proxy_protocol::errors_total(&name, e.reason()).inc();
+                oxy_proxy_protocol::errors_total(&name, e.as_label()).inc();
                 tracing::info!(error = %e, "connection closed: PROXY header refused");
                 return ConnectionEnd::ProxyHeaderRefused(e.to_string());
             }

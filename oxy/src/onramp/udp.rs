@@ -145,7 +145,7 @@ fn read_header<'a, App: OxyExt>(
     listener: &Listener<App>,
 ) -> Result<(Option<ProxyFacts>, &'a [u8]), &'static str> {
     let settings = &listener.endpoint.settings.proxy_protocol;
-    let (facts, header_len) = proxy_protocol::split_datagram(datagram).map_err(|e| e.reason())?;
+    let (facts, header_len) = proxy_protocol::split_datagram(datagram).map_err(|e| e.as_label())?;
     match facts {
         Some(_) if !proxy_protocol::is_trusted(settings, peer) => Err("untrusted"),
         None if settings.mode == ProxyProtocolMode::Required => Err("missing"),

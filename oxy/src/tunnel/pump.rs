@@ -30,7 +30,7 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// A short, stable label for metrics and audit records.
-    pub fn label(&self) -> &'static str {
+    pub fn as_label(&self) -> &'static str {
         match self {
             CloseReason::Completed => "completed",
             CloseReason::IdleTimeout => "idle_timeout",
@@ -45,7 +45,7 @@ impl std::fmt::Display for CloseReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CloseReason::Error(e) => write!(f, "error: {e}"),
-            other => f.write_str(other.label()),
+            other => f.write_str(other.as_label()),
         }
     }
 }

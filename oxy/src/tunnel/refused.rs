@@ -24,9 +24,9 @@ pub enum TunnelRefused {
 
 impl TunnelRefused {
     /// A short, stable label for metrics.
-    pub fn label(&self) -> &'static str {
+    pub fn as_label(&self) -> &'static str {
         match self {
-            TunnelRefused::Connect(e) => e.reason(),
+            TunnelRefused::Connect(e) => e.as_label(),
             TunnelRefused::Blocked(_) => "blocked",
             TunnelRefused::DecapsulationUnavailable => "decapsulation_unavailable",
             TunnelRefused::UdpViaProxy(_) => "upstream_proxy",

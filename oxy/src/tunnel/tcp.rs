@@ -48,7 +48,7 @@ pub async fn open<App: OxyExt>(
     audit.label = egress.audit_label.clone();
     let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
         tracing::info!(destination = ?target.map(ToString::to_string), reason = %e, "tunnel refused");
-        oxy_tunnel::ended_total(endpoint.name(), e.label()).inc();
+        oxy_tunnel::ended_total(endpoint.name(), e.as_label()).inc();
         let target = target.map(ToString::to_string).unwrap_or_default();
         services
             .audit
@@ -180,7 +180,7 @@ impl<App: OxyExt> TcpTunnel<App> {
         }
         oxy_tunnel::bytes_total(&endpoint, "up").inc_by(outcome.bytes_up);
         oxy_tunnel::bytes_total(&endpoint, "down").inc_by(outcome.bytes_down);
-        oxy_tunnel::ended_total(&endpoint, outcome.reason.label()).inc();
+        oxy_tunnel::ended_total(&endpoint, outcome.reason.as_label()).inc();
         tracing::info!(
             destination = %target,
             %peer,

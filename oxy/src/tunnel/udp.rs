@@ -209,7 +209,7 @@ pub async fn open<App: OxyExt>(
     audit.label = egress.audit_label.clone();
     let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
         tracing::info!(destination = ?target.map(ToString::to_string), reason = %e, "UDP flow refused");
-        oxy_tunnel::ended_total(endpoint.name(), e.label()).inc();
+        oxy_tunnel::ended_total(endpoint.name(), e.as_label()).inc();
         let target = target.map(ToString::to_string).unwrap_or_default();
         services
             .audit
