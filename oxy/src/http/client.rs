@@ -7,10 +7,10 @@ use super::body_tap::BodyBlocked;
 use super::guarded_body::{BodyIdleTimeout, ClientBodyError};
 use super::upgrade::{PendingUpgrade, Upgraded};
 use crate::app::OxyExt;
-use crate::hooks::{EgressContext, HttpBody, InternalService, Target, TargetHost, UpstreamProxy};
+use crate::hooks::{EgressContext, HttpBody, Target, TargetHost};
 use crate::offramp::happy_eyeballs::HappyEyeballsError;
-use crate::offramp::tcp::{ConnectError, connect_target};
-use crate::offramp::{proxy_header, upstream_proxy};
+use crate::offramp::route::EgressRoute;
+use crate::offramp::tcp::{ConnectError, connect_by, connect_target};
 use crate::services::Services;
 use crate::settings::HttpClientSettings;
 use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
@@ -22,11 +22,9 @@ use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::io;
-use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// Pooled client towards upstreams, one per HTTP endpoint.
@@ -61,56 +59,21 @@ impl<App: OxyExt> UpstreamClient<App> {
         Ok(with_upgrade(response))
     }
 
-    /// Sends `request` on a connection of its own, made the way the egress hook chose
-    /// (`via`), with `egress` shown to the hook's `on_resolved` (HTTP/1.1, TLS for
-    /// `https` URIs).
+    /// Sends `request` on a connection of its own to `egress.target`, made by the route
+    /// the egress hook chose, with `egress` shown to the hook's `on_resolved` (HTTP/1.1,
+    /// TLS for `https` URIs).
     pub async fn send_alone(
         &self,
-        via: &Via,
+        route: &EgressRoute,
         egress: &EgressContext<App>,
         request: Request<HttpBody>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
         let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
         let services = &self.connector.services;
-        let cx = Some(egress);
-        let stream = match via {
-            Via::Direct => connect_target(services, &target, None, cx).await,
-            Via::BoundTo(ip) => connect_target(services, &target, Some(*ip), cx).await,
-            Via::Proxy(proxy) => match connect_target(services, &proxy.address, None, cx).await {
-                Ok((stream, addr)) => {
-                    let timeout = services.happy_eyeballs.connect_timeout;
-                    upstream_proxy::connect_via(stream, proxy, &target, timeout)
-                        .await
-                        .map(|stream| (stream, addr))
-                        .map_err(ConnectError::UpstreamProxy)
-                }
-                Err(e) => Err(e),
-            },
-            Via::InternalService(service) => {
-                match connect_target(services, &service.target, None, cx).await {
-                    Ok((mut stream, addr)) => {
-                        let (client, local) = (egress.client_addr, egress.local_addr);
-                        let header = proxy_header::stream_header(
-                            service.version,
-                            client,
-                            local,
-                            &service.tlvs,
-                        );
-                        match header {
-                            Ok(header) => stream.write_all(&header).await.map(|()| (stream, addr)),
-                            Err(e) => Err(e),
-                        }
-                        .map_err(ConnectError::ProxyHeader)
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        let (stream, _) = stream.map_err(connect_error)?;
-        let on = match via {
-            Via::InternalService(service) => &service.target,
-            _ => &target,
-        };
+        let (stream, _) = connect_by(services, route, egress)
+            .await
+            .map_err(connect_error)?;
+        let on = egress.target.as_ref().unwrap_or(&target);
         self.send_on(stream, on, https, request).await
     }
 
@@ -193,19 +156,6 @@ impl<App: OxyExt> UpstreamClient<App> {
 
 fn connect_error(e: ConnectError) -> UpstreamError {
     classify(&UpstreamConnectError::Connect(e))
-}
-
-/// How a request's connection of its own is made, as the egress hook chose.
-#[derive(Debug)]
-pub enum Via {
-    /// Straight to the target.
-    Direct,
-    /// From this local address.
-    BoundTo(IpAddr),
-    /// Through this HTTP proxy with CONNECT.
-    Proxy(UpstreamProxy),
-    /// To this internal service, behind a PROXY header.
-    InternalService(InternalService),
 }
 
 /// The target an upstream URI names, and whether it is `https`.

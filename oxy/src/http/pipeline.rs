@@ -3,7 +3,7 @@
 
 use super::body::{boxed, text_response};
 use super::body_tap::TappedBody;
-use super::client::{UpstreamClient, Via};
+use super::client::UpstreamClient;
 use super::guarded_body::{GuardedBody, UploadProgress};
 use super::headers;
 use super::metrics::{method_label, oxy_http, version_label};
@@ -14,10 +14,10 @@ use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
-    EgressAction, EgressContext, HttpBody, IngressConnectionContext, RequestAction, RequestContext,
+    EgressContext, HttpBody, IngressConnectionContext, RequestAction, RequestContext,
     ResponseAction, Target, TargetHost, Transport, Upstream,
 };
-use crate::offramp::tcp::oxy_offramp;
+use crate::offramp::route::{EgressRoute, egress_route};
 use crate::services::Services;
 use crate::tls::TlsFacts;
 use crate::tunnel::TunnelClient;
@@ -325,35 +325,34 @@ impl<App: OxyExt> Handler<App> {
         // hook's `on_resolved` sees this request's client and user (pooled connections
         // are shared by clients).
         let mut one_off = None;
-        if let Some(hook) = &self.services.hooks.egress {
+        if self.services.hooks.egress.is_some() {
             let client = self.tunnel_client(cx.proxy_user.clone());
-            let mut egress =
-                EgressContext::new(&self.endpoint, &client, Transport::Tcp, Some(target));
-            let via = match hook.on_egress(&mut egress).await {
-                EgressAction::Allow => Via::Direct,
-                EgressAction::BindTo(ip) => Via::BoundTo(ip),
-                EgressAction::UpstreamProxy(proxy) => Via::Proxy(proxy),
-                EgressAction::InternalService(service) => Via::InternalService(service),
-                EgressAction::Rewrite(rewritten) => match rewritten.to_string().parse() {
-                    Ok(authority) => {
-                        upstream.authority = authority;
-                        egress.target = Some(rewritten);
-                        Via::Direct
-                    }
+            let mut egress = EgressContext::new(
+                &self.endpoint,
+                &client,
+                Transport::Tcp,
+                Some(target.clone()),
+            );
+            let route = match egress_route(&self.services, &mut egress).await {
+                Ok(route) => route,
+                Err(e) => {
+                    oxy_http::errors_total(name, "denied").inc();
+                    return text_response(StatusCode::FORBIDDEN, &e.to_string());
+                }
+            };
+            // A rewritten target is where the request goes, and its authority too; an
+            // internal service takes the request as it is.
+            if let (EgressRoute::Direct { .. }, Some(rewritten)) = (&route, &egress.target)
+                && *rewritten != target
+            {
+                match rewritten.to_string().parse() {
+                    Ok(authority) => upstream.authority = authority,
                     Err(_) => {
                         return text_response(StatusCode::BAD_GATEWAY, "bad rewritten target");
                     }
-                },
-                EgressAction::Deny(reason) => {
-                    oxy_offramp::egress_denied_total("hook").inc();
-                    oxy_http::errors_total(name, "denied").inc();
-                    return text_response(
-                        StatusCode::FORBIDDEN,
-                        &format!("egress denied: {reason}"),
-                    );
                 }
-            };
-            one_off = Some((via, egress));
+            }
+            one_off = Some((route, egress));
         }
 
         let path = parts
@@ -421,7 +420,7 @@ impl<App: OxyExt> Handler<App> {
         let request = Request::from_parts(parts, body);
         let exchange = async {
             match &one_off {
-                Some((via, egress)) => self.client.send_alone(via, egress, request).await,
+                Some((route, egress)) => self.client.send_alone(route, egress, request).await,
                 None => self.client.send(request).await,
             }
         };

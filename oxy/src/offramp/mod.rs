@@ -4,6 +4,7 @@ pub mod happy_eyeballs;
 pub mod policy;
 pub mod proxy_header;
 pub mod resolve;
+pub mod route;
 pub mod tcp;
 pub mod udp;
 pub mod upstream_proxy;

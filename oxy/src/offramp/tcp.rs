@@ -2,12 +2,13 @@
 
 use crate::app::OxyExt;
 use crate::dns::{DnsError, Family};
-use crate::hooks::{EgressAction, EgressContext, InternalService, Target, UpstreamProxy};
+use crate::hooks::{EgressContext, Target};
 use crate::metrics;
 use crate::offramp::happy_eyeballs::{self, HappyEyeballsError};
 use crate::offramp::policy::EgressDenied;
 use crate::offramp::proxy_header;
 use crate::offramp::resolve::AllowedAddresses;
+use crate::offramp::route::{EgressRoute, egress_route};
 use crate::offramp::upstream_proxy::{self, UpstreamProxyError};
 use crate::services::Services;
 use std::net::{IpAddr, SocketAddr};
@@ -74,66 +75,22 @@ impl ConnectError {
     }
 }
 
-/// How a TCP connection to a target is made, as the egress hook chose. A tunnel hook's
-/// redirect keeps it and changes only the target.
-#[derive(Debug, Clone)]
-pub enum TcpRoute {
-    /// Straight to the target, from this local address when one is given.
-    Direct {
-        /// The local address to connect from.
-        bind: Option<IpAddr>,
-    },
-    /// Through this HTTP proxy with CONNECT.
-    Proxy(UpstreamProxy),
-    /// To the target behind a PROXY header for this internal service.
-    Internal(InternalService),
-}
-
 /// Runs the egress hook on `cx` and connects to the (possibly rewritten) target; also
 /// returns the route it took.
 pub async fn connect<App: OxyExt>(
     services: &Services<App>,
     cx: &mut EgressContext<App>,
-) -> Result<(TcpStream, SocketAddr, TcpRoute), ConnectError> {
-    let route = route(services, cx).await?;
+) -> Result<(TcpStream, SocketAddr, EgressRoute), ConnectError> {
+    let route = egress_route(services, cx).await?;
     let (stream, addr) = connect_by(services, &route, cx).await?;
     Ok((stream, addr, route))
-}
-
-/// The egress hook's choice for `cx`, which it may rewrite (an internal service becomes
-/// the target).
-async fn route<App: OxyExt>(
-    services: &Services<App>,
-    cx: &mut EgressContext<App>,
-) -> Result<TcpRoute, ConnectError> {
-    let Some(hook) = &services.hooks.egress else {
-        return Ok(TcpRoute::Direct { bind: None });
-    };
-    Ok(match hook.on_egress(cx).await {
-        EgressAction::Allow => TcpRoute::Direct { bind: None },
-        EgressAction::Rewrite(target) => {
-            cx.target = Some(target);
-            TcpRoute::Direct { bind: None }
-        }
-        EgressAction::BindTo(ip) => TcpRoute::Direct { bind: Some(ip) },
-        EgressAction::InternalService(service) => {
-            cx.target = Some(service.target.clone());
-            TcpRoute::Internal(service)
-        }
-        EgressAction::UpstreamProxy(proxy) => TcpRoute::Proxy(proxy),
-        EgressAction::Deny(reason) => {
-            oxy_offramp::egress_denied_total("hook").inc();
-            oxy_offramp::connect_failures_total("denied").inc();
-            return Err(ConnectError::DeniedByHook(reason));
-        }
-    })
 }
 
 /// Connects to `cx.target` by `route`, without the egress hook's `on_egress` (its
 /// `on_resolved` still runs).
 pub async fn connect_by<App: OxyExt>(
     services: &Services<App>,
-    route: &TcpRoute,
+    route: &EgressRoute,
     cx: &EgressContext<App>,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let Some(target) = &cx.target else {
@@ -141,8 +98,8 @@ pub async fn connect_by<App: OxyExt>(
         return Err(ConnectError::NoTarget);
     };
     match route {
-        TcpRoute::Direct { bind } => connect_target(services, target, *bind, Some(cx)).await,
-        TcpRoute::Internal(service) => {
+        EgressRoute::Direct { bind } => connect_target(services, target, *bind, Some(cx)).await,
+        EgressRoute::Internal(service) => {
             let (mut stream, addr) = connect_target(services, target, None, Some(cx)).await?;
             let header = proxy_header::stream_header(
                 service.version,
@@ -157,7 +114,7 @@ pub async fn connect_by<App: OxyExt>(
                 .map_err(ConnectError::ProxyHeader)?;
             Ok((stream, addr))
         }
-        TcpRoute::Proxy(proxy) => {
+        EgressRoute::Proxy(proxy) => {
             let (stream, addr) = connect_target(services, &proxy.address, None, Some(cx)).await?;
             let timeout = services.happy_eyeballs.connect_timeout;
             match upstream_proxy::connect_via(stream, proxy, target, timeout).await {

@@ -7,10 +7,11 @@ use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
-    ConnectionEnd, EgressAction, EgressContext, IngressAction, IngressConnectionContext, Target,
-    Transport, TunnelAction, TunnelContext, TunnelSummary,
+    ConnectionEnd, EgressContext, IngressAction, IngressConnectionContext, Target, Transport,
+    TunnelAction, TunnelContext, TunnelSummary,
 };
-use crate::offramp::tcp::{ConnectError, oxy_offramp};
+use crate::offramp::route::{EgressRoute, egress_route};
+use crate::offramp::tcp::ConnectError;
 use crate::offramp::udp;
 use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
@@ -202,10 +203,7 @@ pub async fn open<App: OxyExt>(
 ) -> Result<UdpTunnel<App>, TunnelRefused> {
     let mut audit = AuditStart::now(endpoint.name(), "udp", client);
     let mut egress = EgressContext::new(endpoint, client, Transport::Udp, target);
-    let action = match &services.hooks.egress {
-        Some(hook) => hook.on_egress(&mut egress).await,
-        None => EgressAction::Allow,
-    };
+    let route = egress_route(services, &mut egress).await;
     audit.label = egress.audit_label.clone();
     let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
         tracing::info!(destination = ?target.map(ToString::to_string), reason = %e, "UDP flow refused");
@@ -216,37 +214,29 @@ pub async fn open<App: OxyExt>(
             .write(&audit.record(target, resolved, Traffic::default(), e.to_string()));
         e
     };
-    let mut bind = None;
-    let mut prefix = None;
-    match action {
-        EgressAction::Allow => {}
-        EgressAction::Rewrite(target) => egress.target = Some(target),
-        EgressAction::BindTo(ip) => bind = Some(ip),
-        EgressAction::InternalService(service) => {
-            match crate::offramp::proxy_header::v2_header(
+    let (bind, prefix) = match route {
+        Ok(EgressRoute::Direct { bind }) => (bind, None),
+        Ok(EgressRoute::Internal(service)) => {
+            let header = crate::offramp::proxy_header::v2_header(
                 client.addr(),
                 client.local_addr,
                 true,
                 &service.tlvs,
-            ) {
-                Ok(header) => prefix = Some(header),
+            );
+            match header {
+                Ok(header) => (None, Some(header)),
                 Err(e) => {
                     let e = ConnectError::ProxyHeader(std::io::Error::other(e.to_string()));
                     return Err(refuse(egress.target.as_ref(), None, e.into()));
                 }
             }
-            egress.target = Some(service.target);
         }
-        EgressAction::UpstreamProxy(proxy) => {
+        Ok(EgressRoute::Proxy(proxy)) => {
             let e = TunnelRefused::UdpViaProxy(proxy.address.to_string());
             return Err(refuse(egress.target.as_ref(), None, e));
         }
-        EgressAction::Deny(reason) => {
-            oxy_offramp::egress_denied_total("hook").inc();
-            let e = ConnectError::DeniedByHook(reason);
-            return Err(refuse(egress.target.as_ref(), None, e.into()));
-        }
-    }
+        Err(e) => return Err(refuse(egress.target.as_ref(), None, e.into())),
+    };
     let Some(target) = egress.target.clone() else {
         return Err(refuse(None, None, ConnectError::NoTarget.into()));
     };
