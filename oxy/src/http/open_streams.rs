@@ -69,7 +69,8 @@ impl Drop for StreamGuard {
     }
 }
 
-/// A body that keeps its stream counted as open.
+/// A body that keeps its stream counted as open; it is otherwise the body it holds
+/// (its size hint and end too, which decide `content-length` and HTTP/2's END_STREAM).
 struct Holding {
     body: HttpBody,
     _stream: StreamGuard,
@@ -114,5 +115,27 @@ mod tests {
         let closed = tokio::time::Instant::now();
         idle.await;
         assert_eq!(closed.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_holds_its_stream_until_dropped() {
+        let streams = OpenStreams::default();
+        let body = streams.open().holding(crate::http::body::full("answer"));
+        let idle = streams.idle_for(Duration::from_secs(10));
+        tokio::pin!(idle);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), idle.as_mut())
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            body.size_hint().exact(),
+            Some(6),
+            "the size hint passes through"
+        );
+        drop(body);
+        tokio::time::timeout(Duration::from_secs(11), idle)
+            .await
+            .unwrap();
     }
 }
