@@ -143,7 +143,8 @@ pub struct HttpLimits {
     #[serde(with = "humantime_serde", default = "default_header_read_timeout")]
     pub header_read_timeout: Duration,
     /// An HTTP/2 connection with no open stream (no request, no tunnel) for this long
-    /// is closed with GOAWAY, so idle clients cannot hold `max_connections` slots.
+    /// gets a GOAWAY, and is closed if it has not gone within as long again, so idle
+    /// clients cannot hold `max_connections` slots.
     #[serde(with = "humantime_serde", default = "default_h2_idle_timeout")]
     pub h2_idle_timeout: Duration,
     /// How often an HTTP/2 connection is checked with a PING while it is quiet; 0
