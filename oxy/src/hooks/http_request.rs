@@ -91,6 +91,14 @@ pub enum ResponseAction {
 pub trait HttpRequestHook<App: OxyExt>: Send + Sync + 'static {
     /// Runs when a request's head has arrived, before it is proxied; rewrite `request`
     /// in place. The default returns [`RequestAction::Continue`].
+    ///
+    /// Before it ran: the URI and header size limits (414, 431), the request's authority
+    /// was settled (one `Host`, equal to the request target's authority; ports from 1
+    /// to 65535; a numeric IPv4 host in dotted form; 400 otherwise), the declared body
+    /// size (413), and the endpoint's proxy authentication for CONNECT and forwarded
+    /// requests (407; `cx.proxy_user` names the user). `Continue` proxies the request as
+    /// the endpoint is configured to (CONNECT, CONNECT-UDP, forward or reverse proxy);
+    /// `Respond` and `Block` answer it here; `Route` sends it to that upstream.
     async fn on_request(
         &self,
         request: &mut http::request::Parts,
