@@ -9,7 +9,6 @@ use crate::error::{OxyError, OxyResult};
 use crate::offramp::policy::EgressPolicy;
 use crate::onramp::bind::{BoundSocket, bind_endpoint, bind_tcp};
 use crate::services::Services;
-use crate::settings::EndpointProtocol;
 use crate::settings::{self, ServerSettings};
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::framework_metrics::oxy;
@@ -194,9 +193,7 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
     let mut reported = Vec::new();
     for endpoint_settings in &settings.endpoints {
         let name = &endpoint_settings.name;
-        let h3_on = endpoint_settings.http.h3.enabled
-            && endpoint_settings.protocol == EndpointProtocol::Http;
-        let sockets = bind_endpoint(endpoint_settings, h3_on).map_err(|e| OxyError::Bind {
+        let sockets = bind_endpoint(endpoint_settings).map_err(|e| OxyError::Bind {
             endpoint: name.clone(),
             addr: e.addr,
             source: e.source,

@@ -51,7 +51,7 @@ impl<App: OxyExt> Endpoint<App> {
             None
         };
         let h3 = &settings.http.h3;
-        let h3_on = h3.enabled && settings.protocol == EndpointProtocol::Http;
+        let h3_on = settings.serves_h3();
         let quic = if h3_on {
             Some(crate::tls::quic::server_config(&settings.tls, h3)?)
         } else {

@@ -27,7 +27,7 @@ pub enum BoundSocket {
 pub struct EndpointSockets {
     /// One per `listen` address, in order.
     pub listen: Vec<BoundSocket>,
-    /// One per HTTP/3 address (empty unless `quic` was asked for), in order.
+    /// One per HTTP/3 address (empty unless the endpoint serves HTTP/3), in order.
     pub quic: Vec<UdpSocket>,
 }
 
@@ -40,14 +40,12 @@ pub struct BindError {
     pub source: io::Error,
 }
 
-/// Binds every socket of `settings`; `quic` asks for the HTTP/3 ones too. When HTTP/3
-/// uses the endpoint's own `listen` addresses, a TCP listener asked for on port 0 and its
-/// QUIC socket get the same port number, so one `Alt-Svc` port and one number in a
-/// client's configuration cover both.
-pub fn bind_endpoint<S>(
-    settings: &EndpointSettings<S>,
-    quic: bool,
-) -> Result<EndpointSockets, BindError> {
+/// Binds every socket of `settings`, the HTTP/3 ones too when it serves HTTP/3. When
+/// HTTP/3 uses the endpoint's own `listen` addresses, a TCP listener asked for on port 0
+/// and its QUIC socket get the same port number, so one `Alt-Svc` port and one number in
+/// a client's configuration cover both.
+pub fn bind_endpoint<S>(settings: &EndpointSettings<S>) -> Result<EndpointSockets, BindError> {
+    let quic = settings.serves_h3();
     let mut sockets = EndpointSockets::default();
     let h3_shares_listen = quic && settings.http.h3.listen.is_empty();
     for &addr in &settings.listen {

@@ -52,6 +52,13 @@ pub enum EndpointProtocol {
     Udp,
 }
 
+impl<E> EndpointSettings<E> {
+    /// Whether the endpoint serves HTTP/3: `http.h3.enabled` on an `http` endpoint.
+    pub fn serves_h3(&self) -> bool {
+        self.http.h3.enabled && self.protocol == EndpointProtocol::Http
+    }
+}
+
 impl EndpointProtocol {
     /// Whether the endpoint listens on UDP rather than TCP.
     pub fn is_udp(self) -> bool {
