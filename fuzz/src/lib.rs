@@ -123,14 +123,15 @@ fn split<'a>(sizes: &[usize], body: &'a [u8]) -> Vec<&'a [u8]> {
 type Decoded = (Vec<Bytes>, Result<(), &'static str>);
 
 fn decode_all(max: usize, chunks: &[&[u8]]) -> Decoded {
-    let mut codec = CapsuleCodec::new(max);
+    // The CONNECT-IP capsule types are surfaced as well, under the same limit.
+    let mut codec = CapsuleCodec::new(max).surfacing(&[0x01, 0x02, 0x03]);
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
     for chunk in chunks {
         buf.extend_from_slice(chunk);
         loop {
             match codec.decode(&mut buf) {
-                Ok(Some(Capsule::Datagram(d))) => out.push(d),
+                Ok(Some(Capsule::Datagram(d) | Capsule::Other { payload: d, .. })) => out.push(d),
                 Ok(None) => break,
                 Err(e) => return (out, Err(e.as_label())),
             }
@@ -138,7 +139,7 @@ fn decode_all(max: usize, chunks: &[&[u8]]) -> Decoded {
     }
     loop {
         match codec.decode_eof(&mut buf) {
-            Ok(Some(Capsule::Datagram(d))) => out.push(d),
+            Ok(Some(Capsule::Datagram(d) | Capsule::Other { payload: d, .. })) => out.push(d),
             Ok(None) => return (out, Ok(())),
             Err(e) => return (out, Err(e.as_label())),
         }

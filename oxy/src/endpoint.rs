@@ -3,7 +3,8 @@
 use crate::app::OxyExt;
 use crate::hooks::{Target, Upstream};
 use crate::http::client::UpstreamClient;
-use crate::http::uri_template::UriTemplate;
+use crate::http::connect_ip::address_pool::AddressPools;
+use crate::http::uri_template::{CONNECT_IP_VARIABLES, UriTemplate};
 use crate::settings::{EndpointProtocol, EndpointSettings};
 use crate::tls::TlsAcceptor;
 use crate::tls::server::TlsSetupError;
@@ -27,6 +28,10 @@ pub struct Endpoint<App: OxyExt> {
     pub quic: Option<quinn::ServerConfig>,
     /// `http.connect_udp.uri_template`, parsed (`None` when it is not valid).
     pub connect_udp_template: Option<UriTemplate>,
+    /// `http.connect_ip.uri_template`, parsed (`None` when it is not valid).
+    pub connect_ip_template: Option<UriTemplate>,
+    /// The addresses CONNECT-IP clients are given (`ip.ipv4_pool`, `ip.ipv6_pool`).
+    pub address_pools: AddressPools,
     /// The `Alt-Svc` value advertising HTTP/3 on the TCP listeners, when enabled.
     pub alt_svc: Option<http::HeaderValue>,
     /// The pooled upstream client of an HTTP endpoint, made on first use.
@@ -63,6 +68,12 @@ impl<App: OxyExt> Endpoint<App> {
         Ok(Self {
             quic,
             connect_udp_template: settings.http.connect_udp.uri_template.parse().ok(),
+            connect_ip_template: UriTemplate::parse(
+                &settings.http.connect_ip.uri_template,
+                CONNECT_IP_VARIABLES,
+            )
+            .ok(),
+            address_pools: AddressPools::new(&settings.ip, &settings.name),
             alt_svc,
             tcp_target: settings.tcp.target.parse().ok(),
             udp_target: settings.udp.target.parse().ok(),

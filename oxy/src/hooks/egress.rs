@@ -193,6 +193,16 @@ impl std::fmt::Display for TargetHost {
     }
 }
 
+impl From<std::net::SocketAddr> for Target {
+    /// The target at an address (the destination of an IP flow).
+    fn from(addr: std::net::SocketAddr) -> Self {
+        Target {
+            host: TargetHost::Ip(addr.ip()),
+            port: addr.port(),
+        }
+    }
+}
+
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}:{}", self.host, self.port)

@@ -19,6 +19,8 @@ pub enum Transport {
     Udp,
     /// A QUIC connection (HTTP/3).
     Quic,
+    /// A TUN device (`protocol: tun` endpoints).
+    Tun,
 }
 
 /// Facts about an accepted connection, and the application's state for it.

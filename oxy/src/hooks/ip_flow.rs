@@ -10,36 +10,55 @@ use std::sync::Arc;
 pub struct IpFlowContext<App: OxyExt> {
     /// The endpoint the flow came in on.
     pub endpoint: Arc<Endpoint<App>>,
-    /// The client's address (the CONNECT-IP client, or the TUN peer).
+    /// The client's address: the CONNECT-IP client's socket address (the original
+    /// client behind a PROXY header), or the flow's source on a TUN device.
     pub client_addr: SocketAddr,
+    /// The user the CONNECT-IP request was authenticated as; `None` on a TUN device.
+    pub proxy_user: Option<String>,
     /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6, ...).
     pub protocol: u8,
     /// Source address of the flow.
     pub source: IpAddr,
     /// Destination address of the flow.
     pub destination: IpAddr,
-    /// The application's state for this IP tunnel.
+    /// UDP or TCP source port (for ICMP echo, `None`).
+    pub source_port: Option<u16>,
+    /// UDP or TCP destination port.
+    pub destination_port: Option<u16>,
+    /// The application's state for this IP tunnel (one CONNECT-IP stream or TUN
+    /// device): the same value for every flow of the tunnel.
     pub app: App::IpTunnelContext,
 }
 
 /// What to do with an IP flow.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IpFlowAction {
-    /// Forward its packets as they are.
+    /// Send it on through the endpoint's IP off-ramp (`ip.offramp`): with `userspace`
+    /// (the default), UDP and TCP are terminated as for the two upgrades below and ICMP
+    /// echo is answered through an echo socket; other protocols get ICMP protocol
+    /// unreachable. With `tun`, its packets are written to the TUN device as they are.
     Forward,
-    /// Drop its packets; the reason is logged and counted.
+    /// Drop its packets silently; the reason is logged once and the packets counted
+    /// (`oxy_ip_dropped_total{reason="hook"}`).
     Drop(String),
-    /// Terminate it as a UDP flow and proxy the datagrams.
+    /// Terminate it as a UDP flow: its datagrams run through the UDP tunnel path (the
+    /// egress hook and policy, the tunnel hook, audit) and the replies come back as UDP
+    /// packets. A flow that is not UDP is dropped.
     UpgradeToUdp,
-    /// Terminate it as a TCP connection and proxy the stream.
+    /// Terminate it as a TCP connection in a user-space TCP/IP stack: the byte stream
+    /// runs through the TCP tunnel path, where the tunnel hook can also decapsulate the
+    /// HTTP inside. A flow that is not TCP is dropped.
     UpgradeToTcp,
 }
 
 /// Decides what happens to IP flows.
 #[async_trait]
 pub trait IpFlowHook<App: OxyExt>: Send + Sync + 'static {
-    /// Runs on the first packet of each new flow. The default returns
-    /// [`IpFlowAction::Forward`].
+    /// Runs on the first packet of each new flow (a new 5-tuple, or a new ICMP echo
+    /// identifier) of a CONNECT-IP stream or a TUN device, after the packet passed the
+    /// session's checks (well-formed, checksums, the client's assigned source address,
+    /// the request's scope, the MTU, TTL > 1) and before anything leaves Oxy. The
+    /// default returns [`IpFlowAction::Forward`].
     async fn on_flow(&self, cx: &mut IpFlowContext<App>) -> IpFlowAction {
         let _ = cx;
         IpFlowAction::Forward

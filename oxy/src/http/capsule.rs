@@ -101,23 +101,41 @@ pub fn get_varint(buf: &[u8]) -> Option<(u64, usize)> {
 pub enum Capsule {
     /// A DATAGRAM capsule; the payload is an HTTP Datagram payload (context ID varint + data).
     Datagram(Bytes),
+    /// A capsule of a type the codec was asked to surface ([`CapsuleCodec::surfacing`]),
+    /// with its payload, for the protocol that defines it to parse.
+    Other {
+        /// The capsule type.
+        kind: u64,
+        /// The capsule's value.
+        payload: Bytes,
+    },
 }
 
-/// Streams capsules off (and onto) a byte stream, limiting DATAGRAM capsules to
+/// Streams capsules off (and onto) a byte stream, limiting surfaced capsules to
 /// `max_capsule` bytes and skipping unknown capsule types without buffering them.
 #[derive(Debug, Clone)]
 pub struct CapsuleCodec {
     max_capsule: usize,
     skipping: u64,
+    surfaced: &'static [u64],
 }
 
 impl CapsuleCodec {
-    /// A codec that rejects DATAGRAM capsules longer than `max_capsule` bytes.
+    /// A codec that surfaces DATAGRAM capsules and rejects those longer than
+    /// `max_capsule` bytes.
     pub fn new(max_capsule: usize) -> Self {
         Self {
             max_capsule,
             skipping: 0,
+            surfaced: &[],
         }
+    }
+
+    /// Also surfaces capsules of the types in `kinds` as [`Capsule::Other`], under the
+    /// same size limit.
+    pub fn surfacing(mut self, kinds: &'static [u64]) -> Self {
+        self.surfaced = kinds;
+        self
     }
 }
 
@@ -143,7 +161,7 @@ impl Decoder for CapsuleCodec {
                 return Ok(None);
             };
             let header = kind_len + length_len;
-            if kind != DATAGRAM_CAPSULE {
+            if kind != DATAGRAM_CAPSULE && !self.surfaced.contains(&kind) {
                 buf.advance(header);
                 self.skipping = length;
                 continue;
@@ -158,7 +176,11 @@ impl Decoder for CapsuleCodec {
                 return Ok(None);
             }
             buf.advance(header);
-            return Ok(Some(Capsule::Datagram(buf.split_to(body).freeze())));
+            let payload = buf.split_to(body).freeze();
+            return Ok(Some(match kind {
+                DATAGRAM_CAPSULE => Capsule::Datagram(payload),
+                kind => Capsule::Other { kind, payload },
+            }));
         }
     }
 
@@ -175,13 +197,16 @@ impl Encoder<Capsule> for CapsuleCodec {
     type Error = CapsuleError;
 
     fn encode(&mut self, capsule: Capsule, out: &mut BytesMut) -> Result<(), CapsuleError> {
-        let Capsule::Datagram(payload) = capsule;
+        let (kind, payload) = match capsule {
+            Capsule::Datagram(payload) => (DATAGRAM_CAPSULE, payload),
+            Capsule::Other { kind, payload } => (kind, payload),
+        };
         let length = payload.len() as u64;
-        if length > VARINT_MAX {
-            return Err(CapsuleError::VarintTooLarge(length));
+        if length > VARINT_MAX || kind > VARINT_MAX {
+            return Err(CapsuleError::VarintTooLarge(length.max(kind)));
         }
-        out.reserve(1 + varint_len(length) + payload.len());
-        put_varint_saturating(out, DATAGRAM_CAPSULE);
+        out.reserve(varint_len(kind) + varint_len(length) + payload.len());
+        put_varint_saturating(out, kind);
         put_varint_saturating(out, length);
         out.put_slice(&payload);
         Ok(())
@@ -228,7 +253,9 @@ mod tests {
 
     /// The UDP payload of the next capsule `codec` decodes from `buf`.
     fn next_udp(codec: &mut CapsuleCodec, buf: &mut BytesMut) -> Bytes {
-        let Capsule::Datagram(d) = codec.decode(buf).unwrap().unwrap();
+        let Some(Capsule::Datagram(d)) = codec.decode(buf).unwrap() else {
+            panic!("not a DATAGRAM capsule")
+        };
         udp_payload(&d).unwrap().unwrap()
     }
 
@@ -311,6 +338,24 @@ mod tests {
     }
 
     #[test]
+    fn surfaces_only_the_asked_types() {
+        let mut wire = BytesMut::new();
+        let mut codec = CapsuleCodec::new(1500).surfacing(&[0x02]);
+        for kind in [0x01, 0x02] {
+            let payload = Bytes::from_static(b"abc");
+            codec.encode(Capsule::Other { kind, payload }, &mut wire).unwrap();
+        }
+        let payload = Bytes::from_static(b"abc");
+        assert_eq!(
+            codec.decode(&mut wire).unwrap(),
+            Some(Capsule::Other { kind: 0x02, payload })
+        );
+        assert_eq!(codec.decode_eof(&mut wire).unwrap(), None);
+        let mut big = BytesMut::from(&[0x02, 0x45, 0xdd][..]);
+        assert_eq!(codec.decode(&mut big).unwrap_err().as_label(), "too_large");
+    }
+
+    #[test]
     fn too_large_from_header_alone() {
         let mut codec = CapsuleCodec::new(1500);
         let err = codec.decode(&mut BytesMut::from(&[0x00, 0x45, 0xdd][..]));
@@ -370,7 +415,7 @@ mod tests {
                     Ok(Some(Capsule::Datagram(d))) => {
                         let _ = udp_payload(&d);
                     }
-                    Ok(None) => {}
+                    Ok(Some(Capsule::Other { .. })) | Ok(None) => {}
                     Err(_) => break,
                 }
             }

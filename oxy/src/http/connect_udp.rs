@@ -52,13 +52,16 @@ pub fn is_requested(parts: &http::request::Parts) -> bool {
 pub struct RequestDatagrams(Arc<Mutex<Option<DatagramChannel>>>);
 
 /// Both directions of HTTP Datagrams for one request stream.
-struct DatagramChannel {
-    from_client: mpsc::Receiver<Bytes>,
+pub(crate) struct DatagramChannel {
+    /// Datagram payloads (context ID 0) from the client.
+    pub(crate) from_client: mpsc::Receiver<Bytes>,
     /// Feeds `from_client` too (capsules on the stream); closing it and `route` ends
     /// the flow.
-    to_flow: mpsc::Sender<Bytes>,
-    route: DatagramRoute,
-    to_client: Box<dyn DatagramSink>,
+    pub(crate) to_flow: mpsc::Sender<Bytes>,
+    /// Keeps the datagrams of the stream coming.
+    pub(crate) route: DatagramRoute,
+    /// Sends HTTP Datagrams to the client.
+    pub(crate) to_client: Box<dyn DatagramSink>,
 }
 
 impl RequestDatagrams {
@@ -78,7 +81,7 @@ impl RequestDatagrams {
         }))))
     }
 
-    fn take(&self) -> Option<DatagramChannel> {
+    pub(crate) fn take(&self) -> Option<DatagramChannel> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
@@ -243,6 +246,8 @@ async fn read_capsules<R: tokio::io::AsyncRead + Unpin>(
                     break;
                 }
             },
+            // This codec surfaces no other capsule types.
+            Ok(Capsule::Other { .. }) => continue,
             Err(capsule::CapsuleError::Io(e)) => {
                 tracing::debug!(error = %e, "CONNECT-UDP stream ended");
                 break;

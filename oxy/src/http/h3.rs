@@ -166,11 +166,11 @@ async fn serve_request<App: OxyExt>(
     } else {
         (boxed(H3Body::new(recv)), None)
     };
-    // A CONNECT-UDP flow takes the stream's HTTP Datagrams while it runs.
+    // A CONNECT-UDP flow or CONNECT-IP session takes the stream's HTTP Datagrams.
     if parts
         .extensions
         .get::<ExtendedConnect>()
-        .is_some_and(ExtendedConnect::is_connect_udp)
+        .is_some_and(|p| p.is_connect_udp() || p.is_connect_ip())
     {
         let queue = handler.endpoint.settings.udp.queue.max(1);
         let (tx, rx) = mpsc::channel(queue);

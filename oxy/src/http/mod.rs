@@ -8,6 +8,7 @@ pub mod body_tap;
 pub mod capsule;
 pub mod client;
 pub mod connect;
+pub mod connect_ip;
 pub mod connect_udp;
 pub mod form;
 pub mod guarded_body;

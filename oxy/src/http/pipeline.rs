@@ -201,9 +201,10 @@ impl<App: OxyExt> Handler<App> {
             (_, None) => false,
         };
         let connect_udp = super::connect_udp::is_requested(&parts);
+        let connect_ip = super::connect_ip::is_requested(&parts);
         let is_connect = parts.method == Method::CONNECT;
         let mut proxy_user = None;
-        let tunnel = is_connect || connect_udp;
+        let tunnel = is_connect || connect_udp || connect_ip;
         if settings.proxy_auth.enabled && (tunnel || (forwardable && settings.forward_proxy)) {
             match proxy_auth::authenticate(&settings.proxy_auth, &parts.headers) {
                 Some(user) => proxy_user = Some(user),
@@ -241,6 +242,10 @@ impl<App: OxyExt> Handler<App> {
         if connect_udp {
             oxy_http::routes_total(name, "connect_udp").inc();
             return super::connect_udp::handle(self, Request::from_parts(parts, body), cx).await;
+        }
+        if connect_ip {
+            oxy_http::routes_total(name, "connect_ip").inc();
+            return super::connect_ip::handle(self, Request::from_parts(parts, body), cx).await;
         }
         if let Some(protocol) = parts.extensions.get::<ExtendedConnect>() {
             oxy_http::errors_total(name, "extended_connect").inc();

@@ -18,6 +18,11 @@ impl ExtendedConnect {
     pub fn is_connect_udp(&self) -> bool {
         self.0 == "connect-udp"
     }
+
+    /// Whether it is `connect-ip` (RFC 9484).
+    pub fn is_connect_ip(&self) -> bool {
+        self.0 == "connect-ip"
+    }
 }
 
 /// The stream an upgrade yields: a plain TCP socket when the server can hand it back

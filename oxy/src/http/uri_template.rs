@@ -1,29 +1,36 @@
-//! CONNECT-UDP URI templates (RFC 9298 §2, RFC 6570 level 1): a template with
-//! `{target_host}` and `{target_port}`, and the UDP target a request path names.
+//! MASQUE URI templates (RFC 6570 level 1): CONNECT-UDP's `{target_host}` and
+//! `{target_port}` (RFC 9298 §2), CONNECT-IP's `{target}` and `{ipproto}` (RFC 9484 §3),
+//! and the values a request path gives them.
 
 use crate::hooks::Target;
 use std::net::Ipv6Addr;
+
+/// The variables of a CONNECT-UDP template.
+pub const CONNECT_UDP_VARIABLES: &[&str] = &["target_host", "target_port"];
+/// The variables of a CONNECT-IP template.
+pub const CONNECT_IP_VARIABLES: &[&str] = &["target", "ipproto"];
 
 /// A parsed URI template such as `/.well-known/masque/udp/{target_host}/{target_port}/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UriTemplate {
     parts: Vec<Part>,
+    names: &'static [&'static str],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Part {
     Literal(String),
-    Host,
-    Port,
+    /// The variable `names[i]`.
+    Variable(usize),
 }
 
-/// Why a request path does not name a UDP target.
+/// Why a request path does not fit a template.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateMismatch {
     /// The path does not have the template's shape.
-    #[error("the path does not match the CONNECT-UDP URI template")]
+    #[error("the path does not match the URI template")]
     Shape,
-    /// `target_host` is empty or not a host name or IP address.
+    /// `target_host` (or `target`) is empty or not a host name or IP address.
     #[error("bad target_host {0:?}")]
     Host(String),
     /// `target_port` is not a port number from 1 to 65535.
@@ -34,9 +41,20 @@ pub enum TemplateMismatch {
 impl std::str::FromStr for UriTemplate {
     type Err = String;
 
-    /// Parses a template: literal text and the simple expressions `{target_host}` and
-    /// `{target_port}`, each exactly once, not next to each other; it starts with `/`.
+    /// Parses a CONNECT-UDP template (see [`UriTemplate::parse`]).
     fn from_str(template: &str) -> Result<Self, String> {
+        Self::parse(template, CONNECT_UDP_VARIABLES)
+    }
+}
+
+impl UriTemplate {
+    /// Parses a template: literal text and the simple expressions `{name}` for each of
+    /// `names`, each exactly once, not next to each other; it starts with `/`.
+    pub fn parse(template: &str, names: &'static [&'static str]) -> Result<Self, String> {
+        let all = || {
+            let braced: Vec<String> = names.iter().map(|n| format!("{{{n}}}")).collect();
+            braced.join(" and ")
+        };
         if !template.starts_with('/') {
             return Err("a URI template starts with '/'".into());
         }
@@ -52,25 +70,19 @@ impl std::str::FromStr for UriTemplate {
             let close = rest[open..]
                 .find('}')
                 .ok_or("an expression '{' has no closing '}'")?;
-            let part = match &rest[open + 1..open + close] {
-                "target_host" => Part::Host,
-                "target_port" => Part::Port,
-                other => {
-                    return Err(format!(
-                        "unknown expression {{{other}}}: use {{target_host}} and {{target_port}}"
-                    ));
-                }
+            let name = &rest[open + 1..open + close];
+            let Some(index) = names.iter().position(|n| *n == name) else {
+                return Err(format!("unknown expression {{{name}}}: use {}", all()));
             };
+            let part = Part::Variable(index);
             if parts.contains(&part) {
-                return Err("each of {target_host} and {target_port} appears once".into());
+                return Err(format!("each of {} appears once", all()));
             }
             if parts
                 .last()
                 .is_some_and(|last| !matches!(last, Part::Literal(_)))
             {
-                return Err(
-                    "{target_host} and {target_port} need literal text between them".into(),
-                );
+                return Err(format!("{} need literal text between them", all()));
             }
             parts.push(part);
             rest = &rest[open + close + 1..];
@@ -81,20 +93,17 @@ impl std::str::FromStr for UriTemplate {
         if !rest.is_empty() {
             parts.push(Part::Literal(rest.to_string()));
         }
-        if !parts.contains(&Part::Host) || !parts.contains(&Part::Port) {
-            return Err("the template needs {target_host} and {target_port}".into());
+        if (0..names.len()).any(|i| !parts.contains(&Part::Variable(i))) {
+            return Err(format!("the template needs {}", all()));
         }
-        Ok(Self { parts })
+        Ok(Self { parts, names })
     }
-}
 
-impl UriTemplate {
-    /// The UDP target named by `path_and_query`, e.g. `/.well-known/masque/udp/192.0.2.6/443/`.
-    /// Values are percent-decoded; an IPv6 host is escaped (`2001%3Adb8%3A%3A1`) or
-    /// bracketed.
-    pub fn target(&self, path_and_query: &str) -> Result<Target, TemplateMismatch> {
+    /// The raw (still percent-encoded) value of each variable in `path_and_query`, in
+    /// the order of the template's `names`.
+    pub fn values<'a>(&self, path_and_query: &'a str) -> Result<Vec<&'a str>, TemplateMismatch> {
         let mut rest = path_and_query;
-        let (mut host, mut port) = (None, None);
+        let mut values = vec![None; self.names.len()];
         for (i, part) in self.parts.iter().enumerate() {
             match part {
                 Part::Literal(literal) => {
@@ -102,27 +111,33 @@ impl UriTemplate {
                         .strip_prefix(literal.as_str())
                         .ok_or(TemplateMismatch::Shape)?;
                 }
-                Part::Host | Part::Port => {
+                Part::Variable(index) => {
                     let end = match self.parts.get(i + 1) {
                         Some(Part::Literal(next)) => {
                             rest.find(next.as_str()).ok_or(TemplateMismatch::Shape)?
                         }
                         _ => rest.len(),
                     };
-                    let value = &rest[..end];
+                    values[*index] = Some(&rest[..end]);
                     rest = &rest[end..];
-                    if *part == Part::Host {
-                        host = Some(value);
-                    } else {
-                        port = Some(value);
-                    }
                 }
             }
         }
         if !rest.is_empty() {
             return Err(TemplateMismatch::Shape);
         }
-        let (Some(host), Some(port)) = (host, port) else {
+        values
+            .into_iter()
+            .map(|v| v.ok_or(TemplateMismatch::Shape))
+            .collect()
+    }
+
+    /// The UDP target named by `path_and_query`, e.g. `/.well-known/masque/udp/192.0.2.6/443/`.
+    /// Values are percent-decoded; an IPv6 host is escaped (`2001%3Adb8%3A%3A1`) or
+    /// bracketed.
+    pub fn target(&self, path_and_query: &str) -> Result<Target, TemplateMismatch> {
+        let values = self.values(path_and_query)?;
+        let [host, port] = values[..] else {
             return Err(TemplateMismatch::Shape);
         };
         let port_text = percent_decode(port).ok_or_else(|| TemplateMismatch::Port(port.into()))?;
@@ -149,7 +164,7 @@ impl UriTemplate {
 }
 
 /// Decodes `%XX` escapes; `None` for a bad escape or bytes that are not UTF-8.
-fn percent_decode(text: &str) -> Option<String> {
+pub fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

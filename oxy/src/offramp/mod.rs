@@ -1,6 +1,7 @@
 //! Off-ramps: how traffic leaves Oxy, and the policy it leaves under.
 
 pub mod happy_eyeballs;
+pub mod ip;
 pub mod policy;
 pub mod proxy_header;
 pub mod resolve;

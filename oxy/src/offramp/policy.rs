@@ -5,7 +5,7 @@
 //! that resolves to 127.0.0.1 is caught like the address itself.
 
 use crate::settings::EgressSettings;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 /// Why the policy refused a destination.
@@ -117,43 +117,75 @@ pub fn special_range(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// IPv4 special-purpose ranges (RFC 6890 and its updates); the first match names the
+/// range.
+const SPECIAL_V4: &[(Ipv4Net, &str)] = &[
+    (v4(0, 0, 0, 0, 8), "unspecified"),
+    (v4(127, 0, 0, 0, 8), "loopback"),
+    (v4(10, 0, 0, 0, 8), "private"),
+    (v4(172, 16, 0, 0, 12), "private"),
+    (v4(192, 168, 0, 0, 16), "private"),
+    (v4(100, 64, 0, 0, 10), "cgnat"),
+    (v4(169, 254, 0, 0, 16), "link-local"),
+    (v4(192, 0, 2, 0, 24), "documentation"),
+    (v4(198, 51, 100, 0, 24), "documentation"),
+    (v4(203, 0, 113, 0, 24), "documentation"),
+    (v4(192, 0, 0, 0, 24), "reserved"),
+    (v4(198, 18, 0, 0, 15), "reserved"),
+    (v4(224, 0, 0, 0, 4), "multicast"),
+    (v4(255, 255, 255, 255, 32), "broadcast"),
+    (v4(240, 0, 0, 0, 4), "reserved"),
+];
+
+/// IPv6 special-purpose ranges; IPv4 embedded in IPv6 is checked as IPv4 first.
+const SPECIAL_V6: &[(Ipv6Net, &str)] = &[
+    (v6([0, 0], 128), "unspecified"),
+    (Ipv6Net::new_assert(Ipv6Addr::LOCALHOST, 128), "loopback"),
+    (v6([0xfc00, 0], 7), "private"),
+    (v6([0xfe80, 0], 10), "link-local"),
+    (v6([0xff00, 0], 8), "multicast"),
+    (v6([0x2001, 0x0db8], 32), "documentation"),
+    // IPv4-compatible (deprecated), discard-only, Teredo.
+    (v6([0, 0], 96), "reserved"),
+    (v6([0x100, 0], 64), "reserved"),
+    (v6([0x2001, 0], 32), "reserved"),
+];
+
+const fn v4(a: u8, b: u8, c: u8, d: u8, len: u8) -> Ipv4Net {
+    Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len)
+}
+
+const fn v6([a, b]: [u16; 2], len: u8) -> Ipv6Net {
+    Ipv6Net::new_assert(Ipv6Addr::new(a, b, 0, 0, 0, 0, 0, 0), len)
+}
+
 fn special_range_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, c, _] = ip.octets();
-    Some(match (a, b, c) {
-        (0, _, _) => "unspecified",
-        (127, _, _) => "loopback",
-        (10, _, _) | (172, 16..=31, _) | (192, 168, _) => "private",
-        (100, 64..=127, _) => "cgnat",
-        (169, 254, _) => "link-local",
-        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "documentation",
-        (192, 0, 0) | (198, 18..=19, _) => "reserved",
-        (224..=239, _, _) => "multicast",
-        (255, 255, 255) if ip.is_broadcast() => "broadcast",
-        (240..=255, _, _) => "reserved",
-        _ => return None,
-    })
+    SPECIAL_V4
+        .iter()
+        .find(|(net, _)| net.contains(&ip))
+        .map(|(_, range)| *range)
 }
 
 fn special_range_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let s = ip.segments();
-    Some(if ip.is_unspecified() {
-        "unspecified"
-    } else if ip.is_loopback() {
-        "loopback"
-    } else if s[0] & 0xfe00 == 0xfc00 {
-        "private"
-    } else if s[0] & 0xffc0 == 0xfe80 {
-        "link-local"
-    } else if s[0] & 0xff00 == 0xff00 {
-        "multicast"
-    } else if s[0] == 0x2001 && s[1] == 0x0db8 {
-        "documentation"
-    } else if s[..6] == [0; 6] || s[..4] == [0x100, 0, 0, 0] || (s[0] == 0x2001 && s[1] == 0) {
-        // IPv4-compatible (deprecated), discard-only, Teredo.
-        "reserved"
-    } else {
-        return None;
-    })
+    SPECIAL_V6
+        .iter()
+        .find(|(net, _)| net.contains(&ip))
+        .map(|(_, range)| *range)
+}
+
+impl EgressPolicy {
+    /// The address rules, for route advertisements: the special-purpose networks
+    /// (denied) and the `egress.allow` networks (allowed even inside those). IPv4
+    /// embedded in IPv6 is left out here and caught per flow by
+    /// [`EgressPolicy::check_ip`].
+    pub fn address_rules(&self) -> (Vec<IpNet>, &[IpNet]) {
+        let special = SPECIAL_V4
+            .iter()
+            .map(|(net, _)| IpNet::V4(*net))
+            .chain(SPECIAL_V6.iter().map(|(net, _)| IpNet::V6(*net)))
+            .collect();
+        (special, &self.allow)
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ pub struct EndpointSettings<E> {
     pub udp: UdpForwardSettings,
     /// Timeouts of the tunnels this endpoint opens; the tunnel hook can change them.
     pub tunnel: TunnelSettings,
+    /// IP packets: CONNECT-IP streams of an `http` endpoint, or a `tun` endpoint's device.
+    pub ip: super::IpSettings,
     /// TLS termination for this endpoint.
     pub tls: TlsSettings,
     /// PROXY protocol headers from load balancers in front of this endpoint (TCP).

@@ -15,6 +15,9 @@ pub struct HttpSettings {
     pub connect: bool,
     /// UDP proxying over HTTP (CONNECT-UDP, RFC 9298) on HTTP/3, HTTP/2 and HTTP/1.1.
     pub connect_udp: ConnectUdpSettings,
+    /// IP proxying over HTTP (CONNECT-IP, RFC 9484) on HTTP/3, HTTP/2 and HTTP/1.1; the
+    /// packets are handled as the endpoint's `ip:` section says.
+    pub connect_ip: ConnectIpSettings,
     /// HTTP/3 over QUIC, on UDP beside this endpoint's TCP listeners (needs `tls`).
     pub h3: H3Settings,
     /// Where origin-form requests go when no hook routes them (`http://host:port` or
@@ -49,6 +52,28 @@ pub struct ConnectUdpSettings {
     /// capsule ends the stream.
     #[serde(default = "default_max_capsule_bytes")]
     pub max_capsule_bytes: usize,
+}
+
+/// The `connect_ip:` section: IP proxying over HTTP (RFC 9484).
+#[oxy_app_settings]
+pub struct ConnectIpSettings {
+    /// Accept CONNECT-IP: extended CONNECT with `:protocol connect-ip` over HTTP/3
+    /// (HTTP Datagrams) and HTTP/2 (capsules), or an HTTP/1.1 `Upgrade: connect-ip`.
+    /// Off by default.
+    pub enabled: bool,
+    /// The URI template (RFC 9484 §3) whose `{target}` (`*`, an address, a prefix such
+    /// as `192.0.2.0%2F24`, or a host name) and `{ipproto}` (`*` or a number) give the
+    /// stream's scope; a request path must match it.
+    #[serde(default = "default_ip_uri_template")]
+    pub uri_template: String,
+    /// Largest capsule accepted on HTTP/2 and HTTP/1.1 streams; a larger capsule ends
+    /// the stream.
+    #[serde(default = "default_max_capsule_bytes")]
+    pub max_capsule_bytes: usize,
+}
+
+fn default_ip_uri_template() -> String {
+    "/.well-known/masque/ip/{target}/{ipproto}/".into()
 }
 
 fn default_uri_template() -> String {

@@ -6,6 +6,7 @@ mod egress;
 mod endpoint;
 mod errors;
 mod http;
+mod ip;
 mod load;
 mod location;
 mod open_proxy;
@@ -24,9 +25,10 @@ pub use endpoint::{
 };
 pub use errors::{ConfigError, ConfigErrors};
 pub use http::{
-    ConnectUdpSettings, H3Settings, HttpClientSettings, HttpLimits, HttpSettings,
+    ConnectIpSettings, ConnectUdpSettings, H3Settings, HttpClientSettings, HttpLimits, HttpSettings,
     ProxyAuthSettings, ProxyUser,
 };
+pub use ip::{IpOffRamp, IpSettings, TunSettings};
 pub use load::{from_yaml_str, load_file};
 pub use open_proxy::open_proxy_warnings;
 pub use server::{NoSettings, ServerSection, ServerSettings};

@@ -186,6 +186,22 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                 e,
             ));
         }
+        if let Err(e) = crate::http::uri_template::UriTemplate::parse(
+            &http.connect_ip.uri_template,
+            crate::http::uri_template::CONNECT_IP_VARIABLES,
+        ) {
+            problems.push((
+                at(&[key("http"), key("connect_ip"), key("uri_template")]),
+                e,
+            ));
+        }
+        if http.connect_ip.max_capsule_bytes < usize::from(endpoint.ip.mtu) + 1 {
+            problems.push((
+                at(&[key("http"), key("connect_ip"), key("max_capsule_bytes")]),
+                "must be above ip.mtu (a full-size packet must fit)".into(),
+            ));
+        }
+        problems.extend(ip_problems(&endpoint.ip, &|field| at(&[key("ip"), key(field)])));
         if http.connect_udp.max_capsule_bytes < 1500 {
             problems.push((
                 at(&[key("http"), key("connect_udp"), key("max_capsule_bytes")]),
@@ -326,4 +342,37 @@ mod tests {
         assert!(!overlaps(&p("127.0.0.1:0"), &p("127.0.0.1:0")));
         assert!(!overlaps(&p("127.0.0.1:80"), &p("127.0.0.1:81")));
     }
+}
+
+/// What is wrong with an endpoint's `ip:` section; `at` locates one of its fields.
+fn ip_problems(
+    ip: &crate::settings::IpSettings,
+    at: &dyn Fn(&'static str) -> Vec<PathSegment>,
+) -> Problems {
+    let mut problems = Problems::new();
+    let pools = [("ipv4_pool", ip.ipv4_pool, false), ("ipv6_pool", ip.ipv6_pool, true)];
+    for (field, pool, v6) in pools {
+        let Some(net) = pool else { continue };
+        if net.addr().is_ipv6() != v6 {
+            let family = if v6 { "IPv6" } else { "IPv4" };
+            problems.push((at(field), format!("must be an {family} prefix")));
+        } else if net.trunc() != net {
+            problems.push((at(field), format!("{net} has host bits set: write {}", net.trunc())));
+        }
+    }
+    if !(576..=65535).contains(&ip.mtu) {
+        problems.push((at("mtu"), "must be from 576 to 65535".into()));
+    } else if ip.ipv6_pool.is_some() && ip.mtu < 1280 {
+        problems.push((at("mtu"), "IPv6 needs at least 1280 (or ipv6_pool: null)".into()));
+    }
+    if ip.max_flows == 0 {
+        problems.push((at("max_flows"), "must be at least 1".into()));
+    }
+    if ip.queue == 0 {
+        problems.push((at("queue"), "must be at least 1".into()));
+    }
+    if ip.tun.name.len() > 15 {
+        problems.push((at("tun"), "tun.name is longer than 15 bytes".into()));
+    }
+    problems
 }

@@ -25,7 +25,7 @@ pub mod oxy_audit {
 pub struct AuditRecord {
     /// The endpoint that accepted the client.
     pub endpoint: String,
-    /// `tcp` or `udp`.
+    /// `tcp`, `udp`, `ip` (one IP flow), `connect-ip` or `tun` (one packet session).
     pub protocol: &'static str,
     /// The client's address as the socket saw it (the load balancer, behind one);
     /// absent when `telemetry.log.client_addresses` is off.
@@ -40,6 +40,9 @@ pub struct AuditRecord {
     /// The egress hook's label for the tunnel (`EgressContext::audit_label`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub label: Option<String>,
+    /// The 5-tuple of an IP flow (protocol `ip`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<FlowTuple>,
     /// The destination as requested (`host:port`).
     pub target: String,
     /// The address connected to, when a connection was made.
@@ -72,6 +75,17 @@ impl AuditRecord {
     }
 }
 
+/// The addresses of an IP flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlowTuple {
+    /// IP protocol number (6 TCP, 17 UDP, 1 ICMP, 58 ICMPv6).
+    pub protocol: u8,
+    /// The client-side address and port (ICMP echo: the identifier as the port).
+    pub source: String,
+    /// The destination address and port.
+    pub destination: String,
+}
+
 /// Bytes and datagrams a tunnel carried each way.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Traffic {
@@ -96,6 +110,8 @@ pub struct AuditStart {
     user: Option<String>,
     /// The egress hook's label, once it has run.
     pub label: Option<String>,
+    /// The 5-tuple, for an IP flow.
+    pub flow: Option<FlowTuple>,
     started_at: SystemTime,
     started: Instant,
 }
@@ -112,6 +128,7 @@ impl AuditStart {
             original_client: client.original_client.filter(|_| shown),
             user: client.proxy_user.clone(),
             label: None,
+            flow: None,
             started_at: SystemTime::now(),
             started: Instant::now(),
         }
@@ -137,6 +154,7 @@ impl AuditStart {
             original_client: self.original_client,
             user: self.user.clone(),
             label: self.label.clone(),
+            flow: self.flow.clone(),
             target,
             resolved,
             bytes_up: traffic.bytes_up,

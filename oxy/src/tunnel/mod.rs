@@ -2,6 +2,7 @@
 //! whatever protocol carried them.
 
 mod client;
+pub mod packet;
 pub mod metrics;
 pub mod pump;
 mod refused;

@@ -13,6 +13,8 @@ impl Protocol {
     pub const WEB_TRANSPORT: Protocol = Protocol(ProtocolInner::WebTransport);
     /// RFC 9298 protocol
     pub const CONNECT_UDP: Protocol = Protocol(ProtocolInner::ConnectUdp);
+    /// RFC 9484 protocol. PATCHED (oxy): upstream main has it, 0.0.8 does not.
+    pub const CONNECT_IP: Protocol = Protocol(ProtocolInner::ConnectIp);
 
     /// Return a &str representation of the `:protocol` pseudo-header value
     #[inline]
@@ -20,6 +22,7 @@ impl Protocol {
         match self.0 {
             ProtocolInner::WebTransport => "webtransport",
             ProtocolInner::ConnectUdp => "connect-udp",
+            ProtocolInner::ConnectIp => "connect-ip", // PATCHED (oxy)
         }
     }
 }
@@ -28,6 +31,7 @@ impl Protocol {
 enum ProtocolInner {
     WebTransport,
     ConnectUdp,
+    ConnectIp, // PATCHED (oxy)
 }
 
 /// Error when parsing the protocol
@@ -40,6 +44,7 @@ impl FromStr for Protocol {
         match s {
             "webtransport" => Ok(Self(ProtocolInner::WebTransport)),
             "connect-udp" => Ok(Self(ProtocolInner::ConnectUdp)),
+            "connect-ip" => Ok(Self(ProtocolInner::ConnectIp)), // PATCHED (oxy)
             _ => Err(InvalidProtocol),
         }
     }

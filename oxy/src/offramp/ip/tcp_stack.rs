@@ -1,0 +1,79 @@
+//! IP → TCP: a user-space TCP/IP stack (netstack-smoltcp) that terminates a session's
+//! TCP connections into byte streams for the ordinary TCP tunnel path.
+
+use crate::tunnel::packet::ToClient;
+use futures_util::{SinkExt, StreamExt};
+use netstack_smoltcp::{StackBuilder, TcpListener, TcpStream};
+use std::io;
+use std::net::SocketAddr;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The TCP stack of one packet session.
+pub struct TcpStack {
+    to_stack: mpsc::Sender<Vec<u8>>,
+    listener: TcpListener,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl TcpStack {
+    /// A stack for links of `mtu` whose outgoing packets go to `to_client`; `queue`
+    /// packets wait to enter it.
+    pub fn new(mtu: u16, to_client: ToClient, queue: usize) -> io::Result<Self> {
+        let (stack, runner, _, listener) = StackBuilder::default()
+            .enable_tcp(true)
+            .mtu(usize::from(mtu))
+            .build()?;
+        let (Some(runner), Some(listener)) = (runner, listener) else {
+            return Err(io::Error::other("the TCP stack has no TCP listener"));
+        };
+        let (mut stack_in, mut stack_out) = stack.split();
+        let (to_stack, mut from_session) = mpsc::channel::<Vec<u8>>(queue);
+        let tasks = vec![
+            tokio::spawn(async move {
+                if let Err(e) = runner.await {
+                    tracing::debug!(error = %e, "user-space TCP stack stopped");
+                }
+            }),
+            tokio::spawn(async move {
+                while let Some(packet) = from_session.recv().await {
+                    if stack_in.send(packet).await.is_err() {
+                        return;
+                    }
+                }
+            }),
+            tokio::spawn(async move {
+                while let Some(Ok(packet)) = stack_out.next().await {
+                    let _ = to_client.send(packet.into());
+                }
+            }),
+        ];
+        Ok(Self {
+            to_stack,
+            listener,
+            tasks,
+        })
+    }
+
+    /// Hands a TCP packet from the client to the stack without waiting; an `Err` names
+    /// why it was dropped.
+    pub fn input(&self, packet: &[u8]) -> Result<(), &'static str> {
+        self.to_stack
+            .try_send(packet.to_vec())
+            .map_err(|_| "queue_full")
+    }
+
+    /// The next connection the stack accepted: the stream, the client's address and
+    /// the destination's.
+    pub async fn accept(&mut self) -> Option<(TcpStream, SocketAddr, SocketAddr)> {
+        self.listener.next().await
+    }
+}
+
+impl Drop for TcpStack {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}

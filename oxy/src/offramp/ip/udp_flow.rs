@@ -1,0 +1,92 @@
+//! IP → UDP: a UDP flow found in IP packets runs through the ordinary UDP tunnel
+//! (egress hook and policy, tunnel hook, audit); its replies are re-encapsulated as UDP
+//! packets towards the client.
+
+use crate::app::OxyExt;
+use crate::drain::Drain;
+use crate::endpoint::Endpoint;
+use crate::hooks::Target;
+use crate::services::Services;
+use crate::tunnel::TunnelClient;
+use crate::tunnel::packet::flows::FlowKey;
+use crate::tunnel::packet::{FirstPacket, ToClient, icmp_for_refusal};
+use crate::tunnel::udp::{ClientSide, DatagramSink};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+/// What one UDP flow needs.
+pub struct UdpFlow<App: OxyExt> {
+    /// Shared services.
+    pub services: Arc<Services<App>>,
+    /// The endpoint.
+    pub endpoint: Arc<Endpoint<App>>,
+    /// Who the flow is for.
+    pub client: TunnelClient,
+    /// The flow.
+    pub key: FlowKey,
+    /// The packet that started it, answered with an ICMP error if the flow is refused.
+    pub first: FirstPacket,
+    /// Where replies go.
+    pub to_client: ToClient,
+    /// Idle timeout of the flow.
+    pub idle: Duration,
+}
+
+impl<App: OxyExt> UdpFlow<App> {
+    /// Opens the UDP tunnel in a drained task and returns where the flow's payloads go
+    /// (at most `queue` wait while it opens).
+    pub fn start(self, queue: usize, drain: &Drain) -> mpsc::Sender<Bytes> {
+        let (tx, mut rx) = mpsc::channel(queue);
+        let drain = drain.clone();
+        let task_drain = drain.clone();
+        drain.spawn_connection(
+            async move {
+                let target = Target::from(self.key.destination_addr());
+                let opened = crate::tunnel::udp::open(
+                    &self.services,
+                    &self.endpoint,
+                    &self.client,
+                    Some(target),
+                    self.idle,
+                )
+                .await;
+                match opened {
+                    Ok(tunnel) => {
+                        let sink = Reencapsulate {
+                            key: self.key,
+                            to_client: self.to_client,
+                        };
+                        tunnel
+                            .pump(&mut rx, ClientSide::Sink(Box::new(sink)), &task_drain)
+                            .await;
+                    }
+                    Err(refused) => {
+                        if let Some(kind) = icmp_for_refusal(&refused, false) {
+                            self.to_client.icmp_error(&self.first, kind);
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        tx
+    }
+}
+
+/// Replies of a UDP flow, as UDP packets from its destination to the client.
+struct Reencapsulate {
+    key: FlowKey,
+    to_client: ToClient,
+}
+
+impl DatagramSink for Reencapsulate {
+    fn send(&mut self, datagram: &[u8]) -> Result<(), &'static str> {
+        let from = self.key.destination_addr();
+        let to = self.key.source_addr();
+        let packet = crate::tunnel::packet::craft::udp(from, to, datagram).ok_or("too_large")?;
+        self.to_client.send(packet.into())
+    }
+}

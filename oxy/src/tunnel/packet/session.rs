@@ -1,0 +1,485 @@
+//! One packet session: packets from the client are checked (source, scope, size, TTL),
+//! matched to flows, decided by the IP flow hook once per flow, and handed to the
+//! off-ramp; the session ends with its client, on shutdown, and leaves audit records.
+
+use super::craft::IcmpError;
+use super::flows::{Flow, FlowKey, FlowRoute, FlowTable};
+use super::inspect::{inspect, protocol};
+use super::{FirstPacket, ToClient, icmp_for_refusal, oxy_ip};
+use crate::app::OxyExt;
+use crate::drain::Drain;
+use crate::endpoint::Endpoint;
+use crate::hooks::{IpFlowAction, IpFlowContext, Target};
+use crate::http::connect_ip::scope::Scope;
+use crate::http::pipeline::Handler;
+use crate::offramp::ip::tcp_stack::TcpStack;
+use crate::offramp::ip::{echo, udp_flow::UdpFlow};
+use crate::services::Services;
+use crate::telemetry::audit::{AuditStart, FlowTuple, Traffic};
+use crate::tunnel::TunnelClient;
+use crate::tunnel::TunnelRefused;
+use crate::tunnel::stream::TunnelStream;
+use crate::tunnel::tcp::TcpTunnel;
+use bytes::Bytes;
+use ipnet::IpNet;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+/// What a session is told while it runs.
+pub enum SessionEvent<App: OxyExt> {
+    /// The off-ramp of a TCP flow was opened, or refused.
+    TcpOpened(FlowKey, Result<TcpTunnel<App>, TunnelRefused>),
+    /// A TCP flow's tunnel ended.
+    TcpClosed(FlowKey),
+}
+
+/// How a session is set up.
+pub struct SessionSetup<App: OxyExt> {
+    /// Shared services.
+    pub services: Arc<Services<App>>,
+    /// The endpoint.
+    pub endpoint: Arc<Endpoint<App>>,
+    /// Who the session is for.
+    pub client: TunnelClient,
+    /// Serves HTTP found inside TCP flows the tunnel hook decapsulates.
+    pub handler: Arc<Handler<App>>,
+    /// Addresses the client may send from; `None` accepts any source (a TUN device).
+    pub sources: Option<Vec<IpNet>>,
+    /// Where the client may send.
+    pub scope: Scope,
+    /// Where packets towards the client go.
+    pub to_client: ToClient,
+    /// The protocol label of the session's audit record (`connect-ip`, `tun`).
+    pub audit_protocol: &'static str,
+}
+
+/// A running packet session.
+pub struct PacketSession<App: OxyExt> {
+    setup: SessionSetup<App>,
+    flows: FlowTable,
+    app: App::IpTunnelContext,
+    events: (mpsc::Sender<SessionEvent<App>>, mpsc::Receiver<SessionEvent<App>>),
+    tcp: Option<TcpStack>,
+    /// TCP tunnels opened, waiting for the stack to accept their connection.
+    tcp_ready: HashMap<FlowKey, TcpTunnel<App>>,
+    up: Traffic,
+    audit: AuditStart,
+}
+
+impl<App: OxyExt> PacketSession<App> {
+    /// A session that has not started.
+    pub fn new(setup: SessionSetup<App>) -> Self {
+        let ip = &setup.endpoint.settings.ip;
+        let flows = FlowTable::new(ip.max_flows, ip.flow_idle_timeout);
+        let audit = AuditStart::now(setup.endpoint.name(), setup.audit_protocol, &setup.client);
+        Self {
+            flows,
+            app: App::IpTunnelContext::default(),
+            events: mpsc::channel(ip.queue.max(1)),
+            tcp: None,
+            tcp_ready: HashMap::new(),
+            up: Traffic::default(),
+            audit,
+            setup,
+        }
+    }
+
+    /// Runs until `from_client` ends or Oxy stops; then forgets every flow and writes
+    /// the session's audit record for `target` (its scope). Returns the close reason.
+    pub async fn run(
+        mut self,
+        mut from_client: mpsc::Receiver<Bytes>,
+        target: String,
+        drain: &Drain,
+    ) -> &'static str {
+        let name = self.setup.endpoint.name().to_string();
+        let sweep_every = (self.setup.endpoint.settings.ip.flow_idle_timeout / 2)
+            .max(Duration::from_millis(500));
+        let mut sweep = tokio::time::interval(sweep_every);
+        let reason = loop {
+            tokio::select! {
+                packet = from_client.recv() => match packet {
+                    Some(packet) => self.on_packet(packet, &name, drain).await,
+                    None => break "completed",
+                },
+                Some(event) = self.events.1.recv() => self.on_event(event),
+                Some((stream, client, destination)) = async {
+                    match self.tcp.as_mut() {
+                        Some(stack) => stack.accept().await,
+                        None => std::future::pending().await,
+                    }
+                } => self.on_tcp_accepted(stream, client, destination, drain),
+                _ = sweep.tick() => {
+                    for (key, flow) in self.flows.expire(Instant::now()) {
+                        self.forget(key, flow, "idle_timeout");
+                    }
+                }
+                _ = drain.stopping() => break "shutdown",
+            }
+        };
+        for (key, flow) in self.flows.drain() {
+            self.forget(key, flow, reason);
+        }
+        let counts = self.setup.to_client.counts();
+        let traffic = Traffic {
+            packets_down: counts.packets.load(Ordering::Relaxed),
+            bytes_down: counts.bytes.load(Ordering::Relaxed),
+            ..self.up
+        };
+        let record = self.audit.record(target, None, traffic, reason.to_string());
+        self.setup.services.audit.write(&record);
+        reason
+    }
+
+    async fn on_packet(&mut self, packet: Bytes, endpoint: &str, drain: &Drain) {
+        let drop = |reason: &'static str| oxy_ip::dropped_total(endpoint, reason).inc();
+        let facts = match inspect(&packet) {
+            Ok(facts) => facts,
+            Err(e) => return drop(e.as_label()),
+        };
+        if let Some(sources) = &self.setup.sources
+            && !sources.iter().any(|net| net.contains(&facts.source))
+        {
+            return drop("spoofed_source");
+        }
+        oxy_ip::packets_total(endpoint, "up").inc();
+        oxy_ip::bytes_total(endpoint, "up").inc_by(packet.len() as u64);
+        self.up.packets_up += 1;
+        self.up.bytes_up += packet.len() as u64;
+        let first = || FirstPacket {
+            packet: packet.clone(),
+            facts: facts.clone(),
+        };
+        let to_client = &self.setup.to_client;
+        let refusal = if packet.len() > usize::from(to_client.mtu()) {
+            let mtu = to_client.mtu();
+            Some(("too_large", IcmpError::PacketTooBig { mtu }))
+        } else if !self.setup.scope.allows(facts.destination, facts.protocol) {
+            Some(("out_of_scope", IcmpError::Prohibited))
+        } else if facts.ttl <= 1 {
+            Some(("ttl_expired", IcmpError::TimeExceeded))
+        } else {
+            None
+        };
+        if let Some((reason, kind)) = refusal {
+            drop(reason);
+            return to_client.icmp_error(&first(), kind);
+        }
+        if facts.fragment {
+            return drop("fragment");
+        }
+        let key = FlowKey::of(&facts);
+        if self.flows.get_mut(&key).is_none() {
+            if !self.flows.has_room() {
+                return drop("too_many_flows");
+            }
+            let flow = self.new_flow(&key, first(), drain).await;
+            self.flows.insert(key, flow);
+        }
+        let Some(flow) = self.flows.get_mut(&key) else {
+            return;
+        };
+        flow.last_seen = Instant::now();
+        flow.traffic.packets_up += 1;
+        flow.traffic.bytes_up += packet.len() as u64;
+        let dropped = match &mut flow.route {
+            FlowRoute::Dropped(reason) => Some(*reason),
+            FlowRoute::Udp(tx) => tx.try_send(packet.slice(facts.payload.clone())).err().map(|e| {
+                match e {
+                    mpsc::error::TrySendError::Full(_) => "queue_full",
+                    mpsc::error::TrySendError::Closed(_) => "flow_closed",
+                }
+            }),
+            FlowRoute::TcpOpening(queued) => {
+                if queued.len() < self.setup.endpoint.settings.ip.queue {
+                    queued.push(packet);
+                    None
+                } else {
+                    Some("queue_full")
+                }
+            }
+            FlowRoute::Tcp => match &self.tcp {
+                Some(stack) => stack.input(&packet).err(),
+                None => Some("no_stack"),
+            },
+            FlowRoute::TcpRefused(kind) => {
+                answer_refused_tcp(&self.setup.to_client, &first(), *kind);
+                Some("refused")
+            }
+            FlowRoute::Echo(tx) => match facts.echo_request {
+                Some((_, seq)) => tx
+                    .try_send((seq, packet.slice(facts.payload.clone())))
+                    .err()
+                    .map(|_| "queue_full"),
+                None => Some("not_echo"),
+            },
+            FlowRoute::Tun => Some("no_tun"),
+        };
+        if let Some(reason) = dropped {
+            drop(reason);
+        }
+    }
+
+    /// Runs the IP flow hook for a new flow and starts its off-ramp.
+    async fn new_flow(&mut self, key: &FlowKey, first: FirstPacket, drain: &Drain) -> Flow {
+        let setup = &self.setup;
+        let endpoint = setup.endpoint.name();
+        let facts = &first.facts;
+        let action = match &setup.services.hooks.ip_flow {
+            Some(hook) => {
+                let mut cx = IpFlowContext {
+                    endpoint: setup.endpoint.clone(),
+                    client_addr: setup.client.addr(),
+                    proxy_user: setup.client.proxy_user.clone(),
+                    protocol: facts.protocol,
+                    source: facts.source,
+                    destination: facts.destination,
+                    source_port: facts.source_port,
+                    destination_port: facts.destination_port,
+                    app: std::mem::take(&mut self.app),
+                };
+                let action = hook.on_flow(&mut cx).await;
+                self.app = cx.app;
+                action
+            }
+            None => IpFlowAction::Forward,
+        };
+        let protocol_label = protocol_label(facts.protocol);
+        let action_label = match &action {
+            IpFlowAction::Forward => "forward",
+            IpFlowAction::Drop(_) => "drop",
+            IpFlowAction::UpgradeToUdp => "upgrade_to_udp",
+            IpFlowAction::UpgradeToTcp => "upgrade_to_tcp",
+        };
+        oxy_ip::flows_total(endpoint, protocol_label, action_label).inc();
+        let mut audit = AuditStart::now(endpoint, "ip", &setup.client);
+        audit.flow = Some(FlowTuple {
+            protocol: facts.protocol,
+            source: key.source_addr().to_string(),
+            destination: key.destination_addr().to_string(),
+        });
+        let (to_client, down) = setup.to_client.for_flow();
+        let route = match action {
+            IpFlowAction::Drop(reason) => {
+                tracing::info!(%reason, source = %key.source_addr(), destination = %key.destination_addr(), protocol = facts.protocol, "IP flow dropped by the hook");
+                FlowRoute::Dropped("hook")
+            }
+            IpFlowAction::UpgradeToUdp if facts.protocol != protocol::UDP => {
+                FlowRoute::Dropped("upgrade_mismatch")
+            }
+            IpFlowAction::UpgradeToTcp if facts.protocol != protocol::TCP => {
+                FlowRoute::Dropped("upgrade_mismatch")
+            }
+            IpFlowAction::Forward | IpFlowAction::UpgradeToUdp | IpFlowAction::UpgradeToTcp => {
+                self.terminate(key, first, to_client, drain)
+            }
+        };
+        Flow {
+            route,
+            down,
+            traffic: Traffic::default(),
+            last_seen: Instant::now(),
+            audit,
+            action: action_label,
+        }
+    }
+
+    /// Terminates a flow in Oxy by its protocol (the user-space off-ramp).
+    fn terminate(
+        &mut self,
+        key: &FlowKey,
+        first: FirstPacket,
+        to_client: ToClient,
+        drain: &Drain,
+    ) -> FlowRoute {
+        let setup = &self.setup;
+        let ip = &setup.endpoint.settings.ip;
+        match key.protocol {
+            protocol::UDP => {
+                let flow = UdpFlow {
+                    services: setup.services.clone(),
+                    endpoint: setup.endpoint.clone(),
+                    client: setup.client.clone(),
+                    key: *key,
+                    first,
+                    to_client,
+                    idle: ip.flow_idle_timeout,
+                };
+                FlowRoute::Udp(flow.start(ip.queue, drain))
+            }
+            protocol::TCP if first.facts.tcp_syn => self.open_tcp(key, first, drain),
+            protocol::TCP => {
+                // A segment of a connection this session does not know.
+                setup.to_client.icmp_error(&first, IcmpError::Prohibited);
+                FlowRoute::Dropped("unknown_connection")
+            }
+            protocol::ICMP | protocol::ICMPV6 if first.facts.echo_request.is_some() => {
+                let allowed = setup.services.policy.check_ip(key.destination).is_ok();
+                let idle = ip.flow_idle_timeout;
+                FlowRoute::Echo(echo::start(*key, first, to_client, allowed, idle, ip.queue))
+            }
+            protocol::ICMP | protocol::ICMPV6 => FlowRoute::Dropped("icmp_not_echo"),
+            _ => {
+                setup
+                    .to_client
+                    .icmp_error(&first, IcmpError::ProtocolUnreachable);
+                FlowRoute::Dropped("unsupported_protocol")
+            }
+        }
+    }
+
+    /// Opens the TCP tunnel of a new connection before the stack answers its SYN, so a
+    /// refused destination gets an ICMP error or a reset rather than a handshake.
+    /// The stack's packets towards the client are counted for the session only.
+    fn open_tcp(&mut self, key: &FlowKey, first: FirstPacket, drain: &Drain) -> FlowRoute {
+        let setup = &self.setup;
+        if self.tcp.is_none() {
+            let ip = &setup.endpoint.settings.ip;
+            match TcpStack::new(setup.to_client.mtu(), setup.to_client.clone(), ip.queue) {
+                Ok(stack) => self.tcp = Some(stack),
+                Err(e) => {
+                    tracing::warn!(error = %e, "user-space TCP stack not started");
+                    setup.to_client.icmp_error(&first, IcmpError::HostUnreachable);
+                    return FlowRoute::Dropped("no_stack");
+                }
+            }
+        }
+        let (services, endpoint) = (setup.services.clone(), setup.endpoint.clone());
+        let client = setup.client.clone();
+        let events = self.events.0.clone();
+        let (key, task_drain) = (*key, drain.clone());
+        drain.spawn_connection(
+            async move {
+                let target = Target::from(key.destination_addr());
+                let opened =
+                    crate::tunnel::tcp::open(&services, &endpoint, &client, Some(target), &task_drain)
+                        .await;
+                let _ = events.send(SessionEvent::TcpOpened(key, opened)).await;
+            }
+            .in_current_span(),
+        );
+        FlowRoute::TcpOpening(vec![first.packet])
+    }
+
+    fn on_event(&mut self, event: SessionEvent<App>) {
+        match event {
+            SessionEvent::TcpOpened(key, opened) => {
+                let Some(flow) = self.flows.get_mut(&key) else {
+                    return;
+                };
+                let FlowRoute::TcpOpening(queued) = &mut flow.route else {
+                    return;
+                };
+                let queued = std::mem::take(queued);
+                match opened {
+                    Ok(tunnel) => {
+                        flow.route = FlowRoute::Tcp;
+                        self.tcp_ready.insert(key, tunnel);
+                        if let Some(stack) = &self.tcp {
+                            for packet in queued {
+                                let _ = stack.input(&packet);
+                            }
+                        }
+                    }
+                    Err(refused) => {
+                        let kind = icmp_for_refusal(&refused, true);
+                        flow.route = FlowRoute::TcpRefused(kind);
+                        if let Some(packet) = queued.into_iter().next()
+                            && let Ok(facts) = inspect(&packet)
+                        {
+                            answer_refused_tcp(&self.setup.to_client, &FirstPacket { packet, facts }, kind);
+                        }
+                    }
+                }
+            }
+            SessionEvent::TcpClosed(key) => {
+                if let Some(flow) = self.flows.remove(&key) {
+                    self.forget(key, flow, "closed");
+                }
+            }
+        }
+    }
+
+    /// Pumps (or decapsulates) a connection the stack accepted through its tunnel.
+    fn on_tcp_accepted(
+        &mut self,
+        stream: netstack_smoltcp::TcpStream,
+        client: SocketAddr,
+        destination: SocketAddr,
+        drain: &Drain,
+    ) {
+        let key = FlowKey {
+            protocol: protocol::TCP,
+            source: client.ip(),
+            destination: destination.ip(),
+            source_port: client.port(),
+            destination_port: destination.port(),
+        };
+        let Some(tunnel) = self.tcp_ready.remove(&key) else {
+            // The stack saw a SYN this session did not let through: nothing to pump.
+            return;
+        };
+        let stream = TunnelStream::Boxed(Box::new(stream));
+        let decapsulated = tunnel
+            .decapsulated_upstream()
+            .map(|upstream| self.setup.handler.decapsulating(upstream));
+        let events = self.events.0.clone();
+        let task_drain = drain.clone();
+        drain.spawn_connection(
+            async move {
+                match decapsulated {
+                    Some(inner) => {
+                        let session = crate::http::server::serve_with(inner, stream, &task_drain);
+                        tunnel.decapsulate(session).await;
+                    }
+                    None => {
+                        tunnel.pump(stream, &task_drain).await;
+                    }
+                }
+                let _ = events.send(SessionEvent::TcpClosed(key)).await;
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Writes the audit record of a flow that ended.
+    fn forget(&self, key: FlowKey, flow: Flow, reason: &str) {
+        let target = key.destination_addr().to_string();
+        let close = format!("{}: {reason}", flow.action);
+        let traffic = Traffic {
+            packets_down: flow.down.packets.load(Ordering::Relaxed),
+            bytes_down: flow.down.bytes.load(Ordering::Relaxed),
+            ..flow.traffic
+        };
+        let record = flow.audit.record(target, None, traffic, close);
+        self.setup.services.audit.write(&record);
+    }
+}
+
+/// Answers a packet of a refused TCP connection: the ICMP error, or a reset.
+fn answer_refused_tcp(to_client: &ToClient, packet: &FirstPacket, kind: Option<IcmpError>) {
+    match kind {
+        Some(kind) => to_client.icmp_error(packet, kind),
+        None => {
+            if let Some(reset) = super::craft::tcp_reset(&packet.packet, &packet.facts) {
+                let _ = to_client.send(reset.into());
+            }
+        }
+    }
+}
+
+/// The metric label of an IP protocol.
+fn protocol_label(protocol: u8) -> &'static str {
+    match protocol {
+        protocol::TCP => "tcp",
+        protocol::UDP => "udp",
+        protocol::ICMP => "icmp",
+        protocol::ICMPV6 => "icmpv6",
+        _ => "other",
+    }
+}
