@@ -9,7 +9,7 @@ use crate::error::{OxyError, OxyResult};
 use crate::offramp::policy::EgressPolicy;
 use crate::onramp::bind::{BoundSocket, bind_endpoint, bind_tcp};
 use crate::services::Services;
-use crate::settings::{self, ServerSettings};
+use crate::settings::{self, IpOffRamp, ServerSettings, TunSettings};
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::framework_metrics::oxy;
 use crate::telemetry::health::{Health, HealthState};
@@ -203,8 +203,15 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
             None => None,
         };
         let app = App::endpoint_context(endpoint_settings).map_err(OxyError::AppStart)?;
-        let endpoint = Endpoint::<App>::new(endpoint_settings.clone(), app, h3_port)
+        let mut endpoint = Endpoint::<App>::new(endpoint_settings.clone(), app, h3_port)
             .map_err(|e| OxyError::Setup(format!("endpoint {name}: tls.{}: {e}", e.field)))?;
+        let tun_error = |e: std::io::Error| OxyError::Setup(format!("endpoint {name}: ip.tun: {e}"));
+        if endpoint_settings.ip.offramp == IpOffRamp::Tun && !endpoint_settings.protocol.is_tun() {
+            let tun = crate::offramp::tun::TunOffRamp::open(&offramp_tun_settings(endpoint_settings), name)
+                .await
+                .map_err(tun_error)?;
+            endpoint.tun_offramp = Some(Arc::new(tun));
+        }
         let endpoint = Arc::new(endpoint);
         let max = endpoint_settings.limits.max_connections;
         let slots = (max > 0).then(|| Arc::new(Semaphore::new(max)));
@@ -229,8 +236,28 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
             report.listeners.push(BoundListener {
                 transport,
                 address: local,
+                device: None,
             });
             bound.push((listener, endpoint.clone(), slots.clone()));
+        }
+        if endpoint_settings.protocol.is_tun() {
+            let device = crate::tun_device::open(&endpoint_settings.ip.tun)
+                .await
+                .map_err(tun_error)?;
+            let device_name = device.name().unwrap_or_default();
+            tracing::info!(endpoint = %name, device = %device_name, "endpoint reading its TUN device");
+            report.listeners.push(BoundListener {
+                transport: "tun",
+                address: SocketAddr::new(
+                    endpoint_settings.ip.tun.addresses.first().map_or(
+                        std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                        |net| net.addr(),
+                    ),
+                    0,
+                ),
+                device: Some(device_name),
+            });
+            bound.push((Listener::Tun(device), endpoint.clone(), slots.clone()));
         }
         for socket in sockets.quic {
             let local = socket.local_addr()?;
@@ -244,6 +271,7 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
             report.listeners.push(BoundListener {
                 transport: "quic",
                 address: local,
+                device: None,
             });
             bound.push((Listener::Quic(quic), endpoint.clone(), slots.clone()));
         }
@@ -262,6 +290,9 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
             Listener::Quic(q) => tokio::spawn(crate::onramp::quic::serve(
                 q, endpoint, slots, services, drain,
             )),
+            Listener::Tun(device) => {
+                tokio::spawn(crate::onramp::tun::serve(device, endpoint, services, drain))
+            }
         };
     }
     health.set(HealthState::Ready);
@@ -312,6 +343,22 @@ enum Listener {
     Udp(tokio::net::UdpSocket),
     /// QUIC (HTTP/3) on a UDP socket.
     Quic(quinn::Endpoint),
+    /// A TUN device (`protocol: tun`).
+    Tun(Arc<tun_rs::AsyncDevice>),
+}
+
+/// The TUN off-ramp's device settings, with routes added for the address pools its
+/// own addresses do not cover, so that replies to clients come back to the device.
+fn offramp_tun_settings<E>(endpoint: &crate::settings::EndpointSettings<E>) -> TunSettings {
+    let mut tun = endpoint.ip.tun.clone();
+    let pools = [endpoint.ip.ipv4_pool, endpoint.ip.ipv6_pool];
+    for pool in pools.into_iter().flatten() {
+        let covered = tun.addresses.iter().any(|net| net.trunc().contains(&pool));
+        if !covered && !tun.routes.contains(&pool) {
+            tun.routes.push(pool);
+        }
+    }
+    tun
 }
 
 fn register_process_metrics() {

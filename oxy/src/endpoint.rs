@@ -32,6 +32,9 @@ pub struct Endpoint<App: OxyExt> {
     pub connect_ip_template: Option<UriTemplate>,
     /// The addresses CONNECT-IP clients are given (`ip.ipv4_pool`, `ip.ipv6_pool`).
     pub address_pools: AddressPools,
+    /// The TUN device forwarded packets are written to (`ip.offramp: tun`), opened at
+    /// start.
+    pub tun_offramp: Option<Arc<crate::offramp::tun::TunOffRamp>>,
     /// The `Alt-Svc` value advertising HTTP/3 on the TCP listeners, when enabled.
     pub alt_svc: Option<http::HeaderValue>,
     /// The pooled upstream client of an HTTP endpoint, made on first use.
@@ -49,7 +52,7 @@ impl<App: OxyExt> Endpoint<App> {
         let tls = if settings.tls.enabled {
             let alpn: &'static [u8] = match settings.protocol {
                 EndpointProtocol::Http => b"\x02h2\x08http/1.1",
-                EndpointProtocol::Tcp | EndpointProtocol::Udp => b"",
+                EndpointProtocol::Tcp | EndpointProtocol::Udp | EndpointProtocol::Tun => b"",
             };
             Some(TlsAcceptor::new(&settings.tls, alpn)?)
         } else {
@@ -74,6 +77,7 @@ impl<App: OxyExt> Endpoint<App> {
             )
             .ok(),
             address_pools: AddressPools::new(&settings.ip, &settings.name),
+            tun_offramp: None,
             alt_svc,
             tcp_target: settings.tcp.target.parse().ok(),
             udp_target: settings.udp.target.parse().ok(),

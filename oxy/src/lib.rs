@@ -21,6 +21,7 @@ pub mod services;
 pub mod settings;
 pub mod telemetry;
 pub mod tls;
+pub mod tun_device;
 pub mod tunnel;
 
 pub use app::{Hooks, OxyApp, OxyExt};

@@ -58,6 +58,25 @@ pub struct Handler<App: OxyExt> {
     pub streams: OpenStreams,
 }
 
+impl<App: OxyExt> Clone for Handler<App> {
+    fn clone(&self) -> Self {
+        Handler {
+            services: self.services.clone(),
+            endpoint: self.endpoint.clone(),
+            client_addr: self.client_addr,
+            peer_addr: self.peer_addr,
+            original_client: self.original_client,
+            local_addr: self.local_addr,
+            tls: self.tls.clone(),
+            drain: self.drain.clone(),
+            client: self.client.clone(),
+            slot: self.slot.clone(),
+            decapsulated: self.decapsulated.clone(),
+            streams: self.streams.clone(),
+        }
+    }
+}
+
 impl<App: OxyExt> Handler<App> {
     /// The handler of one accepted connection; `None` (logged) when the endpoint's
     /// upstream client cannot be built.
@@ -96,23 +115,23 @@ impl<App: OxyExt> Handler<App> {
         }))
     }
 
+    /// This handler for requests from another client (an IP flow's source on a TUN
+    /// device).
+    pub fn for_client(&self, client: &TunnelClient) -> Arc<Self> {
+        let mut handler = self.clone();
+        handler.client_addr = client.addr();
+        handler.peer_addr = client.peer_addr;
+        handler.original_client = client.original_client;
+        handler.local_addr = client.local_addr;
+        Arc::new(handler)
+    }
+
     /// A handler for the HTTP requests inside a decapsulated tunnel of this connection:
     /// they go to `upstream`.
     pub fn decapsulating(&self, upstream: Upstream) -> Arc<Self> {
-        Arc::new(Handler {
-            services: self.services.clone(),
-            endpoint: self.endpoint.clone(),
-            client_addr: self.client_addr,
-            peer_addr: self.peer_addr,
-            original_client: self.original_client,
-            local_addr: self.local_addr,
-            tls: self.tls.clone(),
-            drain: self.drain.clone(),
-            client: self.client.clone(),
-            slot: self.slot.clone(),
-            decapsulated: Some(upstream),
-            streams: self.streams.clone(),
-        })
+        let mut handler = self.clone();
+        handler.decapsulated = Some(upstream);
+        Arc::new(handler)
     }
 
     /// Hands the connection (or the request's stream) to `task`, a tunnel or an upgraded

@@ -7,5 +7,6 @@ pub mod proxy_header;
 pub mod resolve;
 pub mod route;
 pub mod tcp;
+pub mod tun;
 pub mod udp;
 pub mod upstream_proxy;

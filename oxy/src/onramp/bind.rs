@@ -48,7 +48,13 @@ pub fn bind_endpoint<S>(settings: &EndpointSettings<S>) -> Result<EndpointSocket
     let quic = settings.serves_h3();
     let mut sockets = EndpointSockets::default();
     let h3_shares_listen = quic && settings.http.h3.listen.is_empty();
-    for &addr in &settings.listen {
+    // A TUN endpoint has a device instead of sockets.
+    let listen = if settings.protocol.is_tun() {
+        &[][..]
+    } else {
+        &settings.listen[..]
+    };
+    for &addr in listen {
         let at = |source| BindError { addr, source };
         if settings.protocol.is_udp() {
             sockets

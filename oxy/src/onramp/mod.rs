@@ -4,6 +4,7 @@ pub mod bind;
 pub mod proxy_protocol;
 pub mod quic;
 pub mod tcp;
+pub mod tun;
 pub mod udp;
 
 use crate::app::OxyExt;

@@ -52,6 +52,9 @@ pub enum EndpointProtocol {
     /// Forward each client's UDP datagrams to `udp.target` (or where the egress hook
     /// says), one flow per client address.
     Udp,
+    /// Read IP packets from the TUN device `ip.tun` (`listen` is not used): each new
+    /// flow runs the IP flow hook, then the user-space off-ramp. Needs CAP_NET_ADMIN.
+    Tun,
 }
 
 impl<E> EndpointSettings<E> {
@@ -62,17 +65,23 @@ impl<E> EndpointSettings<E> {
 }
 
 impl EndpointProtocol {
+    /// Whether the endpoint reads a TUN device instead of listening on sockets.
+    pub fn is_tun(self) -> bool {
+        self == EndpointProtocol::Tun
+    }
+
     /// Whether the endpoint listens on UDP rather than TCP.
     pub fn is_udp(self) -> bool {
         self == EndpointProtocol::Udp
     }
 
-    /// The name the settings use: `http`, `tcp` or `udp`.
+    /// The name the settings use: `http`, `tcp`, `udp` or `tun`.
     pub fn as_str(self) -> &'static str {
         match self {
             EndpointProtocol::Http => "http",
             EndpointProtocol::Tcp => "tcp",
             EndpointProtocol::Udp => "udp",
+            EndpointProtocol::Tun => "tun",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Warnings for endpoints that would be open proxies: forwarding, CONNECT or CONNECT-UDP
+//! Warnings for endpoints that would be open proxies: forwarding, CONNECT, CONNECT-UDP or
+//! CONNECT-IP
 //! on an address other hosts can reach, with neither proxy authentication nor required
 //! client certificates.
 
@@ -21,6 +22,9 @@ pub fn open_proxy_warnings<E>(endpoints: &[EndpointSettings<E>]) -> Vec<String> 
             }
             if http.connect_udp.enabled {
                 proxies.push("connect_udp");
+            }
+            if http.connect_ip.enabled {
+                proxies.push("connect_ip");
             }
             let reachable = endpoint
                 .listen

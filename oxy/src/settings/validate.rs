@@ -123,11 +123,16 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                 format!("duplicate endpoint name {name:?} (also endpoints[{first}])"),
             ));
         }
-        if endpoint.listen.is_empty() {
+        let tun = endpoint.protocol.is_tun();
+        if endpoint.listen.is_empty() && !tun {
             problems.push((at(&[key("listen")]), "needs at least one address".into()));
         }
+        if tun {
+            problems.extend(tun_endpoint_problems(endpoint, &at));
+        }
         let udp = endpoint.protocol.is_udp();
-        for (j, addr) in endpoint.listen.iter().enumerate() {
+        let listen = if tun { &[][..] } else { &endpoint.listen[..] };
+        for (j, addr) in listen.iter().enumerate() {
             let owner = format!("endpoints[{i}].listen[{j}]");
             if let Some(taken) = claim(&mut bound, *addr, udp, owner) {
                 problems.push((
@@ -342,6 +347,27 @@ mod tests {
         assert!(!overlaps(&p("127.0.0.1:0"), &p("127.0.0.1:0")));
         assert!(!overlaps(&p("127.0.0.1:80"), &p("127.0.0.1:81")));
     }
+}
+
+/// What is wrong with a `protocol: tun` endpoint beyond its `ip:` section.
+fn tun_endpoint_problems<E>(
+    endpoint: &crate::settings::EndpointSettings<E>,
+    at: &dyn Fn(&[PathSegment]) -> Vec<PathSegment>,
+) -> Problems {
+    let mut problems = Problems::new();
+    if endpoint.tls.enabled {
+        let text = "TLS is not available on tun endpoints".into();
+        problems.push((at(&[key("tls"), key("enabled")]), text));
+    }
+    if endpoint.ip.offramp != crate::settings::IpOffRamp::Userspace {
+        let text = "a tun endpoint sends its flows through the userspace off-ramp".into();
+        problems.push((at(&[key("ip"), key("offramp")]), text));
+    }
+    if endpoint.ip.tun.addresses.is_empty() {
+        let text = "a tun endpoint's device needs at least one address".into();
+        problems.push((at(&[key("ip"), key("tun"), key("addresses")]), text));
+    }
+    problems
 }
 
 /// What is wrong with an endpoint's `ip:` section; `at` locates one of its fields.

@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 pub struct EndpointListeners {
     /// The endpoint's name.
     pub name: String,
-    /// `http`, `tcp` or `udp`.
+    /// `http`, `tcp`, `udp` or `tun`.
     pub protocol: &'static str,
     /// Its listeners: `listen` in order, then HTTP/3.
     pub listeners: Vec<BoundListener>,
@@ -20,10 +20,14 @@ pub struct EndpointListeners {
 /// One bound listener.
 #[derive(Debug, Serialize)]
 pub struct BoundListener {
-    /// `tcp`, `udp` or `quic`.
+    /// `tcp`, `udp`, `quic` or `tun`.
     pub transport: &'static str,
-    /// The address it is bound to (the system's port when `listen` said port 0).
+    /// The address it is bound to (the system's port when `listen` said port 0); for a
+    /// TUN device, its first address with port 0.
     pub address: SocketAddr,
+    /// The TUN device's name (`transport: tun`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 /// The `/endpoints` document, set once every listener is bound.

@@ -211,6 +211,11 @@ impl<App: OxyExt> Session<App> {
         let (control, control_out) = mpsc::channel::<Bytes>(16);
         let _ = control.try_send(assign.to_bytes());
         let _ = control.try_send(IpCapsule::RouteAdvertisement(routes).to_bytes());
+        let addresses: Vec<IpAddr> = sources.iter().map(IpNet::addr).collect();
+        let _tun = endpoint
+            .tun_offramp
+            .as_ref()
+            .map(|tun| tun.attach(&addresses, &to_client));
         let session = PacketSession::new(SessionSetup {
             services: self.handler.services.clone(),
             endpoint: endpoint.clone(),

@@ -4,7 +4,7 @@
 
 use super::craft::IcmpError;
 use super::flows::{Flow, FlowKey, FlowRoute, FlowTable};
-use super::inspect::{inspect, protocol};
+use super::inspect::{decrement_ttl, inspect, protocol};
 use super::{FirstPacket, ToClient, icmp_for_refusal, oxy_ip};
 use crate::app::OxyExt;
 use crate::drain::Drain;
@@ -218,7 +218,13 @@ impl<App: OxyExt> PacketSession<App> {
                     .map(|_| "queue_full"),
                 None => Some("not_echo"),
             },
-            FlowRoute::Tun => Some("no_tun"),
+            FlowRoute::Tun => {
+                let mut forwarded = packet.to_vec();
+                match &self.setup.endpoint.tun_offramp {
+                    Some(tun) if decrement_ttl(&mut forwarded) => tun.send(&forwarded).err(),
+                    _ => Some("no_tun"),
+                }
+            }
         };
         if let Some(reason) = dropped {
             drop(reason);
@@ -275,6 +281,7 @@ impl<App: OxyExt> PacketSession<App> {
             IpFlowAction::UpgradeToTcp if facts.protocol != protocol::TCP => {
                 FlowRoute::Dropped("upgrade_mismatch")
             }
+            IpFlowAction::Forward if setup.endpoint.tun_offramp.is_some() => FlowRoute::Tun,
             IpFlowAction::Forward | IpFlowAction::UpgradeToUdp | IpFlowAction::UpgradeToTcp => {
                 self.terminate(key, first, to_client, drain)
             }
@@ -304,7 +311,7 @@ impl<App: OxyExt> PacketSession<App> {
                 let flow = UdpFlow {
                     services: setup.services.clone(),
                     endpoint: setup.endpoint.clone(),
-                    client: setup.client.clone(),
+                    client: self.flow_client(key),
                     key: *key,
                     first,
                     to_client,
@@ -350,7 +357,7 @@ impl<App: OxyExt> PacketSession<App> {
             }
         }
         let (services, endpoint) = (setup.services.clone(), setup.endpoint.clone());
-        let client = setup.client.clone();
+        let client = self.flow_client(key);
         let events = self.events.0.clone();
         let (key, task_drain) = (*key, drain.clone());
         drain.spawn_connection(
@@ -425,9 +432,10 @@ impl<App: OxyExt> PacketSession<App> {
             return;
         };
         let stream = TunnelStream::Boxed(Box::new(stream));
-        let decapsulated = tunnel
-            .decapsulated_upstream()
-            .map(|upstream| self.setup.handler.decapsulating(upstream));
+        let decapsulated = tunnel.decapsulated_upstream().map(|upstream| {
+            let client = self.flow_client(&key);
+            self.setup.handler.for_client(&client).decapsulating(upstream)
+        });
         let events = self.events.0.clone();
         let task_drain = drain.clone();
         drain.spawn_connection(
@@ -445,6 +453,20 @@ impl<App: OxyExt> PacketSession<App> {
             }
             .in_current_span(),
         );
+    }
+
+    /// Who a flow is for: the session's client behind CONNECT-IP; on a TUN device, the
+    /// flow's own source (and its destination as the local address).
+    fn flow_client(&self, key: &FlowKey) -> TunnelClient {
+        match self.setup.sources {
+            Some(_) => self.setup.client.clone(),
+            None => TunnelClient {
+                peer_addr: key.source_addr(),
+                original_client: None,
+                local_addr: key.destination_addr(),
+                proxy_user: None,
+            },
+        }
     }
 
     /// Writes the audit record of a flow that ended.
