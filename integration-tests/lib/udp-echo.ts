@@ -5,19 +5,24 @@ import { createSocket, type Socket } from "node:dgram";
 export interface UdpEcho {
   port: number;
   clients: Set<string>;
+  /** Every datagram received, in order. */
+  received: Buffer[];
   close(): Promise<void>;
 }
 
-/** Echoes every datagram back to its sender. */
-export async function startUdpEcho(): Promise<UdpEcho> {
-  const socket: Socket = createSocket("udp4");
+/** Echoes every datagram back to its sender; listens on `host` (127.0.0.1, or an IPv6
+ * address such as ::1). */
+export async function startUdpEcho(host = "127.0.0.1"): Promise<UdpEcho> {
+  const socket: Socket = createSocket(host.includes(":") ? "udp6" : "udp4");
   const clients = new Set<string>();
+  const received: Buffer[] = [];
   socket.on("message", (msg, rinfo) => {
     clients.add(`${rinfo.address}:${rinfo.port}`);
+    received.push(msg);
     socket.send(msg, rinfo.port, rinfo.address);
   });
-  await new Promise<void>((ok) => socket.bind(0, "127.0.0.1", ok));
-  return { port: socket.address().port, clients, close: () => new Promise((ok) => socket.close(() => ok())) };
+  await new Promise<void>((ok) => socket.bind(0, host, ok));
+  return { port: socket.address().port, clients, received, close: () => new Promise((ok) => socket.close(() => ok())) };
 }
 
 /** A client socket that sends to 127.0.0.1:port and collects replies. */

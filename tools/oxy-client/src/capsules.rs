@@ -1,5 +1,5 @@
-//! CONNECT-UDP over HTTP/2 (extended CONNECT) and HTTP/1.1 (`Upgrade: connect-udp`) with
-//! hyper: the datagrams travel as DATAGRAM capsules on the stream.
+//! CONNECT-UDP and CONNECT-IP over HTTP/2 (extended CONNECT) and HTTP/1.1 (`Upgrade`)
+//! with hyper: datagrams and packets travel as DATAGRAM capsules on the stream.
 
 use crate::ProxyArgs;
 use crate::datagrams::Flow;
@@ -20,6 +20,30 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// Opens one CONNECT-UDP flow at `path` over HTTP/2 (`h2`) or HTTP/1.1.
 pub async fn udp_flow(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Result<Flow> {
+    let (status, upgraded) = open_stream(proxy, path, h2, "connect-udp").await?;
+    let (tx, to_target) = mpsc::channel::<Bytes>(256);
+    let (from_target, rx) = mpsc::channel(256);
+    if let Some(upgraded) = upgraded {
+        let (read, write) = tokio::io::split(upgraded);
+        tokio::spawn(async move {
+            let mut write = write;
+            oxy::http::connect_udp::write_capsules(to_target, &mut write).await;
+            let _ = write.shutdown().await;
+        });
+        tokio::spawn(read_capsules(read, from_target));
+    }
+    Ok(Flow { status, tx, rx })
+}
+
+/// The stream a proxy hands over for `protocol` (`connect-udp`, `connect-ip`) at `path`,
+/// over HTTP/2 extended CONNECT (`h2`) or an HTTP/1.1 Upgrade: the status, and the
+/// stream when it is 2xx or 101.
+pub async fn open_stream(
+    proxy: &ProxyArgs,
+    path: &str,
+    h2: bool,
+    protocol: &'static str,
+) -> anyhow::Result<(u16, Option<TokioIo<hyper::upgrade::Upgraded>>)> {
     let authority = proxy
         .proxy
         .authority()
@@ -60,7 +84,7 @@ pub async fn udp_flow(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Result
             .body(Empty::<Bytes>::new())?;
         request
             .extensions_mut()
-            .insert(hyper::ext::Protocol::from_static("connect-udp"));
+            .insert(hyper::ext::Protocol::from_static(protocol));
         send_extended_connect(&mut sender, request).await?
     } else {
         let (mut sender, connection) =
@@ -71,26 +95,18 @@ pub async fn udp_flow(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Result
             .uri(path)
             .header(http::header::HOST, authority.as_str())
             .header(http::header::CONNECTION, "Upgrade")
-            .header(http::header::UPGRADE, "connect-udp")
+            .header(http::header::UPGRADE, protocol)
             .body(Empty::<Bytes>::new())?;
         sender.send_request(request).await?
     };
     let status = response.status().as_u16();
-    let (tx, to_target) = mpsc::channel::<Bytes>(256);
-    let (from_target, rx) = mpsc::channel(256);
-    if status == 200 || status == 101 {
-        let upgraded = hyper::upgrade::on(response)
-            .await
-            .context("the proxy did not hand over the stream")?;
-        let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-        tokio::spawn(async move {
-            let mut write = write;
-            oxy::http::connect_udp::write_capsules(to_target, &mut write).await;
-            let _ = write.shutdown().await;
-        });
-        tokio::spawn(read_capsules(read, from_target));
+    if status != 200 && status != 101 {
+        return Ok((status, None));
     }
-    Ok(Flow { status, tx, rx })
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .context("the proxy did not hand over the stream")?;
+    Ok((status, Some(TokioIo::new(upgraded))))
 }
 
 /// Sends an extended CONNECT once the proxy's SETTINGS allow it (they arrive just after

@@ -1,11 +1,13 @@
 //! `oxy-client`: tries an Oxy relay from the command line. CONNECT-UDP over HTTP/3,
-//! HTTP/2 or HTTP/1.1 (datagrams from stdin, or a generated load with a summary), CONNECT
-//! over HTTP/3 (stdin/stdout through the tunnel), and GET over HTTP/3.
+//! HTTP/2 or HTTP/1.1 (datagrams from stdin, or a generated load with a summary),
+//! CONNECT-IP with a TUN device, CONNECT over HTTP/3 (stdin/stdout through the tunnel),
+//! and GET over HTTP/3.
 // Its results are its standard output.
 #![allow(clippy::print_stdout)]
 
 mod capsules;
 mod datagrams;
+mod ip;
 mod quic;
 
 use anyhow::Context;
@@ -23,6 +25,9 @@ struct Cli {
 enum Command {
     /// CONNECT-UDP (RFC 9298) to a UDP target through the proxy.
     Udp(UdpArgs),
+    /// CONNECT-IP (RFC 9484): a TUN device whose packets go through the proxy, with the
+    /// addresses it assigns and the routes it advertises (needs CAP_NET_ADMIN).
+    Ip(ip::IpArgs),
     /// CONNECT over HTTP/3: stdin goes to the target, the target's bytes to stdout.
     Connect {
         #[command(flatten)]
@@ -126,6 +131,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Udp(args) => datagrams::run(args).await,
+        Command::Ip(args) => ip::run(args).await,
         Command::Connect { proxy, target } => quic::connect_tcp(&proxy, &target).await,
         Command::Get {
             url,

@@ -2,6 +2,7 @@
 
 use crate::ProxyArgs;
 use crate::datagrams::Flow;
+use crate::ip::IpChannel;
 use anyhow::Context;
 use bytes::{Buf, Bytes};
 use h3::client::SendRequest;
@@ -168,6 +169,86 @@ pub async fn udp_flows(
         }
     });
     Ok((opened, session))
+}
+
+/// A CONNECT-IP session at `path` over HTTP/3: packets as HTTP Datagrams (a DATAGRAM
+/// capsule on the stream when one does not fit a QUIC datagram).
+pub async fn ip_session(proxy: &ProxyArgs, path: &str) -> anyhow::Result<(IpChannel, Session)> {
+    let authority = authority_of(proxy)?;
+    let (session, mut requests) = connect(&authority, proxy.ca.as_deref(), proxy.bind).await?;
+    let connection = session.connection.clone();
+    let mut request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("https://{authority}{path}"))
+        .header("capsule-protocol", "?1");
+    if let Some(value) = &proxy.authorization {
+        request = request.header(http::header::AUTHORIZATION, value);
+    }
+    let mut request = request.body(())?;
+    request
+        .extensions_mut()
+        .insert(h3::ext::Protocol::CONNECT_IP);
+    let mut stream = requests.send_request(request).await?;
+    let response = stream.recv_response().await?;
+    let status = response.status().as_u16();
+    let stream_id = stream.id().into_inner();
+    let (to_proxy, mut outgoing) = mpsc::channel::<Bytes>(1024);
+    let (incoming, from_proxy) = mpsc::channel(1024);
+    let (control_tx, control) = mpsc::channel(16);
+    let (mut send, mut recv) = stream.split();
+    let stream_packets = incoming.clone();
+    tokio::spawn(async move {
+        let (mut codec, mut buf) = (crate::ip::codec(), bytes::BytesMut::new());
+        while let Ok(Some(mut data)) = recv.recv_data().await {
+            buf.extend_from_slice(&data.copy_to_bytes(data.remaining()));
+            if !crate::ip::dispatch_bytes(&mut codec, &mut buf, &stream_packets, &control_tx).await
+            {
+                return;
+            }
+        }
+    });
+    let quic = connection.clone();
+    tokio::spawn(async move {
+        while let Some(packet) = outgoing.recv().await {
+            let datagram = capsule::h3_udp_datagram(stream_id, &packet);
+            match quic.send_datagram_wait(datagram).await {
+                Ok(()) => {}
+                Err(quinn::SendDatagramError::TooLarge) => {
+                    let mut buf = bytes::BytesMut::new();
+                    capsule::encode_udp_datagram_capsule(&mut buf, &packet);
+                    if send.send_data(buf.freeze()).await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    tokio::spawn(async move {
+        // The connection lives while a request handle does.
+        let _requests = requests;
+        let quarter = stream_id / 4;
+        while let Ok(datagram) = connection.read_datagram().await {
+            let Some((id, len)) = capsule::get_varint(&datagram) else {
+                continue;
+            };
+            if id != quarter {
+                continue;
+            }
+            if let Ok(Some(packet)) = capsule::udp_payload(&datagram.slice(len..))
+                && incoming.send(packet).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    let channel = IpChannel {
+        status,
+        to_proxy,
+        from_proxy,
+        control,
+    };
+    Ok((channel, session))
 }
 
 /// CONNECT to `target` over HTTP/3; stdin to the target, the target's bytes to stdout.
