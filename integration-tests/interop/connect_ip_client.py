@@ -19,8 +19,11 @@ ROUTE_ADVERTISEMENT, then runs the steps asked for, in this order:
   --ping HOST         --count ICMP (ICMPv6) echo round trips (repeatable)
   --deny HOST:PORT    one UDP packet that the proxy must refuse with an ICMP error
                       (repeatable): its type, code, source and quote are reported
+  --capsules          packets go as DATAGRAM capsules on the stream, not datagrams
   --malformed KIND    a malformed capsule (request-id-zero, unordered-routes,
                       too-large); reports whether the proxy then ends the stream
+  --close-stream      the client ends the request stream (FIN); reports whether the
+                      proxy ends its side too
 
 Output: progress goes to stderr; stdout carries exactly one JSON line, e.g.
   {"status": 200, "capsule_protocol": "?1", "assigned": [...], "routes": [...],
@@ -305,12 +308,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=10.0, help="seconds for each wait")
     p.add_argument("--count", type=int, default=3, help="round trips per --udp and --ping")
     p.add_argument("--size", type=int, default=64, help="UDP and ICMP echo payload bytes")
+    p.add_argument("--capsules", action="store_true",
+                   help="send IP packets as DATAGRAM capsules on the request stream "
+                        "rather than as HTTP Datagrams (RFC 9297 §3.5)")
     p.add_argument("--address-request", action="store_true")
     p.add_argument("--spoof", type=host_port, default=None)
     p.add_argument("--udp", type=host_port, action="append", default=[])
     p.add_argument("--ping", action="append", default=[])
     p.add_argument("--deny", type=host_port, action="append", default=[])
     p.add_argument("--malformed", choices=["request-id-zero", "unordered-routes", "too-large"], default=None)
+    p.add_argument("--close-stream", action="store_true",
+                   help="at the end, close the request stream (FIN) and report whether the "
+                        "proxy then ends its side, before the connection closes")
     p.add_argument("--max-capsule", type=int, default=65552, help="the proxy's limit, for --malformed too-large")
     return p.parse_args(argv)
 
@@ -360,6 +369,7 @@ class Client(QuicConnectionProtocol):
         # Packets from the proxy: (how it came, parsed packet).
         self.packets: list[tuple[str, dict]] = []
         self.unparsable = 0
+        self.use_capsules = False
 
     def quic_event_received(self, event: QuicEvent) -> None:
         if isinstance(event, HandshakeCompleted):
@@ -460,6 +470,9 @@ class Client(QuicConnectionProtocol):
 
     def send_packet(self, packet: bytes) -> None:
         assert self.http is not None and self.stream_id is not None
+        if self.use_capsules:
+            self.send_capsule(DATAGRAM, b"\x00" + packet)  # context ID 0
+            return
         self.http.send_datagram(self.stream_id, b"\x00" + packet)  # context ID 0
         self.transmit()
 
@@ -472,9 +485,10 @@ class Client(QuicConnectionProtocol):
         self.transmit()
 
     def take_packet(self, match) -> dict | None:
-        for i, (_, packet) in enumerate(self.packets):
+        for i, (how, packet) in enumerate(self.packets):
             if match(packet):
                 del self.packets[i]
+                packet["via"] = how
                 return packet
         return None
 
@@ -554,8 +568,10 @@ async def session(client: Client, args: argparse.Namespace, authority: str, path
         raise Failure("the proxy did not send SETTINGS_H3_DATAGRAM=1")
     await client.wait_for(lambda: client.assigns and client.routes, args.timeout,
                           "ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT")
+    client.use_capsules = args.capsules
     result: dict = {
         "status": status,
+        "local_port": client._transport.get_extra_info("sockname")[1],
         "capsule_protocol": response.get(b"capsule-protocol", b"").decode(),
         "assigned": client.assigns[0],
         "routes": client.routes[0],
@@ -600,10 +616,20 @@ async def session(client: Client, args: argparse.Namespace, authority: str, path
         closed = await client.wait_soft(client.stream_gone, args.timeout, "the proxy to end the stream")
         result["malformed"] = {"kind": kind, "stream_closed": closed,
                                "reset": client.stream_reset}
+    if args.close_stream and not client.stream_gone():
+        http.send_data(stream_id, b"", end_stream=True)
+        client.transmit()
+        result["proxy_ended_stream"] = await client.wait_soft(
+            client.stream_gone, args.timeout, "the proxy to end its side of the stream")
     result["other_capsules"] = client.other_capsules
     result["unparsable"] = client.unparsable
     result["unexpected_packets"] = [describe(p) for _, p in client.packets]
     return result
+
+
+def target_text(dst, port: int) -> str:
+    """HOST:PORT, with IPv6 as [ADDR]:PORT."""
+    return f"[{dst}]:{port}" if dst.version == 6 else f"{dst}:{port}"
 
 
 def describe(packet: dict) -> dict:
@@ -616,6 +642,7 @@ async def udp_round_trips(client: Client, args, dst, port: int, sport: int) -> d
     src = assigned_address(client, dst.version)
     errors: list[str] = []
     sent = received = 0
+    via = {"datagram": 0, "capsule": 0}
     for seq in range(args.count):
         payload = struct.pack("!I", seq) + os.urandom(max(0, args.size - 4))
         client.send_packet(udp_packet(src, sport, dst, port, payload))
@@ -634,12 +661,14 @@ async def udp_round_trips(client: Client, args, dst, port: int, sport: int) -> d
                 problems.append("payload differs")
             if packet["version"] == 4 and not 0 < packet["ttl"] <= 255:
                 problems.append(f"ttl {packet['ttl']}")
+            via[packet["via"]] += 1
             if problems:
                 errors.append(f"{seq}: {', '.join(problems)}")
             else:
                 received += 1
-    log(f"UDP {dst}:{port}: {received}/{sent} echoes intact")
-    return {"target": f"{dst}:{port}", "sent": sent, "received": received, "errors": errors}
+    log(f"UDP {dst}:{port}: {received}/{sent} echoes intact ({via['datagram']} as HTTP Datagrams, "
+        f"{via['capsule']} in DATAGRAM capsules)")
+    return {"target": target_text(dst, port), "sent": sent, "received": received, "errors": errors, "via": via}
 
 
 async def ping(client: Client, args, dst) -> dict:
@@ -682,12 +711,12 @@ async def denied(client: Client, args, dst, port: int) -> dict:
         and p.get("data", b"")[:header] == original[:header],
         args.timeout, f"an ICMP error about {dst}:{port}")
     if packet is None:
-        return {"target": f"{dst}:{port}", "answered": False}
+        return {"target": target_text(dst, port), "answered": False}
     quoted = packet["data"]
     log(f"{dst}:{port} answered with ICMP type {packet['icmp_type']} code {packet['icmp_code']} "
         f"from {packet['src']}")
     return {
-        "target": f"{dst}:{port}",
+        "target": target_text(dst, port),
         "answered": True,
         "type": packet["icmp_type"],
         "code": packet["icmp_code"],
@@ -696,6 +725,7 @@ async def denied(client: Client, args, dst, port: int) -> dict:
         "errors": packet["errors"],
         "quote_matches": original.startswith(quoted),
         "quoted_bytes": len(quoted),
+        "via": packet["via"],
     }
 
 

@@ -7,7 +7,7 @@
 
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { connect as http2Connect, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
+import { constants as http2constants, connect as http2Connect, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import { isIPv4, isIPv6, connect as netConnect, type Socket } from "node:net";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
@@ -287,8 +287,9 @@ export interface IpOptions {
   ttl?: number;
 }
 
-/** An IPv4 (DF set) or IPv6 packet around `payload`, by the family of `src`. */
-export function ipPacket(o: IpOptions & { protocol: number; payload: Buffer }): Buffer {
+/** An IPv4 (DF set, unless `moreFragments`) or IPv6 packet around `payload`, by the
+ * family of `src`. */
+export function ipPacket(o: IpOptions & { protocol: number; payload: Buffer; moreFragments?: boolean }): Buffer {
   const src = ipToBytes(o.src);
   const dst = ipToBytes(o.dst);
   if (src.length !== dst.length) throw new Error(`${o.src} and ${o.dst} are not of one family`);
@@ -298,7 +299,7 @@ export function ipPacket(o: IpOptions & { protocol: number; payload: Buffer }): 
     h[0] = 0x45;
     h.writeUInt16BE(20 + o.payload.length, 2);
     h.writeUInt16BE(0x1234, 4);
-    h.writeUInt16BE(0x4000, 6);
+    h.writeUInt16BE(o.moreFragments ? 0x2000 : 0x4000, 6);
     h[8] = ttl;
     h[9] = o.protocol;
     src.copy(h, 12);
@@ -317,14 +318,14 @@ export function ipPacket(o: IpOptions & { protocol: number; payload: Buffer }): 
 }
 
 /** A UDP packet with a valid checksum (unless `badChecksum`). */
-export function udpPacket(o: IpOptions & { srcPort: number; dstPort: number; payload: Buffer; badChecksum?: boolean }): Buffer {
+export function udpPacket(o: IpOptions & { srcPort: number; dstPort: number; payload: Buffer; badChecksum?: boolean; noChecksum?: boolean }): Buffer {
   const udp = Buffer.alloc(8 + o.payload.length);
   udp.writeUInt16BE(o.srcPort, 0);
   udp.writeUInt16BE(o.dstPort, 2);
   udp.writeUInt16BE(udp.length, 4);
   o.payload.copy(udp, 8);
   const sum = internetChecksum(pseudoHeader(o.src, o.dst, UDP, udp.length), udp) || 0xffff;
-  udp.writeUInt16BE(o.badChecksum ? sum ^ 0x5a5a : sum, 6);
+  udp.writeUInt16BE(o.noChecksum ? 0 : o.badChecksum ? sum ^ 0x5a5a : sum, 6);
   return ipPacket({ ...o, protocol: UDP, payload: udp });
 }
 
@@ -454,6 +455,9 @@ export interface ConnectIpOptions {
   ca?: string;
   path?: string;
   headers?: Record<string, string>;
+  /** Capsules sent right behind the request, before the response (RFC 9484 §4: clients
+   * may send optimistically). */
+  early?: Buffer;
 }
 
 /** One CONNECT-IP request stream over HTTP/2 or HTTP/1.1. */
@@ -471,6 +475,10 @@ export class ConnectIpStream {
   otherContext = 0;
   /** Set when the proxy has ended (or reset) the stream. */
   ended = false;
+  /** The client's TCP port: Oxy's audit records name the client as 127.0.0.1:port. */
+  localPort = 0;
+  /** HTTP/2: the RST_STREAM error code the stream closed with (0: a clean close). */
+  rstCode?: number;
   private parser = new CapsuleParser();
   private waiters = new Set<() => void>();
 
@@ -478,6 +486,7 @@ export class ConnectIpStream {
     private readonly writeFn: (data: Buffer) => void,
     private readonly endFn: () => void,
     private readonly destroyFn: () => void,
+    private readonly resetFn: () => void = destroyFn,
   ) {}
 
   /** Bytes from the proxy after the response head. */
@@ -622,6 +631,12 @@ export class ConnectIpStream {
   destroy(): void {
     this.destroyFn();
   }
+
+  /** Abandons the stream: RST_STREAM (CANCEL) on HTTP/2, the connection kept; on
+   * HTTP/1.1 the connection is destroyed. */
+  reset(): void {
+    this.resetFn();
+  }
 }
 
 /** Opens a CONNECT-IP stream and waits for the response head. */
@@ -648,17 +663,23 @@ async function openH2(o: ConnectIpOptions): Promise<ConnectIpStream> {
     },
     { endStream: false },
   );
+  if (o.early) req.write(o.early);
   const stream = new ConnectIpStream(
     (data) => req.write(data),
     () => req.end(),
     () => {
       req.close();
-      session.close();
+      session.destroy();
     },
+    () => req.close(http2constants.NGHTTP2_CANCEL),
   );
+  stream.localPort = session.socket.localPort ?? 0;
   req.on("data", (d: Buffer) => stream.onData(d));
   req.on("end", () => stream.onEnd());
-  req.on("close", () => stream.onEnd());
+  req.on("close", () => {
+    stream.rstCode = req.rstCode;
+    stream.onEnd();
+  });
   req.on("error", () => stream.onEnd());
   await new Promise<void>((ok, fail) => {
     req.once("response", (headers) => {
@@ -681,15 +702,16 @@ async function openH1(o: ConnectIpOptions): Promise<ConnectIpStream> {
     s.once("error", fail);
   });
   const extra = Object.entries(o.headers ?? {}).map(([k, v]) => `${k}: ${v}\r\n`).join("");
-  socket.write(
-    `GET ${o.path ?? scopePath()} HTTP/1.1\r\nHost: ${host}:${o.port}\r\nConnection: Upgrade\r\nUpgrade: connect-ip\r\nCapsule-Protocol: ?1\r\n${extra}\r\n`,
-  );
+  const head = `GET ${o.path ?? scopePath()} HTTP/1.1\r\nHost: ${host}:${o.port}\r\nConnection: Upgrade\r\nUpgrade: connect-ip\r\nCapsule-Protocol: ?1\r\n${extra}\r\n`;
+  // In one write: the capsules may arrive with the request head.
+  socket.write(Buffer.concat([Buffer.from(head), o.early ?? Buffer.alloc(0)]));
   const stream = new ConnectIpStream(
     (data) => socket.write(data),
     () => socket.end(),
     () => socket.destroy(),
   );
-  let head = Buffer.alloc(0);
+  stream.localPort = socket.localPort ?? 0;
+  let received = Buffer.alloc(0);
   let answered = false;
   let bodyLeft = Infinity;
   await new Promise<void>((ok, fail) => {
@@ -703,11 +725,11 @@ async function openH1(o: ConnectIpOptions): Promise<ConnectIpStream> {
         }
         return stream.onData(d);
       }
-      head = Buffer.concat([head, d]);
-      const end = head.indexOf("\r\n\r\n");
+      received = Buffer.concat([received, d]);
+      const end = received.indexOf("\r\n\r\n");
       if (end < 0) return;
       answered = true;
-      const lines = head.subarray(0, end).toString().split("\r\n");
+      const lines = received.subarray(0, end).toString().split("\r\n");
       stream.status = Number(lines[0].split(" ")[1]);
       for (const line of lines.slice(1)) {
         const colon = line.indexOf(":");
@@ -715,7 +737,7 @@ async function openH1(o: ConnectIpOptions): Promise<ConnectIpStream> {
       }
       if (stream.status !== 101 && stream.headers["content-length"] !== undefined) bodyLeft = Number(stream.headers["content-length"]);
       ok();
-      const rest = head.subarray(end + 4);
+      const rest = received.subarray(end + 4);
       if (rest.length) {
         if (Number.isFinite(bodyLeft)) bodyLeft -= rest.length;
         stream.onData(rest);
@@ -725,7 +747,7 @@ async function openH1(o: ConnectIpOptions): Promise<ConnectIpStream> {
     socket.on("end", () => stream.onEnd());
     socket.on("close", () => {
       stream.onEnd();
-      if (!answered) fail(new Error(`closed without a response: ${head}`));
+      if (!answered) fail(new Error(`closed without a response: ${received}`));
     });
     socket.on("error", () => stream.onEnd());
   });
@@ -751,19 +773,27 @@ export interface ConnectIpInteropOptions {
   deny?: string[];
   malformed?: "request-id-zero" | "unordered-routes" | "too-large";
   maxCapsule?: number;
+  /** Send packets as DATAGRAM capsules on the stream rather than as HTTP Datagrams. */
+  capsules?: boolean;
+  /** End the request stream at the end (reports `proxy_ended_stream`). */
+  closeStream?: boolean;
 }
 
 export interface ConnectIpInteropResult {
   status: number;
   body?: string;
+  /** The client's UDP port: Oxy's audit records name the client as 127.0.0.1:port. */
+  local_port: number;
   capsule_protocol?: string;
   assigned?: { id: number; version: 4 | 6; address: string; prefix: number }[];
   routes?: { version: 4 | 6; start: string; end: string; protocol: number }[];
   address_answer?: { id: number; version: 4 | 6; address: string; prefix: number }[];
-  udp?: { target: string; sent: number; received: number; errors: string[] }[];
+  /** `via`: how the echoes came, as HTTP Datagrams or in DATAGRAM capsules. */
+  udp?: { target: string; sent: number; received: number; errors: string[]; via: { datagram: number; capsule: number } }[];
   ping?: { target: string; sent: number; received: number; errors: string[] }[];
-  deny?: { target: string; answered: boolean; type?: number; code?: number; from?: string; to?: string; errors?: string[]; quote_matches?: boolean; quoted_bytes?: number }[];
+  deny?: { target: string; answered: boolean; type?: number; code?: number; from?: string; to?: string; errors?: string[]; quote_matches?: boolean; quoted_bytes?: number; via?: string }[];
   malformed?: { kind: string; stream_closed: boolean; reset: number | null };
+  proxy_ended_stream?: boolean;
   other_capsules?: number[];
   unparsable?: number;
   unexpected_packets?: any[];
@@ -784,6 +814,8 @@ export function connectIpInterop(o: ConnectIpInteropOptions, timeoutMs = 30_000)
   add("--malformed", o.malformed);
   add("--max-capsule", o.maxCapsule);
   if (o.addressRequest) args.push("--address-request");
+  if (o.capsules) args.push("--capsules");
+  if (o.closeStream) args.push("--close-stream");
   for (const t of o.udp ?? []) args.push("--udp", t);
   for (const t of o.ping ?? []) args.push("--ping", t);
   for (const t of o.deny ?? []) args.push("--deny", t);
@@ -804,13 +836,17 @@ export function connectIpInterop(o: ConnectIpInteropOptions, timeoutMs = 30_000)
 }
 
 /** Polls `check` until it returns something other than undefined (or throws after
- * `timeoutMs`). */
-export async function until<T>(check: () => Promise<T | undefined> | T | undefined, what: string, timeoutMs = 5_000): Promise<T> {
+ * `timeoutMs`, with `what` in the message). */
+export async function until<T>(
+  check: () => Promise<T | undefined> | T | undefined,
+  what: string | (() => string),
+  timeoutMs = 5_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await check();
     if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
     await sleep(25);
   }
 }

@@ -7,6 +7,8 @@ export interface EchoServer {
   connections: number;
   /** The remote address of every connection, in order. */
   peers: string[];
+  /** How many connections are still open. */
+  open: number;
   close(): Promise<void>;
 }
 
@@ -32,6 +34,9 @@ export async function startEchoServer(host = "127.0.0.1"): Promise<EchoServer> {
       return state.connections;
     },
     peers,
+    get open() {
+      return sockets.size;
+    },
     close: () =>
       new Promise((ok) => {
         for (const s of sockets) s.destroy();

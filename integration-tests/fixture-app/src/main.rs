@@ -10,6 +10,7 @@ use oxy::prelude::*;
 use std::time::Duration;
 
 mod dns;
+mod ip_flows;
 
 /// Settings of the fixture's `app:` section.
 #[oxy_app_settings]
@@ -40,6 +41,8 @@ pub struct FixtureEndpointSettings {
     pub hold_ms: u64,
     /// When not empty, the egress hook sends every connection here (`host:port`).
     pub egress_target: String,
+    /// When not empty, the egress hook sends UDP flows here instead (`host:port`).
+    pub egress_udp_target: String,
     /// When not empty, the egress hook chains every connection through this HTTP proxy
     /// (`host:port`).
     pub upstream_proxy: String,
@@ -58,7 +61,8 @@ pub struct FixtureEndpointSettings {
     pub tunnel_block: String,
     /// When not empty, the tunnel hook redirects every tunnel here (`host:port`).
     pub tunnel_redirect: String,
-    /// The tunnel hook asks to decapsulate every TCP tunnel (serve the HTTP inside).
+    /// The tunnel hook asks to decapsulate every TCP tunnel (serve the HTTP inside); UDP
+    /// flows are left alone.
     pub tunnel_decapsulate: bool,
     /// When not zero, the tunnel hook sets this idle timeout (milliseconds).
     pub tunnel_idle_ms: u64,
@@ -77,6 +81,12 @@ pub struct FixtureEndpointSettings {
     /// When not empty, proxy requests need `Proxy-Authorization: Basic` with this
     /// password (any user): the app's own proxy authentication.
     pub proxy_password: String,
+    /// The IP flow hook drops flows to this address.
+    pub ip_drop_destination: String,
+    /// The IP flow hook upgrades UDP flows to UDP tunnels.
+    pub ip_upgrade_udp: bool,
+    /// When not zero, the IP flow hook upgrades TCP flows to this port to TCP tunnels.
+    pub ip_upgrade_tcp_port: u16,
 }
 
 #[metrics]
@@ -93,7 +103,7 @@ impl OxyExt for Fixture {
     type EndpointContext = ();
     type IngressConnectionContext = ();
     type RequestContext = ();
-    type IpTunnelContext = ();
+    type IpTunnelContext = u64;
     type DnsCacheItem = String;
 }
 
@@ -325,7 +335,10 @@ impl EgressHook<Fixture> for Router {
                 Err(e) => EgressAction::Deny(format!("bad bind_to: {e}")),
             };
         }
-        let target = &settings.egress_target;
+        let target = match cx.transport {
+            Transport::Udp if !settings.egress_udp_target.is_empty() => &settings.egress_udp_target,
+            _ => &settings.egress_target,
+        };
         if target.is_empty() {
             return EgressAction::Allow;
         }
@@ -358,7 +371,7 @@ impl TunnelHook<Fixture> for Router {
                 Err(e) => TunnelAction::Block(format!("bad tunnel_redirect: {e}")),
             };
         }
-        if settings.tunnel_decapsulate {
+        if settings.tunnel_decapsulate && cx.transport == Transport::Tcp {
             return TunnelAction::Decapsulate;
         }
         if settings.tunnel_idle_ms > 0 {
@@ -406,7 +419,7 @@ impl OxyApp for Fixture {
             tunnel: Some(Arc::new(Router)),
             http_request: Some(Arc::new(Router)),
             dns: Some(Arc::new(dns::Answers::new(&settings.app))),
-            ..Default::default()
+            ip_flow: Some(Arc::new(ip_flows::Flows)),
         })
     }
 }
