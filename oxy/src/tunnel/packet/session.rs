@@ -34,6 +34,8 @@ use tracing::Instrument;
 pub enum SessionEvent<App: OxyExt> {
     /// The off-ramp of a TCP flow was opened, or refused.
     TcpOpened(FlowKey, Result<TcpTunnel<App>, TunnelRefused>),
+    /// The off-ramp of a UDP flow was refused (its first packet was answered).
+    UdpRefused(FlowKey, TunnelRefused),
     /// A TCP flow's tunnel ended.
     TcpClosed(FlowKey),
 }
@@ -207,8 +209,8 @@ impl<App: OxyExt> PacketSession<App> {
                 Some(stack) => stack.input(&packet).err(),
                 None => Some("no_stack"),
             },
-            FlowRoute::TcpRefused(kind) => {
-                answer_refused_tcp(&self.setup.to_client, &first(), *kind);
+            FlowRoute::Refused(kind) => {
+                answer_refused(&self.setup.to_client, &first(), *kind);
                 Some("refused")
             }
             FlowRoute::Echo(tx) => match facts.echo_request {
@@ -293,6 +295,7 @@ impl<App: OxyExt> PacketSession<App> {
             last_seen: Instant::now(),
             audit,
             action: action_label,
+            refusal: None,
         }
     }
 
@@ -316,6 +319,7 @@ impl<App: OxyExt> PacketSession<App> {
                     first,
                     to_client,
                     idle: ip.flow_idle_timeout,
+                    events: self.events.0.clone(),
                 };
                 FlowRoute::Udp(flow.start(ip.queue, drain))
             }
@@ -395,13 +399,20 @@ impl<App: OxyExt> PacketSession<App> {
                     }
                     Err(refused) => {
                         let kind = icmp_for_refusal(&refused, true);
-                        flow.route = FlowRoute::TcpRefused(kind);
+                        flow.route = FlowRoute::Refused(kind);
+                        flow.refusal = Some(refused.to_string());
                         if let Some(packet) = queued.into_iter().next()
                             && let Ok(facts) = inspect(&packet)
                         {
-                            answer_refused_tcp(&self.setup.to_client, &FirstPacket { packet, facts }, kind);
+                            answer_refused(&self.setup.to_client, &FirstPacket { packet, facts }, kind);
                         }
                     }
+                }
+            }
+            SessionEvent::UdpRefused(key, refused) => {
+                if let Some(flow) = self.flows.get_mut(&key) {
+                    flow.route = FlowRoute::Refused(icmp_for_refusal(&refused, false));
+                    flow.refusal = Some(refused.to_string());
                 }
             }
             SessionEvent::TcpClosed(key) => {
@@ -415,7 +426,7 @@ impl<App: OxyExt> PacketSession<App> {
     /// Pumps (or decapsulates) a connection the stack accepted through its tunnel.
     fn on_tcp_accepted(
         &mut self,
-        stream: netstack_smoltcp::TcpStream,
+        stream: crate::offramp::ip::tcp_stack::StackStream,
         client: SocketAddr,
         destination: SocketAddr,
         drain: &Drain,
@@ -472,7 +483,10 @@ impl<App: OxyExt> PacketSession<App> {
     /// Writes the audit record of a flow that ended.
     fn forget(&self, key: FlowKey, flow: Flow, reason: &str) {
         let target = key.destination_addr().to_string();
-        let close = format!("{}: {reason}", flow.action);
+        let close = match &flow.refusal {
+            Some(refusal) => format!("{}: refused: {refusal}", flow.action),
+            None => format!("{}: {reason}", flow.action),
+        };
         let traffic = Traffic {
             packets_down: flow.down.packets.load(Ordering::Relaxed),
             bytes_down: flow.down.bytes.load(Ordering::Relaxed),
@@ -483,8 +497,8 @@ impl<App: OxyExt> PacketSession<App> {
     }
 }
 
-/// Answers a packet of a refused TCP connection: the ICMP error, or a reset.
-fn answer_refused_tcp(to_client: &ToClient, packet: &FirstPacket, kind: Option<IcmpError>) {
+/// Answers a packet of a refused flow: the ICMP error, or (TCP) a reset.
+fn answer_refused(to_client: &ToClient, packet: &FirstPacket, kind: Option<IcmpError>) {
     match kind {
         Some(kind) => to_client.icmp_error(packet, kind),
         None => {
