@@ -28,6 +28,7 @@ import { OxyProcess, binaryPath, repoRoot, runToExit, sleep, writeConfig } from 
 import { UdpSession, runClient, udpLoad } from "../lib/oxy-client.ts";
 import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
 import { extendedConnectAllowed } from "../lib/h2.ts";
+import { openConnectIp, udpPacket } from "../lib/connect-ip.ts";
 
 const TOKEN = "relay-demo-token";
 const BEARER = `Bearer ${TOKEN}`;
@@ -391,10 +392,11 @@ describe("privacy-relay", () => {
     const endpoint = shipped.endpoints[0];
     assert.equal(endpoint.tls.enabled, true);
     assert.equal(endpoint.http.h3.enabled, true);
-    // Tunnels only: CONNECT and CONNECT-UDP are turned on; forwarding is off by default.
+    // Tunnels only: CONNECT, CONNECT-UDP and CONNECT-IP are on; forwarding is off by default.
     assert.equal(endpoint.http.forward_proxy, undefined);
     assert.equal(endpoint.http.connect, true);
     assert.deepEqual(endpoint.http.connect_udp, { enabled: true });
+    assert.deepEqual(endpoint.http.connect_ip, { enabled: true });
     assert.deepEqual(shipped.egress.allow, []);
     assert.equal(shipped.telemetry.log.format, "json");
     assert.equal(shipped.telemetry.log.client_addresses, false);
@@ -479,7 +481,7 @@ describe("privacy-relay", () => {
       const notATunnel = await counter(oxy, refused("not_a_tunnel"));
       const get = await h2Request(session, { ":method": "GET", ":path": "/", ":authority": `localhost:${port}`, "proxy-authorization": BEARER }, true);
       assert.equal(get.status, 405);
-      assert.match(await body(get.stream), /CONNECT and CONNECT-UDP only/);
+      assert.match(await body(get.stream), /CONNECT, CONNECT-UDP and CONNECT-IP only/);
       const post = await h2Request(session, { ":method": "POST", ":path": "/x", ":authority": `localhost:${port}`, authorization: BEARER }, true);
       assert.equal(post.status, 405);
       post.stream.close();
@@ -771,6 +773,60 @@ describe("privacy-relay", () => {
         for (const h of held) h.kill();
         session.destroy();
       }
+    });
+  });
+
+  test("CONNECT-IP over HTTP/2 for the demo user carries UDP; no token is 407; each stream takes one of the user's tunnel slots", async () => {
+    await withRelay((s: any) => (s.app.max_tunnels_per_user = 1), async ({ oxy, port }) => {
+      const open = (headers: Record<string, string>) => openConnectIp({ over: "h2", port, ca: pki.ca, headers });
+      const anonymous = await open({});
+      try {
+        await anonymous.closed();
+        assert.equal(anonymous.status, 407);
+        assert.match(anonymous.headers["proxy-authenticate"] ?? "", /^Bearer /);
+      } finally {
+        anonymous.destroy();
+      }
+      const first = await open({ "proxy-authorization": BEARER });
+      try {
+        assert.equal(first.status, 200, first.body);
+        await first.initial();
+        const payload = Buffer.from("ip through the relay");
+        first.sendPacket(udpPacket({ src: first.address(4), dst: "127.0.0.1", srcPort: 41000, dstPort: echo.port, payload }));
+        const echoed = await first.nextPacket((p) => p.udp?.data.equals(payload) === true, "the echo");
+        assert.equal(echoed.src, "127.0.0.1");
+        // The user's only slot is held by this stream.
+        const second = await open({ "proxy-authorization": BEARER });
+        try {
+          await second.closed();
+          assert.equal(second.status, 429);
+          assert.match(second.body, /demo has too many tunnels open/);
+        } finally {
+          second.destroy();
+        }
+        await first.end();
+      } finally {
+        first.destroy();
+      }
+      // The slot comes back once the stream has ended (a moment after its audit record).
+      const deadline = Date.now() + 5_000;
+      for (;;) {
+        const third = await open({ "proxy-authorization": BEARER });
+        try {
+          if (third.status === 200) {
+            await third.initial();
+            await third.end();
+            break;
+          }
+          await third.closed();
+          assert.equal(third.status, 429, third.body);
+          assert.ok(Date.now() < deadline, "the slot never came back");
+        } finally {
+          third.destroy();
+        }
+      }
+      const sessions = auditRecords(oxy).filter((r) => r.protocol === "connect-ip");
+      assert.ok(sessions.every((r) => r.user === "demo" && r.client === undefined), JSON.stringify(sessions));
     });
   });
 

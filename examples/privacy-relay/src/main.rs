@@ -1,5 +1,6 @@
-//! A privacy relay: CONNECT and CONNECT-UDP (MASQUE) over HTTP/3 and HTTP/2 for users
-//! who present a bearer token or a client certificate, with a per-user tunnel limit.
+//! A privacy relay: CONNECT, CONNECT-UDP and CONNECT-IP (MASQUE) over HTTP/3 and HTTP/2
+//! for users who present a bearer token or a client certificate, with a per-user tunnel
+//! limit.
 //! Public destinations only and no client addresses in logs come from its settings.
 
 use oxy::app::AppServerSettings;
@@ -14,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct RelaySettings {
     /// Who may use the relay.
     pub users: Vec<UserSettings>,
-    /// Tunnels (CONNECT and CONNECT-UDP) one user may have open at once.
+    /// Tunnels (CONNECT, CONNECT-UDP and CONNECT-IP) one user may have open at once.
     #[serde(default = "default_max_tunnels")]
     pub max_tunnels_per_user: usize,
 }
@@ -163,7 +164,7 @@ impl HttpRequestHook<PrivacyRelay> for Users {
             privacy_relay::refused_total("not_a_tunnel").inc();
             return RequestAction::Block {
                 status: StatusCode::METHOD_NOT_ALLOWED,
-                reason: "this relay carries CONNECT and CONNECT-UDP only".into(),
+                reason: "this relay carries CONNECT, CONNECT-UDP and CONNECT-IP only".into(),
             };
         }
         let Some(Ok(permit)) = self.slots.get(user).map(|s| s.clone().try_acquire_owned()) else {
@@ -191,7 +192,7 @@ impl OxyApp for PrivacyRelay {
     }
 
     fn description() -> &'static str {
-        "A MASQUE relay: authenticated CONNECT and CONNECT-UDP to public destinations"
+        "A MASQUE relay: authenticated CONNECT, CONNECT-UDP and CONNECT-IP to public destinations"
     }
 
     fn check(settings: &AppServerSettings<Self>) -> anyhow::Result<()> {
