@@ -44,8 +44,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// The fuzz targets, by name (`fuzz/fuzz_targets/<name>.rs`).
-pub const TARGETS: [&str; 7] = [
+pub const TARGETS: [&str; 9] = [
     "capsule_codec",
+    "ip_capsules",
+    "ip_packet",
     "proxy_protocol_tcp",
     "proxy_protocol_datagram",
     "uri_template",
@@ -810,12 +812,78 @@ fn check_stream_search(needle: &[u8], pieces: &[&[u8]]) {
 }
 
 // ---------------------------------------------------------------------------------------
+// CONNECT-IP capsules and IP packets
+
+/// `IpCapsule::parse` on arbitrary bytes: input `[type selector][payload]`. A parse never
+/// panics; what parses encodes to bytes that parse to the same capsule, and routes come
+/// out ordered without overlaps.
+pub fn check_ip_capsules(data: &[u8]) {
+    use oxy::http::connect_ip::capsules::{CONNECT_IP_CAPSULES, IpCapsule};
+    let Some((&selector, payload)) = data.split_first() else {
+        return;
+    };
+    let kind = CONNECT_IP_CAPSULES[usize::from(selector) % CONNECT_IP_CAPSULES.len()];
+    let Ok(capsule) = IpCapsule::parse(kind, payload) else {
+        return;
+    };
+    if let IpCapsule::RouteAdvertisement(ranges) = &capsule {
+        for pair in ranges.windows(2) {
+            let key = |r: &oxy::http::connect_ip::capsules::IpRange| (r.start.is_ipv6(), r.protocol);
+            assert!(key(&pair[0]) < key(&pair[1]) || pair[0].end < pair[1].start, "{pair:?}");
+        }
+    }
+    let mut wire = BytesMut::from(&capsule.to_bytes()[..]);
+    let mut codec = CapsuleCodec::new(1 << 20).surfacing(CONNECT_IP_CAPSULES);
+    match codec.decode(&mut wire) {
+        Ok(Some(Capsule::Other { kind: again, payload })) => {
+            assert_eq!(again, kind);
+            assert_eq!(IpCapsule::parse(kind, &payload).as_ref(), Ok(&capsule));
+        }
+        other => panic!("{capsule:?} encoded to something else: {other:?}"),
+    }
+    assert!(wire.is_empty());
+}
+
+/// `inspect` on an arbitrary packet: never panics; an accepted packet's payload lies
+/// inside it; the ICMP errors made about it are packets `inspect` accepts as ICMP errors;
+/// a TTL decrement keeps it acceptable with the TTL one lower.
+pub fn check_ip_packet(data: &[u8]) {
+    use oxy::tunnel::packet::craft::{IcmpError, icmp_error};
+    use oxy::tunnel::packet::inspect::{decrement_ttl, inspect};
+    let Ok(facts) = inspect(data) else {
+        return;
+    };
+    assert!(facts.payload.end <= data.len() && facts.payload.start <= facts.payload.end);
+    for kind in [IcmpError::Prohibited, IcmpError::PacketTooBig { mtu: 1280 }] {
+        if let Some(error) = icmp_error(data, &facts, kind) {
+            let parsed = inspect(&error).unwrap_or_else(|e| panic!("an ICMP error Oxy made is {e}"));
+            assert!(parsed.icmp_error);
+            assert_eq!((parsed.source, parsed.destination), (facts.destination, facts.source));
+        }
+    }
+    let mut copy = data.to_vec();
+    if decrement_ttl(&mut copy) {
+        let again = inspect(&copy).unwrap_or_else(|e| panic!("a decremented packet is {e}"));
+        assert_eq!(again.ttl, facts.ttl - 1);
+    } else {
+        assert!(facts.ttl <= 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // seeds
 
 /// A few valid inputs for `target`, laid out as its check reads them.
 pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     match target {
         "capsule_codec" => capsule_seeds(),
+        "ip_capsules" => vec![
+            // ADDRESS_ASSIGN, ADDRESS_REQUEST, ROUTE_ADVERTISEMENT payloads.
+            vec![0, 0, 4, 192, 0, 2, 7, 32, 1, 6, 0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 128],
+            vec![1, 1, 4, 0, 0, 0, 0, 32],
+            vec![2, 4, 0, 0, 0, 0, 9, 255, 255, 255, 0, 4, 11, 0, 0, 0, 255, 255, 255, 255, 17],
+        ],
+        "ip_packet" => ip_packet_seeds(),
         "proxy_protocol_tcp" => proxy_seeds(false)
             .into_iter()
             .flat_map(|s| [[&[0u8][..], &s].concat(), [&[1u8][..], &s].concat()])
@@ -865,6 +933,24 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         }
         _ => Vec::new(),
     }
+}
+
+/// UDP over IPv4 and IPv6, an ICMP echo request, a TCP SYN.
+fn ip_packet_seeds() -> Vec<Vec<u8>> {
+    use oxy::tunnel::packet::craft;
+    let v4: SocketAddr = SocketAddr::from(([192, 0, 2, 1], 5000));
+    let v4_to: SocketAddr = SocketAddr::from(([198, 51, 100, 7], 53));
+    let v6: SocketAddr = "[2001:db8::1]:5000".parse().unwrap_or(v4);
+    let v6_to: SocketAddr = "[2001:db8::2]:53".parse().unwrap_or(v4_to);
+    let echo = craft::echo_reply(v4_to.ip(), v4.ip(), (7, 1), b"ping").unwrap_or_default();
+    [
+        craft::udp(v4, v4_to, b"query"),
+        craft::udp(v6, v6_to, b"query"),
+        Some(echo),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 fn capsule_seeds() -> Vec<Vec<u8>> {

@@ -25,11 +25,12 @@ function issue(dir: string, name: string, subject: string, ext: string): { chain
   return { chain: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
 }
 
-/** Makes a fresh PKI in a temp directory; `serverNames` are extra DNS names for `server`. */
-export function makePki(serverNames: string[] = []): TestPki {
+/** Makes a fresh PKI in a temp directory; `serverNames` are extra DNS names for `server`,
+ * `serverIps` extra IP addresses (IP SANs) for it. */
+export function makePki(serverNames: string[] = [], serverIps: string[] = []): TestPki {
   const dir = mkdtempSync(join(tmpdir(), "oxy-pki-"));
   openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Oxy Test CA"], dir);
-  const san = ["DNS:localhost", "IP:127.0.0.1", ...serverNames.map((name) => `DNS:${name}`)].join(",");
+  const san = ["DNS:localhost", "IP:127.0.0.1", ...serverNames.map((name) => `DNS:${name}`), ...serverIps.map((ip) => `IP:${ip}`)].join(",");
   const server = issue(dir, "server", "/CN=localhost", `subjectAltName=${san}\nextendedKeyUsage=serverAuth\n`);
   const other = issue(dir, "other", "/CN=other.oxy.test", "subjectAltName=DNS:other.oxy.test\nextendedKeyUsage=serverAuth\n");
   const client = issue(dir, "client", "/CN=alice/O=Oxy Tests", "subjectAltName=DNS:alice.oxy.test,email:alice@oxy.test\nextendedKeyUsage=clientAuth\n");

@@ -2,7 +2,7 @@
 // kernel picks (port 0): waits for the telemetry address file, /health and /endpoints,
 // tells the bound addresses, captures the logs, and stops them, checking for a clean exit.
 
-import { spawn, type ChildProcess } from "node:child_process";
+import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -83,6 +83,24 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** How long to wait for the telemetry address and then for /health to say ready. */
   readyTimeoutMs?: number;
+  /** Run the binary inside this network namespace (`ip netns exec NETNS`); telemetry is
+   * then asked with `curl` inside it too. */
+  netns?: string;
+}
+
+/** GET `url`, from inside network namespace `netns` (with `curl`) when one is given. */
+async function httpGet(url: string, netns?: string): Promise<{ status: number; contentType: string; body: string }> {
+  if (!netns) {
+    const res = await fetch(url);
+    return { status: res.status, contentType: res.headers.get("content-type") ?? "", body: await res.text() };
+  }
+  const args = ["netns", "exec", netns, "curl", "-sS", "-m", "5", "-o", "-", "-w", "\n%{http_code} %{content_type}", url];
+  const out = await new Promise<string>((ok, fail) =>
+    execFile("ip", args, { maxBuffer: 64 << 20 }, (e, stdout, stderr) => (e ? fail(new Error(`curl ${url} in ${netns}: ${stderr || e.message}`)) : ok(stdout))),
+  );
+  const cut = out.lastIndexOf("\n");
+  const [status, ...type] = out.slice(cut + 1).split(" ");
+  return { status: Number(status), contentType: type.join(" "), body: out.slice(0, cut) };
 }
 
 /** How a listener of an endpoint carries traffic (`quic`: HTTP/3). */
@@ -122,6 +140,8 @@ export class OxyProcess {
   private constructor(
     readonly child: ChildProcess,
     readonly configPath: string,
+    /** The network namespace it runs in, if any. */
+    readonly netns?: string,
   ) {
     child.stdout?.on("data", (d) => (this.output += d));
     child.stderr?.on("data", (d) => (this.output += d));
@@ -149,13 +169,15 @@ export class OxyProcess {
     const addressFile = join(mkdtempSync(join(tmpdir(), "oxy-telemetry-")), "address");
     settings.telemetry.address_file = addressFile;
     const configPath = writeConfig(settings);
+    const command = [binaryPath(options.binary), "--config", configPath];
+    if (options.netns) command.unshift("ip", "netns", "exec", options.netns); // which execs the binary
     const child = track(
-      spawn(binaryPath(options.binary), ["--config", configPath], {
+      spawn(command[0], command.slice(1), {
         env: { ...process.env, RUST_LOG: "", ...options.env },
         stdio: ["ignore", "pipe", "pipe"],
       }),
     );
-    const oxy = new OxyProcess(child, configPath);
+    const oxy = new OxyProcess(child, configPath, options.netns);
     try {
       await oxy.becomeReady(options.binary, addressFile, Date.now() + (options.readyTimeoutMs ?? 20_000));
     } catch (e) {
@@ -186,17 +208,17 @@ export class OxyProcess {
     this.boundTelemetry = text.trim();
     for (;;) {
       running(`/health at ${this.telemetryUrl} never answered 200`);
-      const status = await fetch(`${this.telemetryUrl}/health`).then(
-        (res) => res.arrayBuffer().then(() => res.status),
+      const status = await httpGet(`${this.telemetryUrl}/health`, this.netns).then(
+        (res) => res.status,
         () => 0, // not expected once the address is written; tried again until the deadline
       );
       if (status === 200) break;
       await sleep(20);
     }
-    const res = await fetch(`${this.telemetryUrl}/endpoints`);
-    const body = await res.text();
-    if (res.status !== 200 || !/^application\/json\b/.test(res.headers.get("content-type") ?? "")) {
-      throw new Error(`GET /endpoints answered ${res.status} (${res.headers.get("content-type")}): ${body}`);
+    const res = await httpGet(`${this.telemetryUrl}/endpoints`, this.netns);
+    const body = res.body;
+    if (res.status !== 200 || !/^application\/json\b/.test(res.contentType)) {
+      throw new Error(`GET /endpoints answered ${res.status} (${res.contentType}): ${body}`);
     }
     this.endpointList = JSON.parse(body).endpoints;
   }
@@ -250,8 +272,8 @@ export class OxyProcess {
 
   /** GET a telemetry path; returns status and body. */
   async telemetry(path: string): Promise<{ status: number; body: string }> {
-    const res = await fetch(`${this.telemetryUrl}${path}`);
-    return { status: res.status, body: await res.text() };
+    const res = await httpGet(`${this.telemetryUrl}${path}`, this.netns);
+    return { status: res.status, body: res.body };
   }
 
   /** The value of one metric sample (`name{labels}`) from /metrics, or undefined. */

@@ -58,6 +58,16 @@ proptest! {
     }
 
     #[test]
+    fn ip_capsules(data in inputs("ip_capsules")) {
+        checks::check_ip_capsules(&data);
+    }
+
+    #[test]
+    fn ip_packet(data in inputs("ip_packet")) {
+        checks::check_ip_packet(&data);
+    }
+
+    #[test]
     fn proxy_protocol_datagram(data in inputs("proxy_protocol_datagram")) {
         checks::check_proxy_protocol_datagram(&data);
     }
@@ -115,8 +125,10 @@ proptest! {
 #[test]
 fn seeds_pass() {
     type Check = fn(&[u8]);
-    let checks: [(&str, Check); 7] = [
+    let checks: [(&str, Check); 9] = [
         ("capsule_codec", checks::check_capsule_codec),
+        ("ip_capsules", checks::check_ip_capsules),
+        ("ip_packet", checks::check_ip_packet),
         ("proxy_protocol_tcp", checks::check_proxy_protocol_tcp),
         (
             "proxy_protocol_datagram",
