@@ -29,7 +29,22 @@ pub async fn run(args: UdpArgs) -> anyhow::Result<()> {
         None => 1,
     };
     let mut session = None;
+    let mut ip_sessions = Vec::new();
     let opened = match args.over {
+        Carrier::H3 | Carrier::H2 | Carrier::H1 if args.ip => {
+            let target: std::net::SocketAddr = args
+                .target
+                .parse()
+                .context("--ip needs an address target: 192.0.2.1:53 or [2001:db8::1]:53")?;
+            let mut opened = Vec::new();
+            for i in 0..flows {
+                let port = 40_000 + u16::try_from(i % 20_000).unwrap_or(0);
+                let (flow, quic) = crate::ip::udp_flow(&args.proxy, args.over, target, port).await?;
+                ip_sessions.extend(quic);
+                opened.push(flow);
+            }
+            opened
+        }
         Carrier::H3 => {
             let (opened, quic) = quic::udp_flows(&args.proxy, &path, flows).await?;
             session = Some(quic);
@@ -52,7 +67,7 @@ pub async fn run(args: UdpArgs) -> anyhow::Result<()> {
         }
     };
     let result = exchange(&args, opened, flows).await;
-    if let Some(session) = session {
+    for session in session.into_iter().chain(ip_sessions) {
         session.close().await;
     }
     result

@@ -125,6 +125,64 @@ pub async fn run(args: IpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A UDP flow to `target` carried as UDP packets in a CONNECT-IP stream (scope `*`, 17)
+/// over `over`, from the assigned address of the target's family and `port`; the QUIC
+/// session to close at the end, over HTTP/3.
+pub async fn udp_flow(
+    proxy: &ProxyArgs,
+    over: Carrier,
+    target: std::net::SocketAddr,
+    port: u16,
+) -> anyhow::Result<(crate::datagrams::Flow, Option<quic::Session>)> {
+    let path = "/.well-known/masque/ip/*/17/";
+    let (mut channel, session) = match over {
+        Carrier::H3 => {
+            let (channel, session) = quic::ip_session(proxy, path).await?;
+            (channel, Some(session))
+        }
+        _ => (capsule_session(proxy, path, over == Carrier::H2).await?, None),
+    };
+    let (tx, mut payloads) = mpsc::channel::<Bytes>(256);
+    let (replies, rx) = mpsc::channel(256);
+    let status = channel.status;
+    if status == 200 || status == 101 {
+        let (addresses, _) = assignment(&mut channel.control).await?;
+        let source = addresses
+            .iter()
+            .map(IpNet::addr)
+            .find(|a| a.is_ipv4() == target.is_ipv4())
+            .context("the proxy assigned no address of the target's family")?;
+        let source = std::net::SocketAddr::new(source, port);
+        let to_proxy = channel.to_proxy;
+        tokio::spawn(async move {
+            while let Some(payload) = payloads.recv().await {
+                let Some(packet) = oxy::tunnel::packet::craft::udp(source, target, &payload) else {
+                    return;
+                };
+                if to_proxy.send(packet.into()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut from_proxy = channel.from_proxy;
+        tokio::spawn(async move {
+            while let Some(packet) = from_proxy.recv().await {
+                let Ok(facts) = oxy::tunnel::packet::inspect::inspect(&packet) else {
+                    continue;
+                };
+                let from = facts.source_port.map(|p| std::net::SocketAddr::new(facts.source, p));
+                if facts.protocol == 17
+                    && from == Some(target)
+                    && replies.send(packet.slice(facts.payload)).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+    Ok((crate::datagrams::Flow { status, tx, rx }, session))
+}
+
 /// Waits for the proxy's ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT.
 async fn assignment(
     control: &mut mpsc::Receiver<IpCapsule>,

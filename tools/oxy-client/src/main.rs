@@ -114,6 +114,10 @@ struct UdpArgs {
     /// Seconds to wait for an echo before giving up on it.
     #[arg(long, default_value_t = 2.0)]
     timeout: f64,
+    /// Carry each flow as UDP packets inside a CONNECT-IP stream (scope `*`/17) instead
+    /// of CONNECT-UDP; the target must be an address.
+    #[arg(long)]
+    ip: bool,
 }
 
 fn main() -> anyhow::Result<()> {
