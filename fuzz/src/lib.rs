@@ -828,14 +828,21 @@ pub fn check_ip_capsules(data: &[u8]) {
     };
     if let IpCapsule::RouteAdvertisement(ranges) = &capsule {
         for pair in ranges.windows(2) {
-            let key = |r: &oxy::http::connect_ip::capsules::IpRange| (r.start.is_ipv6(), r.protocol);
-            assert!(key(&pair[0]) < key(&pair[1]) || pair[0].end < pair[1].start, "{pair:?}");
+            let key =
+                |r: &oxy::http::connect_ip::capsules::IpRange| (r.start.is_ipv6(), r.protocol);
+            assert!(
+                key(&pair[0]) < key(&pair[1]) || pair[0].end < pair[1].start,
+                "{pair:?}"
+            );
         }
     }
     let mut wire = BytesMut::from(&capsule.to_bytes()[..]);
     let mut codec = CapsuleCodec::new(1 << 20).surfacing(CONNECT_IP_CAPSULES);
     match codec.decode(&mut wire) {
-        Ok(Some(Capsule::Other { kind: again, payload })) => {
+        Ok(Some(Capsule::Other {
+            kind: again,
+            payload,
+        })) => {
             assert_eq!(again, kind);
             assert_eq!(IpCapsule::parse(kind, &payload).as_ref(), Ok(&capsule));
         }
@@ -856,9 +863,13 @@ pub fn check_ip_packet(data: &[u8]) {
     assert!(facts.payload.end <= data.len() && facts.payload.start <= facts.payload.end);
     for kind in [IcmpError::Prohibited, IcmpError::PacketTooBig { mtu: 1280 }] {
         if let Some(error) = icmp_error(data, &facts, kind) {
-            let parsed = inspect(&error).unwrap_or_else(|e| panic!("an ICMP error Oxy made is {e}"));
+            let parsed =
+                inspect(&error).unwrap_or_else(|e| panic!("an ICMP error Oxy made is {e}"));
             assert!(parsed.icmp_error);
-            assert_eq!((parsed.source, parsed.destination), (facts.destination, facts.source));
+            assert_eq!(
+                (parsed.source, parsed.destination),
+                (facts.destination, facts.source)
+            );
         }
     }
     let mut copy = data.to_vec();

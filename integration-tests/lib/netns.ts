@@ -181,9 +181,10 @@ export class NsProcess {
     return this.done;
   }
 
-  /** The JSON objects printed on stdout so far, one a line. */
+  /** The JSON objects printed on stdout so far, one a line (complete lines only). */
   jsonLines(): any[] {
     return this.out
+      .slice(0, this.out.lastIndexOf("\n") + 1)
       .split("\n")
       .filter((line) => line.startsWith("{"))
       .map((line) => JSON.parse(line));

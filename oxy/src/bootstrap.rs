@@ -205,11 +205,15 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
         let app = App::endpoint_context(endpoint_settings).map_err(OxyError::AppStart)?;
         let mut endpoint = Endpoint::<App>::new(endpoint_settings.clone(), app, h3_port)
             .map_err(|e| OxyError::Setup(format!("endpoint {name}: tls.{}: {e}", e.field)))?;
-        let tun_error = |e: std::io::Error| OxyError::Setup(format!("endpoint {name}: ip.tun: {e}"));
+        let tun_error =
+            |e: std::io::Error| OxyError::Setup(format!("endpoint {name}: ip.tun: {e}"));
         if endpoint_settings.ip.offramp == IpOffRamp::Tun && !endpoint_settings.protocol.is_tun() {
-            let tun = crate::offramp::tun::TunOffRamp::open(&offramp_tun_settings(endpoint_settings), name)
-                .await
-                .map_err(tun_error)?;
+            let tun = crate::offramp::tun::TunOffRamp::open(
+                &offramp_tun_settings(endpoint_settings),
+                name,
+            )
+            .await
+            .map_err(tun_error)?;
             endpoint.tun_offramp = Some(Arc::new(tun));
         }
         let endpoint = Arc::new(endpoint);

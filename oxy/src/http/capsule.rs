@@ -343,12 +343,17 @@ mod tests {
         let mut codec = CapsuleCodec::new(1500).surfacing(&[0x02]);
         for kind in [0x01, 0x02] {
             let payload = Bytes::from_static(b"abc");
-            codec.encode(Capsule::Other { kind, payload }, &mut wire).unwrap();
+            codec
+                .encode(Capsule::Other { kind, payload }, &mut wire)
+                .unwrap();
         }
         let payload = Bytes::from_static(b"abc");
         assert_eq!(
             codec.decode(&mut wire).unwrap(),
-            Some(Capsule::Other { kind: 0x02, payload })
+            Some(Capsule::Other {
+                kind: 0x02,
+                payload
+            })
         );
         assert_eq!(codec.decode_eof(&mut wire).unwrap(), None);
         let mut big = BytesMut::from(&[0x02, 0x45, 0xdd][..]);

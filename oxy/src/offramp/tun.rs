@@ -33,7 +33,11 @@ impl TunOffRamp {
     pub async fn open(settings: &TunSettings, endpoint: &str) -> io::Result<Self> {
         let device = crate::tun_device::open(settings).await?;
         let clients = Clients::default();
-        let reader = tokio::spawn(deliver(device.clone(), clients.clone(), endpoint.to_string()));
+        let reader = tokio::spawn(deliver(
+            device.clone(),
+            clients.clone(),
+            endpoint.to_string(),
+        ));
         Ok(Self {
             device,
             clients,

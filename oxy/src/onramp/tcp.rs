@@ -193,7 +193,9 @@ where
     let stream = stream.into();
     match cx.endpoint.settings.protocol {
         // A udp endpoint has no TCP listener, so only `tcp` reaches the first arm.
-        EndpointProtocol::Tcp | EndpointProtocol::Udp | EndpointProtocol::Tun => forward(stream, cx, services, drain).await,
+        EndpointProtocol::Tcp | EndpointProtocol::Udp | EndpointProtocol::Tun => {
+            forward(stream, cx, services, drain).await
+        }
         EndpointProtocol::Http => crate::http::server::serve(stream, cx, services, drain).await,
     }
 }

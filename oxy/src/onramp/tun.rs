@@ -79,7 +79,10 @@ pub async fn serve<App: OxyExt>(
         loop {
             match reader_device.recv(&mut buf).await {
                 Ok(n) => {
-                    if to_session.try_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                    if to_session
+                        .try_send(Bytes::copy_from_slice(&buf[..n]))
+                        .is_err()
+                    {
                         oxy_ip::dropped_total(&reader_name, "queue_full").inc();
                     }
                 }

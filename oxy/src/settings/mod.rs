@@ -25,8 +25,8 @@ pub use endpoint::{
 };
 pub use errors::{ConfigError, ConfigErrors};
 pub use http::{
-    ConnectIpSettings, ConnectUdpSettings, H3Settings, HttpClientSettings, HttpLimits, HttpSettings,
-    ProxyAuthSettings, ProxyUser,
+    ConnectIpSettings, ConnectUdpSettings, H3Settings, HttpClientSettings, HttpLimits,
+    HttpSettings, ProxyAuthSettings, ProxyUser,
 };
 pub use ip::{IpOffRamp, IpSettings, TunSettings};
 pub use load::{from_yaml_str, load_file};

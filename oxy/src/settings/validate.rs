@@ -206,7 +206,9 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                 "must be above ip.mtu (a full-size packet must fit)".into(),
             ));
         }
-        problems.extend(ip_problems(&endpoint.ip, &|field| at(&[key("ip"), key(field)])));
+        problems.extend(ip_problems(&endpoint.ip, &|field| {
+            at(&[key("ip"), key(field)])
+        }));
         if http.connect_udp.max_capsule_bytes < 1500 {
             problems.push((
                 at(&[key("http"), key("connect_udp"), key("max_capsule_bytes")]),
@@ -332,23 +334,6 @@ fn ca_bundle_problem(path: &std::path::Path) -> Option<String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::overlaps;
-
-    #[test]
-    fn address_overlap() {
-        let p = |s: &str| s.parse().unwrap();
-        assert!(overlaps(&p("127.0.0.1:80"), &p("127.0.0.1:80")));
-        assert!(overlaps(&p("0.0.0.0:80"), &p("127.0.0.1:80")));
-        assert!(overlaps(&p("[::]:80"), &p("127.0.0.1:80")));
-        assert!(!overlaps(&p("0.0.0.0:80"), &p("[::1]:80")));
-        assert!(!overlaps(&p("127.0.0.1:80"), &p("127.0.0.2:80")));
-        assert!(!overlaps(&p("127.0.0.1:0"), &p("127.0.0.1:0")));
-        assert!(!overlaps(&p("127.0.0.1:80"), &p("127.0.0.1:81")));
-    }
-}
-
 /// What is wrong with a `protocol: tun` endpoint beyond its `ip:` section.
 fn tun_endpoint_problems<E>(
     endpoint: &crate::settings::EndpointSettings<E>,
@@ -376,20 +361,29 @@ fn ip_problems(
     at: &dyn Fn(&'static str) -> Vec<PathSegment>,
 ) -> Problems {
     let mut problems = Problems::new();
-    let pools = [("ipv4_pool", ip.ipv4_pool, false), ("ipv6_pool", ip.ipv6_pool, true)];
+    let pools = [
+        ("ipv4_pool", ip.ipv4_pool, false),
+        ("ipv6_pool", ip.ipv6_pool, true),
+    ];
     for (field, pool, v6) in pools {
         let Some(net) = pool else { continue };
         if net.addr().is_ipv6() != v6 {
             let family = if v6 { "IPv6" } else { "IPv4" };
             problems.push((at(field), format!("must be an {family} prefix")));
         } else if net.trunc() != net {
-            problems.push((at(field), format!("{net} has host bits set: write {}", net.trunc())));
+            problems.push((
+                at(field),
+                format!("{net} has host bits set: write {}", net.trunc()),
+            ));
         }
     }
     if !(576..=65535).contains(&ip.mtu) {
         problems.push((at("mtu"), "must be from 576 to 65535".into()));
     } else if ip.ipv6_pool.is_some() && ip.mtu < 1280 {
-        problems.push((at("mtu"), "IPv6 needs at least 1280 (or ipv6_pool: null)".into()));
+        problems.push((
+            at("mtu"),
+            "IPv6 needs at least 1280 (or ipv6_pool: null)".into(),
+        ));
     }
     if ip.max_flows == 0 {
         problems.push((at("max_flows"), "must be at least 1".into()));
@@ -401,4 +395,21 @@ fn ip_problems(
         problems.push((at("tun"), "tun.name is longer than 15 bytes".into()));
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::overlaps;
+
+    #[test]
+    fn address_overlap() {
+        let p = |s: &str| s.parse().unwrap();
+        assert!(overlaps(&p("127.0.0.1:80"), &p("127.0.0.1:80")));
+        assert!(overlaps(&p("0.0.0.0:80"), &p("127.0.0.1:80")));
+        assert!(overlaps(&p("[::]:80"), &p("127.0.0.1:80")));
+        assert!(!overlaps(&p("0.0.0.0:80"), &p("[::1]:80")));
+        assert!(!overlaps(&p("127.0.0.1:80"), &p("127.0.0.2:80")));
+        assert!(!overlaps(&p("127.0.0.1:0"), &p("127.0.0.1:0")));
+        assert!(!overlaps(&p("127.0.0.1:80"), &p("127.0.0.1:81")));
+    }
 }

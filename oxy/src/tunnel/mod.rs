@@ -2,8 +2,8 @@
 //! whatever protocol carried them.
 
 mod client;
-pub mod packet;
 pub mod metrics;
+pub mod packet;
 pub mod pump;
 mod refused;
 mod splice;

@@ -39,7 +39,8 @@ pub async fn run(args: UdpArgs) -> anyhow::Result<()> {
             let mut opened = Vec::new();
             for i in 0..flows {
                 let port = 40_000 + u16::try_from(i % 20_000).unwrap_or(0);
-                let (flow, quic) = crate::ip::udp_flow(&args.proxy, args.over, target, port).await?;
+                let (flow, quic) =
+                    crate::ip::udp_flow(&args.proxy, args.over, target, port).await?;
                 ip_sessions.extend(quic);
                 opened.push(flow);
             }

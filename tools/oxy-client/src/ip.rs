@@ -63,7 +63,10 @@ pub struct IpChannel {
 pub async fn run(args: IpArgs) -> anyhow::Result<()> {
     let path = args
         .template
-        .replace("{target}", &args.target.replace('/', "%2F").replace(':', "%3A"))
+        .replace(
+            "{target}",
+            &args.target.replace('/', "%2F").replace(':', "%3A"),
+        )
         .replace("{ipproto}", &args.ipproto);
     let (mut channel, session) = match args.over {
         Carrier::H3 => {
@@ -107,7 +110,11 @@ pub async fn run(args: IpArgs) -> anyhow::Result<()> {
     let upload = tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         while let Ok(n) = reader.recv(&mut buf).await {
-            if to_proxy.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+            if to_proxy
+                .send(Bytes::copy_from_slice(&buf[..n]))
+                .await
+                .is_err()
+            {
                 return;
             }
         }
@@ -140,7 +147,10 @@ pub async fn udp_flow(
             let (channel, session) = quic::ip_session(proxy, path).await?;
             (channel, Some(session))
         }
-        _ => (capsule_session(proxy, path, over == Carrier::H2).await?, None),
+        _ => (
+            capsule_session(proxy, path, over == Carrier::H2).await?,
+            None,
+        ),
     };
     let (tx, mut payloads) = mpsc::channel::<Bytes>(256);
     let (replies, rx) = mpsc::channel(256);
@@ -170,7 +180,9 @@ pub async fn udp_flow(
                 let Ok(facts) = oxy::tunnel::packet::inspect::inspect(&packet) else {
                     continue;
                 };
-                let from = facts.source_port.map(|p| std::net::SocketAddr::new(facts.source, p));
+                let from = facts
+                    .source_port
+                    .map(|p| std::net::SocketAddr::new(facts.source, p));
                 if facts.protocol == 17
                     && from == Some(target)
                     && replies.send(packet.slice(facts.payload)).await.is_err()
@@ -211,7 +223,9 @@ async fn assignment(
 async fn proxy_address(proxy: &ProxyArgs) -> Option<IpAddr> {
     let authority = proxy.proxy.authority()?;
     let port = authority.port_u16().unwrap_or(443);
-    let mut addresses = tokio::net::lookup_host((authority.host(), port)).await.ok()?;
+    let mut addresses = tokio::net::lookup_host((authority.host(), port))
+        .await
+        .ok()?;
     addresses.next().map(|a| a.ip())
 }
 
@@ -224,13 +238,19 @@ fn prefixes(ranges: &[IpRange], proxy: Option<IpAddr>) -> Vec<IpNet> {
             None => vec![(Some(range.start), Some(range.end))],
         };
         for (start, end) in pieces {
-            let (Some(start), Some(end)) = (start, end) else { continue };
+            let (Some(start), Some(end)) = (start, end) else {
+                continue;
+            };
             if start > end {
                 continue;
             }
             match (start, end) {
-                (IpAddr::V4(s), IpAddr::V4(e)) => out.extend(Ipv4Subnets::new(s, e, 0).map(IpNet::V4)),
-                (IpAddr::V6(s), IpAddr::V6(e)) => out.extend(Ipv6Subnets::new(s, e, 0).map(IpNet::V6)),
+                (IpAddr::V4(s), IpAddr::V4(e)) => {
+                    out.extend(Ipv4Subnets::new(s, e, 0).map(IpNet::V4))
+                }
+                (IpAddr::V6(s), IpAddr::V6(e)) => {
+                    out.extend(Ipv6Subnets::new(s, e, 0).map(IpNet::V6))
+                }
                 _ => {}
             }
         }

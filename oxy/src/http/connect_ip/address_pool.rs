@@ -78,7 +78,8 @@ impl AddressPool {
             None => self.net.hosts().find(|ip| self.is_host(*ip) && free(ip)),
         }?;
         used.insert(address);
-        self.gauge.set(i64::try_from(used.len()).unwrap_or(i64::MAX));
+        self.gauge
+            .set(i64::try_from(used.len()).unwrap_or(i64::MAX));
         Some(AssignedAddress {
             pool: self.clone(),
             address,
@@ -133,7 +134,13 @@ mod tests {
         let addresses: Vec<String> = taken.iter().map(|a| a.address().to_string()).collect();
         assert_eq!(
             addresses,
-            ["192.0.2.2", "192.0.2.3", "192.0.2.4", "192.0.2.5", "192.0.2.6"]
+            [
+                "192.0.2.2",
+                "192.0.2.3",
+                "192.0.2.4",
+                "192.0.2.5",
+                "192.0.2.6"
+            ]
         );
         assert!(pool.assign(None).is_none(), "exhausted");
         assert_eq!(pool.in_use(), 5);
@@ -143,7 +150,10 @@ mod tests {
         assert_eq!(wanted.address().to_string(), "192.0.2.5");
         assert!(pool.assign(Some("192.0.2.5".parse().unwrap())).is_none());
         for outside in ["192.0.2.0", "192.0.2.7", "192.0.2.1", "198.51.100.1"] {
-            assert!(pool.assign(Some(outside.parse().unwrap())).is_none(), "{outside}");
+            assert!(
+                pool.assign(Some(outside.parse().unwrap())).is_none(),
+                "{outside}"
+            );
         }
     }
 
@@ -154,6 +164,9 @@ mod tests {
             vec![],
             "pool-test",
         ));
-        assert_eq!(pool.assign(None).unwrap().address().to_string(), "2001:db8::1");
+        assert_eq!(
+            pool.assign(None).unwrap().address().to_string(),
+            "2001:db8::1"
+        );
     }
 }

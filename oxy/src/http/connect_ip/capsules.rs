@@ -295,7 +295,10 @@ mod tests {
         assert_eq!(round_trip(&request), request);
         // The wire form of that request: type 2, length 7, id 1, version 4, 0.0.0.0, 32.
         assert_eq!(&request.to_bytes()[..], &[2, 7, 1, 4, 0, 0, 0, 0, 32]);
-        assert_eq!(IpCapsule::parse(ADDRESS_ASSIGN, &[]).unwrap(), IpCapsule::AddressAssign(vec![]));
+        assert_eq!(
+            IpCapsule::parse(ADDRESS_ASSIGN, &[]).unwrap(),
+            IpCapsule::AddressAssign(vec![])
+        );
     }
 
     #[test]
@@ -330,10 +333,19 @@ mod tests {
         ]);
         assert_eq!(round_trip(&routes), routes);
         for bad in [
-            vec![range("11.0.0.0", "12.0.0.0", 0), range("0.0.0.0", "1.0.0.0", 0)],
-            vec![range("0.0.0.0", "12.0.0.0", 0), range("12.0.0.0", "13.0.0.0", 0)],
+            vec![
+                range("11.0.0.0", "12.0.0.0", 0),
+                range("0.0.0.0", "1.0.0.0", 0),
+            ],
+            vec![
+                range("0.0.0.0", "12.0.0.0", 0),
+                range("12.0.0.0", "13.0.0.0", 0),
+            ],
             vec![range("::", "::1", 0), range("0.0.0.0", "1.0.0.0", 0)],
-            vec![range("0.0.0.0", "1.0.0.0", 17), range("2.0.0.0", "3.0.0.0", 6)],
+            vec![
+                range("0.0.0.0", "1.0.0.0", 17),
+                range("2.0.0.0", "3.0.0.0", 6),
+            ],
         ] {
             let wire = IpCapsule::RouteAdvertisement(bad).to_bytes();
             let err = IpCapsule::parse(ROUTE_ADVERTISEMENT, &wire[2..]).unwrap_err();

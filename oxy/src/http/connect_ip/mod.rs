@@ -73,16 +73,33 @@ pub async fn handle<App: OxyExt>(
     let settings = &endpoint.settings;
     if !settings.http.connect_ip.enabled {
         let status = StatusCode::METHOD_NOT_ALLOWED;
-        return refuse(name, "connect_ip_disabled", status, "CONNECT-IP is not enabled here");
+        return refuse(
+            name,
+            "connect_ip_disabled",
+            status,
+            "CONNECT-IP is not enabled here",
+        );
     }
     let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
     let Some(template) = endpoint.connect_ip_template.as_ref() else {
         let status = StatusCode::INTERNAL_SERVER_ERROR;
-        return refuse(name, "connect_ip_template", status, "no CONNECT-IP URI template");
+        return refuse(
+            name,
+            "connect_ip_template",
+            status,
+            "no CONNECT-IP URI template",
+        );
     };
     let (target, protocol) = match scope::requested(template, path) {
         Ok(requested) => requested,
-        Err(e) => return refuse(name, "bad_connect_ip_scope", StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => {
+            return refuse(
+                name,
+                "bad_connect_ip_scope",
+                StatusCode::BAD_REQUEST,
+                &e.to_string(),
+            );
+        }
     };
     let scope_label = path.to_string();
     let destinations = match target {
@@ -90,7 +107,10 @@ pub async fn handle<App: OxyExt>(
         ScopeTarget::Prefix(net) => Some(vec![net]),
         ScopeTarget::Name(host) => {
             let resolver = &handler.services.resolver;
-            let (v4, v6) = tokio::join!(resolver.lookup(&host, Family::V4), resolver.lookup(&host, Family::V6));
+            let (v4, v6) = tokio::join!(
+                resolver.lookup(&host, Family::V4),
+                resolver.lookup(&host, Family::V6)
+            );
             let addresses: Vec<IpNet> = [v4, v6]
                 .into_iter()
                 .filter_map(Result::ok)
@@ -123,19 +143,34 @@ pub async fn handle<App: OxyExt>(
         };
         if v6 && mtu < IPV6_MIN_MTU {
             let text = format!("IPv6 needs a {IPV6_MIN_MTU}-byte MTU; this link carries {mtu}");
-            return refuse(name, "connect_ip_mtu", StatusCode::SERVICE_UNAVAILABLE, &text);
+            return refuse(
+                name,
+                "connect_ip_mtu",
+                StatusCode::SERVICE_UNAVAILABLE,
+                &text,
+            );
         }
         match pool.assign(None) {
             Some(address) => assigned.push(address),
             None => {
                 let text = format!("no free address in the {} pool", pool.net());
-                return refuse(name, "address_pool_exhausted", StatusCode::SERVICE_UNAVAILABLE, &text);
+                return refuse(
+                    name,
+                    "address_pool_exhausted",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &text,
+                );
             }
         }
     }
     if assigned.is_empty() {
         let text = "no address pool serves this scope (ip.ipv4_pool, ip.ipv6_pool)";
-        return refuse(name, "connect_ip_no_pool", StatusCode::SERVICE_UNAVAILABLE, text);
+        return refuse(
+            name,
+            "connect_ip_no_pool",
+            StatusCode::SERVICE_UNAVAILABLE,
+            text,
+        );
     }
     let upgrade = match tunnel_stream(&mut request) {
         Ok(upgrade) => upgrade,
@@ -165,7 +200,10 @@ pub async fn handle<App: OxyExt>(
     headers.insert("capsule-protocol", HeaderValue::from_static("?1"));
     if request.version() <= Version::HTTP_11 {
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        headers::set_upgrade(response.headers_mut(), HeaderValue::from_static("connect-ip"));
+        headers::set_upgrade(
+            response.headers_mut(),
+            HeaderValue::from_static("connect-ip"),
+        );
     }
     response
 }
@@ -190,13 +228,22 @@ impl<App: OxyExt> Session<App> {
         let queue = settings.ip.queue.max(1);
         let (to_client, packets_out) = ToClient::new(queue, settings.ip.mtu, &name);
         let (from_client, to_session, route, h3_sink) = match datagrams {
-            Some(channel) => (channel.from_client, channel.to_flow, Some(channel.route), Some(channel.to_client)),
+            Some(channel) => (
+                channel.from_client,
+                channel.to_flow,
+                Some(channel.route),
+                Some(channel.to_client),
+            ),
             None => {
                 let (tx, rx) = mpsc::channel(queue);
                 (rx, tx, None, None)
             }
         };
-        let sources: Vec<IpNet> = self.assigned.iter().map(|a| IpNet::from(a.address())).collect();
+        let sources: Vec<IpNet> = self
+            .assigned
+            .iter()
+            .map(|a| IpNet::from(a.address()))
+            .collect();
         let families = [false, true].map(|v6| sources.iter().any(|s| s.addr().is_ipv6() == v6));
         let routes = routes::advertised(&self.scope, &self.handler.services.policy, families);
         let assign = IpCapsule::AddressAssign(
@@ -227,7 +274,11 @@ impl<App: OxyExt> Session<App> {
             audit_protocol: "connect-ip",
         });
         let reader = tokio::spawn(tracing::Instrument::in_current_span(read_capsules(
-            FramedRead::new(read, CapsuleCodec::new(settings.http.connect_ip.max_capsule_bytes).surfacing(CONNECT_IP_CAPSULES)),
+            FramedRead::new(
+                read,
+                CapsuleCodec::new(settings.http.connect_ip.max_capsule_bytes)
+                    .surfacing(CONNECT_IP_CAPSULES),
+            ),
             CapsuleReader {
                 to_session,
                 control: control.clone(),
@@ -398,7 +449,10 @@ mod tests {
 
     #[test]
     fn address_requests_are_answered_with_the_assigned_set() {
-        let assigned: Vec<IpNet> = vec!["100.64.0.2/32".parse().unwrap(), "fd00:6f78::1/128".parse().unwrap()];
+        let assigned: Vec<IpNet> = vec![
+            "100.64.0.2/32".parse().unwrap(),
+            "fd00:6f78::1/128".parse().unwrap(),
+        ];
         let request = |id, prefix: &str| AddressEntry {
             request_id: id,
             prefix: prefix.parse().unwrap(),
@@ -410,7 +464,10 @@ mod tests {
         let IpCapsule::AddressAssign(entries) = answer else {
             panic!("not an ADDRESS_ASSIGN")
         };
-        let texts: Vec<String> = entries.iter().map(|e| format!("{} {}", e.request_id, e.prefix)).collect();
+        let texts: Vec<String> = entries
+            .iter()
+            .map(|e| format!("{} {}", e.request_id, e.prefix))
+            .collect();
         assert_eq!(texts, ["1 100.64.0.2/32", "0 fd00:6f78::1/128", "2 ::/128"]);
     }
 }

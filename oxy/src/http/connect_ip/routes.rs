@@ -92,7 +92,11 @@ pub fn advertised(scope: &Scope, policy: &EgressPolicy, families: [bool; 2]) -> 
             continue;
         }
         let of_family = |nets: &mut dyn Iterator<Item = &IpNet>| -> Vec<Span> {
-            normalize(nets.filter(|n| n.addr().is_ipv6() == v6).map(span).collect())
+            normalize(
+                nets.filter(|n| n.addr().is_ipv6() == v6)
+                    .map(span)
+                    .collect(),
+            )
         };
         let full = if v6 { "::/0" } else { "0.0.0.0/0" };
         let everything: Vec<IpNet> = full.parse().into_iter().collect();
@@ -162,7 +166,10 @@ mod tests {
         assert!(!covered("10.0.0.1") && !covered("192.168.1.1"));
         assert!(texts.iter().all(|t| !t.starts_with("10.")));
         let multicast: IpAddr = "224.0.0.0".parse().unwrap();
-        assert!(routes.last().unwrap().end < multicast, "multicast and above are denied");
+        assert!(
+            routes.last().unwrap().end < multicast,
+            "multicast and above are denied"
+        );
         // Ordered and non-overlapping, as the capsule requires.
         for pair in routes.windows(2) {
             assert!(pair[0].end < pair[1].start);
@@ -170,6 +177,9 @@ mod tests {
         let v6 = advertised(&scope, &policy(&[]), [false, true]);
         assert!(v6.iter().all(|r| r.start.is_ipv6()));
         let documentation: IpAddr = "2001:db8::1".parse().unwrap();
-        assert!(!v6.iter().any(|r| r.start <= documentation && documentation <= r.end));
+        assert!(
+            !v6.iter()
+                .any(|r| r.start <= documentation && documentation <= r.end)
+        );
     }
 }

@@ -86,7 +86,9 @@ fn is_host_name(text: &str) -> bool {
         && name.len() <= 253
         && name.split('.').all(|label| {
             (1..=63).contains(&label.len())
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
@@ -133,11 +135,17 @@ mod tests {
         assert_eq!(ok("/.well-known/masque/ip/*/*/"), (ScopeTarget::Any, None));
         assert_eq!(
             ok("/.well-known/masque/ip/192.0.2.0%2F24/17/"),
-            (ScopeTarget::Prefix("192.0.2.0/24".parse().unwrap()), Some(17))
+            (
+                ScopeTarget::Prefix("192.0.2.0/24".parse().unwrap()),
+                Some(17)
+            )
         );
         assert_eq!(
             ok("/.well-known/masque/ip/2001%3Adb8%3A%3A1/*/"),
-            (ScopeTarget::Prefix("2001:db8::1/128".parse().unwrap()), None)
+            (
+                ScopeTarget::Prefix("2001:db8::1/128".parse().unwrap()),
+                None
+            )
         );
         assert_eq!(
             ok("/.well-known/masque/ip/Example.COM/6/"),

@@ -66,11 +66,9 @@ impl EchoSocket {
                 message = message.get(header..).unwrap_or_default();
             }
             let reply_type = if self.v6 { 129 } else { 0 };
-            let (Some(&kind), Some(id), Some(seq)) = (
-                message.first(),
-                message.get(4..6),
-                message.get(6..8),
-            ) else {
+            let (Some(&kind), Some(id), Some(seq)) =
+                (message.first(), message.get(4..6), message.get(6..8))
+            else {
                 continue;
             };
             let id = u16::from_be_bytes([id[0], id[1]]);
@@ -93,9 +91,11 @@ pub fn start(
     allowed: bool,
     idle: Duration,
     queue: usize,
+    drain: &crate::drain::Drain,
 ) -> mpsc::Sender<(u16, Bytes)> {
     let (tx, mut rx) = mpsc::channel::<(u16, Bytes)>(queue);
-    tokio::spawn(async move {
+    let stopping = drain.clone();
+    drain.spawn_connection(async move {
         if !allowed {
             to_client.icmp_error(&first, craft::IcmpError::Prohibited);
             return;
@@ -111,6 +111,7 @@ pub fn start(
         let mut buf = vec![0u8; 65536];
         loop {
             tokio::select! {
+                _ = stopping.stopping() => return,
                 request = tokio::time::timeout(idle, rx.recv()) => match request {
                     Ok(Some((seq, data))) => {
                         if let Err(e) = socket.send(key.source_port, seq, &data).await {

@@ -2,10 +2,8 @@
 //! echo replies, ICMP errors quoting the packet they are about, and TCP resets.
 
 use super::inspect::PacketFacts;
-use etherparse::{
-    PacketBuilder, PacketBuilderStep, SlicedPacket, TransportSlice, icmpv4, icmpv6,
-};
 use etherparse::{Icmpv4Type, Icmpv6Type, IpHeaders};
+use etherparse::{PacketBuilder, PacketBuilderStep, SlicedPacket, TransportSlice, icmpv4, icmpv6};
 use std::net::{IpAddr, SocketAddr};
 
 /// The TTL (hop limit) of packets Oxy originates.
@@ -96,17 +94,21 @@ pub fn icmp_error(original: &[u8], facts: &PacketFacts, kind: IcmpError) -> Opti
         use icmpv6::{DestUnreachableCode as Code, ParameterProblemCode, ParameterProblemHeader};
         let icmp = match kind {
             IcmpError::Prohibited => Icmpv6Type::DestinationUnreachable(Code::Prohibited),
-            IcmpError::PacketTooBig { mtu } => Icmpv6Type::PacketTooBig { mtu: u32::from(mtu) },
+            IcmpError::PacketTooBig { mtu } => Icmpv6Type::PacketTooBig {
+                mtu: u32::from(mtu),
+            },
             IcmpError::TimeExceeded => {
                 Icmpv6Type::TimeExceeded(icmpv6::TimeExceededCode::HopLimitExceeded)
             }
             IcmpError::PortUnreachable => Icmpv6Type::DestinationUnreachable(Code::Port),
             IcmpError::HostUnreachable => Icmpv6Type::DestinationUnreachable(Code::Address),
             // The Next Header field of the fixed header, at offset 6.
-            IcmpError::ProtocolUnreachable => Icmpv6Type::ParameterProblem(ParameterProblemHeader {
-                code: ParameterProblemCode::UnrecognizedNextHeader,
-                pointer: 6,
-            }),
+            IcmpError::ProtocolUnreachable => {
+                Icmpv6Type::ParameterProblem(ParameterProblemHeader {
+                    code: ParameterProblemCode::UnrecognizedNextHeader,
+                    pointer: 6,
+                })
+            }
         };
         let quote = &original[..original.len().min(ICMPV6_MAX - 48)];
         builder.icmpv6(icmp).write(&mut out, quote)
@@ -145,9 +147,11 @@ pub fn echo_request_message(v6: bool, (id, seq): (u16, u16), data: &[u8]) -> Vec
     if v6 {
         // ICMPv6 checksums cover a pseudo-header; the kernel computes them on both
         // kinds of ICMPv6 sockets, so it is left 0 here.
-        let header = etherparse::Icmpv6Header::new(Icmpv6Type::EchoRequest(
-            etherparse::IcmpEchoHeader { id, seq },
-        ));
+        let header =
+            etherparse::Icmpv6Header::new(Icmpv6Type::EchoRequest(etherparse::IcmpEchoHeader {
+                id,
+                seq,
+            }));
         out.extend_from_slice(&header.to_bytes());
     } else {
         let echo = Icmpv4Type::EchoRequest(etherparse::IcmpEchoHeader { id, seq });
@@ -198,7 +202,11 @@ mod tests {
         assert_eq!((parsed.source, parsed.destination), (dst.ip(), src.ip()));
         assert_eq!((error[20], error[21]), (3, 4), "type 3 code 4");
         assert_eq!(u16::from_be_bytes([error[26], error[27]]), 1280);
-        assert_eq!(&error[28..48], &original[..20], "the original header is quoted");
+        assert_eq!(
+            &error[28..48],
+            &original[..20],
+            "the original header is quoted"
+        );
         assert_eq!(icmp_error(&error, &parsed, IcmpError::Prohibited), None);
     }
 

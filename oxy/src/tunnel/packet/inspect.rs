@@ -245,7 +245,10 @@ mod tests {
         let facts = inspect(&packet).unwrap();
         assert_eq!(facts.source.to_string(), "192.0.2.1");
         assert_eq!(facts.destination.to_string(), "198.51.100.7");
-        assert_eq!((facts.protocol, facts.source_port, facts.destination_port), (17, Some(5000), Some(53)));
+        assert_eq!(
+            (facts.protocol, facts.source_port, facts.destination_port),
+            (17, Some(5000), Some(53))
+        );
         assert_eq!(&packet[facts.payload.clone()], b"hello");
         let mut corrupt = packet.clone();
         *corrupt.last_mut().unwrap() ^= 1;
@@ -260,12 +263,19 @@ mod tests {
     #[test]
     fn echo_requests_over_both_versions() {
         let mut out = Vec::new();
-        PacketBuilder::ipv6([0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2], 3)
-            .icmpv6_echo_request(7, 9)
-            .write(&mut out, b"ping")
-            .unwrap();
+        PacketBuilder::ipv6(
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+            3,
+        )
+        .icmpv6_echo_request(7, 9)
+        .write(&mut out, b"ping")
+        .unwrap();
         let facts = inspect(&out).unwrap();
-        assert_eq!((facts.protocol, facts.echo_request, facts.ttl), (58, Some((7, 9)), 3));
+        assert_eq!(
+            (facts.protocol, facts.echo_request, facts.ttl),
+            (58, Some((7, 9)), 3)
+        );
         assert_eq!(&out[facts.payload], b"ping");
     }
 

@@ -33,7 +33,7 @@ use tracing::Instrument;
 /// What a session is told while it runs.
 pub enum SessionEvent<App: OxyExt> {
     /// The off-ramp of a TCP flow was opened, or refused.
-    TcpOpened(FlowKey, Result<TcpTunnel<App>, TunnelRefused>),
+    TcpOpened(FlowKey, Box<Result<TcpTunnel<App>, TunnelRefused>>),
     /// The off-ramp of a UDP flow was refused (its first packet was answered).
     UdpRefused(FlowKey, TunnelRefused),
     /// A TCP flow's tunnel ended.
@@ -65,7 +65,10 @@ pub struct PacketSession<App: OxyExt> {
     setup: SessionSetup<App>,
     flows: FlowTable,
     app: App::IpTunnelContext,
-    events: (mpsc::Sender<SessionEvent<App>>, mpsc::Receiver<SessionEvent<App>>),
+    events: (
+        mpsc::Sender<SessionEvent<App>>,
+        mpsc::Receiver<SessionEvent<App>>,
+    ),
     tcp: Option<TcpStack>,
     /// TCP tunnels opened, waiting for the stack to accept their connection.
     tcp_ready: HashMap<FlowKey, TcpTunnel<App>>,
@@ -100,8 +103,8 @@ impl<App: OxyExt> PacketSession<App> {
         drain: &Drain,
     ) -> &'static str {
         let name = self.setup.endpoint.name().to_string();
-        let sweep_every = (self.setup.endpoint.settings.ip.flow_idle_timeout / 2)
-            .max(Duration::from_millis(500));
+        let sweep_every =
+            (self.setup.endpoint.settings.ip.flow_idle_timeout / 2).max(Duration::from_millis(500));
         let mut sweep = tokio::time::interval(sweep_every);
         let reason = loop {
             tokio::select! {
@@ -191,12 +194,13 @@ impl<App: OxyExt> PacketSession<App> {
         flow.traffic.bytes_up += packet.len() as u64;
         let dropped = match &mut flow.route {
             FlowRoute::Dropped(reason) => Some(*reason),
-            FlowRoute::Udp(tx) => tx.try_send(packet.slice(facts.payload.clone())).err().map(|e| {
-                match e {
+            FlowRoute::Udp(tx) => tx
+                .try_send(packet.slice(facts.payload.clone()))
+                .err()
+                .map(|e| match e {
                     mpsc::error::TrySendError::Full(_) => "queue_full",
                     mpsc::error::TrySendError::Closed(_) => "flow_closed",
-                }
-            }),
+                }),
             FlowRoute::TcpOpening(queued) => {
                 if queued.len() < self.setup.endpoint.settings.ip.queue {
                     queued.push(packet);
@@ -272,6 +276,7 @@ impl<App: OxyExt> PacketSession<App> {
             destination: key.destination_addr().to_string(),
         });
         let (to_client, down) = setup.to_client.for_flow();
+        let mut refusal = None;
         let route = match action {
             IpFlowAction::Drop(reason) => {
                 tracing::info!(%reason, source = %key.source_addr(), destination = %key.destination_addr(), protocol = facts.protocol, "IP flow dropped by the hook");
@@ -283,7 +288,26 @@ impl<App: OxyExt> PacketSession<App> {
             IpFlowAction::UpgradeToTcp if facts.protocol != protocol::TCP => {
                 FlowRoute::Dropped("upgrade_mismatch")
             }
-            IpFlowAction::Forward if setup.endpoint.tun_offramp.is_some() => FlowRoute::Tun,
+            // Packets written to the TUN device as they are still answer to the egress
+            // policy, once per flow.
+            IpFlowAction::Forward if setup.endpoint.tun_offramp.is_some() => {
+                let policy = &setup.services.policy;
+                let checked = match (facts.protocol, facts.destination_port) {
+                    (protocol::TCP | protocol::UDP, Some(_)) => {
+                        policy.check(key.destination_addr())
+                    }
+                    _ => policy.check_ip(key.destination),
+                };
+                match checked {
+                    Ok(()) => FlowRoute::Tun,
+                    Err(denied) => {
+                        tracing::info!(destination = %key.destination_addr(), reason = %denied, "IP flow refused");
+                        to_client.icmp_error(&first, IcmpError::Prohibited);
+                        refusal = Some(format!("egress denied: {denied}"));
+                        FlowRoute::Refused(Some(IcmpError::Prohibited))
+                    }
+                }
+            }
             IpFlowAction::Forward | IpFlowAction::UpgradeToUdp | IpFlowAction::UpgradeToTcp => {
                 self.terminate(key, first, to_client, drain)
             }
@@ -295,7 +319,7 @@ impl<App: OxyExt> PacketSession<App> {
             last_seen: Instant::now(),
             audit,
             action: action_label,
-            refusal: None,
+            refusal,
         }
     }
 
@@ -332,7 +356,8 @@ impl<App: OxyExt> PacketSession<App> {
             protocol::ICMP | protocol::ICMPV6 if first.facts.echo_request.is_some() => {
                 let allowed = setup.services.policy.check_ip(key.destination).is_ok();
                 let idle = ip.flow_idle_timeout;
-                FlowRoute::Echo(echo::start(*key, first, to_client, allowed, idle, ip.queue))
+                let queue = ip.queue;
+                FlowRoute::Echo(echo::start(*key, first, to_client, allowed, idle, queue, drain))
             }
             protocol::ICMP | protocol::ICMPV6 => FlowRoute::Dropped("icmp_not_echo"),
             _ => {
@@ -355,7 +380,9 @@ impl<App: OxyExt> PacketSession<App> {
                 Ok(stack) => self.tcp = Some(stack),
                 Err(e) => {
                     tracing::warn!(error = %e, "user-space TCP stack not started");
-                    setup.to_client.icmp_error(&first, IcmpError::HostUnreachable);
+                    setup
+                        .to_client
+                        .icmp_error(&first, IcmpError::HostUnreachable);
                     return FlowRoute::Dropped("no_stack");
                 }
             }
@@ -367,10 +394,15 @@ impl<App: OxyExt> PacketSession<App> {
         drain.spawn_connection(
             async move {
                 let target = Target::from(key.destination_addr());
-                let opened =
-                    crate::tunnel::tcp::open(&services, &endpoint, &client, Some(target), &task_drain)
-                        .await;
-                let _ = events.send(SessionEvent::TcpOpened(key, opened)).await;
+                let opened = crate::tunnel::tcp::open(
+                    &services,
+                    &endpoint,
+                    &client,
+                    Some(target),
+                    &task_drain,
+                )
+                .await;
+                let _ = events.send(SessionEvent::TcpOpened(key, Box::new(opened))).await;
             }
             .in_current_span(),
         );
@@ -387,7 +419,7 @@ impl<App: OxyExt> PacketSession<App> {
                     return;
                 };
                 let queued = std::mem::take(queued);
-                match opened {
+                match *opened {
                     Ok(tunnel) => {
                         flow.route = FlowRoute::Tcp;
                         self.tcp_ready.insert(key, tunnel);
@@ -404,7 +436,11 @@ impl<App: OxyExt> PacketSession<App> {
                         if let Some(packet) = queued.into_iter().next()
                             && let Ok(facts) = inspect(&packet)
                         {
-                            answer_refused(&self.setup.to_client, &FirstPacket { packet, facts }, kind);
+                            answer_refused(
+                                &self.setup.to_client,
+                                &FirstPacket { packet, facts },
+                                kind,
+                            );
                         }
                     }
                 }
@@ -445,7 +481,10 @@ impl<App: OxyExt> PacketSession<App> {
         let stream = TunnelStream::Boxed(Box::new(stream));
         let decapsulated = tunnel.decapsulated_upstream().map(|upstream| {
             let client = self.flow_client(&key);
-            self.setup.handler.for_client(&client).decapsulating(upstream)
+            self.setup
+                .handler
+                .for_client(&client)
+                .decapsulating(upstream)
         });
         let events = self.events.0.clone();
         let task_drain = drain.clone();
