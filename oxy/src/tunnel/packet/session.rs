@@ -357,7 +357,9 @@ impl<App: OxyExt> PacketSession<App> {
                 let allowed = setup.services.policy.check_ip(key.destination).is_ok();
                 let idle = ip.flow_idle_timeout;
                 let queue = ip.queue;
-                FlowRoute::Echo(echo::start(*key, first, to_client, allowed, idle, queue, drain))
+                FlowRoute::Echo(echo::start(
+                    *key, first, to_client, allowed, idle, queue, drain,
+                ))
             }
             protocol::ICMP | protocol::ICMPV6 => FlowRoute::Dropped("icmp_not_echo"),
             _ => {
@@ -402,7 +404,9 @@ impl<App: OxyExt> PacketSession<App> {
                     &task_drain,
                 )
                 .await;
-                let _ = events.send(SessionEvent::TcpOpened(key, Box::new(opened))).await;
+                let _ = events
+                    .send(SessionEvent::TcpOpened(key, Box::new(opened)))
+                    .await;
             }
             .in_current_span(),
         );
