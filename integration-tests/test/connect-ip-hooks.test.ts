@@ -1,0 +1,83 @@
+// CONNECT-IP through an application's hooks (the fixture app): the request hook sees the
+// CONNECT-IP request and can block it; the IP flow hook decides each flow of the stream
+// (drop one destination, forward the rest) and keeps one state per stream; the egress
+// hook redirects the UDP flows an IP flow becomes.
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { openConnectIp, scopePath, udpPacket, type ConnectIpStream } from "../lib/connect-ip.ts";
+import { OxyProcess } from "../lib/oxy.ts";
+import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
+
+let echo: UdpEcho;
+let oxy: OxyProcess;
+
+describe("CONNECT-IP and the application's hooks", () => {
+  before(async () => {
+    echo = await startUdpEcho();
+    oxy = await OxyProcess.start({
+      binary: "fixture-app",
+      settings: {
+        egress: { allow: ["127.0.0.1/32"] },
+        endpoints: [
+          {
+            name: "ip",
+            listen: ["127.0.0.1:0"],
+            http: { connect_ip: { enabled: true } },
+            app: {
+              block_path_prefix: "/.well-known/masque/ip/192.0.2.0%2F24/",
+              ip_drop_destination: "127.0.0.9",
+              // 127.0.0.8 is not in egress.allow: the egress hook sends UDP flows to the echo.
+              egress_udp_target: `127.0.0.1:${echo.port}`,
+            },
+          },
+        ],
+      },
+    });
+  });
+
+  after(async () => {
+    await oxy?.stop();
+    await echo?.close();
+  });
+
+  test("the request hook blocks a CONNECT-IP request by its path (403), over HTTP/2 and HTTP/1.1", async () => {
+    for (const over of ["h2", "h1"] as const) {
+      const s = await openConnectIp({ over, port: oxy.port("ip"), path: scopePath("192.0.2.0/24", "*") });
+      try {
+        await s.closed();
+        assert.equal(s.status, 403, s.body);
+      } finally {
+        s.destroy();
+      }
+    }
+    assert.equal(await oxy.metric('oxy_ip_addresses_in_use{endpoint="ip",family="ipv4"}'), 0);
+  });
+
+  test("the IP flow hook drops one destination; other flows are redirected by the egress hook and echoed", async () => {
+    const s: ConnectIpStream = await openConnectIp({ over: "h2", port: oxy.port("ip") });
+    try {
+      assert.equal(s.status, 200, s.body);
+      await s.initial();
+      const dropped = Buffer.from("to a dropped destination");
+      s.sendPacket(udpPacket({ src: s.address(4), dst: "127.0.0.9", srcPort: 41001, dstPort: 7, payload: dropped }));
+      const payload = Buffer.from("redirected by the egress hook");
+      s.sendPacket(udpPacket({ src: s.address(4), dst: "127.0.0.8", srcPort: 41002, dstPort: 7, payload }));
+      const echoed = await s.nextPacket((p) => p.udp?.data.equals(payload) === true, "the echo");
+      // The reply comes from the flow's destination, whatever the egress hook chose.
+      assert.equal(echoed.src, "127.0.0.8");
+      assert.equal(echoed.udp?.srcPort, 7);
+      await oxy.waitForMetric('oxy_ip_dropped_total{endpoint="ip",reason="hook"}', 1);
+      assert.ok(!echo.received.some((d) => d.equals(dropped)), "nothing reached the echo for the dropped flow");
+      assert.ok(!s.packets.some((p) => p.includes(dropped)), "no answer for the dropped flow");
+      await s.end();
+    } finally {
+      s.destroy();
+    }
+    assert.equal(await oxy.metric('oxy_ip_flows_total{action="drop",endpoint="ip",protocol="udp"}'), 1);
+    assert.equal(await oxy.metric('oxy_ip_flows_total{action="forward",endpoint="ip",protocol="udp"}'), 1);
+    // One IpTunnelContext per stream: the fixture numbers each stream's flows from 1.
+    assert.match(oxy.logs(), /fixture saw an IP flow flow=1 protocol=17 source=100\.64\.0\.\d+ destination=127\.0\.0\.9/);
+    assert.match(oxy.logs(), /fixture saw an IP flow flow=2 protocol=17 source=100\.64\.0\.\d+ destination=127\.0\.0\.8/);
+  });
+});
