@@ -39,6 +39,8 @@ pub struct ToClient {
     tx: mpsc::Sender<Bytes>,
     mtu: usize,
     endpoint: Arc<str>,
+    /// `oxy_ip_packets_total` and `oxy_ip_bytes_total` towards the client, resolved once.
+    metrics: [prometheus::IntCounter; 2],
     counts: Arc<DownCounts>,
     /// The flow's own counts, on a flow's copy ([`ToClient::for_flow`]).
     flow_counts: Option<Arc<DownCounts>>,
@@ -61,6 +63,10 @@ impl ToClient {
             tx,
             mtu: usize::from(mtu),
             endpoint: endpoint.into(),
+            metrics: [
+                oxy_ip::packets_total(endpoint, "down"),
+                oxy_ip::bytes_total(endpoint, "down"),
+            ],
             counts: Arc::default(),
             flow_counts: None,
         };
@@ -85,8 +91,9 @@ impl ToClient {
                     counts.packets.fetch_add(1, Ordering::Relaxed);
                     counts.bytes.fetch_add(len as u64, Ordering::Relaxed);
                 }
-                oxy_ip::packets_total(&self.endpoint, "down").inc();
-                oxy_ip::bytes_total(&self.endpoint, "down").inc_by(len as u64);
+                let [packets, bytes] = &self.metrics;
+                packets.inc();
+                bytes.inc_by(len as u64);
             }
             Err(reason) => oxy_ip::dropped_total(&self.endpoint, reason).inc(),
         }

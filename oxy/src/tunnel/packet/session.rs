@@ -73,6 +73,8 @@ pub struct PacketSession<App: OxyExt> {
     /// TCP tunnels opened, waiting for the stack to accept their connection.
     tcp_ready: HashMap<FlowKey, TcpTunnel<App>>,
     up: Traffic,
+    /// `oxy_ip_packets_total` and `oxy_ip_bytes_total` from the client, resolved once.
+    up_metrics: [prometheus::IntCounter; 2],
     audit: AuditStart,
 }
 
@@ -89,6 +91,10 @@ impl<App: OxyExt> PacketSession<App> {
             tcp: None,
             tcp_ready: HashMap::new(),
             up: Traffic::default(),
+            up_metrics: [
+                oxy_ip::packets_total(setup.endpoint.name(), "up"),
+                oxy_ip::bytes_total(setup.endpoint.name(), "up"),
+            ],
             audit,
             setup,
         }
@@ -152,8 +158,9 @@ impl<App: OxyExt> PacketSession<App> {
         {
             return drop("spoofed_source");
         }
-        oxy_ip::packets_total(endpoint, "up").inc();
-        oxy_ip::bytes_total(endpoint, "up").inc_by(packet.len() as u64);
+        let [packets, bytes] = &self.up_metrics;
+        packets.inc();
+        bytes.inc_by(packet.len() as u64);
         self.up.packets_up += 1;
         self.up.bytes_up += packet.len() as u64;
         let first = || FirstPacket {
