@@ -6,6 +6,10 @@ on loopback with equivalent settings, drives the same load against each in alter
 Run through `benches/run` (or `make bench`), which installs the peers and builds the
 release binaries first. Everything started here is stopped on exit, even on failure.
 `--bin-dir target/debug` (or OXY_BIN_DIR) runs already built binaries without a build.
+
+The layer-3 scenarios (`connect-ip-tcp`, `tun-forward`) need root: they run in network
+namespaces of their own (`oxyb-<pid>-<tag>`), deleted with every process in them at the
+end of the scenario, even on failure. Without root they are skipped with a note.
 """
 
 import argparse
@@ -68,6 +72,112 @@ def wait_for_udp_echo(port: int, what: str, timeout: float = 15.0) -> None:
     raise RuntimeError(f"{what} did not echo on UDP 127.0.0.1:{port} within {timeout}s")
 
 
+# Probes run inside a network namespace by wait_in_netns: exit 0 once host:port answers.
+TCP_PROBE = "import socket,sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=0.5).close()"
+UDP_PROBE = ("import socket,sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.3); "
+             "s.sendto(b'ping', (sys.argv[1], int(sys.argv[2]))); sys.exit(s.recv(16) != b'ping')")
+
+
+def in_netns(netns: str | None, argv: list[str]) -> list[str]:
+    return ["ip", "netns", "exec", netns, *argv] if netns else argv
+
+
+def wait_in_netns(netns: str, argv: list[str], what: str, timeout: float = 15.0, output: str | None = None,
+                  proc: subprocess.Popen | None = None) -> None:
+    """Polls `ip netns exec NETNS argv...` until it exits 0 (and prints `output`, when
+    given): wait_for_port and wait_for_udp_echo cannot reach into a namespace. Gives up
+    early when `proc`, the process waited for, has exited."""
+    deadline, last = time.time() + timeout, ""
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what}: the process exited ({proc.returncode})")
+        try:
+            done = subprocess.run(in_netns(netns, argv), capture_output=True, text=True, timeout=5)
+            if done.returncode == 0 and (output is None or output in done.stdout):
+                return
+            last = (done.stdout + done.stderr).strip()[-300:]
+        except subprocess.TimeoutExpired:
+            last = "the check timed out"
+        time.sleep(0.1)
+    raise RuntimeError(f"{what}: not within {timeout}s in network namespace {netns} (last check: {last or 'nothing'})")
+
+
+def wait_for_port_in(netns: str, address: str, what: str, proc: subprocess.Popen | None = None) -> None:
+    host, port = address.rsplit(":", 1)
+    wait_in_netns(netns, [sys.executable, "-c", TCP_PROBE, host, port], f"{what} listening on {address}", proc=proc)
+
+
+def wait_for_udp_echo_in(netns: str, address: str, what: str, proc: subprocess.Popen | None = None) -> None:
+    host, port = address.rsplit(":", 1)
+    wait_in_netns(netns, [sys.executable, "-c", UDP_PROBE, host, port], f"{what} echoing on UDP {address}", proc=proc)
+
+
+def wait_for_json_line(path: Path, proc: subprocess.Popen, what: str, timeout: float = 20.0) -> dict:
+    """The first line a process writes to its standard output (`path`), as JSON."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        text = path.read_text(errors="replace") if path.exists() else ""
+        if "\n" in text:
+            return json.loads(text.split("\n", 1)[0])
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited ({proc.returncode}) before printing its JSON line")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} printed no JSON line within {timeout}s")
+
+
+def ifname(tag: str) -> str:
+    """An interface name of this run: `ob<pid><tag>`, at most 15 bytes."""
+    name = f"ob{os.getpid()}{tag}"
+    if len(name) > 15:
+        raise RuntimeError(f"interface name {name} is longer than 15 bytes")
+    return name
+
+
+class Namespaces:
+    """The network namespaces of the layer-3 scenarios, `oxyb-<pid>-<tag>`, each with its
+    loopback up. delete_all kills whatever still runs in them (the processes this run
+    started there) and deletes them with their devices."""
+
+    def __init__(self):
+        self.names: list[str] = []
+
+    def create(self, tag: str) -> str:
+        name = f"oxyb-{os.getpid()}-{tag}"
+        run(["ip", "netns", "add", name], 10)
+        self.names.append(name)
+        run(["ip", "-n", name, "link", "set", "lo", "up"], 10)
+        return name
+
+    @staticmethod
+    def pids(name: str) -> list[int]:
+        done = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True, timeout=10)
+        return [int(p) for p in done.stdout.split()]
+
+    def delete_all(self) -> None:
+        for name in reversed(self.names):
+            deadline = time.time() + 5
+            while (pids := self.pids(name)) and time.time() < deadline:
+                for pid in pids:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                time.sleep(0.05)
+            subprocess.run(["ip", "netns", "delete", name], capture_output=True, timeout=10)
+        self.names.clear()
+
+
+def layer3_unavailable() -> str | None:
+    """Why the scenarios in network namespaces cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, veth pairs, TUN devices)"
+    if not shutil.which("ip"):
+        return "needs iproute2's `ip`"
+    if not Path("/dev/net/tun").exists():
+        return "needs /dev/net/tun"
+    return None
+
+
 class Processes:
     """Every process the run started, stopped in reverse order on exit."""
 
@@ -75,21 +185,33 @@ class Processes:
         self.workdir = workdir
         self.running: list[tuple[str, subprocess.Popen]] = []
 
-    def start(self, name: str, argv: list[str], ports: list[int], udp_echo: int | None = None,
-              env: dict | None = None) -> subprocess.Popen:
+    def start(self, name: str, argv: list[str], ports: list, udp_echo: int | str | None = None,
+              env: dict | None = None, netns: str | None = None, json_line: bool = False) -> subprocess.Popen:
+        """Starts `argv` and waits until it listens on `ports` (loopback port numbers, or
+        `host:port` inside `netns`), echoes on UDP `udp_echo`, and, with `json_line`,
+        has printed a JSON line on its standard output (kept in `proc.json_line`)."""
         log = open(self.workdir / f"{name}.log", "wb")
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, **env} if env else None)
+        out = self.workdir / f"{name}.out"
+        stdout = open(out, "wb") if json_line else log
+        proc = subprocess.Popen(in_netns(netns, argv), stdout=stdout, stderr=log if json_line else subprocess.STDOUT,
+                                start_new_session=True, env={**os.environ, **env} if env else None)
         self.running.append((name, proc))
-        checks = [lambda port=port: wait_for_port(port, name) for port in ports]
-        if udp_echo is not None:
-            checks.append(lambda: wait_for_udp_echo(udp_echo, name))
+        if netns:
+            checks = [lambda port=port: wait_for_port_in(netns, port, name, proc) for port in ports]
+            if udp_echo is not None:
+                checks.append(lambda: wait_for_udp_echo_in(netns, udp_echo, name, proc))
+        else:
+            checks = [lambda port=port: wait_for_port(port, name) for port in ports]
+            if udp_echo is not None:
+                checks.append(lambda: wait_for_udp_echo(udp_echo, name))
+        if json_line:
+            checks.append(lambda: setattr(proc, "json_line", wait_for_json_line(out, proc, name)))
         for check in checks:
             try:
                 check()
-            except RuntimeError:
+            except RuntimeError as e:
                 tail = (self.workdir / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"{name} did not start; its log ends with:\n{tail}")
+                raise RuntimeError(f"{name} did not start ({e}); its log ends with:\n{tail}")
         return proc
 
     def stop(self, proc: subprocess.Popen) -> None:
@@ -105,9 +227,13 @@ class Processes:
                 proc.wait()
 
     def stop_all(self) -> None:
-        for _, proc in reversed(self.running):
+        self.stop_from(0)
+
+    def stop_from(self, mark: int) -> None:
+        """Stops the processes started since `len(self.running)` was `mark`."""
+        for _, proc in reversed(self.running[mark:]):
             self.stop(proc)
-        self.running.clear()
+        del self.running[mark:]
 
 
 def run(argv: list[str], timeout: float) -> str:
@@ -157,14 +283,47 @@ def oxy_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
              "tcp": {"target": f"127.0.0.1:{ports['source']}"}},
             {"name": "l4-echo", "protocol": "tcp", "listen": [f"127.0.0.1:{ports['oxy_l4_echo']}"],
              "tcp": {"target": f"127.0.0.1:{ports['echo']}"}},
-            # HTTP/3 on UDP beside TCP: the reverse proxy for h3-get, CONNECT-UDP for connect-udp-*.
+            # HTTP/3 on UDP beside TCP (and HTTP/2 over TLS on TCP): the reverse proxy for
+            # h3-get, CONNECT-UDP for connect-udp-*, CONNECT-UDP and CONNECT-IP for connect-ip-*.
             {"name": "h3", "listen": [f"127.0.0.1:{ports['oxy_h3']}"],
-             "http": {"upstream": origin, "h3": {"enabled": True}, "connect_udp": {"enabled": True}},
+             "http": {"upstream": origin, "h3": {"enabled": True}, "connect_udp": {"enabled": True},
+                      "connect_ip": {"enabled": True}},
              "tls": {"enabled": True, "certificates": [{"chain": str(crt), "key": str(key)}]}},
         ],
     }
     path = workdir / "oxy.yaml"
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    return path
+
+
+def connect_ip_config(workdir: Path, listen: str) -> Path:
+    """The Oxy of connect-ip-tcp, in its proxy-side namespace: CONNECT and CONNECT-IP
+    (user-space off-ramp) on one plain-TCP endpoint, egress only to the targets' range."""
+    config = {
+        "server": {"worker_threads": 1, "shutdown_timeout": "1s"},
+        "telemetry": {"listen": "127.0.0.1:9090", "log": {"level": "warn"}},
+        "egress": {"allow": ["198.51.100.0/24"]},
+        "endpoints": [{"name": "ip", "listen": [listen], "http": {"connect": True, "connect_ip": {"enabled": True}}}],
+    }
+    path = workdir / "oxy-connect-ip.yaml"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def tun_config(workdir: Path, device: str, echo: str) -> Path:
+    """The fixture app of tun-forward: a `protocol: tun` endpoint whose device routes
+    198.51.100.0/24; its IP flow hook forwards (terminates) every flow, and its egress
+    hook sends UDP flows to the echo."""
+    config = {
+        "server": {"worker_threads": 1, "shutdown_timeout": "1s"},
+        "telemetry": {"listen": "127.0.0.1:9090", "log": {"level": "warn"}},
+        "egress": {"allow": ["127.0.0.0/8"]},
+        "endpoints": [{"name": "tun", "protocol": "tun",
+                       "ip": {"tun": {"name": device, "addresses": ["10.77.0.1/24"], "routes": ["198.51.100.0/24"]}},
+                       "app": {"egress_udp_target": echo}}],
+    }
+    path = workdir / "fixture-tun.yaml"
+    path.write_text(json.dumps(config, indent=2))
     return path
 
 
@@ -377,12 +536,12 @@ def h2load(port: int, seconds: int) -> dict:
     return {"req/s": rps}
 
 
-def loadgen(args: list[str], timeout: float) -> dict:
-    return json.loads(run([str(BIN / "oxy-loadgen"), *args], timeout))
+def loadgen(args: list[str], timeout: float, netns: str | None = None) -> dict:
+    return json.loads(run(in_netns(netns, [str(BIN / "oxy-loadgen"), *args]), timeout))
 
 
-def oxy_client(args: list[str], timeout: float) -> dict:
-    return json.loads(run([str(BIN / "oxy-client"), *args], timeout).strip().splitlines()[-1])
+def oxy_client(args: list[str], timeout: float, netns: str | None = None) -> dict:
+    return json.loads(run(in_netns(netns, [str(BIN / "oxy-client"), *args]), timeout).strip().splitlines()[-1])
 
 
 class Sized:
@@ -404,14 +563,26 @@ class Sized:
         return measure(self.sizes[key])
 
 
-def udp_load(proxy: str, ca: Path, over: str, target: str, count: int, seconds: int) -> dict:
-    """oxy-client's CONNECT-UDP echo load: 4 flows, 1200-byte datagrams, 64 in flight each."""
-    out = oxy_client(["udp", "--proxy", proxy, "--ca", str(ca), "--over", over, "--target", target,
-                      "--count", str(count), "--size", "1200", "--flows", "4", "--window", "64",
-                      "--timeout", "0.25"], 3 * seconds + 120)
+def udp_load_argv(proxy: str, ca: Path | None, over: str, target: str, count: int, ip: bool = False) -> list[str]:
+    argv = ["udp", "--proxy", proxy, *(["--ca", str(ca)] if ca else []), "--over", over, "--target", target,
+            "--count", str(count), "--size", "1200", "--flows", "4", "--window", "64", "--timeout", "0.25"]
+    return argv + ["--ip"] if ip else argv
+
+
+def udp_load(proxy: str, ca: Path | None, over: str, target: str, count: int, seconds: int, ip: bool = False,
+             netns: str | None = None) -> dict:
+    """oxy-client's CONNECT-UDP echo load: 4 flows, 1200-byte datagrams, 64 in flight each.
+    With `ip`, each flow is UDP packets inside a CONNECT-IP stream (scope */17) instead;
+    `--over direct` sends plain UDP to the target (the proxy is then unused)."""
+    out = oxy_client(udp_load_argv(proxy, ca, over, target, count, ip), 3 * seconds + 120, netns)
     if not 200 <= out["status"] < 300:
-        raise RuntimeError(f"CONNECT-UDP over {over} through {proxy} answered {out['status']}")
+        raise RuntimeError(f"{'CONNECT-IP' if ip else 'CONNECT-UDP'} over {over} through {proxy} answered {out['status']}")
     return out
+
+
+def datagram_rates(out: dict) -> dict:
+    return {"datagrams/s": out["datagrams_per_s"], "MB/s": out["bytes_per_s"] / 1e6,
+            "lost %": 100.0 * (out["sent"] - out["received"]) / max(out["sent"], 1)}
 
 
 def h3_get(url: str, ca: Path, requests: int, seconds: int) -> dict:
@@ -433,6 +604,67 @@ def route(contender: dict, target: str) -> list[str]:
     if via.get("connect"):
         argv += ["--connect", via["connect"]]
     return argv
+
+
+# ---------------------------------------------------------------- layer 3, in network namespaces
+
+# `--proxy` is required by oxy-client but unused by `--over direct`.
+UNUSED_PROXY = "http://127.0.0.1:9"
+
+
+def start_connect_ip_tcp(procs: Processes, spaces: Namespaces, workdir: Path) -> tuple[str, dict]:
+    """connect-ip-tcp's namespaces: P (the proxy side: Oxy on 10.203.0.1, oxy-loadgen's
+    targets on 198.51.100.1, an address only P has) and C (the client side: oxy-client's
+    TUN device routing 198.51.100.0/24 through CONNECT-IP), joined by a veth pair.
+    Returns C and each contender's oxy-loadgen arguments, to run in C."""
+    p, c = spaces.create("p"), spaces.create("c")
+    veth_p, veth_c = ifname("vp"), ifname("vc")
+    run(["ip", "-n", p, "link", "add", veth_p, "type", "veth", "peer", "name", veth_c, "netns", c], 10)
+    for ns, dev, address in ((p, veth_p, "10.203.0.1/30"), (c, veth_c, "10.203.0.2/30")):
+        run(["ip", "-n", ns, "addr", "add", address, "dev", dev], 10)
+        run(["ip", "-n", ns, "link", "set", dev, "up"], 10)
+    run(["ip", "-n", p, "addr", "add", "198.51.100.1/32", "dev", "lo"], 10)
+    source, echo, proxy = "198.51.100.1:7001", "198.51.100.1:7002", f"10.203.0.1:{free_port()}"
+    procs.start("targets-p", [str(BIN / "oxy-loadgen"), "serve", "--source", source, "--echo", echo],
+                [source, echo], netns=p)
+    procs.start("oxy-p", [str(BIN / "oxy"), "--config", str(connect_ip_config(workdir, proxy))], [proxy], netns=p)
+    client = procs.start("connect-ip-client", [str(BIN / "oxy-client"), "ip", "--proxy", f"http://{proxy}",
+                                               "--over", "h2", "--tun", ifname("ci"), "--route", "198.51.100.0/24"],
+                         [], netns=c, json_line=True)
+    if client.json_line.get("status") != 200:
+        raise RuntimeError(f"CONNECT-IP through {proxy} answered {client.json_line}")
+    wait_for_port_in(c, source, "the byte source through CONNECT-IP", client)
+    return c, {"CONNECT (HTTP/1.1)": ["--to", proxy, "--connect", source],
+               "oxy CONNECT-IP (h2c, TUN client)": ["--to", source]}
+
+
+def start_tun_forward(procs: Processes, spaces: Namespaces, workdir: Path) -> tuple[str, dict]:
+    """tun-forward's namespace T: the UDP echo on 127.0.0.1, and the fixture app's
+    `protocol: tun` endpoint whose device routes 198.51.100.0/24. Returns T and each
+    contender's UDP target, for oxy-client in T."""
+    t, echo = spaces.create("t"), "127.0.0.1:7003"
+    procs.start("udp-echo-t", [sys.executable, str(Path(__file__).resolve()), "--udp-echo", "7003"], [],
+                udp_echo=echo, netns=t)
+    device = ifname("tf")
+    app = procs.start("fixture-app", [str(BIN / "fixture-app"), "--config", str(tun_config(workdir, device, echo))],
+                      ["127.0.0.1:9090"], netns=t)
+    wait_in_netns(t, ["ip", "-o", "addr", "show", "dev", device], f"10.77.0.1/24 on {device}",
+                  output="10.77.0.1/24", proc=app)
+    wait_in_netns(t, ["ip", "route", "show", "198.51.100.0/24"], f"198.51.100.0/24 through {device}",
+                  output=f"dev {device}", proc=app)
+    wait_for_udp_echo_in(t, "198.51.100.53:53", "the echo through the TUN endpoint", app)
+    return t, {"direct UDP (no Oxy)": echo, "oxy TUN endpoint (Forward)": "198.51.100.53:53"}
+
+
+def direct_udp_fails(netns: str, target: str) -> str | None:
+    """Why oxy-client's direct load cannot reach `target` from `netns`, or None."""
+    done = subprocess.run(in_netns(netns, [str(BIN / "oxy-client"), *udp_load_argv(UNUSED_PROXY, None, "direct",
+                                                                                   target, 16)]),
+                          capture_output=True, text=True, timeout=60)
+    if done.returncode == 0:
+        return None
+    error = " ".join(done.stderr.split("Stack backtrace:")[0].split())[:300]
+    return f"oxy-client udp --over direct --target {target} failed in {netns}: {error}"
 
 
 # ---------------------------------------------------------------- the run
@@ -460,7 +692,40 @@ def main() -> int:
         if not (BIN / binary).exists():
             print(f"{BIN / binary} is missing: run benches/run, which builds it", file=sys.stderr)
             return 2
-    for tool in ("nginx", "haproxy", "squid", "wrk", "h2load", "openssl", "caddy"):
+
+    def wanted(scenario: str) -> bool:
+        return not opts.only or any(o in scenario for o in opts.only)
+
+    # Every scenario, in the order run, with the peers and tools it needs (only those of
+    # the wanted scenarios must be installed).
+    h1 = "HTTP/1.1 reverse proxy, 1 KiB, 64 connections (wrk)"
+    h2 = "HTTP/2 over TLS reverse proxy, 1 KiB, 4 connections x 100 streams (h2load)"
+    bulk = "tunnel bulk throughput, {} tunnel(s)"
+    rate = "new tunnels per second (open, 1 byte echoed, close; 32 at a time)"
+    connect_udp = ("connect-udp-{over}: CONNECT-UDP over {name}, 1200-byte datagrams echoed, "
+                   "4 flows x 64 in flight (oxy-client)")
+    h3_get = "h3-get: HTTP/3 reverse proxy, 1 KiB, 1 connection x 32 streams (oxy-client)"
+    connect_ip = ("connect-ip-{over}: UDP in CONNECT-IP against CONNECT-UDP, both over {name}, "
+                  "1200-byte datagrams echoed, 4 flows x 64 in flight (oxy-client --ip)")
+    connect_ip_tcp = ("connect-ip-tcp: TCP bulk throughput over CONNECT-IP (HTTP/2 without TLS, TUN client) "
+                      "against CONNECT (HTTP/1.1), 1 connection, in network namespaces (oxy-loadgen)")
+    tun_forward = ("tun-forward: UDP through a protocol: tun endpoint (fixture app, IP flow hook Forward), "
+                   "1200-byte datagrams echoed, 4 flows x 64 in flight (oxy-client)")
+    udp_carriers = (("h3", "HTTP/3 (HTTP Datagrams)"), ("h2", "HTTP/2 (DATAGRAM capsules)"))
+    plan = {
+        "memory per idle tunnel": ["haproxy", "squid"],
+        h1: ["nginx", "haproxy", "wrk"],
+        h2: ["nginx", "haproxy", "h2load"],
+        **{bulk.format(tunnels): ["haproxy", "squid"] for tunnels in (1, 16)},
+        rate: ["haproxy", "squid"],
+        **{connect_udp.format(over=over, name=name): [] for over, name in udp_carriers},
+        h3_get: ["nginx", "caddy"],
+        **{connect_ip.format(over=over, name=name): [] for over, name in udp_carriers},
+        connect_ip_tcp: [],
+        tun_forward: [],
+    }
+    needed = {"openssl"} | {tool for scenario, tools in plan.items() if wanted(scenario) for tool in tools}
+    for tool in sorted(needed):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} is missing: run benches/run, which installs the peers", file=sys.stderr)
             return 2
@@ -479,6 +744,9 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="oxy-bench-"))
     workdir.chmod(0o755)
     procs = Processes(workdir)
+    spaces = Namespaces()
+    # A plain kill also stops what was started and deletes the namespaces (the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     names = ["origin", "source", "echo", "oxy_telemetry", "oxy_h1", "oxy_h2", "oxy_connect", "oxy_l4_source",
              "oxy_l4_echo", "nginx_h1", "nginx_h2", "haproxy_h1", "haproxy_h2", "haproxy_l4_source",
              "haproxy_l4_echo", "squid", "oxy_h3", "caddy_h3", "udp_echo"]
@@ -490,6 +758,10 @@ def main() -> int:
     def start_oxy():
         return procs.start("oxy", [str(BIN / "oxy"), "--config", str(oxy_config(workdir, ports, crt, key))],
                            [ports["oxy_h1"], ports["oxy_connect"], ports["oxy_l4_echo"], ports["oxy_h3"]])
+
+    def start_origin():
+        return procs.start("origin", ["nginx", "-c", str(nginx_config(workdir, ports, crt, key, True))],
+                           [ports["origin"]])
 
     def start_nginx():
         return procs.start("nginx", ["nginx", "-c", str(nginx_config(workdir, ports, crt, key, False))],
@@ -509,20 +781,19 @@ def main() -> int:
                                      "--config", str(caddy_config(workdir, ports, crt, key))], [ports["caddy_h3"]],
                            env={"GOMAXPROCS": "1", "HOME": home, "XDG_DATA_HOME": home, "XDG_CONFIG_HOME": home})
 
-    def wanted(scenario: str) -> bool:
-        return not opts.only or any(o in scenario for o in opts.only)
-
     def record(scenario: str, contender: str, samples: list[dict]) -> None:
         medians = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
         results.append({"scenario": scenario, "contender": contender, "rounds": len(samples), **medians})
         shown = ", ".join(f"{k} {v:,.2f}" for k, v in medians.items())
         print(f"  {contender:<24} {shown}", flush=True)
 
-    starters = {"oxy": start_oxy, "nginx": start_nginx, "haproxy": start_haproxy, "squid": start_squid,
-                "caddy": start_caddy}
+    starters = {"origin": start_origin, "oxy": start_oxy, "nginx": start_nginx, "haproxy": start_haproxy,
+                "squid": start_squid, "caddy": start_caddy}
     started: set[str] = set()
 
     def alternate(scenario: str, contenders: dict, measure, peers: list[str]) -> None:
+        if scenario not in plan:
+            raise KeyError(f"scenario {scenario!r} is missing from the plan in main()")
         if not wanted(scenario):
             return
         for peer in peers:  # started once, when a wanted scenario first needs it
@@ -538,7 +809,6 @@ def main() -> int:
             record(scenario, name, samples[name])
 
     try:
-        procs.start("origin", ["nginx", "-c", str(nginx_config(workdir, ports, crt, key, True))], [ports["origin"]])
         procs.start("targets", [str(BIN / "oxy-loadgen"), "serve", "--source", source, "--echo", echo],
                     [ports["source"], ports["echo"]])
         procs.start("udp-echo", [sys.executable, str(Path(__file__).resolve()), "--udp-echo", str(ports["udp_echo"])],
@@ -574,19 +844,17 @@ def main() -> int:
 
         secs = opts.seconds
 
-        alternate("HTTP/1.1 reverse proxy, 1 KiB, 64 connections (wrk)",
-                  {"oxy": ports["oxy_h1"], "nginx": ports["nginx_h1"], "haproxy": ports["haproxy_h1"]},
-                  lambda port: wrk(port, secs), ["oxy", "nginx", "haproxy"])
-        alternate("HTTP/2 over TLS reverse proxy, 1 KiB, 4 connections x 100 streams (h2load)",
-                  {"oxy": ports["oxy_h2"], "nginx": ports["nginx_h2"], "haproxy": ports["haproxy_h2"]},
-                  lambda port: h2load(port, secs), ["oxy", "nginx", "haproxy"])
+        alternate(h1, {"oxy": ports["oxy_h1"], "nginx": ports["nginx_h1"], "haproxy": ports["haproxy_h1"]},
+                  lambda port: wrk(port, secs), ["origin", "oxy", "nginx", "haproxy"])
+        alternate(h2, {"oxy": ports["oxy_h2"], "nginx": ports["nginx_h2"], "haproxy": ports["haproxy_h2"]},
+                  lambda port: h2load(port, secs), ["origin", "oxy", "nginx", "haproxy"])
         with_direct = {"direct (no proxy)": {"source": {"port": ports["source"]}}, **through}
         for tunnels in (1, 16):
-            alternate(f"tunnel bulk throughput, {tunnels} tunnel(s)", with_direct,
+            alternate(bulk.format(tunnels), with_direct,
                       lambda how: {"Gbit/s": loadgen(["throughput", *route(how, "source"), "--tunnels",
                                                       str(tunnels), "--seconds", str(secs)], secs + 60)["gbit_per_s"]},
                       ["oxy", "haproxy", "squid"])
-        alternate("new tunnels per second (open, 1 byte echoed, close; 32 at a time)", through,
+        alternate(rate, through,
                   lambda how: {"tunnels/s": loadgen(["rate", *route(how, "echo"), "--seconds", str(secs)],
                                                     secs + 60)["tunnels_per_s"]},
                   ["oxy", "haproxy", "squid"])
@@ -594,24 +862,57 @@ def main() -> int:
         sized = Sized(secs)
         oxy_https, udp_target = f"https://localhost:{ports['oxy_h3']}", f"127.0.0.1:{ports['udp_echo']}"
 
-        def datagrams(over: str) -> dict:
-            out = sized(f"udp {over}", 1000, lambda n: udp_load(oxy_https, ca, over, udp_target, n, secs))
-            return {"datagrams/s": out["datagrams_per_s"], "MB/s": out["bytes_per_s"] / 1e6,
-                    "lost %": 100.0 * (out["sent"] - out["received"]) / max(out["sent"], 1)}
+        def datagrams(over: str, ip: bool = False) -> dict:
+            key = f"udp {over}" + (" ip" if ip else "")
+            return datagram_rates(sized(key, 1000, lambda n: udp_load(oxy_https, ca, over, udp_target, n, secs, ip)))
 
-        for over, name in (("h3", "HTTP/3 (HTTP Datagrams)"), ("h2", "HTTP/2 (DATAGRAM capsules)")):
-            alternate(f"connect-udp-{over}: CONNECT-UDP over {name}, 1200-byte datagrams echoed, "
-                      "4 flows x 64 in flight (oxy-client)",
+        for over, name in udp_carriers:
+            alternate(connect_udp.format(over=over, name=name),
                       {"direct (no proxy)": "direct", f"oxy CONNECT-UDP over {over}": over}, datagrams, ["oxy"])
 
         def gets(port: int) -> dict:
             out = sized(f"get {port}", 2000, lambda n: h3_get(f"https://localhost:{port}/1k", ca, n, secs))
             return {"req/s": out["requests_per_s"], "failed": out["failed"]}
 
-        alternate("h3-get: HTTP/3 reverse proxy, 1 KiB, 1 connection x 32 streams (oxy-client)",
-                  {"oxy": ports["oxy_h3"], "caddy": ports["caddy_h3"]}, gets, ["oxy", "caddy"])
+        alternate(h3_get, {"oxy": ports["oxy_h3"], "caddy": ports["caddy_h3"]}, gets, ["origin", "oxy", "caddy"])
+
+        # Layer 3. CONNECT-IP carrying the same UDP echo load as CONNECT-UDP, through the
+        # same Oxy endpoint and HTTP version; Oxy's CONNECT-UDP is the baseline here.
+        for over, name in udp_carriers:
+            alternate(connect_ip.format(over=over, name=name),
+                      {f"CONNECT-UDP over {over}": (over, False), f"oxy CONNECT-IP over {over}": (over, True)},
+                      lambda how: datagrams(*how), ["oxy"])
+
+        # TCP through a TUN device and CONNECT-IP, and the TUN on-ramp: root only, each in
+        # namespaces of its own that are deleted, with everything started in them, at its end.
+        for scenario, start in ((connect_ip_tcp, start_connect_ip_tcp), (tun_forward, start_tun_forward)):
+            if not wanted(scenario):
+                continue
+            why_not = layer3_unavailable()
+            if not why_not and scenario == tun_forward and not (BIN / "fixture-app").exists():
+                why_not = f"needs {BIN / 'fixture-app'} (cargo build --release -p fixture-app)"
+            if why_not:
+                print(f"{scenario}\n  skipped: {why_not}", flush=True)
+                continue
+            mark = len(procs.running)
+            try:
+                netns, contenders = start(procs, spaces, workdir)
+                if scenario == connect_ip_tcp:
+                    alternate(scenario, contenders,
+                              lambda how: {"Gbit/s": loadgen(["throughput", *how, "--tunnels", "1", "--seconds",
+                                                              str(secs)], secs + 60, netns)["gbit_per_s"]}, [])
+                elif why_not := direct_udp_fails(netns, contenders["oxy TUN endpoint (Forward)"]):
+                    print(f"{scenario}\n  skipped: {why_not}", flush=True)
+                else:
+                    alternate(scenario, contenders,
+                              lambda target: datagram_rates(sized(f"tun {target}", 1000, lambda n: udp_load(
+                                  UNUSED_PROXY, None, "direct", target, n, secs, netns=netns))), [])
+            finally:
+                procs.stop_from(mark)
+                spaces.delete_all()
     finally:
         procs.stop_all()
+        spaces.delete_all()
 
     print_ratios(results)
     if opts.json:
@@ -677,8 +978,12 @@ def markdown_report(results: list[dict], opts, idle_tunnels: int) -> str:
         f"- Squid: {version_of(['squid', '-v'])}; one process, no cache, access_log none",
         f"- Caddy: {version_of(['caddy', 'version'])}; `GOMAXPROCS=1`, HTTP/3 on, logs at ERROR",
         f"- Load: {version_of(['wrk', '-v'])}; {version_of(['h2load', '--version'])}; oxy-loadgen (benches/loadgen); "
-        "oxy-client (tools/oxy-client) for HTTP/3 and CONNECT-UDP, against a UDP echo in Python "
+        "oxy-client (tools/oxy-client) for HTTP/3, CONNECT-UDP, CONNECT-IP and the TUN endpoint, against a UDP echo in Python "
         "(recvmmsg/sendmmsg, one process)",
+        *([f"- Layer 3: connect-ip-tcp and tun-forward run in network namespaces of their own (a veth pair "
+            "between proxy and client sides for connect-ip-tcp; one namespace for tun-forward); Oxy and the "
+            f"fixture app (integration-tests/fixture-app, {BIN.name} build) with `server.worker_threads: 1`"]
+          if any(r["scenario"].startswith(("connect-ip-tcp", "tun-forward")) for r in results) else []),
         f"- {opts.rounds} alternating rounds of {opts.seconds} s per scenario; medians shown. "
         "Everything shares the 2 cores: the load generator, the target and the proxy.",
         "",

@@ -5,6 +5,7 @@
 // even when a test failed. Needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN) and iproute2.
 
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
 import { after } from "node:test";
 import { binaryPath, sleep } from "./oxy.ts";
 
@@ -146,6 +147,28 @@ export function sweepLeftovers() {
 
 after(() => destroyAll());
 process.on("exit", () => destroyAll());
+// Interrupted (Ctrl-C, a runner's timeout): clean up, then die of the signal as usual.
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.once(signal, () => {
+    destroyAll();
+    process.kill(process.pid, signal);
+  });
+}
+
+/** Why the namespace tests cannot run here (not root, no /dev/net/tun, no `ip`, `ping`
+ * or `curl`), or undefined when they can. */
+export function cannotRun(): string | undefined {
+  if (process.getuid?.() !== 0) return "needs root (network namespaces, TUN devices)";
+  if (!existsSync("/dev/net/tun")) return "needs /dev/net/tun";
+  for (const tool of ["ip", "ping", "curl"]) {
+    try {
+      execFileSync("sh", ["-c", `command -v ${tool}`], { stdio: "ignore" });
+    } catch {
+      return `needs ${tool} (iproute2, iputils-ping, curl)`;
+    }
+  }
+  return undefined;
+}
 
 // ---------------------------------------------------------------------------------------
 

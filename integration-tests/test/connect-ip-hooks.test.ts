@@ -4,6 +4,7 @@
 // hook redirects the UDP flows an IP flow becomes.
 
 import assert from "node:assert/strict";
+import { createSocket } from "node:dgram";
 import { after, before, describe, test } from "node:test";
 import { openConnectIp, scopePath, udpPacket, type ConnectIpStream } from "../lib/connect-ip.ts";
 import { OxyProcess } from "../lib/oxy.ts";
@@ -31,6 +32,7 @@ describe("CONNECT-IP and the application's hooks", () => {
               egress_udp_target: `127.0.0.1:${echo.port}`,
             },
           },
+          { name: "plain", listen: ["127.0.0.1:0"], http: { connect_ip: { enabled: true } } },
         ],
       },
     });
@@ -79,5 +81,42 @@ describe("CONNECT-IP and the application's hooks", () => {
     // One IpTunnelContext per stream: the fixture numbers each stream's flows from 1.
     assert.match(oxy.logs(), /fixture saw an IP flow flow=1 protocol=17 source=100\.64\.0\.\d+ destination=127\.0\.0\.9/);
     assert.match(oxy.logs(), /fixture saw an IP flow flow=2 protocol=17 source=100\.64\.0\.\d+ destination=127\.0\.0\.8/);
+  });
+
+  test("a UDP port that refuses is answered with ICMP port unreachable, quoting the flow", async () => {
+    // A socket connected elsewhere holds the port; datagrams from anyone else are refused
+    // by the kernel (ICMP port unreachable), which reaches Oxy's off-ramp socket.
+    const holder = createSocket("udp4");
+    await new Promise<void>((resolve) => holder.bind(0, "127.0.0.1", () => resolve()));
+    await new Promise<void>((resolve, reject) => holder.connect(9, "127.0.0.2", (e) => (e ? reject(e) : resolve())));
+    const port = holder.address().port;
+    const s = await openConnectIp({ over: "h2", port: oxy.port("plain") });
+    try {
+      assert.equal(s.status, 200, s.body);
+      await s.initial();
+      const error = await (async () => {
+        // The kernel answers each datagram; Oxy answers each refusal it sees.
+        for (let i = 0; ; i++) {
+          s.sendPacket(udpPacket({ src: s.address(4), dst: "127.0.0.1", srcPort: 41003, dstPort: port, payload: Buffer.from(`knock ${i}`) }));
+          try {
+            return await s.nextPacket((p) => p.icmp !== undefined, "ICMP port unreachable", 1_000);
+          } catch (e) {
+            if (i >= 4) throw e;
+          }
+        }
+      })();
+      assert.deepEqual([error.icmp!.type, error.icmp!.code], [3, 3]);
+      assert.equal(error.src, "127.0.0.1");
+      assert.equal(error.dst, s.address(4));
+      // The quote carries the flow's addresses and ports, as the client's stack matches it.
+      const quote = error.icmp!.body;
+      assert.equal(quote.readUInt16BE(20), 41003);
+      assert.equal(quote.readUInt16BE(22), port);
+      await s.end();
+    } finally {
+      s.destroy();
+      holder.close();
+    }
+    assert.ok((await oxy.metric('oxy_ip_icmp_generated_total{endpoint="plain",kind="port_unreachable"}'))! >= 1);
   });
 });

@@ -149,6 +149,10 @@ pub trait DatagramSink: Send {
     /// Sends (or queues) one datagram without waiting; an `Err` names why it was
     /// dropped (`queue_full`, `too_large`, `closed`), for the drop counter.
     fn send(&mut self, datagram: &[u8]) -> Result<(), &'static str>;
+
+    /// The target's port refused a datagram (ICMP port unreachable reached the off-ramp
+    /// socket). The default does nothing; an IP flow answers its client in kind.
+    fn port_unreachable(&mut self) {}
 }
 
 /// The client side of a flow, for datagrams towards the client.
@@ -414,7 +418,14 @@ impl<App: OxyExt> UdpTunnel<App> {
                         Err(reason) => oxy_udp::dropped_total(endpoint, reason).inc(),
                     },
                     // ICMP errors (port unreachable) surface here; the flow goes on.
-                    Err(e) => tracing::debug!(error = %e, "receive from the target failed"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "receive from the target failed");
+                        if let (std::io::ErrorKind::ConnectionRefused, ClientSide::Sink(sink)) =
+                            (e.kind(), &mut client)
+                        {
+                            sink.port_unreachable();
+                        }
+                    }
                 },
                 _ = tokio::time::sleep_until(idle_at) => return (counts, "idle_timeout"),
                 _ = async {

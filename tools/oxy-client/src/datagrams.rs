@@ -194,7 +194,13 @@ async fn echo_load(
 
 /// Plain UDP to the target: the baseline without a proxy.
 async fn direct_flow(target: &str) -> anyhow::Result<Flow> {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    // Any local address: a target routed into a TUN device is not reachable from loopback.
+    let any = if target.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = tokio::net::UdpSocket::bind(any).await?;
     socket
         .connect(target)
         .await

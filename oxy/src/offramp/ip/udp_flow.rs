@@ -93,4 +93,25 @@ impl DatagramSink for Reencapsulate {
         let packet = crate::tunnel::packet::craft::udp(from, to, datagram).ok_or("too_large")?;
         self.to_client.send(packet.into())
     }
+
+    /// Answers with ICMP port unreachable, quoting the headers of a datagram of the flow
+    /// (what the client's stack matches the error to its socket by).
+    fn port_unreachable(&mut self) {
+        let quoted = crate::tunnel::packet::craft::udp(
+            self.key.source_addr(),
+            self.key.destination_addr(),
+            &[],
+        );
+        let Some(packet) = quoted else { return };
+        if let Ok(facts) = crate::tunnel::packet::inspect::inspect(&packet) {
+            let first = FirstPacket {
+                packet: packet.into(),
+                facts,
+            };
+            self.to_client.icmp_error(
+                &first,
+                crate::tunnel::packet::craft::IcmpError::PortUnreachable,
+            );
+        }
+    }
 }
