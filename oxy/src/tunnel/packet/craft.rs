@@ -161,20 +161,25 @@ pub fn echo_request_message(v6: bool, (id, seq): (u16, u16), data: &[u8]) -> Vec
     out
 }
 
-/// A TCP reset answering the connection attempt `syn` (RFC 9293 §3.10.7.1).
-pub fn tcp_reset(syn: &[u8], facts: &PacketFacts) -> Option<Vec<u8>> {
-    let sliced = SlicedPacket::from_ip(syn).ok()?;
+/// A TCP reset answering `segment`, a connection attempt refused or a segment of no
+/// known connection (RFC 9293 §3.10.7.1); `None` for a reset, which is never answered.
+pub fn tcp_reset(segment: &[u8], facts: &PacketFacts) -> Option<Vec<u8>> {
+    let sliced = SlicedPacket::from_ip(segment).ok()?;
     let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
         return None;
     };
-    let ack = tcp
-        .sequence_number()
-        .wrapping_add(1)
-        .wrapping_add(tcp.payload().len() as u32);
-    let builder = ip(facts.destination, facts.source)?
-        .tcp(tcp.destination_port(), tcp.source_port(), 0, 0)
-        .rst()
-        .ack(ack);
+    if tcp.rst() {
+        return None;
+    }
+    let (from, to) = (tcp.destination_port(), tcp.source_port());
+    let builder = ip(facts.destination, facts.source)?;
+    let builder = if tcp.ack() {
+        builder.tcp(from, to, tcp.acknowledgment_number(), 0).rst()
+    } else {
+        let length = tcp.payload().len() as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin());
+        let ack = tcp.sequence_number().wrapping_add(length);
+        builder.tcp(from, to, 0, 0).rst().ack(ack)
+    };
     let mut out = Vec::new();
     builder.write(&mut out, &[]).ok().map(|()| out)
 }
@@ -241,5 +246,24 @@ mod tests {
         assert!(tcp.rst() && tcp.ack());
         assert_eq!(tcp.acknowledgment_number(), 1001);
         assert_eq!((tcp.source_port(), tcp.destination_port()), (80, 40000));
+        // A segment with ACK is answered with a reset at its acknowledgment number.
+        let mut segment = Vec::new();
+        PacketBuilder::ipv4([192, 0, 2, 1], [198, 51, 100, 7], 64)
+            .tcp(40000, 80, 5000, 65535)
+            .ack(777)
+            .write(&mut segment, b"data")
+            .unwrap();
+        let reset = tcp_reset(&segment, &facts_of(&segment)).unwrap();
+        let sliced = SlicedPacket::from_ip(&reset).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+            panic!("not TCP")
+        };
+        assert!(tcp.rst() && !tcp.ack());
+        assert_eq!(tcp.sequence_number(), 777);
+        assert_eq!(
+            tcp_reset(&reset, &facts_of(&reset)),
+            None,
+            "a reset is not answered"
+        );
     }
 }

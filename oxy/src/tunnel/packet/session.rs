@@ -187,6 +187,11 @@ impl<App: OxyExt> PacketSession<App> {
         }
         let key = FlowKey::of(&facts);
         if self.flows.get_mut(&key).is_none() {
+            if facts.protocol == protocol::TCP && !facts.tcp_syn {
+                // A segment of no connection this session knows (one that ended).
+                answer_refused(to_client, &first(), None);
+                return drop("unknown_connection");
+            }
             if !self.flows.has_room() {
                 return drop("too_many_flows");
             }
@@ -354,12 +359,8 @@ impl<App: OxyExt> PacketSession<App> {
                 };
                 FlowRoute::Udp(flow.start(ip.queue, drain))
             }
-            protocol::TCP if first.facts.tcp_syn => self.open_tcp(key, first, drain),
-            protocol::TCP => {
-                // A segment of a connection this session does not know.
-                setup.to_client.icmp_error(&first, IcmpError::Prohibited);
-                FlowRoute::Dropped("unknown_connection")
-            }
+            // New TCP flows start with a SYN (`on_packet` answers other segments).
+            protocol::TCP => self.open_tcp(key, first, drain),
             protocol::ICMP | protocol::ICMPV6 if first.facts.echo_request.is_some() => {
                 let allowed = setup.services.policy.check_ip(key.destination).is_ok();
                 let idle = ip.flow_idle_timeout;
