@@ -88,7 +88,10 @@ describe("CONNECT-IP and the application's hooks", () => {
     // by the kernel (ICMP port unreachable), which reaches Oxy's off-ramp socket.
     const holder = createSocket("udp4");
     await new Promise<void>((resolve) => holder.bind(0, "127.0.0.1", () => resolve()));
-    await new Promise<void>((resolve, reject) => holder.connect(9, "127.0.0.2", (e) => (e ? reject(e) : resolve())));
+    await new Promise<void>((resolve, reject) => {
+      holder.once("error", reject);
+      holder.connect(9, "127.0.0.2", () => resolve());
+    });
     const port = holder.address().port;
     const s = await openConnectIp({ over: "h2", port: oxy.port("plain") });
     try {

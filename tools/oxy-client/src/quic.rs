@@ -55,6 +55,8 @@ async fn connect(
     let mut transport = quinn::TransportConfig::default();
     transport.datagram_receive_buffer_size(Some(4 << 20));
     transport.datagram_send_buffer_size(4 << 20);
+    // A CONNECT-IP session may be quiet for longer than the proxy's idle timeout.
+    transport.keep_alive_interval(Some(std::time::Duration::from_secs(10)));
     config.transport_config(Arc::new(transport));
     let addr = (authority.host(), authority.port_u16().unwrap_or(443))
         .to_socket_addrs()?

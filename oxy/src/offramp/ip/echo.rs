@@ -81,14 +81,13 @@ impl EchoSocket {
     }
 }
 
-/// Starts an echo flow for `key` (the client's identifier in `key.source_port`):
-/// returns where its requests go. `allowed` is the egress policy's verdict on the
-/// destination; a denied or unreachable destination is answered with an ICMP error.
+/// Starts an echo flow for `key` (the client's identifier in `key.source_port`), whose
+/// destination the egress policy allowed: returns where its requests go. A destination
+/// without an ICMP socket is answered with host unreachable.
 pub fn start(
     key: FlowKey,
     first: FirstPacket,
     to_client: ToClient,
-    allowed: bool,
     idle: Duration,
     queue: usize,
     drain: &crate::drain::Drain,
@@ -96,10 +95,6 @@ pub fn start(
     let (tx, mut rx) = mpsc::channel::<(u16, Bytes)>(queue);
     let stopping = drain.clone();
     drain.spawn_connection(async move {
-        if !allowed {
-            to_client.icmp_error(&first, craft::IcmpError::Prohibited);
-            return;
-        }
         let socket = match EchoSocket::open(key.destination) {
             Ok(socket) => socket,
             Err(e) => {

@@ -153,6 +153,14 @@ impl<App: OxyExt> PacketSession<App> {
             Ok(facts) => facts,
             Err(e) => return drop(e.as_label()),
         };
+        // Oxy routes neither multicast nor link-local traffic (a TUN device's own router
+        // solicitations and MLD reports): dropped without a flow.
+        if is_multicast_or_broadcast(facts.destination) {
+            return drop("multicast");
+        }
+        if is_link_local_v6(facts.source) {
+            return drop("link_local");
+        }
         if let Some(sources) = &self.setup.sources
             && !sources.iter().any(|net| net.contains(&facts.source))
         {
@@ -289,6 +297,7 @@ impl<App: OxyExt> PacketSession<App> {
         });
         let (to_client, down) = setup.to_client.for_flow();
         let mut refusal = None;
+        let to_tun = action == IpFlowAction::Forward && setup.endpoint.tun_offramp.is_some();
         let route = match action {
             IpFlowAction::Drop(reason) => {
                 tracing::info!(%reason, source = %key.source_addr(), destination = %key.destination_addr(), protocol = facts.protocol, "IP flow dropped by the hook");
@@ -300,28 +309,31 @@ impl<App: OxyExt> PacketSession<App> {
             IpFlowAction::UpgradeToTcp if facts.protocol != protocol::TCP => {
                 FlowRoute::Dropped("upgrade_mismatch")
             }
-            // Packets written to the TUN device as they are still answer to the egress
-            // policy, once per flow.
-            IpFlowAction::Forward if setup.endpoint.tun_offramp.is_some() => {
-                let policy = &setup.services.policy;
-                let checked = match (facts.protocol, facts.destination_port) {
-                    (protocol::TCP | protocol::UDP, Some(_)) => {
-                        policy.check(key.destination_addr())
+            IpFlowAction::Forward | IpFlowAction::UpgradeToUdp | IpFlowAction::UpgradeToTcp => {
+                // Flows that do not become UDP or TCP tunnels (which apply the egress hook
+                // and policy) still answer to the egress policy, once per flow: packets
+                // written to the TUN device as they are, and ICMP echo.
+                let checked = if to_tun || facts.echo_request.is_some() {
+                    let policy = &setup.services.policy;
+                    match (facts.protocol, facts.destination_port) {
+                        (protocol::TCP | protocol::UDP, Some(_)) => {
+                            policy.check(key.destination_addr())
+                        }
+                        _ => policy.check_ip(key.destination),
                     }
-                    _ => policy.check_ip(key.destination),
+                } else {
+                    Ok(())
                 };
                 match checked {
-                    Ok(()) => FlowRoute::Tun,
                     Err(denied) => {
                         tracing::info!(destination = %key.destination_addr(), reason = %denied, "IP flow refused");
                         to_client.icmp_error(&first, IcmpError::Prohibited);
                         refusal = Some(format!("egress denied: {denied}"));
                         FlowRoute::Refused(Some(IcmpError::Prohibited))
                     }
+                    Ok(()) if to_tun => FlowRoute::Tun,
+                    Ok(()) => self.terminate(key, first, to_client, drain),
                 }
-            }
-            IpFlowAction::Forward | IpFlowAction::UpgradeToUdp | IpFlowAction::UpgradeToTcp => {
-                self.terminate(key, first, to_client, drain)
             }
         };
         Flow {
@@ -362,12 +374,9 @@ impl<App: OxyExt> PacketSession<App> {
             // New TCP flows start with a SYN (`on_packet` answers other segments).
             protocol::TCP => self.open_tcp(key, first, drain),
             protocol::ICMP | protocol::ICMPV6 if first.facts.echo_request.is_some() => {
-                let allowed = setup.services.policy.check_ip(key.destination).is_ok();
                 let idle = ip.flow_idle_timeout;
                 let queue = ip.queue;
-                FlowRoute::Echo(echo::start(
-                    *key, first, to_client, allowed, idle, queue, drain,
-                ))
+                FlowRoute::Echo(echo::start(*key, first, to_client, idle, queue, drain))
             }
             protocol::ICMP | protocol::ICMPV6 => FlowRoute::Dropped("icmp_not_echo"),
             _ => {
@@ -558,6 +567,17 @@ fn answer_refused(to_client: &ToClient, packet: &FirstPacket, kind: Option<IcmpE
             }
         }
     }
+}
+
+fn is_multicast_or_broadcast(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
+        std::net::IpAddr::V6(v6) => v6.is_multicast(),
+    }
+}
+
+fn is_link_local_v6(ip: std::net::IpAddr) -> bool {
+    matches!(ip, std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// The metric label of an IP protocol.
