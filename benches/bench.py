@@ -298,12 +298,14 @@ def oxy_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
 
 def connect_ip_config(workdir: Path, listen: str) -> Path:
     """The Oxy of connect-ip-tcp, in its proxy-side namespace: CONNECT and CONNECT-IP
-    (user-space off-ramp) on one plain-TCP endpoint, egress only to the targets' range."""
+    (user-space off-ramp) on one plain-TCP endpoint, egress only to the targets' range;
+    its link MTU (ip.mtu) is 9000, and each client's TUN device sets its own."""
     config = {
         "server": {"worker_threads": 1, "shutdown_timeout": "1s"},
         "telemetry": {"listen": "127.0.0.1:9090", "log": {"level": "warn"}},
         "egress": {"allow": ["198.51.100.0/24"]},
-        "endpoints": [{"name": "ip", "listen": [listen], "http": {"connect": True, "connect_ip": {"enabled": True}}}],
+        "endpoints": [{"name": "ip", "listen": [listen], "ip": {"mtu": 9000},
+                       "http": {"connect": True, "connect_ip": {"enabled": True}}}],
     }
     path = workdir / "oxy-connect-ip.yaml"
     path.write_text(json.dumps(config, indent=2))
@@ -623,19 +625,27 @@ def start_connect_ip_tcp(procs: Processes, spaces: Namespaces, workdir: Path) ->
     for ns, dev, address in ((p, veth_p, "10.203.0.1/30"), (c, veth_c, "10.203.0.2/30")):
         run(["ip", "-n", ns, "addr", "add", address, "dev", dev], 10)
         run(["ip", "-n", ns, "link", "set", dev, "up"], 10)
-    run(["ip", "-n", p, "addr", "add", "198.51.100.1/32", "dev", "lo"], 10)
-    source, echo, proxy = "198.51.100.1:7001", "198.51.100.1:7002", f"10.203.0.1:{free_port()}"
-    procs.start("targets-p", [str(BIN / "oxy-loadgen"), "serve", "--source", source, "--echo", echo],
-                [source, echo], netns=p)
+    proxy = f"10.203.0.1:{free_port()}"
     procs.start("oxy-p", [str(BIN / "oxy"), "--config", str(connect_ip_config(workdir, proxy))], [proxy], netns=p)
-    client = procs.start("connect-ip-client", [str(BIN / "oxy-client"), "ip", "--proxy", f"http://{proxy}",
-                                               "--over", "h2", "--tun", ifname("ci"), "--route", "198.51.100.0/24"],
-                         [], netns=c, json_line=True)
-    if client.json_line.get("status") != 200:
-        raise RuntimeError(f"CONNECT-IP through {proxy} answered {client.json_line}")
-    wait_for_port_in(c, source, "the byte source through CONNECT-IP", client)
-    return c, {"CONNECT (HTTP/1.1)": ["--to", proxy, "--connect", source],
-               "oxy CONNECT-IP (h2c, TUN client)": ["--to", source]}
+    # One byte source per client device: 198.51.100.1 through a 1500-byte link (the
+    # usual VPN-like MTU), 198.51.100.2 through a 9000-byte one.
+    sources = {}
+    for host, mtu in (("198.51.100.1", 1500), ("198.51.100.2", 9000)):
+        run(["ip", "-n", p, "addr", "add", f"{host}/32", "dev", "lo"], 10)
+        source, echo = f"{host}:7001", f"{host}:7002"
+        procs.start(f"targets-p-{mtu}", [str(BIN / "oxy-loadgen"), "serve", "--source", source, "--echo", echo],
+                    [source, echo], netns=p)
+        client = procs.start(f"connect-ip-client-{mtu}",
+                             [str(BIN / "oxy-client"), "ip", "--proxy", f"http://{proxy}", "--over", "h2",
+                              "--tun", ifname(f"c{mtu // 1000}"), "--mtu", str(mtu), "--route", f"{host}/32"],
+                             [], netns=c, json_line=True)
+        if client.json_line.get("status") != 200:
+            raise RuntimeError(f"CONNECT-IP through {proxy} answered {client.json_line}")
+        wait_for_port_in(c, source, f"the byte source through CONNECT-IP (MTU {mtu})", client)
+        sources[mtu] = source
+    return c, {"CONNECT (HTTP/1.1)": ["--to", proxy, "--connect", sources[1500]],
+               "oxy CONNECT-IP (h2c, TUN client, MTU 1500)": ["--to", sources[1500]],
+               "oxy CONNECT-IP (h2c, TUN client, MTU 9000)": ["--to", sources[9000]]}
 
 
 def start_tun_forward(procs: Processes, spaces: Namespaces, workdir: Path) -> tuple[str, dict]:

@@ -275,20 +275,14 @@ fn after(ip: IpAddr) -> Option<IpAddr> {
 /// A CONNECT-IP session over HTTP/2 or HTTP/1.1: packets as DATAGRAM capsules.
 async fn capsule_session(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Result<IpChannel> {
     let (status, upgraded) = capsules::open_stream(proxy, path, h2, "connect-ip").await?;
-    let (to_proxy, mut outgoing) = mpsc::channel::<Bytes>(1024);
+    let (to_proxy, outgoing) = mpsc::channel::<Bytes>(1024);
     let (incoming, from_proxy) = mpsc::channel(1024);
     let (control_tx, control) = mpsc::channel(16);
     if let Some(upgraded) = upgraded {
         let (read, mut write) = tokio::io::split(upgraded);
         tokio::spawn(async move {
-            let mut buf = BytesMut::new();
-            while let Some(packet) = outgoing.recv().await {
-                capsule::encode_udp_datagram_capsule(&mut buf, &packet);
-                if write.write_all(&buf).await.is_err() {
-                    return;
-                }
-                buf.clear();
-            }
+            // Packets that queue up go out in one write (DATAGRAM capsules, context 0).
+            oxy::http::connect_udp::write_capsules(outgoing, &mut write).await;
             let _ = write.shutdown().await;
         });
         tokio::spawn(read_stream(read, incoming, control_tx));

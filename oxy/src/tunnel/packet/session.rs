@@ -30,6 +30,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
+/// Most queued packets handled in one turn of a session's loop.
+const BATCH: usize = 64;
+
 /// What a session is told while it runs.
 pub enum SessionEvent<App: OxyExt> {
     /// The off-ramp of a TCP flow was opened, or refused.
@@ -112,10 +115,20 @@ impl<App: OxyExt> PacketSession<App> {
         let sweep_every =
             (self.setup.endpoint.settings.ip.flow_idle_timeout / 2).max(Duration::from_millis(500));
         let mut sweep = tokio::time::interval(sweep_every);
+        let stopping = drain.stopping();
+        tokio::pin!(stopping);
         let reason = loop {
             tokio::select! {
                 packet = from_client.recv() => match packet {
-                    Some(packet) => self.on_packet(packet, &name, drain).await,
+                    Some(packet) => {
+                        self.on_packet(packet, &name, drain).await;
+                        // Packets already queued are handled without another turn of
+                        // the loop (a bounded batch, so events and timers still run).
+                        for _ in 0..BATCH {
+                            let Ok(packet) = from_client.try_recv() else { break };
+                            self.on_packet(packet, &name, drain).await;
+                        }
+                    }
                     None => break "completed",
                 },
                 Some(event) = self.events.1.recv() => self.on_event(event),
@@ -130,7 +143,7 @@ impl<App: OxyExt> PacketSession<App> {
                         self.forget(key, flow, "idle_timeout");
                     }
                 }
-                _ = drain.stopping() => break "shutdown",
+                _ = &mut stopping => break "shutdown",
             }
         };
         for (key, flow) in self.flows.drain() {
