@@ -154,15 +154,18 @@ pub async fn handle<App: OxyExt>(
         }
         drop(cx);
     });
+    accepted(request.version(), "connect-udp")
+}
+
+/// The answer that accepts a CONNECT-UDP or CONNECT-IP request of `version`: 200, or
+/// 101 with `Upgrade: protocol` on HTTP/1.1, announcing the Capsule Protocol.
+pub fn accepted(version: Version, protocol: &'static str) -> Response<HttpBody> {
     let mut response = Response::new(empty());
     let headers = response.headers_mut();
     headers.insert("capsule-protocol", HeaderValue::from_static("?1"));
-    if request.version() <= Version::HTTP_11 {
+    if version <= Version::HTTP_11 {
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        headers::set_upgrade(
-            response.headers_mut(),
-            HeaderValue::from_static("connect-udp"),
-        );
+        headers::set_upgrade(response.headers_mut(), HeaderValue::from_static(protocol));
     }
     response
 }

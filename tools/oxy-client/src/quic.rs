@@ -111,17 +111,7 @@ pub async fn udp_flows(
     let routes: Arc<Mutex<HashMap<u64, mpsc::Sender<Bytes>>>> = Arc::default();
     let mut opened = Vec::new();
     for _ in 0..flows {
-        let mut request = http::Request::builder()
-            .method(http::Method::CONNECT)
-            .uri(format!("https://{authority}{path}"))
-            .header("capsule-protocol", "?1");
-        if let Some(value) = &proxy.authorization {
-            request = request.header(http::header::AUTHORIZATION, value);
-        }
-        let mut request = request.body(())?;
-        request
-            .extensions_mut()
-            .insert(h3::ext::Protocol::CONNECT_UDP);
+        let request = extended_connect(proxy, &authority, path, h3::ext::Protocol::CONNECT_UDP)?;
         let mut stream = requests.send_request(request).await?;
         let response = stream.recv_response().await?;
         let status = response.status().as_u16();
@@ -173,12 +163,14 @@ pub async fn udp_flows(
     Ok((opened, session))
 }
 
-/// A CONNECT-IP session at `path` over HTTP/3: packets as HTTP Datagrams (a DATAGRAM
-/// capsule on the stream when one does not fit a QUIC datagram).
-pub async fn ip_session(proxy: &ProxyArgs, path: &str) -> anyhow::Result<(IpChannel, Session)> {
-    let authority = authority_of(proxy)?;
-    let (session, mut requests) = connect(&authority, proxy.ca.as_deref(), proxy.bind).await?;
-    let connection = session.connection.clone();
+/// An extended CONNECT for `protocol` at `path`, with the Capsule Protocol and the
+/// proxy's `Authorization`.
+fn extended_connect(
+    proxy: &ProxyArgs,
+    authority: &http::uri::Authority,
+    path: &str,
+    protocol: h3::ext::Protocol,
+) -> anyhow::Result<http::Request<()>> {
     let mut request = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(format!("https://{authority}{path}"))
@@ -187,9 +179,17 @@ pub async fn ip_session(proxy: &ProxyArgs, path: &str) -> anyhow::Result<(IpChan
         request = request.header(http::header::AUTHORIZATION, value);
     }
     let mut request = request.body(())?;
-    request
-        .extensions_mut()
-        .insert(h3::ext::Protocol::CONNECT_IP);
+    request.extensions_mut().insert(protocol);
+    Ok(request)
+}
+
+/// A CONNECT-IP session at `path` over HTTP/3: packets as HTTP Datagrams (a DATAGRAM
+/// capsule on the stream when one does not fit a QUIC datagram).
+pub async fn ip_session(proxy: &ProxyArgs, path: &str) -> anyhow::Result<(IpChannel, Session)> {
+    let authority = authority_of(proxy)?;
+    let (session, mut requests) = connect(&authority, proxy.ca.as_deref(), proxy.bind).await?;
+    let connection = session.connection.clone();
+    let request = extended_connect(proxy, &authority, path, h3::ext::Protocol::CONNECT_IP)?;
     let mut stream = requests.send_request(request).await?;
     let response = stream.recv_response().await?;
     let status = response.status().as_u16();

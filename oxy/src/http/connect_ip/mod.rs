@@ -8,7 +8,7 @@ pub mod capsules;
 pub mod routes;
 pub mod scope;
 
-use super::body::{empty, text_response};
+use super::body::text_response;
 use super::capsule::{self, Capsule, CapsuleCodec};
 use super::connect::tunnel_stream;
 use super::connect_udp::DatagramChannel;
@@ -27,7 +27,7 @@ use address_pool::AssignedAddress;
 use bytes::{Bytes, BytesMut};
 use capsules::{AddressEntry, CONNECT_IP_CAPSULES, IpCapsule};
 use futures_util::StreamExt;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use ipnet::IpNet;
 use scope::{Scope, ScopeTarget};
 use std::net::IpAddr;
@@ -195,17 +195,7 @@ pub async fn handle<App: OxyExt>(
         }
         drop(cx);
     });
-    let mut response = Response::new(empty());
-    let headers = response.headers_mut();
-    headers.insert("capsule-protocol", HeaderValue::from_static("?1"));
-    if request.version() <= Version::HTTP_11 {
-        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        headers::set_upgrade(
-            response.headers_mut(),
-            HeaderValue::from_static("connect-ip"),
-        );
-    }
-    response
+    super::connect_udp::accepted(request.version(), "connect-ip")
 }
 
 /// One accepted CONNECT-IP stream, before its bytes flow.
