@@ -33,6 +33,11 @@ use tracing::Instrument;
 /// Most queued packets handled in one turn of a session's loop.
 const BATCH: usize = 64;
 
+/// Packets a TCP flow keeps while its off-ramp opens: before the handshake a client
+/// sends only its SYN and retransmissions of it, so a few are enough, and a client
+/// cannot make Oxy hold more per flow.
+const TCP_OPENING_QUEUE: usize = 4;
+
 /// What a session is told while it runs.
 pub enum SessionEvent<App: OxyExt> {
     /// The off-ramp of a TCP flow was opened, or refused.
@@ -235,7 +240,7 @@ impl<App: OxyExt> PacketSession<App> {
                     mpsc::error::TrySendError::Closed(_) => "flow_closed",
                 }),
             FlowRoute::TcpOpening(queued) => {
-                if queued.len() < self.setup.endpoint.settings.ip.queue {
+                if queued.len() < TCP_OPENING_QUEUE {
                     queued.push(packet);
                     None
                 } else {
