@@ -946,18 +946,40 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
     }
 }
 
-/// UDP over IPv4 and IPv6, an ICMP echo request, a TCP SYN.
+/// UDP over IPv4 and IPv6, ICMP and ICMPv6 echo requests, an echo reply, a TCP SYN.
 fn ip_packet_seeds() -> Vec<Vec<u8>> {
+    use etherparse::PacketBuilder;
     use oxy::tunnel::packet::craft;
     let v4: SocketAddr = SocketAddr::from(([192, 0, 2, 1], 5000));
     let v4_to: SocketAddr = SocketAddr::from(([198, 51, 100, 7], 53));
     let v6: SocketAddr = "[2001:db8::1]:5000".parse().unwrap_or(v4);
     let v6_to: SocketAddr = "[2001:db8::2]:53".parse().unwrap_or(v4_to);
     let echo = craft::echo_reply(v4_to.ip(), v4.ip(), (7, 1), b"ping").unwrap_or_default();
+    let (a6, b6) = (
+        [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+        [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+    );
+    let (mut ping4, mut ping6, mut syn) = (Vec::new(), Vec::new(), Vec::new());
+    let built = [
+        PacketBuilder::ipv4([192, 0, 2, 1], [198, 51, 100, 7], 64)
+            .icmpv4_echo_request(7, 1)
+            .write(&mut ping4, b"ping"),
+        PacketBuilder::ipv6(a6, b6, 64)
+            .icmpv6_echo_request(7, 1)
+            .write(&mut ping6, b"ping"),
+        PacketBuilder::ipv4([192, 0, 2, 1], [198, 51, 100, 7], 64)
+            .tcp(40000, 80, 1000, 65535)
+            .syn()
+            .write(&mut syn, b""),
+    ];
+    let built = built.iter().all(Result::is_ok);
     [
         craft::udp(v4, v4_to, b"query"),
         craft::udp(v6, v6_to, b"query"),
         Some(echo),
+        built.then_some(ping4),
+        built.then_some(ping6),
+        built.then_some(syn),
     ]
     .into_iter()
     .flatten()

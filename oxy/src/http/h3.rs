@@ -172,7 +172,12 @@ async fn serve_request<App: OxyExt>(
         .get::<ExtendedConnect>()
         .is_some_and(|p| p.is_connect_udp() || p.is_connect_ip())
     {
-        let queue = handler.endpoint.settings.udp.queue.max(1);
+        let settings = &handler.endpoint.settings;
+        let queue = match parts.extensions.get::<ExtendedConnect>() {
+            Some(p) if p.is_connect_ip() => settings.ip.queue,
+            _ => settings.udp.queue,
+        }
+        .max(1);
         let (tx, rx) = mpsc::channel(queue);
         let route = DatagramRoute::new(&routes, stream_id, tx.clone());
         let sink = Box::new(super::h3_stream::H3DatagramSink::new(quic, stream_id));

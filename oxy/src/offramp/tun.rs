@@ -25,6 +25,7 @@ pub struct TunOffRamp {
 pub struct Attachment {
     clients: Clients,
     addresses: Vec<IpAddr>,
+    to_client: ToClient,
 }
 
 impl TunOffRamp {
@@ -54,6 +55,7 @@ impl TunOffRamp {
         Attachment {
             clients: self.clients.clone(),
             addresses: addresses.to_vec(),
+            to_client: to_client.clone(),
         }
     }
 
@@ -81,7 +83,13 @@ impl Drop for Attachment {
     fn drop(&mut self) {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         for address in &self.addresses {
-            clients.remove(address);
+            // Only this client's entry: the address may already serve a newer session.
+            if clients
+                .get(address)
+                .is_some_and(|c| c.same_queue(&self.to_client))
+            {
+                clients.remove(address);
+            }
         }
     }
 }

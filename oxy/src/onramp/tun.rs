@@ -100,7 +100,9 @@ pub async fn serve<App: OxyExt>(
             }
         }
     });
-    let reason = session.run(from_device, name, &drain).await;
+    let reason = session
+        .run(from_device, std::future::pending(), name, &drain)
+        .await;
     tracing::info!(reason, "TUN endpoint stopped");
     reader.abort();
     writer.abort();

@@ -391,6 +391,13 @@ fn ip_problems(
     if ip.queue == 0 {
         problems.push((at("queue"), "must be at least 1".into()));
     }
+    let tun_v6 = ip.tun.addresses.iter().any(|net| net.addr().is_ipv6());
+    if !(576..=65535).contains(&ip.tun.mtu) {
+        problems.push((at("tun"), "tun.mtu must be from 576 to 65535".into()));
+    } else if tun_v6 && ip.tun.mtu < 1280 {
+        let text = "tun.mtu must be at least 1280 with an IPv6 address".into();
+        problems.push((at("tun"), text));
+    }
     if ip.tun.name.len() > 15 {
         problems.push((at("tun"), "tun.name is longer than 15 bytes".into()));
     }

@@ -20,7 +20,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
 /// Opens one CONNECT-UDP flow at `path` over HTTP/2 (`h2`) or HTTP/1.1.
 pub async fn udp_flow(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Result<Flow> {
-    let (status, upgraded) = open_stream(proxy, path, h2, "connect-udp").await?;
+    let (status, upgraded, _) = open_stream(proxy, path, h2, "connect-udp").await?;
     let (tx, to_target) = mpsc::channel::<Bytes>(256);
     let (from_target, rx) = mpsc::channel(256);
     if let Some(upgraded) = upgraded {
@@ -36,14 +36,18 @@ pub async fn udp_flow(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Result
 }
 
 /// The stream a proxy hands over for `protocol` (`connect-udp`, `connect-ip`) at `path`,
-/// over HTTP/2 extended CONNECT (`h2`) or an HTTP/1.1 Upgrade: the status, and the
-/// stream when it is 2xx or 101.
+/// over HTTP/2 extended CONNECT (`h2`) or an HTTP/1.1 Upgrade: the status, the stream
+/// when it is 2xx or 101, and the proxy's address as connected.
 pub async fn open_stream(
     proxy: &ProxyArgs,
     path: &str,
     h2: bool,
     protocol: &'static str,
-) -> anyhow::Result<(u16, Option<TokioIo<hyper::upgrade::Upgraded>>)> {
+) -> anyhow::Result<(
+    u16,
+    Option<TokioIo<hyper::upgrade::Upgraded>>,
+    std::net::SocketAddr,
+)> {
     let authority = proxy
         .proxy
         .authority()
@@ -54,6 +58,7 @@ pub async fn open_stream(
         .await
         .with_context(|| format!("cannot connect to {authority}"))?;
     let _ = tcp.set_nodelay(true);
+    let peer = tcp.peer_addr()?;
     let io: Box<dyn Io> = if tls {
         let mut connector = boring::ssl::SslConnector::builder(boring::ssl::SslMethod::tls())?;
         if let Some(ca) = &proxy.ca {
@@ -101,12 +106,12 @@ pub async fn open_stream(
     };
     let status = response.status().as_u16();
     if status != 200 && status != 101 {
-        return Ok((status, None));
+        return Ok((status, None, peer));
     }
     let upgraded = hyper::upgrade::on(response)
         .await
         .context("the proxy did not hand over the stream")?;
-    Ok((status, Some(TokioIo::new(upgraded))))
+    Ok((status, Some(TokioIo::new(upgraded)), peer))
 }
 
 /// Sends an extended CONNECT once the proxy's SETTINGS allow it (they arrive just after

@@ -57,6 +57,8 @@ pub struct IpChannel {
     pub from_proxy: mpsc::Receiver<Bytes>,
     /// Capsules from the proxy (ADDRESS_ASSIGN, ROUTE_ADVERTISEMENT).
     pub control: mpsc::Receiver<IpCapsule>,
+    /// The proxy's address, as connected.
+    pub proxy: std::net::SocketAddr,
 }
 
 /// Brings up the device and carries its packets until the proxy or the device ends.
@@ -84,9 +86,9 @@ pub async fn run(args: IpArgs) -> anyhow::Result<()> {
         anyhow::bail!("the proxy refused CONNECT-IP ({})", channel.status);
     }
     let (addresses, routes) = assignment(&mut channel.control).await?;
-    let proxy_ip = proxy_address(&args.proxy).await;
+    tokio::spawn(keep_reading(channel.control));
     let routes = if args.route.is_empty() {
-        prefixes(&routes, proxy_ip)
+        prefixes(&routes, Some(channel.proxy.ip()))
     } else {
         args.route.clone()
     };
@@ -157,6 +159,7 @@ pub async fn udp_flow(
     let status = channel.status;
     if status == 200 || status == 101 {
         let (addresses, _) = assignment(&mut channel.control).await?;
+        tokio::spawn(keep_reading(channel.control));
         let source = addresses
             .iter()
             .map(IpNet::addr)
@@ -219,14 +222,11 @@ async fn assignment(
     Ok((addresses.unwrap_or_default(), routes.unwrap_or_default()))
 }
 
-/// The proxy's own address, which must not be routed into the tunnel.
-async fn proxy_address(proxy: &ProxyArgs) -> Option<IpAddr> {
-    let authority = proxy.proxy.authority()?;
-    let port = authority.port_u16().unwrap_or(443);
-    let mut addresses = tokio::net::lookup_host((authority.host(), port))
-        .await
-        .ok()?;
-    addresses.next().map(|a| a.ip())
+/// Reads (and logs) the proxy's later capsules, so that they never hold up its packets.
+async fn keep_reading(mut control: mpsc::Receiver<IpCapsule>) {
+    while let Some(capsule) = control.recv().await {
+        eprintln!("the proxy sent {capsule:?}; the device keeps its first assignment");
+    }
 }
 
 /// The prefixes covering `ranges`, without the proxy's own address.
@@ -274,7 +274,7 @@ fn after(ip: IpAddr) -> Option<IpAddr> {
 
 /// A CONNECT-IP session over HTTP/2 or HTTP/1.1: packets as DATAGRAM capsules.
 async fn capsule_session(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Result<IpChannel> {
-    let (status, upgraded) = capsules::open_stream(proxy, path, h2, "connect-ip").await?;
+    let (status, upgraded, peer) = capsules::open_stream(proxy, path, h2, "connect-ip").await?;
     let (to_proxy, outgoing) = mpsc::channel::<Bytes>(1024);
     let (incoming, from_proxy) = mpsc::channel(1024);
     let (control_tx, control) = mpsc::channel(16);
@@ -292,6 +292,7 @@ async fn capsule_session(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Res
         to_proxy,
         from_proxy,
         control,
+        proxy: peer,
     })
 }
 

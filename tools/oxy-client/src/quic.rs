@@ -249,6 +249,7 @@ pub async fn ip_session(proxy: &ProxyArgs, path: &str) -> anyhow::Result<(IpChan
         to_proxy,
         from_proxy,
         control,
+        proxy: session.connection.remote_address(),
     };
     Ok((channel, session))
 }

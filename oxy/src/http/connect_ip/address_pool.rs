@@ -4,9 +4,15 @@
 use crate::settings::IpSettings;
 use crate::tunnel::packet::oxy_ip;
 use ipnet::IpNet;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a returned address rests before it is handed out again when packets leave
+/// through a TUN device (`ip.offramp: tun`): the kernel routes late replies to its
+/// previous holder by address, so they must not reach the next one.
+pub const TUN_QUARANTINE: Duration = Duration::from_secs(60);
 
 /// The addresses of one prefix that can be handed out, and which are in use.
 #[derive(Debug)]
@@ -14,8 +20,17 @@ pub struct AddressPool {
     net: IpNet,
     /// Addresses never handed out (the proxy's own).
     reserved: Vec<IpAddr>,
-    used: Mutex<BTreeSet<IpAddr>>,
+    /// How long a returned address rests (0: it is free at once).
+    quarantine: Duration,
+    state: Mutex<PoolState>,
     gauge: prometheus::IntGauge,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    used: BTreeSet<IpAddr>,
+    /// Returned addresses still resting, oldest first.
+    resting: VecDeque<(IpAddr, Instant)>,
 }
 
 /// An endpoint's pools (`ip.ipv4_pool`, `ip.ipv6_pool`).
@@ -32,8 +47,15 @@ impl AddressPools {
     /// never handed out.
     pub fn new(ip: &IpSettings, endpoint: &str) -> Self {
         let reserved: Vec<IpAddr> = ip.tun.addresses.iter().map(IpNet::addr).collect();
+        let quarantine = match ip.offramp {
+            crate::settings::IpOffRamp::Tun => TUN_QUARANTINE,
+            crate::settings::IpOffRamp::Userspace => Duration::ZERO,
+        };
         let pool = |net: Option<IpNet>| {
-            net.map(|net| Arc::new(AddressPool::new(net, reserved.clone(), endpoint)))
+            net.map(|net| {
+                let pool = AddressPool::new(net, reserved.clone(), endpoint);
+                Arc::new(pool.with_quarantine(quarantine))
+            })
         };
         Self {
             v4: pool(ip.ipv4_pool),
@@ -57,9 +79,17 @@ impl AddressPool {
         Self {
             net,
             reserved,
-            used: Mutex::new(BTreeSet::new()),
+            quarantine: Duration::ZERO,
+            state: Mutex::default(),
             gauge: oxy_ip::addresses_in_use(endpoint, family),
         }
+    }
+
+    /// This pool, with returned addresses resting `quarantine` before they are handed
+    /// out again (unless no other address is free).
+    pub fn with_quarantine(mut self, quarantine: Duration) -> Self {
+        self.quarantine = quarantine;
+        self
     }
 
     /// The pool's prefix.
@@ -67,19 +97,38 @@ impl AddressPool {
         self.net
     }
 
-    /// Takes `wanted` if it is in the pool and free, else (with `None`) the lowest free
-    /// address; `None` when the pool is exhausted or `wanted` is taken.
-    pub fn assign(self: &Arc<Self>, wanted: Option<IpAddr>) -> Option<AssignedAddress> {
-        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        let free = |ip: &IpAddr| !used.contains(ip) && !self.reserved.contains(ip);
-        let address = match wanted {
-            Some(ip) => Some(ip).filter(|ip| self.is_host(*ip) && free(ip)),
-            // At most `used + reserved + 1` addresses are looked at.
-            None => self.net.hosts().find(|ip| self.is_host(*ip) && free(ip)),
-        }?;
-        used.insert(address);
+    /// Takes the lowest free address that is not resting, else the one that has rested
+    /// longest; `None` when the pool is exhausted. At most `used + reserved + resting + 1`
+    /// addresses are looked at.
+    pub fn assign(self: &Arc<Self>) -> Option<AssignedAddress> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        while state
+            .resting
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= self.quarantine)
+        {
+            state.resting.pop_front();
+        }
+        let free = |ip: &IpAddr| {
+            self.is_host(*ip) && !state.used.contains(ip) && !self.reserved.contains(ip)
+        };
+        let address = match self
+            .net
+            .hosts()
+            .find(|ip| free(ip) && !state.resting.iter().any(|(r, _)| r == ip))
+        {
+            Some(address) => address,
+            None => {
+                let position = state.resting.iter().position(|(ip, _)| free(ip))?;
+                let (address, _) = state.resting.remove(position)?;
+                address
+            }
+        };
+        state.resting.retain(|(ip, _)| *ip != address);
+        state.used.insert(address);
         self.gauge
-            .set(i64::try_from(used.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(state.used.len()).unwrap_or(i64::MAX));
         Some(AssignedAddress {
             pool: self.clone(),
             address,
@@ -93,11 +142,6 @@ impl AddressPool {
             && (single
                 || (ip != self.net.network() && (ip.is_ipv6() || ip != self.net.broadcast())))
     }
-
-    /// How many addresses are handed out.
-    pub fn in_use(&self) -> usize {
-        self.used.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
 }
 
 impl AssignedAddress {
@@ -109,11 +153,14 @@ impl AssignedAddress {
 
 impl Drop for AssignedAddress {
     fn drop(&mut self) {
-        let mut used = self.pool.used.lock().unwrap_or_else(|p| p.into_inner());
-        used.remove(&self.address);
+        let mut state = self.pool.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.used.remove(&self.address);
+        if !self.pool.quarantine.is_zero() {
+            state.resting.push_back((self.address, Instant::now()));
+        }
         self.pool
             .gauge
-            .set(i64::try_from(used.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(state.used.len()).unwrap_or(i64::MAX));
     }
 }
 
@@ -122,16 +169,24 @@ impl Drop for AssignedAddress {
 mod tests {
     use super::*;
 
-    #[test]
-    fn assigns_frees_and_exhausts() {
-        let reserved = vec!["192.0.2.1".parse().unwrap()];
-        let pool = Arc::new(AddressPool::new(
-            "192.0.2.0/29".parse().unwrap(),
+    fn pool(net: &str, reserved: &[&str]) -> Arc<AddressPool> {
+        let reserved = reserved.iter().map(|r| r.parse().unwrap()).collect();
+        Arc::new(AddressPool::new(
+            net.parse().unwrap(),
             reserved,
             "pool-test",
-        ));
-        let taken: Vec<_> = (0..5).map(|_| pool.assign(None).unwrap()).collect();
-        let addresses: Vec<String> = taken.iter().map(|a| a.address().to_string()).collect();
+        ))
+    }
+
+    fn text(assigned: &AssignedAddress) -> String {
+        assigned.address().to_string()
+    }
+
+    #[test]
+    fn assigns_the_lowest_free_and_exhausts() {
+        let pool = pool("192.0.2.0/29", &["192.0.2.1"]);
+        let taken: Vec<_> = (0..5).map(|_| pool.assign().unwrap()).collect();
+        let addresses: Vec<String> = taken.iter().map(text).collect();
         assert_eq!(
             addresses,
             [
@@ -142,31 +197,32 @@ mod tests {
                 "192.0.2.6"
             ]
         );
-        assert!(pool.assign(None).is_none(), "exhausted");
-        assert_eq!(pool.in_use(), 5);
+        assert!(pool.assign().is_none(), "exhausted");
         drop(taken);
-        assert_eq!(pool.in_use(), 0);
-        let wanted = pool.assign(Some("192.0.2.5".parse().unwrap())).unwrap();
-        assert_eq!(wanted.address().to_string(), "192.0.2.5");
-        assert!(pool.assign(Some("192.0.2.5".parse().unwrap())).is_none());
-        for outside in ["192.0.2.0", "192.0.2.7", "192.0.2.1", "198.51.100.1"] {
-            assert!(
-                pool.assign(Some(outside.parse().unwrap())).is_none(),
-                "{outside}"
-            );
-        }
+        assert_eq!(text(&pool.assign().unwrap()), "192.0.2.2");
+    }
+
+    #[test]
+    fn returned_addresses_rest_when_there_is_a_quarantine() {
+        let net = "192.0.2.0/30".parse().unwrap();
+        let pool =
+            Arc::new(AddressPool::new(net, vec![], "pool-test").with_quarantine(TUN_QUARANTINE));
+        let first = pool.assign().unwrap();
+        assert_eq!(text(&first), "192.0.2.1");
+        drop(first);
+        let second = pool.assign().unwrap();
+        assert_eq!(text(&second), "192.0.2.2", "192.0.2.1 rests");
+        // Only the resting address is left: it is handed out rather than refusing.
+        assert_eq!(text(&pool.assign().unwrap()), "192.0.2.1");
     }
 
     #[test]
     fn ipv6_pools_start_after_the_network_address() {
-        let pool = Arc::new(AddressPool::new(
-            "2001:db8::/120".parse().unwrap(),
-            vec![],
-            "pool-test",
-        ));
-        assert_eq!(
-            pool.assign(None).unwrap().address().to_string(),
-            "2001:db8::1"
-        );
+        let pool = pool("2001:db8::/120", &[]);
+        assert_eq!(text(&pool.assign().unwrap()), "2001:db8::1");
+        let single = self::pool("192.0.2.7/32", &[]);
+        let only = single.assign().unwrap();
+        assert_eq!(text(&only), "192.0.2.7");
+        assert!(single.assign().is_none());
     }
 }

@@ -36,9 +36,7 @@ use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
-
-/// The smallest MTU IPv6 allows (RFC 8200 §5).
-const IPV6_MIN_MTU: u16 = 1280;
+use tokio_util::sync::CancellationToken;
 
 /// Whether a request asks for CONNECT-IP: extended CONNECT with `:protocol connect-ip`
 /// (HTTP/2, HTTP/3) or an HTTP/1.1 `GET` with `Upgrade: connect-ip`.
@@ -134,23 +132,15 @@ pub async fn handle<App: OxyExt>(
             .as_ref()
             .is_none_or(|nets| nets.iter().any(|n| n.addr().is_ipv6() == v6))
     };
-    let mtu = settings.ip.mtu;
+    // An IPv6 pool with a link below 1280 bytes is a settings error (RFC 8200 §5), so an
+    // IPv6 address always comes with a link IPv6 can use.
     let pools = &endpoint.address_pools;
     let mut assigned: Vec<AssignedAddress> = Vec::new();
     for (pool, v6) in [(&pools.v4, false), (&pools.v6, true)] {
         let Some(pool) = pool.as_ref().filter(|_| reaches(v6)) else {
             continue;
         };
-        if v6 && mtu < IPV6_MIN_MTU {
-            let text = format!("IPv6 needs a {IPV6_MIN_MTU}-byte MTU; this link carries {mtu}");
-            return refuse(
-                name,
-                "connect_ip_mtu",
-                StatusCode::SERVICE_UNAVAILABLE,
-                &text,
-            );
-        }
-        match pool.assign(None) {
+        match pool.assign() {
             Some(address) => assigned.push(address),
             None => {
                 let text = format!("no free address in the {} pool", pool.net());
@@ -249,7 +239,7 @@ impl<App: OxyExt> Session<App> {
         let _ = control.try_send(assign.to_bytes());
         let _ = control.try_send(IpCapsule::RouteAdvertisement(routes).to_bytes());
         let addresses: Vec<IpAddr> = sources.iter().map(IpNet::addr).collect();
-        let _tun = endpoint
+        let tun_attachment = endpoint
             .tun_offramp
             .as_ref()
             .map(|tun| tun.attach(&addresses, &to_client));
@@ -277,15 +267,30 @@ impl<App: OxyExt> Session<App> {
                 _route: route,
             },
         )));
-        let writer = write_stream(&mut write, control_out, packets_out, h3_sink);
-        tokio::select! {
-            reason = session.run(from_client, self.scope_label.clone(), drain) => {
-                tracing::info!(reason, "CONNECT-IP stream closed");
+        // The session ends when the client's side does, or when the stream can no longer
+        // be written (then it still forgets its flows and writes its audit records).
+        let reason = {
+            let gone = CancellationToken::new();
+            let run = session.run(
+                from_client,
+                gone.clone().cancelled_owned(),
+                self.scope_label.clone(),
+                drain,
+            );
+            let writer = async {
+                write_stream(&mut write, control_out, packets_out, h3_sink).await;
+                gone.cancel();
+            };
+            tokio::pin!(run, writer);
+            tokio::select! {
+                reason = &mut run => reason,
+                () = &mut writer => run.await,
             }
-            () = writer => tracing::debug!("CONNECT-IP stream not writable"),
-        }
+        };
+        tracing::info!(reason, "CONNECT-IP stream closed");
         reader.abort();
         drop(control);
+        drop(tun_attachment);
         let _ = tokio::time::timeout(Duration::from_secs(1), write.shutdown()).await;
         drop(self.assigned);
     }

@@ -97,7 +97,8 @@ fn is_host_name(text: &str) -> bool {
 /// Whether `protocol` is ICMP or ICMPv6, which a protocol scope always lets through
 /// (RFC 9484 §4.8: ICMP errors about the flow must reach the client).
 pub fn is_icmp(protocol: u8) -> bool {
-    protocol == 1 || protocol == 58
+    use crate::tunnel::packet::inspect::protocol::{ICMP, ICMPV6};
+    protocol == ICMP || protocol == ICMPV6
 }
 
 impl Scope {

@@ -103,7 +103,9 @@ pub fn start(
                 return;
             }
         };
-        let mut buf = vec![0u8; 65536];
+        // Replies larger than the client's link could not be sent anyway (a raw IPv4
+        // socket also reads the IP header).
+        let mut buf = vec![0u8; usize::from(to_client.mtu()) + 60];
         loop {
             tokio::select! {
                 _ = stopping.stopping() => return,

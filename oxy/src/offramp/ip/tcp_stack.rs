@@ -14,6 +14,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+/// Each connection's receive and send window in the stack (the stack holds four buffers
+/// of this size per connection, from its SYN on).
+const TCP_BUFFER: u32 = 128 * 1024;
+
 /// The TCP stack of one packet session.
 pub struct TcpStack {
     to_stack: mpsc::Sender<Vec<u8>>,
@@ -83,6 +87,8 @@ impl TcpStack {
         let (stack, runner, _, listener) = StackBuilder::default()
             .enable_tcp(true)
             .mtu(usize::from(mtu))
+            .tcp_recv_buffer_size(TCP_BUFFER)
+            .tcp_send_buffer_size(TCP_BUFFER)
             .build()?;
         let (Some(runner), Some(listener)) = (runner, listener) else {
             return Err(io::Error::other("the TCP stack has no TCP listener"));

@@ -59,6 +59,9 @@ pub enum FlowRoute {
     TcpOpening(Vec<Bytes>),
     /// A TCP connection in the user-space stack.
     Tcp,
+    /// A TCP connection whose tunnel ended: its last segments (FIN, ACK) still reach the
+    /// stack until this instant, so the stack's socket closes cleanly.
+    TcpClosing(Instant),
     /// A flow whose off-ramp was refused: each packet is answered with this ICMP error,
     /// or (TCP) a reset when `None`.
     Refused(Option<super::craft::IcmpError>),
@@ -123,8 +126,10 @@ impl FlowTable {
         self.flows.remove(key)
     }
 
-    /// Removes the flows idle for longer than the table's idle time (TCP connections
-    /// end with their tunnel instead) and those whose UDP tunnel has ended.
+    /// Removes the flows that ended: idle for longer than the table's idle time, a UDP
+    /// flow whose tunnel ended (the tunnel's own idle timeout counts both directions),
+    /// a closed TCP connection after its grace period. TCP connections in the stack end
+    /// with their tunnel instead.
     pub fn expire(&mut self, now: Instant) -> Vec<(FlowKey, Flow)> {
         let idle = self.idle;
         let expired: Vec<FlowKey> = self
@@ -132,7 +137,8 @@ impl FlowTable {
             .iter()
             .filter(|(_, flow)| match &flow.route {
                 FlowRoute::Tcp | FlowRoute::TcpOpening(_) => false,
-                FlowRoute::Udp(tx) if tx.is_closed() => true,
+                FlowRoute::TcpClosing(until) => now > *until,
+                FlowRoute::Udp(tx) => tx.is_closed(),
                 _ => now.duration_since(flow.last_seen) > idle,
             })
             .map(|(key, _)| *key)

@@ -12,7 +12,7 @@ pub mod oxy_ip {
     /// Bytes of IP packets carried, by endpoint and direction.
     pub fn bytes_total(endpoint: &str, direction: &str) -> Counter;
 
-    /// Flows started, by endpoint, IP protocol (`udp`, `tcp`, `icmp`, or the number)
+    /// Flows started, by endpoint, IP protocol (`udp`, `tcp`, `icmp`, `icmpv6`, `other`)
     /// and the action chosen (`forward`, `drop`, `upgrade_to_udp`, `upgrade_to_tcp`).
     pub fn flows_total(endpoint: &str, protocol: &str, action: &str) -> Counter;
 

@@ -119,6 +119,11 @@ impl ToClient {
         (copy, counts)
     }
 
+    /// Whether `other` feeds the same client queue.
+    pub fn same_queue(&self, other: &ToClient) -> bool {
+        self.tx.same_channel(&other.tx)
+    }
+
     /// What has been sent so far.
     pub fn counts(&self) -> &DownCounts {
         &self.counts

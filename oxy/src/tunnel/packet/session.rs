@@ -33,6 +33,13 @@ use tracing::Instrument;
 /// Most queued packets handled in one turn of a session's loop.
 const BATCH: usize = 64;
 
+/// How long an opened TCP tunnel waits for the stack to accept its connection (the
+/// client's SYN could be lost to a full queue) before it is given up.
+const TCP_ACCEPT_WAIT: Duration = Duration::from_secs(10);
+
+/// How long the last segments of a closed TCP connection still reach the stack.
+const TCP_CLOSING_GRACE: Duration = Duration::from_secs(10);
+
 /// Packets a TCP flow keeps while its off-ramp opens: before the handshake a client
 /// sends only its SYN and retransmissions of it, so a few are enough, and a client
 /// cannot make Oxy hold more per flow.
@@ -78,8 +85,8 @@ pub struct PacketSession<App: OxyExt> {
         mpsc::Receiver<SessionEvent<App>>,
     ),
     tcp: Option<TcpStack>,
-    /// TCP tunnels opened, waiting for the stack to accept their connection.
-    tcp_ready: HashMap<FlowKey, TcpTunnel<App>>,
+    /// TCP tunnels opened, waiting (since when) for the stack to accept their connection.
+    tcp_ready: HashMap<FlowKey, (TcpTunnel<App>, Instant)>,
     up: Traffic,
     /// `oxy_ip_packets_total` and `oxy_ip_bytes_total` from the client, resolved once.
     up_metrics: [prometheus::IntCounter; 2],
@@ -108,11 +115,13 @@ impl<App: OxyExt> PacketSession<App> {
         }
     }
 
-    /// Runs until `from_client` ends or Oxy stops; then forgets every flow and writes
-    /// the session's audit record for `target` (its scope). Returns the close reason.
+    /// Runs until `from_client` ends, `client_gone` completes (the carrier cannot reach
+    /// the client any more) or Oxy stops; then forgets every flow and writes the
+    /// session's audit record for `target` (its scope). Returns the close reason.
     pub async fn run(
         mut self,
         mut from_client: mpsc::Receiver<Bytes>,
+        client_gone: impl std::future::Future<Output = ()>,
         target: String,
         drain: &Drain,
     ) -> &'static str {
@@ -122,6 +131,7 @@ impl<App: OxyExt> PacketSession<App> {
         let mut sweep = tokio::time::interval(sweep_every);
         let stopping = drain.stopping();
         tokio::pin!(stopping);
+        tokio::pin!(client_gone);
         let reason = loop {
             tokio::select! {
                 packet = from_client.recv() => match packet {
@@ -143,16 +153,16 @@ impl<App: OxyExt> PacketSession<App> {
                         None => std::future::pending().await,
                     }
                 } => self.on_tcp_accepted(stream, client, destination, drain),
-                _ = sweep.tick() => {
-                    for (key, flow) in self.flows.expire(Instant::now()) {
-                        self.forget(key, flow, "idle_timeout");
-                    }
-                }
+                _ = sweep.tick() => self.sweep(),
                 _ = &mut stopping => break "shutdown",
+                () = &mut client_gone => break "client_gone",
             }
         };
         for (key, flow) in self.flows.drain() {
             self.forget(key, flow, reason);
+        }
+        for (tunnel, _) in std::mem::take(&mut self.tcp_ready).into_values() {
+            tunnel.upgrade_failed().await;
         }
         let counts = self.setup.to_client.counts();
         let traffic = Traffic {
@@ -213,8 +223,11 @@ impl<App: OxyExt> PacketSession<App> {
         }
         let key = FlowKey::of(&facts);
         if self.flows.get_mut(&key).is_none() {
-            if facts.protocol == protocol::TCP && !facts.tcp_syn {
-                // A segment of no connection this session knows (one that ended).
+            // A segment of no connection the user-space stack knows (one that ended).
+            // Through a TUN off-ramp the connection lives in the hosts at both ends, so a
+            // segment after a quiet spell starts a flow again.
+            let tun = self.setup.endpoint.tun_offramp.is_some();
+            if facts.protocol == protocol::TCP && !facts.tcp_syn && !tun {
                 answer_refused(to_client, &first(), None);
                 return drop("unknown_connection");
             }
@@ -247,7 +260,9 @@ impl<App: OxyExt> PacketSession<App> {
                     Some("queue_full")
                 }
             }
-            FlowRoute::Tcp => match &self.tcp {
+            // A SYN again (a retransmission) would make the stack open another socket.
+            FlowRoute::Tcp if facts.tcp_syn => Some("syn_again"),
+            FlowRoute::Tcp | FlowRoute::TcpClosing(_) => match &self.tcp {
                 Some(stack) => stack.input(&packet).err(),
                 None => Some("no_stack"),
             },
@@ -389,8 +404,13 @@ impl<App: OxyExt> PacketSession<App> {
                 };
                 FlowRoute::Udp(flow.start(ip.queue, drain))
             }
-            // New TCP flows start with a SYN (`on_packet` answers other segments).
-            protocol::TCP => self.open_tcp(key, first, drain),
+            protocol::TCP if first.facts.tcp_syn => self.open_tcp(key, first, drain),
+            // A connection cannot be taken over in the middle (a TUN off-ramp session's
+            // flow hook chose to terminate it).
+            protocol::TCP => {
+                answer_refused(&to_client, &first, None);
+                FlowRoute::Dropped("unknown_connection")
+            }
             protocol::ICMP | protocol::ICMPV6 if first.facts.echo_request.is_some() => {
                 let idle = ip.flow_idle_timeout;
                 let queue = ip.queue;
@@ -461,10 +481,16 @@ impl<App: OxyExt> PacketSession<App> {
                 match *opened {
                     Ok(tunnel) => {
                         flow.route = FlowRoute::Tcp;
-                        self.tcp_ready.insert(key, tunnel);
+                        self.tcp_ready.insert(key, (tunnel, Instant::now()));
                         if let Some(stack) = &self.tcp {
+                            // The first SYN, and what followed it other than SYNs again.
+                            let syn = |p: &Bytes| inspect(p).is_ok_and(|f| f.tcp_syn);
+                            let mut syns = 0;
                             for packet in queued {
-                                let _ = stack.input(&packet);
+                                syns += usize::from(syn(&packet));
+                                if syns <= 1 || !syn(&packet) {
+                                    let _ = stack.input(&packet);
+                                }
                             }
                         }
                     }
@@ -491,8 +517,8 @@ impl<App: OxyExt> PacketSession<App> {
                 }
             }
             SessionEvent::TcpClosed(key) => {
-                if let Some(flow) = self.flows.remove(&key) {
-                    self.forget(key, flow, "closed");
+                if let Some(flow) = self.flows.get_mut(&key) {
+                    flow.route = FlowRoute::TcpClosing(Instant::now() + TCP_CLOSING_GRACE);
                 }
             }
         }
@@ -513,7 +539,7 @@ impl<App: OxyExt> PacketSession<App> {
             source_port: client.port(),
             destination_port: destination.port(),
         };
-        let Some(tunnel) = self.tcp_ready.remove(&key) else {
+        let Some((tunnel, _)) = self.tcp_ready.remove(&key) else {
             // The stack saw a SYN this session did not let through: nothing to pump.
             return;
         };
@@ -542,6 +568,33 @@ impl<App: OxyExt> PacketSession<App> {
             }
             .in_current_span(),
         );
+    }
+
+    /// Forgets the flows that ended, and gives up TCP tunnels the stack never accepted.
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        for (key, flow) in self.flows.expire(now) {
+            // A UDP flow ends with its tunnel, which ends when idle both ways.
+            let reason = match flow.route {
+                FlowRoute::TcpClosing(_) => "closed",
+                _ => "idle_timeout",
+            };
+            self.forget(key, flow, reason);
+        }
+        let stale: Vec<FlowKey> = self
+            .tcp_ready
+            .iter()
+            .filter(|(_, (_, since))| now.duration_since(*since) > TCP_ACCEPT_WAIT)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in stale {
+            if let Some((tunnel, _)) = self.tcp_ready.remove(&key) {
+                tokio::spawn(tunnel.upgrade_failed());
+            }
+            if let Some(flow) = self.flows.remove(&key) {
+                self.forget(key, flow, "not_accepted");
+            }
+        }
     }
 
     /// Who a flow is for: the session's client behind CONNECT-IP; on a TUN device, the
