@@ -6,16 +6,28 @@
 import assert from "node:assert/strict";
 import { createSocket } from "node:dgram";
 import { after, before, describe, test } from "node:test";
-import { openConnectIp, scopePath, udpPacket, type ConnectIpStream } from "../lib/connect-ip.ts";
+import {
+  TCP_RST,
+  TCP_SYN,
+  icmpEchoRequest,
+  openConnectIp,
+  scopePath,
+  tcpSegment,
+  udpPacket,
+  type ConnectIpStream,
+} from "../lib/connect-ip.ts";
+import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { OxyProcess } from "../lib/oxy.ts";
 import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
 
 let echo: UdpEcho;
+let tcpEcho: EchoServer;
 let oxy: OxyProcess;
 
 describe("CONNECT-IP and the application's hooks", () => {
   before(async () => {
     echo = await startUdpEcho();
+    tcpEcho = await startEchoServer();
     oxy = await OxyProcess.start({
       binary: "fixture-app",
       settings: {
@@ -32,7 +44,12 @@ describe("CONNECT-IP and the application's hooks", () => {
               egress_udp_target: `127.0.0.1:${echo.port}`,
             },
           },
-          { name: "plain", listen: ["127.0.0.1:0"], http: { connect_ip: { enabled: true } } },
+          {
+            name: "plain",
+            listen: ["127.0.0.1:0"],
+            http: { connect_ip: { enabled: true } },
+            ip: { max_tcp_flows: 1, max_echo_flows: 1 },
+          },
         ],
       },
     });
@@ -41,6 +58,7 @@ describe("CONNECT-IP and the application's hooks", () => {
   after(async () => {
     await oxy?.stop();
     await echo?.close();
+    await tcpEcho?.close();
   });
 
   test("the request hook blocks a CONNECT-IP request by its path (403), over HTTP/2 and HTTP/1.1", async () => {
@@ -121,5 +139,29 @@ describe("CONNECT-IP and the application's hooks", () => {
       holder.close();
     }
     assert.ok((await oxy.metric('oxy_ip_icmp_generated_total{endpoint="plain",kind="port_unreachable"}'))! >= 1);
+  });
+
+  test("ip.max_tcp_flows and ip.max_echo_flows: one more connection gets a reset, one more echo identifier is dropped", async () => {
+    const s = await openConnectIp({ over: "h2", port: oxy.port("plain") });
+    try {
+      assert.equal(s.status, 200, s.body);
+      await s.initial();
+      const src = s.address(4);
+      // The first ping identifier is answered; a second one, while the first is tracked, is not.
+      s.sendPacket(icmpEchoRequest({ src, dst: "127.0.0.1", id: 101, seq: 1, data: Buffer.from("first") }));
+      await s.nextPacket((p) => p.icmp?.type === 0, "the echo reply");
+      s.sendPacket(icmpEchoRequest({ src, dst: "127.0.0.1", id: 102, seq: 1, data: Buffer.from("second") }));
+      await oxy.waitForMetric('oxy_ip_dropped_total{endpoint="plain",reason="too_many_echo_flows"}', 1);
+      // The first connection attempt gets its SYN-ACK; a second one, a reset.
+      const syn = (srcPort: number) => tcpSegment({ src, dst: "127.0.0.1", srcPort, dstPort: tcpEcho.port, seq: 1000, flags: TCP_SYN });
+      s.sendPacket(syn(45001));
+      await s.nextPacket((p) => p.tcp?.dstPort === 45001 && (p.tcp.flags & TCP_SYN) !== 0, "the SYN-ACK");
+      s.sendPacket(syn(45002));
+      const reset = await s.nextPacket((p) => p.tcp?.dstPort === 45002, "an answer to the second SYN");
+      assert.ok((reset.tcp!.flags & TCP_RST) !== 0, `flags ${reset.tcp!.flags}`);
+      await s.end();
+    } finally {
+      s.destroy();
+    }
   });
 });

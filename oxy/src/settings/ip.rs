@@ -31,6 +31,14 @@ pub struct IpSettings {
     /// new flows are dropped and counted.
     #[serde(default = "default_max_flows")]
     pub max_flows: usize,
+    /// Most TCP connections one stream or device terminates in Oxy at once (each holds
+    /// 512 KiB of user-space stack buffers); more connection attempts get a reset.
+    #[serde(default = "default_max_tcp_flows")]
+    pub max_tcp_flows: usize,
+    /// Most ICMP echo identifiers one stream or device pings with at once (each holds an
+    /// ICMP socket); echo requests of more are dropped and counted.
+    #[serde(default = "default_max_echo_flows")]
+    pub max_echo_flows: usize,
     /// Packets queued per flow and towards the client; more are dropped and counted.
     #[serde(default = "default_queue")]
     pub queue: usize,
@@ -86,6 +94,14 @@ fn default_flow_idle_timeout() -> Duration {
 
 fn default_max_flows() -> usize {
     4096
+}
+
+fn default_max_tcp_flows() -> usize {
+    256
+}
+
+fn default_max_echo_flows() -> usize {
+    64
 }
 
 fn default_queue() -> usize {

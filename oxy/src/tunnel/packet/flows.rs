@@ -111,6 +111,11 @@ impl FlowTable {
         self.flows.get_mut(key)
     }
 
+    /// How many flows have a route that `kind` picks.
+    pub fn count(&self, kind: impl Fn(&FlowRoute) -> bool) -> usize {
+        self.flows.values().filter(|flow| kind(&flow.route)).count()
+    }
+
     /// Whether another flow fits.
     pub fn has_room(&self) -> bool {
         self.flows.len() < self.max

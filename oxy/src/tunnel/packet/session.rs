@@ -176,23 +176,23 @@ impl<App: OxyExt> PacketSession<App> {
     }
 
     async fn on_packet(&mut self, packet: Bytes, endpoint: &str, drain: &Drain) {
-        let drop = |reason: &'static str| oxy_ip::dropped_total(endpoint, reason).inc();
+        let count_drop = |reason: &'static str| oxy_ip::dropped_total(endpoint, reason).inc();
         let facts = match inspect(&packet) {
             Ok(facts) => facts,
-            Err(e) => return drop(e.as_label()),
+            Err(e) => return count_drop(e.as_label()),
         };
         // Oxy routes neither multicast nor link-local traffic (a TUN device's own router
         // solicitations and MLD reports): dropped without a flow.
         if is_multicast_or_broadcast(facts.destination) {
-            return drop("multicast");
+            return count_drop("multicast");
         }
         if is_link_local_v6(facts.source) {
-            return drop("link_local");
+            return count_drop("link_local");
         }
         if let Some(sources) = &self.setup.sources
             && !sources.iter().any(|net| net.contains(&facts.source))
         {
-            return drop("spoofed_source");
+            return count_drop("spoofed_source");
         }
         let [packets, bytes] = &self.up_metrics;
         packets.inc();
@@ -215,11 +215,11 @@ impl<App: OxyExt> PacketSession<App> {
             None
         };
         if let Some((reason, kind)) = refusal {
-            drop(reason);
+            count_drop(reason);
             return to_client.icmp_error(&first(), kind);
         }
         if facts.fragment {
-            return drop("fragment");
+            return count_drop("fragment");
         }
         let key = FlowKey::of(&facts);
         if self.flows.get_mut(&key).is_none() {
@@ -229,10 +229,10 @@ impl<App: OxyExt> PacketSession<App> {
             let tun = self.setup.endpoint.tun_offramp.is_some();
             if facts.protocol == protocol::TCP && !facts.tcp_syn && !tun {
                 answer_refused(to_client, &first(), None);
-                return drop("unknown_connection");
+                return count_drop("unknown_connection");
             }
             if !self.flows.has_room() {
-                return drop("too_many_flows");
+                return count_drop("too_many_flows");
             }
             let flow = self.new_flow(&key, first(), drain).await;
             self.flows.insert(key, flow);
@@ -286,7 +286,7 @@ impl<App: OxyExt> PacketSession<App> {
             }
         };
         if let Some(reason) = dropped {
-            drop(reason);
+            count_drop(reason);
         }
     }
 
@@ -404,12 +404,31 @@ impl<App: OxyExt> PacketSession<App> {
                 };
                 FlowRoute::Udp(flow.start(ip.queue, drain))
             }
-            protocol::TCP if first.facts.tcp_syn => self.open_tcp(key, first, drain),
+            protocol::TCP if first.facts.tcp_syn => {
+                let tcp = |route: &FlowRoute| {
+                    matches!(
+                        route,
+                        FlowRoute::Tcp | FlowRoute::TcpOpening(_) | FlowRoute::TcpClosing(_)
+                    )
+                };
+                if self.flows.count(tcp) >= ip.max_tcp_flows {
+                    answer_refused(&to_client, &first, None);
+                    return FlowRoute::Dropped("too_many_tcp_flows");
+                }
+                self.open_tcp(key, first, drain)
+            }
             // A connection cannot be taken over in the middle (a TUN off-ramp session's
             // flow hook chose to terminate it).
             protocol::TCP => {
                 answer_refused(&to_client, &first, None);
                 FlowRoute::Dropped("unknown_connection")
+            }
+            protocol::ICMP | protocol::ICMPV6
+                if first.facts.echo_request.is_some()
+                    && self.flows.count(|r| matches!(r, FlowRoute::Echo(_)))
+                        >= ip.max_echo_flows =>
+            {
+                FlowRoute::Dropped("too_many_echo_flows")
             }
             protocol::ICMP | protocol::ICMPV6 if first.facts.echo_request.is_some() => {
                 let idle = ip.flow_idle_timeout;
