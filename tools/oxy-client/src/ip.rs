@@ -149,10 +149,10 @@ pub async fn udp_flow(
             let (channel, session) = quic::ip_session(proxy, path).await?;
             (channel, Some(session))
         }
-        _ => (
-            capsule_session(proxy, path, over == Carrier::H2).await?,
-            None,
-        ),
+        _ => {
+            let flow = capsule_udp_flow(proxy, path, over == Carrier::H2, target, port).await?;
+            return Ok((flow, None));
+        }
     };
     let (tx, mut payloads) = mpsc::channel::<Bytes>(256);
     let (replies, rx) = mpsc::channel(256);
@@ -196,6 +196,96 @@ pub async fn udp_flow(
         });
     }
     Ok((crate::datagrams::Flow { status, tx, rx }, session))
+}
+
+/// [`udp_flow`] over HTTP/2 or HTTP/1.1, with no task between the load and the stream:
+/// the writer builds each packet into its capsule, the reader takes the UDP payload out.
+async fn capsule_udp_flow(
+    proxy: &ProxyArgs,
+    path: &str,
+    h2: bool,
+    target: std::net::SocketAddr,
+    port: u16,
+) -> anyhow::Result<crate::datagrams::Flow> {
+    let (status, upgraded, _) = capsules::open_stream(proxy, path, h2, "connect-ip").await?;
+    let (tx, mut payloads) = mpsc::channel::<Bytes>(256);
+    let (replies, rx) = mpsc::channel(256);
+    let Some(upgraded) = upgraded else {
+        return Ok(crate::datagrams::Flow { status, tx, rx });
+    };
+    let (read, mut write) = tokio::io::split(upgraded);
+    let mut capsules = FramedRead::new(read, codec());
+    let (mut source, mut routed) = (None, false);
+    let assigned = async {
+        while source.is_none() || !routed {
+            let (kind, payload) = match capsules.next().await {
+                Some(Ok(Capsule::Other { kind, payload })) => (kind, payload),
+                Some(Ok(Capsule::Datagram(_))) => continue,
+                Some(Err(e)) => return Err(e.into()),
+                None => anyhow::bail!("the stream ended before the proxy assigned an address"),
+            };
+            match IpCapsule::parse(kind, &payload)? {
+                IpCapsule::AddressAssign(entries) => {
+                    source = entries
+                        .iter()
+                        .map(|e| e.prefix.addr())
+                        .find(|a| a.is_ipv4() == target.is_ipv4());
+                }
+                IpCapsule::RouteAdvertisement(_) => routed = true,
+                IpCapsule::AddressRequest(_) => {}
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(Duration::from_secs(10), assigned)
+        .await
+        .context("no ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT within 10 s")??;
+    let source = std::net::SocketAddr::new(
+        source.context("the proxy assigned no address of the target's family")?,
+        port,
+    );
+    tokio::spawn(async move {
+        let mut buf = BytesMut::new();
+        while let Some(payload) = payloads.recv().await {
+            let mut next = Some(payload);
+            while let Some(payload) = next.take() {
+                if let Some(packet) = oxy::tunnel::packet::craft::udp(source, target, &payload) {
+                    capsule::encode_udp_datagram_capsule(&mut buf, &packet);
+                }
+                if buf.len() < 64 * 1024 {
+                    next = payloads.try_recv().ok();
+                }
+            }
+            if write.write_all(&buf).await.is_err() {
+                return;
+            }
+            buf.clear();
+        }
+        let _ = write.shutdown().await;
+    });
+    tokio::spawn(async move {
+        while let Some(Ok(capsule)) = capsules.next().await {
+            let Capsule::Datagram(datagram) = capsule else {
+                continue;
+            };
+            let Ok(Some(packet)) = capsule::udp_payload(&datagram) else {
+                continue;
+            };
+            let Ok(facts) = oxy::tunnel::packet::inspect::inspect(&packet) else {
+                continue;
+            };
+            let from = facts
+                .source_port
+                .map(|p| std::net::SocketAddr::new(facts.source, p));
+            if facts.protocol == 17
+                && from == Some(target)
+                && replies.send(packet.slice(facts.payload)).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(crate::datagrams::Flow { status, tx, rx })
 }
 
 /// Waits for the proxy's ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT.
