@@ -9,7 +9,6 @@ use super::h3_stream::DatagramRoute;
 use super::headers;
 use super::metrics::oxy_http;
 use super::pipeline::Handler;
-use super::upgrade::ExtendedConnect;
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::hooks::{HttpBody, RequestContext};
@@ -17,7 +16,7 @@ use crate::tunnel::stream::TunnelStream;
 use crate::tunnel::udp::{ClientSide, DatagramSink, UdpTunnel, oxy_udp};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Version};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -35,15 +34,7 @@ pub mod oxy_connect_udp {
 /// Whether a request asks for CONNECT-UDP: extended CONNECT with `:protocol connect-udp`
 /// (HTTP/2, HTTP/3) or an HTTP/1.1 `GET` with `Upgrade: connect-udp`.
 pub fn is_requested(parts: &http::request::Parts) -> bool {
-    match parts.extensions.get::<ExtendedConnect>() {
-        Some(protocol) => parts.method == Method::CONNECT && protocol.is_connect_udp(),
-        None => {
-            parts.method == Method::GET
-                && parts.version <= Version::HTTP_11
-                && headers::requested_upgrade(&parts.headers)
-                    .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"connect-udp"))
-        }
-    }
+    super::upgrade::asks_for(parts, "connect-udp")
 }
 
 /// The HTTP Datagrams of a CONNECT-UDP request over HTTP/3, which the server puts in the

@@ -25,6 +25,21 @@ impl ExtendedConnect {
     }
 }
 
+/// Whether a request asks for the MASQUE `protocol` (`connect-udp`, `connect-ip`):
+/// extended CONNECT with that `:protocol` (HTTP/2, HTTP/3) or an HTTP/1.1 `GET` with
+/// `Upgrade: protocol`.
+pub fn asks_for(parts: &http::request::Parts, protocol: &str) -> bool {
+    match parts.extensions.get::<ExtendedConnect>() {
+        Some(extended) => parts.method == http::Method::CONNECT && extended.0 == protocol,
+        None => {
+            parts.method == http::Method::GET
+                && parts.version <= http::Version::HTTP_11
+                && super::headers::requested_upgrade(&parts.headers)
+                    .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(protocol.as_bytes()))
+        }
+    }
+}
+
 /// The stream an upgrade yields: a plain TCP socket when the server can hand it back
 /// (HTTP/1.1 without TLS), so a CONNECT tunnel can forward it zero-copy.
 pub type Upgraded = TunnelStream;

@@ -180,15 +180,8 @@ pub async fn udp_flow(
         let mut from_proxy = channel.from_proxy;
         tokio::spawn(async move {
             while let Some(packet) = from_proxy.recv().await {
-                let Ok(facts) = oxy::tunnel::packet::inspect::inspect(&packet) else {
-                    continue;
-                };
-                let from = facts
-                    .source_port
-                    .map(|p| std::net::SocketAddr::new(facts.source, p));
-                if facts.protocol == 17
-                    && from == Some(target)
-                    && replies.send(packet.slice(facts.payload)).await.is_err()
+                if let Some(reply) = udp_reply(&packet, target)
+                    && replies.send(reply).await.is_err()
                 {
                     return;
                 }
@@ -271,21 +264,21 @@ async fn capsule_udp_flow(
             let Ok(Some(packet)) = capsule::udp_payload(&datagram) else {
                 continue;
             };
-            let Ok(facts) = oxy::tunnel::packet::inspect::inspect(&packet) else {
-                continue;
-            };
-            let from = facts
-                .source_port
-                .map(|p| std::net::SocketAddr::new(facts.source, p));
-            if facts.protocol == 17
-                && from == Some(target)
-                && replies.send(packet.slice(facts.payload)).await.is_err()
+            if let Some(reply) = udp_reply(&packet, target)
+                && replies.send(reply).await.is_err()
             {
                 return;
             }
         }
     });
     Ok(crate::datagrams::Flow { status, tx, rx })
+}
+
+/// The payload of `packet` when it is a well-formed UDP datagram from `target`.
+fn udp_reply(packet: &Bytes, target: std::net::SocketAddr) -> Option<Bytes> {
+    let facts = oxy::tunnel::packet::inspect::inspect(packet).ok()?;
+    let from = std::net::SocketAddr::new(facts.source, facts.source_port?);
+    (facts.protocol == 17 && from == target).then(|| packet.slice(facts.payload))
 }
 
 /// Waits for the proxy's ADDRESS_ASSIGN and ROUTE_ADVERTISEMENT.

@@ -12,10 +12,8 @@ use super::body::text_response;
 use super::capsule::{self, Capsule, CapsuleCodec};
 use super::connect::tunnel_stream;
 use super::connect_udp::DatagramChannel;
-use super::headers;
 use super::metrics::oxy_http;
 use super::pipeline::Handler;
-use super::upgrade::ExtendedConnect;
 use crate::app::OxyExt;
 use crate::dns::Family;
 use crate::drain::Drain;
@@ -27,7 +25,7 @@ use address_pool::AssignedAddress;
 use bytes::{Bytes, BytesMut};
 use capsules::{AddressEntry, CONNECT_IP_CAPSULES, IpCapsule};
 use futures_util::StreamExt;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Request, Response, StatusCode};
 use ipnet::IpNet;
 use scope::{Scope, ScopeTarget};
 use std::net::IpAddr;
@@ -41,15 +39,7 @@ use tokio_util::sync::CancellationToken;
 /// Whether a request asks for CONNECT-IP: extended CONNECT with `:protocol connect-ip`
 /// (HTTP/2, HTTP/3) or an HTTP/1.1 `GET` with `Upgrade: connect-ip`.
 pub fn is_requested(parts: &http::request::Parts) -> bool {
-    match parts.extensions.get::<ExtendedConnect>() {
-        Some(protocol) => parts.method == Method::CONNECT && protocol.is_connect_ip(),
-        None => {
-            parts.method == Method::GET
-                && parts.version <= Version::HTTP_11
-                && headers::requested_upgrade(&parts.headers)
-                    .is_some_and(|p| p.as_bytes().eq_ignore_ascii_case(b"connect-ip"))
-        }
-    }
+    super::upgrade::asks_for(parts, "connect-ip")
 }
 
 /// A refusal before the stream starts, counted by `label`.
