@@ -14,12 +14,12 @@ use crate::drain::Drain;
 use crate::hooks::{HttpBody, RequestContext};
 use crate::tunnel::stream::TunnelStream;
 use crate::tunnel::udp::{ClientSide, DatagramSink, UdpTunnel, oxy_udp};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use http::{HeaderValue, Request, Response, StatusCode, Version};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
@@ -208,7 +208,7 @@ impl Carrier {
                 let sink = Box::new(CapsuleSink(tx));
                 tokio::join!(
                     tunnel.pump(&mut from_client, ClientSide::Sink(sink), drain),
-                    write_capsules(rx, &mut write),
+                    super::capsule_writer::write_capsules(rx, &mut write),
                 );
             }
         }
@@ -257,7 +257,8 @@ async fn read_capsules<R: tokio::io::AsyncRead + Unpin>(
     drop(route);
 }
 
-/// Queues datagrams towards the client for [`write_capsules`].
+/// Queues datagrams towards the client for
+/// [`write_capsules`](super::capsule_writer::write_capsules).
 struct CapsuleSink(mpsc::Sender<Bytes>);
 
 impl DatagramSink for CapsuleSink {
@@ -267,27 +268,5 @@ impl DatagramSink for CapsuleSink {
             Err(mpsc::error::TrySendError::Full(_)) => Err("queue_full"),
             Err(mpsc::error::TrySendError::Closed(_)) => Err("closed"),
         }
-    }
-}
-
-/// Most bytes of capsules gathered into one write.
-const WRITE_BATCH: usize = 64 * 1024;
-
-/// Writes queued datagrams to the stream as DATAGRAM capsules, several per write when
-/// they queue up, until the queue closes or the stream fails.
-pub async fn write_capsules<W: AsyncWrite + Unpin>(mut rx: mpsc::Receiver<Bytes>, write: &mut W) {
-    let mut buf = BytesMut::new();
-    while let Some(datagram) = rx.recv().await {
-        capsule::encode_udp_datagram_capsule(&mut buf, &datagram);
-        while buf.len() < WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(datagram) => capsule::encode_udp_datagram_capsule(&mut buf, &datagram),
-                Err(_) => break,
-            }
-        }
-        if write.write_all(&buf).await.is_err() || write.flush().await.is_err() {
-            return;
-        }
-        buf.clear();
     }
 }

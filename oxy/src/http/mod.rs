@@ -6,6 +6,7 @@ pub mod authority;
 pub mod body;
 pub mod body_tap;
 pub mod capsule;
+pub mod capsule_writer;
 pub mod client;
 pub mod connect;
 pub mod connect_ip;

@@ -27,7 +27,7 @@ pub async fn udp_flow(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Result
         let (read, write) = tokio::io::split(upgraded);
         tokio::spawn(async move {
             let mut write = write;
-            oxy::http::connect_udp::write_capsules(to_target, &mut write).await;
+            oxy::http::capsule_writer::write_capsules(to_target, &mut write).await;
             let _ = write.shutdown().await;
         });
         tokio::spawn(read_capsules(read, from_target));

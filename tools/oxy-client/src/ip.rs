@@ -365,7 +365,7 @@ async fn capsule_session(proxy: &ProxyArgs, path: &str, h2: bool) -> anyhow::Res
         let (read, mut write) = tokio::io::split(upgraded);
         tokio::spawn(async move {
             // Packets that queue up go out in one write (DATAGRAM capsules, context 0).
-            oxy::http::connect_udp::write_capsules(outgoing, &mut write).await;
+            oxy::http::capsule_writer::write_capsules(outgoing, &mut write).await;
             let _ = write.shutdown().await;
         });
         tokio::spawn(read_stream(read, incoming, control_tx));

@@ -10,6 +10,7 @@ pub mod scope;
 
 use super::body::text_response;
 use super::capsule::{self, Capsule, CapsuleCodec};
+use super::capsule_writer::write_capsule_stream;
 use super::connect::tunnel_stream;
 use super::connect_udp::DatagramChannel;
 use super::metrics::oxy_http;
@@ -20,9 +21,8 @@ use crate::drain::Drain;
 use crate::hooks::{HttpBody, RequestContext};
 use crate::tunnel::packet::{PacketSession, SessionSetup, ToClient, oxy_ip};
 use crate::tunnel::stream::TunnelStream;
-use crate::tunnel::udp::DatagramSink;
 use address_pool::AssignedAddress;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use capsules::{AddressEntry, CONNECT_IP_CAPSULES, IpCapsule};
 use futures_util::StreamExt;
 use http::{Request, Response, StatusCode};
@@ -31,7 +31,7 @@ use scope::{Scope, ScopeTarget};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -268,7 +268,7 @@ impl<App: OxyExt> Session<App> {
                 drain,
             );
             let writer = async {
-                write_stream(&mut write, control_out, packets_out, h3_sink).await;
+                write_capsule_stream(&mut write, Some(control_out), packets_out, h3_sink).await;
                 gone.cancel();
             };
             tokio::pin!(run, writer);
@@ -388,43 +388,6 @@ fn answer_address_request(assigned: &[IpNet], requests: &[AddressEntry]) -> IpCa
         }
     }
     IpCapsule::AddressAssign(entries)
-}
-
-/// Writes control capsules to the stream, and the packets towards the client: as HTTP
-/// Datagrams on HTTP/3 (a capsule when one does not fit a QUIC datagram), as DATAGRAM
-/// capsules otherwise. Returns when the stream cannot be written.
-async fn write_stream<W: AsyncWrite + Unpin>(
-    write: &mut W,
-    mut control: mpsc::Receiver<Bytes>,
-    mut packets: mpsc::Receiver<Bytes>,
-    mut h3: Option<Box<dyn DatagramSink>>,
-) {
-    let mut buf = BytesMut::new();
-    loop {
-        tokio::select! {
-            Some(capsule) = control.recv() => buf.extend_from_slice(&capsule),
-            Some(packet) = packets.recv() => {
-                let as_datagram = h3.as_mut().map(|sink| sink.send(&packet));
-                if !matches!(as_datagram, Some(Ok(()))) {
-                    capsule::encode_udp_datagram_capsule(&mut buf, &packet);
-                }
-                while buf.len() < 64 * 1024 {
-                    let Ok(packet) = packets.try_recv() else { break };
-                    let as_datagram = h3.as_mut().map(|sink| sink.send(&packet));
-                    if !matches!(as_datagram, Some(Ok(()))) {
-                        capsule::encode_udp_datagram_capsule(&mut buf, &packet);
-                    }
-                }
-            }
-            else => return,
-        }
-        if !buf.is_empty() {
-            if write.write_all(&buf).await.is_err() || write.flush().await.is_err() {
-                return;
-            }
-            buf.clear();
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Packets Oxy writes towards a client itself, built with etherparse: UDP replies, ICMP
 //! echo replies, ICMP errors quoting the packet they are about, and TCP resets.
 
-use super::inspect::PacketFacts;
+use super::inspect::{PacketFacts, is_group_address};
 use etherparse::{Icmpv4Type, Icmpv6Type, IpHeaders};
 use etherparse::{PacketBuilder, PacketBuilderStep, SlicedPacket, TransportSlice, icmpv4, icmpv6};
 use std::net::{IpAddr, SocketAddr};
@@ -64,10 +64,7 @@ fn ip(source: IpAddr, destination: IpAddr) -> Option<PacketBuilderStep<IpHeaders
 /// or whose source is not one host (RFC 1122 §3.2.2, RFC 1812 §4.3.2.7, RFC 4443 §2.4
 /// (e)).
 pub fn icmp_error(original: &[u8], facts: &PacketFacts, kind: IcmpError) -> Option<Vec<u8>> {
-    let one_host = |ip: IpAddr| match ip {
-        IpAddr::V4(v4) => !(v4.is_multicast() || v4.is_broadcast() || v4.is_unspecified()),
-        IpAddr::V6(v6) => !(v6.is_multicast() || v6.is_unspecified()),
-    };
+    let one_host = |ip: IpAddr| !is_group_address(ip) && !ip.is_unspecified();
     if facts.icmp_error || facts.fragment || !one_host(facts.destination) || !one_host(facts.source)
     {
         return None;

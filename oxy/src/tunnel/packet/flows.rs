@@ -55,8 +55,9 @@ pub enum FlowRoute {
     Dropped(&'static str),
     /// UDP payloads to a UDP tunnel's pump.
     Udp(mpsc::Sender<Bytes>),
-    /// A TCP connection whose off-ramp is being opened: packets wait here.
-    TcpOpening(Vec<Bytes>),
+    /// A TCP connection whose off-ramp is being opened: its SYN, and the segments after
+    /// it, wait here.
+    TcpOpening(super::FirstPacket, Vec<Bytes>),
     /// A TCP connection in the user-space stack.
     Tcp,
     /// A TCP connection whose tunnel ended: its last segments (FIN, ACK) still reach the
@@ -141,7 +142,7 @@ impl FlowTable {
             .flows
             .iter()
             .filter(|(_, flow)| match &flow.route {
-                FlowRoute::Tcp | FlowRoute::TcpOpening(_) => false,
+                FlowRoute::Tcp | FlowRoute::TcpOpening(..) => false,
                 FlowRoute::TcpClosing(until) => now > *until,
                 FlowRoute::Udp(tx) => tx.is_closed(),
                 _ => now.duration_since(flow.last_seen) > idle,

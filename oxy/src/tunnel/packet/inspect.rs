@@ -197,6 +197,15 @@ fn udp_checksum_ok(udp: &etherparse::UdpSlice<'_>, pseudo: &Pseudo) -> bool {
     }
 }
 
+/// Whether `ip` names a group rather than one host: multicast, or the IPv4 limited
+/// broadcast address.
+pub fn is_group_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
+        IpAddr::V6(v6) => v6.is_multicast(),
+    }
+}
+
 /// Decrements the TTL (IPv4, with the header checksum updated) or hop limit (IPv6) of a
 /// packet [`inspect`] accepted; `false` when it is 1 or less, so the packet must not be
 /// forwarded (ICMP time exceeded).

@@ -4,7 +4,7 @@
 
 use super::craft::IcmpError;
 use super::flows::{Flow, FlowKey, FlowRoute, FlowTable};
-use super::inspect::{decrement_ttl, inspect, protocol};
+use super::inspect::{decrement_ttl, inspect, is_group_address, protocol};
 use super::{FirstPacket, ToClient, icmp_for_refusal, oxy_ip};
 use crate::app::OxyExt;
 use crate::drain::Drain;
@@ -90,6 +90,8 @@ pub struct PacketSession<App: OxyExt> {
     up: Traffic,
     /// `oxy_ip_packets_total` and `oxy_ip_bytes_total` from the client, resolved once.
     up_metrics: [prometheus::IntCounter; 2],
+    /// Where a packet for the TUN off-ramp gets its TTL decremented, reused.
+    forward_buf: Vec<u8>,
     audit: AuditStart,
 }
 
@@ -110,6 +112,7 @@ impl<App: OxyExt> PacketSession<App> {
                 oxy_ip::packets_total(setup.endpoint.name(), "up"),
                 oxy_ip::bytes_total(setup.endpoint.name(), "up"),
             ],
+            forward_buf: Vec::new(),
             audit,
             setup,
         }
@@ -183,10 +186,10 @@ impl<App: OxyExt> PacketSession<App> {
         };
         // Oxy routes neither multicast nor link-local traffic (a TUN device's own router
         // solicitations and MLD reports): dropped without a flow.
-        if is_multicast_or_broadcast(facts.destination) {
+        if is_group_address(facts.destination) {
             return count_drop("multicast");
         }
-        if is_link_local_v6(facts.source) {
+        if matches!(facts.source, std::net::IpAddr::V6(v6) if v6.is_unicast_link_local()) {
             return count_drop("link_local");
         }
         if let Some(sources) = &self.setup.sources
@@ -252,7 +255,9 @@ impl<App: OxyExt> PacketSession<App> {
                     mpsc::error::TrySendError::Full(_) => "queue_full",
                     mpsc::error::TrySendError::Closed(_) => "flow_closed",
                 }),
-            FlowRoute::TcpOpening(queued) => {
+            // A SYN again (a retransmission) would make the stack open another socket.
+            FlowRoute::Tcp | FlowRoute::TcpOpening(..) if facts.tcp_syn => Some("syn_again"),
+            FlowRoute::TcpOpening(_, queued) => {
                 if queued.len() < TCP_OPENING_QUEUE {
                     queued.push(packet);
                     None
@@ -260,8 +265,6 @@ impl<App: OxyExt> PacketSession<App> {
                     Some("queue_full")
                 }
             }
-            // A SYN again (a retransmission) would make the stack open another socket.
-            FlowRoute::Tcp if facts.tcp_syn => Some("syn_again"),
             FlowRoute::Tcp | FlowRoute::TcpClosing(_) => match &self.tcp {
                 Some(stack) => stack.input(&packet).err(),
                 None => Some("no_stack"),
@@ -278,9 +281,11 @@ impl<App: OxyExt> PacketSession<App> {
                 None => Some("not_echo"),
             },
             FlowRoute::Tun => {
-                let mut forwarded = packet.to_vec();
+                let forwarded = &mut self.forward_buf;
+                forwarded.clear();
+                forwarded.extend_from_slice(&packet);
                 match &self.setup.endpoint.tun_offramp {
-                    Some(tun) if decrement_ttl(&mut forwarded) => tun.send(&forwarded).err(),
+                    Some(tun) if decrement_ttl(forwarded) => tun.send(forwarded).err(),
                     _ => Some("no_tun"),
                 }
             }
@@ -408,7 +413,7 @@ impl<App: OxyExt> PacketSession<App> {
                 let tcp = |route: &FlowRoute| {
                     matches!(
                         route,
-                        FlowRoute::Tcp | FlowRoute::TcpOpening(_) | FlowRoute::TcpClosing(_)
+                        FlowRoute::Tcp | FlowRoute::TcpOpening(..) | FlowRoute::TcpClosing(_)
                     )
                 };
                 if self.flows.count(tcp) >= ip.max_tcp_flows {
@@ -484,7 +489,7 @@ impl<App: OxyExt> PacketSession<App> {
             }
             .in_current_span(),
         );
-        FlowRoute::TcpOpening(vec![first.packet])
+        FlowRoute::TcpOpening(first, Vec::new())
     }
 
     fn on_event(&mut self, event: SessionEvent<App>) {
@@ -493,23 +498,19 @@ impl<App: OxyExt> PacketSession<App> {
                 let Some(flow) = self.flows.get_mut(&key) else {
                     return;
                 };
-                let FlowRoute::TcpOpening(queued) = &mut flow.route else {
+                if !matches!(flow.route, FlowRoute::TcpOpening(..)) {
+                    return;
+                }
+                let opening = std::mem::replace(&mut flow.route, FlowRoute::Tcp);
+                let FlowRoute::TcpOpening(syn, queued) = opening else {
                     return;
                 };
-                let queued = std::mem::take(queued);
                 match *opened {
                     Ok(tunnel) => {
-                        flow.route = FlowRoute::Tcp;
                         self.tcp_ready.insert(key, (tunnel, Instant::now()));
                         if let Some(stack) = &self.tcp {
-                            // The first SYN, and what followed it other than SYNs again.
-                            let syn = |p: &Bytes| inspect(p).is_ok_and(|f| f.tcp_syn);
-                            let mut syns = 0;
-                            for packet in queued {
-                                syns += usize::from(syn(&packet));
-                                if syns <= 1 || !syn(&packet) {
-                                    let _ = stack.input(&packet);
-                                }
+                            for packet in std::iter::once(&syn.packet).chain(&queued) {
+                                let _ = stack.input(packet);
                             }
                         }
                     }
@@ -517,15 +518,7 @@ impl<App: OxyExt> PacketSession<App> {
                         let kind = icmp_for_refusal(&refused, true);
                         flow.route = FlowRoute::Refused(kind);
                         flow.refusal = Some(refused.to_string());
-                        if let Some(packet) = queued.into_iter().next()
-                            && let Ok(facts) = inspect(&packet)
-                        {
-                            answer_refused(
-                                &self.setup.to_client,
-                                &FirstPacket { packet, facts },
-                                kind,
-                            );
-                        }
+                        answer_refused(&self.setup.to_client, &syn, kind);
                     }
                 }
             }
@@ -657,17 +650,6 @@ fn answer_refused(to_client: &ToClient, packet: &FirstPacket, kind: Option<IcmpE
             }
         }
     }
-}
-
-fn is_multicast_or_broadcast(ip: std::net::IpAddr) -> bool {
-    match ip {
-        std::net::IpAddr::V4(v4) => v4.is_multicast() || v4.is_broadcast(),
-        std::net::IpAddr::V6(v6) => v6.is_multicast(),
-    }
-}
-
-fn is_link_local_v6(ip: std::net::IpAddr) -> bool {
-    matches!(ip, std::net::IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
 }
 
 /// The metric label of an IP protocol.
