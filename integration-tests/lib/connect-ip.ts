@@ -5,15 +5,14 @@
 // and checked by hand (header, UDP and ICMP checksums). The HTTP/3 client is
 // interop/connect_ip_client.py (aioquic), run with `connectIpInterop`.
 
-import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { constants as http2constants, connect as http2Connect, type ClientHttp2Session, type ClientHttp2Stream } from "node:http2";
 import { isIPv4, isIPv6, connect as netConnect, type Socket } from "node:net";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { extendedConnectAllowed } from "./h2.ts";
-import { interopPython } from "./interop.ts";
-import { repoRoot, sleep } from "./oxy.ts";
+import { runInteropScript } from "./interop.ts";
+import { repoRoot } from "./oxy.ts";
 
 // ---------------------------------------------------------------------------------------
 // QUIC variable-length integers (RFC 9000 §16)
@@ -819,34 +818,7 @@ export function connectIpInterop(o: ConnectIpInteropOptions, timeoutMs = 30_000)
   for (const t of o.udp ?? []) args.push("--udp", t);
   for (const t of o.ping ?? []) args.push("--ping", t);
   for (const t of o.deny ?? []) args.push("--deny", t);
-  const child = spawn(interopPython(), args, { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  return new Promise((ok, fail) =>
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      const line = stdout.trim().split("\n").pop() ?? "";
-      if (code !== 0 || !line.startsWith("{")) return fail(new Error(`connect_ip_client.py exited ${code ?? signal}:\n${stdout}${stderr}`));
-      ok({ ...JSON.parse(line), log: stderr });
-    }),
-  );
+  return runInteropScript(args, timeoutMs);
 }
 
-/** Polls `check` until it returns something other than undefined (or throws after
- * `timeoutMs`, with `what` in the message). */
-export async function until<T>(
-  check: () => Promise<T | undefined> | T | undefined,
-  what: string | (() => string),
-  timeoutMs = 5_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
-    await sleep(25);
-  }
-}
+export { until } from "./oxy.ts";

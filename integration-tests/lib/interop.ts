@@ -52,18 +52,26 @@ export function masqueClient(options: MasqueOptions, timeoutMs = 30_000): Promis
   if (options.linger !== undefined) args.push("--linger", String(options.linger));
   if (options.strayDatagram) args.push("--stray-datagram");
   if (options.badContext) args.push("--bad-context");
+  return runInteropScript(args, timeoutMs);
+}
+
+/** Runs an interop script (`args[0]`) with the virtualenv's Python: its last stdout line
+ * parsed as JSON, with its stderr as `log`. Throws if it exits non-zero or prints no
+ * JSON line. */
+export function runInteropScript(args: string[], timeoutMs: number): Promise<any> {
   const child = spawn(interopPython(), args, { stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (d) => (stdout += d));
   child.stderr.on("data", (d) => (stderr += d));
   const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const name = args[0].split("/").pop();
   return new Promise((ok, fail) =>
     child.on("close", (code, signal) => {
       clearTimeout(timer);
       const line = stdout.trim().split("\n").pop() ?? "";
       if (code !== 0 || !line.startsWith("{")) {
-        return fail(new Error(`masque_client.py exited ${code ?? signal}:\n${stdout}${stderr}`));
+        return fail(new Error(`${name} exited ${code ?? signal}:\n${stdout}${stderr}`));
       }
       ok({ ...JSON.parse(line), log: stderr });
     }),

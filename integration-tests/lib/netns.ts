@@ -7,7 +7,7 @@
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { after } from "node:test";
-import { binaryPath, sleep } from "./oxy.ts";
+import { binaryPath, until as untilIn } from "./oxy.ts";
 
 /** Prefix of every namespace this run creates: `oxyt-<pid>-`. */
 export const runPrefix = `oxyt-${process.pid}-`;
@@ -50,16 +50,9 @@ export async function ip(args: string[]): Promise<string> {
   return r.stdout;
 }
 
-/** Polls `check` until it returns something other than undefined; throws after
- * `timeoutMs` with `what` (and what the last check said, when it is a string). */
-export async function until<T>(check: () => Promise<T | undefined> | T | undefined, what: string | (() => string), timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await check();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
-    await sleep(25);
-  }
+/** `until` of lib/oxy.ts with a longer default: namespace set-up and real clients. */
+export function until<T>(check: () => Promise<T | undefined> | T | undefined, what: string | (() => string), timeoutMs = 10_000): Promise<T> {
+  return untilIn(check, what, timeoutMs);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -322,6 +322,22 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((ok) => setTimeout(ok, ms));
 }
 
+/** Polls `check` until it returns something other than undefined (or throws after
+ * `timeoutMs`, with `what` in the message). */
+export async function until<T>(
+  check: () => Promise<T | undefined> | T | undefined,
+  what: string | (() => string),
+  timeoutMs = 5_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${typeof what === "string" ? what : what()}`);
+    await sleep(25);
+  }
+}
+
 /** Opens a TCP connection to 127.0.0.1:port. */
 export function openTcp(port: number): Promise<Socket> {
   return new Promise((ok, fail) => {
