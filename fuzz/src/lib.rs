@@ -620,7 +620,7 @@ impl HttpFixture {
         settings.http.forward_proxy = true;
         settings.http.connect = true;
         settings.http.connect_udp.enabled = true;
-        let client = UpstreamClient::new(services.clone(), &settings.http.client)
+        let client = UpstreamClient::new(services.clone(), &settings.http.client, "fuzz")
             .unwrap_or_else(|e| panic!("upstream client: {e}"));
         let endpoint = Endpoint::new(settings, (), None).unwrap_or_else(|e| panic!("{e}"));
         Self {
@@ -644,6 +644,7 @@ impl HttpFixture {
             client: self.client.clone(),
             slot: None,
             decapsulated: None,
+            tunnel_id: None,
             streams: OpenStreams::default(),
         })
     }

@@ -203,8 +203,10 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
             None => None,
         };
         let app = App::endpoint_context(endpoint_settings).map_err(OxyError::AppStart)?;
-        let mut endpoint = Endpoint::<App>::new(endpoint_settings.clone(), app, h3_port)
-            .map_err(|e| OxyError::Setup(format!("endpoint {name}: tls.{}: {e}", e.field)))?;
+        let mut endpoint =
+            Endpoint::<App>::new(endpoint_settings.clone(), app, h3_port).map_err(|e| {
+                OxyError::Setup(format!("endpoint {name}: {}.{}: {e}", e.section, e.field))
+            })?;
         let tun_error =
             |e: std::io::Error| OxyError::Setup(format!("endpoint {name}: ip.tun: {e}"));
         if endpoint_settings.ip.offramp == IpOffRamp::Tun && !endpoint_settings.protocol.is_tun() {

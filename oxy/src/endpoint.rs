@@ -7,6 +7,7 @@ use crate::http::connect_ip::address_pool::AddressPools;
 use crate::http::uri_template::{CONNECT_IP_VARIABLES, UriTemplate};
 use crate::settings::{EndpointProtocol, EndpointSettings};
 use crate::tls::TlsAcceptor;
+use crate::tls::interception::Interceptor;
 use crate::tls::server::TlsSetupError;
 use std::sync::{Arc, OnceLock};
 
@@ -24,6 +25,8 @@ pub struct Endpoint<App: OxyExt> {
     pub http_upstream: Option<Upstream>,
     /// The TLS acceptor, when `tls.enabled`.
     pub tls: Option<TlsAcceptor>,
+    /// The interception CA and minted leaves, when `tls_interception` is set.
+    pub interception: Option<Arc<Interceptor>>,
     /// The QUIC server configuration, when `http.h3.enabled`.
     pub quic: Option<quinn::ServerConfig>,
     /// `http.connect_udp.uri_template`, parsed (`None` when it is not valid).
@@ -65,6 +68,12 @@ impl<App: OxyExt> Endpoint<App> {
         } else {
             None
         };
+        let interception = if settings.tls_interception.enabled() {
+            let interceptor = Interceptor::new(&settings.name, &settings.tls_interception)?;
+            Some(Arc::new(interceptor))
+        } else {
+            None
+        };
         let alt_svc = h3_port
             .filter(|_| h3_on && h3.alt_svc)
             .and_then(|port| format!("h3=\":{port}\"; ma=86400").parse().ok());
@@ -89,6 +98,7 @@ impl<App: OxyExt> Endpoint<App> {
                 .as_ref()
                 .and_then(Upstream::from_uri),
             tls,
+            interception,
             settings,
             app,
             http_client: OnceLock::new(),

@@ -73,7 +73,7 @@ async fn a_connect_whose_upgrade_fails_after_the_200_ends_its_tunnel() {
         ..Default::default()
     };
     settings.http.connect = true;
-    let client = UpstreamClient::new(services.clone(), &settings.http.client).unwrap();
+    let client = UpstreamClient::new(services.clone(), &settings.http.client, "web").unwrap();
     let drain = Drain::new();
     let handler = Arc::new(Handler {
         services,
@@ -87,6 +87,7 @@ async fn a_connect_whose_upgrade_fails_after_the_200_ends_its_tunnel() {
         client: Arc::new(client),
         slot: None,
         decapsulated: None,
+        tunnel_id: None,
         streams: OpenStreams::default(),
     });
 

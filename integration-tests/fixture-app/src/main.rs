@@ -70,6 +70,11 @@ pub struct FixtureEndpointSettings {
     pub block_path_prefix: String,
     /// When not empty, requests for exactly this path are answered by the app itself.
     pub respond_path: String,
+    /// When not empty, requests for exactly this path are answered by the app with the
+    /// request's TLS facts as JSON (`intercepted`, `sni`, `alpn`, `version`).
+    pub tls_facts_path: String,
+    /// The tunnel hook declines TLS interception for ClientHellos with this server name.
+    pub intercept_pass_sni: String,
     /// When not empty, requests whose host is `route_host` go to `route_to` (`host:port`).
     pub route_host: String,
     /// Where `route_host` requests go.
@@ -198,6 +203,22 @@ impl HttpRequestHook<Fixture> for Router {
                 status: oxy::http_types::StatusCode::FORBIDDEN,
                 reason: format!("blocked by the fixture: {path}"),
             };
+        }
+        if !settings.tls_facts_path.is_empty() && path == settings.tls_facts_path {
+            let tls = cx.tls.as_deref();
+            let text = |value: Option<&str>| value.map_or("null".into(), |v| format!("{v:?}"));
+            let body = format!(
+                "{{\"intercepted\":{},\"sni\":{},\"alpn\":{},\"version\":{}}}",
+                tls.is_some_and(|t| t.intercepted),
+                text(tls.and_then(|t| t.sni.as_deref())),
+                text(tls.and_then(|t| t.alpn.as_deref())),
+                text(tls.map(|t| t.version.as_str())),
+            );
+            let mut response = oxy::http_types::Response::new(oxy::http::body::full(body));
+            let json = oxy::http_types::HeaderValue::from_static("application/json");
+            let headers = response.headers_mut();
+            headers.insert(oxy::http_types::header::CONTENT_TYPE, json);
+            return RequestAction::Respond(response);
         }
         if !settings.respond_path.is_empty() && path == settings.respond_path {
             let mut response = oxy::http::body::text_response(
@@ -383,12 +404,29 @@ impl TunnelHook<Fixture> for Router {
         TunnelAction::Continue
     }
 
+    async fn on_inner_protocol(
+        &self,
+        cx: &mut TunnelContext<Fixture>,
+        found: &InnerProtocol,
+    ) -> InnerAction {
+        let pass = &cx.endpoint.app_settings().intercept_pass_sni;
+        tracing::info!(target = %cx.target, ?found, "fixture saw inside a tunnel");
+        match found {
+            InnerProtocol::Tls(hello) if !pass.is_empty() && hello.sni.as_ref() == Some(pass) => {
+                InnerAction::Pass
+            }
+            InnerProtocol::Unknown => InnerAction::Pass,
+            _ => InnerAction::Inspect,
+        }
+    }
+
     async fn on_tunnel_end(&self, cx: &mut TunnelContext<Fixture>, summary: &TunnelSummary) {
         tracing::info!(
             target = %cx.target,
             up = summary.bytes_up,
             down = summary.bytes_down,
             reason = %summary.close_reason,
+            inspection = summary.inspection.as_str(),
             "fixture saw the tunnel end"
         );
     }

@@ -25,4 +25,6 @@ pub use ingress::{
 };
 pub use ip_flow::{IpFlowAction, IpFlowContext, IpFlowHook};
 pub use numeric_host::{BadNumericHost, parse_numeric_ipv4};
-pub use tunnel::{TunnelAction, TunnelContext, TunnelHook, TunnelSummary};
+pub use tunnel::{
+    InnerAction, InnerProtocol, Inspection, TunnelAction, TunnelContext, TunnelHook, TunnelSummary,
+};

@@ -3,6 +3,7 @@
 use crate::app::OxyExt;
 use crate::endpoint::Endpoint;
 use crate::hooks::{Target, Transport};
+use crate::tls::interception::ClientHello;
 use async_trait::async_trait;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,12 +43,71 @@ pub enum TunnelAction {
         /// Close after this long in any case.
         max_lifetime: Duration,
     },
-    /// Feed the client's bytes to Oxy's HTTP server instead of pumping them to the
-    /// target (TCP only): each request inside goes through the request hook, the body
-    /// taps and the egress hook and policy, then to the tunnel's target as plain HTTP.
-    /// The bytes must be plain HTTP/1.1 or HTTP/2 (TLS inside is not intercepted). A
-    /// UDP flow is refused with reason `decapsulation unavailable`.
+    /// Look inside (TCP only): Oxy reads the client's first bytes and tells
+    /// [`TunnelHook::on_inner_protocol`] what they are. Plain HTTP/1.1 or HTTP/2 is fed
+    /// to Oxy's HTTP server: each request goes through the request hook, the body taps
+    /// and the egress hook and policy, then to the tunnel's target. A TLS ClientHello is
+    /// intercepted when the endpoint has `tls_interception`: Oxy answers the handshake
+    /// with a certificate minted for the server name, serves the HTTP inside the same
+    /// way and sends each request to the target over TLS, verifying the target's
+    /// certificate. Anything else is pumped untouched. A UDP flow is refused with reason
+    /// `decapsulation unavailable`.
     Decapsulate,
+}
+
+/// What the client's first bytes in a tunnel being decapsulated are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InnerProtocol {
+    /// Plain HTTP/1.1 or HTTP/2.
+    Http,
+    /// A TLS ClientHello.
+    Tls(ClientHello),
+    /// Something else (or nothing before the endpoint's `header_read_timeout`).
+    Unknown,
+}
+
+/// What to do with the bytes inside a tunnel being decapsulated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InnerAction {
+    /// Serve the HTTP inside through the hooks: plain HTTP as it is, TLS intercepted
+    /// (pumped untouched when the endpoint has no `tls_interception`). Unknown bytes
+    /// are fed to the HTTP server, which answers 400 and closes.
+    Inspect,
+    /// Pump the bytes untouched to the target, as for [`TunnelAction::Continue`]: for
+    /// pinned applications and banking sites whose TLS must not be intercepted.
+    Pass,
+    /// Close both sides; the reason is logged and counted.
+    Block(String),
+}
+
+/// How a tunnel's contents were handled, for [`TunnelSummary`] and the audit record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Inspection {
+    /// The tunnel was pumped; nobody asked to look inside.
+    #[default]
+    None,
+    /// Plain HTTP inside was served through the hooks.
+    Http,
+    /// TLS inside was intercepted and its HTTP served through the hooks.
+    Intercepted,
+    /// Oxy was asked to look inside but pumped the bytes untouched: the hook passed
+    /// them, or they were TLS without an interception CA, or neither HTTP nor TLS.
+    Passed,
+    /// The hook blocked the tunnel once it saw what was inside.
+    Blocked,
+}
+
+impl Inspection {
+    /// The label in audit records: `none`, `http`, `intercepted`, `passed`, `blocked`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Inspection::None => "none",
+            Inspection::Http => "http",
+            Inspection::Intercepted => "intercepted",
+            Inspection::Passed => "passed",
+            Inspection::Blocked => "blocked",
+        }
+    }
 }
 
 /// What is known about a tunnel once it has ended.
@@ -65,6 +125,8 @@ pub struct TunnelSummary {
     pub duration: Duration,
     /// Why it closed, in words.
     pub close_reason: String,
+    /// Whether Oxy looked inside, and what it did.
+    pub inspection: Inspection,
 }
 
 /// Watches and steers tunnels.
@@ -75,6 +137,22 @@ pub trait TunnelHook<App: OxyExt>: Send + Sync + 'static {
     async fn on_tunnel_start(&self, cx: &mut TunnelContext<App>) -> TunnelAction {
         let _ = cx;
         TunnelAction::Continue
+    }
+
+    /// Runs after [`TunnelHook::on_tunnel_start`] chose [`TunnelAction::Decapsulate`],
+    /// once the client's first bytes are in (a whole TLS ClientHello, with its server
+    /// name and ALPN list), before anything is served or pumped. The default inspects
+    /// HTTP and TLS ([`InnerAction::Inspect`]) and passes anything else.
+    async fn on_inner_protocol(
+        &self,
+        cx: &mut TunnelContext<App>,
+        found: &InnerProtocol,
+    ) -> InnerAction {
+        let _ = cx;
+        match found {
+            InnerProtocol::Http | InnerProtocol::Tls(_) => InnerAction::Inspect,
+            InnerProtocol::Unknown => InnerAction::Pass,
+        }
     }
 
     /// Runs once when a tunnel has closed. The default does nothing.

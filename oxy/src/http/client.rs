@@ -13,8 +13,10 @@ use crate::offramp::route::EgressRoute;
 use crate::offramp::tcp::{ConnectError, connect_by, connect_target};
 use crate::services::Services;
 use crate::settings::HttpClientSettings;
+use crate::tls::server::oxy_tls;
 use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
 use boring::ssl::{SslConnector, SslMethod};
+use boring::x509::X509VerifyError;
 use http::{Request, Response};
 use http_body_util::LengthLimitError;
 use hyper_util::client::legacy::Client;
@@ -86,17 +88,12 @@ impl<App: OxyExt> UpstreamClient<App> {
         https: bool,
         mut request: Request<HttpBody>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
-        let tls_error =
-            |e: &dyn std::fmt::Display| classify(&UpstreamConnectError::Tls(e.to_string()));
         let io = if https {
-            let mut config = self.connector.tls.configure().map_err(|e| tls_error(&e))?;
-            config
-                .set_alpn_protos(b"\x08http/1.1")
-                .map_err(|e| tls_error(&e))?;
-            let host = target.host.to_string();
-            let tls = tokio_boring::connect(config, host.trim_matches(['[', ']']), stream)
+            let tls = self
+                .connector
+                .tls_connect(target, stream, Some(b"\x08http/1.1"))
                 .await
-                .map_err(|e| tls_error(&e))?;
+                .map_err(|e| classify(&e))?;
             UpstreamStream::Tls(Box::new(tls))
         } else {
             UpstreamStream::Plain(stream)
@@ -130,8 +127,13 @@ impl<App: OxyExt> UpstreamClient<App> {
         Ok(with_upgrade(response))
     }
 
-    /// A client whose connections go through `services`' off-ramp.
-    pub fn new(services: Arc<Services<App>>, settings: &HttpClientSettings) -> io::Result<Self> {
+    /// A client whose connections go through `services`' off-ramp, for the endpoint
+    /// `endpoint` (which labels its metrics).
+    pub fn new(
+        services: Arc<Services<App>>,
+        settings: &HttpClientSettings,
+        endpoint: &str,
+    ) -> io::Result<Self> {
         let mut tls = SslConnector::builder(SslMethod::tls()).map_err(io::Error::other)?;
         if settings.ca_file.as_os_str().is_empty() {
             tls.set_default_verify_paths().map_err(io::Error::other)?;
@@ -144,6 +146,7 @@ impl<App: OxyExt> UpstreamClient<App> {
         let connector = OffRampConnector {
             services,
             tls: Arc::new(tls.build()),
+            endpoint: endpoint.into(),
         };
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -223,6 +226,9 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
                     HappyEyeballsError::TimedOut,
                 )) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
                 UpstreamConnectError::Tls(_) => (StatusCode::BAD_GATEWAY, "upstream_tls"),
+                UpstreamConnectError::Certificate { .. } => {
+                    (StatusCode::BAD_GATEWAY, "upstream_certificate")
+                }
                 _ => (StatusCode::BAD_GATEWAY, "upstream_connect"),
             };
             return fail(status, reason, connect.to_string());
@@ -241,6 +247,7 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
 pub struct OffRampConnector<App: OxyExt> {
     services: Arc<Services<App>>,
     tls: Arc<SslConnector>,
+    endpoint: Arc<str>,
 }
 
 impl<App: OxyExt> Clone for OffRampConnector<App> {
@@ -248,7 +255,61 @@ impl<App: OxyExt> Clone for OffRampConnector<App> {
         Self {
             services: self.services.clone(),
             tls: self.tls.clone(),
+            endpoint: self.endpoint.clone(),
         }
+    }
+}
+
+impl<App: OxyExt> OffRampConnector<App> {
+    /// TLS to `target` over `stream`: its name as SNI, its certificate verified against
+    /// the client's roots (a failure is counted by reason), `alpn` instead of the
+    /// default offer when given.
+    async fn tls_connect(
+        &self,
+        target: &Target,
+        stream: TcpStream,
+        alpn: Option<&[u8]>,
+    ) -> Result<tokio_boring::SslStream<TcpStream>, UpstreamConnectError> {
+        let tls_error = |e: &dyn std::fmt::Display| UpstreamConnectError::Tls(e.to_string());
+        let mut config = self.tls.configure().map_err(|e| tls_error(&e))?;
+        if let Some(alpn) = alpn {
+            config.set_alpn_protos(alpn).map_err(|e| tls_error(&e))?;
+        }
+        let host = target.host.to_string();
+        let host = host.trim_matches(['[', ']']);
+        tokio_boring::connect(config, host, stream)
+            .await
+            .map_err(|e| {
+                let refused = e.ssl().and_then(|ssl| ssl.verify_result().err());
+                match refused.filter(|v| *v != X509VerifyError::INVALID_CALL) {
+                    Some(refused) => {
+                        let reason = verification_label(refused);
+                        oxy_tls::upstream_verification_failures_total(&self.endpoint, reason).inc();
+                        UpstreamConnectError::Certificate {
+                            host: target.to_string(),
+                            reason: refused.to_string(),
+                        }
+                    }
+                    None => tls_error(&e),
+                }
+            })
+    }
+}
+
+/// The metric label of a certificate verification failure.
+fn verification_label(e: X509VerifyError) -> &'static str {
+    match e {
+        X509VerifyError::UNABLE_TO_GET_ISSUER_CERT
+        | X509VerifyError::UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        | X509VerifyError::UNABLE_TO_VERIFY_LEAF_SIGNATURE => "unknown_issuer",
+        X509VerifyError::CERT_HAS_EXPIRED => "expired",
+        X509VerifyError::CERT_NOT_YET_VALID => "not_yet_valid",
+        X509VerifyError::HOSTNAME_MISMATCH | X509VerifyError::IP_ADDRESS_MISMATCH => {
+            "hostname_mismatch"
+        }
+        X509VerifyError::DEPTH_ZERO_SELF_SIGNED_CERT
+        | X509VerifyError::SELF_SIGNED_CERT_IN_CHAIN => "self_signed",
+        _ => "other",
     }
 }
 
@@ -264,6 +325,14 @@ pub enum UpstreamConnectError {
     /// The TLS handshake with the upstream failed.
     #[error("TLS with the upstream failed: {0}")]
     Tls(String),
+    /// The upstream's certificate failed verification.
+    #[error("certificate verification failed for {host}: {reason}")]
+    Certificate {
+        /// The upstream, as `host:port`.
+        host: String,
+        /// What verification reported.
+        reason: String,
+    },
 }
 
 impl<App: OxyExt> tower_service::Service<http::Uri> for OffRampConnector<App> {
@@ -283,14 +352,7 @@ impl<App: OxyExt> tower_service::Service<http::Uri> for OffRampConnector<App> {
             if !https {
                 return Ok(TokioIo::new(UpstreamStream::Plain(stream)));
             }
-            let config = this
-                .tls
-                .configure()
-                .map_err(|e| UpstreamConnectError::Tls(e.to_string()))?;
-            let host = target.host.to_string();
-            let tls = tokio_boring::connect(config, host.trim_matches(['[', ']']), stream)
-                .await
-                .map_err(|e| UpstreamConnectError::Tls(e.to_string()))?;
+            let tls = this.tls_connect(&target, stream, None).await?;
             Ok(TokioIo::new(UpstreamStream::Tls(Box::new(tls))))
         })
     }

@@ -60,15 +60,12 @@ pub async fn handle<App: OxyExt>(
         Err(refused) => return text_response(refusal_status(&refused), &refused.to_string()),
     };
     let drain = handler.drain.clone();
-    let decapsulated = tunnel
-        .decapsulated_upstream()
-        .map(|upstream| handler.decapsulating(upstream));
+    let inspecting = tunnel.decapsulating().then(|| handler.clone());
     handler.spawn_upgraded(async move {
         match upgrade.wait().await {
-            Ok(upgraded) => match decapsulated {
-                Some(inner) => {
-                    let session = super::server::serve_with(inner, upgraded, &drain);
-                    tunnel.decapsulate(session).await;
+            Ok(upgraded) => match inspecting {
+                Some(handler) => {
+                    super::inspect::serve(tunnel, upgraded, &handler, &drain).await;
                 }
                 None => {
                     tunnel.pump(upgraded, &drain).await;

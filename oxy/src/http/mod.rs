@@ -16,6 +16,7 @@ pub mod guarded_body;
 pub mod h3;
 pub mod h3_stream;
 pub mod headers;
+pub mod inspect;
 pub mod metrics;
 pub mod open_streams;
 pub mod path;

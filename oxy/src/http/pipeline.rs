@@ -54,6 +54,9 @@ pub struct Handler<App: OxyExt> {
     /// Where requests go when this handler serves HTTP decapsulated from a tunnel (the
     /// tunnel's target), unless the request hook routes them elsewhere.
     pub decapsulated: Option<Upstream>,
+    /// The id of the decapsulated tunnel whose HTTP this handler serves (in the access
+    /// log lines of its requests).
+    pub tunnel_id: Option<Arc<str>>,
     /// The connection's open streams, tunnels and upgrades included.
     pub streams: OpenStreams,
 }
@@ -72,6 +75,7 @@ impl<App: OxyExt> Clone for Handler<App> {
             client: self.client.clone(),
             slot: self.slot.clone(),
             decapsulated: self.decapsulated.clone(),
+            tunnel_id: self.tunnel_id.clone(),
             streams: self.streams.clone(),
         }
     }
@@ -88,7 +92,11 @@ impl<App: OxyExt> Handler<App> {
         let endpoint = &cx.endpoint;
         let client = match endpoint.http_client.get() {
             Some(client) => client.clone(),
-            None => match UpstreamClient::new(services.clone(), &endpoint.settings.http.client) {
+            None => match UpstreamClient::new(
+                services.clone(),
+                &endpoint.settings.http.client,
+                endpoint.name(),
+            ) {
                 Ok(client) => endpoint
                     .http_client
                     .get_or_init(|| Arc::new(client))
@@ -111,6 +119,7 @@ impl<App: OxyExt> Handler<App> {
             client,
             slot: cx.slot.clone(),
             decapsulated: None,
+            tunnel_id: None,
             streams: OpenStreams::default(),
         }))
     }
@@ -126,11 +135,20 @@ impl<App: OxyExt> Handler<App> {
         Arc::new(handler)
     }
 
-    /// A handler for the HTTP requests inside a decapsulated tunnel of this connection:
-    /// they go to `upstream`.
-    pub fn decapsulating(&self, upstream: Upstream) -> Arc<Self> {
+    /// A handler for the HTTP requests inside the decapsulated tunnel `tunnel_id` of this
+    /// connection: they go to `upstream`, and their TLS facts are `tls`, the inner
+    /// connection's (`None` for plain HTTP inside).
+    pub fn decapsulating(
+        &self,
+        upstream: Upstream,
+        tunnel_id: &str,
+        tls: Option<TlsFacts>,
+    ) -> Arc<Self> {
         let mut handler = self.clone();
         handler.decapsulated = Some(upstream);
+        handler.tunnel_id = Some(tunnel_id.into());
+        handler.tls = tls.map(Arc::new);
+        handler.streams = OpenStreams::default();
         Arc::new(handler)
     }
 
@@ -161,6 +179,7 @@ impl<App: OxyExt> Handler<App> {
     /// connection) is counted and logged as cancelled.
     pub async fn handle(self: Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
         let mut record = RequestRecord::start(self.endpoint.name(), &request);
+        record.tunnel_id = self.tunnel_id.clone();
         let mut response = self.dispatch(request).await;
         if let Some(alt_svc) = &self.endpoint.alt_svc
             && record.version != Version::HTTP_3
@@ -535,6 +554,8 @@ struct RequestRecord {
     started: Instant,
     active: prometheus::IntGauge,
     answered: bool,
+    /// The decapsulated tunnel the request came in.
+    tunnel_id: Option<Arc<str>>,
 }
 
 impl RequestRecord {
@@ -554,6 +575,7 @@ impl RequestRecord {
             started: Instant::now(),
             active,
             answered: false,
+            tunnel_id: None,
         }
     }
 
@@ -571,6 +593,7 @@ impl RequestRecord {
             version = version_label(version),
             status,
             duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+            tunnel_id = self.tunnel_id.as_deref(),
             "request"
         );
     }
@@ -591,6 +614,7 @@ impl Drop for RequestRecord {
             version = version_label(version),
             reason = "cancelled",
             duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            tunnel_id = self.tunnel_id.as_deref(),
             "request cancelled by the client"
         );
     }

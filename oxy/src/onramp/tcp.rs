@@ -6,7 +6,6 @@ use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{ConnectionEnd, IngressAction, IngressConnectionContext, Transport};
 use crate::http::pipeline::Handler;
-use crate::http::server::serve_with;
 use crate::onramp::proxy_protocol::{self, oxy_proxy_protocol};
 use crate::services::Services;
 use crate::settings::EndpointProtocol;
@@ -215,12 +214,11 @@ async fn forward<App: OxyExt>(
         proxy_user: None,
     };
     match tunnel::tcp::open(services, &cx.endpoint, &client, target, drain).await {
-        Ok(tunnel) if let Some(upstream) = tunnel.decapsulated_upstream() => {
+        Ok(tunnel) if tunnel.decapsulating() => {
             let Some(handler) = Handler::for_connection(cx, services, drain) else {
                 return ConnectionEnd::Closed;
             };
-            let session = serve_with(handler.decapsulating(upstream), stream, drain);
-            tunnel.decapsulate(session).await
+            crate::http::inspect::serve(tunnel, stream, &handler, drain).await
         }
         Ok(tunnel) => match tunnel.pump(stream, drain).await {
             CloseReason::Shutdown => ConnectionEnd::Shutdown,

@@ -33,6 +33,8 @@ pub struct EndpointSettings<E> {
     pub ip: super::IpSettings,
     /// TLS termination for this endpoint.
     pub tls: TlsSettings,
+    /// TLS interception inside tunnels the tunnel hook decapsulates.
+    pub tls_interception: super::TlsInterceptionSettings,
     /// PROXY protocol headers from load balancers in front of this endpoint (TCP).
     pub proxy_protocol: ProxyProtocolSettings,
     /// Limits that protect the process.

@@ -13,6 +13,7 @@ mod open_proxy;
 mod server;
 mod std_impls;
 mod telemetry;
+mod tls_interception;
 mod validate;
 
 pub use dns::{DnsGroupSettings, DnsProtocol, DnsServerSettings, DnsSettings};
@@ -33,6 +34,7 @@ pub use load::{from_yaml_str, load_file};
 pub use open_proxy::open_proxy_warnings;
 pub use server::{NoSettings, ServerSection, ServerSettings};
 pub use telemetry::{AuditSettings, LogFormat, LogSettings, SentrySettings, TelemetrySettings};
+pub use tls_interception::TlsInterceptionSettings;
 
 use serde::{Serialize, de::DeserializeOwned};
 use std::collections::BTreeMap;

@@ -284,7 +284,15 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
             && problems.len() == problems_before
             && let Err(e) = crate::tls::TlsAcceptor::new(tls, b"")
         {
-            problems.push((at(&[key("tls"), key(e.field)]), e.message));
+            problems.push((at(&[key(e.section), key(e.field)]), e.message));
+        }
+        if endpoint.tls_interception.enabled()
+            && let Err(e) = crate::tls::interception::Interceptor::new(
+                &endpoint.name,
+                &endpoint.tls_interception,
+            )
+        {
+            problems.push((at(&[key(e.section), key(e.field)]), e.message));
         }
     }
     problems

@@ -1,5 +1,6 @@
 //! Audit records for L4 traffic: one JSON object per tunnel, to a file or the log stream.
 
+use crate::hooks::Inspection;
 use crate::metrics;
 use crate::settings::AuditSettings;
 use crate::tunnel::TunnelClient;
@@ -23,6 +24,13 @@ pub mod oxy_audit {
 /// What happened to one tunnel.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRecord {
+    /// The tunnel's id, unique in this process; requests served inside a decapsulated
+    /// tunnel carry it in their access log lines.
+    pub tunnel_id: String,
+    /// How the tunnel's contents were inspected (`http`, `intercepted`, `passed`,
+    /// `blocked`), when the tunnel hook asked Oxy to look inside.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inspection: Option<&'static str>,
     /// The endpoint that accepted the client.
     pub endpoint: String,
     /// `tcp`, `udp`, `ip` (one IP flow), `connect-ip` or `tun` (one packet session).
@@ -99,10 +107,24 @@ pub struct Traffic {
     pub packets_down: u64,
 }
 
+/// A new tunnel id: 16 hex digits, unique in this process and not guessable from the
+/// previous one.
+fn next_tunnel_id() -> String {
+    use std::hash::BuildHasher;
+    static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let next = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let key = KEY.get_or_init(std::hash::RandomState::new);
+    format!("{:016x}", key.hash_one(next))
+}
+
 /// What a tunnel's audit record knows from its start; [`AuditStart::record`] completes it
 /// when the tunnel is refused or ends.
 #[derive(Debug, Clone)]
 pub struct AuditStart {
+    id: String,
+    /// How the tunnel's contents were inspected.
+    pub inspection: Inspection,
     endpoint: String,
     protocol: &'static str,
     client: Option<SocketAddr>,
@@ -122,6 +144,8 @@ impl AuditStart {
     pub fn now(endpoint: &str, protocol: &'static str, client: &TunnelClient) -> Self {
         let shown = crate::telemetry::logging::client_addresses_shown();
         Self {
+            id: next_tunnel_id(),
+            inspection: Inspection::None,
             endpoint: endpoint.to_string(),
             protocol,
             client: shown.then_some(client.peer_addr),
@@ -132,6 +156,11 @@ impl AuditStart {
             started_at: SystemTime::now(),
             started: Instant::now(),
         }
+    }
+
+    /// The tunnel's id.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     /// How long the tunnel has existed.
@@ -148,6 +177,8 @@ impl AuditStart {
         reason: String,
     ) -> AuditRecord {
         AuditRecord {
+            tunnel_id: self.id.clone(),
+            inspection: (self.inspection != Inspection::None).then(|| self.inspection.as_str()),
             endpoint: self.endpoint.clone(),
             protocol: self.protocol,
             client: self.client,

@@ -2,6 +2,7 @@
 
 mod certificate;
 mod handshake_failure;
+pub mod interception;
 pub mod quic;
 pub mod server;
 

@@ -151,5 +151,6 @@ pub fn facts(connection: &quinn::Connection) -> TlsFacts {
         version: "TLSv1.3".into(),
         cipher: String::new(),
         client_certificate,
+        intercepted: false,
     }
 }

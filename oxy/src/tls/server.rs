@@ -27,6 +27,9 @@ pub struct TlsFacts {
     pub cipher: String,
     /// The client's certificate, when one was presented and verified.
     pub client_certificate: Option<ClientCertificate>,
+    /// Whether Oxy answered this TLS inside a tunnel with a certificate it minted (TLS
+    /// interception): the facts are the inner connection's, not the outer one's.
+    pub intercepted: bool,
 }
 
 /// Facts of a verified client certificate.
@@ -45,7 +48,9 @@ pub struct ClientCertificate {
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct TlsSetupError {
-    /// The setting under `tls` at fault (`certificates`, `cipher_list`, ...).
+    /// The endpoint's section at fault: `tls` or `tls_interception`.
+    pub section: &'static str,
+    /// The setting in `section` at fault (`certificates`, `cipher_list`, ...).
     pub field: &'static str,
     /// What is wrong.
     pub message: String,
@@ -54,6 +59,7 @@ pub struct TlsSetupError {
 /// A [`TlsSetupError`] for the setting `field`.
 pub(crate) fn setup_error(field: &'static str, e: impl std::fmt::Display) -> TlsSetupError {
     TlsSetupError {
+        section: "tls",
         field,
         message: e.to_string(),
     }
@@ -225,6 +231,7 @@ pub fn facts(ssl: &SslRef) -> TlsFacts {
             .map(|c| c.name().to_string())
             .unwrap_or_default(),
         client_certificate: ssl.peer_certificate().map(|cert| certificate_facts(&cert)),
+        intercepted: false,
     }
 }
 
@@ -285,4 +292,13 @@ pub mod oxy_tls {
     /// TLS handshakes failed, by endpoint and reason (`timeout`, `client_certificate`,
     /// `handshake`).
     pub fn handshake_failures_total(endpoint: &str, reason: &str) -> Counter;
+
+    /// TLS ClientHellos found in tunnels the tunnel hook decapsulated, by endpoint and
+    /// outcome (`intercepted`, `passed`, `blocked`, `handshake_failed`).
+    pub fn interceptions_total(endpoint: &str, outcome: &str) -> Counter;
+
+    /// Upstream certificates that failed verification, by endpoint and reason
+    /// (`unknown_issuer`, `expired`, `not_yet_valid`, `hostname_mismatch`,
+    /// `self_signed`, `other`).
+    pub fn upstream_verification_failures_total(endpoint: &str, reason: &str) -> Counter;
 }

@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod packet;
 pub mod pump;
 mod refused;
+pub mod sniff;
 mod splice;
 pub mod stream;
 pub mod tcp;

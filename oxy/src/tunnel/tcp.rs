@@ -6,7 +6,8 @@ use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
-    EgressContext, Target, Transport, TunnelAction, TunnelContext, TunnelSummary, Upstream,
+    EgressContext, InnerAction, InnerProtocol, Inspection, Target, Transport, TunnelAction,
+    TunnelContext, TunnelSummary,
 };
 use crate::offramp::tcp::{self as offramp_tcp, ConnectError};
 use crate::services::Services;
@@ -22,11 +23,18 @@ use tokio::net::TcpStream;
 
 /// A tunnel whose off-ramp is connected, ready to pump.
 pub struct TcpTunnel<App: OxyExt> {
+    record: TunnelRecord<App>,
+    /// The target's connection (kept while Oxy looks inside, in case it pumps after all).
+    server: TcpStream,
+    /// Whether the tunnel hook asked to look inside ([`TunnelAction::Decapsulate`]).
+    decapsulate: bool,
+    limits: PumpLimits,
+}
+
+/// What a tunnel's end needs: the tunnel hook's context and the audit record's start.
+struct TunnelRecord<App: OxyExt> {
     services: Arc<Services<App>>,
     cx: TunnelContext<App>,
-    /// The target's connection; `None` once the tunnel hook asked to decapsulate.
-    server: Option<TcpStream>,
-    limits: PumpLimits,
     audit: AuditStart,
 }
 
@@ -112,11 +120,14 @@ pub async fn open<App: OxyExt>(
         }
     }
     Ok(TcpTunnel {
-        services: services.clone(),
-        cx,
-        server: (!decapsulate).then_some(server),
+        record: TunnelRecord {
+            services: services.clone(),
+            cx,
+            audit,
+        },
+        server,
+        decapsulate,
         limits,
-        audit,
     })
 }
 
@@ -130,50 +141,97 @@ fn limits_of(idle: Duration, max_lifetime: Duration) -> PumpLimits {
 impl<App: OxyExt> TcpTunnel<App> {
     /// The address the off-ramp connected to.
     pub fn peer_addr(&self) -> SocketAddr {
-        self.cx.peer_addr
+        self.record.cx.peer_addr
     }
 
-    /// Where the HTTP requests in the client's bytes go when the tunnel hook asked to
-    /// decapsulate the tunnel ([`TunnelAction::Decapsulate`]): the tunnel's target.
-    pub fn decapsulated_upstream(&self) -> Option<Upstream> {
-        if self.server.is_some() {
-            return None;
+    /// Whether the tunnel hook asked Oxy to look inside ([`TunnelAction::Decapsulate`]):
+    /// the caller then hands the client's stream to `http::inspect`.
+    pub fn decapsulating(&self) -> bool {
+        self.decapsulate
+    }
+
+    /// The target the tunnel reaches (after any redirect).
+    pub fn target(&self) -> &Target {
+        &self.record.cx.target
+    }
+
+    /// The tunnel's id, as in its audit record.
+    pub fn id(&self) -> &str {
+        self.record.audit.id()
+    }
+
+    /// Asks the tunnel hook what to do with `found`, the client's first bytes (the
+    /// hook's default without one).
+    pub async fn inner_action(&mut self, found: &InnerProtocol) -> InnerAction {
+        match &self.record.services.hooks.tunnel {
+            Some(hook) => hook.on_inner_protocol(&mut self.record.cx, found).await,
+            None => match found {
+                InnerProtocol::Http | InnerProtocol::Tls(_) => InnerAction::Inspect,
+                InnerProtocol::Unknown => InnerAction::Pass,
+            },
         }
-        let authority = self.cx.target.to_string().parse().ok()?;
-        Some(Upstream {
-            authority,
-            tls: false,
-        })
     }
 
-    /// Runs `session`, Oxy's HTTP server on the client's bytes, in place of pumping a
-    /// decapsulated tunnel; then runs the tunnel-end hook, counts and audits it.
-    pub async fn decapsulate<T>(self, session: impl Future<Output = T>) -> T {
-        let endpoint = self.cx.endpoint.name().to_string();
+    /// Records how the contents are handled, for the summary and the audit record.
+    pub fn set_inspection(&mut self, inspection: Inspection) {
+        self.record.audit.inspection = inspection;
+    }
+
+    /// Runs `session`, Oxy's HTTP server on the client's bytes (plain or intercepted), in
+    /// place of pumping: closes the target's connection, then runs the tunnel-end hook,
+    /// counts and audits the tunnel.
+    pub async fn serve_inside<T>(self, session: impl Future<Output = T>) -> T {
+        let TcpTunnel { record, server, .. } = self;
+        drop(server);
+        let endpoint = record.cx.endpoint.name().to_string();
         oxy_tunnel::started_total(&endpoint, "tcp").inc();
         let active = oxy_tunnel::active(&endpoint, "tcp");
         active.inc();
         let ended = session.await;
         active.dec();
         oxy_tunnel::ended_total(&endpoint, "decapsulated").inc();
-        self.finish(Traffic::default(), "decapsulated".into()).await;
+        record
+            .finish(Traffic::default(), "decapsulated".into())
+            .await;
         ended
+    }
+
+    /// Ends a tunnel the tunnel hook blocked once it saw inside: counted and audited.
+    pub async fn blocked(mut self, reason: &str) {
+        let cx = &self.record.cx;
+        tracing::info!(destination = %cx.target, %reason, "tunnel blocked");
+        oxy_tunnel::ended_total(cx.endpoint.name(), "blocked").inc();
+        self.set_inspection(Inspection::Blocked);
+        (self.record)
+            .finish(Traffic::default(), format!("blocked: {reason}"))
+            .await;
+    }
+
+    /// Ends a tunnel Oxy could not look inside as asked (the intercepted handshake
+    /// failed): counted and audited with `reason`.
+    pub async fn abandon(self, reason: &str) {
+        oxy_tunnel::ended_total(self.record.cx.endpoint.name(), "inspection_failed").inc();
+        (self.record)
+            .finish(Traffic::default(), reason.to_string())
+            .await;
     }
 
     /// Pumps `client` through the tunnel until it ends, then runs the tunnel-end hook,
     /// counts and audits it.
-    pub async fn pump(mut self, client: TunnelStream, drain: &Drain) -> CloseReason {
-        let Some(server) = self.server.take() else {
-            return CloseReason::Error("the tunnel was decapsulated".into());
-        };
-        let endpoint = self.cx.endpoint.name().to_string();
+    pub async fn pump(self, client: TunnelStream, drain: &Drain) -> CloseReason {
+        let TcpTunnel {
+            record,
+            server,
+            limits,
+            ..
+        } = self;
+        let endpoint = record.cx.endpoint.name().to_string();
         oxy_tunnel::started_total(&endpoint, "tcp").inc();
         let active = oxy_tunnel::active(&endpoint, "tcp");
         active.inc();
-        let (target, peer) = (self.cx.target.clone(), self.cx.peer_addr);
+        let (target, peer) = (&record.cx.target, record.cx.peer_addr);
         tracing::debug!(destination = %target, %peer, "tunnel open");
-        let (outcome, zero_copy) =
-            pump_tcp(client, server, self.limits, drain.force_closing()).await;
+        let (outcome, zero_copy) = pump_tcp(client, server, limits, drain.force_closing()).await;
         active.dec();
         if zero_copy {
             oxy_tunnel::zero_copy_total(&endpoint).inc();
@@ -194,18 +252,21 @@ impl<App: OxyExt> TcpTunnel<App> {
             bytes_down: outcome.bytes_down,
             ..Traffic::default()
         };
-        self.finish(traffic, outcome.reason.to_string()).await;
+        record.finish(traffic, outcome.reason.to_string()).await;
         outcome.reason
     }
 
     /// Ends a tunnel whose client stream never came (the upgrade after the 2xx failed):
     /// runs the tunnel-end hook, counts and audits it as `upgrade_failed`.
     pub async fn upgrade_failed(self) {
-        oxy_tunnel::ended_total(self.cx.endpoint.name(), "upgrade_failed").inc();
-        self.finish(Traffic::default(), "upgrade_failed".into())
+        oxy_tunnel::ended_total(self.record.cx.endpoint.name(), "upgrade_failed").inc();
+        (self.record)
+            .finish(Traffic::default(), "upgrade_failed".into())
             .await;
     }
+}
 
+impl<App: OxyExt> TunnelRecord<App> {
     /// Runs the tunnel-end hook and writes the audit record of a tunnel that closed.
     async fn finish(mut self, traffic: Traffic, close_reason: String) {
         let summary = TunnelSummary {
@@ -215,6 +276,7 @@ impl<App: OxyExt> TcpTunnel<App> {
             packets_down: 0,
             duration: self.audit.elapsed(),
             close_reason,
+            inspection: self.audit.inspection,
         };
         if let Some(hook) = &self.services.hooks.tunnel {
             hook.on_tunnel_end(&mut self.cx, &summary).await;

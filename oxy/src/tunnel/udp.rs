@@ -7,8 +7,8 @@ use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
-    ConnectionEnd, EgressContext, IngressAction, IngressConnectionContext, Target, Transport,
-    TunnelAction, TunnelContext, TunnelSummary,
+    ConnectionEnd, EgressContext, IngressAction, IngressConnectionContext, Inspection, Target,
+    Transport, TunnelAction, TunnelContext, TunnelSummary,
 };
 use crate::offramp::route::{EgressRoute, egress_route};
 use crate::offramp::tcp::ConnectError;
@@ -358,6 +358,7 @@ impl<App: OxyExt> UdpTunnel<App> {
             packets_down: counts.packets_down,
             duration: self.audit.elapsed(),
             close_reason: reason.to_string(),
+            inspection: Inspection::None,
         };
         if let Some(hook) = &self.services.hooks.tunnel {
             hook.on_tunnel_end(&mut self.cx, &summary).await;

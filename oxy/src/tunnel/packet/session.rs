@@ -556,21 +556,17 @@ impl<App: OxyExt> PacketSession<App> {
             return;
         };
         let stream = TunnelStream::Boxed(Box::new(stream));
-        let decapsulated = tunnel.decapsulated_upstream().map(|upstream| {
+        let inspecting = tunnel.decapsulating().then(|| {
             let client = self.flow_client(&key);
-            self.setup
-                .handler
-                .for_client(&client)
-                .decapsulating(upstream)
+            self.setup.handler.for_client(&client)
         });
         let events = self.events.0.clone();
         let task_drain = drain.clone();
         drain.spawn_connection(
             async move {
-                match decapsulated {
-                    Some(inner) => {
-                        let session = crate::http::server::serve_with(inner, stream, &task_drain);
-                        tunnel.decapsulate(session).await;
+                match inspecting {
+                    Some(handler) => {
+                        crate::http::inspect::serve(tunnel, stream, &handler, &task_drain).await;
                     }
                     None => {
                         tunnel.pump(stream, &task_drain).await;
