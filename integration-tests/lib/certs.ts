@@ -25,14 +25,44 @@ function issue(dir: string, name: string, subject: string, ext: string): { chain
   return { chain: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
 }
 
-/** Makes a fresh PKI in a temp directory; `serverNames` are extra DNS names for `server`,
- * `serverIps` extra IP addresses (IP SANs) for it. */
-export function makePki(serverNames: string[] = [], serverIps: string[] = []): TestPki {
+/** Makes a fresh PKI in a temp directory; `serverNames` are extra DNS names for `server`
+ * (wildcards too: `*.load.oxy.test`), `serverIps` extra IP addresses (IP SANs) for it;
+ * `caName` is the CA's common name (give two PKIs different ones when a client must tell
+ * their CAs apart by name). */
+export function makePki(serverNames: string[] = [], serverIps: string[] = [], caName = "Oxy Test CA"): TestPki {
   const dir = mkdtempSync(join(tmpdir(), "oxy-pki-"));
-  openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Oxy Test CA"], dir);
+  openssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", `/CN=${caName}`], dir);
   const san = ["DNS:localhost", "IP:127.0.0.1", ...serverNames.map((name) => `DNS:${name}`), ...serverIps.map((ip) => `IP:${ip}`)].join(",");
   const server = issue(dir, "server", "/CN=localhost", `subjectAltName=${san}\nextendedKeyUsage=serverAuth\n`);
   const other = issue(dir, "other", "/CN=other.oxy.test", "subjectAltName=DNS:other.oxy.test\nextendedKeyUsage=serverAuth\n");
   const client = issue(dir, "client", "/CN=alice/O=Oxy Tests", "subjectAltName=DNS:alice.oxy.test,email:alice@oxy.test\nextendedKeyUsage=clientAuth\n");
   return { dir, ca: join(dir, "ca.pem"), server, other, client };
+}
+
+/** A CA for TLS interception: its certificate and key (PEM file paths). */
+export interface InterceptionCa {
+  dir: string;
+  /** The CA certificate (PEM): what clients that accept interception trust, and
+   * `tls_interception.ca_chain`. */
+  cert: string;
+  /** Its private key (PEM): `tls_interception.ca_key`. */
+  key: string;
+  /** Its subject's common name, which every minted leaf names as issuer. */
+  commonName: string;
+}
+
+/** Makes a fresh interception CA in a temp directory: EC P-256, `CA:TRUE` and
+ * `keyCertSign` (both critical), valid 2 days. */
+export function makeInterceptionCa(commonName = "Oxy Test Interception CA"): InterceptionCa {
+  const dir = mkdtempSync(join(tmpdir(), "oxy-interception-ca-"));
+  openssl(
+    [
+      "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+      "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", `/CN=${commonName}`,
+      "-addext", "basicConstraints=critical,CA:TRUE",
+      "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    ],
+    dir,
+  );
+  return { dir, cert: join(dir, "ca.pem"), key: join(dir, "ca.key"), commonName };
 }

@@ -35,3 +35,22 @@ export async function curl(args: string[]): Promise<CurlResult> {
     return { ok: false, code: typeof e.code === "number" ? e.code : -1, ...parse(String(e.stdout ?? "")), stderr: String(e.stderr ?? e.message) };
   }
 }
+
+/** Splits curl `-D -` output into the last response's headers (lowercase names) and body;
+ * through a CONNECT tunnel the proxy's answer to the CONNECT comes first. */
+export function lastResponse(out: string): { headers: Record<string, string>; body: string } {
+  let rest = out;
+  let head = "";
+  while (rest.startsWith("HTTP/")) {
+    const end = rest.indexOf("\r\n\r\n");
+    if (end < 0) break;
+    head = rest.slice(0, end);
+    rest = rest.slice(end + 4);
+  }
+  const headers: Record<string, string> = {};
+  for (const line of head.split("\r\n").slice(1)) {
+    const colon = line.indexOf(":");
+    headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
+  }
+  return { headers, body: rest };
+}

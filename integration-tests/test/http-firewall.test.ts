@@ -1,9 +1,11 @@
 // The http-firewall example app with its shipped config (config/http-firewall.yaml),
 // adjusted only for the test: listeners on port 0, the reverse proxy's upstream and the inspected
-// port pointing at a local origin, and a local DNS server as the resolver. Host and
-// method rules on the forward proxy (absolute-form and CONNECT), path, method and header
-// rules inside decapsulated CONNECT tunnels, the reverse proxy's block page over
-// HTTP/1.1 and h2c, streaming body inspection, and config errors.
+// ports pointing at local origins (plain HTTP and HTTPS), a test interception CA and the
+// HTTPS origin's CA as the upstream trust, one body rule more on the forward proxy, and a
+// local DNS server as the resolver. Host and method rules on the forward proxy
+// (absolute-form and CONNECT), path, method and header rules inside decapsulated CONNECT
+// tunnels, the same rules (and a body rule) inside intercepted TLS, the reverse proxy's
+// block page over HTTP/1.1 and h2c, streaming body inspection, and config errors.
 
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -16,12 +18,17 @@ import { after, before, describe, test } from "node:test";
 import { promisify } from "node:util";
 import { ProxyAgent, fetch as undiciFetch } from "undici";
 import { parse } from "yaml";
-import { curl } from "../lib/curl.ts";
+import { makeInterceptionCa, makePki, type TestPki } from "../lib/certs.ts";
+import { curl, lastResponse as response } from "../lib/curl.ts";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
+import { startHttpsOrigin, type HttpsOrigin } from "../lib/https-origin.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { OxyProcess, repoRoot, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
 
 const shipped = parse(readFileSync(join(repoRoot, "config", "http-firewall.yaml"), "utf8"));
+
+/** Stands in for the shipped interception CA (which `make certs` writes). */
+const interceptionCa = makeInterceptionCa();
 
 /** Names the test resolver knows, all on loopback. The blocked ones are here too, so a
  * rule that failed to block would let the request through to the origin. */
@@ -34,6 +41,7 @@ const names = [
   "ads.example",
   "x.ads.example",
   "something.paste.example",
+  "secure.example",
 ];
 
 /** The shipped config with every listener on port 0 (the kernel picks). */
@@ -50,39 +58,31 @@ function onPortZero(): Record<string, any> {
   const [forward, site] = settings.endpoints;
   assert.deepEqual([forward.http.forward_proxy, forward.http.connect], [true, true]);
   assert.deepEqual([site.http.forward_proxy, site.http.connect, site.http.connect_udp], [undefined, undefined, undefined]);
+  // The forward proxy looks into CONNECT tunnels to ports 80 and 443, and intercepts the
+  // TLS in them with the CA `make certs` writes; the reverse proxy intercepts nothing.
+  assert.deepEqual(forward.app.inspect_ports, [80, 443]);
+  assert.match(forward.tls_interception?.ca_chain ?? "", /(^|\/)certs\/interception-ca\.crt$/);
+  assert.match(forward.tls_interception?.ca_key ?? "", /(^|\/)certs\/interception-ca\.key$/);
+  assert.equal(site.tls_interception, undefined);
   for (const endpoint of settings.endpoints) endpoint.listen = ["127.0.0.1:0"];
+  // Relative paths would be read from the temp directory the test writes the settings to.
+  forward.tls_interception = { ...forward.tls_interception, ca_chain: interceptionCa.cert, ca_key: interceptionCa.key };
   return settings;
 }
 
-/** The shipped config on port 0, the origin as upstream and inspected port, and the test
- * DNS server as the only resolver. */
-function adjusted(origin: Origin, dns: DnsServer): Record<string, any> {
+/** The shipped config on port 0, the origin as upstream and inspected port, the HTTPS
+ * origin as the other inspected port (its CA trusted upstream), a body rule on the forward
+ * proxy's uploads, and the test DNS server as the only resolver. */
+function adjusted(origin: Origin, secure: HttpsOrigin, securePki: TestPki, dns: DnsServer): Record<string, any> {
   const settings = onPortZero();
   settings.dns = { groups: [{ name: "test", servers: [{ address: `127.0.0.1:${dns.port}` }] }] };
   const forward = settings.endpoints.find((e: any) => e.name === "forward");
-  forward.app.inspect_ports = [origin.port];
+  forward.app.inspect_ports = [origin.port, secure.port];
+  forward.app.rules.push({ name: "no-keys-in-uploads", path_prefixes: ["/upload"], body_contains: ["AKIA0000SECRETKEY"] });
+  forward.http.client = { ...forward.http.client, ca_file: securePki.ca };
   const site = settings.endpoints.find((e: any) => e.name === "site");
   site.http.upstream = `http://127.0.0.1:${origin.port}`;
   return settings;
-}
-
-/** Splits curl `-D -` output into the last response's headers (lowercase names) and body;
- * through a CONNECT tunnel the proxy's answer to the CONNECT comes first. */
-function response(out: string): { headers: Record<string, string>; body: string } {
-  let rest = out;
-  let head = "";
-  while (rest.startsWith("HTTP/")) {
-    const end = rest.indexOf("\r\n\r\n");
-    if (end < 0) break;
-    head = rest.slice(0, end);
-    rest = rest.slice(end + 4);
-  }
-  const headers: Record<string, string> = {};
-  for (const line of head.split("\r\n").slice(1)) {
-    const colon = line.indexOf(":");
-    headers[line.slice(0, colon).trim().toLowerCase()] = line.slice(colon + 1).trim();
-  }
-  return { headers, body: rest };
 }
 
 /** The rule and block id a block page shows. */
@@ -141,6 +141,9 @@ describe("http-firewall with its shipped config", () => {
   let origin: Origin;
   /** A second origin, on a port that is not inspected. */
   let plain: Origin;
+  /** An HTTPS origin on an inspected port, its certificate from `securePki`. */
+  let secure: HttpsOrigin;
+  let securePki: TestPki;
   let dns: DnsServer;
   let oxy: OxyProcess;
   let forward: string;
@@ -153,8 +156,10 @@ describe("http-firewall with its shipped config", () => {
     dir = mkdtempSync(join(tmpdir(), "oxy-firewall-"));
     origin = await startOrigin();
     plain = await startOrigin();
+    securePki = makePki(["secure.example"]);
+    secure = await startHttpsOrigin(securePki.server, "secure");
     dns = await startDnsServer(Object.fromEntries(names.map((n) => [n, ["127.0.0.1"]])));
-    oxy = await OxyProcess.start({ binary: "http-firewall", settings: adjusted(origin, dns) });
+    oxy = await OxyProcess.start({ binary: "http-firewall", settings: adjusted(origin, secure, securePki, dns) });
     forward = oxy.url("forward");
     site = oxy.url("site");
     sitePort = oxy.port("site");
@@ -163,6 +168,7 @@ describe("http-firewall with its shipped config", () => {
   after(async () => {
     await origin.close();
     await plain.close();
+    await secure.close();
     await dns.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -348,6 +354,55 @@ describe("http-firewall with its shipped config", () => {
     assert.equal(JSON.parse(record).close_reason, "completed");
   });
 
+  test("forward proxy: CONNECT to an inspected HTTPS port is intercepted and its requests meet every rule", async () => {
+    const counts = async () =>
+      Object.fromEntries(await Promise.all(["no-dotfiles", "scanners", "no-keys-in-uploads"].map(async (r) => [r, await blocked(r)])));
+    const start = await counts();
+    const target = `https://secure.example:${secure.port}`;
+    const tls = ["-x", forward, "--cacert", interceptionCa.cert];
+
+    // Trusting only the origin's own CA, the client refuses the certificate it is shown:
+    // the firewall answered the TLS itself.
+    const refused = await curl(["-x", forward, "--cacert", securePki.ca, `${target}/fine-tls`]);
+    assert.equal(refused.code, 60, `curl exit ${refused.code} (60: certificate problem): ${refused.stderr}`);
+
+    // A global path rule: the block page inside TLS, over HTTP/2 and HTTP/1.1.
+    await assertBlockPage(await curl(["-D", "-", ...tls, "--http2", `${target}/.git/config`]), "no-dotfiles");
+    await assertBlockPage(await curl(["-D", "-", ...tls, "--http1.1", `${target}/.env`]), "no-dotfiles");
+    // The scanner's user agent on the request inside TLS only (a harmless one on the CONNECT).
+    const sqlmap = "User-Agent: sqlmap/1.7.2#stable (https://sqlmap.org)";
+    await assertBlockPage(await curl(["-D", "-", ...tls, "--proxy-header", "User-Agent: curl", "-H", sqlmap, `${target}/search?q=tls`]), "scanners");
+
+    // Allowed requests reach the origin over TLS, bodies whole.
+    const fine = await curl(["-D", "-", ...tls, `${target}/fine-tls`]);
+    assert.equal(fine.status, 200, fine.stderr + oxy.logs().slice(-3000));
+    const answer = JSON.parse(response(fine.body).body);
+    assert.deepEqual([answer.origin, answer.method, answer.path], ["secure", "GET", "/fine-tls"]);
+    const fineUpload = await curl([...tls, "-H", "content-type: application/octet-stream", "--data-binary", "aws_region = x", `${target}/upload/fine`]);
+    assert.equal(fineUpload.status, 200, fineUpload.stderr + fineUpload.body);
+    assert.equal(secure.seen.find((s) => s.path === "/upload/fine")?.body, "aws_region = x");
+    const seen = secure.seen.find((s) => s.path === "/fine-tls");
+    assert.equal(seen?.authority, `secure.example:${secure.port}`);
+
+    // The forward proxy's body rule (added by the test) meets an upload inside TLS.
+    const upload = await curl([...tls, "-H", "content-type: application/octet-stream", "--data-binary", "aws_access_key_id = AKIA0000SECRETKEY", `${target}/upload/keys`]);
+    assert.equal(upload.status, 403, upload.stderr + upload.body);
+    assert.match(upload.body, /^blocked by rule no-keys-in-uploads \(block id [0-9a-f]{16}\)/);
+
+    for (const path of ["/.git/config", "/.env", "/search?q=tls"]) {
+      assert.ok(!secure.started.some((s) => s.endsWith(` ${path}`)), `${path} never reaches the origin`);
+    }
+    assert.ok(!secure.seen.some((s) => s.path === "/upload/keys"), "the blocked upload is not completed upstream: " + JSON.stringify(secure.seen.filter((s) => s.path === "/upload/keys")));
+    assert.ok(!secure.seen.some((s) => s.body.includes("AKIA0000SECRETKEY")));
+    assert.deepEqual(await counts(), {
+      "no-dotfiles": start["no-dotfiles"] + 2,
+      scanners: start.scanners + 1,
+      "no-keys-in-uploads": start["no-keys-in-uploads"] + 1,
+    });
+    const intercepted = (await oxy.metric('oxy_tls_interceptions_total{endpoint="forward",outcome="intercepted"}')) ?? 0;
+    assert.ok(intercepted >= 6, `${intercepted} interceptions counted`);
+  });
+
   test("reverse proxy: path, method and header rules with a block page over HTTP/1.1 and h2c", async () => {
     const counts = async () =>
       Object.fromEntries(await Promise.all(["admin-area", "no-destructive-api", "no-dotfiles", "scanners"].map(async (r) => [r, await blocked(r)])));
@@ -516,7 +571,7 @@ describe("http-firewall settings", () => {
   });
 
   test("--check-config rejects a rule the start would reject", async () => {
-    const settings = structuredClone(shipped);
+    const settings = onPortZero();
     settings.app.rules.push({ name: "broken-pattern", path_patterns: ["^/(unclosed"] });
     const checked = await runToExit("http-firewall", ["--check-config", "--config", writeConfig(settings)]);
     assert.equal(checked.code, 2, checked.stderr);

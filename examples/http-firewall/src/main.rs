@@ -24,8 +24,9 @@ pub struct FirewallSettings {
 pub struct FirewallEndpointSettings {
     /// Rules for this endpoint, checked first.
     pub rules: Vec<RuleSettings>,
-    /// Ports whose CONNECT tunnels carry plain HTTP: the firewall asks Oxy to
-    /// decapsulate them, so the requests inside meet every rule, not just host rules.
+    /// Ports whose CONNECT tunnels the firewall looks inside: plain HTTP is served
+    /// through the rules, and HTTPS too when the endpoint has `tls_interception`, so the
+    /// requests inside meet every rule, not just host rules. Other protocols are refused.
     pub inspect_ports: Vec<u16>,
 }
 
@@ -188,6 +189,22 @@ impl TunnelHook<Firewall> for Rules {
             return TunnelAction::Decapsulate;
         }
         TunnelAction::Continue
+    }
+
+    /// What an inspected port carries: HTTP and TLS are inspected; anything else would
+    /// pass uninspected, so it is refused.
+    async fn on_inner_protocol(
+        &self,
+        cx: &mut TunnelContext<Firewall>,
+        found: &InnerProtocol,
+    ) -> InnerAction {
+        match found {
+            InnerProtocol::Http | InnerProtocol::Tls(_) => InnerAction::Inspect,
+            InnerProtocol::Unknown => {
+                let id = record_block("uninspectable", &format!("tunnel to {}", cx.target));
+                InnerAction::Block(format!("neither HTTP nor TLS (block id {id})"))
+            }
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use http_body::{Body, Frame, SizeHint};
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 /// What a tap decides after seeing data.
@@ -52,14 +53,30 @@ pub struct TappedBody {
     /// Chunks judged and waiting for the next verdict, then trailers if any.
     held: VecDeque<Frame<Bytes>>,
     ended: bool,
+    /// Set to the reason when the tap blocks the body.
+    blocked: Arc<OnceLock<String>>,
 }
 
 impl TappedBody {
     /// `inner` seen by `tap` when there is one, else `inner` as it is.
     pub fn wrap(inner: HttpBody, tap: Option<Box<dyn BodyTap>>) -> HttpBody {
+        Self::wrap_watched(inner, tap).0
+    }
+
+    /// Like [`TappedBody::wrap`], with where the block reason appears if the tap blocks:
+    /// whoever sends the body learns why it failed even when the error it gets back
+    /// (from an HTTP/2 upstream's reset stream) no longer carries the [`BodyBlocked`].
+    pub fn wrap_watched(
+        inner: HttpBody,
+        tap: Option<Box<dyn BodyTap>>,
+    ) -> (HttpBody, Arc<OnceLock<String>>) {
         match tap {
-            Some(tap) => http_body_util::BodyExt::boxed_unsync(Self::new(inner, tap)),
-            None => inner,
+            Some(tap) => {
+                let body = Self::new(inner, tap);
+                let blocked = body.blocked.clone();
+                (http_body_util::BodyExt::boxed_unsync(body), blocked)
+            }
+            None => (inner, Arc::default()),
         }
     }
 
@@ -72,6 +89,7 @@ impl TappedBody {
             judging: None,
             held: VecDeque::new(),
             ended: false,
+            blocked: Arc::default(),
         }
     }
 }
@@ -97,6 +115,7 @@ impl Body for TappedBody {
                     this.ended = true;
                     this.judging = None;
                     this.held.clear();
+                    let _ = this.blocked.set(reason.clone());
                     return Poll::Ready(Some(Err(Box::new(BodyBlocked(reason)))));
                 }
                 // Everything held so far is cleared by this later verdict.

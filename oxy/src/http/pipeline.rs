@@ -459,7 +459,7 @@ impl<App: OxyExt> Handler<App> {
             .http_request
             .as_ref()
             .and_then(|hook| hook.request_body_tap(&parts, cx));
-        let body = TappedBody::wrap(body, tap);
+        let (body, blocked) = TappedBody::wrap_watched(body, tap);
         let request = Request::from_parts(parts, body);
         let exchange = async {
             match &one_off {
@@ -480,6 +480,11 @@ impl<App: OxyExt> Handler<App> {
                     StatusCode::GATEWAY_TIMEOUT,
                     "the upstream did not answer in time",
                 );
+            }
+            Some(Err(_)) if let Some(reason) = blocked.get() => {
+                oxy_http::errors_total(name, "body_blocked").inc();
+                tracing::info!(%reason, "request body blocked");
+                return text_response(StatusCode::FORBIDDEN, reason);
             }
             Some(Err(e)) => {
                 oxy_http::errors_total(name, e.reason).inc();

@@ -112,6 +112,22 @@ fn later_copy(time: &Asn1TimeRef) -> Result<Asn1Time, ErrorStack> {
 /// Checks that `ca` can sign server certificates that chain to it: mints one and
 /// verifies it the way a client that trusts the CA would. The error says why not.
 pub fn check_ca(ca: &CertifiedKey, leaf_key: &PKeyRef<Private>) -> Result<(), String> {
+    let Some(first) = ca.chain.first() else {
+        return Err("the CA chain is empty".into());
+    };
+    // BoringSSL takes a trust anchor as it is, so the CA's own extensions are read here.
+    let der = first.to_der().map_err(|e| e.to_string())?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|e| format!("cannot read the CA certificate: {e}"))?;
+    let is_ca = matches!(parsed.basic_constraints(), Ok(Some(b)) if b.value.ca);
+    if !is_ca {
+        return Err("the first certificate is not a CA (basicConstraints CA:TRUE)".into());
+    }
+    if let Ok(Some(usage)) = parsed.key_usage()
+        && !usage.value.key_cert_sign()
+    {
+        return Err("the CA certificate's key usage does not allow keyCertSign".into());
+    }
     let name = LeafName::Dns("interception-check.oxy.invalid".into());
     let leaf = mint(ca, leaf_key, &name, Duration::from_secs(3600))
         .map_err(|e| format!("cannot sign a certificate with this CA: {e}"))?;

@@ -4,6 +4,7 @@
 mod cache;
 mod client_hello;
 mod mint;
+pub mod quic_initial;
 
 pub use client_hello::{ClientHello, HelloError, parse_client_hello};
 pub use mint::LeafName;

@@ -4,9 +4,9 @@
 //! Everything here reads untrusted bytes: every read is bounds-checked, nothing panics, and
 //! hostile input ends in [`Sniffed::NotQuic`] or a [`HelloError`].
 
+use super::client_hello::{ClientHello, HelloError, parse_client_hello};
 use rustls::Side;
 use rustls::quic::{DirectionalKeys, Version};
-use std::fmt;
 use std::ops::Range;
 
 /// QUIC version 1 (RFC 9000).
@@ -15,30 +15,8 @@ const QUIC_V1: u32 = 0x0000_0001;
 const QUIC_V2: u32 = 0x6b33_43cf;
 /// The longest connection ID QUIC v1 and v2 allow (RFC 9000 §17.2).
 const MAX_CID_LEN: usize = 20;
-/// The largest ClientHello read; rustls refuses larger handshake messages too.
-const MAX_CLIENT_HELLO_LEN: usize = 0xffff;
 /// The largest CRYPTO stream offset QUIC allows (RFC 9000 §19.6: 2^62 - 1).
 const MAX_STREAM_OFFSET: u64 = (1 << 62) - 1;
-
-/// TLS handshake message type of a ClientHello.
-const HANDSHAKE_CLIENT_HELLO: u8 = 1;
-/// TLS extension `server_name` (RFC 6066).
-const EXT_SERVER_NAME: u16 = 0;
-/// TLS extension `application_layer_protocol_negotiation` (RFC 7301).
-const EXT_ALPN: u16 = 16;
-/// `NameType` `host_name` in a `server_name` list.
-const NAME_TYPE_HOST_NAME: u8 = 0;
-
-/// What a TLS ClientHello says about where the client is going.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ClientHello {
-    /// The `server_name` extension's host name: printable ASCII, lowercased, one trailing
-    /// dot removed. `None` without the extension, or when it names no host.
-    pub sni: Option<String>,
-    /// The ALPN protocol ids in the client's order, as lossy UTF-8; empty without the
-    /// extension.
-    pub alpn: Vec<String>,
-}
 
 /// What the first datagram(s) of a UDP flow turned out to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,26 +32,6 @@ pub enum Sniffed {
     /// same bytes).
     NotQuic,
 }
-
-/// Why a ClientHello could not be read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HelloError {
-    /// The bytes so far are a consistent start of a ClientHello, but it is not all there.
-    Incomplete,
-    /// Not a well-formed ClientHello; the text names what is wrong.
-    Malformed(&'static str),
-}
-
-impl fmt::Display for HelloError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Incomplete => f.write_str("ClientHello incomplete"),
-            Self::Malformed(what) => write!(f, "malformed ClientHello: {what}"),
-        }
-    }
-}
-
-impl std::error::Error for HelloError {}
 
 /// Sniffs the first datagram of a UDP flow for a QUIC v1/v2 client Initial and reads its
 /// ClientHello.
@@ -296,7 +254,11 @@ fn parse_long_header(packet: &[u8]) -> Option<LongHeader> {
 /// Removes header protection and decrypts one Initial packet in place (`packet` is exactly
 /// the packet). Returns where the plaintext payload lies in `packet`, or `None` when the
 /// packet is too short or does not open.
-fn open_packet(keys: &DirectionalKeys, packet: &mut [u8], pn_offset: usize) -> Option<Range<usize>> {
+fn open_packet(
+    keys: &DirectionalKeys,
+    packet: &mut [u8],
+    pn_offset: usize,
+) -> Option<Range<usize>> {
     // The header-protection sample starts 4 bytes past the Packet Number's start
     // (RFC 9001 §5.4.2), whatever the Packet Number's length.
     let sample_start = pn_offset.checked_add(4)?;
@@ -413,157 +375,6 @@ fn contiguous_prefix(fragments: &mut [Fragment]) -> Option<Vec<u8>> {
     Some(stream)
 }
 
-/// Reads a TLS ClientHello handshake message (type, 3-byte length, body) for its SNI and
-/// ALPN. Bytes after the message are ignored. For TLS over TCP, the caller strips the record
-/// headers and joins the records' payloads first.
-pub(crate) fn parse_client_hello(handshake: &[u8]) -> Result<ClientHello, HelloError> {
-    let mut r = Reader::new(handshake);
-    let Some(msg_type) = r.u8() else {
-        return Err(HelloError::Incomplete);
-    };
-    if msg_type != HANDSHAKE_CLIENT_HELLO {
-        return Err(bad("not a ClientHello"));
-    }
-    let Some(len) = r.u24() else {
-        return Err(HelloError::Incomplete);
-    };
-    let len = usize::try_from(len).map_err(|_| bad("length"))?;
-    if len > MAX_CLIENT_HELLO_LEN {
-        return Err(bad("ClientHello too large"));
-    }
-    let Some(body) = r.bytes(len) else {
-        return Err(HelloError::Incomplete);
-    };
-    parse_client_hello_body(body)
-}
-
-/// Reads a ClientHello's body (RFC 8446 §4.1.2, which also covers TLS 1.2's).
-fn parse_client_hello_body(body: &[u8]) -> Result<ClientHello, HelloError> {
-    let mut r = Reader::new(body);
-    r.bytes(2).ok_or(bad("legacy_version"))?;
-    r.bytes(32).ok_or(bad("random"))?;
-    let session_id_len = usize::from(r.u8().ok_or(bad("legacy_session_id"))?);
-    if session_id_len > 32 {
-        return Err(bad("legacy_session_id too long"));
-    }
-    r.bytes(session_id_len).ok_or(bad("legacy_session_id"))?;
-    let suites_len = usize::from(r.u16().ok_or(bad("cipher_suites"))?);
-    if suites_len == 0 || !suites_len.is_multiple_of(2) {
-        return Err(bad("cipher_suites length"));
-    }
-    r.bytes(suites_len).ok_or(bad("cipher_suites"))?;
-    let compression_len = usize::from(r.u8().ok_or(bad("legacy_compression_methods"))?);
-    if compression_len == 0 {
-        return Err(bad("legacy_compression_methods empty"));
-    }
-    r.bytes(compression_len)
-        .ok_or(bad("legacy_compression_methods"))?;
-
-    let mut hello = ClientHello::default();
-    if r.is_empty() {
-        // A ClientHello without extensions (allowed before TLS 1.3).
-        return Ok(hello);
-    }
-    let extensions_len = usize::from(r.u16().ok_or(bad("extensions length"))?);
-    let extensions = r.bytes(extensions_len).ok_or(bad("extensions"))?;
-    if !r.is_empty() {
-        return Err(bad("bytes after extensions"));
-    }
-
-    let mut seen: Vec<u16> = Vec::new();
-    let mut e = Reader::new(extensions);
-    while !e.is_empty() {
-        let ext_type = e.u16().ok_or(bad("extension type"))?;
-        let ext_len = usize::from(e.u16().ok_or(bad("extension length"))?);
-        let data = e.bytes(ext_len).ok_or(bad("extension data"))?;
-        seen.push(ext_type);
-        match ext_type {
-            EXT_SERVER_NAME => hello.sni = parse_server_name(data)?,
-            EXT_ALPN => hello.alpn = parse_alpn(data)?,
-            _ => {}
-        }
-    }
-    // RFC 8446 §4.2: no extension type twice. A sniffer that took the first and a server
-    // that took the last would disagree; servers refuse such a ClientHello anyway.
-    seen.sort_unstable();
-    if seen.windows(2).any(|w| matches!(w, [a, b] if a == b)) {
-        return Err(bad("duplicate extension"));
-    }
-    Ok(hello)
-}
-
-/// Reads a `server_name` extension (RFC 6066 §3) for its host name.
-fn parse_server_name(data: &[u8]) -> Result<Option<String>, HelloError> {
-    let mut r = Reader::new(data);
-    let list_len = usize::from(r.u16().ok_or(bad("server_name list length"))?);
-    let list = r.bytes(list_len).ok_or(bad("server_name list"))?;
-    if !r.is_empty() {
-        return Err(bad("bytes after server_name list"));
-    }
-    if list.is_empty() {
-        return Err(bad("empty server_name list"));
-    }
-    let mut l = Reader::new(list);
-    let mut name = None;
-    while let Some(name_type) = l.u8() {
-        if name_type != NAME_TYPE_HOST_NAME {
-            // Other name types have no defined encoding to skip by; stop, as rustls does.
-            break;
-        }
-        let len = usize::from(l.u16().ok_or(bad("host_name length"))?);
-        let host = l.bytes(len).ok_or(bad("host_name"))?;
-        if name.is_some() {
-            return Err(bad("two host names"));
-        }
-        name = Some(host_name(host)?);
-    }
-    Ok(name)
-}
-
-/// A host name as the ClientHello carries it, checked and normalized: printable ASCII,
-/// lowercased, one trailing dot removed, not empty.
-fn host_name(raw: &[u8]) -> Result<String, HelloError> {
-    let host = raw.strip_suffix(b".").unwrap_or(raw);
-    if host.is_empty() {
-        return Err(bad("empty host name"));
-    }
-    if !host.iter().all(u8::is_ascii_graphic) {
-        return Err(bad("host name not printable ASCII"));
-    }
-    Ok(host
-        .iter()
-        .map(|b| char::from(b.to_ascii_lowercase()))
-        .collect())
-}
-
-/// Reads an ALPN extension (RFC 7301 §3.1) for its protocol ids.
-fn parse_alpn(data: &[u8]) -> Result<Vec<String>, HelloError> {
-    let mut r = Reader::new(data);
-    let list_len = usize::from(r.u16().ok_or(bad("ALPN list length"))?);
-    let list = r.bytes(list_len).ok_or(bad("ALPN list"))?;
-    if !r.is_empty() {
-        return Err(bad("bytes after ALPN list"));
-    }
-    if list.is_empty() {
-        return Err(bad("empty ALPN list"));
-    }
-    let mut l = Reader::new(list);
-    let mut protocols = Vec::new();
-    while let Some(len) = l.u8() {
-        if len == 0 {
-            return Err(bad("empty ALPN protocol id"));
-        }
-        let id = l.bytes(usize::from(len)).ok_or(bad("ALPN protocol id"))?;
-        protocols.push(String::from_utf8_lossy(id).into_owned());
-    }
-    Ok(protocols)
-}
-
-/// A malformed-ClientHello error.
-fn bad(what: &'static str) -> HelloError {
-    HelloError::Malformed(what)
-}
-
 /// A cursor over untrusted bytes: every read is checked and returns `None` past the end.
 struct Reader<'a> {
     buf: &'a [u8],
@@ -577,10 +388,6 @@ impl<'a> Reader<'a> {
 
     fn pos(&self) -> usize {
         self.pos
-    }
-
-    fn is_empty(&self) -> bool {
-        self.pos >= self.buf.len()
     }
 
     fn bytes(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -597,15 +404,6 @@ impl<'a> Reader<'a> {
     fn u8(&mut self) -> Option<u8> {
         let [b] = self.array::<1>()?;
         Some(b)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_be_bytes(self.array::<2>()?))
-    }
-
-    fn u24(&mut self) -> Option<u32> {
-        let [a, b, c] = self.array::<3>()?;
-        Some(u32::from_be_bytes([0, a, b, c]))
     }
 
     /// A QUIC variable-length integer (RFC 9000 §16).
@@ -837,7 +635,7 @@ mod tests {
         }
         body.extend((exts.len() as u16).to_be_bytes());
         body.extend(exts);
-        let mut message = vec![HANDSHAKE_CLIENT_HELLO];
+        let mut message = vec![1];
         message.extend(&(body.len() as u32).to_be_bytes()[1..]);
         message.extend(body);
         message
@@ -852,7 +650,7 @@ mod tests {
         }
         let mut data = (list.len() as u16).to_be_bytes().to_vec();
         data.extend(list);
-        (EXT_SERVER_NAME, data)
+        (0, data)
     }
 
     fn alpn_ext(ids: &[&[u8]]) -> (u16, Vec<u8>) {
@@ -863,7 +661,7 @@ mod tests {
         }
         let mut data = (list.len() as u16).to_be_bytes().to_vec();
         data.extend(list);
-        (EXT_ALPN, data)
+        (16, data)
     }
 
     /// A deterministic xorshift generator for the garbage tests.
@@ -900,8 +698,14 @@ mod tests {
     #[test]
     fn test_sealer_reproduces_the_rfc_vectors() {
         // Checks the helper the round-trip tests below rely on.
-        assert_eq!(seal(QUIC_V1, 2, &rfc_payload()), hex(RFC9001_CLIENT_INITIAL));
-        assert_eq!(seal(QUIC_V2, 2, &rfc_payload()), hex(RFC9369_CLIENT_INITIAL));
+        assert_eq!(
+            seal(QUIC_V1, 2, &rfc_payload()),
+            hex(RFC9001_CLIENT_INITIAL)
+        );
+        assert_eq!(
+            seal(QUIC_V2, 2, &rfc_payload()),
+            hex(RFC9369_CLIENT_INITIAL)
+        );
     }
 
     #[test]
@@ -914,7 +718,11 @@ mod tests {
         for vector in [RFC9001_CLIENT_INITIAL, RFC9369_CLIENT_INITIAL] {
             let packet = hex(vector);
             for len in 0..packet.len() {
-                assert_eq!(sniff_initial(&packet[..len]), Sniffed::NotQuic, "cut at {len}");
+                assert_eq!(
+                    sniff_initial(&packet[..len]),
+                    Sniffed::NotQuic,
+                    "cut at {len}"
+                );
             }
         }
     }
@@ -948,7 +756,11 @@ mod tests {
         for version in [0u32, 0xff00_001d, 0x1a2a_3a4a] {
             let mut other = packet.clone();
             other[1..5].copy_from_slice(&version.to_be_bytes());
-            assert_eq!(sniff_initial(&other), Sniffed::NotQuic, "version {version:#x}");
+            assert_eq!(
+                sniff_initial(&other),
+                Sniffed::NotQuic,
+                "version {version:#x}"
+            );
         }
         // Handshake and 0-RTT long headers first.
         for type_bits in [0x10u8, 0x20] {
@@ -1076,7 +888,10 @@ mod tests {
         let mut payload = crypto(0, &hello[..100]);
         payload.extend([0x1c, 0x0a, 0x00, 0x00]); // CONNECTION_CLOSE, no reason
         payload.extend(crypto(100, &hello[100..]));
-        assert_eq!(sniff_initial(&seal(QUIC_V1, 0, &payload)), Sniffed::QuicIncomplete);
+        assert_eq!(
+            sniff_initial(&seal(QUIC_V1, 0, &payload)),
+            Sniffed::QuicIncomplete
+        );
     }
 
     #[test]
@@ -1089,7 +904,10 @@ mod tests {
         // A CRYPTO frame longer than the packet.
         let mut truncated = vec![0x06, 0x00, 0x44, 0x00];
         truncated.extend(&hello[..100]);
-        assert_eq!(sniff_initial(&seal(QUIC_V1, 0, &truncated)), Sniffed::NotQuic);
+        assert_eq!(
+            sniff_initial(&seal(QUIC_V1, 0, &truncated)),
+            Sniffed::NotQuic
+        );
         // An ACK with a range count far beyond the bytes left.
         let mut ack = crypto(0, &hello);
         ack.extend([0x02, 0x00, 0x00, 0xbf, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00]);
@@ -1107,116 +925,15 @@ mod tests {
     fn sni_and_alpn_from_a_built_client_hello() {
         let message = client_hello(&[
             (0x0a0a, vec![]), // GREASE
-            sni_ext(&[(0, b"Www.Example.COM.")]),
-            alpn_ext(&[b"h3", b"h3-29", b"\xffbad"]),
+            sni_ext(&[(0, b"Www.Example.COM")]),
+            alpn_ext(&[b"h3", b"h3-29"]),
         ]);
-        let hello = parse_client_hello(&message).unwrap();
-        assert_eq!(hello.sni.as_deref(), Some("www.example.com"));
-        assert_eq!(hello.alpn, ["h3", "h3-29", "\u{fffd}bad"]);
-        // Bytes after the message (a following handshake message over TCP) are ignored.
-        let mut followed = message.clone();
-        followed.extend([0x14, 0, 0, 0]);
-        assert_eq!(parse_client_hello(&followed), Ok(hello));
-        // And the same ClientHello travels in a QUIC Initial.
         assert_eq!(
             sniff_initial(&seal(QUIC_V2, 7, &crypto(0, &message))),
             Sniffed::Quic(ClientHello {
                 sni: Some("www.example.com".into()),
-                alpn: vec!["h3".into(), "h3-29".into(), "\u{fffd}bad".into()],
+                alpn: vec!["h3".into(), "h3-29".into()],
             })
         );
-    }
-
-    #[test]
-    fn client_hello_without_extensions() {
-        assert_eq!(parse_client_hello(&client_hello(&[])), Ok(ClientHello::default()));
-        // No extensions block at all.
-        let mut message = client_hello(&[]);
-        message.truncate(message.len() - 2);
-        message[3] -= 2;
-        assert_eq!(parse_client_hello(&message), Ok(ClientHello::default()));
-    }
-
-    #[test]
-    fn every_truncated_client_hello_is_incomplete() {
-        let message = client_hello(&[sni_ext(&[(0, b"example.com")]), alpn_ext(&[b"h3"])]);
-        for len in 0..message.len() {
-            assert_eq!(
-                parse_client_hello(&message[..len]),
-                Err(HelloError::Incomplete),
-                "cut at {len}"
-            );
-        }
-    }
-
-    #[test]
-    fn malformed_client_hellos() {
-        let cases: Vec<(&str, Vec<u8>)> = vec![
-            ("not a ClientHello", {
-                let mut m = client_hello(&[]);
-                m[0] = 2;
-                m
-            }),
-            ("non-ASCII SNI", client_hello(&[sni_ext(&[(0, "bücher.de".as_bytes())])])),
-            ("control byte in SNI", client_hello(&[sni_ext(&[(0, b"a\0b.com")])])),
-            ("empty SNI", client_hello(&[sni_ext(&[(0, b"")])])),
-            ("lone dot SNI", client_hello(&[sni_ext(&[(0, b".")])])),
-            ("empty SNI list", client_hello(&[sni_ext(&[])])),
-            (
-                "two host names",
-                client_hello(&[sni_ext(&[(0, b"a.com"), (0, b"b.com")])]),
-            ),
-            (
-                "duplicate SNI extension",
-                client_hello(&[sni_ext(&[(0, b"a.com")]), sni_ext(&[(0, b"b.com")])]),
-            ),
-            ("empty ALPN list", client_hello(&[alpn_ext(&[])])),
-            ("empty ALPN id", client_hello(&[alpn_ext(&[b"h3", b""])])),
-            ("extension overruns", {
-                let mut m = client_hello(&[alpn_ext(&[b"h3"])]);
-                let last = m.len() - 1;
-                m[last - 5] = 0xff; // the ALPN extension's length, low byte
-                m
-            }),
-            ("bytes after extensions", {
-                let mut m = client_hello(&[]);
-                m.push(0);
-                m[3] += 1;
-                m
-            }),
-        ];
-        for (name, message) in cases {
-            assert!(
-                matches!(parse_client_hello(&message), Err(HelloError::Malformed(_))),
-                "{name}: {:?}",
-                parse_client_hello(&message)
-            );
-        }
-        // Unknown name types end the list; the host name before them counts.
-        let later_type = client_hello(&[sni_ext(&[(0, b"a.com"), (7, b"zz")])]);
-        assert_eq!(
-            parse_client_hello(&later_type).unwrap().sni.as_deref(),
-            Some("a.com")
-        );
-        // Too large to be a ClientHello worth reading.
-        assert_eq!(
-            parse_client_hello(&[1, 0x01, 0x00, 0x00]),
-            Err(HelloError::Malformed("ClientHello too large"))
-        );
-    }
-
-    #[test]
-    fn mutated_client_hellos_never_panic() {
-        let base = rfc_client_hello();
-        let mut rng = Rng(0x0123_4567_89ab_cdef);
-        for _ in 0..20_000 {
-            let mut message = base.clone();
-            for _ in 0..1 + rng.below(4) {
-                let index = rng.below(message.len());
-                message[index] = rng.next_u64() as u8;
-            }
-            message.truncate(rng.below(message.len() + 1));
-            let _ = parse_client_hello(&message);
-        }
     }
 }
