@@ -191,7 +191,7 @@ impl TunnelHook<Firewall> for Rules {
         TunnelAction::Continue
     }
 
-    /// What an inspected port carries: HTTP and TLS are inspected; anything else would
+    /// What an inspected port carries: HTTP, TLS and QUIC are inspected; anything else would
     /// pass uninspected, so it is refused.
     async fn on_inner_protocol(
         &self,
@@ -199,7 +199,9 @@ impl TunnelHook<Firewall> for Rules {
         found: &InnerProtocol,
     ) -> InnerAction {
         match found {
-            InnerProtocol::Http | InnerProtocol::Tls(_) => InnerAction::Inspect,
+            InnerProtocol::Http | InnerProtocol::Tls(_) | InnerProtocol::Quic(_) => {
+                InnerAction::Inspect
+            }
             InnerProtocol::Unknown => {
                 let id = record_block("uninspectable", &format!("tunnel to {}", cx.target));
                 InnerAction::Block(format!("neither HTTP nor TLS (block id {id})"))

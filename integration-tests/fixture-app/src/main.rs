@@ -61,8 +61,8 @@ pub struct FixtureEndpointSettings {
     pub tunnel_block: String,
     /// When not empty, the tunnel hook redirects every tunnel here (`host:port`).
     pub tunnel_redirect: String,
-    /// The tunnel hook asks to decapsulate every TCP tunnel (serve the HTTP inside); UDP
-    /// flows are left alone.
+    /// The tunnel hook asks to look inside every TCP tunnel and UDP flow (serve the HTTP
+    /// inside, intercept TLS and QUIC); what is neither is passed.
     pub tunnel_decapsulate: bool,
     /// When not zero, the tunnel hook sets this idle timeout (milliseconds).
     pub tunnel_idle_ms: u64,
@@ -392,7 +392,7 @@ impl TunnelHook<Fixture> for Router {
                 Err(e) => TunnelAction::Block(format!("bad tunnel_redirect: {e}")),
             };
         }
-        if settings.tunnel_decapsulate && cx.transport == Transport::Tcp {
+        if settings.tunnel_decapsulate {
             return TunnelAction::Decapsulate;
         }
         if settings.tunnel_idle_ms > 0 {

@@ -43,15 +43,17 @@ pub enum TunnelAction {
         /// Close after this long in any case.
         max_lifetime: Duration,
     },
-    /// Look inside (TCP only): Oxy reads the client's first bytes and tells
+    /// Look inside: Oxy reads the client's first bytes and tells
     /// [`TunnelHook::on_inner_protocol`] what they are. Plain HTTP/1.1 or HTTP/2 is fed
     /// to Oxy's HTTP server: each request goes through the request hook, the body taps
     /// and the egress hook and policy, then to the tunnel's target. A TLS ClientHello is
     /// intercepted when the endpoint has `tls_interception`: Oxy answers the handshake
     /// with a certificate minted for the server name, serves the HTTP inside the same
     /// way and sends each request to the target over TLS, verifying the target's
-    /// certificate. Anything else is pumped untouched. A UDP flow is refused with reason
-    /// `decapsulation unavailable`.
+    /// certificate. On a UDP flow, a QUIC Initial is intercepted the same way: Oxy's
+    /// HTTP/3 server answers with a minted certificate and each request goes to the
+    /// target over HTTP/2 or HTTP/1.1 with TLS (TCP, same port). Anything else is
+    /// pumped untouched.
     Decapsulate,
 }
 
@@ -62,16 +64,33 @@ pub enum InnerProtocol {
     Http,
     /// A TLS ClientHello.
     Tls(ClientHello),
+    /// A QUIC Initial (v1 or v2) on a UDP flow, with the ClientHello inside it (empty
+    /// when it did not fit in the first four datagrams).
+    Quic(ClientHello),
     /// Something else (or nothing before the endpoint's `header_read_timeout`).
     Unknown,
+}
+
+impl InnerProtocol {
+    /// What [`TunnelHook::on_inner_protocol`] does by default: inspect HTTP, TLS and
+    /// QUIC, pass anything else.
+    pub fn default_action(&self) -> InnerAction {
+        match self {
+            InnerProtocol::Http | InnerProtocol::Tls(_) | InnerProtocol::Quic(_) => {
+                InnerAction::Inspect
+            }
+            InnerProtocol::Unknown => InnerAction::Pass,
+        }
+    }
 }
 
 /// What to do with the bytes inside a tunnel being decapsulated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InnerAction {
-    /// Serve the HTTP inside through the hooks: plain HTTP as it is, TLS intercepted
-    /// (pumped untouched when the endpoint has no `tls_interception`). Unknown bytes
-    /// are fed to the HTTP server, which answers 400 and closes.
+    /// Serve the HTTP inside through the hooks: plain HTTP as it is, TLS and QUIC
+    /// intercepted (pumped untouched when the endpoint has no `tls_interception`).
+    /// Unknown bytes on TCP are fed to the HTTP server, which answers 400 and closes;
+    /// on UDP they are pumped.
     Inspect,
     /// Pump the bytes untouched to the target, as for [`TunnelAction::Continue`]: for
     /// pinned applications and banking sites whose TLS must not be intercepted.
@@ -141,18 +160,16 @@ pub trait TunnelHook<App: OxyExt>: Send + Sync + 'static {
 
     /// Runs after [`TunnelHook::on_tunnel_start`] chose [`TunnelAction::Decapsulate`],
     /// once the client's first bytes are in (a whole TLS ClientHello, with its server
-    /// name and ALPN list), before anything is served or pumped. The default inspects
-    /// HTTP and TLS ([`InnerAction::Inspect`]) and passes anything else.
+    /// name and ALPN list; on UDP, the first datagrams: a QUIC Initial or not), before
+    /// anything is served or pumped. The default ([`InnerProtocol::default_action`])
+    /// inspects HTTP, TLS and QUIC and passes anything else.
     async fn on_inner_protocol(
         &self,
         cx: &mut TunnelContext<App>,
         found: &InnerProtocol,
     ) -> InnerAction {
         let _ = cx;
-        match found {
-            InnerProtocol::Http | InnerProtocol::Tls(_) => InnerAction::Inspect,
-            InnerProtocol::Unknown => InnerAction::Pass,
-        }
+        found.default_action()
     }
 
     /// Runs once when a tunnel has closed. The default does nothing.

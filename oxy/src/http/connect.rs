@@ -23,7 +23,6 @@ pub fn refusal_status(refused: &TunnelRefused) -> StatusCode {
         }
         TunnelRefused::Connect(ConnectError::NoTarget) => StatusCode::BAD_REQUEST,
         TunnelRefused::Connect(_) | TunnelRefused::UdpViaProxy(_) => StatusCode::BAD_GATEWAY,
-        TunnelRefused::DecapsulationUnavailable => StatusCode::NOT_IMPLEMENTED,
         TunnelRefused::Shutdown => StatusCode::SERVICE_UNAVAILABLE,
     }
 }

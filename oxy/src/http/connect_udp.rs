@@ -7,6 +7,7 @@ use super::capsule::{self, Capsule, CapsuleCodec};
 use super::connect::{refusal_status, tunnel_stream};
 use super::h3_stream::DatagramRoute;
 use super::headers;
+use super::inspect_quic::run as run_flow;
 use super::metrics::oxy_http;
 use super::pipeline::Handler;
 use crate::app::OxyExt;
@@ -135,9 +136,15 @@ pub async fn handle<App: OxyExt>(
         endpoint: name.to_string(),
     };
     let drain = handler.drain.clone();
+    let inspecting = tunnel.decapsulating().then(|| handler.clone());
     handler.spawn_upgraded(async move {
         match upgrade.wait().await {
-            Ok(stream) => carrier.carry(tunnel, stream, datagrams, &drain).await,
+            Ok(stream) => {
+                let handler = inspecting.as_deref();
+                carrier
+                    .carry(tunnel, stream, datagrams, handler, &drain)
+                    .await;
+            }
             Err(e) => {
                 tracing::info!(error = %e, "CONNECT-UDP stream not handed over");
                 tunnel.upgrade_failed().await;
@@ -170,12 +177,13 @@ struct Carrier {
 
 impl Carrier {
     /// Runs the flow with `stream`'s capsules (and the HTTP Datagrams, on HTTP/3), then
-    /// closes the stream.
+    /// closes the stream; `handler` serves QUIC intercepted inside it.
     async fn carry<App: OxyExt>(
         &self,
         tunnel: UdpTunnel<App>,
         stream: TunnelStream,
         datagrams: Option<DatagramChannel>,
+        handler: Option<&Handler<App>>,
         drain: &Drain,
     ) {
         let (read, mut write) = tokio::io::split(stream);
@@ -199,15 +207,26 @@ impl Carrier {
         )));
         match h3_sink {
             Some(sink) => {
-                tunnel
-                    .pump(&mut from_client, ClientSide::Sink(sink), drain)
-                    .await;
+                run_flow(
+                    tunnel,
+                    &mut from_client,
+                    ClientSide::Sink(sink),
+                    handler,
+                    drain,
+                )
+                .await;
             }
             None => {
                 let (tx, rx) = mpsc::channel(self.queue);
                 let sink = Box::new(CapsuleSink(tx));
                 tokio::join!(
-                    tunnel.pump(&mut from_client, ClientSide::Sink(sink), drain),
+                    run_flow(
+                        tunnel,
+                        &mut from_client,
+                        ClientSide::Sink(sink),
+                        handler,
+                        drain
+                    ),
                     super::capsule_writer::write_capsules(rx, &mut write),
                 );
             }

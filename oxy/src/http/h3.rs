@@ -42,7 +42,26 @@ pub async fn serve<App: OxyExt>(
     let Some(handler) = Handler::for_connection(cx, services, drain) else {
         return ConnectionEnd::Closed;
     };
-    let max_header = cx.endpoint.settings.http.limits.max_header_bytes;
+    serve_boxed(connection, handler, drain).await
+}
+
+/// Serves HTTP/3 on `connection` with `handler` (see [`serve`]), for QUIC intercepted
+/// inside a UDP flow. Boxed, because a CONNECT-UDP request served here can intercept
+/// its flow into another such session.
+pub fn serve_with<App: OxyExt>(
+    connection: quinn::Connection,
+    handler: Arc<Handler<App>>,
+    drain: &Drain,
+) -> std::pin::Pin<Box<dyn Future<Output = ConnectionEnd> + Send + '_>> {
+    Box::pin(serve_boxed(connection, handler, drain))
+}
+
+async fn serve_boxed<App: OxyExt>(
+    connection: quinn::Connection,
+    handler: Arc<Handler<App>>,
+    drain: &Drain,
+) -> ConnectionEnd {
+    let max_header = handler.endpoint.settings.http.limits.max_header_bytes;
     let built = h3::server::builder()
         .enable_extended_connect(true)
         .enable_datagram(true)
@@ -57,7 +76,7 @@ pub async fn serve<App: OxyExt>(
         }
     };
     let routes = DatagramRoutes::default();
-    let name = cx.endpoint.name().to_string();
+    let name = handler.endpoint.name().to_string();
     let router = tokio::spawn(
         route_datagrams(h3.get_datagram_reader(), routes.clone(), name).in_current_span(),
     );

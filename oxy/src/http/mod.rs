@@ -17,6 +17,7 @@ pub mod h3;
 pub mod h3_stream;
 pub mod headers;
 pub mod inspect;
+pub mod inspect_quic;
 pub mod metrics;
 pub mod open_streams;
 pub mod path;

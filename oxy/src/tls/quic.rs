@@ -75,6 +75,15 @@ pub fn server_config(
     config.max_early_data_size = if h3.zero_rtt { u32::MAX } else { 0 };
     let crypto = QuicServerConfig::try_from(config).map_err(|e| setup_error("certificates", e))?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    apply_transport(&mut server, h3)?;
+    Ok(server)
+}
+
+/// The QUIC transport knobs of `h3` (idle timeout, streams, datagram buffers).
+pub(crate) fn apply_transport(
+    server: &mut quinn::ServerConfig,
+    h3: &H3Settings,
+) -> Result<(), TlsSetupError> {
     let transport = Arc::get_mut(&mut server.transport)
         .ok_or_else(|| setup_error("certificates", "the QUIC transport settings are shared"))?;
     transport
@@ -82,11 +91,11 @@ pub fn server_config(
         .max_concurrent_bidi_streams(h3.max_concurrent_streams.into())
         .datagram_receive_buffer_size(Some(h3.datagram_buffer_bytes))
         .datagram_send_buffer_size(h3.datagram_buffer_bytes);
-    Ok(server)
+    Ok(())
 }
 
 /// The certificate and signing key of a BoringSSL-loaded chain, for rustls.
-fn rustls_key(
+pub(crate) fn rustls_key(
     key: &CertifiedKey,
     provider: &CryptoProvider,
 ) -> Result<Arc<sign::CertifiedKey>, TlsSetupError> {

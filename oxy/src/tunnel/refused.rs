@@ -11,9 +11,6 @@ pub enum TunnelRefused {
     /// The tunnel hook blocked it.
     #[error("blocked: {0}")]
     Blocked(String),
-    /// The tunnel hook asked for decapsulation, which is not available here.
-    #[error("decapsulation unavailable")]
-    DecapsulationUnavailable,
     /// The egress hook chose a CONNECT proxy for UDP, which cannot carry it.
     #[error("UDP cannot go through the CONNECT proxy {0}")]
     UdpViaProxy(String),
@@ -28,7 +25,6 @@ impl TunnelRefused {
         match self {
             TunnelRefused::Connect(e) => e.as_label(),
             TunnelRefused::Blocked(_) => "blocked",
-            TunnelRefused::DecapsulationUnavailable => "decapsulation_unavailable",
             TunnelRefused::UdpViaProxy(_) => "upstream_proxy",
             TunnelRefused::Shutdown => "shutdown",
         }

@@ -1,13 +1,20 @@
 //! Reads the first bytes a tunnel's client sends, to tell plain HTTP, a TLS ClientHello
-//! and anything else apart; the bytes read stay to be read again.
+//! and anything else apart (on UDP: a QUIC Initial or not); what was read stays to be
+//! read again.
 
 use crate::hooks::InnerProtocol;
-use crate::tls::interception::{HelloError, parse_client_hello};
+use crate::tls::interception::quic_initial::{Sniffed, sniff_initials};
+use crate::tls::interception::{ClientHello, HelloError, parse_client_hello};
 use crate::tunnel::stream::TunnelStream;
+use bytes::Bytes;
 use bytes::BytesMut;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
 
+/// The most datagrams read to find a whole ClientHello in QUIC Initials (a post-quantum
+/// key share makes it span two).
+const MAX_INITIALS: usize = 4;
 /// The most bytes read to find a whole ClientHello (its TLS records included).
 const MAX_HELLO: usize = 16 * 1024 + 5;
 /// A TLS record header: type, version, length.
@@ -24,6 +31,29 @@ pub async fn sniff(mut stream: TunnelStream, timeout: Duration) -> (InnerProtoco
     let found = tokio::time::timeout(timeout, read_until_known(&mut stream, &mut seen)).await;
     let found = found.unwrap_or(InnerProtocol::Unknown);
     (found, stream.unread(seen.freeze()))
+}
+
+/// What a UDP flow's first datagrams are, and those datagrams (to be sent on if the flow
+/// is pumped). Waits at most `timeout` for each.
+pub async fn sniff_datagrams(
+    from_client: &mut mpsc::Receiver<Bytes>,
+    timeout: Duration,
+) -> (InnerProtocol, Vec<Bytes>) {
+    let mut read = Vec::new();
+    loop {
+        let Ok(Some(datagram)) = tokio::time::timeout(timeout, from_client.recv()).await else {
+            return (InnerProtocol::Unknown, read);
+        };
+        read.push(datagram);
+        match sniff_initials(read.iter().map(|d| &d[..])) {
+            Sniffed::Quic(hello) => return (InnerProtocol::Quic(hello), read),
+            Sniffed::QuicIncomplete if read.len() < MAX_INITIALS => {}
+            Sniffed::QuicIncomplete => {
+                return (InnerProtocol::Quic(ClientHello::default()), read);
+            }
+            Sniffed::NotQuic => return (InnerProtocol::Unknown, read),
+        }
+    }
 }
 
 async fn read_until_known(stream: &mut TunnelStream, seen: &mut BytesMut) -> InnerProtocol {

@@ -165,10 +165,7 @@ impl<App: OxyExt> TcpTunnel<App> {
     pub async fn inner_action(&mut self, found: &InnerProtocol) -> InnerAction {
         match &self.record.services.hooks.tunnel {
             Some(hook) => hook.on_inner_protocol(&mut self.record.cx, found).await,
-            None => match found {
-                InnerProtocol::Http | InnerProtocol::Tls(_) => InnerAction::Inspect,
-                InnerProtocol::Unknown => InnerAction::Pass,
-            },
+            None => found.default_action(),
         }
     }
 

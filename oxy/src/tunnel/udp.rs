@@ -7,9 +7,11 @@ use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
-    ConnectionEnd, EgressContext, IngressAction, IngressConnectionContext, Inspection, Target,
-    Transport, TunnelAction, TunnelContext, TunnelSummary,
+    ConnectionEnd, EgressContext, IngressAction, IngressConnectionContext, InnerAction,
+    InnerProtocol, Inspection, Target, Transport, TunnelAction, TunnelContext, TunnelSummary,
 };
+use crate::http::inspect_quic::run as run_flow;
+use crate::http::pipeline::Handler;
 use crate::offramp::route::{EgressRoute, egress_route};
 use crate::offramp::tcp::ConnectError;
 use crate::offramp::udp;
@@ -114,7 +116,13 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
             socket: listener,
             peer: sender,
         };
-        match tunnel.pump(&mut from_client, client, &drain).await {
+        let inspecting = tunnel
+            .decapsulating()
+            .then(|| Handler::for_connection(&ingress, &services, &drain))
+            .flatten();
+        let handler = inspecting.as_deref();
+        let ended = run_flow(tunnel, &mut from_client, client, handler, &drain).await;
+        match ended {
             "shutdown" => ConnectionEnd::Shutdown,
             _ => ConnectionEnd::Closed,
         }
@@ -169,6 +177,18 @@ pub enum ClientSide {
 }
 
 impl ClientSide {
+    /// Sends one datagram without waiting; an `Err` names why it was dropped.
+    pub fn try_send(&mut self, datagram: &[u8]) -> Result<(), &'static str> {
+        match self {
+            ClientSide::Socket { socket, peer } => match socket.try_send_to(datagram, *peer) {
+                Ok(_) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err("queue_full"),
+                Err(_) => Err("send_error"),
+            },
+            ClientSide::Sink(sink) => sink.send(datagram),
+        }
+    }
+
     async fn send(&mut self, datagram: &[u8]) -> Result<(), &'static str> {
         match self {
             ClientSide::Socket { socket, peer } => match socket.send_to(datagram, *peer).await {
@@ -193,6 +213,10 @@ pub struct UdpTunnel<App: OxyExt> {
     idle: Duration,
     max_lifetime: Option<Duration>,
     audit: AuditStart,
+    /// Whether the tunnel hook asked to look inside ([`TunnelAction::Decapsulate`]).
+    decapsulate: bool,
+    /// Datagrams from the client read while looking inside, sent first when pumping.
+    unread: Vec<Bytes>,
 }
 
 /// Runs the egress hook and policy for `target`, connects the off-ramp socket and runs
@@ -259,6 +283,7 @@ pub async fn open<App: OxyExt>(
     };
     let mut idle = idle;
     let mut lifetime = endpoint.settings.tunnel.max_lifetime;
+    let mut decapsulate = false;
     if let Some(hook) = &services.hooks.tunnel {
         match hook.on_tunnel_start(&mut cx).await {
             TunnelAction::Continue => {}
@@ -273,10 +298,7 @@ pub async fn open<App: OxyExt>(
                     TunnelRefused::Blocked(reason),
                 ));
             }
-            TunnelAction::Decapsulate => {
-                let e = TunnelRefused::DecapsulationUnavailable;
-                return Err(refuse(Some(&cx.target), Some(peer), e));
-            }
+            TunnelAction::Decapsulate => decapsulate = true,
             // The bind address and PROXY prefix the egress hook chose stay, and
             // `on_resolved` sees the new target.
             TunnelAction::Redirect(redirect) => {
@@ -300,6 +322,8 @@ pub async fn open<App: OxyExt>(
         idle,
         max_lifetime: (lifetime > Duration::ZERO).then_some(lifetime),
         audit,
+        decapsulate,
+        unread: Vec::new(),
     })
 }
 
@@ -307,6 +331,67 @@ impl<App: OxyExt> UdpTunnel<App> {
     /// The address the off-ramp socket is connected to.
     pub fn peer_addr(&self) -> SocketAddr {
         self.cx.peer_addr
+    }
+
+    /// Whether the tunnel hook asked Oxy to look inside ([`TunnelAction::Decapsulate`]):
+    /// the caller then hands the flow to `http::inspect_quic`.
+    pub fn decapsulating(&self) -> bool {
+        self.decapsulate
+    }
+
+    /// The target the flow reaches (after any redirect).
+    pub fn target(&self) -> &Target {
+        &self.cx.target
+    }
+
+    /// The tunnel's id, as in its audit record.
+    pub fn id(&self) -> &str {
+        self.audit.id()
+    }
+
+    /// Asks the tunnel hook what to do with `found`, the client's first datagrams (the
+    /// hook's default without one).
+    pub async fn inner_action(&mut self, found: &InnerProtocol) -> InnerAction {
+        match &self.services.hooks.tunnel {
+            Some(hook) => hook.on_inner_protocol(&mut self.cx, found).await,
+            None => InnerProtocol::default_action(found),
+        }
+    }
+
+    /// Records how the contents are handled, for the summary and the audit record.
+    pub fn set_inspection(&mut self, inspection: Inspection) {
+        self.audit.inspection = inspection;
+    }
+
+    /// Datagrams already read from the client, sent to the target before the others.
+    pub fn unread(&mut self, datagrams: Vec<Bytes>) {
+        self.unread = datagrams;
+    }
+
+    /// Runs `session`, Oxy's HTTP/3 server on the client's datagrams, in place of
+    /// pumping them; then runs the tunnel-end hook, counts and audits the flow.
+    pub async fn serve_inside<T>(self, session: impl Future<Output = T>) -> T {
+        let name = self.cx.endpoint.name().to_string();
+        oxy_tunnel::started_total(&name, "udp").inc();
+        let active = oxy_tunnel::active(&name, "udp");
+        active.inc();
+        let ended = session.await;
+        active.dec();
+        oxy_tunnel::ended_total(&name, "decapsulated").inc();
+        self.finish(Traffic::default(), "decapsulated").await;
+        ended
+    }
+
+    /// Ends a flow Oxy was asked to look inside but did not: the hook blocked it
+    /// (`blocked`), or interception failed (`inspection_failed`). Counted and audited
+    /// with `reason`.
+    pub async fn end_unserved(mut self, label: &'static str, reason: &str) {
+        if label == "blocked" {
+            self.set_inspection(Inspection::Blocked);
+        }
+        tracing::info!(destination = %self.cx.target, %reason, "UDP flow ended");
+        oxy_tunnel::ended_total(self.cx.endpoint.name(), label).inc();
+        self.finish(Traffic::default(), reason).await;
     }
 
     /// Moves datagrams between the client and the target until the flow is idle, too
@@ -358,7 +443,7 @@ impl<App: OxyExt> UdpTunnel<App> {
             packets_down: counts.packets_down,
             duration: self.audit.elapsed(),
             close_reason: reason.to_string(),
-            inspection: Inspection::None,
+            inspection: self.audit.inspection,
         };
         if let Some(hook) = &self.services.hooks.tunnel {
             hook.on_tunnel_end(&mut self.cx, &summary).await;
@@ -386,18 +471,17 @@ impl<App: OxyExt> UdpTunnel<App> {
         let mut framed = self.prefix.take().unwrap_or_default();
         let deadline = self.max_lifetime.map(|max| Instant::now() + max);
         let mut idle_at = Instant::now() + idle;
+        for datagram in std::mem::take(&mut self.unread) {
+            if send_up(upstream, &mut framed, header_len, &datagram).await.is_ok() {
+                counts.packets_up += 1;
+                counts.bytes_up += datagram.len() as u64;
+            }
+        }
         loop {
             tokio::select! {
                 datagram = from_client.recv() => {
                     let Some(datagram) = datagram else { return (counts, "completed") };
-                    let sent = if header_len > 0 {
-                        framed.truncate(header_len);
-                        framed.extend_from_slice(&datagram);
-                        upstream.send(&framed).await
-                    } else {
-                        upstream.send(&datagram).await
-                    };
-                    match sent {
+                    match send_up(upstream, &mut framed, header_len, &datagram).await {
                         Ok(_) => {
                             counts.packets_up += 1;
                             counts.bytes_up += datagram.len() as u64;
@@ -439,4 +523,20 @@ impl<App: OxyExt> UdpTunnel<App> {
             }
         }
     }
+}
+
+/// Sends `datagram` to the target, behind the PROXY header in `framed[..header_len]` if
+/// there is one (one buffer, one send).
+async fn send_up(
+    upstream: &UdpSocket,
+    framed: &mut Vec<u8>,
+    header_len: usize,
+    datagram: &[u8],
+) -> std::io::Result<usize> {
+    if header_len == 0 {
+        return upstream.send(datagram).await;
+    }
+    framed.truncate(header_len);
+    framed.extend_from_slice(datagram);
+    upstream.send(framed).await
 }

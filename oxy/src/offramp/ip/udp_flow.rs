@@ -6,6 +6,8 @@ use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::Target;
+use crate::http::inspect_quic::run as run_flow;
+use crate::http::pipeline::Handler;
 use crate::services::Services;
 use crate::tunnel::TunnelClient;
 use crate::tunnel::packet::flows::FlowKey;
@@ -23,6 +25,8 @@ pub struct UdpFlow<App: OxyExt> {
     pub services: Arc<Services<App>>,
     /// The endpoint.
     pub endpoint: Arc<Endpoint<App>>,
+    /// Serves QUIC intercepted inside the flow, for this flow's client.
+    pub handler: Arc<Handler<App>>,
     /// Who the flow is for.
     pub client: TunnelClient,
     /// The flow.
@@ -61,9 +65,9 @@ impl<App: OxyExt> UdpFlow<App> {
                             key: self.key,
                             to_client: self.to_client,
                         };
-                        tunnel
-                            .pump(&mut rx, ClientSide::Sink(Box::new(sink)), &task_drain)
-                            .await;
+                        let client = ClientSide::Sink(Box::new(sink));
+                        let handler = Some(&*self.handler);
+                        run_flow(tunnel, &mut rx, client, handler, &task_drain).await;
                     }
                     Err(refused) => {
                         if let Some(kind) = icmp_for_refusal(&refused, false) {

@@ -18,6 +18,7 @@ use boring::pkey::{PKey, Private};
 use boring::ssl::{AlpnError, Ssl, SslContext, SslMethod, SslVersion, select_next_proto};
 use boring::x509::X509;
 use cache::LeafCache;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The shortest `leaf_lifetime` accepted (leaves are reused for half of it).
@@ -86,7 +87,7 @@ impl Interceptor {
     }
 
     /// The leaf for `name`, minted now or taken from the cache.
-    pub async fn leaf(&self, name: &LeafName) -> Result<std::sync::Arc<X509>, String> {
+    pub async fn leaf(&self, name: &LeafName) -> Result<Arc<X509>, String> {
         let mint = async {
             let leaf = mint::mint(&self.ca, &self.leaf_key, name, self.lifetime)
                 .map_err(|e| format!("cannot mint a certificate for {name}: {e}"))?;
@@ -110,9 +111,50 @@ impl Interceptor {
         Ok(ssl)
     }
 
+    /// The QUIC server configuration of one intercepted flow, showing `leaf` and the CA
+    /// chain (TLS 1.3, ALPN `h3`), with the transport knobs of `h3`.
+    pub fn quic_config(
+        &self,
+        leaf: &X509,
+        h3: &crate::settings::H3Settings,
+    ) -> Result<quinn::ServerConfig, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut chain = vec![leaf.clone()];
+        chain.extend(self.ca.chain.iter().cloned());
+        let certified = CertifiedKey {
+            chain,
+            key: self.leaf_key.clone(),
+        };
+        let key = crate::tls::quic::rustls_key(&certified, &provider).map_err(|e| e.message)?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(|e| e.to_string())?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(MintedLeaf(key)));
+        config.alpn_protocols = vec![b"h3".to_vec()];
+        let crypto =
+            quinn::crypto::rustls::QuicServerConfig::try_from(config).map_err(|e| e.to_string())?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        crate::tls::quic::apply_transport(&mut server, h3).map_err(|e| e.message)?;
+        Ok(server)
+    }
+
     /// The endpoint's name, for metrics.
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+}
+
+/// Answers every QUIC ClientHello of an intercepted flow with the leaf minted for it.
+#[derive(Debug)]
+struct MintedLeaf(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for MintedLeaf {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
     }
 }
 

@@ -397,10 +397,12 @@ impl<App: OxyExt> PacketSession<App> {
         let ip = &setup.endpoint.settings.ip;
         match key.protocol {
             protocol::UDP => {
+                let client = self.flow_client(key);
                 let flow = UdpFlow {
                     services: setup.services.clone(),
                     endpoint: setup.endpoint.clone(),
-                    client: self.flow_client(key),
+                    handler: setup.handler.for_client(&client),
+                    client,
                     key: *key,
                     first,
                     to_client,
