@@ -80,7 +80,10 @@ async fn exchange(args: &UdpArgs, opened: Vec<Flow>, flows: usize) -> anyhow::Re
         let Some(flow) = opened.into_iter().next() else {
             anyhow::bail!("no flow");
         };
-        return interactive(flow).await;
+        return match args.listen {
+            Some(local) => relay(flow, local).await,
+            None => interactive(flow).await,
+        };
     };
     let status = opened.first().map_or(0, |f| f.status);
     if !(200..300).contains(&status) && status != 101 {
@@ -115,6 +118,37 @@ async fn exchange(args: &UdpArgs, opened: Vec<Flow>, flows: usize) -> anyhow::Re
         })
     );
     Ok(())
+}
+
+/// Relays between a local UDP socket bound at `local` and the flow: what local clients
+/// send goes to the target, replies go to the client that sent last.
+async fn relay(mut flow: Flow, local: std::net::SocketAddr) -> anyhow::Result<()> {
+    if !(200..300).contains(&flow.status) && flow.status != 101 {
+        anyhow::bail!("the proxy refused the flow ({})", flow.status);
+    }
+    let socket = tokio::net::UdpSocket::bind(local)
+        .await
+        .with_context(|| format!("cannot bind {local}"))?;
+    println!("listening on {}", socket.local_addr()?);
+    let mut buf = vec![0u8; 65_535];
+    let mut client = None;
+    loop {
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let (n, from) = received?;
+                client = Some(from);
+                if flow.tx.send(Bytes::copy_from_slice(&buf[..n])).await.is_err() {
+                    return Ok(());
+                }
+            }
+            reply = flow.rx.recv() => {
+                let Some(reply) = reply else { return Ok(()) };
+                if let Some(to) = client {
+                    socket.send_to(&reply, to).await?;
+                }
+            }
+        }
+    }
 }
 
 /// Each stdin line is one datagram; each reply is printed as a line.

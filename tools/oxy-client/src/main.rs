@@ -118,6 +118,11 @@ struct UdpArgs {
     /// of CONNECT-UDP; the target must be an address.
     #[arg(long)]
     ip: bool,
+    /// Instead of stdin, relay the datagrams of a local UDP socket bound here
+    /// (`127.0.0.1:0`): any UDP client (an HTTP/3 client) sends to it and gets the
+    /// target's replies. The bound address is printed as `listening on ADDR`.
+    #[arg(long, conflicts_with = "count")]
+    listen: Option<std::net::SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
