@@ -53,7 +53,7 @@ bench:
 # run and leaves its input in fuzz/artifacts/TARGET. `make fuzz FUZZ_TARGETS=body_taps`
 # runs one target.
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS ?= capsule_codec ip_capsules ip_packet proxy_protocol_tcp \
+FUZZ_TARGETS ?= capsule_codec ip_capsules ip_packet tls_hello proxy_protocol_tcp \
 	proxy_protocol_datagram uri_template settings_yaml http1_request_head body_taps
 FUZZ_FLAGS ?= --sanitizer none
 

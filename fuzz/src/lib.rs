@@ -44,10 +44,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::codec::{Decoder, Encoder};
 
 /// The fuzz targets, by name (`fuzz/fuzz_targets/<name>.rs`).
-pub const TARGETS: [&str; 9] = [
+pub const TARGETS: [&str; 10] = [
     "capsule_codec",
     "ip_capsules",
     "ip_packet",
+    "tls_hello",
     "proxy_protocol_tcp",
     "proxy_protocol_datagram",
     "uri_template",
@@ -882,6 +883,28 @@ pub fn check_ip_packet(data: &[u8]) {
     }
 }
 
+/// A TLS ClientHello and QUIC Initial sniffing on arbitrary bytes: never panics; a parsed
+/// ClientHello has a lowercase ASCII server name and no empty ALPN entry; the bytes as
+/// one datagram and split in two (at the first byte's value) sniff without panicking,
+/// and a Initial read whole still reads when followed by another datagram.
+pub fn check_tls_hello(data: &[u8]) {
+    use oxy::tls::interception::parse_client_hello;
+    use oxy::tls::interception::quic_initial::{Sniffed, sniff_initials};
+    if let Ok(hello) = parse_client_hello(data) {
+        if let Some(sni) = &hello.sni {
+            assert!(!sni.is_empty());
+            assert!(sni.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()));
+        }
+        assert!(hello.alpn.iter().all(|p| !p.is_empty()));
+    }
+    let whole = sniff_initials([data]);
+    let split = data.first().map_or(0, |b| usize::from(*b)).min(data.len());
+    let _ = sniff_initials([&data[..split], &data[split..]]);
+    if let Sniffed::Quic(hello) = whole {
+        assert_eq!(sniff_initials([data, data]), Sniffed::Quic(hello));
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // seeds
 
@@ -896,6 +919,12 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             vec![2, 4, 0, 0, 0, 0, 9, 255, 255, 255, 0, 4, 11, 0, 0, 0, 255, 255, 255, 255, 17],
         ],
         "ip_packet" => ip_packet_seeds(),
+        "tls_hello" => vec![
+            // A ClientHello handshake message: SNI origin.oxy.test, ALPN h2 and http/1.1.
+            client_hello_seed(),
+            // aioquic's first client Initial to origin.oxy.test (ALPN h3), as sent.
+            include_bytes!("quic-initial.bin").to_vec(),
+        ],
         "proxy_protocol_tcp" => proxy_seeds(false)
             .into_iter()
             .flat_map(|s| [[&[0u8][..], &s].concat(), [&[1u8][..], &s].concat()])
@@ -945,6 +974,26 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
         }
         _ => Vec::new(),
     }
+}
+
+/// A ClientHello handshake message (type, length, body) with a server name and ALPN.
+fn client_hello_seed() -> Vec<u8> {
+    let name = b"origin.oxy.test";
+    let mut sni = vec![0, 0, 0, 20, 0, 18, 0, 0, 15];
+    sni.extend(name);
+    let alpn = [0, 16, 0, 14, 0, 12, 2, b'h', b'2', 8];
+    let mut extensions = sni;
+    extensions.extend(alpn);
+    extensions.extend(b"http/1.1");
+    let mut body = vec![3, 3];
+    body.extend([7; 32]);
+    body.extend([0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend(u16::try_from(extensions.len()).unwrap_or(0).to_be_bytes());
+    body.extend(extensions);
+    let mut message = vec![1, 0];
+    message.extend(u16::try_from(body.len()).unwrap_or(0).to_be_bytes());
+    message.extend(body);
+    message
 }
 
 /// UDP over IPv4 and IPv6, ICMP and ICMPv6 echo requests, an echo reply, a TCP SYN.

@@ -68,6 +68,11 @@ proptest! {
     }
 
     #[test]
+    fn tls_hello(data in inputs("tls_hello")) {
+        checks::check_tls_hello(&data);
+    }
+
+    #[test]
     fn proxy_protocol_datagram(data in inputs("proxy_protocol_datagram")) {
         checks::check_proxy_protocol_datagram(&data);
     }
@@ -125,10 +130,11 @@ proptest! {
 #[test]
 fn seeds_pass() {
     type Check = fn(&[u8]);
-    let checks: [(&str, Check); 9] = [
+    let checks: [(&str, Check); 10] = [
         ("capsule_codec", checks::check_capsule_codec),
         ("ip_capsules", checks::check_ip_capsules),
         ("ip_packet", checks::check_ip_packet),
+        ("tls_hello", checks::check_tls_hello),
         ("proxy_protocol_tcp", checks::check_proxy_protocol_tcp),
         (
             "proxy_protocol_datagram",
@@ -216,5 +222,20 @@ fn write_seed_corpus() {
         for (i, seed) in checks::seeds(target).iter().enumerate() {
             std::fs::write(dir.join(format!("seed-{i}")), seed).unwrap();
         }
+    }
+}
+
+/// The QUIC seed, a client Initial aioquic made, sniffs as QUIC with its server name and
+/// ALPN: Oxy reads another implementation's Initial, not only its own test vectors.
+#[test]
+fn aioquic_initial_sniffs_as_quic() {
+    use oxy::tls::interception::quic_initial::{Sniffed, sniff_initials};
+    let initial = include_bytes!("../../fuzz/src/quic-initial.bin");
+    match sniff_initials([&initial[..]]) {
+        Sniffed::Quic(hello) => {
+            assert_eq!(hello.sni.as_deref(), Some("origin.oxy.test"));
+            assert_eq!(hello.alpn, ["h3"]);
+        }
+        other => panic!("aioquic's Initial sniffed as {other:?}"),
     }
 }
