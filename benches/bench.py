@@ -296,6 +296,35 @@ def oxy_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
     return path
 
 
+def firewall_config(workdir: Path, ports: dict, ca: Path) -> Path:
+    """The http-firewall of https-interception: one endpoint intercepts CONNECT tunnels to
+    the origin's HTTPS port (certificates minted from a CA made here, the origin verified
+    against the bench CA), the other tunnels them; both with the shipped global rules."""
+    ica_key, ica = workdir / "interception-ca.key", workdir / "interception-ca.crt"
+    run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", "/CN=oxy-bench interception CA", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", str(ica_key), "-out", str(ica)], 30)
+    # One file the load generator trusts for both: the minted leaves and the origin's own.
+    (workdir / "both-cas.crt").write_text(ica.read_text() + ca.read_text())
+    config = {
+        "server": {"worker_threads": 1, "shutdown_timeout": "1s"},
+        "telemetry": {"listen": f"127.0.0.1:{ports['firewall_telemetry']}", "log": {"level": "warn"}},
+        "egress": {"allow": ["127.0.0.0/8"]},
+        "endpoints": [
+            {"name": "intercept", "listen": [f"127.0.0.1:{ports['firewall_intercept']}"],
+             "http": {"connect": True, "client": {"ca_file": str(ca)}},
+             "tls_interception": {"ca_chain": str(ica), "ca_key": str(ica_key)},
+             "app": {"inspect_ports": [ports["origin_tls"]]}},
+            {"name": "tunnel", "listen": [f"127.0.0.1:{ports['firewall_tunnel']}"], "http": {"connect": True}},
+        ],
+        "app": {"rules": [{"name": "scanners", "headers": ["user-agent: (?i)(sqlmap|nikto)"]},
+                          {"name": "no-dotfiles", "path_patterns": ["/\\.(git|env)(/|$)"]}]},
+    }
+    path = workdir / "firewall.yaml"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
 def connect_ip_config(workdir: Path, listen: str) -> Path:
     """The Oxy of connect-ip-tcp, in its proxy-side namespace: CONNECT and CONNECT-IP
     (user-space off-ramp) on one plain-TCP endpoint, egress only to the targets' range;
@@ -356,6 +385,9 @@ http {{
         body = f"""
   server {{
     listen 127.0.0.1:{ports['origin']};
+    listen 127.0.0.1:{ports['origin_tls']} ssl;
+    ssl_certificate {crt};
+    ssl_certificate_key {key};
     location / {{ root {prefix}/www; }}
   }}
 }}
@@ -698,7 +730,7 @@ def main() -> int:
         return 0
 
     BIN = opts.bin_dir.resolve()
-    for binary in ("oxy", "oxy-loadgen", "oxy-client"):
+    for binary in ("oxy", "oxy-loadgen", "oxy-client", "http-firewall"):
         if not (BIN / binary).exists():
             print(f"{BIN / binary} is missing: run benches/run, which builds it", file=sys.stderr)
             return 2
@@ -721,6 +753,9 @@ def main() -> int:
                       "against CONNECT (HTTP/1.1), 1 connection, in network namespaces (oxy-loadgen)")
     tun_forward = ("tun-forward: UDP through a protocol: tun endpoint (fixture app, IP flow hook Forward), "
                    "1200-byte datagrams echoed, 4 flows x 64 in flight (oxy-client)")
+    https_interception = ("https-interception: HTTPS GETs of 1 KiB through CONNECT, intercepted (http-firewall: "
+                          "minted certificate, rules, TLS re-originated) against tunnelled, 16 keep-alive "
+                          "connections (oxy-loadgen)")
     udp_carriers = (("h3", "HTTP/3 (HTTP Datagrams)"), ("h2", "HTTP/2 (DATAGRAM capsules)"))
     plan = {
         "memory per idle tunnel": ["haproxy", "squid"],
@@ -728,6 +763,7 @@ def main() -> int:
         h2: ["nginx", "haproxy", "h2load"],
         **{bulk.format(tunnels): ["haproxy", "squid"] for tunnels in (1, 16)},
         rate: ["haproxy", "squid"],
+        https_interception: ["nginx"],
         **{connect_udp.format(over=over, name=name): [] for over, name in udp_carriers},
         h3_get: ["nginx", "caddy"],
         **{connect_ip.format(over=over, name=name): [] for over, name in udp_carriers},
@@ -759,7 +795,8 @@ def main() -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     names = ["origin", "source", "echo", "oxy_telemetry", "oxy_h1", "oxy_h2", "oxy_connect", "oxy_l4_source",
              "oxy_l4_echo", "nginx_h1", "nginx_h2", "haproxy_h1", "haproxy_h2", "haproxy_l4_source",
-             "haproxy_l4_echo", "squid", "oxy_h3", "caddy_h3", "udp_echo"]
+             "haproxy_l4_echo", "squid", "oxy_h3", "caddy_h3", "udp_echo", "origin_tls", "firewall_telemetry",
+             "firewall_intercept", "firewall_tunnel"]
     ports = {name: free_port() for name in names}
     key, crt, pem, ca = write_certificate(workdir)
     source, echo = f"127.0.0.1:{ports['source']}", f"127.0.0.1:{ports['echo']}"
@@ -772,6 +809,10 @@ def main() -> int:
     def start_origin():
         return procs.start("origin", ["nginx", "-c", str(nginx_config(workdir, ports, crt, key, True))],
                            [ports["origin"]])
+
+    def start_firewall():
+        return procs.start("firewall", [str(BIN / "http-firewall"), "--config", str(firewall_config(workdir, ports, ca))],
+                           [ports["firewall_intercept"], ports["firewall_tunnel"]])
 
     def start_nginx():
         return procs.start("nginx", ["nginx", "-c", str(nginx_config(workdir, ports, crt, key, False))],
@@ -797,7 +838,7 @@ def main() -> int:
         shown = ", ".join(f"{k} {v:,.2f}" for k, v in medians.items())
         print(f"  {contender:<24} {shown}", flush=True)
 
-    starters = {"origin": start_origin, "oxy": start_oxy, "nginx": start_nginx, "haproxy": start_haproxy,
+    starters = {"origin": start_origin, "firewall": start_firewall, "oxy": start_oxy, "nginx": start_nginx, "haproxy": start_haproxy,
                 "squid": start_squid, "caddy": start_caddy}
     started: set[str] = set()
 
@@ -868,6 +909,18 @@ def main() -> int:
                   lambda how: {"tunnels/s": loadgen(["rate", *route(how, "echo"), "--seconds", str(secs)],
                                                     secs + 60)["tunnels_per_s"]},
                   ["oxy", "haproxy", "squid"])
+
+        # TLS interception's cost: the same requests, the same http-firewall process, each
+        # connection's TLS either ended and re-originated by Oxy or tunnelled to the origin.
+        origin_tls = f"localhost:{ports['origin_tls']}"
+        alternate(https_interception,
+                  {"CONNECT tunnelled (http-firewall)": ports["firewall_tunnel"],
+                   "oxy intercepted (http-firewall)": ports["firewall_intercept"]},
+                  lambda port: {"req/s": loadgen(["https", "--to", f"127.0.0.1:{port}", "--connect", origin_tls,
+                                                  "--host", "localhost", "--ca", str(workdir / "both-cas.crt"),
+                                                  "--connections", "16", "--seconds", str(secs)],
+                                                 secs + 60)["requests_per_s"]},
+                  ["origin", "firewall"])
 
         sized = Sized(secs)
         oxy_https, udp_target = f"https://localhost:{ports['oxy_h3']}", f"127.0.0.1:{ports['udp_echo']}"

@@ -893,7 +893,10 @@ pub fn check_tls_hello(data: &[u8]) {
     if let Ok(hello) = parse_client_hello(data) {
         if let Some(sni) = &hello.sni {
             assert!(!sni.is_empty());
-            assert!(sni.bytes().all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase()));
+            assert!(
+                sni.bytes()
+                    .all(|b| b.is_ascii_graphic() && !b.is_ascii_uppercase())
+            );
         }
         assert!(hello.alpn.iter().all(|p| !p.is_empty()));
     }

@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { repoRoot } from "./oxy.ts";
+import { repoRoot, track } from "./oxy.ts";
 
 const testsDir = join(repoRoot, "integration-tests");
 
@@ -74,6 +74,62 @@ export function runInteropScript(args: string[], timeoutMs: number): Promise<any
         return fail(new Error(`${name} exited ${code ?? signal}:\n${stdout}${stderr}`));
       }
       ok({ ...JSON.parse(line), log: stderr });
+    }),
+  );
+}
+
+export interface H3GetOptions {
+  /** The UDP address to send to, `host:port`. */
+  connect: string;
+  /** SNI and `:authority` host. */
+  serverName: string;
+  authority?: string;
+  ca: string;
+  /** GET in order on one connection. */
+  paths: string[];
+  /** Seconds for the handshake and for each response. */
+  timeout?: number;
+}
+
+export interface H3Response {
+  path: string;
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+}
+
+export interface H3GetResult {
+  responses: H3Response[];
+  /** Why the connection failed (exit 1), if it did. */
+  error?: string;
+  code: number | null;
+  /** The client's log (stderr), for assertion messages. */
+  log: string;
+}
+
+/** Runs h3_get.py (an aioquic HTTP/3 client): the responses it got, and its error when
+ * the connection failed (it then exits 1). Throws on any other exit or a timeout. The
+ * process is killed at the end of the test file if it still runs then. */
+export function h3Get(options: H3GetOptions, timeoutMs = 30_000): Promise<H3GetResult> {
+  const args = [join(testsDir, "interop", "h3_get.py"), "--connect", options.connect, "--server-name", options.serverName, "--ca", options.ca];
+  if (options.authority !== undefined) args.push("--authority", options.authority);
+  if (options.timeout !== undefined) args.push("--timeout", String(options.timeout));
+  for (const path of options.paths) args.push("--path", path);
+  const child = track(spawn(interopPython(), args, { stdio: ["ignore", "pipe", "pipe"] }));
+  let stdout = "";
+  let stderr = "";
+  child.stdout!.on("data", (d) => (stdout += d));
+  child.stderr!.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  return new Promise((ok, fail) =>
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      const lines = stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+      const error = lines.find((l) => "error" in l)?.error;
+      if (!(code === 0 || (code === 1 && error !== undefined))) {
+        return fail(new Error(`h3_get.py exited ${code ?? signal}:\n${stdout}${stderr}`));
+      }
+      ok({ responses: lines.filter((l) => !("error" in l)), error, code, log: stderr });
     }),
   );
 }

@@ -168,3 +168,55 @@ export class UdpSession {
     }
   }
 }
+
+/** An `oxy-client udp --listen` relay: one CONNECT-UDP flow that carries the datagrams
+ * of a local UDP socket (any UDP client, an HTTP/3 client, sends to `port`). */
+export interface UdpRelay {
+  /** The local UDP port on 127.0.0.1. */
+  port: number;
+  /** The client's output so far, for assertion messages. */
+  output(): string;
+  /** Kills the client (ending the flow); resolves once it has exited. */
+  close(): Promise<void>;
+}
+
+/** Starts `oxy-client udp --listen 127.0.0.1:0` and resolves once it prints `listening on
+ * ADDR` (the flow is open then); rejects if it exits first or takes over `timeoutMs`. */
+export function startUdpRelay(options: UdpOptions, timeoutMs = 10_000): Promise<UdpRelay> {
+  const child = spawn(binaryPath("oxy-client"), [...udpArgs(options), "--listen", "127.0.0.1:0"], {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, RUST_LOG: "" },
+  });
+  children.add(child);
+  let out = "";
+  const exited = new Promise<void>((ok) =>
+    child.on("exit", () => {
+      children.delete(child);
+      ok();
+    }),
+  );
+  child.stdout!.on("data", (d) => (out += d));
+  child.stderr!.on("data", (d) => (out += d));
+  const close = async () => {
+    if (child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
+    await exited;
+  };
+  return new Promise((ok, fail) => {
+    const timer = setTimeout(() => {
+      void close();
+      fail(new Error(`oxy-client udp --listen: not listening after ${timeoutMs} ms:\n${out}`));
+    }, timeoutMs);
+    const onData = () => {
+      const m = out.match(/listening on 127\.0\.0\.1:(\d+)/);
+      if (!m) return;
+      clearTimeout(timer);
+      child.stdout!.off("data", onData);
+      ok({ port: Number(m[1]), output: () => out, close });
+    };
+    child.stdout!.on("data", onData);
+    void exited.then(() => {
+      clearTimeout(timer);
+      fail(new Error(`oxy-client udp --listen exited ${child.exitCode ?? child.signalCode}:\n${out}`));
+    });
+  });
+}

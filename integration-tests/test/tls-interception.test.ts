@@ -6,7 +6,11 @@
 // tunnels and `protocol: tcp` connections; a ClientHello the app declines, and bytes
 // that are neither HTTP nor TLS, are pumped untouched. Audit records and access log
 // lines tie the requests to their tunnel; 1,000 requests over 50 names mint 50 leaves;
-// a bad CA is a settings error.
+// a bad CA is a settings error. QUIC on UDP flows (`protocol: udp` endpoints and
+// CONNECT-UDP over HTTP/2 and HTTP/3): Oxy's own HTTP/3 server answers the client's QUIC
+// handshake with a minted leaf and sends each request to the target over TCP TLS; a
+// datagram that is not QUIC, a QUIC Initial the app declines, and QUIC on an endpoint
+// without `tls_interception` are pumped as UDP.
 
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
@@ -18,6 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
+import { createSocket } from "node:dgram";
 import { promisify } from "node:util";
 import { auditPath, auditWhere, readAudit } from "../lib/audit.ts";
 import { makeInterceptionCa, makePki, type InterceptionCa, type TestPki } from "../lib/certs.ts";
@@ -25,13 +30,16 @@ import { curl, lastResponse } from "../lib/curl.ts";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { startHttpsOrigin, type HttpsOrigin } from "../lib/https-origin.ts";
+import { h3Get, type H3Response } from "../lib/interop.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { OxyProcess, runToExit, until, writeConfig } from "../lib/oxy.ts";
+import { startUdpRelay } from "../lib/oxy-client.ts";
+import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
 
 const run = promisify(execFile);
 
 /** The fixture's endpoint settings for every endpoint here: decapsulate every TCP
- * tunnel, block `/blocked...`, answer `/tls-facts` itself, decline to intercept
+ * tunnel and UDP flow, block `/blocked...`, answer `/tls-facts` itself, decline to intercept
  * `pinned.oxy.test`. */
 const fixtureApp = {
   tunnel_decapsulate: true,
@@ -502,6 +510,264 @@ describe("TLS interception with the fixture app", () => {
 
   test("stops cleanly", async () => {
     assert.deepEqual(await oxy.stop(), { code: 0, signal: null }, oxy.logs().slice(-3000));
+  });
+});
+
+describe("QUIC interception", () => {
+  let pki: TestPki;
+  let ca: InterceptionCa;
+  /** The HTTPS origin (TCP) every intercepted flow's requests go to. */
+  let origin: HttpsOrigin;
+  let echo: UdpEcho;
+  let dns: DnsServer;
+  let audit: string;
+  let oxy: OxyProcess;
+  const originTarget = () => `origin.oxy.test:${origin.port}`;
+
+  before(async () => {
+    pki = makePki(["origin.oxy.test", "pinned.oxy.test"]);
+    ca = makeInterceptionCa();
+    [origin, echo] = await Promise.all([startHttpsOrigin(pki.server, "quic origin"), startUdpEcho()]);
+    dns = await startDnsServer(Object.fromEntries(["origin.oxy.test", "pinned.oxy.test", "echo.oxy.test"].map((n) => [n, ["127.0.0.1"]])));
+    audit = auditPath();
+    const tls_interception = { ca_chain: ca.cert, ca_key: ca.key };
+    const client = { ca_file: pki.ca };
+    const connect_udp = { enabled: true };
+    oxy = await OxyProcess.start({
+      binary: "fixture-app",
+      settings: {
+        egress: { allow: ["127.0.0.0/8"] },
+        dns: { groups: [{ name: "test", servers: [{ address: `127.0.0.1:${dns.port}` }] }] },
+        telemetry: { audit: { path: audit }, log: { format: "json", level: "info" } },
+        endpoints: [
+          {
+            name: "quic",
+            protocol: "udp",
+            listen: ["127.0.0.1:0"],
+            udp: { target: originTarget() },
+            http: { client },
+            tls_interception,
+            app: fixtureApp,
+          },
+          // Datagrams that are not QUIC, to a UDP echo.
+          {
+            name: "datagrams",
+            protocol: "udp",
+            listen: ["127.0.0.1:0"],
+            udp: { target: `echo.oxy.test:${echo.port}`, idle_timeout: "300ms" },
+            http: { client },
+            tls_interception,
+            app: fixtureApp,
+          },
+          // QUIC for pinned.oxy.test, which the app declines to intercept, to a UDP echo
+          // (which never completes a handshake).
+          {
+            name: "pinned",
+            protocol: "udp",
+            listen: ["127.0.0.1:0"],
+            udp: { target: `pinned.oxy.test:${echo.port}`, idle_timeout: "300ms" },
+            http: { client },
+            tls_interception,
+            app: fixtureApp,
+          },
+          // QUIC on an endpoint without `tls_interception`, to a UDP echo.
+          {
+            name: "no-ca",
+            protocol: "udp",
+            listen: ["127.0.0.1:0"],
+            udp: { target: `echo.oxy.test:${echo.port}`, idle_timeout: "300ms" },
+            http: { client },
+            app: fixtureApp,
+          },
+          // CONNECT-UDP over HTTP/2 without TLS (h2c).
+          { name: "masque", listen: ["127.0.0.1:0"], http: { connect_udp, client }, tls_interception, app: fixtureApp },
+          // CONNECT-UDP over HTTP/3.
+          {
+            name: "masque-h3",
+            listen: ["127.0.0.1:0"],
+            tls: { enabled: true, certificates: [pki.server] },
+            http: { connect_udp, client, h3: { enabled: true } },
+            tls_interception,
+            app: fixtureApp,
+          },
+        ],
+      },
+    });
+  });
+
+  after(async () => {
+    const stopped = await oxy?.stop();
+    await Promise.all([origin?.close(), echo?.close(), dns?.close()]);
+    assert.deepEqual(stopped, { code: 0, signal: null }, oxy?.logs().slice(-3000));
+  });
+
+  const outcome = (endpoint: string, outcome: string) => sample(oxy, "oxy_tls_interceptions_total", { endpoint, outcome });
+  const minted = (endpoint: string) => sample(oxy, "oxy_tls_interception_leaves_minted_total", { endpoint });
+
+  /** The response to `path` among `responses`. */
+  function response(responses: H3Response[], path: string, log: string): H3Response {
+    const r = responses.find((x) => x.path === path);
+    assert.ok(r, `no response to ${path}: ${JSON.stringify(responses)}\n${log}\n${oxy.logs().slice(-3000)}`);
+    return r;
+  }
+
+  /** Checks the answers to GET `hello`, `/tls-facts` and `blocked` over an intercepted
+   * flow: the origin's answer through the hooks (over TCP TLS), the inner TLS facts, and
+   * the hook's 403. */
+  function checkIntercepted(responses: H3Response[], log: string, hello: string, blocked: string) {
+    const ok = response(responses, hello, log);
+    assert.equal(ok.status, 200, ok.body);
+    const answer = JSON.parse(ok.body);
+    assert.deepEqual([answer.origin, answer.method, answer.path], ["quic origin", "GET", hello]);
+    assert.equal(ok.headers["x-origin"], "quic origin");
+    assert.equal(ok.headers["x-fixture-response"], "seen", "the response went through the response hook");
+    const seen = origin.seen.find((s) => s.path === hello);
+    assert.ok(seen, JSON.stringify(origin.started));
+    assert.equal(seen.method, "GET");
+    assert.equal(seen.headers["x-fixture-request"], "seen", "the request went through the request hook");
+    assert.ok(["h2", "http/1.1"].includes(seen.alpnProtocol), `the origin was reached over TCP TLS (ALPN ${seen.alpnProtocol})`);
+    assert.match(seen.authority, /^origin\.oxy\.test(:\d+)?$/);
+
+    const facts = response(responses, "/tls-facts", log);
+    assert.equal(facts.status, 200, facts.body);
+    assert.deepEqual(JSON.parse(facts.body), { intercepted: true, sni: "origin.oxy.test", alpn: "h3", version: "TLSv1.3" });
+
+    const no = response(responses, blocked, log);
+    assert.equal(no.status, 403, no.body);
+    assert.match(no.body, new RegExp(`blocked by the fixture: ${blocked.replaceAll("/", "\\/")}`));
+    assert.ok(!origin.started.some((s) => s.endsWith(" /tls-facts") || s.includes("/blocked")), JSON.stringify(origin.started));
+  }
+
+  /** The audit record of the flow of `endpoint` whose access log line for `path` names
+   * it: its inspection must be `intercepted`. */
+  async function checkAudited(endpoint: string, path: string) {
+    const line = await accessLine(oxy, path);
+    assert.equal(line.status, 200, JSON.stringify(line));
+    const id = tunnelIdOf(line);
+    assert.equal(typeof id, "string", JSON.stringify(line));
+    const [record] = await auditWhere(audit, (a) => a.tunnel_id === id, 1, 15_000);
+    assert.equal(record.endpoint, endpoint, JSON.stringify(record));
+    assert.equal(record.protocol, "udp", JSON.stringify(record));
+    assert.equal(record.target, originTarget(), JSON.stringify(record));
+    assert.equal(record.inspection, "intercepted", JSON.stringify(record));
+  }
+
+  test("a protocol: udp endpoint intercepts QUIC: HTTP/3 through the hooks, to the target over TCP TLS", async () => {
+    const start = await outcome("quic", "intercepted");
+    const paths = ["/quic/hello?x=1", "/tls-facts", "/blocked/x", "/quic/again"];
+    const r = await h3Get({ connect: `127.0.0.1:${oxy.port("quic", "udp")}`, serverName: "origin.oxy.test", ca: ca.cert, paths });
+    assert.equal(r.error, undefined, r.log + oxy.logs().slice(-3000));
+    assert.deepEqual(r.responses.map((x) => x.path), paths);
+    checkIntercepted(r.responses, r.log, "/quic/hello?x=1", "/blocked/x");
+    assert.equal(response(r.responses, "/quic/again", r.log).status, 200);
+
+    await sampleReaches(oxy, "oxy_tls_interceptions_total", { endpoint: "quic", outcome: "intercepted" }, start + 1);
+    assert.ok((await minted("quic")) >= 1);
+    await oxy.waitForLog(/fixture saw inside a tunnel.*Quic/);
+
+    // One flow: both requests' access log lines carry its tunnel id, and its audit
+    // record says it was intercepted.
+    await checkAudited("quic", "/quic/hello?x=1");
+    const [hello, again] = await Promise.all([accessLine(oxy, "/quic/hello?x=1"), accessLine(oxy, "/quic/again")]);
+    assert.equal(tunnelIdOf(again), tunnelIdOf(hello));
+  });
+
+  test("trusting only the origin's CA, the QUIC client refuses the minted certificate", async () => {
+    const started = origin.started.length;
+    const failed = await outcome("quic", "handshake_failed");
+    const r = await h3Get({ connect: `127.0.0.1:${oxy.port("quic", "udp")}`, serverName: "origin.oxy.test", ca: pki.ca, paths: ["/quic/refused"], timeout: 5 });
+    assert.match(r.error ?? "", /certificate verification failed/, r.log);
+    assert.deepEqual(r.responses, []);
+    await sampleReaches(oxy, "oxy_tls_interceptions_total", { endpoint: "quic", outcome: "handshake_failed" }, failed + 1);
+    assert.equal(origin.started.length, started, "nothing reached the origin");
+  });
+
+  test("CONNECT-UDP over HTTP/2 carrying QUIC is intercepted", async () => {
+    const start = await outcome("masque", "intercepted");
+    const relay = await startUdpRelay({ proxy: `http://127.0.0.1:${oxy.port("masque")}`, over: "h2", target: originTarget() });
+    try {
+      const paths = ["/tls-facts", "/blocked/h2", "/quic/masque-h2"];
+      const r = await h3Get({ connect: `127.0.0.1:${relay.port}`, serverName: "origin.oxy.test", ca: ca.cert, paths });
+      assert.equal(r.error, undefined, r.log + relay.output() + oxy.logs().slice(-3000));
+      checkIntercepted(r.responses, r.log, "/quic/masque-h2", "/blocked/h2");
+    } finally {
+      await relay.close();
+    }
+    await sampleReaches(oxy, "oxy_tls_interceptions_total", { endpoint: "masque", outcome: "intercepted" }, start + 1);
+    await checkAudited("masque", "/quic/masque-h2");
+  });
+
+  test("CONNECT-UDP over HTTP/3 carrying QUIC is intercepted", async () => {
+    const start = await outcome("masque-h3", "intercepted");
+    const relay = await startUdpRelay({ proxy: `https://127.0.0.1:${oxy.port("masque-h3", "tcp")}`, ca: pki.ca, over: "h3", target: originTarget() });
+    try {
+      const paths = ["/tls-facts", "/blocked/h3", "/quic/masque-h3"];
+      const r = await h3Get({ connect: `127.0.0.1:${relay.port}`, serverName: "origin.oxy.test", ca: ca.cert, paths });
+      assert.equal(r.error, undefined, r.log + relay.output() + oxy.logs().slice(-3000));
+      checkIntercepted(r.responses, r.log, "/quic/masque-h3", "/blocked/h3");
+    } finally {
+      await relay.close();
+    }
+    await sampleReaches(oxy, "oxy_tls_interceptions_total", { endpoint: "masque-h3", outcome: "intercepted" }, start + 1);
+    await checkAudited("masque-h3", "/quic/masque-h3");
+  });
+
+  test("datagrams that are not QUIC go through a decapsulating udp endpoint unchanged", async () => {
+    const payloads = [
+      Buffer.from(Array.from({ length: 1200 }, (_, i) => (i * 7 + (i >> 8)) % 256)), // starts with 0x00
+      Buffer.from("not quic at all"),
+      Buffer.from([0xff, 0x00, 0x00, 0x00, 0x01, 0x02, 0x03]),
+    ];
+    const socket = createSocket("udp4");
+    const replies: Buffer[] = [];
+    socket.on("message", (msg) => replies.push(msg));
+    await new Promise<void>((ok) => socket.bind(0, "127.0.0.1", ok));
+    const local = `127.0.0.1:${socket.address().port}`;
+    try {
+      const port = oxy.port("datagrams", "udp");
+      for (const p of payloads) await new Promise<void>((ok, fail) => socket.send(p, port, "127.0.0.1", (e) => (e ? fail(e) : ok())));
+      await until(() => (replies.length >= payloads.length ? true : undefined), () => `${payloads.length} echoes (${replies.length} so far)`);
+    } finally {
+      await new Promise<void>((ok) => socket.close(() => ok()));
+    }
+    assert.equal(replies.length, payloads.length);
+    replies.forEach((r, i) => assert.ok(r.equals(payloads[i]), `datagram ${i} came back unchanged`));
+
+    const [record] = await auditWhere(audit, (a) => a.endpoint === "datagrams" && a.client === local, 1, 10_000);
+    assert.equal(record.inspection, "passed", JSON.stringify(record));
+    assert.deepEqual([record.packets_up, record.packets_down], [3, 3], JSON.stringify(record));
+    assert.equal(record.bytes_up, payloads.reduce((n, p) => n + p.length, 0));
+    assert.equal(await outcome("datagrams", "intercepted"), 0);
+    assert.equal(await minted("datagrams"), 0);
+  });
+
+  /** An HTTP/3 client's QUIC for `serverName` to the udp endpoint `endpoint`, whose target
+   * is the UDP echo, is pumped as UDP: its Initials reach the echo as they were (and come
+   * back, so no handshake completes), counted and audited as `passed`, no leaf minted. */
+  async function checkPumped(endpoint: string, serverName: string) {
+    const passed = await outcome(endpoint, "passed");
+    const echoed = echo.received.length;
+    const r = await h3Get({ connect: `127.0.0.1:${oxy.port(endpoint, "udp")}`, serverName, ca: ca.cert, paths: ["/pumped"], timeout: 1 });
+    assert.match(r.error ?? "", /timed out .* the QUIC handshake/, `${JSON.stringify(r)}\n${oxy.logs().slice(-3000)}`);
+    await sampleReaches(oxy, "oxy_tls_interceptions_total", { endpoint, outcome: "passed" }, passed + 1);
+    assert.equal(await outcome(endpoint, "intercepted"), 0);
+    assert.equal(await minted(endpoint), 0, "no leaf was minted");
+    // QUIC Initials: long header packets of 1200 bytes or more.
+    const initials = echo.received.slice(echoed).filter((d) => (d[0] & 0xc0) === 0xc0 && d.length >= 1200);
+    assert.ok(initials.length >= 1, `${echo.received.length - echoed} datagrams reached the echo`);
+    const [record] = await auditWhere(audit, (a) => a.endpoint === endpoint, 1, 10_000);
+    assert.equal(record.inspection, "passed", JSON.stringify(record));
+    assert.equal(record.resolved, `127.0.0.1:${echo.port}`, JSON.stringify(record));
+    assert.ok(record.packets_up >= 1 && record.packets_down >= 1, JSON.stringify(record));
+    assert.ok(!readAudit(audit).some((a) => a.endpoint === endpoint && a.inspection !== "passed"), JSON.stringify(readAudit(audit)));
+  }
+
+  test("QUIC the app declines to intercept (pinned.oxy.test) is pumped as UDP to the target", async () => {
+    await checkPumped("pinned", "pinned.oxy.test");
+  });
+
+  test("QUIC on a decapsulating udp endpoint without tls_interception is pumped as UDP", async () => {
+    await checkPumped("no-ca", "origin.oxy.test");
   });
 });
 

@@ -2,6 +2,7 @@
 //! (a byte source and an echo server); the other commands drive load through a proxy
 //! (CONNECT, or a plain TCP forwarder) and print one JSON object with the result.
 
+mod https;
 mod idle;
 mod proxy_connect;
 mod rate;
@@ -63,6 +64,27 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// HTTPS requests per second over `connections` keep-alive TLS connections (HTTP/1.1
+    /// GETs, one at a time per connection), through the route.
+    Https {
+        #[command(flatten)]
+        route: Route,
+        /// Server name: SNI, the name the certificate must have, and `Host`.
+        #[arg(long)]
+        host: String,
+        /// Path of every GET.
+        #[arg(long, default_value = "/1k")]
+        path: String,
+        /// PEM CAs the server certificate must chain to.
+        #[arg(long)]
+        ca: std::path::PathBuf,
+        /// Connections at once.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Seconds measured (after a one-second warm-up).
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Memory per idle tunnel: the resident memory of `pids` before and after opening
     /// `count` tunnels to the echo server (each carries one byte, then idles). Needs an
     /// open-files limit above `count`; benches/run raises it for everything it starts.
@@ -98,6 +120,23 @@ fn main() -> anyhow::Result<()> {
                 seconds,
             } => rate::run(&route, concurrency, seconds).await,
             Command::Idle { route, count, pids } => idle::run(&route, count, &pids).await,
+            Command::Https {
+                route,
+                host,
+                path,
+                ca,
+                connections,
+                seconds,
+            } => {
+                let load = https::Load {
+                    host: &host,
+                    path: &path,
+                    ca: &ca,
+                    connections,
+                    seconds,
+                };
+                https::run(&route, &load).await
+            }
         }
     })?;
     // The result is this tool's output, read by benches/bench.py.

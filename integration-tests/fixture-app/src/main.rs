@@ -73,7 +73,8 @@ pub struct FixtureEndpointSettings {
     /// When not empty, requests for exactly this path are answered by the app with the
     /// request's TLS facts as JSON (`intercepted`, `sni`, `alpn`, `version`).
     pub tls_facts_path: String,
-    /// The tunnel hook declines TLS interception for ClientHellos with this server name.
+    /// The tunnel hook declines TLS and QUIC interception for ClientHellos with this
+    /// server name.
     pub intercept_pass_sni: String,
     /// When not empty, requests whose host is `route_host` go to `route_to` (`host:port`).
     pub route_host: String,
@@ -412,7 +413,9 @@ impl TunnelHook<Fixture> for Router {
         let pass = &cx.endpoint.app_settings().intercept_pass_sni;
         tracing::info!(target = %cx.target, ?found, "fixture saw inside a tunnel");
         match found {
-            InnerProtocol::Tls(hello) if !pass.is_empty() && hello.sni.as_ref() == Some(pass) => {
+            InnerProtocol::Tls(hello) | InnerProtocol::Quic(hello)
+                if !pass.is_empty() && hello.sni.as_ref() == Some(pass) =>
+            {
                 InnerAction::Pass
             }
             InnerProtocol::Unknown => InnerAction::Pass,

@@ -472,7 +472,10 @@ impl<App: OxyExt> UdpTunnel<App> {
         let deadline = self.max_lifetime.map(|max| Instant::now() + max);
         let mut idle_at = Instant::now() + idle;
         for datagram in std::mem::take(&mut self.unread) {
-            if send_up(upstream, &mut framed, header_len, &datagram).await.is_ok() {
+            if send_up(upstream, &mut framed, header_len, &datagram)
+                .await
+                .is_ok()
+            {
                 counts.packets_up += 1;
                 counts.bytes_up += datagram.len() as u64;
             }
