@@ -462,6 +462,9 @@ describe("TLS interception with the fixture app", () => {
     // lines carry its id.
     const [tls] = await auditWhere(audit, (a) => a.target === `audited.oxy.test:${origin.port}`);
     assert.equal(tls.inspection, "intercepted", JSON.stringify(tls));
+    // The client's TLS bytes each way: a ClientHello and two requests up, a certificate
+    // chain and two responses down.
+    assert.ok(tls.bytes_up > 300 && tls.bytes_down > 1000, JSON.stringify(tls));
     assert.equal(typeof tls.tunnel_id, "string", JSON.stringify(tls));
     assert.ok(tls.tunnel_id.length > 0);
     for (const path of ["/audited/1", "/audited/2"]) {
@@ -650,6 +653,8 @@ describe("QUIC interception", () => {
     assert.equal(record.protocol, "udp", JSON.stringify(record));
     assert.equal(record.target, originTarget(), JSON.stringify(record));
     assert.equal(record.inspection, "intercepted", JSON.stringify(record));
+    // The client's QUIC datagrams each way (the Initial alone is 1200 bytes).
+    assert.ok(record.packets_up > 1 && record.packets_down > 1 && record.bytes_up >= 1200, JSON.stringify(record));
   }
 
   test("a protocol: udp endpoint intercepts QUIC: HTTP/3 through the hooks, to the target over TCP TLS", async () => {

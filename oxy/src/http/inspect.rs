@@ -9,6 +9,7 @@ use crate::drain::Drain;
 use crate::hooks::{ConnectionEnd, InnerAction, InnerProtocol, Inspection, TargetHost, Upstream};
 use crate::tls::interception::{ClientHello, Interceptor, LeafName};
 use crate::tls::server::{facts, oxy_tls};
+use crate::tunnel::counted::{Counted, Counts};
 use crate::tunnel::pump::CloseReason;
 use crate::tunnel::sniff::sniff;
 use crate::tunnel::stream::TunnelStream;
@@ -75,7 +76,10 @@ pub async fn serve<App: OxyExt>(
                 tls: false,
             };
             let inner = handler.decapsulating(upstream, tunnel.id(), None);
-            tunnel.serve_inside(serve_with(inner, client, drain)).await
+            let (client, counts) = counted(client);
+            tunnel
+                .serve_inside(serve_with(inner, client, drain), &counts)
+                .await
         }
     }
 }
@@ -111,6 +115,7 @@ async fn intercept<App: OxyExt>(
         }
     };
     let handshake_timeout = handler.endpoint.settings.tls.handshake_timeout;
+    let (client, counts) = counted(client);
     let accept = tokio_boring::SslStreamBuilder::new(ssl, client).accept();
     let stream = match tokio::time::timeout(handshake_timeout, accept).await {
         Ok(Ok(stream)) => stream,
@@ -133,5 +138,14 @@ async fn intercept<App: OxyExt>(
     tunnel.set_inspection(Inspection::Intercepted);
     let inner = handler.decapsulating(upstream, tunnel.id(), Some(inner_facts));
     let stream = TunnelStream::Boxed(Box::new(stream));
-    tunnel.serve_inside(serve_with(inner, stream, drain)).await
+    tunnel
+        .serve_inside(serve_with(inner, stream, drain), &counts)
+        .await
+}
+
+/// `client`, counting the bytes that cross it.
+fn counted(client: TunnelStream) -> (TunnelStream, Arc<Counts>) {
+    let counts = Arc::new(Counts::default());
+    let stream = TunnelStream::Boxed(Box::new(Counted::new(client, counts.clone())));
+    (stream, counts)
 }

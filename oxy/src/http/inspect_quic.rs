@@ -9,6 +9,7 @@ use crate::drain::Drain;
 use crate::hooks::{InnerAction, InnerProtocol, Inspection, TargetHost, Upstream};
 use crate::tls::interception::{ClientHello, Interceptor, LeafName};
 use crate::tls::server::oxy_tls;
+use crate::tunnel::counted::Counts;
 use crate::tunnel::flow_socket::FlowSocket;
 use crate::tunnel::sniff::sniff_datagrams;
 use crate::tunnel::udp::{ClientSide, UdpTunnel, oxy_udp};
@@ -115,10 +116,13 @@ async fn intercept<App: OxyExt>(
     let (inbound_tx, inbound) = mpsc::channel(handler.endpoint.settings.udp.queue.max(16));
     let client = Mutex::new(quic.client);
     let drops = endpoint.clone();
+    let counts = Arc::new(Counts::default());
+    let down = counts.clone();
     let outbound = Box::new(move |datagram: &[u8]| {
         let mut client = client.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Err(reason) = client.try_send(datagram) {
-            oxy_udp::dropped_total(&drops, reason).inc();
+        match client.try_send(datagram) {
+            Ok(()) => down.datagram_down(datagram.len()),
+            Err(reason) => oxy_udp::dropped_total(&drops, reason).inc(),
         }
     });
     let socket = FlowSocket::new(tunnel.peer_addr(), handler.client_addr, inbound, outbound);
@@ -140,16 +144,19 @@ async fn intercept<App: OxyExt>(
             return "inspection_failed";
         }
     };
-    for datagram in quic.read {
-        let _ = inbound_tx.try_send(datagram);
-    }
+    let send_in = |datagram: Bytes| {
+        let len = datagram.len();
+        match inbound_tx.try_send(datagram) {
+            Ok(()) => counts.datagram_up(len),
+            Err(_) => oxy_udp::dropped_total(&endpoint, "queue_full").inc(),
+        }
+    };
+    quic.read.into_iter().for_each(send_in);
     let from_client = quic.from_client;
     // Runs until the client side ends, across the handshake and the session.
     let feed = async {
         while let Some(datagram) = from_client.recv().await {
-            if inbound_tx.try_send(datagram).is_err() {
-                oxy_udp::dropped_total(&endpoint, "queue_full").inc();
-            }
+            send_in(datagram);
         }
     };
     tokio::pin!(feed);
@@ -190,6 +197,6 @@ async fn intercept<App: OxyExt>(
         }
         server.close(quinn::VarInt::from_u32(super::h3::H3_NO_ERROR), b"");
     };
-    tunnel.serve_inside(session).await;
+    tunnel.serve_inside(session, &counts).await;
     "decapsulated"
 }

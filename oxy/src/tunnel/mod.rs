@@ -2,6 +2,7 @@
 //! whatever protocol carried them.
 
 mod client;
+pub mod counted;
 pub mod flow_socket;
 pub mod metrics;
 pub mod packet;

@@ -12,6 +12,7 @@ use crate::hooks::{
 use crate::offramp::tcp::{self as offramp_tcp, ConnectError};
 use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
+use crate::tunnel::counted::Counts;
 use crate::tunnel::metrics::oxy_tunnel;
 use crate::tunnel::pump::{CloseReason, PumpLimits, pump_tcp};
 use crate::tunnel::stream::TunnelStream;
@@ -176,8 +177,8 @@ impl<App: OxyExt> TcpTunnel<App> {
 
     /// Runs `session`, Oxy's HTTP server on the client's bytes (plain or intercepted), in
     /// place of pumping: closes the target's connection, then runs the tunnel-end hook,
-    /// counts and audits the tunnel.
-    pub async fn serve_inside<T>(self, session: impl Future<Output = T>) -> T {
+    /// counts and audits the tunnel with the client's traffic in `counts`.
+    pub async fn serve_inside<T>(self, session: impl Future<Output = T>, counts: &Counts) -> T {
         let TcpTunnel { record, server, .. } = self;
         drop(server);
         let endpoint = record.cx.endpoint.name().to_string();
@@ -186,10 +187,11 @@ impl<App: OxyExt> TcpTunnel<App> {
         active.inc();
         let ended = session.await;
         active.dec();
+        let traffic = counts.traffic();
+        oxy_tunnel::bytes_total(&endpoint, "up").inc_by(traffic.bytes_up);
+        oxy_tunnel::bytes_total(&endpoint, "down").inc_by(traffic.bytes_down);
         oxy_tunnel::ended_total(&endpoint, "decapsulated").inc();
-        record
-            .finish(Traffic::default(), "decapsulated".into())
-            .await;
+        record.finish(traffic, "decapsulated".into()).await;
         ended
     }
 

@@ -369,16 +369,24 @@ impl<App: OxyExt> UdpTunnel<App> {
     }
 
     /// Runs `session`, Oxy's HTTP/3 server on the client's datagrams, in place of
-    /// pumping them; then runs the tunnel-end hook, counts and audits the flow.
-    pub async fn serve_inside<T>(self, session: impl Future<Output = T>) -> T {
+    /// pumping them; then runs the tunnel-end hook, counts and audits the flow with the
+    /// client's traffic in `counts`.
+    pub async fn serve_inside<T>(
+        self,
+        session: impl Future<Output = T>,
+        counts: &crate::tunnel::counted::Counts,
+    ) -> T {
         let name = self.cx.endpoint.name().to_string();
         oxy_tunnel::started_total(&name, "udp").inc();
         let active = oxy_tunnel::active(&name, "udp");
         active.inc();
         let ended = session.await;
         active.dec();
+        let traffic = counts.traffic();
+        oxy_tunnel::bytes_total(&name, "up").inc_by(traffic.bytes_up);
+        oxy_tunnel::bytes_total(&name, "down").inc_by(traffic.bytes_down);
         oxy_tunnel::ended_total(&name, "decapsulated").inc();
-        self.finish(Traffic::default(), "decapsulated").await;
+        self.finish(traffic, "decapsulated").await;
         ended
     }
 
