@@ -7,11 +7,13 @@
 
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
+import { createSocket } from "node:dgram";
 import { readFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { auditPath } from "../lib/audit.ts";
-import { makePki, type TestPki } from "../lib/certs.ts";
+import { makeInterceptionCa, makePki, type TestPki } from "../lib/certs.ts";
 import {
   ADDRESS_ASSIGN,
   ADDRESS_REQUEST,
@@ -46,7 +48,7 @@ import {
 } from "../lib/connect-ip.ts";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
-import { OxyProcess } from "../lib/oxy.ts";
+import { OxyProcess, repoRoot } from "../lib/oxy.ts";
 import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
 
 let pki: TestPki;
@@ -991,6 +993,70 @@ describe("CONNECT-IP (RFC 9484)", () => {
     await poolsEmpty("auth");
     await poolsEmpty("small", [ip4]);
   });
+  test("h2: a UDP flow upgraded to a UDP tunnel carrying QUIC is intercepted: Oxy's QUIC server answers, nothing is forwarded", async () => {
+    // A real QUIC v1 client Initial (aioquic): SNI origin.oxy.test, ALPN h3, 1200 bytes.
+    const initial = readFileSync(join(repoRoot, "fuzz", "src", "quic-initial.bin"));
+    assert.equal(initial.length, 1200);
+    const ca = makeInterceptionCa();
+    // The flow's destination: a socket of the test that must receive nothing.
+    const target = createSocket("udp4");
+    const received: Buffer[] = [];
+    target.on("message", (msg) => received.push(msg));
+    await new Promise<void>((ok) => target.bind(0, "127.0.0.1", ok));
+    const targetPort = target.address().port;
+    const fixture = await OxyProcess.start({
+      binary: "fixture-app",
+      settings: {
+        egress: { allow: ["127.0.0.1/32"] },
+        server: { shutdown_timeout: "2s" },
+        endpoints: [
+          {
+            name: "ipquic",
+            listen: ["127.0.0.1:0"],
+            http: { connect_ip: { enabled: true } },
+            tls_interception: { ca_chain: ca.cert, ca_key: ca.key },
+            app: { ip_upgrade_udp: true, tunnel_decapsulate: true },
+          },
+        ],
+      },
+    });
+    const minted = 'oxy_tls_interception_leaves_minted_total{endpoint="ipquic"}';
+    let stopped;
+    try {
+      const s = await open({ over: "h2", port: fixture.port("ipquic") });
+      try {
+        await s.initial();
+        const src = s.address(4);
+        s.sendPacket(udpPacket({ src, dst: "127.0.0.1", srcPort: 40400, dstPort: targetPort, payload: initial }));
+        const reply = await s.nextPacket(
+          (p) => p.udp?.dstPort === 40400,
+          "a UDP reply to the QUIC Initial",
+          10_000,
+        ).catch((e) => {
+          throw new Error(`${(e as Error).message}\n${fixture.logs().slice(-4000)}`);
+        });
+        assert.deepEqual(reply.errors, [], "the reply's IP header and UDP checksum are valid");
+        assert.deepEqual([reply.src, reply.dst, reply.udp!.srcPort], ["127.0.0.1", src, targetPort]);
+        const quic = reply.udp!.data;
+        assert.ok(quic.length >= 5, quic.toString("hex"));
+        assert.equal(quic[0] & 0xc0, 0xc0, `a QUIC long-header packet: ${quic.subarray(0, 16).toString("hex")}`);
+        assert.equal(quic.readUInt32BE(1), 0x00000001, "QUIC version 1");
+        assert.ok(!quic.equals(initial), "not the Initial echoed back");
+        // A leaf minted for origin.oxy.test: Oxy answered the handshake itself.
+        await fixture.waitForMetric(minted, 1);
+        // Interception, not forwarding: the target saw nothing.
+        assert.equal(received.length, 0, "nothing reached the target");
+        await fixture.waitForLog(/fixture saw inside a tunnel.*Quic\(.*origin\.oxy\.test/);
+      } finally {
+        s.destroy();
+      }
+    } finally {
+      stopped = await fixture.stop();
+      await new Promise<void>((ok) => target.close(() => ok()));
+    }
+    assert.deepEqual(stopped, { code: 0, signal: null }, fixture.logs().slice(-4000));
+  });
+
   // ---------------------------------------------------------------------------------------
   // Bugs found by these tests, fixed.
 

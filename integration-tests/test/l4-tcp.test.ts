@@ -249,7 +249,7 @@ test("audit records go to the log stream when no file is set, and only when it k
   const oxy = await OxyProcess.start({ binary: "oxy", settings });
   const port = oxy.port("fwd");
   assert.equal((await exchange(port, "logged")).toString(), "logged");
-  await oxy.waitForLog(/oxy::audit: audit record=\{"endpoint":"fwd","protocol":"tcp".*"bytes_up":6,"bytes_down":6.*"close_reason":"completed"\}/);
+  await oxy.waitForLog(/oxy::audit: audit record=\{"tunnel_id":"[0-9a-f]{16}","endpoint":"fwd","protocol":"tcp".*"bytes_up":6,"bytes_down":6.*"close_reason":"completed"\}/);
   assert.equal(await oxy.metric('oxy_audit_records_total{sink="log"}'), 1);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 
