@@ -36,7 +36,7 @@ export function readAudit(path: string): any[] {
 }
 
 /** Waits until `count` records of the audit log at `path` match `where`; returns them. */
-export function auditWhere(path: string, where: (r: any) => boolean, count = 1, timeoutMs = 5_000): Promise<any[]> {
+export function auditWhere(path: string, where: (r: any) => boolean, count = 1, timeoutMs = 10_000): Promise<any[]> {
   return until(
     () => {
       const records = readAudit(path).filter(where);

@@ -12,7 +12,7 @@ import { readFileSync } from "node:fs";
 import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { auditPath } from "../lib/audit.ts";
+import { auditPath, auditWhere } from "../lib/audit.ts";
 import { makeInterceptionCa, makePki, type TestPki } from "../lib/certs.ts";
 import {
   ADDRESS_ASSIGN,
@@ -80,25 +80,6 @@ async function counterReaches(sample: string, value: number): Promise<number> {
   } catch {
     throw new Error(`${sample} is ${last}, wanted at least ${value}`);
   }
-}
-
-function readAudit(): any[] {
-  try {
-    return readFileSync(audit, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
-  } catch {
-    return [];
-  }
-}
-
-/** Waits until `count` audit records match `where`; returns them. */
-async function auditWhere(where: (r: any) => boolean, count: number): Promise<any[]> {
-  return until(
-    () => {
-      const records = readAudit().filter(where);
-      return records.length >= count ? records : undefined;
-    },
-    () => `${count} matching audit records in:\n${readAudit().map((r) => JSON.stringify(r)).join("\n")}`,
-  );
 }
 
 const ip4 = "ipv4";
@@ -311,13 +292,13 @@ describe("CONNECT-IP (RFC 9484)", () => {
 
     // The stream's audit record, one per IP flow, and the UDP tunnels' own.
     const mine = (x: any) => x.endpoint === "h3" && x.client === `127.0.0.1:${r.local_port}`;
-    const [session] = await auditWhere((x) => mine(x) && x.protocol === "connect-ip", 1);
+    const [session] = await auditWhere(audit, (x) => mine(x) && x.protocol === "connect-ip", 1);
     assert.equal(session.target, "/.well-known/masque/ip/*/*/");
     assert.equal(session.close_reason, "completed");
     assert.match(session.client, /^127\.0\.0\.1:\d+$/);
     // Up: 6 UDP, 6 echo requests, 4 denied; down: 6 UDP, 6 echo replies, 4 ICMP errors.
     assert.deepEqual([session.packets_up, session.packets_down], [16, 16], JSON.stringify(session));
-    const flows = await auditWhere((x) => mine(x) && x.protocol === "ip", 8);
+    const flows = await auditWhere(audit, (x) => mine(x) && x.protocol === "ip", 8);
     const tuples = flows.map((f) => `${f.flow.protocol} ${f.flow.source} ${f.flow.destination}`).sort();
     assert.deepEqual(
       tuples,
@@ -334,7 +315,7 @@ describe("CONNECT-IP (RFC 9484)", () => {
     );
     const echoFlow = flows.find((f) => f.flow.destination === `127.0.0.1:${echo4.port}`);
     assert.deepEqual([echoFlow.packets_up, echoFlow.packets_down, echoFlow.target], [3, 3, `127.0.0.1:${echo4.port}`]);
-    const udp = await auditWhere((x) => mine(x) && x.protocol === "udp", 6);
+    const udp = await auditWhere(audit, (x) => mine(x) && x.protocol === "udp", 6);
     const byTarget = Object.fromEntries(udp.map((u) => [u.target, u]));
     assert.equal(byTarget[`127.0.0.1:${echo4.port}`].resolved, `127.0.0.1:${echo4.port}`);
     assert.deepEqual([byTarget[`127.0.0.1:${echo4.port}`].packets_up, byTarget[`127.0.0.1:${echo4.port}`].packets_down], [3, 3]);
@@ -432,9 +413,9 @@ describe("CONNECT-IP (RFC 9484)", () => {
         s.destroy();
       }
       await poolsEmpty(endpoint);
-      const [record] = await auditWhere((x) => mine(x) && x.protocol === "connect-ip", 1);
+      const [record] = await auditWhere(audit, (x) => mine(x) && x.protocol === "connect-ip", 1);
       assert.deepEqual([record.target, record.close_reason, record.packets_up, record.packets_down], ["/.well-known/masque/ip/*/*/", "completed", 6, 6]);
-      const flows = await auditWhere((x) => mine(x) && x.protocol === "ip", 2);
+      const flows = await auditWhere(audit, (x) => mine(x) && x.protocol === "ip", 2);
       assert.equal(flows.length, 2, JSON.stringify(flows));
       const tuple = (f: { protocol: number; source: string; destination: string }) => `${f.protocol} ${f.source} ${f.destination}`;
       assert.deepEqual(flows.map((f) => tuple(f.flow)).sort(), [
@@ -557,14 +538,14 @@ describe("CONNECT-IP (RFC 9484)", () => {
       const fin = await s.nextPacket((x) => x.tcp?.dstPort === 45000 && (x.tcp.flags & TCP_FIN) !== 0, "the server's FIN");
       assert.equal(fin.tcp!.ack, ours + 1);
       s.sendPacket(tcpSegment({ ...tcp, seq: ours + 1, ack: (fin.tcp!.seq + 1) >>> 0, flags: TCP_ACK }));
-      const [record] = await auditWhere((x) => mine(x) && x.protocol === "tcp", 1);
+      const [record] = await auditWhere(audit, (x) => mine(x) && x.protocol === "tcp", 1);
       assert.equal(record.target, `127.0.0.1:${tcpEcho.port}`);
       assert.deepEqual([record.bytes_up, record.bytes_down], [message.length, message.length]);
       await s.end();
     } finally {
       s.destroy();
     }
-    const [flow] = await auditWhere((x) => mine(x) && x.protocol === "ip", 1);
+    const [flow] = await auditWhere(audit, (x) => mine(x) && x.protocol === "ip", 1);
     assert.deepEqual(flow.flow, { protocol: 6, source: "100.64.0.1:45000", destination: `127.0.0.1:${tcpEcho.port}` });
   });
 
@@ -835,7 +816,7 @@ describe("CONNECT-IP (RFC 9484)", () => {
       await counterReaches(dropped("flows", "too_many_flows"), before + 1);
       assert.equal(echo6.received.length, received);
       // The first flow idles out, and is audited so.
-      const [first] = await auditWhere(mine, 1);
+      const [first] = await auditWhere(audit, mine, 1);
       assert.equal(first.close_reason, "forward: idle_timeout", JSON.stringify(first));
       assert.deepEqual([first.flow.source, first.packets_up, first.packets_down], ["100.64.0.1:40080", 2, 2]);
       // Now there is room again, in the same stream.
@@ -844,7 +825,7 @@ describe("CONNECT-IP (RFC 9484)", () => {
     } finally {
       s.destroy();
     }
-    const records = await auditWhere(mine, 2);
+    const records = await auditWhere(audit, mine, 2);
     assert.deepEqual(records[1].flow.destination, `[::1]:${echo6.port}`);
   });
 
@@ -858,7 +839,7 @@ describe("CONNECT-IP (RFC 9484)", () => {
       if (how === "h2 RST_STREAM") s.reset();
       else s.destroy();
       await poolsEmpty("clear");
-      const [record] = await auditWhere(mine, 1);
+      const [record] = await auditWhere(audit, mine, 1);
       assert.deepEqual([record.packets_up, record.packets_down], [1, 1], `${how}: ${JSON.stringify(record)}`);
       s.destroy();
     }
@@ -987,7 +968,7 @@ describe("CONNECT-IP (RFC 9484)", () => {
     } finally {
       s.destroy();
     }
-    const [record] = await auditWhere((x) => x.endpoint === "auth" && x.protocol === "connect-ip", 1);
+    const [record] = await auditWhere(audit, (x) => x.endpoint === "auth" && x.protocol === "connect-ip", 1);
     assert.equal(record.user, "alice");
     await poolsEmpty("clear");
     await poolsEmpty("auth");
@@ -1081,7 +1062,7 @@ describe("CONNECT-IP (RFC 9484)", () => {
       }
       await until(() => (tcpEcho.open === openBefore ? true : undefined), "the upstream TCP connection to close");
       await oxy.waitForMetric('oxy_tunnel_active{endpoint="clear",protocol="tcp"}', 0);
-      const [record] = await auditWhere(mine, 1);
+      const [record] = await auditWhere(audit, mine, 1);
       assert.equal(record.target, `127.0.0.1:${tcpEcho.port}`);
     },
   );

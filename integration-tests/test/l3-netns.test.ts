@@ -12,10 +12,9 @@
 // are deleted first.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { isIPv6 } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { auditPath } from "../lib/audit.ts";
+import { auditPath, auditWhere, readAudit } from "../lib/audit.ts";
 import { makePki, type TestPki } from "../lib/certs.ts";
 import {
   Netns,
@@ -69,26 +68,6 @@ function covers(routes: string[], ip: string): boolean {
     const shift = BigInt(width - Number(length));
     return netWidth === width && address >> shift === prefix >> shift;
   });
-}
-
-function readAudit(path: string): any[] {
-  try {
-    return readFileSync(path, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
-  } catch {
-    return [];
-  }
-}
-
-/** Waits until `count` records of the audit log at `path` match `where`. */
-function auditWhere(path: string, where: (r: any) => boolean, count = 1, timeoutMs = 10_000): Promise<any[]> {
-  return until(
-    () => {
-      const records = readAudit(path).filter(where);
-      return records.length >= count ? records : undefined;
-    },
-    () => `${count} matching audit records in:\n${readAudit(path).map((r) => JSON.stringify(r)).join("\n")}`,
-    timeoutMs,
-  );
 }
 
 /** A counter sample, 0 while it does not exist. */

@@ -4,11 +4,10 @@
 // client; malformed capsules and requests on raw sockets; settings checks.
 
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { connect as http2Connect } from "node:http2";
 import { connect as netConnect, type Socket } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { auditPath } from "../lib/audit.ts";
+import { auditPath, auditWhere, readAudit } from "../lib/audit.ts";
 import { makePki, type TestPki } from "../lib/certs.ts";
 import { curl } from "../lib/curl.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
@@ -56,25 +55,6 @@ async function sumSamples(oxy: OxyProcess, name: string, labels: Record<string, 
 /** A counter sample that may not exist yet (0 then). */
 async function counter(oxy: OxyProcess, sample: string): Promise<number> {
   return (await oxy.metric(sample)) ?? 0;
-}
-
-function readAudit(path: string): any[] {
-  try {
-    return readFileSync(path, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l));
-  } catch {
-    return [];
-  }
-}
-
-/** Waits until `count` audit records match `where`; returns the matching records. */
-async function auditWhere(path: string, where: (r: any) => boolean, count: number, timeoutMs = 5_000): Promise<any[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const records = readAudit(path).filter(where);
-    if (records.length >= count) return records;
-    if (Date.now() > deadline) throw new Error(`${records.length} matching audit records, wanted ${count}:\n${readFileSync(path, "utf8")}`);
-    await sleep(25);
-  }
 }
 
 /** Checks a load summary: everything came back, or what did not is counted as dropped. */

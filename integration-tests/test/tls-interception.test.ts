@@ -687,35 +687,26 @@ describe("QUIC interception", () => {
     assert.equal(origin.started.length, started, "nothing reached the origin");
   });
 
-  test("CONNECT-UDP over HTTP/2 carrying QUIC is intercepted", async () => {
-    const start = await outcome("masque", "intercepted");
-    const relay = await startUdpRelay({ proxy: `http://127.0.0.1:${oxy.port("masque")}`, over: "h2", target: originTarget() });
-    try {
-      const paths = ["/tls-facts", "/blocked/h2", "/quic/masque-h2"];
-      const r = await h3Get({ connect: `127.0.0.1:${relay.port}`, serverName: "origin.oxy.test", ca: ca.cert, paths });
-      assert.equal(r.error, undefined, r.log + relay.output() + oxy.logs().slice(-3000));
-      checkIntercepted(r.responses, r.log, "/quic/masque-h2", "/blocked/h2");
-    } finally {
-      await relay.close();
-    }
-    await sampleReaches(oxy, "oxy_tls_interceptions_total", { endpoint: "masque", outcome: "intercepted" }, start + 1);
-    await checkAudited("masque", "/quic/masque-h2");
-  });
-
-  test("CONNECT-UDP over HTTP/3 carrying QUIC is intercepted", async () => {
-    const start = await outcome("masque-h3", "intercepted");
-    const relay = await startUdpRelay({ proxy: `https://127.0.0.1:${oxy.port("masque-h3", "tcp")}`, ca: pki.ca, over: "h3", target: originTarget() });
-    try {
-      const paths = ["/tls-facts", "/blocked/h3", "/quic/masque-h3"];
-      const r = await h3Get({ connect: `127.0.0.1:${relay.port}`, serverName: "origin.oxy.test", ca: ca.cert, paths });
-      assert.equal(r.error, undefined, r.log + relay.output() + oxy.logs().slice(-3000));
-      checkIntercepted(r.responses, r.log, "/quic/masque-h3", "/blocked/h3");
-    } finally {
-      await relay.close();
-    }
-    await sampleReaches(oxy, "oxy_tls_interceptions_total", { endpoint: "masque-h3", outcome: "intercepted" }, start + 1);
-    await checkAudited("masque-h3", "/quic/masque-h3");
-  });
+  const carriers = [
+    { name: "HTTP/2", over: "h2", endpoint: "masque", proxy: () => ({ proxy: `http://127.0.0.1:${oxy.port("masque")}` }) },
+    { name: "HTTP/3", over: "h3", endpoint: "masque-h3", proxy: () => ({ proxy: `https://127.0.0.1:${oxy.port("masque-h3", "tcp")}`, ca: pki.ca }) },
+  ] as const;
+  for (const { name, over, endpoint, proxy } of carriers) {
+    test(`CONNECT-UDP over ${name} carrying QUIC is intercepted`, async () => {
+      const start = await outcome(endpoint, "intercepted");
+      const relay = await startUdpRelay({ ...proxy(), over, target: originTarget() });
+      try {
+        const paths = ["/tls-facts", `/blocked/${over}`, `/quic/masque-${over}`];
+        const r = await h3Get({ connect: `127.0.0.1:${relay.port}`, serverName: "origin.oxy.test", ca: ca.cert, paths });
+        assert.equal(r.error, undefined, r.log + relay.output() + oxy.logs().slice(-3000));
+        checkIntercepted(r.responses, r.log, `/quic/masque-${over}`, `/blocked/${over}`);
+      } finally {
+        await relay.close();
+      }
+      await sampleReaches(oxy, "oxy_tls_interceptions_total", { endpoint, outcome: "intercepted" }, start + 1);
+      await checkAudited(endpoint, `/quic/masque-${over}`);
+    });
+  }
 
   test("datagrams that are not QUIC go through a decapsulating udp endpoint unchanged", async () => {
     const payloads = [
