@@ -53,7 +53,8 @@ pub enum TunnelAction {
     /// certificate. On a UDP flow, a QUIC Initial is intercepted the same way: Oxy's
     /// HTTP/3 server answers with a minted certificate and each request goes to the
     /// target over HTTP/2 or HTTP/1.1 with TLS (TCP, same port). Anything else is
-    /// pumped untouched.
+    /// pumped untouched by default. The audit record and [`TunnelSummary`] count the
+    /// client's bytes (and datagrams) when Oxy serves them itself.
     Decapsulate,
 }
 
@@ -107,10 +108,11 @@ pub enum Inspection {
     None,
     /// Plain HTTP inside was served through the hooks.
     Http,
-    /// TLS inside was intercepted and its HTTP served through the hooks.
+    /// TLS (or QUIC) inside was intercepted and its HTTP served through the hooks.
     Intercepted,
     /// Oxy was asked to look inside but pumped the bytes untouched: the hook passed
-    /// them, or they were TLS without an interception CA, or neither HTTP nor TLS.
+    /// them, or they were TLS or QUIC without an interception CA, or a UDP flow that is
+    /// not QUIC.
     Passed,
     /// The hook blocked the tunnel once it saw what was inside.
     Blocked,

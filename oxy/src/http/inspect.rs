@@ -6,7 +6,7 @@ use super::pipeline::Handler;
 use super::server::serve_with;
 use crate::app::OxyExt;
 use crate::drain::Drain;
-use crate::hooks::{ConnectionEnd, InnerAction, InnerProtocol, Inspection, TargetHost, Upstream};
+use crate::hooks::{ConnectionEnd, InnerAction, InnerProtocol, Inspection, Upstream};
 use crate::tls::interception::{ClientHello, Interceptor, LeafName};
 use crate::tls::server::{facts, oxy_tls};
 use crate::tunnel::counted::{Counted, Counts};
@@ -95,11 +95,7 @@ async fn intercept<App: OxyExt>(
     handler: &Handler<App>,
     drain: &Drain,
 ) -> ConnectionEnd {
-    let name = match (&hello.sni, &tunnel.target().host) {
-        (Some(sni), _) => LeafName::Dns(sni.clone()),
-        (None, TargetHost::Ip(ip)) => LeafName::Ip(*ip),
-        (None, TargetHost::Name(host)) => LeafName::Dns(host.to_ascii_lowercase()),
-    };
+    let name = LeafName::of(hello, tunnel.target());
     let endpoint = interceptor.endpoint();
     let ssl = match interceptor.leaf(&name).await {
         Ok(leaf) => interceptor.ssl(&leaf).map_err(|e| e.to_string()),

@@ -6,7 +6,7 @@
 use super::pipeline::Handler;
 use crate::app::OxyExt;
 use crate::drain::Drain;
-use crate::hooks::{InnerAction, InnerProtocol, Inspection, TargetHost, Upstream};
+use crate::hooks::{InnerAction, InnerProtocol, Inspection, Upstream};
 use crate::tls::interception::{ClientHello, Interceptor, LeafName};
 use crate::tls::server::oxy_tls;
 use crate::tunnel::counted::Counts;
@@ -97,11 +97,7 @@ async fn intercept<App: OxyExt>(
     drain: &Drain,
 ) -> &'static str {
     let endpoint = interceptor.endpoint().to_string();
-    let name = match (&hello.sni, &tunnel.target().host) {
-        (Some(sni), _) => LeafName::Dns(sni.clone()),
-        (None, TargetHost::Ip(ip)) => LeafName::Ip(*ip),
-        (None, TargetHost::Name(host)) => LeafName::Dns(host.to_ascii_lowercase()),
-    };
+    let name = LeafName::of(hello, tunnel.target());
     let Ok(authority) = tunnel.target().to_string().parse() else {
         tunnel
             .end_unserved("inspection_failed", "the target is not an HTTP authority")

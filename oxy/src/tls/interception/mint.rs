@@ -1,6 +1,8 @@
 //! Mints the leaf certificate Oxy shows a client whose TLS it intercepts: the server name
 //! the client asked for, signed by the interception CA.
 
+use super::ClientHello;
+use crate::hooks::{Target, TargetHost};
 use crate::tls::CertifiedKey;
 use boring::asn1::{Asn1Time, Asn1TimeRef};
 use boring::bn::{BigNum, MsbOption};
@@ -28,6 +30,17 @@ pub enum LeafName {
     Dns(String),
     /// An IP address (a client that sent no SNI to an address).
     Ip(IpAddr),
+}
+
+impl LeafName {
+    /// What a leaf shown to `hello` names: its server name, else the tunnel's `target`.
+    pub fn of(hello: &ClientHello, target: &Target) -> Self {
+        match (&hello.sni, &target.host) {
+            (Some(sni), _) => LeafName::Dns(sni.clone()),
+            (None, TargetHost::Ip(ip)) => LeafName::Ip(*ip),
+            (None, TargetHost::Name(host)) => LeafName::Dns(host.to_ascii_lowercase()),
+        }
+    }
 }
 
 impl std::fmt::Display for LeafName {
