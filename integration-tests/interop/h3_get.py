@@ -4,7 +4,9 @@
 It opens one QUIC connection to --connect (a UDP address: Oxy's `protocol: udp`
 endpoint, or the local port of an `oxy-client udp --listen` relay), with --server-name
 as SNI and as the :authority host, verifying the server against --ca, and sends one GET
-per --path, one after the other on that connection.
+per --path, one after the other on that connection. --cipher-suite (repeatable) offers
+only the TLS 1.3 suites it names (AES_128_GCM_SHA256, AES_256_GCM_SHA384,
+CHACHA20_POLY1305_SHA256) instead of aioquic's default list.
 
 Output: progress goes to stderr; stdout carries one JSON line per request:
   {"path": "/hello", "status": 200, "headers": {...}, "body": "..."}
@@ -35,7 +37,7 @@ try:
         QuicEvent,
         StreamReset,
     )
-    from aioquic.tls import AlertDescription
+    from aioquic.tls import AlertDescription, CipherSuite
 except ImportError as exc:  # pragma: no cover - environment problem
     print(f"h3_get: aioquic is not installed ({exc}); pip install -r requirements.txt", file=sys.stderr)
     sys.exit(1)
@@ -50,6 +52,10 @@ CERTIFICATE_ALERTS = {
     AlertDescription.certificate_unknown,
     AlertDescription.unknown_ca,
 }
+
+
+# The TLS 1.3 suites --cipher-suite may name (aioquic's CipherSuite names).
+SUITES = ["AES_128_GCM_SHA256", "AES_256_GCM_SHA384", "CHACHA20_POLY1305_SHA256"]
 
 
 def log(msg: str) -> None:
@@ -165,6 +171,8 @@ class Client(QuicConnectionProtocol):
 async def run(args: argparse.Namespace) -> None:
     host, port = args.connect
     configuration = QuicConfiguration(is_client=True, alpn_protocols=["h3"], server_name=args.server_name)
+    if args.cipher_suite:
+        configuration.cipher_suites = [CipherSuite[name] for name in args.cipher_suite]
     try:
         configuration.load_verify_locations(args.ca)
     except Exception as exc:
@@ -196,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ca", required=True, help="PEM CA file that verifies the server")
     p.add_argument("--path", action="append", required=True, help="a path to GET (repeatable, in order)")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds for the handshake and for each response")
+    p.add_argument("--cipher-suite", action="append", default=[], choices=SUITES,
+                   help="offer only these TLS 1.3 cipher suites (repeatable; default: aioquic's)")
     args = p.parse_args(argv)
     try:
         asyncio.run(run(args))

@@ -89,6 +89,8 @@ export interface H3GetOptions {
   paths: string[];
   /** Seconds for the handshake and for each response. */
   timeout?: number;
+  /** Offer only these TLS 1.3 cipher suites (aioquic's names); aioquic's list when absent. */
+  cipherSuites?: ("AES_128_GCM_SHA256" | "AES_256_GCM_SHA384" | "CHACHA20_POLY1305_SHA256")[];
 }
 
 export interface H3Response {
@@ -115,6 +117,7 @@ export function h3Get(options: H3GetOptions, timeoutMs = 30_000): Promise<H3GetR
   if (options.authority !== undefined) args.push("--authority", options.authority);
   if (options.timeout !== undefined) args.push("--timeout", String(options.timeout));
   for (const path of options.paths) args.push("--path", path);
+  for (const suite of options.cipherSuites ?? []) args.push("--cipher-suite", suite);
   const child = track(spawn(interopPython(), args, { stdio: ["ignore", "pipe", "pipe"] }));
   let stdout = "";
   let stderr = "";

@@ -7,6 +7,7 @@ use oxy::http::form::{FormField, FormInspector, form_tap};
 use oxy::http::proxy_auth;
 use oxy::http::stream_search::StreamSearch;
 use oxy::prelude::*;
+use oxy::settings::TlsPolicy;
 use std::time::Duration;
 
 mod dns;
@@ -73,6 +74,11 @@ pub struct FixtureEndpointSettings {
     /// When not empty, requests for exactly this path are answered by the app with the
     /// request's TLS facts as JSON (`intercepted`, `sni`, `alpn`, `version`).
     pub tls_facts_path: String,
+    /// The ingress hook holds TLS connections arriving on this local address to the
+    /// `fips_202205` compliance policy.
+    pub fips_local_ip: String,
+    /// The egress hook holds TLS towards this upstream host to `fips_202205`.
+    pub fips_upstream_host: String,
     /// The tunnel hook declines TLS and QUIC interception for ClientHellos with this
     /// server name.
     pub intercept_pass_sni: String,
@@ -132,6 +138,9 @@ impl IngressHook<Fixture> for Observer {
         }
         if settings.hold_ms > 0 {
             tokio::time::sleep(Duration::from_millis(settings.hold_ms)).await;
+        }
+        if settings.fips_local_ip.parse() == Ok(cx.local_addr.ip()) {
+            cx.tls_policy = TlsPolicy::Fips202205;
         }
         if !settings.reject_reason.is_empty() {
             return IngressAction::Reject(settings.reject_reason.clone());
@@ -233,6 +242,8 @@ impl HttpRequestHook<Fixture> for Router {
                     ("x-tls-alpn", tls.alpn.clone().unwrap_or_default()),
                     ("x-tls-version", tls.version.clone()),
                     ("x-tls-cipher", tls.cipher.clone()),
+                    ("x-tls-policy", tls.policy.as_str().to_string()),
+                    ("x-client-pin", tls.client_pin.clone().unwrap_or_default()),
                     (
                         "x-client-subject",
                         client.map(|c| c.subject.clone()).unwrap_or_default(),
@@ -325,6 +336,12 @@ impl HttpRequestHook<Fixture> for Router {
 impl EgressHook<Fixture> for Router {
     async fn on_egress(&self, cx: &mut EgressContext<Fixture>) -> EgressAction {
         let settings = cx.endpoint.app_settings();
+        let host = cx.target.as_ref().map(|t| t.host.to_string());
+        if !settings.fips_upstream_host.is_empty()
+            && host == Some(settings.fips_upstream_host.clone())
+        {
+            cx.tls_policy = Some(TlsPolicy::Fips202205);
+        }
         if !settings.internal_service.is_empty() {
             return match settings.internal_service.parse() {
                 Ok(target) => EgressAction::InternalService(InternalService {

@@ -77,6 +77,14 @@ pub struct EgressContext<App: OxyExt> {
     /// Where the client asked to go; `None` on an L4 endpoint without `tcp.target`,
     /// where the hook must answer [`EgressAction::Rewrite`] or the connection is closed.
     pub target: Option<Target>,
+    /// The compliance policy of the TLS Oxy speaks to the target for a forwarded or
+    /// reverse-proxied `https` request (`None`: `http.client.tls_policy`). Tunnels carry
+    /// the client's own TLS and ignore it.
+    pub tls_policy: Option<crate::settings::TlsPolicy>,
+    /// For an `https` request: the SHA-256 pin (hex) of the raw public key the upstream
+    /// must present instead of a certificate (`None`: `http.client.server_pins`, or a
+    /// certificate).
+    pub server_pin: Option<String>,
 }
 
 impl<App: OxyExt> EgressContext<App> {
@@ -95,6 +103,8 @@ impl<App: OxyExt> EgressContext<App> {
             audit_label: None,
             transport,
             target,
+            tls_policy: None,
+            server_pin: None,
         }
     }
 }

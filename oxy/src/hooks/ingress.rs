@@ -44,6 +44,11 @@ pub struct IngressConnectionContext<App: OxyExt> {
     pub accepted_at: Instant,
     /// The TLS handshake's facts, once it has completed on a TLS endpoint.
     pub tls: Option<Arc<TlsFacts>>,
+    /// The compliance policy the connection's TLS is held to: `tls.policy` at first.
+    /// On TCP the ingress hook runs before the handshake and may choose another for
+    /// this connection (a FIPS-only address, a client network); on QUIC the handshake
+    /// is done by then and the endpoint's policy applies.
+    pub tls_policy: crate::settings::TlsPolicy,
     /// The application's state for this connection.
     pub app: App::IngressConnectionContext,
     /// The connection's slot under `limits.max_connections`; tunnels and upgrades that

@@ -12,10 +12,11 @@ use crate::offramp::happy_eyeballs::HappyEyeballsError;
 use crate::offramp::route::EgressRoute;
 use crate::offramp::tcp::{ConnectError, connect_by, connect_target};
 use crate::services::Services;
-use crate::settings::HttpClientSettings;
+use crate::settings::{HttpClientSettings, TlsPolicy, TlsVersion};
+use crate::tls::raw_public_key;
 use crate::tls::server::oxy_tls;
 use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
-use boring::ssl::{SslConnector, SslMethod};
+use boring::ssl::{CertificateType, SslConnector, SslMethod, SslVerifyMode};
 use boring::x509::X509VerifyError;
 use http::{Request, Response};
 use http_body_util::LengthLimitError;
@@ -76,27 +77,33 @@ impl<App: OxyExt> UpstreamClient<App> {
             .await
             .map_err(connect_error)?;
         let on = egress.target.as_ref().unwrap_or(&target);
-        self.send_on(stream, on, https, request).await
+        let tls = UpstreamTls {
+            policy: egress.tls_policy,
+            pin: egress.server_pin.as_deref(),
+        };
+        self.send_on(stream, on, https.then_some(tls), request)
+            .await
     }
 
-    /// Sends `request` over `stream` (already reaching `target`) with HTTP/1.1, TLS first
-    /// when `https`.
+    /// Sends `request` over `stream` (already reaching `target`) with HTTP/1.1, with TLS
+    /// first when `tls` is given.
     async fn send_on(
         &self,
         stream: TcpStream,
         target: &Target,
-        https: bool,
+        tls: Option<UpstreamTls<'_>>,
         mut request: Request<HttpBody>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
-        let io = if https {
-            let tls = self
-                .connector
-                .tls_connect(target, stream, Some(b"\x08http/1.1"))
-                .await
-                .map_err(|e| classify(&e))?;
-            UpstreamStream::Tls(Box::new(tls))
-        } else {
-            UpstreamStream::Plain(stream)
+        let io = match tls {
+            Some(tls) => {
+                let tls = self
+                    .connector
+                    .tls_connect(target, stream, Some(b"\x08http/1.1"), tls)
+                    .await
+                    .map_err(|e| classify(&e))?;
+                UpstreamStream::Tls(Box::new(tls))
+            }
+            None => UpstreamStream::Plain(stream),
         };
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
@@ -143,6 +150,20 @@ impl<App: OxyExt> UpstreamClient<App> {
         }
         tls.set_alpn_protos(b"\x02h2\x08http/1.1")
             .map_err(io::Error::other)?;
+        settings
+            .tls_policy
+            .apply_to_context(&mut tls)
+            .map_err(io::Error::other)?;
+        if !settings.raw_public_key.as_os_str().is_empty() {
+            let (credential, _) =
+                raw_public_key::credential(&settings.raw_public_key).map_err(io::Error::other)?;
+            tls.add_credential(&credential).map_err(io::Error::other)?;
+        }
+        if !settings.server_pins.is_empty() {
+            let pins =
+                raw_public_key::parse_pins(&settings.server_pins).map_err(io::Error::other)?;
+            expect_raw_public_key(&mut tls, pins).map_err(io::Error::other)?;
+        }
         let connector = OffRampConnector {
             services,
             tls: Arc::new(tls.build()),
@@ -263,23 +284,47 @@ impl<App: OxyExt> Clone for OffRampConnector<App> {
 impl<App: OxyExt> OffRampConnector<App> {
     /// TLS to `target` over `stream`: its name as SNI, its certificate verified against
     /// the client's roots (a failure is counted by reason), `alpn` instead of the
-    /// default offer when given.
+    /// default offer, and `tls`'s policy and pin instead of the settings' when given.
     async fn tls_connect(
         &self,
         target: &Target,
         stream: TcpStream,
         alpn: Option<&[u8]>,
+        tls: UpstreamTls<'_>,
     ) -> Result<tokio_boring::SslStream<TcpStream>, UpstreamConnectError> {
         let tls_error = |e: &dyn std::fmt::Display| UpstreamConnectError::Tls(e.to_string());
         let mut config = self.tls.configure().map_err(|e| tls_error(&e))?;
         if let Some(alpn) = alpn {
             config.set_alpn_protos(alpn).map_err(|e| tls_error(&e))?;
         }
+        if let Some(policy) = tls.policy {
+            policy
+                .apply(&mut config, TlsVersion::Tls1_2)
+                .map_err(|e| tls_error(&e))?;
+        }
+        if let Some(pin) = tls.pin {
+            let pin = raw_public_key::parse_pin(pin).map_err(|e| tls_error(&e))?;
+            config
+                .set_server_certificate_types(&[CertificateType::RAW_PUBLIC_KEY])
+                .map_err(|e| tls_error(&e))?;
+            let verify = raw_public_key::verifier(Arc::new(vec![pin]), None);
+            config.set_custom_verify_callback(SslVerifyMode::PEER, verify);
+        }
         let host = target.host.to_string();
         let host = host.trim_matches(['[', ']']);
         tokio_boring::connect(config, host, stream)
             .await
             .map_err(|e| {
+                if let Some(pin) = e.ssl().and_then(raw_public_key::peer_pin)
+                    && !pin.accepted
+                {
+                    oxy_tls::upstream_verification_failures_total(&self.endpoint, "pin_mismatch")
+                        .inc();
+                    return UpstreamConnectError::Certificate {
+                        host: target.to_string(),
+                        reason: format!("raw public key {} matches no pin", pin.sha256),
+                    };
+                }
                 let refused = e.ssl().and_then(|ssl| ssl.verify_result().err());
                 match refused.filter(|v| *v != X509VerifyError::INVALID_CALL) {
                     Some(refused) => {
@@ -294,6 +339,26 @@ impl<App: OxyExt> OffRampConnector<App> {
                 }
             })
     }
+}
+
+/// What one upstream TLS connection is held to beyond the client's settings.
+#[derive(Default, Clone, Copy)]
+struct UpstreamTls<'a> {
+    /// The compliance policy, instead of `http.client.tls_policy`.
+    policy: Option<TlsPolicy>,
+    /// The pin (hex) of the raw public key the upstream must present.
+    pin: Option<&'a str>,
+}
+
+/// Asks upstreams for a raw public key and accepts only `pins`.
+fn expect_raw_public_key(
+    tls: &mut boring::ssl::SslConnectorBuilder,
+    pins: Vec<raw_public_key::Pin>,
+) -> Result<(), boring::error::ErrorStack> {
+    tls.set_server_certificate_types(&[CertificateType::RAW_PUBLIC_KEY])?;
+    let verify = raw_public_key::verifier(Arc::new(pins), None);
+    tls.set_custom_verify_callback(SslVerifyMode::PEER, verify);
+    Ok(())
 }
 
 /// The metric label of a certificate verification failure.
@@ -352,7 +417,9 @@ impl<App: OxyExt> tower_service::Service<http::Uri> for OffRampConnector<App> {
             if !https {
                 return Ok(TokioIo::new(UpstreamStream::Plain(stream)));
             }
-            let tls = this.tls_connect(&target, stream, None).await?;
+            let tls = this
+                .tls_connect(&target, stream, None, UpstreamTls::default())
+                .await?;
             Ok(TokioIo::new(UpstreamStream::Tls(Box::new(tls))))
         })
     }

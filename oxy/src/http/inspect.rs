@@ -97,8 +97,11 @@ async fn intercept<App: OxyExt>(
 ) -> ConnectionEnd {
     let name = LeafName::of(hello, tunnel.target());
     let endpoint = interceptor.endpoint();
+    // The inner TLS is held to the outer connection's policy (else the endpoint's).
+    let outer = handler.tls.as_ref().map(|tls| tls.policy);
+    let policy = outer.unwrap_or(handler.endpoint.settings.tls.policy);
     let ssl = match interceptor.leaf(&name).await {
-        Ok(leaf) => interceptor.ssl(&leaf).map_err(|e| e.to_string()),
+        Ok(leaf) => interceptor.ssl(&leaf, policy).map_err(|e| e.to_string()),
         Err(e) => Err(e),
     };
     let ssl = match ssl {
@@ -131,6 +134,7 @@ async fn intercept<App: OxyExt>(
     oxy_tls::interceptions_total(endpoint, "intercepted").inc();
     let mut inner_facts = facts(stream.ssl());
     inner_facts.intercepted = true;
+    inner_facts.policy = policy;
     tunnel.set_inspection(Inspection::Intercepted);
     let inner = handler.decapsulating(upstream, tunnel.id(), Some(inner_facts));
     let stream = TunnelStream::Boxed(Box::new(stream));

@@ -95,6 +95,7 @@ pub async fn serve<App: OxyExt>(
                 .map_or(local_addr, |ip| SocketAddr::new(ip, local_addr.port())),
             accepted_at: Instant::now(),
             tls: None,
+            tls_policy: endpoint.settings.tls.policy,
             app: Default::default(),
             slot: None,
         };
@@ -197,7 +198,8 @@ async fn serve_connection<App: OxyExt>(
     drain: &Drain,
 ) -> ConnectionEnd {
     let name = cx.endpoint.name().to_string();
-    let facts = crate::tls::quic::facts(&connection);
+    let mut facts = crate::tls::quic::facts(&connection);
+    facts.policy = cx.endpoint.settings.tls.policy;
     oxy_tls::handshakes_total(&name, &facts.version).inc();
     tracing::debug!(sni = ?facts.sni, alpn = ?facts.alpn, "QUIC established");
     cx.tls = Some(Arc::new(facts));

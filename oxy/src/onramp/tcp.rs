@@ -75,6 +75,7 @@ pub async fn serve<App: OxyExt>(
             local_addr,
             accepted_at: Instant::now(),
             tls: None,
+            tls_policy: endpoint.settings.tls.policy,
             app: Default::default(),
             slot: permit.map(Arc::new),
         };
@@ -160,12 +161,13 @@ async fn serve_connection<App: OxyExt>(
     let name = cx.endpoint.name().to_string();
     let timeout = cx.endpoint.settings.tls.handshake_timeout;
     let handshake = tokio::select! {
-        handshake = tokio::time::timeout(timeout, acceptor.accept(stream)) => handshake,
+        handshake = tokio::time::timeout(timeout, acceptor.accept(stream, cx.tls_policy)) => handshake,
         _ = drain.force_closing() => return ConnectionEnd::Shutdown,
     };
     let reason = match handshake {
         Ok(Ok(tls)) => {
-            let facts = crate::tls::server::facts(tls.ssl());
+            let mut facts = crate::tls::server::facts(tls.ssl());
+            facts.policy = cx.tls_policy;
             oxy_tls::handshakes_total(&name, &facts.version).inc();
             tracing::debug!(sni = ?facts.sni, alpn = ?facts.alpn, version = %facts.version, "TLS established");
             cx.tls = Some(Arc::new(facts));

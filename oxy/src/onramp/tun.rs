@@ -46,6 +46,7 @@ pub async fn serve<App: OxyExt>(
         local_addr: own,
         accepted_at: std::time::Instant::now(),
         tls: None,
+        tls_policy: endpoint.settings.tls.policy,
         app: Default::default(),
         slot: None,
     };

@@ -213,9 +213,42 @@ pub struct TlsSettings {
     pub client_auth: ClientAuth,
     /// PEM bundle of the CAs client certificates must chain to (for `client_auth`).
     pub client_ca: PathBuf,
+    /// PEM private key whose public key the endpoint presents as a raw public key (RFC
+    /// 7250) to clients that ask for one, beside its certificates, or alone (then
+    /// `certificates` may be empty).
+    pub raw_public_key: PathBuf,
+    /// SHA-256 pins (hex) of the keys (SubjectPublicKeyInfo) of clients accepted by raw
+    /// public key, with `client_auth` `optional` or `required`; clients with
+    /// certificates are still checked against `client_ca` if it is set. Session
+    /// resumption is off on such an endpoint, so every connection shows its key.
+    pub client_pins: Vec<String>,
     /// Time allowed for the TLS handshake.
     #[serde(with = "humantime_serde", default = "default_handshake_timeout")]
     pub handshake_timeout: Duration,
+    /// The algorithms TLS may use: `default`, `fips_202205` or `wpa3_192_202304`
+    /// (BoringSSL's compliance policies). The ingress hook can choose another for one
+    /// connection (`IngressConnectionContext::tls_policy`). On HTTP/3, the policy
+    /// restricts QUIC's TLS 1.3 suites and groups the same way, for the whole endpoint.
+    pub policy: TlsPolicy,
+}
+
+/// A set of TLS algorithms a connection is held to.
+#[oxy_app_settings]
+pub enum TlsPolicy {
+    /// BoringSSL's defaults (and the settings' cipher and curve lists).
+    #[default]
+    Default,
+    /// FIPS 140-3 approved algorithms as of 2022-05 (`ssl_compliance_policy_fips_202205`):
+    /// TLS 1.2 and 1.3, AES-GCM suites with ECDHE, groups P-256 and P-384 (and their
+    /// post-quantum hybrids), RSA and ECDSA signatures with SHA-256 or better. This
+    /// restricts algorithms; it does not make BoringSSL a FIPS-validated module (that
+    /// needs a `fips` build of boring).
+    #[serde(rename = "fips_202205")]
+    Fips202205,
+    /// WPA3-Enterprise 192-bit mode (`ssl_compliance_policy_wpa3_192_202304`): TLS 1.2
+    /// and 1.3 with AES-256-GCM, P-384, and RSA-3072+ or ECDSA P-384 signatures.
+    #[serde(rename = "wpa3_192_202304")]
+    Wpa3_192_202304,
 }
 
 /// A TLS protocol version.

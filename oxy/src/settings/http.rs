@@ -255,6 +255,19 @@ pub struct HttpClientSettings {
     /// PEM bundle of CAs upstream certificates must chain to; empty means the system's
     /// roots. Host names are always verified.
     pub ca_file: std::path::PathBuf,
+    /// The algorithms TLS towards upstreams may use (`default`, `fips_202205`,
+    /// `wpa3_192_202304`, as for an endpoint's `tls.policy`). The egress hook can choose
+    /// another for one request (`EgressContext::tls_policy`, with an egress hook each
+    /// request has a connection of its own).
+    pub tls_policy: super::TlsPolicy,
+    /// SHA-256 pins (hex) of raw public keys (RFC 7250) upstreams must present instead
+    /// of certificates: when set, every upstream of the endpoint is asked for a raw
+    /// public key and accepted only by these pins (an internal service). The egress
+    /// hook can give the pin for one request (`EgressContext::server_pin`).
+    pub server_pins: Vec<String>,
+    /// PEM private key presented as a raw public key to upstreams that ask for a
+    /// client credential.
+    pub raw_public_key: std::path::PathBuf,
 }
 
 fn yes() -> bool {

@@ -85,6 +85,8 @@ fn resolve_paths<A: Settings, E: Settings>(settings: &mut ServerSettings<A, E>, 
             resolve(&mut cert.key);
         }
         resolve(&mut endpoint.tls.client_ca);
+        resolve(&mut endpoint.tls.raw_public_key);
+        resolve(&mut endpoint.http.client.raw_public_key);
         resolve(&mut endpoint.http.client.ca_file);
         resolve(&mut endpoint.tls_interception.ca_chain);
         resolve(&mut endpoint.tls_interception.ca_key);

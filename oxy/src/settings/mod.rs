@@ -21,8 +21,8 @@ pub use documented_yaml::to_documented_yaml;
 pub use egress::{EgressSettings, HappyEyeballsSettings};
 pub use endpoint::{
     CertificateSettings, ClientAuth, EndpointLimits, EndpointProtocol, EndpointSettings,
-    ProxyProtocolMode, ProxyProtocolSettings, TcpForwardSettings, TlsSettings, TlsVersion,
-    TunnelSettings, UdpForwardSettings, UdpProxyHeader,
+    ProxyProtocolMode, ProxyProtocolSettings, TcpForwardSettings, TlsPolicy, TlsSettings,
+    TlsVersion, TunnelSettings, UdpForwardSettings, UdpProxyHeader,
 };
 pub use errors::{ConfigError, ConfigErrors};
 pub use http::{

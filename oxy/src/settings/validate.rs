@@ -255,11 +255,26 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
         }
         let tls = &endpoint.tls;
         let problems_before = problems.len();
-        if tls.enabled && tls.certificates.is_empty() {
+        if tls.enabled && tls.certificates.is_empty() && tls.raw_public_key.as_os_str().is_empty() {
             problems.push((
                 at(&[key("tls"), key("certificates")]),
-                "TLS is enabled but no certificate is configured".into(),
+                "TLS is enabled but no certificate (or raw_public_key) is configured".into(),
             ));
+        }
+        if !tls.client_pins.is_empty() && tls.client_auth == ClientAuth::None {
+            problems.push((
+                at(&[key("tls"), key("client_pins")]),
+                "client_pins need client_auth optional or required".into(),
+            ));
+        }
+        let client = &http.client;
+        if let Err(e) = crate::tls::raw_public_key::parse_pins(&client.server_pins) {
+            problems.push((at(&[key("http"), key("client"), key("server_pins")]), e));
+        }
+        if !client.raw_public_key.as_os_str().is_empty()
+            && let Err(e) = crate::tls::raw_public_key::credential(&client.raw_public_key)
+        {
+            problems.push((at(&[key("http"), key("client"), key("raw_public_key")]), e));
         }
         for (j, cert) in tls.certificates.iter().enumerate() {
             let cert_at = |field: &str| {
@@ -275,7 +290,10 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                 problems.push((cert_at(field), e.to_string()));
             }
         }
-        if tls.client_auth != ClientAuth::None && tls.client_ca.as_os_str().is_empty() {
+        if tls.client_auth != ClientAuth::None
+            && tls.client_ca.as_os_str().is_empty()
+            && tls.client_pins.is_empty()
+        {
             problems.push((
                 at(&[key("tls"), key("client_ca")]),
                 "client_auth needs client_ca, the CAs client certificates chain to".into(),

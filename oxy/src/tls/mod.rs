@@ -3,7 +3,9 @@
 mod certificate;
 mod handshake_failure;
 pub mod interception;
+pub mod policy;
 pub mod quic;
+pub mod raw_public_key;
 pub mod server;
 
 pub use certificate::{CertificateError, CertifiedKey};

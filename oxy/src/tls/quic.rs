@@ -5,7 +5,7 @@ use super::CertifiedKey;
 use super::server::{
     ClientCertificate, TlsFacts, TlsSetupError, certificate_facts, setup_error, sni_matches,
 };
-use crate::settings::{ClientAuth, H3Settings, TlsSettings};
+use crate::settings::{ClientAuth, H3Settings, TlsPolicy, TlsSettings};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -18,7 +18,10 @@ pub fn server_config(
     tls: &TlsSettings,
     h3: &H3Settings,
 ) -> Result<quinn::ServerConfig, TlsSetupError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(
+        tls.policy
+            .restrict_quic(rustls::crypto::ring::default_provider()),
+    );
     let mut keys = Vec::new();
     for cert in &tls.certificates {
         let loaded = CertifiedKey::load(&cert.chain, &cert.key)
@@ -161,5 +164,7 @@ pub fn facts(connection: &quinn::Connection) -> TlsFacts {
         cipher: String::new(),
         client_certificate,
         intercepted: false,
+        policy: TlsPolicy::Default,
+        client_pin: None,
     }
 }

@@ -4,13 +4,17 @@
 
 use super::CertifiedKey;
 use super::HandshakeFailure;
-use crate::settings::{ClientAuth, TlsSettings, TlsVersion};
+use super::raw_public_key;
+use crate::settings::{ClientAuth, TlsPolicy, TlsSettings, TlsVersion};
+use boring::error::ErrorStack;
 use boring::hash::MessageDigest;
 use boring::ssl::{
-    AlpnError, NameType, SniError, Ssl, SslContext, SslContextBuilder, SslMethod, SslOptions,
-    SslRef, SslVerifyMode, SslVersion, select_next_proto,
+    AlpnError, CertificateType, NameType, SniError, Ssl, SslContext, SslContextBuilder,
+    SslCredential, SslMethod, SslOptions, SslRef, SslSessionCacheMode, SslVerifyMode, SslVersion,
+    select_next_proto,
 };
-use boring::x509::{X509Ref, X509VerifyError};
+use boring::x509::store::X509StoreBuilder;
+use boring::x509::{X509, X509Ref, X509VerifyError};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -30,6 +34,12 @@ pub struct TlsFacts {
     /// Whether Oxy answered this TLS inside a tunnel with a certificate it minted (TLS
     /// interception): the facts are the inner connection's, not the outer one's.
     pub intercepted: bool,
+    /// The compliance policy the connection was held to (`tls.policy`, or the ingress
+    /// hook's choice).
+    pub policy: TlsPolicy,
+    /// SHA-256 (lowercase hex) of the raw public key the client was accepted by
+    /// (`tls.client_pins`), when it presented one instead of a certificate.
+    pub client_pin: Option<String>,
 }
 
 /// Facts of a verified client certificate.
@@ -69,6 +79,7 @@ pub(crate) fn setup_error(field: &'static str, e: impl std::fmt::Display) -> Tls
 #[derive(Clone)]
 pub struct TlsAcceptor {
     default: SslContext,
+    min_version: TlsVersion,
 }
 
 impl TlsAcceptor {
@@ -81,21 +92,28 @@ impl TlsAcceptor {
             .map(|cert| CertifiedKey::load(&cert.chain, &cert.key))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| setup_error("certificates", e))?;
-        let Some(first) = keys.first() else {
+        let raw = if settings.raw_public_key.as_os_str().is_empty() {
+            None
+        } else {
+            let (credential, _) = raw_public_key::credential(&settings.raw_public_key)
+                .map_err(|e| setup_error("raw_public_key", e))?;
+            Some(credential)
+        };
+        if keys.is_empty() && raw.is_none() {
             return Err(setup_error(
                 "certificates",
-                "TLS needs at least one certificate",
+                "TLS needs at least one certificate or a raw_public_key",
             ));
-        };
+        }
         let mut named = Vec::new();
         for (cert, key) in settings.certificates.iter().zip(&keys).skip(1) {
-            let context = builder(settings, key, alpn)?.build();
+            let context = builder(settings, Some(key), None, alpn)?.build();
             for name in &cert.server_names {
                 named.push((name.to_ascii_lowercase(), context.clone()));
             }
         }
         // The default context answers unless the SNI callback swaps in a named one.
-        let mut default = builder(settings, first, alpn)?;
+        let mut default = builder(settings, keys.first(), raw.as_ref(), alpn)?;
         let named = Arc::new(named);
         default.set_servername_callback(move |ssl, _alert| {
             select_by_sni(ssl, &named);
@@ -103,19 +121,31 @@ impl TlsAcceptor {
         });
         Ok(Self {
             default: default.build(),
+            min_version: settings.min_version,
         })
     }
 
-    /// Runs the server handshake on `stream`.
-    pub async fn accept<S>(&self, stream: S) -> Result<tokio_boring::SslStream<S>, HandshakeFailure>
+    /// Runs the server handshake on `stream`, held to `policy`.
+    pub async fn accept<S>(
+        &self,
+        stream: S,
+        policy: TlsPolicy,
+    ) -> Result<tokio_boring::SslStream<S>, HandshakeFailure>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let ssl = Ssl::new(&self.default).map_err(|e| HandshakeFailure::Other(e.to_string()))?;
+        let other = |e: ErrorStack| HandshakeFailure::Other(e.to_string());
+        let mut ssl = Ssl::new(&self.default).map_err(other)?;
+        policy.apply(&mut ssl, self.min_version).map_err(other)?;
         tokio_boring::SslStreamBuilder::new(ssl, stream)
             .accept()
             .await
             .map_err(|e| {
+                if let Some(pin) = e.ssl().and_then(raw_public_key::peer_pin)
+                    && !pin.accepted
+                {
+                    return HandshakeFailure::ClientPin(pin.sha256.clone());
+                }
                 if let Some(refused) = e
                     .ssl()
                     .and_then(|ssl| ssl.verify_result().err())
@@ -161,22 +191,29 @@ pub(crate) fn sni_matches(pattern: &str, sni: &str) -> bool {
 
 fn builder(
     settings: &TlsSettings,
-    key: &CertifiedKey,
+    key: Option<&CertifiedKey>,
+    raw: Option<&SslCredential>,
     alpn: &'static [u8],
 ) -> Result<SslContextBuilder, TlsSetupError> {
     let mut b =
         SslContext::builder(SslMethod::tls()).map_err(|e| setup_error("certificates", e))?;
-    let Some(leaf) = key.chain.first() else {
-        return Err(setup_error("certificates", "empty certificate chain"));
-    };
-    b.set_certificate(leaf)
-        .map_err(|e| setup_error("certificates", e))?;
-    for intermediate in key.chain.iter().skip(1) {
-        b.add_extra_chain_cert(intermediate.clone())
+    if let Some(raw) = raw {
+        b.add_credential(raw)
+            .map_err(|e| setup_error("raw_public_key", e))?;
+    }
+    if let Some(key) = key {
+        let Some(leaf) = key.chain.first() else {
+            return Err(setup_error("certificates", "empty certificate chain"));
+        };
+        b.set_certificate(leaf)
+            .map_err(|e| setup_error("certificates", e))?;
+        for intermediate in key.chain.iter().skip(1) {
+            b.add_extra_chain_cert(intermediate.clone())
+                .map_err(|e| setup_error("certificates", e))?;
+        }
+        b.set_private_key(&key.key)
             .map_err(|e| setup_error("certificates", e))?;
     }
-    b.set_private_key(&key.key)
-        .map_err(|e| setup_error("certificates", e))?;
     let min = match settings.min_version {
         TlsVersion::Tls1_2 => SslVersion::TLS1_2,
         TlsVersion::Tls1_3 => SslVersion::TLS1_3,
@@ -199,8 +236,15 @@ fn builder(
     b.set_alpn_select_callback(move |_ssl, client| {
         select_next_proto(alpn, client).ok_or(AlpnError::NOACK)
     });
+    let mut mode = SslVerifyMode::PEER;
+    if settings.client_auth == ClientAuth::Required {
+        mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
+    }
     match settings.client_auth {
         ClientAuth::None => {}
+        ClientAuth::Optional | ClientAuth::Required if !settings.client_pins.is_empty() => {
+            accept_raw_public_keys(&mut b, settings, mode)?;
+        }
         ClientAuth::Optional | ClientAuth::Required => {
             b.set_ca_file(&settings.client_ca).map_err(|e| {
                 setup_error(
@@ -208,14 +252,43 @@ fn builder(
                     format!("cannot load {}: {e}", settings.client_ca.display()),
                 )
             })?;
-            let mut mode = SslVerifyMode::PEER;
-            if settings.client_auth == ClientAuth::Required {
-                mode |= SslVerifyMode::FAIL_IF_NO_PEER_CERT;
-            }
             b.set_verify(mode);
         }
     }
     Ok(b)
+}
+
+/// Clients accepted by raw public key (`client_pins`) and, when `client_ca` is set, by
+/// certificate. Resumption is off, so that every connection shows its key.
+fn accept_raw_public_keys(
+    b: &mut SslContextBuilder,
+    settings: &TlsSettings,
+    mode: SslVerifyMode,
+) -> Result<(), TlsSetupError> {
+    let pins = raw_public_key::parse_pins(&settings.client_pins)
+        .map_err(|e| setup_error("client_pins", e))?;
+    let x509 = if settings.client_ca.as_os_str().is_empty() {
+        None
+    } else {
+        let pem = std::fs::read(&settings.client_ca).map_err(|e| {
+            let path = settings.client_ca.display();
+            setup_error("client_ca", format!("cannot load {path}: {e}"))
+        })?;
+        let mut store = X509StoreBuilder::new().map_err(|e| setup_error("client_ca", e))?;
+        let cas = X509::stack_from_pem(&pem).map_err(|e| setup_error("client_ca", e))?;
+        for ca in cas {
+            store
+                .add_cert(ca)
+                .map_err(|e| setup_error("client_ca", e))?;
+        }
+        Some(Arc::new(store.build()))
+    };
+    b.set_server_certificate_types(&[CertificateType::RAW_PUBLIC_KEY, CertificateType::X509])
+        .map_err(|e| setup_error("client_pins", e))?;
+    b.set_custom_verify_callback(mode, raw_public_key::verifier(Arc::new(pins), x509));
+    b.set_options(SslOptions::NO_TICKET);
+    b.set_session_cache_mode(SslSessionCacheMode::OFF);
+    Ok(())
 }
 
 /// The facts of a finished handshake.
@@ -232,6 +305,10 @@ pub fn facts(ssl: &SslRef) -> TlsFacts {
             .unwrap_or_default(),
         client_certificate: ssl.peer_certificate().map(|cert| certificate_facts(&cert)),
         intercepted: false,
+        policy: TlsPolicy::Default,
+        client_pin: raw_public_key::peer_pin(ssl)
+            .filter(|pin| pin.accepted)
+            .map(|pin| pin.sha256.clone()),
     }
 }
 
@@ -290,15 +367,15 @@ pub mod oxy_tls {
     pub fn handshakes_total(endpoint: &str, version: &str) -> Counter;
 
     /// TLS handshakes failed, by endpoint and reason (`timeout`, `client_certificate`,
-    /// `handshake`).
+    /// `client_pin`, `handshake`).
     pub fn handshake_failures_total(endpoint: &str, reason: &str) -> Counter;
 
     /// TLS ClientHellos found in tunnels the tunnel hook decapsulated, by endpoint and
     /// outcome (`intercepted`, `passed`, `blocked`, `handshake_failed`).
     pub fn interceptions_total(endpoint: &str, outcome: &str) -> Counter;
 
-    /// Upstream certificates that failed verification, by endpoint and reason
-    /// (`unknown_issuer`, `expired`, `not_yet_valid`, `hostname_mismatch`,
-    /// `self_signed`, `other`).
+    /// Upstream certificates (or raw public keys) that failed verification, by endpoint
+    /// and reason (`unknown_issuer`, `expired`, `not_yet_valid`, `hostname_mismatch`,
+    /// `self_signed`, `pin_mismatch`, `other`).
     pub fn upstream_verification_failures_total(endpoint: &str, reason: &str) -> Counter;
 }

@@ -90,6 +90,7 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
         local_addr,
         accepted_at: std::time::Instant::now(),
         tls: None,
+        tls_policy: endpoint.settings.tls.policy,
         app: Default::default(),
         slot: None,
     };

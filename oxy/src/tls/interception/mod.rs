@@ -11,7 +11,7 @@ pub use mint::LeafName;
 
 use super::CertifiedKey;
 use super::server::TlsSetupError;
-use crate::settings::TlsInterceptionSettings;
+use crate::settings::{TlsInterceptionSettings, TlsPolicy, TlsVersion};
 use boring::ec::{EcGroup, EcKey};
 use boring::nid::Nid;
 use boring::pkey::{PKey, Private};
@@ -100,9 +100,11 @@ impl Interceptor {
         leaf
     }
 
-    /// The server side of one intercepted connection, showing `leaf` and the CA chain.
-    pub fn ssl(&self, leaf: &X509) -> Result<Ssl, boring::error::ErrorStack> {
+    /// The server side of one intercepted connection, showing `leaf` and the CA chain,
+    /// held to `policy`.
+    pub fn ssl(&self, leaf: &X509, policy: TlsPolicy) -> Result<Ssl, boring::error::ErrorStack> {
         let mut ssl = Ssl::new(&self.context)?;
+        policy.apply(&mut ssl, TlsVersion::Tls1_2)?;
         ssl.set_certificate(leaf)?;
         ssl.set_private_key(&self.leaf_key)?;
         for ca in &self.ca.chain {
