@@ -79,6 +79,9 @@ pub struct FixtureEndpointSettings {
     pub fips_local_ip: String,
     /// The egress hook holds TLS towards this upstream host to `fips_202205`.
     pub fips_upstream_host: String,
+    /// When not empty, the egress hook expects every `https` upstream to present the
+    /// raw public key with this SHA-256 pin (hex).
+    pub upstream_server_pin: String,
     /// The tunnel hook declines TLS and QUIC interception for ClientHellos with this
     /// server name.
     pub intercept_pass_sni: String,
