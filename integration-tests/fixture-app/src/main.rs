@@ -345,6 +345,9 @@ impl EgressHook<Fixture> for Router {
         {
             cx.tls_policy = Some(TlsPolicy::Fips202205);
         }
+        if !settings.upstream_server_pin.is_empty() {
+            cx.server_pin = Some(settings.upstream_server_pin.clone());
+        }
         if !settings.internal_service.is_empty() {
             return match settings.internal_service.parse() {
                 Ok(target) => EgressAction::InternalService(InternalService {

@@ -12,12 +12,10 @@ use crate::offramp::happy_eyeballs::HappyEyeballsError;
 use crate::offramp::route::EgressRoute;
 use crate::offramp::tcp::{ConnectError, connect_by, connect_target};
 use crate::services::Services;
-use crate::settings::{HttpClientSettings, TlsPolicy, TlsVersion};
-use crate::tls::raw_public_key;
-use crate::tls::server::oxy_tls;
+use crate::settings::HttpClientSettings;
+use crate::tls::client::{Overrides, TlsConnectError};
 use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
-use boring::ssl::{CertificateType, SslConnector, SslMethod, SslVerifyMode};
-use boring::x509::X509VerifyError;
+use boring::ssl::SslConnector;
 use http::{Request, Response};
 use http_body_util::LengthLimitError;
 use hyper_util::client::legacy::Client;
@@ -77,7 +75,8 @@ impl<App: OxyExt> UpstreamClient<App> {
             .await
             .map_err(connect_error)?;
         let on = egress.target.as_ref().unwrap_or(&target);
-        let tls = UpstreamTls {
+        let tls = Overrides {
+            alpn: Some(b"\x08http/1.1"),
             policy: egress.tls_policy,
             pin: egress.server_pin.as_deref(),
         };
@@ -91,14 +90,14 @@ impl<App: OxyExt> UpstreamClient<App> {
         &self,
         stream: TcpStream,
         target: &Target,
-        tls: Option<UpstreamTls<'_>>,
+        tls: Option<Overrides<'_>>,
         mut request: Request<HttpBody>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
         let io = match tls {
             Some(tls) => {
                 let tls = self
                     .connector
-                    .tls_connect(target, stream, Some(b"\x08http/1.1"), tls)
+                    .tls_connect(target, stream, tls)
                     .await
                     .map_err(|e| classify(&e))?;
                 UpstreamStream::Tls(Box::new(tls))
@@ -141,32 +140,10 @@ impl<App: OxyExt> UpstreamClient<App> {
         settings: &HttpClientSettings,
         endpoint: &str,
     ) -> io::Result<Self> {
-        let mut tls = SslConnector::builder(SslMethod::tls()).map_err(io::Error::other)?;
-        if settings.ca_file.as_os_str().is_empty() {
-            tls.set_default_verify_paths().map_err(io::Error::other)?;
-        } else {
-            tls.set_ca_file(&settings.ca_file)
-                .map_err(|e| io::Error::other(format!("{}: {e}", settings.ca_file.display())))?;
-        }
-        tls.set_alpn_protos(b"\x02h2\x08http/1.1")
-            .map_err(io::Error::other)?;
-        settings
-            .tls_policy
-            .apply_to_context(&mut tls)
-            .map_err(io::Error::other)?;
-        if !settings.raw_public_key.as_os_str().is_empty() {
-            let (credential, _) =
-                raw_public_key::credential(&settings.raw_public_key).map_err(io::Error::other)?;
-            tls.add_credential(&credential).map_err(io::Error::other)?;
-        }
-        if !settings.server_pins.is_empty() {
-            let pins =
-                raw_public_key::parse_pins(&settings.server_pins).map_err(io::Error::other)?;
-            expect_raw_public_key(&mut tls, pins).map_err(io::Error::other)?;
-        }
+        let tls = crate::tls::client::connector(settings)?;
         let connector = OffRampConnector {
             services,
-            tls: Arc::new(tls.build()),
+            tls: Arc::new(tls),
             endpoint: endpoint.into(),
         };
         let client = Client::builder(TokioExecutor::new())
@@ -246,8 +223,10 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
                 UpstreamConnectError::Connect(ConnectError::Connect(
                     HappyEyeballsError::TimedOut,
                 )) => (StatusCode::GATEWAY_TIMEOUT, "upstream_timeout"),
-                UpstreamConnectError::Tls(_) => (StatusCode::BAD_GATEWAY, "upstream_tls"),
-                UpstreamConnectError::Certificate { .. } => {
+                UpstreamConnectError::Tls(TlsConnectError::Handshake(_)) => {
+                    (StatusCode::BAD_GATEWAY, "upstream_tls")
+                }
+                UpstreamConnectError::Tls(TlsConnectError::Refused { .. }) => {
                     (StatusCode::BAD_GATEWAY, "upstream_certificate")
                 }
                 _ => (StatusCode::BAD_GATEWAY, "upstream_connect"),
@@ -282,99 +261,16 @@ impl<App: OxyExt> Clone for OffRampConnector<App> {
 }
 
 impl<App: OxyExt> OffRampConnector<App> {
-    /// TLS to `target` over `stream`: its name as SNI, its certificate verified against
-    /// the client's roots (a failure is counted by reason), `alpn` instead of the
-    /// default offer, and `tls`'s policy and pin instead of the settings' when given.
+    /// TLS to `target` over `stream` (see [`crate::tls::client::connect`]).
     async fn tls_connect(
         &self,
         target: &Target,
         stream: TcpStream,
-        alpn: Option<&[u8]>,
-        tls: UpstreamTls<'_>,
+        overrides: Overrides<'_>,
     ) -> Result<tokio_boring::SslStream<TcpStream>, UpstreamConnectError> {
-        let tls_error = |e: &dyn std::fmt::Display| UpstreamConnectError::Tls(e.to_string());
-        let mut config = self.tls.configure().map_err(|e| tls_error(&e))?;
-        if let Some(alpn) = alpn {
-            config.set_alpn_protos(alpn).map_err(|e| tls_error(&e))?;
-        }
-        if let Some(policy) = tls.policy {
-            policy
-                .apply(&mut config, TlsVersion::Tls1_2)
-                .map_err(|e| tls_error(&e))?;
-        }
-        if let Some(pin) = tls.pin {
-            let pin = raw_public_key::parse_pin(pin).map_err(|e| tls_error(&e))?;
-            config
-                .set_server_certificate_types(&[CertificateType::RAW_PUBLIC_KEY])
-                .map_err(|e| tls_error(&e))?;
-            let verify = raw_public_key::verifier(Arc::new(vec![pin]), None);
-            config.set_custom_verify_callback(SslVerifyMode::PEER, verify);
-        }
-        let host = target.host.to_string();
-        let host = host.trim_matches(['[', ']']);
-        tokio_boring::connect(config, host, stream)
-            .await
-            .map_err(|e| {
-                if let Some(pin) = e.ssl().and_then(raw_public_key::peer_pin)
-                    && !pin.accepted
-                {
-                    oxy_tls::upstream_verification_failures_total(&self.endpoint, "pin_mismatch")
-                        .inc();
-                    return UpstreamConnectError::Certificate {
-                        host: target.to_string(),
-                        reason: format!("raw public key {} matches no pin", pin.sha256),
-                    };
-                }
-                let refused = e.ssl().and_then(|ssl| ssl.verify_result().err());
-                match refused.filter(|v| *v != X509VerifyError::INVALID_CALL) {
-                    Some(refused) => {
-                        let reason = verification_label(refused);
-                        oxy_tls::upstream_verification_failures_total(&self.endpoint, reason).inc();
-                        UpstreamConnectError::Certificate {
-                            host: target.to_string(),
-                            reason: refused.to_string(),
-                        }
-                    }
-                    None => tls_error(&e),
-                }
-            })
-    }
-}
-
-/// What one upstream TLS connection is held to beyond the client's settings.
-#[derive(Default, Clone, Copy)]
-struct UpstreamTls<'a> {
-    /// The compliance policy, instead of `http.client.tls_policy`.
-    policy: Option<TlsPolicy>,
-    /// The pin (hex) of the raw public key the upstream must present.
-    pin: Option<&'a str>,
-}
-
-/// Asks upstreams for a raw public key and accepts only `pins`.
-fn expect_raw_public_key(
-    tls: &mut boring::ssl::SslConnectorBuilder,
-    pins: Vec<raw_public_key::Pin>,
-) -> Result<(), boring::error::ErrorStack> {
-    tls.set_server_certificate_types(&[CertificateType::RAW_PUBLIC_KEY])?;
-    let verify = raw_public_key::verifier(Arc::new(pins), None);
-    tls.set_custom_verify_callback(SslVerifyMode::PEER, verify);
-    Ok(())
-}
-
-/// The metric label of a certificate verification failure.
-fn verification_label(e: X509VerifyError) -> &'static str {
-    match e {
-        X509VerifyError::UNABLE_TO_GET_ISSUER_CERT
-        | X509VerifyError::UNABLE_TO_GET_ISSUER_CERT_LOCALLY
-        | X509VerifyError::UNABLE_TO_VERIFY_LEAF_SIGNATURE => "unknown_issuer",
-        X509VerifyError::CERT_HAS_EXPIRED => "expired",
-        X509VerifyError::CERT_NOT_YET_VALID => "not_yet_valid",
-        X509VerifyError::HOSTNAME_MISMATCH | X509VerifyError::IP_ADDRESS_MISMATCH => {
-            "hostname_mismatch"
-        }
-        X509VerifyError::DEPTH_ZERO_SELF_SIGNED_CERT
-        | X509VerifyError::SELF_SIGNED_CERT_IN_CHAIN => "self_signed",
-        _ => "other",
+        let connect =
+            crate::tls::client::connect(&self.tls, &self.endpoint, target, stream, overrides);
+        Ok(connect.await?)
     }
 }
 
@@ -387,17 +283,9 @@ pub enum UpstreamConnectError {
     /// The off-ramp refused or failed.
     #[error(transparent)]
     Connect(#[from] ConnectError),
-    /// The TLS handshake with the upstream failed.
-    #[error("TLS with the upstream failed: {0}")]
-    Tls(String),
-    /// The upstream's certificate failed verification.
-    #[error("certificate verification failed for {host}: {reason}")]
-    Certificate {
-        /// The upstream, as `host:port`.
-        host: String,
-        /// What verification reported.
-        reason: String,
-    },
+    /// TLS with the upstream failed, or its credentials were refused.
+    #[error(transparent)]
+    Tls(#[from] TlsConnectError),
 }
 
 impl<App: OxyExt> tower_service::Service<http::Uri> for OffRampConnector<App> {
@@ -418,7 +306,7 @@ impl<App: OxyExt> tower_service::Service<http::Uri> for OffRampConnector<App> {
                 return Ok(TokioIo::new(UpstreamStream::Plain(stream)));
             }
             let tls = this
-                .tls_connect(&target, stream, None, UpstreamTls::default())
+                .tls_connect(&target, stream, Overrides::default())
                 .await?;
             Ok(TokioIo::new(UpstreamStream::Tls(Box::new(tls))))
         })

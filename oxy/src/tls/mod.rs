@@ -1,6 +1,7 @@
 //! TLS with BoringSSL: certificates and keys, and TLS termination.
 
 mod certificate;
+pub mod client;
 mod handshake_failure;
 pub mod interception;
 pub mod policy;

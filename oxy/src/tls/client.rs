@@ -1,0 +1,218 @@
+//! The upstream TLS client, in one place: how Oxy speaks TLS to upstreams (roots or a
+//! configured CA, ALPN, compliance policy, raw public keys) and what it refuses beyond
+//! BoringSSL's chain and name checks, as a browser does: TLS below 1.2, SHA-1 signatures
+//! and small keys in the chain.
+
+use super::raw_public_key;
+use crate::hooks::Target;
+use crate::settings::{HttpClientSettings, TlsPolicy, TlsVersion};
+use crate::tls::server::oxy_tls;
+use boring::error::ErrorStack;
+use boring::nid::Nid;
+use boring::pkey::Id;
+use boring::ssl::{
+    CertificateType, SslConnector, SslConnectorBuilder, SslMethod, SslRef, SslVerifyMode,
+    SslVersion,
+};
+use boring::x509::{X509Ref, X509VerifyError};
+use std::io;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The smallest RSA key accepted in an upstream's chain, in bits.
+const MIN_RSA_BITS: u32 = 2048;
+/// The smallest elliptic-curve key accepted in an upstream's chain, in bits.
+const MIN_EC_BITS: u32 = 256;
+
+/// What one upstream TLS connection is held to beyond the client's settings.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Overrides<'a> {
+    /// Application protocols offered instead of `h2` and `http/1.1` (wire format).
+    pub alpn: Option<&'a [u8]>,
+    /// The compliance policy, instead of `http.client.tls_policy`.
+    pub policy: Option<TlsPolicy>,
+    /// The pin (hex) of the raw public key the upstream must present.
+    pub pin: Option<&'a str>,
+}
+
+/// Why TLS with an upstream failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsConnectError {
+    /// The handshake failed for a reason other than the upstream's credentials.
+    #[error("TLS with the upstream failed: {0}")]
+    Handshake(String),
+    /// The upstream's certificate or raw public key was refused.
+    #[error("certificate verification failed for {host}: {reason}")]
+    Refused {
+        /// The upstream, as `host:port`.
+        host: String,
+        /// Why, in words.
+        reason: String,
+    },
+}
+
+/// The connector of an endpoint's upstream client, from its `http.client` settings.
+pub fn connector(settings: &HttpClientSettings) -> io::Result<SslConnector> {
+    let mut tls = SslConnector::builder(SslMethod::tls()).map_err(io::Error::other)?;
+    if settings.ca_file.as_os_str().is_empty() {
+        tls.set_default_verify_paths().map_err(io::Error::other)?;
+    } else {
+        tls.set_ca_file(&settings.ca_file)
+            .map_err(|e| io::Error::other(format!("{}: {e}", settings.ca_file.display())))?;
+    }
+    tls.set_min_proto_version(Some(SslVersion::TLS1_2))
+        .map_err(io::Error::other)?;
+    tls.set_alpn_protos(b"\x02h2\x08http/1.1")
+        .map_err(io::Error::other)?;
+    settings
+        .tls_policy
+        .apply_to_context(&mut tls)
+        .map_err(io::Error::other)?;
+    if !settings.raw_public_key.as_os_str().is_empty() {
+        let (credential, _) =
+            raw_public_key::credential(&settings.raw_public_key).map_err(io::Error::other)?;
+        tls.add_credential(&credential).map_err(io::Error::other)?;
+    }
+    if !settings.server_pins.is_empty() {
+        let pins = raw_public_key::parse_pins(&settings.server_pins).map_err(io::Error::other)?;
+        expect_raw_public_key(&mut tls, pins).map_err(io::Error::other)?;
+    }
+    Ok(tls.build())
+}
+
+/// Asks upstreams for a raw public key and accepts only `pins`.
+fn expect_raw_public_key(
+    tls: &mut SslConnectorBuilder,
+    pins: Vec<raw_public_key::Pin>,
+) -> Result<(), ErrorStack> {
+    tls.set_server_certificate_types(&[CertificateType::RAW_PUBLIC_KEY])?;
+    let verify = raw_public_key::verifier(Arc::new(pins), None);
+    tls.set_custom_verify_callback(SslVerifyMode::PEER, verify);
+    Ok(())
+}
+
+/// TLS to `target` over `stream` with `connector`: the target's name as SNI and as the
+/// name its certificate must carry, then the browser checks on the chain. A refusal is
+/// counted for `endpoint` by reason; no byte of a request has been sent then.
+pub async fn connect<S>(
+    connector: &SslConnector,
+    endpoint: &str,
+    target: &Target,
+    stream: S,
+    overrides: Overrides<'_>,
+) -> Result<tokio_boring::SslStream<S>, TlsConnectError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let handshake = |e: &dyn std::fmt::Display| TlsConnectError::Handshake(e.to_string());
+    let mut config = connector.configure().map_err(|e| handshake(&e))?;
+    if let Some(alpn) = overrides.alpn {
+        config.set_alpn_protos(alpn).map_err(|e| handshake(&e))?;
+    }
+    if let Some(policy) = overrides.policy {
+        policy
+            .apply(&mut config, TlsVersion::Tls1_2)
+            .map_err(|e| handshake(&e))?;
+    }
+    if let Some(pin) = overrides.pin {
+        let pin = raw_public_key::parse_pin(pin).map_err(|e| handshake(&e))?;
+        config
+            .set_server_certificate_types(&[CertificateType::RAW_PUBLIC_KEY])
+            .map_err(|e| handshake(&e))?;
+        let verify = raw_public_key::verifier(Arc::new(vec![pin]), None);
+        config.set_custom_verify_callback(SslVerifyMode::PEER, verify);
+    }
+    let refuse = |label: &'static str, reason: String| {
+        oxy_tls::upstream_verification_failures_total(endpoint, label).inc();
+        TlsConnectError::Refused {
+            host: target.to_string(),
+            reason,
+        }
+    };
+    let host = target.host.to_string();
+    let host = host.trim_matches(['[', ']']);
+    let stream = match tokio_boring::connect(config, host, stream).await {
+        Ok(stream) => stream,
+        Err(e) => {
+            if let Some(pin) = e.ssl().and_then(raw_public_key::peer_pin)
+                && !pin.accepted
+            {
+                let reason = format!("raw public key {} matches no pin", pin.sha256);
+                return Err(refuse("pin_mismatch", reason));
+            }
+            let refused = e.ssl().and_then(|ssl| ssl.verify_result().err());
+            return Err(
+                match refused.filter(|v| *v != X509VerifyError::INVALID_CALL) {
+                    Some(refused) => refuse(verification_label(refused), refused.to_string()),
+                    None => handshake(&e),
+                },
+            );
+        }
+    };
+    if let Some((label, reason)) = weakness(stream.ssl()) {
+        return Err(refuse(label, reason));
+    }
+    Ok(stream)
+}
+
+/// What a browser would refuse in the chain the upstream sent (its own self-signed
+/// root aside): a SHA-1 signature, or an RSA key under 2048 bits or an EC key under 256.
+fn weakness(ssl: &SslRef) -> Option<(&'static str, String)> {
+    let chain = ssl.peer_cert_chain()?;
+    for cert in chain {
+        let self_signed = cert.issued(cert).is_ok();
+        let signature = cert.signature_algorithm().object().nid();
+        let sha1 = [
+            Nid::SHA1WITHRSAENCRYPTION,
+            Nid::ECDSA_WITH_SHA1,
+            Nid::DSAWITHSHA1,
+            Nid::SHA1WITHRSA,
+        ];
+        if !self_signed && sha1.contains(&signature) {
+            return Some(("sha1", format!("{} is signed with SHA-1", subject(cert))));
+        }
+        if let Ok(key) = cert.public_key() {
+            let bits = key.bits();
+            let weak = match key.id() {
+                Id::RSA => bits < MIN_RSA_BITS,
+                Id::EC => bits < MIN_EC_BITS,
+                _ => false,
+            };
+            if weak {
+                let reason = format!("{} has a {bits}-bit key", subject(cert));
+                return Some(("weak_key", reason));
+            }
+        }
+    }
+    None
+}
+
+/// A certificate's subject, for messages.
+fn subject(cert: &X509Ref) -> String {
+    let names: Vec<String> = cert
+        .subject_name()
+        .entries()
+        .filter_map(|entry| entry.data().as_utf8().ok().map(|v| v.to_string()))
+        .collect();
+    match names.last() {
+        Some(name) => format!("the certificate of {name}"),
+        None => "a certificate".into(),
+    }
+}
+
+/// The metric label of a certificate verification failure.
+fn verification_label(e: X509VerifyError) -> &'static str {
+    match e {
+        X509VerifyError::UNABLE_TO_GET_ISSUER_CERT
+        | X509VerifyError::UNABLE_TO_GET_ISSUER_CERT_LOCALLY
+        | X509VerifyError::UNABLE_TO_VERIFY_LEAF_SIGNATURE => "unknown_issuer",
+        X509VerifyError::CERT_HAS_EXPIRED => "expired",
+        X509VerifyError::CERT_NOT_YET_VALID => "not_yet_valid",
+        X509VerifyError::HOSTNAME_MISMATCH | X509VerifyError::IP_ADDRESS_MISMATCH => {
+            "hostname_mismatch"
+        }
+        X509VerifyError::DEPTH_ZERO_SELF_SIGNED_CERT
+        | X509VerifyError::SELF_SIGNED_CERT_IN_CHAIN => "self_signed",
+        _ => "other",
+    }
+}
