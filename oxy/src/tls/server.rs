@@ -376,6 +376,6 @@ pub mod oxy_tls {
 
     /// Upstream certificates (or raw public keys) that failed verification, by endpoint
     /// and reason (`unknown_issuer`, `expired`, `not_yet_valid`, `hostname_mismatch`,
-    /// `self_signed`, `pin_mismatch`, `other`).
+    /// `self_signed`, `sha1`, `weak_key`, `pin_mismatch`, `other`).
     pub fn upstream_verification_failures_total(endpoint: &str, reason: &str) -> Counter;
 }
