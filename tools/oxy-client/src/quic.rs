@@ -352,7 +352,10 @@ pub async fn get(
 async fn fetch(mut sender: Requests, url: &http::Uri) -> anyhow::Result<(u16, Vec<u8>)> {
     let request = http::Request::get(url.clone()).body(())?;
     let mut stream = sender.send_request(request).await?;
-    stream.finish().await?;
+    // A server that answers before reading the request (a 407, a block) may decline the
+    // rest of it with STOP_SENDING(H3_NO_ERROR), which fails this finish; the response
+    // still comes (RFC 9114 §4.1), and a real failure shows when reading it.
+    let _ = stream.finish().await;
     let response = stream.recv_response().await?;
     let mut body = Vec::new();
     while let Some(mut data) = stream.recv_data().await? {
