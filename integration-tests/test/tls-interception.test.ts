@@ -256,6 +256,10 @@ describe("TLS interception with the fixture app", () => {
     assert.deepEqual([answer.origin, answer.method, answer.path], ["origin", "GET", "/hello?x=1"]);
     assert.equal(headers["x-origin"], "origin");
     assert.equal(headers["x-fixture-response"], "seen", "the response went through the response hook");
+    // The response hook saw the origin's own certificate, which Oxy verified.
+    const originCert = new X509Certificate(readFileSync(pki.server.chain));
+    assert.equal(headers["x-upstream-cert-sha256"], originCert.fingerprint256.replaceAll(":", "").toLowerCase());
+    assert.match(headers["x-upstream-tls-version"] ?? "", /^TLSv1\.[23]$/);
     const hello = origin.seen.find((s) => s.path === "/hello?x=1");
     assert.ok(hello, JSON.stringify(origin.started));
     assert.equal(hello.method, "GET");

@@ -256,6 +256,10 @@ test("the egress hook gives the upstream's pin per request (upstream_server_pin)
 
   const right = hello(await throughFront(oxy, "right", port), "the right pin");
   assert.equal(right["x-client-pin"], front.pin);
+  // The front's response hook saw what the upstream's TLS showed: the pinned key.
+  assert.equal(right["x-upstream-pin"], internal.pin);
+  assert.equal(right["x-upstream-cert-sha256"], "");
+  assert.match(right["x-upstream-tls-version"] ?? "", /^TLSv1\.3$/);
 
   const wrong = await throughFront(oxy, "wrong", port);
   assert.equal(wrong.status, 502, `${wrong.stderr}${wrong.body}`);

@@ -8,6 +8,7 @@ use oxy::http::proxy_auth;
 use oxy::http::stream_search::StreamSearch;
 use oxy::prelude::*;
 use oxy::settings::TlsPolicy;
+use oxy::tls::client::UpstreamTlsFacts;
 use std::time::Duration;
 
 mod dns;
@@ -331,6 +332,23 @@ impl HttpRequestHook<Fixture> for Router {
             "x-fixture-response",
             oxy::http_types::HeaderValue::from_static("seen"),
         );
+        // What the upstream's TLS showed, when the response came over TLS.
+        let upstream = response.extensions.get::<UpstreamTlsFacts>().cloned();
+        if let Some(tls) = upstream {
+            let shown = [
+                ("x-upstream-tls-version", tls.version),
+                ("x-upstream-pin", tls.pin.unwrap_or_default()),
+                (
+                    "x-upstream-cert-sha256",
+                    tls.certificate.map(|c| c.sha256).unwrap_or_default(),
+                ),
+            ];
+            for (name, value) in shown {
+                if let Ok(value) = value.parse() {
+                    response.headers.insert(name, value);
+                }
+            }
+        }
         ResponseAction::Continue
     }
 }

@@ -13,7 +13,7 @@ use crate::offramp::route::EgressRoute;
 use crate::offramp::tcp::{ConnectError, connect_by, connect_target};
 use crate::services::Services;
 use crate::settings::HttpClientSettings;
-use crate::tls::client::{Overrides, TlsConnectError};
+use crate::tls::client::{Overrides, TlsConnectError, UpstreamTlsFacts};
 use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
 use boring::ssl::SslConnector;
 use http::{Request, Response};
@@ -93,16 +93,17 @@ impl<App: OxyExt> UpstreamClient<App> {
         tls: Option<Overrides<'_>>,
         mut request: Request<HttpBody>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
-        let io = match tls {
+        let (io, facts) = match tls {
             Some(tls) => {
                 let tls = self
                     .connector
                     .tls_connect(target, stream, tls)
                     .await
                     .map_err(|e| classify(&e))?;
-                UpstreamStream::Tls(Box::new(tls))
+                let facts = UpstreamTlsFacts::of(tls.ssl());
+                (UpstreamStream::Tls(Box::new(tls)), Some(facts))
             }
-            None => UpstreamStream::Plain(stream),
+            None => (UpstreamStream::Plain(stream), None),
         };
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
@@ -126,10 +127,13 @@ impl<App: OxyExt> UpstreamClient<App> {
         *request.uri_mut() = origin_form
             .parse()
             .map_err(|_| classify(&UpstreamConnectError::BadUri(origin_form.clone())))?;
-        let response = sender
+        let mut response = sender
             .send_request(request)
             .await
             .map_err(|e| classify(&e))?;
+        if let Some(facts) = facts {
+            response.extensions_mut().insert(facts);
+        }
         Ok(with_upgrade(response))
     }
 
@@ -322,13 +326,18 @@ pub enum UpstreamStream {
 }
 
 impl Connection for UpstreamStream {
+    /// HTTP/2 when ALPN chose it; the TLS facts go into every response's extensions.
     fn connected(&self) -> Connected {
         match self {
             UpstreamStream::Plain(_) => Connected::new(),
-            UpstreamStream::Tls(tls) if tls.ssl().selected_alpn_protocol() == Some(b"h2") => {
-                Connected::new().negotiated_h2()
+            UpstreamStream::Tls(tls) => {
+                let connected = Connected::new().extra(UpstreamTlsFacts::of(tls.ssl()));
+                if tls.ssl().selected_alpn_protocol() == Some(b"h2") {
+                    connected.negotiated_h2()
+                } else {
+                    connected
+                }
             }
-            UpstreamStream::Tls(_) => Connected::new(),
         }
     }
 }

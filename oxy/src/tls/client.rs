@@ -6,7 +6,7 @@
 use super::raw_public_key;
 use crate::hooks::Target;
 use crate::settings::{HttpClientSettings, TlsPolicy, TlsVersion};
-use crate::tls::server::oxy_tls;
+use crate::tls::server::{ClientCertificate, certificate_facts, oxy_tls};
 use boring::error::ErrorStack;
 use boring::nid::Nid;
 use boring::pkey::Id;
@@ -33,6 +33,44 @@ pub struct Overrides<'a> {
     pub policy: Option<TlsPolicy>,
     /// The pin (hex) of the raw public key the upstream must present.
     pub pin: Option<&'a str>,
+}
+
+/// What an upstream's TLS showed once verified, for the response hook: it is in the
+/// extensions of every response that came over TLS
+/// (`response.extensions.get::<UpstreamTlsFacts>()` in `on_response`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTlsFacts {
+    /// The protocol version (`TLSv1.3`).
+    pub version: String,
+    /// The cipher suite.
+    pub cipher: String,
+    /// The negotiated application protocol (`h2`, `http/1.1`).
+    pub alpn: Option<String>,
+    /// The upstream's certificate, verified against the roots or `ca_file` and past the
+    /// browser checks (`None` for a raw public key).
+    pub certificate: Option<ClientCertificate>,
+    /// SHA-256 (hex) of the raw public key the upstream presented, accepted by a pin.
+    pub pin: Option<String>,
+}
+
+impl UpstreamTlsFacts {
+    /// The facts of a verified connection.
+    pub fn of(ssl: &SslRef) -> Self {
+        Self {
+            version: ssl.version_str().to_string(),
+            cipher: ssl
+                .current_cipher()
+                .map(|c| c.name().to_string())
+                .unwrap_or_default(),
+            alpn: ssl
+                .selected_alpn_protocol()
+                .map(|p| String::from_utf8_lossy(p).into_owned()),
+            certificate: ssl.peer_certificate().map(|cert| certificate_facts(&cert)),
+            pin: raw_public_key::peer_pin(ssl)
+                .filter(|pin| pin.accepted)
+                .map(|pin| pin.sha256.clone()),
+        }
+    }
 }
 
 /// Why TLS with an upstream failed.
