@@ -13,9 +13,9 @@ use crate::offramp::route::EgressRoute;
 use crate::offramp::tcp::{ConnectError, connect_by, connect_target};
 use crate::services::Services;
 use crate::settings::HttpClientSettings;
-use crate::tls::client::{Overrides, TlsConnectError, UpstreamTlsFacts};
+use crate::tls::aia;
+use crate::tls::client::{Overrides, TlsConnectError, UpstreamConnector, UpstreamTlsFacts};
 use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
-use boring::ssl::SslConnector;
 use http::{Request, Response};
 use http_body_util::LengthLimitError;
 use hyper_util::client::legacy::Client;
@@ -79,25 +79,34 @@ impl<App: OxyExt> UpstreamClient<App> {
             alpn: Some(b"\x08http/1.1"),
             policy: egress.tls_policy,
             pin: egress.server_pin.as_deref(),
+            issuer: None,
         };
-        self.send_on(stream, on, https.then_some(tls), request)
+        let reconnect = || async {
+            let (stream, _) = connect_by(services, route, egress).await?;
+            Ok(stream)
+        };
+        self.send_on(stream, on, https.then_some((tls, reconnect)), request)
             .await
     }
 
     /// Sends `request` over `stream` (already reaching `target`) with HTTP/1.1, with TLS
-    /// first when `tls` is given.
-    async fn send_on(
+    /// first when `tls` is given (with a way to connect again, to complete the chain).
+    async fn send_on<R, F>(
         &self,
         stream: TcpStream,
         target: &Target,
-        tls: Option<Overrides<'_>>,
+        tls: Option<(Overrides<'_>, R)>,
         mut request: Request<HttpBody>,
-    ) -> Result<Response<HttpBody>, UpstreamError> {
+    ) -> Result<Response<HttpBody>, UpstreamError>
+    where
+        R: FnOnce() -> F,
+        F: Future<Output = Result<TcpStream, ConnectError>>,
+    {
         let (io, facts) = match tls {
-            Some(tls) => {
+            Some((tls, reconnect)) => {
                 let tls = self
                     .connector
-                    .tls_connect(target, stream, tls)
+                    .tls_connect(target, stream, tls, reconnect)
                     .await
                     .map_err(|e| classify(&e))?;
                 let facts = UpstreamTlsFacts::of(tls.ssl());
@@ -149,6 +158,7 @@ impl<App: OxyExt> UpstreamClient<App> {
             services,
             tls: Arc::new(tls),
             endpoint: endpoint.into(),
+            issuers: Arc::default(),
         };
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -250,8 +260,10 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
 /// Connects hyper's client through the off-ramp, with TLS for `https` URIs.
 pub struct OffRampConnector<App: OxyExt> {
     services: Arc<Services<App>>,
-    tls: Arc<SslConnector>,
+    tls: Arc<UpstreamConnector>,
     endpoint: Arc<str>,
+    /// Intermediates fetched from caIssuers URLs.
+    issuers: Arc<aia::IssuerCache>,
 }
 
 impl<App: OxyExt> Clone for OffRampConnector<App> {
@@ -260,22 +272,96 @@ impl<App: OxyExt> Clone for OffRampConnector<App> {
             services: self.services.clone(),
             tls: self.tls.clone(),
             endpoint: self.endpoint.clone(),
+            issuers: self.issuers.clone(),
         }
     }
 }
 
 impl<App: OxyExt> OffRampConnector<App> {
-    /// TLS to `target` over `stream` (see [`crate::tls::client::connect`]).
-    async fn tls_connect(
+    /// TLS to `target` over `stream` (see [`crate::tls::client::connect`]). When the
+    /// upstream's chain lacks an intermediate its certificate names a caIssuers URL for,
+    /// the intermediate is fetched (through the off-ramp, bounded, cached) and the
+    /// connection made again with `reconnect`.
+    async fn tls_connect<R, F>(
         &self,
         target: &Target,
         stream: TcpStream,
         overrides: Overrides<'_>,
-    ) -> Result<tokio_boring::SslStream<TcpStream>, UpstreamConnectError> {
-        let connect =
-            crate::tls::client::connect(&self.tls, &self.endpoint, target, stream, overrides);
-        Ok(connect.await?)
+        reconnect: R,
+    ) -> Result<tokio_boring::SslStream<TcpStream>, UpstreamConnectError>
+    where
+        R: FnOnce() -> F,
+        F: Future<Output = Result<TcpStream, ConnectError>>,
+    {
+        let (tls, endpoint) = (&*self.tls, &*self.endpoint);
+        let first = crate::tls::client::connect(tls, endpoint, target, stream, overrides).await;
+        let Err(TlsConnectError::MissingIssuer { url, .. }) = first else {
+            return Ok(first?);
+        };
+        let issuer = match self.issuers.get(&url) {
+            Some(issuer) => issuer,
+            None => match fetch_issuer(&self.services, &url).await {
+                Ok(issuer) => {
+                    self.issuers.put(&url, issuer.clone());
+                    issuer
+                }
+                Err(e) => {
+                    let reason = format!("its issuer could not be fetched from {url}: {e}");
+                    let label = "unknown_issuer";
+                    return Err(crate::tls::client::refused(endpoint, label, target, reason).into());
+                }
+            },
+        };
+        let stream = reconnect().await?;
+        let with_issuer = Overrides {
+            issuer: Some(&issuer),
+            ..overrides
+        };
+        let second = crate::tls::client::connect(tls, endpoint, target, stream, with_issuer);
+        Ok(second.await?)
     }
+}
+
+/// The certificate at a caIssuers `url`: one HTTP/1.1 GET through the off-ramp (egress
+/// policy included), at most [`aia::MAX_ISSUER_BYTES`], within five seconds.
+async fn fetch_issuer<App: OxyExt>(
+    services: &Arc<Services<App>>,
+    url: &str,
+) -> Result<boring::x509::X509, String> {
+    let fetch = async {
+        let uri: http::Uri = url.parse().map_err(|_| format!("bad URL {url}"))?;
+        let (target, _) = target_of(&uri).map_err(|e| e.to_string())?;
+        let (stream, _) = connect_target(services, &target, None, None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        let request = Request::get(path)
+            .header(http::header::HOST, target.to_string())
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .map_err(|e| e.to_string())?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        let body = http_body_util::Limited::new(response.into_body(), aia::MAX_ISSUER_BYTES);
+        let bytes = http_body_util::BodyExt::collect(body)
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        aia::parse_issuer(&bytes)
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(5), fetch)
+        .await
+        .map_err(|_| format!("{url} did not answer in time"))?
 }
 
 /// Why an upstream connection failed.
@@ -309,8 +395,12 @@ impl<App: OxyExt> tower_service::Service<http::Uri> for OffRampConnector<App> {
             if !https {
                 return Ok(TokioIo::new(UpstreamStream::Plain(stream)));
             }
+            let reconnect = || async {
+                let (stream, _) = connect_target(&this.services, &target, None, None).await?;
+                Ok(stream)
+            };
             let tls = this
-                .tls_connect(&target, stream, Overrides::default())
+                .tls_connect(&target, stream, Overrides::default(), reconnect)
                 .await?;
             Ok(TokioIo::new(UpstreamStream::Tls(Box::new(tls))))
         })

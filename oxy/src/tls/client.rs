@@ -3,7 +3,7 @@
 //! BoringSSL's chain and name checks, as a browser does: TLS below 1.2, SHA-1 signatures
 //! and small keys in the chain.
 
-use super::raw_public_key;
+use super::{aia, raw_public_key};
 use crate::hooks::Target;
 use crate::settings::{HttpClientSettings, TlsPolicy, TlsVersion};
 use crate::tls::server::{ClientCertificate, certificate_facts, oxy_tls};
@@ -14,8 +14,10 @@ use boring::ssl::{
     CertificateType, SslConnector, SslConnectorBuilder, SslMethod, SslRef, SslVerifyMode,
     SslVersion,
 };
-use boring::x509::{X509Ref, X509VerifyError};
+use boring::x509::store::{X509Store, X509StoreBuilder};
+use boring::x509::{X509, X509Ref, X509VerifyError};
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -25,7 +27,7 @@ const MIN_RSA_BITS: u32 = 2048;
 const MIN_EC_BITS: u32 = 256;
 
 /// What one upstream TLS connection is held to beyond the client's settings.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Default, Clone, Copy)]
 pub struct Overrides<'a> {
     /// Application protocols offered instead of `h2` and `http/1.1` (wire format).
     pub alpn: Option<&'a [u8]>,
@@ -33,6 +35,9 @@ pub struct Overrides<'a> {
     pub policy: Option<TlsPolicy>,
     /// The pin (hex) of the raw public key the upstream must present.
     pub pin: Option<&'a str>,
+    /// An intermediate fetched from the caIssuers URL of the certificate the upstream
+    /// sent, to complete its chain (the chain must still end at a trusted root).
+    pub issuer: Option<&'a X509>,
 }
 
 /// What an upstream's TLS showed once verified, for the response hook: it is in the
@@ -79,6 +84,15 @@ pub enum TlsConnectError {
     /// The handshake failed for a reason other than the upstream's credentials.
     #[error("TLS with the upstream failed: {0}")]
     Handshake(String),
+    /// The upstream's chain lacks an intermediate that its certificate says can be
+    /// fetched from `url` (nothing counted yet: the caller fetches it and tries again).
+    #[error("certificate verification failed for {host}: its issuer is at {url}")]
+    MissingIssuer {
+        /// The upstream, as `host:port`.
+        host: String,
+        /// The caIssuers URL.
+        url: String,
+    },
     /// The upstream's certificate or raw public key was refused.
     #[error("certificate verification failed for {host}: {reason}")]
     Refused {
@@ -89,8 +103,15 @@ pub enum TlsConnectError {
     },
 }
 
+/// An endpoint's upstream TLS client: its BoringSSL connector and where its roots are.
+pub struct UpstreamConnector {
+    ssl: SslConnector,
+    /// `http.client.ca_file` (empty: the system's roots).
+    ca_file: PathBuf,
+}
+
 /// The connector of an endpoint's upstream client, from its `http.client` settings.
-pub fn connector(settings: &HttpClientSettings) -> io::Result<SslConnector> {
+pub fn connector(settings: &HttpClientSettings) -> io::Result<UpstreamConnector> {
     let mut tls = SslConnector::builder(SslMethod::tls()).map_err(io::Error::other)?;
     if settings.ca_file.as_os_str().is_empty() {
         tls.set_default_verify_paths().map_err(io::Error::other)?;
@@ -115,7 +136,41 @@ pub fn connector(settings: &HttpClientSettings) -> io::Result<SslConnector> {
         let pins = raw_public_key::parse_pins(&settings.server_pins).map_err(io::Error::other)?;
         expect_raw_public_key(&mut tls, pins).map_err(io::Error::other)?;
     }
-    Ok(tls.build())
+    Ok(UpstreamConnector {
+        ssl: tls.build(),
+        ca_file: settings.ca_file.clone(),
+    })
+}
+
+/// A store of the roots the connector trusts (`ca_file`, or the system's) and `issuer`,
+/// an intermediate fetched to complete a chain: it helps build the path, but the path
+/// must still end at one of the roots.
+pub fn roots_with(ca_file: &Path, issuer: &X509) -> Result<X509Store, ErrorStack> {
+    let mut store = X509StoreBuilder::new()?;
+    if ca_file.as_os_str().is_empty() {
+        store.set_default_paths()?;
+    } else {
+        let pem = std::fs::read(ca_file).unwrap_or_default();
+        for ca in X509::stack_from_pem(&pem)? {
+            store.add_cert(ca)?;
+        }
+    }
+    store.add_cert(issuer.clone())?;
+    Ok(store.build())
+}
+
+/// Counts `label` for `endpoint` and makes the refusal.
+pub fn refused(
+    endpoint: &str,
+    label: &'static str,
+    target: &Target,
+    reason: String,
+) -> TlsConnectError {
+    oxy_tls::upstream_verification_failures_total(endpoint, label).inc();
+    TlsConnectError::Refused {
+        host: target.to_string(),
+        reason,
+    }
 }
 
 /// Asks upstreams for a raw public key and accepts only `pins`.
@@ -133,7 +188,7 @@ fn expect_raw_public_key(
 /// name its certificate must carry, then the browser checks on the chain. A refusal is
 /// counted for `endpoint` by reason; no byte of a request has been sent then.
 pub async fn connect<S>(
-    connector: &SslConnector,
+    connector: &UpstreamConnector,
     endpoint: &str,
     target: &Target,
     stream: S,
@@ -143,7 +198,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let handshake = |e: &dyn std::fmt::Display| TlsConnectError::Handshake(e.to_string());
-    let mut config = connector.configure().map_err(|e| handshake(&e))?;
+    let mut config = connector.ssl.configure().map_err(|e| handshake(&e))?;
     if let Some(alpn) = overrides.alpn {
         config.set_alpn_protos(alpn).map_err(|e| handshake(&e))?;
     }
@@ -160,13 +215,13 @@ where
         let verify = raw_public_key::verifier(Arc::new(vec![pin]), None);
         config.set_custom_verify_callback(SslVerifyMode::PEER, verify);
     }
-    let refuse = |label: &'static str, reason: String| {
-        oxy_tls::upstream_verification_failures_total(endpoint, label).inc();
-        TlsConnectError::Refused {
-            host: target.to_string(),
-            reason,
-        }
-    };
+    if let Some(issuer) = overrides.issuer {
+        let store = roots_with(&connector.ca_file, issuer).map_err(|e| handshake(&e))?;
+        config
+            .set_verify_cert_store(store)
+            .map_err(|e| handshake(&e))?;
+    }
+    let refuse = |label: &'static str, reason: String| refused(endpoint, label, target, reason);
     let host = target.host.to_string();
     let host = host.trim_matches(['[', ']']);
     let stream = match tokio_boring::connect(config, host, stream).await {
@@ -178,19 +233,35 @@ where
                 let reason = format!("raw public key {} matches no pin", pin.sha256);
                 return Err(refuse("pin_mismatch", reason));
             }
-            let refused = e.ssl().and_then(|ssl| ssl.verify_result().err());
-            return Err(
-                match refused.filter(|v| *v != X509VerifyError::INVALID_CALL) {
-                    Some(refused) => refuse(verification_label(refused), refused.to_string()),
-                    None => handshake(&e),
-                },
-            );
+            let failed = e.ssl().and_then(|ssl| ssl.verify_result().err());
+            let failed = failed.filter(|v| *v != X509VerifyError::INVALID_CALL);
+            if failed == Some(X509VerifyError::UNABLE_TO_GET_ISSUER_CERT_LOCALLY)
+                && overrides.issuer.is_none()
+                && let Some(url) = e.ssl().and_then(missing_issuer_url)
+            {
+                return Err(TlsConnectError::MissingIssuer {
+                    host: target.to_string(),
+                    url,
+                });
+            }
+            return Err(match failed {
+                Some(failed) => refuse(verification_label(failed), failed.to_string()),
+                None => handshake(&e),
+            });
         }
     };
     if let Some((label, reason)) = weakness(stream.ssl()) {
         return Err(refuse(label, reason));
     }
     Ok(stream)
+}
+
+/// The caIssuers URL of the last certificate the upstream sent (the one whose issuer
+/// is missing).
+fn missing_issuer_url(ssl: &SslRef) -> Option<String> {
+    let chain = ssl.peer_cert_chain()?;
+    let last = chain.iter().next_back()?;
+    aia::ca_issuers_url(last)
 }
 
 /// What a browser would refuse in the chain the upstream sent (its own self-signed

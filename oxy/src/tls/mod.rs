@@ -1,5 +1,6 @@
 //! TLS with BoringSSL: certificates and keys, and TLS termination.
 
+pub mod aia;
 mod certificate;
 pub mod client;
 mod handshake_failure;

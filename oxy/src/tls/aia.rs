@@ -1,0 +1,70 @@
+//! Completing an upstream's chain as browsers do: when a server leaves out an
+//! intermediate, the certificate that names it carries the URL it can be fetched from
+//! (Authority Information Access, caIssuers). The fetched certificates are kept by URL.
+
+use boring::x509::X509;
+use boring::x509::X509Ref;
+use std::sync::Mutex;
+
+/// The caIssuers access method (RFC 5280 §4.2.2.1).
+const CA_ISSUERS: &str = "1.3.6.1.5.5.7.48.2";
+/// The most bytes read of a fetched certificate.
+pub const MAX_ISSUER_BYTES: usize = 64 * 1024;
+/// Fetched issuers kept, by URL.
+const CACHE_SIZE: usize = 256;
+
+/// The first `http://` caIssuers URL of `cert`, if it has one.
+pub fn ca_issuers_url(cert: &X509Ref) -> Option<String> {
+    let der = cert.to_der().ok()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).ok()?;
+    parsed.extensions().iter().find_map(|extension| {
+        let x509_parser::extensions::ParsedExtension::AuthorityInfoAccess(aia) =
+            extension.parsed_extension()
+        else {
+            return None;
+        };
+        aia.iter().find_map(|description| {
+            let uri = match &description.access_location {
+                x509_parser::extensions::GeneralName::URI(uri) => *uri,
+                _ => return None,
+            };
+            (description.access_method.to_id_string() == CA_ISSUERS && uri.starts_with("http://"))
+                .then(|| uri.to_string())
+        })
+    })
+}
+
+/// A fetched issuer: DER (what caIssuers URLs serve) or PEM.
+pub fn parse_issuer(bytes: &[u8]) -> Result<X509, String> {
+    X509::from_der(bytes)
+        .or_else(|_| X509::from_pem(bytes))
+        .map_err(|_| "the caIssuers URL did not serve a certificate".to_string())
+}
+
+/// Issuers fetched from caIssuers URLs, at most [`CACHE_SIZE`], by URL.
+#[derive(Default)]
+pub struct IssuerCache {
+    issuers: Mutex<Vec<(String, X509)>>,
+}
+
+impl IssuerCache {
+    /// The issuer fetched from `url` before, if any.
+    pub fn get(&self, url: &str) -> Option<X509> {
+        let issuers = self.issuers.lock().ok()?;
+        issuers
+            .iter()
+            .find(|(u, _)| u == url)
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Keeps `issuer`, fetched from `url` (the oldest goes when full).
+    pub fn put(&self, url: &str, issuer: X509) {
+        if let Ok(mut issuers) = self.issuers.lock() {
+            if issuers.len() >= CACHE_SIZE {
+                issuers.remove(0);
+            }
+            issuers.retain(|(u, _)| u != url);
+            issuers.push((url.to_string(), issuer));
+        }
+    }
+}
