@@ -8,15 +8,27 @@
 // CA's own signature is ECDSA with SHA-256 (only the SHA-1 leaf is signed with SHA-1),
 // and the expired and not-yet-valid leaves are issued with `openssl ca` and explicit
 // dates (OpenSSL 3.0's `x509 -req` has no `-not_before`).
+//
+// Chain completion from the caIssuers URL (AIA): a second PKI, root → intermediate →
+// leaves, whose origins send only the leaf (HTTP/1.1 with `connection: close`, so every
+// request is a new connection). Each leaf's AIA names a URL on a small HTTP server that
+// serves the intermediate's DER and counts what it is asked. Oxy fetches it once and
+// keeps it (two requests, one fetch); the path must still end at `ca_file` (an unrelated
+// root is refused even with the intermediate fetched); a 404 and a URL the egress policy
+// refuses (`egress.allow` covers 127.0.0.1 only; the server on 127.0.0.2 sees no
+// connection) are 502s saying why. All are counted as `unknown_issuer`.
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer, get as httpGet } from "node:http";
 import { createSecureServer, type SecureServerOptions } from "node:http2";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
+import type { Server as TlsServer } from "node:tls";
 import { curl } from "../lib/curl.ts";
 import { OxyProcess, until } from "../lib/oxy.ts";
 
@@ -37,13 +49,36 @@ interface Origin {
   close(): Promise<void>;
 }
 
+/** A plain HTTP server for caIssuers URLs: the intermediate's DER under `/int*`, 404
+ * elsewhere. */
+interface IssuerServer {
+  host: string;
+  port: number;
+  /** GETs (any answer) by path. */
+  hits: Record<string, number>;
+  /** TCP connections accepted. */
+  connections: number;
+  url(path: string): string;
+  close(): Promise<void>;
+}
+
 const ALL_CASES = ["sha1", "weak", "expired", "future", "good", "tls11"] as const;
 type Case = (typeof ALL_CASES)[number];
+/** Origins that send their leaf without its intermediate. */
+const AIA_CASES = ["aia", "aia_untrusted", "aia_404", "aia_denied"] as const;
+type AiaCase = (typeof AIA_CASES)[number];
+type Endpoint = Case | AiaCase;
 
 let dir: string;
 let ca: string;
+let aiaRoot: string;
 const leaves = {} as Record<Exclude<Case, "tls11">, Leaf>;
-const origins = {} as Record<Case, Origin>;
+const origins = {} as Record<Endpoint, Origin>;
+/** The caIssuers URL in each AIA case's leaf. */
+const aiaUrls = {} as Record<AiaCase, string>;
+/** On 127.0.0.1 (allowed by the egress policy) and 127.0.0.2 (not). */
+let issuers: IssuerServer;
+let deniedIssuers: IssuerServer;
 let oxy: OxyProcess;
 
 function openssl(args: string[]): string {
@@ -75,22 +110,27 @@ function signDated(name: string, start: number, end: number): Leaf {
   return { chain: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
 }
 
-/** Serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on 127.0.0.1 with `leaf`, answering 200. */
-async function serve(leaf: Leaf, tls: SecureServerOptions = {}): Promise<Origin> {
+/** Issues `name`'s CSR from `issuer` (`issuer.pem`, `issuer.key`) for two days with
+ * SHA-256 and the extensions `extensions`. */
+function issue(name: string, issuer: string, extensions: string): Leaf {
+  writeFileSync(join(dir, `${name}.ext`), extensions);
+  openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", `${issuer}.pem`, "-CAkey", `${issuer}.key`, "-CAcreateserial", "-days", "2", "-sha256", "-out", `${name}.pem`, "-extfile", `${name}.ext`]);
+  return { chain: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
+}
+
+/** A self-signed CA certificate and key, `name.pem` and `name.key`. */
+function selfSignedCa(name: string, cn: string): string {
+  openssl([
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-sha256",
+    "-keyout", `${name}.key`, "-out", `${name}.pem`, "-days", "2", "-subj", `/CN=${cn}`,
+    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+  ]);
+  return join(dir, `${name}.pem`);
+}
+
+/** An origin that counts what reaches `server`, once it listens on 127.0.0.1 port 0. */
+async function track(server: TlsServer, origin: Origin): Promise<Origin> {
   const sockets = new Set<Socket>();
-  const origin = {
-    port: 0,
-    requests: [] as string[],
-    handshakes: 0,
-    clientErrors: [] as string[],
-    close: async () => {},
-  };
-  const server = createSecureServer({ allowHTTP1: true, cert: readFileSync(leaf.chain), key: readFileSync(leaf.key), ...tls }, (req, res) => {
-    origin.requests.push(`${req.method} ${req.url}`);
-    res.on("error", () => {});
-    res.setHeader("content-type", "application/json");
-    res.end(JSON.stringify({ version: req.httpVersion }));
-  });
   server.on("connection", (socket: Socket) => {
     sockets.add(socket);
     socket.on("close", () => sockets.delete(socket));
@@ -98,7 +138,6 @@ async function serve(leaf: Leaf, tls: SecureServerOptions = {}): Promise<Origin>
   });
   server.on("secureConnection", () => (origin.handshakes += 1));
   server.on("tlsClientError", (e: Error) => origin.clientErrors.push(e.message));
-  server.on("sessionError", () => {});
   await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
   origin.port = (server.address() as AddressInfo).port;
   origin.close = () =>
@@ -109,14 +148,87 @@ async function serve(leaf: Leaf, tls: SecureServerOptions = {}): Promise<Origin>
   return origin;
 }
 
+function newOrigin(): Origin {
+  return { port: 0, requests: [], handshakes: 0, clientErrors: [], close: async () => {} };
+}
+
+/** Serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on 127.0.0.1 with `leaf`, answering 200. */
+async function serve(leaf: Leaf, tls: SecureServerOptions = {}): Promise<Origin> {
+  const origin = newOrigin();
+  const server = createSecureServer({ allowHTTP1: true, cert: readFileSync(leaf.chain), key: readFileSync(leaf.key), ...tls }, (req, res) => {
+    origin.requests.push(`${req.method} ${req.url}`);
+    res.on("error", () => {});
+    res.setHeader("content-type", "application/json");
+    res.end(JSON.stringify({ version: req.httpVersion }));
+  });
+  server.on("sessionError", () => {});
+  return track(server, origin);
+}
+
+/** Serves HTTPS/1.1 on 127.0.0.1 with `leaf` alone (no intermediate), answering 200 and
+ * closing each connection after its response (so none is reused). */
+async function serveLeafOnly(leaf: Leaf): Promise<Origin> {
+  const origin = newOrigin();
+  const server = createHttpsServer({ cert: readFileSync(leaf.chain), key: readFileSync(leaf.key) }, (req, res) => {
+    origin.requests.push(`${req.method} ${req.url}`);
+    res.setHeader("content-type", "application/json");
+    res.setHeader("connection", "close");
+    res.end(JSON.stringify({ version: req.httpVersion }));
+  });
+  return track(server, origin);
+}
+
+/** Serves `der` over plain HTTP on `host` port 0 for paths starting `/int`, 404 elsewhere. */
+async function serveIssuer(host: string, der: Buffer): Promise<IssuerServer> {
+  const sockets = new Set<Socket>();
+  const issuer: IssuerServer = {
+    host,
+    port: 0,
+    hits: {},
+    connections: 0,
+    url: (path) => `http://${host}:${issuer.port}${path}`,
+    close: async () => {},
+  };
+  const server = createHttpServer((req, res) => {
+    const path = req.url ?? "";
+    issuer.hits[path] = (issuer.hits[path] ?? 0) + 1;
+    if (req.method === "GET" && path.startsWith("/int")) {
+      res.writeHead(200, { "content-type": "application/pkix-cert" });
+      res.end(der);
+    } else {
+      res.writeHead(404, { "content-type": "text/plain" });
+      res.end("not found\n");
+    }
+  });
+  server.on("connection", (socket: Socket) => {
+    issuer.connections += 1;
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+    socket.on("error", () => {});
+  });
+  await new Promise<void>((ok) => server.listen(0, host, ok));
+  issuer.port = (server.address() as AddressInfo).port;
+  issuer.close = () =>
+    new Promise<void>((ok) => {
+      server.close(() => ok());
+      for (const socket of sockets) socket.destroy();
+    });
+  return issuer;
+}
+
+/** GET `url` directly (not through Oxy): the status. */
+function getStatus(url: string): Promise<number> {
+  return new Promise((ok, fail) => {
+    httpGet(url, { agent: false }, (res) => {
+      res.resume();
+      res.on("end", () => ok(res.statusCode ?? 0));
+    }).on("error", fail);
+  });
+}
+
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "oxy-upstream-pki-"));
-  openssl([
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-sha256",
-    "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=Oxy Upstream Test CA",
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-  ]);
-  ca = join(dir, "ca.pem");
+  ca = selfSignedCa("ca", "Oxy Upstream Test CA");
   writeFileSync(join(dir, "leaf.ext"), LEAF_EXTENSIONS);
   // A minimal `openssl ca` setup, for leaves with dates in the past or the future.
   mkdirSync(join(dir, "issued"));
@@ -162,29 +274,58 @@ before(async () => {
   origins.good = await serve(leaves.good);
   origins.tls11 = await serve(leaves.good, { ...legacy, minVersion: "TLSv1.1", maxVersion: "TLSv1.1" });
 
+  // AIA: root → intermediate → one leaf per case. The issuer servers listen before the
+  // leaves are signed: their URLs are in the leaves.
+  aiaRoot = selfSignedCa("aia-root", "Oxy AIA Test Root");
+  request("aia-int");
+  issue("aia-int", "aia-root", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n");
+  openssl(["x509", "-in", "aia-int.pem", "-outform", "DER", "-out", "aia-int.der"]);
+  const der = readFileSync(join(dir, "aia-int.der"));
+  issuers = await serveIssuer("127.0.0.1", der);
+  deniedIssuers = await serveIssuer("127.0.0.2", der);
+  aiaUrls.aia = issuers.url("/int.der");
+  aiaUrls.aia_untrusted = issuers.url("/int-untrusted.der");
+  aiaUrls.aia_404 = issuers.url("/missing.der");
+  aiaUrls.aia_denied = deniedIssuers.url("/int.der");
+  for (const name of AIA_CASES) {
+    const leafName = `${name.replace("_", "-")}-leaf`;
+    request(leafName);
+    const leaf = issue(leafName, "aia-int", `${LEAF_EXTENSIONS}authorityInfoAccess=caIssuers;URI:${aiaUrls[name]}\n`);
+    // The leaf names its issuer's URL, verifies with the intermediate and not without it.
+    assert.match(openssl(["x509", "-in", leaf.chain, "-noout", "-text"]), new RegExp(`CA Issuers - URI:${aiaUrls[name].replaceAll(".", "\\.")}\n`));
+    assert.match(openssl(["verify", "-CAfile", "aia-root.pem", "-untrusted", "aia-int.pem", leaf.chain]), /: OK\n/);
+    assert.throws(() => openssl(["verify", "-CAfile", "aia-root.pem", leaf.chain]), /unable to get local issuer certificate/);
+    origins[name] = await serveLeafOnly(leaf);
+  }
+
   oxy = await OxyProcess.start({
     binary: "oxy",
     settings: {
-      egress: { allow: ["127.0.0.0/8"] },
-      endpoints: ALL_CASES.map((name) => ({
+      // 127.0.0.1 only: the issuer server on 127.0.0.2 is loopback but not allowed.
+      egress: { allow: ["127.0.0.1/32"] },
+      endpoints: [...ALL_CASES, ...AIA_CASES].map((name) => ({
         name,
         listen: ["127.0.0.1:0"],
-        http: { upstream: `https://localhost:${origins[name].port}`, client: { ca_file: ca } },
+        http: {
+          upstream: `https://localhost:${origins[name].port}`,
+          // The AIA cases trust the AIA root, except `aia_untrusted`: the unrelated test CA.
+          client: { ca_file: name.startsWith("aia") && name !== "aia_untrusted" ? aiaRoot : ca },
+        },
       })),
     },
   });
 });
 
 after(async () => {
-  await Promise.all(Object.values(origins).map((origin) => origin.close()));
+  await Promise.all([...Object.values(origins), issuers, deniedIssuers].filter((s) => s).map((s) => s.close()));
 });
 
-const failures = (endpoint: Case, reason: string) => `oxy_tls_upstream_verification_failures_total{endpoint="${endpoint}",reason="${reason}"}`;
-const httpErrors = (endpoint: Case, reason: string) => `oxy_http_errors_total{endpoint="${endpoint}",reason="${reason}"}`;
+const failures = (endpoint: Endpoint, reason: string) => `oxy_tls_upstream_verification_failures_total{endpoint="${endpoint}",reason="${reason}"}`;
+const httpErrors = (endpoint: Endpoint, reason: string) => `oxy_http_errors_total{endpoint="${endpoint}",reason="${reason}"}`;
 
 /** GET / through endpoint `name`; asserts a 502 whose body is the certificate refusal
  * `reason` counted under `label` (and under no other), and that the origin got no request. */
-async function refused(name: Case, label: string, reason: string): Promise<void> {
+async function refused(name: Endpoint, label: string, reason: string): Promise<void> {
   const res = await curl([`${oxy.url(name)}/`]);
   const origin = origins[name];
   assert.equal(res.status, 502, `${res.stderr}\n${oxy.logs()}`);
@@ -241,6 +382,50 @@ test("an origin that speaks only TLS 1.1 fails the handshake: upstream_tls", asy
   assert.deepEqual(origin.requests, []);
   const metrics = (await oxy.telemetry("/metrics")).body;
   assert.doesNotMatch(metrics, /^oxy_tls_upstream_verification_failures_total\{endpoint="tls11"/m, "not a certificate refusal");
+});
+
+test("AIA: a leaf sent without its intermediate is completed from its caIssuers URL, fetched once for two connections", async () => {
+  for (const path of ["/one", "/two"]) {
+    const res = await curl([`${oxy.url("aia")}${path}`]);
+    assert.equal(res.status, 200, `${res.stderr}\n${oxy.logs()}`);
+    assert.deepEqual(JSON.parse(res.body), { version: "1.1" });
+  }
+  const origin = origins.aia;
+  assert.deepEqual(origin.requests, ["GET /one", "GET /two"]);
+  // Each request was a new connection (the origin closes them). The first began with a
+  // handshake refused for the missing issuer, then one with the intermediate; the second
+  // had the intermediate at once (its alert would have come before its request).
+  assert.equal(origin.handshakes, 2, "one verified handshake per request");
+  await until(() => (origin.clientErrors.length >= 1 ? true : undefined), "the handshake abandoned for the missing issuer");
+  assert.equal(origin.clientErrors.length, 1, `only the first connection lacked the issuer (${origin.clientErrors})`);
+  assert.match(origin.clientErrors[0], /alert unknown ca/);
+  // The second request used the intermediate kept from the first.
+  assert.equal(issuers.hits["/int.der"], 1, `one GET for the intermediate (${JSON.stringify(issuers.hits)})`);
+  const metrics = (await oxy.telemetry("/metrics")).body;
+  assert.doesNotMatch(metrics, /^oxy_tls_upstream_verification_failures_total\{endpoint="aia"/m);
+  assert.doesNotMatch(metrics, /^oxy_http_errors_total\{endpoint="aia"/m);
+});
+
+test("AIA: a fetched intermediate is no trust anchor: its root must be trusted (unknown_issuer)", async () => {
+  await refused("aia_untrusted", "unknown_issuer", "unable to get issuer certificate");
+  // It was fetched: the refusal is the chain's, not the fetch's.
+  assert.equal(issuers.hits["/int-untrusted.der"], 1, JSON.stringify(issuers.hits));
+});
+
+test("AIA: a caIssuers URL answering 404 is a 502 saying so (unknown_issuer)", async () => {
+  const url = aiaUrls.aia_404;
+  await refused("aia_404", "unknown_issuer", `its issuer could not be fetched from ${url}: it answered 404 Not Found`);
+  assert.equal(issuers.hits["/missing.der"], 1, JSON.stringify(issuers.hits));
+});
+
+test("AIA: a caIssuers URL the egress policy refuses is never connected to (unknown_issuer)", async () => {
+  const url = aiaUrls.aia_denied;
+  await refused("aia_denied", "unknown_issuer", `its issuer could not be fetched from ${url}: egress denied: 127.0.0.2 is a loopback address; egress.allow does not cover it`);
+  assert.equal(deniedIssuers.connections, 0, "no connection to the refused issuer server");
+  assert.deepEqual(deniedIssuers.hits, {});
+  // The server was there to be reached: a direct GET is answered and counted.
+  assert.equal(await getStatus(url), 200);
+  assert.equal(deniedIssuers.connections, 1);
 });
 
 test("Oxy exits cleanly", async () => {

@@ -294,17 +294,21 @@ impl<App: OxyExt> OffRampConnector<App> {
         F: Future<Output = Result<TcpStream, ConnectError>>,
     {
         let (tls, endpoint) = (&*self.tls, &*self.endpoint);
-        let first = crate::tls::client::connect(tls, endpoint, target, stream, overrides).await;
+        let upstream = target.to_string();
+        // An upstream whose chain needed an issuer before gets it at once.
+        let known = self.issuers.for_upstream(&upstream);
+        let first = Overrides {
+            issuer: known.as_ref().or(overrides.issuer),
+            ..overrides
+        };
+        let first = crate::tls::client::connect(tls, endpoint, target, stream, first).await;
         let Err(TlsConnectError::MissingIssuer { url, .. }) = first else {
             return Ok(first?);
         };
         let issuer = match self.issuers.get(&url) {
             Some(issuer) => issuer,
             None => match fetch_issuer(&self.services, &url).await {
-                Ok(issuer) => {
-                    self.issuers.put(&url, issuer.clone());
-                    issuer
-                }
+                Ok(issuer) => issuer,
                 Err(e) => {
                     let reason = format!("its issuer could not be fetched from {url}: {e}");
                     let label = "unknown_issuer";
@@ -312,6 +316,7 @@ impl<App: OxyExt> OffRampConnector<App> {
                 }
             },
         };
+        self.issuers.put(&url, &upstream, issuer.clone());
         let stream = reconnect().await?;
         let with_issuer = Overrides {
             issuer: Some(&issuer),
@@ -329,7 +334,7 @@ async fn fetch_issuer<App: OxyExt>(
     url: &str,
 ) -> Result<boring::x509::X509, String> {
     let fetch = async {
-        let uri: http::Uri = url.parse().map_err(|_| format!("bad URL {url}"))?;
+        let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_string())?;
         let (target, _) = target_of(&uri).map_err(|e| e.to_string())?;
         let (stream, _) = connect_target(services, &target, None, None)
             .await
@@ -350,7 +355,7 @@ async fn fetch_issuer<App: OxyExt>(
             .await
             .map_err(|e| e.to_string())?;
         if !response.status().is_success() {
-            return Err(format!("{url} answered {}", response.status()));
+            return Err(format!("it answered {}", response.status()));
         }
         let body = http_body_util::Limited::new(response.into_body(), aia::MAX_ISSUER_BYTES);
         let bytes = http_body_util::BodyExt::collect(body)
@@ -361,7 +366,7 @@ async fn fetch_issuer<App: OxyExt>(
     };
     tokio::time::timeout(std::time::Duration::from_secs(5), fetch)
         .await
-        .map_err(|_| format!("{url} did not answer in time"))?
+        .map_err(|_| "no answer within 5 seconds".to_string())?
 }
 
 /// Why an upstream connection failed.

@@ -41,30 +41,48 @@ pub fn parse_issuer(bytes: &[u8]) -> Result<X509, String> {
         .map_err(|_| "the caIssuers URL did not serve a certificate".to_string())
 }
 
-/// Issuers fetched from caIssuers URLs, at most [`CACHE_SIZE`], by URL.
+/// Issuers fetched from caIssuers URLs, at most [`CACHE_SIZE`], by URL, with the
+/// upstream whose chain each completed (so its next connections have it at once).
 #[derive(Default)]
 pub struct IssuerCache {
-    issuers: Mutex<Vec<(String, X509)>>,
+    issuers: Mutex<Vec<Fetched>>,
+}
+
+/// One fetched issuer.
+struct Fetched {
+    url: String,
+    upstream: String,
+    issuer: X509,
 }
 
 impl IssuerCache {
     /// The issuer fetched from `url` before, if any.
     pub fn get(&self, url: &str) -> Option<X509> {
         let issuers = self.issuers.lock().ok()?;
-        issuers
-            .iter()
-            .find(|(u, _)| u == url)
-            .map(|(_, c)| c.clone())
+        let found = issuers.iter().find(|f| f.url == url);
+        found.map(|f| f.issuer.clone())
     }
 
-    /// Keeps `issuer`, fetched from `url` (the oldest goes when full).
-    pub fn put(&self, url: &str, issuer: X509) {
+    /// The issuer that completed `upstream`'s chain last time, if any.
+    pub fn for_upstream(&self, upstream: &str) -> Option<X509> {
+        let issuers = self.issuers.lock().ok()?;
+        let found = issuers.iter().rev().find(|f| f.upstream == upstream);
+        found.map(|f| f.issuer.clone())
+    }
+
+    /// Keeps `issuer`, fetched from `url` for `upstream` (the oldest goes when full).
+    pub fn put(&self, url: &str, upstream: &str, issuer: X509) {
         if let Ok(mut issuers) = self.issuers.lock() {
+            issuers.retain(|f| f.url != url || f.upstream != upstream);
             if issuers.len() >= CACHE_SIZE {
                 issuers.remove(0);
             }
-            issuers.retain(|(u, _)| u != url);
-            issuers.push((url.to_string(), issuer));
+            let fetched = Fetched {
+                url: url.to_string(),
+                upstream: upstream.to_string(),
+                issuer,
+            };
+            issuers.push(fetched);
         }
     }
 }
