@@ -12,9 +12,11 @@ use crate::offramp::happy_eyeballs::HappyEyeballsError;
 use crate::offramp::route::EgressRoute;
 use crate::offramp::tcp::{ConnectError, connect_by, connect_target};
 use crate::services::Services;
-use crate::settings::HttpClientSettings;
+use crate::settings::{HttpClientSettings, Revocation};
 use crate::tls::aia;
 use crate::tls::client::{Overrides, TlsConnectError, UpstreamConnector, UpstreamTlsFacts};
+use crate::tls::revocation::{self, Crl, CrlCache, Status};
+use crate::tls::server::oxy_tls;
 use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
 use http::{Request, Response};
 use http_body_util::LengthLimitError;
@@ -159,6 +161,8 @@ impl<App: OxyExt> UpstreamClient<App> {
             tls: Arc::new(tls),
             endpoint: endpoint.into(),
             issuers: Arc::default(),
+            crls: Arc::default(),
+            revocation: settings.revocation,
         };
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -264,6 +268,9 @@ pub struct OffRampConnector<App: OxyExt> {
     endpoint: Arc<str>,
     /// Intermediates fetched from caIssuers URLs.
     issuers: Arc<aia::IssuerCache>,
+    /// CRLs fetched from distribution points.
+    crls: Arc<CrlCache>,
+    revocation: Revocation,
 }
 
 impl<App: OxyExt> Clone for OffRampConnector<App> {
@@ -273,6 +280,8 @@ impl<App: OxyExt> Clone for OffRampConnector<App> {
             tls: self.tls.clone(),
             endpoint: self.endpoint.clone(),
             issuers: self.issuers.clone(),
+            crls: self.crls.clone(),
+            revocation: self.revocation,
         }
     }
 }
@@ -303,7 +312,10 @@ impl<App: OxyExt> OffRampConnector<App> {
         };
         let first = crate::tls::client::connect(tls, endpoint, target, stream, first).await;
         let Err(TlsConnectError::MissingIssuer { url, .. }) = first else {
-            return Ok(first?);
+            let stream = first?;
+            self.check_revocation(&stream, target, known.as_ref())
+                .await?;
+            return Ok(stream);
         };
         let issuer = match self.issuers.get(&url) {
             Some(issuer) => issuer,
@@ -323,16 +335,114 @@ impl<App: OxyExt> OffRampConnector<App> {
             ..overrides
         };
         let second = crate::tls::client::connect(tls, endpoint, target, stream, with_issuer);
-        Ok(second.await?)
+        let stream = second.await?;
+        self.check_revocation(&stream, target, Some(&issuer))
+            .await?;
+        Ok(stream)
+    }
+
+    /// Refuses a verified upstream whose certificate its issuer's CRL lists (reason
+    /// `revoked`); an unknown status passes under `soft_fail` (counted) and is refused
+    /// under `hard_fail`. `fetched` is the issuer completed from AIA, if any.
+    async fn check_revocation(
+        &self,
+        stream: &tokio_boring::SslStream<TcpStream>,
+        target: &Target,
+        fetched: Option<&boring::x509::X509>,
+    ) -> Result<(), UpstreamConnectError> {
+        if self.revocation == Revocation::Off {
+            return Ok(());
+        }
+        let chain = stream.ssl().peer_cert_chain();
+        let mut sent = chain
+            .into_iter()
+            .flat_map(|c| c.iter().map(ToOwned::to_owned));
+        let Some(leaf) = sent.next() else {
+            return Ok(());
+        };
+        let urls = revocation::crl_urls(&leaf);
+        if urls.is_empty() {
+            return Ok(());
+        }
+        let issuer = (sent.next())
+            .or_else(|| fetched.cloned())
+            .or_else(|| self.tls.root_issuer(&leaf));
+        let status = match issuer {
+            Some(issuer) => self.crl_status(&leaf, &issuer, &urls).await,
+            None => Status::Unknown("its issuer is not known".into()),
+        };
+        let endpoint = &*self.endpoint;
+        let refuse = |label, reason| crate::tls::client::refused(endpoint, label, target, reason);
+        match (status, self.revocation) {
+            (Status::Good, _) | (_, Revocation::Off) => Ok(()),
+            (Status::Revoked, _) => {
+                let reason = "the certificate is revoked (its issuer's CRL lists it)".into();
+                Err(refuse("revoked", reason).into())
+            }
+            (Status::Unknown(why), Revocation::HardFail) => {
+                let reason = format!("its revocation status is unknown: {why}");
+                Err(refuse("revocation_unknown", reason).into())
+            }
+            (Status::Unknown(why), Revocation::SoftFail) => {
+                oxy_tls::revocation_unknown_total(endpoint).inc();
+                tracing::info!(upstream = %target, %why, "revocation status unknown; passed (soft_fail)");
+                Ok(())
+            }
+        }
+    }
+
+    /// `leaf`'s status in the CRL of the first of `urls` that gives one.
+    async fn crl_status(
+        &self,
+        leaf: &boring::x509::X509,
+        issuer: &boring::x509::X509,
+        urls: &[String],
+    ) -> Status {
+        let mut why = String::new();
+        for url in urls {
+            let crl = match self.crls.get(url) {
+                Some(crl) => crl,
+                None => {
+                    let fetched = fetch(&self.services, url, revocation::MAX_CRL_BYTES).await;
+                    match fetched.and_then(|bytes| Crl::parse(&bytes, issuer)) {
+                        Ok(crl) => {
+                            let crl = Arc::new(crl);
+                            self.crls.put(url, crl.clone());
+                            crl
+                        }
+                        Err(e) => {
+                            why = format!("the CRL at {url}: {e}");
+                            continue;
+                        }
+                    }
+                }
+            };
+            return if crl.lists(leaf) {
+                Status::Revoked
+            } else {
+                Status::Good
+            };
+        }
+        Status::Unknown(why)
     }
 }
 
-/// The certificate at a caIssuers `url`: one HTTP/1.1 GET through the off-ramp (egress
-/// policy included), at most [`aia::MAX_ISSUER_BYTES`], within five seconds.
+/// The certificate at a caIssuers `url` (see [`fetch`]).
 async fn fetch_issuer<App: OxyExt>(
     services: &Arc<Services<App>>,
     url: &str,
 ) -> Result<boring::x509::X509, String> {
+    let bytes = fetch(services, url, aia::MAX_ISSUER_BYTES).await?;
+    aia::parse_issuer(&bytes)
+}
+
+/// What `url` (`http://`) serves: one HTTP/1.1 GET through the off-ramp (egress policy
+/// included), at most `limit` bytes, within five seconds.
+async fn fetch<App: OxyExt>(
+    services: &Arc<Services<App>>,
+    url: &str,
+    limit: usize,
+) -> Result<bytes::Bytes, String> {
     let fetch = async {
         let uri: http::Uri = url.parse().map_err(|_| "not a URL".to_string())?;
         let (target, _) = target_of(&uri).map_err(|e| e.to_string())?;
@@ -357,12 +467,12 @@ async fn fetch_issuer<App: OxyExt>(
         if !response.status().is_success() {
             return Err(format!("it answered {}", response.status()));
         }
-        let body = http_body_util::Limited::new(response.into_body(), aia::MAX_ISSUER_BYTES);
+        let body = http_body_util::Limited::new(response.into_body(), limit);
         let bytes = http_body_util::BodyExt::collect(body)
             .await
             .map_err(|e| e.to_string())?
             .to_bytes();
-        aia::parse_issuer(&bytes)
+        Ok(bytes)
     };
     tokio::time::timeout(std::time::Duration::from_secs(5), fetch)
         .await

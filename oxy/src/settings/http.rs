@@ -268,6 +268,23 @@ pub struct HttpClientSettings {
     /// PEM private key presented as a raw public key to upstreams that ask for a
     /// client credential.
     pub raw_public_key: std::path::PathBuf,
+    /// Revocation of upstream certificates, by the CRLs their certificates name (fetched
+    /// through the off-ramp, kept until their nextUpdate): `off`, `soft_fail` (an
+    /// unknown status is counted and passes) or `hard_fail` (it is refused).
+    pub revocation: Revocation,
+}
+
+/// How upstream certificates' revocation is checked.
+#[oxy_app_settings]
+pub enum Revocation {
+    /// Not checked.
+    Off,
+    /// A revoked certificate is refused; one whose status cannot be told passes (counted
+    /// in `oxy_tls_revocation_unknown_total`).
+    #[default]
+    SoftFail,
+    /// A revoked certificate, or one whose status cannot be told, is refused.
+    HardFail,
 }
 
 fn yes() -> bool {

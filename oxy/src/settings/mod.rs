@@ -27,7 +27,7 @@ pub use endpoint::{
 pub use errors::{ConfigError, ConfigErrors};
 pub use http::{
     ConnectIpSettings, ConnectUdpSettings, H3Settings, HttpClientSettings, HttpLimits,
-    HttpSettings, ProxyAuthSettings, ProxyUser,
+    HttpSettings, ProxyAuthSettings, ProxyUser, Revocation,
 };
 pub use ip::{IpOffRamp, IpSettings, TunSettings};
 pub use load::{from_yaml_str, load_file};

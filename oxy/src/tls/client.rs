@@ -108,6 +108,30 @@ pub struct UpstreamConnector {
     ssl: SslConnector,
     /// `http.client.ca_file` (empty: the system's roots).
     ca_file: PathBuf,
+    /// The roots themselves, to find the issuer of a certificate signed by one.
+    roots: Vec<X509>,
+}
+
+impl UpstreamConnector {
+    /// The root that issued `cert`, if one did.
+    pub fn root_issuer(&self, cert: &X509Ref) -> Option<X509> {
+        let issued = |root: &&X509| root.issued(cert).is_ok();
+        self.roots.iter().find(issued).cloned()
+    }
+}
+
+/// The roots in `ca_file`, or the system's.
+fn load_roots(ca_file: &Path) -> io::Result<Vec<X509>> {
+    if !ca_file.as_os_str().is_empty() {
+        let pem = std::fs::read(ca_file)?;
+        return X509::stack_from_pem(&pem).map_err(io::Error::other);
+    }
+    let native = rustls_native_certs::load_native_certs();
+    Ok(native
+        .certs
+        .iter()
+        .filter_map(|der| X509::from_der(der).ok())
+        .collect())
 }
 
 /// The connector of an endpoint's upstream client, from its `http.client` settings.
@@ -139,6 +163,7 @@ pub fn connector(settings: &HttpClientSettings) -> io::Result<UpstreamConnector>
     Ok(UpstreamConnector {
         ssl: tls.build(),
         ca_file: settings.ca_file.clone(),
+        roots: load_roots(&settings.ca_file)?,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod interception;
 pub mod policy;
 pub mod quic;
 pub mod raw_public_key;
+pub mod revocation;
 pub mod server;
 
 pub use certificate::{CertificateError, CertifiedKey};

@@ -376,6 +376,11 @@ pub mod oxy_tls {
 
     /// Upstream certificates (or raw public keys) that failed verification, by endpoint
     /// and reason (`unknown_issuer`, `expired`, `not_yet_valid`, `hostname_mismatch`,
-    /// `self_signed`, `sha1`, `weak_key`, `pin_mismatch`, `other`).
+    /// `self_signed`, `sha1`, `weak_key`, `pin_mismatch`, `revoked`,
+    /// `revocation_unknown`, `other`).
     pub fn upstream_verification_failures_total(endpoint: &str, reason: &str) -> Counter;
+
+    /// Upstream certificates whose revocation status could not be told and that passed
+    /// under `http.client.revocation: soft_fail`, by endpoint.
+    pub fn revocation_unknown_total(endpoint: &str) -> Counter;
 }
