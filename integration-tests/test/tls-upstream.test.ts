@@ -17,6 +17,18 @@
 // root is refused even with the intermediate fetched); a 404 and a URL the egress policy
 // refuses (`egress.allow` covers 127.0.0.1 only; the server on 127.0.0.2 sees no
 // connection) are 502s saying why. All are counted as `unknown_issuer`.
+//
+// Revocation by CRL: a third CA, made with `openssl ca` (which keeps the database that
+// `-revoke` and `-gencrl` need), signs one leaf per case, each naming its own CRL
+// distribution point path on a small HTTP server (listening before the leaves are
+// signed; it counts GETs by path and answers 404 for a path it has nothing for). Each
+// case has its own endpoint, so its own client and CRL cache. A revoked leaf is a 502
+// (`revoked`) and its origin gets no request; a good leaf is served, and its CRL is
+// fetched once for two connections; a 404 passes under `soft_fail` (the default),
+// counted in `oxy_tls_revocation_unknown_total`, and is a 502 under `hard_fail`
+// (`revocation_unknown`); a CRL from another CA (another name) or from an impostor (the
+// CA's name, another key) neither clears a revoked leaf nor revokes a good one; with
+// `revocation: off` the CRL is never asked for.
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -49,9 +61,9 @@ interface Origin {
   close(): Promise<void>;
 }
 
-/** A plain HTTP server for caIssuers URLs: the intermediate's DER under `/int*`, 404
+/** A plain HTTP server for caIssuers and CRL URLs: what it has for a GET's path, 404
  * elsewhere. */
-interface IssuerServer {
+interface FileServer {
   host: string;
   port: number;
   /** GETs (any answer) by path. */
@@ -67,7 +79,25 @@ type Case = (typeof ALL_CASES)[number];
 /** Origins that send their leaf without its intermediate. */
 const AIA_CASES = ["aia", "aia_untrusted", "aia_404", "aia_denied"] as const;
 type AiaCase = (typeof AIA_CASES)[number];
-type Endpoint = Case | AiaCase;
+/** Leaves from the CRL test CA, each naming its own CRL path. */
+const CRL_CASES = ["crl_revoked", "crl_good", "crl_404", "crl_404_hard", "crl_forged", "crl_impostor", "crl_off"] as const;
+type CrlCase = (typeof CRL_CASES)[number];
+type Endpoint = Case | AiaCase | CrlCase;
+type Revocation = "off" | "soft_fail" | "hard_fail";
+
+/** Each CRL case: its leaf's CRL path, whether the CA revoked it, the CRL served at the
+ * path (`none`: 404) and the endpoint's `http.client.revocation` (unset: the default). */
+const CRL_SETUP: Record<CrlCase, { path: string; revoked: boolean; serves: "ca" | "other" | "impostor" | "none"; revocation?: Revocation }> = {
+  crl_revoked: { path: "/revoked.crl", revoked: true, serves: "ca" },
+  crl_good: { path: "/good.crl", revoked: false, serves: "ca" },
+  crl_404: { path: "/missing.crl", revoked: false, serves: "none" },
+  crl_404_hard: { path: "/missing-hard.crl", revoked: false, serves: "none", revocation: "hard_fail" },
+  // A revoked leaf whose URL serves another CA's CRL, which lists nothing.
+  crl_forged: { path: "/forged.crl", revoked: true, serves: "other", revocation: "hard_fail" },
+  // A good leaf whose URL serves a CRL listing it, in the CA's name, signed with another key.
+  crl_impostor: { path: "/impostor.crl", revoked: false, serves: "impostor", revocation: "hard_fail" },
+  crl_off: { path: "/off.crl", revoked: true, serves: "ca", revocation: "off" },
+};
 
 let dir: string;
 let ca: string;
@@ -77,8 +107,14 @@ const origins = {} as Record<Endpoint, Origin>;
 /** The caIssuers URL in each AIA case's leaf. */
 const aiaUrls = {} as Record<AiaCase, string>;
 /** On 127.0.0.1 (allowed by the egress policy) and 127.0.0.2 (not). */
-let issuers: IssuerServer;
-let deniedIssuers: IssuerServer;
+let issuers: FileServer;
+let deniedIssuers: FileServer;
+let crlCa: string;
+/** The CRL distribution point in each CRL case's leaf. */
+const crlUrls = {} as Record<CrlCase, string>;
+/** CRL DER by path, filled once the CRLs are made. */
+const crlFiles: Record<string, Buffer> = {};
+let crls: FileServer;
 let oxy: OxyProcess;
 
 function openssl(args: string[]): string {
@@ -116,6 +152,34 @@ function issue(name: string, issuer: string, extensions: string): Leaf {
   writeFileSync(join(dir, `${name}.ext`), extensions);
   openssl(["x509", "-req", "-in", `${name}.csr`, "-CA", `${issuer}.pem`, "-CAkey", `${issuer}.key`, "-CAcreateserial", "-days", "2", "-sha256", "-out", `${name}.pem`, "-extfile", `${name}.ext`]);
   return { chain: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
+}
+
+/** An `openssl ca` setup for the CA `name` (`name.pem`, `name.key`): `name.cnf`, its
+ * database and serials, CRLs valid for a day. */
+function caConfig(name: string): void {
+  mkdirSync(join(dir, `${name}-issued`));
+  writeFileSync(join(dir, `${name}-index.txt`), "");
+  writeFileSync(join(dir, `${name}-serial`), "2000\n");
+  writeFileSync(join(dir, `${name}-crlnumber`), "01\n");
+  writeFileSync(
+    join(dir, `${name}.cnf`),
+    [
+      "[ca]", "default_ca = test",
+      "[test]", `database = ${name}-index.txt`, `new_certs_dir = ${name}-issued`, `serial = ${name}-serial`,
+      `crlnumber = ${name}-crlnumber`, `certificate = ${name}.pem`, `private_key = ${name}.key`,
+      "default_md = sha256", "default_days = 2", "default_crl_days = 1", "policy = any",
+      "unique_subject = no", "copy_extensions = none",
+      "[any]", "commonName = supplied",
+      "",
+    ].join("\n"),
+  );
+}
+
+/** `name`'s CRL (after `openssl ca -gencrl`), in DER. */
+function crlOf(name: string): Buffer {
+  openssl(["ca", "-config", `${name}.cnf`, "-gencrl", "-out", `${name}.crl.pem`]);
+  openssl(["crl", "-in", `${name}.crl.pem`, "-outform", "DER", "-out", `${name}.crl`]);
+  return readFileSync(join(dir, `${name}.crl`));
 }
 
 /** A self-signed CA certificate and key, `name.pem` and `name.key`. */
@@ -179,9 +243,15 @@ async function serveLeafOnly(leaf: Leaf): Promise<Origin> {
 }
 
 /** Serves `der` over plain HTTP on `host` port 0 for paths starting `/int`, 404 elsewhere. */
-async function serveIssuer(host: string, der: Buffer): Promise<IssuerServer> {
+function serveIssuer(host: string, der: Buffer): Promise<FileServer> {
+  return serveFiles(host, "application/pkix-cert", (path) => (path.startsWith("/int") ? der : undefined));
+}
+
+/** Serves over plain HTTP on `host` port 0 what `file` gives for a GET's path (as
+ * `contentType`), 404 where it gives nothing. */
+async function serveFiles(host: string, contentType: string, file: (path: string) => Buffer | undefined): Promise<FileServer> {
   const sockets = new Set<Socket>();
-  const issuer: IssuerServer = {
+  const issuer: FileServer = {
     host,
     port: 0,
     hits: {},
@@ -192,9 +262,10 @@ async function serveIssuer(host: string, der: Buffer): Promise<IssuerServer> {
   const server = createHttpServer((req, res) => {
     const path = req.url ?? "";
     issuer.hits[path] = (issuer.hits[path] ?? 0) + 1;
-    if (req.method === "GET" && path.startsWith("/int")) {
-      res.writeHead(200, { "content-type": "application/pkix-cert" });
-      res.end(der);
+    const body = req.method === "GET" ? file(path) : undefined;
+    if (body) {
+      res.writeHead(200, { "content-type": contentType });
+      res.end(body);
     } else {
       res.writeHead(404, { "content-type": "text/plain" });
       res.end("not found\n");
@@ -298,26 +369,70 @@ before(async () => {
     origins[name] = await serveLeafOnly(leaf);
   }
 
+  // CRLs: the CA issues a leaf per case naming its CRL path on the server, listening
+  // first; the impostor has the CA's name and another key, the other CA another name.
+  crlCa = selfSignedCa("crl-ca", "Oxy CRL Test CA");
+  selfSignedCa("crl-impostor", "Oxy CRL Test CA");
+  selfSignedCa("crl-other", "Oxy Other CRL CA");
+  for (const name of ["crl-ca", "crl-impostor", "crl-other"]) caConfig(name);
+  crls = await serveFiles("127.0.0.1", "application/pkix-crl", (path) => crlFiles[path]);
+  for (const name of CRL_CASES) {
+    const leafName = `${name.replaceAll("_", "-")}-leaf`;
+    crlUrls[name] = crls.url(CRL_SETUP[name].path);
+    request(leafName);
+    writeFileSync(join(dir, `${leafName}.ext`), `${LEAF_EXTENSIONS}crlDistributionPoints=URI:${crlUrls[name]}\n`);
+    openssl(["ca", "-batch", "-notext", "-config", "crl-ca.cnf", "-extfile", `${leafName}.ext`, "-in", `${leafName}.csr`, "-out", `${leafName}.pem`]);
+    assert.match(openssl(["x509", "-in", `${leafName}.pem`, "-noout", "-text"]), new RegExp(`CRL Distribution Points: \\n\\s+Full Name:\\n\\s+URI:${crlUrls[name].replaceAll(".", "\\.")}\n`));
+    if (CRL_SETUP[name].revoked) openssl(["ca", "-config", "crl-ca.cnf", "-revoke", `${leafName}.pem`]);
+    // The impostor's CRL lists the leaf it claims.
+    if (CRL_SETUP[name].serves === "impostor") openssl(["ca", "-config", "crl-impostor.cnf", "-revoke", `${leafName}.pem`]);
+  }
+  const crlDer = { ca: crlOf("crl-ca"), impostor: crlOf("crl-impostor"), other: crlOf("crl-other") };
+  for (const name of CRL_CASES) {
+    const { path, revoked, serves } = CRL_SETUP[name];
+    if (serves !== "none") crlFiles[path] = crlDer[serves];
+    const leafName = `${name.replaceAll("_", "-")}-leaf`;
+    const leaf = { chain: join(dir, `${leafName}.pem`), key: join(dir, `${leafName}.key`) };
+    // The fixtures are what they claim, by OpenSSL: the CA's CRL lists the revoked
+    // leaves only; the impostor's fails its signature.
+    const verify = (crl: string) => () => openssl(["verify", "-crl_check", "-CAfile", "crl-ca.pem", "-CRLfile", crl, leaf.chain]);
+    if (revoked) assert.throws(verify("crl-ca.crl.pem"), /certificate revoked/);
+    else assert.match(verify("crl-ca.crl.pem")(), /: OK\n/);
+    if (serves === "impostor") assert.throws(verify("crl-impostor.crl.pem"), /CRL signature failure/);
+    // Over HTTP/1.1, a new connection per request, for the good leaf's two requests.
+    origins[name] = name === "crl_good" ? await serveLeafOnly(leaf) : await serve(leaf);
+  }
+
   oxy = await OxyProcess.start({
     binary: "oxy",
     settings: {
       // 127.0.0.1 only: the issuer server on 127.0.0.2 is loopback but not allowed.
       egress: { allow: ["127.0.0.1/32"] },
-      endpoints: [...ALL_CASES, ...AIA_CASES].map((name) => ({
+      endpoints: [...ALL_CASES, ...AIA_CASES, ...CRL_CASES].map((name) => ({
         name,
         listen: ["127.0.0.1:0"],
         http: {
           upstream: `https://localhost:${origins[name].port}`,
-          // The AIA cases trust the AIA root, except `aia_untrusted`: the unrelated test CA.
-          client: { ca_file: name.startsWith("aia") && name !== "aia_untrusted" ? aiaRoot : ca },
+          client: clientFor(name),
         },
       })),
     },
   });
 });
 
+/** `http.client` for endpoint `name`: the AIA cases trust the AIA root, except
+ * `aia_untrusted` (the unrelated test CA); the CRL cases the CRL CA, with their
+ * `revocation` where set. */
+function clientFor(name: Endpoint): object {
+  if (name in CRL_SETUP) {
+    const { revocation } = CRL_SETUP[name as CrlCase];
+    return { ca_file: crlCa, ...(revocation ? { revocation } : {}) };
+  }
+  return { ca_file: name.startsWith("aia") && name !== "aia_untrusted" ? aiaRoot : ca };
+}
+
 after(async () => {
-  await Promise.all([...Object.values(origins), issuers, deniedIssuers].filter((s) => s).map((s) => s.close()));
+  await Promise.all([...Object.values(origins), issuers, deniedIssuers, crls].filter((s) => s).map((s) => s.close()));
 });
 
 const failures = (endpoint: Endpoint, reason: string) => `oxy_tls_upstream_verification_failures_total{endpoint="${endpoint}",reason="${reason}"}`;
@@ -426,6 +541,79 @@ test("AIA: a caIssuers URL the egress policy refuses is never connected to (unkn
   // The server was there to be reached: a direct GET is answered and counted.
   assert.equal(await getStatus(url), 200);
   assert.equal(deniedIssuers.connections, 1);
+});
+
+const revocationUnknown = (endpoint: Endpoint) => `oxy_tls_revocation_unknown_total{endpoint="${endpoint}"}`;
+
+/** GET `path` through endpoint `name`: asserts a 200 from the origin. */
+async function served(name: Endpoint, path: string): Promise<void> {
+  const res = await curl([`${oxy.url(name)}${path}`]);
+  assert.equal(res.status, 200, `${res.stderr}\n${oxy.logs()}`);
+  assert.ok(JSON.parse(res.body).version, res.body);
+}
+
+/** Asserts that endpoint `name` counted no certificate refusal, no HTTP error and (unless
+ * `unknown`) no unknown revocation status. */
+async function nothingCounted(name: Endpoint, unknown = false): Promise<void> {
+  const metrics = (await oxy.telemetry("/metrics")).body;
+  assert.doesNotMatch(metrics, new RegExp(`^oxy_tls_upstream_verification_failures_total\\{endpoint="${name}"`, "m"));
+  assert.doesNotMatch(metrics, new RegExp(`^oxy_http_errors_total\\{endpoint="${name}"`, "m"));
+  if (!unknown) assert.doesNotMatch(metrics, new RegExp(`^oxy_tls_revocation_unknown_total\\{endpoint="${name}"`, "m"));
+}
+
+test("CRL: a leaf its CA's CRL lists is refused after the handshake: revoked", async () => {
+  await refused("crl_revoked", "revoked", "the certificate is revoked (its issuer's CRL lists it)");
+  const origin = origins.crl_revoked;
+  await until(() => (origin.handshakes === 1 ? true : undefined), () => `one handshake with the revoked origin (${origin.handshakes}, ${origin.clientErrors})`);
+  assert.equal(crls.hits["/revoked.crl"], 1, JSON.stringify(crls.hits));
+  assert.equal(await oxy.metric(revocationUnknown("crl_revoked")), undefined, "its status was known");
+});
+
+test("CRL: a good leaf from the same CA is served; its CRL is fetched once for two connections", async () => {
+  await served("crl_good", "/one");
+  await served("crl_good", "/two");
+  const origin = origins.crl_good;
+  assert.deepEqual(origin.requests, ["GET /one", "GET /two"]);
+  assert.equal(origin.handshakes, 2, "a connection per request (the origin closes them)");
+  assert.equal(crls.hits["/good.crl"], 1, `one GET for the CRL, kept until its nextUpdate (${JSON.stringify(crls.hits)})`);
+  await nothingCounted("crl_good");
+});
+
+test("CRL: a CRL URL answering 404 passes under soft_fail (the default), counted", async () => {
+  await served("crl_404", "/");
+  assert.deepEqual(origins.crl_404.requests, ["GET /"]);
+  await oxy.waitForMetric(revocationUnknown("crl_404"), 1);
+  assert.equal(crls.hits["/missing.crl"], 1, JSON.stringify(crls.hits));
+  await nothingCounted("crl_404", true);
+});
+
+test("CRL: a CRL URL answering 404 is refused under hard_fail: revocation_unknown", async () => {
+  const url = crlUrls.crl_404_hard;
+  await refused("crl_404_hard", "revocation_unknown", `its revocation status is unknown: the CRL at ${url}: it answered 404 Not Found`);
+  assert.equal(crls.hits["/missing-hard.crl"], 1, JSON.stringify(crls.hits));
+  assert.equal(await oxy.metric(revocationUnknown("crl_404_hard")), undefined, "refused, not passed");
+});
+
+test("CRL: another CA's CRL does not clear a revoked leaf (hard_fail: revocation_unknown)", async () => {
+  const url = crlUrls.crl_forged;
+  await refused("crl_forged", "revocation_unknown", `its revocation status is unknown: the CRL at ${url}: the CRL is not its issuer's`);
+  assert.equal(crls.hits["/forged.crl"], 1, JSON.stringify(crls.hits));
+});
+
+test("CRL: a CRL in the CA's name signed with another key does not revoke a good leaf (hard_fail: revocation_unknown)", async () => {
+  const url = crlUrls.crl_impostor;
+  await refused("crl_impostor", "revocation_unknown", `its revocation status is unknown: the CRL at ${url}: the CRL's signature does not verify`);
+  assert.equal(crls.hits["/impostor.crl"], 1, JSON.stringify(crls.hits));
+});
+
+test("CRL: with revocation off a revoked leaf is served and its CRL never asked for", async () => {
+  await served("crl_off", "/");
+  assert.deepEqual(origins.crl_off.requests, ["GET /"]);
+  assert.equal(crls.hits["/off.crl"], undefined, JSON.stringify(crls.hits));
+  await nothingCounted("crl_off");
+  // The CRL was there to be fetched: a direct GET is answered (and counted).
+  assert.equal(await getStatus(crlUrls.crl_off), 200);
+  assert.equal(crls.hits["/off.crl"], 1);
 });
 
 test("Oxy exits cleanly", async () => {
