@@ -2,6 +2,7 @@
 // kernel picks (port 0): waits for the telemetry address file, /health and /endpoints,
 // tells the bound addresses, captures the logs, and stops them, checking for a clean exit.
 
+import assert from "node:assert/strict";
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
@@ -368,4 +369,14 @@ export function exchange(port: number, payload: string | Buffer): Promise<Buffer
     });
     socket.on("close", () => ok(Buffer.concat(chunks)));
   });
+}
+
+/** Runs `oxy --check-config` on one endpoint `main` whose settings are `lines` (YAML,
+ * indented under it), expects a settings error (exit 2, no panic) and returns stderr. */
+export async function endpointSettingsErrors(lines: string[]): Promise<string> {
+  const path = writeConfig(["endpoints:", "  - name: main", "    listen: [127.0.0.1:0]", ...lines, ""].join("\n"));
+  const r = await runToExit("oxy", ["--check-config", "-c", path]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.doesNotMatch(r.stderr, /panicked/);
+  return r.stderr;
 }

@@ -19,7 +19,7 @@ import { makePki, type TestPki } from "../lib/certs.ts";
 import { curl, lastResponse } from "../lib/curl.ts";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { h3Get } from "../lib/interop.ts";
-import { OxyProcess, exchange, portOf, runToExit, track, writeConfig } from "../lib/oxy.ts";
+import { endpointSettingsErrors, exchange, OxyProcess, portOf, track } from "../lib/oxy.ts";
 
 let pki: TestPki;
 let dns: DnsServer;
@@ -419,13 +419,7 @@ test("the egress hook holds one upstream host to FIPS 202205: that host gets 502
 
 test("an unknown policy name is a settings error naming tls.policy, or http.client.tls_policy", async () => {
   // A value of the wrong type stops the reading of its endpoint: one file each.
-  const check = async (lines: string[]) => {
-    const path = writeConfig(["endpoints:", "  - name: main", "    listen: [127.0.0.1:0]", ...lines, ""].join("\n"));
-    const r = await runToExit("oxy", ["--check-config", "-c", path]);
-    assert.equal(r.code, 2, r.stderr);
-    assert.doesNotMatch(r.stderr, /panicked/);
-    return r.stderr;
-  };
+  const check = endpointSettingsErrors;
   const tls = await check([
     "    tls:",
     "      enabled: true",
