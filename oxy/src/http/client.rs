@@ -81,7 +81,7 @@ impl<App: OxyExt> UpstreamClient<App> {
             alpn: Some(b"\x08http/1.1"),
             policy: egress.tls_policy,
             pin: egress.server_pin.as_deref(),
-            issuer: None,
+            ..Overrides::default()
         };
         let reconnect = || async {
             let (stream, _) = connect_by(services, route, egress).await?;
@@ -308,6 +308,7 @@ impl<App: OxyExt> OffRampConnector<App> {
         let known = self.issuers.for_upstream(&upstream);
         let first = Overrides {
             issuer: known.as_ref().or(overrides.issuer),
+            may_fetch_issuer: true,
             ..overrides
         };
         let first = crate::tls::client::connect(tls, endpoint, target, stream, first).await;
@@ -332,6 +333,7 @@ impl<App: OxyExt> OffRampConnector<App> {
         let stream = reconnect().await?;
         let with_issuer = Overrides {
             issuer: Some(&issuer),
+            may_fetch_issuer: false,
             ..overrides
         };
         let second = crate::tls::client::connect(tls, endpoint, target, stream, with_issuer);

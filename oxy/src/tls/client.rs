@@ -38,6 +38,10 @@ pub struct Overrides<'a> {
     /// An intermediate fetched from the caIssuers URL of the certificate the upstream
     /// sent, to complete its chain (the chain must still end at a trusted root).
     pub issuer: Option<&'a X509>,
+    /// Whether a chain that lacks an issuer with a caIssuers URL is answered with
+    /// [`TlsConnectError::MissingIssuer`] (the caller fetches it and tries again) rather
+    /// than refused.
+    pub may_fetch_issuer: bool,
 }
 
 /// What an upstream's TLS showed once verified, for the response hook: it is in the
@@ -261,7 +265,7 @@ where
             let failed = e.ssl().and_then(|ssl| ssl.verify_result().err());
             let failed = failed.filter(|v| *v != X509VerifyError::INVALID_CALL);
             if failed == Some(X509VerifyError::UNABLE_TO_GET_ISSUER_CERT_LOCALLY)
-                && overrides.issuer.is_none()
+                && overrides.may_fetch_issuer
                 && let Some(url) = e.ssl().and_then(missing_issuer_url)
             {
                 return Err(TlsConnectError::MissingIssuer {
