@@ -307,38 +307,41 @@ impl<App: OxyExt> OffRampConnector<App> {
         // An upstream whose chain needed an issuer before gets it at once.
         let known = self.issuers.for_upstream(&upstream);
         let first = Overrides {
-            issuer: known.as_ref().or(overrides.issuer),
+            completion: known.as_ref().map(|c| &c.store).or(overrides.completion),
             may_fetch_issuer: true,
             ..overrides
         };
         let first = crate::tls::client::connect(tls, endpoint, target, stream, first).await;
         let Err(TlsConnectError::MissingIssuer { url, .. }) = first else {
             let stream = first?;
-            self.check_revocation(&stream, target, known.as_ref())
-                .await?;
+            let fetched = known.as_ref().map(|c| &c.issuer);
+            self.check_revocation(&stream, target, fetched).await?;
             return Ok(stream);
         };
-        let issuer = match self.issuers.get(&url) {
-            Some(issuer) => issuer,
-            None => match fetch_issuer(&self.services, &url).await {
-                Ok(issuer) => issuer,
-                Err(e) => {
+        let completion = match self.issuers.get(&url) {
+            Some(completion) => completion,
+            None => {
+                let refuse = |e: String| {
                     let reason = format!("its issuer could not be fetched from {url}: {e}");
                     let label = "unknown_issuer";
-                    return Err(crate::tls::client::refused(endpoint, label, target, reason).into());
-                }
-            },
+                    crate::tls::client::refused(endpoint, label, target, reason)
+                };
+                let issuer = fetch_issuer(&self.services, &url).await.map_err(refuse)?;
+                tls.completion(issuer)
+                    .await
+                    .map_err(|e| refuse(e.to_string()))?
+            }
         };
-        self.issuers.put(&url, &upstream, issuer.clone());
+        self.issuers.put(&url, &upstream, completion.clone());
         let stream = reconnect().await?;
         let with_issuer = Overrides {
-            issuer: Some(&issuer),
+            completion: Some(&completion.store),
             may_fetch_issuer: false,
             ..overrides
         };
         let second = crate::tls::client::connect(tls, endpoint, target, stream, with_issuer);
         let stream = second.await?;
-        self.check_revocation(&stream, target, Some(&issuer))
+        self.check_revocation(&stream, target, Some(&completion.issuer))
             .await?;
         Ok(stream)
     }
@@ -366,9 +369,10 @@ impl<App: OxyExt> OffRampConnector<App> {
         if urls.is_empty() {
             return Ok(());
         }
-        let issuer = (sent.next())
-            .or_else(|| fetched.cloned())
-            .or_else(|| self.tls.root_issuer(&leaf));
+        let issuer = match sent.next().or_else(|| fetched.cloned()) {
+            Some(issuer) => Some(issuer),
+            None => self.tls.root_issuer(&leaf).await,
+        };
         let status = match issuer {
             Some(issuer) => self.crl_status(&leaf, &issuer, &urls).await,
             None => Status::Unknown("its issuer is not known".into()),

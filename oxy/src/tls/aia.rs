@@ -2,8 +2,8 @@
 //! intermediate, the certificate that names it carries the URL it can be fetched from
 //! (Authority Information Access, caIssuers). The fetched certificates are kept by URL.
 
-use boring::x509::X509;
-use boring::x509::X509Ref;
+use boring::x509::store::X509Store;
+use boring::x509::{X509, X509Ref};
 use std::sync::Mutex;
 
 /// The caIssuers access method (RFC 5280 §4.2.2.1).
@@ -41,48 +41,46 @@ pub fn parse_issuer(bytes: &[u8]) -> Result<X509, String> {
         .map_err(|_| "the caIssuers URL did not serve a certificate".to_string())
 }
 
-/// Issuers fetched from caIssuers URLs, at most [`CACHE_SIZE`], by URL, with the
+/// An intermediate fetched to complete a chain, with the verify store made of the
+/// client's roots and it (built once, shared by every connection that needs it).
+#[derive(Clone)]
+pub struct Completion {
+    /// The fetched intermediate.
+    pub issuer: X509,
+    /// The roots and `issuer`.
+    pub store: X509Store,
+}
+
+/// Completions fetched from caIssuers URLs, at most [`CACHE_SIZE`], by URL, with the
 /// upstream whose chain each completed (so its next connections have it at once).
 #[derive(Default)]
 pub struct IssuerCache {
-    issuers: Mutex<Vec<Fetched>>,
-}
-
-/// One fetched issuer.
-struct Fetched {
-    url: String,
-    upstream: String,
-    issuer: X509,
+    completions: Mutex<Vec<(String, String, Completion)>>,
 }
 
 impl IssuerCache {
-    /// The issuer fetched from `url` before, if any.
-    pub fn get(&self, url: &str) -> Option<X509> {
-        let issuers = self.issuers.lock().ok()?;
-        let found = issuers.iter().find(|f| f.url == url);
-        found.map(|f| f.issuer.clone())
+    /// The completion fetched from `url` before, if any.
+    pub fn get(&self, url: &str) -> Option<Completion> {
+        let completions = self.completions.lock().ok()?;
+        let found = completions.iter().find(|(u, _, _)| u == url);
+        found.map(|(_, _, c)| c.clone())
     }
 
-    /// The issuer that completed `upstream`'s chain last time, if any.
-    pub fn for_upstream(&self, upstream: &str) -> Option<X509> {
-        let issuers = self.issuers.lock().ok()?;
-        let found = issuers.iter().rev().find(|f| f.upstream == upstream);
-        found.map(|f| f.issuer.clone())
+    /// The completion of `upstream`'s chain last time, if any.
+    pub fn for_upstream(&self, upstream: &str) -> Option<Completion> {
+        let completions = self.completions.lock().ok()?;
+        let found = completions.iter().rev().find(|(_, u, _)| u == upstream);
+        found.map(|(_, _, c)| c.clone())
     }
 
-    /// Keeps `issuer`, fetched from `url` for `upstream` (the oldest goes when full).
-    pub fn put(&self, url: &str, upstream: &str, issuer: X509) {
-        if let Ok(mut issuers) = self.issuers.lock() {
-            issuers.retain(|f| f.url != url || f.upstream != upstream);
-            if issuers.len() >= CACHE_SIZE {
-                issuers.remove(0);
+    /// Keeps `completion`, fetched from `url` for `upstream` (the oldest goes when full).
+    pub fn put(&self, url: &str, upstream: &str, completion: Completion) {
+        if let Ok(mut completions) = self.completions.lock() {
+            completions.retain(|(u, up, _)| u != url || up != upstream);
+            if completions.len() >= CACHE_SIZE {
+                completions.remove(0);
             }
-            let fetched = Fetched {
-                url: url.to_string(),
-                upstream: upstream.to_string(),
-                issuer,
-            };
-            issuers.push(fetched);
+            completions.push((url.to_string(), upstream.to_string(), completion));
         }
     }
 }

@@ -35,9 +35,10 @@ pub struct Overrides<'a> {
     pub policy: Option<TlsPolicy>,
     /// The pin (hex) of the raw public key the upstream must present.
     pub pin: Option<&'a str>,
-    /// An intermediate fetched from the caIssuers URL of the certificate the upstream
-    /// sent, to complete its chain (the chain must still end at a trusted root).
-    pub issuer: Option<&'a X509>,
+    /// The verify store of an intermediate fetched from the caIssuers URL of the
+    /// certificate the upstream sent, to complete its chain (it must still end at a
+    /// trusted root).
+    pub completion: Option<&'a X509Store>,
     /// Whether a chain that lacks an issuer with a caIssuers URL is answered with
     /// [`TlsConnectError::MissingIssuer`] (the caller fetches it and tries again) rather
     /// than refused.
@@ -112,15 +113,47 @@ pub struct UpstreamConnector {
     ssl: SslConnector,
     /// `http.client.ca_file` (empty: the system's roots).
     ca_file: PathBuf,
-    /// The roots themselves, to find the issuer of a certificate signed by one.
-    roots: Vec<X509>,
+    /// The roots themselves, read when first needed (to complete a chain, or to find
+    /// the root that issued a certificate).
+    roots: tokio::sync::OnceCell<Arc<Vec<X509>>>,
 }
 
 impl UpstreamConnector {
+    /// The roots, read once off the async threads (none, logged, when they cannot be).
+    async fn roots(&self) -> Arc<Vec<X509>> {
+        let read = || async {
+            let ca_file = self.ca_file.clone();
+            let loaded = tokio::task::spawn_blocking(move || load_roots(&ca_file)).await;
+            match loaded.map_err(io::Error::other).and_then(|roots| roots) {
+                Ok(roots) => Arc::new(roots),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the upstream client's roots");
+                    Arc::default()
+                }
+            }
+        };
+        self.roots.get_or_init(read).await.clone()
+    }
+
     /// The root that issued `cert`, if one did.
-    pub fn root_issuer(&self, cert: &X509Ref) -> Option<X509> {
-        let issued = |root: &&X509| root.issued(cert).is_ok();
-        self.roots.iter().find(issued).cloned()
+    pub async fn root_issuer(&self, cert: &X509Ref) -> Option<X509> {
+        let roots = self.roots().await;
+        roots.iter().find(|root| root.issued(cert).is_ok()).cloned()
+    }
+
+    /// The completion made of the roots and `issuer`, an intermediate fetched to complete
+    /// a chain: it helps build the path, but the path must still end at one of the roots.
+    pub async fn completion(&self, issuer: X509) -> Result<aia::Completion, ErrorStack> {
+        let roots = self.roots().await;
+        let mut store = X509StoreBuilder::new()?;
+        for root in roots.iter() {
+            store.add_cert(root.clone())?;
+        }
+        store.add_cert(issuer.clone())?;
+        Ok(aia::Completion {
+            issuer,
+            store: store.build(),
+        })
     }
 }
 
@@ -167,25 +200,8 @@ pub fn connector(settings: &HttpClientSettings) -> io::Result<UpstreamConnector>
     Ok(UpstreamConnector {
         ssl: tls.build(),
         ca_file: settings.ca_file.clone(),
-        roots: load_roots(&settings.ca_file)?,
+        roots: tokio::sync::OnceCell::new(),
     })
-}
-
-/// A store of the roots the connector trusts (`ca_file`, or the system's) and `issuer`,
-/// an intermediate fetched to complete a chain: it helps build the path, but the path
-/// must still end at one of the roots.
-pub fn roots_with(ca_file: &Path, issuer: &X509) -> Result<X509Store, ErrorStack> {
-    let mut store = X509StoreBuilder::new()?;
-    if ca_file.as_os_str().is_empty() {
-        store.set_default_paths()?;
-    } else {
-        let pem = std::fs::read(ca_file).unwrap_or_default();
-        for ca in X509::stack_from_pem(&pem)? {
-            store.add_cert(ca)?;
-        }
-    }
-    store.add_cert(issuer.clone())?;
-    Ok(store.build())
 }
 
 /// Counts `label` for `endpoint` and makes the refusal.
@@ -244,10 +260,9 @@ where
         let verify = raw_public_key::verifier(Arc::new(vec![pin]), None);
         config.set_custom_verify_callback(SslVerifyMode::PEER, verify);
     }
-    if let Some(issuer) = overrides.issuer {
-        let store = roots_with(&connector.ca_file, issuer).map_err(|e| handshake(&e))?;
+    if let Some(store) = overrides.completion {
         config
-            .set_verify_cert_store(store)
+            .set_verify_cert_store(store.clone())
             .map_err(|e| handshake(&e))?;
     }
     let refuse = |label: &'static str, reason: String| refused(endpoint, label, target, reason);
