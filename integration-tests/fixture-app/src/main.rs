@@ -459,8 +459,7 @@ impl TunnelHook<Fixture> for Router {
             {
                 InnerAction::Pass
             }
-            InnerProtocol::Unknown => InnerAction::Pass,
-            _ => InnerAction::Inspect,
+            _ => found.default_action(),
         }
     }
 

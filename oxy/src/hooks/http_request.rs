@@ -57,6 +57,13 @@ impl Upstream {
         };
         Some(Self { authority, tls })
     }
+
+    /// The tunnel `target` as an upstream, over TLS or not (`None` when the target is
+    /// no HTTP authority).
+    pub fn for_target(target: &crate::hooks::Target, tls: bool) -> Option<Self> {
+        let authority = target.to_string().parse().ok()?;
+        Some(Self { authority, tls })
+    }
 }
 
 /// What to do with a request.

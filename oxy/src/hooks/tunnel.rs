@@ -73,14 +73,23 @@ pub enum InnerProtocol {
 }
 
 impl InnerProtocol {
-    /// What [`TunnelHook::on_inner_protocol`] does by default: inspect HTTP, TLS and
-    /// QUIC, pass anything else.
+    /// What [`TunnelHook::on_inner_protocol`] does by default: inspect HTTP, and TLS or
+    /// QUIC that offers HTTP (ALPN `h2`/`http/1.1`, `h3`) or no protocol at all; pass
+    /// anything else (IMAPS, DNS over QUIC, ... which Oxy's HTTP servers cannot serve).
     pub fn default_action(&self) -> InnerAction {
-        match self {
-            InnerProtocol::Http | InnerProtocol::Tls(_) | InnerProtocol::Quic(_) => {
-                InnerAction::Inspect
-            }
-            InnerProtocol::Unknown => InnerAction::Pass,
+        let offers = |hello: &ClientHello, http: &[&str]| {
+            hello.alpn.is_empty() || hello.alpn.iter().any(|p| http.contains(&p.as_str()))
+        };
+        let inspect = match self {
+            InnerProtocol::Http => true,
+            InnerProtocol::Tls(hello) => offers(hello, &["h2", "http/1.1"]),
+            InnerProtocol::Quic(hello) => offers(hello, &["h3"]),
+            InnerProtocol::Unknown => false,
+        };
+        if inspect {
+            InnerAction::Inspect
+        } else {
+            InnerAction::Pass
         }
     }
 }
@@ -164,7 +173,8 @@ pub trait TunnelHook<App: OxyExt>: Send + Sync + 'static {
     /// once the client's first bytes are in (a whole TLS ClientHello, with its server
     /// name and ALPN list; on UDP, the first datagrams: a QUIC Initial or not), before
     /// anything is served or pumped. The default ([`InnerProtocol::default_action`])
-    /// inspects HTTP, TLS and QUIC and passes anything else.
+    /// inspects HTTP, and TLS or QUIC offering HTTP (or no protocol), and passes anything
+    /// else.
     async fn on_inner_protocol(
         &self,
         cx: &mut TunnelContext<App>,
@@ -177,5 +187,29 @@ pub trait TunnelHook<App: OxyExt>: Send + Sync + 'static {
     /// Runs once when a tunnel has closed. The default does nothing.
     async fn on_tunnel_end(&self, cx: &mut TunnelContext<App>, summary: &TunnelSummary) {
         let _ = (cx, summary);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hello(alpn: &[&str]) -> ClientHello {
+        ClientHello {
+            sni: Some("example.com".into()),
+            alpn: alpn.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn by_default_only_http_is_inspected() {
+        let inspect = |found: InnerProtocol| found.default_action() == InnerAction::Inspect;
+        assert!(inspect(InnerProtocol::Http));
+        assert!(inspect(InnerProtocol::Tls(hello(&[]))));
+        assert!(inspect(InnerProtocol::Tls(hello(&["h2", "http/1.1"]))));
+        assert!(!inspect(InnerProtocol::Tls(hello(&["imap"]))));
+        assert!(inspect(InnerProtocol::Quic(hello(&["h3"]))));
+        assert!(!inspect(InnerProtocol::Quic(hello(&["doq"]))));
+        assert!(!inspect(InnerProtocol::Unknown));
     }
 }

@@ -327,9 +327,7 @@ impl<App: OxyExt> OffRampConnector<App> {
                     crate::tls::client::refused(endpoint, label, target, reason)
                 };
                 let issuer = fetch_issuer(&self.services, &url).await.map_err(refuse)?;
-                tls.completion(issuer)
-                    .await
-                    .map_err(|e| refuse(e.to_string()))?
+                tls.completion(issuer).await.map_err(refuse)?
             }
         };
         self.issuers.put(&url, &upstream, completion.clone());
@@ -373,8 +371,15 @@ impl<App: OxyExt> OffRampConnector<App> {
             Some(issuer) => Some(issuer),
             None => self.tls.root_issuer(&leaf).await,
         };
+        // The issuer whose CRL counts is the one that signed the leaf, not whatever
+        // certificate came next in what the upstream sent.
+        let signed = |issuer: &boring::x509::X509| {
+            let key = issuer.public_key();
+            key.and_then(|key| leaf.verify(&key)).unwrap_or(false)
+        };
         let status = match issuer {
-            Some(issuer) => self.crl_status(&leaf, &issuer, &urls).await,
+            Some(issuer) if signed(&issuer) => self.crl_status(&leaf, &issuer, &urls).await,
+            Some(_) => Status::Unknown("the next certificate sent did not sign it".into()),
             None => Status::Unknown("its issuer is not known".into()),
         };
         let endpoint = &*self.endpoint;

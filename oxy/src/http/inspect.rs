@@ -35,10 +35,6 @@ pub async fn serve<App: OxyExt>(
             oxy_tls::interceptions_total(name, outcome).inc();
         }
     };
-    let Ok(authority) = tunnel.target().to_string().parse() else {
-        tunnel.abandon("the target is not an HTTP authority").await;
-        return ConnectionEnd::Closed;
-    };
     match (found, action, &endpoint.interception) {
         (_, InnerAction::Block(reason), _) => {
             count("blocked");
@@ -46,20 +42,7 @@ pub async fn serve<App: OxyExt>(
             ConnectionEnd::Closed
         }
         (InnerProtocol::Tls(hello), InnerAction::Inspect, Some(interceptor)) => {
-            let upstream = Upstream {
-                authority,
-                tls: true,
-            };
-            intercept(
-                tunnel,
-                client,
-                &hello,
-                interceptor,
-                upstream,
-                handler,
-                drain,
-            )
-            .await
+            intercept(tunnel, client, &hello, interceptor, handler, drain).await
         }
         (InnerProtocol::Tls(_), _, _) | (_, InnerAction::Pass, _) => {
             count("passed");
@@ -70,11 +53,10 @@ pub async fn serve<App: OxyExt>(
             }
         }
         (_, InnerAction::Inspect, _) => {
-            tunnel.set_inspection(Inspection::Http);
-            let upstream = Upstream {
-                authority,
-                tls: false,
+            let Some(upstream) = Upstream::for_target(tunnel.target(), false) else {
+                return not_http(tunnel).await;
             };
+            tunnel.set_inspection(Inspection::Http);
             let inner = handler.decapsulating(upstream, tunnel.id(), None);
             let (client, counts) = counted(client);
             tunnel
@@ -85,16 +67,18 @@ pub async fn serve<App: OxyExt>(
 }
 
 /// Answers the client's TLS with a leaf minted for the name it asked for (or the
-/// target), then serves the HTTP inside towards `upstream` over TLS.
+/// target), then serves the HTTP inside towards the target over TLS.
 async fn intercept<App: OxyExt>(
     mut tunnel: TcpTunnel<App>,
     client: TunnelStream,
     hello: &ClientHello,
     interceptor: &Arc<Interceptor>,
-    upstream: Upstream,
     handler: &Handler<App>,
     drain: &Drain,
 ) -> ConnectionEnd {
+    let Some(upstream) = Upstream::for_target(tunnel.target(), true) else {
+        return not_http(tunnel).await;
+    };
     let name = LeafName::of(hello, tunnel.target());
     let endpoint = interceptor.endpoint();
     // The inner TLS is held to the outer connection's policy (else the endpoint's).
@@ -141,6 +125,12 @@ async fn intercept<App: OxyExt>(
     tunnel
         .serve_inside(serve_with(inner, stream, drain), &counts)
         .await
+}
+
+/// Ends a tunnel whose target is no HTTP authority, so nothing inside can be served.
+async fn not_http<App: OxyExt>(tunnel: TcpTunnel<App>) -> ConnectionEnd {
+    tunnel.abandon("the target is not an HTTP authority").await;
+    ConnectionEnd::Closed
 }
 
 /// `client`, counting the bytes that cross it.

@@ -98,15 +98,16 @@ async fn intercept<App: OxyExt>(
 ) -> &'static str {
     let endpoint = interceptor.endpoint().to_string();
     let name = LeafName::of(hello, tunnel.target());
-    let Ok(authority) = tunnel.target().to_string().parse() else {
+    let Some(upstream) = Upstream::for_target(tunnel.target(), true) else {
         tunnel
             .end_unserved("inspection_failed", "the target is not an HTTP authority")
             .await;
         return "inspection_failed";
     };
-    let h3 = &handler.endpoint.settings.http.h3;
+    let settings = &handler.endpoint.settings;
+    let policy = settings.tls.policy;
     let config = match interceptor.leaf(&name).await {
-        Ok(leaf) => interceptor.quic_config(&leaf, h3),
+        Ok(leaf) => interceptor.quic_config(&leaf, &settings.http.h3, policy),
         Err(e) => Err(e),
     };
     let (inbound_tx, inbound) = mpsc::channel(handler.endpoint.settings.udp.queue.max(16));
@@ -180,11 +181,8 @@ async fn intercept<App: OxyExt>(
     oxy_tls::interceptions_total(&endpoint, "intercepted").inc();
     let mut facts = crate::tls::quic::facts(&connection);
     facts.intercepted = true;
+    facts.policy = policy;
     tunnel.set_inspection(Inspection::Intercepted);
-    let upstream = Upstream {
-        authority,
-        tls: true,
-    };
     let inner = handler.decapsulating(upstream, tunnel.id(), Some(facts));
     let session = async {
         tokio::select! {

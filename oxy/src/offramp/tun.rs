@@ -110,12 +110,9 @@ async fn deliver(device: Arc<AsyncDevice>, clients: Clients, endpoint: String) {
             oxy_ip::dropped_total(&endpoint, "malformed").inc();
             continue;
         };
-        let to_client = clients
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&ip.destination_addr())
-            .cloned();
-        match to_client {
+        // `send` never waits (a full queue drops and counts), so it runs under the lock.
+        let clients = clients.lock().unwrap_or_else(|p| p.into_inner());
+        match clients.get(&ip.destination_addr()) {
             Some(to_client) => {
                 let _ = to_client.send(Bytes::copy_from_slice(packet));
             }

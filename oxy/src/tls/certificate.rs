@@ -1,7 +1,7 @@
 //! Loads a PEM certificate chain and its private key, and checks that they belong together.
 
 use boring::pkey::{PKey, Private};
-use boring::x509::X509;
+use boring::x509::{X509, X509Ref};
 use std::path::{Path, PathBuf};
 
 /// A certificate chain (leaf first) with the leaf's private key.
@@ -99,5 +99,28 @@ impl CertifiedKey {
             });
         }
         Ok(Self { chain, key })
+    }
+}
+
+/// Why `cert` cannot sign certificates, if it cannot: not a CA (basicConstraints
+/// CA:TRUE), or a key usage without keyCertSign. BoringSSL takes a trust anchor as it
+/// is, so these extensions are read here.
+pub fn ca_problem(cert: &X509Ref) -> Option<String> {
+    let der = match cert.to_der() {
+        Ok(der) => der,
+        Err(e) => return Some(e.to_string()),
+    };
+    let parsed = match x509_parser::parse_x509_certificate(&der) {
+        Ok((_, parsed)) => parsed,
+        Err(e) => return Some(format!("cannot read the certificate: {e}")),
+    };
+    if !matches!(parsed.basic_constraints(), Ok(Some(b)) if b.value.ca) {
+        return Some("it is not a CA (basicConstraints CA:TRUE)".into());
+    }
+    match parsed.key_usage() {
+        Ok(Some(usage)) if !usage.value.key_cert_sign() => {
+            Some("its key usage does not allow keyCertSign".into())
+        }
+        _ => None,
     }
 }

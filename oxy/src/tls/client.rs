@@ -142,18 +142,38 @@ impl UpstreamConnector {
     }
 
     /// The completion made of the roots and `issuer`, an intermediate fetched to complete
-    /// a chain: it helps build the path, but the path must still end at one of the roots.
-    pub async fn completion(&self, issuer: X509) -> Result<aia::Completion, ErrorStack> {
+    /// a chain. The fetched certificate comes from a URL an unverified certificate named,
+    /// so it is used only if it is a CA that itself verifies against the roots: a
+    /// self-signed or foreign certificate never becomes trusted this way.
+    pub async fn completion(&self, issuer: X509) -> Result<aia::Completion, String> {
         let roots = self.roots().await;
-        let mut store = X509StoreBuilder::new()?;
-        for root in roots.iter() {
-            store.add_cert(root.clone())?;
+        let store = |extra: Option<&X509>| -> Result<X509Store, ErrorStack> {
+            let mut store = X509StoreBuilder::new()?;
+            for root in roots.iter() {
+                store.add_cert(root.clone())?;
+            }
+            if let Some(extra) = extra {
+                store.add_cert(extra.clone())?;
+            }
+            Ok(store.build())
+        };
+        let only_roots = store(None).map_err(|e| e.to_string())?;
+        if issuer.issued(&issuer).is_ok() {
+            return Err("it is self-signed, not an intermediate".into());
         }
-        store.add_cert(issuer.clone())?;
-        Ok(aia::Completion {
-            issuer,
-            store: store.build(),
-        })
+        if let Some(problem) = crate::tls::ca_problem(&issuer) {
+            return Err(problem);
+        }
+        let verified = (|| -> Result<bool, ErrorStack> {
+            let chain = boring::stack::Stack::new()?;
+            let mut context = boring::x509::X509StoreContext::new()?;
+            context.init(&only_roots, &issuer, &chain, |c| c.verify_cert())
+        })();
+        if !matches!(verified, Ok(true)) {
+            return Err("it does not chain to a trusted root".into());
+        }
+        let store = store(Some(&issuer)).map_err(|e| e.to_string())?;
+        Ok(aia::Completion { issuer, store })
     }
 }
 

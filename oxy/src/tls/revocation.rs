@@ -13,6 +13,8 @@ pub const MAX_CRL_BYTES: usize = 1024 * 1024;
 const CACHE_SIZE: usize = 64;
 /// How long a CRL without a nextUpdate is kept.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// The longest a CRL is kept, whatever its nextUpdate says.
+const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
 /// What is known of a certificate's revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,9 +90,11 @@ impl Crl {
             }
             None => SystemTime::now() + DEFAULT_LIFETIME,
         };
-        if until < SystemTime::now() {
+        let now = SystemTime::now();
+        if until < now {
             return Err("the CRL is past its nextUpdate".into());
         }
+        let until = until.min(now + MAX_LIFETIME);
         let revoked = crl
             .iter_revoked_certificates()
             .map(|r| r.raw_serial().to_vec())

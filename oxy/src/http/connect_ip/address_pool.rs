@@ -113,10 +113,12 @@ impl AddressPool {
         let free = |ip: &IpAddr| {
             self.is_host(*ip) && !state.used.contains(ip) && !self.reserved.contains(ip)
         };
+        let resting: std::collections::HashSet<IpAddr> =
+            state.resting.iter().map(|(ip, _)| *ip).collect();
         let address = match self
             .net
             .hosts()
-            .find(|ip| free(ip) && !state.resting.iter().any(|(r, _)| r == ip))
+            .find(|ip| free(ip) && !resting.contains(ip))
         {
             Some(address) => address,
             None => {
@@ -125,7 +127,6 @@ impl AddressPool {
                 address
             }
         };
-        state.resting.retain(|(ip, _)| *ip != address);
         state.used.insert(address);
         self.gauge
             .set(i64::try_from(state.used.len()).unwrap_or(i64::MAX));

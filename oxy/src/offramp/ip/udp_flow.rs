@@ -25,7 +25,8 @@ pub struct UdpFlow<App: OxyExt> {
     pub services: Arc<Services<App>>,
     /// The endpoint.
     pub endpoint: Arc<Endpoint<App>>,
-    /// Serves QUIC intercepted inside the flow, for this flow's client.
+    /// The session's handler; QUIC intercepted inside the flow is served by it, for
+    /// this flow's client.
     pub handler: Arc<Handler<App>>,
     /// Who the flow is for.
     pub client: TunnelClient,
@@ -66,7 +67,9 @@ impl<App: OxyExt> UdpFlow<App> {
                             to_client: self.to_client,
                         };
                         let client = ClientSide::Sink(Box::new(sink));
-                        let handler = Some(&*self.handler);
+                        let handler =
+                            (tunnel.decapsulating()).then(|| self.handler.for_client(&self.client));
+                        let handler = handler.as_deref();
                         run_flow(tunnel, &mut rx, client, handler, &task_drain).await;
                     }
                     Err(refused) => {

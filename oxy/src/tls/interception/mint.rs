@@ -128,18 +128,10 @@ pub fn check_ca(ca: &CertifiedKey, leaf_key: &PKeyRef<Private>) -> Result<(), St
     let Some(first) = ca.chain.first() else {
         return Err("the CA chain is empty".into());
     };
-    // BoringSSL takes a trust anchor as it is, so the CA's own extensions are read here.
-    let der = first.to_der().map_err(|e| e.to_string())?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| format!("cannot read the CA certificate: {e}"))?;
-    let is_ca = matches!(parsed.basic_constraints(), Ok(Some(b)) if b.value.ca);
-    if !is_ca {
-        return Err("the first certificate is not a CA (basicConstraints CA:TRUE)".into());
-    }
-    if let Ok(Some(usage)) = parsed.key_usage()
-        && !usage.value.key_cert_sign()
-    {
-        return Err("the CA certificate's key usage does not allow keyCertSign".into());
+    if let Some(problem) = crate::tls::ca_problem(first) {
+        return Err(format!(
+            "the first certificate cannot sign certificates: {problem}"
+        ));
     }
     let name = LeafName::Dns("interception-check.oxy.invalid".into());
     let leaf = mint(ca, leaf_key, &name, Duration::from_secs(3600))

@@ -114,13 +114,14 @@ impl Interceptor {
     }
 
     /// The QUIC server configuration of one intercepted flow, showing `leaf` and the CA
-    /// chain (TLS 1.3, ALPN `h3`), with the transport knobs of `h3`.
+    /// chain (TLS 1.3, ALPN `h3`), held to `policy`, with the transport knobs of `h3`.
     pub fn quic_config(
         &self,
         leaf: &X509,
         h3: &crate::settings::H3Settings,
+        policy: TlsPolicy,
     ) -> Result<quinn::ServerConfig, String> {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(policy.restrict_quic(rustls::crypto::ring::default_provider()));
         let mut chain = vec![leaf.clone()];
         chain.extend(self.ca.chain.iter().cloned());
         let certified = CertifiedKey {

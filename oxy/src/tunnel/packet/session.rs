@@ -397,12 +397,11 @@ impl<App: OxyExt> PacketSession<App> {
         let ip = &setup.endpoint.settings.ip;
         match key.protocol {
             protocol::UDP => {
-                let client = self.flow_client(key);
                 let flow = UdpFlow {
                     services: setup.services.clone(),
                     endpoint: setup.endpoint.clone(),
-                    handler: setup.handler.for_client(&client),
-                    client,
+                    handler: setup.handler.clone(),
+                    client: self.flow_client(key),
                     key: *key,
                     first,
                     to_client,
@@ -512,7 +511,10 @@ impl<App: OxyExt> PacketSession<App> {
                         self.tcp_ready.insert(key, (tunnel, Instant::now()));
                         if let Some(stack) = &self.tcp {
                             for packet in std::iter::once(&syn.packet).chain(&queued) {
-                                let _ = stack.input(packet);
+                                if let Err(reason) = stack.input(packet) {
+                                    let endpoint = self.setup.endpoint.name();
+                                    oxy_ip::dropped_total(endpoint, reason).inc();
+                                }
                             }
                         }
                     }
