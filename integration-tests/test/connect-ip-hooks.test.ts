@@ -56,9 +56,12 @@ describe("CONNECT-IP and the application's hooks", () => {
   });
 
   after(async () => {
-    await oxy?.stop();
-    await echo?.close();
-    await tcpEcho?.close();
+    try {
+      if (oxy) assert.deepEqual(await oxy.stop(), { code: 0, signal: null }, oxy.logs());
+    } finally {
+      await echo?.close();
+      await tcpEcho?.close();
+    }
   });
 
   test("the request hook blocks a CONNECT-IP request by its path (403), over HTTP/2 and HTTP/1.1", async () => {

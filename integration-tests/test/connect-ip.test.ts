@@ -9,7 +9,6 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { createSocket } from "node:dgram";
 import { readFileSync } from "node:fs";
-import { createServer, type AddressInfo } from "node:net";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { auditPath, auditWhere } from "../lib/audit.ts";
@@ -48,6 +47,7 @@ import {
 } from "../lib/connect-ip.ts";
 import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
+import { refusingTcpPort } from "../lib/closed-ports.ts";
 import { OxyProcess, repoRoot } from "../lib/oxy.ts";
 import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
 
@@ -87,6 +87,12 @@ const ip6 = "ipv6";
 const inUse = (endpoint: string, family: string) => `oxy_ip_addresses_in_use{endpoint="${endpoint}",family="${family}"}`;
 const dropped = (endpoint: string, reason: string) => `oxy_ip_dropped_total{endpoint="${endpoint}",reason="${reason}"}`;
 const icmpGenerated = (endpoint: string, kind: string) => `oxy_ip_icmp_generated_total{endpoint="${endpoint}",kind="${kind}"}`;
+/** Every `oxy_ip_icmp_generated_total` sample of `endpoint`, summed over its kinds. */
+async function icmpGeneratedTotal(endpoint: string): Promise<number> {
+  const metrics = (await oxy.telemetry("/metrics")).body;
+  const samples = [...metrics.matchAll(/^oxy_ip_icmp_generated_total\{([^}]*)\} (\S+)$/gm)];
+  return samples.filter((m) => m[1].includes(`endpoint="${endpoint}"`)).reduce((n, m) => n + Number(m[2]), 0);
+}
 const capsuleErrors = (endpoint: string, reason: string) => `oxy_ip_capsule_errors_total{endpoint="${endpoint}",reason="${reason}"}`;
 const httpErrors = (endpoint: string, reason: string) => `oxy_http_errors_total{endpoint="${endpoint}",reason="${reason}"}`;
 
@@ -206,7 +212,7 @@ describe("CONNECT-IP (RFC 9484)", () => {
           { name: "mtu", listen: ["127.0.0.1:0"], http: { connect_ip }, ip: { mtu: 1300 } },
           { name: "small", listen: ["127.0.0.1:0"], http: { connect_ip }, ip: { ipv4_pool: "100.64.0.0/30", ipv6_pool: null } },
           { name: "raw", listen: ["127.0.0.1:0"], http: { connect_ip: { enabled: true, max_capsule_bytes: 1600 } } },
-          { name: "flows", listen: ["127.0.0.1:0"], http: { connect_ip }, ip: { flow_idle_timeout: "300ms", max_flows: 1 } },
+          { name: "flows", listen: ["127.0.0.1:0"], http: { connect_ip }, ip: { flow_idle_timeout: "2s", max_flows: 1 } },
           {
             name: "auth",
             listen: ["127.0.0.1:0"],
@@ -550,19 +556,19 @@ describe("CONNECT-IP (RFC 9484)", () => {
   });
 
   test("h2: a refused TCP connection is reset, a denied one prohibited; other protocols are unreachable", async () => {
-    const closedPort = await new Promise<number>((ok) => {
-      const server = createServer().listen(0, "127.0.0.1", () => {
-        const p = (server.address() as AddressInfo).port;
-        server.close(() => ok(p));
-      });
+    // Held, never listening, on both loopbacks: a SYN to it is refused on each.
+    const refusing4 = await refusingTcpPort("127.0.0.1");
+    const refusing6 = await refusingTcpPort("::1").catch(async (e) => {
+      await refusing4.close();
+      throw e;
     });
     const s = await open({ over: "h2", port: port.clear });
     try {
       await s.initial();
-      for (const [src, dst] of [
-        [s.address(4), "127.0.0.1"],
-        [s.address(6), "::1"],
-      ]) {
+      for (const [src, dst, closedPort] of [
+        [s.address(4), "127.0.0.1", refusing4.port],
+        [s.address(6), "::1", refusing6.port],
+      ] as const) {
         s.sendPacket(tcpSegment({ src, dst, srcPort: 45100, dstPort: closedPort, seq: 5000, flags: TCP_SYN }));
         const rst = await s.nextPacket((p) => p.tcp?.dstPort === 45100 && p.src === dst, `a reset from ${dst}`);
         assert.deepEqual(rst.errors, []);
@@ -579,6 +585,7 @@ describe("CONNECT-IP (RFC 9484)", () => {
       await s.end();
     } finally {
       s.destroy();
+      await Promise.all([refusing4.close(), refusing6.close()]);
     }
   });
 
@@ -1070,14 +1077,19 @@ describe("CONNECT-IP (RFC 9484)", () => {
   test(
     "h2: packets to multicast and broadcast destinations get no ICMP error (RFC 1122 §3.2.2, RFC 1812 §4.3.2.7, RFC 4443 §2.4 (e))",
     async () => {
+      const multicastBefore = await counter(dropped("clear", "multicast"));
+      const icmpBefore = await icmpGeneratedTotal("clear");
       const s = await open({ over: "h2", port: port.clear });
       try {
         await s.initial();
         s.sendPacket(udpPacket({ src: s.address(4), dst: "224.0.0.251", srcPort: 5353, dstPort: 5353, payload: Buffer.from("mdns") }));
         s.sendPacket(udpPacket({ src: s.address(4), dst: "255.255.255.255", srcPort: 68, dstPort: 67, payload: Buffer.from("dhcp") }));
         s.sendPacket(udpPacket({ src: s.address(6), dst: "ff02::fb", srcPort: 5353, dstPort: 5353, payload: Buffer.from("mdns") }));
-        // Refusing those takes no longer than a round trip through Oxy to the echo server.
+        // Refusing those takes no longer than a round trip through Oxy to the echo server;
+        // and all three were seen and dropped before anything is looked at.
         await udpRoundTrips(s, "127.0.0.1", echo4.port, 40300, 1);
+        await counterReaches(dropped("clear", "multicast"), multicastBefore + 3);
+        assert.equal(await icmpGeneratedTotal("clear"), icmpBefore, "no ICMP error generated for them");
         const errors = s.packets.map(parsePacket).filter((p) => p.icmp);
         assert.deepEqual(
           errors.map((p) => `${p.src} -> ${p.dst}: ICMP ${p.icmp!.type}/${p.icmp!.code}`),

@@ -24,7 +24,7 @@ import { parse } from "yaml";
 import { makePki, type TestPki } from "../lib/certs.ts";
 import { refusingTcpPort } from "../lib/closed-ports.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
-import { OxyProcess, binaryPath, repoRoot, runToExit, sleep, writeConfig } from "../lib/oxy.ts";
+import { OxyProcess, binaryPath, repoRoot, runToExit, sleep, until as untilValue, writeConfig } from "../lib/oxy.ts";
 import { UdpSession, runClient, udpLoad } from "../lib/oxy-client.ts";
 import { startUdpEcho, type UdpEcho } from "../lib/udp-echo.ts";
 import { extendedConnectAllowed } from "../lib/h2.ts";
@@ -808,24 +808,30 @@ describe("privacy-relay", () => {
       } finally {
         first.destroy();
       }
-      // The slot comes back once the stream has ended (a moment after its audit record).
-      const deadline = Date.now() + 5_000;
-      for (;;) {
+      // The slot comes back once the stream has ended (a moment after its audit record):
+      // until then a new stream is refused (429), retried with a pause.
+      await untilValue(async () => {
         const third = await open({ "proxy-authorization": BEARER });
         try {
           if (third.status === 200) {
             await third.initial();
             await third.end();
-            break;
+            return true;
           }
           await third.closed();
           assert.equal(third.status, 429, third.body);
-          assert.ok(Date.now() < deadline, "the slot never came back");
+          return undefined;
         } finally {
           third.destroy();
         }
-      }
-      const sessions = auditRecords(oxy).filter((r) => r.protocol === "connect-ip");
+      }, "the slot to come back (the slot never came back)");
+      // The first and the third streams' records at least, before looking at them (every()
+      // holds on an empty list).
+      const sessions = await untilValue(() => {
+        const records = auditRecords(oxy).filter((r) => r.protocol === "connect-ip");
+        return records.length >= 2 ? records : undefined;
+      }, () => `two connect-ip audit records:\n${JSON.stringify(auditRecords(oxy))}`);
+      assert.ok(sessions.length >= 2, JSON.stringify(sessions));
       assert.ok(sessions.every((r) => r.user === "demo" && r.client === undefined), JSON.stringify(sessions));
     });
   });

@@ -17,11 +17,11 @@ import { execFile } from "node:child_process";
 import { X509Certificate } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { request as httpRequest } from "node:http";
-import type { Socket } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from "node:tls";
+import { connect as tlsConnect, createServer as createTlsServer, type ConnectionOptions, type TLSSocket } from "node:tls";
 import { createSocket } from "node:dgram";
 import { promisify } from "node:util";
 import { auditPath, auditWhere, readAudit } from "../lib/audit.ts";
@@ -410,6 +410,47 @@ describe("TLS interception with the fixture app", () => {
     assert.equal(record.inspection, "passed");
   });
 
+  test("by default, TLS offering only a protocol that is not HTTP (ALPN imap) is tunnelled, not intercepted", async () => {
+    // An IMAPS-like origin: the origins' own certificate, ALPN imap, a greeting.
+    const imaps = createTlsServer({ cert: readFileSync(pki.server.chain), key: readFileSync(pki.server.key), ALPNProtocols: ["imap"] }, (socket) => {
+      socket.on("error", () => {});
+      socket.end("* OK IMAP4rev1 ready\r\n");
+    });
+    await new Promise<void>((ok) => imaps.listen(0, "127.0.0.1", ok));
+    const port = (imaps.address() as AddressInfo).port;
+    try {
+      const passedBefore = await sample(oxy, "oxy_tls_interceptions_total", { endpoint: "proxy", outcome: "passed" });
+      const interceptedBefore = await intercepted("proxy");
+      // Trusting only the origin's CA: the origin's own leaf, verified, ALPN imap.
+      const socket = await tlsHandshake({
+        socket: await openTunnel(oxy.port("proxy"), `origin.oxy.test:${port}`),
+        servername: "origin.oxy.test",
+        ca: readFileSync(pki.ca),
+        ALPNProtocols: ["imap"],
+      });
+      const greeting = new Promise<string>((ok, fail) => {
+        let text = "";
+        socket.setEncoding("utf8");
+        socket.on("data", (chunk: string) => (text += chunk));
+        socket.on("end", () => ok(text));
+        socket.on("error", fail);
+      });
+      const originCa = new X509Certificate(readFileSync(pki.ca));
+      const interceptionCa = new X509Certificate(readFileSync(ca.cert));
+      const leaf = peerLeaf(socket);
+      assert.equal(socket.authorized, true, String(socket.authorizationError));
+      assert.equal(socket.alpnProtocol, "imap");
+      assert.equal(leaf.issuer, originCa.subject, "the origin's own leaf");
+      assert.notEqual(leaf.issuer, interceptionCa.subject, "no minted leaf");
+      assert.equal(await greeting, "* OK IMAP4rev1 ready\r\n");
+      socket.destroy();
+      await sampleReaches(oxy, "oxy_tls_interceptions_total", { endpoint: "proxy", outcome: "passed" }, passedBefore + 1);
+      assert.equal(await intercepted("proxy"), interceptedBefore, "nothing intercepted");
+    } finally {
+      await new Promise<void>((ok) => imaps.close(() => ok()));
+    }
+  });
+
   test("a protocol: tcp endpoint intercepts TLS to its target", async () => {
     const port = oxy.port("l4");
     const start = await intercepted("l4");
@@ -556,12 +597,13 @@ describe("QUIC interception", () => {
             tls_interception,
             app: fixtureApp,
           },
-          // Datagrams that are not QUIC, to a UDP echo.
+          // Datagrams that are not QUIC, to a UDP echo. Idle long enough that the three
+          // datagrams of its test are one flow (one audit record) on a loaded machine.
           {
             name: "datagrams",
             protocol: "udp",
             listen: ["127.0.0.1:0"],
-            udp: { target: `echo.oxy.test:${echo.port}`, idle_timeout: "300ms" },
+            udp: { target: `echo.oxy.test:${echo.port}`, idle_timeout: "2s" },
             http: { client },
             tls_interception,
             app: fixtureApp,

@@ -29,6 +29,12 @@
 // (`revocation_unknown`); a CRL from another CA (another name) or from an impostor (the
 // CA's name, another key) neither clears a revoked leaf nor revokes a good one; with
 // `revocation: off` the CRL is never asked for.
+//
+// Attacks on both: a caIssuers URL serving an attacker's self-signed root, or an
+// attacker's intermediate (a CA, issued by a root not trusted), is refused (what comes
+// from a URL an unverified certificate names never becomes a trust anchor); an origin
+// that sends its leaf followed by a certificate that did not sign it gets no CRL verdict
+// from that certificate (`hard_fail`: `revocation_unknown`, the CRL never fetched).
 
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -79,15 +85,19 @@ type Case = (typeof ALL_CASES)[number];
 /** Origins that send their leaf without its intermediate. */
 const AIA_CASES = ["aia", "aia_untrusted", "aia_404", "aia_denied"] as const;
 type AiaCase = (typeof AIA_CASES)[number];
+/** Leaves from an attacker's root whose caIssuers URL serves that root (self-signed) or
+ * the attacker's intermediate; the endpoints trust the AIA root only. */
+const AIA_ATTACK_CASES = ["aia_self_signed", "aia_foreign_int"] as const;
+type AiaAttackCase = (typeof AIA_ATTACK_CASES)[number];
 /** Leaves from the CRL test CA, each naming its own CRL path. */
-const CRL_CASES = ["crl_revoked", "crl_good", "crl_404", "crl_404_hard", "crl_forged", "crl_impostor", "crl_off"] as const;
+const CRL_CASES = ["crl_revoked", "crl_good", "crl_404", "crl_404_hard", "crl_forged", "crl_impostor", "crl_off", "crl_unbound"] as const;
 type CrlCase = (typeof CRL_CASES)[number];
-type Endpoint = Case | AiaCase | CrlCase;
+type Endpoint = Case | AiaCase | AiaAttackCase | CrlCase;
 type Revocation = "off" | "soft_fail" | "hard_fail";
 
 /** Each CRL case: its leaf's CRL path, whether the CA revoked it, the CRL served at the
  * path (`none`: 404) and the endpoint's `http.client.revocation` (unset: the default). */
-const CRL_SETUP: Record<CrlCase, { path: string; revoked: boolean; serves: "ca" | "other" | "impostor" | "none"; revocation?: Revocation }> = {
+const CRL_SETUP: Record<CrlCase, { path: string; revoked: boolean; serves: "ca" | "other" | "impostor" | "none"; revocation?: Revocation; sendsOther?: true }> = {
   crl_revoked: { path: "/revoked.crl", revoked: true, serves: "ca" },
   crl_good: { path: "/good.crl", revoked: false, serves: "ca" },
   crl_404: { path: "/missing.crl", revoked: false, serves: "none" },
@@ -97,6 +107,9 @@ const CRL_SETUP: Record<CrlCase, { path: string; revoked: boolean; serves: "ca" 
   // A good leaf whose URL serves a CRL listing it, in the CA's name, signed with another key.
   crl_impostor: { path: "/impostor.crl", revoked: false, serves: "impostor", revocation: "hard_fail" },
   crl_off: { path: "/off.crl", revoked: true, serves: "ca", revocation: "off" },
+  // A revoked leaf signed by the CA itself, whose origin sends after it the other CA's
+  // certificate (which did not sign it): that certificate's CRL must not count.
+  crl_unbound: { path: "/unbound.crl", revoked: true, serves: "ca", revocation: "hard_fail", sendsOther: true },
 };
 
 let dir: string;
@@ -105,7 +118,9 @@ let aiaRoot: string;
 const leaves = {} as Record<Exclude<Case, "tls11">, Leaf>;
 const origins = {} as Record<Endpoint, Origin>;
 /** The caIssuers URL in each AIA case's leaf. */
-const aiaUrls = {} as Record<AiaCase, string>;
+const aiaUrls = {} as Record<AiaCase | AiaAttackCase, string>;
+/** The attacker's caIssuers server (127.0.0.1, allowed): its root or intermediate, by path. */
+let attackerIssuers: FileServer;
 /** On 127.0.0.1 (allowed by the egress policy) and 127.0.0.2 (not). */
 let issuers: FileServer;
 let deniedIssuers: FileServer;
@@ -369,6 +384,33 @@ before(async () => {
     origins[name] = await serveLeafOnly(leaf);
   }
 
+  // AIA attacks: an attacker's self-signed root and an intermediate (a CA) it issued;
+  // one leaf from each, naming as its issuer's URL the attacker's root (self-signed: it
+  // is not an intermediate) and the attacker's intermediate (it does not chain to the
+  // AIA root the endpoints trust).
+  selfSignedCa("evil-root", "Oxy Attacker Root");
+  request("evil-int");
+  issue("evil-int", "evil-root", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n");
+  const derOf = (name: string) => {
+    openssl(["x509", "-in", `${name}.pem`, "-outform", "DER", "-out", `${name}.der`]);
+    return readFileSync(join(dir, `${name}.der`));
+  };
+  const attackerFiles: Record<string, Buffer> = { "/root.der": derOf("evil-root"), "/int.der": derOf("evil-int") };
+  attackerIssuers = await serveFiles("127.0.0.1", "application/pkix-cert", (path) => attackerFiles[path]);
+  aiaUrls.aia_self_signed = attackerIssuers.url("/root.der");
+  aiaUrls.aia_foreign_int = attackerIssuers.url("/int.der");
+  for (const [name, issuer] of [["aia_self_signed", "evil-root"], ["aia_foreign_int", "evil-int"]] as const) {
+    const leafName = `${name.replaceAll("_", "-")}-leaf`;
+    request(leafName);
+    const leaf = issue(leafName, issuer, `${LEAF_EXTENSIONS}authorityInfoAccess=caIssuers;URI:${aiaUrls[name]}\n`);
+    // The leaf names the attacker's URL, verifies against the attacker's root (with the
+    // attacker's intermediate) and not against the AIA root, even with what the URL serves.
+    assert.match(openssl(["x509", "-in", leaf.chain, "-noout", "-text"]), new RegExp(`CA Issuers - URI:${aiaUrls[name].replaceAll(".", "\\.")}\n`));
+    assert.match(openssl(["verify", "-CAfile", "evil-root.pem", "-untrusted", "evil-int.pem", leaf.chain]), /: OK\n/);
+    assert.throws(() => openssl(["verify", "-CAfile", "aia-root.pem", "-untrusted", `${issuer}.pem`, leaf.chain]), /verification failed/);
+    origins[name] = await serveLeafOnly(leaf);
+  }
+
   // CRLs: the CA issues a leaf per case naming its CRL path on the server, listening
   // first; the impostor has the CA's name and another key, the other CA another name.
   crlCa = selfSignedCa("crl-ca", "Oxy CRL Test CA");
@@ -400,7 +442,12 @@ before(async () => {
     else assert.match(verify("crl-ca.crl.pem")(), /: OK\n/);
     if (serves === "impostor") assert.throws(verify("crl-impostor.crl.pem"), /CRL signature failure/);
     // Over HTTP/1.1, a new connection per request, for the good leaf's two requests.
-    origins[name] = name === "crl_good" ? await serveLeafOnly(leaf) : await serve(leaf);
+    if (CRL_SETUP[name].sendsOther) {
+      // The leaf, then the other CA's certificate, which did not sign it.
+      assert.throws(() => openssl(["verify", "-CAfile", "crl-other.pem", "-partial_chain", leaf.chain]), /unable to get local issuer certificate/);
+      const cert = Buffer.concat([readFileSync(leaf.chain), readFileSync(join(dir, "crl-other.pem"))]);
+      origins[name] = await serve(leaf, { cert });
+    } else origins[name] = name === "crl_good" ? await serveLeafOnly(leaf) : await serve(leaf);
   }
 
   oxy = await OxyProcess.start({
@@ -408,7 +455,7 @@ before(async () => {
     settings: {
       // 127.0.0.1 only: the issuer server on 127.0.0.2 is loopback but not allowed.
       egress: { allow: ["127.0.0.1/32"] },
-      endpoints: [...ALL_CASES, ...AIA_CASES, ...CRL_CASES].map((name) => ({
+      endpoints: [...ALL_CASES, ...AIA_CASES, ...AIA_ATTACK_CASES, ...CRL_CASES].map((name) => ({
         name,
         listen: ["127.0.0.1:0"],
         http: {
@@ -421,7 +468,7 @@ before(async () => {
 });
 
 /** `http.client` for endpoint `name`: the AIA cases trust the AIA root, except
- * `aia_untrusted` (the unrelated test CA); the CRL cases the CRL CA, with their
+ * `aia_untrusted` (the unrelated test CA; the attack cases trust the AIA root too); the CRL cases the CRL CA, with their
  * `revocation` where set. */
 function clientFor(name: Endpoint): object {
   if (name in CRL_SETUP) {
@@ -432,7 +479,7 @@ function clientFor(name: Endpoint): object {
 }
 
 after(async () => {
-  await Promise.all([...Object.values(origins), issuers, deniedIssuers, crls].filter((s) => s).map((s) => s.close()));
+  await Promise.all([...Object.values(origins), issuers, deniedIssuers, attackerIssuers, crls].filter((s) => s).map((s) => s.close()));
 });
 
 const failures = (endpoint: Endpoint, reason: string) => `oxy_tls_upstream_verification_failures_total{endpoint="${endpoint}",reason="${reason}"}`;
@@ -522,8 +569,10 @@ test("AIA: a leaf sent without its intermediate is completed from its caIssuers 
 });
 
 test("AIA: a fetched intermediate is no trust anchor: its root must be trusted (unknown_issuer)", async () => {
-  await refused("aia_untrusted", "unknown_issuer", "unable to get issuer certificate");
-  // It was fetched: the refusal is the chain's, not the fetch's.
+  // The fetched intermediate itself must verify against the trusted roots before it is used.
+  const url = aiaUrls.aia_untrusted;
+  await refused("aia_untrusted", "unknown_issuer", `its issuer could not be fetched from ${url}: it does not chain to a trusted root`);
+  // It was fetched: the refusal is about what came back, not the fetch.
   assert.equal(issuers.hits["/int-untrusted.der"], 1, JSON.stringify(issuers.hits));
 });
 
@@ -614,6 +663,24 @@ test("CRL: with revocation off a revoked leaf is served and its CRL never asked 
   // The CRL was there to be fetched: a direct GET is answered (and counted).
   assert.equal(await getStatus(crlUrls.crl_off), 200);
   assert.equal(crls.hits["/off.crl"], 1);
+});
+
+test("AIA attack: a caIssuers URL serving the attacker's self-signed root is refused (unknown_issuer)", async () => {
+  const url = aiaUrls.aia_self_signed;
+  await refused("aia_self_signed", "unknown_issuer", `its issuer could not be fetched from ${url}: it is self-signed, not an intermediate`);
+  assert.equal(attackerIssuers.hits["/root.der"], 1, JSON.stringify(attackerIssuers.hits));
+});
+
+test("AIA attack: a caIssuers URL serving the attacker's intermediate (issued by a root not trusted) is refused (unknown_issuer)", async () => {
+  const url = aiaUrls.aia_foreign_int;
+  await refused("aia_foreign_int", "unknown_issuer", `its issuer could not be fetched from ${url}: it does not chain to a trusted root`);
+  assert.equal(attackerIssuers.hits["/int.der"], 1, JSON.stringify(attackerIssuers.hits));
+});
+
+test("CRL: a certificate sent after the leaf that did not sign it gives no revocation status (hard_fail: revocation_unknown)", async () => {
+  await refused("crl_unbound", "revocation_unknown", "its revocation status is unknown: the next certificate sent did not sign it");
+  assert.equal(crls.hits["/unbound.crl"], undefined, `no CRL fetched for an issuer that did not sign the leaf (${JSON.stringify(crls.hits)})`);
+  assert.equal(await oxy.metric(revocationUnknown("crl_unbound")), undefined, "refused, not passed");
 });
 
 test("Oxy exits cleanly", async () => {

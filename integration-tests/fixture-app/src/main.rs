@@ -333,14 +333,17 @@ impl HttpRequestHook<Fixture> for Router {
             oxy::http_types::HeaderValue::from_static("seen"),
         );
         // What the upstream's TLS showed, when the response came over TLS.
-        let upstream = response.extensions.get::<UpstreamTlsFacts>().cloned();
+        let upstream = response.extensions.get::<Arc<UpstreamTlsFacts>>().cloned();
         if let Some(tls) = upstream {
             let shown = [
-                ("x-upstream-tls-version", tls.version),
-                ("x-upstream-pin", tls.pin.unwrap_or_default()),
+                ("x-upstream-tls-version", tls.version.clone()),
+                ("x-upstream-pin", tls.pin.clone().unwrap_or_default()),
                 (
                     "x-upstream-cert-sha256",
-                    tls.certificate.map(|c| c.sha256).unwrap_or_default(),
+                    tls.certificate
+                        .as_ref()
+                        .map(|c| c.sha256.clone())
+                        .unwrap_or_default(),
                 ),
             ];
             for (name, value) in shown {

@@ -69,14 +69,14 @@ impl TappedBody {
     pub fn wrap_watched(
         inner: HttpBody,
         tap: Option<Box<dyn BodyTap>>,
-    ) -> (HttpBody, Arc<OnceLock<String>>) {
+    ) -> (HttpBody, Option<Arc<OnceLock<String>>>) {
         match tap {
             Some(tap) => {
                 let body = Self::new(inner, tap);
                 let blocked = body.blocked.clone();
-                (http_body_util::BodyExt::boxed_unsync(body), blocked)
+                (http_body_util::BodyExt::boxed_unsync(body), Some(blocked))
             }
-            None => (inner, Arc::default()),
+            None => (inner, None),
         }
     }
 

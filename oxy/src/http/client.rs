@@ -111,7 +111,7 @@ impl<App: OxyExt> UpstreamClient<App> {
                     .tls_connect(target, stream, tls, reconnect)
                     .await
                     .map_err(|e| classify(&e))?;
-                let facts = UpstreamTlsFacts::of(tls.ssl());
+                let facts = Arc::new(UpstreamTlsFacts::of(tls.ssl()));
                 (UpstreamStream::Tls(Box::new(tls)), Some(facts))
             }
             None => (UpstreamStream::Plain(stream), None),
@@ -547,7 +547,8 @@ impl Connection for UpstreamStream {
         match self {
             UpstreamStream::Plain(_) => Connected::new(),
             UpstreamStream::Tls(tls) => {
-                let connected = Connected::new().extra(UpstreamTlsFacts::of(tls.ssl()));
+                let facts = Arc::new(UpstreamTlsFacts::of(tls.ssl()));
+                let connected = Connected::new().extra(facts);
                 if tls.ssl().selected_alpn_protocol() == Some(b"h2") {
                     connected.negotiated_h2()
                 } else {

@@ -481,7 +481,7 @@ impl<App: OxyExt> Handler<App> {
                     "the upstream did not answer in time",
                 );
             }
-            Some(Err(_)) if let Some(reason) = blocked.get() => {
+            Some(Err(_)) if let Some(reason) = blocked.as_ref().and_then(|b| b.get()) => {
                 oxy_http::errors_total(name, "body_blocked").inc();
                 tracing::info!(%reason, "request body blocked");
                 return text_response(StatusCode::FORBIDDEN, reason);

@@ -4,7 +4,7 @@
 
 use boring::x509::store::X509Store;
 use boring::x509::{X509, X509Ref};
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 /// The caIssuers access method (RFC 5280 §4.2.2.1).
 const CA_ISSUERS: &str = "1.3.6.1.5.5.7.48.2";
@@ -61,26 +61,34 @@ pub struct IssuerCache {
 impl IssuerCache {
     /// The completion fetched from `url` before, if any.
     pub fn get(&self, url: &str) -> Option<Completion> {
-        let completions = self.completions.lock().ok()?;
+        let completions = self
+            .completions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let found = completions.iter().find(|(u, _, _)| u == url);
         found.map(|(_, _, c)| c.clone())
     }
 
     /// The completion of `upstream`'s chain last time, if any.
     pub fn for_upstream(&self, upstream: &str) -> Option<Completion> {
-        let completions = self.completions.lock().ok()?;
+        let completions = self
+            .completions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let found = completions.iter().rev().find(|(_, u, _)| u == upstream);
         found.map(|(_, _, c)| c.clone())
     }
 
     /// Keeps `completion`, fetched from `url` for `upstream` (the oldest goes when full).
     pub fn put(&self, url: &str, upstream: &str, completion: Completion) {
-        if let Ok(mut completions) = self.completions.lock() {
-            completions.retain(|(u, up, _)| u != url || up != upstream);
-            if completions.len() >= CACHE_SIZE {
-                completions.remove(0);
-            }
-            completions.push((url.to_string(), upstream.to_string(), completion));
+        let mut completions = self
+            .completions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        completions.retain(|(u, up, _)| u != url || up != upstream);
+        if completions.len() >= CACHE_SIZE {
+            completions.remove(0);
         }
+        completions.push((url.to_string(), upstream.to_string(), completion));
     }
 }

@@ -124,3 +124,8 @@ pub fn ca_problem(cert: &X509Ref) -> Option<String> {
         _ => None,
     }
 }
+
+/// Lowercase hex of `bytes` (digests and pins, as hooks and logs show them).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -46,8 +46,8 @@ pub struct Overrides<'a> {
 }
 
 /// What an upstream's TLS showed once verified, for the response hook: it is in the
-/// extensions of every response that came over TLS
-/// (`response.extensions.get::<UpstreamTlsFacts>()` in `on_response`).
+/// extensions of every response that came over TLS, shared by the responses of one
+/// connection (`response.extensions.get::<Arc<UpstreamTlsFacts>>()` in `on_response`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamTlsFacts {
     /// The protocol version (`TLSv1.3`).

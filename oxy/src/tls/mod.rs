@@ -11,6 +11,6 @@ pub mod raw_public_key;
 pub mod revocation;
 pub mod server;
 
-pub use certificate::{CertificateError, CertifiedKey, ca_problem};
+pub use certificate::{CertificateError, CertifiedKey, ca_problem, hex};
 pub use handshake_failure::HandshakeFailure;
 pub use server::{ClientCertificate, TlsAcceptor, TlsFacts};

@@ -4,7 +4,7 @@
 
 use boring::ex_data::Index;
 use boring::hash::{MessageDigest, hash};
-use boring::pkey::{PKey, PKeyRef, Public};
+use boring::pkey::{HasPublic, PKey, PKeyRef};
 use boring::ssl::{Ssl, SslAlert, SslCredential, SslRef, SslVerifyError};
 use boring::x509::X509StoreContext;
 use boring::x509::store::X509Store;
@@ -34,13 +34,8 @@ pub fn parse_pins(texts: &[String]) -> Result<Vec<Pin>, String> {
     texts.iter().map(|t| parse_pin(t)).collect()
 }
 
-/// Lowercase hex of a pin.
-pub fn pin_hex(pin: &Pin) -> String {
-    pin.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The pin of `key`.
-pub fn spki_pin(key: &PKeyRef<Public>) -> Option<Pin> {
+pub fn spki_pin<T: HasPublic>(key: &PKeyRef<T>) -> Option<Pin> {
     let spki = key.public_key_to_der().ok()?;
     let digest = hash(MessageDigest::sha256(), &spki).ok()?;
     digest.as_ref().try_into().ok()
@@ -51,9 +46,7 @@ pub fn credential(path: &Path) -> Result<(SslCredential, Pin), String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let key = PKey::private_key_from_pem(&pem)
         .map_err(|e| format!("{} holds no valid PEM private key: {e}", path.display()))?;
-    let public = PKey::public_key_from_der(&key.public_key_to_der().map_err(|e| e.to_string())?)
-        .map_err(|e| e.to_string())?;
-    let pin = spki_pin(&public).ok_or("cannot hash the public key")?;
+    let pin = spki_pin(&key).ok_or("cannot hash the public key")?;
     let mut builder = SslCredential::new_raw_public_key().map_err(|e| e.to_string())?;
     builder.set_private_key(&key).map_err(|e| e.to_string())?;
     builder.set_spki_bytes(None).map_err(|e| e.to_string())?;
@@ -109,7 +102,7 @@ pub fn verifier(
         let accepted = pins.contains(&pin);
         if let Some(index) = peer_pin_index() {
             let seen = PeerPin {
-                sha256: pin_hex(&pin),
+                sha256: super::hex(&pin),
                 accepted,
             };
             ssl.set_ex_data(index, seen);
@@ -126,7 +119,7 @@ mod tests {
     fn pins_parse_with_or_without_colons() {
         let hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
         let pin = parse_pin(hex).unwrap();
-        assert_eq!(pin_hex(&pin), hex);
+        assert_eq!(crate::tls::hex(&pin), hex);
         let colons: Vec<String> = (0..32).map(|i| hex[2 * i..2 * i + 2].to_string()).collect();
         assert_eq!(parse_pin(&colons.join(":")).unwrap(), pin);
         assert!(parse_pin("abc").is_err());

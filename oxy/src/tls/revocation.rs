@@ -3,7 +3,7 @@
 //! their nextUpdate), and whether a serial is listed.
 
 use boring::x509::X509Ref;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtension};
 
@@ -124,19 +124,18 @@ impl CrlCache {
     /// The CRL fetched from `url`, while it holds.
     pub fn get(&self, url: &str) -> Option<Arc<Crl>> {
         let now = SystemTime::now();
-        let crls = self.crls.lock().ok()?;
+        let crls = self.crls.lock().unwrap_or_else(PoisonError::into_inner);
         let found = crls.iter().find(|(u, crl)| u == url && crl.until > now);
         found.map(|(_, crl)| crl.clone())
     }
 
     /// Keeps `crl`, fetched from `url`.
     pub fn put(&self, url: &str, crl: Arc<Crl>) {
-        if let Ok(mut crls) = self.crls.lock() {
-            crls.retain(|(u, _)| u != url);
-            if crls.len() >= CACHE_SIZE {
-                crls.remove(0);
-            }
-            crls.push((url.to_string(), crl));
+        let mut crls = self.crls.lock().unwrap_or_else(PoisonError::into_inner);
+        crls.retain(|(u, _)| u != url);
+        if crls.len() >= CACHE_SIZE {
+            crls.remove(0);
         }
+        crls.push((url.to_string(), crl));
     }
 }

@@ -346,7 +346,7 @@ pub fn certificate_facts(cert: &X509Ref) -> ClientCertificate {
             .unwrap_or_default(),
         sha256: cert
             .digest(MessageDigest::sha256())
-            .map(|d| d.iter().map(|b| format!("{b:02x}")).collect())
+            .map(|d| super::hex(&d))
             .unwrap_or_default(),
     }
 }
