@@ -15,7 +15,7 @@ use crate::services::Services;
 use crate::settings::{HttpClientSettings, Revocation};
 use crate::tls::aia;
 use crate::tls::client::{Overrides, TlsConnectError, UpstreamConnector, UpstreamTlsFacts};
-use crate::tls::revocation::{self, Crl, CrlCache, Status};
+use crate::tls::revocation::{self, Checker, Verdict};
 use crate::tls::server::oxy_tls;
 use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
 use http::{Request, Response};
@@ -161,7 +161,7 @@ impl<App: OxyExt> UpstreamClient<App> {
             tls: Arc::new(tls),
             endpoint: endpoint.into(),
             issuers: Arc::default(),
-            crls: Arc::default(),
+            checker: Arc::new(Checker::new(&settings.crl_files).map_err(io::Error::other)?),
             revocation: settings.revocation,
         };
         let client = Client::builder(TokioExecutor::new())
@@ -268,8 +268,8 @@ pub struct OffRampConnector<App: OxyExt> {
     endpoint: Arc<str>,
     /// Intermediates fetched from caIssuers URLs.
     issuers: Arc<aia::IssuerCache>,
-    /// CRLs fetched from distribution points.
-    crls: Arc<CrlCache>,
+    /// CRL files and the CRLs fetched from distribution points.
+    checker: Arc<Checker>,
     revocation: Revocation,
 }
 
@@ -280,7 +280,7 @@ impl<App: OxyExt> Clone for OffRampConnector<App> {
             tls: self.tls.clone(),
             endpoint: self.endpoint.clone(),
             issuers: self.issuers.clone(),
-            crls: self.crls.clone(),
+            checker: self.checker.clone(),
             revocation: self.revocation,
         }
     }
@@ -344,7 +344,7 @@ impl<App: OxyExt> OffRampConnector<App> {
         Ok(stream)
     }
 
-    /// Refuses a verified upstream whose certificate its issuer's CRL lists (reason
+    /// Refuses a verified upstream whose chain has a revoked certificate (reason
     /// `revoked`); an unknown status passes under `soft_fail` (counted) and is refused
     /// under `hard_fail`. `fetched` is the issuer completed from AIA, if any.
     async fn check_revocation(
@@ -356,85 +356,36 @@ impl<App: OxyExt> OffRampConnector<App> {
         if self.revocation == Revocation::Off {
             return Ok(());
         }
-        let chain = stream.ssl().peer_cert_chain();
-        let mut sent = chain
+        let ssl = stream.ssl();
+        let sent: Vec<_> = ssl
+            .peer_cert_chain()
             .into_iter()
-            .flat_map(|c| c.iter().map(ToOwned::to_owned));
-        let Some(leaf) = sent.next() else {
-            return Ok(());
-        };
-        let urls = revocation::crl_urls(&leaf);
-        if urls.is_empty() {
-            return Ok(());
-        }
-        let issuer = match sent.next().or_else(|| fetched.cloned()) {
-            Some(issuer) => Some(issuer),
-            None => self.tls.root_issuer(&leaf).await,
-        };
-        // The issuer whose CRL counts is the one that signed the leaf, not whatever
-        // certificate came next in what the upstream sent.
-        let signed = |issuer: &boring::x509::X509| {
-            let key = issuer.public_key();
-            key.and_then(|key| leaf.verify(&key)).unwrap_or(false)
-        };
-        let status = match issuer {
-            Some(issuer) if signed(&issuer) => self.crl_status(&leaf, &issuer, &urls).await,
-            Some(_) => Status::Unknown("the next certificate sent did not sign it".into()),
-            None => Status::Unknown("its issuer is not known".into()),
+            .flat_map(|chain| chain.iter().map(ToOwned::to_owned))
+            .collect();
+        let roots = self.tls.roots().await;
+        let verdict = match revocation::links(&sent, fetched, &roots) {
+            Ok(links) => {
+                let fetch = |url: String| async move {
+                    fetch(&self.services, &url, revocation::MAX_CRL_BYTES).await
+                };
+                self.checker.verdict(&links, ssl.ocsp_status(), fetch).await
+            }
+            Err(why) => Verdict::Unknown(format!("its revocation status is unknown: {why}")),
         };
         let endpoint = &*self.endpoint;
         let refuse = |label, reason| crate::tls::client::refused(endpoint, label, target, reason);
-        match (status, self.revocation) {
-            (Status::Good, _) | (_, Revocation::Off) => Ok(()),
-            (Status::Revoked, _) => {
-                let reason = "the certificate is revoked (its issuer's CRL lists it)".into();
-                Err(refuse("revoked", reason).into())
-            }
-            (Status::Unknown(why), Revocation::HardFail) => {
-                let reason = format!("its revocation status is unknown: {why}");
+        match (verdict, self.revocation) {
+            (Verdict::Good, _) | (_, Revocation::Off) => Ok(()),
+            (Verdict::Revoked(reason), _) => Err(refuse("revoked", reason).into()),
+            (Verdict::Unknown(reason), Revocation::HardFail) => {
                 Err(refuse("revocation_unknown", reason).into())
             }
-            (Status::Unknown(why), Revocation::SoftFail) => {
+            (Verdict::Unknown(reason), Revocation::SoftFail) => {
                 oxy_tls::revocation_unknown_total(endpoint).inc();
-                tracing::info!(upstream = %target, %why, "revocation status unknown; passed (soft_fail)");
+                tracing::info!(upstream = %target, %reason, "passed (soft_fail)");
                 Ok(())
             }
         }
-    }
-
-    /// `leaf`'s status in the CRL of the first of `urls` that gives one.
-    async fn crl_status(
-        &self,
-        leaf: &boring::x509::X509,
-        issuer: &boring::x509::X509,
-        urls: &[String],
-    ) -> Status {
-        let mut why = String::new();
-        for url in urls {
-            let crl = match self.crls.get(url) {
-                Some(crl) => crl,
-                None => {
-                    let fetched = fetch(&self.services, url, revocation::MAX_CRL_BYTES).await;
-                    match fetched.and_then(|bytes| Crl::parse(&bytes, issuer)) {
-                        Ok(crl) => {
-                            let crl = Arc::new(crl);
-                            self.crls.put(url, crl.clone());
-                            crl
-                        }
-                        Err(e) => {
-                            why = format!("the CRL at {url}: {e}");
-                            continue;
-                        }
-                    }
-                }
-            };
-            return if crl.lists(leaf) {
-                Status::Revoked
-            } else {
-                Status::Good
-            };
-        }
-        Status::Unknown(why)
     }
 }
 

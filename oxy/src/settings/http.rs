@@ -268,10 +268,16 @@ pub struct HttpClientSettings {
     /// PEM private key presented as a raw public key to upstreams that ask for a
     /// client credential.
     pub raw_public_key: std::path::PathBuf,
-    /// Revocation of upstream certificates, by the CRLs their certificates name (fetched
-    /// through the off-ramp, kept until their nextUpdate): `off`, `soft_fail` (an
+    /// Revocation of upstream certificates, every certificate of the chain below its
+    /// root: the leaf by the OCSP response the upstream staples, then each by the CRL
+    /// files below and by the CRLs its distribution points name (fetched through the
+    /// off-ramp, kept until their nextUpdate and at most a day). `off`, `soft_fail` (an
     /// unknown status is counted and passes) or `hard_fail` (it is refused).
     pub revocation: Revocation,
+    /// CRL files (DER or PEM), read at start, checked before distribution points: a
+    /// certificate whose issuer signed one of them is revoked if it lists it and good if
+    /// not (unknown once the file is past its nextUpdate).
+    pub crl_files: Vec<std::path::PathBuf>,
 }
 
 /// How upstream certificates' revocation is checked.

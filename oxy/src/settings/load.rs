@@ -88,6 +88,7 @@ fn resolve_paths<A: Settings, E: Settings>(settings: &mut ServerSettings<A, E>, 
         resolve(&mut endpoint.tls.raw_public_key);
         resolve(&mut endpoint.http.client.raw_public_key);
         resolve(&mut endpoint.http.client.ca_file);
+        endpoint.http.client.crl_files.iter_mut().for_each(resolve);
         resolve(&mut endpoint.tls_interception.ca_chain);
         resolve(&mut endpoint.tls_interception.ca_key);
     }

@@ -268,6 +268,17 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
             ));
         }
         let client = &http.client;
+        for (j, path) in client.crl_files.iter().enumerate() {
+            if let Err(e) = crate::tls::revocation::Checker::new(std::slice::from_ref(path)) {
+                let crl_at = at(&[
+                    key("http"),
+                    key("client"),
+                    key("crl_files"),
+                    PathSegment::Index(j),
+                ]);
+                problems.push((crl_at, e));
+            }
+        }
         if let Err(e) = crate::tls::raw_public_key::parse_pins(&client.server_pins) {
             problems.push((at(&[key("http"), key("client"), key("server_pins")]), e));
         }

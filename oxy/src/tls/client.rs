@@ -120,7 +120,7 @@ pub struct UpstreamConnector {
 
 impl UpstreamConnector {
     /// The roots, read once off the async threads (none, logged, when they cannot be).
-    async fn roots(&self) -> Arc<Vec<X509>> {
+    pub async fn roots(&self) -> Arc<Vec<X509>> {
         let read = || async {
             let ca_file = self.ca_file.clone();
             let loaded = tokio::task::spawn_blocking(move || load_roots(&ca_file)).await;
@@ -133,12 +133,6 @@ impl UpstreamConnector {
             }
         };
         self.roots.get_or_init(read).await.clone()
-    }
-
-    /// The root that issued `cert`, if one did.
-    pub async fn root_issuer(&self, cert: &X509Ref) -> Option<X509> {
-        let roots = self.roots().await;
-        roots.iter().find(|root| root.issued(cert).is_ok()).cloned()
     }
 
     /// The completion made of the roots and `issuer`, an intermediate fetched to complete
@@ -204,6 +198,9 @@ pub fn connector(settings: &HttpClientSettings) -> io::Result<UpstreamConnector>
         .map_err(io::Error::other)?;
     tls.set_alpn_protos(b"\x02h2\x08http/1.1")
         .map_err(io::Error::other)?;
+    if settings.revocation != crate::settings::Revocation::Off {
+        tls.enable_ocsp_stapling();
+    }
     settings
         .tls_policy
         .apply_to_context(&mut tls)
@@ -361,7 +358,7 @@ fn weakness(ssl: &SslRef) -> Option<(&'static str, String)> {
 }
 
 /// A certificate's subject, for messages.
-fn subject(cert: &X509Ref) -> String {
+pub(crate) fn subject(cert: &X509Ref) -> String {
     let names: Vec<String> = cert
         .subject_name()
         .entries()

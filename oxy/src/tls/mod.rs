@@ -5,6 +5,7 @@ mod certificate;
 pub mod client;
 mod handshake_failure;
 pub mod interception;
+mod ocsp;
 pub mod policy;
 pub mod quic;
 pub mod raw_public_key;
