@@ -3,8 +3,9 @@
 // refused with a 502 naming the reason, counted under
 // `oxy_tls_upstream_verification_failures_total{reason}`, and never sent a request; an
 // origin that speaks only TLS 1.1 fails the handshake (`upstream_tls`); a good leaf from
-// the same CA is served. One Oxy process, one reverse-proxy endpoint per origin, each
-// trusting the test CA through `http.client.ca_file`. The PKI is made with openssl: the
+// the same CA is served; a new connection to an origin resumes the TLS session of an
+// earlier one (the origin sees `isSessionReused()`). One Oxy process, one reverse-proxy
+// endpoint per origin, each trusting the test CA through `http.client.ca_file`. The PKI is made with openssl: the
 // CA's own signature is ECDSA with SHA-256 (only the SHA-1 leaf is signed with SHA-1),
 // and the expired and not-yet-valid leaves are issued with `openssl ca` and explicit
 // dates (OpenSSL 3.0's `x509 -req` has no `-not_before`).
@@ -47,7 +48,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
-import type { Server as TlsServer } from "node:tls";
+import type { Server as TlsServer, TLSSocket } from "node:tls";
 import { curl } from "../lib/curl.ts";
 import { OxyProcess, until } from "../lib/oxy.ts";
 
@@ -63,6 +64,8 @@ interface Origin {
   requests: string[];
   /** TLS handshakes completed. */
   handshakes: number;
+  /** Of those, the ones that resumed an earlier session. */
+  resumed: number;
   /** Handshakes that failed, by the server's error message. */
   clientErrors: string[];
   close(): Promise<void>;
@@ -81,7 +84,7 @@ interface FileServer {
   close(): Promise<void>;
 }
 
-const ALL_CASES = ["sha1", "weak", "expired", "future", "good", "tls11"] as const;
+const ALL_CASES = ["sha1", "weak", "expired", "future", "good", "tls11", "resume"] as const;
 type Case = (typeof ALL_CASES)[number];
 /** Origins that send their leaf without its intermediate. */
 const AIA_CASES = ["aia", "aia_untrusted", "aia_404", "aia_denied"] as const;
@@ -116,7 +119,7 @@ const CRL_SETUP: Record<CrlCase, { path: string; revoked: boolean; serves: "ca" 
 let dir: string;
 let ca: string;
 let aiaRoot: string;
-const leaves = {} as Record<Exclude<Case, "tls11">, Leaf>;
+const leaves = {} as Record<Exclude<Case, "tls11" | "resume">, Leaf>;
 const origins = {} as Record<Endpoint, Origin>;
 /** The caIssuers URL in each AIA case's leaf. */
 const aiaUrls = {} as Record<AiaCase | AiaAttackCase, string>;
@@ -216,7 +219,10 @@ async function track(server: TlsServer, origin: Origin): Promise<Origin> {
     socket.on("close", () => sockets.delete(socket));
     socket.on("error", () => {});
   });
-  server.on("secureConnection", () => (origin.handshakes += 1));
+  server.on("secureConnection", (socket: TLSSocket) => {
+    origin.handshakes += 1;
+    if (socket.isSessionReused()) origin.resumed += 1;
+  });
   server.on("tlsClientError", (e: Error) => origin.clientErrors.push(e.message));
   await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
   origin.port = (server.address() as AddressInfo).port;
@@ -229,7 +235,7 @@ async function track(server: TlsServer, origin: Origin): Promise<Origin> {
 }
 
 function newOrigin(): Origin {
-  return { port: 0, requests: [], handshakes: 0, clientErrors: [], close: async () => {} };
+  return { port: 0, requests: [], handshakes: 0, resumed: 0, clientErrors: [], close: async () => {} };
 }
 
 /** Serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN) on 127.0.0.1 with `leaf`, answering 200. */
@@ -360,6 +366,8 @@ before(async () => {
   origins.future = await serve(leaves.future);
   origins.good = await serve(leaves.good);
   origins.tls11 = await serve(leaves.good, { ...legacy, minVersion: "TLSv1.1", maxVersion: "TLSv1.1" });
+  // A connection per request, for session resumption.
+  origins.resume = await serveLeafOnly(leaves.good);
 
   // AIA: root → intermediate → one leaf per case. The issuer servers listen before the
   // leaves are signed: their URLs are in the leaves.
@@ -510,6 +518,15 @@ test("a leaf signed with SHA-1 is refused after the handshake: sha1", async () =
 test("a leaf with an RSA-1024 key is refused after the handshake: weak_key", async () => {
   await refused("weak", "weak_key", "the certificate of weak-leaf has a 1024-bit key");
   await until(() => (origins.weak.handshakes === 1 ? true : undefined), () => `one handshake with the weak-key origin (${origins.weak.handshakes}, ${origins.weak.clientErrors})`);
+});
+
+test("a new connection to the same upstream resumes a TLS session (one full handshake for three connections)", async () => {
+  for (const path of ["/one", "/two", "/three"]) await served("resume", path);
+  const origin = origins.resume;
+  assert.deepEqual(origin.requests, ["GET /one", "GET /two", "GET /three"]);
+  assert.equal(origin.handshakes, 3, "a connection per request (the origin closes them)");
+  assert.equal(origin.resumed, 2, "the second and third resumed a session");
+  await nothingCounted("resume");
 });
 
 test("an expired leaf is refused: expired", async () => {

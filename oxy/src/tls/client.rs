@@ -3,6 +3,7 @@
 //! BoringSSL's chain and name checks, as a browser does: TLS below 1.2, SHA-1 signatures
 //! and small keys in the chain.
 
+use super::session_cache::SessionCache;
 use super::{aia, raw_public_key};
 use crate::hooks::Target;
 use crate::settings::{HttpClientSettings, TlsPolicy, TlsVersion};
@@ -11,8 +12,8 @@ use boring::error::ErrorStack;
 use boring::nid::Nid;
 use boring::pkey::Id;
 use boring::ssl::{
-    CertificateType, SslConnector, SslConnectorBuilder, SslMethod, SslRef, SslVerifyMode,
-    SslVersion,
+    CertificateType, SslConnector, SslConnectorBuilder, SslMethod, SslRef, SslSessionCacheMode,
+    SslVerifyMode, SslVersion,
 };
 use boring::x509::store::{X509Store, X509StoreBuilder};
 use boring::x509::{X509, X509Ref, X509VerifyError};
@@ -61,6 +62,9 @@ pub struct UpstreamTlsFacts {
     pub certificate: Option<ClientCertificate>,
     /// SHA-256 (hex) of the raw public key the upstream presented, accepted by a pin.
     pub pin: Option<String>,
+    /// Whether the connection resumed a session of an earlier one (its certificate was
+    /// verified then, and its revocation is checked again now).
+    pub resumed: bool,
 }
 
 impl UpstreamTlsFacts {
@@ -79,6 +83,7 @@ impl UpstreamTlsFacts {
             pin: raw_public_key::peer_pin(ssl)
                 .filter(|pin| pin.accepted)
                 .map(|pin| pin.sha256.clone()),
+            resumed: ssl.session_reused(),
         }
     }
 }
@@ -108,9 +113,12 @@ pub enum TlsConnectError {
     },
 }
 
-/// An endpoint's upstream TLS client: its BoringSSL connector and where its roots are.
+/// An endpoint's upstream TLS client: its BoringSSL connector, its sessions and where
+/// its roots are.
 pub struct UpstreamConnector {
     ssl: SslConnector,
+    /// Sessions for resumption (`None`: not resumed, with raw public keys pinned).
+    sessions: Option<Arc<SessionCache>>,
     /// `http.client.ca_file` (empty: the system's roots).
     ca_file: PathBuf,
     /// The roots themselves, read when first needed (to complete a chain, or to find
@@ -210,12 +218,20 @@ pub fn connector(settings: &HttpClientSettings) -> io::Result<UpstreamConnector>
             raw_public_key::credential(&settings.raw_public_key).map_err(io::Error::other)?;
         tls.add_credential(&credential).map_err(io::Error::other)?;
     }
-    if !settings.server_pins.is_empty() {
+    let sessions = if settings.server_pins.is_empty() {
+        let sessions = Arc::new(SessionCache::default());
+        tls.set_session_cache_mode(SslSessionCacheMode::CLIENT | SslSessionCacheMode::NO_INTERNAL);
+        let keep = sessions.clone();
+        tls.set_new_session_callback(move |ssl, session| keep.keep(ssl, session));
+        Some(sessions)
+    } else {
         let pins = raw_public_key::parse_pins(&settings.server_pins).map_err(io::Error::other)?;
         expect_raw_public_key(&mut tls, pins).map_err(io::Error::other)?;
-    }
+        None
+    };
     Ok(UpstreamConnector {
         ssl: tls.build(),
+        sessions,
         ca_file: settings.ca_file.clone(),
         roots: tokio::sync::OnceCell::new(),
     })
@@ -281,6 +297,24 @@ where
         config
             .set_verify_cert_store(store.clone())
             .map_err(|e| handshake(&e))?;
+    }
+    // A session is offered only to the upstream and under the terms it was made with;
+    // a raw public key is checked afresh on every connection.
+    if let Some(sessions) = connector
+        .sessions
+        .as_ref()
+        .filter(|_| overrides.pin.is_none())
+    {
+        let key = format!("{target} {:?} {:?}", overrides.alpn, overrides.policy);
+        if let Some(session) = sessions.offer(&key) {
+            // SAFETY: `session` was made by a connection of `connector.ssl`'s context,
+            // the context of `config`: the cache belongs to this connector alone.
+            #[allow(unsafe_code)]
+            unsafe {
+                config.set_session(&session).map_err(|e| handshake(&e))?;
+            }
+        }
+        SessionCache::mark(&mut config, key);
     }
     let refuse = |label: &'static str, reason: String| refused(endpoint, label, target, reason);
     let host = target.host.to_string();

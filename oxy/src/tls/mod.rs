@@ -11,6 +11,7 @@ pub mod quic;
 pub mod raw_public_key;
 pub mod revocation;
 pub mod server;
+mod session_cache;
 
 pub use certificate::{CertificateError, CertifiedKey, ca_problem, hex};
 pub use handshake_failure::HandshakeFailure;
