@@ -86,6 +86,12 @@ interface FileServer {
 
 const ALL_CASES = ["sha1", "weak", "expired", "future", "good", "tls11", "resume"] as const;
 type Case = (typeof ALL_CASES)[number];
+/** What a browser checks beyond the signature: the name (DNS or IP SAN), the extended
+ * key usage and an intermediate's name constraints. */
+const NAME_CASES = ["wrong_name", "by_ip", "wrong_ip", "client_eku", "constrained"] as const;
+type NameCase = (typeof NAME_CASES)[number];
+/** The host each name case's endpoint connects to (the others: `localhost`). */
+const UPSTREAM_HOST: Partial<Record<NameCase, string>> = { by_ip: "127.0.0.1", wrong_ip: "127.0.0.1" };
 /** Origins that send their leaf without its intermediate. */
 const AIA_CASES = ["aia", "aia_untrusted", "aia_404", "aia_denied"] as const;
 type AiaCase = (typeof AIA_CASES)[number];
@@ -96,7 +102,7 @@ type AiaAttackCase = (typeof AIA_ATTACK_CASES)[number];
 /** Leaves from the CRL test CA, each naming its own CRL path. */
 const CRL_CASES = ["crl_revoked", "crl_good", "crl_404", "crl_404_hard", "crl_forged", "crl_impostor", "crl_off", "crl_unbound"] as const;
 type CrlCase = (typeof CRL_CASES)[number];
-type Endpoint = Case | AiaCase | AiaAttackCase | CrlCase;
+type Endpoint = Case | NameCase | AiaCase | AiaAttackCase | CrlCase;
 type Revocation = "off" | "soft_fail" | "hard_fail";
 
 /** Each CRL case: its leaf's CRL path, whether the CA revoked it, the CRL served at the
@@ -369,6 +375,29 @@ before(async () => {
   // A connection per request, for session resumption.
   origins.resume = await serveLeafOnly(leaves.good);
 
+  // Names, key usage and name constraints, all from the test CA but the constrained
+  // leaf, which an intermediate limited to example.org issued for localhost.
+  for (const name of ["wrong-name-leaf", "dns-only-leaf", "client-eku-leaf", "constrained-int", "constrained-leaf"]) request(name);
+  const wrongName = issue("wrong-name-leaf", "ca", "subjectAltName=DNS:other.example\nextendedKeyUsage=serverAuth\n");
+  const dnsOnly = issue("dns-only-leaf", "ca", "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n");
+  const clientEku = issue("client-eku-leaf", "ca", "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=clientAuth\n");
+  issue("constrained-int", "ca", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\nnameConstraints=critical,permitted;DNS:example.org\n");
+  const constrained = issue("constrained-leaf", "constrained-int", LEAF_EXTENSIONS);
+  // The fixtures are what they claim, by OpenSSL.
+  const verify = (leaf: Leaf, ...args: string[]) => () => openssl(["verify", "-CAfile", "ca.pem", ...args, leaf.chain]);
+  assert.throws(verify(wrongName, "-verify_hostname", "localhost"), /hostname mismatch/);
+  assert.match(verify(dnsOnly, "-verify_hostname", "localhost")(), /: OK\n/);
+  assert.throws(verify(dnsOnly, "-verify_ip", "127.0.0.1"), /IP address mismatch/);
+  assert.match(verify(leaves.good, "-verify_ip", "127.0.0.1")(), /: OK\n/);
+  assert.throws(verify(clientEku, "-purpose", "sslserver"), /unsuitable certificate purpose/);
+  assert.throws(verify(constrained, "-untrusted", "constrained-int.pem"), /permitted subtree violation/);
+  origins.wrong_name = await serve(wrongName);
+  origins.by_ip = await serve(leaves.good);
+  origins.wrong_ip = await serve(dnsOnly);
+  origins.client_eku = await serve(clientEku);
+  const constrainedChain = Buffer.concat([readFileSync(constrained.chain), readFileSync(join(dir, "constrained-int.pem"))]);
+  origins.constrained = await serve(constrained, { cert: constrainedChain });
+
   // AIA: root → intermediate → one leaf per case. The issuer servers listen before the
   // leaves are signed: their URLs are in the leaves.
   aiaRoot = selfSignedCa("aia-root", "Oxy AIA Test Root");
@@ -464,11 +493,11 @@ before(async () => {
     settings: {
       // 127.0.0.1 only: the issuer server on 127.0.0.2 is loopback but not allowed.
       egress: { allow: ["127.0.0.1/32"] },
-      endpoints: [...ALL_CASES, ...AIA_CASES, ...AIA_ATTACK_CASES, ...CRL_CASES].map((name) => ({
+      endpoints: [...ALL_CASES, ...NAME_CASES, ...AIA_CASES, ...AIA_ATTACK_CASES, ...CRL_CASES].map((name) => ({
         name,
         listen: ["127.0.0.1:0"],
         http: {
-          upstream: `https://localhost:${origins[name].port}`,
+          upstream: `https://${UPSTREAM_HOST[name as NameCase] ?? "localhost"}:${origins[name].port}`,
           client: clientFor(name),
         },
       })),
@@ -494,13 +523,14 @@ after(async () => {
 const failures = (endpoint: Endpoint, reason: string) => `oxy_tls_upstream_verification_failures_total{endpoint="${endpoint}",reason="${reason}"}`;
 const httpErrors = (endpoint: Endpoint, reason: string) => `oxy_http_errors_total{endpoint="${endpoint}",reason="${reason}"}`;
 
-/** GET / through endpoint `name`; asserts a 502 whose body is the certificate refusal
- * `reason` counted under `label` (and under no other), and that the origin got no request. */
-async function refused(name: Endpoint, label: string, reason: string): Promise<void> {
+/** GET / through endpoint `name` (connecting to `host`); asserts a 502 whose body is the
+ * certificate refusal `reason` counted under `label` (and under no other), and that the
+ * origin got no request. */
+async function refused(name: Endpoint, label: string, reason: string, host = "localhost"): Promise<void> {
   const res = await curl([`${oxy.url(name)}/`]);
   const origin = origins[name];
   assert.equal(res.status, 502, `${res.stderr}\n${oxy.logs()}`);
-  assert.equal(res.body, `certificate verification failed for localhost:${origin.port}: ${reason}\n`);
+  assert.equal(res.body, `certificate verification failed for ${host}:${origin.port}: ${reason}\n`);
   await oxy.waitForMetric(failures(name, label), 1);
   await oxy.waitForMetric(httpErrors(name, "upstream_certificate"), 1);
   const metrics = (await oxy.telemetry("/metrics")).body;
@@ -547,6 +577,25 @@ test("a good leaf from the same CA is served", async () => {
   const metrics = (await oxy.telemetry("/metrics")).body;
   assert.doesNotMatch(metrics, /^oxy_tls_upstream_verification_failures_total\{endpoint="good"/m);
   assert.doesNotMatch(metrics, /^oxy_http_errors_total\{endpoint="good"/m);
+});
+
+test("a leaf for another name is refused: hostname_mismatch", async () => {
+  await refused("wrong_name", "hostname_mismatch", "Hostname mismatch");
+});
+
+test("an upstream addressed by IP is matched against the leaf's IP SANs: served with one, refused without (hostname_mismatch)", async () => {
+  await served("by_ip", "/ip");
+  assert.deepEqual(origins.by_ip.requests, ["GET /ip"]);
+  await nothingCounted("by_ip");
+  await refused("wrong_ip", "hostname_mismatch", "IP address mismatch", "127.0.0.1");
+});
+
+test("a leaf for client authentication only is refused: key_usage", async () => {
+  await refused("client_eku", "key_usage", "unsupported certificate purpose");
+});
+
+test("a leaf outside its intermediate's name constraints is refused: name_constraints", async () => {
+  await refused("constrained", "name_constraints", "permitted subtree violation");
 });
 
 test("an origin that speaks only TLS 1.1 fails the handshake: upstream_tls", async () => {

@@ -417,6 +417,11 @@ fn verification_label(e: X509VerifyError) -> &'static str {
         }
         X509VerifyError::DEPTH_ZERO_SELF_SIGNED_CERT
         | X509VerifyError::SELF_SIGNED_CERT_IN_CHAIN => "self_signed",
+        X509VerifyError::INVALID_PURPOSE => "key_usage",
+        X509VerifyError::PERMITTED_VIOLATION
+        | X509VerifyError::EXCLUDED_VIOLATION
+        | X509VerifyError::NAME_CONSTRAINTS_WITHOUT_SANS => "name_constraints",
+        X509VerifyError::INVALID_CA | X509VerifyError::PATH_LENGTH_EXCEEDED => "invalid_ca",
         _ => "other",
     }
 }

@@ -376,8 +376,8 @@ pub mod oxy_tls {
 
     /// Upstream certificates (or raw public keys) that failed verification, by endpoint
     /// and reason (`unknown_issuer`, `expired`, `not_yet_valid`, `hostname_mismatch`,
-    /// `self_signed`, `sha1`, `weak_key`, `pin_mismatch`, `revoked`,
-    /// `revocation_unknown`, `other`).
+    /// `key_usage`, `name_constraints`, `invalid_ca`, `self_signed`, `sha1`, `weak_key`,
+    /// `pin_mismatch`, `revoked`, `revocation_unknown`, `other`).
     pub fn upstream_verification_failures_total(endpoint: &str, reason: &str) -> Counter;
 
     /// Upstream certificates whose revocation status could not be told and that passed
