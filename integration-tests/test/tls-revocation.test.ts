@@ -43,7 +43,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { curl } from "../lib/curl.ts";
-import { OxyProcess, until } from "../lib/oxy.ts";
+import { endpointSettingsErrors, OxyProcess, until } from "../lib/oxy.ts";
 
 type Revocation = "off" | "soft_fail" | "hard_fail";
 
@@ -478,6 +478,15 @@ test("Intermediate: a leaf under an intermediate the root's CRL does not list is
   assert.equal(origin.handshakes, 2, "a connection per request (the origin closes them)");
   assert.equal((crls.hits["/root.crl"] ?? 0) - before, 1, `one GET for the root's CRL (${JSON.stringify(crls.hits)})`);
   await nothingCounted("int_good");
+});
+
+test("crl_files that cannot be read or are not CRLs are settings errors naming the entry", async () => {
+  const notCrl = join(dir, "not-a-crl.pem");
+  writeFileSync(notCrl, "-----BEGIN X509 CRL-----\nAAAA\n-----END X509 CRL-----\n");
+  const missing = join(dir, "missing.crl");
+  const errors = await endpointSettingsErrors(["    http:", "      client:", `        crl_files: [${missing}, ${notCrl}]`]);
+  assert.match(errors, new RegExp(`endpoints\\[0\\]\\.http\\.client\\.crl_files\\[0\\]: cannot read ${missing.replaceAll(".", "\\.")}: No such file`));
+  assert.match(errors, new RegExp(`endpoints\\[0\\]\\.http\\.client\\.crl_files\\[1\\]: ${notCrl.replaceAll(".", "\\.")}: not a CRL`));
 });
 
 test("Oxy exits cleanly", async () => {

@@ -4,7 +4,7 @@
 // endpoint; the upstream client asking upstreams for a raw public key by pin
 // (`http.client.server_pins`, or per request by the egress hook: the fixture's
 // `upstream_server_pin`) and presenting its own (`http.client.raw_public_key`); and bad
-// pins in settings. Two Oxy processes talk to each other: a front (`oxy` or
+// pins in settings; the same over HTTP/3 (rustls) with `oxy-client`. Two Oxy processes talk to each other: a front (`oxy` or
 // `fixture-app`, a reverse proxy) and an internal service (`fixture-app`, whose
 // `respond_path` answers with the TLS facts its hooks saw). Keys are EC P-256, made with
 // openssl.
@@ -19,6 +19,7 @@ import { before, test } from "node:test";
 import { makePki, type TestPki } from "../lib/certs.ts";
 import { curl, lastResponse, type CurlResult } from "../lib/curl.ts";
 import { endpointSettingsErrors, OxyProcess, runToExit, writeConfig } from "../lib/oxy.ts";
+import { runClient } from "../lib/oxy-client.ts";
 
 /** A PEM private key and the pin of its public key (lowercase hex). */
 interface RawKey {
@@ -276,7 +277,63 @@ test("the egress hook gives the upstream's pin per request (upstream_server_pin)
 });
 
 // ---------------------------------------------------------------------------------------
-// 6. Settings
+// 6. HTTP/3 (QUIC: rustls, TLS 1.3)
+
+/** `oxy-client get https://127.0.0.1:PORT/hello` over HTTP/3 with `trust` options: its
+ * status (0 when there was none), response headers and body. */
+async function h3Hello(port: number, trust: string[]): Promise<{ status: number; headers: Record<string, string>; body: string; stderr: string }> {
+  const run = await runClient(["get", `https://127.0.0.1:${port}/hello`, ...trust], { timeoutMs: 15_000 });
+  const status = Number(run.stderr.match(/^status (\d{3})$/m)?.[1] ?? 0);
+  const headers = Object.fromEntries([...run.stderr.matchAll(/^< ([^:]+): (.*)$/gm)].map((m) => [m[1], m[2]]));
+  return { status, headers, body: run.stdout, stderr: run.stderr };
+}
+
+test("HTTP/3 over raw public keys both ways: the endpoint presents its key, accepts clients by pin and its hooks see the pin; a wrong pin on either side, no key or an X.509-only client fail the handshake", async () => {
+  const service = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      endpoints: [
+        {
+          name: "internal",
+          listen: ["127.0.0.1:0"],
+          tls: { enabled: true, raw_public_key: internal.key, client_auth: "required", client_pins: [front.pin] },
+          http: { h3: { enabled: true } },
+          app: { respond_path: "/hello" },
+        },
+      ],
+    },
+  });
+  const port = service.port("internal", "quic");
+
+  const ok = await h3Hello(port, ["--server-pin", internal.pin, "--raw-public-key", front.key]);
+  assert.equal(ok.status, 200, ok.stderr);
+  assert.equal(ok.body.trimEnd(), "hello from the fixture app");
+  assert.equal(ok.headers["x-client-pin"], front.pin, JSON.stringify(ok.headers));
+  assert.equal(ok.headers["x-client-subject"] ?? "", "", "a raw public key has no subject");
+  assert.equal((await requestLines(service, "internal")).length, 1, "one request reached the hooks");
+
+  // Each fails in the handshake, for its own reason: the client refuses the endpoint's
+  // key, or the endpoint (aborted by peer) refuses the client's key or its lack of one.
+  const failures: [string, string[], RegExp][] = [
+    ["the client expects another server pin", ["--server-pin", stranger.pin, "--raw-public-key", front.key], /QUIC handshake with the proxy failed\s+Caused by:\s+the cryptographic handshake failed: error 49: invalid peer certificate: ApplicationVerificationFailure/],
+    ["the client presents a key the endpoint does not pin", ["--server-pin", internal.pin, "--raw-public-key", stranger.key], /aborted by peer: the cryptographic handshake failed: error 49: invalid peer certificate: ApplicationVerificationFailure/],
+    ["the client presents no key (client_auth required)", ["--server-pin", internal.pin], /aborted by peer: the cryptographic handshake failed: error 40: peer is incompatible: IncorrectCertificateTypeExtension/],
+    ["the client takes certificates only", ["--ca", pki.ca, "--raw-public-key", front.key], /aborted by peer: the cryptographic handshake failed: error 40: peer is incompatible: IncorrectCertificateTypeExtension/],
+  ];
+  for (const [what, trust, reason] of failures) {
+    const r = await h3Hello(port, trust);
+    assert.equal(r.status, 0, `${what}: ${r.stderr}`);
+    assert.match(r.stderr, reason, what);
+  }
+  // Nothing more reached the hooks.
+  const lines = await requestLines(service, "internal");
+  assert.equal(lines.length, 1, lines.join("\n"));
+  assert.match(lines[0], / 1$/);
+  await stopClean(service);
+});
+
+// ---------------------------------------------------------------------------------------
+// 7. Settings
 
 test("bad pins, and client_pins without client authentication, are settings errors naming the path", async () => {
   const check = endpointSettingsErrors;

@@ -8,6 +8,7 @@ pub mod interception;
 mod ocsp;
 pub mod policy;
 pub mod quic;
+pub mod quic_raw_public_key;
 pub mod raw_public_key;
 pub mod revocation;
 pub mod server;

@@ -1,15 +1,18 @@
 //! QUIC server configuration for HTTP/3: rustls (TLS 1.3, ALPN `h3`) with the endpoint's
 //! certificates chosen by SNI, optional client certificates, and quinn's transport knobs.
 
-use super::CertifiedKey;
+use super::quic_raw_public_key::{self, PinVerifier};
 use super::server::{
     ClientCertificate, TlsFacts, TlsSetupError, certificate_facts, setup_error, sni_matches,
 };
+use super::{CertifiedKey, raw_public_key};
 use crate::settings::{ClientAuth, H3Settings, TlsPolicy, TlsSettings};
 use quinn::crypto::rustls::{HandshakeData, QuicServerConfig};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::server::{
+    AlwaysResolvesServerRawPublicKeys, ClientHello, ResolvesServerCert, WebPkiClientVerifier,
+};
 use rustls::sign;
 use std::sync::Arc;
 
@@ -22,30 +25,24 @@ pub fn server_config(
         tls.policy
             .restrict_quic(rustls::crypto::ring::default_provider()),
     );
-    let mut keys = Vec::new();
-    for cert in &tls.certificates {
-        let loaded = CertifiedKey::load(&cert.chain, &cert.key)
-            .map_err(|e| setup_error("certificates", e))?;
-        keys.push((cert.server_names.clone(), rustls_key(&loaded, &provider)?));
-    }
-    let Some((_, default)) = keys.first().cloned() else {
-        return Err(setup_error("certificates", "HTTP/3 needs a certificate"));
-    };
-    let named = keys
-        .into_iter()
-        .skip(1)
-        .flat_map(|(names, key)| {
-            names
-                .into_iter()
-                .map(move |name| (name.to_ascii_lowercase(), key.clone()))
-        })
-        .collect();
-    let resolver = Arc::new(SniResolver { default, named });
+    let resolver = resolver(tls, &provider)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| setup_error("min_version", e))?;
     let mut config = match tls.client_auth {
         ClientAuth::None => builder.with_no_client_auth().with_cert_resolver(resolver),
+        // Raw public keys only when no CA is set: rustls takes one kind per endpoint.
+        ClientAuth::Optional | ClientAuth::Required
+            if tls.client_ca.as_os_str().is_empty() && !tls.client_pins.is_empty() =>
+        {
+            let pins = raw_public_key::parse_pins(&tls.client_pins)
+                .map_err(|e| setup_error("client_pins", e))?;
+            let mandatory = tls.client_auth == ClientAuth::Required;
+            let verifier = PinVerifier::new(pins, &provider, mandatory);
+            builder
+                .with_client_cert_verifier(Arc::new(verifier))
+                .with_cert_resolver(resolver)
+        }
         ClientAuth::Optional | ClientAuth::Required => {
             let mut roots = rustls::RootCertStore::empty();
             let pem = std::fs::read(&tls.client_ca).map_err(|e| {
@@ -80,6 +77,38 @@ pub fn server_config(
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     apply_transport(&mut server, h3)?;
     Ok(server)
+}
+
+/// What the endpoint presents: its certificates chosen by SNI, or, when it has none, its
+/// raw public key (rustls presents one kind per endpoint).
+fn resolver(
+    tls: &TlsSettings,
+    provider: &CryptoProvider,
+) -> Result<Arc<dyn ResolvesServerCert>, TlsSetupError> {
+    if tls.certificates.is_empty() && !tls.raw_public_key.as_os_str().is_empty() {
+        let key = quic_raw_public_key::certified_key(&tls.raw_public_key, provider)
+            .map_err(|e| setup_error("raw_public_key", e))?;
+        return Ok(Arc::new(AlwaysResolvesServerRawPublicKeys::new(key)));
+    }
+    let mut keys = Vec::new();
+    for cert in &tls.certificates {
+        let loaded = CertifiedKey::load(&cert.chain, &cert.key)
+            .map_err(|e| setup_error("certificates", e))?;
+        keys.push((cert.server_names.clone(), rustls_key(&loaded, provider)?));
+    }
+    let Some((_, default)) = keys.first().cloned() else {
+        return Err(setup_error("certificates", "HTTP/3 needs a certificate"));
+    };
+    let named = keys
+        .into_iter()
+        .skip(1)
+        .flat_map(|(names, key)| {
+            names
+                .into_iter()
+                .map(move |name| (name.to_ascii_lowercase(), key.clone()))
+        })
+        .collect();
+    Ok(Arc::new(SniResolver { default, named }))
 }
 
 /// The QUIC transport knobs of `h3` (idle timeout, streams, datagram buffers).
@@ -148,12 +177,20 @@ pub fn facts(connection: &quinn::Connection) -> TlsFacts {
     let handshake = connection
         .handshake_data()
         .and_then(|data| data.downcast::<HandshakeData>().ok());
-    let client_certificate: Option<ClientCertificate> = connection
+    let leaf = connection
         .peer_identity()
         .and_then(|identity| identity.downcast::<Vec<CertificateDer<'static>>>().ok())
-        .and_then(|chain| chain.first().cloned())
-        .and_then(|leaf| boring::x509::X509::from_der(&leaf).ok())
-        .map(|leaf| certificate_facts(&leaf));
+        .and_then(|chain| chain.first().cloned());
+    let certificate = leaf
+        .as_ref()
+        .and_then(|leaf| boring::x509::X509::from_der(leaf).ok());
+    let client_certificate: Option<ClientCertificate> =
+        certificate.as_ref().map(|leaf| certificate_facts(leaf));
+    // Not a certificate: a raw public key, which only the pin verifier accepts.
+    let client_pin = match (&certificate, &leaf) {
+        (None, Some(spki)) => quic_raw_public_key::pin_of(spki).map(|pin| super::hex(&pin)),
+        _ => None,
+    };
     TlsFacts {
         sni: handshake.as_ref().and_then(|h| h.server_name.clone()),
         alpn: handshake
@@ -165,6 +202,6 @@ pub fn facts(connection: &quinn::Connection) -> TlsFacts {
         client_certificate,
         intercepted: false,
         policy: TlsPolicy::Default,
-        client_pin: None,
+        client_pin,
     }
 }

@@ -61,7 +61,7 @@ pub async fn open_stream(
     let peer = tcp.peer_addr()?;
     let io: Box<dyn Io> = if tls {
         let mut connector = boring::ssl::SslConnector::builder(boring::ssl::SslMethod::tls())?;
-        if let Some(ca) = &proxy.ca {
+        if let Some(ca) = &proxy.trust.ca {
             connector.set_ca_file(ca).context("cannot load --ca")?;
         }
         connector.set_alpn_protos(if h2 { b"\x02h2" } else { b"\x08http/1.1" })?;

@@ -12,7 +12,6 @@ mod quic;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
-use std::path::PathBuf;
 
 #[derive(Parser)]
 #[command(name = "oxy-client", version, about)]
@@ -40,9 +39,8 @@ enum Command {
     Get {
         /// `https://host:port/path`.
         url: http::Uri,
-        /// PEM CA bundle that verifies the server (the system's roots are not used).
-        #[arg(long)]
-        ca: PathBuf,
+        #[command(flatten)]
+        trust: quic::Trust,
         /// Send this many requests (several at once) and print a JSON summary.
         #[arg(long)]
         requests: Option<usize>,
@@ -58,9 +56,8 @@ struct ProxyArgs {
     /// The proxy, `https://host:port` (`http://` for HTTP/2 or HTTP/1.1 without TLS).
     #[arg(long)]
     proxy: http::Uri,
-    /// PEM CA bundle that verifies the proxy's certificate.
-    #[arg(long)]
-    ca: Option<PathBuf>,
+    #[command(flatten)]
+    trust: quic::Trust,
     /// Sent as `Authorization` (e.g. `Bearer <token>`).
     #[arg(long)]
     authorization: Option<String>,
@@ -144,10 +141,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Connect { proxy, target } => quic::connect_tcp(&proxy, &target).await,
         Command::Get {
             url,
-            ca,
+            trust,
             requests,
             concurrency,
-        } => quic::get(&url, &ca, requests, concurrency).await,
+        } => quic::get(&url, &trust, requests, concurrency).await,
     }
 }
 

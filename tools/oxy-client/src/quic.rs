@@ -7,9 +7,12 @@ use anyhow::Context;
 use bytes::{Buf, Bytes};
 use h3::client::SendRequest;
 use oxy::http::capsule;
+use oxy::tls::quic_raw_public_key::{self, PinVerifier};
+use oxy::tls::raw_public_key::parse_pin;
+use rustls::client::AlwaysResolvesClientRawPublicKeys;
 use std::collections::HashMap;
 use std::net::ToSocketAddrs;
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -32,23 +35,58 @@ impl Session {
     }
 }
 
-/// An HTTP/3 connection to `authority` (`host:port`) verified with the CA in `ca`.
+/// How the client trusts the server, and the raw public key it presents.
+#[derive(clap::Args, Clone)]
+pub struct Trust {
+    /// PEM CA bundle that verifies the server's certificate (the system's roots are not
+    /// used).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// HTTP/3: expect a raw public key (RFC 7250) with this SHA-256 pin (hex) instead of
+    /// a certificate.
+    #[arg(long)]
+    pub server_pin: Option<String>,
+    /// HTTP/3: present the raw public key of this PEM private key when the server asks
+    /// for a client credential.
+    #[arg(long)]
+    pub raw_public_key: Option<PathBuf>,
+}
+
+/// An HTTP/3 connection to `authority` (`host:port`), trusted as `trust` says.
 async fn connect(
     authority: &http::uri::Authority,
-    ca: Option<&Path>,
+    trust: &Trust,
     bind: Option<std::net::IpAddr>,
 ) -> anyhow::Result<(Session, Requests)> {
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = ca.context("--ca is needed for HTTP/3")?;
-    let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
-    for cert in boring::x509::X509::stack_from_pem(&pem)? {
-        roots.add(cert.to_der()?.into())?;
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?;
+    let builder = match (&trust.server_pin, &trust.ca) {
+        (Some(pin), _) => {
+            let pin = parse_pin(pin).map_err(anyhow::Error::msg)?;
+            let verifier = PinVerifier::new(vec![pin], &provider, true);
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+        }
+        (None, Some(ca)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let pem = std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?;
+            for cert in boring::x509::X509::stack_from_pem(&pem)? {
+                roots.add(cert.to_der()?.into())?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        (None, None) => anyhow::bail!("--ca or --server-pin is needed for HTTP/3"),
+    };
+    let mut tls = match &trust.raw_public_key {
+        Some(path) => {
+            let key =
+                quic_raw_public_key::certified_key(path, &provider).map_err(anyhow::Error::msg)?;
+            builder.with_client_cert_resolver(Arc::new(AlwaysResolvesClientRawPublicKeys::new(key)))
+        }
+        None => builder.with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![b"h3".to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls)?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
@@ -106,7 +144,7 @@ pub async fn udp_flows(
     flows: usize,
 ) -> anyhow::Result<(Vec<Flow>, Session)> {
     let authority = authority_of(proxy)?;
-    let (session, mut requests) = connect(&authority, proxy.ca.as_deref(), proxy.bind).await?;
+    let (session, mut requests) = connect(&authority, &proxy.trust, proxy.bind).await?;
     let connection = session.connection.clone();
     let routes: Arc<Mutex<HashMap<u64, mpsc::Sender<Bytes>>>> = Arc::default();
     let mut opened = Vec::new();
@@ -187,7 +225,7 @@ fn extended_connect(
 /// capsule on the stream when one does not fit a QUIC datagram).
 pub async fn ip_session(proxy: &ProxyArgs, path: &str) -> anyhow::Result<(IpChannel, Session)> {
     let authority = authority_of(proxy)?;
-    let (session, mut requests) = connect(&authority, proxy.ca.as_deref(), proxy.bind).await?;
+    let (session, mut requests) = connect(&authority, &proxy.trust, proxy.bind).await?;
     let connection = session.connection.clone();
     let request = extended_connect(proxy, &authority, path, h3::ext::Protocol::CONNECT_IP)?;
     let mut stream = requests.send_request(request).await?;
@@ -257,7 +295,7 @@ pub async fn ip_session(proxy: &ProxyArgs, path: &str) -> anyhow::Result<(IpChan
 /// CONNECT to `target` over HTTP/3; stdin to the target, the target's bytes to stdout.
 pub async fn connect_tcp(proxy: &ProxyArgs, target: &str) -> anyhow::Result<()> {
     let authority = authority_of(proxy)?;
-    let (session, mut requests) = connect(&authority, proxy.ca.as_deref(), proxy.bind).await?;
+    let (session, mut requests) = connect(&authority, &proxy.trust, proxy.bind).await?;
     let mut request = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(target);
@@ -302,17 +340,20 @@ pub async fn connect_tcp(proxy: &ProxyArgs, target: &str) -> anyhow::Result<()> 
 /// `concurrency` at once) and print a JSON summary.
 pub async fn get(
     url: &http::Uri,
-    ca: &Path,
+    trust: &Trust,
     requests: Option<usize>,
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let authority = url.authority().context("the URL needs host:port")?;
-    let (session, sender) = connect(authority, Some(ca), None).await?;
+    let (session, sender) = connect(authority, trust, None).await?;
     let Some(total) = requests else {
         let fetched = fetch(sender, url).await;
         session.close().await;
-        let (status, body) = fetched?;
-        eprintln!("status {status}");
+        let (head, body) = fetched?;
+        eprintln!("status {}", head.status.as_u16());
+        for (name, value) in &head.headers {
+            eprintln!("< {name}: {}", String::from_utf8_lossy(value.as_bytes()));
+        }
         let mut stdout = tokio::io::stdout();
         stdout.write_all(&body).await?;
         stdout.flush().await?;
@@ -327,7 +368,7 @@ pub async fn get(
             let (mut ok, mut failed) = (0u64, 0u64);
             while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < total {
                 match fetch(sender.clone(), &url).await {
-                    Ok((200, _)) => ok += 1,
+                    Ok((head, _)) if head.status == http::StatusCode::OK => ok += 1,
                     _ => failed += 1,
                 }
             }
@@ -349,7 +390,10 @@ pub async fn get(
     Ok(())
 }
 
-async fn fetch(mut sender: Requests, url: &http::Uri) -> anyhow::Result<(u16, Vec<u8>)> {
+async fn fetch(
+    mut sender: Requests,
+    url: &http::Uri,
+) -> anyhow::Result<(http::response::Parts, Vec<u8>)> {
     let request = http::Request::get(url.clone()).body(())?;
     let mut stream = sender.send_request(request).await?;
     // A server that answers before reading the request (a 407, a block) may decline the
@@ -366,5 +410,5 @@ async fn fetch(mut sender: Requests, url: &http::Uri) -> anyhow::Result<(u16, Ve
             data.advance(n);
         }
     }
-    Ok((response.status().as_u16(), body))
+    Ok((response.into_parts().0, body))
 }
