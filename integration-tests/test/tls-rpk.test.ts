@@ -315,8 +315,8 @@ test("HTTP/3 over raw public keys both ways: the endpoint presents its key, acce
   // Each fails in the handshake, for its own reason: the client refuses the endpoint's
   // key, or the endpoint (aborted by peer) refuses the client's key or its lack of one.
   const failures: [string, string[], RegExp][] = [
-    ["the client expects another server pin", ["--server-pin", stranger.pin, "--raw-public-key", front.key], /QUIC handshake with the proxy failed\s+Caused by:\s+the cryptographic handshake failed: error 49: invalid peer certificate: ApplicationVerificationFailure/],
-    ["the client presents a key the endpoint does not pin", ["--server-pin", internal.pin, "--raw-public-key", stranger.key], /aborted by peer: the cryptographic handshake failed: error 49: invalid peer certificate: ApplicationVerificationFailure/],
+    ["the client expects another server pin", ["--server-pin", stranger.pin, "--raw-public-key", front.key], new RegExp(`QUIC handshake with the proxy failed\\s+Caused by:\\s+the cryptographic handshake failed: error 46: invalid peer certificate: .*raw public key ${internal.pin} matches no pin`)],
+    ["the client presents a key the endpoint does not pin", ["--server-pin", internal.pin, "--raw-public-key", stranger.key], /aborted by peer: the cryptographic handshake failed: error 46: invalid peer certificate/],
     ["the client presents no key (client_auth required)", ["--server-pin", internal.pin], /aborted by peer: the cryptographic handshake failed: error 40: peer is incompatible: IncorrectCertificateTypeExtension/],
     ["the client takes certificates only", ["--ca", pki.ca, "--raw-public-key", front.key], /aborted by peer: the cryptographic handshake failed: error 40: peer is incompatible: IncorrectCertificateTypeExtension/],
   ];
@@ -325,6 +325,9 @@ test("HTTP/3 over raw public keys both ways: the endpoint presents its key, acce
     assert.equal(r.status, 0, `${what}: ${r.stderr}`);
     assert.match(r.stderr, reason, what);
   }
+  // The endpoint counted and logged the unpinned key as TCP endpoints do.
+  await service.waitForMetric('oxy_tls_handshake_failures_total{endpoint="internal",reason="client_pin"}', 1);
+  await service.waitForLog(new RegExp(`QUIC handshake failed.*client raw public key ${stranger.pin} matches no pin`));
   // Nothing more reached the hooks.
   const lines = await requestLines(service, "internal");
   assert.equal(lines.length, 1, lines.join("\n"));

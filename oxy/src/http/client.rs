@@ -365,10 +365,12 @@ impl<App: OxyExt> OffRampConnector<App> {
         let roots = self.tls.roots().await;
         let verdict = match revocation::links(&sent, fetched, &roots) {
             Ok(links) => {
-                let fetch = |url: String| async move {
+                let get_crl = |url: String| async move {
                     fetch(&self.services, &url, revocation::MAX_CRL_BYTES).await
                 };
-                self.checker.verdict(&links, ssl.ocsp_status(), fetch).await
+                self.checker
+                    .verdict(&links, ssl.ocsp_status(), get_crl)
+                    .await
             }
             Err(why) => Verdict::Unknown(format!("its revocation status is unknown: {why}")),
         };

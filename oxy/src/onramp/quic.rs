@@ -225,6 +225,12 @@ const CERTIFICATE_ALERTS: [u8; 8] = [42, 43, 44, 45, 46, 48, 49, 116];
 
 /// Why a QUIC handshake failed, from the TLS alert that closed it.
 fn quic_handshake_failure(e: &quinn::ConnectionError) -> HandshakeFailure {
+    // Only an error raised here, not a reason the peer closed with.
+    if let quinn::ConnectionError::TransportError(error) = e
+        && let Some(pin) = crate::tls::quic_raw_public_key::refused_pin(&error.reason)
+    {
+        return HandshakeFailure::ClientPin(pin);
+    }
     let alert = match e {
         quinn::ConnectionError::TransportError(error) => Some(error.code),
         quinn::ConnectionError::ConnectionClosed(close) => Some(close.error_code),

@@ -274,9 +274,10 @@ pub struct HttpClientSettings {
     /// off-ramp, kept until their nextUpdate and at most a day). `off`, `soft_fail` (an
     /// unknown status is counted and passes) or `hard_fail` (it is refused).
     pub revocation: Revocation,
-    /// CRL files (DER or PEM), read at start, checked before distribution points: a
-    /// certificate whose issuer signed one of them is revoked if it lists it and good if
-    /// not (unknown once the file is past its nextUpdate).
+    /// CRL files (DER or PEM), read at start: a certificate whose issuer signed one of
+    /// them is revoked if it lists it (whatever a stapled OCSP response says), and
+    /// otherwise good while the file is before its nextUpdate. Partitioned, delta and
+    /// indirect CRLs are refused.
     pub crl_files: Vec<std::path::PathBuf>,
 }
 

@@ -269,7 +269,7 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
         }
         let client = &http.client;
         for (j, path) in client.crl_files.iter().enumerate() {
-            if let Err(e) = crate::tls::revocation::Checker::new(std::slice::from_ref(path)) {
+            if let Err(e) = crate::tls::revocation::read_crl_file(path) {
                 let crl_at = at(&[
                     key("http"),
                     key("client"),

@@ -62,8 +62,9 @@ pub struct UpstreamTlsFacts {
     pub certificate: Option<ClientCertificate>,
     /// SHA-256 (hex) of the raw public key the upstream presented, accepted by a pin.
     pub pin: Option<String>,
-    /// Whether the connection resumed a session of an earlier one (its certificate was
-    /// verified then, and its revocation is checked again now).
+    /// Whether the connection resumed a session of an earlier one (its chain was
+    /// verified then; its dates, key sizes, signatures and, unless `revocation: off`,
+    /// revocation are checked again now).
     pub resumed: bool,
 }
 
@@ -348,6 +349,10 @@ where
     if let Some((label, reason)) = weakness(stream.ssl()) {
         return Err(refuse(label, reason));
     }
+    // A resumed session skips verification: its certificate must still be in date.
+    if stream.ssl().session_reused() && expired(stream.ssl()) {
+        return Err(refuse("expired", "certificate has expired".into()));
+    }
     Ok(stream)
 }
 
@@ -389,6 +394,16 @@ fn weakness(ssl: &SslRef) -> Option<(&'static str, String)> {
         }
     }
     None
+}
+
+/// Whether the upstream's certificate is past its notAfter.
+fn expired(ssl: &SslRef) -> bool {
+    let Some(leaf) = ssl.peer_certificate() else {
+        return false;
+    };
+    let now = boring::asn1::Asn1Time::days_from_now(0);
+    now.and_then(|now| leaf.not_after().compare(&now))
+        .is_ok_and(|order| order == std::cmp::Ordering::Less)
 }
 
 /// A certificate's subject, for messages.

@@ -11,7 +11,9 @@ use rustls::pki_types::{
     UnixTime,
 };
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, Error, OtherError, SignatureScheme,
+};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,6 +43,26 @@ pub fn pin_of(spki: &[u8]) -> Option<Pin> {
         .and_then(|key| spki_pin(&key))
 }
 
+/// A peer's raw public key that matches no pin (its pin, hex).
+#[derive(thiserror::Error)]
+#[error("raw public key {0} matches no pin")]
+struct PinRefused(String);
+
+/// As its message: rustls shows the error in handshake failures with `Debug`.
+impl std::fmt::Debug for PinRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+/// The pin of a key [`PinVerifier`] refused, read back from the handshake error that
+/// carries the refusal (quinn keeps only its text).
+pub fn refused_pin(error: &str) -> Option<String> {
+    let (_, rest) = error.split_once("raw public key ")?;
+    let (pin, _) = rest.split_once(" matches no pin")?;
+    (pin.len() == 64 && pin.bytes().all(|b| b.is_ascii_hexdigit())).then(|| pin.to_string())
+}
+
 /// Accepts a peer's raw public key by its pin; asks for nothing else.
 #[derive(Debug)]
 pub struct PinVerifier {
@@ -63,9 +85,11 @@ impl PinVerifier {
     fn check(&self, spki: &CertificateDer<'_>) -> Result<(), Error> {
         match pin_of(spki) {
             Some(pin) if self.pins.contains(&pin) => Ok(()),
-            _ => Err(Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            )),
+            Some(pin) => {
+                let refused = PinRefused(super::hex(&pin));
+                Err(CertificateError::Other(OtherError(Arc::new(refused))).into())
+            }
+            None => Err(CertificateError::BadEncoding.into()),
         }
     }
 

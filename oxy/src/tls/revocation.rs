@@ -16,7 +16,7 @@ use x509_parser::extensions::{DistributionPointName, GeneralName, ParsedExtensio
 pub const MAX_CRL_BYTES: usize = 1024 * 1024;
 /// CRLs kept, by URL.
 const CACHE_SIZE: usize = 64;
-/// How long a CRL without a nextUpdate is kept.
+/// How long a fetched CRL without a nextUpdate is kept.
 const DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
 /// The longest a fetched CRL is kept, whatever its nextUpdate says.
 const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
@@ -62,14 +62,22 @@ pub fn links(sent: &[X509], fetched: Option<&X509>, roots: &[X509]) -> Result<Ve
     let Some(leaf) = sent.first() else {
         return Ok(Vec::new());
     };
-    let candidates: Vec<&X509> = sent[1..].iter().chain(fetched).chain(roots).collect();
-    let is_root = |cert: &X509Ref| {
-        let der = cert.to_der().ok();
-        cert.issued(cert).is_ok() || roots.iter().any(|root| root.to_der().ok() == der)
+    // The trust anchors first: a server may also send a cross-signed copy of a root.
+    let candidates: Vec<&X509> = roots.iter().chain(fetched).chain(&sent[1..]).collect();
+    let identity = |cert: &X509Ref| {
+        let name = cert.subject_name().to_der().ok();
+        let key = cert.public_key().and_then(|k| k.public_key_to_der()).ok();
+        (name, key)
     };
+    let anchors: Vec<_> = roots.iter().map(|root| identity(root)).collect();
+    // A self-signed certificate, or one with a root's name and key, ends the walk.
+    let is_anchor = |cert: &X509Ref| cert.issued(cert).is_ok() || anchors.contains(&identity(cert));
     let mut links = Vec::new();
     let mut cert = leaf.clone();
-    while !is_root(&cert) && links.len() < MAX_DEPTH {
+    while !is_anchor(&cert) {
+        if links.len() == MAX_DEPTH {
+            return Err(format!("the chain is longer than {MAX_DEPTH} certificates"));
+        }
         let signed = |issuer: &&&X509| {
             issuer.issued(&cert).is_ok()
                 && issuer
@@ -140,8 +148,9 @@ impl Checker {
         unknown.map_or(Verdict::Good, Verdict::Unknown)
     }
 
-    /// The status of one certificate and what told it: a stapled OCSP response that can
-    /// be used decides; then a CRL file of its issuer; then its distribution points.
+    /// The status of one certificate and what told it: a CRL file of its issuer that
+    /// lists it; else a stapled OCSP response that can be used; else a current CRL file
+    /// of its issuer; else the CRLs of its distribution points.
     async fn status<F, Fut>(
         &self,
         link: &Link,
@@ -152,61 +161,74 @@ impl Checker {
         F: Fn(String) -> Fut,
         Fut: Future<Output = Result<bytes::Bytes, String>>,
     {
-        let mut unknown = None;
+        let files: Vec<_> = (self.files.iter())
+            .filter(|(_, crl)| crl.signed_by(&link.issuer).is_ok())
+            .collect();
+        let file_says = |path: &Path| format!("the CRL file {} lists it", path.display());
+        // A revocation stays true once listed, even in a CRL past its nextUpdate.
+        if let Some((path, _)) = files.iter().find(|(_, crl)| crl.lists(&link.cert)) {
+            return (Status::Revoked, file_says(path));
+        }
+        let mut unknown = Vec::new();
         if let Some(staple) = staple {
             let source = "its stapled OCSP response says so".to_string();
             match ocsp::status(staple, &link.cert, &link.issuer, SystemTime::now()) {
                 Ok(Status::Unknown(why)) | Err(why) => {
-                    unknown = Some(format!("the stapled OCSP response: {why}"));
+                    unknown.push(format!("the stapled OCSP response: {why}"));
                 }
                 Ok(status) => return (status, source),
             }
         }
-        for (path, crl) in &self.files {
-            if crl.signed_by(&link.issuer).is_err() {
-                continue;
-            }
-            let source = format!("the CRL file {} lists it", path.display());
-            if crl.lists(&link.cert) {
-                return (Status::Revoked, source);
-            }
+        for (path, crl) in &files {
             if crl.current() {
-                return (Status::Good, source);
+                return (Status::Good, file_says(path));
             }
-            unknown = Some(format!(
+            unknown.push(format!(
                 "the CRL file {} is past its nextUpdate",
                 path.display()
             ));
         }
         let urls = crl_urls(&link.cert);
         if urls.is_empty() {
-            return (unknown.map_or(Status::Good, Status::Unknown), String::new());
+            let status = if unknown.is_empty() {
+                Status::Good
+            } else {
+                Status::Unknown(unknown.join("; "))
+            };
+            return (status, String::new());
         }
         let source = "its issuer's CRL lists it".to_string();
-        let mut why = String::new();
         for url in &urls {
-            let crl = match self.fetched.get(url) {
-                Some(crl) => crl,
-                None => match fetch(url.clone()).await.and_then(|b| fetched_crl(&b)) {
-                    Ok(crl) => Arc::new(crl),
-                    Err(e) => {
-                        why = format!("the CRL at {url}: {e}");
-                        continue;
-                    }
-                },
-            };
-            // Only a CRL its issuer signed is kept: another's cannot stand in for it.
-            if let Err(e) = crl.signed_by(&link.issuer) {
-                why = format!("the CRL at {url}: {e}");
-                continue;
+            match self.crl_at(url, &link.issuer, fetch).await {
+                Ok(crl) if crl.lists(&link.cert) => return (Status::Revoked, source),
+                Ok(_) => return (Status::Good, source),
+                Err(e) => unknown.push(format!("the CRL at {url}: {e}")),
             }
-            self.fetched.put(url, crl.clone());
-            return match crl.lists(&link.cert) {
-                true => (Status::Revoked, source),
-                false => (Status::Good, source),
-            };
         }
-        (Status::Unknown(unknown.unwrap_or(why)), source)
+        (Status::Unknown(unknown.join("; ")), source)
+    }
+
+    /// The current CRL at `url` signed by `issuer`: the one kept, else a fresh one (kept
+    /// once its signature verified, so another's cannot stand in for it).
+    async fn crl_at<F, Fut>(
+        &self,
+        url: &str,
+        issuer: &X509Ref,
+        fetch: &F,
+    ) -> Result<Arc<Crl>, String>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<bytes::Bytes, String>>,
+    {
+        if let Some(crl) = self.fetched.get(url)
+            && crl.signed_by(issuer).is_ok()
+        {
+            return Ok(crl);
+        }
+        let crl = Arc::new(fetched_crl(&fetch(url.to_string()).await?)?);
+        crl.signed_by(issuer)?;
+        self.fetched.put(url, crl.clone());
+        Ok(crl)
     }
 }
 
@@ -219,7 +241,7 @@ fn who(cert: &X509Ref, depth: usize) -> String {
 }
 
 /// The CRL file at `path`, which must be a CRL.
-fn read_crl_file(path: &Path) -> Result<Crl, String> {
+pub(crate) fn read_crl_file(path: &Path) -> Result<Crl, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     Crl::parse(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
@@ -230,12 +252,14 @@ fn fetched_crl(bytes: &[u8]) -> Result<Crl, String> {
     if !crl.current() {
         return Err("the CRL is past its nextUpdate".into());
     }
-    crl.until = crl.until.min(SystemTime::now() + MAX_LIFETIME);
+    let now = SystemTime::now();
+    let until = crl.until.unwrap_or(now + DEFAULT_LIFETIME);
+    crl.until = Some(until.min(now + MAX_LIFETIME));
     Ok(crl)
 }
 
 /// The `http://` URLs of `cert`'s CRL distribution points.
-pub fn crl_urls(cert: &X509Ref) -> Vec<String> {
+fn crl_urls(cert: &X509Ref) -> Vec<String> {
     let Ok(der) = cert.to_der() else {
         return Vec::new();
     };
@@ -262,15 +286,16 @@ pub fn crl_urls(cert: &X509Ref) -> Vec<String> {
     urls
 }
 
-/// A CRL: the raw serials it lists and until when it holds. Its signature is checked
-/// against an issuer with [`Crl::signed_by`], which remembers the keys it was checked
-/// with.
+/// A CRL: the raw serials it lists and until when it holds (its nextUpdate; `None`:
+/// it names none). Its signature is checked against an issuer with [`Crl::signed_by`],
+/// which remembers the issuers it was checked against.
 #[derive(Debug)]
-pub struct Crl {
+pub(crate) struct Crl {
     der: Vec<u8>,
     revoked: Vec<Vec<u8>>,
-    until: SystemTime,
-    /// The issuer keys (SPKI DER) this CRL was checked against, and whether it verified.
+    until: Option<SystemTime>,
+    /// The issuers (subject and SPKI, DER) this CRL was checked against, and whether it
+    /// verified.
     checked: Mutex<Vec<(Vec<u8>, SignatureCheck)>>,
 }
 
@@ -279,7 +304,7 @@ type SignatureCheck = Result<(), String>;
 
 impl Crl {
     /// The CRL in `bytes` (DER or PEM).
-    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
         let pem;
         let der = if bytes.starts_with(b"-----") {
             pem = x509_parser::pem::parse_x509_pem(bytes)
@@ -290,13 +315,22 @@ impl Crl {
             bytes
         };
         let (_, crl) = x509_parser::parse_x509_crl(der).map_err(|_| "not a CRL".to_string())?;
-        let until = match crl.next_update() {
-            Some(next) => {
-                let seconds = u64::try_from(next.timestamp()).unwrap_or(0);
-                UNIX_EPOCH + Duration::from_secs(seconds)
-            }
-            None => SystemTime::now() + DEFAULT_LIFETIME,
-        };
+        // Partitioned, delta and indirect CRLs mark themselves with critical extensions:
+        // applied as complete CRLs they would clear what they do not cover.
+        let critical = crl.extensions().iter().any(|e| e.critical)
+            || crl
+                .iter_revoked_certificates()
+                .any(|r| r.extensions().iter().any(|e| e.critical));
+        if critical {
+            return Err(
+                "a partitioned, delta or indirect CRL (a critical extension) is not supported"
+                    .into(),
+            );
+        }
+        let until = crl.next_update().map(|next| {
+            let seconds = u64::try_from(next.timestamp()).unwrap_or(0);
+            UNIX_EPOCH + Duration::from_secs(seconds)
+        });
         let revoked = crl
             .iter_revoked_certificates()
             .map(|r| r.raw_serial().to_vec())
@@ -311,11 +345,11 @@ impl Crl {
 
     /// Whether `issuer` issued this CRL: it is in the issuer's name and the issuer's
     /// key verifies its signature.
-    pub fn signed_by(&self, issuer: &X509Ref) -> Result<(), String> {
+    fn signed_by(&self, issuer: &X509Ref) -> Result<(), String> {
         let issuer_der = issuer.to_der().map_err(|e| e.to_string())?;
         let (_, issuer) = x509_parser::parse_x509_certificate(&issuer_der)
             .map_err(|_| "cannot read the issuer".to_string())?;
-        let key = issuer.public_key().raw.to_vec();
+        let key = [issuer.subject().as_raw(), issuer.public_key().raw].concat();
         let mut checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((_, result)) = checked.iter().find(|(k, _)| *k == key) {
             return result.clone();
@@ -333,13 +367,13 @@ impl Crl {
         result
     }
 
-    /// Whether the CRL is before its nextUpdate.
-    pub fn current(&self) -> bool {
-        self.until > SystemTime::now()
+    /// Whether the CRL is before its nextUpdate (or names none).
+    fn current(&self) -> bool {
+        self.until.is_none_or(|until| until > SystemTime::now())
     }
 
     /// Whether `cert` is listed.
-    pub fn lists(&self, cert: &X509Ref) -> bool {
+    fn lists(&self, cert: &X509Ref) -> bool {
         let Ok(der) = cert.to_der() else {
             return false;
         };

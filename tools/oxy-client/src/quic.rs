@@ -44,7 +44,7 @@ pub struct Trust {
     pub ca: Option<PathBuf>,
     /// HTTP/3: expect a raw public key (RFC 7250) with this SHA-256 pin (hex) instead of
     /// a certificate.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ca")]
     pub server_pin: Option<String>,
     /// HTTP/3: present the raw public key of this PEM private key when the server asks
     /// for a client credential.
