@@ -612,7 +612,7 @@ impl HttpFixture {
         let egress = EgressSettings::default();
         let services = Arc::new(Services {
             hooks,
-            resolver,
+            resolver: Arc::new(resolver),
             policy: oxy::offramp::policy::EgressPolicy::new(&egress),
             happy_eyeballs: egress.happy_eyeballs.clone(),
             audit: AuditLog::Disabled,

@@ -112,6 +112,47 @@ test("the egress policy answers 403, DNS failures 502, slow upstreams 504", asyn
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
+test("an endpoint's egress section: a reverse proxy reaches a loopback backend the forward proxy endpoint may not; inherit: false narrows", async () => {
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      // Loopback is denied at the top level, and 10.0.0.0/8 allowed (it is never reached).
+      egress: { allow: ["10.0.0.0/8"] },
+      endpoints: [
+        { name: "backend", listen: ["127.0.0.1:0"], http: { upstream: `http://127.0.0.1:${origin.port}` }, egress: { allow: ["127.0.0.1/32"] } },
+        { name: "forward", listen: ["127.0.0.1:0"], http: { forward_proxy: true, connect: true } },
+        // Its own policy: loopback on the origin's port only, nothing inherited.
+        { name: "narrow", listen: ["127.0.0.1:0"], http: { forward_proxy: true, connect: true }, egress: { allow: ["127.0.0.0/8"], allow_ports: [origin.port], inherit: false } },
+      ],
+    },
+  });
+  const before = origin.seen.length;
+  const backend = await curl([`${oxy.url("backend")}/private`]);
+  assert.equal(backend.status, 200, backend.stderr);
+  assert.equal(origin.seen.length, before + 1);
+
+  // The same origin through the forward proxy endpoint: refused before any connection.
+  const forward = await curl(["-x", oxy.url("forward"), `http://127.0.0.1:${origin.port}/private`]);
+  assert.equal(forward.status, 403);
+  assert.match(forward.body, /egress denied: 127\.0\.0\.1 is a loopback address; egress\.allow does not cover it/);
+  const tunnel = await curl(["-p", "-x", oxy.url("forward"), `http://127.0.0.1:${origin.port}/private`]);
+  assert.notEqual(tunnel.code, 0);
+  assert.match(tunnel.stderr, /403/);
+  assert.equal(origin.seen.length, before + 1, "nothing reached the origin through the forward proxy");
+
+  // The narrow endpoint reaches the origin's port and no other, even one the top level allows.
+  const narrow = await curl(["-x", oxy.url("narrow"), `http://127.0.0.1:${origin.port}/narrow`]);
+  assert.equal(narrow.status, 200, narrow.stderr);
+  const otherPort = await curl(["-x", oxy.url("narrow"), `http://127.0.0.1:${echo.port}/`]);
+  assert.equal(otherPort.status, 403);
+  assert.match(otherPort.body, new RegExp(`egress denied: port ${echo.port} is not allowed`));
+  const inherited = await curl(["-x", oxy.url("narrow"), `http://10.0.0.1:${origin.port}/`]);
+  assert.equal(inherited.status, 403, "10.0.0.0/8 is the top level's, not inherited");
+  assert.match(inherited.body, /egress denied: 10\.0\.0\.1 is a private address/);
+  assert.equal(origin.seen.length, before + 2);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
 test("undici ProxyAgent fetches through a CONNECT tunnel", async () => {
   const { oxy, url } = await proxy();
   const agent = new ProxyAgent(url);

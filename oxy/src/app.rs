@@ -77,6 +77,19 @@ pub struct Hooks<App: OxyExt> {
     pub dns: Option<Arc<dyn DnsHook<App>>>,
 }
 
+impl<App: OxyExt> Clone for Hooks<App> {
+    fn clone(&self) -> Self {
+        Self {
+            ingress: self.ingress.clone(),
+            egress: self.egress.clone(),
+            tunnel: self.tunnel.clone(),
+            http_request: self.http_request.clone(),
+            ip_flow: self.ip_flow.clone(),
+            dns: self.dns.clone(),
+        }
+    }
+}
+
 impl<App: OxyExt> Default for Hooks<App> {
     fn default() -> Self {
         Self {

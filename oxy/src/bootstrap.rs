@@ -183,7 +183,7 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
         })?;
     let services = Arc::new(Services {
         hooks,
-        resolver,
+        resolver: Arc::new(resolver),
         policy: EgressPolicy::new(&settings.egress),
         happy_eyeballs: settings.egress.happy_eyeballs.clone(),
         audit,
@@ -219,6 +219,8 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
             endpoint.tun_offramp = Some(Arc::new(tun));
         }
         let endpoint = Arc::new(endpoint);
+        // The endpoint's tasks share its services, with its own egress policy.
+        let endpoint_services = Arc::new(services.for_endpoint(&endpoint_settings.egress));
         let max = endpoint_settings.limits.max_connections;
         let slots = (max > 0).then(|| Arc::new(Semaphore::new(max)));
         let mut report = EndpointListeners {
@@ -244,7 +246,12 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
                 address: local,
                 device: None,
             });
-            bound.push((listener, endpoint.clone(), slots.clone()));
+            bound.push((
+                listener,
+                endpoint.clone(),
+                slots.clone(),
+                endpoint_services.clone(),
+            ));
         }
         if endpoint_settings.protocol.is_tun() {
             let device = crate::tun_device::open(&endpoint_settings.ip.tun)
@@ -263,7 +270,12 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
                 ),
                 device: Some(device_name),
             });
-            bound.push((Listener::Tun(device), endpoint.clone(), slots.clone()));
+            bound.push((
+                Listener::Tun(device),
+                endpoint.clone(),
+                slots.clone(),
+                endpoint_services.clone(),
+            ));
         }
         for socket in sockets.quic {
             let local = socket.local_addr()?;
@@ -279,13 +291,18 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
                 address: local,
                 device: None,
             });
-            bound.push((Listener::Quic(quic), endpoint.clone(), slots.clone()));
+            bound.push((
+                Listener::Quic(quic),
+                endpoint.clone(),
+                slots.clone(),
+                endpoint_services.clone(),
+            ));
         }
         reported.push(report);
     }
     listeners.set(&reported);
-    for (listener, endpoint, slots) in bound {
-        let (services, drain) = (services.clone(), drain.clone());
+    for (listener, endpoint, slots, services) in bound {
+        let drain = drain.clone();
         match listener {
             Listener::Tcp(l) => tokio::spawn(crate::onramp::tcp::serve(
                 l, endpoint, slots, services, drain,

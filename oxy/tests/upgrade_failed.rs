@@ -63,7 +63,7 @@ async fn a_connect_whose_upgrade_fails_after_the_200_ends_its_tunnel() {
     };
     let services = Arc::new(Services {
         hooks,
-        resolver: oxy::dns::DnsResolver::new(&DnsSettings::default(), None).unwrap(),
+        resolver: Arc::new(oxy::dns::DnsResolver::new(&DnsSettings::default(), None).unwrap()),
         policy: oxy::offramp::policy::EgressPolicy::new(&egress),
         happy_eyeballs: egress.happy_eyeballs.clone(),
         audit: AuditLog::Disabled,

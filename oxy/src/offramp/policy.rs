@@ -4,7 +4,7 @@
 //! `egress.allow` network covers them. The check runs on resolved addresses, so a name
 //! that resolves to 127.0.0.1 is caught like the address itself.
 
-use crate::settings::EgressSettings;
+use crate::settings::{EgressSettings, EndpointEgressSettings};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -50,6 +50,25 @@ impl EgressPolicy {
             allow_ports: settings.allow_ports.clone(),
             deny_ports: settings.deny_ports.clone(),
         }
+    }
+
+    /// The policy of an endpoint with `endpoint` as its `egress:` section: this one with
+    /// the section's networks and denied ports added and its allowed ports (when set)
+    /// instead of these, or with `inherit: false` the section alone.
+    pub fn for_endpoint(&self, endpoint: &EndpointEgressSettings) -> Self {
+        let mut policy = if endpoint.inherit {
+            self.clone()
+        } else {
+            Self::default()
+        };
+        policy.allow.extend(endpoint.allow.iter().copied());
+        if !endpoint.allow_ports.is_empty() {
+            policy.allow_ports = endpoint.allow_ports.clone();
+        }
+        policy
+            .deny_ports
+            .extend(endpoint.deny_ports.iter().copied());
+        policy
     }
 
     /// Checks a destination port.
@@ -286,5 +305,45 @@ mod tests {
         assert_eq!(p.check_port(8080), Err(EgressDenied::Port(8080)));
         let addr: SocketAddr = "1.1.1.1:8080".parse().unwrap();
         assert_eq!(p.check(addr), Err(EgressDenied::Port(8080)));
+    }
+
+    #[test]
+    fn an_endpoint_extends_or_replaces_the_policy() {
+        let mut global = policy(&["10.1.0.0/16"]);
+        global.deny_ports = vec![25];
+        let backend = EndpointEgressSettings {
+            allow: vec!["10.0.0.5/32".parse().unwrap()],
+            allow_ports: vec![8080],
+            deny_ports: vec![8081],
+            inherit: true,
+        };
+        let p = global.for_endpoint(&backend);
+        assert_eq!(p.check("10.0.0.5:8080".parse().unwrap()), Ok(()));
+        assert_eq!(p.check("10.1.2.3:8080".parse().unwrap()), Ok(()));
+        assert!(
+            p.check("10.0.0.5:443".parse().unwrap()).is_err(),
+            "allow_ports replaced"
+        );
+        assert_eq!(p.deny_ports, vec![25, 8081]);
+        // The global policy is unchanged: the backend is not open to other endpoints.
+        assert!(global.check("10.0.0.5:8080".parse().unwrap()).is_err());
+        // An endpoint without a section has the global policy.
+        let same = global.for_endpoint(&EndpointEgressSettings::default());
+        assert_eq!(
+            (same.allow, same.allow_ports, same.deny_ports),
+            (global.allow.clone(), vec![], vec![25])
+        );
+        // Not inherited: only the section.
+        let own = EndpointEgressSettings {
+            inherit: false,
+            ..backend
+        };
+        let p = global.for_endpoint(&own);
+        assert!(p.check("10.1.2.3:8080".parse().unwrap()).is_err());
+        assert_eq!(
+            p.deny_ports,
+            vec![8081],
+            "the global deny_ports do not apply"
+        );
     }
 }

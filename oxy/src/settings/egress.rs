@@ -20,6 +20,29 @@ pub struct EgressSettings {
     pub happy_eyeballs: HappyEyeballsSettings,
 }
 
+/// An endpoint's `egress:` section: its additions to the top-level policy, or with
+/// `inherit: false` its own policy.
+#[oxy_app_settings]
+pub struct EndpointEgressSettings {
+    /// Networks this endpoint may reach although they are special-purpose, besides the
+    /// top-level `egress.allow` (`10.0.0.5/32` for a private backend).
+    pub allow: Vec<IpNet>,
+    /// Destination ports this endpoint may reach; when set, it replaces the top-level
+    /// `egress.allow_ports` for this endpoint.
+    pub allow_ports: Vec<u16>,
+    /// Destination ports denied to this endpoint, besides the top-level
+    /// `egress.deny_ports`.
+    pub deny_ports: Vec<u16>,
+    /// Whether the top-level `allow`, `allow_ports` and `deny_ports` apply to this
+    /// endpoint too; `false`: only this section does (a narrower policy).
+    #[serde(default = "yes")]
+    pub inherit: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
 /// Happy eyeballs (RFC 8305) timings.
 #[oxy_app_settings]
 pub struct HappyEyeballsSettings {

@@ -39,6 +39,10 @@ pub struct EndpointSettings<E> {
     pub proxy_protocol: ProxyProtocolSettings,
     /// Limits that protect the process.
     pub limits: EndpointLimits,
+    /// Where this endpoint's traffic may go, beside (or instead of) the top-level
+    /// `egress` policy: a reverse proxy can reach a private backend that the forward
+    /// proxy endpoints may not.
+    pub egress: super::EndpointEgressSettings,
     /// The application's settings for this endpoint.
     pub app: E,
 }

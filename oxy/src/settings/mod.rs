@@ -18,7 +18,7 @@ mod validate;
 
 pub use dns::{DnsGroupSettings, DnsProtocol, DnsServerSettings, DnsSettings};
 pub use documented_yaml::to_documented_yaml;
-pub use egress::{EgressSettings, HappyEyeballsSettings};
+pub use egress::{EgressSettings, EndpointEgressSettings, HappyEyeballsSettings};
 pub use endpoint::{
     CertificateSettings, ClientAuth, EndpointLimits, EndpointProtocol, EndpointSettings,
     ProxyProtocolMode, ProxyProtocolSettings, TcpForwardSettings, TlsPolicy, TlsSettings,
