@@ -27,6 +27,7 @@ build: deps
 lint: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --no-deps -p oxy
 	@for crate in openssl-sys native-tls; do \
 	  if $(CARGO) tree --workspace -i $$crate -e normal 2>/dev/null | grep -q $$crate; then \
 	    echo "$$crate is in the dependency tree: only BoringSSL (and rustls) may be linked"; exit 1; \

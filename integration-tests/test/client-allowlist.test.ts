@@ -28,6 +28,37 @@ test("each endpoint admits only its allowed networks", async () => {
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
+test("behind a load balancer the original client a PROXY header names is checked, not the balancer", async () => {
+  const oxy = await OxyProcess.start({
+    binary: "client-allowlist",
+    settings: {
+      endpoints: [
+        {
+          name: "behind_lb",
+          protocol: "tcp",
+          listen: ["127.0.0.1:0"],
+          proxy_protocol: { mode: "required", trusted: ["127.0.0.0/8"] },
+          app: { allow: ["10.0.0.0/8"] },
+        },
+      ],
+    },
+  });
+  const port = oxy.port("behind_lb");
+  // The balancer (127.0.0.1, not on the list) forwards a client from 10.1.2.3: admitted.
+  const admitted = await openTcp(port);
+  admitted.write("PROXY TCP4 10.1.2.3 127.0.0.1 40000 80\r\n");
+  await oxy.waitForMetric('oxy_connections_accepted_total{endpoint="behind_lb"}', 1);
+  admitted.destroy();
+  // A client from 192.0.2.7 through the same balancer: refused, by its own address.
+  const refused = await openTcp(port);
+  refused.write("PROXY TCP4 192.0.2.7 127.0.0.1 40001 80\r\n");
+  await closed(refused);
+  await oxy.waitForMetric('client_allowlist_refused_total{endpoint="behind_lb"}', 1);
+  await oxy.waitForLog(/reason=192\.0\.2\.7 is not on the allowlist/);
+  assert.equal(await oxy.metric('client_allowlist_refused_total{endpoint="behind_lb"}'), 1, "only the second was refused");
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
 test("its settings are documented in --generate-config and checked on load", async () => {
   const generated = await runToExit("client-allowlist", ["--generate-config"]);
   assert.equal(generated.code, 0);

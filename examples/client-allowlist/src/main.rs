@@ -37,7 +37,7 @@ impl IngressHook<ClientAllowlist> for Gate {
         &self,
         cx: &mut IngressConnectionContext<ClientAllowlist>,
     ) -> IngressAction {
-        let client = cx.peer_addr.ip();
+        let client = cx.client_addr.ip();
         let allow = &cx.endpoint.app_settings().allow;
         if allow.is_empty() || allow.iter().any(|net| net.contains(&client)) {
             return IngressAction::Continue;

@@ -233,7 +233,7 @@ const LINGER: Duration = Duration::from_secs(2);
 /// kernel send a reset, which can destroy the response just written (a 400 or 431), so
 /// when hyper lets go of the stream it is closed like nginx's lingering close: FIN
 /// first, then what the client still sends is read and discarded for a short while. A
-/// tunnel that takes the stream over ([`Lingering::into_stream`]) closes it its own way.
+/// tunnel that takes the stream over (`Lingering::into_stream`) closes it its own way.
 pub struct Lingering {
     stream: TunnelStream,
     /// Set for a connection's own stream; the drain cuts a lingering close short.

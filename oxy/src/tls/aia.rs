@@ -51,7 +51,7 @@ pub struct Completion {
     pub store: X509Store,
 }
 
-/// Completions fetched from caIssuers URLs, at most [`CACHE_SIZE`], by URL, with the
+/// Completions fetched from caIssuers URLs, at most 256, by URL, with the
 /// upstream whose chain each completed (so its next connections have it at once).
 #[derive(Default)]
 pub struct IssuerCache {
