@@ -9,7 +9,6 @@
 
 use bytes::{Bytes, BytesMut};
 use oxy::Hooks;
-use oxy::app::OxyExt;
 use oxy::drain::Drain;
 use oxy::endpoint::Endpoint;
 use oxy::hooks::{
@@ -506,17 +505,8 @@ fn documented(settings: &FuzzSettings) -> String {
 // http1_request_head
 
 /// An application with no settings and no state.
+#[derive(oxy::OxyExt)]
 pub struct FuzzApp;
-
-impl OxyExt for FuzzApp {
-    type AppSettings = NoSettings;
-    type EndpointAppSettings = NoSettings;
-    type EndpointContext = ();
-    type IngressConnectionContext = ();
-    type RequestContext = ();
-    type IpTunnelContext = ();
-    type DnsCacheItem = ();
-}
 
 /// Checks what `authority::settle` promises before any hook sees a request.
 struct SettledAuthority;

@@ -1,6 +1,6 @@
 //! `oxy::bootstrap`: CLI -> settings -> telemetry -> runtime -> start -> serve -> drain.
 
-use crate::app::{AppServerSettings, OxyApp};
+use crate::app::{AppServerSettings, OxyApp, OxyExt};
 use crate::cli::Cli;
 use crate::dns::DnsResolver;
 use crate::drain::Drain;
@@ -59,7 +59,7 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
         ));
     };
     let settings: AppServerSettings<App> = settings::load_file(&path)?;
-    check_app_settings::<App>(&settings)?;
+    let contexts = app_contexts::<App>(&settings)?;
     if cli.check_config {
         for warning in settings::open_proxy_warnings(&settings.endpoints) {
             eprintln!(
@@ -81,26 +81,34 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
         runtime.worker_threads(settings.server.worker_threads);
     }
     let runtime = runtime.build()?;
-    let result = runtime.block_on(serve::<App>(settings));
+    let result = runtime.block_on(serve::<App>(settings, contexts));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }
 
-/// The application's own checks of its settings: [`OxyApp::check`] and each endpoint's
-/// [`OxyApp::endpoint_context`], every problem at once.
-fn check_app_settings<App: OxyApp>(settings: &AppServerSettings<App>) -> OxyResult<()> {
+/// What the application makes from its settings, once: [`OxyApp::app_context`] and each
+/// endpoint's [`OxyApp::endpoint_context`], their problems all at once.
+type AppContexts<App> = (
+    <App as OxyExt>::AppContext,
+    Vec<<App as OxyExt>::EndpointContext>,
+);
+
+/// The application's own checks of its settings, which make its contexts.
+fn app_contexts<App: OxyApp>(settings: &AppServerSettings<App>) -> OxyResult<AppContexts<App>> {
     let mut problems = Vec::new();
-    if let Err(e) = App::check(settings) {
-        problems.push(format!("app: {e:#}"));
-    }
+    let app = App::app_context(settings)
+        .map_err(|e| problems.push(format!("app: {e:#}")))
+        .ok();
+    let mut endpoints = Vec::new();
     for (i, endpoint) in settings.endpoints.iter().enumerate() {
-        if let Err(e) = App::endpoint_context(endpoint) {
-            problems.push(format!("endpoints[{i}].app: {e:#}"));
+        match App::endpoint_context(endpoint) {
+            Ok(context) => endpoints.push(context),
+            Err(e) => problems.push(format!("endpoints[{i}].app: {e:#}")),
         }
     }
-    match problems.is_empty() {
-        true => Ok(()),
-        false => Err(OxyError::AppSettings(problems.join("\n"))),
+    match app {
+        Some(app) if problems.is_empty() => Ok((app, endpoints)),
+        _ => Err(OxyError::AppSettings(problems.join("\n"))),
     }
 }
 
@@ -134,7 +142,10 @@ pub fn generate_config<App: OxyApp>() -> Result<String, serde_yaml::Error> {
     ))
 }
 
-async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
+async fn serve<App: OxyApp>(
+    settings: AppServerSettings<App>,
+    (app_context, endpoint_contexts): AppContexts<App>,
+) -> OxyResult<()> {
     let started = Instant::now();
     oxy::build_info(env!("CARGO_PKG_VERSION"), App::name(), App::version()).set(1);
     oxy::panics_total();
@@ -163,7 +174,7 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
         ));
     }
 
-    let hooks = App::start(settings.clone())
+    let hooks = App::start(settings.clone(), app_context)
         .await
         .map_err(OxyError::AppStart)?;
     if hooks.http_request.is_none() {
@@ -191,7 +202,7 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
     let drain = Drain::new();
     let mut bound = Vec::new();
     let mut reported = Vec::new();
-    for endpoint_settings in &settings.endpoints {
+    for (endpoint_settings, app) in settings.endpoints.iter().zip(endpoint_contexts) {
         let name = &endpoint_settings.name;
         let sockets = bind_endpoint(endpoint_settings).map_err(|e| OxyError::Bind {
             endpoint: name.clone(),
@@ -202,7 +213,6 @@ async fn serve<App: OxyApp>(settings: AppServerSettings<App>) -> OxyResult<()> {
             Some(socket) => Some(socket.local_addr()?.port()),
             None => None,
         };
-        let app = App::endpoint_context(endpoint_settings).map_err(OxyError::AppStart)?;
         let mut endpoint =
             Endpoint::<App>::new(endpoint_settings.clone(), app, h3_port).map_err(|e| {
                 OxyError::Setup(format!("endpoint {name}: {}.{}: {e}", e.section, e.field))

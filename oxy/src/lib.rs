@@ -27,16 +27,16 @@ pub mod tunnel;
 pub use app::{Hooks, OxyApp, OxyExt};
 pub use bootstrap::bootstrap;
 pub use error::{OxyError, OxyResult};
-pub use oxy_macros::{metrics, oxy_app_settings};
+pub use oxy_macros::{OxyExt, metrics, oxy_app_settings};
 
 /// Everything an application usually needs, in one `use oxy::prelude::*;`.
 pub mod prelude {
-    pub use crate::app::{AppServerSettings, Hooks, OxyApp, OxyExt};
+    pub use crate::app::{AppServerSettings, Hooks, OxyApp};
     pub use crate::endpoint::Endpoint;
     pub use crate::error::{OxyError, OxyResult};
     pub use crate::hooks::*;
     pub use crate::settings::{EndpointSettings, NoSettings, ServerSettings, Settings};
-    pub use crate::{bootstrap, metrics, oxy_app_settings};
+    pub use crate::{OxyExt, bootstrap, metrics, oxy_app_settings};
     pub use async_trait::async_trait;
     pub use std::sync::Arc;
 }

@@ -7,7 +7,6 @@
 
 use async_trait::async_trait;
 use oxy::Hooks;
-use oxy::app::OxyExt;
 use oxy::drain::Drain;
 use oxy::endpoint::Endpoint;
 use oxy::hooks::{TunnelContext, TunnelHook, TunnelSummary};
@@ -23,17 +22,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[derive(oxy::OxyExt)]
 struct App;
-
-impl OxyExt for App {
-    type AppSettings = NoSettings;
-    type EndpointAppSettings = NoSettings;
-    type EndpointContext = ();
-    type IngressConnectionContext = ();
-    type RequestContext = ();
-    type IpTunnelContext = ();
-    type DnsCacheItem = ();
-}
 
 /// Records why each tunnel ended.
 #[derive(Default)]

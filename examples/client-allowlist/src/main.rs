@@ -1,6 +1,5 @@
 //! An L4 gate: each endpoint admits only clients from the networks its settings allow.
 
-use oxy::app::AppServerSettings;
 use oxy::prelude::*;
 
 /// Settings of each endpoint's `app:` section.
@@ -17,17 +16,9 @@ mod client_allowlist {
     pub fn refused_total(endpoint: &str) -> Counter;
 }
 
+#[derive(OxyExt)]
+#[oxy(endpoint_settings = AllowlistSettings)]
 struct ClientAllowlist;
-
-impl OxyExt for ClientAllowlist {
-    type AppSettings = NoSettings;
-    type EndpointAppSettings = AllowlistSettings;
-    type EndpointContext = ();
-    type IngressConnectionContext = ();
-    type RequestContext = ();
-    type IpTunnelContext = ();
-    type DnsCacheItem = ();
-}
 
 struct Gate;
 
@@ -49,23 +40,8 @@ impl IngressHook<ClientAllowlist> for Gate {
 
 #[async_trait]
 impl OxyApp for ClientAllowlist {
-    fn name() -> &'static str {
-        "client-allowlist"
-    }
-
-    fn version() -> &'static str {
-        env!("CARGO_PKG_VERSION")
-    }
-
-    fn description() -> &'static str {
-        "Admits only clients from each endpoint's allowed networks"
-    }
-
-    async fn start(_settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>> {
-        Ok(Hooks {
-            ingress: Some(Arc::new(Gate)),
-            ..Default::default()
-        })
+    async fn start(_: AppServerSettings<Self>, _: ()) -> anyhow::Result<Hooks<Self>> {
+        Ok(Hooks::of(Gate).ingress().into())
     }
 }
 

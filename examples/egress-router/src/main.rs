@@ -5,7 +5,6 @@ mod destinations;
 
 use destinations::{Destinations, Verdict};
 use ipnet::IpNet;
-use oxy::app::AppServerSettings;
 use oxy::prelude::*;
 use std::net::IpAddr;
 
@@ -118,17 +117,10 @@ impl Route {
     }
 }
 
+/// The routes are compiled once, into the app context.
+#[derive(OxyExt)]
+#[oxy(app_settings = RouterSettings, app_context = Vec<Route>)]
 struct EgressRouter;
-
-impl OxyExt for EgressRouter {
-    type AppSettings = RouterSettings;
-    type EndpointAppSettings = NoSettings;
-    type EndpointContext = ();
-    type IngressConnectionContext = ();
-    type RequestContext = ();
-    type IpTunnelContext = ();
-    type DnsCacheItem = ();
-}
 
 /// The egress hook: the firewall, then the routes.
 struct Router {
@@ -209,35 +201,16 @@ impl EgressHook<EgressRouter> for Router {
 
 #[async_trait]
 impl OxyApp for EgressRouter {
-    fn name() -> &'static str {
-        "egress-router"
+    fn app_context(settings: &AppServerSettings<Self>) -> anyhow::Result<Vec<Route>> {
+        settings.app.routes.iter().map(Route::compile).collect()
     }
 
-    fn version() -> &'static str {
-        env!("CARGO_PKG_VERSION")
-    }
-
-    fn description() -> &'static str {
-        "A CONNECT and L4 proxy that chooses each client's egress"
-    }
-
-    fn check(settings: &AppServerSettings<Self>) -> anyhow::Result<()> {
-        settings
-            .app
-            .routes
-            .iter()
-            .try_for_each(|r| Route::compile(r).map(drop))
-    }
-
-    async fn start(settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>> {
-        let routes = settings.app.routes.iter().map(Route::compile);
-        Ok(Hooks {
-            egress: Some(Arc::new(Router {
-                routes: routes.collect::<anyhow::Result<_>>()?,
-                firewall: settings.app.firewall.clone(),
-            })),
-            ..Default::default()
-        })
+    async fn start(
+        settings: AppServerSettings<Self>,
+        routes: Vec<Route>,
+    ) -> anyhow::Result<Hooks<Self>> {
+        let firewall = settings.app.firewall.clone();
+        Ok(Hooks::of(Router { routes, firewall }).egress().into())
     }
 }
 

@@ -3,7 +3,6 @@
 
 mod rules;
 
-use oxy::app::AppServerSettings;
 use oxy::http::body_tap::{BodyTap, TapVerdict};
 use oxy::http::form::{FormField, FormInspector, form_tap};
 use oxy::http_types::{Response, StatusCode, header, request::Parts};
@@ -36,18 +35,16 @@ mod firewall {
     pub fn blocked_total(rule: &str) -> Counter;
 }
 
+/// The endpoint's own rules, compiled, are its context; the rules for every endpoint
+/// are compiled once, into the app context.
+#[derive(OxyExt)]
+#[oxy(
+    app_settings = FirewallSettings,
+    endpoint_settings = FirewallEndpointSettings,
+    app_context = Vec<Rule>,
+    endpoint_context = Vec<Rule>
+)]
 struct Firewall;
-
-impl OxyExt for Firewall {
-    type AppSettings = FirewallSettings;
-    type EndpointAppSettings = FirewallEndpointSettings;
-    /// The endpoint's own rules, compiled.
-    type EndpointContext = Vec<Rule>;
-    type IngressConnectionContext = ();
-    type RequestContext = ();
-    type IpTunnelContext = ();
-    type DnsCacheItem = ();
-}
 
 /// The hooks, with the rules for every endpoint.
 struct Rules {
@@ -212,36 +209,12 @@ impl TunnelHook<Firewall> for Rules {
 
 #[async_trait]
 impl OxyApp for Firewall {
-    fn name() -> &'static str {
-        "http-firewall"
+    fn app_context(settings: &AppServerSettings<Self>) -> anyhow::Result<Vec<Rule>> {
+        settings.app.rules.iter().map(Rule::compile).collect()
     }
 
-    fn version() -> &'static str {
-        env!("CARGO_PKG_VERSION")
-    }
-
-    fn description() -> &'static str {
-        "An HTTP(S) forward and reverse proxy that blocks requests by rules"
-    }
-
-    fn check(settings: &AppServerSettings<Self>) -> anyhow::Result<()> {
-        settings
-            .app
-            .rules
-            .iter()
-            .try_for_each(|r| Rule::compile(r).map(drop))
-    }
-
-    async fn start(settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>> {
-        let global = settings.app.rules.iter().map(Rule::compile);
-        let rules = Arc::new(Rules {
-            global: global.collect::<anyhow::Result<_>>()?,
-        });
-        Ok(Hooks {
-            http_request: Some(rules.clone()),
-            tunnel: Some(rules),
-            ..Default::default()
-        })
+    async fn start(_: AppServerSettings<Self>, global: Vec<Rule>) -> anyhow::Result<Hooks<Self>> {
+        Ok(Hooks::of(Rules { global }).http_request().tunnel().into())
     }
 
     fn endpoint_context(

@@ -3,7 +3,6 @@
 //! limit.
 //! Public destinations only and no client addresses in logs come from its settings.
 
-use oxy::app::AppServerSettings;
 use oxy::http::body::text_response;
 use oxy::http_types::{HeaderMap, Method, Response, StatusCode, header, request::Parts};
 use oxy::prelude::*;
@@ -46,20 +45,14 @@ mod privacy_relay {
     pub fn refused_total(reason: &str) -> Counter;
 }
 
+/// A request's context is the user's tunnel slot, held until the tunnel closes; the
+/// users are read once, into the app context.
+#[derive(OxyExt)]
+#[oxy(app_settings = RelaySettings, app_context = Users, request_context = Option<OwnedSemaphorePermit>)]
 struct PrivacyRelay;
 
-impl OxyExt for PrivacyRelay {
-    type AppSettings = RelaySettings;
-    type EndpointAppSettings = NoSettings;
-    type EndpointContext = ();
-    type IngressConnectionContext = ();
-    /// The user's tunnel slot, held until the tunnel closes.
-    type RequestContext = Option<OwnedSemaphorePermit>;
-    type IpTunnelContext = ();
-    type DnsCacheItem = ();
-}
-
 /// The users, by token hash and by certificate name, and each user's tunnel slots.
+#[derive(Default)]
 struct Users {
     by_token: HashMap<[u8; 32], String>,
     by_certificate: HashMap<String, String>,
@@ -68,11 +61,7 @@ struct Users {
 
 impl Users {
     fn new(settings: &RelaySettings) -> anyhow::Result<Self> {
-        let mut users = Users {
-            by_token: HashMap::new(),
-            by_certificate: HashMap::new(),
-            slots: HashMap::new(),
-        };
+        let mut users = Users::default();
         for user in &settings.users {
             let name = &user.name;
             anyhow::ensure!(!name.is_empty(), "a user has no name");
@@ -183,31 +172,16 @@ impl HttpRequestHook<PrivacyRelay> for Users {
 
 #[async_trait]
 impl OxyApp for PrivacyRelay {
-    fn name() -> &'static str {
-        "privacy-relay"
-    }
-
-    fn version() -> &'static str {
-        env!("CARGO_PKG_VERSION")
-    }
-
-    fn description() -> &'static str {
-        "A MASQUE relay: authenticated CONNECT, CONNECT-UDP and CONNECT-IP to public destinations"
-    }
-
-    fn check(settings: &AppServerSettings<Self>) -> anyhow::Result<()> {
+    fn app_context(settings: &AppServerSettings<Self>) -> anyhow::Result<Users> {
         anyhow::ensure!(
             !settings.telemetry.log.client_addresses,
             "set telemetry.log.client_addresses: false: the relay keeps no client addresses"
         );
-        Users::new(&settings.app).map(drop)
+        Users::new(&settings.app)
     }
 
-    async fn start(settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>> {
-        Ok(Hooks {
-            http_request: Some(Arc::new(Users::new(&settings.app)?)),
-            ..Default::default()
-        })
+    async fn start(_: AppServerSettings<Self>, users: Users) -> anyhow::Result<Hooks<Self>> {
+        Ok(Hooks::of(users).http_request().into())
     }
 }
 

@@ -1,7 +1,6 @@
 //! A test fixture app: hooks that the integration tests steer through settings
 //! (reject, hold, panic), to observe the framework from outside.
 
-use oxy::app::AppServerSettings;
 use oxy::http::body_tap::{BodyTap, TapVerdict};
 use oxy::http::form::{FormField, FormInspector, form_tap};
 use oxy::http::proxy_auth;
@@ -111,17 +110,16 @@ mod fixture {
     pub fn connections_seen_total(endpoint: &str) -> Counter;
 }
 
+/// The description is given here (the package has none), to exercise the attribute.
+#[derive(OxyExt)]
+#[oxy(
+    description = "Hooks steered by settings, for Oxy's integration tests",
+    app_settings = FixtureSettings,
+    endpoint_settings = FixtureEndpointSettings,
+    ip_tunnel_context = u64,
+    dns_cache_item = String
+)]
 struct Fixture;
-
-impl OxyExt for Fixture {
-    type AppSettings = FixtureSettings;
-    type EndpointAppSettings = FixtureEndpointSettings;
-    type EndpointContext = ();
-    type IngressConnectionContext = ();
-    type RequestContext = ();
-    type IpTunnelContext = u64;
-    type DnsCacheItem = String;
-}
 
 struct Observer;
 
@@ -480,19 +478,7 @@ impl TunnelHook<Fixture> for Router {
 
 #[async_trait]
 impl OxyApp for Fixture {
-    fn name() -> &'static str {
-        "fixture-app"
-    }
-
-    fn version() -> &'static str {
-        env!("CARGO_PKG_VERSION")
-    }
-
-    fn description() -> &'static str {
-        "Hooks steered by settings, for Oxy's integration tests"
-    }
-
-    async fn start(settings: AppServerSettings<Self>) -> anyhow::Result<Hooks<Self>> {
+    async fn start(settings: AppServerSettings<Self>, _: ()) -> anyhow::Result<Hooks<Self>> {
         if !settings.app.fail_start.is_empty() {
             anyhow::bail!("{}", settings.app.fail_start);
         }

@@ -1,5 +1,6 @@
 //! Procedural macros of the Oxy framework, re-exported by the `oxy` crate.
 
+mod ext;
 mod metrics;
 mod settings;
 
@@ -40,6 +41,27 @@ pub fn oxy_app_settings(args: TokenStream, input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn metrics(args: TokenStream, input: TokenStream) -> TokenStream {
     metrics::expand(args.into(), input.into())
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Implements `oxy::OxyExt` for an application type: its identity from the package
+/// (`CARGO_PKG_NAME`, `CARGO_PKG_VERSION`, `CARGO_PKG_DESCRIPTION`) and its extension
+/// types, `()` (or `NoSettings` for settings) for those it does not name.
+///
+/// ```ignore
+/// #[derive(OxyExt)]
+/// #[oxy(endpoint_settings = AllowlistSettings, request_context = Option<Permit>)]
+/// struct MyApp;
+/// ```
+///
+/// Keys: `app_settings`, `endpoint_settings`, `app_context`, `endpoint_context`,
+/// `connection_context`, `request_context`, `ip_tunnel_context`, `dns_cache_item`
+/// (types), and `name`, `description` (strings, overriding the package's).
+#[proc_macro_derive(OxyExt, attributes(oxy))]
+pub fn derive_oxy_ext(input: TokenStream) -> TokenStream {
+    let input = syn::parse_macro_input!(input as syn::DeriveInput);
+    ext::expand(input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
