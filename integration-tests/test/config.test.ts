@@ -32,6 +32,29 @@ test("a wrong type names its path and line", async () => {
   assertNoPanic(r.stderr);
 });
 
+test("every type error and unknown key is reported at once, in file order, each with its line", async () => {
+  const yaml = [
+    "server:",
+    "  worker_threads: many",
+    "  shutdown_timeuot: 5s",
+    "endpoints:",
+    "  - name: main",
+    "    listen: [127.0.0.1:0, nope]",
+    "    limits:",
+    "      max_connections: lots",
+    "",
+  ].join("\n");
+  const r = await check(yaml);
+  assert.equal(r.code, 2);
+  const lines = r.stderr.trim().split("\n").filter((l) => l.startsWith(r.path));
+  assert.deepEqual(
+    lines.map((l) => l.replace(`${r.path}:`, "").split(": ").slice(0, 2).join(": ").replace(/^(\d+):\d+/, "$1")),
+    ["2: server.worker_threads", "3: server.shutdown_timeuot", "6: endpoints[0].listen[1]", "8: endpoints[0].limits.max_connections"],
+    r.stderr,
+  );
+  assertNoPanic(r.stderr);
+});
+
 test("a bad socket address names its path and line", async () => {
   const r = await check("endpoints:\n  - name: main\n    listen:\n      - 127.0.0.1:8080\n      - localhost:http\n");
   assert.equal(r.code, 2);

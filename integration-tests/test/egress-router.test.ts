@@ -563,7 +563,7 @@ test("config errors: a route with two egresses is a settings error (exit 2), als
   const path = writeConfig(settings);
   const run = await runToExit("egress-router", ["--config", path]);
   assert.equal(run.code, 2, run.stderr);
-  assert.match(run.stderr, /app: route alice-egress: set one of bind_to, upstream_proxy and internal_service/);
+  assert.match(run.stderr, /: app\.routes\[\d+\]: route alice-egress: set one of bind_to, upstream_proxy and internal_service/);
   const checked = await runToExit("egress-router", ["--check-config", "--config", path]);
   assert.equal(checked.code, 2, checked.stderr);
   assert.match(checked.stderr, /route alice-egress: set one of/);

@@ -566,7 +566,7 @@ describe("http-firewall settings", () => {
       site.app.rules.push({ name: "colonless", headers: ["user-agent sqlmap"] });
     });
     assert.equal(header.code, 2, header.stderr);
-    assert.match(header.stderr, /endpoints\[1\]\.app: rule colonless/);
+    assert.match(header.stderr, /:\d+:\d+: endpoints\[1\]\.app\.rules\[\d+\]: rule colonless/);
     assert.match(header.stderr, /rule colonless: bad header "user-agent sqlmap".*want `name: value`/);
   });
 

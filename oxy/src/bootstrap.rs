@@ -9,7 +9,10 @@ use crate::error::{OxyError, OxyResult};
 use crate::offramp::policy::EgressPolicy;
 use crate::onramp::bind::{BoundSocket, bind_endpoint, bind_tcp};
 use crate::services::Services;
-use crate::settings::{self, IpOffRamp, ServerSettings, TunSettings};
+use crate::settings::{
+    self, ConfigError, ConfigErrors, IpOffRamp, PathSegment, ServerSettings, SettingError,
+    TunSettings,
+};
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::framework_metrics::oxy;
 use crate::telemetry::health::{Health, HealthState};
@@ -59,7 +62,7 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
         ));
     };
     let settings: AppServerSettings<App> = settings::load_file(&path)?;
-    let contexts = app_contexts::<App>(&settings)?;
+    let contexts = app_contexts::<App>(&settings, &path)?;
     if cli.check_config {
         for warning in settings::open_proxy_warnings(&settings.endpoints) {
             eprintln!(
@@ -93,23 +96,51 @@ type AppContexts<App> = (
     Vec<<App as OxyExt>::EndpointContext>,
 );
 
-/// The application's own checks of its settings, which make its contexts.
-fn app_contexts<App: OxyApp>(settings: &AppServerSettings<App>) -> OxyResult<AppContexts<App>> {
-    let mut problems = Vec::new();
+/// The application's own checks of its settings, which make its contexts. Its problems
+/// are reported like the framework's: at their YAML path (a [`SettingError`]'s, within
+/// the section the application was given), with the line and column in `path`.
+fn app_contexts<App: OxyApp>(
+    settings: &AppServerSettings<App>,
+    path: &std::path::Path,
+) -> OxyResult<AppContexts<App>> {
+    let mut problems: Vec<(Vec<PathSegment>, String)> = Vec::new();
+    let mut report =
+        |section: Vec<PathSegment>, e: anyhow::Error| match e.downcast::<SettingError>() {
+            Ok(problem) => problems.push(([section, problem.path].concat(), problem.message)),
+            Err(e) => problems.push((section, format!("{e:#}"))),
+        };
     let app = App::app_context(settings)
-        .map_err(|e| problems.push(format!("app: {e:#}")))
+        .map_err(|e| report(vec![PathSegment::Key("app".into())], e))
         .ok();
     let mut endpoints = Vec::new();
     for (i, endpoint) in settings.endpoints.iter().enumerate() {
         match App::endpoint_context(endpoint) {
             Ok(context) => endpoints.push(context),
-            Err(e) => problems.push(format!("endpoints[{i}].app: {e:#}")),
+            Err(e) => {
+                let key = |k: &str| PathSegment::Key(k.into());
+                report(vec![key("endpoints"), PathSegment::Index(i), key("app")], e);
+            }
         }
     }
-    match app {
-        Some(app) if problems.is_empty() => Ok((app, endpoints)),
-        _ => Err(OxyError::AppSettings(problems.join("\n"))),
+    if let Some(app) = app
+        && problems.is_empty()
+    {
+        return Ok((app, endpoints));
     }
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut errors: Vec<ConfigError> = problems
+        .into_iter()
+        .map(|(at, message)| ConfigError {
+            location: settings::location::locate(&text, &at),
+            path: settings::display_path(&at),
+            message,
+        })
+        .collect();
+    errors.sort_by_key(|e| e.location);
+    Err(OxyError::Config(ConfigErrors {
+        source_name: path.display().to_string(),
+        errors,
+    }))
 }
 
 /// Raises the soft limit on open files to the hard limit: every connection and tunnel

@@ -18,10 +18,6 @@ pub enum OxyError {
         /// Why the bind failed.
         source: std::io::Error,
     },
-    /// The application's own checks refused its settings (`OxyApp::check`, or an
-    /// endpoint's `endpoint_context`), one problem per line.
-    #[error("invalid application settings:\n{0}")]
-    AppSettings(String),
     /// The application's `start` failed.
     #[error("the application failed to start: {0:#}")]
     AppStart(anyhow::Error),
@@ -40,7 +36,7 @@ impl OxyError {
     /// The process exit code for this error: 2 for bad settings, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            OxyError::Config(_) | OxyError::AppSettings(_) => 2,
+            OxyError::Config(_) => 2,
             _ => 1,
         }
     }

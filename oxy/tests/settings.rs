@@ -147,6 +147,56 @@ fn unknown_keys_and_wrong_types_name_path_and_line() {
 }
 
 #[test]
+fn every_type_error_and_unknown_key_is_reported_at_once_in_file_order() {
+    let yaml = [
+        "server:",
+        "  worker_threads: many",
+        "  shutdown_timeuot: 5s",
+        "endpoints:",
+        "  - name: a",
+        "    listen: [\"127.0.0.1:80\", \"nope\", \"also nope\"]",
+        "    limits:",
+        "      max_connections: lots",
+        "  - name: b",
+        "    colour: blue",
+        "app:",
+        "  budget: -1",
+        "",
+    ]
+    .join("\n");
+    let err = from_yaml_str::<AppSection, EndpointSection>(&yaml, "t.yaml").unwrap_err();
+    let found: Vec<(&str, Option<usize>)> = err
+        .errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.location.map(|l| l.0)))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            ("server.worker_threads", Some(2)),
+            ("server.shutdown_timeuot", Some(3)),
+            ("endpoints[0].listen[1]", Some(6)),
+            ("endpoints[0].listen[2]", Some(6)),
+            ("endpoints[0].limits.max_connections", Some(8)),
+            ("endpoints[1].colour", Some(10)),
+            ("app.budget", Some(12)),
+        ],
+        "{err}"
+    );
+    assert!(
+        err.errors[1]
+            .message
+            .contains("unknown field `shutdown_timeuot`")
+    );
+    assert!(
+        err.errors[4]
+            .message
+            .contains("invalid type: string \"lots\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn semantic_problems_are_all_reported_at_once() {
     let yaml = "\
 endpoints:

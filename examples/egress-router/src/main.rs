@@ -6,6 +6,7 @@ mod destinations;
 use destinations::{Destinations, Verdict};
 use ipnet::IpNet;
 use oxy::prelude::*;
+use oxy::settings::SettingError;
 use std::net::IpAddr;
 
 /// The `app:` section.
@@ -199,10 +200,18 @@ impl EgressHook<EgressRouter> for Router {
     }
 }
 
+/// A route's problem, at its place in the settings.
+fn at(path: String, e: anyhow::Error) -> anyhow::Error {
+    SettingError::at(path, format!("{e:#}")).into()
+}
+
 #[async_trait]
 impl OxyApp for EgressRouter {
     fn app_context(settings: &AppServerSettings<Self>) -> anyhow::Result<Vec<Route>> {
-        settings.app.routes.iter().map(Route::compile).collect()
+        let routes = settings.app.routes.iter().enumerate();
+        routes
+            .map(|(i, route)| Route::compile(route).map_err(|e| at(format!("routes[{i}]"), e)))
+            .collect()
     }
 
     async fn start(

@@ -8,6 +8,7 @@ use oxy::http::form::{FormField, FormInspector, form_tap};
 use oxy::http_types::{Response, StatusCode, header, request::Parts};
 use oxy::prelude::*;
 use oxy::reexports::bytes::Bytes;
+use oxy::settings::SettingError;
 use rules::{Head, Rule, RuleSettings, Watch, first_hit};
 use std::hash::{BuildHasher, RandomState};
 
@@ -207,10 +208,19 @@ impl TunnelHook<Firewall> for Rules {
     }
 }
 
+/// Compiles `rules`; an error names the rule's place in the settings.
+fn compile(rules: &[RuleSettings]) -> anyhow::Result<Vec<Rule>> {
+    let at = |i: usize, e: anyhow::Error| SettingError::at(format!("rules[{i}]"), e).into();
+    let rules = rules.iter().enumerate();
+    rules
+        .map(|(i, r)| Rule::compile(r).map_err(|e| at(i, e)))
+        .collect()
+}
+
 #[async_trait]
 impl OxyApp for Firewall {
     fn app_context(settings: &AppServerSettings<Self>) -> anyhow::Result<Vec<Rule>> {
-        settings.app.rules.iter().map(Rule::compile).collect()
+        compile(&settings.app.rules)
     }
 
     async fn start(_: AppServerSettings<Self>, global: Vec<Rule>) -> anyhow::Result<Hooks<Self>> {
@@ -220,7 +230,7 @@ impl OxyApp for Firewall {
     fn endpoint_context(
         settings: &EndpointSettings<FirewallEndpointSettings>,
     ) -> anyhow::Result<Vec<Rule>> {
-        settings.app.rules.iter().map(Rule::compile).collect()
+        compile(&settings.app.rules)
     }
 }
 

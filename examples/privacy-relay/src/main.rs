@@ -6,6 +6,7 @@
 use oxy::http::body::text_response;
 use oxy::http_types::{HeaderMap, Method, Response, StatusCode, header, request::Parts};
 use oxy::prelude::*;
+use oxy::settings::SettingError;
 use std::collections::HashMap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -62,37 +63,44 @@ struct Users {
 impl Users {
     fn new(settings: &RelaySettings) -> anyhow::Result<Self> {
         let mut users = Users::default();
-        for user in &settings.users {
-            let name = &user.name;
-            anyhow::ensure!(!name.is_empty(), "a user has no name");
-            let token = &user.token_sha256;
-            let digest: Option<[u8; 32]> = match token.len() {
-                0 => None,
-                64 if token.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                    Some(std::array::from_fn(|i| {
-                        u8::from_str_radix(&token[2 * i..2 * i + 2], 16).unwrap_or_default()
-                    }))
-                }
-                _ => anyhow::bail!("user {name}: token_sha256 is not 64 hex digits"),
-            };
-            anyhow::ensure!(
-                digest.is_some() || !user.certificate_name.is_empty(),
-                "user {name}: set token_sha256 or certificate_name"
-            );
-            let semaphore = Arc::new(Semaphore::new(settings.max_tunnels_per_user));
-            anyhow::ensure!(
-                users.slots.insert(name.clone(), semaphore).is_none(),
-                "user {name} is listed twice"
-            );
-            if let Some(digest) = digest {
-                users.by_token.insert(digest, name.clone());
-            }
-            if !user.certificate_name.is_empty() {
-                let certificate = user.certificate_name.to_ascii_lowercase();
-                users.by_certificate.insert(certificate, name.clone());
-            }
+        for (i, user) in settings.users.iter().enumerate() {
+            let slots = settings.max_tunnels_per_user;
+            users
+                .add(user, slots)
+                .map_err(|e| SettingError::at(format!("users[{i}]"), e))?;
         }
         Ok(users)
+    }
+
+    /// Adds `user`, with `slots` tunnels at once.
+    fn add(&mut self, user: &UserSettings, slots: usize) -> anyhow::Result<()> {
+        let name = &user.name;
+        anyhow::ensure!(!name.is_empty(), "a user has no name");
+        let token = &user.token_sha256;
+        let digest: Option<[u8; 32]> = match token.len() {
+            0 => None,
+            64 if token.bytes().all(|b| b.is_ascii_hexdigit()) => Some(std::array::from_fn(|i| {
+                u8::from_str_radix(&token[2 * i..2 * i + 2], 16).unwrap_or_default()
+            })),
+            _ => anyhow::bail!("user {name}: token_sha256 is not 64 hex digits"),
+        };
+        anyhow::ensure!(
+            digest.is_some() || !user.certificate_name.is_empty(),
+            "user {name}: set token_sha256 or certificate_name"
+        );
+        let semaphore = Arc::new(Semaphore::new(slots));
+        anyhow::ensure!(
+            self.slots.insert(name.clone(), semaphore).is_none(),
+            "user {name} is listed twice"
+        );
+        if let Some(digest) = digest {
+            self.by_token.insert(digest, name.clone());
+        }
+        if !user.certificate_name.is_empty() {
+            let certificate = user.certificate_name.to_ascii_lowercase();
+            self.by_certificate.insert(certificate, name.clone());
+        }
+        Ok(())
     }
 
     /// The user a client certificate or a bearer token names.

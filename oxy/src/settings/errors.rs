@@ -27,6 +27,51 @@ pub(crate) fn display_path(path: &[PathSegment]) -> String {
     if out.is_empty() { ".".into() } else { out }
 }
 
+/// A problem an application found in its settings, at a YAML path relative to the
+/// section it was given (`app:` in [`crate::OxyApp::app_context`], the endpoint's `app:`
+/// in [`crate::OxyApp::endpoint_context`]): returned as the error, it is reported with
+/// the file's line and column like the framework's own problems.
+///
+/// ```ignore
+/// Rule::compile(rule).map_err(|e| SettingError::at(format!("rules[{i}]"), e))?;
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct SettingError {
+    /// Where, relative to the section (`rules[2].path_patterns[0]`; empty: the section).
+    pub path: Vec<PathSegment>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl SettingError {
+    /// The problem `message` at `path` (`rules[2].path_patterns[0]`, `users[0].name`).
+    pub fn at(path: impl AsRef<str>, message: impl fmt::Display) -> Self {
+        Self {
+            path: parse_path(path.as_ref()),
+            message: message.to_string(),
+        }
+    }
+}
+
+/// The segments of a path written as `rules[2].path_patterns[0]`.
+fn parse_path(text: &str) -> Vec<PathSegment> {
+    let mut path = Vec::new();
+    for part in text.split('.').filter(|p| !p.is_empty()) {
+        let mut pieces = part.split('[');
+        if let Some(key) = pieces.next().filter(|k| !k.is_empty()) {
+            path.push(PathSegment::Key(key.to_string()));
+        }
+        for index in pieces {
+            match index.trim_end_matches(']').parse() {
+                Ok(i) => path.push(PathSegment::Index(i)),
+                Err(_) => path.push(PathSegment::Key(format!("[{index}"))),
+            }
+        }
+    }
+    path
+}
+
 /// One problem in a settings file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -67,3 +112,16 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_parse_back_to_what_they_display() {
+        for text in ["rules[2].path_patterns[0]", "users", "a.b[0][1].c"] {
+            assert_eq!(display_path(&parse_path(text)), text);
+        }
+        assert_eq!(parse_path(""), Vec::<PathSegment>::new());
+    }
+}

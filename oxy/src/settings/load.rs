@@ -49,7 +49,10 @@ fn from_yaml_str_in<A: Settings + Default, E: Settings + Default>(
         ServerSettings::default()
     } else {
         let de = serde_yaml::Deserializer::from_str(text);
-        serde_path_to_error::deserialize(de).map_err(|e| fail(vec![type_error(text, e)]))?
+        match serde_path_to_error::deserialize(de) {
+            Ok(settings) => settings,
+            Err(first) => return Err(fail(type_errors::<A, E>(text, first))),
+        }
     };
     resolve_paths(&mut settings, base);
     let problems = validate::validate(&settings);
@@ -94,17 +97,110 @@ fn resolve_paths<A: Settings, E: Settings>(settings: &mut ServerSettings<A, E>, 
     }
 }
 
-/// A syntax or type error from serde, with its path and the line serde_yaml saw.
-fn type_error(text: &str, e: serde_path_to_error::Error<serde_yaml::Error>) -> ConfigError {
-    let path: Vec<PathSegment> = e
-        .path()
+/// The most type errors and unknown keys reported for one file.
+const MAX_TYPE_ERRORS: usize = 50;
+
+/// Every type error and unknown key in `text`, `first` (the first serde met) included:
+/// each offending node is taken out of the document (a list element replaced, then the
+/// whole list if that is not enough) and the rest deserialized again, so one run reports
+/// them all, in the file's order. A syntax error is reported alone.
+fn type_errors<A: Settings + Default, E: Settings + Default>(
+    text: &str,
+    first: serde_path_to_error::Error<serde_yaml::Error>,
+) -> Vec<ConfigError> {
+    let mut path = error_path(&first);
+    let mut errors = vec![type_error(text, first)];
+    let Ok(mut document) = serde_yaml::from_str::<serde_yaml::Value>(text) else {
+        return errors;
+    };
+    let mut taken: Vec<Vec<PathSegment>> = Vec::new();
+    while errors.len() < MAX_TYPE_ERRORS {
+        // A node taken out once that still fails takes its list with it.
+        let node = if taken.contains(&path) {
+            path[..path.len().saturating_sub(1)].to_vec()
+        } else {
+            path.clone()
+        };
+        if node.is_empty() || !take_out(&mut document, &node, &taken) {
+            break;
+        }
+        taken.push(node);
+        match serde_path_to_error::deserialize::<_, ServerSettings<A, E>>(document.clone()) {
+            Ok(_) => break,
+            Err(next) => {
+                path = error_path(&next);
+                let error = type_error(text, next);
+                if !errors.iter().any(|e| e.path == error.path) {
+                    errors.push(error);
+                }
+            }
+        }
+    }
+    errors.sort_by_key(|e| e.location);
+    errors
+}
+
+/// Takes the node at `path` out of `document`: a map entry is removed (its default
+/// applies); a list element is replaced by a sibling not in `taken` (the paths already
+/// taken out), or null. Whether there was one.
+fn take_out(
+    document: &mut serde_yaml::Value,
+    path: &[PathSegment],
+    taken: &[Vec<PathSegment>],
+) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = document;
+    for segment in parents {
+        let next = match (segment, node) {
+            (PathSegment::Key(key), serde_yaml::Value::Mapping(map)) => map.get_mut(key.as_str()),
+            (PathSegment::Index(i), serde_yaml::Value::Sequence(list)) => list.get_mut(*i),
+            _ => None,
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        node = next;
+    }
+    match (last, node) {
+        (PathSegment::Key(key), serde_yaml::Value::Mapping(map)) => {
+            map.remove(key.as_str()).is_some()
+        }
+        (PathSegment::Index(i), serde_yaml::Value::Sequence(list)) if *i < list.len() => {
+            // A sibling not known to fail stands in for the element, so the list keeps
+            // its length and the next errors their indexes.
+            let failed = |j: usize| {
+                let mut sibling = parents.to_vec();
+                sibling.push(PathSegment::Index(j));
+                taken.contains(&sibling)
+            };
+            let stand_in = (0..list.len()).find(|&j| j != *i && !failed(j));
+            list[*i] = match stand_in {
+                Some(j) => list[j].clone(),
+                None => serde_yaml::Value::Null,
+            };
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The path of a serde error, in settings terms.
+fn error_path(e: &serde_path_to_error::Error<serde_yaml::Error>) -> Vec<PathSegment> {
+    e.path()
         .iter()
         .filter_map(|seg| match seg {
             serde_path_to_error::Segment::Map { key } => Some(PathSegment::Key(key.clone())),
             serde_path_to_error::Segment::Seq { index } => Some(PathSegment::Index(*index)),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// A syntax or type error from serde, with its path and the line serde_yaml saw.
+fn type_error(text: &str, e: serde_path_to_error::Error<serde_yaml::Error>) -> ConfigError {
+    let path = error_path(&e);
     let inner = e.inner();
     let location = inner
         .location()

@@ -8,7 +8,7 @@ mod errors;
 mod http;
 mod ip;
 mod load;
-mod location;
+pub(crate) mod location;
 mod open_proxy;
 mod server;
 mod std_impls;
@@ -24,7 +24,8 @@ pub use endpoint::{
     ProxyProtocolMode, ProxyProtocolSettings, TcpForwardSettings, TlsPolicy, TlsSettings,
     TlsVersion, TunnelSettings, UdpForwardSettings, UdpProxyHeader,
 };
-pub use errors::{ConfigError, ConfigErrors};
+pub(crate) use errors::display_path;
+pub use errors::{ConfigError, ConfigErrors, PathSegment, SettingError};
 pub use http::{
     ConnectIpSettings, ConnectUdpSettings, H3Settings, HttpClientSettings, HttpLimits,
     HttpSettings, ProxyAuthSettings, ProxyUser, Revocation,
