@@ -10,14 +10,22 @@ pub struct DnsContext {
     pub name: String,
 }
 
-/// What to do with a DNS answer.
+/// What to do with a DNS answer (for one address family: IPv4 and IPv6 are looked up,
+/// and answered, apart).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DnsAction {
     /// Use (and cache) the answer as it is.
     Continue,
-    /// Use these addresses instead.
+    /// Use (and cache) these addresses instead.
     Override(Vec<IpAddr>),
-    /// Treat the name as unresolvable, with this reason.
+    /// Treat the name as unresolvable in this family, with this reason: nothing is
+    /// cached, so the next lookup asks the resolvers, and the hook, again. Counted in
+    /// `oxy_dns_failures_total{kind="vetoed"}`. When the other family gives no address
+    /// either, the connection fails as for a name that does not resolve: a CONNECT,
+    /// CONNECT-UDP or proxied HTTP request gets 502 with the body
+    /// `resolving NAME was refused: REASON`; a `tcp` endpoint's connection is closed; a
+    /// `udp` endpoint's datagrams are dropped until it is quiet; an IP flow gets ICMP
+    /// host unreachable; a CONNECT-IP scope naming it gets 502.
     Veto(String),
 }
 

@@ -122,12 +122,26 @@ pub enum EgressAction {
     BindTo(IpAddr),
     /// Reach the target through this HTTP proxy with CONNECT (chaining). The egress
     /// policy applies to the proxy's address; the proxy applies its own to the target.
+    /// A proxy that does not answer 2xx fails the connection (502 to a CONNECT client).
+    /// UDP cannot go this way: a UDP flow is refused (502 to a CONNECT-UDP client,
+    /// `UDP cannot go through the CONNECT proxy ADDRESS`).
     UpstreamProxy(UpstreamProxy),
     /// Send the traffic to an internal service, preceded by a PROXY protocol header that
     /// carries the client's and the original destination's addresses (and, in v2, TLVs):
     /// per stream for TCP, per datagram (v2) for UDP.
     InternalService(InternalService),
-    /// Refuse; the client gets a clear error with this reason, and it is counted.
+    /// Refuse, with this reason; counted in `oxy_offramp_egress_denied_total{reason="hook"}`.
+    /// The client sees:
+    ///
+    /// - CONNECT and CONNECT-UDP: 403 with the plain-text body
+    ///   `egress denied by the application: REASON`; the tunnel is audited with it.
+    /// - A forwarded or reverse-proxied HTTP request: the same 403
+    ///   (`oxy_http_errors_total{reason="denied"}`).
+    /// - A `tcp` endpoint: the connection closed (after the TLS handshake, on a TLS
+    ///   endpoint).
+    /// - A `udp` endpoint: no answer; its datagrams are dropped until it has been quiet
+    ///   for `udp.idle_timeout`.
+    /// - An IP flow: ICMP administratively prohibited.
     Deny(String),
 }
 

@@ -69,27 +69,37 @@ impl Upstream {
 /// What to do with a request.
 #[derive(Debug)]
 pub enum RequestAction {
-    /// Proxy the (possibly rewritten) request as the endpoint is configured to.
+    /// Proxy the (possibly rewritten) request as the endpoint is configured to: CONNECT,
+    /// CONNECT-UDP, CONNECT-IP, forward or reverse proxy (a request inside a
+    /// decapsulated tunnel goes to the tunnel's target).
     Continue,
-    /// Answer with this response; nothing is proxied.
+    /// Answer with this response; nothing is proxied, and neither
+    /// [`HttpRequestHook::on_response`] nor the body taps run.
     Respond(http::Response<HttpBody>),
-    /// Answer with this status and a short plain-text reason; it is logged and counted.
+    /// Answer with this status and a plain-text body: the reason and a newline
+    /// (`text/plain; charset=utf-8`). Nothing is proxied and
+    /// [`HttpRequestHook::on_response`] does not run. Logged (`request blocked`, with the
+    /// status, reason and URI) and counted in `oxy_http_errors_total{reason="blocked"}`.
     Block {
         /// The status, usually 403.
         status: StatusCode,
         /// Why, shown to the client and logged.
         reason: String,
     },
-    /// Send the request to this upstream.
+    /// Send the request to this upstream, in place of the one the endpoint would choose.
+    /// Ignored, without a word, for CONNECT, CONNECT-UDP, CONNECT-IP and other extended
+    /// CONNECT requests: they go where their request names (rewrite `request.uri` in
+    /// [`HttpRequestHook::on_request`] to change that).
     Route(Upstream),
 }
 
-/// What to do with a response.
+/// What to do with a response from an upstream.
 #[derive(Debug)]
 pub enum ResponseAction {
     /// Send the (possibly rewritten) response to the client.
     Continue,
-    /// Send this response instead.
+    /// Send this response instead: the upstream's body is dropped, and
+    /// [`HttpRequestHook::response_body_tap`] does not run.
     Replace(http::Response<HttpBody>),
 }
 

@@ -56,12 +56,21 @@ pub struct IngressConnectionContext<App: OxyExt> {
     pub(crate) slot: Option<Arc<OwnedSemaphorePermit>>,
 }
 
-/// What to do with a new connection.
+/// What to do with a new connection (or a new flow of a `udp` endpoint).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngressAction {
     /// Serve the connection as the endpoint is configured to.
     Continue,
-    /// Close the connection at once; the reason is logged and counted.
+    /// Close the connection at once. The reason is logged, never sent: the connection is
+    /// counted in `oxy_connections_rejected_total{reason="ingress_hook"}` and
+    /// `oxy_connections_closed_total{reason="rejected"}`, and
+    /// [`IngressHook::on_connection_end`] sees [`ConnectionEnd::Rejected`].
+    ///
+    /// The client sees: on TCP, the connection closed with nothing written, before any
+    /// TLS handshake; on QUIC, the connection closed with the code H3_NO_ERROR and the
+    /// reason `rejected`; on a `udp` endpoint, no answer: the flow drops its datagrams
+    /// (`oxy_udp_dropped_total{reason="refused"}`) until the client has been quiet for
+    /// `udp.idle_timeout`, and only then ends.
     Reject(String),
 }
 
@@ -113,8 +122,13 @@ pub struct ConnectionSummary {
 /// Runs on every connection an endpoint accepts.
 #[async_trait]
 pub trait IngressHook<App: OxyExt>: Send + Sync + 'static {
-    /// Runs right after a connection is accepted, before anything is read from it.
-    /// The default returns [`IngressAction::Continue`].
+    /// Runs once per accepted connection, before any of its requests or tunnels: on TCP
+    /// after the PROXY header (when the endpoint reads one, so `cx.client_addr` is the
+    /// original client) and before TLS (`cx.tls` is `None`); on QUIC after the
+    /// handshake (`cx.tls` is set); on UDP when a client's first datagram opens its flow.
+    /// What it leaves in `cx.app` is the connection's state, which the request, egress
+    /// and tunnel contexts of the connection reach. The default returns
+    /// [`IngressAction::Continue`].
     async fn on_connection(&self, cx: &mut IngressConnectionContext<App>) -> IngressAction {
         let _ = cx;
         IngressAction::Continue

@@ -36,18 +36,27 @@ pub enum IpFlowAction {
     /// Send it on through the endpoint's IP off-ramp (`ip.offramp`): with `userspace`
     /// (the default), UDP and TCP are terminated as for the two upgrades below and ICMP
     /// echo is answered through an echo socket; other protocols get ICMP protocol
-    /// unreachable. With `tun`, its packets are written to the TUN device as they are.
+    /// unreachable. With `tun`, its packets are written to the TUN device as they are
+    /// (TTL decremented), once the egress policy has allowed the flow's destination.
+    ///
+    /// A flow refused on the way is answered with ICMP administratively prohibited (the
+    /// egress hook or policy, the tunnel hook), port unreachable (a UDP port that
+    /// refuses) or host unreachable (anything else), or, for a TCP port that refuses,
+    /// a reset.
     Forward,
-    /// Drop its packets silently; the reason is logged once and the packets counted
-    /// (`oxy_ip_dropped_total{reason="hook"}`).
+    /// Drop its packets silently: nothing is sent back to the client. The reason is
+    /// logged once and the packets counted (`oxy_ip_dropped_total{reason="hook"}`); the
+    /// flow's audit record names the action `drop`.
     Drop(String),
     /// Terminate it as a UDP flow: its datagrams run through the UDP tunnel path (the
     /// egress hook and policy, the tunnel hook, audit) and the replies come back as UDP
-    /// packets. A flow that is not UDP is dropped.
+    /// packets; refusals are answered as for [`IpFlowAction::Forward`]. A flow that is
+    /// not UDP is dropped silently (`oxy_ip_dropped_total{reason="upgrade_mismatch"}`).
     UpgradeToUdp,
     /// Terminate it as a TCP connection in a user-space TCP/IP stack: the byte stream
     /// runs through the TCP tunnel path, where the tunnel hook can also decapsulate the
-    /// HTTP inside. A flow that is not TCP is dropped.
+    /// HTTP inside; refusals are answered as for [`IpFlowAction::Forward`]. A flow that
+    /// is not TCP is dropped silently (`oxy_ip_dropped_total{reason="upgrade_mismatch"}`).
     UpgradeToTcp,
 }
 

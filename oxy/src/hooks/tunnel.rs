@@ -31,16 +31,30 @@ pub struct TunnelContext<App: OxyExt> {
 pub enum TunnelAction {
     /// Pump bytes both ways with the endpoint's timeouts.
     Continue,
-    /// Close both sides; the reason is logged and counted.
+    /// Refuse the tunnel before a byte is pumped: close the target's connection and
+    /// refuse the client. Logged, counted in `oxy_tunnel_ended_total{reason="blocked"}`
+    /// and audited with the close reason `blocked: REASON`;
+    /// [`TunnelHook::on_tunnel_end`] does not run. The client sees:
+    ///
+    /// - CONNECT and CONNECT-UDP (not answered yet): 403 with the plain-text body
+    ///   `blocked: REASON`.
+    /// - A `tcp` endpoint: the connection closed (after the TLS handshake, on a TLS
+    ///   endpoint).
+    /// - A `udp` endpoint: no answer; its datagrams are dropped until it has been quiet
+    ///   for `udp.idle_timeout`.
+    /// - An IP flow: ICMP administratively prohibited.
     Block(String),
     /// Close the connection to the target and connect to this one instead (through the
-    /// egress policy, without running the egress hook again).
+    /// egress policy, without running the egress hook's `on_egress` again; its
+    /// `on_resolved` sees the new target). The route the egress hook chose (bind
+    /// address, upstream proxy, internal service) stays. When this connection fails, the
+    /// tunnel is refused with that failure, as if the client had asked for this target.
     Redirect(Target),
     /// Pump with these timeouts instead of the endpoint's.
     SetTimeouts {
         /// Close after this long without traffic either way.
         idle: Duration,
-        /// Close after this long in any case.
+        /// Close after this long in any case; `Duration::ZERO` means no limit.
         max_lifetime: Duration,
     },
     /// Look inside: Oxy reads the client's first bytes and tells
@@ -105,7 +119,14 @@ pub enum InnerAction {
     /// Pump the bytes untouched to the target, as for [`TunnelAction::Continue`]: for
     /// pinned applications and banking sites whose TLS must not be intercepted.
     Pass,
-    /// Close both sides; the reason is logged and counted.
+    /// Close both sides. The client was already answered (a CONNECT's 200, a
+    /// CONNECT-UDP's 200 or 101), so it sees its tunnel close with nothing served: the
+    /// TCP connection or the request's stream ends; a `udp` endpoint's flow ends, and a
+    /// later datagram from the client starts a new flow; an IP flow's TCP connection is
+    /// closed, or its later UDP packets are dropped. Logged, counted in
+    /// `oxy_tunnel_ended_total{reason="blocked"}` (and, for TLS or QUIC,
+    /// `oxy_tls_interceptions_total{outcome="blocked"}`) and audited with the inspection
+    /// `blocked`; [`TunnelHook::on_tunnel_end`] runs.
     Block(String),
 }
 
