@@ -626,6 +626,10 @@ impl HttpFixture {
         Arc::new(Handler {
             services: self.services.clone(),
             endpoint: self.endpoint.clone(),
+            connection: oxy::hooks::Connection {
+                id: 1,
+                app: Default::default(),
+            },
             client_addr: SocketAddr::from(([192, 0, 2, 1], 40000)),
             peer_addr: SocketAddr::from(([192, 0, 2, 1], 40000)),
             original_client: None,

@@ -68,6 +68,10 @@ async fn a_connect_whose_upgrade_fails_after_the_200_ends_its_tunnel() {
     let handler = Arc::new(Handler {
         services,
         endpoint: Arc::new(Endpoint::new(settings, (), None).unwrap()),
+        connection: oxy::hooks::Connection {
+            id: 1,
+            app: Default::default(),
+        },
         client_addr: SocketAddr::from(([127, 0, 0, 1], 40000)),
         peer_addr: SocketAddr::from(([127, 0, 0, 1], 40000)),
         original_client: None,

@@ -116,10 +116,21 @@ mod fixture {
     description = "Hooks steered by settings, for Oxy's integration tests",
     app_settings = FixtureSettings,
     endpoint_settings = FixtureEndpointSettings,
+    connection_context = ConnectionState,
     ip_tunnel_context = u64,
     dns_cache_item = String
 )]
 struct Fixture;
+
+/// What the ingress hook keeps for a connection, which its requests, egress decisions
+/// and tunnels reach.
+#[derive(Default)]
+struct ConnectionState {
+    /// The client as the ingress hook saw it.
+    client: String,
+    /// Requests the request hook has seen on the connection.
+    requests: std::sync::atomic::AtomicU64,
+}
 
 struct Observer;
 
@@ -147,6 +158,10 @@ impl IngressHook<Fixture> for Observer {
         if !settings.reject_reason.is_empty() {
             return IngressAction::Reject(settings.reject_reason.clone());
         }
+        cx.app = Arc::new(ConnectionState {
+            client: cx.client_addr.to_string(),
+            requests: Default::default(),
+        });
         IngressAction::Continue
     }
 
@@ -201,6 +216,8 @@ impl HttpRequestHook<Fixture> for Router {
         cx: &mut RequestContext<Fixture>,
     ) -> RequestAction {
         let settings = cx.endpoint.app_settings();
+        let connection = &cx.connection.app;
+        let seen = 1 + (connection.requests).fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let is_proxy_request =
             request.method == oxy::http_types::Method::CONNECT || request.uri.scheme().is_some();
         if !settings.proxy_password.is_empty() && is_proxy_request {
@@ -237,6 +254,16 @@ impl HttpRequestHook<Fixture> for Router {
                 oxy::http_types::StatusCode::OK,
                 "hello from the fixture app",
             );
+            let connection = [
+                ("x-connection-id", cx.connection.id.to_string()),
+                ("x-connection-client", cx.connection.app.client.clone()),
+                ("x-connection-requests", seen.to_string()),
+            ];
+            for (name, value) in connection {
+                if let Ok(value) = oxy::http_types::HeaderValue::from_str(&value) {
+                    response.headers_mut().insert(name, value);
+                }
+            }
             if let Some(tls) = &cx.tls {
                 let client = tls.client_certificate.as_ref();
                 let facts = [
@@ -358,6 +385,11 @@ impl HttpRequestHook<Fixture> for Router {
 impl EgressHook<Fixture> for Router {
     async fn on_egress(&self, cx: &mut EgressContext<Fixture>) -> EgressAction {
         let settings = cx.endpoint.app_settings();
+        tracing::info!(
+            connection = cx.connection.id,
+            client = %cx.connection.app.client,
+            "fixture egress on its connection"
+        );
         let host = cx.target.as_ref().map(|t| t.host.to_string());
         if !settings.fips_upstream_host.is_empty()
             && host == Some(settings.fips_upstream_host.clone())
@@ -426,6 +458,16 @@ impl EgressHook<Fixture> for Router {
 impl TunnelHook<Fixture> for Router {
     async fn on_tunnel_start(&self, cx: &mut TunnelContext<Fixture>) -> TunnelAction {
         let settings = cx.endpoint.app_settings();
+        let requests = cx
+            .connection
+            .app
+            .requests
+            .load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(
+            connection = cx.connection.id,
+            requests,
+            "fixture tunnel on its connection"
+        );
         if !settings.tunnel_block.is_empty() {
             return TunnelAction::Block(settings.tunnel_block.clone());
         }

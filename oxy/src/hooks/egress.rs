@@ -61,6 +61,8 @@ pub enum ProxyHeaderVersion {
 pub struct EgressContext<App: OxyExt> {
     /// The endpoint the traffic came in on.
     pub endpoint: Arc<Endpoint<App>>,
+    /// The connection the traffic came on: its id and the ingress hook's state for it.
+    pub connection: crate::hooks::Connection<App>,
     /// The client's address (the original client behind a PROXY header).
     pub client_addr: SocketAddr,
     /// The local address the client connected to (the original destination).
@@ -91,12 +93,13 @@ impl<App: OxyExt> EgressContext<App> {
     /// The context of a tunnel for `client` to `target`, before the hook has run.
     pub fn new(
         endpoint: &Arc<Endpoint<App>>,
-        client: &TunnelClient,
+        client: &TunnelClient<App>,
         transport: Transport,
         target: Option<Target>,
     ) -> Self {
         Self {
             endpoint: endpoint.clone(),
+            connection: client.connection.clone(),
             client_addr: client.addr(),
             local_addr: client.local_addr,
             proxy_user: client.proxy_user.clone(),

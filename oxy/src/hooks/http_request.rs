@@ -20,6 +20,8 @@ pub type HttpBody = http_body_util::combinators::UnsyncBoxBody<
 pub struct RequestContext<App: OxyExt> {
     /// The endpoint the request came in on.
     pub endpoint: Arc<Endpoint<App>>,
+    /// The connection the request came on: its id and the ingress hook's state for it.
+    pub connection: crate::hooks::Connection<App>,
     /// The client's address.
     pub client_addr: SocketAddr,
     /// TLS facts (SNI, ALPN, client certificate) when the request came over TLS.

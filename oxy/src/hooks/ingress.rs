@@ -49,11 +49,53 @@ pub struct IngressConnectionContext<App: OxyExt> {
     /// this connection (a FIPS-only address, a client network); on QUIC the handshake
     /// is done by then and the endpoint's policy applies.
     pub tls_policy: crate::settings::TlsPolicy,
-    /// The application's state for this connection.
-    pub app: App::IngressConnectionContext,
+    /// The application's state for this connection, which the ingress hook sets
+    /// (`cx.app = Arc::new(state)`). The request, egress and tunnel contexts of the
+    /// connection share it as `cx.connection.app`; write to it later through interior
+    /// mutability (a `Mutex` or atomics inside the type).
+    pub app: Arc<App::IngressConnectionContext>,
     /// The connection's slot under `limits.max_connections`; tunnels and upgrades that
     /// outlive the connection's task keep a clone, so they stay counted.
     pub(crate) slot: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+impl<App: OxyExt> IngressConnectionContext<App> {
+    /// The connection as the contexts of its requests, egress decisions and tunnels see
+    /// it.
+    pub fn connection(&self) -> Connection<App> {
+        Connection {
+            id: self.id,
+            app: self.app.clone(),
+        }
+    }
+}
+
+/// The connection a request, an egress decision or a tunnel came on, as their hooks see
+/// it (`cx.connection` in [`RequestContext`](crate::hooks::RequestContext),
+/// [`EgressContext`](crate::hooks::EgressContext) and
+/// [`TunnelContext`](crate::hooks::TunnelContext)).
+pub struct Connection<App: OxyExt> {
+    /// The connection's id ([`IngressConnectionContext::id`], in its log lines).
+    pub id: u64,
+    /// The state the ingress hook left in [`IngressConnectionContext::app`].
+    pub app: Arc<App::IngressConnectionContext>,
+}
+
+impl<App: OxyExt> Clone for Connection<App> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            app: self.app.clone(),
+        }
+    }
+}
+
+impl<App: OxyExt> std::fmt::Debug for Connection<App> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What to do with a new connection (or a new flow of a `udp` endpoint).

@@ -238,8 +238,8 @@ pub use http_request::{
     HttpBody, HttpRequestHook, RequestAction, RequestContext, ResponseAction, Upstream,
 };
 pub use ingress::{
-    ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext, IngressHook,
-    Transport,
+    Connection, ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext,
+    IngressHook, Transport,
 };
 pub use ip_flow::{IpFlowAction, IpFlowContext, IpFlowHook};
 pub use numeric_host::{BadNumericHost, parse_numeric_ipv4};

@@ -13,6 +13,8 @@ use std::time::Duration;
 pub struct TunnelContext<App: OxyExt> {
     /// The endpoint the tunnel came in on.
     pub endpoint: Arc<Endpoint<App>>,
+    /// The connection the tunnel came on: its id and the ingress hook's state for it.
+    pub connection: crate::hooks::Connection<App>,
     /// The client's address (the original client behind a PROXY header).
     pub client_addr: SocketAddr,
     /// The user the HTTP request that opened the tunnel was authenticated as (see

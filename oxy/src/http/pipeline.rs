@@ -14,7 +14,7 @@ use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
-    EgressContext, HttpBody, IngressConnectionContext, RequestAction, RequestContext,
+    Connection, EgressContext, HttpBody, IngressConnectionContext, RequestAction, RequestContext,
     ResponseAction, Target, TargetHost, Transport, Upstream,
 };
 use crate::offramp::route::{EgressRoute, egress_route};
@@ -35,6 +35,8 @@ pub struct Handler<App: OxyExt> {
     pub services: Arc<Services<App>>,
     /// The endpoint the connection came in on.
     pub endpoint: Arc<Endpoint<App>>,
+    /// The connection: its id and the ingress hook's state for it.
+    pub connection: Connection<App>,
     /// The client's address (the original client behind a PROXY header).
     pub client_addr: SocketAddr,
     /// The socket's peer (the load balancer behind a PROXY header).
@@ -66,6 +68,7 @@ impl<App: OxyExt> Clone for Handler<App> {
         Handler {
             services: self.services.clone(),
             endpoint: self.endpoint.clone(),
+            connection: self.connection.clone(),
             client_addr: self.client_addr,
             peer_addr: self.peer_addr,
             original_client: self.original_client,
@@ -110,6 +113,7 @@ impl<App: OxyExt> Handler<App> {
         Some(Arc::new(Handler {
             services: services.clone(),
             endpoint: endpoint.clone(),
+            connection: cx.connection(),
             client_addr: cx.client_addr,
             peer_addr: cx.peer_addr,
             original_client: cx.proxy.as_ref().and_then(|p| p.source),
@@ -126,8 +130,9 @@ impl<App: OxyExt> Handler<App> {
 
     /// This handler for requests from another client (an IP flow's source on a TUN
     /// device).
-    pub fn for_client(&self, client: &TunnelClient) -> Arc<Self> {
+    pub fn for_client(&self, client: &TunnelClient<App>) -> Arc<Self> {
         let mut handler = self.clone();
+        handler.connection = client.connection.clone();
         handler.client_addr = client.addr();
         handler.peer_addr = client.peer_addr;
         handler.original_client = client.original_client;
@@ -165,8 +170,9 @@ impl<App: OxyExt> Handler<App> {
     }
 
     /// Who a tunnel opened by a request on this connection is for.
-    pub fn tunnel_client(&self, proxy_user: Option<String>) -> TunnelClient {
+    pub fn tunnel_client(&self, proxy_user: Option<String>) -> TunnelClient<App> {
         TunnelClient {
+            connection: self.connection.clone(),
             peer_addr: self.peer_addr,
             original_client: self.original_client,
             local_addr: self.local_addr,
@@ -254,6 +260,7 @@ impl<App: OxyExt> Handler<App> {
         }
         let mut cx = RequestContext {
             endpoint: self.endpoint.clone(),
+            connection: self.connection.clone(),
             client_addr: self.client_addr,
             tls: self.tls.clone(),
             proxy_user,

@@ -210,6 +210,7 @@ async fn forward<App: OxyExt>(
 ) -> ConnectionEnd {
     let target = cx.endpoint.tcp_target.clone();
     let client = TunnelClient {
+        connection: cx.connection(),
         peer_addr: cx.peer_addr,
         original_client: cx.proxy.as_ref().and_then(|p| p.source),
         local_addr: cx.local_addr,

@@ -59,6 +59,7 @@ pub async fn serve<App: OxyExt>(
         services,
         endpoint: endpoint.clone(),
         client: TunnelClient {
+            connection: cx.connection(),
             peer_addr: own,
             original_client: None,
             local_addr: own,

@@ -141,7 +141,11 @@ pub struct AuditStart {
 impl AuditStart {
     /// A tunnel of `protocol` (`tcp`, `udp`) starting now for `client`; its addresses
     /// are left out when `telemetry.log.client_addresses` is off.
-    pub fn now(endpoint: &str, protocol: &'static str, client: &TunnelClient) -> Self {
+    pub fn now<App: crate::app::OxyExt>(
+        endpoint: &str,
+        protocol: &'static str,
+        client: &TunnelClient<App>,
+    ) -> Self {
         let shown = crate::telemetry::logging::client_addresses_shown();
         Self {
             id: next_tunnel_id(),

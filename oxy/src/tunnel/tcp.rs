@@ -44,7 +44,7 @@ struct TunnelRecord<App: OxyExt> {
 pub async fn open<App: OxyExt>(
     services: &Arc<Services<App>>,
     endpoint: &Arc<Endpoint<App>>,
-    client: &TunnelClient,
+    client: &TunnelClient<App>,
     target: Option<Target>,
     drain: &Drain,
 ) -> Result<TcpTunnel<App>, TunnelRefused> {
@@ -83,6 +83,7 @@ pub async fn open<App: OxyExt>(
     let mut limits = limits_of(settings.idle_timeout, settings.max_lifetime);
     let mut cx = TunnelContext {
         endpoint: endpoint.clone(),
+        connection: client.connection.clone(),
         client_addr: client.addr(),
         proxy_user: client.proxy_user.clone(),
         transport: Transport::Tcp,

@@ -103,6 +103,7 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
         }
         let target = endpoint.udp_target.clone();
         let client = TunnelClient {
+            connection: ingress.connection(),
             peer_addr: sender,
             original_client,
             local_addr,
@@ -226,7 +227,7 @@ pub struct UdpTunnel<App: OxyExt> {
 pub async fn open<App: OxyExt>(
     services: &Arc<Services<App>>,
     endpoint: &Arc<Endpoint<App>>,
-    client: &TunnelClient,
+    client: &TunnelClient<App>,
     target: Option<Target>,
     idle: Duration,
 ) -> Result<UdpTunnel<App>, TunnelRefused> {
@@ -276,6 +277,7 @@ pub async fn open<App: OxyExt>(
     };
     let mut cx = TunnelContext {
         endpoint: endpoint.clone(),
+        connection: client.connection.clone(),
         client_addr: client.addr(),
         proxy_user: client.proxy_user.clone(),
         transport: Transport::Udp,

@@ -181,7 +181,7 @@ pub async fn handle<App: OxyExt>(
 /// One accepted CONNECT-IP stream, before its bytes flow.
 struct Session<App: OxyExt> {
     handler: Arc<Handler<App>>,
-    client: crate::tunnel::TunnelClient,
+    client: crate::tunnel::TunnelClient<App>,
     scope: Scope,
     /// Returned to their pools when the session ends.
     assigned: Vec<AssignedAddress>,

@@ -29,7 +29,7 @@ pub struct UdpFlow<App: OxyExt> {
     /// this flow's client.
     pub handler: Arc<Handler<App>>,
     /// Who the flow is for.
-    pub client: TunnelClient,
+    pub client: TunnelClient<App>,
     /// The flow.
     pub key: FlowKey,
     /// The packet that started it, answered with an ICMP error if the flow is refused.

@@ -62,7 +62,7 @@ pub struct SessionSetup<App: OxyExt> {
     /// The endpoint.
     pub endpoint: Arc<Endpoint<App>>,
     /// Who the session is for.
-    pub client: TunnelClient,
+    pub client: TunnelClient<App>,
     /// Serves HTTP found inside TCP flows the tunnel hook decapsulates.
     pub handler: Arc<Handler<App>>,
     /// Addresses the client may send from; `None` accepts any source (a TUN device).
@@ -611,10 +611,11 @@ impl<App: OxyExt> PacketSession<App> {
 
     /// Who a flow is for: the session's client behind CONNECT-IP; on a TUN device, the
     /// flow's own source (and its destination as the local address).
-    fn flow_client(&self, key: &FlowKey) -> TunnelClient {
+    fn flow_client(&self, key: &FlowKey) -> TunnelClient<App> {
         match self.setup.sources {
             Some(_) => self.setup.client.clone(),
             None => TunnelClient {
+                connection: self.setup.client.connection.clone(),
                 peer_addr: key.source_addr(),
                 original_client: None,
                 local_addr: key.destination_addr(),
