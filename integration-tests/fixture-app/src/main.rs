@@ -102,6 +102,13 @@ pub struct FixtureEndpointSettings {
     pub ip_upgrade_udp: bool,
     /// When not zero, the IP flow hook upgrades TCP flows to this port to TCP tunnels.
     pub ip_upgrade_tcp_port: u16,
+    /// `on_upstream_request` adds `x-fixture-upstream: <upstream>` to proxied requests.
+    pub mark_upstream_requests: bool,
+    /// When not empty, `on_upstream_request` answers requests for this path with 451
+    /// instead of sending them.
+    pub refuse_upstream_path: String,
+    /// `on_error_response` renders Oxy's own error answers as an HTML page.
+    pub error_page: bool,
 }
 
 #[metrics]
@@ -210,6 +217,64 @@ impl FormInspector for NeedleInForm {
 
 #[async_trait]
 impl HttpRequestHook<Fixture> for Router {
+    async fn on_upstream_request(
+        &self,
+        request: &mut oxy::http_types::request::Parts,
+        upstream: &Upstream,
+        cx: &mut RequestContext<Fixture>,
+    ) -> Option<oxy::http_types::Response<HttpBody>> {
+        let settings = cx.endpoint.app_settings();
+        if !settings.refuse_upstream_path.is_empty()
+            && request.uri.path() == settings.refuse_upstream_path
+        {
+            let mut response =
+                oxy::http_types::Response::new(oxy::http::body::full("refused before sending\n"));
+            *response.status_mut() = oxy::http_types::StatusCode::UNAVAILABLE_FOR_LEGAL_REASONS;
+            return Some(response);
+        }
+        if settings.mark_upstream_requests
+            && let Ok(value) = upstream.authority.as_str().parse()
+        {
+            request.headers.insert("x-fixture-upstream", value);
+        }
+        None
+    }
+
+    async fn on_error_response(
+        &self,
+        summary: &RequestSummary<Fixture>,
+    ) -> Option<oxy::http_types::Response<HttpBody>> {
+        if !summary.endpoint.app_settings().error_page {
+            return None;
+        }
+        let reason = summary
+            .local
+            .clone()
+            .unwrap_or_default()
+            .replace('<', "&lt;");
+        let page = format!("<h1>Oxy {}</h1><p>{reason}</p>", summary.status.as_u16());
+        let mut response = oxy::http_types::Response::new(oxy::http::body::full(page));
+        *response.status_mut() = summary.status;
+        let html = oxy::http_types::HeaderValue::from_static("text/html");
+        response
+            .headers_mut()
+            .insert(oxy::http_types::header::CONTENT_TYPE, html);
+        Some(response)
+    }
+
+    async fn on_request_end(&self, summary: &RequestSummary<Fixture>) {
+        tracing::info!(
+            connection = summary.connection.id,
+            method = %summary.method,
+            uri = %summary.uri,
+            status = summary.status.as_u16(),
+            local = summary.local.as_deref().unwrap_or("-"),
+            upstream = summary.upstream.as_deref().unwrap_or("-"),
+            body_bytes = summary.body_bytes,
+            "fixture request end"
+        );
+    }
+
     async fn on_request(
         &self,
         request: &mut oxy::http_types::request::Parts,

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The body type of requests and responses, whatever HTTP version carried them.
 pub type HttpBody = http_body_util::combinators::UnsyncBoxBody<
@@ -89,9 +90,9 @@ pub enum RequestAction {
         reason: String,
     },
     /// Send the request to this upstream, in place of the one the endpoint would choose.
-    /// Ignored, without a word, for CONNECT, CONNECT-UDP, CONNECT-IP and other extended
-    /// CONNECT requests: they go where their request names (rewrite `request.uri` in
-    /// [`HttpRequestHook::on_request`] to change that).
+    /// A CONNECT's tunnel goes to the upstream's host and port (its `tls` must be
+    /// `false`: the client speaks its own TLS inside). CONNECT-UDP and CONNECT-IP
+    /// cannot be routed: such a request is answered 500 and logged as an error.
     Route(Upstream),
 }
 
@@ -103,6 +104,36 @@ pub enum ResponseAction {
     /// Send this response instead: the upstream's body is dropped, and
     /// [`HttpRequestHook::response_body_tap`] does not run.
     Replace(http::Response<HttpBody>),
+}
+
+/// A request as the phases after its answer see it: what was asked, what was answered
+/// and how long it took.
+pub struct RequestSummary<App: OxyExt> {
+    /// The endpoint the request came in on.
+    pub endpoint: Arc<Endpoint<App>>,
+    /// The connection the request came on.
+    pub connection: crate::hooks::Connection<App>,
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// The request's method.
+    pub method: http::Method,
+    /// The request's URI (the authority of a CONNECT).
+    pub uri: String,
+    /// The request's HTTP version.
+    pub version: http::Version,
+    /// The answer's status.
+    pub status: http::StatusCode,
+    /// Whether Oxy or the application answered (a refusal, an error, a local
+    /// response), not an upstream; the reason of Oxy's own answers.
+    pub local: Option<String>,
+    /// The upstream the request was proxied to (`host:port`), if it was.
+    pub upstream: Option<String>,
+    /// From the request's head to the answer's head.
+    pub time_to_answer: Duration,
+    /// From the request's head to the answer's last byte (in [`HttpRequestHook::on_request_end`]).
+    pub duration: Duration,
+    /// Body bytes sent to the client (in [`HttpRequestHook::on_request_end`]).
+    pub body_bytes: u64,
 }
 
 /// Sees every HTTP request, over any HTTP version.
@@ -117,7 +148,8 @@ pub trait HttpRequestHook<App: OxyExt>: Send + Sync + 'static {
     /// size (413), and the endpoint's proxy authentication for CONNECT and forwarded
     /// requests (407; `cx.proxy_user` names the user). `Continue` proxies the request as
     /// the endpoint is configured to (CONNECT, CONNECT-UDP, forward or reverse proxy);
-    /// `Respond` and `Block` answer it here; `Route` sends it to that upstream.
+    /// `Respond` and `Block` answer it here; `Route` sends it (or a CONNECT's tunnel) to
+    /// that upstream.
     async fn on_request(
         &self,
         request: &mut http::request::Parts,
@@ -150,8 +182,28 @@ pub trait HttpRequestHook<App: OxyExt>: Send + Sync + 'static {
         None
     }
 
+    /// Runs after routing and the egress decision, right before a proxied request is sent
+    /// to `upstream` (`host:port`, and whether over TLS): `request` is what the upstream
+    /// will get (its URI absolute, hop-by-hop headers gone, `Via` and the forwarding
+    /// headers added); rewrite it in place (add a header the upstream needs, sign it).
+    /// Returning a response answers the client with it instead and sends nothing. Not
+    /// for CONNECT, CONNECT-UDP and CONNECT-IP, which open tunnels (see the tunnel
+    /// hook). The default returns `None`.
+    async fn on_upstream_request(
+        &self,
+        request: &mut http::request::Parts,
+        upstream: &Upstream,
+        cx: &mut RequestContext<App>,
+    ) -> Option<http::Response<HttpBody>> {
+        let _ = (request, upstream, cx);
+        None
+    }
+
     /// Runs when the upstream response's head has arrived, before it is sent to the
-    /// client; rewrite `response` in place. The default returns [`ResponseAction::Continue`].
+    /// client; rewrite `response` in place. Answers Oxy or the application gave (a
+    /// refusal, a 502 or 504, a local response) do not come here; see
+    /// [`on_error_response`](Self::on_error_response). The default returns
+    /// [`ResponseAction::Continue`].
     async fn on_response(
         &self,
         response: &mut http::response::Parts,
@@ -159,5 +211,29 @@ pub trait HttpRequestHook<App: OxyExt>: Send + Sync + 'static {
     ) -> ResponseAction {
         let _ = (response, cx);
         ResponseAction::Continue
+    }
+
+    /// Runs when Oxy answers a request with an error of its own (4xx or 5xx, made with
+    /// [`text_response`](crate::http::body::text_response): a refusal, an egress denial,
+    /// a 502 or 504 from the upstream's failure, a block), before it is sent: return a
+    /// response to send instead (a branded error page). `summary.local` holds the
+    /// reason; `summary.duration` and `summary.body_bytes` are not known yet (zero). The
+    /// default returns `None`, which sends Oxy's plain-text answer.
+    async fn on_error_response(
+        &self,
+        summary: &RequestSummary<App>,
+    ) -> Option<http::Response<HttpBody>> {
+        let _ = summary;
+        None
+    }
+
+    /// Runs once for every answered request, after the answer's last byte was handed to
+    /// the connection (or its body ended early): upstream, local and error answers alike,
+    /// over any HTTP version, for logging and billing. A CONNECT's request ends with its
+    /// 2xx head (the tunnel hook sees the tunnel's end). A request whose client went
+    /// away before its answer does not come here. Runs in a task of its own; the
+    /// default does nothing.
+    async fn on_request_end(&self, summary: &RequestSummary<App>) {
+        let _ = summary;
     }
 }

@@ -89,7 +89,9 @@
 //!  6. CONNECT-UDP -> 405 unless http.connect_udp.enabled; a UDP tunnel
 //!     CONNECT-IP  -> 405 unless http.connect_ip.enabled; an IP packet session
 //!     another extended CONNECT -> 501
-//!     CONNECT     -> 405 unless http.connect; a TCP tunnel
+//!     CONNECT     -> 405 unless http.connect; a TCP tunnel, to the route's host and
+//!                    port when on_request answered Route (500 for an https route, and
+//!                    for a routed CONNECT-UDP or CONNECT-IP)
 //!  7. the upstream: RequestAction::Route, else the decapsulated tunnel's target,
 //!     else (http.forward_proxy) the URI's authority, else http.upstream, else 404
 //!  8. EgressHook::on_egress             only with an egress hook, which also gives the
@@ -100,9 +102,15 @@
 //!     answers 403 (egress denied, body blocked), 400, 408 and 413 (the client's body),
 //!     504 (the connection timed out, or no response within
 //!     http.client.response_timeout of the upload's end) or 502 (anything else)
+//!     HttpRequestHook::on_upstream_request  right before sending: the request as the
+//!                                       upstream gets it (a response: sent instead)
 //! 11. HttpRequestHook::on_response      the upstream's response head, of any status
 //!                                       (Replace: sent instead; step 12 skipped)
 //! 12. HttpRequestHook::response_body_tap
+//! 13. HttpRequestHook::on_error_response  Oxy's own 4xx and 5xx answers (any step
+//!                                       above): a response to send instead
+//! 14. HttpRequestHook::on_request_end   every answered request, once its answer's
+//!                                       last byte is out (status, upstream, bytes)
 //! ```
 //!
 //! What `on_request` has and can change:
@@ -111,9 +119,10 @@
 //!   before it runs. What it rewrites in `request` is read after it: a CONNECT's target
 //!   is `request.uri`'s authority, a CONNECT-UDP's target and a CONNECT-IP's scope come
 //!   from its path.
-//! - [`RequestAction::Route`] is ignored for CONNECT, CONNECT-UDP, CONNECT-IP and other
-//!   extended CONNECT requests, without a word in the log; steer them by rewriting
-//!   `request.uri`, with [`EgressAction::Rewrite`] or with [`TunnelAction::Redirect`].
+//! - [`RequestAction::Route`] sends a CONNECT's tunnel to the route's host and port; a
+//!   routed CONNECT-UDP or CONNECT-IP (or a CONNECT routed to `https`) is answered 500
+//!   and logged as an error. Tunnels can also be steered by rewriting `request.uri`,
+//!   with [`EgressAction::Rewrite`] or with [`TunnelAction::Redirect`].
 //! - The `cx.proxy_user` it leaves is the one the egress and tunnel hooks and the audit
 //!   record see.
 //! - Inside a decapsulated tunnel, `cx.tls` is the inner TLS (with `intercepted` set),
@@ -123,8 +132,10 @@
 //!
 //! `on_response` runs only for a response from an upstream. Oxy's own answers go to the
 //! client without it: `Respond` and `Block`, the statuses of steps 1 to 4 and 6 to 10,
-//! and every answer to CONNECT, CONNECT-UDP and CONNECT-IP, 2xx included. Every answer,
-//! Oxy's own too, is counted (`oxy_http_requests_total`) and logged (`oxy::access`).
+//! and every answer to CONNECT, CONNECT-UDP and CONNECT-IP, 2xx included; those that
+//! are errors made with [`crate::http::body::text_response`] (Oxy's own, and `Block`)
+//! go through `on_error_response`. Every answer is counted (`oxy_http_requests_total`),
+//! logged (`oxy::access`) and reported to `on_request_end`.
 //!
 //! HTTP versions differ only in how requests arrive. HTTP/1.1: CONNECT in authority
 //! form; CONNECT-UDP and CONNECT-IP as a `GET` with `Upgrade: connect-udp` or
@@ -235,7 +246,8 @@ pub use egress::{
     TargetHost, TargetParseError, UpstreamProxy, host_matches,
 };
 pub use http_request::{
-    HttpBody, HttpRequestHook, RequestAction, RequestContext, ResponseAction, Upstream,
+    HttpBody, HttpRequestHook, RequestAction, RequestContext, RequestSummary, ResponseAction,
+    Upstream,
 };
 pub use ingress::{
     Connection, ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext,

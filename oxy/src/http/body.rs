@@ -26,10 +26,23 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
-/// A plain-text response: the status and a one-line reason.
+/// Marks an answer Oxy (or the application, through [`text_response`]) gave instead of
+/// an upstream: its reason, as the plain-text body says it. An error answer (4xx, 5xx)
+/// with it goes through [`HttpRequestHook::on_error_response`](crate::hooks::HttpRequestHook::on_error_response).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalAnswer {
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// A plain-text response: the status and a one-line reason, marked as a
+/// [`LocalAnswer`].
 pub fn text_response(status: StatusCode, reason: &str) -> Response<HttpBody> {
     let mut response = Response::new(full(format!("{reason}\n")));
     *response.status_mut() = status;
+    response.extensions_mut().insert(LocalAnswer {
+        reason: reason.to_string(),
+    });
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),

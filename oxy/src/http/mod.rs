@@ -23,6 +23,7 @@ pub mod open_streams;
 pub mod path;
 pub mod pipeline;
 pub mod proxy_auth;
+pub mod request_end;
 pub mod server;
 pub mod stream_search;
 pub mod upgrade;

@@ -1,7 +1,7 @@
 //! One request through the pipeline: hooks, then CONNECT, forward proxy, reverse proxy
 //! or a local answer, and the response back through the hooks.
 
-use super::body::{boxed, text_response};
+use super::body::{LocalAnswer, boxed, text_response};
 use super::body_tap::TappedBody;
 use super::client::UpstreamClient;
 use super::guarded_body::{GuardedBody, UploadProgress};
@@ -9,13 +9,14 @@ use super::headers;
 use super::metrics::{method_label, oxy_http, version_label};
 use super::open_streams::OpenStreams;
 use super::proxy_auth;
+use super::request_end::RequestEnd;
 use super::upgrade::{self, ExtendedConnect, PendingUpgrade};
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
-    Connection, EgressContext, HttpBody, IngressConnectionContext, RequestAction, RequestContext,
-    ResponseAction, Target, TargetHost, Transport, Upstream,
+    Connection, EgressContext, HttpBody, HttpRequestHook, IngressConnectionContext, RequestAction,
+    RequestContext, RequestSummary, ResponseAction, Target, TargetHost, Transport, Upstream,
 };
 use crate::offramp::route::{EgressRoute, egress_route};
 use crate::services::Services;
@@ -26,7 +27,7 @@ use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Limited;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// What every request on one connection shares.
@@ -187,6 +188,9 @@ impl<App: OxyExt> Handler<App> {
         let mut record = RequestRecord::start(self.endpoint.name(), &request);
         record.tunnel_id = self.tunnel_id.clone();
         let mut response = self.dispatch(request).await;
+        if let Some(hook) = &self.services.hooks.http_request {
+            response = self.answer_phases(hook, &record, response).await;
+        }
         if let Some(alt_svc) = &self.endpoint.alt_svc
             && record.version != Version::HTTP_3
         {
@@ -197,6 +201,42 @@ impl<App: OxyExt> Handler<App> {
         }
         record.answered(response.status());
         response
+    }
+
+    /// The phases after a request's answer: an error answer of Oxy's own goes through
+    /// `on_error_response`, and the answer's end runs `on_request_end`.
+    async fn answer_phases(
+        &self,
+        hook: &Arc<dyn HttpRequestHook<App>>,
+        record: &RequestRecord,
+        response: Response<HttpBody>,
+    ) -> Response<HttpBody> {
+        let mut summary = RequestSummary {
+            endpoint: self.endpoint.clone(),
+            connection: self.connection.clone(),
+            client_addr: self.client_addr,
+            method: record.method.clone(),
+            uri: record.uri.clone(),
+            version: record.version,
+            status: response.status(),
+            local: (response.extensions().get::<LocalAnswer>()).map(|a| a.reason.clone()),
+            upstream: (response.extensions().get::<ProxiedTo>()).map(|p| p.0.clone()),
+            time_to_answer: record.started.elapsed(),
+            duration: Duration::ZERO,
+            body_bytes: 0,
+        };
+        let error = summary.status.is_client_error() || summary.status.is_server_error();
+        let mut response = response;
+        if error
+            && summary.local.is_some()
+            && let Some(page) = hook.on_error_response(&summary).await
+        {
+            response = page;
+            summary.status = response.status();
+        }
+        let (parts, body) = response.into_parts();
+        let body = RequestEnd::wrap(body, hook.clone(), summary, record.started);
+        Response::from_parts(parts, body)
     }
 
     async fn dispatch(self: &Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
@@ -267,6 +307,7 @@ impl<App: OxyExt> Handler<App> {
             app: App::RequestContext::default(),
         };
         let mut route = self.decapsulated.clone();
+        let mut routed = false;
         if let Some(hook) = &self.services.hooks.http_request {
             match hook.on_request(&mut parts, &mut cx).await {
                 RequestAction::Continue => {}
@@ -280,7 +321,28 @@ impl<App: OxyExt> Handler<App> {
                     tracing::info!(%status, %reason, uri = %parts.uri, "request blocked");
                     return text_response(status, &reason);
                 }
-                RequestAction::Route(upstream) => route = Some(upstream),
+                RequestAction::Route(upstream) => {
+                    route = Some(upstream);
+                    routed = true;
+                }
+            }
+        }
+        // A tunnel the hook routed: a CONNECT goes to the route's host and port instead
+        // (the client speaks its own TLS inside); other tunnels cannot be routed.
+        if let (true, Some(upstream)) = (routed && tunnel, &route) {
+            if !is_connect || upstream.tls {
+                oxy_http::errors_total(name, "route_not_applicable").inc();
+                let reason = if is_connect {
+                    "the request hook routed a CONNECT to an https upstream; a tunnel carries the client's own TLS"
+                } else {
+                    "the request hook routed a CONNECT-UDP or CONNECT-IP request; only CONNECT can be routed"
+                };
+                tracing::error!(uri = %parts.uri, "{reason}");
+                return text_response(StatusCode::INTERNAL_SERVER_ERROR, reason);
+            }
+            match Uri::try_from(upstream.authority.as_str()) {
+                Ok(uri) => parts.uri = uri,
+                Err(_) => return text_response(StatusCode::BAD_GATEWAY, "bad route"),
             }
         }
 
@@ -444,6 +506,12 @@ impl<App: OxyExt> Handler<App> {
                 self.tls.is_some(),
             );
         }
+        if let Some(hook) = &self.services.hooks.http_request
+            && let Some(response) = hook.on_upstream_request(&mut parts, &upstream, cx).await
+        {
+            oxy_http::routes_total(name, "local").inc();
+            return response;
+        }
         let settings = &self.endpoint.settings.http;
         let upload = Arc::new(UploadProgress::default());
         let body = GuardedBody::request(
@@ -510,6 +578,9 @@ impl<App: OxyExt> Handler<App> {
             _ => None,
         };
         let (mut parts, body) = response.into_parts();
+        parts
+            .extensions
+            .insert(ProxiedTo(upstream.authority.to_string()));
         headers::remove_hop_by_hop(&mut parts.headers);
         if let Some(protocol) = upgraded {
             headers::set_upgrade(&mut parts.headers, protocol);
@@ -533,6 +604,10 @@ impl<App: OxyExt> Handler<App> {
         Response::from_parts(parts, body)
     }
 }
+
+/// Marks a response an upstream gave: the upstream (`host:port`).
+#[derive(Clone)]
+struct ProxiedTo(String);
 
 /// The size of an HTTP/1.1 request head as sent: the request line, then each header
 /// line with its `: ` and CRLF.
