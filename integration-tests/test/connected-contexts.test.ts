@@ -1,6 +1,7 @@
 // Contexts that connect: what the ingress hook keeps for a connection (`cx.app`) is
 // reached by the request, egress and tunnel hooks of that connection as
-// `cx.connection`, with the connection's id. The fixture app's ingress hook stores the
+// `cx.connection`, with the connection's id; what the egress hook keeps for a tunnel
+// (`cx.app`) is the tunnel hook's. The fixture app's ingress hook stores the
 // client's address and a request counter; its request hook counts and answers `/hello`
 // with both and the id; its egress and tunnel hooks log them. One raw HTTP/1.1
 // connection sends two requests and then a CONNECT; a second connection has its own id
@@ -116,7 +117,8 @@ test("the request, egress and tunnel hooks reach the state the ingress hook kept
   first.socket.write("ping");
   assert.equal(await first.read(4), "ping");
   await oxy.waitForLog(new RegExp(`fixture egress on its connection connection=${id} client=127\\.0\\.0\\.1:${first.socket.localPort}`));
-  await oxy.waitForLog(new RegExp(`fixture tunnel on its connection connection=${id} requests=3`));
+  // The tunnel hook sees the state the egress hook left for this tunnel.
+  await oxy.waitForLog(new RegExp(`fixture tunnel on its connection connection=${id} requests=3 state=egress to 127\\.0\\.0\\.1:${echo.port}`));
   first.socket.destroy();
 });
 

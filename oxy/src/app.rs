@@ -37,6 +37,10 @@ pub trait OxyExt: Sized + Send + Sync + 'static {
     type IngressConnectionContext: Default + Send + Sync + 'static;
     /// State the application keeps per HTTP request.
     type RequestContext: Default + Send + Sync + 'static;
+    /// State the application keeps per tunnel (and per egress decision): made when the
+    /// egress hook runs, then the tunnel hook's from `on_tunnel_start` to
+    /// `on_tunnel_end`.
+    type TunnelContext: Default + Send + Sync + 'static;
     /// State the application keeps per IP tunnel.
     type IpTunnelContext: Default + Send + Sync + 'static;
     /// What the application attaches to a DNS cache entry.

@@ -124,6 +124,7 @@ mod fixture {
     app_settings = FixtureSettings,
     endpoint_settings = FixtureEndpointSettings,
     connection_context = ConnectionState,
+    tunnel_context = String,
     ip_tunnel_context = u64,
     dns_cache_item = String
 )]
@@ -455,6 +456,9 @@ impl EgressHook<Fixture> for Router {
             client = %cx.connection.app.client,
             "fixture egress on its connection"
         );
+        if let Some(target) = &cx.target {
+            cx.app = format!("egress to {target}");
+        }
         let host = cx.target.as_ref().map(|t| t.host.to_string());
         if !settings.fips_upstream_host.is_empty()
             && host == Some(settings.fips_upstream_host.clone())
@@ -531,6 +535,7 @@ impl TunnelHook<Fixture> for Router {
         tracing::info!(
             connection = cx.connection.id,
             requests,
+            state = %cx.app,
             "fixture tunnel on its connection"
         );
         if !settings.tunnel_block.is_empty() {

@@ -32,7 +32,7 @@ impl Parse for Pair {
 }
 
 /// The associated types an application may name, their attribute keys and defaults.
-const TYPES: [(&str, &str, &str); 8] = [
+const TYPES: [(&str, &str, &str); 9] = [
     ("app_settings", "AppSettings", "::oxy::settings::NoSettings"),
     (
         "endpoint_settings",
@@ -43,6 +43,7 @@ const TYPES: [(&str, &str, &str); 8] = [
     ("endpoint_context", "EndpointContext", "()"),
     ("connection_context", "IngressConnectionContext", "()"),
     ("request_context", "RequestContext", "()"),
+    ("tunnel_context", "TunnelContext", "()"),
     ("ip_tunnel_context", "IpTunnelContext", "()"),
     ("dns_cache_item", "DnsCacheItem", "()"),
 ];

@@ -56,7 +56,8 @@ pub fn metrics(args: TokenStream, input: TokenStream) -> TokenStream {
 /// ```
 ///
 /// Keys: `app_settings`, `endpoint_settings`, `app_context`, `endpoint_context`,
-/// `connection_context`, `request_context`, `ip_tunnel_context`, `dns_cache_item`
+/// `connection_context`, `request_context`, `tunnel_context`, `ip_tunnel_context`,
+/// `dns_cache_item`
 /// (types), and `name`, `description` (strings, overriding the package's).
 #[proc_macro_derive(OxyExt, attributes(oxy))]
 pub fn derive_oxy_ext(input: TokenStream) -> TokenStream {

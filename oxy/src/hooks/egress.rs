@@ -87,6 +87,10 @@ pub struct EgressContext<App: OxyExt> {
     /// must present instead of a certificate (`None`: `http.client.server_pins`, or a
     /// certificate).
     pub server_pin: Option<String>,
+    /// The application's state for this traffic, `Default` at first. For a tunnel it
+    /// becomes the tunnel context's `app` (the tunnel hook sees what the egress hook
+    /// left); for a forwarded request it ends with the request's connection.
+    pub app: App::TunnelContext,
 }
 
 impl<App: OxyExt> EgressContext<App> {
@@ -108,6 +112,7 @@ impl<App: OxyExt> EgressContext<App> {
             target,
             tls_policy: None,
             server_pin: None,
+            app: App::TunnelContext::default(),
         }
     }
 }

@@ -26,6 +26,30 @@ pub struct TunnelContext<App: OxyExt> {
     pub target: Target,
     /// The address actually connected to.
     pub peer_addr: SocketAddr,
+    /// The application's state for this tunnel: what the egress hook left in
+    /// [`EgressContext::app`](crate::hooks::EgressContext), kept until `on_tunnel_end`.
+    pub app: App::TunnelContext,
+}
+
+impl<App: OxyExt> TunnelContext<App> {
+    /// The context of a tunnel to `target` whose egress `egress` decided (its state
+    /// becomes the tunnel's) and whose off-ramp connected to `peer_addr`.
+    pub(crate) fn after_egress(
+        egress: &mut crate::hooks::EgressContext<App>,
+        target: Target,
+        peer_addr: SocketAddr,
+    ) -> Self {
+        Self {
+            endpoint: egress.endpoint.clone(),
+            connection: egress.connection.clone(),
+            client_addr: egress.client_addr,
+            proxy_user: egress.proxy_user.clone(),
+            transport: egress.transport,
+            target,
+            peer_addr,
+            app: std::mem::take(&mut egress.app),
+        }
+    }
 }
 
 /// What to do with a tunnel about to start pumping.

@@ -81,15 +81,7 @@ pub async fn open<App: OxyExt>(
 
     let settings = &endpoint.settings.tunnel;
     let mut limits = limits_of(settings.idle_timeout, settings.max_lifetime);
-    let mut cx = TunnelContext {
-        endpoint: endpoint.clone(),
-        connection: client.connection.clone(),
-        client_addr: client.addr(),
-        proxy_user: client.proxy_user.clone(),
-        transport: Transport::Tcp,
-        target,
-        peer_addr: peer,
-    };
+    let mut cx = TunnelContext::after_egress(&mut egress, target, peer);
     let mut decapsulate = false;
     if let Some(hook) = &services.hooks.tunnel {
         match hook.on_tunnel_start(&mut cx).await {

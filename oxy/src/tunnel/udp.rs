@@ -275,15 +275,7 @@ pub async fn open<App: OxyExt>(
         Ok(connected) => connected,
         Err(e) => return Err(refuse(Some(&target), None, e.into())),
     };
-    let mut cx = TunnelContext {
-        endpoint: endpoint.clone(),
-        connection: client.connection.clone(),
-        client_addr: client.addr(),
-        proxy_user: client.proxy_user.clone(),
-        transport: Transport::Udp,
-        target,
-        peer_addr: peer,
-    };
+    let mut cx = TunnelContext::after_egress(&mut egress, target, peer);
     let mut idle = idle;
     let mut lifetime = endpoint.settings.tunnel.max_lifetime;
     let mut decapsulate = false;
