@@ -91,6 +91,15 @@ fn generated_yaml_carries_the_app_doc_comments() {
     ] {
         assert!(yaml.contains(comment), "missing {comment:?} in:\n{yaml}");
     }
+    // The application's settings types show their own doc comments above their sections.
+    assert!(
+        yaml.contains("#\n# The test app's `app:` section.\napp:"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("# The test app's per-endpoint section.\n"),
+        "{yaml}"
+    );
     // An empty list of structs shows a commented example element with its docs.
     let spares = yaml.split("spares: []").nth(1).unwrap();
     assert!(spares.contains("# For example:"), "{yaml}");

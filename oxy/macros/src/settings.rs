@@ -36,6 +36,7 @@ fn expand_struct(input: DeriveInput) -> syn::Result<TokenStream> {
         ));
     };
     let name = &input.ident;
+    let type_lines = doc_lines(&input.attrs);
 
     let mut defaults = Vec::new();
     let mut docs = Vec::new();
@@ -57,11 +58,22 @@ fn expand_struct(input: DeriveInput) -> syn::Result<TokenStream> {
             .rename
             .unwrap_or_else(|| ident.to_string().trim_start_matches("r#").to_string());
         let lines = doc_lines(&field.attrs);
+        // A section whose type is a parameter (an application's settings) also shows
+        // that type's own doc comment, which only the type knows.
+        let ty = &field.ty;
+        let generic = input
+            .generics
+            .type_params()
+            .any(|p| quote!(#ty).to_string() == p.ident.to_string());
+        let type_docs = generic.then(
+            || quote!(docs.append(key.clone(), <#ty as ::oxy::settings::Settings>::type_docs());),
+        );
         docs.push(quote! {
             {
                 let mut key = path.to_vec();
                 key.push(::std::string::String::from(#key));
                 docs.insert(key.clone(), &[#(#lines),*]);
+                #type_docs
                 ::oxy::settings::Settings::add_docs(&self.#ident, &key, docs);
             }
         });
@@ -120,6 +132,10 @@ fn expand_struct(input: DeriveInput) -> syn::Result<TokenStream> {
 
             fn example() -> ::std::option::Option<Self> {
                 ::std::option::Option::Some(::core::default::Default::default())
+            }
+
+            fn type_docs() -> &'static [&'static str] {
+                &[#(#type_lines),*]
             }
         }
     })

@@ -44,7 +44,7 @@ use std::collections::BTreeMap;
 /// they describe (`["endpoints", "0", "listen"]`), collected by [`Settings::add_docs`].
 #[derive(Debug, Default)]
 pub struct DocMap {
-    comments: BTreeMap<Vec<String>, &'static [&'static str]>,
+    comments: BTreeMap<Vec<String>, Vec<&'static str>>,
     examples: BTreeMap<Vec<String>, serde_yaml::Value>,
 }
 
@@ -52,8 +52,21 @@ impl DocMap {
     /// Records the doc comment lines of the setting at `path`.
     pub fn insert(&mut self, path: Vec<String>, lines: &'static [&'static str]) {
         if !lines.is_empty() {
-            self.comments.insert(path, lines);
+            self.comments.insert(path, lines.to_vec());
         }
+    }
+
+    /// Adds `lines` after the doc comment lines of the setting at `path`, with an empty
+    /// comment line between.
+    pub fn append(&mut self, path: Vec<String>, lines: &'static [&'static str]) {
+        if lines.is_empty() {
+            return;
+        }
+        let comments = self.comments.entry(path).or_default();
+        if !comments.is_empty() {
+            comments.push("");
+        }
+        comments.extend_from_slice(lines);
     }
 
     /// Records an example element for the (empty) list at `path`.
@@ -62,8 +75,8 @@ impl DocMap {
     }
 
     /// The doc comment lines of the setting at `path`.
-    pub fn comments(&self, path: &[String]) -> &'static [&'static str] {
-        self.comments.get(path).copied().unwrap_or_default()
+    pub fn comments(&self, path: &[String]) -> &[&'static str] {
+        self.comments.get(path).map_or(&[], Vec::as_slice)
     }
 
     /// The example element recorded for the list at `path`.
@@ -92,5 +105,14 @@ pub trait Settings:
         Self: Sized,
     {
         None
+    }
+
+    /// The type's own doc comment, shown above an application's settings section in
+    /// generated YAML (the macro fills it in).
+    fn type_docs() -> &'static [&'static str]
+    where
+        Self: Sized,
+    {
+        &[]
     }
 }
