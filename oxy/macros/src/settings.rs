@@ -64,7 +64,7 @@ fn expand_struct(input: DeriveInput) -> syn::Result<TokenStream> {
         let generic = input
             .generics
             .type_params()
-            .any(|p| quote!(#ty).to_string() == p.ident.to_string());
+            .any(|p| p.ident == quote!(#ty).to_string());
         let type_docs = generic.then(
             || quote!(docs.append(key.clone(), <#ty as ::oxy::settings::Settings>::type_docs());),
         );
