@@ -35,7 +35,7 @@ before(async () => {
           name: "tunnels",
           listen: ["127.0.0.1:0"],
           http: { connect: true, connect_udp: { enabled: true } },
-          app: { route_host: "routed.example", route_to: `127.0.0.1:${echo.port}` },
+          app: { route_host: "routed.example", route_to: `127.0.0.1:${echo.port}`, block_path_prefix: "/blocked" },
         },
       ],
     },
@@ -81,9 +81,14 @@ test("on_error_response renders Oxy's own errors: a 502 from a refused upstream 
   assert.match(down.body, /<h1>Oxy 502<\/h1><p>[^<]+<\/p>$/);
   assert.match(await requestEnd("/x", 502), new RegExp(`local="connecting to 127\\.0\\.0\\.1:${refusing.port} failed: [^"]+" upstream="-" body_bytes=${Buffer.byteLength(down.body.slice(down.body.indexOf("\r\n\r\n") + 4))}$`));
 
-  const blocked = await curl([`${oxy.url("site")}/blocked/secret`]);
+  const blocked = await curl(["-D", "-", `${oxy.url("site")}/blocked/secret`]);
   assert.equal(blocked.status, 403);
-  assert.match(blocked.body, /^<h1>Oxy 403<\/h1><p>/);
+  assert.match(blocked.body, /\r\n\r\n<h1>Oxy 403<\/h1><p>/);
+  // The hook's Block carried a header; the error page keeps it only if it sets it: the
+  // page replaces Oxy's answer whole.
+  const plainBlock = await curl(["-D", "-", `${oxy.url("tunnels")}/blocked/x`]);
+  assert.equal(plainBlock.status, 403);
+  assert.match(plainBlock.body, /^x-blocked-by: fixture\r$/m);
   await requestEnd("/blocked/secret", 403);
 
   // An endpoint whose app settings do not ask for it keeps Oxy's plain-text answer.

@@ -40,6 +40,8 @@ pub struct Endpoint<App: OxyExt> {
     pub tun_offramp: Option<Arc<crate::offramp::tun::TunOffRamp>>,
     /// The `Alt-Svc` value advertising HTTP/3 on the TCP listeners, when enabled.
     pub alt_svc: Option<http::HeaderValue>,
+    /// What each user has open, against `http.user_limits` and `proxy_auth.users`.
+    pub(crate) user_limits: crate::http::user_limits::UserLimits,
     /// The pooled upstream client of an HTTP endpoint, made on first use.
     pub(crate) http_client: OnceLock<Arc<UpstreamClient<App>>>,
 }
@@ -77,6 +79,7 @@ impl<App: OxyExt> Endpoint<App> {
         let alt_svc = h3_port
             .filter(|_| h3_on && h3.alt_svc)
             .and_then(|port| format!("h3=\":{port}\"; ma=86400").parse().ok());
+        let user_limits = crate::http::user_limits::UserLimits::new(&settings.http);
         Ok(Self {
             quic,
             connect_udp_template: settings.http.connect_udp.uri_template.parse().ok(),
@@ -101,6 +104,7 @@ impl<App: OxyExt> Endpoint<App> {
             interception,
             settings,
             app,
+            user_limits,
             http_client: OnceLock::new(),
         })
     }

@@ -162,6 +162,7 @@ impl HttpRequestHook<PrivacyRelay> for Users {
             return RequestAction::Block {
                 status: StatusCode::METHOD_NOT_ALLOWED,
                 reason: "this relay carries CONNECT, CONNECT-UDP and CONNECT-IP only".into(),
+                headers: Default::default(),
             };
         }
         let Some(Ok(permit)) = self.slots.get(user).map(|s| s.clone().try_acquire_owned()) else {
@@ -169,6 +170,7 @@ impl HttpRequestHook<PrivacyRelay> for Users {
             return RequestAction::Block {
                 status: StatusCode::TOO_MANY_REQUESTS,
                 reason: format!("{user} has too many tunnels open"),
+                headers: Default::default(),
             };
         };
         privacy_relay::tunnels_total(user).inc();

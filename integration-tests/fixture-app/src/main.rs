@@ -287,16 +287,25 @@ impl HttpRequestHook<Fixture> for Router {
         let is_proxy_request =
             request.method == oxy::http_types::Method::CONNECT || request.uri.scheme().is_some();
         if !settings.proxy_password.is_empty() && is_proxy_request {
-            let password = proxy_auth::basic_credentials(&request.headers).map(|(_, p)| p);
-            if password.as_deref() != Some(settings.proxy_password.as_str()) {
+            let credentials = proxy_auth::basic_credentials(&request.headers);
+            let Some((user, password)) = credentials else {
+                return RequestAction::Respond(proxy_auth::authentication_required("fixture"));
+            };
+            if password != settings.proxy_password {
                 return RequestAction::Respond(proxy_auth::authentication_required("fixture"));
             }
+            // The app's own authentication names the user, as `proxy_auth` would.
+            cx.proxy_user = Some(user);
         }
         let path = request.uri.path();
         if !settings.block_path_prefix.is_empty() && path.starts_with(&settings.block_path_prefix) {
+            let mut headers = oxy::http_types::HeaderMap::new();
+            let by = oxy::http_types::HeaderValue::from_static("fixture");
+            headers.insert("x-blocked-by", by);
             return RequestAction::Block {
                 status: oxy::http_types::StatusCode::FORBIDDEN,
                 reason: format!("blocked by the fixture: {path}"),
+                headers,
             };
         }
         if !settings.tls_facts_path.is_empty() && path == settings.tls_facts_path {
@@ -382,6 +391,7 @@ impl HttpRequestHook<Fixture> for Router {
                 Err(_) => RequestAction::Block {
                     status: oxy::http_types::StatusCode::INTERNAL_SERVER_ERROR,
                     reason: "bad route_to".into(),
+                    headers: Default::default(),
                 },
             };
         }

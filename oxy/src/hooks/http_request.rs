@@ -35,6 +35,8 @@ pub struct RequestContext<App: OxyExt> {
     /// sent or, for CONNECT and CONNECT-UDP, until the tunnel closes: a permit kept here
     /// limits concurrent tunnels.
     pub app: App::RequestContext,
+    /// The request's place under its user's limits, held as long as `app`.
+    pub(crate) user_permit: Option<crate::http::user_limits::UserPermit>,
 }
 
 /// Where a routed request goes.
@@ -88,6 +90,9 @@ pub enum RequestAction {
         status: StatusCode,
         /// Why, shown to the client and logged.
         reason: String,
+        /// Headers added to the answer (`Retry-After`, `WWW-Authenticate`); empty by
+        /// default.
+        headers: http::HeaderMap,
     },
     /// Send the request to this upstream, in place of the one the endpoint would choose.
     /// A CONNECT's tunnel goes to the upstream's host and port (its `tls` must be

@@ -28,3 +28,4 @@ pub mod server;
 pub mod stream_search;
 pub mod upgrade;
 pub mod uri_template;
+pub mod user_limits;

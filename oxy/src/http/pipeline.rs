@@ -305,6 +305,7 @@ impl<App: OxyExt> Handler<App> {
             tls: self.tls.clone(),
             proxy_user,
             app: App::RequestContext::default(),
+            user_permit: None,
         };
         let mut route = self.decapsulated.clone();
         let mut routed = false;
@@ -315,16 +316,30 @@ impl<App: OxyExt> Handler<App> {
                     oxy_http::routes_total(name, "local").inc();
                     return response;
                 }
-                RequestAction::Block { status, reason } => {
+                RequestAction::Block {
+                    status,
+                    reason,
+                    headers,
+                } => {
                     oxy_http::routes_total(name, "local").inc();
                     oxy_http::errors_total(name, "blocked").inc();
                     tracing::info!(%status, %reason, uri = %parts.uri, "request blocked");
-                    return text_response(status, &reason);
+                    let mut response = text_response(status, &reason);
+                    response.headers_mut().extend(headers);
+                    return response;
                 }
                 RequestAction::Route(upstream) => {
                     route = Some(upstream);
                     routed = true;
                 }
+            }
+        }
+        // The user is known now: its tunnel or request takes a place under its limits.
+        match (self.endpoint.user_limits).admit(cx.proxy_user.as_deref(), tunnel) {
+            Ok(permit) => cx.user_permit = permit,
+            Err(too_many) => {
+                oxy_http::errors_total(name, "user_limit").inc();
+                return too_many.response();
             }
         }
         // A tunnel the hook routed: a CONNECT goes to the route's host and port instead

@@ -81,6 +81,7 @@ mod tests {
             users: vec![ProxyUser {
                 name: "alice".into(),
                 password: "s3cret".into(),
+                ..Default::default()
             }],
         };
         // alice:s3cret

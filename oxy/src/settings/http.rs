@@ -30,6 +30,8 @@ pub struct HttpSettings {
     /// Basic proxy authentication for CONNECT and forward-proxy requests (407 with
     /// `Proxy-Authenticate` otherwise). An application can do its own in its request hook.
     pub proxy_auth: ProxyAuthSettings,
+    /// How many tunnels and requests each user may have at once.
+    pub user_limits: UserLimitSettings,
     /// Limits that protect the server.
     pub limits: HttpLimits,
     /// How Oxy talks to upstream servers.
@@ -218,6 +220,32 @@ pub struct ProxyUser {
     pub name: String,
     /// Password.
     pub password: String,
+    /// Tunnels (CONNECT, CONNECT-UDP, CONNECT-IP) this user may have open at once on
+    /// the endpoint; past it, 429 with `Retry-After`. 0: `http.user_limits.max_tunnels`.
+    pub max_tunnels: usize,
+    /// Other requests this user may have in flight at once; past it, 429 with
+    /// `Retry-After`. 0: `http.user_limits.max_requests`.
+    pub max_requests: usize,
+}
+
+/// Limits for each user of an endpoint: the user `proxy_auth` authenticated, or the one
+/// the request hook names (`cx.proxy_user`). Requests without a user are not limited
+/// here.
+#[oxy_app_settings]
+pub struct UserLimitSettings {
+    /// Tunnels each user may have open at once (0: no limit), unless its
+    /// `proxy_auth.users` entry says otherwise.
+    pub max_tunnels: usize,
+    /// Other requests each user may have in flight at once (0: no limit), unless its
+    /// `proxy_auth.users` entry says otherwise.
+    pub max_requests: usize,
+    /// What a 429 tells the client to wait (`Retry-After`, whole seconds, at least 1).
+    #[serde(with = "humantime_serde", default = "default_retry_after")]
+    pub retry_after: Duration,
+}
+
+fn default_retry_after() -> Duration {
+    Duration::from_secs(1)
 }
 
 fn default_realm() -> String {

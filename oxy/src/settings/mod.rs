@@ -28,7 +28,7 @@ pub(crate) use errors::display_path;
 pub use errors::{ConfigError, ConfigErrors, PathSegment, SettingError};
 pub use http::{
     ConnectIpSettings, ConnectUdpSettings, H3Settings, HttpClientSettings, HttpLimits,
-    HttpSettings, ProxyAuthSettings, ProxyUser, Revocation,
+    HttpSettings, ProxyAuthSettings, ProxyUser, Revocation, UserLimitSettings,
 };
 pub use ip::{IpOffRamp, IpSettings, TunSettings};
 pub use load::{from_yaml_str, load_file};

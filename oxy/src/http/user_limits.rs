@@ -1,0 +1,154 @@
+//! Per-user limits: how many tunnels and requests one user may have at once on an
+//! endpoint (`http.proxy_auth.users[].max_tunnels`/`max_requests`, and
+//! `http.user_limits` for every user, those the request hook names included). A
+//! request past its user's limit is answered 429 with `Retry-After`.
+
+use super::body::text_response;
+use crate::hooks::HttpBody;
+use crate::settings::{HttpSettings, UserLimitSettings};
+use http::{HeaderValue, Response, StatusCode, header};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Users kept before idle ones (no tunnel or request open) are forgotten.
+const PRUNE_ABOVE: usize = 4096;
+
+/// What one user may have open at once (0: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Limits {
+    tunnels: usize,
+    requests: usize,
+}
+
+/// One user's open tunnels and requests.
+struct Slots {
+    tunnels: Option<Arc<Semaphore>>,
+    requests: Option<Arc<Semaphore>>,
+    limits: Limits,
+}
+
+impl Slots {
+    fn new(limits: Limits) -> Self {
+        let semaphore = |n: usize| (n > 0).then(|| Arc::new(Semaphore::new(n)));
+        Self {
+            tunnels: semaphore(limits.tunnels),
+            requests: semaphore(limits.requests),
+            limits,
+        }
+    }
+
+    /// Whether nothing of this user's is open.
+    fn idle(&self) -> bool {
+        let full =
+            |s: &Option<Arc<Semaphore>>, n| s.as_ref().is_none_or(|s| s.available_permits() == n);
+        full(&self.tunnels, self.limits.tunnels) && full(&self.requests, self.limits.requests)
+    }
+}
+
+/// An endpoint's per-user limits and what each user has open.
+pub struct UserLimits {
+    by_user: HashMap<String, Limits>,
+    default: Limits,
+    retry_after: HeaderValue,
+    open: Mutex<HashMap<String, Slots>>,
+}
+
+/// A user's place for one tunnel or request, given back when dropped.
+pub struct UserPermit {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl UserLimits {
+    /// The limits of an endpoint's `http` settings.
+    pub fn new(settings: &HttpSettings) -> Self {
+        let UserLimitSettings {
+            max_tunnels,
+            max_requests,
+            retry_after,
+        } = settings.user_limits;
+        let default = Limits {
+            tunnels: max_tunnels,
+            requests: max_requests,
+        };
+        let by_user = (settings.proxy_auth.users.iter())
+            .map(|user| {
+                let own = Limits {
+                    tunnels: if user.max_tunnels > 0 {
+                        user.max_tunnels
+                    } else {
+                        default.tunnels
+                    },
+                    requests: if user.max_requests > 0 {
+                        user.max_requests
+                    } else {
+                        default.requests
+                    },
+                };
+                (user.name.clone(), own)
+            })
+            .collect();
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        Self {
+            by_user,
+            default,
+            retry_after: HeaderValue::from(seconds.max(1)),
+            open: Mutex::default(),
+        }
+    }
+
+    /// A place for `user`'s tunnel (`tunnel`) or request, or why not. No user, or no
+    /// limit for it, needs no place.
+    pub fn admit(&self, user: Option<&str>, tunnel: bool) -> Result<Option<UserPermit>, TooMany> {
+        let Some(user) = user else { return Ok(None) };
+        let limits = self.by_user.get(user).copied().unwrap_or(self.default);
+        let limit = if tunnel {
+            limits.tunnels
+        } else {
+            limits.requests
+        };
+        if limit == 0 {
+            return Ok(None);
+        }
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        if open.len() > PRUNE_ABOVE {
+            open.retain(|_, slots| !slots.idle());
+        }
+        let slots = open
+            .entry(user.to_string())
+            .or_insert_with(|| Slots::new(limits));
+        let semaphore = if tunnel {
+            &slots.tunnels
+        } else {
+            &slots.requests
+        };
+        let permit = semaphore.as_ref().map(|s| s.clone().try_acquire_owned());
+        match permit {
+            Some(Ok(permit)) => Ok(Some(UserPermit { _permit: permit })),
+            Some(Err(_)) => {
+                let what = if tunnel { "tunnels" } else { "requests" };
+                Err(TooMany {
+                    reason: format!("too many {what} at once for user {user} (limit {limit})"),
+                    retry_after: self.retry_after.clone(),
+                })
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// A user past its limit.
+#[derive(Debug)]
+pub struct TooMany {
+    reason: String,
+    retry_after: HeaderValue,
+}
+
+impl TooMany {
+    /// The 429 that tells the client, with `Retry-After`.
+    pub fn response(self) -> Response<HttpBody> {
+        let mut response = text_response(StatusCode::TOO_MANY_REQUESTS, &self.reason);
+        (response.headers_mut()).insert(header::RETRY_AFTER, self.retry_after);
+        response
+    }
+}
