@@ -10,6 +10,7 @@ pub mod pump;
 mod refused;
 pub mod sniff;
 mod splice;
+mod start;
 pub mod stream;
 pub mod tcp;
 pub mod udp;

@@ -6,8 +6,8 @@ use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
-    EgressContext, InnerAction, InnerProtocol, Inspection, Target, Transport, TunnelAction,
-    TunnelContext, TunnelSummary,
+    EgressContext, InnerAction, InnerProtocol, Inspection, Target, Transport, TunnelContext,
+    TunnelSummary,
 };
 use crate::offramp::tcp::{self as offramp_tcp, ConnectError};
 use crate::services::Services;
@@ -15,6 +15,7 @@ use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::tunnel::counted::Counts;
 use crate::tunnel::metrics::oxy_tunnel;
 use crate::tunnel::pump::{CloseReason, PumpLimits, pump_tcp};
+use crate::tunnel::start::{Refusal, Start, Timeouts, on_tunnel_start, redirected};
 use crate::tunnel::stream::TunnelStream;
 use crate::tunnel::{TunnelClient, TunnelRefused};
 use std::net::SocketAddr;
@@ -55,64 +56,49 @@ pub async fn open<App: OxyExt>(
         _ = drain.force_closing() => None,
     };
     audit.label = egress.audit_label.clone();
-    let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
-        tracing::info!(destination = ?target.map(ToString::to_string), reason = %e, "tunnel refused");
-        oxy_tunnel::ended_total(endpoint.name(), e.as_label()).inc();
-        let target = target.map(ToString::to_string).unwrap_or_default();
-        services
-            .audit
-            .write(&audit.record(target, resolved, Traffic::default(), e.to_string()));
-        e
+    let refusal = Refusal {
+        services,
+        endpoint: endpoint.name(),
+        audit: &audit,
+        what: "tunnel",
     };
-    let (mut server, mut peer, route) = match connected {
+    let (server, peer, route) = match connected {
         Some(Ok(connected)) => connected,
-        Some(Err(e)) => return Err(refuse(egress.target.as_ref(), None, e.into())),
+        Some(Err(e)) => return Err(refusal.refuse(egress.target.as_ref(), None, e.into())),
         None => {
-            return Err(refuse(
-                egress.target.as_ref(),
-                None,
-                TunnelRefused::Shutdown,
-            ));
+            let shutdown = TunnelRefused::Shutdown;
+            return Err(refusal.refuse(egress.target.as_ref(), None, shutdown));
         }
     };
     let Some(target) = egress.target.clone() else {
-        return Err(refuse(None, None, ConnectError::NoTarget.into()));
+        return Err(refusal.refuse(None, None, ConnectError::NoTarget.into()));
     };
 
     let settings = &endpoint.settings.tunnel;
-    let mut limits = limits_of(settings.idle_timeout, settings.max_lifetime);
+    let mut timeouts = Timeouts {
+        idle: settings.idle_timeout,
+        max_lifetime: settings.max_lifetime,
+    };
     let mut cx = TunnelContext::after_egress(&mut egress, target, peer);
-    let mut decapsulate = false;
-    if let Some(hook) = &services.hooks.tunnel {
-        match hook.on_tunnel_start(&mut cx).await {
-            TunnelAction::Continue => {}
-            TunnelAction::SetTimeouts { idle, max_lifetime } => {
-                limits = limits_of(idle, max_lifetime);
-            }
-            TunnelAction::Block(reason) => {
-                return Err(refuse(
-                    Some(&cx.target),
-                    Some(peer),
-                    TunnelRefused::Blocked(reason),
-                ));
-            }
-            TunnelAction::Decapsulate => decapsulate = true,
-            // The route the egress hook chose (bind address, upstream proxy, internal
-            // service) stays; only the target changes.
-            TunnelAction::Redirect(redirect) => {
-                drop(server);
-                egress.target = Some(redirect.clone());
-                match offramp_tcp::connect_by(services, &route, &egress).await {
-                    Ok((redirected, addr)) => {
-                        (server, peer) = (redirected, addr);
-                        cx.target = redirect;
-                        cx.peer_addr = peer;
-                    }
-                    Err(e) => return Err(refuse(Some(&redirect), None, e.into())),
+    let mut server = server;
+    let decapsulate = match on_tunnel_start(&mut cx, &mut timeouts, &refusal).await? {
+        Start::Pump => false,
+        Start::Decapsulate => true,
+        // The route the egress hook chose (bind address, upstream proxy, internal
+        // service) stays; only the target changes.
+        Start::Redirect(redirect) => {
+            drop(server);
+            egress.target = Some(redirect.clone());
+            match offramp_tcp::connect_by(services, &route, &egress).await {
+                Ok((redirected_to, peer)) => {
+                    server = redirected_to;
+                    redirected(&mut cx, redirect, peer);
+                    false
                 }
+                Err(e) => return Err(refusal.refuse(Some(&redirect), None, e.into())),
             }
         }
-    }
+    };
     Ok(TcpTunnel {
         record: TunnelRecord {
             services: services.clone(),
@@ -121,7 +107,7 @@ pub async fn open<App: OxyExt>(
         },
         server,
         decapsulate,
-        limits,
+        limits: limits_of(timeouts.idle, timeouts.max_lifetime),
     })
 }
 

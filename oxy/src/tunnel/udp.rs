@@ -8,7 +8,7 @@ use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
     ConnectionEnd, EgressContext, IngressAction, IngressConnectionContext, InnerAction,
-    InnerProtocol, Inspection, Target, Transport, TunnelAction, TunnelContext, TunnelSummary,
+    InnerProtocol, Inspection, Target, Transport, TunnelContext, TunnelSummary,
 };
 use crate::http::inspect_quic::run as run_flow;
 use crate::http::pipeline::Handler;
@@ -19,6 +19,7 @@ use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::tunnel::metrics::oxy_tunnel;
+use crate::tunnel::start::{Refusal, Start, Timeouts, on_tunnel_start, redirected};
 use crate::tunnel::{TunnelClient, TunnelRefused};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -235,15 +236,13 @@ pub async fn open<App: OxyExt>(
     let mut egress = EgressContext::new(endpoint, client, Transport::Udp, target);
     let route = egress_route(services, &mut egress).await;
     audit.label = egress.audit_label.clone();
-    let refuse = |target: Option<&Target>, resolved, e: TunnelRefused| {
-        tracing::info!(destination = ?target.map(ToString::to_string), reason = %e, "UDP flow refused");
-        oxy_tunnel::ended_total(endpoint.name(), e.as_label()).inc();
-        let target = target.map(ToString::to_string).unwrap_or_default();
-        services
-            .audit
-            .write(&audit.record(target, resolved, Traffic::default(), e.to_string()));
-        e
+    let refusal = Refusal {
+        services,
+        endpoint: endpoint.name(),
+        audit: &audit,
+        what: "UDP flow",
     };
+    let refuse = |target, resolved, e| refusal.refuse(target, resolved, e);
     let (bind, prefix) = match route {
         Ok(EgressRoute::Direct { bind }) => (bind, None),
         Ok(EgressRoute::Internal(service)) => {
@@ -270,52 +269,40 @@ pub async fn open<App: OxyExt>(
     let Some(target) = egress.target.clone() else {
         return Err(refuse(None, None, ConnectError::NoTarget.into()));
     };
-    let (mut upstream, mut peer) = match udp::connect(services, &target, bind, Some(&egress)).await
-    {
+    let (mut upstream, peer) = match udp::connect(services, &target, bind, Some(&egress)).await {
         Ok(connected) => connected,
         Err(e) => return Err(refuse(Some(&target), None, e.into())),
     };
     let mut cx = TunnelContext::after_egress(&mut egress, target, peer);
-    let mut idle = idle;
-    let mut lifetime = endpoint.settings.tunnel.max_lifetime;
-    let mut decapsulate = false;
-    if let Some(hook) = &services.hooks.tunnel {
-        match hook.on_tunnel_start(&mut cx).await {
-            TunnelAction::Continue => {}
-            TunnelAction::SetTimeouts {
-                idle: new_idle,
-                max_lifetime,
-            } => (idle, lifetime) = (new_idle, max_lifetime),
-            TunnelAction::Block(reason) => {
-                return Err(refuse(
-                    Some(&cx.target),
-                    Some(peer),
-                    TunnelRefused::Blocked(reason),
-                ));
-            }
-            TunnelAction::Decapsulate => decapsulate = true,
-            // The bind address and PROXY prefix the egress hook chose stay, and
-            // `on_resolved` sees the new target.
-            TunnelAction::Redirect(redirect) => {
-                egress.target = Some(redirect.clone());
-                match udp::connect(services, &redirect, bind, Some(&egress)).await {
-                    Ok((socket, addr)) => {
-                        (upstream, peer) = (socket, addr);
-                        cx.target = redirect;
-                        cx.peer_addr = peer;
-                    }
-                    Err(e) => return Err(refuse(Some(&redirect), None, e.into())),
+    let mut timeouts = Timeouts {
+        idle,
+        max_lifetime: endpoint.settings.tunnel.max_lifetime,
+    };
+    let decapsulate = match on_tunnel_start(&mut cx, &mut timeouts, &refusal).await? {
+        Start::Pump => false,
+        Start::Decapsulate => true,
+        // The bind address and PROXY prefix the egress hook chose stay, and
+        // `on_resolved` sees the new target.
+        Start::Redirect(redirect) => {
+            egress.target = Some(redirect.clone());
+            match udp::connect(services, &redirect, bind, Some(&egress)).await {
+                Ok((socket, peer)) => {
+                    upstream = socket;
+                    redirected(&mut cx, redirect, peer);
+                    false
                 }
+                Err(e) => return Err(refuse(Some(&redirect), None, e.into())),
             }
         }
-    }
+    };
+    let Timeouts { idle, max_lifetime } = timeouts;
     Ok(UdpTunnel {
         services: services.clone(),
         cx,
         upstream,
         prefix,
         idle,
-        max_lifetime: (lifetime > Duration::ZERO).then_some(lifetime),
+        max_lifetime: (max_lifetime > Duration::ZERO).then_some(max_lifetime),
         audit,
         decapsulate,
         unread: Vec::new(),

@@ -1,0 +1,97 @@
+//! The start of a tunnel, one way for TCP and UDP: refusing it (logged, counted and
+//! audited), and what the tunnel hook's [`TunnelAction`] means once the off-ramp is
+//! connected.
+
+use crate::app::OxyExt;
+use crate::hooks::{Target, TunnelAction, TunnelContext};
+use crate::services::Services;
+use crate::telemetry::audit::{AuditStart, Traffic};
+use crate::tunnel::TunnelRefused;
+use crate::tunnel::metrics::oxy_tunnel;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Refuses tunnels of one endpoint: logs why (`what`: "tunnel", "UDP flow"), counts it
+/// in `oxy_tunnel_ended_total` and writes the audit record.
+pub(crate) struct Refusal<'a, App: OxyExt> {
+    pub services: &'a Services<App>,
+    pub endpoint: &'a str,
+    pub audit: &'a AuditStart,
+    pub what: &'static str,
+}
+
+impl<App: OxyExt> Refusal<'_, App> {
+    /// The refusal `e` of a tunnel to `target` (`resolved`: the address connected to,
+    /// if any), recorded.
+    pub fn refuse(
+        &self,
+        target: Option<&Target>,
+        resolved: Option<SocketAddr>,
+        e: TunnelRefused,
+    ) -> TunnelRefused {
+        let destination = target.map(ToString::to_string);
+        tracing::info!(?destination, reason = %e, "{} refused", self.what);
+        oxy_tunnel::ended_total(self.endpoint, e.as_label()).inc();
+        let record = self.audit.record(
+            destination.unwrap_or_default(),
+            resolved,
+            Traffic::default(),
+            e.to_string(),
+        );
+        self.services.audit.write(&record);
+        e
+    }
+}
+
+/// A tunnel's timeouts: idle, and the longest it may live (zero: no limit).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub idle: Duration,
+    pub max_lifetime: Duration,
+}
+
+/// What a tunnel does once the tunnel hook has seen it.
+pub(crate) enum Start {
+    /// Pump it.
+    Pump,
+    /// Look inside it ([`TunnelAction::Decapsulate`]).
+    Decapsulate,
+    /// Connect to this target instead, with the egress decision kept; then pump.
+    Redirect(Target),
+}
+
+/// Runs the tunnel hook's `on_tunnel_start` on `cx` and applies what it answers: new
+/// `timeouts`, or a block (refused and recorded). Without a tunnel hook the tunnel is
+/// pumped as it is.
+pub(crate) async fn on_tunnel_start<App: OxyExt>(
+    cx: &mut TunnelContext<App>,
+    timeouts: &mut Timeouts,
+    refusal: &Refusal<'_, App>,
+) -> Result<Start, TunnelRefused> {
+    let Some(hook) = &refusal.services.hooks.tunnel else {
+        return Ok(Start::Pump);
+    };
+    match hook.on_tunnel_start(cx).await {
+        TunnelAction::Continue => Ok(Start::Pump),
+        TunnelAction::SetTimeouts { idle, max_lifetime } => {
+            *timeouts = Timeouts { idle, max_lifetime };
+            Ok(Start::Pump)
+        }
+        TunnelAction::Block(reason) => {
+            let refused = TunnelRefused::Blocked(reason);
+            Err(refusal.refuse(Some(&cx.target), Some(cx.peer_addr), refused))
+        }
+        TunnelAction::Decapsulate => Ok(Start::Decapsulate),
+        TunnelAction::Redirect(target) => Ok(Start::Redirect(target)),
+    }
+}
+
+/// Records in `cx` that the tunnel now reaches `target` at `peer` (a redirect).
+pub(crate) fn redirected<App: OxyExt>(
+    cx: &mut TunnelContext<App>,
+    target: Target,
+    peer: SocketAddr,
+) {
+    cx.target = target;
+    cx.peer_addr = peer;
+}
