@@ -2,6 +2,8 @@
 //! with h3), forward and reverse proxy, CONNECT, CONNECT-UDP, and the upstream client.
 //! Only the servers know which implementation carried a request.
 
+mod access_log;
+mod answer;
 pub mod authority;
 pub mod body;
 pub mod body_tap;
@@ -12,6 +14,7 @@ pub mod connect;
 pub mod connect_ip;
 pub mod connect_udp;
 pub mod form;
+mod forward;
 pub mod guarded_body;
 pub mod h3;
 pub mod h3_stream;

@@ -1,33 +1,28 @@
-//! One request through the pipeline: hooks, then CONNECT, forward proxy, reverse proxy
-//! or a local answer, and the response back through the hooks.
+//! The handler of a connection's requests, and the routing decision for each: limits,
+//! proxy authentication, the request hook, user limits, then CONNECT, CONNECT-UDP,
+//! CONNECT-IP, forwarding (`forward.rs`) or a local answer; the answer's phases are in
+//! `answer.rs` and its bookkeeping in `access_log.rs`.
 
-use super::body::{LocalAnswer, boxed, text_response};
-use super::body_tap::TappedBody;
+use super::access_log::RequestRecord;
+use super::body::text_response;
 use super::client::UpstreamClient;
-use super::guarded_body::{GuardedBody, UploadProgress};
-use super::headers;
-use super::metrics::{method_label, oxy_http, version_label};
+use super::metrics::oxy_http;
 use super::open_streams::OpenStreams;
 use super::proxy_auth;
-use super::request_end::RequestEnd;
-use super::upgrade::{self, ExtendedConnect, PendingUpgrade};
+use super::upgrade::ExtendedConnect;
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{
-    Connection, EgressContext, HttpBody, HttpRequestHook, IngressConnectionContext, RequestAction,
-    RequestContext, RequestSummary, ResponseAction, Target, TargetHost, Transport, Upstream,
+    Connection, HttpBody, IngressConnectionContext, RequestAction, RequestContext, Upstream,
 };
-use crate::offramp::route::{EgressRoute, egress_route};
 use crate::services::Services;
 use crate::tls::TlsFacts;
 use crate::tunnel::TunnelClient;
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::Limited;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// What every request on one connection shares.
@@ -201,42 +196,6 @@ impl<App: OxyExt> Handler<App> {
         }
         record.answered(response.status());
         response
-    }
-
-    /// The phases after a request's answer: an error answer of Oxy's own goes through
-    /// `on_error_response`, and the answer's end runs `on_request_end`.
-    async fn answer_phases(
-        &self,
-        hook: &Arc<dyn HttpRequestHook<App>>,
-        record: &RequestRecord,
-        response: Response<HttpBody>,
-    ) -> Response<HttpBody> {
-        let mut summary = RequestSummary {
-            endpoint: self.endpoint.clone(),
-            connection: self.connection.clone(),
-            client_addr: self.client_addr,
-            method: record.method.clone(),
-            uri: record.uri.clone(),
-            version: record.version,
-            status: response.status(),
-            local: (response.extensions().get::<LocalAnswer>()).map(|a| a.reason.clone()),
-            upstream: (response.extensions().get::<ProxiedTo>()).map(|p| p.0.clone()),
-            time_to_answer: record.started.elapsed(),
-            duration: Duration::ZERO,
-            body_bytes: 0,
-        };
-        let error = summary.status.is_client_error() || summary.status.is_server_error();
-        let mut response = response;
-        if error
-            && summary.local.is_some()
-            && let Some(page) = hook.on_error_response(&summary).await
-        {
-            response = page;
-            summary.status = response.status();
-        }
-        let (parts, body) = response.into_parts();
-        let body = RequestEnd::wrap(body, hook.clone(), summary, record.started);
-        Response::from_parts(parts, body)
     }
 
     async fn dispatch(self: &Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
@@ -431,198 +390,7 @@ impl<App: OxyExt> Handler<App> {
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip == self.local_addr.ip())
     }
-
-    async fn proxy(
-        &self,
-        mut parts: http::request::Parts,
-        body: HttpBody,
-        upstream: Upstream,
-        cx: &mut RequestContext<App>,
-    ) -> Response<HttpBody> {
-        let name = self.endpoint.name();
-        let mut upstream = upstream;
-        let target = Target {
-            host: TargetHost::from_uri_host(upstream.authority.host()),
-            port: upstream
-                .authority
-                .port_u16()
-                .unwrap_or(if upstream.tls { 443 } else { 80 }),
-        };
-        // With an egress hook, each request gets a connection of its own, so that the
-        // hook's `on_resolved` sees this request's client and user (pooled connections
-        // are shared by clients).
-        let mut one_off = None;
-        if self.services.hooks.egress.is_some() {
-            let client = self.tunnel_client(cx.proxy_user.clone());
-            let mut egress = EgressContext::new(
-                &self.endpoint,
-                &client,
-                Transport::Tcp,
-                Some(target.clone()),
-            );
-            let route = match egress_route(&self.services, &mut egress).await {
-                Ok(route) => route,
-                Err(e) => {
-                    oxy_http::errors_total(name, "denied").inc();
-                    return text_response(StatusCode::FORBIDDEN, &e.to_string());
-                }
-            };
-            // A rewritten target is where the request goes, and its authority too; an
-            // internal service takes the request as it is.
-            if let (EgressRoute::Direct { .. }, Some(rewritten)) = (&route, &egress.target)
-                && *rewritten != target
-            {
-                match rewritten.to_string().parse() {
-                    Ok(authority) => upstream.authority = authority,
-                    Err(_) => {
-                        return text_response(StatusCode::BAD_GATEWAY, "bad rewritten target");
-                    }
-                }
-            }
-            one_off = Some((route, egress));
-        }
-
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let scheme = if upstream.tls {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        };
-        let uri = Uri::builder()
-            .scheme(scheme)
-            .authority(upstream.authority.clone())
-            .path_and_query(path)
-            .build();
-        let Ok(uri) = uri else {
-            return text_response(StatusCode::BAD_REQUEST, "cannot build the upstream URI");
-        };
-        let version = parts.version;
-        parts.uri = uri;
-        parts.version = Version::HTTP_11;
-        // An HTTP/1.1 upgrade (WebSocket) keeps its Upgrade header across this hop.
-        let upgrade = headers::requested_upgrade(&parts.headers)
-            .zip(parts.extensions.remove::<PendingUpgrade>());
-        headers::remove_hop_by_hop(&mut parts.headers);
-        if let Some((protocol, _)) = &upgrade {
-            headers::set_upgrade(&mut parts.headers, protocol.clone());
-        }
-        headers::add_via(&mut parts.headers, version);
-        if self.endpoint.settings.http.x_forwarded_for {
-            headers::add_x_forwarded_for(&mut parts.headers, self.client_addr.ip());
-        }
-        if self.endpoint.settings.http.forwarded {
-            headers::add_forwarded(
-                &mut parts.headers,
-                self.client_addr.ip(),
-                self.tls.is_some(),
-            );
-        }
-        if let Some(hook) = &self.services.hooks.http_request
-            && let Some(response) = hook.on_upstream_request(&mut parts, &upstream, cx).await
-        {
-            oxy_http::routes_total(name, "local").inc();
-            return response;
-        }
-        let settings = &self.endpoint.settings.http;
-        let upload = Arc::new(UploadProgress::default());
-        let body = GuardedBody::request(
-            body,
-            settings.limits.request_body_idle_timeout,
-            upload.clone(),
-        );
-        let max_body = settings.limits.max_body_bytes;
-        let body = if max_body > 0 {
-            boxed(Limited::new(
-                body,
-                usize::try_from(max_body).unwrap_or(usize::MAX),
-            ))
-        } else {
-            body
-        };
-        let tap = self
-            .services
-            .hooks
-            .http_request
-            .as_ref()
-            .and_then(|hook| hook.request_body_tap(&parts, cx));
-        let (body, blocked) = TappedBody::wrap_watched(body, tap);
-        let request = Request::from_parts(parts, body);
-        let exchange = async {
-            match &one_off {
-                Some((route, egress)) => self.client.send_alone(route, egress, request).await,
-                None => self.client.send(request).await,
-            }
-        };
-        // `response_timeout` counts from the end of the upload, however long that took
-        // (or from when the upstream stopped reading it).
-        let response = tokio::select! {
-            response = exchange => Some(response),
-            () = upload.response_overdue(settings.client.response_timeout) => None,
-        };
-        let response = match response {
-            None => {
-                oxy_http::errors_total(name, "upstream_timeout").inc();
-                return text_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "the upstream did not answer in time",
-                );
-            }
-            Some(Err(_)) if let Some(reason) = blocked.as_ref().and_then(|b| b.get()) => {
-                oxy_http::errors_total(name, "body_blocked").inc();
-                tracing::info!(%reason, "request body blocked");
-                return text_response(StatusCode::FORBIDDEN, reason);
-            }
-            Some(Err(e)) => {
-                oxy_http::errors_total(name, e.reason).inc();
-                tracing::info!(reason = e.reason, error = %e.message, "upstream request failed");
-                return text_response(e.status, &e.message);
-            }
-            Some(Ok(response)) => response,
-        };
-        let mut response = response;
-        let upstream_upgrade = response.extensions_mut().remove::<PendingUpgrade>();
-        let upgraded = match (upgrade, upstream_upgrade) {
-            (Some((protocol, client_side)), Some(upstream_side)) => {
-                self.spawn_upgraded(upgrade::relay(client_side, upstream_side));
-                Some(protocol)
-            }
-            _ => None,
-        };
-        let (mut parts, body) = response.into_parts();
-        parts
-            .extensions
-            .insert(ProxiedTo(upstream.authority.to_string()));
-        headers::remove_hop_by_hop(&mut parts.headers);
-        if let Some(protocol) = upgraded {
-            headers::set_upgrade(&mut parts.headers, protocol);
-        }
-        headers::add_via(&mut parts.headers, parts.version);
-        if let Some(hook) = &self.services.hooks.http_request
-            && let ResponseAction::Replace(replacement) = hook.on_response(&mut parts, cx).await
-        {
-            return replacement;
-        }
-        let tap = self
-            .services
-            .hooks
-            .http_request
-            .as_ref()
-            .and_then(|hook| hook.response_body_tap(&parts, cx));
-        let body = GuardedBody::response(
-            TappedBody::wrap(body, tap),
-            settings.client.response_body_idle_timeout,
-        );
-        Response::from_parts(parts, body)
-    }
 }
-
-/// Marks a response an upstream gave: the upstream (`host:port`).
-#[derive(Clone)]
-struct ProxiedTo(String);
 
 /// The size of an HTTP/1.1 request head as sent: the request line, then each header
 /// line with its `: ` and CRLF.
@@ -643,81 +411,4 @@ fn uri_len(uri: &Uri) -> usize {
     let authority = uri.authority().map_or(0, |a| a.as_str().len());
     let path = uri.path_and_query().map_or(0, |p| p.as_str().len());
     scheme + authority + path
-}
-
-/// One request's bookkeeping: the active-requests gauge while it runs, then its count
-/// and access-log line, written when it is answered or, if it never is (the client went
-/// away and the request's future was dropped), as cancelled.
-struct RequestRecord {
-    endpoint: String,
-    method: Method,
-    version: Version,
-    uri: String,
-    started: Instant,
-    active: prometheus::IntGauge,
-    answered: bool,
-    /// The decapsulated tunnel the request came in.
-    tunnel_id: Option<Arc<str>>,
-}
-
-impl RequestRecord {
-    fn start(endpoint: &str, request: &Request<HttpBody>) -> Self {
-        let method = request.method().clone();
-        let uri = match request.uri().authority() {
-            Some(authority) if method == Method::CONNECT => authority.to_string(),
-            _ => request.uri().to_string(),
-        };
-        let active = oxy_http::active_requests(endpoint);
-        active.inc();
-        RequestRecord {
-            endpoint: endpoint.to_string(),
-            method,
-            version: request.version(),
-            uri,
-            started: Instant::now(),
-            active,
-            answered: false,
-            tunnel_id: None,
-        }
-    }
-
-    fn answered(&mut self, status: StatusCode) {
-        self.answered = true;
-        let elapsed = self.started.elapsed();
-        let (name, method, version) = (&self.endpoint, &self.method, self.version);
-        let status = status.as_u16();
-        oxy_http::request_duration_seconds(name).observe(elapsed.as_secs_f64());
-        oxy_http::requests_total(name, version_label(version), method_label(method), status).inc();
-        tracing::info!(
-            target: "oxy::access",
-            %method,
-            uri = %self.uri,
-            version = version_label(version),
-            status,
-            duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-            tunnel_id = self.tunnel_id.as_deref(),
-            "request"
-        );
-    }
-}
-
-impl Drop for RequestRecord {
-    fn drop(&mut self) {
-        self.active.dec();
-        if self.answered {
-            return;
-        }
-        let (name, method, version) = (&self.endpoint, &self.method, self.version);
-        oxy_http::cancelled_total(name, version_label(version), method_label(method)).inc();
-        tracing::info!(
-            target: "oxy::access",
-            %method,
-            uri = %self.uri,
-            version = version_label(version),
-            reason = "cancelled",
-            duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            tunnel_id = self.tunnel_id.as_deref(),
-            "request cancelled by the client"
-        );
-    }
 }

@@ -95,3 +95,24 @@ pub(crate) fn redirected<App: OxyExt>(
     cx.target = target;
     cx.peer_addr = peer;
 }
+
+/// Runs `session` (Oxy serving what is inside a tunnel) as a tunnel of `transport`
+/// (`tcp`, `udp`) on `endpoint`: counted as started, active while it runs, and ended
+/// `decapsulated` with the client's traffic in `counts`, which it returns.
+pub(crate) async fn serve_inside<T>(
+    endpoint: &str,
+    transport: &str,
+    session: impl std::future::Future<Output = T>,
+    counts: &crate::tunnel::counted::Counts,
+) -> (T, Traffic) {
+    oxy_tunnel::started_total(endpoint, transport).inc();
+    let active = oxy_tunnel::active(endpoint, transport);
+    active.inc();
+    let ended = session.await;
+    active.dec();
+    let traffic = counts.traffic();
+    oxy_tunnel::bytes_total(endpoint, "up").inc_by(traffic.bytes_up);
+    oxy_tunnel::bytes_total(endpoint, "down").inc_by(traffic.bytes_down);
+    oxy_tunnel::ended_total(endpoint, "decapsulated").inc();
+    (ended, traffic)
+}

@@ -15,7 +15,7 @@ use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::tunnel::counted::Counts;
 use crate::tunnel::metrics::oxy_tunnel;
 use crate::tunnel::pump::{CloseReason, PumpLimits, pump_tcp};
-use crate::tunnel::start::{Refusal, Start, Timeouts, on_tunnel_start, redirected};
+use crate::tunnel::start::{self, Refusal, Start, Timeouts, on_tunnel_start, redirected};
 use crate::tunnel::stream::TunnelStream;
 use crate::tunnel::{TunnelClient, TunnelRefused};
 use std::net::SocketAddr;
@@ -28,7 +28,7 @@ pub struct TcpTunnel<App: OxyExt> {
     record: TunnelRecord<App>,
     /// The target's connection (kept while Oxy looks inside, in case it pumps after all).
     server: TcpStream,
-    /// Whether the tunnel hook asked to look inside ([`TunnelAction::Decapsulate`]).
+    /// Whether the tunnel hook asked to look inside ([`TunnelAction::Decapsulate`](crate::hooks::TunnelAction::Decapsulate)).
     decapsulate: bool,
     limits: PumpLimits,
 }
@@ -124,7 +124,7 @@ impl<App: OxyExt> TcpTunnel<App> {
         self.record.cx.peer_addr
     }
 
-    /// Whether the tunnel hook asked Oxy to look inside ([`TunnelAction::Decapsulate`]):
+    /// Whether the tunnel hook asked Oxy to look inside ([`TunnelAction::Decapsulate`](crate::hooks::TunnelAction::Decapsulate)):
     /// the caller then hands the client's stream to `http::inspect`.
     pub fn decapsulating(&self) -> bool {
         self.decapsulate
@@ -161,15 +161,7 @@ impl<App: OxyExt> TcpTunnel<App> {
         let TcpTunnel { record, server, .. } = self;
         drop(server);
         let endpoint = record.cx.endpoint.name().to_string();
-        oxy_tunnel::started_total(&endpoint, "tcp").inc();
-        let active = oxy_tunnel::active(&endpoint, "tcp");
-        active.inc();
-        let ended = session.await;
-        active.dec();
-        let traffic = counts.traffic();
-        oxy_tunnel::bytes_total(&endpoint, "up").inc_by(traffic.bytes_up);
-        oxy_tunnel::bytes_total(&endpoint, "down").inc_by(traffic.bytes_down);
-        oxy_tunnel::ended_total(&endpoint, "decapsulated").inc();
+        let (ended, traffic) = start::serve_inside(&endpoint, "tcp", session, counts).await;
         record.finish(traffic, "decapsulated".into()).await;
         ended
     }

@@ -19,7 +19,7 @@ use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::tunnel::metrics::oxy_tunnel;
-use crate::tunnel::start::{Refusal, Start, Timeouts, on_tunnel_start, redirected};
+use crate::tunnel::start::{self, Refusal, Start, Timeouts, on_tunnel_start, redirected};
 use crate::tunnel::{TunnelClient, TunnelRefused};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -216,7 +216,7 @@ pub struct UdpTunnel<App: OxyExt> {
     idle: Duration,
     max_lifetime: Option<Duration>,
     audit: AuditStart,
-    /// Whether the tunnel hook asked to look inside ([`TunnelAction::Decapsulate`]).
+    /// Whether the tunnel hook asked to look inside ([`TunnelAction::Decapsulate`](crate::hooks::TunnelAction::Decapsulate)).
     decapsulate: bool,
     /// Datagrams from the client read while looking inside, sent first when pumping.
     unread: Vec<Bytes>,
@@ -315,7 +315,7 @@ impl<App: OxyExt> UdpTunnel<App> {
         self.cx.peer_addr
     }
 
-    /// Whether the tunnel hook asked Oxy to look inside ([`TunnelAction::Decapsulate`]):
+    /// Whether the tunnel hook asked Oxy to look inside ([`TunnelAction::Decapsulate`](crate::hooks::TunnelAction::Decapsulate)):
     /// the caller then hands the flow to `http::inspect_quic`.
     pub fn decapsulating(&self) -> bool {
         self.decapsulate
@@ -359,15 +359,7 @@ impl<App: OxyExt> UdpTunnel<App> {
         counts: &crate::tunnel::counted::Counts,
     ) -> T {
         let name = self.cx.endpoint.name().to_string();
-        oxy_tunnel::started_total(&name, "udp").inc();
-        let active = oxy_tunnel::active(&name, "udp");
-        active.inc();
-        let ended = session.await;
-        active.dec();
-        let traffic = counts.traffic();
-        oxy_tunnel::bytes_total(&name, "up").inc_by(traffic.bytes_up);
-        oxy_tunnel::bytes_total(&name, "down").inc_by(traffic.bytes_down);
-        oxy_tunnel::ended_total(&name, "decapsulated").inc();
+        let (ended, traffic) = start::serve_inside(&name, "udp", session, counts).await;
         self.finish(traffic, "decapsulated").await;
         ended
     }
