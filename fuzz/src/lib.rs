@@ -640,6 +640,7 @@ impl HttpFixture {
             slot: None,
             decapsulated: None,
             tunnel_id: None,
+            tunnel_user: None,
             streams: OpenStreams::default(),
         })
     }

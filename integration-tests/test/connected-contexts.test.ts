@@ -22,7 +22,16 @@ before(async () => {
     binary: "fixture-app",
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { connect: true }, app: { respond_path: "/hello" } }],
+      endpoints: [
+        { name: "web", listen: ["127.0.0.1:0"], http: { connect: true }, app: { respond_path: "/hello" } },
+        // Looks inside every tunnel: the HTTP inside is the CONNECT user's.
+        {
+          name: "inspect",
+          listen: ["127.0.0.1:0"],
+          http: { connect: true, proxy_auth: { enabled: true, users: [{ name: "alice", password: "a" }] } },
+          app: { respond_path: "/hello", tunnel_decapsulate: true },
+        },
+      ],
     },
   });
 });
@@ -120,6 +129,17 @@ test("the request, egress and tunnel hooks reach the state the ingress hook kept
   // The tunnel hook sees the state the egress hook left for this tunnel.
   await oxy.waitForLog(new RegExp(`fixture tunnel on its connection connection=${id} requests=3 state=egress to 127\\.0\\.0\\.1:${echo.port}`));
   first.socket.destroy();
+});
+
+test("requests inside a tunnel the hook looks into are the CONNECT's user's, with no Proxy-Authorization of their own", async () => {
+  const client = await Client.open(oxy.port("inspect"));
+  const auth = `Basic ${Buffer.from("alice:a").toString("base64")}`;
+  const connected = await client.request(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nHost: 127.0.0.1:${echo.port}\r\nProxy-Authorization: ${auth}\r\n\r\n`);
+  assert.equal(connected.status, 200);
+  const inside = await client.request(`GET /hello HTTP/1.1\r\nHost: 127.0.0.1:${echo.port}\r\n\r\n`);
+  assert.equal(inside.status, 200, inside.body);
+  assert.equal(inside.headers["x-proxy-user"], "alice");
+  client.socket.destroy();
 });
 
 test("Oxy exits cleanly", async () => {

@@ -140,6 +140,9 @@ pub mod prelude {
 /// The `http` crate's types (requests, responses, headers, status codes) hooks use.
 pub use ::http as http_types;
 
+/// The `bytes` crate's `Bytes`, as body chunks and taps carry them.
+pub use ::bytes;
+
 /// The `tracing` crate Oxy logs through: applications log with `oxy::tracing::info!` and
 /// the rest, and their lines go where Oxy's do (`telemetry.log`).
 pub use ::tracing;

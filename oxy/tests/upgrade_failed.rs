@@ -82,6 +82,7 @@ async fn a_connect_whose_upgrade_fails_after_the_200_ends_its_tunnel() {
         slot: None,
         decapsulated: None,
         tunnel_id: None,
+        tunnel_user: None,
         streams: OpenStreams::default(),
     });
 

@@ -333,6 +333,7 @@ impl HttpRequestHook<Fixture> for Router {
                 ("x-connection-id", cx.connection.id.to_string()),
                 ("x-connection-client", cx.connection.app.client.clone()),
                 ("x-connection-requests", seen.to_string()),
+                ("x-proxy-user", cx.proxy_user.clone().unwrap_or_default()),
             ];
             for (name, value) in connection {
                 if let Ok(value) = oxy::http_types::HeaderValue::from_str(&value) {

@@ -127,8 +127,8 @@
 //!   record see.
 //! - Inside a decapsulated tunnel, `cx.tls` is the inner TLS (with `intercepted` set),
 //!   the upstream is the tunnel's target unless the hook routes the request elsewhere,
-//!   and `cx.proxy_user` starts as `None`: the user of the CONNECT that opened the
-//!   tunnel is not carried in.
+//!   no `Proxy-Authorization` is asked for (the CONNECT that opened the tunnel was
+//!   authenticated), and `cx.proxy_user` starts as that CONNECT's user.
 //!
 //! `on_response` runs only for a response from an upstream. Oxy's own answers go to the
 //! client without it: `Respond` and `Block`, the statuses of steps 1 to 4 and 6 to 10,

@@ -57,7 +57,7 @@ pub async fn serve<App: OxyExt>(
                 return not_http(tunnel).await;
             };
             tunnel.set_inspection(Inspection::Http);
-            let inner = handler.decapsulating(upstream, tunnel.id(), None);
+            let inner = handler.decapsulating(upstream, tunnel.id(), tunnel.proxy_user(), None);
             let (client, counts) = counted(client);
             tunnel
                 .serve_inside(serve_with(inner, client, drain), &counts)
@@ -120,7 +120,8 @@ async fn intercept<App: OxyExt>(
     inner_facts.intercepted = true;
     inner_facts.policy = policy;
     tunnel.set_inspection(Inspection::Intercepted);
-    let inner = handler.decapsulating(upstream, tunnel.id(), Some(inner_facts));
+    let user = tunnel.proxy_user();
+    let inner = handler.decapsulating(upstream, tunnel.id(), user, Some(inner_facts));
     let stream = TunnelStream::Boxed(Box::new(stream));
     tunnel
         .serve_inside(serve_with(inner, stream, drain), &counts)

@@ -183,7 +183,7 @@ async fn intercept<App: OxyExt>(
     facts.intercepted = true;
     facts.policy = policy;
     tunnel.set_inspection(Inspection::Intercepted);
-    let inner = handler.decapsulating(upstream, tunnel.id(), Some(facts));
+    let inner = handler.decapsulating(upstream, tunnel.id(), tunnel.proxy_user(), Some(facts));
     let session = async {
         tokio::select! {
             _ = super::h3::serve_with(connection, inner, drain) => {}

@@ -55,6 +55,9 @@ pub struct Handler<App: OxyExt> {
     /// The id of the decapsulated tunnel whose HTTP this handler serves (in the access
     /// log lines of its requests).
     pub tunnel_id: Option<Arc<str>>,
+    /// The user of the request that opened that tunnel: its requests start as that
+    /// user's (`cx.proxy_user`).
+    pub tunnel_user: Option<String>,
     /// The connection's open streams, tunnels and upgrades included.
     pub streams: OpenStreams,
 }
@@ -75,6 +78,7 @@ impl<App: OxyExt> Clone for Handler<App> {
             slot: self.slot.clone(),
             decapsulated: self.decapsulated.clone(),
             tunnel_id: self.tunnel_id.clone(),
+            tunnel_user: self.tunnel_user.clone(),
             streams: self.streams.clone(),
         }
     }
@@ -120,6 +124,7 @@ impl<App: OxyExt> Handler<App> {
             slot: cx.slot.clone(),
             decapsulated: None,
             tunnel_id: None,
+            tunnel_user: None,
             streams: OpenStreams::default(),
         }))
     }
@@ -137,17 +142,19 @@ impl<App: OxyExt> Handler<App> {
     }
 
     /// A handler for the HTTP requests inside the decapsulated tunnel `tunnel_id` of this
-    /// connection: they go to `upstream`, and their TLS facts are `tls`, the inner
-    /// connection's (`None` for plain HTTP inside).
+    /// connection, opened for `user`: they go to `upstream`, they are `user`'s, and their
+    /// TLS facts are `tls`, the inner connection's (`None` for plain HTTP inside).
     pub fn decapsulating(
         &self,
         upstream: Upstream,
         tunnel_id: &str,
+        user: Option<String>,
         tls: Option<TlsFacts>,
     ) -> Arc<Self> {
         let mut handler = self.clone();
         handler.decapsulated = Some(upstream);
         handler.tunnel_id = Some(tunnel_id.into());
+        handler.tunnel_user = user;
         handler.tls = tls.map(Arc::new);
         handler.streams = OpenStreams::default();
         Arc::new(handler)
@@ -246,9 +253,14 @@ impl<App: OxyExt> Handler<App> {
         let connect_udp = super::connect_udp::is_requested(&parts);
         let connect_ip = super::connect_ip::is_requested(&parts);
         let is_connect = parts.method == Method::CONNECT;
-        let mut proxy_user = None;
+        let mut proxy_user = self.tunnel_user.clone();
         let tunnel = is_connect || connect_udp || connect_ip;
-        if settings.proxy_auth.enabled && (tunnel || (forwardable && settings.forward_proxy)) {
+        // Requests inside a decapsulated tunnel are the authenticated CONNECT's.
+        let inside_tunnel = self.decapsulated.is_some();
+        if settings.proxy_auth.enabled
+            && !inside_tunnel
+            && (tunnel || (forwardable && settings.forward_proxy))
+        {
             match proxy_auth::authenticate(&settings.proxy_auth, &parts.headers) {
                 Some(user) => proxy_user = Some(user),
                 None => {

@@ -140,6 +140,11 @@ impl<App: OxyExt> TcpTunnel<App> {
         self.record.audit.id()
     }
 
+    /// The user the request that opened the tunnel was authenticated as.
+    pub fn proxy_user(&self) -> Option<String> {
+        self.record.cx.proxy_user.clone()
+    }
+
     /// Asks the tunnel hook what to do with `found`, the client's first bytes (the
     /// hook's default without one).
     pub async fn inner_action(&mut self, found: &InnerProtocol) -> InnerAction {

@@ -331,6 +331,11 @@ impl<App: OxyExt> UdpTunnel<App> {
         self.audit.id()
     }
 
+    /// The user the request that opened the flow was authenticated as.
+    pub fn proxy_user(&self) -> Option<String> {
+        self.cx.proxy_user.clone()
+    }
+
     /// Asks the tunnel hook what to do with `found`, the client's first datagrams (the
     /// hook's default without one).
     pub async fn inner_action(&mut self, found: &InnerProtocol) -> InnerAction {
