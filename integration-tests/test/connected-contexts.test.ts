@@ -28,7 +28,7 @@ before(async () => {
         {
           name: "inspect",
           listen: ["127.0.0.1:0"],
-          http: { connect: true, proxy_auth: { enabled: true, users: [{ name: "alice", password: "a" }] } },
+          http: { connect: true, forward_proxy: true, proxy_auth: { enabled: true, users: [{ name: "alice", password: "a" }] } },
           app: { respond_path: "/hello", tunnel_decapsulate: true },
         },
       ],
@@ -44,9 +44,14 @@ after(async () => {
 class Client {
   private buffer = Buffer.alloc(0);
   private waiting: (() => void) | undefined;
+  private closed = false;
   private constructor(readonly socket: Socket) {
     socket.on("data", (d) => {
       this.buffer = Buffer.concat([this.buffer, d]);
+      this.waiting?.();
+    });
+    socket.on("close", () => {
+      this.closed = true;
       this.waiting?.();
     });
   }
@@ -63,10 +68,8 @@ class Client {
     for (;;) {
       const found = ready();
       if (found !== undefined) return found;
-      await new Promise<void>((ok, fail) => {
-        this.waiting = ok;
-        this.socket.once("close", () => fail(new Error(`closed; buffer: ${this.buffer}`)));
-      });
+      if (this.closed) throw new Error(`closed; buffer: ${this.buffer}`);
+      await new Promise<void>((ok) => (this.waiting = ok));
     }
   }
 
@@ -125,7 +128,7 @@ test("the request, egress and tunnel hooks reach the state the ingress hook kept
   assert.equal(connected.status, 200);
   first.socket.write("ping");
   assert.equal(await first.read(4), "ping");
-  await oxy.waitForLog(new RegExp(`fixture egress on its connection connection=${id} client=127\\.0\\.0\\.1:${first.socket.localPort}`));
+  await oxy.waitForLog(new RegExp(`fixture egress on its connection connection=${id} client=127\\.0\\.0\\.1:${first.socket.localPort} purpose=Tunnel`));
   // The tunnel hook sees the state the egress hook left for this tunnel.
   await oxy.waitForLog(new RegExp(`fixture tunnel on its connection connection=${id} requests=3 state=egress to 127\\.0\\.0\\.1:${echo.port}`));
   first.socket.destroy();
@@ -136,7 +139,8 @@ test("requests inside a tunnel the hook looks into are the CONNECT's user's, wit
   const auth = `Basic ${Buffer.from("alice:a").toString("base64")}`;
   const connected = await client.request(`CONNECT 127.0.0.1:${echo.port} HTTP/1.1\r\nHost: 127.0.0.1:${echo.port}\r\nProxy-Authorization: ${auth}\r\n\r\n`);
   assert.equal(connected.status, 200);
-  const inside = await client.request(`GET /hello HTTP/1.1\r\nHost: 127.0.0.1:${echo.port}\r\n\r\n`);
+  // In absolute form, which outside a tunnel needs Proxy-Authorization on this endpoint.
+  const inside = await client.request(`GET http://127.0.0.1:${echo.port}/hello HTTP/1.1\r\nHost: 127.0.0.1:${echo.port}\r\n\r\n`);
   assert.equal(inside.status, 200, inside.body);
   assert.equal(inside.headers["x-proxy-user"], "alice");
   client.socket.destroy();

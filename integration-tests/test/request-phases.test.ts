@@ -60,6 +60,8 @@ test("on_upstream_request: the upstream gets the hook's header; on_request_end r
   const seen = origin.seen.find((r) => r.url === "/page?q=1");
   assert.ok(seen, JSON.stringify(origin.seen));
   assert.equal(seen.headers["x-fixture-upstream"], `127.0.0.1:${origin.port}`);
+  // The egress hook knew it was deciding for one HTTP request, not a tunnel.
+  await oxy.waitForLog(/fixture egress on its connection connection=\d+ client=\S+ purpose=HttpRequest/);
   const line = await requestEnd("/page?q=1", 200);
   assert.match(line, new RegExp(`local="-" upstream="127\\.0\\.0\\.1:${origin.port}" body_bytes=${Buffer.byteLength(res.body)}$`), line);
 });

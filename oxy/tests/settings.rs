@@ -206,6 +206,36 @@ fn every_type_error_and_unknown_key_is_reported_at_once_in_file_order() {
 }
 
 #[test]
+fn bad_first_elements_and_nested_lists_end_and_say_where() {
+    // A bad first element and a bad sibling: the first is reported at its index.
+    let err = from_yaml_str::<AppSection, EndpointSection>(
+        "endpoints:\n  - name: a\n    listen: [nope, \"also nope\"]\n",
+        "t.yaml",
+    )
+    .unwrap_err();
+    assert_eq!(err.errors[0].path, "endpoints[0].listen[0]", "{err}");
+    assert!(
+        err.errors
+            .iter()
+            .all(|e| e.path.starts_with("endpoints[0].listen")),
+        "{err}"
+    );
+    // A list of lists whose elements all fail, and a wrong element type for a list of
+    // structs: reported, and the search ends.
+    for yaml in [
+        "endpoints:\n  - name: a\n    listen: [[x], [y]]\n",
+        "endpoints: [5, {name: b, colour: blue}]\n",
+        "endpoints: [[[[[1]]]]]\n",
+    ] {
+        let err = from_yaml_str::<AppSection, EndpointSection>(yaml, "t.yaml").unwrap_err();
+        assert!(!err.errors.is_empty(), "{yaml}");
+        assert!(err.errors.len() <= 50, "{yaml}: {err}");
+        // No false report for the good endpoint: `colour` is only wrong in endpoints[1].
+        assert!(!err.to_string().contains("endpoints[0].colour"), "{err}");
+    }
+}
+
+#[test]
 fn semantic_problems_are_all_reported_at_once() {
     let yaml = "\
 endpoints:

@@ -465,6 +465,7 @@ impl EgressHook<Fixture> for Router {
         tracing::info!(
             connection = cx.connection.id,
             client = %cx.connection.app.client,
+            purpose = ?cx.purpose,
             "fixture egress on its connection"
         );
         if let Some(target) = &cx.target {

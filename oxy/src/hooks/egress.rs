@@ -76,6 +76,9 @@ pub struct EgressContext<App: OxyExt> {
     pub audit_label: Option<String>,
     /// TCP or UDP towards the target.
     pub transport: Transport,
+    /// What the traffic is: a tunnel (CONNECT, CONNECT-UDP, an L4 endpoint's connection
+    /// or flow, an IP flow), or one HTTP request Oxy forwards or reverse-proxies.
+    pub purpose: EgressPurpose,
     /// Where the client asked to go; `None` on an L4 endpoint without `tcp.target`,
     /// where the hook must answer [`EgressAction::Rewrite`] or the connection is closed.
     pub target: Option<Target>,
@@ -89,7 +92,7 @@ pub struct EgressContext<App: OxyExt> {
     pub server_pin: Option<String>,
     /// The application's state for this traffic, `Default` at first. For a tunnel it
     /// becomes the tunnel context's `app` (the tunnel hook sees what the egress hook
-    /// left); for a forwarded request it ends with the request's connection.
+    /// left); for a forwarded request it ends when the response head is sent.
     pub app: App::TunnelContext,
 }
 
@@ -109,12 +112,24 @@ impl<App: OxyExt> EgressContext<App> {
             proxy_user: client.proxy_user.clone(),
             audit_label: None,
             transport,
+            purpose: EgressPurpose::Tunnel,
             target,
             tls_policy: None,
             server_pin: None,
             app: App::TunnelContext::default(),
         }
     }
+}
+
+/// What traffic the egress hook decides for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EgressPurpose {
+    /// A tunnel: CONNECT, CONNECT-UDP, a `tcp` or `udp` endpoint's connection or flow,
+    /// an IP flow upgraded to a tunnel.
+    Tunnel,
+    /// One HTTP request Oxy sends to its upstream (forward or reverse proxy), on a
+    /// connection of its own.
+    HttpRequest,
 }
 
 /// How traffic leaves.

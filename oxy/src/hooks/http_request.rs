@@ -35,8 +35,9 @@ pub struct RequestContext<App: OxyExt> {
     /// sent or, for CONNECT and CONNECT-UDP, until the tunnel closes: a permit kept here
     /// limits concurrent tunnels.
     pub app: App::RequestContext,
-    /// The request's place under its user's limits, held as long as `app`.
-    pub(crate) user_permit: Option<crate::http::user_limits::UserPermit>,
+    /// The request's place under its user's limits (`http.user_limits`), held as long as
+    /// `app`; Oxy sets it after `on_request` (`None` in a context made by hand).
+    pub user_permit: Option<crate::http::user_limits::UserPermit>,
 }
 
 /// Where a routed request goes.
@@ -90,8 +91,8 @@ pub enum RequestAction {
         status: StatusCode,
         /// Why, shown to the client and logged.
         reason: String,
-        /// Headers added to the answer (`Retry-After`, `WWW-Authenticate`); empty by
-        /// default.
+        /// Headers added to the answer (`Retry-After`, `WWW-Authenticate`); write
+        /// `Default::default()` for none.
         headers: http::HeaderMap,
     },
     /// Send the request to this upstream, in place of the one the endpoint would choose.
@@ -128,8 +129,10 @@ pub struct RequestSummary<App: OxyExt> {
     pub version: http::Version,
     /// The answer's status.
     pub status: http::StatusCode,
-    /// Whether Oxy or the application answered (a refusal, an error, a local
-    /// response), not an upstream; the reason of Oxy's own answers.
+    /// The reason, when the answer was made with
+    /// [`text_response`](crate::http::body::text_response) (Oxy's own refusals and
+    /// errors, a `Block`, an application's own use of it) instead of coming from an
+    /// upstream.
     pub local: Option<String>,
     /// The upstream the request was proxied to (`host:port`), if it was.
     pub upstream: Option<String>,
@@ -187,8 +190,9 @@ pub trait HttpRequestHook<App: OxyExt>: Send + Sync + 'static {
         None
     }
 
-    /// Runs after routing and the egress decision, right before a proxied request is sent
-    /// to `upstream` (`host:port`, and whether over TLS): `request` is what the upstream
+    /// Runs after routing and the egress hook's decision (with an egress hook), before the
+    /// connection to `upstream` (`host:port`, and whether over TLS) is made with the
+    /// egress policy and DNS and the request sent: `request` is what the upstream
     /// will get (its URI absolute, hop-by-hop headers gone, `Via` and the forwarding
     /// headers added); rewrite it in place (add a header the upstream needs, sign it).
     /// Returning a response answers the client with it instead and sends nothing. Not
@@ -223,7 +227,9 @@ pub trait HttpRequestHook<App: OxyExt>: Send + Sync + 'static {
     /// a 502 or 504 from the upstream's failure, a block), before it is sent: return a
     /// response to send instead (a branded error page). `summary.local` holds the
     /// reason; `summary.duration` and `summary.body_bytes` are not known yet (zero). The
-    /// default returns `None`, which sends Oxy's plain-text answer.
+    /// headers Oxy's answer had (`Proxy-Authenticate` of a 407, `Retry-After` of a 429, a
+    /// block's) are kept where the page does not set them. The default returns `None`,
+    /// which sends Oxy's plain-text answer.
     async fn on_error_response(
         &self,
         summary: &RequestSummary<App>,

@@ -85,7 +85,8 @@
 //!     forward-proxy requests without valid credentials (with them, cx.proxy_user
 //!     names the user)
 //!  5. HttpRequestHook::on_request       Respond, Block: answered here, nothing below
-//!                                       runs
+//!                                       runs; then 429 when cx.proxy_user is past its
+//!                                       http.user_limits (tunnels and requests apart)
 //!  6. CONNECT-UDP -> 405 unless http.connect_udp.enabled; a UDP tunnel
 //!     CONNECT-IP  -> 405 unless http.connect_ip.enabled; an IP packet session
 //!     another extended CONNECT -> 501
@@ -96,14 +97,14 @@
 //!     else (http.forward_proxy) the URI's authority, else http.upstream, else 404
 //!  8. EgressHook::on_egress             only with an egress hook, which also gives the
 //!                                       request a connection of its own (Deny: 403)
+//!     HttpRequestHook::on_upstream_request  the request as the upstream will get it
+//!                                       (a response: sent instead, nothing below)
 //!  9. HttpRequestHook::request_body_tap
 //! 10. the connection (a pooled one has done this before): the egress policy, DNS
 //!     (DnsHook on a cache miss), EgressHook::on_resolved; then the exchange. Oxy
 //!     answers 403 (egress denied, body blocked), 400, 408 and 413 (the client's body),
 //!     504 (the connection timed out, or no response within
 //!     http.client.response_timeout of the upload's end) or 502 (anything else)
-//!     HttpRequestHook::on_upstream_request  right before sending: the request as the
-//!                                       upstream gets it (a response: sent instead)
 //! 11. HttpRequestHook::on_response      the upstream's response head, of any status
 //!                                       (Replace: sent instead; step 12 skipped)
 //! 12. HttpRequestHook::response_body_tap
@@ -127,8 +128,9 @@
 //!   record see.
 //! - Inside a decapsulated tunnel, `cx.tls` is the inner TLS (with `intercepted` set),
 //!   the upstream is the tunnel's target unless the hook routes the request elsewhere,
-//!   no `Proxy-Authorization` is asked for (the CONNECT that opened the tunnel was
-//!   authenticated), and `cx.proxy_user` starts as that CONNECT's user.
+//!   and `cx.proxy_user` starts as the user of the request that opened the tunnel; when
+//!   there is one, no `Proxy-Authorization` is asked for again (inside an L4
+//!   endpoint's or an IP flow's tunnel, proxy authentication applies as usual).
 //!
 //! `on_response` runs only for a response from an upstream. Oxy's own answers go to the
 //! client without it: `Respond` and `Block`, the statuses of steps 1 to 4 and 6 to 10,
@@ -242,8 +244,8 @@ mod tunnel;
 
 pub use dns::{DnsAction, DnsContext, DnsHook};
 pub use egress::{
-    EgressAction, EgressContext, EgressHook, InternalService, ProxyHeaderVersion, Target,
-    TargetHost, TargetParseError, UpstreamProxy, host_matches,
+    EgressAction, EgressContext, EgressHook, EgressPurpose, InternalService, ProxyHeaderVersion,
+    Target, TargetHost, TargetParseError, UpstreamProxy, host_matches,
 };
 pub use http_request::{
     HttpBody, HttpRequestHook, RequestAction, RequestContext, RequestSummary, ResponseAction,

@@ -6,7 +6,7 @@ use super::pipeline::Handler;
 use super::request_end::RequestEnd;
 use crate::app::OxyExt;
 use crate::hooks::{HttpBody, HttpRequestHook, RequestSummary};
-use http::Response;
+use http::{Response, header};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +43,15 @@ impl<App: OxyExt> Handler<App> {
             && summary.local.is_some()
             && let Some(page) = hook.on_error_response(&summary).await
         {
+            // What Oxy's answer told the client beyond its body (`Proxy-Authenticate`,
+            // `Retry-After`, a block's headers) stays, unless the page says otherwise.
+            let mut page = page;
+            for (name, value) in response.headers() {
+                let body_header = [header::CONTENT_TYPE, header::CONTENT_LENGTH].contains(name);
+                if !body_header && !page.headers().contains_key(name) {
+                    page.headers_mut().insert(name, value.clone());
+                }
+            }
             response = page;
             summary.status = response.status();
         }

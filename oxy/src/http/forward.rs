@@ -12,8 +12,8 @@ use super::pipeline::Handler;
 use super::upgrade::{self, PendingUpgrade};
 use crate::app::OxyExt;
 use crate::hooks::{
-    EgressContext, HttpBody, RequestContext, ResponseAction, Target, TargetHost, Transport,
-    Upstream,
+    EgressContext, EgressPurpose, HttpBody, RequestContext, ResponseAction, Target, TargetHost,
+    Transport, Upstream,
 };
 use crate::offramp::route::{EgressRoute, egress_route};
 use http::uri::{PathAndQuery, Scheme};
@@ -50,6 +50,7 @@ impl<App: OxyExt> Handler<App> {
                 Transport::Tcp,
                 Some(target.clone()),
             );
+            egress.purpose = EgressPurpose::HttpRequest;
             let route = match egress_route(&self.services, &mut egress).await {
                 Ok(route) => route,
                 Err(e) => {

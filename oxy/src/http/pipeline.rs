@@ -255,10 +255,11 @@ impl<App: OxyExt> Handler<App> {
         let is_connect = parts.method == Method::CONNECT;
         let mut proxy_user = self.tunnel_user.clone();
         let tunnel = is_connect || connect_udp || connect_ip;
-        // Requests inside a decapsulated tunnel are the authenticated CONNECT's.
-        let inside_tunnel = self.decapsulated.is_some();
+        // Requests inside a tunnel an authenticated request opened are its user's; those
+        // inside any other tunnel (an L4 endpoint's, an IP flow's) authenticate as usual.
+        let authenticated_tunnel = self.decapsulated.is_some() && self.tunnel_user.is_some();
         if settings.proxy_auth.enabled
-            && !inside_tunnel
+            && !authenticated_tunnel
             && (tunnel || (forwardable && settings.forward_proxy))
         {
             match proxy_auth::authenticate(&settings.proxy_auth, &parts.headers) {
@@ -316,10 +317,10 @@ impl<App: OxyExt> Handler<App> {
         // A tunnel the hook routed: a CONNECT goes to the route's host and port instead
         // (the client speaks its own TLS inside); other tunnels cannot be routed.
         if let (true, Some(upstream)) = (routed && tunnel, &route) {
-            if !is_connect || upstream.tls {
+            if !is_connect || upstream.tls || upstream.authority.port_u16().is_none() {
                 oxy_http::errors_total(name, "route_not_applicable").inc();
                 let reason = if is_connect {
-                    "the request hook routed a CONNECT to an https upstream; a tunnel carries the client's own TLS"
+                    "the request hook routed a CONNECT to an https upstream or one without a port; a tunnel needs host:port and carries the client's own TLS"
                 } else {
                     "the request hook routed a CONNECT-UDP or CONNECT-IP request; only CONNECT can be routed"
                 };

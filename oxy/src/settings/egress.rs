@@ -34,7 +34,8 @@ pub struct EndpointEgressSettings {
     /// `egress.deny_ports`.
     pub deny_ports: Vec<u16>,
     /// Whether the top-level `allow`, `allow_ports` and `deny_ports` apply to this
-    /// endpoint too; `false`: only this section does (a narrower policy).
+    /// endpoint too; `false`: only this section does (the top-level port lists do not
+    /// apply either).
     #[serde(default = "yes")]
     pub inherit: bool,
 }

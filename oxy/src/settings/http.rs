@@ -223,8 +223,9 @@ pub struct ProxyUser {
     /// Tunnels (CONNECT, CONNECT-UDP, CONNECT-IP) this user may have open at once on
     /// the endpoint; past it, 429 with `Retry-After`. 0: `http.user_limits.max_tunnels`.
     pub max_tunnels: usize,
-    /// Other requests this user may have in flight at once; past it, 429 with
-    /// `Retry-After`. 0: `http.user_limits.max_requests`.
+    /// Other requests this user may have at once, each counted from its head until the
+    /// answer's head is sent; past it, 429 with `Retry-After`. 0:
+    /// `http.user_limits.max_requests`.
     pub max_requests: usize,
 }
 
@@ -236,8 +237,9 @@ pub struct UserLimitSettings {
     /// Tunnels each user may have open at once (0: no limit), unless its
     /// `proxy_auth.users` entry says otherwise.
     pub max_tunnels: usize,
-    /// Other requests each user may have in flight at once (0: no limit), unless its
-    /// `proxy_auth.users` entry says otherwise.
+    /// Other requests each user may have at once, each counted from its head until the
+    /// answer's head is sent (0: no limit), unless its `proxy_auth.users` entry says
+    /// otherwise.
     pub max_requests: usize,
     /// What a 429 tells the client to wait (`Retry-After`, whole seconds, at least 1).
     #[serde(with = "humantime_serde", default = "default_retry_after")]

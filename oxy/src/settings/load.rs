@@ -99,6 +99,8 @@ fn resolve_paths<A: Settings, E: Settings>(settings: &mut ServerSettings<A, E>, 
 
 /// The most type errors and unknown keys reported for one file.
 const MAX_TYPE_ERRORS: usize = 50;
+/// The most times the document is parsed again to find them.
+const MAX_ROUNDS: usize = 200;
 
 /// Every type error and unknown key in `text`, `first` (the first serde met) included:
 /// each offending node is taken out of the document (a list element replaced, then the
@@ -114,14 +116,18 @@ fn type_errors<A: Settings + Default, E: Settings + Default>(
         return errors;
     };
     let mut taken: Vec<Vec<PathSegment>> = Vec::new();
-    while errors.len() < MAX_TYPE_ERRORS {
-        // A node taken out once that still fails takes its list with it.
+    for _ in 0..MAX_ROUNDS {
+        if errors.len() >= MAX_TYPE_ERRORS {
+            break;
+        }
+        // A node taken out once that still fails takes its list with it; each node is
+        // taken out once at most, so every round changes the document.
         let node = if taken.contains(&path) {
             path[..path.len().saturating_sub(1)].to_vec()
         } else {
             path.clone()
         };
-        if node.is_empty() || !take_out(&mut document, &node, &taken) {
+        if node.is_empty() || taken.contains(&node) || !take_out(&mut document, &node, &taken) {
             break;
         }
         taken.push(node);
@@ -141,8 +147,8 @@ fn type_errors<A: Settings + Default, E: Settings + Default>(
 }
 
 /// Takes the node at `path` out of `document`: a map entry is removed (its default
-/// applies); a list element is replaced by a sibling not in `taken` (the paths already
-/// taken out), or null. Whether there was one.
+/// applies); a list element is replaced by an earlier sibling not in `taken` (the paths
+/// already taken out), or null. Whether there was one.
 fn take_out(
     document: &mut serde_yaml::Value,
     path: &[PathSegment],
@@ -168,14 +174,15 @@ fn take_out(
             map.remove(key.as_str()).is_some()
         }
         (PathSegment::Index(i), serde_yaml::Value::Sequence(list)) if *i < list.len() => {
-            // A sibling not known to fail stands in for the element, so the list keeps
-            // its length and the next errors their indexes.
+            // An earlier sibling serde accepted stands in for the element, so the list
+            // keeps its length and the next errors their indexes (and the stand-in adds
+            // none of its own).
             let failed = |j: usize| {
                 let mut sibling = parents.to_vec();
                 sibling.push(PathSegment::Index(j));
                 taken.contains(&sibling)
             };
-            let stand_in = (0..list.len()).find(|&j| j != *i && !failed(j));
+            let stand_in = (0..*i).find(|&j| !failed(j));
             list[*i] = match stand_in {
                 Some(j) => list[j].clone(),
                 None => serde_yaml::Value::Null,

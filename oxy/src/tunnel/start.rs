@@ -50,6 +50,13 @@ pub(crate) struct Timeouts {
     pub max_lifetime: Duration,
 }
 
+impl Timeouts {
+    /// The longest the tunnel may live, if it is limited.
+    pub fn lifetime_limit(&self) -> Option<Duration> {
+        (self.max_lifetime > Duration::ZERO).then_some(self.max_lifetime)
+    }
+}
+
 /// What a tunnel does once the tunnel hook has seen it.
 pub(crate) enum Start {
     /// Pump it.
@@ -106,13 +113,28 @@ pub(crate) async fn serve_inside<T>(
     counts: &crate::tunnel::counted::Counts,
 ) -> (T, Traffic) {
     oxy_tunnel::started_total(endpoint, transport).inc();
-    let active = oxy_tunnel::active(endpoint, transport);
-    active.inc();
+    let active = Active::new(oxy_tunnel::active(endpoint, transport));
     let ended = session.await;
-    active.dec();
+    drop(active);
     let traffic = counts.traffic();
     oxy_tunnel::bytes_total(endpoint, "up").inc_by(traffic.bytes_up);
     oxy_tunnel::bytes_total(endpoint, "down").inc_by(traffic.bytes_down);
     oxy_tunnel::ended_total(endpoint, "decapsulated").inc();
     (ended, traffic)
+}
+
+/// Counts a tunnel in the active gauge while it lives (also when its task is dropped).
+struct Active(prometheus::IntGauge);
+
+impl Active {
+    fn new(gauge: prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }

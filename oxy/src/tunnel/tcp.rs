@@ -20,7 +20,6 @@ use crate::tunnel::stream::TunnelStream;
 use crate::tunnel::{TunnelClient, TunnelRefused};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// A tunnel whose off-ramp is connected, ready to pump.
@@ -89,7 +88,11 @@ pub async fn open<App: OxyExt>(
         Start::Redirect(redirect) => {
             drop(server);
             egress.target = Some(redirect.clone());
-            match offramp_tcp::connect_by(services, &route, &egress).await {
+            // `on_resolved` sees the state the tunnel now holds.
+            std::mem::swap(&mut egress.app, &mut cx.app);
+            let reconnected = offramp_tcp::connect_by(services, &route, &egress).await;
+            std::mem::swap(&mut egress.app, &mut cx.app);
+            match reconnected {
                 Ok((redirected_to, peer)) => {
                     server = redirected_to;
                     redirected(&mut cx, redirect, peer);
@@ -107,15 +110,11 @@ pub async fn open<App: OxyExt>(
         },
         server,
         decapsulate,
-        limits: limits_of(timeouts.idle, timeouts.max_lifetime),
+        limits: PumpLimits {
+            idle: timeouts.idle,
+            max_lifetime: timeouts.lifetime_limit(),
+        },
     })
-}
-
-fn limits_of(idle: Duration, max_lifetime: Duration) -> PumpLimits {
-    PumpLimits {
-        idle,
-        max_lifetime: (max_lifetime > Duration::ZERO).then_some(max_lifetime),
-    }
 }
 
 impl<App: OxyExt> TcpTunnel<App> {

@@ -242,7 +242,6 @@ pub async fn open<App: OxyExt>(
         audit: &audit,
         what: "UDP flow",
     };
-    let refuse = |target, resolved, e| refusal.refuse(target, resolved, e);
     let (bind, prefix) = match route {
         Ok(EgressRoute::Direct { bind }) => (bind, None),
         Ok(EgressRoute::Internal(service)) => {
@@ -256,22 +255,22 @@ pub async fn open<App: OxyExt>(
                 Ok(header) => (None, Some(header)),
                 Err(e) => {
                     let e = ConnectError::ProxyHeader(std::io::Error::other(e.to_string()));
-                    return Err(refuse(egress.target.as_ref(), None, e.into()));
+                    return Err(refusal.refuse(egress.target.as_ref(), None, e.into()));
                 }
             }
         }
         Ok(EgressRoute::Proxy(proxy)) => {
             let e = TunnelRefused::UdpViaProxy(proxy.address.to_string());
-            return Err(refuse(egress.target.as_ref(), None, e));
+            return Err(refusal.refuse(egress.target.as_ref(), None, e));
         }
-        Err(e) => return Err(refuse(egress.target.as_ref(), None, e.into())),
+        Err(e) => return Err(refusal.refuse(egress.target.as_ref(), None, e.into())),
     };
     let Some(target) = egress.target.clone() else {
-        return Err(refuse(None, None, ConnectError::NoTarget.into()));
+        return Err(refusal.refuse(None, None, ConnectError::NoTarget.into()));
     };
     let (mut upstream, peer) = match udp::connect(services, &target, bind, Some(&egress)).await {
         Ok(connected) => connected,
-        Err(e) => return Err(refuse(Some(&target), None, e.into())),
+        Err(e) => return Err(refusal.refuse(Some(&target), None, e.into())),
     };
     let mut cx = TunnelContext::after_egress(&mut egress, target, peer);
     let mut timeouts = Timeouts {
@@ -285,24 +284,27 @@ pub async fn open<App: OxyExt>(
         // `on_resolved` sees the new target.
         Start::Redirect(redirect) => {
             egress.target = Some(redirect.clone());
-            match udp::connect(services, &redirect, bind, Some(&egress)).await {
+            // `on_resolved` sees the state the tunnel now holds.
+            std::mem::swap(&mut egress.app, &mut cx.app);
+            let reconnected = udp::connect(services, &redirect, bind, Some(&egress)).await;
+            std::mem::swap(&mut egress.app, &mut cx.app);
+            match reconnected {
                 Ok((socket, peer)) => {
                     upstream = socket;
                     redirected(&mut cx, redirect, peer);
                     false
                 }
-                Err(e) => return Err(refuse(Some(&redirect), None, e.into())),
+                Err(e) => return Err(refusal.refuse(Some(&redirect), None, e.into())),
             }
         }
     };
-    let Timeouts { idle, max_lifetime } = timeouts;
     Ok(UdpTunnel {
         services: services.clone(),
         cx,
         upstream,
         prefix,
-        idle,
-        max_lifetime: (max_lifetime > Duration::ZERO).then_some(max_lifetime),
+        idle: timeouts.idle,
+        max_lifetime: timeouts.lifetime_limit(),
         audit,
         decapsulate,
         unread: Vec::new(),
