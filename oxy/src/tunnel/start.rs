@@ -3,7 +3,8 @@
 //! connected.
 
 use crate::app::OxyExt;
-use crate::hooks::{Target, TunnelAction, TunnelContext};
+use crate::hooks::{EgressContext, Target, TunnelAction, TunnelContext};
+use crate::offramp::tcp::ConnectError;
 use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::tunnel::TunnelRefused;
@@ -93,14 +94,28 @@ pub(crate) async fn on_tunnel_start<App: OxyExt>(
     }
 }
 
-/// Records in `cx` that the tunnel now reaches `target` at `peer` (a redirect).
-pub(crate) fn redirected<App: OxyExt>(
+/// Redirects a tunnel to `target` ([`TunnelAction::Redirect`]): `connect` reaches it
+/// with the egress decision kept (the egress hook's `on_resolved` sees the tunnel's
+/// state), then `cx` names the new target and peer. A failure is refused and recorded.
+pub(crate) async fn redirect<App: OxyExt, T>(
     cx: &mut TunnelContext<App>,
+    egress: &mut EgressContext<App>,
     target: Target,
-    peer: SocketAddr,
-) {
-    cx.target = target;
-    cx.peer_addr = peer;
+    refusal: &Refusal<'_, App>,
+    connect: impl AsyncFnOnce(&Target, &EgressContext<App>) -> Result<(T, SocketAddr), ConnectError>,
+) -> Result<T, TunnelRefused> {
+    egress.target = Some(target.clone());
+    std::mem::swap(&mut egress.app, &mut cx.app);
+    let connected = connect(&target, egress).await;
+    std::mem::swap(&mut egress.app, &mut cx.app);
+    match connected {
+        Ok((connection, peer)) => {
+            cx.target = target;
+            cx.peer_addr = peer;
+            Ok(connection)
+        }
+        Err(e) => Err(refusal.refuse(Some(&target), None, e.into())),
+    }
 }
 
 /// Runs `session` (Oxy serving what is inside a tunnel) as a tunnel of `transport`

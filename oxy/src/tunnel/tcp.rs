@@ -15,7 +15,7 @@ use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::tunnel::counted::Counts;
 use crate::tunnel::metrics::oxy_tunnel;
 use crate::tunnel::pump::{CloseReason, PumpLimits, pump_tcp};
-use crate::tunnel::start::{self, Refusal, Start, Timeouts, on_tunnel_start, redirected};
+use crate::tunnel::start::{self, Refusal, Start, Timeouts, on_tunnel_start};
 use crate::tunnel::stream::TunnelStream;
 use crate::tunnel::{TunnelClient, TunnelRefused};
 use std::net::SocketAddr;
@@ -85,21 +85,13 @@ pub async fn open<App: OxyExt>(
         Start::Decapsulate => true,
         // The route the egress hook chose (bind address, upstream proxy, internal
         // service) stays; only the target changes.
-        Start::Redirect(redirect) => {
+        Start::Redirect(target) => {
             drop(server);
-            egress.target = Some(redirect.clone());
-            // `on_resolved` sees the state the tunnel now holds.
-            std::mem::swap(&mut egress.app, &mut cx.app);
-            let reconnected = offramp_tcp::connect_by(services, &route, &egress).await;
-            std::mem::swap(&mut egress.app, &mut cx.app);
-            match reconnected {
-                Ok((redirected_to, peer)) => {
-                    server = redirected_to;
-                    redirected(&mut cx, redirect, peer);
-                    false
-                }
-                Err(e) => return Err(refusal.refuse(Some(&redirect), None, e.into())),
-            }
+            let connect = async |_: &Target, egress: &EgressContext<App>| {
+                offramp_tcp::connect_by(services, &route, egress).await
+            };
+            server = start::redirect(&mut cx, &mut egress, target, &refusal, connect).await?;
+            false
         }
     };
     Ok(TcpTunnel {

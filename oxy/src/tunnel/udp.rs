@@ -19,7 +19,7 @@ use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::tunnel::metrics::oxy_tunnel;
-use crate::tunnel::start::{self, Refusal, Start, Timeouts, on_tunnel_start, redirected};
+use crate::tunnel::start::{self, Refusal, Start, Timeouts, on_tunnel_start};
 use crate::tunnel::{TunnelClient, TunnelRefused};
 use bytes::Bytes;
 use std::net::SocketAddr;
@@ -282,20 +282,12 @@ pub async fn open<App: OxyExt>(
         Start::Decapsulate => true,
         // The bind address and PROXY prefix the egress hook chose stay, and
         // `on_resolved` sees the new target.
-        Start::Redirect(redirect) => {
-            egress.target = Some(redirect.clone());
-            // `on_resolved` sees the state the tunnel now holds.
-            std::mem::swap(&mut egress.app, &mut cx.app);
-            let reconnected = udp::connect(services, &redirect, bind, Some(&egress)).await;
-            std::mem::swap(&mut egress.app, &mut cx.app);
-            match reconnected {
-                Ok((socket, peer)) => {
-                    upstream = socket;
-                    redirected(&mut cx, redirect, peer);
-                    false
-                }
-                Err(e) => return Err(refusal.refuse(Some(&redirect), None, e.into())),
-            }
+        Start::Redirect(target) => {
+            let connect = async |target: &Target, egress: &EgressContext<App>| {
+                udp::connect(services, target, bind, Some(egress)).await
+            };
+            upstream = start::redirect(&mut cx, &mut egress, target, &refusal, connect).await?;
+            false
         }
     };
     Ok(UdpTunnel {
