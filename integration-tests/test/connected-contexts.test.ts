@@ -143,6 +143,8 @@ test("requests inside a tunnel the hook looks into are the CONNECT's user's, wit
   const inside = await client.request(`GET http://127.0.0.1:${echo.port}/hello HTTP/1.1\r\nHost: 127.0.0.1:${echo.port}\r\n\r\n`);
   assert.equal(inside.status, 200, inside.body);
   assert.equal(inside.headers["x-proxy-user"], "alice");
+  // The request's end carries its user too.
+  await oxy.waitForLog(/fixture request end connection=\d+ user="alice" method=GET uri=http:\/\/127\.0\.0\.1:\d+\/hello status=200/);
   client.socket.destroy();
 });
 

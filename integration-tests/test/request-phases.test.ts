@@ -51,7 +51,7 @@ after(async () => {
 /** The fixture's `request end` log line for `uri` with `status`. */
 async function requestEnd(uri: string, status: number): Promise<string> {
   const escaped = uri.replace(/[/.?]/g, (c) => `\\${c}`);
-  return (await oxy.waitForLog(new RegExp(`fixture request end connection=\\d+ method=GET uri=${escaped} status=${status} .*`)))[0];
+  return (await oxy.waitForLog(new RegExp(`fixture request end connection=\\d+ user="-" method=GET uri=${escaped} status=${status} .*`)))[0];
 }
 
 test("on_upstream_request: the upstream gets the hook's header; on_request_end reports the upstream and the bytes sent", async () => {

@@ -266,6 +266,7 @@ impl HttpRequestHook<Fixture> for Router {
     async fn on_request_end(&self, summary: &RequestSummary<Fixture>) {
         tracing::info!(
             connection = summary.connection.id,
+            user = summary.proxy_user.as_deref().unwrap_or("-"),
             method = %summary.method,
             uri = %summary.uri,
             status = summary.status.as_u16(),

@@ -121,6 +121,9 @@ pub struct RequestSummary<App: OxyExt> {
     pub connection: crate::hooks::Connection<App>,
     /// The client's address.
     pub client_addr: SocketAddr,
+    /// The user the request was authenticated as (or the request hook named), once
+    /// known: `None` for answers given before the request hook ran.
+    pub proxy_user: Option<String>,
     /// The request's method.
     pub method: http::Method,
     /// The request's URI (the authority of a CONNECT).
@@ -242,8 +245,8 @@ pub trait HttpRequestHook<App: OxyExt>: Send + Sync + 'static {
     /// the connection (or its body ended early): upstream, local and error answers alike,
     /// over any HTTP version, for logging and billing. A CONNECT's request ends with its
     /// 2xx head (the tunnel hook sees the tunnel's end). A request whose client went
-    /// away before its answer does not come here. Runs in a task of its own; the
-    /// default does nothing.
+    /// away before its answer does not come here. Runs in a task of its own, which a
+    /// shutdown waits for (within `server.shutdown_timeout`); the default does nothing.
     async fn on_request_end(&self, summary: &RequestSummary<App>) {
         let _ = summary;
     }

@@ -20,6 +20,8 @@ pub(super) struct RequestRecord {
     pub(super) answered: bool,
     /// The decapsulated tunnel the request came in.
     pub(super) tunnel_id: Option<Arc<str>>,
+    /// The request's user, once the request hook has run.
+    pub(super) user: Option<String>,
 }
 
 impl RequestRecord {
@@ -40,6 +42,7 @@ impl RequestRecord {
             active,
             answered: false,
             tunnel_id: None,
+            user: None,
         }
     }
 

@@ -27,6 +27,7 @@ impl<App: OxyExt> Handler<App> {
             endpoint: self.endpoint.clone(),
             connection: self.connection.clone(),
             client_addr: self.client_addr,
+            proxy_user: record.user.clone(),
             method: record.method.clone(),
             uri: record.uri.clone(),
             version: record.version,
@@ -56,7 +57,8 @@ impl<App: OxyExt> Handler<App> {
             summary.status = response.status();
         }
         let (parts, body) = response.into_parts();
-        let body = RequestEnd::wrap(body, hook.clone(), summary, record.started);
+        let drain = self.drain.clone();
+        let body = RequestEnd::wrap(body, hook.clone(), summary, record.started, drain);
         Response::from_parts(parts, body)
     }
 }

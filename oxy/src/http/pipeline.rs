@@ -189,7 +189,7 @@ impl<App: OxyExt> Handler<App> {
     pub async fn handle(self: Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
         let mut record = RequestRecord::start(self.endpoint.name(), &request);
         record.tunnel_id = self.tunnel_id.clone();
-        let mut response = self.dispatch(request).await;
+        let mut response = self.dispatch(request, &mut record).await;
         if let Some(hook) = &self.services.hooks.http_request {
             response = self.answer_phases(hook, &record, response).await;
         }
@@ -205,7 +205,11 @@ impl<App: OxyExt> Handler<App> {
         response
     }
 
-    async fn dispatch(self: &Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
+    async fn dispatch(
+        self: &Arc<Self>,
+        request: Request<HttpBody>,
+        record: &mut RequestRecord,
+    ) -> Response<HttpBody> {
         let name = self.endpoint.name();
         let settings = &self.endpoint.settings.http;
         let (mut parts, body) = request.into_parts();
@@ -281,8 +285,11 @@ impl<App: OxyExt> Handler<App> {
         };
         let mut route = self.decapsulated.clone();
         let mut routed = false;
+        record.user = cx.proxy_user.clone();
         if let Some(hook) = &self.services.hooks.http_request {
-            match hook.on_request(&mut parts, &mut cx).await {
+            let action = hook.on_request(&mut parts, &mut cx).await;
+            record.user = cx.proxy_user.clone();
+            match action {
                 RequestAction::Continue => {}
                 RequestAction::Respond(response) => {
                     oxy_http::routes_total(name, "local").inc();

@@ -2,6 +2,7 @@
 //! at its end (or when it is dropped early), runs [`HttpRequestHook::on_request_end`].
 
 use crate::app::OxyExt;
+use crate::drain::Drain;
 use crate::hooks::{HttpBody, HttpRequestHook, RequestSummary};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -15,22 +16,26 @@ pub struct RequestEnd<App: OxyExt> {
     inner: HttpBody,
     bytes: u64,
     started: Instant,
+    /// The hook runs as a task the shutdown drain waits for.
+    drain: Drain,
     report: Option<(Arc<dyn HttpRequestHook<App>>, RequestSummary<App>)>,
 }
 
 impl<App: OxyExt> RequestEnd<App> {
     /// `body`, whose end `hook` hears about with `summary` (its `duration` and
-    /// `body_bytes` filled in then), counted from `started`.
+    /// `body_bytes` filled in then), counted from `started`, in a task `drain` waits for.
     pub fn wrap(
         body: HttpBody,
         hook: Arc<dyn HttpRequestHook<App>>,
         summary: RequestSummary<App>,
         started: Instant,
+        drain: Drain,
     ) -> HttpBody {
         let end = Self {
             inner: body,
             bytes: 0,
             started,
+            drain,
             report: Some((hook, summary)),
         };
         http_body_util::BodyExt::boxed_unsync(end)
@@ -43,8 +48,10 @@ impl<App: OxyExt> RequestEnd<App> {
         };
         summary.duration = self.started.elapsed();
         summary.body_bytes = self.bytes;
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move { hook.on_request_end(&summary).await });
+        if tokio::runtime::Handle::try_current().is_ok() {
+            (self.drain).spawn_connection(async move { hook.on_request_end(&summary).await });
+        } else {
+            tracing::warn!(uri = %summary.uri, "on_request_end not run: the runtime is gone");
         }
     }
 }
