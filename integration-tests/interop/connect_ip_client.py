@@ -43,7 +43,6 @@ import os
 import re
 import struct
 import sys
-import time
 from urllib.parse import quote
 
 try:
@@ -63,6 +62,8 @@ except ImportError as exc:  # pragma: no cover - environment problem
     print(f"connect_ip_client: aioquic is not installed ({exc}); "
           "pip install -r requirements.txt", file=sys.stderr)
     sys.exit(1)
+
+from common import Failure, H3DatagramConnection, host_port, wait_for
 
 DEFAULT_TEMPLATE = "/.well-known/masque/ip/{target}/{ipproto}/"
 
@@ -87,10 +88,6 @@ UDP_PORT_BASE = 40000
 
 def log(msg: str) -> None:
     print(f"connect_ip_client: {msg}", file=sys.stderr, flush=True)
-
-
-class Failure(Exception):
-    """A connection, handshake or protocol failure: exit 1."""
 
 
 # --------------------------------------------------------------------------
@@ -290,13 +287,6 @@ def parse_ip(packet: bytes) -> dict:
 # arguments
 
 
-def host_port(value: str) -> tuple[str, int]:
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)", value) or re.fullmatch(r"([^:\[\]]+):(\d+)", value)
-    if m is None:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT (IPv6 as [ADDR]:PORT)")
-    return m.group(1), int(m.group(2))
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="CONNECT-IP (RFC 9484) over HTTP/3 interop client (aioquic).")
     p.add_argument("--proxy", required=True, type=host_port, help="proxy QUIC address HOST:PORT")
@@ -336,17 +326,6 @@ def request_path(args: argparse.Namespace) -> str:
 
 # --------------------------------------------------------------------------
 # HTTP/3
-
-
-class H3DatagramConnection(H3Connection):
-    """Announces SETTINGS_H3_DATAGRAM=1 (RFC 9297 §2.1.1) without WebTransport; see
-    masque_client.py."""
-
-    def _get_local_settings(self) -> dict[int, int]:
-        settings = super()._get_local_settings()
-        if self._quic.configuration.max_datagram_frame_size is not None:
-            settings[Setting.H3_DATAGRAM] = 1
-        return settings
 
 
 class Client(QuicConnectionProtocol):
@@ -445,18 +424,7 @@ class Client(QuicConnectionProtocol):
         return self.stream_ended or self.stream_reset is not None
 
     async def wait_for(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            self.check_alive()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Failure(f"timed out after {timeout:g}s waiting for {what}")
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
-
+        await wait_for(self.changed, self.check_alive, predicate, timeout, what)
     async def wait_soft(self, predicate, timeout: float, what: str) -> bool:
         """Like wait_for, but a timeout is reported (False) rather than raised."""
         try:

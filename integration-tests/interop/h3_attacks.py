@@ -39,7 +39,7 @@ try:
     from aioquic.asyncio.client import connect
     from aioquic.asyncio.protocol import QuicConnectionProtocol
     from aioquic.buffer import encode_uint_var
-    from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, Setting, encode_frame
+    from aioquic.h3.connection import ErrorCode, FrameType, H3Connection, encode_frame
     from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import QuicConnection
@@ -55,6 +55,8 @@ except ImportError as exc:  # pragma: no cover - environment problem
     print(f"h3_attacks: aioquic is not installed ({exc}); pip install -r requirements.txt", file=sys.stderr)
     sys.exit(1)
 
+from common import Failure, H3DatagramConnection
+
 HOST = "127.0.0.1"
 SERVER_NAME = "localhost"
 
@@ -63,23 +65,8 @@ def log(msg: str) -> None:
     print(f"h3_attacks: {msg}", file=sys.stderr, flush=True)
 
 
-class Failure(Exception):
-    """A failure of the script's own (no handshake, ...): exit 1."""
-
-
 # --------------------------------------------------------------------------
 # an HTTP/3 client that records every stream's fate
-
-
-class H3DatagramConnection(H3Connection):
-    """Announces SETTINGS_H3_DATAGRAM=1 (needed for connect-udp) when the QUIC layer
-    accepts DATAGRAM frames (see masque_client.py)."""
-
-    def _get_local_settings(self) -> dict[int, int]:
-        settings = super()._get_local_settings()
-        if self._quic.configuration.max_datagram_frame_size is not None:
-            settings[Setting.H3_DATAGRAM] = 1
-        return settings
 
 
 class StreamFate:

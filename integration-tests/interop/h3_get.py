@@ -20,9 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import sys
-import time
 
 try:
     from aioquic.asyncio.client import connect
@@ -42,6 +40,8 @@ except ImportError as exc:  # pragma: no cover - environment problem
     print(f"h3_get: aioquic is not installed ({exc}); pip install -r requirements.txt", file=sys.stderr)
     sys.exit(1)
 
+from common import Failure, host_port, wait_for
+
 # QUIC CRYPTO_ERROR (RFC 9001 §4.8): 0x100 + the TLS alert.
 CRYPTO_ERROR = 0x100
 CERTIFICATE_ALERTS = {
@@ -60,17 +60,6 @@ SUITES = ["AES_128_GCM_SHA256", "AES_256_GCM_SHA384", "CHACHA20_POLY1305_SHA256"
 
 def log(msg: str) -> None:
     print(f"h3_get: {msg}", file=sys.stderr, flush=True)
-
-
-class Failure(Exception):
-    """A connection, handshake or protocol failure: exit 1."""
-
-
-def host_port(value: str) -> tuple[str, int]:
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)", value) or re.fullmatch(r"([^:\[\]]+):(\d+)", value)
-    if m is None:
-        raise argparse.ArgumentTypeError(f"{value!r} is not HOST:PORT")
-    return m.group(1), int(m.group(2))
 
 
 class Client(QuicConnectionProtocol):
@@ -128,19 +117,8 @@ class Client(QuicConnectionProtocol):
                       f"frame_type={t.frame_type} reason={t.reason_phrase!r}")
 
     async def wait_for(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            self.check_alive()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Failure(f"timed out after {timeout:g}s waiting for {what}")
-            self.changed.clear()
-            try:
-                # polled too: a close aioquic decided on raises no event until later
-                await asyncio.wait_for(self.changed.wait(), min(remaining, 0.05))
-            except asyncio.TimeoutError:
-                pass
-
+        # polled too: a close aioquic decided on raises no event until later
+        await wait_for(self.changed, self.check_alive, predicate, timeout, what, poll=0.05)
     async def get(self, authority: str, path: str, timeout: float) -> dict:
         assert self.http is not None
         stream_id = self._quic.get_next_available_stream_id()

@@ -63,6 +63,8 @@ except ImportError as exc:  # pragma: no cover - environment problem
           "pip install -r requirements.txt", file=sys.stderr)
     sys.exit(1)
 
+from common import Failure, H3DatagramConnection, host_port, wait_for
+
 DEFAULT_TEMPLATE = "/.well-known/masque/udp/{target_host}/{target_port}/"
 SEQ = struct.Struct("!Q")
 # Largest payload that fits one QUIC packet of aioquic's default 1200-byte
@@ -83,26 +85,8 @@ def log(msg: str) -> None:
     print(f"masque_client: {msg}", file=sys.stderr, flush=True)
 
 
-class Failure(Exception):
-    """A connection, handshake or protocol failure: exit 1."""
-
-
 # --------------------------------------------------------------------------
 # arguments
-
-
-def host_port(value: str) -> tuple[str, int]:
-    """Parse HOST:PORT, with IPv6 literals as [ADDR]:PORT."""
-    m = re.fullmatch(r"\[([^\]]+)\]:(\d+)", value)
-    if m is None:
-        m = re.fullmatch(r"([^:\[\]]+):(\d+)", value)
-    if m is None:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not HOST:PORT (write IPv6 as [ADDR]:PORT)")
-    port = int(m.group(2))
-    if not 0 < port < 65536:
-        raise argparse.ArgumentTypeError(f"port out of range in {value!r}")
-    return m.group(1), port
 
 
 def positive_int(value: str) -> int:
@@ -220,17 +204,6 @@ def request_target(args: argparse.Namespace) -> tuple[str, str]:
 # HTTP/3
 
 
-class H3DatagramConnection(H3Connection):
-    """H3Connection that announces SETTINGS_H3_DATAGRAM=1 (RFC 9297 §2.1.1)
-    whenever the QUIC layer accepts DATAGRAM frames, without WebTransport."""
-
-    def _get_local_settings(self) -> dict[int, int]:
-        settings = super()._get_local_settings()
-        if self._quic.configuration.max_datagram_frame_size is not None:
-            settings[Setting.H3_DATAGRAM] = 1
-        return settings
-
-
 class MasqueClientProtocol(QuicConnectionProtocol):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -342,18 +315,7 @@ class MasqueClientProtocol(QuicConnectionProtocol):
                 f"frame_type={t.frame_type} reason={t.reason_phrase!r}")
 
     async def wait_for(self, predicate, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while not predicate():
-            self.check_alive()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise Failure(f"timed out after {timeout:g}s waiting for {what}")
-            self.changed.clear()
-            try:
-                await asyncio.wait_for(self.changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
-
+        await wait_for(self.changed, self.check_alive, predicate, timeout, what)
     def pending_datagrams(self) -> int:
         # aioquic queues DATAGRAM frames until congestion control lets them out
         return len(getattr(self._quic, "_datagrams_pending", ()))
