@@ -34,8 +34,8 @@
 // connection).
 
 import assert from "node:assert/strict";
-import { execFileSync, spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo, Server, Socket } from "node:net";
@@ -44,6 +44,7 @@ import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { curl } from "../lib/curl.ts";
 import { endpointSettingsErrors, OxyProcess, until } from "../lib/oxy.ts";
+import { assertNothingCounted, assertRefused, caDatabase, LEAF_EXTENSIONS, opensslIn, revocationUnknown, selfSignedCa as testCa } from "../lib/test-ca.ts";
 
 type Revocation = "off" | "soft_fail" | "hard_fail";
 
@@ -90,10 +91,8 @@ let crlFile: string;
 let oxy: OxyProcess;
 
 function openssl(args: string[]): string {
-  return execFileSync("openssl", args, { cwd: dir, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  return opensslIn(dir)(args);
 }
-
-const LEAF_EXTENSIONS = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n";
 const CA_EXTENSIONS = "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n";
 
 /** A CSR and EC P-256 key for `CN=cn`: `name.csr`, `name.key`. */
@@ -101,31 +100,11 @@ function request(name: string, cn = name): void {
   openssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", `/CN=${cn}`]);
 }
 
-/** A self-signed CA `name.pem`, `name.key` for `CN=cn`, with an `openssl ca` setup
- * (`name.cnf`, its database and serials; CRLs valid for a day). */
+/** A self-signed CA `name.pem`, `name.key` for `CN=cn`, with an `openssl ca` setup. */
 function selfSignedCa(name: string, cn: string): string {
-  openssl([
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-sha256",
-    "-keyout", `${name}.key`, "-out", `${name}.pem`, "-days", "2", "-subj", `/CN=${cn}`,
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-  ]);
-  mkdirSync(join(dir, `${name}-issued`));
-  writeFileSync(join(dir, `${name}-index.txt`), "");
-  writeFileSync(join(dir, `${name}-serial`), "2000\n");
-  writeFileSync(join(dir, `${name}-crlnumber`), "01\n");
-  writeFileSync(
-    join(dir, `${name}.cnf`),
-    [
-      "[ca]", "default_ca = test",
-      "[test]", `database = ${name}-index.txt`, `new_certs_dir = ${name}-issued`, `serial = ${name}-serial`,
-      `crlnumber = ${name}-crlnumber`, `certificate = ${name}.pem`, `private_key = ${name}.key`,
-      "default_md = sha256", "default_days = 2", "default_crl_days = 1", "policy = any",
-      "unique_subject = no", "copy_extensions = none",
-      "[any]", "commonName = supplied",
-      "",
-    ].join("\n"),
-  );
-  return join(dir, `${name}.pem`);
+  const path = testCa(dir, name, cn);
+  caDatabase(dir, name);
+  return path;
 }
 
 /** Issues `name` (a new key, `CN=cn`) with `openssl ca` from `ca`, so that the CA's
@@ -343,23 +322,12 @@ after(async () => {
   await Promise.all([...Object.values(origins), crls].filter((s) => s).map((s) => s.close()));
 });
 
-const failures = (endpoint: Endpoint, reason: string) => `oxy_tls_upstream_verification_failures_total{endpoint="${endpoint}",reason="${reason}"}`;
-const httpErrors = (endpoint: Endpoint, reason: string) => `oxy_http_errors_total{endpoint="${endpoint}",reason="${reason}"}`;
-const revocationUnknown = (endpoint: Endpoint) => `oxy_tls_revocation_unknown_total{endpoint="${endpoint}"}`;
-
 /** GET / through endpoint `name`; asserts a 502 whose body is the certificate refusal
  * `reason` counted under `label` (and under no other), after a completed handshake, and
  * that the origin got no request. */
 async function refused(name: Endpoint, label: string, reason: string): Promise<void> {
-  const res = await curl([`${oxy.url(name)}/`]);
   const origin = origins[name];
-  assert.equal(res.status, 502, `${res.stderr}\n${oxy.logs()}`);
-  assert.equal(res.body, `certificate verification failed for localhost:${origin.port}: ${reason}\n`);
-  await oxy.waitForMetric(failures(name, label), 1);
-  await oxy.waitForMetric(httpErrors(name, "upstream_certificate"), 1);
-  const metrics = (await oxy.telemetry("/metrics")).body;
-  const labels = [...metrics.matchAll(new RegExp(`^oxy_tls_upstream_verification_failures_total\\{endpoint="${name}",reason="(\\w+)"\\}`, "gm"))];
-  assert.deepEqual(labels.map((m) => m[1]), [label], "one reason only");
+  await assertRefused(oxy, name, origin.port, label, reason);
   // The chain verified: the handshake completed, and then nothing was sent.
   await until(() => (origin.handshakes === 1 ? true : undefined), () => `one handshake with the ${name} origin (${origin.handshakes})`);
   assert.deepEqual(origin.requests, [], "the origin received no request");
@@ -372,14 +340,7 @@ async function served(name: Endpoint, path = "/"): Promise<void> {
   assert.deepEqual(JSON.parse(res.body), { version: "1.1" });
 }
 
-/** Asserts that endpoint `name` counted no certificate refusal, no HTTP error and (unless
- * `unknown`) no unknown revocation status. */
-async function nothingCounted(name: Endpoint, unknown = false): Promise<void> {
-  const metrics = (await oxy.telemetry("/metrics")).body;
-  assert.doesNotMatch(metrics, new RegExp(`^oxy_tls_upstream_verification_failures_total\\{endpoint="${name}"`, "m"));
-  assert.doesNotMatch(metrics, new RegExp(`^oxy_http_errors_total\\{endpoint="${name}"`, "m"));
-  if (!unknown) assert.doesNotMatch(metrics, new RegExp(`^oxy_tls_revocation_unknown_total\\{endpoint="${name}"`, "m"));
-}
+const nothingCounted = (name: Endpoint, unknown = false) => assertNothingCounted(oxy, name, unknown);
 
 /** Asserts that Oxy asked `name`'s origin for a staple on every handshake. */
 function askedForStaples(name: OcspCase): void {

@@ -39,7 +39,6 @@
 // revokes the leaf.
 
 import assert from "node:assert/strict";
-import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, get as httpGet } from "node:http";
 import { createSecureServer, type SecureServerOptions } from "node:http2";
@@ -51,6 +50,7 @@ import { after, before, test } from "node:test";
 import type { Server as TlsServer, TLSSocket } from "node:tls";
 import { curl } from "../lib/curl.ts";
 import { OxyProcess, until } from "../lib/oxy.ts";
+import { assertNothingCounted, assertRefused, caDatabase, LEAF_EXTENSIONS, opensslIn, revocationUnknown, selfSignedCa, verificationFailures } from "../lib/test-ca.ts";
 
 interface Leaf {
   chain: string;
@@ -143,10 +143,8 @@ let crls: FileServer;
 let oxy: OxyProcess;
 
 function openssl(args: string[]): string {
-  return execFileSync("openssl", args, { cwd: dir, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] });
+  return opensslIn(dir)(args);
 }
-
-const LEAF_EXTENSIONS = "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n";
 
 /** A CSR and key for `CN=name`: EC P-256, or RSA of `rsaBits`. */
 function request(name: string, rsaBits?: number): void {
@@ -179,42 +177,11 @@ function issue(name: string, issuer: string, extensions: string): Leaf {
   return { chain: join(dir, `${name}.pem`), key: join(dir, `${name}.key`) };
 }
 
-/** An `openssl ca` setup for the CA `name` (`name.pem`, `name.key`): `name.cnf`, its
- * database and serials, CRLs valid for a day. */
-function caConfig(name: string): void {
-  mkdirSync(join(dir, `${name}-issued`));
-  writeFileSync(join(dir, `${name}-index.txt`), "");
-  writeFileSync(join(dir, `${name}-serial`), "2000\n");
-  writeFileSync(join(dir, `${name}-crlnumber`), "01\n");
-  writeFileSync(
-    join(dir, `${name}.cnf`),
-    [
-      "[ca]", "default_ca = test",
-      "[test]", `database = ${name}-index.txt`, `new_certs_dir = ${name}-issued`, `serial = ${name}-serial`,
-      `crlnumber = ${name}-crlnumber`, `certificate = ${name}.pem`, `private_key = ${name}.key`,
-      "default_md = sha256", "default_days = 2", "default_crl_days = 1", "policy = any",
-      "unique_subject = no", "copy_extensions = none",
-      "[any]", "commonName = supplied",
-      "",
-    ].join("\n"),
-  );
-}
-
 /** `name`'s CRL (after `openssl ca -gencrl`), in DER. */
 function crlOf(name: string): Buffer {
   openssl(["ca", "-config", `${name}.cnf`, "-gencrl", "-out", `${name}.crl.pem`]);
   openssl(["crl", "-in", `${name}.crl.pem`, "-outform", "DER", "-out", `${name}.crl`]);
   return readFileSync(join(dir, `${name}.crl`));
-}
-
-/** A self-signed CA certificate and key, `name.pem` and `name.key`. */
-function selfSignedCa(name: string, cn: string): string {
-  openssl([
-    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-sha256",
-    "-keyout", `${name}.key`, "-out", `${name}.pem`, "-days", "2", "-subj", `/CN=${cn}`,
-    "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-  ]);
-  return join(dir, `${name}.pem`);
 }
 
 /** An origin that counts what reaches `server`, once it listens on 127.0.0.1 port 0. */
@@ -327,7 +294,7 @@ function getStatus(url: string): Promise<number> {
 
 before(async () => {
   dir = mkdtempSync(join(tmpdir(), "oxy-upstream-pki-"));
-  ca = selfSignedCa("ca", "Oxy Upstream Test CA");
+  ca = selfSignedCa(dir, "ca", "Oxy Upstream Test CA");
   writeFileSync(join(dir, "leaf.ext"), LEAF_EXTENSIONS);
   // A minimal `openssl ca` setup, for leaves with dates in the past or the future.
   mkdirSync(join(dir, "issued"));
@@ -400,7 +367,7 @@ before(async () => {
 
   // AIA: root → intermediate → one leaf per case. The issuer servers listen before the
   // leaves are signed: their URLs are in the leaves.
-  aiaRoot = selfSignedCa("aia-root", "Oxy AIA Test Root");
+  aiaRoot = selfSignedCa(dir, "aia-root", "Oxy AIA Test Root");
   request("aia-int");
   issue("aia-int", "aia-root", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n");
   openssl(["x509", "-in", "aia-int.pem", "-outform", "DER", "-out", "aia-int.der"]);
@@ -426,7 +393,7 @@ before(async () => {
   // one leaf from each, naming as its issuer's URL the attacker's root (self-signed: it
   // is not an intermediate) and the attacker's intermediate (it does not chain to the
   // AIA root the endpoints trust).
-  selfSignedCa("evil-root", "Oxy Attacker Root");
+  selfSignedCa(dir, "evil-root", "Oxy Attacker Root");
   request("evil-int");
   issue("evil-int", "evil-root", "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n");
   const derOf = (name: string) => {
@@ -451,10 +418,10 @@ before(async () => {
 
   // CRLs: the CA issues a leaf per case naming its CRL path on the server, listening
   // first; the impostor has the CA's name and another key, the other CA another name.
-  crlCa = selfSignedCa("crl-ca", "Oxy CRL Test CA");
-  selfSignedCa("crl-impostor", "Oxy CRL Test CA");
-  selfSignedCa("crl-other", "Oxy Other CRL CA");
-  for (const name of ["crl-ca", "crl-impostor", "crl-other"]) caConfig(name);
+  crlCa = selfSignedCa(dir, "crl-ca", "Oxy CRL Test CA");
+  selfSignedCa(dir, "crl-impostor", "Oxy CRL Test CA");
+  selfSignedCa(dir, "crl-other", "Oxy Other CRL CA");
+  for (const name of ["crl-ca", "crl-impostor", "crl-other"]) caDatabase(dir, name);
   crls = await serveFiles("127.0.0.1", "application/pkix-crl", (path) => crlFiles[path]);
   for (const name of CRL_CASES) {
     const leafName = `${name.replaceAll("_", "-")}-leaf`;
@@ -520,22 +487,14 @@ after(async () => {
   await Promise.all([...Object.values(origins), issuers, deniedIssuers, attackerIssuers, crls].filter((s) => s).map((s) => s.close()));
 });
 
-const failures = (endpoint: Endpoint, reason: string) => `oxy_tls_upstream_verification_failures_total{endpoint="${endpoint}",reason="${reason}"}`;
-const httpErrors = (endpoint: Endpoint, reason: string) => `oxy_http_errors_total{endpoint="${endpoint}",reason="${reason}"}`;
+const failures = verificationFailures;
 
 /** GET / through endpoint `name` (connecting to `host`); asserts a 502 whose body is the
  * certificate refusal `reason` counted under `label` (and under no other), and that the
  * origin got no request. */
 async function refused(name: Endpoint, label: string, reason: string, host = "localhost"): Promise<void> {
-  const res = await curl([`${oxy.url(name)}/`]);
   const origin = origins[name];
-  assert.equal(res.status, 502, `${res.stderr}\n${oxy.logs()}`);
-  assert.equal(res.body, `certificate verification failed for ${host}:${origin.port}: ${reason}\n`);
-  await oxy.waitForMetric(failures(name, label), 1);
-  await oxy.waitForMetric(httpErrors(name, "upstream_certificate"), 1);
-  const metrics = (await oxy.telemetry("/metrics")).body;
-  const labels = [...metrics.matchAll(new RegExp(`^oxy_tls_upstream_verification_failures_total\\{endpoint="${name}",reason="(\\w+)"\\}`, "gm"))];
-  assert.deepEqual(labels.map((m) => m[1]), [label], "one reason only");
+  await assertRefused(oxy, name, origin.port, label, reason, host);
   assert.deepEqual(origin.requests, [], "the origin received no request");
 }
 
@@ -602,7 +561,7 @@ test("an origin that speaks only TLS 1.1 fails the handshake: upstream_tls", asy
   const res = await curl([`${oxy.url("tls11")}/`]);
   assert.equal(res.status, 502, `${res.stderr}\n${oxy.logs()}`);
   assert.match(res.body, /^TLS with the upstream failed: /);
-  await oxy.waitForMetric(httpErrors("tls11", "upstream_tls"), 1);
+  await oxy.waitForMetric('oxy_http_errors_total{endpoint="tls11",reason="upstream_tls"}', 1);
   const origin = origins.tls11;
   // The origin saw a ClientHello offering nothing below TLS 1.2.
   await until(() => (origin.clientErrors.length > 0 ? true : undefined), "the TLS 1.1 origin's handshake error");
@@ -659,8 +618,6 @@ test("AIA: a caIssuers URL the egress policy refuses is never connected to (unkn
   assert.equal(deniedIssuers.connections, 1);
 });
 
-const revocationUnknown = (endpoint: Endpoint) => `oxy_tls_revocation_unknown_total{endpoint="${endpoint}"}`;
-
 /** GET `path` through endpoint `name`: asserts a 200 from the origin. */
 async function served(name: Endpoint, path: string): Promise<void> {
   const res = await curl([`${oxy.url(name)}${path}`]);
@@ -668,14 +625,7 @@ async function served(name: Endpoint, path: string): Promise<void> {
   assert.ok(JSON.parse(res.body).version, res.body);
 }
 
-/** Asserts that endpoint `name` counted no certificate refusal, no HTTP error and (unless
- * `unknown`) no unknown revocation status. */
-async function nothingCounted(name: Endpoint, unknown = false): Promise<void> {
-  const metrics = (await oxy.telemetry("/metrics")).body;
-  assert.doesNotMatch(metrics, new RegExp(`^oxy_tls_upstream_verification_failures_total\\{endpoint="${name}"`, "m"));
-  assert.doesNotMatch(metrics, new RegExp(`^oxy_http_errors_total\\{endpoint="${name}"`, "m"));
-  if (!unknown) assert.doesNotMatch(metrics, new RegExp(`^oxy_tls_revocation_unknown_total\\{endpoint="${name}"`, "m"));
-}
+const nothingCounted = (name: Endpoint, unknown = false) => assertNothingCounted(oxy, name, unknown);
 
 test("CRL: a leaf its CA's CRL lists is refused after the handshake: revoked", async () => {
   await refused("crl_revoked", "revoked", "the certificate is revoked (its issuer's CRL lists it)");
