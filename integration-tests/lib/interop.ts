@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { repoRoot, track } from "./oxy.ts";
+import { collectExit, repoRoot, track } from "./oxy.ts";
 
 const testsDir = join(repoRoot, "integration-tests");
 
@@ -58,24 +58,14 @@ export function masqueClient(options: MasqueOptions, timeoutMs = 30_000): Promis
 /** Runs an interop script (`args[0]`) with the virtualenv's Python: its last stdout line
  * parsed as JSON, with its stderr as `log`. Throws if it exits non-zero or prints no
  * JSON line. */
-export function runInteropScript(args: string[], timeoutMs: number): Promise<any> {
+export async function runInteropScript(args: string[], timeoutMs: number): Promise<any> {
   const child = spawn(interopPython(), args, { stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  child.stdout.on("data", (d) => (stdout += d));
-  child.stderr.on("data", (d) => (stderr += d));
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  const name = args[0].split("/").pop();
-  return new Promise((ok, fail) =>
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      const line = stdout.trim().split("\n").pop() ?? "";
-      if (code !== 0 || !line.startsWith("{")) {
-        return fail(new Error(`${name} exited ${code ?? signal}:\n${stdout}${stderr}`));
-      }
-      ok({ ...JSON.parse(line), log: stderr });
-    }),
-  );
+  const { code, signal, stdout, stderr } = await collectExit(child, timeoutMs);
+  const line = stdout.trim().split("\n").pop() ?? "";
+  if (code !== 0 || !line.startsWith("{")) {
+    throw new Error(`${args[0].split("/").pop()} exited ${code ?? signal}:\n${stdout}${stderr}`);
+  }
+  return { ...JSON.parse(line), log: stderr };
 }
 
 export interface H3GetOptions {
@@ -112,27 +102,18 @@ export interface H3GetResult {
 /** Runs h3_get.py (an aioquic HTTP/3 client): the responses it got, and its error when
  * the connection failed (it then exits 1). Throws on any other exit or a timeout. The
  * process is killed at the end of the test file if it still runs then. */
-export function h3Get(options: H3GetOptions, timeoutMs = 30_000): Promise<H3GetResult> {
+export async function h3Get(options: H3GetOptions, timeoutMs = 30_000): Promise<H3GetResult> {
   const args = [join(testsDir, "interop", "h3_get.py"), "--connect", options.connect, "--server-name", options.serverName, "--ca", options.ca];
   if (options.authority !== undefined) args.push("--authority", options.authority);
   if (options.timeout !== undefined) args.push("--timeout", String(options.timeout));
   for (const path of options.paths) args.push("--path", path);
   for (const suite of options.cipherSuites ?? []) args.push("--cipher-suite", suite);
   const child = track(spawn(interopPython(), args, { stdio: ["ignore", "pipe", "pipe"] }));
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (d) => (stdout += d));
-  child.stderr!.on("data", (d) => (stderr += d));
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  return new Promise((ok, fail) =>
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      const lines = stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
-      const error = lines.find((l) => "error" in l)?.error;
-      if (!(code === 0 || (code === 1 && error !== undefined))) {
-        return fail(new Error(`h3_get.py exited ${code ?? signal}:\n${stdout}${stderr}`));
-      }
-      ok({ responses: lines.filter((l) => !("error" in l)), error, code, log: stderr });
-    }),
-  );
+  const { code, signal, stdout, stderr } = await collectExit(child, timeoutMs);
+  const lines = stdout.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+  const error = lines.find((l) => "error" in l)?.error;
+  if (!(code === 0 || (code === 1 && error !== undefined))) {
+    throw new Error(`h3_get.py exited ${code ?? signal}:\n${stdout}${stderr}`);
+  }
+  return { responses: lines.filter((l) => !("error" in l)), error, code, log: stderr };
 }

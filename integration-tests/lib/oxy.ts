@@ -63,16 +63,30 @@ export async function runToExit(
       stdio: ["ignore", "pipe", "pipe"],
     }),
   );
+  return collectExit(child, options.timeoutMs ?? 20_000);
+}
+
+/** What a child process printed and how it ended; it is killed after `timeoutMs`. */
+export interface ChildExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Collects `child`'s output until it exits (killed after `timeoutMs`). */
+export function collectExit(child: ChildProcess, timeoutMs: number): Promise<ChildExit> {
   let stdout = "";
   let stderr = "";
   child.stdout?.on("data", (d) => (stdout += d));
   child.stderr?.on("data", (d) => (stderr += d));
-  const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 20_000);
-  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((ok) =>
-    child.on("close", (c, s) => ok([c, s])),
+  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  return new Promise((ok) =>
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      ok({ code, signal, stdout, stderr });
+    }),
   );
-  clearTimeout(timer);
-  return { code, signal, stdout, stderr };
 }
 
 export interface StartOptions {

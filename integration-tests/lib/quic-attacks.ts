@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { join } from "node:path";
 import { after } from "node:test";
 import { interopPython } from "./interop.ts";
-import { repoRoot } from "./oxy.ts";
+import { collectExit, repoRoot } from "./oxy.ts";
 
 const script = join(repoRoot, "integration-tests", "interop", "h3_attacks.py");
 
@@ -26,24 +26,15 @@ function start(command: string, args: (string | number)[]): ChildProcess {
 
 /** Runs `h3_attacks.py command args...` to its end (killed after `timeoutMs`); its JSON
  * line. Throws, with the script's output, if it failed. */
-export function h3Attack<T = any>(command: string, args: (string | number)[], timeoutMs = 30_000): Promise<T> {
+export async function h3Attack<T = any>(command: string, args: (string | number)[], timeoutMs = 30_000): Promise<T> {
   const child = start(command, args);
   child.stdin!.end();
-  let stdout = "";
-  let stderr = "";
-  child.stdout!.on("data", (d) => (stdout += d));
-  child.stderr!.on("data", (d) => (stderr += d));
-  const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
-  return new Promise((ok, fail) =>
-    child.on("close", (code, signal) => {
-      clearTimeout(timer);
-      const line = stdout.trim().split("\n").pop() ?? "";
-      if (code !== 0 || !line.startsWith("{")) {
-        return fail(new Error(`h3_attacks.py ${command} ${args.join(" ")} exited ${code ?? signal}:\n${stdout}${stderr}`));
-      }
-      ok(JSON.parse(line));
-    }),
-  );
+  const { code, signal, stdout, stderr } = await collectExit(child, timeoutMs);
+  const line = stdout.trim().split("\n").pop() ?? "";
+  if (code !== 0 || !line.startsWith("{")) {
+    throw new Error(`h3_attacks.py ${command} ${args.join(" ")} exited ${code ?? signal}:\n${stdout}${stderr}`);
+  }
+  return JSON.parse(line);
 }
 
 /** A running `h3_attacks.py connect-flood`: it prints a `settled` line while it holds
