@@ -86,8 +86,11 @@ test("on_error_response renders Oxy's own errors: a 502 from a refused upstream 
   const blocked = await curl(["-D", "-", `${oxy.url("site")}/blocked/secret`]);
   assert.equal(blocked.status, 403);
   assert.match(blocked.body, /\r\n\r\n<h1>Oxy 403<\/h1><p>/);
-  // The hook's Block carried a header; the error page keeps it only if it sets it: the
-  // page replaces Oxy's answer whole.
+  // The page keeps the header the hook's Block carried, and has its own content type.
+  assert.match(blocked.body, /^x-blocked-by: fixture\r$/m);
+  assert.match(blocked.body, /^content-type: text\/html\r$/m);
+  assert.doesNotMatch(blocked.body, /^content-type: text\/plain/m);
+  // Without an error page, the plain answer carries it too.
   const plainBlock = await curl(["-D", "-", `${oxy.url("tunnels")}/blocked/x`]);
   assert.equal(plainBlock.status, 403);
   assert.match(plainBlock.body, /^x-blocked-by: fixture\r$/m);

@@ -1,6 +1,8 @@
 //! The application API: [`OxyExt`] extension types, [`OxyApp`] and the [`Hooks`] it returns.
 
-use crate::hooks::{DnsHook, EgressHook, HttpRequestHook, IngressHook, IpFlowHook, TunnelHook};
+use crate::hooks::{
+    DnsHook, EgressHook, HttpRequestHook, IngressHook, IpFlowHook, RequestEndHook, TunnelHook,
+};
 use crate::settings::{EndpointSettings, ServerSettings, Settings};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -111,6 +113,8 @@ pub struct Hooks<App: OxyExt> {
     pub ip_flow: Option<Arc<dyn IpFlowHook<App>>>,
     /// Overrides or vetoes DNS answers.
     pub dns: Option<Arc<dyn DnsHook<App>>>,
+    /// Hears the end of every HTTP request (logging, billing).
+    pub request_end: Option<Arc<dyn RequestEndHook<App>>>,
 }
 
 impl<App: OxyExt> Hooks<App> {
@@ -184,6 +188,15 @@ impl<App: OxyExt, T: Send + Sync + 'static> HooksOf<App, T> {
         self.hooks.dns = Some(self.source.clone());
         self
     }
+
+    /// Installs the value as the request-end hook.
+    pub fn request_end(mut self) -> Self
+    where
+        T: RequestEndHook<App>,
+    {
+        self.hooks.request_end = Some(self.source.clone());
+        self
+    }
 }
 
 impl<App: OxyExt, T> From<HooksOf<App, T>> for Hooks<App> {
@@ -201,6 +214,7 @@ impl<App: OxyExt> Clone for Hooks<App> {
             http_request: self.http_request.clone(),
             ip_flow: self.ip_flow.clone(),
             dns: self.dns.clone(),
+            request_end: self.request_end.clone(),
         }
     }
 }
@@ -214,6 +228,7 @@ impl<App: OxyExt> Default for Hooks<App> {
             http_request: None,
             ip_flow: None,
             dns: None,
+            request_end: None,
         }
     }
 }

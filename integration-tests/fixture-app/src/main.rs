@@ -263,20 +263,6 @@ impl HttpRequestHook<Fixture> for Router {
         Some(response)
     }
 
-    async fn on_request_end(&self, summary: &RequestSummary<Fixture>) {
-        tracing::info!(
-            connection = summary.connection.id,
-            user = summary.proxy_user.as_deref().unwrap_or("-"),
-            method = %summary.method,
-            uri = %summary.uri,
-            status = summary.status.as_u16(),
-            local = summary.local.as_deref().unwrap_or("-"),
-            upstream = summary.upstream.as_deref().unwrap_or("-"),
-            body_bytes = summary.body_bytes,
-            "fixture request end"
-        );
-    }
-
     async fn on_request(
         &self,
         request: &mut oxy::http_types::request::Parts,
@@ -615,7 +601,25 @@ impl OxyApp for Fixture {
             http_request: Some(Arc::new(Router)),
             dns: Some(Arc::new(dns::Answers::new(&settings.app))),
             ip_flow: Some(Arc::new(ip_flows::Flows)),
+            request_end: Some(Arc::new(Router)),
         })
+    }
+}
+
+#[async_trait]
+impl RequestEndHook<Fixture> for Router {
+    async fn on_request_end(&self, summary: &RequestSummary<Fixture>) {
+        tracing::info!(
+            connection = summary.connection.id,
+            user = summary.proxy_user.as_deref().unwrap_or("-"),
+            method = %summary.method,
+            uri = %summary.uri,
+            status = summary.status.as_u16(),
+            local = summary.local.as_deref().unwrap_or("-"),
+            upstream = summary.upstream.as_deref().unwrap_or("-"),
+            body_bytes = summary.body_bytes,
+            "fixture request end"
+        );
     }
 }
 

@@ -141,9 +141,9 @@ pub struct RequestSummary<App: OxyExt> {
     pub upstream: Option<String>,
     /// From the request's head to the answer's head.
     pub time_to_answer: Duration,
-    /// From the request's head to the answer's last byte (in [`HttpRequestHook::on_request_end`]).
+    /// From the request's head to the answer's last byte (in [`RequestEndHook::on_request_end`]).
     pub duration: Duration,
-    /// Body bytes sent to the client (in [`HttpRequestHook::on_request_end`]).
+    /// Body bytes sent to the client (in [`RequestEndHook::on_request_end`]).
     pub body_bytes: u64,
 }
 
@@ -240,14 +240,18 @@ pub trait HttpRequestHook<App: OxyExt>: Send + Sync + 'static {
         let _ = summary;
         None
     }
+}
 
+/// Hears the end of every HTTP request, for logging and billing. Its own hook (not a
+/// method of [`HttpRequestHook`]) so that applications without it pay nothing per
+/// request for it.
+#[async_trait]
+pub trait RequestEndHook<App: OxyExt>: Send + Sync + 'static {
     /// Runs once for every answered request, after the answer's last byte was handed to
     /// the connection (or its body ended early): upstream, local and error answers alike,
-    /// over any HTTP version, for logging and billing. A CONNECT's request ends with its
-    /// 2xx head (the tunnel hook sees the tunnel's end). A request whose client went
-    /// away before its answer does not come here. Runs in a task of its own, which a
-    /// shutdown waits for (within `server.shutdown_timeout`); the default does nothing.
-    async fn on_request_end(&self, summary: &RequestSummary<App>) {
-        let _ = summary;
-    }
+    /// over any HTTP version. A CONNECT's request ends with its 2xx head (the tunnel hook
+    /// sees the tunnel's end). A request whose client went away before its answer does
+    /// not come here. Runs in a task of its own, which a shutdown waits for (within
+    /// `server.shutdown_timeout`).
+    async fn on_request_end(&self, summary: &RequestSummary<App>);
 }

@@ -110,7 +110,7 @@
 //! 12. HttpRequestHook::response_body_tap
 //! 13. HttpRequestHook::on_error_response  Oxy's own 4xx and 5xx answers (any step
 //!                                       above): a response to send instead
-//! 14. HttpRequestHook::on_request_end   every answered request, once its answer's
+//! 14. RequestEndHook::on_request_end    every answered request, once its answer's
 //!                                       last byte is out (status, upstream, bytes)
 //! ```
 //!
@@ -137,7 +137,7 @@
 //! and every answer to CONNECT, CONNECT-UDP and CONNECT-IP, 2xx included; those that
 //! are errors made with [`crate::http::body::text_response`] (Oxy's own, and `Block`)
 //! go through `on_error_response`. Every answer is counted (`oxy_http_requests_total`),
-//! logged (`oxy::access`) and reported to `on_request_end`.
+//! logged (`oxy::access`) and reported to `on_request_end` (with a request-end hook).
 //!
 //! HTTP versions differ only in how requests arrive. HTTP/1.1: CONNECT in authority
 //! form; CONNECT-UDP and CONNECT-IP as a `GET` with `Upgrade: connect-udp` or
@@ -248,8 +248,8 @@ pub use egress::{
     Target, TargetHost, TargetParseError, UpstreamProxy, host_matches,
 };
 pub use http_request::{
-    HttpBody, HttpRequestHook, RequestAction, RequestContext, RequestSummary, ResponseAction,
-    Upstream,
+    HttpBody, HttpRequestHook, RequestAction, RequestContext, RequestEndHook, RequestSummary,
+    ResponseAction, Upstream,
 };
 pub use ingress::{
     Connection, ConnectionEnd, ConnectionSummary, IngressAction, IngressConnectionContext,

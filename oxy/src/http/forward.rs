@@ -184,17 +184,23 @@ impl<App: OxyExt> Handler<App> {
             _ => None,
         };
         let (mut parts, body) = response.into_parts();
-        parts
-            .extensions
-            .insert(ProxiedTo(upstream.authority.to_string()));
+        // Only the request-end hook reads where a response came from.
+        let proxied = (self.services.hooks.request_end.is_some())
+            .then(|| ProxiedTo(upstream.authority.clone()));
+        if let Some(proxied) = &proxied {
+            parts.extensions.insert(proxied.clone());
+        }
         headers::remove_hop_by_hop(&mut parts.headers);
         if let Some(protocol) = upgraded {
             headers::set_upgrade(&mut parts.headers, protocol);
         }
         headers::add_via(&mut parts.headers, parts.version);
         if let Some(hook) = &self.services.hooks.http_request
-            && let ResponseAction::Replace(replacement) = hook.on_response(&mut parts, cx).await
+            && let ResponseAction::Replace(mut replacement) = hook.on_response(&mut parts, cx).await
         {
+            if let Some(proxied) = proxied {
+                replacement.extensions_mut().insert(proxied);
+            }
             return replacement;
         }
         let tap = self

@@ -190,9 +190,7 @@ impl<App: OxyExt> Handler<App> {
         let mut record = RequestRecord::start(self.endpoint.name(), &request);
         record.tunnel_id = self.tunnel_id.clone();
         let mut response = self.dispatch(request, &mut record).await;
-        if let Some(hook) = &self.services.hooks.http_request {
-            response = self.answer_phases(hook, &record, response).await;
-        }
+        response = self.answer_phases(&mut record, response).await;
         if let Some(alt_svc) = &self.endpoint.alt_svc
             && record.version != Version::HTTP_3
         {

@@ -1,9 +1,9 @@
 //! The end of a request: a response body that counts what it hands to the client and,
-//! at its end (or when it is dropped early), runs [`HttpRequestHook::on_request_end`].
+//! at its end (or when it is dropped early), runs [`RequestEndHook::on_request_end`].
 
 use crate::app::OxyExt;
 use crate::drain::Drain;
-use crate::hooks::{HttpBody, HttpRequestHook, RequestSummary};
+use crate::hooks::{HttpBody, RequestEndHook, RequestSummary};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
@@ -18,7 +18,7 @@ pub struct RequestEnd<App: OxyExt> {
     started: Instant,
     /// The hook runs as a task the shutdown drain waits for.
     drain: Drain,
-    report: Option<(Arc<dyn HttpRequestHook<App>>, RequestSummary<App>)>,
+    report: Option<(Arc<dyn RequestEndHook<App>>, RequestSummary<App>)>,
 }
 
 impl<App: OxyExt> RequestEnd<App> {
@@ -26,7 +26,7 @@ impl<App: OxyExt> RequestEnd<App> {
     /// `body_bytes` filled in then), counted from `started`, in a task `drain` waits for.
     pub fn wrap(
         body: HttpBody,
-        hook: Arc<dyn HttpRequestHook<App>>,
+        hook: Arc<dyn RequestEndHook<App>>,
         summary: RequestSummary<App>,
         started: Instant,
         drain: Drain,
