@@ -1,5 +1,5 @@
-// Runs the independent CONNECT-UDP client (interop/masque_client.py, aioquic) from the
-// integration tests' virtualenv (`python3 -m venv .venv && .venv/bin/pip install -r
+// Runs the independent aioquic clients (interop/masque_client.py for CONNECT-UDP,
+// connect_ip_client.py, h3_get.py for HTTP/3 GETs) from the integration tests' virtualenv (`python3 -m venv .venv && .venv/bin/pip install -r
 // interop/requirements.txt`, which `make integration-test` does).
 
 import { spawn } from "node:child_process";
@@ -59,7 +59,7 @@ export function masqueClient(options: MasqueOptions, timeoutMs = 30_000): Promis
  * parsed as JSON, with its stderr as `log`. Throws if it exits non-zero or prints no
  * JSON line. */
 export async function runInteropScript(args: string[], timeoutMs: number): Promise<any> {
-  const child = spawn(interopPython(), args, { stdio: ["ignore", "pipe", "pipe"] });
+  const child = track(spawn(interopPython(), args, { stdio: ["ignore", "pipe", "pipe"] }));
   const { code, signal, stdout, stderr } = await collectExit(child, timeoutMs);
   const line = stdout.trim().split("\n").pop() ?? "";
   if (code !== 0 || !line.startsWith("{")) {

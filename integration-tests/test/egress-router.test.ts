@@ -19,6 +19,7 @@ import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { startTcpReceiver, type Receiver } from "../lib/proxy-protocol-receiver.ts";
+import { basicAuth, proxyConnect } from "../lib/proxy-connect.ts";
 import { OxyProcess, exchange, repoRoot, runToExit, writeConfig } from "../lib/oxy.ts";
 
 const SHIPPED = readFileSync(join(repoRoot, "config", "egress-router.yaml"), "utf8");
@@ -166,54 +167,7 @@ async function startRouter(): Promise<Router> {
   return { oxy, proxyPort: oxy.port("proxy"), balancedPort: oxy.port("balanced"), audit };
 }
 
-const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
-
-interface ConnectReply {
-  status: number;
-  head: string;
-  body: string;
-  /** The open tunnel (after a 2xx), or the closed socket. */
-  socket: Socket;
-}
-
-/** Sends `CONNECT authority` (as `user`, when given) on a fresh connection to the proxy and
- * reads the response head and, for a refusal, its body. */
-function proxyConnect(port: number, authority: string, auth?: [string, string]): Promise<ConnectReply> {
-  return new Promise((ok, fail) => {
-    const socket = connect(port, "127.0.0.1");
-    const lines = [`CONNECT ${authority} HTTP/1.1`, `Host: ${authority}`];
-    if (auth) lines.push(`Proxy-Authorization: ${basic(...auth)}`);
-    socket.write(lines.join("\r\n") + "\r\n\r\n");
-    let data = Buffer.alloc(0);
-    let done = false;
-    const finish = () => {
-      const end = data.indexOf("\r\n\r\n");
-      if (done || end < 0) return false;
-      const head = data.subarray(0, end).toString();
-      const status = Number(head.split(" ")[1]);
-      const length = Number(/^content-length:\s*(\d+)/im.exec(head)?.[1] ?? 0);
-      const body = data.subarray(end + 4);
-      if (status >= 200 && status < 300) {
-        done = true;
-        socket.off("data", onData);
-        ok({ status, head, body: "", socket });
-        return true;
-      }
-      if (body.length < length) return false;
-      done = true;
-      socket.destroy();
-      ok({ status, head, body: body.subarray(0, length).toString(), socket });
-      return true;
-    };
-    const onData = (chunk: Buffer) => {
-      data = Buffer.concat([data, chunk]);
-      finish();
-    };
-    socket.on("data", onData);
-    socket.on("error", (e) => done || fail(e));
-    socket.on("close", () => done || fail(new Error(`connection closed after ${JSON.stringify(data.toString())}`)));
-  });
-}
+const basic = basicAuth;
 
 /** Writes `payload` into an open tunnel, half-closes, and collects the reply until it closes. */
 function roundTrip(socket: Socket, payload: string): Promise<string> {

@@ -831,7 +831,6 @@ describe("privacy-relay", () => {
         const records = auditRecords(oxy).filter((r) => r.protocol === "connect-ip");
         return records.length >= 2 ? records : undefined;
       }, () => `two connect-ip audit records:\n${JSON.stringify(auditRecords(oxy))}`);
-      assert.ok(sessions.length >= 2, JSON.stringify(sessions));
       assert.ok(sessions.every((r) => r.user === "demo" && r.client === undefined), JSON.stringify(sessions));
     });
   });

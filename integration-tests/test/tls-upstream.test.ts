@@ -510,7 +510,7 @@ test("a leaf with an RSA-1024 key is refused after the handshake: weak_key", asy
 });
 
 test("a new connection to the same upstream resumes a TLS session (one full handshake for three connections)", async () => {
-  for (const path of ["/one", "/two", "/three"]) await served("resume", path);
+  for (const path of ["/one", "/two", "/three"]) await served("resume", path, "1.1");
   const origin = origins.resume;
   assert.deepEqual(origin.requests, ["GET /one", "GET /two", "GET /three"]);
   assert.equal(origin.handshakes, 3, "a connection per request (the origin closes them)");
@@ -543,7 +543,7 @@ test("a leaf for another name is refused: hostname_mismatch", async () => {
 });
 
 test("an upstream addressed by IP is matched against the leaf's IP SANs: served with one, refused without (hostname_mismatch)", async () => {
-  await served("by_ip", "/ip");
+  await served("by_ip", "/ip", "2.0");
   assert.deepEqual(origins.by_ip.requests, ["GET /ip"]);
   await nothingCounted("by_ip");
   await refused("wrong_ip", "hostname_mismatch", "IP address mismatch", "127.0.0.1");
@@ -618,11 +618,11 @@ test("AIA: a caIssuers URL the egress policy refuses is never connected to (unkn
   assert.equal(deniedIssuers.connections, 1);
 });
 
-/** GET `path` through endpoint `name`: asserts a 200 from the origin. */
-async function served(name: Endpoint, path: string): Promise<void> {
+/** GET `path` through endpoint `name`: asserts a 200 from the origin over `version`. */
+async function served(name: Endpoint, path: string, version: "1.1" | "2.0"): Promise<void> {
   const res = await curl([`${oxy.url(name)}${path}`]);
   assert.equal(res.status, 200, `${res.stderr}\n${oxy.logs()}`);
-  assert.ok(JSON.parse(res.body).version, res.body);
+  assert.deepEqual(JSON.parse(res.body), { version }, res.body);
 }
 
 const nothingCounted = (name: Endpoint, unknown = false) => assertNothingCounted(oxy, name, unknown);
@@ -636,8 +636,8 @@ test("CRL: a leaf its CA's CRL lists is refused after the handshake: revoked", a
 });
 
 test("CRL: a good leaf from the same CA is served; its CRL is fetched once for two connections", async () => {
-  await served("crl_good", "/one");
-  await served("crl_good", "/two");
+  await served("crl_good", "/one", "1.1");
+  await served("crl_good", "/two", "1.1");
   const origin = origins.crl_good;
   assert.deepEqual(origin.requests, ["GET /one", "GET /two"]);
   assert.equal(origin.handshakes, 2, "a connection per request (the origin closes them)");
@@ -646,7 +646,7 @@ test("CRL: a good leaf from the same CA is served; its CRL is fetched once for t
 });
 
 test("CRL: a CRL URL answering 404 passes under soft_fail (the default), counted", async () => {
-  await served("crl_404", "/");
+  await served("crl_404", "/", "2.0");
   assert.deepEqual(origins.crl_404.requests, ["GET /"]);
   await oxy.waitForMetric(revocationUnknown("crl_404"), 1);
   assert.equal(crls.hits["/missing.crl"], 1, JSON.stringify(crls.hits));
@@ -673,7 +673,7 @@ test("CRL: a CRL in the CA's name signed with another key does not revoke a good
 });
 
 test("CRL: with revocation off a revoked leaf is served and its CRL never asked for", async () => {
-  await served("crl_off", "/");
+  await served("crl_off", "/", "2.0");
   assert.deepEqual(origins.crl_off.requests, ["GET /"]);
   assert.equal(crls.hits["/off.crl"], undefined, JSON.stringify(crls.hits));
   await nothingCounted("crl_off");

@@ -7,12 +7,13 @@
 
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { connect, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 import { parse } from "yaml";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { OxyProcess, repoRoot, runToExit } from "../lib/oxy.ts";
+import { basicAuth, proxyRequest } from "../lib/proxy-connect.ts";
 
 const shippedPath = join(repoRoot, "config", "tunnel-quota.yaml");
 let echo: EchoServer;
@@ -36,21 +37,14 @@ after(async () => {
   await other.close();
 });
 
-const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+const basic = basicAuth;
 
-/** A CONNECT to `port` as `user`; resolves with the socket and the response head. */
-function tunnel(port: number, auth: string): Promise<{ socket: Socket; head: string }> {
-  return new Promise((ok, fail) => {
-    const socket = connect(oxy.port("proxy"), "127.0.0.1", () =>
-      socket.write(`CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nProxy-Authorization: ${auth}\r\n\r\n`),
-    );
-    let buffer = "";
-    socket.on("data", (d) => {
-      buffer += d.toString();
-      if (buffer.includes("\r\n\r\n")) ok({ socket, head: buffer });
-    });
-    socket.once("error", fail);
-  });
+/** A CONNECT to `port` as `auth`'s user: the socket and the answer (head, blank line, and
+ * a refusal's body), read whole; fails if the connection closes first. */
+async function tunnel(port: number, auth: string): Promise<{ socket: Socket; head: string }> {
+  const head = `CONNECT 127.0.0.1:${port} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nProxy-Authorization: ${auth}\r\n\r\n`;
+  const reply = await proxyRequest(oxy.port("proxy"), head);
+  return { socket: reply.socket, head: `${reply.head}\r\n\r\n${reply.body}` };
 }
 
 test("the shipped config is valid", async () => {

@@ -11,13 +11,14 @@ import { after, before, test } from "node:test";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { OxyProcess, until } from "../lib/oxy.ts";
+import { basicAuth, proxyRequest } from "../lib/proxy-connect.ts";
 
 let echo: EchoServer;
 let origin: Origin;
 let oxy: OxyProcess;
 let app: OxyProcess;
 
-const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}`;
+const basic = basicAuth;
 
 before(async () => {
   echo = await startEchoServer();
@@ -61,19 +62,11 @@ after(async () => {
   await origin.close();
 });
 
-/** Sends `head` on a new connection to `port` and resolves with the response head once it
- * is in (the connection stays open: a tunnel, or a request still waiting). */
-function open(port: number, head: string): Promise<{ socket: Socket; head: string }> {
-  return new Promise((ok, fail) => {
-    const socket = connect(port, "127.0.0.1", () => socket.write(head));
-    let buffer = "";
-    socket.on("data", (d) => {
-      buffer += d.toString();
-      const end = buffer.indexOf("\r\n\r\n");
-      if (end >= 0) ok({ socket, head: buffer });
-    });
-    socket.once("error", fail);
-  });
+/** Sends `head` on a new connection to `port`: the socket and the answer (head, blank
+ * line, and a refusal's body), read whole; fails if the connection closes first. */
+async function open(port: number, head: string): Promise<{ socket: Socket; head: string }> {
+  const reply = await proxyRequest(port, head);
+  return { socket: reply.socket, head: `${reply.head}\r\n\r\n${reply.body}` };
 }
 
 /** A tunnel as `auth`'s user once the user has a place again (a place comes back just

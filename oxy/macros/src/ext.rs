@@ -59,10 +59,17 @@ pub fn expand(input: DeriveInput) -> syn::Result<TokenStream> {
     let mut types: Vec<(String, Type)> = Vec::new();
     let mut app_name = quote!(::core::env!("CARGO_PKG_NAME"));
     let mut description = quote!(::core::env!("CARGO_PKG_DESCRIPTION"));
+    let mut seen = std::collections::HashSet::new();
     for attr in input.attrs.iter().filter(|a| a.path().is_ident("oxy")) {
         let pairs = attr.parse_args_with(Punctuated::<Pair, Token![,]>::parse_terminated)?;
         for pair in pairs {
             let key = pair.key.to_string();
+            if !seen.insert(key.clone()) {
+                return Err(syn::Error::new_spanned(
+                    &pair.key,
+                    format!("`{key}` is given twice"),
+                ));
+            }
             match (key.as_str(), pair.value) {
                 ("name", Value::Text(text)) => app_name = quote!(#text),
                 ("description", Value::Text(text)) => description = quote!(#text),

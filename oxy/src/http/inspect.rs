@@ -81,9 +81,7 @@ async fn intercept<App: OxyExt>(
     };
     let name = LeafName::of(hello, tunnel.target());
     let endpoint = interceptor.endpoint();
-    // The inner TLS is held to the outer connection's policy (else the endpoint's).
-    let outer = handler.tls.as_ref().map(|tls| tls.policy);
-    let policy = outer.unwrap_or(handler.endpoint.settings.tls.policy);
+    let policy = handler.inner_tls_policy();
     let ssl = match interceptor.leaf(&name).await {
         Ok(leaf) => interceptor.ssl(&leaf, policy).map_err(|e| e.to_string()),
         Err(e) => Err(e),

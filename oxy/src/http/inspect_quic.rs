@@ -105,7 +105,7 @@ async fn intercept<App: OxyExt>(
         return "inspection_failed";
     };
     let settings = &handler.endpoint.settings;
-    let policy = settings.tls.policy;
+    let policy = handler.inner_tls_policy();
     let config = match interceptor.leaf(&name).await {
         Ok(leaf) => interceptor.quic_config(&leaf, &settings.http.h3, policy),
         Err(e) => Err(e),

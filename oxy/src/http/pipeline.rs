@@ -172,6 +172,14 @@ impl<App: OxyExt> Handler<App> {
             }));
     }
 
+    /// The policy intercepted TLS or QUIC inside this connection's tunnels is held to:
+    /// the connection's own (which the ingress hook may have chosen), else the
+    /// endpoint's `tls.policy`. One decision for TCP and QUIC interception.
+    pub fn inner_tls_policy(&self) -> crate::settings::TlsPolicy {
+        let outer = self.tls.as_ref().map(|tls| tls.policy);
+        outer.unwrap_or(self.endpoint.settings.tls.policy)
+    }
+
     /// Who a tunnel opened by a request on this connection is for.
     pub fn tunnel_client(&self, proxy_user: Option<String>) -> TunnelClient<App> {
         TunnelClient {

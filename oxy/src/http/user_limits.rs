@@ -48,6 +48,8 @@ impl Slots {
 
 /// An endpoint's per-user limits and what each user has open.
 pub struct UserLimits {
+    /// Whether any limit is set (most endpoints have none: nothing to look up).
+    any: bool,
     by_user: HashMap<String, Limits>,
     default: Limits,
     retry_after: HeaderValue,
@@ -71,7 +73,7 @@ impl UserLimits {
             tunnels: max_tunnels,
             requests: max_requests,
         };
-        let by_user = (settings.proxy_auth.users.iter())
+        let by_user: HashMap<String, Limits> = (settings.proxy_auth.users.iter())
             .map(|user| {
                 let own = Limits {
                     tunnels: if user.max_tunnels > 0 {
@@ -89,7 +91,9 @@ impl UserLimits {
             })
             .collect();
         let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        let unlimited = |l: &Limits| l.tunnels == 0 && l.requests == 0;
         Self {
+            any: !unlimited(&default) || !by_user.values().all(unlimited),
             by_user,
             default,
             retry_after: HeaderValue::from(seconds.max(1)),
@@ -100,7 +104,9 @@ impl UserLimits {
     /// A place for `user`'s tunnel (`tunnel`) or request, or why not. No user, or no
     /// limit for it, needs no place.
     pub fn admit(&self, user: Option<&str>, tunnel: bool) -> Result<Option<UserPermit>, TooMany> {
-        let Some(user) = user else { return Ok(None) };
+        let Some(user) = user.filter(|_| self.any) else {
+            return Ok(None);
+        };
         let limits = self.by_user.get(user).copied().unwrap_or(self.default);
         let limit = if tunnel {
             limits.tunnels
@@ -114,9 +120,12 @@ impl UserLimits {
         if open.len() > PRUNE_ABOVE {
             open.retain(|_, slots| !slots.idle());
         }
-        let slots = open
-            .entry(user.to_string())
-            .or_insert_with(|| Slots::new(limits));
+        if !open.contains_key(user) {
+            open.insert(user.to_string(), Slots::new(limits));
+        }
+        let Some(slots) = open.get(user) else {
+            return Ok(None);
+        };
         let semaphore = if tunnel {
             &slots.tunnels
         } else {

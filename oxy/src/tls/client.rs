@@ -3,6 +3,7 @@
 //! BoringSSL's chain and name checks, as a browser does: TLS below 1.2, SHA-1 signatures
 //! and small keys in the chain.
 
+use super::revocation::Anchors;
 use super::session_cache::SessionCache;
 use super::{aia, raw_public_key};
 use crate::hooks::Target;
@@ -124,17 +125,17 @@ pub struct UpstreamConnector {
     ca_file: PathBuf,
     /// The roots themselves, read when first needed (to complete a chain, or to find
     /// the root that issued a certificate).
-    roots: tokio::sync::OnceCell<Arc<Vec<X509>>>,
+    roots: tokio::sync::OnceCell<Arc<Anchors>>,
 }
 
 impl UpstreamConnector {
     /// The roots, read once off the async threads (none, logged, when they cannot be).
-    pub async fn roots(&self) -> Arc<Vec<X509>> {
+    pub async fn roots(&self) -> Arc<Anchors> {
         let read = || async {
             let ca_file = self.ca_file.clone();
             let loaded = tokio::task::spawn_blocking(move || load_roots(&ca_file)).await;
             match loaded.map_err(io::Error::other).and_then(|roots| roots) {
-                Ok(roots) => Arc::new(roots),
+                Ok(roots) => Arc::new(Anchors::new(roots)),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the upstream client's roots");
                     Arc::default()
@@ -152,7 +153,7 @@ impl UpstreamConnector {
         let roots = self.roots().await;
         let store = |extra: Option<&X509>| -> Result<X509Store, ErrorStack> {
             let mut store = X509StoreBuilder::new()?;
-            for root in roots.iter() {
+            for root in roots.certs() {
                 store.add_cert(root.clone())?;
             }
             if let Some(extra) = extra {
@@ -215,7 +216,7 @@ pub fn connector(settings: &HttpClientSettings) -> io::Result<UpstreamConnector>
         .apply_to_context(&mut tls)
         .map_err(io::Error::other)?;
     if !settings.raw_public_key.as_os_str().is_empty() {
-        let (credential, _) =
+        let credential =
             raw_public_key::credential(&settings.raw_public_key).map_err(io::Error::other)?;
         tls.add_credential(&credential).map_err(io::Error::other)?;
     }

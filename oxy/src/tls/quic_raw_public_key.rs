@@ -22,9 +22,7 @@ pub fn certified_key(
     path: &Path,
     provider: &CryptoProvider,
 ) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let key = PKey::private_key_from_pem(&pem)
-        .map_err(|e| format!("{} holds no valid PEM private key: {e}", path.display()))?;
+    let key = super::raw_public_key::read_key(path)?;
     let spki = key.public_key_to_der().map_err(|e| e.to_string())?;
     let pkcs8 = key.private_key_to_der_pkcs8().map_err(|e| e.to_string())?;
     let signing = provider

@@ -4,7 +4,7 @@
 
 use boring::ex_data::Index;
 use boring::hash::{MessageDigest, hash};
-use boring::pkey::{HasPublic, PKey, PKeyRef};
+use boring::pkey::{HasPublic, PKey, PKeyRef, Private};
 use boring::ssl::{Ssl, SslAlert, SslCredential, SslRef, SslVerifyError};
 use boring::x509::X509StoreContext;
 use boring::x509::store::X509Store;
@@ -19,6 +19,9 @@ pub fn parse_pin(text: &str) -> Result<Pin, String> {
     let digits: String = text.chars().filter(|c| *c != ':').collect();
     let mut pin = [0u8; 32];
     if digits.len() != 64 {
+        return Err(format!("{text:?} is not a SHA-256 pin (64 hex digits)"));
+    }
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!("{text:?} is not a SHA-256 pin (64 hex digits)"));
     }
     for (i, byte) in pin.iter_mut().enumerate() {
@@ -41,16 +44,20 @@ pub fn spki_pin<T: HasPublic>(key: &PKeyRef<T>) -> Option<Pin> {
     digest.as_ref().try_into().ok()
 }
 
-/// A raw-public-key credential for the PEM private key in `path`, and its pin.
-pub fn credential(path: &Path) -> Result<(SslCredential, Pin), String> {
+/// The PEM private key in `path`, whose public key is presented raw.
+pub fn read_key(path: &Path) -> Result<PKey<Private>, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let key = PKey::private_key_from_pem(&pem)
-        .map_err(|e| format!("{} holds no valid PEM private key: {e}", path.display()))?;
-    let pin = spki_pin(&key).ok_or("cannot hash the public key")?;
+    PKey::private_key_from_pem(&pem)
+        .map_err(|e| format!("{} holds no valid PEM private key: {e}", path.display()))
+}
+
+/// A raw-public-key credential for the PEM private key in `path`.
+pub fn credential(path: &Path) -> Result<SslCredential, String> {
+    let key = read_key(path)?;
     let mut builder = SslCredential::new_raw_public_key().map_err(|e| e.to_string())?;
     builder.set_private_key(&key).map_err(|e| e.to_string())?;
     builder.set_spki_bytes(None).map_err(|e| e.to_string())?;
-    Ok((builder.build(), pin))
+    Ok(builder.build())
 }
 
 /// What the verify callback learnt of the peer's raw public key.
@@ -123,6 +130,8 @@ mod tests {
         let colons: Vec<String> = (0..32).map(|i| hex[2 * i..2 * i + 2].to_string()).collect();
         assert_eq!(parse_pin(&colons.join(":")).unwrap(), pin);
         assert!(parse_pin("abc").is_err());
+        // A sign is no hex digit, though u8::from_str_radix takes one.
+        assert!(parse_pin(&format!("+{}", &hex[1..])).is_err());
         assert!(parse_pin(&"zz".repeat(32)).is_err());
     }
 }

@@ -53,25 +53,56 @@ pub struct Link {
     pub issuer: X509,
 }
 
+/// What identifies a certificate as a trust anchor: its subject and key (DER).
+type Identity = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn identity(cert: &X509Ref) -> Identity {
+    let name = cert.subject_name().to_der().ok();
+    let key = cert.public_key().and_then(|k| k.public_key_to_der()).ok();
+    (name, key)
+}
+
+/// The trust anchors, with their identities worked out once (not per connection).
+#[derive(Default)]
+pub struct Anchors {
+    certs: Vec<X509>,
+    identities: Vec<Identity>,
+}
+
+impl Anchors {
+    /// The anchors `certs`.
+    pub fn new(certs: Vec<X509>) -> Self {
+        let identities = certs.iter().map(|cert| identity(cert)).collect();
+        Self { certs, identities }
+    }
+
+    /// The anchors' certificates.
+    pub fn certs(&self) -> &[X509] {
+        &self.certs
+    }
+
+    /// Whether `cert` is one of them (by subject and key: a cross-signed copy counts).
+    fn contain(&self, cert: &X509Ref) -> bool {
+        self.identities.contains(&identity(cert))
+    }
+}
+
 /// The certificates of a verified chain below its trust anchor, each with its issuer:
 /// `sent` is what the upstream sent (leaf first), `fetched` an intermediate completed
 /// from AIA, `roots` the trust anchors. An issuer is a candidate that carries the
 /// certificate's issuer name and whose key verifies its signature, never merely the next
 /// certificate sent.
-pub fn links(sent: &[X509], fetched: Option<&X509>, roots: &[X509]) -> Result<Vec<Link>, String> {
+pub fn links(sent: &[X509], fetched: Option<&X509>, roots: &Anchors) -> Result<Vec<Link>, String> {
     let Some(leaf) = sent.first() else {
         return Ok(Vec::new());
     };
     // The trust anchors first: a server may also send a cross-signed copy of a root.
-    let candidates: Vec<&X509> = roots.iter().chain(fetched).chain(&sent[1..]).collect();
-    let identity = |cert: &X509Ref| {
-        let name = cert.subject_name().to_der().ok();
-        let key = cert.public_key().and_then(|k| k.public_key_to_der()).ok();
-        (name, key)
-    };
-    let anchors: Vec<_> = roots.iter().map(|root| identity(root)).collect();
+    let candidates: Vec<&X509> = (roots.certs.iter())
+        .chain(fetched)
+        .chain(&sent[1..])
+        .collect();
     // A self-signed certificate, or one with a root's name and key, ends the walk.
-    let is_anchor = |cert: &X509Ref| cert.issued(cert).is_ok() || anchors.contains(&identity(cert));
+    let is_anchor = |cert: &X509Ref| cert.issued(cert).is_ok() || roots.contain(cert);
     let mut links = Vec::new();
     let mut cert = leaf.clone();
     while !is_anchor(&cert) {

@@ -95,7 +95,7 @@ impl TlsAcceptor {
         let raw = if settings.raw_public_key.as_os_str().is_empty() {
             None
         } else {
-            let (credential, _) = raw_public_key::credential(&settings.raw_public_key)
+            let credential = raw_public_key::credential(&settings.raw_public_key)
                 .map_err(|e| setup_error("raw_public_key", e))?;
             Some(credential)
         };

@@ -2,8 +2,8 @@
 //! whatever protocol carried them.
 
 mod client;
-pub mod counted;
-pub mod flow_socket;
+pub(crate) mod counted;
+pub(crate) mod flow_socket;
 pub mod metrics;
 pub mod packet;
 pub mod pump;

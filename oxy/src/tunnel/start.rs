@@ -127,8 +127,7 @@ pub(crate) async fn serve_inside<T>(
     session: impl std::future::Future<Output = T>,
     counts: &crate::tunnel::counted::Counts,
 ) -> (T, Traffic) {
-    oxy_tunnel::started_total(endpoint, transport).inc();
-    let active = Active::new(oxy_tunnel::active(endpoint, transport));
+    let active = Active::start(endpoint, transport);
     let ended = session.await;
     drop(active);
     let traffic = counts.traffic();
@@ -138,11 +137,15 @@ pub(crate) async fn serve_inside<T>(
     (ended, traffic)
 }
 
-/// Counts a tunnel in the active gauge while it lives (also when its task is dropped).
-struct Active(prometheus::IntGauge);
+/// Counts a tunnel as started, and in the active gauge while it lives (also when its
+/// task is dropped).
+pub(crate) struct Active(prometheus::IntGauge);
 
 impl Active {
-    fn new(gauge: prometheus::IntGauge) -> Self {
+    /// A tunnel of `transport` (`tcp`, `udp`) on `endpoint` starting to run.
+    pub fn start(endpoint: &str, transport: &str) -> Self {
+        oxy_tunnel::started_total(endpoint, transport).inc();
+        let gauge = oxy_tunnel::active(endpoint, transport);
         gauge.inc();
         Self(gauge)
     }

@@ -192,13 +192,11 @@ impl<App: OxyExt> TcpTunnel<App> {
             ..
         } = self;
         let endpoint = record.cx.endpoint.name().to_string();
-        oxy_tunnel::started_total(&endpoint, "tcp").inc();
-        let active = oxy_tunnel::active(&endpoint, "tcp");
-        active.inc();
+        let active = start::Active::start(&endpoint, "tcp");
         let (target, peer) = (&record.cx.target, record.cx.peer_addr);
         tracing::debug!(destination = %target, %peer, "tunnel open");
         let (outcome, zero_copy) = pump_tcp(client, server, limits, drain.force_closing()).await;
-        active.dec();
+        drop(active);
         if zero_copy {
             oxy_tunnel::zero_copy_total(&endpoint).inc();
         }

@@ -385,11 +385,9 @@ impl<App: OxyExt> UdpTunnel<App> {
         drain: &Drain,
     ) -> &'static str {
         let name = self.cx.endpoint.name().to_string();
-        oxy_tunnel::started_total(&name, "udp").inc();
-        let active = oxy_tunnel::active(&name, "udp");
-        active.inc();
+        let active = start::Active::start(&name, "udp");
         let (counts, reason) = self.exchange(from_client, client, drain, &name).await;
-        active.dec();
+        drop(active);
         oxy_tunnel::bytes_total(&name, "up").inc_by(counts.bytes_up);
         oxy_tunnel::bytes_total(&name, "down").inc_by(counts.bytes_down);
         oxy_tunnel::ended_total(&name, reason).inc();
