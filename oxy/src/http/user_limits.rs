@@ -161,3 +161,66 @@ impl TooMany {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::ProxyUser;
+    use std::time::Duration;
+
+    fn settings(default: (usize, usize), users: &[(&str, usize, usize)]) -> HttpSettings {
+        let mut http = HttpSettings::default();
+        http.user_limits.max_tunnels = default.0;
+        http.user_limits.max_requests = default.1;
+        http.user_limits.retry_after = Duration::from_millis(1500);
+        http.proxy_auth.users = (users.iter())
+            .map(|&(name, max_tunnels, max_requests)| ProxyUser {
+                name: name.into(),
+                max_tunnels,
+                max_requests,
+                ..Default::default()
+            })
+            .collect();
+        http
+    }
+
+    #[test]
+    fn a_user_s_own_limits_fall_back_field_by_field_and_refusals_say_when_to_retry() {
+        let limits = UserLimits::new(&settings((2, 0), &[("alice", 1, 0), ("bob", 0, 1)]));
+        // alice: her own tunnel limit; no request limit anywhere.
+        let held = limits.admit(Some("alice"), true).unwrap();
+        assert!(held.is_some());
+        let refused = limits.admit(Some("alice"), true).err().unwrap();
+        assert_eq!(
+            refused.reason,
+            "too many tunnels at once for user alice (limit 1)"
+        );
+        assert_eq!(refused.retry_after, "2", "1.5 s rounds up");
+        assert!(limits.admit(Some("alice"), false).unwrap().is_none());
+        // bob: the default tunnel limit (2), his own request limit (1).
+        let tunnels = [
+            limits.admit(Some("bob"), true),
+            limits.admit(Some("bob"), true),
+        ];
+        assert!(tunnels.iter().all(|t| matches!(t, Ok(Some(_)))));
+        assert!(limits.admit(Some("bob"), true).is_err());
+        let request = limits.admit(Some("bob"), false).unwrap();
+        assert!(limits.admit(Some("bob"), false).is_err());
+        // A place comes back when its permit is dropped.
+        drop((held, request));
+        assert!(matches!(limits.admit(Some("alice"), true), Ok(Some(_))));
+        assert!(matches!(limits.admit(Some("bob"), false), Ok(Some(_))));
+        // No user: not limited.
+        assert!(limits.admit(None, true).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_endpoint_without_limits_keeps_no_state() {
+        let limits = UserLimits::new(&settings((0, 0), &[("alice", 0, 0)]));
+        assert!(!limits.any);
+        for _ in 0..3 {
+            assert!(limits.admit(Some("alice"), true).unwrap().is_none());
+        }
+        assert!(limits.open.lock().unwrap().is_empty());
+    }
+}

@@ -13,6 +13,8 @@ pub mod raw_public_key;
 pub mod revocation;
 pub mod server;
 mod session_cache;
+#[cfg(test)]
+mod test_pki;
 
 pub use certificate::{CertificateError, CertifiedKey, ca_problem, hex};
 pub use handshake_failure::HandshakeFailure;

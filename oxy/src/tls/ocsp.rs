@@ -206,14 +206,9 @@ impl CertIdentity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use boring::asn1::Asn1Time;
-    use boring::bn::BigNum;
-    use boring::ec::{EcGroup, EcKey};
-    use boring::nid::Nid;
+    use crate::tls::test_pki::{cert, key};
     use boring::pkey::Private;
     use boring::sign::Signer;
-    use boring::x509::X509NameBuilder;
-    use boring::x509::extension::{BasicConstraints, ExtendedKeyUsage};
     use der::asn1::{BitString, GeneralizedTime, ObjectIdentifier, OctetString};
     use spki::AlgorithmIdentifierOwned;
     use x509_ocsp::{
@@ -223,57 +218,6 @@ mod tests {
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
 
-    fn key() -> PKey<Private> {
-        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap()
-    }
-
-    /// A certificate for `cn` with `key`, signed by `issuer` (self-signed without one).
-    fn cert(
-        cn: &str,
-        serial: u32,
-        key: &PKey<Private>,
-        issuer: Option<(&X509, &PKey<Private>)>,
-        ocsp_signing: bool,
-    ) -> X509 {
-        let mut name = X509NameBuilder::new().unwrap();
-        name.append_entry_by_nid(Nid::COMMONNAME, cn).unwrap();
-        let name = name.build();
-        let mut b = X509::builder().unwrap();
-        b.set_version(2).unwrap();
-        let serial = BigNum::from_u32(serial).unwrap().to_asn1_integer().unwrap();
-        b.set_serial_number(&serial).unwrap();
-        b.set_subject_name(&name).unwrap();
-        let signing_key = match issuer {
-            Some((issuer, issuer_key)) => {
-                b.set_issuer_name(issuer.subject_name()).unwrap();
-                issuer_key
-            }
-            None => {
-                b.set_issuer_name(&name).unwrap();
-                key
-            }
-        };
-        b.set_pubkey(key).unwrap();
-        b.set_not_before(&Asn1Time::days_from_now(0).unwrap())
-            .unwrap();
-        b.set_not_after(&Asn1Time::days_from_now(2).unwrap())
-            .unwrap();
-        if issuer.is_none() {
-            let ca = BasicConstraints::new().critical().ca().build().unwrap();
-            b.append_extension(&ca).unwrap();
-        }
-        if ocsp_signing {
-            let eku = ExtendedKeyUsage::new()
-                .other("OCSPSigning")
-                .build()
-                .unwrap();
-            b.append_extension(&eku).unwrap();
-        }
-        b.sign(signing_key, MessageDigest::sha256()).unwrap();
-        b.build()
-    }
-
     struct Pki {
         ca: X509,
         ca_key: PKey<Private>,
@@ -282,8 +226,8 @@ mod tests {
 
     fn pki() -> Pki {
         let ca_key = key();
-        let ca = cert("Oxy OCSP Test CA", 1, &ca_key, None, false);
-        let leaf = cert("leaf", 0x4242, &key(), Some((&ca, &ca_key)), false);
+        let ca = cert("Oxy OCSP Test CA", 1, &ca_key, None, true, false);
+        let leaf = cert("leaf", 0x4242, &key(), Some((&ca, &ca_key)), false, false);
         Pki { ca, ca_key, leaf }
     }
 
@@ -430,7 +374,14 @@ mod tests {
         let responder_key = key();
         let ca = (&pki.ca, &pki.ca_key);
         for (ocsp_signing, expected) in [(true, Ok(Status::Good)), (false, refused.clone())] {
-            let responder = cert("responder", 7, &responder_key, Some(ca), ocsp_signing);
+            let responder = cert(
+                "responder",
+                7,
+                &responder_key,
+                Some(ca),
+                false,
+                ocsp_signing,
+            );
             let mut delegated = Response::new(&pki, &pki.leaf, CertStatus::good());
             delegated.signer = &responder_key;
             delegated.certs = vec![&responder];
@@ -439,12 +390,13 @@ mod tests {
 
         // A responder with the EKU that another CA issued is no one's responder here.
         let other_key = key();
-        let other_ca = cert("Other CA", 2, &other_key, None, false);
+        let other_ca = cert("Other CA", 2, &other_key, None, true, false);
         let responder = cert(
             "responder",
             8,
             &responder_key,
             Some((&other_ca, &other_key)),
+            false,
             true,
         );
         let mut foreign = Response::new(&pki, &pki.leaf, CertStatus::good());
@@ -457,7 +409,14 @@ mod tests {
     fn another_certificate_and_sha1_and_garbage_are_refused() {
         let pki = pki();
         let now = SystemTime::now();
-        let other = cert("other", 0x4243, &key(), Some((&pki.ca, &pki.ca_key)), false);
+        let other = cert(
+            "other",
+            0x4243,
+            &key(),
+            Some((&pki.ca, &pki.ca_key)),
+            false,
+            false,
+        );
         let about_other = Response::new(&pki, &other, CertStatus::good()).encode(&pki.ca);
         let expected = Err("it is about another certificate".into());
         assert_eq!(check(&pki, &about_other, now), expected);

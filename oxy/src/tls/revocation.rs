@@ -439,3 +439,109 @@ impl CrlCache {
         crls.push((url.to_string(), crl));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tls::test_pki::{cert, key};
+
+    #[test]
+    fn links_pair_each_certificate_with_what_signed_it_up_to_the_anchor() {
+        let (root_key, int_key, leaf_key) = (key(), key(), key());
+        let root = cert("Root", 1, &root_key, None, true, false);
+        let int = cert(
+            "Intermediate",
+            2,
+            &int_key,
+            Some((&root, &root_key)),
+            true,
+            false,
+        );
+        let leaf = cert("leaf", 3, &leaf_key, Some((&int, &int_key)), false, false);
+        let anchors = Anchors::new(vec![root.clone()]);
+        let chain = links(&[leaf.clone(), int.clone()], None, &anchors).unwrap();
+        let pairs: Vec<_> = chain
+            .iter()
+            .map(|l| (subject(&l.cert), subject(&l.issuer)))
+            .collect();
+        let names = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            pairs,
+            [names("leaf", "Intermediate"), names("Intermediate", "Root")]
+        );
+        // The intermediate fetched from AIA serves as well as one sent.
+        assert_eq!(
+            links_of(std::slice::from_ref(&leaf), Some(&int), &anchors),
+            2
+        );
+        // Without it, the leaf's issuer is not known.
+        let missing = links(std::slice::from_ref(&leaf), None, &anchors)
+            .err()
+            .unwrap();
+        assert_eq!(missing, "the issuer of the certificate is not known");
+        // A certificate sent after the leaf that did not sign it is not its issuer.
+        let stranger_key = key();
+        let stranger = cert(
+            "Intermediate",
+            4,
+            &stranger_key,
+            Some((&root, &root_key)),
+            true,
+            false,
+        );
+        assert_eq!(
+            links_of(&[leaf.clone(), stranger, int.clone()], None, &anchors),
+            2
+        );
+    }
+
+    #[test]
+    fn a_cross_signed_copy_of_an_anchor_ends_the_walk() {
+        let (old_key, root_key, leaf_key) = (key(), key(), key());
+        let old_root = cert("Old Root", 1, &old_key, None, true, false);
+        let root = cert("Root", 2, &root_key, None, true, false);
+        // The anchor's name and key, issued by an older root the client does not trust.
+        let cross = cert(
+            "Root",
+            3,
+            &root_key,
+            Some((&old_root, &old_key)),
+            true,
+            false,
+        );
+        let leaf = cert("leaf", 4, &leaf_key, Some((&root, &root_key)), false, false);
+        let anchors = Anchors::new(vec![root]);
+        let chain = links(&[leaf, cross], None, &anchors).unwrap();
+        assert_eq!(chain.len(), 1, "only the leaf is checked");
+        assert!(anchors.contain(&chain[0].issuer));
+    }
+
+    #[test]
+    fn a_chain_longer_than_the_limit_is_an_error() {
+        let keys: Vec<_> = (0..=MAX_DEPTH + 1).map(|_| key()).collect();
+        let mut chain = vec![cert("c0", 1, &keys[0], None, true, false)];
+        for (i, k) in keys.iter().enumerate().skip(1) {
+            let issuer = (chain.last().unwrap(), &keys[i - 1]);
+            let cert = cert(&format!("c{i}"), i as u32 + 1, k, Some(issuer), true, false);
+            chain.push(cert);
+        }
+        let anchors = Anchors::new(vec![chain[0].clone()]);
+        chain.reverse();
+        let long = links(&chain, None, &anchors).err().unwrap();
+        assert_eq!(
+            long,
+            format!("the chain is longer than {MAX_DEPTH} certificates")
+        );
+        // One certificate fewer below the anchor is within the limit.
+        assert_eq!(links_of(&chain[1..], None, &anchors), MAX_DEPTH);
+    }
+
+    fn links_of(sent: &[X509], fetched: Option<&X509>, anchors: &Anchors) -> usize {
+        links(sent, fetched, anchors).unwrap().len()
+    }
+
+    fn subject(cert: &X509) -> String {
+        let entry = cert.subject_name().entries().next().unwrap();
+        entry.data().as_utf8().unwrap().to_string()
+    }
+}
