@@ -299,7 +299,7 @@ def oxy_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
 def firewall_config(workdir: Path, ports: dict, ca: Path) -> Path:
     """The http-firewall of https-interception: one endpoint intercepts CONNECT tunnels to
     the origin's HTTPS port (certificates minted from a CA made here, the origin verified
-    against the bench CA), the other tunnels them; both with the shipped global rules."""
+    against the bench CA), the other tunnels them; both with two of the shipped global rules (scanners, no-dotfiles)."""
     ica_key, ica = workdir / "interception-ca.key", workdir / "interception-ca.crt"
     run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
          "-days", "2", "-subj", "/CN=oxy-bench interception CA", "-addext", "basicConstraints=critical,CA:TRUE",
