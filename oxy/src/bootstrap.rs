@@ -1,4 +1,6 @@
-//! `oxy::bootstrap`: CLI -> settings -> telemetry -> runtime -> start -> serve -> drain.
+//! `oxy::bootstrap`: CLI -> settings -> telemetry -> restart launcher -> seccomp ->
+//! runtime -> start -> bind (or take over a predecessor's sockets) -> drop privileges ->
+//! serve -> drain (on SIGTERM/SIGINT, or after handing over to a successor).
 
 use crate::app::{AppServerSettings, OxyApp, OxyExt};
 use crate::cli::Cli;
@@ -8,6 +10,10 @@ use crate::endpoint::Endpoint;
 use crate::error::{OxyError, OxyResult};
 use crate::offramp::policy::EgressPolicy;
 use crate::onramp::bind::{BoundSocket, bind_endpoint, bind_tcp};
+use crate::restart::handover::{HandoverSockets, forward_key};
+use crate::restart::inherited::Inherited;
+use crate::restart::launcher::Launcher;
+use crate::restart::{control, socket_key};
 use crate::services::Services;
 use crate::settings::{
     self, ConfigError, ConfigErrors, IpOffRamp, PathSegment, ServerSettings, SettingError,
@@ -73,8 +79,19 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
         return Ok(());
     }
 
+    if cli.restart {
+        return ask_restart(&settings.server.control_socket);
+    }
+
     logging::init(&settings.telemetry.log)?;
     panics::install_hook();
+    let process = Process {
+        inherited: Inherited::from_env(),
+        // Before the filter: the launcher is the one thread that may start a successor.
+        launcher: Launcher::start()?,
+        seccomp_reports: crate::security::seccomp::install(&settings.security)
+            .map_err(|e| OxyError::Setup(format!("security.seccomp: {e}")))?,
+    };
     let _sentry = sentry_reports::init(&settings.telemetry.sentry, App::name(), App::version());
     raise_open_files_limit();
 
@@ -84,9 +101,37 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
         runtime.worker_threads(settings.server.worker_threads);
     }
     let runtime = runtime.build()?;
-    let result = runtime.block_on(serve::<App>(settings, contexts));
+    let result = runtime.block_on(serve::<App>(settings, contexts, process));
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
+}
+
+/// `--restart`: asks the process behind `server.control_socket` to restart, and says how
+/// it went.
+fn ask_restart(control_socket: &std::path::Path) -> OxyResult<()> {
+    if control_socket.as_os_str().is_empty() {
+        return Err(OxyError::Setup(
+            "--restart needs server.control_socket in the settings (or send SIGHUP)".into(),
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(control::request_restart(control_socket)) {
+        Ok(pid) => {
+            println!("restarted: the successor (pid {pid}) serves");
+            Ok(())
+        }
+        Err(reason) => Err(OxyError::Setup(format!("restart failed: {reason}"))),
+    }
+}
+
+/// What the process set up before its runtime: what a predecessor handed over, the
+/// launcher for a successor, and the seccomp report pipe.
+struct Process {
+    inherited: Inherited,
+    launcher: Launcher,
+    seccomp_reports: Option<std::os::fd::OwnedFd>,
 }
 
 /// What the application makes from its settings, once: [`OxyApp::app_context`] and each
@@ -176,8 +221,15 @@ pub fn generate_config<App: OxyApp>() -> Result<String, serde_yaml::Error> {
 async fn serve<App: OxyApp>(
     settings: AppServerSettings<App>,
     (app_context, endpoint_contexts): AppContexts<App>,
+    mut process: Process,
 ) -> OxyResult<()> {
     let started = Instant::now();
+    if let Some(reports) = process.seccomp_reports.take() {
+        tokio::spawn(crate::security::seccomp::report_violations(reports));
+    }
+    let drain = Drain::new();
+    let mut handover = HandoverSockets::default();
+    let inherited = &mut process.inherited;
     oxy::build_info(env!("CARGO_PKG_VERSION"), App::name(), App::version()).set(1);
     oxy::panics_total();
     register_process_metrics();
@@ -187,22 +239,34 @@ async fn serve<App: OxyApp>(
     let listeners = Arc::new(Listeners::default());
     if settings.telemetry.enabled {
         let telemetry = &settings.telemetry;
-        let listener = bind_tcp(telemetry.listen)
-            .and_then(TcpListener::from_std)
-            .map_err(|source| OxyError::Bind {
-                endpoint: "telemetry".into(),
-                addr: telemetry.listen,
-                source,
-            })?;
+        let key = socket_key("telemetry", "tcp", 0, telemetry.listen);
+        let listener = match inherited.take(&key) {
+            Some(fd) => Ok(std::net::TcpListener::from(fd)),
+            None => bind_tcp(telemetry.listen),
+        }
+        .and_then(|l| {
+            handover.add(key, std::os::fd::AsFd::as_fd(&l))?;
+            TcpListener::from_std(l)
+        })
+        .map_err(|source| OxyError::Bind {
+            endpoint: "telemetry".into(),
+            addr: telemetry.listen,
+            source,
+        })?;
         let local = listener.local_addr()?;
         tracing::info!(listen = %local, "telemetry listening");
         write_address_file(&telemetry.address_file, local)?;
-        tokio::spawn(crate::telemetry::server::serve(
-            listener,
-            health.clone(),
-            listeners.clone(),
-            started,
-        ));
+        let (stop, health, listeners) = (drain.clone(), health.clone(), listeners.clone());
+        tokio::spawn(async move {
+            crate::telemetry::server::serve(
+                listener,
+                health,
+                listeners,
+                started,
+                stop.handed_over(),
+            )
+            .await
+        });
     }
 
     let hooks = App::start(settings.clone(), app_context)
@@ -230,18 +294,17 @@ async fn serve<App: OxyApp>(
         happy_eyeballs: settings.egress.happy_eyeballs.clone(),
         audit,
     });
-    let drain = Drain::new();
     let mut bound = Vec::new();
     let mut reported = Vec::new();
     for (endpoint_settings, app) in settings.endpoints.iter().zip(endpoint_contexts) {
         let name = &endpoint_settings.name;
-        let sockets = bind_endpoint(endpoint_settings).map_err(|e| OxyError::Bind {
+        let sockets = bind_endpoint(endpoint_settings, inherited).map_err(|e| OxyError::Bind {
             endpoint: name.clone(),
             addr: e.addr,
             source: e.source,
         })?;
         let h3_port = match sockets.quic.first() {
-            Some(socket) => Some(socket.local_addr()?.port()),
+            Some((_, socket)) => Some(socket.local_addr()?.port()),
             None => None,
         };
         let mut endpoint =
@@ -269,7 +332,11 @@ async fn serve<App: OxyApp>(
             protocol: endpoint_settings.protocol.as_str(),
             listeners: Vec::new(),
         };
-        for socket in sockets.listen {
+        for (key, socket) in sockets.listen {
+            match &socket {
+                BoundSocket::Tcp(l) => handover.add(key, std::os::fd::AsFd::as_fd(l))?,
+                BoundSocket::Udp(s) => handover.add(key, std::os::fd::AsFd::as_fd(s))?,
+            }
             let (listener, transport, local) = match socket {
                 BoundSocket::Tcp(l) => {
                     let local = l.local_addr()?;
@@ -295,9 +362,13 @@ async fn serve<App: OxyApp>(
             ));
         }
         if endpoint_settings.protocol.is_tun() {
-            let device = crate::tun_device::open(&endpoint_settings.ip.tun)
-                .await
-                .map_err(tun_error)?;
+            let key = format!("{name}/tun");
+            let device = match inherited.take(&key) {
+                Some(fd) => crate::tun_device::adopt(fd),
+                None => crate::tun_device::open(&endpoint_settings.ip.tun).await,
+            }
+            .map_err(tun_error)?;
+            handover.add(key, crate::tun_device::descriptor(&device))?;
             let device_name = device.name().unwrap_or_default();
             tracing::info!(endpoint = %name, device = %device_name, "endpoint reading its TUN device");
             report.listeners.push(BoundListener {
@@ -318,14 +389,16 @@ async fn serve<App: OxyApp>(
                 endpoint_services.clone(),
             ));
         }
-        for socket in sockets.quic {
+        for (key, socket) in sockets.quic {
             let local = socket.local_addr()?;
-            let quic =
-                crate::onramp::quic::bind(&endpoint, socket).map_err(|source| OxyError::Bind {
+            let predecessor = inherited.take(&forward_key(&key));
+            let (quic, shared) = crate::onramp::quic::bind(&endpoint, socket, predecessor)
+                .map_err(|source| OxyError::Bind {
                     endpoint: name.clone(),
                     addr: local,
                     source,
                 })?;
+            handover.add_quic(key, shared)?;
             tracing::info!(endpoint = %name, listen = %local, transport = "quic", "endpoint listening (HTTP/3)");
             report.listeners.push(BoundListener {
                 transport: "quic",
@@ -359,13 +432,53 @@ async fn serve<App: OxyApp>(
             }
         };
     }
+    let (restarts, mut restart_requests) = tokio::sync::mpsc::channel(4);
+    if !settings.server.control_socket.as_os_str().is_empty() {
+        let path = &settings.server.control_socket;
+        let key = format!("control/{}", path.display());
+        let listener = match inherited.take(&key) {
+            Some(fd) => Ok(std::os::unix::net::UnixListener::from(fd)),
+            None => control::bind(path),
+        }
+        .and_then(|l| {
+            handover.add(key, std::os::fd::AsFd::as_fd(&l))?;
+            tokio::net::UnixListener::from_std(l)
+        })
+        .map_err(|e| OxyError::Setup(format!("server.control_socket {}: {e}", path.display())))?;
+        let stop = drain.clone();
+        tokio::spawn(async move { control::serve(listener, restarts, stop.handed_over()).await });
+    }
+    process.inherited.close_unused();
+    crate::security::privileges::drop_privileges(&settings.security)
+        .map_err(|e| OxyError::Setup(format!("security: {e}")))?;
     health.set(HealthState::Ready);
+    write_pid_file(&settings.server.pid_file)?;
+    process.inherited.report_ready();
     tracing::info!(app = App::name(), version = App::version(), "ready");
 
-    let signal = shutdown_signal().await?;
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    let reason = loop {
+        let answer = tokio::select! {
+            signal = &mut shutdown => break signal?,
+            _ = hangups.recv() => None,
+            Some(answer) = restart_requests.recv() => Some(answer),
+        };
+        let outcome = restart(&process.launcher, &handover, &settings.server).await;
+        let succeeded = outcome.is_ok();
+        if let Some(answer) = answer {
+            let _ = answer.send(outcome);
+        }
+        if succeeded {
+            drop(handover);
+            drain.hand_over();
+            break "restart";
+        }
+    };
     health.set(HealthState::Draining);
     let timeout = settings.server.shutdown_timeout;
-    tracing::info!(%signal, ?timeout, "shutting down: draining connections");
+    tracing::info!(%reason, ?timeout, "shutting down: draining connections");
     let cut = drain.drain(timeout).await;
     if cut > 0 {
         tracing::warn!(
@@ -383,22 +496,58 @@ async fn serve<App: OxyApp>(
     Ok(())
 }
 
-/// Writes the telemetry listener's bound address to `path` (when set), whole or not at
-/// all: a temporary file renamed into place.
-fn write_address_file(path: &std::path::Path, addr: SocketAddr) -> OxyResult<()> {
+/// Starts a successor and waits for it (`restart::handover`), logging and counting the
+/// outcome: the successor's process id, or why this process goes on serving.
+async fn restart(
+    launcher: &Launcher,
+    handover: &HandoverSockets,
+    server: &crate::settings::ServerSection,
+) -> Result<u32, String> {
+    tracing::info!("restart: starting a successor");
+    match crate::restart::handover::restart(launcher, handover, server.restart_timeout).await {
+        Ok(pid) => {
+            crate::telemetry::framework_metrics::oxy_restarts::total("succeeded").inc();
+            tracing::info!(successor_pid = pid, "restart: successor ready");
+            Ok(pid)
+        }
+        Err(reason) => {
+            crate::telemetry::framework_metrics::oxy_restarts::total("failed").inc();
+            tracing::error!(%reason, "restart failed");
+            Err(reason)
+        }
+    }
+}
+
+/// Writes this process's id to `path` (when set), whole: written aside, then renamed.
+fn write_pid_file(path: &std::path::Path) -> OxyResult<()> {
+    write_whole(path, &format!("{}\n", std::process::id())).map_err(|e| {
+        OxyError::Io(std::io::Error::new(
+            e.kind(),
+            format!("server.pid_file {}: {e}", path.display()),
+        ))
+    })
+}
+
+/// Writes `text` to `path` (when set) whole or not at all: a temporary file renamed into
+/// place.
+fn write_whole(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     if path.as_os_str().is_empty() {
         return Ok(());
     }
     let mut temporary = path.as_os_str().to_owned();
     temporary.push(".tmp");
-    std::fs::write(&temporary, format!("{addr}\n"))
-        .and_then(|()| std::fs::rename(&temporary, path))
-        .map_err(|e| {
-            OxyError::Io(std::io::Error::new(
-                e.kind(),
-                format!("telemetry.address_file {}: {e}", path.display()),
-            ))
-        })
+    std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, path))
+}
+
+/// Writes the telemetry listener's bound address to `path` (when set), whole or not at
+/// all: a temporary file renamed into place.
+fn write_address_file(path: &std::path::Path, addr: SocketAddr) -> OxyResult<()> {
+    write_whole(path, &format!("{addr}\n")).map_err(|e| {
+        OxyError::Io(std::io::Error::new(
+            e.kind(),
+            format!("telemetry.address_file {}: {e}", path.display()),
+        ))
+    })
 }
 
 /// A bound listening socket.

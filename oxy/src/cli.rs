@@ -22,6 +22,12 @@ pub struct Cli {
     /// Validate the settings file and exit: 0 if it is good, 2 with every problem otherwise.
     #[arg(long, requires = "config")]
     pub check_config: bool,
+
+    /// Ask the process serving this settings file to restart gracefully, through its
+    /// `server.control_socket`; exit 0 once the successor serves, 1 with the reason if it
+    /// failed (the old process then goes on serving).
+    #[arg(long, requires = "config", conflicts_with = "check_config")]
+    pub restart: bool,
 }
 
 impl Cli {

@@ -9,6 +9,7 @@ use tokio_util::task::TaskTracker;
 pub struct Drain {
     stop_accepting: CancellationToken,
     force_close: CancellationToken,
+    handed_over: CancellationToken,
     connections: TaskTracker,
 }
 
@@ -21,6 +22,22 @@ impl Drain {
     /// Completes when listeners must stop accepting.
     pub async fn stopping(&self) {
         self.stop_accepting.cancelled().await
+    }
+
+    /// Whether listeners have been told to stop accepting.
+    pub fn is_stopping(&self) -> bool {
+        self.stop_accepting.is_cancelled()
+    }
+
+    /// Completes when a successor has taken over this process's sockets: what reads a
+    /// shared device or serves the telemetry and control sockets stops then.
+    pub async fn handed_over(&self) {
+        self.handed_over.cancelled().await
+    }
+
+    /// Marks the sockets as handed over to a successor.
+    pub fn hand_over(&self) {
+        self.handed_over.cancel();
     }
 
     /// Completes when open connections must close now: the drain period is over.

@@ -113,6 +113,8 @@ pub mod hooks;
 pub mod http;
 pub mod offramp;
 pub mod onramp;
+pub(crate) mod restart;
+pub(crate) mod security;
 pub mod services;
 pub mod settings;
 pub mod telemetry;

@@ -45,3 +45,21 @@ async fn add_routes(index: u32, routes: &[IpNet]) -> io::Result<()> {
     task.abort();
     result
 }
+
+/// The TUN device a predecessor handed over (`fd`), already configured.
+#[allow(unsafe_code)]
+pub(crate) fn adopt(fd: std::os::fd::OwnedFd) -> io::Result<Arc<AsyncDevice>> {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: `fd` is an open TUN device descriptor this process owns; the device takes
+    // ownership of it.
+    let device = unsafe { AsyncDevice::from_fd(fd.into_raw_fd())? };
+    Ok(Arc::new(device))
+}
+
+/// The device's descriptor, for handing it over to a successor.
+#[allow(unsafe_code)]
+pub(crate) fn descriptor(device: &AsyncDevice) -> std::os::fd::BorrowedFd<'_> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor stays open as long as `device`, which the borrow outlives not.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(device.as_raw_fd()) }
+}

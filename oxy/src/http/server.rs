@@ -51,19 +51,27 @@ async fn serve_boxed<App: OxyExt>(
 ) -> ConnectionEnd {
     let connection_handler = handler.clone();
     let limits = connection_handler.endpoint.settings.http.limits.clone();
+    let service_drain = drain.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let handler = handler.clone();
+        let drain = service_drain.clone();
         async move {
             // The stream is open until its response body is done (or its tunnel, which
             // holds a stream of its own).
             let stream = handler.streams.open();
-            let response = handler.handle(version_agnostic(request)).await;
+            let http1 = request.version() <= http::Version::HTTP_11;
+            let connect = request.method() == http::Method::CONNECT;
+            let mut response = handler.handle(version_agnostic(request)).await;
+            if http1 && drain.is_stopping() {
+                close_after(&mut response, connect);
+            }
             Ok::<_, std::convert::Infallible>(response.map(|body| stream.holding(body)))
         }
     });
     let read = tokio::select! {
         read = tokio::time::timeout(limits.header_read_timeout, read_version(stream)) => read,
-        _ = drain.stopping() => return ConnectionEnd::Shutdown,
+        // A connection accepted before the drain gets its first request answered.
+        _ = drain.force_closing() => return ConnectionEnd::Shutdown,
     };
     let (version, stream) = match read {
         Ok(Ok(read)) => read,
@@ -93,7 +101,16 @@ async fn serve_boxed<App: OxyExt>(
             let idle = connection_handler.streams.idle_for(limits.h2_idle_timeout);
             // After its GOAWAY an idle client gets as long again to go, then is cut off.
             let grace = limits.h2_idle_timeout;
-            drive(connection, |c| c.graceful_shutdown(), (idle, grace), drain).await
+            // Draining, the client is told GOAWAY at once.
+            let drained = std::future::ready(());
+            drive(
+                connection,
+                |c| c.graceful_shutdown(),
+                (idle, grace),
+                drained,
+                drain,
+            )
+            .await
         }
         Version::Http1 => {
             let connection = hyper::server::conn::http1::Builder::new()
@@ -106,7 +123,11 @@ async fn serve_boxed<App: OxyExt>(
                 .with_upgrades();
             // HTTP/1.1 keep-alive connections wait `header_read_timeout` at most.
             let idle = (std::future::pending(), Duration::ZERO);
-            drive(connection, |c| c.graceful_shutdown(), idle, drain).await
+            // Draining, a busy connection is closed by its next response (`Connection:
+            // close`); one that stays idle is closed after a pause, so that a client
+            // sending at that moment is unlikely.
+            let drained = connection_handler.streams.idle_for(H1_DRAIN_IDLE);
+            drive(connection, |c| c.graceful_shutdown(), idle, drained, drain).await
         }
     };
     let mut end = ConnectionEnd::Closed;
@@ -122,6 +143,22 @@ async fn serve_boxed<App: OxyExt>(
         }
     }
     end
+}
+
+/// How long an HTTP/1.1 connection must be idle during a drain before it is closed.
+const H1_DRAIN_IDLE: Duration = Duration::from_secs(1);
+
+/// Marks an HTTP/1.1 `response` as the connection's last (`Connection: close`), unless it
+/// opens a tunnel or an upgrade, which owns the connection from then on.
+fn close_after(response: &mut http::Response<HttpBody>, connect: bool) {
+    let status = response.status();
+    if status == http::StatusCode::SWITCHING_PROTOCOLS || (connect && status.is_success()) {
+        return;
+    }
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
 }
 
 /// The HTTP/2 connection preface (RFC 9113 §3.4).
@@ -166,13 +203,15 @@ enum Driven<E> {
     Shutdown,
 }
 
-/// Runs a hyper connection until it ends, closing it gracefully when the drain starts or
-/// when `idle`'s future resolves; in that case the connection is dropped if it has not
-/// ended within `idle`'s grace period (a silent client never acknowledges the GOAWAY).
+/// Runs a hyper connection until it ends, closing it gracefully when `drained` resolves
+/// after the drain has started, or when `idle`'s future resolves; in that case the
+/// connection is dropped if it has not ended within `idle`'s grace period (a silent
+/// client never acknowledges the GOAWAY).
 async fn drive<C, E>(
     connection: C,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
     (idle, grace): (impl Future<Output = ()>, Duration),
+    drained: impl Future<Output = ()>,
     drain: &Drain,
 ) -> Driven<E>
 where
@@ -182,7 +221,7 @@ where
     let idle = tokio::select! {
         result = connection.as_mut() => return Driven::Ended { result, idle: false },
         () = idle => true,
-        _ = drain.stopping() => false,
+        () = async { drain.stopping().await; drained.await } => false,
     };
     graceful_shutdown(connection.as_mut());
     let cut_off = async {

@@ -1,6 +1,8 @@
 //! Binding an endpoint's sockets, port 0 included: TCP or UDP for each `listen` address,
 //! and UDP for HTTP/3, on the TCP listener's port number when HTTP/3 shares `listen`.
 
+use crate::restart::inherited::Inherited;
+use crate::restart::socket_key;
 use crate::settings::EndpointSettings;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
@@ -22,13 +24,13 @@ pub enum BoundSocket {
     Udp(UdpSocket),
 }
 
-/// Every socket of one endpoint, bound and non-blocking.
+/// Every socket of one endpoint, bound and non-blocking, each with its hand-over key.
 #[derive(Debug, Default)]
 pub struct EndpointSockets {
     /// One per `listen` address, in order.
-    pub listen: Vec<BoundSocket>,
+    pub listen: Vec<(String, BoundSocket)>,
     /// One per HTTP/3 address (empty unless the endpoint serves HTTP/3), in order.
-    pub quic: Vec<UdpSocket>,
+    pub quic: Vec<(String, UdpSocket)>,
 }
 
 /// A socket that could not be bound: the address asked for and why.
@@ -43,8 +45,12 @@ pub struct BindError {
 /// Binds every socket of `settings`, the HTTP/3 ones too when it serves HTTP/3. When
 /// HTTP/3 uses the endpoint's own `listen` addresses, a TCP listener asked for on port 0
 /// and its QUIC socket get the same port number, so one `Alt-Svc` port and one number in
-/// a client's configuration cover both.
-pub fn bind_endpoint<S>(settings: &EndpointSettings<S>) -> Result<EndpointSockets, BindError> {
+/// a client's configuration cover both. Sockets a predecessor handed over (`inherited`,
+/// by key) are taken instead of bound.
+pub(crate) fn bind_endpoint<S>(
+    settings: &EndpointSettings<S>,
+    inherited: &mut Inherited,
+) -> Result<EndpointSockets, BindError> {
     let quic = settings.serves_h3();
     let mut sockets = EndpointSockets::default();
     let h3_shares_listen = quic && settings.http.h3.listen.is_empty();
@@ -54,26 +60,41 @@ pub fn bind_endpoint<S>(settings: &EndpointSettings<S>) -> Result<EndpointSocket
     } else {
         &settings.listen[..]
     };
-    for &addr in listen {
+    let name = &settings.name;
+    for (index, &addr) in listen.iter().enumerate() {
         let at = |source| BindError { addr, source };
+        let tcp_key = socket_key(name, "tcp", index, addr);
         if settings.protocol.is_udp() {
-            sockets
-                .listen
-                .push(BoundSocket::Udp(bind_udp(addr).map_err(at)?));
+            let key = socket_key(name, "udp", index, addr);
+            let udp = match inherited.take(&key) {
+                Some(fd) => UdpSocket::from(fd),
+                None => bind_udp(addr).map_err(at)?,
+            };
+            sockets.listen.push((key, BoundSocket::Udp(udp)));
         } else if h3_shares_listen {
-            let (tcp, udp) = bind_tcp_and_udp(addr).map_err(at)?;
-            sockets.listen.push(BoundSocket::Tcp(tcp));
-            sockets.quic.push(udp);
+            let quic_key = socket_key(name, "quic", index, addr);
+            let (tcp, udp) = match (inherited.take(&tcp_key), inherited.take(&quic_key)) {
+                (Some(tcp), Some(udp)) => (TcpListener::from(tcp), UdpSocket::from(udp)),
+                _ => bind_tcp_and_udp(addr).map_err(at)?,
+            };
+            sockets.listen.push((tcp_key, BoundSocket::Tcp(tcp)));
+            sockets.quic.push((quic_key, udp));
         } else {
-            sockets
-                .listen
-                .push(BoundSocket::Tcp(bind_tcp(addr).map_err(at)?));
+            let tcp = match inherited.take(&tcp_key) {
+                Some(fd) => TcpListener::from(fd),
+                None => bind_tcp(addr).map_err(at)?,
+            };
+            sockets.listen.push((tcp_key, BoundSocket::Tcp(tcp)));
         }
     }
     if quic && !h3_shares_listen {
-        for &addr in &settings.http.h3.listen {
-            let udp = bind_udp(addr).map_err(|source| BindError { addr, source })?;
-            sockets.quic.push(udp);
+        for (index, &addr) in settings.http.h3.listen.iter().enumerate() {
+            let key = socket_key(name, "quic", index, addr);
+            let udp = match inherited.take(&key) {
+                Some(fd) => UdpSocket::from(fd),
+                None => bind_udp(addr).map_err(|source| BindError { addr, source })?,
+            };
+            sockets.quic.push((key, udp));
         }
     }
     Ok(sockets)

@@ -6,6 +6,7 @@ use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{ConnectionEnd, IngressAction, IngressConnectionContext, Transport};
 use crate::onramp::{connection_ended, next_connection_id};
+use crate::restart::quic_socket::{CidTag, HandoverUdpSocket, TaggedConnectionIds};
 use crate::services::Services;
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::logging::{connection_span, shown};
@@ -18,11 +19,14 @@ use std::time::Instant;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
-/// A UDP socket ready to serve QUIC for `endpoint`: the quinn endpoint on it.
-pub fn bind<App: OxyExt>(
+/// A UDP socket ready to serve QUIC for `endpoint`: the quinn endpoint on it, and the
+/// socket as a restart hands it over. `predecessor` is the forwarding channel that came
+/// with a handed-over socket.
+pub(crate) fn bind<App: OxyExt>(
     endpoint: &Endpoint<App>,
     socket: std::net::UdpSocket,
-) -> std::io::Result<quinn::Endpoint> {
+    predecessor: Option<std::os::fd::OwnedFd>,
+) -> std::io::Result<(quinn::Endpoint, Arc<HandoverUdpSocket>)> {
     let server = endpoint
         .quic
         .clone()
@@ -31,9 +35,15 @@ pub fn bind<App: OxyExt>(
     config
         .max_udp_payload_size(endpoint.settings.http.h3.max_udp_payload)
         .map_err(|e| std::io::Error::other(format!("h3.max_udp_payload: {e}")))?;
+    let tag = CidTag::new();
+    let ids = tag.clone();
+    config.cid_generator(move || Box::new(TaggedConnectionIds(ids.clone())));
     let runtime = quinn::default_runtime()
         .ok_or_else(|| std::io::Error::other("no async runtime for QUIC"))?;
-    quinn::Endpoint::new(config, Some(server), socket, runtime)
+    let socket = HandoverUdpSocket::new(socket, tag, predecessor, &runtime)?;
+    let quic =
+        quinn::Endpoint::new_with_abstract_socket(config, Some(server), socket.clone(), runtime)?;
+    Ok((quic, socket))
 }
 
 /// Accepts QUIC connections on `quic` until the drain stops accepting; the connections
@@ -150,8 +160,9 @@ async fn handshake_of<App: OxyExt>(
             Ok(Err(reason)) => Some(Err(reason)),
             Err(_) => Some(Err(HandshakeFailure::TimedOut)),
         },
-        // A handshake not finished when Oxy stops accepting is abandoned.
-        _ = drain.stopping() => None,
+        // A handshake under way when Oxy stops accepting finishes (its client is told
+        // GOAWAY at once); one still going at the drain deadline is abandoned.
+        _ = drain.force_closing() => None,
     };
     drop(handshake_slot);
     let connection = match outcome? {

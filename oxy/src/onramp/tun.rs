@@ -76,10 +76,16 @@ pub async fn serve<App: OxyExt>(
     });
     let reader_device = device.clone();
     let reader_name = name.clone();
+    let reader_drain = drain.clone();
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
         loop {
-            match reader_device.recv(&mut buf).await {
+            // Once a successor has the device, its packets are the successor's.
+            let received = tokio::select! {
+                received = reader_device.recv(&mut buf) => received,
+                () = reader_drain.handed_over() => return,
+            };
+            match received {
                 Ok(n) => {
                     if to_session
                         .try_send(Bytes::copy_from_slice(&buf[..n]))

@@ -81,6 +81,8 @@ fn resolve_paths<A: Settings, E: Settings>(settings: &mut ServerSettings<A, E>, 
     };
     resolve(&mut settings.telemetry.audit.path);
     resolve(&mut settings.telemetry.address_file);
+    resolve(&mut settings.server.pid_file);
+    resolve(&mut settings.server.control_socket);
     resolve(&mut settings.dns.ca_file);
     for endpoint in &mut settings.endpoints {
         for cert in &mut endpoint.tls.certificates {

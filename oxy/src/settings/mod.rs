@@ -10,6 +10,7 @@ mod ip;
 mod load;
 pub(crate) mod location;
 mod open_proxy;
+mod security;
 mod server;
 mod std_impls;
 mod telemetry;
@@ -33,8 +34,12 @@ pub use http::{
 pub use ip::{IpOffRamp, IpSettings, TunSettings};
 pub use load::{from_yaml_str, load_file};
 pub use open_proxy::open_proxy_warnings;
+pub use security::{OnViolation, SeccompMode, SecuritySettings};
 pub use server::{NoSettings, ServerSection, ServerSettings};
-pub use telemetry::{AuditSettings, LogFormat, LogSettings, SentrySettings, TelemetrySettings};
+pub use telemetry::{
+    AuditSettings, LogFormat, LogSettings, ProfilingSettings, SentrySettings, TelemetrySettings,
+    TracingSettings,
+};
 pub use tls_interception::TlsInterceptionSettings;
 
 use serde::{Serialize, de::DeserializeOwned};

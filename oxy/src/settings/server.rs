@@ -1,6 +1,6 @@
 //! The root of a settings file and its `server:` section.
 
-use super::{DnsSettings, EgressSettings, EndpointSettings, TelemetrySettings};
+use super::{DnsSettings, EgressSettings, EndpointSettings, SecuritySettings, TelemetrySettings};
 use crate::oxy_app_settings;
 use std::time::Duration;
 
@@ -9,8 +9,10 @@ use std::time::Duration;
 /// sections are relative to the settings file's directory.
 #[oxy_app_settings]
 pub struct ServerSettings<A, E> {
-    /// Process-wide settings: threads and shutdown.
+    /// Process-wide settings: threads, shutdown and restarts.
     pub server: ServerSection,
+    /// Hardening: the system call filter and the user to run as.
+    pub security: SecuritySettings,
     /// Metrics and health listener, logs, audit records and panic reports.
     pub telemetry: TelemetrySettings,
     /// Name resolution for every off-ramp.
@@ -36,8 +38,26 @@ pub struct ServerSection {
     pub worker_threads: usize,
     /// On SIGTERM or SIGINT, Oxy stops accepting, reports 503 on /health and waits this
     /// long for open connections to finish before it closes them and exits 0.
+    /// The same drain follows a graceful restart, once the successor is ready.
     #[serde(with = "humantime_serde", default = "default_shutdown_timeout")]
     pub shutdown_timeout: Duration,
+    /// On SIGHUP (or `--restart`), Oxy starts its successor (the binary at the same path,
+    /// with the same arguments), hands it every listening socket, and waits this long for
+    /// it to be ready. A successor that fails or is late is stopped, and this process
+    /// goes on serving.
+    #[serde(with = "humantime_serde", default = "default_restart_timeout")]
+    pub restart_timeout: Duration,
+    /// A file the serving process writes its process id to once it is ready (a successor
+    /// overwrites it once it is); empty means none.
+    pub pid_file: std::path::PathBuf,
+    /// A Unix socket for `--restart`: `oxy --config FILE --restart` asks the process
+    /// serving FILE to restart through it and exits 0 once the successor is ready (1 with
+    /// the reason otherwise). Empty means no control socket (SIGHUP still works).
+    pub control_socket: std::path::PathBuf,
+}
+
+fn default_restart_timeout() -> Duration {
+    Duration::from_secs(30)
 }
 
 fn default_shutdown_timeout() -> Duration {

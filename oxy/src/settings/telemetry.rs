@@ -24,6 +24,42 @@ pub struct TelemetrySettings {
     pub audit: AuditSettings,
     /// Panic reports to Sentry.
     pub sentry: SentrySettings,
+    /// Heap and CPU profiles and runtime figures on the telemetry listener.
+    pub profiling: ProfilingSettings,
+    /// Distributed tracing: spans exported over OTLP, W3C trace context propagated.
+    pub tracing: TracingSettings,
+}
+
+/// The `telemetry.profiling:` section.
+#[oxy_app_settings]
+pub struct ProfilingSettings {
+    /// Serve `GET /debug/pprof/heap` (jemalloc heap profile, gzipped pprof protobuf),
+    /// `GET /debug/pprof/profile?seconds=N` (CPU profile, pprof protobuf; `&format=svg`
+    /// for a flame graph) and `GET /debug/runtime` (tokio runtime figures, JSON) on the
+    /// telemetry listener. Heap sampling runs only while this is on.
+    pub enabled: bool,
+    /// Answer the profiling paths for clients from any address; by default only clients
+    /// on loopback get them (others get 403), even when `listen` is public.
+    pub allow_remote: bool,
+}
+
+/// The `telemetry.tracing:` section.
+#[oxy_app_settings]
+pub struct TracingSettings {
+    /// Where spans go: an OTLP/HTTP collector's base URL (`http://127.0.0.1:4318`;
+    /// spans are posted to `/v1/traces` there as protobuf). Empty means no export, and
+    /// no trace context is read or sent.
+    pub otlp_endpoint: String,
+    /// The share of new traces recorded, from 0 to 1. A request that arrives with a
+    /// `traceparent` follows its caller's sampling decision.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// `service.name` of the exported spans; empty means the application's name.
+    pub service_name: String,
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
 }
 
 /// The `telemetry.audit:` section.

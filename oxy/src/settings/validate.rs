@@ -47,6 +47,14 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
             &telemetry.address_file,
             vec![key("telemetry"), key("address_file")],
         ),
+        (
+            &settings.server.pid_file,
+            vec![key("server"), key("pid_file")],
+        ),
+        (
+            &settings.server.control_socket,
+            vec![key("server"), key("control_socket")],
+        ),
     ] {
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         if dir.is_some_and(|d| !d.is_dir()) {
@@ -54,6 +62,29 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
                 field,
                 format!("the directory of {} does not exist", path.display()),
             ));
+        }
+    }
+    if !(0.0..=1.0).contains(&telemetry.tracing.sample_ratio) {
+        problems.push((
+            vec![key("telemetry"), key("tracing"), key("sample_ratio")],
+            "must be between 0.0 and 1.0".into(),
+        ));
+    }
+    let otlp = &telemetry.tracing.otlp_endpoint;
+    if !otlp.is_empty()
+        && !matches!(otlp.parse::<http::Uri>(), Ok(uri) if uri.scheme().is_some() && uri.host().is_some())
+    {
+        problems.push((
+            vec![key("telemetry"), key("tracing"), key("otlp_endpoint")],
+            format!("{otlp:?} is not an http:// or https:// URL"),
+        ));
+    }
+    for (name, field) in [
+        (&settings.security.user, "user"),
+        (&settings.security.group, "group"),
+    ] {
+        if let Err(e) = crate::security::privileges::lookup(name, field == "user") {
+            problems.push((vec![key("security"), key(field)], e));
         }
     }
     for (g, group) in settings.dns.groups.iter().enumerate() {

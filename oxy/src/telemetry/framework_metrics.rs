@@ -43,3 +43,17 @@ pub mod oxy_connections {
     #[buckets(0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0)]
     pub fn duration_seconds(endpoint: &str) -> Histogram;
 }
+
+/// The system call filter (`security.seccomp`).
+#[metrics]
+pub mod oxy_seccomp {
+    /// Forbidden system calls refused with EPERM, by name.
+    pub fn violations_total(syscall: &str) -> Counter;
+}
+
+/// Graceful restarts (SIGHUP, `--restart`).
+#[metrics]
+pub mod oxy_restarts {
+    /// Restarts asked of this process, by result (`succeeded`, `failed`).
+    pub fn total(result: &str) -> Counter;
+}

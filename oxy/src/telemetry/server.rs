@@ -13,15 +13,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
-/// Serves telemetry on `listener` until the process ends.
+/// Serves telemetry on `listener` until the process ends or `stop` completes (a
+/// successor has the listener then).
 pub async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     listeners: Arc<Listeners>,
     started: Instant,
+    stop: impl std::future::Future<Output = ()>,
 ) {
+    tokio::pin!(stop);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut stop => return,
+        };
+        let (stream, peer) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 tracing::warn!(error = %e, "telemetry accept failed");
