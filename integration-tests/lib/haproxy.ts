@@ -1,8 +1,9 @@
 // HAProxy for tests, on listening sockets that it inherits: a python3 wrapper binds and
-// listens on 127.0.0.1 port 0, tells the ports, and execs `haproxy -db` with the sockets
-// as fd 3, 4, ... (`bind fd@3` in the config). No port is picked ahead, and no wait is
-// needed: the sockets listen before HAProxy starts, so connections made at once queue in
-// their backlog until HAProxy accepts them (or are reset if it fails to start).
+// listens on 127.0.0.1 port 0 (or another address, inside a network namespace if asked),
+// tells the ports, and execs `haproxy -db` with the sockets as fd 3, 4, ... (`bind fd@3`
+// in the config). No port is picked ahead, and no wait is needed: the sockets listen
+// before HAProxy starts, so connections made at once queue in their backlog until HAProxy
+// accepts them (or are reset if it fails to start).
 
 import { spawn } from "node:child_process";
 import { track, writeConfig } from "./oxy.ts";
@@ -17,11 +18,11 @@ export interface Haproxy {
 
 const WRAPPER = [
   "import fcntl, os, socket, sys",
-  "count, argv = int(sys.argv[1]), sys.argv[2:]",
+  "host, count, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]",
   "held = []",
   "for _ in range(count):",
   "    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)",
-  "    s.bind(('127.0.0.1', 0))",
+  "    s.bind((host, 0))",
   "    s.listen(128)",
   // Out of the way of fds 3.. first, so that no dup2 below closes another socket.
   "    held.append((fcntl.fcntl(s.fileno(), fcntl.F_DUPFD, 100), s.getsockname()[1]))",
@@ -33,12 +34,20 @@ const WRAPPER = [
   "os.execvp(argv[0], argv)",
 ].join("\n");
 
+export interface HaproxyOptions {
+  /** The IPv4 address the sockets are bound to (port 0); 127.0.0.1 by default. */
+  host?: string;
+  /** Run it inside this network namespace (`ip netns exec`, which execs the wrapper:
+   * the child's pid is HAProxy's). */
+  netns?: string;
+}
+
 /** Starts HAProxy with `listeners` inherited sockets; `config` uses `bind fd@3` and on. */
-export async function startHaproxy(listeners: number, config: string): Promise<Haproxy> {
+export async function startHaproxy(listeners: number, config: string, options: HaproxyOptions = {}): Promise<Haproxy> {
   const path = writeConfig(config, "haproxy.cfg");
-  const child = track(
-    spawn("python3", ["-c", WRAPPER, String(listeners), "haproxy", "-f", path, "-db"], { stdio: ["ignore", "pipe", "pipe"] }),
-  );
+  const command = ["python3", "-c", WRAPPER, options.host ?? "127.0.0.1", String(listeners), "haproxy", "-f", path, "-db"];
+  if (options.netns) command.unshift("ip", "netns", "exec", options.netns);
+  const child = track(spawn(command[0], command.slice(1), { stdio: ["ignore", "pipe", "pipe"] }));
   let out = "";
   child.stdout!.on("data", (d) => (out += d));
   child.stderr!.on("data", (d) => (out += d));

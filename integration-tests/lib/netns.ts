@@ -310,13 +310,13 @@ export async function vethPair(a: Netns, aName: string, b: Netns, bName: string)
 
 const httpOriginScript = `
 const http = require("node:http");
-const [host, body] = process.argv.slice(1);
+const [host, body, port] = process.argv.slice(1);
 const server = http.createServer((req, res) => {
   console.log(JSON.stringify({ event: "request", from: req.socket.remoteAddress, method: req.method, path: req.url, headers: req.headers }));
   res.setHeader("content-type", "text/plain");
   res.end(body + " " + req.url);
 });
-server.listen(0, host, () => console.log(JSON.stringify({ event: "listening", port: server.address().port })));
+server.listen(Number(port), host, () => console.log(JSON.stringify({ event: "listening", port: server.address().port })));
 `;
 
 const udpEchoScript = `
@@ -366,10 +366,11 @@ async function startServer(ns: Netns, script: string, args: string[], what: stri
   };
 }
 
-/** An HTTP origin on `host` (port 0) inside `ns`: answers `BODY PATH`, logs each request
- * (peer address, path, headers) as a JSON line. */
-export function startHttpOrigin(ns: Netns, host: string, body: string): Promise<NsServer> {
-  return startServer(ns, httpOriginScript, [host, body], `HTTP origin on ${host} in ${ns.name}`);
+/** An HTTP origin on `host` (port 0, or `port`: the same port in several fresh
+ * namespaces) inside `ns`: answers `BODY PATH`, logs each request (peer address, path,
+ * headers) as a JSON line. */
+export function startHttpOrigin(ns: Netns, host: string, body: string, port = 0): Promise<NsServer> {
+  return startServer(ns, httpOriginScript, [host, body, String(port)], `HTTP origin on ${host} in ${ns.name}`);
 }
 
 /** A UDP echo on `host` (port 0) inside `ns`; logs each datagram as a JSON line. */

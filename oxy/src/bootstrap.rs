@@ -257,15 +257,12 @@ async fn serve<App: OxyApp>(
         tracing::info!(listen = %local, "telemetry listening");
         write_address_file(&telemetry.address_file, local)?;
         let (stop, health, listeners) = (drain.clone(), health.clone(), listeners.clone());
+        let profiling = Arc::new(telemetry.profiling.clone());
+        crate::telemetry::profiling::start(&profiling).await;
         tokio::spawn(async move {
-            crate::telemetry::server::serve(
-                listener,
-                health,
-                listeners,
-                started,
-                stop.handed_over(),
-            )
-            .await
+            let stop = stop.handed_over();
+            crate::telemetry::server::serve(listener, health, listeners, started, profiling, stop)
+                .await
         });
     }
 
@@ -445,8 +442,8 @@ async fn serve<App: OxyApp>(
             tokio::net::UnixListener::from_std(l)
         })
         .map_err(|e| OxyError::Setup(format!("server.control_socket {}: {e}", path.display())))?;
-        let stop = drain.clone();
-        tokio::spawn(async move { control::serve(listener, restarts, stop.handed_over()).await });
+        let drain = drain.clone();
+        tokio::spawn(async move { control::serve(listener, restarts, drain).await });
     }
     process.inherited.close_unused();
     crate::security::privileges::drop_privileges(&settings.security)

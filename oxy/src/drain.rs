@@ -50,7 +50,10 @@ impl Drain {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.connections.spawn(task);
+        match crate::telemetry::profiling::runtime::connection_tasks() {
+            Some(monitor) => self.connections.spawn(monitor.instrument(task)),
+            None => self.connections.spawn(task),
+        };
     }
 
     /// Stops accepting, waits up to `timeout` for connections to end, then tells the

@@ -88,6 +88,9 @@ async fn serve_boxed<App: OxyExt>(
     end
 }
 
+/// The least time a connection stays open after its GOAWAY, for requests in flight.
+const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
 async fn accept_requests<App: OxyExt>(
     h3: &mut H3Connection,
     connection: &quinn::Connection,
@@ -98,16 +101,31 @@ async fn accept_requests<App: OxyExt>(
     // Every request task holds a sender; after GOAWAY the connection ends once all
     // of them are done (h3 itself waits for new streams).
     let (alive, mut requests_done) = mpsc::channel::<()>(1);
+    let late = alive.downgrade();
     let mut alive = Some(alive);
+    let mut going_away = false;
+    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         let accepted = tokio::select! {
             accepted = h3.accept() => accepted,
-            _ = drain.stopping(), if alive.is_some() => {
-                alive = None;
-                // GOAWAY: requests already accepted finish, new ones go elsewhere.
-                if let Err(e) = h3.shutdown(0).await {
+            _ = drain.stopping(), if !going_away => {
+                going_away = true;
+                // GOAWAY: the requests the client may have sent already (as many as its
+                // stream limit allows) are still served; later ones are refused with
+                // H3_REQUEST_REJECTED, which tells the client to send them elsewhere.
+                let in_flight = handler.endpoint.settings.http.h3.max_concurrent_streams;
+                if let Err(e) = h3.shutdown(in_flight as usize).await {
                     tracing::debug!(error = %e, "HTTP/3 GOAWAY not sent");
                 }
+                // Requests the client sent before it heard the GOAWAY arrive within
+                // about one round trip; only then may the connection close.
+                let wait = (connection.rtt() * 3).max(GOAWAY_GRACE);
+                grace = Some(Box::pin(tokio::time::sleep(wait)));
+                continue;
+            }
+            () = async { if let Some(grace) = grace.as_mut() { grace.await } }, if grace.is_some() => {
+                grace = None;
+                alive = None;
                 continue;
             }
             None = requests_done.recv(), if alive.is_none() => {
@@ -118,7 +136,9 @@ async fn accept_requests<App: OxyExt>(
         };
         match accepted {
             Ok(Some(resolver)) => {
-                let Some(alive) = alive.clone() else {
+                // A request that arrives after the grace period is still served while
+                // others are (it was sent before the GOAWAY reached the client).
+                let Some(alive) = alive.clone().or_else(|| late.upgrade()) else {
                     continue;
                 };
                 let handler = handler.clone();

@@ -2,6 +2,7 @@
 //! writes `restart`, and reads one line back, `ok PID` once the successor is ready or
 //! `error REASON`.
 
+use crate::drain::Drain;
 use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -35,13 +36,16 @@ pub(crate) fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListe
     Ok(listener)
 }
 
-/// Answers control clients on `listener` until `stop` completes: each `restart` is
-/// passed to the serving loop through `restarts`, and its outcome written back.
+/// Answers control clients on `listener` until a successor has taken it over: each
+/// `restart` is passed to the serving loop through `restarts`, and its outcome written
+/// back. Answers are connection tasks of `drain`, so the process does not exit before
+/// the client has its answer.
 pub(crate) async fn serve(
     listener: UnixListener,
     restarts: mpsc::Sender<RestartRequest>,
-    stop: impl std::future::Future<Output = ()>,
+    drain: Drain,
 ) {
+    let stop = drain.handed_over();
     tokio::pin!(stop);
     loop {
         let stream = tokio::select! {
@@ -55,7 +59,7 @@ pub(crate) async fn serve(
             () = &mut stop => return,
         };
         let restarts = restarts.clone();
-        tokio::spawn(async move {
+        drain.spawn_connection(async move {
             if let Err(e) = answer(stream, &restarts).await {
                 tracing::debug!(error = %e, "control client");
             }

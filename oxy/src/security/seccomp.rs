@@ -62,6 +62,7 @@ const ALLOWED: &[&str] = &[
     "mkdirat",
     "unlink",
     "unlinkat",
+    "creat",
     "fchmod",
     "umask",
     "fcntl",

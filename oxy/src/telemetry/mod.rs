@@ -7,5 +7,6 @@ pub mod listeners;
 pub mod logging;
 pub mod metrics;
 pub mod panics;
+pub(crate) mod profiling;
 pub mod sentry_reports;
 pub mod server;

@@ -4,6 +4,7 @@
 use super::framework_metrics::oxy_process;
 use super::health::{Health, HealthState};
 use super::listeners::Listeners;
+use crate::settings::ProfilingSettings;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
@@ -20,6 +21,7 @@ pub async fn serve(
     health: Arc<Health>,
     listeners: Arc<Listeners>,
     started: Instant,
+    profiling: Arc<ProfilingSettings>,
     stop: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(stop);
@@ -36,11 +38,30 @@ pub async fn serve(
                 continue;
             }
         };
-        let (health, listeners) = (health.clone(), listeners.clone());
+        let (health, listeners, profiling) = (health.clone(), listeners.clone(), profiling.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let response = respond(&req, &health, &listeners, started);
-                async move { Ok::<_, std::convert::Infallible>(response) }
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let profile = req.uri().path().starts_with("/debug/").then(|| {
+                    let (path, query) = (
+                        req.uri().path().to_string(),
+                        req.uri().query().map(str::to_string),
+                    );
+                    let profiling = profiling.clone();
+                    async move {
+                        super::profiling::respond(&path, query.as_deref(), peer, &profiling).await
+                    }
+                });
+                let response = match profile {
+                    Some(_) => None,
+                    None => Some(respond(&req, &health, &listeners, started)),
+                };
+                async move {
+                    Ok::<_, std::convert::Infallible>(match (response, profile) {
+                        (Some(response), _) => response,
+                        (None, Some(profile)) => profile.await,
+                        (None, None) => text(StatusCode::INTERNAL_SERVER_ERROR, "no answer\n"),
+                    })
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -44,9 +44,14 @@ enum Command {
         /// Send this many requests (several at once) and print a JSON summary.
         #[arg(long)]
         requests: Option<usize>,
-        /// Requests in flight at once with --requests.
+        /// Requests in flight at once with --requests or --duration.
         #[arg(long, default_value_t = 16)]
         concurrency: usize,
+        /// Send requests for this many seconds and print a JSON summary; a request the
+        /// proxy did not take (after GOAWAY, or on a closed connection) is sent again on
+        /// a new connection, and counted apart.
+        #[arg(long, conflicts_with = "requests")]
+        duration: Option<f64>,
     },
 }
 
@@ -142,8 +147,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get {
             url,
             trust,
+            concurrency,
+            duration: Some(seconds),
+            ..
+        } => quic::get_for(&url, &trust, seconds, concurrency).await,
+        Command::Get {
+            url,
+            trust,
             requests,
             concurrency,
+            duration: None,
         } => quic::get(&url, &trust, requests, concurrency).await,
     }
 }

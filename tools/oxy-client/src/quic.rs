@@ -390,17 +390,117 @@ pub async fn get(
     Ok(())
 }
 
+/// GET `url` over HTTP/3 for `seconds` with `concurrency` workers, each on its own
+/// connection, and print a JSON summary: requests answered 200 (`ok`), failed, sent
+/// again because the proxy did not take them (`not_taken`: after GOAWAY or on a closed
+/// connection), connections opened, and the first errors.
+pub async fn get_for(
+    url: &http::Uri,
+    trust: &Trust,
+    seconds: f64,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let authority = url.authority().context("the URL needs host:port")?.clone();
+    let deadline = Instant::now() + std::time::Duration::from_secs_f64(seconds.max(0.0));
+    let errors = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency.max(1) {
+        let (url, trust, authority, errors) = (
+            url.clone(),
+            trust.clone(),
+            authority.clone(),
+            errors.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut not_taken, mut connections) = (0u64, 0u64, 0u64, 0u64);
+            let note = |e: String| {
+                let mut errors = errors.lock().unwrap_or_else(|p| p.into_inner());
+                if errors.len() < 20 {
+                    errors.push(e);
+                }
+            };
+            'connections: while Instant::now() < deadline {
+                let (session, sender) = match connect(&authority, &trust, None).await {
+                    Ok(connected) => connected,
+                    Err(e) => {
+                        failed += 1;
+                        note(format!("connect: {e:#}"));
+                        continue;
+                    }
+                };
+                connections += 1;
+                while Instant::now() < deadline {
+                    match fetch(sender.clone(), &url).await {
+                        Ok((head, _)) if head.status == http::StatusCode::OK => ok += 1,
+                        Ok((head, _)) => {
+                            failed += 1;
+                            note(format!("status {}", head.status));
+                        }
+                        Err(e) if e.downcast_ref::<NotTaken>().is_some() => {
+                            not_taken += 1;
+                            drop(session);
+                            continue 'connections;
+                        }
+                        Err(e) => {
+                            failed += 1;
+                            note(format!("{e:#}"));
+                        }
+                    }
+                }
+                session.close().await;
+            }
+            (ok, failed, not_taken, connections)
+        }));
+    }
+    let (mut ok, mut failed, mut not_taken, mut connections) = (0, 0, 0, 0);
+    for worker in workers {
+        let (o, f, n, c) = worker.await?;
+        (ok, failed, not_taken, connections) = (ok + o, failed + f, not_taken + n, connections + c);
+    }
+    let errors = errors.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    println!(
+        "{}",
+        serde_json::json!({ "ok": ok, "failed": failed, "not_taken": not_taken, "connections": connections, "errors": errors })
+    );
+    Ok(())
+}
+
+/// A request the proxy never took: opening its stream failed (GOAWAY received, or the
+/// connection closed), so it may be sent again elsewhere.
+#[derive(Debug)]
+struct NotTaken;
+
+impl std::fmt::Display for NotTaken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request was not taken")
+    }
+}
+
 async fn fetch(
     mut sender: Requests,
     url: &http::Uri,
 ) -> anyhow::Result<(http::response::Parts, Vec<u8>)> {
     let request = http::Request::get(url.clone()).body(())?;
-    let mut stream = sender.send_request(request).await?;
+    let mut stream = sender
+        .send_request(request)
+        .await
+        .map_err(|e| anyhow::Error::new(e).context(NotTaken))?;
     // A server that answers before reading the request (a 407, a block) may decline the
     // rest of it with STOP_SENDING(H3_NO_ERROR), which fails this finish; the response
     // still comes (RFC 9114 §4.1), and a real failure shows when reading it.
     let _ = stream.finish().await;
-    let response = stream.recv_response().await?;
+    let response = stream.recv_response().await.map_err(|e| {
+        // Refused under a GOAWAY (RFC 9114 §5.2: H3_REQUEST_REJECTED), the request was
+        // not processed and may be sent elsewhere.
+        let rejected = matches!(&e, h3::error::StreamError::RemoteTerminate { code, .. }
+            if *code == h3::error::Code::H3_REQUEST_REJECTED);
+        let error = anyhow::Error::new(e);
+        if rejected {
+            error.context(NotTaken)
+        } else {
+            error
+        }
+    })?;
     let mut body = Vec::new();
     while let Some(mut data) = stream.recv_data().await? {
         while data.has_remaining() {

@@ -1,0 +1,44 @@
+//! The heap profile: jemalloc is the global allocator (feature `jemalloc`, on by
+//! default), built with profiling and sampling one allocation per 512 KiB on average
+//! once profiling is enabled; `/debug/pprof/heap` dumps what is live as gzipped pprof.
+
+#![allow(unsafe_code)]
+
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options, read when it starts: profiling built in and off until enabled.
+// SAFETY: jemalloc reads this NUL-terminated string under this exact name; nothing else
+// defines the symbol.
+#[cfg(feature = "jemalloc")]
+#[allow(non_upper_case_globals)]
+#[unsafe(export_name = "_rjem_malloc_conf")]
+pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\0";
+
+/// Starts sampling allocations.
+pub(crate) async fn activate() {
+    #[cfg(feature = "jemalloc")]
+    if let Some(control) = jemalloc_pprof::PROF_CTL.as_ref() {
+        if let Err(e) = control.lock().await.activate() {
+            tracing::warn!(error = %e, "heap profiling could not start");
+        }
+    }
+}
+
+/// What is live now, as sampled since profiling started: gzipped pprof protobuf.
+pub(crate) async fn profile() -> anyhow::Result<Vec<u8>> {
+    #[cfg(feature = "jemalloc")]
+    {
+        let control = jemalloc_pprof::PROF_CTL
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("jemalloc was built without profiling"))?;
+        let mut control = control.lock().await;
+        if !control.activated() {
+            anyhow::bail!("heap profiling is not active");
+        }
+        control.dump_pprof()
+    }
+    #[cfg(not(feature = "jemalloc"))]
+    anyhow::bail!("heap profiles need the `jemalloc` feature of oxy")
+}
