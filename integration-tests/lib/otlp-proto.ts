@@ -51,7 +51,14 @@ export interface OtlpSpan {
   endTimeUnixNano?: Int64 | null;
   attributes?: KeyValue[] | null;
   events?: OtlpEvent[] | null;
+  links?: OtlpLink[] | null;
   status?: OtlpStatus | null;
+}
+
+/** opentelemetry.proto.trace.v1.Span.Link (the fields the tests read). */
+export interface OtlpLink {
+  traceId: Uint8Array;
+  spanId: Uint8Array;
 }
 
 export interface ScopeSpans {

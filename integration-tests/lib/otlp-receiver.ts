@@ -46,6 +46,8 @@ export interface Span {
   scopeName: string;
   status: { code: number; message: string };
   events: { name: string; timeUnixNano: bigint; attributes: Record<string, AttributeValue> }[];
+  /** Spans this one links to (hex ids). */
+  links: { traceId: string; spanId: string }[];
 }
 
 /** What one export request carried, in arrival order. */
@@ -129,6 +131,7 @@ function spansOf(body: Uint8Array): Span[] {
             timeUnixNano: toBigInt(event.timeUnixNano),
             attributes: attributes(event.attributes),
           })),
+          links: (span.links ?? []).map((link) => ({ traceId: hex(link.traceId), spanId: hex(link.spanId) })),
         });
       }
     }

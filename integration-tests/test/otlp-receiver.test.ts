@@ -56,6 +56,7 @@ function sampleRequest(): ExportTraceServiceRequest {
                 endTimeUnixNano: (parentStart + 2_000_000n).toString(),
                 attributes: [{ key: "server.address", value: { stringValue: "127.0.0.1" } }],
                 events: [{ name: "retry", timeUnixNano: (parentStart + 1_500n).toString(), attributes: [] }],
+                links: [{ traceId: Buffer.from(traceId, "hex"), spanId: Buffer.from(parentId, "hex") }],
                 status: { code: StatusCode.ERROR, message: "connection refused" },
               },
             ],
@@ -80,6 +81,7 @@ const expectedSpans: Span[] = [
     scopeName: "oxy",
     status: { code: StatusCode.OK, message: "" },
     events: [],
+    links: [],
   },
   {
     traceId,
@@ -94,6 +96,7 @@ const expectedSpans: Span[] = [
     scopeName: "oxy",
     status: { code: StatusCode.ERROR, message: "connection refused" },
     events: [{ name: "retry", timeUnixNano: parentStart + 1_500n, attributes: {} }],
+    links: [{ traceId, spanId: parentId }],
   },
 ];
 

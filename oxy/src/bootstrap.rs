@@ -83,14 +83,23 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
         return ask_restart(&settings.server.control_socket);
     }
 
-    logging::init(&settings.telemetry.log)?;
+    let inherited = Inherited::from_env();
+    // Before the filter: the launcher is the one thread that may start a successor.
+    let launcher = Launcher::start()?;
+    // Every thread started from here on (the runtime's, the span exporter's, Sentry's)
+    // inherits the filter.
+    let seccomp_reports = crate::security::seccomp::install(&settings.security)
+        .map_err(|e| OxyError::Setup(format!("security.seccomp: {e}")))?;
+    logging::init(
+        &settings.telemetry.log,
+        &settings.telemetry.tracing,
+        App::name(),
+    )?;
     panics::install_hook();
     let process = Process {
-        inherited: Inherited::from_env(),
-        // Before the filter: the launcher is the one thread that may start a successor.
-        launcher: Launcher::start()?,
-        seccomp_reports: crate::security::seccomp::install(&settings.security)
-            .map_err(|e| OxyError::Setup(format!("security.seccomp: {e}")))?,
+        inherited,
+        launcher,
+        seccomp_reports,
     };
     let _sentry = sentry_reports::init(&settings.telemetry.sentry, App::name(), App::version());
     raise_open_files_limit();
@@ -489,6 +498,7 @@ async fn serve<App: OxyApp>(
     {
         tracing::error!("the audit writer ended abnormally");
     }
+    crate::telemetry::distributed_tracing::flush();
     tracing::info!("stopped");
     Ok(())
 }

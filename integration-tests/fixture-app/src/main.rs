@@ -71,6 +71,10 @@ pub struct FixtureEndpointSettings {
     pub block_path_prefix: String,
     /// When not empty, requests for exactly this path are answered by the app itself.
     pub respond_path: String,
+    /// When not empty, a request for exactly this path makes the hook replace the
+    /// process with `/bin/true` (`execve`, which seccomp forbids): the answer is a 500
+    /// naming the error, if the process is still there to give it.
+    pub exec_path: String,
     /// When not empty, requests for exactly this path are answered by the app with the
     /// request's TLS facts as JSON (`intercepted`, `sni`, `alpn`, `version`).
     pub tls_facts_path: String,
@@ -294,6 +298,14 @@ impl HttpRequestHook<Fixture> for Router {
                 reason: format!("blocked by the fixture: {path}"),
                 headers,
             };
+        }
+        if !settings.exec_path.is_empty() && path == settings.exec_path {
+            use std::os::unix::process::CommandExt;
+            let error = std::process::Command::new("/bin/true").exec();
+            return RequestAction::Respond(oxy::http::body::text_response(
+                oxy::http_types::StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("exec refused: {error}"),
+            ));
         }
         if !settings.tls_facts_path.is_empty() && path == settings.tls_facts_path {
             let tls = cx.tls.as_deref();

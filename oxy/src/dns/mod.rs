@@ -210,7 +210,9 @@ impl<App: OxyExt> DnsResolver<App> {
             }
             None => oxy_dns::cache_total("miss").inc(),
         }
-        let (mut addrs, valid_until) = match self.query_groups(&name, family).await {
+        let span = crate::telemetry::distributed_tracing::dns_span(&name);
+        let query = tracing::Instrument::instrument(self.query_groups(&name, family), span);
+        let (mut addrs, valid_until) = match query.await {
             Ok(answer) => answer,
             Err(DnsError::NoAddress(_)) => {
                 oxy_dns::failures_total("no_address").inc();

@@ -112,6 +112,7 @@ impl<App: OxyExt> Handler<App> {
                 self.tls.is_some(),
             );
         }
+        crate::telemetry::distributed_tracing::inject(&mut parts.headers);
         if let Some(hook) = &self.services.hooks.http_request
             && let Some(response) = hook.on_upstream_request(&mut parts, &upstream, cx).await
         {

@@ -17,6 +17,7 @@ use crate::hooks::{
     Connection, HttpBody, IngressConnectionContext, RequestAction, RequestContext, Upstream,
 };
 use crate::services::Services;
+use crate::telemetry::distributed_tracing;
 use crate::tls::TlsFacts;
 use crate::tunnel::TunnelClient;
 use http::uri::Authority;
@@ -195,6 +196,14 @@ impl<App: OxyExt> Handler<App> {
     /// client goes away before the answer (an HTTP/2 or HTTP/3 reset, a closed
     /// connection) is counted and logged as cancelled.
     pub async fn handle(self: Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
+        let span = distributed_tracing::request_span(&request);
+        let handled = tracing::Instrument::instrument(self.handle_in_span(request), span.clone());
+        let response = handled.await;
+        distributed_tracing::record_status(&span, response.status());
+        response
+    }
+
+    async fn handle_in_span(self: Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
         let mut record = RequestRecord::start(self.endpoint.name(), &request);
         record.tunnel_id = self.tunnel_id.clone();
         let mut response = self.dispatch(request, &mut record).await;

@@ -137,7 +137,9 @@ pub async fn connect_target<App: OxyExt>(
     hook_cx: Option<&EgressContext<App>>,
 ) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let started = Instant::now();
-    let result = connect_inner(services, target, bind, hook_cx).await;
+    let span = crate::telemetry::distributed_tracing::connect_span(target);
+    let result =
+        tracing::Instrument::instrument(connect_inner(services, target, bind, hook_cx), span).await;
     match &result {
         Ok((_, addr)) => {
             oxy_offramp::connect_seconds().observe(started.elapsed().as_secs_f64());

@@ -50,6 +50,7 @@ pub async fn connect_via(
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         request.push_str(&format!("Proxy-Authorization: Basic {token}\r\n"));
     }
+    request.push_str(&crate::telemetry::distributed_tracing::header_lines());
     request.push_str("\r\n");
     let exchange = async {
         stream.write_all(request.as_bytes()).await?;

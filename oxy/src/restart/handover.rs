@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 
+/// How long a failed successor gets to exit (and log why) before it is killed.
+const FAILING_EXIT_WAIT: Duration = Duration::from_secs(5);
+
 /// The sockets a successor gets.
 #[derive(Debug, Default)]
 pub(crate) struct HandoverSockets {
@@ -74,8 +77,19 @@ pub(crate) async fn restart(
         Err(_) => Some(format!("the successor was not ready within {timeout:?}")),
     };
     if let Some(failure) = failure {
-        let _ = child.kill();
-        let status = tokio::task::spawn_blocking(move || child.wait()).await;
+        // A successor that closed the pipe is exiting: let it say why before it goes.
+        let status = tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + FAILING_EXIT_WAIT;
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Ok(status);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            child.wait()
+        })
+        .await;
         return Err(match status {
             Ok(Ok(status)) => format!("{failure} ({status}); this process goes on serving"),
             _ => format!("{failure}; this process goes on serving"),

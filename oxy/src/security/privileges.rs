@@ -28,7 +28,8 @@ pub(crate) fn lookup(name: &str, user: bool) -> Result<Option<u32>, String> {
 }
 
 /// Switches every thread of the process to `security.user` and `security.group` (the
-/// user's primary group when only the user is named), with no supplementary groups.
+/// user's primary group when only the user is named), with that group as the only
+/// supplementary one.
 /// Does nothing when neither is set, or when the process already runs as them (a
 /// restart's successor inherits its predecessor's identity).
 pub(crate) fn drop_privileges(settings: &SecuritySettings) -> Result<(), String> {
@@ -42,19 +43,22 @@ pub(crate) fn drop_privileges(settings: &SecuritySettings) -> Result<(), String>
             .flatten()
             .map(|u| u.gid.as_raw());
     }
+    let mut changed = false;
     if let Some(gid) = gid
         && Gid::effective().as_raw() != gid
     {
         let gid = Gid::from_raw(gid);
         nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
         nix::unistd::setgid(gid).map_err(|e| format!("setgid {gid}: {e}"))?;
+        changed = true;
     }
     if let Some(uid) = uid
         && Uid::effective().as_raw() != uid
     {
         nix::unistd::setuid(Uid::from_raw(uid)).map_err(|e| format!("setuid {uid}: {e}"))?;
+        changed = true;
     }
-    if uid.is_some() || gid.is_some() {
+    if changed {
         tracing::info!(
             uid = Uid::effective().as_raw(),
             gid = Gid::effective().as_raw(),

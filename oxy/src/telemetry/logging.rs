@@ -1,13 +1,14 @@
 //! Log output with `tracing`: text or JSON lines on stderr, level from settings or `RUST_LOG`.
 
 use crate::error::OxyError;
-use crate::settings::{LogFormat, LogSettings};
+use crate::settings::{LogFormat, LogSettings, TracingSettings};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer, Registry};
 
 /// Whether clients' addresses are written in logs and audit records.
 static CLIENT_ADDRESSES: AtomicBool = AtomicBool::new(true);
@@ -47,8 +48,14 @@ pub fn shown(addr: SocketAddr) -> Option<SocketAddr> {
     client_addresses_shown().then_some(addr)
 }
 
-/// Installs the global log subscriber. `RUST_LOG`, when set, overrides `settings.level`.
-pub fn init(settings: &LogSettings) -> Result<(), OxyError> {
+/// Installs the global log subscriber: log lines as `settings` says (`RUST_LOG`, when
+/// set, overrides `settings.level`), and the `oxy` spans exported as `tracing` says
+/// (`telemetry.tracing`), each with its own filter.
+pub fn init(
+    settings: &LogSettings,
+    tracing: &TracingSettings,
+    app_name: &str,
+) -> Result<(), OxyError> {
     CLIENT_ADDRESSES.store(settings.client_addresses, Ordering::Relaxed);
     let filter = match std::env::var("RUST_LOG") {
         Ok(directives) if !directives.is_empty() => EnvFilter::try_new(&directives)
@@ -56,25 +63,25 @@ pub fn init(settings: &LogSettings) -> Result<(), OxyError> {
         _ => EnvFilter::try_new(&settings.level)
             .map_err(|e| OxyError::Telemetry(format!("telemetry.log.level: {e}")))?,
     };
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match settings.format {
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(false)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init(),
+    let lines: Box<dyn Layer<Registry> + Send + Sync> = match settings.format {
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
     };
-    result.map_err(|e| OxyError::Telemetry(format!("cannot install the logger: {e}")))
+    let registry = tracing_subscriber::registry().with(lines.with_filter(filter));
+    let spans =
+        super::distributed_tracing::layer(tracing, app_name).map_err(OxyError::Telemetry)?;
+    let oxy_spans = Targets::new().with_target("oxy", tracing::Level::INFO);
+    registry
+        .with(spans.with_filter(oxy_spans))
+        .try_init()
+        .map_err(|e| OxyError::Telemetry(format!("cannot install the logger: {e}")))
 }

@@ -1,6 +1,7 @@
 //! Telemetry: metrics, the metrics and health listener, logs, panics and Sentry.
 
 pub mod audit;
+pub(crate) mod distributed_tracing;
 pub mod framework_metrics;
 pub mod health;
 pub mod listeners;

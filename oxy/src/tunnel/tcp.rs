@@ -12,6 +12,7 @@ use crate::hooks::{
 use crate::offramp::tcp::{self as offramp_tcp, ConnectError};
 use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
+use crate::telemetry::distributed_tracing;
 use crate::tunnel::counted::Counts;
 use crate::tunnel::metrics::oxy_tunnel;
 use crate::tunnel::pump::{CloseReason, PumpLimits, pump_tcp};
@@ -21,6 +22,7 @@ use crate::tunnel::{TunnelClient, TunnelRefused};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
+use tracing::Instrument;
 
 /// A tunnel whose off-ramp is connected, ready to pump.
 pub struct TcpTunnel<App: OxyExt> {
@@ -30,6 +32,8 @@ pub struct TcpTunnel<App: OxyExt> {
     /// Whether the tunnel hook asked to look inside ([`TunnelAction::Decapsulate`](crate::hooks::TunnelAction::Decapsulate)).
     decapsulate: bool,
     limits: PumpLimits,
+    /// The tunnel's span: its connect and its pumping.
+    span: tracing::Span,
 }
 
 /// What a tunnel's end needs: the tunnel hook's context and the audit record's start.
@@ -49,9 +53,14 @@ pub async fn open<App: OxyExt>(
     drain: &Drain,
 ) -> Result<TcpTunnel<App>, TunnelRefused> {
     let mut audit = AuditStart::now(endpoint.name(), "tcp", client);
+    let span = match &target {
+        Some(target) => distributed_tracing::tunnel_span(target),
+        None => distributed_tracing::tunnel_span(&"(the egress hook's)"),
+    };
     let mut egress = EgressContext::new(endpoint, client, Transport::Tcp, target);
+    let connect = offramp_tcp::connect(services, &mut egress).instrument(span.clone());
     let connected = tokio::select! {
-        connected = offramp_tcp::connect(services, &mut egress) => Some(connected),
+        connected = connect => Some(connected),
         _ = drain.force_closing() => None,
     };
     audit.label = egress.audit_label.clone();
@@ -106,6 +115,7 @@ pub async fn open<App: OxyExt>(
             idle: timeouts.idle,
             max_lifetime: timeouts.lifetime_limit(),
         },
+        span,
     })
 }
 
@@ -189,13 +199,16 @@ impl<App: OxyExt> TcpTunnel<App> {
             record,
             server,
             limits,
+            span,
             ..
         } = self;
         let endpoint = record.cx.endpoint.name().to_string();
         let active = start::Active::start(&endpoint, "tcp");
         let (target, peer) = (&record.cx.target, record.cx.peer_addr);
         tracing::debug!(destination = %target, %peer, "tunnel open");
-        let (outcome, zero_copy) = pump_tcp(client, server, limits, drain.force_closing()).await;
+        let (outcome, zero_copy) = pump_tcp(client, server, limits, drain.force_closing())
+            .instrument(span)
+            .await;
         drop(active);
         if zero_copy {
             oxy_tunnel::zero_copy_total(&endpoint).inc();
