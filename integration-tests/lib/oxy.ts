@@ -98,6 +98,9 @@ export interface StartOptions {
   env?: Record<string, string>;
   /** How long to wait for the telemetry address and then for /health to say ready. */
   readyTimeoutMs?: number;
+  /** The test makes the process attempt a forbidden system call; otherwise `stop()`
+   * fails when the log shows one (every test runs under the default seccomp filter). */
+  expectSeccompViolations?: boolean;
   /** Run the binary inside this network namespace (`ip netns exec NETNS`); telemetry is
    * then asked with `curl` inside it too. */
   netns?: string;
@@ -151,6 +154,8 @@ export class OxyProcess {
   /** What /endpoints said once the process was ready. */
   private endpointList: EndpointInfo[] = [];
   private boundTelemetry = "";
+  /** Whether the test provokes forbidden system calls (see `StartOptions`). */
+  private expectSeccompViolations = false;
 
   private constructor(
     readonly child: ChildProcess,
@@ -193,6 +198,7 @@ export class OxyProcess {
       }),
     );
     const oxy = new OxyProcess(child, configPath, options.netns);
+    oxy.expectSeccompViolations = options.expectSeccompViolations ?? false;
     try {
       await oxy.becomeReady(options.binary, addressFile, Date.now() + (options.readyTimeoutMs ?? 20_000));
     } catch (e) {
@@ -329,7 +335,12 @@ export class OxyProcess {
   /** Sends `signal` (SIGTERM by default) and waits for the exit. */
   async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs = 15_000) {
     if (this.child.exitCode === null && this.child.signalCode === null) this.signal(signal);
-    return this.waitForExit(timeoutMs);
+    const exit = await this.waitForExit(timeoutMs);
+    const refused = this.logs().split("\n").filter((line) => line.includes("seccomp: a forbidden system call"));
+    if (refused.length > 0 && !this.expectSeccompViolations) {
+      throw new Error(`the seccomp filter refused a system call the process needed:\n${refused.join("\n")}`);
+    }
+    return exit;
   }
 }
 

@@ -10,7 +10,8 @@ import { after, before, test } from "node:test";
 import { makePki, type TestPki } from "../lib/certs.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
-import { runToExit, until } from "../lib/oxy.ts";
+import { spawn } from "node:child_process";
+import { binaryPath, runToExit, until } from "../lib/oxy.ts";
 import { EchoTunnel, formatStats, http1Get, loadKinds, openTunnel, startLoad, type LoadOptions, type LoadRun, type LoadStats } from "../lib/restart-load.ts";
 import { RestartingOxy, exitOf } from "../lib/restarts.ts";
 
@@ -219,5 +220,32 @@ test("a tunnel still open at the drain deadline is cut, and the old process logs
   const stats = await run.stop();
   assertNoFailure(stats, run);
   assert.equal(stats.tunnel.cut, 1, formatStats(stats, run.startedAt));
+  await oxy.shutdown();
+});
+
+test("HTTP/3 across a restart: the old process's connections get GOAWAY and finish their requests, new connections go to the successor", async (t) => {
+  const oxy = await RestartingOxy.start({ settings: settings("5s") });
+  t.after(() => oxy.killAll());
+  const url = `https://localhost:${oxy.oxy.port("secure", "quic")}/h3-drain`;
+  const client = spawn(binaryPath("oxy-client"), ["get", url, "--ca", pki.ca, "--duration", "3", "--concurrency", "2"], { stdio: ["ignore", "pipe", "pipe"] });
+  t.after(() => client.kill("SIGKILL"));
+  let output = "";
+  client.stdout!.on("data", (d) => (output += d));
+  client.stderr!.on("data", (d) => (output += d));
+  const exited = new Promise<number | null>((ok) => client.on("close", ok));
+  // Its two connections are the old process's, busy with requests.
+  await until(() => (origin.seen.filter((r) => r.url === "/h3-drain").length >= 20 ? true : undefined), () => `HTTP/3 requests before the restart:\n${output}`, 10_000);
+  const oldPid = oxy.pid;
+  const restart = await oxy.restart();
+  assert.equal((await exitOf(oxy.oxy.child, 10_000)).code, 0, "the old process drained and exited 0");
+  assert.equal(await exited, 0, output);
+  const summary = JSON.parse(output.trim().split("\n").at(-1)!);
+  assert.equal(summary.failed, 0, `no HTTP/3 request failed: ${output}`);
+  assert.ok(summary.ok > 20, output);
+  // After GOAWAY each worker opened a new connection, which the successor accepted.
+  assert.ok(summary.connections >= 3, `reconnected after GOAWAY: ${output}`);
+  assert.notEqual(restart.newPid, oldPid);
+  const accepted = await oxy.metric('oxy_connections_accepted_total{endpoint="secure"}');
+  assert.ok((accepted ?? 0) >= 1, `the successor accepted the new QUIC connections (${accepted})`);
   await oxy.shutdown();
 });

@@ -8,7 +8,7 @@
 import assert from "node:assert/strict";
 import { readdirSync, readFileSync } from "node:fs";
 import { test } from "node:test";
-import { OxyProcess, binaryPath } from "../lib/oxy.ts";
+import { OxyProcess, binaryPath, runToExit, writeConfig } from "../lib/oxy.ts";
 
 /** The path whose request makes the fixture app's hook exec /bin/true. */
 const EXEC_PATH = "/exec";
@@ -16,6 +16,7 @@ const EXEC_PATH = "/exec";
 function fixture(security: Record<string, string> = {}): Promise<OxyProcess> {
   return OxyProcess.start({
     binary: "fixture-app",
+    expectSeccompViolations: true,
     settings: {
       security,
       endpoints: [{ name: "web", listen: ["127.0.0.1:0"], app: { exec_path: EXEC_PATH, respond_path: "/hello" } }],
@@ -91,4 +92,14 @@ test("off: the exec goes through (the process becomes /bin/true and exits 0)", a
   assert.deepEqual(await oxy.waitForExit(), { code: 0, signal: null });
   assert.doesNotMatch(oxy.logs(), /oxy::bootstrap: stopped/, "it did not shut down: /bin/true exited");
   assert.doesNotMatch(oxy.logs(), /seccomp/);
+});
+
+test("security.allow_syscalls adds calls by name; an unknown name is a settings error at its place", async () => {
+  const path = writeConfig("security:\n  allow_syscalls: [inotify_init1, no_such_call]\n");
+  const r = await runToExit("oxy", ["--check-config", "-c", path]);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /security\.allow_syscalls\[1\]: no system call named "no_such_call"/);
+  assert.doesNotMatch(r.stderr, /inotify_init1/);
+  const good = writeConfig("security:\n  allow_syscalls: [inotify_init1]\n");
+  assert.equal((await runToExit("oxy", ["--check-config", "-c", good])).code, 0);
 });

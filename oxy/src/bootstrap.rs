@@ -1,6 +1,7 @@
-//! `oxy::bootstrap`: CLI -> settings -> telemetry -> restart launcher -> seccomp ->
-//! runtime -> start -> bind (or take over a predecessor's sockets) -> drop privileges ->
-//! serve -> drain (on SIGTERM/SIGINT, or after handing over to a successor).
+//! `oxy::bootstrap`: CLI -> settings -> inherited sockets -> restart launcher -> seccomp
+//! -> logs and spans -> runtime -> start -> bind (or take over a predecessor's sockets)
+//! -> drop privileges -> serve -> drain (on SIGTERM/SIGINT, or after handing over to a
+//! successor).
 
 use crate::app::{AppServerSettings, OxyApp, OxyExt};
 use crate::cli::Cli;
@@ -10,7 +11,7 @@ use crate::endpoint::Endpoint;
 use crate::error::{OxyError, OxyResult};
 use crate::offramp::policy::EgressPolicy;
 use crate::onramp::bind::{BoundSocket, bind_endpoint, bind_tcp};
-use crate::restart::handover::{HandoverSockets, forward_key};
+use crate::restart::handover::{HANDED_OVER_KEY, HandoverSockets, Successor, forward_key};
 use crate::restart::inherited::Inherited;
 use crate::restart::launcher::Launcher;
 use crate::restart::{control, socket_key};
@@ -128,7 +129,11 @@ fn ask_restart(control_socket: &std::path::Path) -> OxyResult<()> {
         .build()?;
     match runtime.block_on(control::request_restart(control_socket)) {
         Ok(pid) => {
-            println!("restarted: the successor (pid {pid}) serves");
+            use std::io::Write;
+            writeln!(
+                std::io::stdout(),
+                "restarted: the successor (pid {pid}) serves"
+            )?;
             Ok(())
         }
         Err(reason) => Err(OxyError::Setup(format!("restart failed: {reason}"))),
@@ -237,6 +242,19 @@ async fn serve<App: OxyApp>(
         tokio::spawn(crate::security::seccomp::report_violations(reports));
     }
     let drain = Drain::new();
+    // Signals first: a SIGHUP or SIGTERM sent as soon as the pid file names this process
+    // must not find the default action (which ends the process).
+    let mut signals = Signals::new()?;
+    match process.inherited.take(HANDED_OVER_KEY) {
+        Some(fd) => {
+            let drain = drain.clone();
+            tokio::spawn(async move {
+                crate::restart::inherited::wait_closed(fd).await;
+                drain.set_devices_ours();
+            });
+        }
+        None => drain.set_devices_ours(),
+    }
     let mut handover = HandoverSockets::default();
     let inherited = &mut process.inherited;
     oxy::build_info(env!("CARGO_PKG_VERSION"), App::name(), App::version()).set(1);
@@ -320,12 +338,14 @@ async fn serve<App: OxyApp>(
         let tun_error =
             |e: std::io::Error| OxyError::Setup(format!("endpoint {name}: ip.tun: {e}"));
         if endpoint_settings.ip.offramp == IpOffRamp::Tun && !endpoint_settings.protocol.is_tun() {
-            let tun = crate::offramp::tun::TunOffRamp::open(
-                &offramp_tun_settings(endpoint_settings),
-                name,
-            )
-            .await
+            let key = format!("{name}/tun-offramp");
+            let device = match inherited.take(&key) {
+                Some(fd) => crate::tun_device::adopt(fd),
+                None => crate::tun_device::open(&offramp_tun_settings(endpoint_settings)).await,
+            }
             .map_err(tun_error)?;
+            handover.add(key, crate::tun_device::descriptor(&device))?;
+            let tun = crate::offramp::tun::TunOffRamp::start(device, name, drain.clone());
             endpoint.tun_offramp = Some(Arc::new(tun));
         }
         let endpoint = Arc::new(endpoint);
@@ -462,29 +482,53 @@ async fn serve<App: OxyApp>(
     process.inherited.report_ready();
     tracing::info!(app = App::name(), version = App::version(), "ready");
 
-    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-    let shutdown = shutdown_signal();
-    tokio::pin!(shutdown);
-    let reason = loop {
+    // The signal that stopped the process, or `None` after handing over to a successor.
+    let signal = loop {
         let answer = tokio::select! {
-            signal = &mut shutdown => break signal?,
-            _ = hangups.recv() => None,
+            signal = shutdown(&mut signals.term, &mut signals.int) => break Some(signal),
+            _ = signals.hangup.recv() => None,
             Some(answer) = restart_requests.recv() => Some(answer),
         };
-        let outcome = restart(&process.launcher, &handover, &settings.server).await;
-        let succeeded = outcome.is_ok();
+        // A SIGTERM during a restart stops it (and the successor) and this process.
+        let outcome = tokio::select! {
+            outcome = restart(&process.launcher, &handover, &settings.server) => outcome,
+            signal = shutdown(&mut signals.term, &mut signals.int) => {
+                if let Some(answer) = answer {
+                    let _ = answer.send(Err(format!("{signal} arrived; the process is stopping")));
+                }
+                break Some(signal);
+            }
+        };
+        let answered = outcome
+            .as_ref()
+            .map(|successor| successor.pid)
+            .map_err(String::clone);
         if let Some(answer) = answer {
-            let _ = answer.send(outcome);
+            let _ = answer.send(answered.clone());
         }
-        if succeeded {
-            drop(handover);
-            drain.hand_over();
-            break "restart";
+        match outcome {
+            Ok(successor) => {
+                drop(handover);
+                drain.hand_over();
+                drop(successor.handed_over);
+                // Restarts asked meanwhile are answered by this one.
+                restart_requests.close();
+                while let Ok(answer) = restart_requests.try_recv() {
+                    let _ = answer.send(answered.clone());
+                }
+                break None;
+            }
+            // A successor that wrote the pid file and then failed: the file names this
+            // process again.
+            Err(_) => write_pid_file(&settings.server.pid_file)?,
         }
     };
     health.set(HealthState::Draining);
     let timeout = settings.server.shutdown_timeout;
-    tracing::info!(%reason, ?timeout, "shutting down: draining connections");
+    match signal {
+        Some(signal) => tracing::info!(%signal, ?timeout, "shutting down: draining connections"),
+        None => tracing::info!(?timeout, "restarted: draining connections"),
+    }
     let cut = drain.drain(timeout).await;
     if cut > 0 {
         tracing::warn!(
@@ -509,13 +553,13 @@ async fn restart(
     launcher: &Launcher,
     handover: &HandoverSockets,
     server: &crate::settings::ServerSection,
-) -> Result<u32, String> {
+) -> Result<Successor, String> {
     tracing::info!("restart: starting a successor");
     match crate::restart::handover::restart(launcher, handover, server.restart_timeout).await {
-        Ok(pid) => {
+        Ok(successor) => {
             crate::telemetry::framework_metrics::oxy_restarts::total("succeeded").inc();
-            tracing::info!(successor_pid = pid, "restart: successor ready");
-            Ok(pid)
+            tracing::info!(successor_pid = successor.pid, "restart: successor ready");
+            Ok(successor)
         }
         Err(reason) => {
             crate::telemetry::framework_metrics::oxy_restarts::total("failed").inc();
@@ -588,13 +632,31 @@ fn register_process_metrics() {
     }
 }
 
-/// Waits for SIGTERM or SIGINT and names the one that came.
-async fn shutdown_signal() -> OxyResult<&'static str> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    Ok(tokio::select! {
+/// The signals the serving process acts on, registered before it reports ready.
+struct Signals {
+    hangup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> OxyResult<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            hangup: signal(SignalKind::hangup())?,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+}
+
+/// Waits for SIGTERM (`term`) or SIGINT (`int`) and names the one that came.
+async fn shutdown(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> &'static str {
+    tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
-    })
+    }
 }

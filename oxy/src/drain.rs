@@ -10,6 +10,7 @@ pub struct Drain {
     stop_accepting: CancellationToken,
     force_close: CancellationToken,
     handed_over: CancellationToken,
+    devices_ours: CancellationToken,
     connections: TaskTracker,
 }
 
@@ -33,6 +34,18 @@ impl Drain {
     /// shared device or serves the telemetry and control sockets stops then.
     pub async fn handed_over(&self) {
         self.handed_over.cancelled().await
+    }
+
+    /// Completes once devices shared with a predecessor (TUN) are this process's to read:
+    /// at once for a process started by hand, after the predecessor's hand-over for a
+    /// successor (until then the predecessor reads them).
+    pub async fn devices_ours(&self) {
+        self.devices_ours.cancelled().await
+    }
+
+    /// Marks shared devices as this process's to read.
+    pub fn set_devices_ours(&self) {
+        self.devices_ours.cancel();
     }
 
     /// Marks the sockets as handed over to a successor.

@@ -111,8 +111,10 @@ async fn accept_requests<App: OxyExt>(
             _ = drain.stopping(), if !going_away => {
                 going_away = true;
                 // GOAWAY: the requests the client may have sent already (as many as its
-                // stream limit allows) are still served; later ones are refused with
-                // H3_REQUEST_REJECTED, which tells the client to send them elsewhere.
+                // stream limit allows past the last one accepted) are still served;
+                // later ones are refused with H3_REQUEST_REJECTED, which tells the client
+                // to send them elsewhere. (h3 0.0.8 names the last accepted stream plus
+                // that allowance, or stream 0 when none was accepted yet.)
                 let in_flight = handler.endpoint.settings.http.h3.max_concurrent_streams;
                 if let Err(e) = h3.shutdown(in_flight as usize).await {
                     tracing::debug!(error = %e, "HTTP/3 GOAWAY not sent");

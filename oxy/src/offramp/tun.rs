@@ -2,11 +2,10 @@
 //! as they are (TTL already decremented); the packets the device gives back go to the
 //! session whose client holds their destination address.
 
-use crate::settings::TunSettings;
+use crate::drain::Drain;
 use crate::tunnel::packet::{ToClient, oxy_ip};
 use bytes::Bytes;
 use std::collections::HashMap;
-use std::io;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
@@ -29,21 +28,23 @@ pub struct Attachment {
 }
 
 impl TunOffRamp {
-    /// Creates the device and starts delivering what it reads; `endpoint` labels the
-    /// drop counter.
-    pub async fn open(settings: &TunSettings, endpoint: &str) -> io::Result<Self> {
-        let device = crate::tun_device::open(settings).await?;
+    /// Starts delivering what `device` reads, from when it is this process's to read
+    /// until a successor has it (`drain`); `endpoint` labels the drop counter.
+    pub fn start(device: Arc<AsyncDevice>, endpoint: &str, drain: Drain) -> Self {
         let clients = Clients::default();
-        let reader = tokio::spawn(deliver(
-            device.clone(),
-            clients.clone(),
-            endpoint.to_string(),
-        ));
-        Ok(Self {
+        let deliver = deliver(device.clone(), clients.clone(), endpoint.to_string());
+        let reader = tokio::spawn(async move {
+            drain.devices_ours().await;
+            tokio::select! {
+                () = deliver => {}
+                () = drain.handed_over() => {}
+            }
+        });
+        Self {
             device,
             clients,
             reader,
-        })
+        }
     }
 
     /// Delivers packets for `addresses` to `to_client` until the attachment is dropped.
@@ -64,7 +65,7 @@ impl TunOffRamp {
     pub fn send(&self, packet: &[u8]) -> Result<(), &'static str> {
         match self.device.try_send(packet) {
             Ok(_) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err("queue_full"),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Err("queue_full"),
             Err(e) => {
                 tracing::debug!(error = %e, "packet not written to the TUN device");
                 Err("tun_error")

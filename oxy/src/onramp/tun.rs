@@ -79,6 +79,8 @@ pub async fn serve<App: OxyExt>(
     let reader_drain = drain.clone();
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 65536];
+        // A successor reads the device once its predecessor has stopped.
+        reader_drain.devices_ours().await;
         loop {
             // Once a successor has the device, its packets are the successor's.
             let received = tokio::select! {

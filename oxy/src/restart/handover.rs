@@ -5,6 +5,7 @@
 use super::launcher::Launcher;
 use super::quic_socket::HandoverUdpSocket;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
@@ -43,14 +44,41 @@ pub(crate) fn forward_key(key: &str) -> String {
     format!("{key}/forward")
 }
 
+/// The key of the pipe whose end tells a successor that devices shared with its
+/// predecessor (TUN) are its own to read.
+pub(crate) const HANDED_OVER_KEY: &str = "handed-over";
+
+/// A successor that is ready: its process id, and the pipe end whose closing tells it
+/// that this process has stopped reading shared devices (drop it at the hand-over).
+pub(crate) struct Successor {
+    pub(crate) pid: u32,
+    pub(crate) handed_over: OwnedFd,
+}
+
 /// Starts a successor with every socket of `sockets` and waits up to `timeout` for it to
-/// report ready; then QUIC packets that are not this process's go to it. Returns its
-/// process id, or why it failed (the successor is then stopped and reaped).
+/// report ready; then QUIC packets that are not this process's go to it. A restart asked
+/// while this process's own predecessor still drains (and still forwards its QUIC
+/// packets here) first waits for it to exit, within the same `timeout`. On failure the
+/// successor is stopped and reaped, and the error says why; so it is when this future is
+/// dropped (the process was told to stop meanwhile).
 pub(crate) async fn restart(
     launcher: &Launcher,
     sockets: &HandoverSockets,
     timeout: Duration,
-) -> Result<u32, String> {
+) -> Result<Successor, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while sockets
+        .quic
+        .iter()
+        .any(|(_, socket)| socket.predecessor_alive())
+    {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the previous process still drains after {timeout:?}; this process goes on serving"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut passed: Vec<(String, std::os::fd::RawFd)> = sockets
         .sockets
         .iter()
@@ -62,14 +90,18 @@ pub(crate) async fn restart(
         passed.push((forward_key(key), theirs.as_raw_fd()));
         channels.push((socket, ours, theirs));
     }
-    let (ready_read, ready_write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-        .map_err(|e| format!("pipe: {e}"))?;
+    let pipe = || rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC);
+    let (ready_read, ready_write) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    let (their_turn, handed_over) = pipe().map_err(|e| format!("pipe: {e}"))?;
+    passed.push((HANDED_OVER_KEY.to_string(), their_turn.as_raw_fd()));
     let child = launcher.launch(passed, ready_write.as_raw_fd()).await;
-    drop(ready_write);
-    let mut child = child.map_err(|e| format!("cannot start the successor: {e}"))?;
+    drop((ready_write, their_turn));
+    let mut child = Launched(Some(
+        child.map_err(|e| format!("cannot start the successor: {e}"))?,
+    ));
     let pid = child.id();
     let mut lines = ready_line(ready_read).map_err(|e| format!("ready pipe: {e}"))?;
-    let failure = match tokio::time::timeout(timeout, lines.next_line()).await {
+    let failure = match tokio::time::timeout_at(deadline, lines.next_line()).await {
         Ok(Ok(Some(line))) if line == "ready" => None,
         Ok(Ok(Some(line))) => Some(format!("the successor said {line:?} instead of ready")),
         Ok(Ok(None)) => Some("the successor exited before it was ready".to_string()),
@@ -77,33 +109,104 @@ pub(crate) async fn restart(
         Err(_) => Some(format!("the successor was not ready within {timeout:?}")),
     };
     if let Some(failure) = failure {
-        // A successor that closed the pipe is exiting: let it say why before it goes.
-        let status = tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + FAILING_EXIT_WAIT;
-            while std::time::Instant::now() < deadline {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Ok(status);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            child.wait()
-        })
-        .await;
-        return Err(match status {
-            Ok(Ok(status)) => format!("{failure} ({status}); this process goes on serving"),
-            _ => format!("{failure}; this process goes on serving"),
-        });
+        let status = child.stop().await;
+        return Err(format!("{failure}{status}; this process goes on serving"));
     }
     for (socket, ours, theirs) in channels {
         drop(theirs);
         socket.forward_to(ours);
     }
-    Ok(pid)
+    child.watch();
+    Ok(Successor { pid, handed_over })
+}
+
+/// A started successor: stopped (SIGTERM, then SIGKILL) if dropped before it is ready.
+struct Launched(Option<Child>);
+
+impl Launched {
+    fn id(&self) -> u32 {
+        self.0.as_ref().map_or(0, Child::id)
+    }
+
+    /// Stops a successor that failed: one that is exiting (it closed the ready pipe) gets
+    /// time to say why; one still running is asked to stop (SIGTERM: it may have accepted
+    /// connections already), then killed. Returns ` (its exit status)` when known.
+    async fn stop(&mut self) -> String {
+        let Some(mut child) = self.0.take() else {
+            return String::new();
+        };
+        let status = tokio::task::spawn_blocking(move || {
+            let exited = |child: &mut Child| {
+                let deadline = std::time::Instant::now() + FAILING_EXIT_WAIT;
+                while std::time::Instant::now() < deadline {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Some(status);
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                None
+            };
+            if let Some(status) = exited(&mut child) {
+                return Some(status);
+            }
+            terminate(&child);
+            if let Some(status) = exited(&mut child) {
+                return Some(status);
+            }
+            let _ = child.kill();
+            child.wait().ok()
+        })
+        .await;
+        match status {
+            Ok(Some(status)) => format!(" ({status})"),
+            _ => String::new(),
+        }
+    }
+
+    /// Logs when the (ready) successor exits, whenever that is.
+    fn watch(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let pid = child.id();
+            tokio::task::spawn_blocking(move || match child.wait() {
+                Ok(status) if status.success() => {
+                    tracing::info!(successor_pid = pid, "the successor exited");
+                }
+                Ok(status) => tracing::error!(successor_pid = pid, %status, "the successor exited"),
+                Err(e) => {
+                    tracing::warn!(successor_pid = pid, error = %e, "cannot wait for the successor")
+                }
+            });
+        }
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            terminate(&child);
+            tokio::task::spawn_blocking(move || {
+                std::thread::sleep(FAILING_EXIT_WAIT);
+                if let Ok(None) = child.try_wait() {
+                    let _ = child.kill();
+                }
+                let _ = child.wait();
+            });
+        }
+    }
+}
+
+/// Sends SIGTERM to `child`.
+fn terminate(child: &Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
 }
 
 /// A connected pair of `SOCK_SEQPACKET` Unix sockets, close-on-exec and non-blocking.
-fn seqpacket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn seqpacket_pair() -> std::io::Result<(OwnedFd, OwnedFd)> {
     use rustix::net::{AddressFamily, SocketFlags, SocketType, socketpair};
     let (a, b) = socketpair(
         AddressFamily::UNIX,

@@ -1,15 +1,15 @@
 //! A successor's side of a restart: the sockets its predecessor handed over (by key, in
 //! `OXY_INHERITED_FDS`) and the pipe it reports readiness on (`OXY_RESTART_READY_FD`).
 
-// Signal handlers, `pre_exec` and adopting descriptors by number need `unsafe`; each
-// block says why it is sound.
+// Adopting descriptors by number needs `unsafe`; each block says why it is sound.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// `key=fd` pairs, comma-separated: the handed-over descriptors.
+/// `key=fd` lines: the handed-over descriptors (keys hold paths and endpoint names, which
+/// may contain commas; the descriptor is after the last `=`).
 pub(crate) const FDS_VAR: &str = "OXY_INHERITED_FDS";
 /// The descriptor to write `ready` to once serving.
 pub(crate) const READY_VAR: &str = "OXY_RESTART_READY_FD";
@@ -28,7 +28,7 @@ impl Inherited {
     pub(crate) fn from_env() -> Self {
         let mut inherited = Self::default();
         if let Ok(list) = std::env::var(FDS_VAR) {
-            for entry in list.split(',').filter(|e| !e.is_empty()) {
+            for entry in list.lines().filter(|e| !e.is_empty()) {
                 let fd = entry
                     .rsplit_once('=')
                     .and_then(|(key, fd)| Some((key, fd.parse::<RawFd>().ok()?)))
@@ -89,4 +89,17 @@ fn adopt(fd: RawFd) -> Option<OwnedFd> {
     // SAFETY: sets a flag on a descriptor this process owns.
     unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, flags | libc::FD_CLOEXEC) };
     Some(owned)
+}
+
+/// Completes when every write end of the pipe `fd` reads from is closed (or it fails).
+pub(crate) async fn wait_closed(fd: OwnedFd) {
+    let Ok(mut pipe) = tokio::net::unix::pipe::Receiver::from_owned_fd(fd) else {
+        return;
+    };
+    let mut buf = [0u8; 64];
+    while let Ok(n) = tokio::io::AsyncReadExt::read(&mut pipe, &mut buf).await {
+        if n == 0 {
+            return;
+        }
+    }
 }

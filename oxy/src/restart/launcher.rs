@@ -3,8 +3,7 @@
 //! process was started from, with the same arguments) with the handed-over descriptors
 //! kept open across `exec` and named in its environment.
 
-// Signal handlers, `pre_exec` and adopting descriptors by number need `unsafe`; each
-// block says why it is sound.
+// `pre_exec` needs `unsafe`; the block says why it is sound.
 #![allow(unsafe_code)]
 
 use super::inherited::{FDS_VAR, READY_VAR};
@@ -80,7 +79,7 @@ fn spawn(
         .iter()
         .map(|(key, fd)| format!("{key}={fd}"))
         .collect::<Vec<_>>()
-        .join(",");
+        .join("\n");
     let mut keep: Vec<RawFd> = sockets.iter().map(|(_, fd)| *fd).collect();
     keep.push(ready);
     let mut command = Command::new(program);

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
@@ -97,8 +97,8 @@ pub(crate) struct HandoverUdpSocket {
     /// The channel from the predecessor, while it lives.
     predecessor: Option<AsyncFd<OwnedFd>>,
     predecessor_open: AtomicBool,
-    /// The channel to the successor, once there is one.
-    successor: OnceLock<OwnedFd>,
+    /// The channel to the successor, once there is one (until it fails).
+    successor: Mutex<Option<OwnedFd>>,
 }
 
 impl HandoverUdpSocket {
@@ -124,7 +124,7 @@ impl HandoverUdpSocket {
             tag,
             predecessor_open: AtomicBool::new(predecessor.is_some()),
             predecessor,
-            successor: OnceLock::new(),
+            successor: Mutex::new(None),
         }))
     }
 
@@ -135,9 +135,13 @@ impl HandoverUdpSocket {
 
     /// From now on, packets that are not this process's go to `successor`.
     pub(crate) fn forward_to(&self, successor: OwnedFd) {
-        if self.successor.set(successor).is_err() {
-            tracing::warn!("a QUIC socket was handed over twice; the first successor keeps it");
-        }
+        *self.successor.lock().unwrap_or_else(|p| p.into_inner()) = Some(successor);
+    }
+
+    /// Whether this process still gets its packets through a predecessor (which is then
+    /// still draining).
+    pub(crate) fn predecessor_alive(&self) -> bool {
+        self.predecessor_open.load(Ordering::Relaxed)
     }
 
     /// One packet from the predecessor into `buf`; `None` once the predecessor is gone.
@@ -169,45 +173,64 @@ impl HandoverUdpSocket {
     }
 
     /// Keeps this process's packets among the first `n` received and forwards the others
-    /// (each GRO segment on its own) to `successor`; returns how many were kept, moved to
-    /// the front.
-    fn keep_own(
-        &self,
-        successor: &OwnedFd,
-        bufs: &mut [IoSliceMut<'_>],
-        meta: &mut [RecvMeta],
-        n: usize,
-    ) -> usize {
+    /// to `successor`, segment by segment (a GRO batch may mix connections); the kept
+    /// segments of each batch stay in order, so all but its last keep the stride, and the
+    /// batches with any are moved to the front. Returns how many batches were kept; a
+    /// successor gone (its channel closed) stops the forwarding.
+    fn keep_own(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta], n: usize) -> usize {
+        let mut successor = self.successor.lock().unwrap_or_else(|p| p.into_inner());
         let mut kept = 0;
         for i in 0..n {
             let m = meta[i];
-            let stride = if m.stride == 0 { m.len } else { m.stride };
-            if self.tag.owns(&bufs[i][..m.len.min(stride)]) {
-                if kept != i {
-                    let (front, back) = bufs.split_at_mut(i);
-                    front[kept][..m.len].copy_from_slice(&back[0][..m.len]);
-                    meta[kept] = m;
+            let stride = if m.stride == 0 { m.len } else { m.stride }.max(1);
+            let mut own_len = 0;
+            let mut start = 0;
+            while start < m.len {
+                let end = (start + stride).min(m.len);
+                if self.tag.owns(&bufs[i][start..end]) {
+                    bufs[i].copy_within(start..end, own_len);
+                    own_len += end - start;
+                } else if let Some(channel) = successor.as_ref() {
+                    let header = encode_header(&m);
+                    let parts = [
+                        std::io::IoSlice::new(&header),
+                        std::io::IoSlice::new(&bufs[i][start..end]),
+                    ];
+                    match rustix::io::writev(channel, &parts) {
+                        // A full channel drops the packet, as a full socket buffer would.
+                        Ok(_) | Err(rustix::io::Errno::AGAIN) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the successor's QUIC channel failed; this process keeps the packets it reads");
+                            *successor = None;
+                        }
+                    }
                 }
-                kept += 1;
+                start = end;
+            }
+            if own_len == 0 {
                 continue;
             }
-            for segment in bufs[i][..m.len].chunks(stride.max(1)) {
-                let header = encode_header(&m);
-                let parts = [
-                    std::io::IoSlice::new(&header),
-                    std::io::IoSlice::new(segment),
-                ];
-                // A full channel drops the packet, as a full socket buffer would.
-                if let Err(e) = rustix::io::writev(successor, &parts)
-                    && e != rustix::io::Errno::AGAIN
-                {
-                    tracing::debug!(error = %e, "a QUIC packet could not be passed to the successor");
-                }
+            if kept != i {
+                let (front, back) = bufs.split_at_mut(i);
+                front[kept][..own_len].copy_from_slice(&back[0][..own_len]);
             }
+            meta[kept] = RecvMeta { len: own_len, ..m };
+            kept += 1;
         }
         kept
     }
+
+    fn forwarding(&self) -> bool {
+        self.successor
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
 }
+
+/// Batches forwarded in one `poll_recv` before it yields, so that the endpoint's own
+/// connections (timers, acknowledgements) are not starved by a successor's traffic.
+const FORWARD_BUDGET: usize = 32;
 
 impl AsyncUdpSocket for HandoverUdpSocket {
     fn create_io_poller(self: Arc<Self>) -> Pin<Box<dyn UdpPoller>> {
@@ -224,7 +247,7 @@ impl AsyncUdpSocket for HandoverUdpSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
-        loop {
+        for _ in 0..FORWARD_BUDGET {
             let n = match &self.predecessor {
                 Some(channel) if self.predecessor_open.load(Ordering::Relaxed) => {
                     match ready!(self.poll_predecessor(channel, cx, &mut bufs[0], &mut meta[0])) {
@@ -241,14 +264,16 @@ impl AsyncUdpSocket for HandoverUdpSocket {
                 }
                 _ => ready!(self.inner.poll_recv(cx, bufs, meta))?,
             };
-            let Some(successor) = self.successor.get() else {
+            if !self.forwarding() {
                 return Poll::Ready(Ok(n));
-            };
-            let kept = self.keep_own(successor, bufs, meta, n);
+            }
+            let kept = self.keep_own(bufs, meta, n);
             if kept > 0 {
                 return Poll::Ready(Ok(kept));
             }
         }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -268,11 +293,15 @@ impl AsyncUdpSocket for HandoverUdpSocket {
     }
 }
 
-/// Flags: bit 0 a destination address follows, bits 1-2 the ECN codepoint.
+/// Flags: bit 0 a destination address follows, bits 1-2 the ECN codepoint, bit 3 the
+/// source is IPv6 (an IPv4-mapped one included), bit 4 the destination is.
 fn encode_header(meta: &RecvMeta) -> [u8; HEADER_LEN] {
     let mut header = [0u8; HEADER_LEN];
     let ecn = meta.ecn.map_or(0, |e| e as u8);
-    header[0] = u8::from(meta.dst_ip.is_some()) | (ecn << 1);
+    header[0] = u8::from(meta.dst_ip.is_some())
+        | (ecn << 1)
+        | (u8::from(meta.addr.is_ipv6()) << 3)
+        | (u8::from(meta.dst_ip.is_some_and(|ip| ip.is_ipv6())) << 4);
     header[1..17].copy_from_slice(&v6(meta.addr.ip()).octets());
     header[17..19].copy_from_slice(&meta.addr.port().to_be_bytes());
     if let Some(dst) = meta.dst_ip {
@@ -282,19 +311,23 @@ fn encode_header(meta: &RecvMeta) -> [u8; HEADER_LEN] {
 }
 
 fn decode_header(header: &[u8; HEADER_LEN], len: usize) -> RecvMeta {
-    let ip = |bytes: &[u8]| {
+    // The family as received: an IPv4-mapped source on a dual-stack socket stays IPv6.
+    let ip = |bytes: &[u8], is_v6: bool| {
         let mut octets = [0u8; 16];
         octets.copy_from_slice(bytes);
         let v6 = Ipv6Addr::from(octets);
-        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+        match v6.to_ipv4_mapped() {
+            Some(v4) if !is_v6 => IpAddr::V4(v4),
+            _ => IpAddr::V6(v6),
+        }
     };
     let port = u16::from_be_bytes([header[17], header[18]]);
     RecvMeta {
-        addr: SocketAddr::new(ip(&header[1..17]), port),
+        addr: SocketAddr::new(ip(&header[1..17], header[0] & 0b1000 != 0), port),
         len,
         stride: len,
         ecn: EcnCodepoint::from_bits((header[0] >> 1) & 0b11),
-        dst_ip: (header[0] & 1 == 1).then(|| ip(&header[19..35])),
+        dst_ip: (header[0] & 1 == 1).then(|| ip(&header[19..35], header[0] & 0b1_0000 != 0)),
     }
 }
 
@@ -329,11 +362,69 @@ mod tests {
         assert!(!ours.owns(&[0xc0, 0, 0]));
     }
 
+    /// A short-header packet of `len` bytes for connection `cid`.
+    fn packet(cid: &[u8], len: usize, fill: u8) -> Vec<u8> {
+        let mut packet = vec![0x40];
+        packet.extend_from_slice(cid);
+        packet.resize(len, fill);
+        packet
+    }
+
+    #[tokio::test]
+    async fn mixed_batches_keep_own_segments_in_order_and_forward_the_rest() {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        udp.set_nonblocking(true).unwrap();
+        let tag = CidTag::new();
+        let runtime = quinn::default_runtime().unwrap();
+        let socket = HandoverUdpSocket::new(udp, tag.clone(), None, &runtime).unwrap();
+        let (ours, theirs) = super::super::handover::seqpacket_pair().unwrap();
+        socket.forward_to(ours);
+        let own = TaggedConnectionIds(tag).generate_cid();
+        let other = TaggedConnectionIds(CidTag::new()).generate_cid();
+        // Batch 0: own, other, own (short last segment); batch 1: other only; batch 2: own.
+        let mut first = packet(&own, 100, 1);
+        first.extend(packet(&other, 100, 2));
+        first.extend(packet(&own, 40, 3));
+        let (mut b0, mut b1, mut b2) = (first, packet(&other, 100, 4), packet(&own, 60, 5));
+        let mut bufs = [
+            IoSliceMut::new(&mut b0),
+            IoSliceMut::new(&mut b1),
+            IoSliceMut::new(&mut b2),
+        ];
+        let from: SocketAddr = "192.0.2.7:5555".parse().unwrap();
+        let meta = |len, stride| RecvMeta {
+            addr: from,
+            len,
+            stride,
+            ecn: None,
+            dst_ip: None,
+        };
+        let mut metas = [meta(240, 100), meta(100, 100), meta(60, 60)];
+        let kept = socket.keep_own(&mut bufs, &mut metas, 3);
+        assert_eq!(kept, 2);
+        assert_eq!((metas[0].len, metas[0].stride), (140, 100));
+        assert_eq!(
+            &bufs[0][..140],
+            &[packet(&own, 100, 1), packet(&own, 40, 3)].concat()[..]
+        );
+        assert_eq!(metas[1].len, 60);
+        assert_eq!(&bufs[1][..60], &packet(&own, 60, 5)[..]);
+        // The two foreign segments went to the successor, each with its source.
+        for fill in [2u8, 4] {
+            let mut message = [0u8; 2048];
+            let n = rustix::io::read(&theirs, &mut message).unwrap();
+            let header: [u8; HEADER_LEN] = message[..HEADER_LEN].try_into().unwrap();
+            assert_eq!(decode_header(&header, n - HEADER_LEN).addr, from);
+            assert_eq!(&message[HEADER_LEN..n], &packet(&other, 100, fill)[..]);
+        }
+    }
+
     #[test]
     fn forwarded_headers_keep_addresses_and_ecn() {
         for (addr, dst) in [
             ("192.0.2.1:4433", Some("127.0.0.1")),
             ("[2001:db8::1]:443", None),
+            ("[::ffff:192.0.2.1]:4433", Some("::ffff:127.0.0.1")),
         ] {
             let meta = RecvMeta {
                 addr: addr.parse().unwrap(),

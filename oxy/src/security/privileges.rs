@@ -44,8 +44,10 @@ pub(crate) fn drop_privileges(settings: &SecuritySettings) -> Result<(), String>
             .map(|u| u.gid.as_raw());
     }
     let mut changed = false;
+    // Switching users drops the old user's supplementary groups even when the group stays.
+    let switching_user = uid.is_some_and(|uid| Uid::effective().as_raw() != uid);
     if let Some(gid) = gid
-        && Gid::effective().as_raw() != gid
+        && (Gid::effective().as_raw() != gid || switching_user)
     {
         let gid = Gid::from_raw(gid);
         nix::unistd::setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;

@@ -2,6 +2,10 @@
 //! devices and the profilers need is allowed; anything else (`execve`, `ptrace`, `mount`,
 //! `bpf`, module loading, namespaces, ...) is stopped and reported.
 //!
+//! Two calls are allowed with conditions: `clone` without any `CLONE_NEW*` flag (no new
+//! namespaces) and `ioctl` except `TIOCSTI` and `TIOCLINUX` (no typing into a terminal).
+//! An application that needs more lists the calls in `security.allow_syscalls`.
+//!
 //! The filter is installed on the main thread before the runtime starts, so every thread
 //! created after it inherits it; the one thread started before it is the restart
 //! launcher (`restart::launcher`), the only one that may `execve` a successor. A
@@ -9,12 +13,11 @@
 //! call fail with `EPERM`, or, with `on_violation: kill`, writes its name to stderr and
 //! exits the process with status 159.
 
-// Signal handlers, `pre_exec` and adopting descriptors by number need `unsafe`; each
-// block says why it is sound.
+// The SIGSYS handler needs `unsafe`; each block says why it is sound.
 #![allow(unsafe_code)]
 
 use crate::settings::{OnViolation, SeccompMode, SecuritySettings};
-use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, TargetArch};
+use seccompiler::{BpfProgram, SeccompAction, SeccompFilter, SeccompRule, TargetArch};
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::str::FromStr;
@@ -80,7 +83,6 @@ const ALLOWED: &[&str] = &[
     "tee",
     "sendfile",
     "copy_file_range",
-    "ioctl",
     "eventfd",
     "eventfd2",
     "memfd_create",
@@ -119,7 +121,9 @@ const ALLOWED: &[&str] = &[
     "getitimer",
     "alarm",
     // Threads, processes and signals.
-    "clone",
+    // `clone` and `ioctl` are allowed with argument rules (see `rules`). `clone3`, whose
+    // flags a filter cannot read, passes this filter and fails with ENOSYS in a second
+    // one (`NO_CLONE3`); the C library then falls back to `clone`.
     "clone3",
     "futex",
     "futex_waitv",
@@ -129,6 +133,7 @@ const ALLOWED: &[&str] = &[
     "rseq",
     "sched_yield",
     "sched_getaffinity",
+    "getcpu",
     "sched_setaffinity",
     "exit",
     "exit_group",
@@ -217,13 +222,17 @@ pub(crate) fn install(settings: &SecuritySettings) -> std::io::Result<Option<Own
         SeccompMode::Log => SeccompAction::Log,
         SeccompMode::Enforce => SeccompAction::Trap,
     };
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64"))
+        && mismatch == SeccompAction::Trap
+    {
+        return Err(std::io::Error::other(format!(
+            "enforce is supported on x86_64 and aarch64, not {} (use log or off)",
+            std::env::consts::ARCH
+        )));
+    }
     let arch = TargetArch::try_from(std::env::consts::ARCH)
         .map_err(|e| std::io::Error::other(format!("seccomp: {e:?}")))?;
-    let rules: BTreeMap<i64, Vec<seccompiler::SeccompRule>> = ALLOWED
-        .iter()
-        .filter_map(|name| Sysno::from_str(name).ok())
-        .map(|call| (i64::from(call.id()), Vec::new()))
-        .collect();
+    let rules = rules(&settings.allow_syscalls).map_err(std::io::Error::other)?;
     let filter = SeccompFilter::new(rules, mismatch, SeccompAction::Allow, arch)
         .map_err(|e| std::io::Error::other(format!("seccomp filter: {e}")))?;
     let program: BpfProgram = filter
@@ -246,10 +255,76 @@ pub(crate) fn install(settings: &SecuritySettings) -> std::io::Result<Option<Own
     } else {
         None
     };
+    if settings.seccomp == SeccompMode::Enforce {
+        // Stacked, first (the main filter forbids `seccomp` itself): of two filters'
+        // answers the stricter holds, so `clone3`, which the main one allows, fails with
+        // ENOSYS.
+        let clone3 = BTreeMap::from([(i64::from(Sysno::clone3.id()), Vec::new())]);
+        let enosys = SeccompAction::Errno(libc::ENOSYS as u32);
+        let no_clone3 = SeccompFilter::new(clone3, SeccompAction::Allow, enosys, arch)
+            .map_err(|e| std::io::Error::other(format!("seccomp filter: {e}")))?;
+        let no_clone3: BpfProgram = no_clone3
+            .try_into()
+            .map_err(|e| std::io::Error::other(format!("seccomp filter: {e:?}")))?;
+        seccompiler::apply_filter(&no_clone3)
+            .map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
+    }
     seccompiler::apply_filter(&program)
         .map_err(|e| std::io::Error::other(format!("seccomp: {e}")))?;
     Ok(report)
 }
+
+/// The filter's rules: every allowed call, `clone` and `ioctl` with their conditions, and
+/// the application's `extra` names (an unknown one is an error).
+fn rules(extra: &[String]) -> Result<BTreeMap<i64, Vec<SeccompRule>>, String> {
+    use seccompiler::{SeccompCmpArgLen as Len, SeccompCmpOp as Op, SeccompCondition as Condition};
+    let condition =
+        |arg, len, op, value| Condition::new(arg, len, op, value).map_err(|e| e.to_string());
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for name in ALLOWED
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+    {
+        match Sysno::from_str(name) {
+            Ok(call) => {
+                rules.insert(i64::from(call.id()), Vec::new());
+            }
+            Err(_) if ALLOWED.contains(&name) => {} // not on this architecture
+            Err(_) => {
+                return Err(format!(
+                    "security.allow_syscalls: no system call named {name:?}"
+                ));
+            }
+        }
+    }
+    let no_namespaces = condition(0, Len::Qword, Op::MaskedEq(CLONE_NEW_FLAGS), 0)?;
+    let clone = SeccompRule::new(vec![no_namespaces]).map_err(|e| e.to_string())?;
+    rules
+        .entry(i64::from(Sysno::clone.id()))
+        .or_insert_with(|| vec![clone]);
+    let ioctl = SeccompRule::new(vec![
+        condition(1, Len::Dword, Op::Ne, TIOCSTI)?,
+        condition(1, Len::Dword, Op::Ne, TIOCLINUX)?,
+    ])
+    .map_err(|e| e.to_string())?;
+    rules
+        .entry(i64::from(Sysno::ioctl.id()))
+        .or_insert_with(|| vec![ioctl]);
+    Ok(rules)
+}
+
+/// Every `clone` flag that makes a new namespace.
+const CLONE_NEW_FLAGS: u64 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET) as u64;
+/// `ioctl` requests that push input into a terminal.
+const TIOCSTI: u64 = libc::TIOCSTI;
+const TIOCLINUX: u64 = libc::TIOCLINUX;
 
 /// Logs and counts each forbidden call the handler reports, until the process ends.
 pub(crate) async fn report_violations(read: OwnedFd) {
@@ -314,6 +389,7 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mu
     // interrupted thread's ucontext; both live for the handler's duration.
     unsafe {
         let id = (*(info as *const SigsysInfo)).syscall;
+        let saved_errno = *libc::__errno_location();
         if KILL.load(Ordering::Relaxed) {
             let name = syscall_name(id);
             for part in [
@@ -331,6 +407,7 @@ extern "C" fn on_sigsys(_: libc::c_int, info: *mut libc::siginfo_t, context: *mu
             libc::write(fd, bytes.as_ptr().cast(), bytes.len());
         }
         set_return_value(context.cast(), -i64::from(libc::EPERM));
+        *libc::__errno_location() = saved_errno;
     }
 }
 
@@ -362,6 +439,23 @@ mod tests {
         for name in ALLOWED {
             assert!(Sysno::from_str(name).is_ok(), "{name} is not a system call");
         }
+    }
+
+    #[test]
+    fn rules_take_extra_names_and_refuse_unknown_ones() {
+        let allowed = rules(&["inotify_init1".into()]).unwrap();
+        assert!(allowed.contains_key(&i64::from(Sysno::inotify_init1.id())));
+        assert_eq!(
+            allowed[&i64::from(Sysno::clone.id())].len(),
+            1,
+            "clone has its condition"
+        );
+
+        assert!(
+            rules(&["no_such_call".into()])
+                .unwrap_err()
+                .contains("no_such_call")
+        );
     }
 
     #[test]

@@ -11,6 +11,9 @@ pub struct SecuritySettings {
     pub seccomp: SeccompMode,
     /// What a forbidden system call does under `seccomp: enforce`.
     pub on_violation: OnViolation,
+    /// More system calls to allow, by name (`inotify_init1`), for what an application's
+    /// hooks need beyond the proxy's own.
+    pub allow_syscalls: Vec<String>,
     /// Run as this user (a name or a numeric id) once every endpoint is bound; empty keeps
     /// the user Oxy was started as. Files read later (a restart's settings, TLS keys
     /// reloaded by a successor) must be readable by this user.
@@ -32,11 +35,11 @@ pub enum SeccompMode {
     Off,
 }
 
-/// What happens to a forbidden system call under `seccomp: enforce`. Either way Oxy
-/// reports it: a log line naming the call and `oxy_seccomp_violations_total{syscall}`.
+/// What happens to a forbidden system call under `seccomp: enforce`.
 #[oxy_app_settings]
 pub enum OnViolation {
-    /// The call fails with `EPERM` and the process goes on.
+    /// The call fails with `EPERM` and the process goes on; an error line names the call
+    /// and `oxy_seccomp_violations_total{syscall}` counts it.
     #[default]
     Errno,
     /// The process writes the call's name to stderr and exits with status 159 (128 +

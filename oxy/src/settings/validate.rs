@@ -71,13 +71,26 @@ pub(crate) fn validate<A: Settings, E: Settings>(settings: &ServerSettings<A, E>
         ));
     }
     let otlp = &telemetry.tracing.otlp_endpoint;
-    if !otlp.is_empty()
-        && !matches!(otlp.parse::<http::Uri>(), Ok(uri) if uri.scheme().is_some() && uri.host().is_some())
-    {
+    let http_url = |uri: &http::Uri| {
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+    };
+    if !otlp.is_empty() && !otlp.parse::<http::Uri>().is_ok_and(|uri| http_url(&uri)) {
         problems.push((
             vec![key("telemetry"), key("tracing"), key("otlp_endpoint")],
             format!("{otlp:?} is not an http:// or https:// URL"),
         ));
+    }
+    for (i, name) in settings.security.allow_syscalls.iter().enumerate() {
+        if <syscalls::Sysno as std::str::FromStr>::from_str(name).is_err() {
+            problems.push((
+                vec![
+                    key("security"),
+                    key("allow_syscalls"),
+                    PathSegment::Index(i),
+                ],
+                format!("no system call named {name:?} on this architecture"),
+            ));
+        }
     }
     for (name, field) in [
         (&settings.security.user, "user"),

@@ -112,7 +112,7 @@ pub(crate) fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
         otel.name = %format!("{} {}", request.method(), what_is_asked(request.uri())),
         otel.kind = "server",
         http.request.method = %request.method(),
-        url.full = %request.uri(),
+        url.path = %request.uri().path(),
         http.response.status_code = tracing::field::Empty,
     );
     let Some(propagator) = PROPAGATOR.get() else {

@@ -5,7 +5,8 @@ use crate::settings::{LogFormat, LogSettings, TracingSettings};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tracing_subscriber::filter::Targets;
+use tracing::Level;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
@@ -79,9 +80,14 @@ pub fn init(
     let registry = tracing_subscriber::registry().with(lines.with_filter(filter));
     let spans =
         super::distributed_tracing::layer(tracing, app_name).map_err(OxyError::Telemetry)?;
-    let oxy_spans = Targets::new().with_target("oxy", tracing::Level::INFO);
-    registry
-        .with(spans.with_filter(oxy_spans))
-        .try_init()
-        .map_err(|e| OxyError::Telemetry(format!("cannot install the logger: {e}")))
+    let installed = match spans {
+        // Oxy's spans only (decided once per call site): log events stay the log's.
+        Some(spans) => registry
+            .with(spans.with_filter(filter_fn(|meta| {
+                meta.is_span() && meta.target().starts_with("oxy") && *meta.level() <= Level::INFO
+            })))
+            .try_init(),
+        None => registry.try_init(),
+    };
+    installed.map_err(|e| OxyError::Telemetry(format!("cannot install the logger: {e}")))
 }

@@ -41,27 +41,22 @@ pub async fn serve(
         let (health, listeners, profiling) = (health.clone(), listeners.clone(), profiling.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let profile = req.uri().path().starts_with("/debug/").then(|| {
+                use futures_util::future::Either;
+                let answer = if req.uri().path().starts_with("/debug/") {
                     let (path, query) = (
                         req.uri().path().to_string(),
                         req.uri().query().map(str::to_string),
                     );
                     let profiling = profiling.clone();
-                    async move {
+                    Either::Left(async move {
                         super::profiling::respond(&path, query.as_deref(), peer, &profiling).await
-                    }
-                });
-                let response = match profile {
-                    Some(_) => None,
-                    None => Some(respond(&req, &health, &listeners, started)),
-                };
-                async move {
-                    Ok::<_, std::convert::Infallible>(match (response, profile) {
-                        (Some(response), _) => response,
-                        (None, Some(profile)) => profile.await,
-                        (None, None) => text(StatusCode::INTERNAL_SERVER_ERROR, "no answer\n"),
                     })
-                }
+                } else {
+                    Either::Right(std::future::ready(respond(
+                        &req, &health, &listeners, started,
+                    )))
+                };
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

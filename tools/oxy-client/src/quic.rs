@@ -401,7 +401,9 @@ pub async fn get_for(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let authority = url.authority().context("the URL needs host:port")?.clone();
-    let deadline = Instant::now() + std::time::Duration::from_secs_f64(seconds.max(0.0));
+    let duration = std::time::Duration::try_from_secs_f64(seconds)
+        .context("--duration must be a number of seconds, 0 or more")?;
+    let deadline = Instant::now() + duration;
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
@@ -425,6 +427,7 @@ pub async fn get_for(
                     Err(e) => {
                         failed += 1;
                         note(format!("connect: {e:#}"));
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                         continue;
                     }
                 };

@@ -19,10 +19,10 @@ pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\
 /// Starts sampling allocations.
 pub(crate) async fn activate() {
     #[cfg(feature = "jemalloc")]
-    if let Some(control) = jemalloc_pprof::PROF_CTL.as_ref() {
-        if let Err(e) = control.lock().await.activate() {
-            tracing::warn!(error = %e, "heap profiling could not start");
-        }
+    if let Some(control) = jemalloc_pprof::PROF_CTL.as_ref()
+        && let Err(e) = control.lock().await.activate()
+    {
+        tracing::warn!(error = %e, "heap profiling could not start");
     }
 }
 
