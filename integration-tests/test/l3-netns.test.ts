@@ -12,7 +12,10 @@
 // are deleted first.
 
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, readFileSync } from "node:fs";
 import { isIPv6 } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { auditPath, auditWhere, readAudit } from "../lib/audit.ts";
 import { makePki, type TestPki } from "../lib/certs.ts";
@@ -33,6 +36,7 @@ import {
   type NsServer,
 } from "../lib/netns.ts";
 import { OxyProcess, runToExit, writeConfig } from "../lib/oxy.ts";
+import { exitOf } from "../lib/restarts.ts";
 
 // The proxy's side: the veth address the client reaches it on, and the origins (on its
 // loopback): allowed by egress.allow, and one outside it.
@@ -547,4 +551,63 @@ test("--check-config: a tun endpoint needs ip.tun.addresses and a device name of
   );
   const ok = await runToExit("oxy", ["--check-config", "--config", good]);
   assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+});
+
+describe("a graceful restart hands the TUN device over", { skip }, () => {
+  test("the successor reads the same device once the old process has let go of it", async (t) => {
+    const ns = await Netns.create("r");
+    t.after(() => ns.destroy());
+    const origin = await startHttpOrigin(ns, "127.0.0.1", "origin in R");
+    t.after(() => origin.close());
+    const dev = ifName("r");
+    const pidFile = join(mkdtempSync(join(tmpdir(), "oxy-tun-restart-")), "pid");
+    const fixture = await OxyProcess.start({
+      binary: "fixture-app",
+      netns: ns.name,
+      settings: {
+        egress: { allow: ["127.0.0.0/8"] },
+        server: { shutdown_timeout: "3s", pid_file: pidFile },
+        endpoints: [
+          {
+            name: "tun",
+            protocol: "tun",
+            ip: { tun: { name: dev, addresses: ["10.78.0.1/24"], routes: ["198.51.100.0/24"] } },
+            app: { ip_upgrade_tcp_port: 80, egress_target: `127.0.0.1:${origin.port}`, tunnel_decapsulate: true, respond_path: "/inside-ip" },
+          },
+        ],
+      },
+    });
+    const pidOf = () => Number(readFileSync(pidFile, "utf8").trim());
+    const oldPid = pidOf();
+    let successor = 0;
+    t.after(() => {
+      fixture.child.kill("SIGKILL");
+      if (successor > 0) {
+        try {
+          process.kill(successor, "SIGKILL");
+        } catch {
+          // already gone
+        }
+      }
+    });
+    const fetchInside = async () => {
+      const answered = await curl(ns, ["-m", "10", "-i", "http://198.51.100.80/inside-ip"]);
+      assert.equal(answered.code, 0, answered.stderr);
+      assert.match(answered.stdout, /\r\n\r\nhello from the fixture app\n?$/);
+    };
+    await fetchInside();
+
+    process.kill(oldPid, "SIGHUP");
+    successor = await until(() => (pidOf() !== oldPid ? pidOf() : undefined), () => `a new pid in ${pidFile}\n${fixture.logs()}`, 20_000);
+    await fixture.waitForLog(new RegExp(`restart: successor ready successor_pid=${successor}`));
+    // The old process drains and exits; only the successor can answer from then on.
+    // (Its stdout and stderr stay open: the successor shares them.)
+    assert.deepEqual(await exitOf(fixture.child, 10_000), { code: 0, signal: null }, fixture.logs());
+    await until(async () => ((await ns.addresses(dev))?.includes("10.78.0.1/24") ? true : undefined), `10.78.0.1/24 still on ${dev}`);
+    await fetchInside();
+    await fixture.waitForLog(/restarted: draining connections/);
+    process.kill(successor, "SIGTERM");
+    await until(() => (existsSync(`/proc/${successor}`) ? undefined : true), `the successor ${successor} exits on SIGTERM`, 10_000);
+    successor = 0;
+  });
 });
