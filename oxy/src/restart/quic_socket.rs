@@ -247,6 +247,9 @@ impl AsyncUdpSocket for HandoverUdpSocket {
         bufs: &mut [IoSliceMut<'_>],
         meta: &mut [RecvMeta],
     ) -> Poll<io::Result<usize>> {
+        if bufs.is_empty() || meta.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
         for _ in 0..FORWARD_BUDGET {
             let n = match &self.predecessor {
                 Some(channel) if self.predecessor_open.load(Ordering::Relaxed) => {
