@@ -5,7 +5,9 @@
 // deadline cuts them.
 
 import assert from "node:assert/strict";
-import { readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, relative } from "node:path";
 import { after, before, test } from "node:test";
 import { makePki, type TestPki } from "../lib/certs.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
@@ -247,5 +249,24 @@ test("HTTP/3 across a restart: the old process's connections get GOAWAY and fini
   assert.notEqual(restart.newPid, oldPid);
   const accepted = await oxy.metric('oxy_connections_accepted_total{endpoint="secure"}');
   assert.ok((accepted ?? 0) >= 1, `the successor accepted the new QUIC connections (${accepted})`);
+  await oxy.shutdown();
+});
+
+test("a new binary installed at the same path is what the restart runs", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "oxy-upgrade-"));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const installed = join(dir, "proxy");
+  copyFileSync(binaryPath("oxy"), installed);
+  chmodSync(installed, 0o755);
+  const oxy = await RestartingOxy.start({ binary: relative(dirname(binaryPath("oxy")), installed), settings: { endpoints: [{ name: "web", listen: ["127.0.0.1:0"] }] } });
+  t.after(() => oxy.killAll());
+  const app = async () => /oxy_build_info\{[^}]*app="([^"]+)"/.exec((await oxy.telemetry("/metrics")).body)?.[1];
+  assert.equal(await app(), "oxy");
+  // An upgrade as package managers do it: the new file renamed over the old one.
+  copyFileSync(binaryPath("fixture-app"), `${installed}.new`);
+  chmodSync(`${installed}.new`, 0o755);
+  renameSync(`${installed}.new`, installed);
+  await oxy.restart();
+  assert.equal(await app(), "fixture-app", "the successor is the new binary");
   await oxy.shutdown();
 });
