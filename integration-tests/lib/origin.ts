@@ -9,6 +9,8 @@ export interface SeenRequest {
   body: string;
   /** The address the request came from. */
   remote: string;
+  /** The port it came from: one per upstream connection. */
+  remotePort: number;
 }
 
 export interface Origin {
@@ -24,7 +26,7 @@ export async function startOrigin(): Promise<Origin> {
     const chunks: Buffer[] = [];
     req.on("data", (c) => chunks.push(c));
     req.on("end", () => {
-      const request = { method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: Buffer.concat(chunks).toString(), remote: req.socket.remoteAddress ?? "" };
+      const request = { method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: Buffer.concat(chunks).toString(), remote: req.socket.remoteAddress ?? "", remotePort: req.socket.remotePort ?? 0 };
       seen.push(request);
       if (req.url === "/slow") return;
       const body = JSON.stringify(request);

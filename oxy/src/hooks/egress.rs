@@ -28,7 +28,7 @@ pub struct Target {
 }
 
 /// An HTTP proxy that tunnels to targets with CONNECT.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct UpstreamProxy {
     /// The proxy's address.
     pub address: Target,
@@ -37,7 +37,7 @@ pub struct UpstreamProxy {
 }
 
 /// An internal service that learns who the client is from a PROXY header.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct InternalService {
     /// The service's address.
     pub target: Target,
@@ -48,7 +48,7 @@ pub struct InternalService {
 }
 
 /// A PROXY protocol version.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ProxyHeaderVersion {
     /// The text header (`PROXY TCP4 ...`); carries no TLVs.
     V1,
@@ -182,6 +182,10 @@ pub trait EgressHook<App: OxyExt>: Send + Sync + 'static {
     ///
     /// It runs once per address family (IPv6 and IPv4 are resolved concurrently), before
     /// the egress policy filters the addresses.
+    /// For forwarded and reverse-proxied HTTP requests it runs when a connection is made:
+    /// a later request that the egress hook sends the same way (same route, target and
+    /// TLS settings, from the same client address and proxy user) may reuse an idle
+    /// connection, without a new resolution.
     /// `dns_item` is the application's item stored with the DNS cache entry the
     /// addresses came from ([`DnsHook::cache_item`](crate::hooks::DnsHook::cache_item)),
     /// `None` when the target was an IP address.

@@ -4,7 +4,9 @@
 
 use super::body::boxed;
 use super::body_tap::BodyBlocked;
+use super::egress_pool::{EgressPool, PoolKey, PooledConnection};
 use super::guarded_body::{BodyIdleTimeout, ClientBodyError};
+use super::metrics::oxy_http;
 use super::upgrade::{PendingUpgrade, Upgraded};
 use crate::app::OxyExt;
 use crate::hooks::{EgressContext, HttpBody, Target, TargetHost};
@@ -34,6 +36,8 @@ use tokio::net::TcpStream;
 pub struct UpstreamClient<App: OxyExt> {
     client: Client<OffRampConnector<App>, HttpBody>,
     connector: OffRampConnector<App>,
+    /// Connections made by routes an egress hook chose.
+    egress_pool: Arc<EgressPool>,
 }
 
 /// Why an upstream exchange failed, as the client should hear it.
@@ -62,9 +66,10 @@ impl<App: OxyExt> UpstreamClient<App> {
         Ok(with_upgrade(response))
     }
 
-    /// Sends `request` on a connection of its own to `egress.target`, made by the route
-    /// the egress hook chose, with `egress` shown to the hook's `on_resolved` (HTTP/1.1,
-    /// TLS for `https` URIs).
+    /// Sends `request` to `egress.target` by the route the egress hook chose (HTTP/1.1,
+    /// TLS for `https` URIs): on an idle connection made for the same egress choice
+    /// (`http/egress_pool.rs`), else on a new one, with `egress` shown to the hook's
+    /// `on_resolved`. Upgrades get a connection of their own.
     pub async fn send_alone(
         &self,
         route: &EgressRoute,
@@ -72,11 +77,21 @@ impl<App: OxyExt> UpstreamClient<App> {
         request: Request<HttpBody>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
         let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
+        let on = egress.target.as_ref().unwrap_or(&target);
+        let upgrade = request.headers().contains_key(http::header::UPGRADE);
+        let key = (!upgrade).then(|| pool_key(route, on, https, egress));
+        let endpoint = &self.connector.endpoint;
+        if let Some(key) = &key
+            && let Some(connection) = self.egress_pool.checkout(key)
+        {
+            oxy_http::egress_connections_total(endpoint, "reused").inc();
+            return self.exchange(connection, key.clone(), request).await;
+        }
+        oxy_http::egress_connections_total(endpoint, "new").inc();
         let services = &self.connector.services;
         let (stream, _) = connect_by(services, route, egress)
             .await
             .map_err(connect_error)?;
-        let on = egress.target.as_ref().unwrap_or(&target);
         let tls = Overrides {
             alpn: Some(b"\x08http/1.1"),
             policy: egress.tls_policy,
@@ -87,19 +102,40 @@ impl<App: OxyExt> UpstreamClient<App> {
             let (stream, _) = connect_by(services, route, egress).await?;
             Ok(stream)
         };
-        self.send_on(stream, on, https.then_some((tls, reconnect)), request)
-            .await
+        let connection = self
+            .open(stream, on, https.then_some((tls, reconnect)))
+            .await?;
+        match key {
+            Some(key) => self.exchange(connection, key, request).await,
+            None => {
+                let mut connection = connection;
+                send_on_sender(&mut connection, request).await
+            }
+        }
     }
 
-    /// Sends `request` over `stream` (already reaching `target`) with HTTP/1.1, with TLS
-    /// first when `tls` is given (with a way to connect again, to complete the chain).
-    async fn send_on<R, F>(
+    /// Sends `request` on `connection`, which goes back to the pool under `key` once the
+    /// response is done.
+    async fn exchange(
+        &self,
+        connection: PooledConnection,
+        key: PoolKey,
+        request: Request<HttpBody>,
+    ) -> Result<Response<HttpBody>, UpstreamError> {
+        let mut connection = connection;
+        let response = send_on_sender(&mut connection, request).await;
+        self.egress_pool.check_in_when_done(key, connection);
+        response
+    }
+
+    /// An HTTP/1.1 connection over `stream` (already reaching `target`), with TLS first
+    /// when `tls` is given (with a way to connect again, to complete the chain).
+    async fn open<R, F>(
         &self,
         stream: TcpStream,
         target: &Target,
         tls: Option<(Overrides<'_>, R)>,
-        mut request: Request<HttpBody>,
-    ) -> Result<Response<HttpBody>, UpstreamError>
+    ) -> Result<PooledConnection, UpstreamError>
     where
         R: FnOnce() -> F,
         F: Future<Output = Result<TcpStream, ConnectError>>,
@@ -116,36 +152,15 @@ impl<App: OxyExt> UpstreamClient<App> {
             }
             None => (UpstreamStream::Plain(stream), None),
         };
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| classify(&e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "one-off upstream connection ended with an error");
+                tracing::debug!(error = %e, "egress-routed upstream connection ended with an error");
             }
         });
-        if let Some(authority) = request.uri().authority().cloned()
-            && !request.headers().contains_key(http::header::HOST)
-            && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
-        {
-            request.headers_mut().insert(http::header::HOST, host);
-        }
-        let origin_form = request
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        *request.uri_mut() = origin_form
-            .parse()
-            .map_err(|_| classify(&UpstreamConnectError::BadUri(origin_form.clone())))?;
-        let mut response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| classify(&e))?;
-        if let Some(facts) = facts {
-            response.extensions_mut().insert(facts);
-        }
-        Ok(with_upgrade(response))
+        Ok(PooledConnection::new(sender, facts))
     }
 
     /// A client whose connections go through `services`' off-ramp, for the endpoint
@@ -169,7 +184,66 @@ impl<App: OxyExt> UpstreamClient<App> {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
             .build(connector.clone());
-        Ok(Self { client, connector })
+        let egress_pool = EgressPool::new(settings.pool_idle_timeout, endpoint);
+        Ok(Self {
+            client,
+            connector,
+            egress_pool,
+        })
+    }
+}
+
+/// Sends `request` in origin form (with a `Host` header) on `connection`.
+async fn send_on_sender(
+    connection: &mut PooledConnection,
+    mut request: Request<HttpBody>,
+) -> Result<Response<HttpBody>, UpstreamError> {
+    if let Some(authority) = request.uri().authority().cloned()
+        && !request.headers().contains_key(http::header::HOST)
+        && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+    {
+        request.headers_mut().insert(http::header::HOST, host);
+    }
+    let origin_form = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    *request.uri_mut() = origin_form
+        .parse()
+        .map_err(|_| classify(&UpstreamConnectError::BadUri(origin_form.clone())))?;
+    let mut response = connection
+        .sender
+        .send_request(request)
+        .await
+        .map_err(|e| classify(&e))?;
+    if let Some(facts) = &connection.facts {
+        response.extensions_mut().insert(facts.clone());
+    }
+    Ok(with_upgrade(response))
+}
+
+/// What a connection made by `route` to `target` for `egress` may be reused for.
+fn pool_key<App: OxyExt>(
+    route: &EgressRoute,
+    target: &Target,
+    https: bool,
+    egress: &EgressContext<App>,
+) -> PoolKey {
+    let internal = matches!(route, EgressRoute::Internal(_));
+    PoolKey {
+        route: route.clone(),
+        target: target.clone(),
+        https,
+        tls_policy: egress.tls_policy.map(|p| p.as_str()),
+        server_pin: egress.server_pin.clone(),
+        client: if internal {
+            egress.client_addr
+        } else {
+            std::net::SocketAddr::new(egress.client_addr.ip(), 0)
+        },
+        local: internal.then_some(egress.local_addr),
+        proxy_user: egress.proxy_user.clone(),
     }
 }
 

@@ -38,9 +38,9 @@ impl<App: OxyExt> Handler<App> {
                 .port_u16()
                 .unwrap_or(if upstream.tls { 443 } else { 80 }),
         };
-        // With an egress hook, each request gets a connection of its own, so that the
-        // hook's `on_resolved` sees this request's client and user (pooled connections
-        // are shared by clients).
+        // With an egress hook, the hook chooses each request's route; connections are
+        // pooled by that choice and by who asked (`http/egress_pool.rs`), so `on_resolved`
+        // (which runs when a connection is made) saw this request's client and user.
         let mut one_off = None;
         if self.services.hooks.egress.is_some() {
             let client = self.tunnel_client(cx.proxy_user.clone());

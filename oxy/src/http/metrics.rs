@@ -19,6 +19,13 @@ pub mod oxy_http {
     /// `local`).
     pub fn routes_total(endpoint: &str, kind: &str) -> Counter;
 
+    /// Upstream connections requests went out on when an egress hook chose the route, by
+    /// endpoint and whether the connection was `new` or `reused` from the pool.
+    pub fn egress_connections_total(endpoint: &str, kind: &str) -> Counter;
+
+    /// Idle connections in the pool of egress-routed connections, by endpoint.
+    pub fn egress_idle_connections(endpoint: &str) -> Gauge;
+
     /// Requests answered with an error by Oxy itself, by endpoint and reason.
     pub fn errors_total(endpoint: &str, reason: &str) -> Counter;
 

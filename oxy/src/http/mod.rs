@@ -13,6 +13,7 @@ pub mod client;
 pub mod connect;
 pub mod connect_ip;
 pub mod connect_udp;
+pub(crate) mod egress_pool;
 pub mod form;
 mod forward;
 pub mod guarded_body;

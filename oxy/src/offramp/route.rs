@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 /// How traffic to a target leaves, as the egress hook chose. A tunnel hook's redirect
 /// keeps it and changes only the target.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum EgressRoute {
     /// Straight to the target, from this local address when one is given.
     Direct {

@@ -1,0 +1,70 @@
+// Upstream connections under an egress hook: the hook runs for every forwarded request,
+// and requests it sends the same way, for the same client and proxy user, share pooled
+// connections (`oxy_http_egress_connections_total{kind="new"|"reused"}`); another user
+// gets a connection of its own.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { curl } from "../lib/curl.ts";
+import { startOrigin, type Origin } from "../lib/origin.ts";
+import { OxyProcess } from "../lib/oxy.ts";
+
+let origin: Origin;
+
+before(async () => {
+  origin = await startOrigin();
+});
+
+after(async () => {
+  await origin.close();
+});
+
+const connections = (oxy: OxyProcess, kind: string) => oxy.metric(`oxy_http_egress_connections_total{endpoint="web",kind="${kind}"}`);
+
+/** Waits until the pool holds `n` idle connections (a connection goes back once its
+ * response is done, just after the client has it). */
+const idle = (oxy: OxyProcess, n: number) => oxy.waitForMetric('oxy_http_egress_idle_connections{endpoint="web"}', n);
+
+test("requests the egress hook routes alike reuse one upstream connection; the hook still sees each", async () => {
+  const oxy = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { forward_proxy: true } }],
+    },
+  });
+  for (let i = 0; i < 3; i++) {
+    const r = await curl(["-x", oxy.url("web"), `http://127.0.0.1:${origin.port}/pooled-${i}`]);
+    assert.equal(r.status, 200, r.stderr);
+    await idle(oxy, 1);
+  }
+  const seen = origin.seen.filter((r) => r.url.startsWith("/pooled-"));
+  assert.equal(seen.length, 3);
+  assert.equal(new Set(seen.map((r) => r.remotePort)).size, 1, `one upstream connection: ${JSON.stringify(seen.map((r) => r.remotePort))}`);
+  assert.equal(await connections(oxy, "new"), 1);
+  assert.equal(await connections(oxy, "reused"), 2);
+  const hookRuns = oxy.logs().match(/fixture egress on its connection.*purpose=HttpRequest/g) ?? [];
+  assert.equal(hookRuns.length, 3, "the egress hook ran for every request");
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("another proxy user gets a connection of its own", async () => {
+  const oxy = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { forward_proxy: true }, app: { proxy_password: "pw" } }],
+    },
+  });
+  for (const [user, idleAfter] of [["alice", 1], ["alice", 1], ["bob", 2]] as const) {
+    const r = await curl(["-x", oxy.url("web"), "-U", `${user}:pw`, `http://127.0.0.1:${origin.port}/user-${user}`]);
+    assert.equal(r.status, 200, r.stderr);
+    await idle(oxy, idleAfter);
+  }
+  const port = (user: string) => new Set(origin.seen.filter((r) => r.url === `/user-${user}`).map((r) => r.remotePort));
+  assert.equal(port("alice").size, 1, "alice's two requests share a connection");
+  assert.ok(![...port("bob")].some((p) => port("alice").has(p)), "bob's request does not ride alice's connection");
+  assert.equal(await connections(oxy, "new"), 2);
+  assert.equal(await connections(oxy, "reused"), 1);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
