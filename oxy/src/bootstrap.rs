@@ -519,8 +519,12 @@ async fn serve<App: OxyApp>(
                 break None;
             }
             // A successor that wrote the pid file and then failed: the file names this
-            // process again.
-            Err(_) => write_pid_file(&settings.server.pid_file)?,
+            // process again (a failure to write it is logged: this process serves on).
+            Err(_) => {
+                if let Err(e) = write_pid_file(&settings.server.pid_file) {
+                    tracing::error!(error = %e, "the pid file could not be restored");
+                }
+            }
         }
     };
     health.set(HealthState::Draining);
