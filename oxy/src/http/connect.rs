@@ -63,8 +63,10 @@ pub async fn handle<App: OxyExt>(
     handler.spawn_upgraded(async move {
         match upgrade.wait().await {
             Ok(upgraded) => match inspecting {
+                // Boxed: looking inside (an HTTP server, maybe TLS) is a far larger state
+                // than pumping, and every idle tunnel's task would carry its size.
                 Some(handler) => {
-                    super::inspect::serve(tunnel, upgraded, &handler, &drain).await;
+                    Box::pin(super::inspect::serve(tunnel, upgraded, &handler, &drain)).await;
                 }
                 None => {
                     tunnel.pump(upgraded, &drain).await;
@@ -72,7 +74,7 @@ pub async fn handle<App: OxyExt>(
             },
             Err(e) => {
                 tracing::info!(error = %e, "CONNECT upgrade failed");
-                tunnel.upgrade_failed().await;
+                Box::pin(tunnel.upgrade_failed()).await;
             }
         }
         drop(cx);

@@ -164,13 +164,13 @@ impl<App: OxyExt> Handler<App> {
     /// Hands the connection (or the request's stream) to `task`, a tunnel or an upgraded
     /// relay, run in a drained task that keeps the connection's `max_connections` slot.
     pub fn spawn_upgraded(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
-        let slot = self.slot.clone();
-        let stream = self.streams.open();
+        use futures_util::FutureExt;
+        let guards = (self.slot.clone(), self.streams.open());
+        // `map`, not an `async` block awaiting `task`: that would hold `task` twice (the
+        // captured value and the awaited one), and every idle tunnel would pay for it.
+        let task = task.map(move |()| drop(guards));
         self.drain
-            .spawn_connection(tracing::Instrument::in_current_span(async move {
-                task.await;
-                drop((slot, stream));
-            }));
+            .spawn_connection(tracing::Instrument::in_current_span(task));
     }
 
     /// The policy intercepted TLS or QUIC inside this connection's tunnels is held to:
