@@ -450,6 +450,17 @@ impl<App: OxyExt> UdpTunnel<App> {
         let mut framed = self.prefix.take().unwrap_or_default();
         let deadline = self.max_lifetime.map(|max| Instant::now() + max);
         let mut idle_at = Instant::now() + idle;
+        // The timers and the drain's signal are made once: a datagram only moves
+        // `idle_at`, and the idle timer, when it fires early, is set again to it.
+        let idle_timer = tokio::time::sleep_until(idle_at);
+        let lifetime = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let stopping = drain.stopping();
+        tokio::pin!(idle_timer, lifetime, stopping);
         for datagram in std::mem::take(&mut self.unread) {
             if send_up(upstream, &mut framed, header_len, &datagram)
                 .await
@@ -494,14 +505,14 @@ impl<App: OxyExt> UdpTunnel<App> {
                         }
                     }
                 },
-                _ = tokio::time::sleep_until(idle_at) => return (counts, "idle_timeout"),
-                _ = async {
-                    match deadline {
-                        Some(at) => tokio::time::sleep_until(at).await,
-                        None => std::future::pending().await,
+                () = &mut idle_timer => {
+                    if Instant::now() >= idle_at {
+                        return (counts, "idle_timeout");
                     }
-                } => return (counts, "max_lifetime"),
-                _ = drain.stopping() => return (counts, "shutdown"),
+                    idle_timer.as_mut().reset(idle_at);
+                }
+                () = &mut lifetime => return (counts, "max_lifetime"),
+                () = &mut stopping => return (counts, "shutdown"),
             }
         }
     }
