@@ -128,7 +128,7 @@ pub enum EgressPurpose {
     /// an IP flow upgraded to a tunnel.
     Tunnel,
     /// One HTTP request Oxy sends to its upstream (forward or reverse proxy), on a
-    /// connection of its own.
+    /// connection pooled by the route chosen and by who asked.
     HttpRequest,
 }
 
@@ -141,7 +141,8 @@ pub enum EgressAction {
     /// egress policy.
     Rewrite(Target),
     /// Go to the target from this local address (egress IP selection). A forwarded
-    /// HTTP request gets a connection of its own from that address, outside the pool.
+    /// HTTP request goes on a connection from that address (pooled with others bound
+    /// there).
     BindTo(IpAddr),
     /// Reach the target through this HTTP proxy with CONNECT (chaining). The egress
     /// policy applies to the proxy's address; the proxy applies its own to the target.

@@ -95,8 +95,8 @@
 //!                    for a routed CONNECT-UDP or CONNECT-IP)
 //!  7. the upstream: RequestAction::Route, else the decapsulated tunnel's target,
 //!     else (http.forward_proxy) the URI's authority, else http.upstream, else 404
-//!  8. EgressHook::on_egress             only with an egress hook, which also gives the
-//!                                       request a connection of its own (Deny: 403)
+//!  8. EgressHook::on_egress             only with an egress hook, whose choice picks the
+//!                                       request's (pooled) connection (Deny: 403)
 //!     HttpRequestHook::on_upstream_request  the request as the upstream will get it
 //!                                       (a response: sent instead, nothing below)
 //!  9. HttpRequestHook::request_body_tap

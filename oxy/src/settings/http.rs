@@ -287,8 +287,8 @@ pub struct HttpClientSettings {
     pub ca_file: std::path::PathBuf,
     /// The algorithms TLS towards upstreams may use (`default`, `fips_202205`,
     /// `wpa3_192_202304`, as for an endpoint's `tls.policy`). The egress hook can choose
-    /// another for one request (`EgressContext::tls_policy`, with an egress hook each
-    /// request has a connection of its own).
+    /// another for one request (`EgressContext::tls_policy`; a pooled connection is
+    /// reused only for the same policy).
     pub tls_policy: super::TlsPolicy,
     /// SHA-256 pins (hex) of raw public keys (RFC 7250) upstreams must present instead
     /// of certificates: when set, every upstream of the endpoint is asked for a raw
