@@ -2,6 +2,7 @@
 // hooks, timeouts and audit records, against local echo servers.
 
 import assert from "node:assert/strict";
+import { createConnection } from "node:net";
 import { after, before, test } from "node:test";
 import { auditPath, auditRecords } from "../lib/audit.ts";
 import { makePki } from "../lib/certs.ts";
@@ -10,7 +11,7 @@ import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { curl } from "../lib/curl.ts";
 import { startOrigin } from "../lib/origin.ts";
-import { OxyProcess, closed, exchange, openTcp, runToExit, writeConfig } from "../lib/oxy.ts";
+import { OxyProcess, closed, exchange, openTcp, runToExit, until, writeConfig } from "../lib/oxy.ts";
 
 let echo: EchoServer;
 let dns: DnsServer;
@@ -332,18 +333,33 @@ test("the egress hook chooses the target and the tunnel hook can block", async (
   assert.deepEqual(await oxy3.stop(), { code: 0, signal: null });
 });
 
-test("SIGTERM lets an open tunnel finish within the drain period, then cuts it", async () => {
+/** Whether a TCP connection to `port` is refused (ECONNREFUSED). */
+function refusedAt(port: number): Promise<boolean> {
+  return new Promise((ok) => {
+    const socket = createConnection(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      ok(false);
+    });
+    socket.once("error", (e: NodeJS.ErrnoException) => ok(e.code === "ECONNREFUSED"));
+  });
+}
+
+test("SIGTERM lets an open tunnel finish within the drain period, then cuts it", async (t) => {
   const { audit, settings } = forwarder(`127.0.0.1:${echo.port}`, {
     egress: { allow: ["127.0.0.0/8"] },
-    server: { shutdown_timeout: "500ms" },
+    server: { shutdown_timeout: "2s" },
   });
   const oxy = await OxyProcess.start({ binary: "oxy", settings });
   const port = oxy.port("fwd");
   const socket = await openTcp(port);
+  t.after(() => socket.destroy());
   socket.write("ping");
   await new Promise((ok) => socket.once("data", ok));
   oxy.signal("SIGTERM");
   await oxy.waitForLog(/shutting down/);
+  // The listener is closed: a new connection is refused, not left waiting in a backlog.
+  await until(async () => ((await refusedAt(port)) ? true : undefined), `connections to ${port} refused during the drain`);
   // Still pumping during the drain period.
   socket.write("still there?");
   const echoed = await new Promise<Buffer>((ok) => socket.once("data", ok));

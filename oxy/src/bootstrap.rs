@@ -508,7 +508,6 @@ async fn serve<App: OxyApp>(
         }
         match outcome {
             Ok(successor) => {
-                drop(handover);
                 drain.hand_over();
                 drop(successor.handed_over);
                 // Restarts asked meanwhile are answered by this one.
@@ -527,6 +526,9 @@ async fn serve<App: OxyApp>(
             }
         }
     };
+    // The copies kept for a successor go too: a listener whose accept loop stops is then
+    // closed, and new connections are refused at once rather than left in its backlog.
+    drop(handover);
     health.set(HealthState::Draining);
     let timeout = settings.server.shutdown_timeout;
     match signal {
