@@ -157,6 +157,13 @@ test("oxy --config FILE --restart restarts through server.control_socket and exi
   const tunnel = await openTunnel(oxy.oxy.port("web"), echo.port, 5_000);
   assert.ok(tunnel instanceof EchoTunnel, JSON.stringify(tunnel));
   assert.equal(await tunnel.echo("after --restart", 5_000), "ok");
+
+  // Draining after SIGTERM (the tunnel keeps the process up), a restart is refused at once.
+  process.kill(oxy.pid, "SIGTERM");
+  await oxy.oxy.waitForLog(/shutting down: draining connections signal=SIGTERM/);
+  const late = await runToExit("oxy", ["--config", oxy.configPath, "--restart"]);
+  assert.equal(late.code, 1, `${late.stdout}${late.stderr}`);
+  assert.match(late.stderr, /restart failed: this process is stopping/);
   assert.equal(await tunnel.end(5_000), undefined);
   await oxy.shutdown();
 

@@ -529,6 +529,11 @@ async fn serve<App: OxyApp>(
     // The copies kept for a successor go too: a listener whose accept loop stops is then
     // closed, and new connections are refused at once rather than left in its backlog.
     drop(handover);
+    // No restart from here on: one asked on the control socket is told so at once.
+    restart_requests.close();
+    while let Ok(answer) = restart_requests.try_recv() {
+        let _ = answer.send(Err("this process is stopping".into()));
+    }
     health.set(HealthState::Draining);
     let timeout = settings.server.shutdown_timeout;
     match signal {
