@@ -373,6 +373,18 @@ export function openTcp(port: number): Promise<Socket> {
 }
 
 /** Resolves when the peer has closed the connection (or it errored). */
+/** Whether a TCP connection to `port` is refused (ECONNREFUSED). */
+export function refusedAt(port: number): Promise<boolean> {
+  return new Promise((ok) => {
+    const socket = connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      ok(false);
+    });
+    socket.once("error", (e: NodeJS.ErrnoException) => ok(e.code === "ECONNREFUSED"));
+  });
+}
+
 export function closed(socket: Socket): Promise<void> {
   return new Promise((ok) => {
     if (socket.destroyed) return ok();

@@ -88,14 +88,14 @@ function haproxyConfig(fleet: FleetOxy[]): string {
     "  timeout connect 2s",
     "  timeout client 30s",
     "  timeout server 30s",
-    "  timeout check 1s",
+    "  timeout check 2s",
     "  retries 0",
     "listen fleet",
     "  bind fd@3",
     "  balance roundrobin",
     "  option httpchk GET /health",
     "  http-check expect status 200",
-    "  default-server inter 200ms fall 2 rise 1",
+    "  default-server inter 500ms fall 3 rise 1",
     ...fleet.map((f) => `  server ${f.name} ${f.oxy.address("fleet")} send-proxy-v2 check port ${portOf(f.oxy.telemetryAddress)}`),
     "",
   ].join("\n");
@@ -171,7 +171,7 @@ describe("the fleet: HAProxy with PROXY v2 in front of three Oxys, restarted one
       until(() => (requestsAt().every((count, i) => count >= from[i] + more) ? true : undefined), () => `${what}: requests per origin ${requestsAt()} (from ${from})`, 15_000);
 
     const frontend = `${FRONTEND}:${haproxy!.ports[0]}`;
-    load = lb.spawn(process.execPath, [LOAD_SCRIPT, frontend, LOAD_CLIENT, `127.0.0.1:${fleet[0].origin.port}`, "45000"]);
+    load = lb.spawn(process.execPath, [LOAD_SCRIPT, frontend, LOAD_CLIENT, `127.0.0.1:${fleet[0].origin.port}`, "300000"]);
     await everyOxyServes([0, 0, 0], 20, "load through every Oxy before the restarts");
 
     for (const f of fleet) {
@@ -203,7 +203,7 @@ describe("the fleet: HAProxy with PROXY v2 in front of three Oxys, restarted one
     await everyOxyServes(requestsAt(), 20, "load through every successor");
 
     await load.kill("SIGTERM");
-    const summary = await load.waitForJson((x) => x.event === "summary", 1_000);
+    const summary = await load.waitForJson((x) => x.event === "summary", 10_000);
     const context = JSON.stringify(summary);
     assert.equal(summary.failed, 0, `failed requests: ${context}\nHAProxy:\n${haproxy!.output()}`);
     assert.equal(summary.ok, summary.requests, context);

@@ -2,7 +2,6 @@
 // hooks, timeouts and audit records, against local echo servers.
 
 import assert from "node:assert/strict";
-import { createConnection } from "node:net";
 import { after, before, test } from "node:test";
 import { auditPath, auditRecords } from "../lib/audit.ts";
 import { makePki } from "../lib/certs.ts";
@@ -11,7 +10,7 @@ import { startDnsServer, type DnsServer } from "../lib/dns-server.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { curl } from "../lib/curl.ts";
 import { startOrigin } from "../lib/origin.ts";
-import { OxyProcess, closed, exchange, openTcp, runToExit, until, writeConfig } from "../lib/oxy.ts";
+import { OxyProcess, closed, exchange, openTcp, refusedAt, runToExit, until, writeConfig } from "../lib/oxy.ts";
 
 let echo: EchoServer;
 let dns: DnsServer;
@@ -332,18 +331,6 @@ test("the egress hook chooses the target and the tunnel hook can block", async (
   assert.match(none.close_reason, /no target/);
   assert.deepEqual(await oxy3.stop(), { code: 0, signal: null });
 });
-
-/** Whether a TCP connection to `port` is refused (ECONNREFUSED). */
-function refusedAt(port: number): Promise<boolean> {
-  return new Promise((ok) => {
-    const socket = createConnection(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      ok(false);
-    });
-    socket.once("error", (e: NodeJS.ErrnoException) => ok(e.code === "ECONNREFUSED"));
-  });
-}
 
 test("SIGTERM lets an open tunnel finish within the drain period, then cuts it", async (t) => {
   const { audit, settings } = forwarder(`127.0.0.1:${echo.port}`, {

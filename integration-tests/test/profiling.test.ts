@@ -191,7 +191,8 @@ test("/debug/runtime reports the workers and the connection tasks that served tr
   assert.equal(runtime.per_worker.length, runtime.workers);
   assert.ok(runtime.alive_tasks >= 1);
   assert.equal(typeof runtime.global_queue_depth, "number");
-  assert.ok(runtime.since_last_report.busy_ratio >= 0 && runtime.since_last_report.elapsed_s > 0, JSON.stringify(runtime.since_last_report));
+  const { busy_ratio, elapsed_s } = runtime.since_last_report;
+  assert.ok(Number.isFinite(busy_ratio) && busy_ratio >= 0 && busy_ratio <= 1 && elapsed_s > 0, JSON.stringify(runtime.since_last_report));
   assert.ok(runtime.connection_tasks.instrumented > 0, JSON.stringify(runtime.connection_tasks));
   assert.ok(runtime.connection_tasks.polls > 0);
 });

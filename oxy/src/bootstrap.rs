@@ -267,19 +267,16 @@ async fn serve<App: OxyApp>(
     if settings.telemetry.enabled {
         let telemetry = &settings.telemetry;
         let key = socket_key("telemetry", "tcp", 0, telemetry.listen);
-        let listener = match inherited.take(&key) {
-            Some(fd) => Ok(std::net::TcpListener::from(fd)),
-            None => bind_tcp(telemetry.listen),
-        }
-        .and_then(|l| {
-            handover.add(key, std::os::fd::AsFd::as_fd(&l))?;
-            TcpListener::from_std(l)
-        })
-        .map_err(|source| OxyError::Bind {
-            endpoint: "telemetry".into(),
-            addr: telemetry.listen,
-            source,
-        })?;
+        let listener = (inherited.take_or(&key, || bind_tcp(telemetry.listen)))
+            .and_then(|l| {
+                handover.add(key, &l)?;
+                TcpListener::from_std(l)
+            })
+            .map_err(|source| OxyError::Bind {
+                endpoint: "telemetry".into(),
+                addr: telemetry.listen,
+                source,
+            })?;
         let local = listener.local_addr()?;
         tracing::info!(listen = %local, "telemetry listening");
         write_address_file(&telemetry.address_file, local)?;
@@ -339,12 +336,10 @@ async fn serve<App: OxyApp>(
             |e: std::io::Error| OxyError::Setup(format!("endpoint {name}: ip.tun: {e}"));
         if endpoint_settings.ip.offramp == IpOffRamp::Tun && !endpoint_settings.protocol.is_tun() {
             let key = format!("{name}/tun-offramp");
-            let device = match inherited.take(&key) {
-                Some(fd) => crate::tun_device::adopt(fd),
-                None => crate::tun_device::open(&offramp_tun_settings(endpoint_settings)).await,
-            }
-            .map_err(tun_error)?;
-            handover.add(key, crate::tun_device::descriptor(&device))?;
+            let settings = offramp_tun_settings(endpoint_settings);
+            let device = tun_device(key, &settings, inherited, &mut handover)
+                .await
+                .map_err(tun_error)?;
             let tun = crate::offramp::tun::TunOffRamp::start(device, name, drain.clone());
             endpoint.tun_offramp = Some(Arc::new(tun));
         }
@@ -360,8 +355,8 @@ async fn serve<App: OxyApp>(
         };
         for (key, socket) in sockets.listen {
             match &socket {
-                BoundSocket::Tcp(l) => handover.add(key, std::os::fd::AsFd::as_fd(l))?,
-                BoundSocket::Udp(s) => handover.add(key, std::os::fd::AsFd::as_fd(s))?,
+                BoundSocket::Tcp(l) => handover.add(key, l)?,
+                BoundSocket::Udp(s) => handover.add(key, s)?,
             }
             let (listener, transport, local) = match socket {
                 BoundSocket::Tcp(l) => {
@@ -389,12 +384,9 @@ async fn serve<App: OxyApp>(
         }
         if endpoint_settings.protocol.is_tun() {
             let key = format!("{name}/tun");
-            let device = match inherited.take(&key) {
-                Some(fd) => crate::tun_device::adopt(fd),
-                None => crate::tun_device::open(&endpoint_settings.ip.tun).await,
-            }
-            .map_err(tun_error)?;
-            handover.add(key, crate::tun_device::descriptor(&device))?;
+            let device = tun_device(key, &endpoint_settings.ip.tun, inherited, &mut handover)
+                .await
+                .map_err(tun_error)?;
             let device_name = device.name().unwrap_or_default();
             tracing::info!(endpoint = %name, device = %device_name, "endpoint reading its TUN device");
             report.listeners.push(BoundListener {
@@ -462,15 +454,14 @@ async fn serve<App: OxyApp>(
     if !settings.server.control_socket.as_os_str().is_empty() {
         let path = &settings.server.control_socket;
         let key = format!("control/{}", path.display());
-        let listener = match inherited.take(&key) {
-            Some(fd) => Ok(std::os::unix::net::UnixListener::from(fd)),
-            None => control::bind(path),
-        }
-        .and_then(|l| {
-            handover.add(key, std::os::fd::AsFd::as_fd(&l))?;
-            tokio::net::UnixListener::from_std(l)
-        })
-        .map_err(|e| OxyError::Setup(format!("server.control_socket {}: {e}", path.display())))?;
+        let listener = (inherited.take_or(&key, || control::bind(path)))
+            .and_then(|l| {
+                handover.add(key, &l)?;
+                tokio::net::UnixListener::from_std(l)
+            })
+            .map_err(|e| {
+                OxyError::Setup(format!("server.control_socket {}: {e}", path.display()))
+            })?;
         let drain = drain.clone();
         tokio::spawn(async move { control::serve(listener, restarts, drain).await });
     }
@@ -610,6 +601,22 @@ fn write_address_file(path: &std::path::Path, addr: SocketAddr) -> OxyResult<()>
             format!("telemetry.address_file {}: {e}", path.display()),
         ))
     })
+}
+
+/// The TUN device a predecessor handed over under `key`, else a new one made as
+/// `settings` say; kept for a successor either way.
+async fn tun_device(
+    key: String,
+    settings: &TunSettings,
+    inherited: &mut Inherited,
+    handover: &mut HandoverSockets,
+) -> std::io::Result<Arc<tun_rs::AsyncDevice>> {
+    let device = match inherited.take(&key) {
+        Some(fd) => crate::tun_device::adopt(fd)?,
+        None => crate::tun_device::open(settings).await?,
+    };
+    handover.add(key, &crate::tun_device::descriptor(&device))?;
+    Ok(device)
 }
 
 /// A bound listening socket.

@@ -81,12 +81,14 @@ impl<App: OxyExt> UpstreamClient<App> {
         let upgrade = request.headers().contains_key(http::header::UPGRADE);
         let key = (!upgrade).then(|| pool_key(route, on, https, egress));
         let endpoint = &self.connector.endpoint;
-        if let Some(key) = &key
-            && let Some(connection) = self.egress_pool.checkout(key)
-        {
-            oxy_http::egress_connections_total(endpoint, "reused").inc();
-            return self.exchange(connection, key.clone(), request).await;
-        }
+        let key = match key.map(|key| (self.egress_pool.checkout(&key), key)) {
+            Some((Some(connection), key)) => {
+                oxy_http::egress_connections_total(endpoint, "reused").inc();
+                return self.exchange(connection, key, request).await;
+            }
+            Some((None, key)) => Some(key),
+            None => None,
+        };
         oxy_http::egress_connections_total(endpoint, "new").inc();
         let services = &self.connector.services;
         let (stream, _) = connect_by(services, route, egress)

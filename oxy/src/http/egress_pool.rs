@@ -66,7 +66,7 @@ pub(crate) struct EgressPool {
 
 impl EgressPool {
     /// A pool whose connections close after `idle_timeout` unused (a sweep every
-    /// `idle_timeout` while the pool lives). Needs a runtime.
+    /// `idle_timeout`, at least a second, while the pool lives). Needs a runtime.
     pub(crate) fn new(idle_timeout: Duration, endpoint: &str) -> Arc<Self> {
         let pool = Arc::new(Self {
             idle: Mutex::default(),

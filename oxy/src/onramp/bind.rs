@@ -66,34 +66,41 @@ pub(crate) fn bind_endpoint<S>(
         let tcp_key = socket_key(name, "tcp", index, addr);
         if settings.protocol.is_udp() {
             let key = socket_key(name, "udp", index, addr);
-            let udp = match inherited.take(&key) {
-                Some(fd) => UdpSocket::from(fd),
-                None => bind_udp(addr).map_err(at)?,
-            };
+            let udp = inherited.take_or(&key, || bind_udp(addr)).map_err(at)?;
             sockets.listen.push((key, BoundSocket::Udp(udp)));
         } else if h3_shares_listen {
             let quic_key = socket_key(name, "quic", index, addr);
-            let (tcp, udp) = match (inherited.take(&tcp_key), inherited.take(&quic_key)) {
-                (Some(tcp), Some(udp)) => (TcpListener::from(tcp), UdpSocket::from(udp)),
-                _ => bind_tcp_and_udp(addr).map_err(at)?,
+            let tcp = inherited.take(&tcp_key).map(TcpListener::from);
+            let udp = inherited.take(&quic_key).map(UdpSocket::from);
+            // One of the two handed over (HTTP/3 turned on or off since): the other gets
+            // its port, which the predecessor may still hold for the one it has.
+            let same_port = |port: io::Result<SocketAddr>| -> io::Result<SocketAddr> {
+                Ok(SocketAddr::new(addr.ip(), port?.port()))
+            };
+            let (tcp, udp) = match (tcp, udp) {
+                (Some(tcp), Some(udp)) => (tcp, udp),
+                (Some(tcp), None) => {
+                    let udp = same_port(tcp.local_addr()).and_then(bind_udp).map_err(at)?;
+                    (tcp, udp)
+                }
+                (None, Some(udp)) => {
+                    let tcp = same_port(udp.local_addr()).and_then(bind_tcp).map_err(at)?;
+                    (tcp, udp)
+                }
+                (None, None) => bind_tcp_and_udp(addr).map_err(at)?,
             };
             sockets.listen.push((tcp_key, BoundSocket::Tcp(tcp)));
             sockets.quic.push((quic_key, udp));
         } else {
-            let tcp = match inherited.take(&tcp_key) {
-                Some(fd) => TcpListener::from(fd),
-                None => bind_tcp(addr).map_err(at)?,
-            };
+            let tcp = inherited.take_or(&tcp_key, || bind_tcp(addr)).map_err(at)?;
             sockets.listen.push((tcp_key, BoundSocket::Tcp(tcp)));
         }
     }
     if quic && !h3_shares_listen {
         for (index, &addr) in settings.http.h3.listen.iter().enumerate() {
             let key = socket_key(name, "quic", index, addr);
-            let udp = match inherited.take(&key) {
-                Some(fd) => UdpSocket::from(fd),
-                None => bind_udp(addr).map_err(|source| BindError { addr, source })?,
-            };
+            let udp = (inherited.take_or(&key, || bind_udp(addr)))
+                .map_err(|source| BindError { addr, source })?;
             sockets.quic.push((key, udp));
         }
     }

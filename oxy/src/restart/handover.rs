@@ -4,7 +4,7 @@
 
 use super::launcher::Launcher;
 use super::quic_socket::HandoverUdpSocket;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::process::Child;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,9 +21,10 @@ pub(crate) struct HandoverSockets {
 }
 
 impl HandoverSockets {
-    /// Keeps a duplicate of `fd` to hand over under `key`.
-    pub(crate) fn add(&mut self, key: String, fd: BorrowedFd<'_>) -> std::io::Result<()> {
-        self.sockets.push((key, fd.try_clone_to_owned()?));
+    /// Keeps a duplicate of `socket`'s descriptor to hand over under `key`.
+    pub(crate) fn add(&mut self, key: String, socket: &impl AsFd) -> std::io::Result<()> {
+        self.sockets
+            .push((key, socket.as_fd().try_clone_to_owned()?));
         Ok(())
     }
 
@@ -33,7 +34,7 @@ impl HandoverSockets {
         key: String,
         socket: Arc<HandoverUdpSocket>,
     ) -> std::io::Result<()> {
-        self.add(key.clone(), socket.fd())?;
+        self.add(key.clone(), &socket.fd())?;
         self.quic.push((key, socket));
         Ok(())
     }
@@ -96,10 +97,9 @@ pub(crate) async fn restart(
     passed.push((HANDED_OVER_KEY.to_string(), their_turn.as_raw_fd()));
     let child = launcher.launch(passed, ready_write.as_raw_fd()).await;
     drop((ready_write, their_turn));
-    let mut child = Launched(Some(
-        child.map_err(|e| format!("cannot start the successor: {e}"))?,
-    ));
+    let child = child.map_err(|e| format!("cannot start the successor: {e}"))?;
     let pid = child.id();
+    let mut child = Launched(Some(child));
     let mut lines = ready_line(ready_read).map_err(|e| format!("ready pipe: {e}"))?;
     let failure = match tokio::time::timeout_at(deadline, lines.next_line()).await {
         Ok(Ok(Some(line))) if line == "ready" => None,
@@ -124,10 +124,6 @@ pub(crate) async fn restart(
 struct Launched(Option<Child>);
 
 impl Launched {
-    fn id(&self) -> u32 {
-        self.0.as_ref().map_or(0, Child::id)
-    }
-
     /// Stops a successor that failed: one that is exiting (it closed the ready pipe) gets
     /// time to say why; one still running is asked to stop (SIGTERM: it may have accepted
     /// connections already), then killed. Returns ` (its exit status)` when known.

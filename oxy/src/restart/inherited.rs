@@ -52,6 +52,18 @@ impl Inherited {
         self.sockets.remove(key)
     }
 
+    /// The socket handed over under `key`, else a new one from `bind`.
+    pub(crate) fn take_or<T: From<OwnedFd>>(
+        &mut self,
+        key: &str,
+        bind: impl FnOnce() -> std::io::Result<T>,
+    ) -> std::io::Result<T> {
+        match self.take(key) {
+            Some(fd) => Ok(T::from(fd)),
+            None => bind(),
+        }
+    }
+
     /// Tells the predecessor this process serves; it then stops accepting and drains.
     pub(crate) fn report_ready(&mut self) {
         if let Some(fd) = self.ready.take() {

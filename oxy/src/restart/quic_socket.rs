@@ -179,10 +179,14 @@ impl HandoverUdpSocket {
     /// successor gone (its channel closed) stops the forwarding.
     fn keep_own(&self, bufs: &mut [IoSliceMut<'_>], meta: &mut [RecvMeta], n: usize) -> usize {
         let mut successor = self.successor.lock().unwrap_or_else(|p| p.into_inner());
+        if successor.is_none() {
+            return n;
+        }
         let mut kept = 0;
         for i in 0..n {
             let m = meta[i];
             let stride = if m.stride == 0 { m.len } else { m.stride }.max(1);
+            let header = encode_header(&m);
             let mut own_len = 0;
             let mut start = 0;
             while start < m.len {
@@ -191,7 +195,6 @@ impl HandoverUdpSocket {
                     bufs[i].copy_within(start..end, own_len);
                     own_len += end - start;
                 } else if let Some(channel) = successor.as_ref() {
-                    let header = encode_header(&m);
                     let parts = [
                         std::io::IoSlice::new(&header),
                         std::io::IoSlice::new(&bufs[i][start..end]),
@@ -218,13 +221,6 @@ impl HandoverUdpSocket {
             kept += 1;
         }
         kept
-    }
-
-    fn forwarding(&self) -> bool {
-        self.successor
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
     }
 }
 
@@ -267,9 +263,6 @@ impl AsyncUdpSocket for HandoverUdpSocket {
                 }
                 _ => ready!(self.inner.poll_recv(cx, bufs, meta))?,
             };
-            if !self.forwarding() {
-                return Poll::Ready(Ok(n));
-            }
             let kept = self.keep_own(bufs, meta, n);
             if kept > 0 {
                 return Poll::Ready(Ok(kept));
