@@ -4,12 +4,13 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: help deps certs run build lint rust-test integration-test test bench fuzz
+.PHONY: help deps certs run build lint rust-test integration-test test bench bench-quick fuzz
 
 help:
 	@echo "make run   - build and run the zero-code proxy with config/default.yaml"
 	@echo "make test  - lints, Rust tests and the TypeScript integration tests"
-	@echo "make bench - side-by-side benchmarks against nginx, HAProxy, Squid and Caddy (benches/)"
+	@echo "make bench - side-by-side benchmarks against nginx, HAProxy, h2o, Squid and Caddy (benches/)"
+	@echo "make bench-quick - the key rows and ratios in under 2 minutes after the build, before merging"
 	@echo "make fuzz  - run each fuzz target (fuzz/) for FUZZ_SECONDS (default 60) seconds"
 
 deps:
@@ -47,6 +48,9 @@ test: lint rust-test integration-test
 
 bench:
 	benches/run
+
+bench-quick:
+	benches/run --quick
 
 # Fuzzing with cargo-fuzz (libFuzzer) on the stable toolchain: `--sanitizer none` needs
 # no nightly flag (AddressSanitizer would). Each target starts from its committed seeds

@@ -31,6 +31,44 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Where oxy, oxy-loadgen and oxy-client are: target/release unless --bin-dir or OXY_BIN_DIR.
 BIN = ROOT / "target" / "release"
+# CPU sets (taskset lists) for the contender under measurement and for everything else
+# (load generators, origin, targets); None leaves a role unpinned. Set by main().
+PIN: dict[str, str | None] = {"proxy": None, "load": None}
+
+
+def pinned(argv: list[str], role: str | None) -> list[str]:
+    """`argv` under `taskset -c CPUS` for the role's CPU set, when pinning is on."""
+    cpus = PIN.get(role) if role else None
+    return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its living descendants (nginx's and h2o's workers)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        one = todo.pop()
+        tree.append(one)
+        todo += children.get(one, [])
+    return tree
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its living descendants, from /proc."""
+    ticks = 0
+    for one in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -184,18 +222,21 @@ class Processes:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.running: list[tuple[str, subprocess.Popen]] = []
+        self.by_name: dict[str, subprocess.Popen] = {}  # the latest process started under each name
 
     def start(self, name: str, argv: list[str], ports: list, udp_echo: int | str | None = None,
-              env: dict | None = None, netns: str | None = None, json_line: bool = False) -> subprocess.Popen:
-        """Starts `argv` and waits until it listens on `ports` (loopback port numbers, or
+              env: dict | None = None, netns: str | None = None, json_line: bool = False,
+              role: str | None = "proxy") -> subprocess.Popen:
+        """Starts `argv` (pinned to the CPU set of `role`) and waits until it listens on `ports` (loopback port numbers, or
         `host:port` inside `netns`), echoes on UDP `udp_echo`, and, with `json_line`,
         has printed a JSON line on its standard output (kept in `proc.json_line`)."""
         log = open(self.workdir / f"{name}.log", "wb")
         out = self.workdir / f"{name}.out"
         stdout = open(out, "wb") if json_line else log
-        proc = subprocess.Popen(in_netns(netns, argv), stdout=stdout, stderr=log if json_line else subprocess.STDOUT,
+        proc = subprocess.Popen(in_netns(netns, pinned(argv, role)), stdout=stdout, stderr=log if json_line else subprocess.STDOUT,
                                 start_new_session=True, env={**os.environ, **env} if env else None)
         self.running.append((name, proc))
+        self.by_name[name] = proc
         if netns:
             checks = [lambda port=port: wait_for_port_in(netns, port, name, proc) for port in ports]
             if udp_echo is not None:
@@ -236,8 +277,8 @@ class Processes:
         del self.running[mark:]
 
 
-def run(argv: list[str], timeout: float) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+def run(argv: list[str], timeout: float, role: str | None = None) -> str:
+    done = subprocess.run(pinned(argv, role), capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr[-1500:]}")
     return done.stdout
@@ -279,6 +320,7 @@ def oxy_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
             {"name": "reverse-tls", "listen": [f"127.0.0.1:{ports['oxy_h2']}"], "http": {"upstream": origin},
              "tls": {"enabled": True, "certificates": [{"chain": str(crt), "key": str(key)}]}},
             {"name": "proxy", "listen": [f"127.0.0.1:{ports['oxy_connect']}"], "http": {"connect": True}},
+            {"name": "forward", "listen": [f"127.0.0.1:{ports['oxy_forward']}"], "http": {"forward_proxy": True}},
             {"name": "l4-source", "protocol": "tcp", "listen": [f"127.0.0.1:{ports['oxy_l4_source']}"],
              "tcp": {"target": f"127.0.0.1:{ports['source']}"}},
             {"name": "l4-echo", "protocol": "tcp", "listen": [f"127.0.0.1:{ports['oxy_l4_echo']}"],
@@ -358,6 +400,119 @@ def tun_config(workdir: Path, device: str, echo: str) -> Path:
     return path
 
 
+def egress_router_config(workdir: Path, ports: dict) -> Path:
+    """examples/egress-router as a forward proxy (absolute-form requests), with a firewall
+    and a route like config/egress-router.yaml's: its egress hook runs for every request."""
+    config = {
+        "server": {"worker_threads": 1, "shutdown_timeout": "1s"},
+        "telemetry": {"listen": f"127.0.0.1:{ports['router_telemetry']}", "log": {"level": "warn"}},
+        "egress": {"allow": ["127.0.0.0/8"]},
+        "endpoints": [{"name": "forward", "listen": [f"127.0.0.1:{ports['router_forward']}"],
+                       "http": {"forward_proxy": True}}],
+        "app": {"firewall": {"deny": [{"hosts": [".internal.example"]}, {"ports": [25]},
+                                      {"networks": ["169.254.0.0/16"]}]},
+                "routes": [{"name": "alice-egress", "users": ["alice"], "bind_to": "127.0.0.2"}]},
+    }
+    path = workdir / "egress-router.yaml"
+    path.write_text(json.dumps(config, indent=2))
+    return path
+
+
+def absolute_form_script(workdir: Path, ports: dict) -> Path:
+    """A wrk script whose requests are absolute-form (`GET http://origin/1k`), as a client
+    of a forward proxy sends them."""
+    origin = f"127.0.0.1:{ports['origin']}"
+    path = workdir / "absolute-form.lua"
+    path.write_text(f'wrk.path = "http://{origin}/1k"\nwrk.headers["Host"] = "{origin}"\n')
+    return path
+
+
+def scaled_configs(workdir: Path, ports: dict, workers: int) -> dict[str, tuple[Path, int]]:
+    """Oxy, nginx and HAProxy as HTTP/1.1 reverse proxies with `workers` worker threads
+    (processes for nginx), each alone on its own port: (config, port) by contender."""
+    origin = f"127.0.0.1:{ports['origin']}"
+    oxy = workdir / f"oxy-w{workers}.yaml"
+    oxy.write_text(json.dumps({
+        "server": {"worker_threads": workers, "shutdown_timeout": "1s"},
+        "telemetry": {"log": {"level": "warn"}},
+        "egress": {"allow": ["127.0.0.0/8"]},
+        "endpoints": [{"name": "reverse", "listen": [f"127.0.0.1:{ports['scale_oxy']}"],
+                       "http": {"upstream": f"http://{origin}"}}],
+    }, indent=2))
+    prefix = workdir / f"nginx-w{workers}"
+    prefix.mkdir(exist_ok=True)
+    prefix.chmod(0o777)
+    nginx = workdir / f"nginx-w{workers}.conf"
+    nginx.write_text(f"""
+worker_processes {workers};
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  client_body_temp_path {prefix}/body;
+  proxy_temp_path {prefix}/proxy;
+  keepalive_requests 1000000;
+  upstream origin {{ server {origin}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{ports['scale_nginx']};
+    location / {{ proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; }}
+  }}
+}}
+""")
+    haproxy = workdir / f"haproxy-w{workers}.cfg"
+    haproxy.write_text(f"""
+global
+  nbthread {workers}
+  maxconn 20000
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+frontend h1
+  bind 127.0.0.1:{ports['scale_haproxy']}
+  default_backend origin
+backend origin
+  http-reuse always
+  server origin {origin}
+""")
+    return {"oxy": (oxy, ports["scale_oxy"]), "nginx": (nginx, ports["scale_nginx"]),
+            "haproxy": (haproxy, ports["scale_haproxy"])}
+
+
+def h2o_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
+    """h2o (Debian's 2.2, which has no HTTP/3) as an HTTP/1.1 and HTTP/2 over TLS reverse
+    proxy with one thread; it keeps upstream connections alive by default."""
+    state = workdir / "h2o"
+    state.mkdir(exist_ok=True)
+    state.chmod(0o777)
+    path = workdir / "h2o.conf"
+    path.write_text(f"""
+num-threads: 1
+max-connections: 20000
+user: nobody
+pid-file: {state}/h2o.pid
+error-log: {state}/error.log
+listen:
+  host: 127.0.0.1
+  port: {ports['h2o_h1']}
+listen:
+  host: 127.0.0.1
+  port: {ports['h2o_h2']}
+  ssl:
+    certificate-file: {crt}
+    key-file: {key}
+hosts:
+  default:
+    paths:
+      /:
+        proxy.reverse.url: http://127.0.0.1:{ports['origin']}/
+""")
+    return path
+
+
 def nginx_config(workdir: Path, ports: dict, crt: Path, key: Path, origin: bool) -> Path:
     name = "origin" if origin else "nginx"
     prefix = workdir / name
@@ -389,6 +544,7 @@ http {{
     ssl_certificate {crt};
     ssl_certificate_key {key};
     location / {{ root {prefix}/www; }}
+    location = /nginx-status {{ stub_status; }}
   }}
 }}
 """
@@ -544,8 +700,11 @@ def udp_echo(port: int) -> None:
 # ---------------------------------------------------------------- measurements
 
 
-def wrk(port: int, seconds: int) -> dict:
-    out = run(["wrk", "-t1", "-c64", f"-d{seconds}s", "--latency", f"http://127.0.0.1:{port}/1k"], seconds + 30)
+def wrk(port: int, seconds: int, connections: int = 64, script: Path | None = None, threads: int = 1) -> dict:
+    """wrk's rate and latency; `requests` is the count, for CPU per request."""
+    argv = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    argv += ["-s", str(script)] if script else []
+    out = run([*argv, f"http://127.0.0.1:{port}/1k"], seconds + 30, "load")
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
 
     def latency(pct: str) -> float:
@@ -555,27 +714,81 @@ def wrk(port: int, seconds: int) -> dict:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"wrk saw {errors.group(1)} error responses on port {port}")
-    return {"req/s": rps, "p50 ms": latency("50"), "p99 ms": latency("99")}
+    failed = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if failed and sum(map(int, failed.groups())):
+        raise RuntimeError(f"wrk saw socket errors on port {port}: {failed.group(0)}")
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return {"req/s": rps, "p50 ms": latency("50"), "p99 ms": latency("99"), "requests": requests}
 
 
-def h2load(port: int, seconds: int) -> dict:
-    out = run(["h2load", "-c4", "-m100", "-D", str(seconds), "--warm-up-time=1",
-               f"https://127.0.0.1:{port}/1k"], seconds + 60)
+def h2load(port: int, seconds: int, rate: int | None = None, h1: bool = False) -> dict:
+    """h2load over TLS (h2), or over plain HTTP/1.1 with `h1`: 4 connections x 100 streams
+    as fast as it goes, or, with `rate`, a fixed total rate of requests per second (50
+    HTTP/1.1 connections, or 10 h2 connections x 10 streams, each at rate/connections)."""
+    if rate is None:
+        shape = ["-c4", "-m100"]
+    else:
+        clients = 50 if h1 else 10
+        shape = [f"-c{clients}", "-m1" if h1 else "-m10", f"--rps={rate // clients}"]
+    url = f"http://127.0.0.1:{port}/1k" if h1 else f"https://127.0.0.1:{port}/1k"
+    out = run(["h2load", *shape, *(["--h1"] if h1 else []), "-D", str(seconds), url], seconds + 60, "load")
     rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
     status = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
     if status and (int(status.group(3)) or int(status.group(4))):
         raise RuntimeError(f"h2load saw error responses on port {port}: {status.group(0)}")
-    if "h2" not in out:
+    done = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                     r"(\d+) errored", out)
+    if int(done.group(5)) or int(done.group(6)):
+        raise RuntimeError(f"h2load saw failed requests on port {port}: {done.group(0)}")
+    if not h1 and "h2" not in out:
         raise RuntimeError(f"h2load did not negotiate h2 on port {port}")
-    return {"req/s": rps}
+    return {"req/s": rps, "requests": int(done.group(4))}
+
+
+def origin_accepts(port: int) -> int:
+    """Connections the origin nginx has accepted so far (its stub_status)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /nginx-status HTTP/1.0\r\nHost: origin\r\n\r\n")
+        answer = b""
+        while chunk := s.recv(4096):
+            answer += chunk
+    found = re.search(rb"\n\s*(\d+)\s+(\d+)\s+(\d+)\s*\n", answer)
+    if not found:
+        raise RuntimeError(f"the origin's stub_status answered {answer[-300:]!r}")
+    return int(found.group(1))
+
+
+def egress_pool_counts(telemetry_port: int) -> str:
+    """oxy_http_egress_connections_total by kind, from an Oxy's /metrics."""
+    with socket.create_connection(("127.0.0.1", telemetry_port), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.0\r\nHost: oxy\r\n\r\n")
+        text = b""
+        while chunk := s.recv(65536):
+            text += chunk
+    counts = re.findall(r'oxy_http_egress_connections_total\{[^}]*kind="(\w+)"[^}]*\} (\d+)', text.decode())
+    return ", ".join(f"{kind} {n}" for kind, n in counts) or "no oxy_http_egress_connections_total"
+
+
+def per_worker(out: dict, workers: int) -> dict:
+    return {"req/s": out["req/s"], "req/s per worker": out["req/s"] / workers, "p99 ms": out["p99 ms"],
+            "requests": out["requests"]}
+
+
+def add_scaling_ratios(results: list[dict], scenarios: list[str]) -> None:
+    """Adds to each scaling row its req/s over the same contender's at the fewest workers."""
+    rows = [r for r in results if r["scenario"] in scenarios]
+    base = {r["contender"]: r["req/s"] for r in rows if r["scenario"] == scenarios[0]}
+    for r in rows:
+        if r["scenario"] != scenarios[0] and base.get(r["contender"]):
+            r["x first W"] = r["req/s"] / base[r["contender"]]
 
 
 def loadgen(args: list[str], timeout: float, netns: str | None = None) -> dict:
-    return json.loads(run(in_netns(netns, [str(BIN / "oxy-loadgen"), *args]), timeout))
+    return json.loads(run(in_netns(netns, [str(BIN / "oxy-loadgen"), *args]), timeout, "load"))
 
 
 def oxy_client(args: list[str], timeout: float, netns: str | None = None) -> dict:
-    return json.loads(run(in_netns(netns, [str(BIN / "oxy-client"), *args]), timeout).strip().splitlines()[-1])
+    return json.loads(run(in_netns(netns, [str(BIN / "oxy-client"), *args]), timeout, "load").strip().splitlines()[-1])
 
 
 class Sized:
@@ -666,11 +879,11 @@ def start_connect_ip_tcp(procs: Processes, spaces: Namespaces, workdir: Path) ->
         run(["ip", "-n", p, "addr", "add", f"{host}/32", "dev", "lo"], 10)
         source, echo = f"{host}:7001", f"{host}:7002"
         procs.start(f"targets-p-{mtu}", [str(BIN / "oxy-loadgen"), "serve", "--source", source, "--echo", echo],
-                    [source, echo], netns=p)
+                    [source, echo], netns=p, role="load")
         client = procs.start(f"connect-ip-client-{mtu}",
                              [str(BIN / "oxy-client"), "ip", "--proxy", f"http://{proxy}", "--over", "h2",
                               "--tun", ifname(f"c{mtu // 1000}"), "--mtu", str(mtu), "--route", f"{host}/32"],
-                             [], netns=c, json_line=True)
+                             [], netns=c, json_line=True, role="load")
         if client.json_line.get("status") != 200:
             raise RuntimeError(f"CONNECT-IP through {proxy} answered {client.json_line}")
         wait_for_port_in(c, source, f"the byte source through CONNECT-IP (MTU {mtu})", client)
@@ -686,7 +899,7 @@ def start_tun_forward(procs: Processes, spaces: Namespaces, workdir: Path) -> tu
     contender's UDP target, for oxy-client in T."""
     t, echo = spaces.create("t"), "127.0.0.1:7003"
     procs.start("udp-echo-t", [sys.executable, str(Path(__file__).resolve()), "--udp-echo", "7003"], [],
-                udp_echo=echo, netns=t)
+                udp_echo=echo, netns=t, role="load")
     device = ifname("tf")
     app = procs.start("fixture-app", [str(BIN / "fixture-app"), "--config", str(tun_config(workdir, device, echo))],
                       ["127.0.0.1:9090"], netns=t)
@@ -723,11 +936,29 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the results as a Markdown report here")
     parser.add_argument("--bin-dir", type=Path, default=Path(os.environ.get("OXY_BIN_DIR", BIN)),
                         help="where oxy, oxy-loadgen and oxy-client are (default: target/release, or OXY_BIN_DIR)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="do not pin the contender to CPU 0 and the load and origin to the other CPUs")
+    parser.add_argument("--workers", default="1,2",
+                        help="worker counts of the scaling rows (default 1,2; more where the machine has the cores)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the key rows only, one round of 2 s, {QUICK_IDLE_TUNNELS} idle tunnels (make bench-quick)")
     parser.add_argument("--udp-echo", type=int, help=argparse.SUPPRESS)  # the UDP echo target's own process
     opts = parser.parse_args()
     if opts.udp_echo:
         udp_echo(opts.udp_echo)
         return 0
+    if opts.quick:
+        opts.rounds, opts.seconds, opts.idle_tunnels = 1, 2, QUICK_IDLE_TUNNELS
+        opts.only = opts.only or list(QUICK_ROWS)
+    cores = os.cpu_count() or 1
+    try:
+        workers = sorted({int(w) for w in opts.workers.split(",")})
+    except ValueError:
+        parser.error(f"--workers {opts.workers!r}: a comma-separated list of worker counts")
+    if not workers or workers[0] < 1 or workers[-1] > cores:
+        parser.error(f"--workers {opts.workers!r}: each count from 1 to the {cores} CPUs here")
+    if not opts.no_pin and cores >= 2:
+        PIN.update(proxy="0", load=f"1-{cores - 1}")
 
     BIN = opts.bin_dir.resolve()
     for binary in ("oxy", "oxy-loadgen", "oxy-client", "http-firewall"):
@@ -742,6 +973,14 @@ def main() -> int:
     # the wanted scenarios must be installed).
     h1 = "HTTP/1.1 reverse proxy, 1 KiB, 64 connections (wrk)"
     h2 = "HTTP/2 over TLS reverse proxy, 1 KiB, 4 connections x 100 streams (h2load)"
+    cpu_h1 = (f"CPU per request at a fixed {FIXED_RATE:,} req/s: HTTP/1.1 reverse proxy, 1 KiB, "
+              "50 connections (h2load --h1 --rps)")
+    cpu_h2 = (f"CPU per request at a fixed {FIXED_RATE:,} req/s: HTTP/2 over TLS reverse proxy, 1 KiB, "
+              "10 connections x 10 streams (h2load --rps)")
+    keepalive = "HTTP/1.1 reverse proxy, 1 KiB, 1,000 keep-alive connections (wrk)"
+    forward = ("HTTP/1.1 forward proxy (absolute-form), 1 KiB, 64 connections (wrk): under an egress hook "
+               "(examples/egress-router) against the zero-code proxy")
+    scaling = "scaling: HTTP/1.1 reverse proxy, 1 KiB, 64 connections per worker (wrk -t W), W={}"
     bulk = "tunnel bulk throughput, {} tunnel(s)"
     rate = "new tunnels per second (open, 1 byte echoed, close; 32 at a time)"
     connect_udp = ("connect-udp-{over}: CONNECT-UDP over {name}, 1200-byte datagrams echoed, "
@@ -759,8 +998,13 @@ def main() -> int:
     udp_carriers = (("h3", "HTTP/3 (HTTP Datagrams)"), ("h2", "HTTP/2 (DATAGRAM capsules)"))
     plan = {
         "memory per idle tunnel": ["haproxy", "squid"],
-        h1: ["nginx", "haproxy", "wrk"],
-        h2: ["nginx", "haproxy", "h2load"],
+        h1: ["nginx", "haproxy", "h2o", "wrk"],
+        h2: ["nginx", "haproxy", "h2o", "h2load"],
+        cpu_h1: ["nginx", "haproxy", "h2o", "h2load"],
+        cpu_h2: ["nginx", "haproxy", "h2o", "h2load"],
+        keepalive: ["nginx", "haproxy", "h2o", "wrk"],
+        forward: ["wrk"],
+        **{scaling.format(w): ["nginx", "haproxy", "wrk", "taskset"] for w in workers},
         **{bulk.format(tunnels): ["haproxy", "squid"] for tunnels in (1, 16)},
         rate: ["haproxy", "squid"],
         https_interception: ["nginx"],
@@ -771,10 +1015,14 @@ def main() -> int:
         tun_forward: [],
     }
     needed = {"openssl"} | {tool for scenario, tools in plan.items() if wanted(scenario) for tool in tools}
+    needed |= {"taskset"} if PIN["proxy"] else set()
     for tool in sorted(needed):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
             print(f"{tool} is missing: run benches/run, which installs the peers", file=sys.stderr)
             return 2
+    if wanted(forward) and not (BIN / "egress-router").exists():
+        print(f"{BIN / 'egress-router'} is missing: run benches/run, which builds it", file=sys.stderr)
+        return 2
     # Two sockets per tunnel, and the hard limit bounds every process here.
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     idle_tunnels = opts.idle_tunnels
@@ -796,7 +1044,8 @@ def main() -> int:
     names = ["origin", "source", "echo", "oxy_telemetry", "oxy_h1", "oxy_h2", "oxy_connect", "oxy_l4_source",
              "oxy_l4_echo", "nginx_h1", "nginx_h2", "haproxy_h1", "haproxy_h2", "haproxy_l4_source",
              "haproxy_l4_echo", "squid", "oxy_h3", "caddy_h3", "udp_echo", "origin_tls", "firewall_telemetry",
-             "firewall_intercept", "firewall_tunnel"]
+             "firewall_intercept", "firewall_tunnel", "h2o_h1", "h2o_h2", "oxy_forward", "router_forward",
+             "router_telemetry", "scale_oxy", "scale_nginx", "scale_haproxy"]
     ports = {name: free_port() for name in names}
     key, crt, pem, ca = write_certificate(workdir)
     source, echo = f"127.0.0.1:{ports['source']}", f"127.0.0.1:{ports['echo']}"
@@ -808,7 +1057,7 @@ def main() -> int:
 
     def start_origin():
         return procs.start("origin", ["nginx", "-c", str(nginx_config(workdir, ports, crt, key, True))],
-                           [ports["origin"]])
+                           [ports["origin"]], role="load")
 
     def start_firewall():
         return procs.start("firewall", [str(BIN / "http-firewall"), "--config", str(firewall_config(workdir, ports, ca))],
@@ -825,6 +1074,14 @@ def main() -> int:
     def start_squid():
         return procs.start("squid", ["squid", "-N", "-f", str(squid_config(workdir, ports))], [ports["squid"]])
 
+    def start_h2o():
+        return procs.start("h2o", ["h2o", "-c", str(h2o_config(workdir, ports, crt, key))],
+                           [ports["h2o_h1"], ports["h2o_h2"]])
+
+    def start_egress_router():
+        return procs.start("egress-router", [str(BIN / "egress-router"), "--config",
+                                             str(egress_router_config(workdir, ports))], [ports["router_forward"]])
+
     def start_caddy():
         # One Go scheduler thread, like Oxy's one worker thread; its state stays in the work dir.
         home = str(workdir / "caddy")
@@ -838,11 +1095,26 @@ def main() -> int:
         shown = ", ".join(f"{k} {v:,.2f}" for k, v in medians.items())
         print(f"  {contender:<24} {shown}", flush=True)
 
-    starters = {"origin": start_origin, "firewall": start_firewall, "oxy": start_oxy, "nginx": start_nginx, "haproxy": start_haproxy,
-                "squid": start_squid, "caddy": start_caddy}
+    starters = {"origin": start_origin, "firewall": start_firewall, "oxy": start_oxy, "nginx": start_nginx,
+                "haproxy": start_haproxy, "squid": start_squid, "caddy": start_caddy, "h2o": start_h2o,
+                "egress-router": start_egress_router}
     started: set[str] = set()
 
-    def alternate(scenario: str, contenders: dict, measure, peers: list[str]) -> None:
+    def with_cpu(process: str | None, measure, how) -> dict:
+        """measure(how), and, for a process named in `procs` whose measurement counts
+        `requests`, its CPU seconds (user + system, its workers included) per 100k requests."""
+        proc = procs.by_name.get(process) if process else None
+        before = cpu_seconds(proc.pid) if proc else 0.0
+        out = measure(how)
+        requests = out.pop("requests", None)
+        if proc and requests:
+            out["CPU s/100k req"] = (cpu_seconds(proc.pid) - before) / requests * 1e5
+        return out
+
+    def alternate(scenario: str, contenders: dict, measure, peers: list[str],
+                  cpu: dict[str, str] | None = None) -> None:
+        """Measures each contender in turn, `opts.rounds` times; `cpu` names the process
+        of each contender whose CPU time per request is reported."""
         if scenario not in plan:
             raise KeyError(f"scenario {scenario!r} is missing from the plan in main()")
         if not wanted(scenario):
@@ -855,15 +1127,15 @@ def main() -> int:
         samples: dict[str, list[dict]] = {name: [] for name in contenders}
         for _ in range(opts.rounds):
             for name, how in contenders.items():
-                samples[name].append(measure(how))
+                samples[name].append(with_cpu((cpu or {}).get(name), measure, how))
         for name in contenders:
             record(scenario, name, samples[name])
 
     try:
         procs.start("targets", [str(BIN / "oxy-loadgen"), "serve", "--source", source, "--echo", echo],
-                    [ports["source"], ports["echo"]])
+                    [ports["source"], ports["echo"]], role="load")
         procs.start("udp-echo", [sys.executable, str(Path(__file__).resolve()), "--udp-echo", str(ports["udp_echo"])],
-                    [], udp_echo=ports["udp_echo"])
+                    [], udp_echo=ports["udp_echo"], role="load")
 
         through = {
             "oxy CONNECT": {"source": {"port": ports["oxy_connect"], "connect": source},
@@ -895,10 +1167,56 @@ def main() -> int:
 
         secs = opts.seconds
 
-        alternate(h1, {"oxy": ports["oxy_h1"], "nginx": ports["nginx_h1"], "haproxy": ports["haproxy_h1"]},
-                  lambda port: wrk(port, secs), ["origin", "oxy", "nginx", "haproxy"])
-        alternate(h2, {"oxy": ports["oxy_h2"], "nginx": ports["nginx_h2"], "haproxy": ports["haproxy_h2"]},
-                  lambda port: h2load(port, secs), ["origin", "oxy", "nginx", "haproxy"])
+        http_peers = ["origin", "oxy", "nginx", "haproxy", "h2o"]
+        each_own = {name: name for name in ("oxy", "nginx", "haproxy", "h2o")}  # contender -> its process
+        plain = {name: ports[f"{name}_h1"] for name in each_own}
+        tls = {name: ports[f"{name}_h2"] for name in each_own}
+        alternate(h1, plain, lambda port: wrk(port, secs), http_peers, each_own)
+        alternate(h2, tls, lambda port: h2load(port, secs), http_peers, each_own)
+        alternate(cpu_h1, plain, lambda port: h2load(port, secs, rate=FIXED_RATE, h1=True), http_peers, each_own)
+        alternate(cpu_h2, tls, lambda port: h2load(port, secs, rate=FIXED_RATE), http_peers, each_own)
+        alternate(keepalive, plain, lambda port: wrk(port, secs, connections=1000), http_peers, each_own)
+
+        def forwarded(port: int) -> dict:
+            """wrk's figures, and how many connections the origin accepted per 1,000 requests."""
+            before = origin_accepts(ports["origin"])
+            out = wrk(port, secs, script=absolute_form_script(workdir, ports))
+            out["origin conns / 1k req"] = 1000 * (origin_accepts(ports["origin"]) - before) / out["requests"]
+            return out
+
+        alternate(forward, {"zero-code proxy (oxy binary)": ports["oxy_forward"],
+                            "oxy egress-router": ports["router_forward"]}, forwarded,
+                  ["origin", "oxy", "egress-router"], {"zero-code proxy (oxy binary)": "oxy",
+                                                       "oxy egress-router": "egress-router"})
+        if wanted(forward):
+            print(f"  egress-router's pool: {egress_pool_counts(ports['router_telemetry'])}", flush=True)
+
+        for w in workers:
+            scenario = scaling.format(w)
+            if not wanted(scenario):
+                continue
+            # W workers on CPUs 0..W-1 and the load on the rest, or all of them on every CPU
+            # where fewer than W CPUs would be left to the load (a 2-core machine at W=2).
+            spread = {"proxy": f"0-{w - 1}", "load": f"{w}-{cores - 1}"} if 2 * w <= cores else \
+                {"proxy": f"0-{cores - 1}", "load": f"0-{cores - 1}"}
+            saved = dict(PIN)
+            if PIN["proxy"]:
+                PIN.update(spread)
+            mark = len(procs.running)
+            try:
+                configs = scaled_configs(workdir, ports, w)
+                argv = {"oxy": [str(BIN / "oxy"), "--config"], "nginx": ["nginx", "-c"],
+                        "haproxy": ["haproxy", "-db", "-f"]}
+                for name, (config, port) in configs.items():
+                    procs.start(f"{name}-w", [*argv[name], str(config)], [port])
+                alternate(scenario, {name: port for name, (_, port) in configs.items()},
+                          lambda port: per_worker(wrk(port, secs, connections=64 * w, threads=w), w),
+                          ["origin"], {name: f"{name}-w" for name in configs})
+            finally:
+                procs.stop_from(mark)
+                PIN.clear()
+                PIN.update(saved)
+        add_scaling_ratios(results, [scaling.format(w) for w in workers])
         with_direct = {"direct (no proxy)": {"source": {"port": ports["source"]}}, **through}
         for tunnels in (1, 16):
             alternate(bulk.format(tunnels), with_direct,
@@ -935,9 +1253,10 @@ def main() -> int:
 
         def gets(port: int) -> dict:
             out = sized(f"get {port}", 2000, lambda n: h3_get(f"https://localhost:{port}/1k", ca, n, secs))
-            return {"req/s": out["requests_per_s"], "failed": out["failed"]}
+            return {"req/s": out["requests_per_s"], "failed": out["failed"], "requests": out["ok"]}
 
-        alternate(h3_get, {"oxy": ports["oxy_h3"], "caddy": ports["caddy_h3"]}, gets, ["origin", "oxy", "caddy"])
+        alternate(h3_get, {"oxy": ports["oxy_h3"], "caddy": ports["caddy_h3"]}, gets, ["origin", "oxy", "caddy"],
+                  {"oxy": "oxy", "caddy": "caddy"})
 
         # Layer 3. CONNECT-IP carrying the same UDP echo load as CONNECT-UDP, through the
         # same Oxy endpoint and HTTP version; Oxy's CONNECT-UDP is the baseline here.
@@ -986,8 +1305,14 @@ def main() -> int:
     return 0
 
 
+# The fixed request rate of the CPU-per-request rows, and what --quick (make bench-quick) runs.
+FIXED_RATE = 10_000
+QUICK_IDLE_TUNNELS = 2_000
+QUICK_ROWS = ("memory per idle tunnel", "1 KiB, 64 connections (wrk)", "4 connections x 100 streams",
+              "CPU per request", "new tunnels per second")
+
 # Shown in the tables, left out of the ratios (a share of zero has no ratio worth reading).
-NOT_A_RATIO = {"lost %", "failed"}
+NOT_A_RATIO = {"lost %", "failed", "origin conns / 1k req"}
 
 
 def ratios(results: list[dict]) -> list[tuple[str, str, str, str, float]]:
@@ -1010,7 +1335,7 @@ def ratios(results: list[dict]) -> list[tuple[str, str, str, str, float]]:
 
 
 def print_ratios(results: list[dict]) -> None:
-    print("\nRatios Oxy/peer (higher is better for rates and throughput, lower for latency and memory):")
+    print("\nRatios Oxy/peer (higher is better for rates, throughput and scaling, lower for latency, memory and CPU):")
     for scenario, oxy_name, peer, metric, ratio in ratios(results):
         print(f"  {scenario} | {oxy_name} / {peer} | {metric}: {ratio:.2f}x")
 
@@ -1040,6 +1365,7 @@ def markdown_report(results: list[dict], opts, idle_tunnels: int) -> str:
         f"- HAProxy: {version_of(['haproxy', '-v'])}; `nbthread 1`, `http-reuse always`, `option splice-auto` (TCP)",
         f"- Squid: {version_of(['squid', '-v'])}; one process, no cache, access_log none",
         f"- Caddy: {version_of(['caddy', 'version'])}; `GOMAXPROCS=1`, HTTP/3 on, logs at ERROR",
+        f"- h2o: {version_of(['h2o', '--version'])}; `num-threads: 1`, no access log (this version has no HTTP/3)",
         f"- Load: {version_of(['wrk', '-v'])}; {version_of(['h2load', '--version'])}; oxy-loadgen (benches/loadgen); "
         "oxy-client (tools/oxy-client) for HTTP/3, CONNECT-UDP, CONNECT-IP and the TUN endpoint, against a UDP echo in Python "
         "(recvmmsg/sendmmsg, one process)",
@@ -1047,8 +1373,12 @@ def markdown_report(results: list[dict], opts, idle_tunnels: int) -> str:
             "between proxy and client sides for connect-ip-tcp; one namespace for tun-forward); Oxy and the "
             f"fixture app (integration-tests/fixture-app, {BIN.name} build) with `server.worker_threads: 1`"]
           if any(r["scenario"].startswith(("connect-ip-tcp", "tun-forward")) for r in results) else []),
-        f"- {opts.rounds} alternating rounds of {opts.seconds} s per scenario; medians shown. "
-        "Everything shares the 2 cores: the load generator, the target and the proxy.",
+        f"- {opts.rounds} alternating rounds of {opts.seconds} s per scenario; medians shown. " + (
+            f"The contender under measurement runs on CPU {PIN['proxy']} (`taskset`), the load generators, "
+            f"origin and targets on CPUs {PIN['load']}; the scaling rows spread W workers as they say. "
+            if PIN["proxy"] else "Nothing is pinned: the load generator, the target and the proxy share the CPUs. ") +
+        "`CPU s/100k req` is the contender's user + system time (all its processes, from /proc) per "
+        "100,000 requests answered.",
         "",
     ]
     by_scenario: dict[str, list[dict]] = {}
@@ -1064,7 +1394,8 @@ def markdown_report(results: list[dict], opts, idle_tunnels: int) -> str:
     findings = Path(__file__).with_name("findings.md")
     if findings.exists():
         out += [findings.read_text().rstrip(), ""]
-    out += ["## Ratios Oxy/peer", "", "Higher is better for rates and throughput, lower for latency and memory.", "",
+    out += ["## Ratios Oxy/peer", "", "Higher is better for rates, throughput and scaling (`x first W`), lower for "
+            "latency, memory and CPU.", "",
             "| scenario | Oxy / peer | metric | ratio |", "|---|---|---|---:|"]
     out += [f"| {sc} | {oxy} / {peer} | {metric} | {ratio:.2f} |" for sc, oxy, peer, metric, ratio in ratios(results)]
     return "\n".join(out) + "\n"

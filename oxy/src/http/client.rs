@@ -185,8 +185,13 @@ impl<App: OxyExt> UpstreamClient<App> {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(settings.pool_idle_timeout)
+            .pool_max_idle_per_host(settings.pool_max_idle_per_upstream)
             .build(connector.clone());
-        let egress_pool = EgressPool::new(settings.pool_idle_timeout, endpoint);
+        let egress_pool = EgressPool::new(
+            settings.pool_idle_timeout,
+            settings.pool_max_idle_per_upstream,
+            endpoint,
+        );
         Ok(Self {
             client,
             connector,

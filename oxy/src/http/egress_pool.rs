@@ -21,9 +21,6 @@ fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Idle connections kept for one key at most; more are closed when their response ends.
-const MAX_IDLE_PER_KEY: usize = 32;
-
 /// What a pooled connection was made for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct PoolKey {
@@ -60,17 +57,26 @@ impl PooledConnection {
 pub(crate) struct EgressPool {
     idle: Mutex<HashMap<PoolKey, Vec<PooledConnection>>>,
     idle_timeout: Duration,
+    /// Idle connections kept for one key at most; more are closed when their response
+    /// ends (`http.client.pool_max_idle_per_upstream`).
+    max_idle_per_key: usize,
     /// `oxy_http_egress_idle_connections` of the endpoint.
     idle_gauge: prometheus::IntGauge,
 }
 
 impl EgressPool {
     /// A pool whose connections close after `idle_timeout` unused (a sweep every
-    /// `idle_timeout`, at least a second, while the pool lives). Needs a runtime.
-    pub(crate) fn new(idle_timeout: Duration, endpoint: &str) -> Arc<Self> {
+    /// `idle_timeout`, at least a second, while the pool lives), keeping at most
+    /// `max_idle_per_key` idle for one key. Needs a runtime.
+    pub(crate) fn new(
+        idle_timeout: Duration,
+        max_idle_per_key: usize,
+        endpoint: &str,
+    ) -> Arc<Self> {
         let pool = Arc::new(Self {
             idle: Mutex::default(),
             idle_timeout,
+            max_idle_per_key,
             idle_gauge: oxy_http::egress_idle_connections(endpoint),
         });
         let weak = Arc::downgrade(&pool);
@@ -132,7 +138,7 @@ impl EgressPool {
             connection.idle_since = Instant::now();
             let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
             let connections = idle.entry(key).or_default();
-            if connections.len() < MAX_IDLE_PER_KEY {
+            if connections.len() < pool.max_idle_per_key {
                 connections.push(connection);
                 pool.idle_gauge.inc();
             }

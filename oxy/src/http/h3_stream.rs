@@ -194,25 +194,35 @@ pub async fn route_datagrams<H>(
     H: h3_datagram::quic_traits::RecvDatagram<Buffer = Bytes>,
 {
     while let Ok(datagram) = reader.read_datagram().await {
-        let stream = datagram.stream_id();
-        let reason = match capsule::udp_payload(&datagram.into_payload()) {
-            Ok(Some(payload)) => {
-                // try_send never waits, so the lock is held only for the lookup and send.
-                let sent = routes
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&stream)
-                    .map(|tx| tx.try_send(payload));
-                match sent {
-                    Some(Ok(())) => continue,
-                    Some(Err(mpsc::error::TrySendError::Full(_))) => "queue_full",
-                    Some(Err(mpsc::error::TrySendError::Closed(_))) | None => "unknown_stream",
-                }
+        if let Err(reason) = deliver_datagram(&routes, datagram) {
+            oxy_udp::dropped_total(&endpoint, reason).inc();
+        }
+    }
+}
+
+/// Queues one received HTTP/3 Datagram's UDP payload to its flow; why not (the
+/// `reason` label of `oxy_udp_dropped_total`) when it cannot be.
+pub fn deliver_datagram(
+    routes: &DatagramRoutes,
+    datagram: h3_datagram::datagram::Datagram<Bytes>,
+) -> Result<(), &'static str> {
+    let stream = datagram.stream_id();
+    match capsule::udp_payload(&datagram.into_payload()) {
+        Ok(Some(payload)) => {
+            // try_send never waits, so the lock is held only for the lookup and send.
+            let sent = routes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&stream)
+                .map(|tx| tx.try_send(payload));
+            match sent {
+                Some(Ok(())) => Ok(()),
+                Some(Err(mpsc::error::TrySendError::Full(_))) => Err("queue_full"),
+                Some(Err(mpsc::error::TrySendError::Closed(_))) | None => Err("unknown_stream"),
             }
-            Ok(None) => "unknown_context",
-            Err(e) => e.as_label(),
-        };
-        oxy_udp::dropped_total(&endpoint, reason).inc();
+        }
+        Ok(None) => Err("unknown_context"),
+        Err(e) => Err(e.as_label()),
     }
 }
 

@@ -33,3 +33,4 @@ pub mod stream_search;
 pub mod upgrade;
 pub mod uri_template;
 pub mod user_limits;
+pub mod write_coalescing;

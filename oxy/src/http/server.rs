@@ -4,6 +4,7 @@
 use super::body::boxed;
 use super::pipeline::Handler;
 use super::upgrade::{ExtendedConnect, PendingUpgrade, Upgraded};
+use super::write_coalescing::WriteCoalescing;
 use crate::app::OxyExt;
 use crate::drain::Drain;
 use crate::hooks::HttpBody;
@@ -84,9 +85,10 @@ async fn serve_boxed<App: OxyExt>(
             return ConnectionEnd::Closed;
         }
     };
-    let io = TokioIo::new(stream);
     let result = match version {
         Version::Http2 => {
+            // The frames of one flush leave in one write (one TLS record).
+            let io = TokioIo::new(WriteCoalescing::new(stream));
             let keep_alive = Some(limits.h2_keep_alive_interval).filter(|i| !i.is_zero());
             let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -113,6 +115,8 @@ async fn serve_boxed<App: OxyExt>(
             .await
         }
         Version::Http1 => {
+            // hyper writes a response's head and body in one write already.
+            let io = TokioIo::new(stream);
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)

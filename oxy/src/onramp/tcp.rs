@@ -14,6 +14,7 @@ use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::logging::{connection_span, record_client, shown};
 use crate::telemetry::panics;
 use crate::tls::HandshakeFailure;
+use crate::tls::read_ahead::ReadAhead;
 use crate::tls::server::oxy_tls;
 use crate::tunnel;
 use crate::tunnel::pump::CloseReason;
@@ -161,7 +162,7 @@ async fn serve_connection<App: OxyExt>(
     let name = cx.endpoint.name().to_string();
     let timeout = cx.endpoint.settings.tls.handshake_timeout;
     let handshake = tokio::select! {
-        handshake = tokio::time::timeout(timeout, acceptor.accept(stream, cx.tls_policy)) => handshake,
+        handshake = tokio::time::timeout(timeout, acceptor.accept(ReadAhead::new(stream), cx.tls_policy)) => handshake,
         _ = drain.force_closing() => return ConnectionEnd::Shutdown,
     };
     let reason = match handshake {

@@ -282,6 +282,11 @@ pub struct HttpClientSettings {
     /// Idle pooled connections are closed after this long.
     #[serde(with = "humantime_serde", default = "default_pool_idle_timeout")]
     pub pool_idle_timeout: Duration,
+    /// Idle connections kept per upstream (per egress choice under an egress hook); a
+    /// connection whose response ends while this many are idle is closed. Set it at
+    /// least to the concurrent requests an upstream gets, or connections churn.
+    #[serde(default = "default_pool_max_idle_per_upstream")]
+    pub pool_max_idle_per_upstream: usize,
     /// PEM bundle of CAs upstream certificates must chain to; empty means the system's
     /// roots. Host names are always verified.
     pub ca_file: std::path::PathBuf,
@@ -362,4 +367,8 @@ fn default_response_timeout() -> Duration {
 
 fn default_pool_idle_timeout() -> Duration {
     Duration::from_secs(90)
+}
+
+fn default_pool_max_idle_per_upstream() -> usize {
+    1024
 }

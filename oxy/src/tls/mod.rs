@@ -10,6 +10,7 @@ pub mod policy;
 pub mod quic;
 pub mod quic_raw_public_key;
 pub mod raw_public_key;
+pub mod read_ahead;
 pub mod revocation;
 pub mod server;
 mod session_cache;

@@ -1,6 +1,7 @@
 //! The client side of a tunnel: a plain TCP socket (which the pump can `splice(2)`) or
 //! any other byte stream (TLS, an HTTP/2 stream, ...).
 
+use crate::tls::read_ahead::ReadAhead;
 use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
@@ -50,8 +51,8 @@ impl From<PrefixedStream<TcpStream>> for TunnelStream {
     }
 }
 
-impl From<tokio_boring::SslStream<PrefixedStream<TcpStream>>> for TunnelStream {
-    fn from(stream: tokio_boring::SslStream<PrefixedStream<TcpStream>>) -> Self {
+impl From<tokio_boring::SslStream<ReadAhead<PrefixedStream<TcpStream>>>> for TunnelStream {
+    fn from(stream: tokio_boring::SslStream<ReadAhead<PrefixedStream<TcpStream>>>) -> Self {
         TunnelStream::Boxed(Box::new(stream))
     }
 }
