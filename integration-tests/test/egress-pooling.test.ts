@@ -1,7 +1,7 @@
 // Upstream connections under an egress hook: the hook runs for every forwarded request,
 // and requests it sends the same way, for the same client and proxy user, share pooled
 // connections (`oxy_http_egress_connections_total{kind="new"|"reused"}`); another user
-// gets a connection of its own.
+// gets a connection of its own; `http.client.pool_max_idle_per_upstream: 0` keeps none.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
@@ -66,5 +66,26 @@ test("another proxy user gets a connection of its own", async () => {
   assert.ok(![...port("bob")].some((p) => port("alice").has(p)), "bob's request does not ride alice's connection");
   assert.equal(await connections(oxy, "new"), 2);
   assert.equal(await connections(oxy, "reused"), 1);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("http.client.pool_max_idle_per_upstream: 0 keeps no connection: each request opens its own", async () => {
+  const oxy = await OxyProcess.start({
+    binary: "fixture-app",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [
+        { name: "web", listen: ["127.0.0.1:0"], http: { forward_proxy: true, client: { pool_max_idle_per_upstream: 0 } } },
+      ],
+    },
+  });
+  for (let i = 0; i < 3; i++) {
+    const r = await curl(["-x", oxy.url("web"), `http://127.0.0.1:${origin.port}/unpooled-${i}`]);
+    assert.equal(r.status, 200, r.stderr);
+  }
+  const seen = origin.seen.filter((r) => r.url.startsWith("/unpooled-"));
+  assert.equal(new Set(seen.map((r) => r.remotePort)).size, 3, `three upstream connections: ${JSON.stringify(seen.map((r) => r.remotePort))}`);
+  assert.equal(await connections(oxy, "new"), 3);
+  assert.equal(await connections(oxy, "reused"), undefined, "no request was counted as reused");
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });

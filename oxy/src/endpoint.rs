@@ -42,11 +42,19 @@ pub struct Endpoint<App: OxyExt> {
     pub alt_svc: Option<http::HeaderValue>,
     /// What each user has open, against `http.user_limits` and `proxy_auth.users`.
     pub(crate) user_limits: crate::http::user_limits::UserLimits,
+    /// The metrics every HTTP request of the endpoint touches, made on its first.
+    http_metrics: OnceLock<Arc<crate::http::metrics::EndpointHttpMetrics>>,
     /// The pooled upstream client of an HTTP endpoint, made on first use.
     pub(crate) http_client: OnceLock<Arc<UpstreamClient<App>>>,
 }
 
 impl<App: OxyExt> Endpoint<App> {
+    /// The metrics every HTTP request of the endpoint touches.
+    pub(crate) fn http_metrics(&self) -> &Arc<crate::http::metrics::EndpointHttpMetrics> {
+        self.http_metrics
+            .get_or_init(|| Arc::new(crate::http::metrics::EndpointHttpMetrics::new(self.name())))
+    }
+
     /// An endpoint from its (validated) settings and the application's state for it;
     /// `h3_port` is the port its first HTTP/3 socket is bound to, for `Alt-Svc`.
     pub fn new(
@@ -81,6 +89,7 @@ impl<App: OxyExt> Endpoint<App> {
             .and_then(|port| format!("h3=\":{port}\"; ma=86400").parse().ok());
         let user_limits = crate::http::user_limits::UserLimits::new(&settings.http);
         Ok(Self {
+            http_metrics: OnceLock::new(),
             quic,
             connect_udp_template: settings.http.connect_udp.uri_template.parse().ok(),
             connect_ip_template: UriTemplate::parse(

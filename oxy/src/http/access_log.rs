@@ -1,9 +1,10 @@
 //! One request's bookkeeping: the active-requests gauge, then its count, duration and
 //! access-log line (`oxy::access`), or its cancellation.
 
-use super::metrics::{method_label, oxy_http, version_label};
+use super::metrics::{EndpointHttpMetrics, method_label, oxy_http, version_label};
 use crate::hooks::HttpBody;
-use http::{Method, Request, StatusCode, Version};
+use http::{Method, Request, StatusCode, Uri, Version};
+use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,12 +12,13 @@ use std::time::Instant;
 /// and access-log line, written when it is answered or, if it never is (the client went
 /// away and the request's future was dropped), as cancelled.
 pub(super) struct RequestRecord {
-    pub(super) endpoint: String,
+    /// The endpoint's per-request metrics (and its name).
+    metrics: Arc<EndpointHttpMetrics>,
     pub(super) method: Method,
     pub(super) version: Version,
-    pub(super) uri: String,
+    /// The request's URI, formatted only for a log line or a hook that wants it.
+    uri: Uri,
     pub(super) started: Instant,
-    pub(super) active: prometheus::IntGauge,
     pub(super) answered: bool,
     /// The decapsulated tunnel the request came in.
     pub(super) tunnel_id: Option<Arc<str>>,
@@ -25,38 +27,36 @@ pub(super) struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub(super) fn start(endpoint: &str, request: &Request<HttpBody>) -> Self {
-        let method = request.method().clone();
-        let uri = match request.uri().authority() {
-            Some(authority) if method == Method::CONNECT => authority.to_string(),
-            _ => request.uri().to_string(),
-        };
-        let active = oxy_http::active_requests(endpoint);
-        active.inc();
+    pub(super) fn start(metrics: &Arc<EndpointHttpMetrics>, request: &Request<HttpBody>) -> Self {
+        metrics.active_requests.inc();
         RequestRecord {
-            endpoint: endpoint.to_string(),
-            method,
+            metrics: metrics.clone(),
+            method: request.method().clone(),
             version: request.version(),
-            uri,
+            uri: request.uri().clone(),
             started: Instant::now(),
-            active,
             answered: false,
             tunnel_id: None,
             user: None,
         }
     }
 
+    /// The request's URI as logged: the authority of a CONNECT, else the whole URI.
+    pub(super) fn uri(&self) -> LoggedUri<'_> {
+        LoggedUri(&self.method, &self.uri)
+    }
+
     pub(super) fn answered(&mut self, status: StatusCode) {
         self.answered = true;
         let elapsed = self.started.elapsed();
-        let (name, method, version) = (&self.endpoint, &self.method, self.version);
+        let (name, method, version) = (&*self.metrics.name, &self.method, self.version);
         let status = status.as_u16();
-        oxy_http::request_duration_seconds(name).observe(elapsed.as_secs_f64());
+        self.metrics.request_duration.observe(elapsed.as_secs_f64());
         oxy_http::requests_total(name, version_label(version), method_label(method), status).inc();
         tracing::info!(
             target: "oxy::access",
             %method,
-            uri = %self.uri,
+            uri = %self.uri(),
             version = version_label(version),
             status,
             duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
@@ -68,21 +68,34 @@ impl RequestRecord {
 
 impl Drop for RequestRecord {
     fn drop(&mut self) {
-        self.active.dec();
+        self.metrics.active_requests.dec();
         if self.answered {
             return;
         }
-        let (name, method, version) = (&self.endpoint, &self.method, self.version);
+        let (name, method, version) = (&*self.metrics.name, &self.method, self.version);
         oxy_http::cancelled_total(name, version_label(version), method_label(method)).inc();
         tracing::info!(
             target: "oxy::access",
             %method,
-            uri = %self.uri,
+            uri = %self.uri(),
             version = version_label(version),
             reason = "cancelled",
             duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
             tunnel_id = self.tunnel_id.as_deref(),
             "request cancelled by the client"
         );
+    }
+}
+
+/// A request's URI as the access log and the request's end show it: the authority of a
+/// CONNECT, else the whole URI.
+pub(super) struct LoggedUri<'a>(&'a Method, &'a Uri);
+
+impl fmt::Display for LoggedUri<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1.authority() {
+            Some(authority) if *self.0 == Method::CONNECT => authority.fmt(f),
+            _ => self.1.fmt(f),
+        }
     }
 }

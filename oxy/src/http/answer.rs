@@ -58,7 +58,7 @@ impl<App: OxyExt> Handler<App> {
             client_addr: self.client_addr,
             proxy_user: record.user.clone(),
             method: record.method.clone(),
-            uri: record.uri.clone(),
+            uri: record.uri().to_string(),
             version: record.version,
             status: response.status(),
             local: (response.extensions().get::<LocalAnswer>()).map(|a| a.reason.clone()),

@@ -127,6 +127,9 @@ impl EgressPool {
         key: PoolKey,
         mut connection: PooledConnection,
     ) {
+        if self.max_idle_per_key == 0 {
+            return; // nothing is kept: the connection closes with its response
+        }
         let pool = Arc::downgrade(self);
         tokio::spawn(async move {
             if connection.sender.ready().await.is_err() {

@@ -1,6 +1,7 @@
 //! HTTP metrics.
 
 use crate::metrics;
+use std::sync::OnceLock;
 
 /// HTTP requests.
 #[metrics]
@@ -32,6 +33,43 @@ pub mod oxy_http {
     /// Time from request head to response head, by endpoint.
     #[buckets(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)]
     pub fn request_duration_seconds(endpoint: &str) -> Histogram;
+}
+
+/// The metrics every request of an endpoint touches, resolved once for the endpoint
+/// (when its first request comes) instead of looked up by label per request.
+pub struct EndpointHttpMetrics {
+    /// The endpoint's name, for the metrics labelled by more than it.
+    pub name: std::sync::Arc<str>,
+    /// `oxy_http_active_requests` of the endpoint.
+    pub active_requests: prometheus::IntGauge,
+    /// `oxy_http_request_duration_seconds` of the endpoint.
+    pub request_duration: prometheus::Histogram,
+    /// `oxy_http_routes_total` of the endpoint, kinds `reverse` and `forward`, each
+    /// made when first counted (so a series appears only for a route taken).
+    routed: [OnceLock<prometheus::IntCounter>; 2],
+}
+
+impl EndpointHttpMetrics {
+    /// The handles of endpoint `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            active_requests: oxy_http::active_requests(name),
+            request_duration: oxy_http::request_duration_seconds(name),
+            routed: Default::default(),
+        }
+    }
+
+    /// `oxy_http_routes_total` of the endpoint for a request proxied in reverse (to a
+    /// configured or hook-chosen upstream) or, with `forward`, to the URI's own host.
+    pub fn routed(&self, forward: bool) -> &prometheus::IntCounter {
+        let (slot, kind) = if forward {
+            (&self.routed[1], "forward")
+        } else {
+            (&self.routed[0], "reverse")
+        };
+        slot.get_or_init(|| oxy_http::routes_total(&self.name, kind))
+    }
 }
 
 /// The method as a metric label: the standard methods, or `other`.

@@ -204,7 +204,7 @@ impl<App: OxyExt> Handler<App> {
     }
 
     async fn handle_in_span(self: Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
-        let mut record = RequestRecord::start(self.endpoint.name(), &request);
+        let mut record = RequestRecord::start(self.endpoint.http_metrics(), &request);
         record.tunnel_id = self.tunnel_id.clone();
         let mut response = self.dispatch(request, &mut record).await;
         response = self.answer_phases(&mut record, response).await;
@@ -383,17 +383,17 @@ impl<App: OxyExt> Handler<App> {
             return super::connect::handle(self, Request::from_parts(parts, body), cx).await;
         }
 
-        let (upstream, kind) = match route {
-            Some(upstream) => (upstream, "reverse"),
+        let (upstream, forward) = match route {
+            Some(upstream) => (upstream, false),
             None if forwardable && settings.forward_proxy => match Upstream::from_uri(&parts.uri) {
-                Some(upstream) => (upstream, "forward"),
+                Some(upstream) => (upstream, true),
                 None => {
                     oxy_http::errors_total(name, "bad_uri").inc();
                     return text_response(StatusCode::BAD_REQUEST, "the request URI names no host");
                 }
             },
             None => match self.endpoint.http_upstream.clone() {
-                Some(upstream) => (upstream, "reverse"),
+                Some(upstream) => (upstream, false),
                 None => {
                     oxy_http::routes_total(name, "local").inc();
                     oxy_http::errors_total(name, "no_route").inc();
@@ -401,7 +401,7 @@ impl<App: OxyExt> Handler<App> {
                 }
             },
         };
-        oxy_http::routes_total(name, kind).inc();
+        self.endpoint.http_metrics().routed(forward).inc();
         self.proxy(parts, body, upstream, &mut cx).await
     }
 

@@ -96,15 +96,19 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteCoalescing<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.deferred && this.written == 0 && !this.gathered.is_empty() {
+        // Half a record gathered is enough to send without waiting for more.
+        if !this.deferred
+            && this.written == 0
+            && (1..GATHER_LIMIT / 2).contains(&this.gathered.len())
+        {
             // Woken from within its own poll, the task goes behind the others ready to
             // run (tokio's yield), whose responses may add to this write.
             this.deferred = true;
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        this.deferred = false;
         ready!(this.poll_write_gathered(cx))?;
+        this.deferred = false;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 

@@ -284,7 +284,8 @@ pub struct HttpClientSettings {
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per upstream (per egress choice under an egress hook); a
     /// connection whose response ends while this many are idle is closed. Set it at
-    /// least to the concurrent requests an upstream gets, or connections churn.
+    /// least to the concurrent requests an upstream gets, or connections churn. 0 keeps
+    /// none: every request opens its own connection (HTTP/2 upstreams included).
     #[serde(default = "default_pool_max_idle_per_upstream")]
     pub pool_max_idle_per_upstream: usize,
     /// PEM bundle of CAs upstream certificates must chain to; empty means the system's

@@ -8,7 +8,7 @@
 use bytes::{Buf, BytesMut};
 use std::io;
 use std::pin::Pin;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most read at once: a whole TLS record (16 KiB of plaintext, 256 bytes of
@@ -40,19 +40,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(())); // nothing asked, nothing read ahead
+        }
         if this.ahead.is_empty() {
             if buf.remaining() >= READ_AHEAD {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
             this.ahead.reserve(READ_AHEAD);
-            if ready!(tokio_util::io::poll_read_buf(
-                Pin::new(&mut this.inner),
-                cx,
-                &mut this.ahead
-            ))? == 0
-            {
+            let read =
+                tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.ahead);
+            if !matches!(read, Poll::Ready(Ok(1..))) {
+                // Waiting (an idle connection), failed or ended: hold no buffer.
                 this.ahead = BytesMut::new();
-                return Poll::Ready(Ok(())); // end of stream
+                return read.map_ok(|_| ()); // Ok(0): the end of the stream
             }
         }
         let n = buf.remaining().min(this.ahead.len());
@@ -151,6 +152,25 @@ mod tests {
             "the end of the stream"
         );
         Ok(())
+    }
+
+    #[test]
+    fn a_waiting_read_holds_no_buffer() {
+        let (_near, far) = tokio::io::duplex(64);
+        let mut stream = ReadAhead::new(far);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut header = [0u8; 5];
+        let mut buf = ReadBuf::new(&mut header);
+        assert!(
+            Pin::new(&mut stream)
+                .poll_read(&mut cx, &mut buf)
+                .is_pending()
+        );
+        assert_eq!(
+            stream.ahead.capacity(),
+            0,
+            "an idle connection holds nothing"
+        );
     }
 
     #[tokio::test]
