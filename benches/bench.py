@@ -465,7 +465,7 @@ http {{
     haproxy.write_text(f"""
 global
   nbthread {workers}
-  maxconn 20000
+  maxconn 4000
 defaults
   mode http
   timeout connect 5s
@@ -1091,6 +1091,10 @@ def main() -> int:
 
     def record(scenario: str, contender: str, samples: list[dict]) -> None:
         medians = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+        if len(samples) > 1 and medians.get("req/s"):
+            # How steady the rounds were: their spread over the median.
+            rates = [s["req/s"] for s in samples]
+            medians["req/s spread %"] = 100 * (max(rates) - min(rates)) / medians["req/s"]
         results.append({"scenario": scenario, "contender": contender, "rounds": len(samples), **medians})
         shown = ", ".join(f"{k} {v:,.2f}" for k, v in medians.items())
         print(f"  {contender:<24} {shown}", flush=True)
@@ -1312,7 +1316,7 @@ QUICK_ROWS = ("memory per idle tunnel", "1 KiB, 64 connections (wrk)", "4 connec
               "CPU per request", "new tunnels per second")
 
 # Shown in the tables, left out of the ratios (a share of zero has no ratio worth reading).
-NOT_A_RATIO = {"lost %", "failed", "origin conns / 1k req"}
+NOT_A_RATIO = {"lost %", "failed", "origin conns / 1k req", "req/s spread %"}
 
 
 def ratios(results: list[dict]) -> list[tuple[str, str, str, str, float]]:

@@ -60,21 +60,35 @@ pub async fn handle<App: OxyExt>(
     };
     let drain = handler.drain.clone();
     let inspecting = tunnel.decapsulating().then(|| handler.clone());
+    // Boxed until it is used: the task then holds the tunnel once (in the pump), not
+    // also as the task's own copy, for the tunnel's whole life. `unbox` frees the box
+    // as the tunnel leaves it (a `*tunnel` would keep it until the task ends).
+    let tunnel = Box::new(tunnel);
+    #[allow(clippy::boxed_local)] // taking the box is the point
+    fn unbox<T>(boxed: Box<T>) -> T {
+        *boxed
+    }
     handler.spawn_upgraded(async move {
         match upgrade.wait().await {
             Ok(upgraded) => match inspecting {
                 // Boxed: looking inside (an HTTP server, maybe TLS) is a far larger state
                 // than pumping, and every idle tunnel's task would carry its size.
                 Some(handler) => {
-                    Box::pin(super::inspect::serve(tunnel, upgraded, &handler, &drain)).await;
+                    Box::pin(super::inspect::serve(
+                        unbox(tunnel),
+                        upgraded,
+                        &handler,
+                        &drain,
+                    ))
+                    .await;
                 }
                 None => {
-                    tunnel.pump(upgraded, &drain).await;
+                    unbox(tunnel).pump(upgraded, &drain).await;
                 }
             },
             Err(e) => {
                 tracing::info!(error = %e, "CONNECT upgrade failed");
-                Box::pin(tunnel.upgrade_failed()).await;
+                Box::pin(unbox(tunnel).upgrade_failed()).await;
             }
         }
         drop(cx);

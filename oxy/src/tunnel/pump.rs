@@ -4,7 +4,9 @@
 use super::splice;
 use super::stream::TunnelStream;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -83,19 +85,27 @@ pub async fn pump_tcp(
         TunnelStream::Plain(client) => {
             let meter = Meter::new();
             let (prefix, client) = client.into_parts();
-            let copying = async {
-                let mut target = target;
-                if !prefix.is_empty() {
-                    target.write_all(&prefix).await?;
-                    meter.moved(&meter.up, prefix.len());
-                }
-                tokio::try_join!(
-                    splice::forward(&client, &target, |n| meter.moved(&meter.up, n)),
-                    splice::forward(&target, &client, |n| meter.moved(&meter.down, n)),
-                )
-                .map(drop)
-            };
-            let reason = supervise(copying, &meter, limits, shutdown).await;
+            // Built inside the awaited expression, so that the copying future is held
+            // once (in the supervisor), not also as a local: every idle tunnel pays for
+            // each byte of this state.
+            let reason = supervise(
+                async {
+                    let mut target = target;
+                    if !prefix.is_empty() {
+                        target.write_all(&prefix).await?;
+                        meter.moved(&meter.up, prefix.len());
+                    }
+                    tokio::try_join!(
+                        splice::forward(&client, &target, |n| meter.moved(&meter.up, n)),
+                        splice::forward(&target, &client, |n| meter.moved(&meter.down, n)),
+                    )
+                    .map(drop)
+                },
+                &meter,
+                limits,
+                shutdown,
+            )
+            .await;
             (meter.outcome(reason), true)
         }
         client => (pump(client, target, limits, shutdown).await, false),
@@ -165,36 +175,78 @@ impl Meter {
 
 /// Runs `copying` until it ends, the idle timeout or the lifetime passes, or `shutdown`
 /// completes.
-async fn supervise(
-    copying: impl Future<Output = std::io::Result<()>>,
-    meter: &Meter,
+fn supervise<'m, C, S>(
+    copying: C,
+    meter: &'m Meter,
     limits: PumpLimits,
-    shutdown: impl Future<Output = ()>,
-) -> CloseReason {
-    let idle = async {
-        loop {
-            let last = Duration::from_millis(meter.last_activity.load(Ordering::Relaxed));
-            let due = meter.started + last + limits.idle;
-            if Instant::now() >= due {
-                return;
+    shutdown: S,
+) -> Supervised<'m, C, S> {
+    let lifetime_end = limits
+        .max_lifetime
+        .and_then(|max| meter.started.checked_add(max));
+    let first = meter.started + limits.idle;
+    Supervised {
+        copying,
+        shutdown,
+        timer: tokio::time::sleep_until(lifetime_end.map_or(first, |end| end.min(first))),
+        meter,
+        idle: limits.idle,
+        lifetime_end,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A pump's copying, watched by one timer for both the idle timeout and the
+    /// lifetime, and by the shutdown. A future of its own rather than a `select!`
+    /// over two timers: an idle tunnel holds this state for its whole life, and the
+    /// `select!` held the copying and the shutdown twice besides.
+    struct Supervised<'m, C, S> {
+        #[pin]
+        copying: C,
+        #[pin]
+        shutdown: S,
+        #[pin]
+        timer: tokio::time::Sleep,
+        meter: &'m Meter,
+        idle: Duration,
+        lifetime_end: Option<Instant>,
+    }
+}
+
+impl<C, S> Future for Supervised<'_, C, S>
+where
+    C: Future<Output = std::io::Result<()>>,
+    S: Future<Output = ()>,
+{
+    type Output = CloseReason;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let mut this = self.project();
+        if let Poll::Ready(result) = this.copying.poll(cx) {
+            return Poll::Ready(match result {
+                Ok(()) => CloseReason::Completed,
+                Err(e) => CloseReason::Error(e.to_string()),
+            });
+        }
+        if this.shutdown.poll(cx).is_ready() {
+            return Poll::Ready(CloseReason::Shutdown);
+        }
+        // The timer is set for the nearer deadline; when it fires, the idle one may
+        // have moved (a byte passed since), and the timer is set again.
+        while this.timer.as_mut().poll(cx).is_ready() {
+            let now = Instant::now();
+            if this.lifetime_end.is_some_and(|end| now >= end) {
+                return Poll::Ready(CloseReason::MaxLifetime);
             }
-            tokio::time::sleep_until(due).await;
+            let last = Duration::from_millis(this.meter.last_activity.load(Ordering::Relaxed));
+            let idle_due = this.meter.started + last + *this.idle;
+            if now >= idle_due {
+                return Poll::Ready(CloseReason::IdleTimeout);
+            }
+            let next = this.lifetime_end.map_or(idle_due, |end| end.min(idle_due));
+            this.timer.as_mut().reset(next);
         }
-    };
-    let lifetime = async {
-        match limits.max_lifetime {
-            Some(max) => tokio::time::sleep(max).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        result = copying => match result {
-            Ok(()) => CloseReason::Completed,
-            Err(e) => CloseReason::Error(e.to_string()),
-        },
-        _ = idle => CloseReason::IdleTimeout,
-        _ = lifetime => CloseReason::MaxLifetime,
-        _ = shutdown => CloseReason::Shutdown,
+        Poll::Pending
     }
 }
 

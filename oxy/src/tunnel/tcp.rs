@@ -195,20 +195,17 @@ impl<App: OxyExt> TcpTunnel<App> {
     /// Pumps `client` through the tunnel until it ends, then runs the tunnel-end hook,
     /// counts and audits it.
     pub async fn pump(self, client: TunnelStream, drain: &Drain) -> CloseReason {
-        let TcpTunnel {
-            record,
-            server,
-            limits,
-            span,
-            ..
-        } = self;
+        // The record stays where it is in `self` (fields are moved out one by one, not
+        // all at once): a copy of it would be held by every idle tunnel.
+        let record = &self.record;
         let endpoint = record.cx.endpoint.name().to_string();
         let active = start::Active::start(&endpoint, "tcp");
         let (target, peer) = (&record.cx.target, record.cx.peer_addr);
         tracing::debug!(destination = %target, %peer, "tunnel open");
-        let (outcome, zero_copy) = pump_tcp(client, server, limits, drain.force_closing())
-            .instrument(span)
-            .await;
+        let (outcome, zero_copy) =
+            pump_tcp(client, self.server, self.limits, drain.force_closing())
+                .instrument(self.span)
+                .await;
         drop(active);
         if zero_copy {
             oxy_tunnel::zero_copy_total(&endpoint).inc();
@@ -229,7 +226,9 @@ impl<App: OxyExt> TcpTunnel<App> {
             bytes_down: outcome.bytes_down,
             ..Traffic::default()
         };
-        record.finish(traffic, outcome.reason.to_string()).await;
+        (self.record)
+            .finish(traffic, outcome.reason.to_string())
+            .await;
         outcome.reason
     }
 
