@@ -1050,6 +1050,7 @@ def main() -> int:
     key, crt, pem, ca = write_certificate(workdir)
     source, echo = f"127.0.0.1:{ports['source']}", f"127.0.0.1:{ports['echo']}"
     results: list[dict] = []
+    failures: list[tuple[str, str]] = []  # (scenario, why): rows that could not be measured
 
     def start_oxy():
         return procs.start("oxy", [str(BIN / "oxy"), "--config", str(oxy_config(workdir, ports, crt, key))],
@@ -1129,9 +1130,18 @@ def main() -> int:
                 started.add(peer)
         print(f"{scenario}", flush=True)
         samples: dict[str, list[dict]] = {name: [] for name in contenders}
-        for _ in range(opts.rounds):
-            for name, how in contenders.items():
-                samples[name].append(with_cpu((cpu or {}).get(name), measure, how))
+        try:
+            for _ in range(opts.rounds):
+                for name, how in contenders.items():
+                    try:
+                        samples[name].append(with_cpu((cpu or {}).get(name), measure, how))
+                    except (RuntimeError, subprocess.TimeoutExpired) as e:
+                        raise RuntimeError(f"{name}: {e}") from e
+        except RuntimeError as e:
+            # One failed measurement fails its row, shown in the report, not the run.
+            print(f"  FAILED: {e}", flush=True)
+            failures.append((scenario, str(e)))
+            return
         for name in contenders:
             record(scenario, name, samples[name])
 
@@ -1203,6 +1213,9 @@ def main() -> int:
             # where fewer than W CPUs would be left to the load (a 2-core machine at W=2).
             spread = {"proxy": f"0-{w - 1}", "load": f"{w}-{cores - 1}"} if 2 * w <= cores else \
                 {"proxy": f"0-{cores - 1}", "load": f"0-{cores - 1}"}
+            if "origin" not in started:  # before the mark: it outlives this row's processes
+                starters["origin"]()
+                started.add("origin")
             saved = dict(PIN)
             if PIN["proxy"]:
                 PIN.update(spread)
@@ -1301,12 +1314,14 @@ def main() -> int:
         spaces.delete_all()
 
     print_ratios(results)
+    for scenario, why in failures:
+        print(f"FAILED: {scenario}: {why}")
     if opts.json:
         opts.json.write_text(json.dumps(results, indent=2))
     if opts.markdown:
-        opts.markdown.write_text(markdown_report(results, opts, idle_tunnels))
+        opts.markdown.write_text(markdown_report(results, failures, opts, idle_tunnels))
     shutil.rmtree(workdir, ignore_errors=True)
-    return 0
+    return 1 if failures else 0
 
 
 # The fixed request rate of the CPU-per-request rows, and what --quick (make bench-quick) runs.
@@ -1353,7 +1368,7 @@ def version_of(argv: list[str]) -> str:
     return lines[0] if lines else "unknown"
 
 
-def markdown_report(results: list[dict], opts, idle_tunnels: int) -> str:
+def markdown_report(results: list[dict], failures: list[tuple[str, str]], opts, idle_tunnels: int) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "unknown")
     commit = version_of(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
@@ -1394,6 +1409,10 @@ def markdown_report(results: list[dict], opts, idle_tunnels: int) -> str:
                 "|---|" + "---:|" * len(metrics)]
         for r in rows:
             out.append(f"| {r['contender']} | " + " | ".join(f"{r[m]:,.2f}" for m in metrics) + " |")
+        out.append("")
+    if failures:
+        out += ["## Rows that could not be measured", ""]
+        out += [f"- {scenario}: {why.splitlines()[0]}" for scenario, why in failures]
         out.append("")
     findings = Path(__file__).with_name("findings.md")
     if findings.exists():
