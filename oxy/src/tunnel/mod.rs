@@ -3,6 +3,7 @@
 
 mod client;
 pub(crate) mod counted;
+mod deadlines;
 pub(crate) mod flow_socket;
 pub mod metrics;
 pub mod packet;

@@ -1,6 +1,7 @@
 //! Copies bytes both ways between two streams, with half-close, an idle timeout and a
 //! maximum lifetime: zero-copy between plain TCP sockets, buffered otherwise.
 
+use super::deadlines::{Deadlines, Expired};
 use super::splice;
 use super::stream::TunnelStream;
 use std::future::Future;
@@ -181,35 +182,26 @@ fn supervise<'m, C, S>(
     limits: PumpLimits,
     shutdown: S,
 ) -> Supervised<'m, C, S> {
-    let lifetime_end = limits
-        .max_lifetime
-        .and_then(|max| meter.started.checked_add(max));
-    let first = meter.started + limits.idle;
     Supervised {
         copying,
         shutdown,
-        timer: tokio::time::sleep_until(lifetime_end.map_or(first, |end| end.min(first))),
+        deadlines: Deadlines::new(meter.started, limits.idle, limits.max_lifetime),
         meter,
-        idle: limits.idle,
-        lifetime_end,
     }
 }
 
 pin_project_lite::pin_project! {
-    /// A pump's copying, watched by one timer for both the idle timeout and the
-    /// lifetime, and by the shutdown. A future of its own rather than a `select!`
-    /// over two timers: an idle tunnel holds this state for its whole life, and the
-    /// `select!` held the copying and the shutdown twice besides.
+    /// A pump's copying, watched by its deadlines and by the shutdown. A future of its
+    /// own rather than a `select!`: an idle tunnel holds this state for its whole life,
+    /// and the `select!` held the copying and the shutdown twice.
     struct Supervised<'m, C, S> {
         #[pin]
         copying: C,
         #[pin]
         shutdown: S,
         #[pin]
-        timer: tokio::time::Sleep,
+        deadlines: Deadlines,
         meter: &'m Meter,
-        idle: Duration,
-        lifetime_end: Option<Instant>,
     }
 }
 
@@ -221,7 +213,7 @@ where
     type Output = CloseReason;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<CloseReason> {
-        let mut this = self.project();
+        let this = self.project();
         if let Poll::Ready(result) = this.copying.poll(cx) {
             return Poll::Ready(match result {
                 Ok(()) => CloseReason::Completed,
@@ -231,22 +223,15 @@ where
         if this.shutdown.poll(cx).is_ready() {
             return Poll::Ready(CloseReason::Shutdown);
         }
-        // The timer is set for the nearer deadline; when it fires, the idle one may
-        // have moved (a byte passed since), and the timer is set again.
-        while this.timer.as_mut().poll(cx).is_ready() {
-            let now = Instant::now();
-            if this.lifetime_end.is_some_and(|end| now >= end) {
-                return Poll::Ready(CloseReason::MaxLifetime);
-            }
-            let last = Duration::from_millis(this.meter.last_activity.load(Ordering::Relaxed));
-            let idle_due = this.meter.started + last + *this.idle;
-            if now >= idle_due {
-                return Poll::Ready(CloseReason::IdleTimeout);
-            }
-            let next = this.lifetime_end.map_or(idle_due, |end| end.min(idle_due));
-            this.timer.as_mut().reset(next);
-        }
-        Poll::Pending
+        let meter = *this.meter;
+        let last_traffic =
+            || meter.started + Duration::from_millis(meter.last_activity.load(Ordering::Relaxed));
+        this.deadlines
+            .poll_expired(cx, last_traffic)
+            .map(|expired| match expired {
+                Expired::Idle => CloseReason::IdleTimeout,
+                Expired::Lifetime => CloseReason::MaxLifetime,
+            })
     }
 }
 

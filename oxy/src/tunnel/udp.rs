@@ -18,6 +18,7 @@ use crate::offramp::udp;
 use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::telemetry::framework_metrics::oxy_connections;
+use crate::tunnel::deadlines::{Deadlines, Expired};
 use crate::tunnel::metrics::oxy_tunnel;
 use crate::tunnel::start::{self, Refusal, Start, Timeouts, on_tunnel_start};
 use crate::tunnel::{TunnelClient, TunnelRefused};
@@ -448,19 +449,12 @@ impl<App: OxyExt> UdpTunnel<App> {
         // With a PROXY header, each datagram is sent as header + payload from one buffer.
         let header_len = self.prefix.as_ref().map_or(0, Vec::len);
         let mut framed = self.prefix.take().unwrap_or_default();
-        let deadline = self.max_lifetime.map(|max| Instant::now() + max);
-        let mut idle_at = Instant::now() + idle;
-        // The timers and the drain's signal are made once: a datagram only moves
-        // `idle_at`, and the idle timer, when it fires early, is set again to it.
-        let idle_timer = tokio::time::sleep_until(idle_at);
-        let lifetime = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
+        // The deadlines' timer and the drain's signal are made once: a datagram only
+        // moves `last_traffic`.
+        let mut last_traffic = Instant::now();
+        let deadlines = Deadlines::new(last_traffic, idle, self.max_lifetime);
         let stopping = drain.stopping();
-        tokio::pin!(idle_timer, lifetime, stopping);
+        tokio::pin!(deadlines, stopping);
         for datagram in std::mem::take(&mut self.unread) {
             if send_up(upstream, &mut framed, header_len, &datagram)
                 .await
@@ -478,7 +472,7 @@ impl<App: OxyExt> UdpTunnel<App> {
                         Ok(_) => {
                             counts.packets_up += 1;
                             counts.bytes_up += datagram.len() as u64;
-                            idle_at = Instant::now() + idle;
+                            last_traffic = Instant::now();
                         }
                         Err(e) => {
                             oxy_udp::dropped_total(endpoint, "send_error").inc();
@@ -491,7 +485,7 @@ impl<App: OxyExt> UdpTunnel<App> {
                         Ok(()) => {
                             counts.packets_down += 1;
                             counts.bytes_down += n as u64;
-                            idle_at = Instant::now() + idle;
+                            last_traffic = Instant::now();
                         }
                         Err(reason) => oxy_udp::dropped_total(endpoint, reason).inc(),
                     },
@@ -505,13 +499,12 @@ impl<App: OxyExt> UdpTunnel<App> {
                         }
                     }
                 },
-                () = &mut idle_timer => {
-                    if Instant::now() >= idle_at {
-                        return (counts, "idle_timeout");
-                    }
-                    idle_timer.as_mut().reset(idle_at);
-                }
-                () = &mut lifetime => return (counts, "max_lifetime"),
+                expired = std::future::poll_fn(|cx| {
+                    deadlines.as_mut().poll_expired(cx, || last_traffic)
+                }) => return (counts, match expired {
+                    Expired::Idle => "idle_timeout",
+                    Expired::Lifetime => "max_lifetime",
+                }),
                 () = &mut stopping => return (counts, "shutdown"),
             }
         }
