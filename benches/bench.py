@@ -440,20 +440,8 @@ def scaled_configs(workdir: Path, ports: dict, workers: int) -> dict[str, tuple[
                        "http": {"upstream": f"http://{origin}"}}],
     }, indent=2))
     prefix = workdir / f"nginx-w{workers}"
-    prefix.mkdir(exist_ok=True)
-    prefix.chmod(0o777)
     nginx = workdir / f"nginx-w{workers}.conf"
-    nginx.write_text(f"""
-worker_processes {workers};
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 20000; }}
-http {{
-  access_log off;
-  client_body_temp_path {prefix}/body;
-  proxy_temp_path {prefix}/proxy;
-  keepalive_requests 1000000;
+    nginx.write_text(nginx_head(prefix, workers) + f"""
   upstream origin {{ server {origin}; keepalive 128; }}
   server {{
     listen 127.0.0.1:{ports['scale_nginx']};
@@ -513,13 +501,13 @@ hosts:
     return path
 
 
-def nginx_config(workdir: Path, ports: dict, crt: Path, key: Path, origin: bool) -> Path:
-    name = "origin" if origin else "nginx"
-    prefix = workdir / name
+def nginx_head(prefix: Path, workers: int) -> str:
+    """The start of an nginx configuration whose state lives under `prefix`, up to the
+    `http` block's own directives (the caller adds servers and closes the block)."""
     prefix.mkdir(exist_ok=True)
     prefix.chmod(0o777)  # nginx's workers run unprivileged
-    common = f"""
-worker_processes 1;
+    return f"""
+worker_processes {workers};
 daemon off;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log warn;
@@ -533,6 +521,12 @@ http {{
   scgi_temp_path {prefix}/scgi;
   keepalive_requests 1000000;
 """
+
+
+def nginx_config(workdir: Path, ports: dict, crt: Path, key: Path, origin: bool) -> Path:
+    name = "origin" if origin else "nginx"
+    prefix = workdir / name
+    common = nginx_head(prefix, 1)
     if origin:
         (prefix / "www").mkdir(exist_ok=True)
         (prefix / "www" / "1k").write_bytes(b"x" * 1024)
