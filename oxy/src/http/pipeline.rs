@@ -197,7 +197,11 @@ impl<App: OxyExt> Handler<App> {
     /// connection) is counted and logged as cancelled.
     pub async fn handle(self: Arc<Self>, request: Request<HttpBody>) -> Response<HttpBody> {
         let span = distributed_tracing::request_span(&request);
-        let handled = tracing::Instrument::instrument(self.handle_in_span(request), span.clone());
+        // Boxed: the request's state (about 7 KiB) is then allocated once, instead of
+        // being moved into each HTTP/2 and HTTP/3 stream's task and held by every
+        // HTTP/1.1 keep-alive connection between requests.
+        let handled =
+            tracing::Instrument::instrument(Box::pin(self.handle_in_span(request)), span.clone());
         let response = handled.await;
         distributed_tracing::record_status(&span, response.status());
         response
