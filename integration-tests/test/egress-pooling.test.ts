@@ -2,8 +2,10 @@
 // and requests it sends the same way, for the same client and proxy user, share pooled
 // connections (`oxy_http_egress_connections_total{kind="new"|"reused"}`); another user
 // gets a connection of its own; `http.client.pool_max_idle_per_upstream: 0` keeps none.
+// Without a hook, plain-HTTP upstreams use the same pool, by target.
 
 import assert from "node:assert/strict";
+import net from "node:net";
 import { after, before, test } from "node:test";
 import { curl } from "../lib/curl.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
@@ -88,4 +90,55 @@ test("http.client.pool_max_idle_per_upstream: 0 keeps no connection: each reques
   assert.equal(await connections(oxy, "new"), 3);
   assert.equal(await connections(oxy, "reused"), undefined, "no request was counted as reused");
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("without an egress hook, a plain-HTTP upstream's requests share one pooled connection", async () => {
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { upstream: `http://127.0.0.1:${origin.port}` } }],
+    },
+  });
+  for (let i = 0; i < 3; i++) {
+    const r = await curl([`${oxy.url("web")}/direct-${i}`]);
+    assert.equal(r.status, 200, r.stderr);
+    await idle(oxy, 1);
+  }
+  const seen = origin.seen.filter((r) => r.url.startsWith("/direct-"));
+  assert.equal(seen.length, 3);
+  assert.equal(new Set(seen.map((r) => r.remotePort)).size, 1, `one upstream connection: ${JSON.stringify(seen.map((r) => r.remotePort))}`);
+  assert.equal(await connections(oxy, "new"), 1);
+  assert.equal(await connections(oxy, "reused"), 2);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("an upstream that closes each connection after its response: every request still succeeds, on a new connection", async () => {
+  // Answers keep-alive (no `Connection: close`), then closes: the pooled connection is
+  // dead by the next request, which must go out on another one.
+  let accepted = 0;
+  const closing = net.createServer((socket) => {
+    accepted++;
+    socket.once("data", () => socket.end("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+  });
+  await new Promise<void>((resolve) => closing.listen(0, "127.0.0.1", resolve));
+  const port = (closing.address() as net.AddressInfo).port;
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { upstream: `http://127.0.0.1:${port}` } }],
+    },
+  });
+  try {
+    for (let i = 0; i < 5; i++) {
+      const r = await curl([`${oxy.url("web")}/closing-${i}`]);
+      assert.equal(r.status, 200, r.stderr);
+      assert.equal(r.body, "ok");
+    }
+    assert.equal(accepted, 5, "each request had a connection of its own");
+    assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  } finally {
+    closing.close();
+  }
 });

@@ -1,13 +1,15 @@
-//! The upstream HTTP client: pooled HTTP/1.1 and HTTP/2 (hyper-util) over Oxy's TCP
-//! off-ramp (egress policy, DNS, happy eyeballs) and BoringSSL with ALPN, SNI and
-//! certificate and host name verification against the system roots.
+//! The upstream HTTP client over Oxy's TCP off-ramp (egress policy, DNS, happy eyeballs)
+//! and BoringSSL with ALPN, SNI and certificate and host name verification against the
+//! system roots: plain-HTTP upstreams and egress-routed requests over HTTP/1.1 on the
+//! endpoint's own pool (`http/upstream_pool.rs`), HTTPS (HTTP/2 when offered) and
+//! upgrades through hyper-util's pooled client.
 
 use super::body::boxed;
 use super::body_tap::BodyBlocked;
-use super::egress_pool::{EgressPool, PoolKey, PooledConnection};
 use super::guarded_body::{BodyIdleTimeout, ClientBodyError};
 use super::metrics::oxy_http;
 use super::upgrade::{PendingUpgrade, Upgraded};
+use super::upstream_pool::{PoolKey, PooledConnection, UpstreamPool};
 use crate::app::OxyExt;
 use crate::hooks::{EgressContext, HttpBody, Target, TargetHost};
 use crate::offramp::happy_eyeballs::HappyEyeballsError;
@@ -36,8 +38,9 @@ use tokio::net::TcpStream;
 pub struct UpstreamClient<App: OxyExt> {
     client: Client<OffRampConnector<App>, HttpBody>,
     connector: OffRampConnector<App>,
-    /// Connections made by routes an egress hook chose.
-    egress_pool: Arc<EgressPool>,
+    /// HTTP/1.1 connections to plain-HTTP upstreams and those made by routes an egress
+    /// hook chose.
+    pool: Arc<UpstreamPool>,
 }
 
 /// Why an upstream exchange failed, as the client should hear it.
@@ -54,10 +57,27 @@ pub struct UpstreamError {
 impl<App: OxyExt> UpstreamClient<App> {
     /// Sends `request` and returns the response head and a streaming body; a 101
     /// response carries the upstream side of the upgrade as a [`PendingUpgrade`].
+    /// A plain-HTTP request goes over HTTP/1.1 on the endpoint's own pool
+    /// (`http/upstream_pool.rs`), without a task per request; HTTPS (HTTP/2 when the
+    /// upstream offers it) and upgrades go through hyper-util's pooled client.
     pub async fn send(
         &self,
         request: Request<HttpBody>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
+        let plain = request.uri().scheme() == Some(&http::uri::Scheme::HTTP)
+            && !request.headers().contains_key(http::header::UPGRADE);
+        if plain {
+            let (target, _) = target_of(request.uri()).map_err(|e| classify(&e))?;
+            let key = PoolKey::direct(target);
+            let services = &self.connector.services;
+            let connect = async |target: &Target| {
+                let (stream, _) = connect_target(services, target, None, None)
+                    .await
+                    .map_err(connect_error)?;
+                self.open(stream, target, NO_TLS).await
+            };
+            return self.send_pooled(key, request, connect).await;
+        }
         let response = self
             .client
             .request(request)
@@ -68,7 +88,7 @@ impl<App: OxyExt> UpstreamClient<App> {
 
     /// Sends `request` to `egress.target` by the route the egress hook chose (HTTP/1.1,
     /// TLS for `https` URIs): on an idle connection made for the same egress choice
-    /// (`http/egress_pool.rs`), else on a new one, with `egress` shown to the hook's
+    /// (`http/upstream_pool.rs`), else on a new one, with `egress` shown to the hook's
     /// `on_resolved`. Upgrades get a connection of their own.
     pub async fn send_alone(
         &self,
@@ -78,56 +98,69 @@ impl<App: OxyExt> UpstreamClient<App> {
     ) -> Result<Response<HttpBody>, UpstreamError> {
         let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
         let on = egress.target.as_ref().unwrap_or(&target);
-        let upgrade = request.headers().contains_key(http::header::UPGRADE);
-        let key = (!upgrade).then(|| pool_key(route, on, https, egress));
-        let endpoint = &self.connector.endpoint;
-        let key = match key.map(|key| (self.egress_pool.checkout(&key), key)) {
-            Some((Some(connection), key)) => {
-                oxy_http::egress_connections_total(endpoint, "reused").inc();
-                return self.exchange(connection, key, request).await;
-            }
-            Some((None, key)) => Some(key),
-            None => None,
-        };
-        oxy_http::egress_connections_total(endpoint, "new").inc();
         let services = &self.connector.services;
-        let (stream, _) = connect_by(services, route, egress)
-            .await
-            .map_err(connect_error)?;
-        let tls = Overrides {
-            alpn: Some(b"\x08http/1.1"),
-            policy: egress.tls_policy,
-            pin: egress.server_pin.as_deref(),
-            ..Overrides::default()
+        let connect = async |on: &Target| {
+            let (stream, _) = connect_by(services, route, egress)
+                .await
+                .map_err(connect_error)?;
+            let tls = Overrides {
+                alpn: Some(b"\x08http/1.1"),
+                policy: egress.tls_policy,
+                pin: egress.server_pin.as_deref(),
+                ..Overrides::default()
+            };
+            let reconnect = || async {
+                let (stream, _) = connect_by(services, route, egress).await?;
+                Ok(stream)
+            };
+            self.open(stream, on, https.then_some((tls, reconnect)))
+                .await
         };
-        let reconnect = || async {
-            let (stream, _) = connect_by(services, route, egress).await?;
-            Ok(stream)
-        };
-        let connection = self
-            .open(stream, on, https.then_some((tls, reconnect)))
-            .await?;
-        match key {
-            Some(key) => self.exchange(connection, key, request).await,
-            None => {
-                let mut connection = connection;
-                send_on_sender(&mut connection, request).await
-            }
+        if request.headers().contains_key(http::header::UPGRADE) {
+            oxy_http::egress_connections_total(&self.connector.endpoint, "new").inc();
+            let mut connection = connect(on).await?;
+            return send_on_sender(&mut connection, request)
+                .await
+                .map_err(SendFailure::into_upstream_error);
         }
+        let key = pool_key(route, on, https, egress);
+        self.send_pooled(key, request, connect).await
     }
 
-    /// Sends `request` on `connection`, which goes back to the pool under `key` once the
-    /// response is done.
-    async fn exchange(
+    /// Sends `request` on an idle connection made for `key`, else on one `connect`
+    /// makes to `key.target`; the connection goes back to the pool under `key` when
+    /// the response body ends. A pooled connection that turns out closed before it
+    /// took the request (the upstream closed it while idle) gives way to the next, or
+    /// to a new one.
+    async fn send_pooled(
         &self,
-        connection: PooledConnection,
         key: PoolKey,
-        request: Request<HttpBody>,
+        mut request: Request<HttpBody>,
+        connect: impl AsyncFnOnce(&Target) -> Result<PooledConnection, UpstreamError>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
-        let mut connection = connection;
-        let response = send_on_sender(&mut connection, request).await;
-        self.egress_pool.check_in_when_done(key, connection);
-        response
+        let endpoint = &self.connector.endpoint;
+        let pool = &self.pool;
+        while let Some(mut connection) = pool.checkout(&key) {
+            match send_on_sender(&mut connection, request).await {
+                Ok(response) => {
+                    oxy_http::egress_connections_total(endpoint, "reused").inc();
+                    return Ok(
+                        response.map(|body| boxed(pool.return_at_end(key, connection, body)))
+                    );
+                }
+                Err(SendFailure::Unsent(unsent, e)) => {
+                    tracing::debug!(error = %e, "a pooled upstream connection closed while idle");
+                    request = *unsent;
+                }
+                Err(SendFailure::Failed(e)) => return Err(classify(&e)),
+            }
+        }
+        oxy_http::egress_connections_total(endpoint, "new").inc();
+        let mut connection = connect(&key.target).await?;
+        let response = send_on_sender(&mut connection, request)
+            .await
+            .map_err(SendFailure::into_upstream_error)?;
+        Ok(response.map(|body| boxed(pool.return_at_end(key, connection, body))))
     }
 
     /// An HTTP/1.1 connection over `stream` (already reaching `target`), with TLS first
@@ -159,7 +192,7 @@ impl<App: OxyExt> UpstreamClient<App> {
             .map_err(|e| classify(&e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "egress-routed upstream connection ended with an error");
+                tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
         Ok(PooledConnection::new(sender, facts))
@@ -187,7 +220,7 @@ impl<App: OxyExt> UpstreamClient<App> {
             .pool_idle_timeout(settings.pool_idle_timeout)
             .pool_max_idle_per_host(settings.pool_max_idle_per_upstream)
             .build(connector.clone());
-        let egress_pool = EgressPool::new(
+        let pool = UpstreamPool::new(
             settings.pool_idle_timeout,
             settings.pool_max_idle_per_upstream,
             endpoint,
@@ -195,8 +228,30 @@ impl<App: OxyExt> UpstreamClient<App> {
         Ok(Self {
             client,
             connector,
-            egress_pool,
+            pool,
         })
+    }
+}
+
+/// A way to connect again that is never taken (no TLS).
+type NoReconnect = fn() -> std::future::Ready<Result<TcpStream, ConnectError>>;
+
+/// No TLS, for [`UpstreamClient::open`].
+const NO_TLS: Option<(Overrides<'static>, NoReconnect)> = None;
+
+/// Why a request on a connection failed.
+enum SendFailure {
+    /// The connection closed before it took the request, which is given back.
+    Unsent(Box<Request<HttpBody>>, hyper::Error),
+    /// The exchange failed.
+    Failed(hyper::Error),
+}
+
+impl SendFailure {
+    fn into_upstream_error(self) -> UpstreamError {
+        match self {
+            SendFailure::Unsent(_, e) | SendFailure::Failed(e) => classify(&e),
+        }
     }
 }
 
@@ -204,26 +259,28 @@ impl<App: OxyExt> UpstreamClient<App> {
 async fn send_on_sender(
     connection: &mut PooledConnection,
     mut request: Request<HttpBody>,
-) -> Result<Response<HttpBody>, UpstreamError> {
-    if let Some(authority) = request.uri().authority().cloned()
-        && !request.headers().contains_key(http::header::HOST)
-        && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
-    {
-        request.headers_mut().insert(http::header::HOST, host);
+) -> Result<Response<HttpBody>, SendFailure> {
+    if let Some(authority) = request.uri().authority().cloned() {
+        if !request.headers().contains_key(http::header::HOST)
+            && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(http::header::HOST, host);
+        }
+        let origin_form = match request.uri().path_and_query() {
+            Some(path) => http::Uri::from(path.clone()),
+            None => http::Uri::from_static("/"),
+        };
+        *request.uri_mut() = origin_form;
     }
-    let origin_form = request
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    *request.uri_mut() = origin_form
-        .parse()
-        .map_err(|_| classify(&UpstreamConnectError::BadUri(origin_form.clone())))?;
-    let mut response = connection
-        .sender
-        .send_request(request)
-        .await
-        .map_err(|e| classify(&e))?;
+    let mut response = match connection.sender.try_send_request(request).await {
+        Ok(response) => response,
+        Err(mut e) => {
+            return Err(match e.take_message() {
+                Some(request) => SendFailure::Unsent(Box::new(request), e.into_error()),
+                None => SendFailure::Failed(e.into_error()),
+            });
+        }
+    };
     if let Some(facts) = &connection.facts {
         response.extensions_mut().insert(facts.clone());
     }

@@ -39,7 +39,7 @@ impl<App: OxyExt> Handler<App> {
                 .unwrap_or(if upstream.tls { 443 } else { 80 }),
         };
         // With an egress hook, the hook chooses each request's route; connections are
-        // pooled by that choice and by who asked (`http/egress_pool.rs`), so `on_resolved`
+        // pooled by that choice and by who asked (`http/upstream_pool.rs`), so `on_resolved`
         // (which runs when a connection is made) saw this request's client and user.
         let mut one_off = None;
         if self.services.hooks.egress.is_some() {

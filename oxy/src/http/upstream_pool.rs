@@ -1,0 +1,239 @@
+//! The endpoint's pool of upstream HTTP/1.1 connections, for plain-HTTP upstreams
+//! (keyed by target alone, [`PoolKey::direct`]) and for every request whose route an
+//! egress hook chose. Those are kept by the whole egress choice: the route (bind address,
+//! upstream proxy and its credentials, internal service), the target, TLS (policy, pin),
+//! and who asked (the client's address and the proxy user), since the hook's answers
+//! (`on_egress` runs for every request, `on_resolved` when a connection is made) and an
+//! internal service's PROXY header are about them. A connection goes back to the pool
+//! when its response body ends ([`ReturnsToPool`]), with no task of its own unless its
+//! exchange is still winding up then.
+
+use super::metrics::oxy_http;
+use crate::hooks::{HttpBody, Target};
+use crate::offramp::route::EgressRoute;
+use crate::tls::client::UpstreamTlsFacts;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::client::conn::http1::SendRequest;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// `n` as a gauge amount.
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// What a pooled connection was made for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub(crate) route: EgressRoute,
+    pub(crate) target: Target,
+    pub(crate) https: bool,
+    pub(crate) tls_policy: Option<&'static str>,
+    pub(crate) server_pin: Option<String>,
+    /// The client: its whole address for an internal service (the PROXY header names it),
+    /// else its IP address with port 0.
+    pub(crate) client: SocketAddr,
+    pub(crate) local: Option<SocketAddr>,
+    pub(crate) proxy_user: Option<String>,
+}
+
+impl PoolKey {
+    /// The key of plain-HTTP connections made without an egress hook: by target alone.
+    pub(crate) fn direct(target: Target) -> Self {
+        Self {
+            route: EgressRoute::Direct { bind: None },
+            target,
+            https: false,
+            tls_policy: None,
+            server_pin: None,
+            client: SocketAddr::from(([0, 0, 0, 0], 0)),
+            local: None,
+            proxy_user: None,
+        }
+    }
+}
+
+/// An open HTTP/1.1 connection to an upstream and its TLS facts.
+pub(crate) struct PooledConnection {
+    pub(crate) sender: SendRequest<HttpBody>,
+    pub(crate) facts: Option<Arc<UpstreamTlsFacts>>,
+    idle_since: Instant,
+}
+
+impl PooledConnection {
+    pub(crate) fn new(sender: SendRequest<HttpBody>, facts: Option<Arc<UpstreamTlsFacts>>) -> Self {
+        Self {
+            sender,
+            facts,
+            idle_since: Instant::now(),
+        }
+    }
+}
+
+/// The idle HTTP/1.1 connections of one endpoint's upstream client. A request finds
+/// one here (checked out under a mutex) and drives it through hyper's connection task;
+/// nothing else (no task, no channel beyond hyper's own) is spent per request.
+pub(crate) struct UpstreamPool {
+    idle: Mutex<HashMap<PoolKey, Vec<PooledConnection>>>,
+    idle_timeout: Duration,
+    /// Idle connections kept for one key at most; more are closed when their response
+    /// ends (`http.client.pool_max_idle_per_upstream`).
+    max_idle_per_key: usize,
+    /// `oxy_http_egress_idle_connections` of the endpoint.
+    idle_gauge: prometheus::IntGauge,
+}
+
+impl UpstreamPool {
+    /// A pool whose connections close after `idle_timeout` unused (a sweep every
+    /// `idle_timeout`, at least a second, while the pool lives), keeping at most
+    /// `max_idle_per_key` idle for one key. Needs a runtime.
+    pub(crate) fn new(
+        idle_timeout: Duration,
+        max_idle_per_key: usize,
+        endpoint: &str,
+    ) -> Arc<Self> {
+        let pool = Arc::new(Self {
+            idle: Mutex::default(),
+            idle_timeout,
+            max_idle_per_key,
+            idle_gauge: oxy_http::egress_idle_connections(endpoint),
+        });
+        let weak = Arc::downgrade(&pool);
+        let period = idle_timeout.max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(period).await;
+                let Some(pool) = weak.upgrade() else {
+                    return;
+                };
+                let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
+                idle.retain(|_, connections| {
+                    let before = connections.len();
+                    connections.retain(|c| {
+                        !c.sender.is_closed() && c.idle_since.elapsed() < pool.idle_timeout
+                    });
+                    pool.idle_gauge.sub(count(before - connections.len()));
+                    !connections.is_empty()
+                });
+            }
+        });
+        pool
+    }
+
+    /// An idle connection for `key` that can take a request now, if there is one;
+    /// closed and expired ones are dropped on the way.
+    pub(crate) fn checkout(&self, key: &PoolKey) -> Option<PooledConnection> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let connections = idle.get_mut(key)?;
+        let mut found = None;
+        while let Some(connection) = connections.pop() {
+            self.idle_gauge.dec();
+            if connection.sender.is_ready() && connection.idle_since.elapsed() < self.idle_timeout {
+                found = Some(connection);
+                break;
+            }
+        }
+        if connections.is_empty() {
+            idle.remove(key);
+        }
+        found
+    }
+
+    /// Keeps `connection` for `key` once it can take the next request: at once when it
+    /// can already (the usual case: its response was read to the end), else when its
+    /// exchange winds up (the rest of a request body still being sent, say), or never
+    /// if it closes first. Nothing is kept when the key has enough idle connections.
+    fn check_in(self: &Arc<Self>, key: PoolKey, mut connection: PooledConnection) {
+        if !connection.sender.is_ready() {
+            let pool = Arc::downgrade(self);
+            tokio::spawn(async move {
+                if connection.sender.ready().await.is_ok()
+                    && let Some(pool) = pool.upgrade()
+                {
+                    pool.keep(key, connection);
+                }
+            });
+            return;
+        }
+        self.keep(key, connection);
+    }
+
+    fn keep(&self, key: PoolKey, mut connection: PooledConnection) {
+        connection.idle_since = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let connections = idle.entry(key).or_default();
+        if connections.len() < self.max_idle_per_key {
+            connections.push(connection);
+            self.idle_gauge.inc();
+        }
+    }
+
+    /// `body`, which puts `connection` back under `key` when it ends. A body dropped
+    /// before its end takes the connection with it (hyper closes a connection whose
+    /// response was not read to the end).
+    pub(crate) fn return_at_end(
+        self: &Arc<Self>,
+        key: PoolKey,
+        connection: PooledConnection,
+        body: HttpBody,
+    ) -> ReturnsToPool {
+        let mut body = ReturnsToPool {
+            owner: (self.max_idle_per_key > 0).then(|| (Arc::downgrade(self), key, connection)),
+            body,
+        };
+        // A body that is over already (204, HEAD, an empty one) is never polled.
+        if body.body.is_end_stream() {
+            body.give_back();
+        }
+        body
+    }
+}
+
+/// A response body that returns its connection to the pool when it ends.
+pub(crate) struct ReturnsToPool {
+    body: HttpBody,
+    owner: Option<(Weak<UpstreamPool>, PoolKey, PooledConnection)>,
+}
+
+impl ReturnsToPool {
+    fn give_back(&mut self) {
+        if let Some((pool, key, connection)) = self.owner.take()
+            && let Some(pool) = pool.upgrade()
+        {
+            pool.check_in(key, connection);
+        }
+    }
+}
+
+impl Body for ReturnsToPool {
+    type Data = Bytes;
+    type Error = <HttpBody as Body>::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let frame = std::task::ready!(Pin::new(&mut this.body).poll_frame(cx));
+        match &frame {
+            None => this.give_back(),
+            Some(Ok(_)) if this.body.is_end_stream() => this.give_back(),
+            Some(Err(_)) => this.owner = None,
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
