@@ -256,14 +256,15 @@ impl AuditLog {
         Ok((AuditLog::File(tx), Some(writer)))
     }
 
-    /// Writes one record.
-    pub fn write(&self, record: &AuditRecord) {
+    /// Writes the record `record` makes, which is made only when it is written (not
+    /// when the audit log is off, or its level filtered out).
+    pub fn write(&self, record: impl FnOnce() -> AuditRecord) {
         let line = match self {
             AuditLog::Disabled => return,
             AuditLog::Log if !tracing::enabled!(target: "oxy::audit", tracing::Level::INFO) => {
                 return;
             }
-            _ => match serde_json::to_string(record) {
+            _ => match serde_json::to_string(&record()) {
                 Ok(line) => line,
                 Err(e) => {
                     oxy_audit::dropped_total().inc();

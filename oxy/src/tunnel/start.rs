@@ -33,13 +33,14 @@ impl<App: OxyExt> Refusal<'_, App> {
         let destination = target.map(ToString::to_string);
         tracing::info!(?destination, reason = %e, "{} refused", self.what);
         oxy_tunnel::ended_total(self.endpoint, e.as_label()).inc();
-        let record = self.audit.record(
-            destination.unwrap_or_default(),
-            resolved,
-            Traffic::default(),
-            e.to_string(),
-        );
-        self.services.audit.write(&record);
+        self.services.audit.write(|| {
+            self.audit.record(
+                destination.unwrap_or_default(),
+                resolved,
+                Traffic::default(),
+                e.to_string(),
+            )
+        });
         e
     }
 }

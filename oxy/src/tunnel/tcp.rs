@@ -257,10 +257,11 @@ impl<App: OxyExt> TunnelRecord<App> {
         if let Some(hook) = &self.services.hooks.tunnel {
             hook.on_tunnel_end(&mut self.cx, &summary).await;
         }
-        let (target, peer) = (self.cx.target.to_string(), self.cx.peer_addr);
-        let record = self
-            .audit
-            .record(target, Some(peer), traffic, summary.close_reason);
-        self.services.audit.write(&record);
+        let peer = self.cx.peer_addr;
+        self.services.audit.write(|| {
+            let target = self.cx.target.to_string();
+            self.audit
+                .record(target, Some(peer), traffic, summary.close_reason)
+        });
     }
 }

@@ -173,8 +173,8 @@ impl<App: OxyExt> PacketSession<App> {
             bytes_down: counts.bytes.load(Ordering::Relaxed),
             ..self.up
         };
-        let record = self.audit.record(target, None, traffic, reason.to_string());
-        self.setup.services.audit.write(&record);
+        (self.setup.services.audit)
+            .write(|| self.audit.record(target, None, traffic, reason.to_string()));
         reason
     }
 
@@ -626,18 +626,19 @@ impl<App: OxyExt> PacketSession<App> {
 
     /// Writes the audit record of a flow that ended.
     fn forget(&self, key: FlowKey, flow: Flow, reason: &str) {
-        let target = key.destination_addr().to_string();
-        let close = match &flow.refusal {
-            Some(refusal) => format!("{}: refused: {refusal}", flow.action),
-            None => format!("{}: {reason}", flow.action),
-        };
         let traffic = Traffic {
             packets_down: flow.down.packets.load(Ordering::Relaxed),
             bytes_down: flow.down.bytes.load(Ordering::Relaxed),
             ..flow.traffic
         };
-        let record = flow.audit.record(target, None, traffic, close);
-        self.setup.services.audit.write(&record);
+        (self.setup.services.audit).write(|| {
+            let close = match &flow.refusal {
+                Some(refusal) => format!("{}: refused: {refusal}", flow.action),
+                None => format!("{}: {reason}", flow.action),
+            };
+            let target = key.destination_addr().to_string();
+            flow.audit.record(target, None, traffic, close)
+        });
     }
 }
 
