@@ -3,6 +3,7 @@
 
 mod client;
 pub(crate) mod counted;
+mod datagram_buffer;
 mod deadlines;
 pub(crate) mod flow_socket;
 pub mod metrics;

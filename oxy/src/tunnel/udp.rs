@@ -18,6 +18,7 @@ use crate::offramp::udp;
 use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::telemetry::framework_metrics::oxy_connections;
+use crate::tunnel::datagram_buffer::DatagramBuffer;
 use crate::tunnel::deadlines::{Deadlines, Expired};
 use crate::tunnel::metrics::oxy_tunnel;
 use crate::tunnel::start::{self, Refusal, Start, Timeouts, on_tunnel_start};
@@ -26,12 +27,14 @@ use bytes::Bytes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Largest datagram read from a target.
-const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams read from a target per wake-up at most, so that the flow's other work
+/// (the client's datagrams, the deadlines, the drain) is not held off by a busy target.
+const RECEIVE_BATCH: usize = 32;
 
 /// UDP flow metrics.
 #[crate::metrics]
@@ -190,6 +193,15 @@ impl ClientSide {
                 Err(_) => Err("send_error"),
             },
             ClientSide::Sink(sink) => sink.send(datagram),
+        }
+    }
+
+    /// The target's socket reported `e`: an IP flow's client hears of a refused port
+    /// (ICMP port unreachable) in kind; the flow goes on.
+    fn target_failed(&mut self, e: &std::io::Error) {
+        tracing::debug!(error = %e, "receive from the target failed");
+        if let (std::io::ErrorKind::ConnectionRefused, ClientSide::Sink(sink)) = (e.kind(), self) {
+            sink.port_unreachable();
         }
     }
 
@@ -446,7 +458,6 @@ impl<App: OxyExt> UdpTunnel<App> {
         let upstream = &self.upstream;
         let idle = self.idle;
         let mut counts = Traffic::default();
-        let mut buf = vec![0u8; MAX_DATAGRAM];
         // With a PROXY header, each datagram is sent as header + payload from one buffer.
         let header_len = self.prefix.as_ref().map_or(0, Vec::len);
         let mut framed = self.prefix.take().unwrap_or_default();
@@ -481,22 +492,42 @@ impl<App: OxyExt> UdpTunnel<App> {
                         }
                     }
                 }
-                received = upstream.recv(&mut buf) => match received {
-                    Ok(n) => match client.send(&buf[..n]).await {
-                        Ok(()) => {
-                            counts.packets_down += 1;
-                            counts.bytes_down += n as u64;
-                            last_traffic = Instant::now();
+                ready = upstream.ready(RECEIVING) => {
+                    let ready = match ready {
+                        Ok(ready) => ready,
+                        Err(e) => {
+                            tracing::debug!(error = %e, "the target's socket failed");
+                            return (counts, "error");
                         }
-                        Err(reason) => oxy_udp::dropped_total(endpoint, reason).inc(),
-                    },
+                    };
                     // ICMP errors (port unreachable) surface here; the flow goes on.
-                    Err(e) => {
-                        tracing::debug!(error = %e, "receive from the target failed");
-                        if let (std::io::ErrorKind::ConnectionRefused, ClientSide::Sink(sink)) =
-                            (e.kind(), &mut client)
-                        {
-                            sink.port_unreachable();
+                    if ready.is_error() {
+                        while let Ok(e) = take_error(upstream) {
+                            client.target_failed(&e);
+                        }
+                    }
+                    if !ready.is_readable() {
+                        continue;
+                    }
+                    // What the socket has queued, a bounded batch per wake-up, in a buffer
+                    // lent for the batch only.
+                    let mut buf = DatagramBuffer::take();
+                    for _ in 0..RECEIVE_BATCH {
+                        let n = match upstream.try_recv(&mut buf) {
+                            Ok(n) => n,
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                            Err(e) => {
+                                client.target_failed(&e);
+                                continue;
+                            }
+                        };
+                        match client.send(&buf[..n]).await {
+                            Ok(()) => {
+                                counts.packets_down += 1;
+                                counts.bytes_down += n as u64;
+                                last_traffic = Instant::now();
+                            }
+                            Err(reason) => oxy_udp::dropped_total(endpoint, reason).inc(),
                         }
                     }
                 },
@@ -510,6 +541,20 @@ impl<App: OxyExt> UdpTunnel<App> {
             }
         }
     }
+}
+
+/// What a flow waits for on its off-ramp socket: a datagram, or an error (ICMP port
+/// unreachable), as tokio's own `recv` does.
+const RECEIVING: Interest = Interest::READABLE.add(Interest::ERROR);
+
+/// The socket's pending error, which clears the error readiness once there is none
+/// (`WouldBlock`).
+fn take_error(upstream: &UdpSocket) -> std::io::Result<std::io::Error> {
+    upstream.try_io(Interest::ERROR, || {
+        upstream
+            .take_error()?
+            .ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
+    })
 }
 
 /// Sends `datagram` to the target, behind the PROXY header in `framed[..header_len]` if
