@@ -73,16 +73,32 @@ def cpu_seconds(pid: int) -> float:
 
 def free_port() -> int:
     """A loopback port free for both TCP and UDP (QUIC listens on UDP beside TCP)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+    return free_ports(["port"])["port"]
+
+
+def free_ports(names: list[str]) -> dict[str, int]:
+    """A distinct loopback port, free for both TCP and UDP, for each name. Every port's
+    sockets stay bound until all are chosen, so no two names get the same port."""
+    held: list[socket.socket] = []
+    ports: dict[str, int] = {}
+    try:
+        for name in names:
+            while name not in ports:
+                tcp = socket.socket()
+                tcp.bind(("127.0.0.1", 0))
+                held.append(tcp)
+                port = tcp.getsockname()[1]
+                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                held.append(udp)
                 try:
-                    u.bind(("127.0.0.1", port))
+                    udp.bind(("127.0.0.1", port))
                 except OSError:
                     continue
-            return port
+                ports[name] = port
+    finally:
+        for held_socket in held:
+            held_socket.close()
+    return ports
 
 
 def wait_for_port(port: int, what: str, timeout: float = 15.0) -> None:
@@ -1043,7 +1059,7 @@ def main() -> int:
              "haproxy_l4_echo", "squid", "oxy_h3", "caddy_h3", "udp_echo", "origin_tls", "firewall_telemetry",
              "firewall_intercept", "firewall_tunnel", "h2o_h1", "h2o_h2", "oxy_forward", "router_forward",
              "router_telemetry", "scale_oxy", "scale_nginx", "scale_haproxy"]
-    ports = {name: free_port() for name in names}
+    ports = free_ports(names)
     key, crt, pem, ca = write_certificate(workdir)
     source, echo = f"127.0.0.1:{ports['source']}", f"127.0.0.1:{ports['echo']}"
     results: list[dict] = []
