@@ -255,14 +255,17 @@ impl SendFailure {
     }
 }
 
-/// Sends `request` in origin form (with a `Host` header) on `connection`.
+/// Sends `request` as HTTP/1.1 in origin form on `connection`, with a `Host` header
+/// when it has none (the URI's host, and its port unless it is the scheme's default,
+/// as hyper-util writes it).
 async fn send_on_sender(
     connection: &mut PooledConnection,
     mut request: Request<HttpBody>,
 ) -> Result<Response<HttpBody>, SendFailure> {
-    if let Some(authority) = request.uri().authority().cloned() {
+    *request.version_mut() = http::Version::HTTP_11;
+    if request.uri().authority().is_some() {
         if !request.headers().contains_key(http::header::HOST)
-            && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
+            && let Some(host) = host_header(request.uri())
         {
             request.headers_mut().insert(http::header::HOST, host);
         }
@@ -285,6 +288,23 @@ async fn send_on_sender(
         response.extensions_mut().insert(facts.clone());
     }
     Ok(with_upgrade(response))
+}
+
+/// The `Host` header for `uri`: its host, with its port unless that is the scheme's
+/// default (no user information).
+fn host_header(uri: &http::Uri) -> Option<http::HeaderValue> {
+    let host = uri.host()?;
+    let default = if uri.scheme_str() == Some("https") {
+        443
+    } else {
+        80
+    };
+    match uri.port_u16() {
+        Some(port) if port != default => {
+            http::HeaderValue::from_str(&format!("{host}:{port}")).ok()
+        }
+        _ => http::HeaderValue::from_str(host).ok(),
+    }
 }
 
 /// What a connection made by `route` to `target` for `egress` may be reused for.
@@ -667,3 +687,20 @@ impl UpstreamStream {
 }
 
 delegate_byte_stream!(UpstreamStream);
+
+#[cfg(test)]
+mod tests {
+    use super::host_header;
+
+    #[test]
+    fn host_header_names_the_port_only_when_it_is_not_the_default() {
+        let host = |uri: &str| host_header(&uri.parse().unwrap()).unwrap();
+        assert_eq!(host("http://app:80/x"), "app");
+        assert_eq!(host("http://app/x"), "app");
+        assert_eq!(host("http://app:8080/x"), "app:8080");
+        assert_eq!(host("https://app:443/"), "app");
+        assert_eq!(host("https://app:80/"), "app:80");
+        assert_eq!(host("http://[2001:db8::1]:8080/"), "[2001:db8::1]:8080");
+        assert_eq!(host("http://user:pw@app:8080/"), "app:8080");
+    }
+}

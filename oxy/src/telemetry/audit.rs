@@ -5,6 +5,7 @@ use crate::metrics;
 use crate::settings::AuditSettings;
 use crate::tunnel::TunnelClient;
 use serde::Serialize;
+use std::borrow::Borrow;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
@@ -256,15 +257,20 @@ impl AuditLog {
         Ok((AuditLog::File(tx), Some(writer)))
     }
 
+    /// Writes one record.
+    pub fn write(&self, record: &AuditRecord) {
+        self.write_with(|| record);
+    }
+
     /// Writes the record `record` makes, which is made only when it is written (not
     /// when the audit log is off, or its level filtered out).
-    pub fn write(&self, record: impl FnOnce() -> AuditRecord) {
+    pub fn write_with<R: Borrow<AuditRecord>>(&self, record: impl FnOnce() -> R) {
         let line = match self {
             AuditLog::Disabled => return,
             AuditLog::Log if !tracing::enabled!(target: "oxy::audit", tracing::Level::INFO) => {
                 return;
             }
-            _ => match serde_json::to_string(&record()) {
+            _ => match serde_json::to_string(record().borrow()) {
                 Ok(line) => line,
                 Err(e) => {
                     oxy_audit::dropped_total().inc();

@@ -33,7 +33,7 @@ impl<App: OxyExt> Refusal<'_, App> {
         let destination = target.map(ToString::to_string);
         tracing::info!(?destination, reason = %e, "{} refused", self.what);
         oxy_tunnel::ended_total(self.endpoint, e.as_label()).inc();
-        self.services.audit.write(|| {
+        self.services.audit.write_with(|| {
             self.audit.record(
                 destination.unwrap_or_default(),
                 resolved,

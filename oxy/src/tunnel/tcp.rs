@@ -258,7 +258,7 @@ impl<App: OxyExt> TunnelRecord<App> {
             hook.on_tunnel_end(&mut self.cx, &summary).await;
         }
         let peer = self.cx.peer_addr;
-        self.services.audit.write(|| {
+        self.services.audit.write_with(|| {
             let target = self.cx.target.to_string();
             self.audit
                 .record(target, Some(peer), traffic, summary.close_reason)

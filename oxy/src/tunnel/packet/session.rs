@@ -174,7 +174,7 @@ impl<App: OxyExt> PacketSession<App> {
             ..self.up
         };
         (self.setup.services.audit)
-            .write(|| self.audit.record(target, None, traffic, reason.to_string()));
+            .write_with(|| self.audit.record(target, None, traffic, reason.to_string()));
         reason
     }
 
@@ -631,7 +631,7 @@ impl<App: OxyExt> PacketSession<App> {
             bytes_down: flow.down.bytes.load(Ordering::Relaxed),
             ..flow.traffic
         };
-        (self.setup.services.audit).write(|| {
+        (self.setup.services.audit).write_with(|| {
             let close = match &flow.refusal {
                 Some(refusal) => format!("{}: refused: {refusal}", flow.action),
                 None => format!("{}: {reason}", flow.action),
