@@ -92,14 +92,18 @@ test("http.client.pool_max_idle_per_upstream: 0 keeps no connection: each reques
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
-test("without an egress hook, a plain-HTTP upstream's requests share one pooled connection", async () => {
-  const oxy = await OxyProcess.start({
+/** The zero-code proxy (no hooks) in front of a plain-HTTP upstream on `port`. */
+const reverseProxy = (port: number) =>
+  OxyProcess.start({
     binary: "oxy",
     settings: {
       egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { upstream: `http://127.0.0.1:${origin.port}` } }],
+      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { upstream: `http://127.0.0.1:${port}` } }],
     },
   });
+
+test("without an egress hook, a plain-HTTP upstream's requests share one pooled connection", async () => {
+  const oxy = await reverseProxy(origin.port);
   for (let i = 0; i < 3; i++) {
     const r = await curl([`${oxy.url("web")}/direct-${i}`]);
     assert.equal(r.status, 200, r.stderr);
@@ -123,13 +127,7 @@ test("an upstream that closes each connection after its response: every request 
   });
   await new Promise<void>((resolve) => closing.listen(0, "127.0.0.1", resolve));
   const port = (closing.address() as net.AddressInfo).port;
-  const oxy = await OxyProcess.start({
-    binary: "oxy",
-    settings: {
-      egress: { allow: ["127.0.0.0/8"] },
-      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { upstream: `http://127.0.0.1:${port}` } }],
-    },
-  });
+  const oxy = await reverseProxy(port);
   try {
     for (let i = 0; i < 5; i++) {
       const r = await curl([`${oxy.url("web")}/closing-${i}`]);

@@ -7,7 +7,6 @@
 use super::body::boxed;
 use super::body_tap::BodyBlocked;
 use super::guarded_body::{BodyIdleTimeout, ClientBodyError};
-use super::metrics::oxy_http;
 use super::upgrade::{PendingUpgrade, Upgraded};
 use super::upstream_pool::{PoolKey, PooledConnection, UpstreamPool};
 use crate::app::OxyExt;
@@ -117,7 +116,7 @@ impl<App: OxyExt> UpstreamClient<App> {
                 .await
         };
         if request.headers().contains_key(http::header::UPGRADE) {
-            oxy_http::egress_connections_total(&self.connector.endpoint, "new").inc();
+            self.pool.count_connection(false);
             let mut connection = connect(on).await?;
             return send_on_sender(&mut connection, request)
                 .await
@@ -138,12 +137,11 @@ impl<App: OxyExt> UpstreamClient<App> {
         mut request: Request<HttpBody>,
         connect: impl AsyncFnOnce(&Target) -> Result<PooledConnection, UpstreamError>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
-        let endpoint = &self.connector.endpoint;
         let pool = &self.pool;
         while let Some(mut connection) = pool.checkout(&key) {
             match send_on_sender(&mut connection, request).await {
                 Ok(response) => {
-                    oxy_http::egress_connections_total(endpoint, "reused").inc();
+                    pool.count_connection(true);
                     return Ok(
                         response.map(|body| boxed(pool.return_at_end(key, connection, body)))
                     );
@@ -155,7 +153,7 @@ impl<App: OxyExt> UpstreamClient<App> {
                 Err(SendFailure::Failed(e)) => return Err(classify(&e)),
             }
         }
-        oxy_http::egress_connections_total(endpoint, "new").inc();
+        pool.count_connection(false);
         let mut connection = connect(&key.target).await?;
         let response = send_on_sender(&mut connection, request)
             .await

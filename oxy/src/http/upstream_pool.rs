@@ -18,7 +18,7 @@ use hyper::client::conn::http1::SendRequest;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -77,7 +77,8 @@ impl PooledConnection {
 
 /// The idle HTTP/1.1 connections of one endpoint's upstream client. A request finds
 /// one here (checked out under a mutex) and drives it through hyper's connection task;
-/// nothing else (no task, no channel beyond hyper's own) is spent per request.
+/// a task of the pool's own is spent only on a connection that was not ready for the
+/// next request when its response ended.
 pub(crate) struct UpstreamPool {
     idle: Mutex<HashMap<PoolKey, Vec<PooledConnection>>>,
     idle_timeout: Duration,
@@ -86,6 +87,11 @@ pub(crate) struct UpstreamPool {
     max_idle_per_key: usize,
     /// `oxy_http_egress_idle_connections` of the endpoint.
     idle_gauge: prometheus::IntGauge,
+    /// The endpoint's name, for `connections`.
+    endpoint: Arc<str>,
+    /// `oxy_http_egress_connections_total` of the endpoint, kinds `new` and `reused`,
+    /// each made when first counted rather than looked up by label per request.
+    connections: [OnceLock<prometheus::IntCounter>; 2],
 }
 
 impl UpstreamPool {
@@ -102,6 +108,8 @@ impl UpstreamPool {
             idle_timeout,
             max_idle_per_key,
             idle_gauge: oxy_http::egress_idle_connections(endpoint),
+            endpoint: endpoint.into(),
+            connections: Default::default(),
         });
         let weak = Arc::downgrade(&pool);
         let period = idle_timeout.max(Duration::from_secs(1));
@@ -123,6 +131,18 @@ impl UpstreamPool {
             }
         });
         pool
+    }
+
+    /// Counts a request that went out on a `reused` connection from the pool, or on a
+    /// new one.
+    pub(crate) fn count_connection(&self, reused: bool) {
+        let (slot, kind) = if reused {
+            (&self.connections[1], "reused")
+        } else {
+            (&self.connections[0], "new")
+        };
+        slot.get_or_init(|| oxy_http::egress_connections_total(&self.endpoint, kind))
+            .inc();
     }
 
     /// An idle connection for `key` that can take a request now, if there is one;
