@@ -53,9 +53,10 @@ impl Drain {
         self.handed_over.cancel();
     }
 
-    /// Completes when open connections must close now: the drain period is over.
-    pub async fn force_closing(&self) {
-        self.force_close.cancelled().await
+    /// Completes when open connections must close now: the drain period is over. Held
+    /// by every tunnel while it lives, so the token's own future, not an `async fn`'s.
+    pub fn force_closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.force_close.cancelled()
     }
 
     /// Runs a connection task that the drain waits for.

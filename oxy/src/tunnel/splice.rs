@@ -9,6 +9,7 @@ use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
+use std::task::{Context, Poll, ready};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -55,44 +56,74 @@ fn spare_pipes() -> std::sync::MutexGuard<'static, Vec<Pipe>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Moves bytes from `from` to `to` until `from` ends, then shuts `to`'s sending side down
-/// (half-close). `moved` is called after each chunk has been written. A pipe is held
-/// only while a chunk is in it.
-pub(super) async fn forward(
-    from: &TcpStream,
-    to: &TcpStream,
-    moved: impl Fn(usize),
-) -> io::Result<()> {
-    loop {
-        from.readable().await?;
-        let pipe = Pipe::take()?;
-        let spliced = from.try_io(Interest::READABLE, || {
-            Ok(splice(from, None, &pipe.write, None, CHUNK, FLAGS)?)
-        });
-        let n = match spliced {
-            Ok(0) => {
-                pipe.give_back();
-                return socket2::SockRef::from(to).shutdown(Shutdown::Write);
+/// One direction of a spliced tunnel: moves bytes from one socket to the other until the
+/// first ends, then shuts the other's sending side down (half-close). A state polled by
+/// the tunnel's own future rather than an `async fn`, so that an idle tunnel holds only
+/// this (a chunk in flight, if any) and not a future per direction. A pipe is held only
+/// while a chunk is in it.
+#[derive(Default)]
+pub(super) struct Forward {
+    chunk: Option<Chunk>,
+}
+
+/// A chunk read into a pipe and not yet all written.
+struct Chunk {
+    pipe: Pipe,
+    /// Bytes read into the pipe.
+    read: usize,
+    /// Bytes of it still in the pipe.
+    left: usize,
+}
+
+impl Forward {
+    /// Moves bytes from `from` to `to`; ready once `from` has ended and `to` is shut
+    /// down for sending, or with the first error. `moved` is called after each chunk
+    /// has been written. Registers for `from`'s read and `to`'s write readiness, so a
+    /// socket may be read by one `Forward` and written by another in the same task.
+    pub(super) fn poll_forward(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &TcpStream,
+        to: &TcpStream,
+        mut moved: impl FnMut(usize),
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if let Some(chunk) = &mut self.chunk {
+                while chunk.left > 0 {
+                    ready!(to.poll_write_ready(cx))?;
+                    match to.try_io(Interest::WRITABLE, || {
+                        Ok(splice(&chunk.pipe.read, None, to, None, chunk.left, FLAGS)?)
+                    }) {
+                        Ok(written) => chunk.left -= written,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Poll::Ready(Err(e)),
+                    }
+                }
+                if let Some(chunk) = self.chunk.take() {
+                    chunk.pipe.give_back();
+                    moved(chunk.read);
+                }
             }
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                pipe.give_back();
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let mut left = n;
-        while left > 0 {
-            to.writable().await?;
-            match to.try_io(Interest::WRITABLE, || {
-                Ok(splice(&pipe.read, None, to, None, left, FLAGS)?)
-            }) {
-                Ok(written) => left -= written,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            ready!(from.poll_read_ready(cx))?;
+            let pipe = Pipe::take()?;
+            let spliced = from.try_io(Interest::READABLE, || {
+                Ok(splice(from, None, &pipe.write, None, CHUNK, FLAGS)?)
+            });
+            match spliced {
+                Ok(0) => {
+                    pipe.give_back();
+                    return Poll::Ready(socket2::SockRef::from(to).shutdown(Shutdown::Write));
+                }
+                Ok(read) => {
+                    self.chunk = Some(Chunk {
+                        pipe,
+                        read,
+                        left: read,
+                    })
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => pipe.give_back(),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        pipe.give_back();
-        moved(n);
     }
 }

@@ -15,10 +15,11 @@ use crate::telemetry::audit::{AuditStart, Traffic};
 use crate::telemetry::distributed_tracing;
 use crate::tunnel::counted::Counts;
 use crate::tunnel::metrics::oxy_tunnel;
-use crate::tunnel::pump::{CloseReason, PumpLimits, pump_tcp};
+use crate::tunnel::pump::{CloseReason, PumpLimits, PumpOutcome, pump_tcp};
 use crate::tunnel::start::{self, Refusal, Start, Timeouts, on_tunnel_start};
 use crate::tunnel::stream::TunnelStream;
 use crate::tunnel::{TunnelClient, TunnelRefused};
+use futures_util::FutureExt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -194,42 +195,34 @@ impl<App: OxyExt> TcpTunnel<App> {
 
     /// Pumps `client` through the tunnel until it ends, then runs the tunnel-end hook,
     /// counts and audits it.
-    pub async fn pump(self, client: TunnelStream, drain: &Drain) -> CloseReason {
-        // The record stays where it is in `self` (fields are moved out one by one, not
-        // all at once): a copy of it would be held by every idle tunnel.
-        let record = &self.record;
-        let endpoint = record.cx.endpoint.name().to_string();
-        let active = start::Active::start(&endpoint, "tcp");
+    ///
+    /// Not an `async fn`: that would keep its arguments (the tunnel, the client's
+    /// stream) in its future beside the pump they were moved into, and every idle
+    /// tunnel would hold both. The pumping and the end are two stages of one future,
+    /// each holding only its own state.
+    pub fn pump(
+        self,
+        client: TunnelStream,
+        drain: &Drain,
+    ) -> impl Future<Output = CloseReason> + Send {
+        let TcpTunnel {
+            record,
+            server,
+            limits,
+            span,
+            ..
+        } = self;
+        let active = start::Active::start(record.cx.endpoint.name(), "tcp");
         let (target, peer) = (&record.cx.target, record.cx.peer_addr);
         tracing::debug!(destination = %target, %peer, "tunnel open");
-        let (outcome, zero_copy) =
-            pump_tcp(client, self.server, self.limits, drain.force_closing())
-                .instrument(self.span)
-                .await;
-        drop(active);
-        if zero_copy {
-            oxy_tunnel::zero_copy_total(&endpoint).inc();
-        }
-        oxy_tunnel::bytes_total(&endpoint, "up").inc_by(outcome.bytes_up);
-        oxy_tunnel::bytes_total(&endpoint, "down").inc_by(outcome.bytes_down);
-        oxy_tunnel::ended_total(&endpoint, outcome.reason.as_label()).inc();
-        tracing::info!(
-            destination = %target,
-            %peer,
-            up = outcome.bytes_up,
-            down = outcome.bytes_down,
-            reason = %outcome.reason,
-            "tunnel closed"
-        );
-        let traffic = Traffic {
-            bytes_up: outcome.bytes_up,
-            bytes_down: outcome.bytes_down,
-            ..Traffic::default()
-        };
-        (self.record)
-            .finish(traffic, outcome.reason.to_string())
-            .await;
-        outcome.reason
+        pump_tcp(client, server, limits, drain.force_closing())
+            .instrument(span)
+            .then(move |(outcome, zero_copy)| {
+                drop(active);
+                // Boxed: the end (the tunnel-end hook, the audit record) is a larger
+                // state than the pumping, and only a tunnel that ends needs it.
+                Box::pin(record.pumped(outcome, zero_copy))
+            })
     }
 
     /// Ends a tunnel whose client stream never came (the upgrade after the 2xx failed):
@@ -243,6 +236,32 @@ impl<App: OxyExt> TcpTunnel<App> {
 }
 
 impl<App: OxyExt> TunnelRecord<App> {
+    /// Counts, logs and ends a tunnel that was pumped until `outcome`.
+    async fn pumped(self, outcome: PumpOutcome, zero_copy: bool) -> CloseReason {
+        let endpoint = self.cx.endpoint.name();
+        if zero_copy {
+            oxy_tunnel::zero_copy_total(endpoint).inc();
+        }
+        oxy_tunnel::bytes_total(endpoint, "up").inc_by(outcome.bytes_up);
+        oxy_tunnel::bytes_total(endpoint, "down").inc_by(outcome.bytes_down);
+        oxy_tunnel::ended_total(endpoint, outcome.reason.as_label()).inc();
+        tracing::info!(
+            destination = %self.cx.target,
+            peer = %self.cx.peer_addr,
+            up = outcome.bytes_up,
+            down = outcome.bytes_down,
+            reason = %outcome.reason,
+            "tunnel closed"
+        );
+        let traffic = Traffic {
+            bytes_up: outcome.bytes_up,
+            bytes_down: outcome.bytes_down,
+            ..Traffic::default()
+        };
+        self.finish(traffic, outcome.reason.to_string()).await;
+        outcome.reason
+    }
+
     /// Runs the tunnel-end hook and writes the audit record of a tunnel that closed.
     async fn finish(mut self, traffic: Traffic, close_reason: String) {
         let summary = TunnelSummary {
