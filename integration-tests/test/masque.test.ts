@@ -375,6 +375,20 @@ describe("HTTP/3 on-ramp and MASQUE", () => {
     assert.equal(record.close_reason, "completed");
     assert.deepEqual([record.bytes_up, record.bytes_down], [6, 6]);
     assert.equal(await counter(relay, 'oxy_tunnel_started_total{endpoint="h3",protocol="tcp"}'), 1);
+
+    // More than the QUIC stream's flow-control window each way: the proxy's writes to
+    // the client wait for the window to open, and every byte arrives in order.
+    const line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!@#$%^&*()_+-=[]{};\n";
+    const big = line.repeat(Math.ceil((4 << 20) / line.length));
+    const bulk = await runClient(["connect", "--proxy", `https://localhost:${port.h3}`, "--ca", pki.ca, "--target", `127.0.0.1:${tcpEcho.port}`], {
+      input: big,
+      timeoutMs: 30_000,
+    });
+    assert.equal(bulk.code, 0, bulk.stderr);
+    assert.equal(bulk.stdout.length, big.length);
+    assert.ok(bulk.stdout === big, "the echoed bytes differ");
+    const [bulkRecord] = (await auditWhere(relayAudit, isTcp, before + 2)).slice(before + 1);
+    assert.deepEqual([bulkRecord.close_reason, bulkRecord.bytes_up, bulkRecord.bytes_down], ["completed", big.length, big.length]);
   });
 
   // ---------------------------------------------------------------------------------------

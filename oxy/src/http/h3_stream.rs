@@ -7,7 +7,6 @@ use bytes::{Buf, Bytes};
 use h3::quic::StreamId;
 use h3::server::RequestStream;
 use std::collections::HashMap;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -72,23 +71,17 @@ impl http_body::Body for H3Body {
     }
 }
 
-type Sending =
-    Pin<Box<dyn Future<Output = (Box<SendHalf>, Result<(), h3::error::StreamError>)> + Send>>;
-
-/// What the write side is doing.
-enum WriteState {
-    Idle(Box<SendHalf>),
-    Busy(Sending),
-    Done,
-}
-
 /// The DATA frames of a request stream as a byte stream (CONNECT over HTTP/3). A write
-/// is accepted at once and sent before the next write, flush or shutdown completes.
+/// is accepted once the stream has sent the previous one, and starts out at once; a
+/// flush or shutdown completes once it is sent. Polled through h3's send state (patched
+/// in, see `vendor/PATCH.md`), with no future per write.
 pub struct H3Stream {
     recv: RecvHalf,
     unread: Bytes,
     read_done: bool,
-    write: WriteState,
+    send: SendHalf,
+    /// The sending side was shut down (the stream finished).
+    send_done: bool,
     /// Keeps the connection open (after GOAWAY) while the stream is in use.
     _alive: mpsc::Sender<()>,
 }
@@ -102,18 +95,17 @@ impl H3Stream {
             recv,
             unread: Bytes::new(),
             read_done: false,
-            write: WriteState::Idle(Box::new(send)),
+            send,
+            send_done: false,
         }
     }
 
-    /// Completes a pending send; then the send half is idle (or gone).
-    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if let WriteState::Busy(sending) = &mut self.write {
-            let (send, result) = ready!(sending.as_mut().poll(cx));
-            self.write = WriteState::Idle(send);
-            result.map_err(io::Error::other)?;
+    /// Ready once what was written has been handed to QUIC.
+    fn poll_sent(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.send_done {
+            return Poll::Ready(Ok(()));
         }
-        Poll::Ready(Ok(()))
+        self.send.poll_send_ready(cx).map_err(io::Error::other)
     }
 }
 
@@ -143,38 +135,30 @@ impl AsyncWrite for H3Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        ready!(self.poll_idle(cx))?;
-        match std::mem::replace(&mut self.write, WriteState::Done) {
-            WriteState::Idle(mut send) => {
-                let data = Bytes::copy_from_slice(buf);
-                self.write = WriteState::Busy(Box::pin(async move {
-                    let result = send.send_data(data).await;
-                    (send, result)
-                }));
-                // Start sending now: a writer that waits for its peer's answer before
-                // writing or flushing again must not leave these bytes parked.
-                if let Poll::Ready(Err(e)) = self.poll_idle(cx) {
-                    return Poll::Ready(Err(e));
-                }
-                Poll::Ready(Ok(buf.len()))
-            }
-            _ => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+        if self.send_done {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
+        ready!(self.poll_sent(cx))?;
+        // Copied into the DATA frame h3 sends (quinn takes it from there).
+        let data = Bytes::copy_from_slice(buf);
+        self.send.start_send_data(data).map_err(io::Error::other)?;
+        // Start sending now: a writer that waits for its peer's answer before writing
+        // or flushing again must not leave these bytes parked.
+        if let Poll::Ready(Err(e)) = self.poll_sent(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_idle(cx)
+        self.poll_sent(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        ready!(self.poll_idle(cx))?;
-        if let WriteState::Idle(mut send) = std::mem::replace(&mut self.write, WriteState::Done) {
-            self.write = WriteState::Busy(Box::pin(async move {
-                let result = send.finish().await;
-                (send, result)
-            }));
-            ready!(self.poll_idle(cx))?;
-            self.write = WriteState::Done;
+        ready!(self.poll_sent(cx))?;
+        if !self.send_done {
+            ready!(self.send.poll_finish(cx)).map_err(io::Error::other)?;
+            self.send_done = true;
         }
         Poll::Ready(Ok(()))
     }

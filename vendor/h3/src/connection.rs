@@ -1057,6 +1057,22 @@ where
         Ok(())
     }
 
+    /// PATCHED (oxy): queues `buf` as a DATA frame without waiting; `poll_send_ready`
+    /// writes it. The stream must be ready (`poll_send_ready` returned `Ready(Ok)`).
+    pub fn start_send_data(&mut self, buf: B) -> Result<(), StreamError> {
+        self.stream
+            .send_data(Frame::Data(buf))
+            .map_err(|e| self.handle_quic_stream_error(e))
+    }
+
+    /// PATCHED (oxy): writes what `start_send_data` queued; ready when the stream can
+    /// take the next frame.
+    pub fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        self.stream
+            .poll_ready(cx)
+            .map_err(|e| self.handle_quic_stream_error(e))
+    }
+
     /// Send a set of trailers to end the request.
     #[cfg_attr(feature = "tracing", instrument(skip_all, level = "trace"))]
     pub async fn send_trailers(&mut self, trailers: HeaderMap) -> Result<(), StreamError> {
@@ -1103,6 +1119,21 @@ where
     #[cfg_attr(feature = "tracing", instrument(skip_all, level = "trace"))]
     pub fn stop_stream(&mut self, code: Code) {
         self.stream.reset(code.into());
+    }
+
+    /// PATCHED (oxy): `finish` as a poll function, for a stream that is ready
+    /// (`poll_send_ready` returned `Ready(Ok)`).
+    pub fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        if self.send_grease_frame {
+            self.stream
+                .send_data(Frame::Grease)
+                .map_err(|e| self.handle_quic_stream_error(e))?;
+            self.send_grease_frame = false;
+        }
+        ready!(self.stream.poll_ready(cx)).map_err(|e| self.handle_quic_stream_error(e))?;
+        self.stream
+            .poll_finish(cx)
+            .map_err(|e| self.handle_quic_stream_error(e))
     }
 
     #[allow(missing_docs)]

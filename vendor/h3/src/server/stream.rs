@@ -161,6 +161,18 @@ where
         self.inner.send_data(buf).await
     }
 
+    /// PATCHED (oxy): queues `buf` as a DATA frame of the response body without
+    /// waiting; [`Self::poll_send_ready`] writes it. The stream must be ready.
+    pub fn start_send_data(&mut self, buf: B) -> Result<(), StreamError> {
+        self.inner.start_send_data(buf)
+    }
+
+    /// PATCHED (oxy): writes what [`Self::start_send_data`] queued; ready when the
+    /// stream can take the next frame.
+    pub fn poll_send_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        self.inner.poll_send_ready(cx)
+    }
+
     /// Stop a stream with an error code
     ///
     /// The code can be [`Code::H3_NO_ERROR`].
@@ -180,6 +192,12 @@ where
     /// [`RequestStream::finish`] must be called to finalize a request.
     pub async fn finish(&mut self) -> Result<(), StreamError> {
         self.inner.finish().await
+    }
+
+    /// PATCHED (oxy): [`Self::finish`] as a poll function, for a stream that is ready
+    /// ([`Self::poll_send_ready`] returned `Ready(Ok)`).
+    pub fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), StreamError>> {
+        self.inner.poll_finish(cx)
     }
 
     //= https://www.rfc-editor.org/rfc/rfc9114#section-4.1.1
