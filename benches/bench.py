@@ -447,14 +447,16 @@ def scaled_configs(workdir: Path, ports: dict, workers: int) -> dict[str, tuple[
     """Oxy, nginx and HAProxy as HTTP/1.1 reverse proxies with `workers` worker threads
     (processes for nginx), each alone on its own port: (config, port) by contender."""
     origin = f"127.0.0.1:{ports['origin']}"
-    oxy = workdir / f"oxy-w{workers}.yaml"
-    oxy.write_text(json.dumps({
-        "server": {"worker_threads": workers, "shutdown_timeout": "1s"},
-        "telemetry": {"log": {"level": "warn"}},
-        "egress": {"allow": ["127.0.0.0/8"]},
-        "endpoints": [{"name": "reverse", "listen": [f"127.0.0.1:{ports['scale_oxy']}"],
-                       "http": {"upstream": f"http://{origin}"}}],
-    }, indent=2))
+    oxy = {}
+    for scheduling, port in (("work_stealing", "scale_oxy"), ("per_thread", "scale_oxy_per_thread")):
+        oxy[scheduling] = (workdir / f"oxy-w{workers}-{scheduling}.yaml", ports[port])
+        oxy[scheduling][0].write_text(json.dumps({
+            "server": {"worker_threads": workers, "shutdown_timeout": "1s", "scheduling": scheduling},
+            "telemetry": {"log": {"level": "warn"}},
+            "egress": {"allow": ["127.0.0.0/8"]},
+            "endpoints": [{"name": "reverse", "listen": [f"127.0.0.1:{ports[port]}"],
+                           "http": {"upstream": f"http://{origin}"}}],
+        }, indent=2))
     prefix = workdir / f"nginx-w{workers}"
     nginx = workdir / f"nginx-w{workers}.conf"
     nginx.write_text(nginx_head(prefix, workers) + f"""
@@ -482,8 +484,8 @@ backend origin
   http-reuse always
   server origin {origin}
 """)
-    return {"oxy": (oxy, ports["scale_oxy"]), "nginx": (nginx, ports["scale_nginx"]),
-            "haproxy": (haproxy, ports["scale_haproxy"])}
+    return {"oxy": oxy["work_stealing"], "oxy per_thread": oxy["per_thread"],
+            "nginx": (nginx, ports["scale_nginx"]), "haproxy": (haproxy, ports["scale_haproxy"])}
 
 
 def h2o_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
@@ -1058,7 +1060,7 @@ def main() -> int:
              "oxy_l4_echo", "nginx_h1", "nginx_h2", "haproxy_h1", "haproxy_h2", "haproxy_l4_source",
              "haproxy_l4_echo", "squid", "oxy_h3", "caddy_h3", "udp_echo", "origin_tls", "firewall_telemetry",
              "firewall_intercept", "firewall_tunnel", "h2o_h1", "h2o_h2", "oxy_forward", "router_forward",
-             "router_telemetry", "scale_oxy", "scale_nginx", "scale_haproxy"]
+             "router_telemetry", "scale_oxy", "scale_oxy_per_thread", "scale_nginx", "scale_haproxy"]
     ports = free_ports(names)
     key, crt, pem, ca = write_certificate(workdir)
     source, echo = f"127.0.0.1:{ports['source']}", f"127.0.0.1:{ports['echo']}"
@@ -1235,8 +1237,8 @@ def main() -> int:
             mark = len(procs.running)
             try:
                 configs = scaled_configs(workdir, ports, w)
-                argv = {"oxy": [str(BIN / "oxy"), "--config"], "nginx": ["nginx", "-c"],
-                        "haproxy": ["haproxy", "-db", "-f"]}
+                argv = {"oxy": [str(BIN / "oxy"), "--config"], "oxy per_thread": [str(BIN / "oxy"), "--config"],
+                        "nginx": ["nginx", "-c"], "haproxy": ["haproxy", "-db", "-f"]}
                 for name, (config, port) in configs.items():
                     procs.start(f"{name}-w", [*argv[name], str(config)], [port])
                 alternate(scenario, {name: port for name, (_, port) in configs.items()},

@@ -93,10 +93,11 @@ test("http.client.pool_max_idle_per_upstream: 0 keeps no connection: each reques
 });
 
 /** The zero-code proxy (no hooks) in front of a plain-HTTP upstream on `port`. */
-const reverseProxy = (port: number) =>
+const reverseProxy = (port: number, server: Record<string, any> = {}) =>
   OxyProcess.start({
     binary: "oxy",
     settings: {
+      server,
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { upstream: `http://127.0.0.1:${port}` } }],
     },
@@ -140,3 +141,26 @@ test("an upstream that closes each connection after its response: every request 
     closing.close();
   }
 });
+
+test("server.scheduling: per_thread: each thread reuses the upstream connections it made", async () => {
+  const oxy = await reverseProxy(origin.port, { scheduling: "per_thread", worker_threads: 2 });
+  // Each curl is a client connection of its own, accepted by either thread.
+  for (let i = 0; i < 6; i++) {
+    const r = await curl([`${oxy.url("web")}/per-thread-${i}`]);
+    assert.equal(r.status, 200, r.stderr);
+    // Every connection made is back in its thread's pool before the next request.
+    await idle(oxy, (await connections(oxy, "new")) ?? 0);
+  }
+  const made = (await connections(oxy, "new")) ?? 0;
+  assert.ok(made >= 1 && made <= 2, `at most one upstream connection per thread, not ${made}`);
+  assert.equal(await connections(oxy, "reused"), 6 - made);
+  // One client connection stays on one thread: its requests share one upstream connection.
+  const urls = [0, 1, 2].map((i) => `${oxy.url("web")}/one-connection-${i}`);
+  const r = await curl(urls);
+  assert.equal(r.status, 200, r.stderr);
+  const seen = origin.seen.filter((q) => q.url.startsWith("/one-connection-"));
+  assert.equal(seen.length, 3);
+  assert.equal(new Set(seen.map((q) => q.remotePort)).size, 1, JSON.stringify(seen.map((q) => q.remotePort)));
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { chmodSync, copyFileSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, relative } from "node:path";
-import { after, before, test } from "node:test";
+import { after, before, test, type TestContext } from "node:test";
 import { makePki, type TestPki } from "../lib/certs.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
@@ -72,9 +72,12 @@ function forgetOriginRequests(): void {
   origin.seen.length = 0;
 }
 
-test("five restarts under load: no request fails, no connection is refused, every port stays", async (t) => {
+/** Restarts Oxy `restarts` times under a load of every kind, with `server` added to the
+ * settings' `server:` section: no request fails, no connection is refused, every port stays. */
+async function restartsUnderLoad(t: TestContext, restarts: number, server: Record<string, any> = {}) {
   const shutdownTimeoutMs = 5_000;
-  const oxy = await RestartingOxy.start({ settings: settings("5s") });
+  const base = settings("5s");
+  const oxy = await RestartingOxy.start({ settings: { ...base, server: { ...base.server, ...server } } });
   t.after(() => oxy.killAll());
   const endpointsBefore = oxy.oxy.endpoints();
   const run = load(oxy, shutdownTimeoutMs, {
@@ -85,7 +88,7 @@ test("five restarts under load: no request fails, no connection is refused, ever
   t.after(() => run.stop());
   await run.waitForOkSinceMark(5);
 
-  for (let i = 1; i <= 5; i++) {
+  for (let i = 1; i <= restarts; i++) {
     const restart = await oxy.restart();
     run.noteRestart(restart.signalledAt, restart.readyAt);
     assert.deepEqual(await oxy.endpoints(), endpointsBefore, `the ports after restart ${i}`);
@@ -94,7 +97,7 @@ test("five restarts under load: no request fails, no connection is refused, ever
     run.mark();
     await run.waitForOkSinceMark({ http1: 5, http2: 5, shortTunnel: 2 });
   }
-  assert.equal(oxy.pids.size, 6, "six processes, each with its own pid");
+  assert.equal(oxy.pids.size, restarts + 1, "each process with its own pid");
 
   // About a second more: every kind succeeds on the last process (HTTP/3 in a run and
   // tunnels on connections opened after the last restart).
@@ -108,6 +111,14 @@ test("five restarts under load: no request fails, no connection is refused, ever
   assert.ok(stats.http1.connections > 4 && stats.http2.connections > 2, `clients reconnected after Connection: close and GOAWAY:\n${report}`);
   assert.deepEqual(await oxy.endpoints(), endpointsBefore);
   await oxy.shutdown();
+}
+
+test("five restarts under load: no request fails, no connection is refused, every port stays", async (t) => {
+  await restartsUnderLoad(t, 5);
+});
+
+test("server.scheduling: per_thread (a runtime per thread, each accepting from every listener): two restarts under load lose nothing", async (t) => {
+  await restartsUnderLoad(t, 2, { scheduling: "per_thread", worker_threads: 2 });
 });
 
 test("a successor that cannot start leaves the old process serving; once the settings are fixed the restart succeeds", async (t) => {

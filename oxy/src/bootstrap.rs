@@ -11,14 +11,15 @@ use crate::endpoint::Endpoint;
 use crate::error::{OxyError, OxyResult};
 use crate::offramp::policy::EgressPolicy;
 use crate::onramp::bind::{BoundSocket, bind_endpoint, bind_tcp};
+use crate::per_thread::PerThreadRuntimes;
 use crate::restart::handover::{HANDED_OVER_KEY, HandoverSockets, Successor, forward_key};
 use crate::restart::inherited::Inherited;
 use crate::restart::launcher::Launcher;
 use crate::restart::{control, socket_key};
 use crate::services::Services;
 use crate::settings::{
-    self, ConfigError, ConfigErrors, IpOffRamp, PathSegment, ServerSettings, SettingError,
-    TunSettings,
+    self, ConfigError, ConfigErrors, IpOffRamp, PathSegment, Scheduling, ServerSettings,
+    SettingError, TunSettings,
 };
 use crate::telemetry::audit::AuditLog;
 use crate::telemetry::framework_metrics::oxy;
@@ -111,7 +112,25 @@ fn run<App: OxyApp>(cli: Cli) -> OxyResult<()> {
         runtime.worker_threads(settings.server.worker_threads);
     }
     let runtime = runtime.build()?;
-    let result = runtime.block_on(serve::<App>(settings, contexts, process));
+    let per_thread = match settings.server.scheduling {
+        Scheduling::WorkStealing => None,
+        Scheduling::PerThread => {
+            let threads = match settings.server.worker_threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            };
+            Some(PerThreadRuntimes::start(threads, App::name())?)
+        }
+    };
+    let result = runtime.block_on(serve::<App>(
+        settings,
+        contexts,
+        process,
+        per_thread.as_ref(),
+    ));
+    if let Some(per_thread) = per_thread {
+        per_thread.stop();
+    }
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     result
 }
@@ -236,6 +255,7 @@ async fn serve<App: OxyApp>(
     settings: AppServerSettings<App>,
     (app_context, endpoint_contexts): AppContexts<App>,
     mut process: Process,
+    per_thread: Option<&PerThreadRuntimes>,
 ) -> OxyResult<()> {
     let started = Instant::now();
     if let Some(reports) = process.seccomp_reports.take() {
@@ -436,9 +456,19 @@ async fn serve<App: OxyApp>(
     for (listener, endpoint, slots, services) in bound {
         let drain = drain.clone();
         match listener {
-            Listener::Tcp(l) => tokio::spawn(crate::onramp::tcp::serve(
-                l, endpoint, slots, services, drain,
-            )),
+            Listener::Tcp(l) => match per_thread {
+                None => tokio::spawn(crate::onramp::tcp::serve(
+                    l, endpoint, slots, services, drain,
+                )),
+                Some(runtimes) => {
+                    runtimes.serve_tcp(l.into_std()?, |l| {
+                        let (endpoint, slots) = (endpoint.clone(), slots.clone());
+                        let (services, drain) = (services.clone(), drain.clone());
+                        crate::onramp::tcp::serve(l, endpoint, slots, services, drain)
+                    })?;
+                    continue;
+                }
+            },
             Listener::Udp(s) => tokio::spawn(crate::onramp::udp::serve(
                 s, endpoint, slots, services, drain,
             )),

@@ -113,6 +113,7 @@ pub mod hooks;
 pub mod http;
 pub mod offramp;
 pub mod onramp;
+pub(crate) mod per_thread;
 pub(crate) mod restart;
 pub(crate) mod security;
 pub mod services;

@@ -11,6 +11,7 @@
 use super::metrics::oxy_http;
 use crate::hooks::{HttpBody, Target};
 use crate::offramp::route::EgressRoute;
+use crate::per_thread;
 use crate::tls::client::UpstreamTlsFacts;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -85,7 +86,10 @@ type IdleConnections = HashMap<PoolKey, Vec<PooledConnection>, foldhash::fast::R
 /// a task of the pool's own is spent only on a connection that was not ready for the
 /// next request when its response ended.
 pub(crate) struct UpstreamPool {
-    idle: Mutex<IdleConnections>,
+    /// One map per shard ([`per_thread::shards`]): under `scheduling: per_thread` each
+    /// thread reuses the connections it made, whose tasks run on it, and takes no lock
+    /// another thread holds.
+    idle: Box<[Mutex<IdleConnections>]>,
     idle_timeout: Duration,
     /// Idle connections kept for one key at most; more are closed when their response
     /// ends (`http.client.pool_max_idle_per_upstream`).
@@ -109,7 +113,9 @@ impl UpstreamPool {
         endpoint: &str,
     ) -> Arc<Self> {
         let pool = Arc::new(Self {
-            idle: Mutex::default(),
+            idle: (0..per_thread::shards())
+                .map(|_| Mutex::default())
+                .collect(),
             idle_timeout,
             max_idle_per_key,
             idle_gauge: oxy_http::egress_idle_connections(endpoint),
@@ -124,18 +130,25 @@ impl UpstreamPool {
                 let Some(pool) = weak.upgrade() else {
                     return;
                 };
-                let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
-                idle.retain(|_, connections| {
-                    let before = connections.len();
-                    connections.retain(|c| {
-                        !c.sender.is_closed() && c.idle_since.elapsed() < pool.idle_timeout
+                for shard in &pool.idle {
+                    let mut idle = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                    idle.retain(|_, connections| {
+                        let before = connections.len();
+                        connections.retain(|c| {
+                            !c.sender.is_closed() && c.idle_since.elapsed() < pool.idle_timeout
+                        });
+                        pool.idle_gauge.sub(count(before - connections.len()));
+                        !connections.is_empty()
                     });
-                    pool.idle_gauge.sub(count(before - connections.len()));
-                    !connections.is_empty()
-                });
+                }
             }
         });
         pool
+    }
+
+    /// The current thread's shard of the idle connections.
+    fn shard(&self) -> &Mutex<IdleConnections> {
+        &self.idle[per_thread::current_shard() % self.idle.len()]
     }
 
     /// Counts a request that went out on a `reused` connection from the pool, or on a
@@ -153,7 +166,7 @@ impl UpstreamPool {
     /// An idle connection for `key` that can take a request now, if there is one;
     /// closed and expired ones are dropped on the way.
     pub(crate) fn checkout(&self, key: &PoolKey) -> Option<PooledConnection> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.shard().lock().unwrap_or_else(PoisonError::into_inner);
         let connections = idle.get_mut(key)?;
         let mut found = None;
         while let Some(connection) = connections.pop() {
@@ -190,7 +203,7 @@ impl UpstreamPool {
 
     fn keep(&self, key: PoolKey, mut connection: PooledConnection) {
         connection.idle_since = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.shard().lock().unwrap_or_else(PoisonError::into_inner);
         let connections = idle.entry(key).or_default();
         if connections.len() < self.max_idle_per_key {
             connections.push(connection);

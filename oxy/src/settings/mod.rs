@@ -35,7 +35,7 @@ pub use ip::{IpOffRamp, IpSettings, TunSettings};
 pub use load::{from_yaml_str, load_file};
 pub use open_proxy::open_proxy_warnings;
 pub use security::{OnViolation, SeccompMode, SecuritySettings};
-pub use server::{NoSettings, ServerSection, ServerSettings};
+pub use server::{NoSettings, Scheduling, ServerSection, ServerSettings};
 pub use telemetry::{
     AuditSettings, LogFormat, LogSettings, ProfilingSettings, SentrySettings, TelemetrySettings,
     TracingSettings,

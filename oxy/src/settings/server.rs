@@ -36,6 +36,8 @@ fn default_endpoints<E: Default>() -> Vec<EndpointSettings<E>> {
 pub struct ServerSection {
     /// Runtime worker threads; 0 means one per CPU core.
     pub worker_threads: usize,
+    /// How TCP connections are spread over the worker threads.
+    pub scheduling: Scheduling,
     /// On SIGTERM or SIGINT, Oxy stops accepting, reports 503 on /health and waits this
     /// long for open connections to finish before it closes them and exits 0.
     /// The same drain follows a graceful restart, once the successor is ready.
@@ -54,6 +56,22 @@ pub struct ServerSection {
     /// serving FILE to restart through it and exits 0 once the successor is ready (1 with
     /// the reason otherwise). Empty means no control socket (SIGHUP still works).
     pub control_socket: std::path::PathBuf,
+}
+
+/// How TCP connections are spread over the worker threads.
+#[oxy_app_settings]
+pub enum Scheduling {
+    /// One runtime for everything, whose threads take queued tasks from each other: a
+    /// busy thread's connections are served by an idle one.
+    #[default]
+    WorkStealing,
+    /// Each of the `worker_threads` threads runs a runtime of its own that accepts
+    /// connections from every TCP listener: a connection, and every task it starts (its
+    /// tunnel, its upstream connections), stays on the thread that accepted it, so threads
+    /// neither wake each other nor move tasks between caches. Threads are not balanced
+    /// after the accept. UDP, QUIC and TUN endpoints, telemetry and the control socket
+    /// run on a work-stealing runtime of as many threads beside them.
+    PerThread,
 }
 
 fn default_restart_timeout() -> Duration {
