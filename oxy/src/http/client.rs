@@ -117,7 +117,7 @@ impl<App: OxyExt> UpstreamClient<App> {
         };
         if request.headers().contains_key(http::header::UPGRADE) {
             self.pool.count_connection(false);
-            let mut connection = connect(on).await?;
+            let mut connection = Box::pin(connect(on)).await?;
             return send_on_sender(&mut connection, request)
                 .await
                 .map_err(SendFailure::into_upstream_error);
@@ -154,7 +154,10 @@ impl<App: OxyExt> UpstreamClient<App> {
             }
         }
         pool.count_connection(false);
-        let mut connection = connect(&key.target).await?;
+        // Boxed: connecting (DNS, happy eyeballs, TLS) is by far the largest state of a
+        // request, and only a request that finds no idle connection needs it; inline,
+        // every request's future would carry (and move) its size.
+        let mut connection = Box::pin(connect(&key.target)).await?;
         let response = send_on_sender(&mut connection, request)
             .await
             .map_err(SendFailure::into_upstream_error)?;
