@@ -80,14 +80,10 @@ pub async fn serve<App: OxyExt>(
             app: Default::default(),
             slot: permit.map(Arc::new),
         };
-        let services = services.clone();
-        let task_drain = drain.clone();
-        drain.spawn_connection(
-            async move {
-                handle(stream, cx, &services, &task_drain).await;
-            }
-            .instrument(span),
-        );
+        // `handle` itself, not an `async` block awaiting it: the block would hold the
+        // connection's context twice (its own and `handle`'s) for the connection's life.
+        let connection = handle(stream, cx, services.clone(), drain.clone());
+        drain.spawn_connection(connection.instrument(span));
     }
     tracing::debug!(endpoint = %name, "listener closed");
 }
@@ -96,16 +92,21 @@ pub async fn serve<App: OxyExt>(
 async fn handle<App: OxyExt>(
     stream: TcpStream,
     mut cx: IngressConnectionContext<App>,
-    services: &Arc<Services<App>>,
-    drain: &Drain,
+    services: Arc<Services<App>>,
+    drain: Drain,
 ) {
     let name = cx.endpoint.name().to_string();
     let active = oxy_connections::active(&name);
     active.inc();
     tracing::debug!(local = %cx.local_addr, "accepted");
 
-    let served = panics::contain(serve_connection(stream, &mut cx, services, drain)).await;
-    connection_ended(&mut cx, served.unwrap_or(ConnectionEnd::Panicked), services).await;
+    let served = panics::contain(serve_connection(stream, &mut cx, &services, &drain)).await;
+    connection_ended(
+        &mut cx,
+        served.unwrap_or(ConnectionEnd::Panicked),
+        &services,
+    )
+    .await;
     active.dec();
 }
 
@@ -120,8 +121,15 @@ async fn serve_connection<App: OxyExt>(
     let proxy_settings = &cx.endpoint.settings.proxy_protocol;
     if proxy_settings.mode != ProxyProtocolMode::Off {
         let name = cx.endpoint.name().to_string();
+        // Boxed, like the TLS handshake below: a step the connection takes once, whose
+        // state the task would otherwise hold (and move at spawn) for its whole life.
+        let reading = Box::pin(proxy_protocol::read_header(
+            &mut stream,
+            cx.peer_addr,
+            proxy_settings,
+        ));
         let header = tokio::select! {
-            header = proxy_protocol::read_header(&mut stream, cx.peer_addr, proxy_settings) => header,
+            header = reading => header,
             _ = drain.force_closing() => return ConnectionEnd::Shutdown,
         };
         match header {
@@ -161,8 +169,12 @@ async fn serve_connection<App: OxyExt>(
     };
     let name = cx.endpoint.name().to_string();
     let timeout = cx.endpoint.settings.tls.handshake_timeout;
+    let handshake = Box::pin(tokio::time::timeout(
+        timeout,
+        acceptor.accept(ReadAhead::new(stream), cx.tls_policy),
+    ));
     let handshake = tokio::select! {
-        handshake = tokio::time::timeout(timeout, acceptor.accept(ReadAhead::new(stream), cx.tls_policy)) => handshake,
+        handshake = handshake => handshake,
         _ = drain.force_closing() => return ConnectionEnd::Shutdown,
     };
     let reason = match handshake {
