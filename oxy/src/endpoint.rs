@@ -44,6 +44,10 @@ pub struct Endpoint<App: OxyExt> {
     pub(crate) user_limits: crate::http::user_limits::UserLimits,
     /// The metrics every HTTP request of the endpoint touches, made on its first.
     http_metrics: OnceLock<Arc<crate::http::metrics::EndpointHttpMetrics>>,
+    /// The metrics every TCP tunnel of the endpoint touches, made on its first.
+    tcp_tunnel_metrics: OnceLock<crate::tunnel::metrics::EndpointTcpTunnelMetrics>,
+    /// The metrics every connection of the endpoint touches, made on its first.
+    connection_metrics: OnceLock<crate::onramp::EndpointConnectionMetrics>,
     /// The pooled upstream client of an HTTP endpoint, made on first use.
     pub(crate) http_client: OnceLock<Arc<UpstreamClient<App>>>,
 }
@@ -53,6 +57,18 @@ impl<App: OxyExt> Endpoint<App> {
     pub(crate) fn http_metrics(&self) -> &Arc<crate::http::metrics::EndpointHttpMetrics> {
         self.http_metrics
             .get_or_init(|| Arc::new(crate::http::metrics::EndpointHttpMetrics::new(self.name())))
+    }
+
+    /// The metrics every TCP tunnel of the endpoint touches.
+    pub(crate) fn tcp_tunnel_metrics(&self) -> &crate::tunnel::metrics::EndpointTcpTunnelMetrics {
+        self.tcp_tunnel_metrics
+            .get_or_init(|| crate::tunnel::metrics::EndpointTcpTunnelMetrics::new(self.name()))
+    }
+
+    /// The metrics every connection of the endpoint touches.
+    pub(crate) fn connection_metrics(&self) -> &crate::onramp::EndpointConnectionMetrics {
+        self.connection_metrics
+            .get_or_init(|| crate::onramp::EndpointConnectionMetrics::new(self.name()))
     }
 
     /// An endpoint from its (validated) settings and the application's state for it;
@@ -90,6 +106,8 @@ impl<App: OxyExt> Endpoint<App> {
         let user_limits = crate::http::user_limits::UserLimits::new(&settings.http);
         Ok(Self {
             http_metrics: OnceLock::new(),
+            tcp_tunnel_metrics: OnceLock::new(),
+            connection_metrics: OnceLock::new(),
             quic,
             connect_udp_template: settings.http.connect_udp.uri_template.parse().ok(),
             connect_ip_template: UriTemplate::parse(

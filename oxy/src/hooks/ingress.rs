@@ -138,6 +138,22 @@ pub enum ConnectionEnd {
 }
 
 impl ConnectionEnd {
+    /// How many kinds of end there are (see [`Self::kind`]).
+    pub(crate) const KINDS: usize = 7;
+
+    /// The end's kind, below [`Self::KINDS`]: one per label.
+    pub(crate) fn kind(&self) -> usize {
+        match self {
+            ConnectionEnd::Closed => 0,
+            ConnectionEnd::Rejected(_) => 1,
+            ConnectionEnd::Shutdown => 2,
+            ConnectionEnd::HandshakeFailed(_) => 3,
+            ConnectionEnd::ProxyHeaderRefused(_) => 4,
+            ConnectionEnd::Panicked => 5,
+            ConnectionEnd::IdleTimeout => 6,
+        }
+    }
+
     /// Why the connection ended, as a metric label.
     pub fn as_label(&self) -> &'static str {
         match self {

@@ -1,7 +1,6 @@
 //! HTTP metrics.
 
 use crate::metrics;
-use std::sync::OnceLock;
 
 /// HTTP requests.
 #[metrics]
@@ -48,7 +47,7 @@ pub struct EndpointHttpMetrics {
     pub request_duration: prometheus::Histogram,
     /// `oxy_http_routes_total` of the endpoint, kinds `reverse` and `forward`, each
     /// made when first counted (so a series appears only for a route taken).
-    routed: [OnceLock<prometheus::IntCounter>; 2],
+    routed: crate::telemetry::metrics::CounterSlots<2>,
 }
 
 impl EndpointHttpMetrics {
@@ -66,11 +65,12 @@ impl EndpointHttpMetrics {
     /// configured or hook-chosen upstream) or, with `forward`, to the URI's own host.
     pub fn routed(&self, forward: bool) -> &prometheus::IntCounter {
         let (slot, kind) = if forward {
-            (&self.routed[1], "forward")
+            (1, "forward")
         } else {
-            (&self.routed[0], "reverse")
+            (0, "reverse")
         };
-        slot.get_or_init(|| oxy_http::routes_total(&self.name, kind))
+        self.routed
+            .get(slot, || oxy_http::routes_total(&self.name, kind))
     }
 }
 

@@ -19,7 +19,7 @@ use hyper::client::conn::http1::SendRequest;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -100,7 +100,7 @@ pub(crate) struct UpstreamPool {
     endpoint: Arc<str>,
     /// `oxy_http_egress_connections_total` of the endpoint, kinds `new` and `reused`,
     /// each made when first counted rather than looked up by label per request.
-    connections: [OnceLock<prometheus::IntCounter>; 2],
+    connections: crate::telemetry::metrics::CounterSlots<2>,
 }
 
 impl UpstreamPool {
@@ -154,12 +154,11 @@ impl UpstreamPool {
     /// Counts a request that went out on a `reused` connection from the pool, or on a
     /// new one.
     pub(crate) fn count_connection(&self, reused: bool) {
-        let (slot, kind) = if reused {
-            (&self.connections[1], "reused")
-        } else {
-            (&self.connections[0], "new")
-        };
-        slot.get_or_init(|| oxy_http::egress_connections_total(&self.endpoint, kind))
+        let (slot, kind) = if reused { (1, "reused") } else { (0, "new") };
+        self.connections
+            .get(slot, || {
+                oxy_http::egress_connections_total(&self.endpoint, kind)
+            })
             .inc();
     }
 

@@ -11,6 +11,7 @@ use crate::app::OxyExt;
 use crate::hooks::{ConnectionEnd, ConnectionSummary, IngressConnectionContext};
 use crate::services::Services;
 use crate::telemetry::framework_metrics::oxy_connections;
+use crate::telemetry::metrics::{Counter, CounterSlots, Gauge, Histogram};
 use crate::telemetry::panics;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +35,39 @@ pub fn next_connection_id() -> u64 {
     NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed)
 }
 
+/// The metrics every connection of an endpoint touches, resolved once for the endpoint
+/// (when its first connection comes) instead of looked up by label per connection.
+pub(crate) struct EndpointConnectionMetrics {
+    name: Arc<str>,
+    /// `oxy_connections_accepted_total`.
+    pub accepted: Counter,
+    /// `oxy_connections_active`.
+    pub active: Gauge,
+    /// `oxy_connections_duration_seconds`.
+    pub duration: Histogram,
+    closed: CounterSlots<{ ConnectionEnd::KINDS }>,
+}
+
+impl EndpointConnectionMetrics {
+    /// The handles of endpoint `name`.
+    pub fn new(name: &str) -> Self {
+        Self {
+            name: name.into(),
+            accepted: oxy_connections::accepted_total(name),
+            active: oxy_connections::active(name),
+            duration: oxy_connections::duration_seconds(name),
+            closed: CounterSlots::default(),
+        }
+    }
+
+    /// `oxy_connections_closed_total` of a connection that ended as `end` says.
+    pub fn closed(&self, end: &ConnectionEnd) -> &Counter {
+        self.closed.get(end.kind(), || {
+            oxy_connections::closed_total(&self.name, end.as_label())
+        })
+    }
+}
+
 /// Counts and logs how a connection ended and runs the ingress hook's
 /// `on_connection_end`.
 pub(crate) async fn connection_ended<App: OxyExt>(
@@ -41,21 +75,22 @@ pub(crate) async fn connection_ended<App: OxyExt>(
     end: ConnectionEnd,
     services: &Arc<Services<App>>,
 ) {
-    let name = cx.endpoint.name().to_string();
+    let endpoint = cx.endpoint.clone();
+    let metrics = endpoint.connection_metrics();
     match &end {
         ConnectionEnd::Rejected(reason) => {
-            oxy_connections::rejected_total(&name, "ingress_hook").inc();
+            oxy_connections::rejected_total(endpoint.name(), "ingress_hook").inc();
             tracing::info!(%reason, "connection rejected by the ingress hook");
         }
         ConnectionEnd::Panicked => {
-            oxy_connections::rejected_total(&name, "panic").inc();
+            oxy_connections::rejected_total(endpoint.name(), "panic").inc();
         }
         ConnectionEnd::Shutdown => tracing::info!("connection closed: shutdown drain period over"),
         ConnectionEnd::IdleTimeout => tracing::debug!("connection closed: idle"),
         ConnectionEnd::HandshakeFailed(_) | ConnectionEnd::ProxyHeaderRefused(_) => {}
         ConnectionEnd::Closed => {}
     }
-    oxy_connections::closed_total(&name, end.as_label()).inc();
+    metrics.closed(&end).inc();
     let summary = ConnectionSummary {
         duration: cx.accepted_at.elapsed(),
         end,
@@ -67,6 +102,6 @@ pub(crate) async fn connection_ended<App: OxyExt>(
     {
         tracing::error!("on_connection_end panicked");
     }
-    oxy_connections::duration_seconds(&name).observe(summary.duration.as_secs_f64());
+    metrics.duration.observe(summary.duration.as_secs_f64());
     tracing::debug!(duration = ?summary.duration, end = ?summary.end, "connection ended");
 }

@@ -174,7 +174,7 @@ async fn handshake_of<App: OxyExt>(
         }
     };
     // Only a finished handshake is a connection: spoofed or undecryptable Initials are not.
-    oxy_connections::accepted_total(&name).inc();
+    cx.endpoint.connection_metrics().accepted.inc();
     let Ok(slot) = super::take_slot(slots) else {
         oxy_connections::rejected_total(&name, "max_connections").inc();
         tracing::warn!(endpoint = %name, peer = ?shown(cx.peer_addr), "max_connections reached; QUIC connection refused");
@@ -194,8 +194,7 @@ async fn handle<App: OxyExt>(
     services: &Arc<Services<App>>,
     drain: &Drain,
 ) {
-    let name = cx.endpoint.name().to_string();
-    let active = oxy_connections::active(&name);
+    let active = cx.endpoint.connection_metrics().active.clone();
     active.inc();
     let served = panics::contain(serve_connection(connection, cx, services, drain)).await;
     connection_ended(cx, served.unwrap_or(ConnectionEnd::Panicked), services).await;

@@ -51,7 +51,7 @@ pub async fn serve<App: OxyExt>(
                 continue;
             }
         };
-        oxy_connections::accepted_total(&name).inc();
+        endpoint.connection_metrics().accepted.inc();
         let Ok(permit) = super::take_slot(&slots) else {
             oxy_connections::rejected_total(&name, "max_connections").inc();
             tracing::warn!(endpoint = %name, peer = ?shown(peer_addr), "max_connections reached; connection closed");
@@ -95,8 +95,7 @@ async fn handle<App: OxyExt>(
     services: Arc<Services<App>>,
     drain: Drain,
 ) {
-    let name = cx.endpoint.name().to_string();
-    let active = oxy_connections::active(&name);
+    let active = cx.endpoint.connection_metrics().active.clone();
     active.inc();
     tracing::debug!(local = %cx.local_addr, "accepted");
 

@@ -2,7 +2,7 @@
 
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry};
 use std::borrow::Cow;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 /// A monotonically increasing count.
 pub type Counter = prometheus::IntCounter;
@@ -12,6 +12,24 @@ pub type Gauge = prometheus::IntGauge;
 pub type Histogram = prometheus::Histogram;
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+/// The counters of one endpoint told apart by one more label from a fixed set (a kind,
+/// a reason), each made when first counted: no label is looked up per event, and a
+/// series appears only once something is counted in it.
+pub struct CounterSlots<const N: usize>([OnceLock<Counter>; N]);
+
+impl<const N: usize> Default for CounterSlots<N> {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| OnceLock::new()))
+    }
+}
+
+impl<const N: usize> CounterSlots<N> {
+    /// The counter of `slot` (below `N`), made by `make` the first time.
+    pub fn get(&self, slot: usize, make: impl FnOnce() -> Counter) -> &Counter {
+        self.0[slot].get_or_init(make)
+    }
+}
 
 /// The registry `/metrics` serves: every metric declared with `#[metrics]`, and the
 /// process metrics (CPU, memory, file descriptors).
@@ -107,4 +125,24 @@ pub fn histogram_family(
 #[allow(clippy::panic)]
 fn unreachable_family<T>() -> T {
     panic!("#[metrics] produced an invalid metric family; this is a bug in oxy-macros")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_slots_make_each_counter_once() {
+        let slots = CounterSlots::<2>::default();
+        let mut made = 0;
+        let mut make = || {
+            made += 1;
+            Counter::new("slot_test", "a test counter").unwrap()
+        };
+        slots.get(1, &mut make).inc();
+        slots.get(1, &mut make).inc();
+        assert_eq!(slots.get(1, &mut make).get(), 2);
+        assert_eq!(slots.get(0, &mut make).get(), 0);
+        assert_eq!(made, 2, "one counter per slot, made when first asked for");
+    }
 }

@@ -35,6 +35,20 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// How many kinds of reason there are (see [`Self::kind`]).
+    pub const KINDS: usize = 5;
+
+    /// The reason's kind, below [`Self::KINDS`]: one per label.
+    pub fn kind(&self) -> usize {
+        match self {
+            CloseReason::Completed => 0,
+            CloseReason::IdleTimeout => 1,
+            CloseReason::MaxLifetime => 2,
+            CloseReason::Shutdown => 3,
+            CloseReason::Error(_) => 4,
+        }
+    }
+
     /// A short, stable label for metrics and audit records.
     pub fn as_label(&self) -> &'static str {
         match self {

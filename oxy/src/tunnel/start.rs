@@ -145,10 +145,15 @@ pub(crate) struct Active(prometheus::IntGauge);
 impl Active {
     /// A tunnel of `transport` (`tcp`, `udp`) on `endpoint` starting to run.
     pub fn start(endpoint: &str, transport: &str) -> Self {
-        oxy_tunnel::started_total(endpoint, transport).inc();
-        let gauge = oxy_tunnel::active(endpoint, transport);
-        gauge.inc();
-        Self(gauge)
+        let started = oxy_tunnel::started_total(endpoint, transport);
+        Self::counted(&started, &oxy_tunnel::active(endpoint, transport))
+    }
+
+    /// A tunnel starting to run, counted in `started` and in the `active` gauge.
+    pub fn counted(started: &prometheus::IntCounter, active: &prometheus::IntGauge) -> Self {
+        started.inc();
+        active.inc();
+        Self(active.clone())
     }
 }
 

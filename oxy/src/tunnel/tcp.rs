@@ -212,7 +212,8 @@ impl<App: OxyExt> TcpTunnel<App> {
             span,
             ..
         } = self;
-        let active = start::Active::start(record.cx.endpoint.name(), "tcp");
+        let metrics = record.cx.endpoint.tcp_tunnel_metrics();
+        let active = start::Active::counted(&metrics.started, &metrics.active);
         let (target, peer) = (&record.cx.target, record.cx.peer_addr);
         tracing::debug!(destination = %target, %peer, "tunnel open");
         pump_tcp(client, server, limits, drain.force_closing())
@@ -238,13 +239,13 @@ impl<App: OxyExt> TcpTunnel<App> {
 impl<App: OxyExt> TunnelRecord<App> {
     /// Counts, logs and ends a tunnel that was pumped until `outcome`.
     async fn pumped(self, outcome: PumpOutcome, zero_copy: bool) -> CloseReason {
-        let endpoint = self.cx.endpoint.name();
+        let metrics = self.cx.endpoint.tcp_tunnel_metrics();
         if zero_copy {
-            oxy_tunnel::zero_copy_total(endpoint).inc();
+            metrics.zero_copy().inc();
         }
-        oxy_tunnel::bytes_total(endpoint, "up").inc_by(outcome.bytes_up);
-        oxy_tunnel::bytes_total(endpoint, "down").inc_by(outcome.bytes_down);
-        oxy_tunnel::ended_total(endpoint, outcome.reason.as_label()).inc();
+        metrics.bytes_up.inc_by(outcome.bytes_up);
+        metrics.bytes_down.inc_by(outcome.bytes_down);
+        metrics.ended(&outcome.reason).inc();
         tracing::info!(
             destination = %self.cx.target,
             peer = %self.cx.peer_addr,

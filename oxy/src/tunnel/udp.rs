@@ -17,7 +17,6 @@ use crate::offramp::tcp::ConnectError;
 use crate::offramp::udp;
 use crate::services::Services;
 use crate::telemetry::audit::{AuditStart, Traffic};
-use crate::telemetry::framework_metrics::oxy_connections;
 use crate::tunnel::datagram_buffer::DatagramBuffer;
 use crate::tunnel::deadlines::{Deadlines, Expired};
 use crate::tunnel::metrics::oxy_tunnel;
@@ -81,8 +80,9 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
         id,
     } = start;
     let name = endpoint.name().to_string();
-    oxy_connections::accepted_total(&name).inc();
-    let active = oxy_connections::active(&name);
+    let metrics = endpoint.connection_metrics();
+    metrics.accepted.inc();
+    let active = metrics.active.clone();
     active.inc();
     let idle = endpoint.settings.udp.idle_timeout;
     let mut ingress = IngressConnectionContext {
