@@ -452,7 +452,8 @@ def scaled_configs(workdir: Path, ports: dict, workers: int) -> dict[str, tuple[
         oxy[scheduling] = (workdir / f"oxy-w{workers}-{scheduling}.yaml", ports[port])
         oxy[scheduling][0].write_text(json.dumps({
             "server": {"worker_threads": workers, "shutdown_timeout": "1s", "scheduling": scheduling},
-            "telemetry": {"log": {"level": "warn"}},
+            # Port 0: both Oxy configurations run at once.
+            "telemetry": {"listen": "127.0.0.1:0", "log": {"level": "warn"}},
             "egress": {"allow": ["127.0.0.0/8"]},
             "endpoints": [{"name": "reverse", "listen": [f"127.0.0.1:{ports[port]}"],
                            "http": {"upstream": f"http://{origin}"}}],

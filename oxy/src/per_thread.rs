@@ -40,30 +40,41 @@ impl PerThreadRuntimes {
     /// Starts `count` threads named `name`, each running its own runtime until
     /// [`Self::stop`].
     pub fn start(count: usize, name: &str) -> std::io::Result<Self> {
-        let stop = CancellationToken::new();
-        let mut threads = Vec::with_capacity(count);
+        let mut runtimes = Self {
+            threads: Vec::with_capacity(count),
+            stop: CancellationToken::new(),
+        };
         THREADS.store(count.max(1), Ordering::Relaxed);
         for index in 0..count {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let handle = runtime.handle().clone();
-            let stopped = stop.clone();
-            let thread = std::thread::Builder::new()
-                .name(name.to_string())
-                .spawn(move || {
-                    THREAD_INDEX.with(|cell| cell.set(index));
-                    runtime.block_on(stopped.cancelled());
-                    runtime.shutdown_timeout(Duration::from_secs(1));
-                })?;
-            threads.push((handle, thread));
+            if let Err(e) = runtimes.start_thread(index, name) {
+                runtimes.stop();
+                return Err(e);
+            }
         }
-        Ok(Self { threads, stop })
+        Ok(runtimes)
+    }
+
+    /// Starts the thread of index `index` and its runtime.
+    fn start_thread(&mut self, index: usize, name: &str) -> std::io::Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let handle = runtime.handle().clone();
+        let stopped = self.stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                THREAD_INDEX.with(|cell| cell.set(index));
+                runtime.block_on(stopped.cancelled());
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })?;
+        self.threads.push((handle, thread));
+        Ok(())
     }
 
     /// Runs `serve` on every thread, each with its own handle on `listener` (a copy of
-    /// the socket, registered with that thread's runtime): the threads take turns at
-    /// its accept queue as they are free.
+    /// the socket, registered with that thread's runtime): a new connection wakes every
+    /// thread waiting in `accept`, and one takes it.
     pub fn serve_tcp<F, S>(&self, listener: StdTcpListener, serve: S) -> std::io::Result<()>
     where
         S: Fn(tokio::net::TcpListener) -> F,
@@ -87,6 +98,7 @@ impl PerThreadRuntimes {
                 tracing::error!("a per-thread runtime's thread panicked");
             }
         }
+        THREADS.store(1, Ordering::Relaxed);
     }
 }
 

@@ -202,3 +202,25 @@ pub trait IngressHook<App: OxyExt>: Send + Sync + 'static {
         let _ = (cx, summary);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_connection_end_has_a_kind_of_its_own() {
+        let ends = [
+            ConnectionEnd::Closed,
+            ConnectionEnd::Rejected("no".into()),
+            ConnectionEnd::Shutdown,
+            ConnectionEnd::HandshakeFailed("bad".into()),
+            ConnectionEnd::ProxyHeaderRefused("bad".into()),
+            ConnectionEnd::Panicked,
+            ConnectionEnd::IdleTimeout,
+        ];
+        let mut kinds: Vec<usize> = ends.iter().map(ConnectionEnd::kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds, (0..ConnectionEnd::KINDS).collect::<Vec<_>>());
+    }
+}

@@ -87,8 +87,8 @@ type IdleConnections = HashMap<PoolKey, Vec<PooledConnection>, foldhash::fast::R
 /// next request when its response ended.
 pub(crate) struct UpstreamPool {
     /// One map per shard ([`per_thread::shards`]): under `scheduling: per_thread` each
-    /// thread reuses the connections it made, whose tasks run on it, and takes no lock
-    /// another thread holds.
+    /// per-thread runtime reuses the connections it made, whose tasks run on it, under
+    /// a lock of its own (threads of the work-stealing runtime share shard 0).
     idle: Box<[Mutex<IdleConnections>]>,
     idle_timeout: Duration,
     /// Idle connections kept for one key at most; more are closed when their response

@@ -282,8 +282,9 @@ pub struct HttpClientSettings {
     /// Idle pooled connections are closed after this long.
     #[serde(with = "humantime_serde", default = "default_pool_idle_timeout")]
     pub pool_idle_timeout: Duration,
-    /// Idle connections kept per upstream (per egress choice under an egress hook); a
-    /// connection whose response ends while this many are idle is closed. Set it at
+    /// Idle connections kept per upstream (per egress choice under an egress hook, and
+    /// per worker thread under `server.scheduling: per_thread`); a connection whose
+    /// response ends while this many are idle is closed. Set it at
     /// least to the concurrent requests an upstream gets, or connections churn. 0 keeps
     /// none: every request opens its own connection (HTTP/2 upstreams included).
     #[serde(default = "default_pool_max_idle_per_upstream")]

@@ -69,8 +69,10 @@ pub enum Scheduling {
     /// connections from every TCP listener: a connection, and every task it starts (its
     /// tunnel, its upstream connections), stays on the thread that accepted it, so threads
     /// neither wake each other nor move tasks between caches. Threads are not balanced
-    /// after the accept. UDP, QUIC and TUN endpoints, telemetry and the control socket
-    /// run on a work-stealing runtime of as many threads beside them.
+    /// after the accept, and each keeps its own idle upstream connections
+    /// (`pool_max_idle_per_upstream` applies per thread). UDP, QUIC and TUN endpoints,
+    /// telemetry and the control socket run on a work-stealing runtime of as many
+    /// threads beside them, which is the one `/debug/runtime` reports.
     PerThread,
 }
 

@@ -535,6 +535,21 @@ mod tests {
         );
     }
 
+    #[test]
+    fn every_close_reason_has_a_kind_of_its_own() {
+        let reasons = [
+            CloseReason::Completed,
+            CloseReason::IdleTimeout,
+            CloseReason::MaxLifetime,
+            CloseReason::Shutdown,
+            CloseReason::Error("reset".into()),
+        ];
+        let mut kinds: Vec<usize> = reasons.iter().map(CloseReason::kind).collect();
+        kinds.sort();
+        kinds.dedup();
+        assert_eq!(kinds, (0..CloseReason::KINDS).collect::<Vec<_>>());
+    }
+
     /// Every idle tunnel holds its pump's state, and the row "memory per idle tunnel"
     /// in `benches/` compares it with HAProxy's. The spliced pump is 424 bytes now (with
     /// a drain's shutdown future); as `async` code it was 1,256.
