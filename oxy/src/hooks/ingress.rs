@@ -138,8 +138,19 @@ pub enum ConnectionEnd {
 }
 
 impl ConnectionEnd {
+    /// Each kind's label, by [`Self::kind`].
+    const LABELS: [&'static str; 7] = [
+        "closed",
+        "rejected",
+        "shutdown",
+        "handshake_failed",
+        "proxy_header_refused",
+        "panic",
+        "idle_timeout",
+    ];
+
     /// How many kinds of end there are (see [`Self::kind`]).
-    pub(crate) const KINDS: usize = 7;
+    pub(crate) const KINDS: usize = Self::LABELS.len();
 
     /// The end's kind, below [`Self::KINDS`]: one per label.
     pub(crate) fn kind(&self) -> usize {
@@ -156,15 +167,7 @@ impl ConnectionEnd {
 
     /// Why the connection ended, as a metric label.
     pub fn as_label(&self) -> &'static str {
-        match self {
-            ConnectionEnd::Closed => "closed",
-            ConnectionEnd::Rejected(_) => "rejected",
-            ConnectionEnd::Shutdown => "shutdown",
-            ConnectionEnd::HandshakeFailed(_) => "handshake_failed",
-            ConnectionEnd::ProxyHeaderRefused(_) => "proxy_header_refused",
-            ConnectionEnd::Panicked => "panic",
-            ConnectionEnd::IdleTimeout => "idle_timeout",
-        }
+        Self::LABELS[self.kind()]
     }
 }
 

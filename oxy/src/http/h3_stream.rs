@@ -74,7 +74,7 @@ impl http_body::Body for H3Body {
 /// The DATA frames of a request stream as a byte stream (CONNECT over HTTP/3). A write
 /// is accepted once the stream has sent the previous one, and starts out at once; a
 /// flush or shutdown completes once it is sent. Polled through h3's send state (patched
-/// in, see `vendor/PATCH.md`), with no future per write.
+/// in, see `vendor/h3/PATCH.md`), with no future per write.
 pub struct H3Stream {
     recv: RecvHalf,
     unread: Bytes,

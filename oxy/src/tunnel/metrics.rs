@@ -3,7 +3,7 @@
 use super::pump::CloseReason;
 use crate::metrics;
 use crate::telemetry::metrics::{Counter, CounterSlots, Gauge};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The metrics every TCP tunnel of an endpoint touches, resolved once for the endpoint
 /// (when its first tunnel opens) instead of looked up by label per tunnel.
@@ -19,7 +19,7 @@ pub struct EndpointTcpTunnelMetrics {
     pub bytes_down: Counter,
     /// `oxy_tunnel_zero_copy_total`, made when first counted (its absence says no
     /// tunnel of the endpoint was spliced).
-    zero_copy: CounterSlots<1>,
+    zero_copy: OnceLock<Counter>,
     ended: CounterSlots<{ CloseReason::KINDS }>,
 }
 
@@ -32,7 +32,7 @@ impl EndpointTcpTunnelMetrics {
             active: oxy_tunnel::active(name, "tcp"),
             bytes_up: oxy_tunnel::bytes_total(name, "up"),
             bytes_down: oxy_tunnel::bytes_total(name, "down"),
-            zero_copy: CounterSlots::default(),
+            zero_copy: OnceLock::new(),
             ended: CounterSlots::default(),
         }
     }
@@ -40,7 +40,7 @@ impl EndpointTcpTunnelMetrics {
     /// `oxy_tunnel_zero_copy_total`.
     pub fn zero_copy(&self) -> &Counter {
         self.zero_copy
-            .get(0, || oxy_tunnel::zero_copy_total(&self.name))
+            .get_or_init(|| oxy_tunnel::zero_copy_total(&self.name))
     }
 
     /// `oxy_tunnel_ended_total` of a tunnel that ended for `reason`.

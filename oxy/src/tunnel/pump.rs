@@ -35,8 +35,17 @@ pub enum CloseReason {
 }
 
 impl CloseReason {
+    /// Each kind's label, by [`Self::kind`].
+    const LABELS: [&'static str; 5] = [
+        "completed",
+        "idle_timeout",
+        "max_lifetime",
+        "shutdown",
+        "error",
+    ];
+
     /// How many kinds of reason there are (see [`Self::kind`]).
-    pub const KINDS: usize = 5;
+    pub const KINDS: usize = Self::LABELS.len();
 
     /// The reason's kind, below [`Self::KINDS`]: one per label.
     pub fn kind(&self) -> usize {
@@ -51,13 +60,7 @@ impl CloseReason {
 
     /// A short, stable label for metrics and audit records.
     pub fn as_label(&self) -> &'static str {
-        match self {
-            CloseReason::Completed => "completed",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::MaxLifetime => "max_lifetime",
-            CloseReason::Shutdown => "shutdown",
-            CloseReason::Error(_) => "error",
-        }
+        Self::LABELS[self.kind()]
     }
 }
 
@@ -107,10 +110,8 @@ pub fn pump_tcp<S: Future<Output = ()>>(
                 client,
                 target,
                 prefix,
-                up: splice::Forward::default(),
-                down: splice::Forward::default(),
-                up_done: false,
-                down_done: false,
+                up: Some(splice::Forward::default()),
+                down: Some(splice::Forward::default()),
                 deadlines: Deadlines::new(meter.started, limits.idle, limits.max_lifetime),
                 meter,
                 shutdown,
@@ -136,10 +137,9 @@ pin_project_lite::pin_project! {
         target: TcpStream,
         // The client's bytes read before the tunnel began, still to send to the target.
         prefix: Bytes,
-        up: splice::Forward,
-        down: splice::Forward,
-        up_done: bool,
-        down_done: bool,
+        // Each way until it is done.
+        up: Option<splice::Forward>,
+        down: Option<splice::Forward>,
         meter: Meter,
         #[pin]
         deadlines: Deadlines,
@@ -165,25 +165,22 @@ impl<S: Future<Output = ()>> SplicePump<S> {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
-        if !*this.up_done {
-            let up = this
-                .up
-                .poll_forward(cx, this.client, this.target, |n| meter.moved(&meter.up, n));
-            if let Poll::Ready(done) = up {
-                done?;
-                *this.up_done = true;
-            }
+        if let Some(up) = this.up
+            && let Poll::Ready(done) =
+                up.poll_forward(cx, this.client, this.target, |n| meter.moved(&meter.up, n))
+        {
+            done?;
+            *this.up = None;
         }
-        if !*this.down_done {
-            let down = this.down.poll_forward(cx, this.target, this.client, |n| {
+        if let Some(down) = this.down
+            && let Poll::Ready(done) = down.poll_forward(cx, this.target, this.client, |n| {
                 meter.moved(&meter.down, n)
-            });
-            if let Poll::Ready(done) = down {
-                done?;
-                *this.down_done = true;
-            }
+            })
+        {
+            done?;
+            *this.down = None;
         }
-        if *this.up_done && *this.down_done {
+        if this.up.is_none() && this.down.is_none() {
             Poll::Ready(Ok(()))
         } else {
             Poll::Pending

@@ -99,10 +99,10 @@ impl Forward {
                         Err(e) => return Poll::Ready(Err(e)),
                     }
                 }
-                if let Some(chunk) = self.chunk.take() {
-                    chunk.pipe.give_back();
-                    moved(chunk.read);
-                }
+            }
+            if let Some(chunk) = self.chunk.take() {
+                chunk.pipe.give_back();
+                moved(chunk.read);
             }
             ready!(from.poll_read_ready(cx))?;
             let pipe = Pipe::take()?;
