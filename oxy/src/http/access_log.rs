@@ -49,10 +49,10 @@ impl RequestRecord {
     pub(super) fn answered(&mut self, status: StatusCode) {
         self.answered = true;
         let elapsed = self.started.elapsed();
-        let (name, method, version) = (&*self.metrics.name, &self.method, self.version);
+        let (method, version) = (&self.method, self.version);
         let status = status.as_u16();
         self.metrics.request_duration.observe(elapsed.as_secs_f64());
-        oxy_http::requests_total(name, version_label(version), method_label(method), status).inc();
+        self.metrics.count_answered(version, method, status);
         tracing::info!(
             target: "oxy::access",
             %method,

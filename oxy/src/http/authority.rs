@@ -102,17 +102,17 @@ pub fn settle(parts: &mut http::request::Parts) -> Result<(), AuthorityError> {
 /// `authority` rewritten where it needs to be (`None` when it is fine as it is); an
 /// error for a port outside 1-65535 or a bad numeric host.
 fn canonical(authority: &Authority) -> Result<Option<Authority>, AuthorityError> {
-    let port = port_text(authority);
+    let (host, port) = host_and_port(authority.as_str());
     if let Some(port) = port
         && !port.is_empty()
         && !port.parse::<u16>().is_ok_and(|p| p != 0)
     {
         return Err(AuthorityError::BadPort);
     }
-    let host = authority.host();
-    if host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+    if host.starts_with('[') || is_dotted_decimal(host) {
         return Ok(None);
     }
+    // A name: its last label is no number.
     let Some(ip) = parse_numeric_ipv4(host).transpose()? else {
         return Ok(None);
     };
@@ -125,16 +125,61 @@ fn canonical(authority: &Authority) -> Result<Option<Authority>, AuthorityError>
         .map_err(|_| AuthorityError::BadHost)
 }
 
-/// The port text of `authority` as written (`Some("")` for `host:`), whether or not it
-/// is a valid port; the `http` crate forgets ports it cannot read as a `u16`.
-fn port_text(authority: &Authority) -> Option<&str> {
-    let text = authority.as_str();
-    let after_userinfo = text.rsplit_once('@').map_or(text, |(_, rest)| rest);
-    let after_host = match after_userinfo.rfind(']') {
-        Some(end) => &after_userinfo[end + 1..],
-        None => after_userinfo,
+/// The host (an IPv6 literal with its brackets) and the port text of `authority` as
+/// written (`Some("")` for `host:`), whether or not the port is valid (the `http` crate
+/// forgets ports it cannot read as a `u16`); userinfo is skipped. One pass from the end,
+/// for every request.
+pub(crate) fn host_and_port(authority: &str) -> (&str, Option<&str>) {
+    let mut start = 0;
+    let mut port_colon = None;
+    let mut in_literal = false;
+    for (i, byte) in authority.bytes().enumerate().rev() {
+        match byte {
+            b'@' => {
+                start = i + 1;
+                break;
+            }
+            // Colons before the end of an IPv6 literal are the literal's.
+            b']' => in_literal = true,
+            b':' if !in_literal && port_colon.is_none() => port_colon = Some(i),
+            _ => {}
+        }
+    }
+    match port_colon {
+        Some(colon) => (&authority[start..colon], Some(&authority[colon + 1..])),
+        None => (&authority[start..], None),
+    }
+}
+
+/// The host (an IPv6 literal with its brackets) and port of `authority`, the port
+/// `default_port` when none is written; `None` for a port that is no `u16`.
+pub(crate) fn host_and_port_number(authority: &str, default_port: u16) -> Option<(&str, u16)> {
+    let (host, port) = host_and_port(authority);
+    let port = match port.filter(|port| !port.is_empty()) {
+        Some(port) => port.parse().ok()?,
+        None => default_port,
     };
-    after_host.rfind(':').map(|colon| &after_host[colon + 1..])
+    Some((host, port))
+}
+
+/// Whether `host` is an IPv4 address in the dotted form: four decimal numbers up to 255,
+/// without leading zeros.
+fn is_dotted_decimal(host: &str) -> bool {
+    let (mut dots, mut value, mut digits) = (0, 0u16, 0);
+    for byte in host.bytes() {
+        match byte {
+            b'0'..=b'9' if !(digits == 1 && value == 0) => {
+                value = value * 10 + u16::from(byte - b'0');
+                digits += 1;
+                if value > 255 {
+                    return false;
+                }
+            }
+            b'.' if digits > 0 => (dots, value, digits) = (dots + 1, 0, 0),
+            _ => return false,
+        }
+    }
+    dots == 3 && digits > 0
 }
 
 /// Whether a `Host` value names `authority` once its own numeric host is in dotted form.
@@ -248,5 +293,26 @@ mod tests {
         settle(&mut p).unwrap();
         let mut p = parts(Version::HTTP_11, Method::GET, "http://1.2.3.4.5/", &[]);
         assert_eq!(settle(&mut p), Err(AuthorityError::BadNumericHost));
+        // Leading zeros are octal, and a trailing dot goes: both are rewritten.
+        for (given, dotted) in [("010.0.0.1", "8.0.0.1"), ("127.0.0.1.", "127.0.0.1")] {
+            let mut p = parts(Version::HTTP_11, Method::GET, "/", &[given]);
+            settle(&mut p).unwrap();
+            assert_eq!(host(&p), [dotted], "{given}");
+        }
+    }
+
+    #[test]
+    fn host_and_port_as_written() {
+        for (authority, host, port) in [
+            ("a.example", "a.example", None),
+            ("a.example:8080", "a.example", Some("8080")),
+            ("a.example:", "a.example", Some("")),
+            ("user:pw@a.example:99999", "a.example", Some("99999")),
+            ("[2001:db8::1]", "[2001:db8::1]", None),
+            ("[2001:db8::1]:443", "[2001:db8::1]", Some("443")),
+            ("u@[::1]:x", "[::1]", Some("x")),
+        ] {
+            assert_eq!(host_and_port(authority), (host, port), "{authority}");
+        }
     }
 }

@@ -4,6 +4,7 @@
 //! endpoint's own pool (`http/upstream_pool.rs`), HTTPS (HTTP/2 when offered) and
 //! upgrades through hyper-util's pooled client.
 
+use super::authority::host_and_port_number;
 use super::body::boxed;
 use super::body_tap::BodyBlocked;
 use super::guarded_body::{BodyIdleTimeout, ClientBodyError};
@@ -339,10 +340,12 @@ fn connect_error(e: ConnectError) -> UpstreamError {
 /// The target an upstream URI names, and whether it is `https`.
 fn target_of(uri: &http::Uri) -> Result<(Target, bool), UpstreamConnectError> {
     let https = uri.scheme_str() == Some("https");
-    let host = uri
-        .host()
+    let default_port = if https { 443 } else { 80 };
+    let (host, port) = uri
+        .authority()
+        .and_then(|authority| host_and_port_number(authority.as_str(), default_port))
+        .filter(|(host, _)| !host.is_empty())
         .ok_or_else(|| UpstreamConnectError::BadUri(uri.to_string()))?;
-    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
     let host = TargetHost::from_uri_host(host);
     Ok((Target { host, port }, https))
 }

@@ -31,18 +31,18 @@ impl<App: OxyExt> Handler<App> {
     ) -> Response<HttpBody> {
         let name = self.endpoint.name();
         let mut upstream = upstream;
-        let target = Target {
-            host: TargetHost::from_uri_host(upstream.authority.host()),
-            port: upstream
-                .authority
-                .port_u16()
-                .unwrap_or(if upstream.tls { 443 } else { 80 }),
-        };
         // With an egress hook, the hook chooses each request's route; connections are
         // pooled by that choice and by who asked (`http/upstream_pool.rs`), so `on_resolved`
         // (which runs when a connection is made) saw this request's client and user.
         let mut one_off = None;
         if self.services.hooks.egress.is_some() {
+            let target = Target {
+                host: TargetHost::from_uri_host(upstream.authority.host()),
+                port: upstream
+                    .authority
+                    .port_u16()
+                    .unwrap_or(if upstream.tls { 443 } else { 80 }),
+            };
             let client = self.tunnel_client(cx.proxy_user.clone());
             let mut egress = EgressContext::new(
                 &self.endpoint,

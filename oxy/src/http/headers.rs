@@ -4,68 +4,73 @@ use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 use std::net::IpAddr;
 
-/// Headers that describe one connection and never cross a proxy (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
+/// Whether `name` describes one connection and never crosses a proxy (RFC 9110 §7.6.1,
+/// and the non-standard `Keep-Alive` and `Proxy-Connection`).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    // Standard names compare as enums; the two others by their text.
+    name == header::CONNECTION
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == header::TE
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
+}
 
 /// Removes hop-by-hop headers, including those `Connection` names. Allocates only when
 /// `Connection` names a header beyond the usual options (`keep-alive`, `close`).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
-    if let http::header::Entry::Occupied(connection) = headers.entry(header::CONNECTION) {
-        let (_, values) = connection.remove_entry_mult();
-        // The drain must end before the map is touched again, so it moves into a list
-        // only when a value names more than the usual `keep-alive`/`close`/`upgrade`.
-        let values: Vec<HeaderValue> = values
-            .filter(|v| {
-                v.to_str().is_ok_and(|v| {
-                    v.split(',')
-                        .any(|token| !is_connection_option(token.trim()))
-                })
-            })
+    let names_headers = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|value| !only_connection_options(value));
+    if names_headers {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
             .collect();
-        for value in &values {
-            let Ok(value) = value.to_str() else { continue };
-            for token in value.split(',') {
-                if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
-                    headers.remove(name);
-                }
-            }
-        }
-    }
-    // One pass over the (few) names instead of eight look-ups, which mostly miss.
-    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        for name in &HOP_BY_HOP {
+        for name in named {
             headers.remove(name);
         }
     }
+    // A pass over the (few) names per header removed, instead of a look-up per
+    // hop-by-hop name, which mostly miss.
+    while let Some(name) = headers.keys().find(|name| is_hop_by_hop(name)).cloned() {
+        headers.remove(name);
+    }
 }
 
-/// `Connection` tokens that name no header of the message (or only one removed anyway).
-fn is_connection_option(token: &str) -> bool {
-    ["keep-alive", "close", "upgrade", "te", ""]
-        .iter()
-        .any(|option| token.eq_ignore_ascii_case(option))
+/// Whether a `Connection` value names no header of the message (or only one removed
+/// anyway): `keep-alive`, `close`, `upgrade`, `te`.
+fn only_connection_options(value: &HeaderValue) -> bool {
+    let value = value.as_bytes();
+    // The usual values, without splitting.
+    if value.eq_ignore_ascii_case(b"keep-alive") || value.eq_ignore_ascii_case(b"close") {
+        return true;
+    }
+    value.split(|b| *b == b',').all(|token| {
+        let token = token.trim_ascii();
+        ["keep-alive", "close", "upgrade", "te", ""]
+            .iter()
+            .any(|option| token.eq_ignore_ascii_case(option.as_bytes()))
+    })
 }
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Upgrade` named by `Connection`).
 pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    // Most requests have no `Upgrade`: one look-up, no scan of `Connection`.
+    let protocol = headers.get(header::UPGRADE)?;
     let connection_names_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    connection_names_upgrade
-        .then(|| headers.get(header::UPGRADE).cloned())
-        .flatten()
+    connection_names_upgrade.then(|| protocol.clone())
 }
 
 /// Sets `Upgrade: protocol` and `Connection: upgrade` for the next hop.
@@ -83,14 +88,17 @@ pub fn add_via(headers: &mut HeaderMap, version: http::Version) {
         http::Version::HTTP_3 => "3 oxy",
         _ => "1.1 oxy",
     };
-    let value = headers
-        .get(header::VIA)
-        .and_then(|v| v.to_str().ok())
-        .map(|previous| format!("{previous}, {hop}"));
-    match value {
-        Some(value) => set_formatted(headers, header::VIA, value),
-        None => {
-            headers.insert(header::VIA, HeaderValue::from_static(hop));
+    match headers.entry(header::VIA) {
+        header::Entry::Vacant(vacant) => {
+            vacant.insert(HeaderValue::from_static(hop));
+        }
+        header::Entry::Occupied(mut via) => {
+            // Several `Via` lines become one.
+            let previous: Vec<&str> = via.iter().filter_map(|v| v.to_str().ok()).collect();
+            let value = format!("{}, {hop}", previous.join(", "));
+            if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(value)) {
+                via.insert(value);
+            }
         }
     }
 }
@@ -150,6 +158,9 @@ mod tests {
             header::TRANSFER_ENCODING,
             HeaderValue::from_static("chunked"),
         );
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
@@ -177,6 +188,10 @@ mod tests {
         add_via(&mut h, http::Version::HTTP_11);
         add_via(&mut h, http::Version::HTTP_2);
         assert_eq!(h[header::VIA], "1.1 oxy, 2 oxy");
+        h.append(header::VIA, HeaderValue::from_static("1.1 other"));
+        add_via(&mut h, http::Version::HTTP_3);
+        let via: Vec<_> = h.get_all(header::VIA).iter().collect();
+        assert_eq!(via, ["1.1 oxy, 2 oxy, 1.1 other, 3 oxy"]);
         add_x_forwarded_for(&mut h, "192.0.2.1".parse().unwrap());
         add_x_forwarded_for(&mut h, "2001:db8::1".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "192.0.2.1, 2001:db8::1");

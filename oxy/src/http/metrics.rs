@@ -48,6 +48,19 @@ pub struct EndpointHttpMetrics {
     /// `oxy_http_routes_total` of the endpoint, kinds `reverse` and `forward`, each
     /// made when first counted (so a series appears only for a route taken).
     routed: crate::telemetry::metrics::CounterSlots<2>,
+    /// `oxy_http_requests_total` of the endpoint by version, method and status, each
+    /// series looked up by its labels once.
+    answered: std::sync::RwLock<AnsweredCounters>,
+}
+
+/// Counters keyed by [`answered_key`].
+type AnsweredCounters =
+    std::collections::HashMap<u32, prometheus::IntCounter, foldhash::fast::RandomState>;
+
+/// One number for a version's, a method's and a status's labels.
+fn answered_key(version: http::Version, method: &http::Method, status: u16) -> u32 {
+    let (version, method) = (version_index(version) as u32, method_index(method) as u32);
+    version << 24 | method << 16 | u32::from(status)
 }
 
 impl EndpointHttpMetrics {
@@ -58,7 +71,27 @@ impl EndpointHttpMetrics {
             active_requests: oxy_http::active_requests(name),
             request_duration: oxy_http::request_duration_seconds(name),
             routed: Default::default(),
+            answered: Default::default(),
         }
+    }
+
+    /// Counts a request answered with `status` in `oxy_http_requests_total`.
+    pub fn count_answered(&self, version: http::Version, method: &http::Method, status: u16) {
+        let key = answered_key(version, method, status);
+        let known = self.answered.read().ok().and_then(|c| c.get(&key).cloned());
+        let counter = known.unwrap_or_else(|| {
+            let counter = oxy_http::requests_total(
+                &self.name,
+                version_label(version),
+                method_label(method),
+                status,
+            );
+            if let Ok(mut counters) = self.answered.write() {
+                counters.insert(key, counter.clone());
+            }
+            counter
+        });
+        counter.inc();
     }
 
     /// `oxy_http_routes_total` of the endpoint for a request proxied in reverse (to a
@@ -74,29 +107,68 @@ impl EndpointHttpMetrics {
     }
 }
 
+/// The labels of methods: the standard ones, and `other` for the rest.
+const METHOD_LABELS: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "CONNECT", "PATCH", "TRACE", "other",
+];
+
+fn method_index(method: &http::Method) -> usize {
+    match *method {
+        http::Method::GET => 0,
+        http::Method::POST => 1,
+        http::Method::PUT => 2,
+        http::Method::DELETE => 3,
+        http::Method::HEAD => 4,
+        http::Method::OPTIONS => 5,
+        http::Method::CONNECT => 6,
+        http::Method::PATCH => 7,
+        http::Method::TRACE => 8,
+        _ => 9,
+    }
+}
+
 /// The method as a metric label: the standard methods, or `other`.
 pub fn method_label(method: &http::Method) -> &'static str {
-    match *method {
-        http::Method::GET => "GET",
-        http::Method::POST => "POST",
-        http::Method::PUT => "PUT",
-        http::Method::DELETE => "DELETE",
-        http::Method::HEAD => "HEAD",
-        http::Method::OPTIONS => "OPTIONS",
-        http::Method::CONNECT => "CONNECT",
-        http::Method::PATCH => "PATCH",
-        http::Method::TRACE => "TRACE",
-        _ => "other",
+    METHOD_LABELS[method_index(method)]
+}
+
+/// The labels of versions.
+const VERSION_LABELS: [&str; 5] = ["0.9", "1.0", "1.1", "2", "3"];
+
+fn version_index(version: http::Version) -> usize {
+    match version {
+        http::Version::HTTP_09 => 0,
+        http::Version::HTTP_10 => 1,
+        http::Version::HTTP_2 => 3,
+        http::Version::HTTP_3 => 4,
+        _ => 2,
     }
 }
 
 /// The version as a metric label.
 pub fn version_label(version: http::Version) -> &'static str {
-    match version {
-        http::Version::HTTP_09 => "0.9",
-        http::Version::HTTP_10 => "1.0",
-        http::Version::HTTP_2 => "2",
-        http::Version::HTTP_3 => "3",
-        _ => "1.1",
+    VERSION_LABELS[version_index(version)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Method, Version};
+
+    #[test]
+    fn answered_requests_count_by_version_method_and_status() {
+        let metrics = EndpointHttpMetrics::new("answered-test");
+        metrics.count_answered(Version::HTTP_11, &Method::GET, 200);
+        metrics.count_answered(Version::HTTP_11, &Method::GET, 200);
+        metrics.count_answered(Version::HTTP_2, &Method::GET, 200);
+        let extension = Method::from_bytes(b"PURGE").unwrap();
+        metrics.count_answered(Version::HTTP_11, &extension, 404);
+        let count = |version, method, status| {
+            oxy_http::requests_total("answered-test", version, method, status).get()
+        };
+        assert_eq!(count("1.1", "GET", 200), 2);
+        assert_eq!(count("2", "GET", 200), 1);
+        assert_eq!(count("1.1", "other", 404), 1);
+        assert_eq!(count("1.1", "GET", 404), 0);
     }
 }

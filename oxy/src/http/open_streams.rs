@@ -6,42 +6,58 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 /// The count of one connection's open streams.
-#[derive(Debug, Clone)]
-pub struct OpenStreams(Arc<watch::Sender<usize>>);
+#[derive(Debug, Clone, Default)]
+pub struct OpenStreams(Arc<Count>);
 
-impl Default for OpenStreams {
-    fn default() -> Self {
-        OpenStreams(Arc::new(watch::Sender::new(0)))
+/// The count, and the notice waiters get when it leaves or reaches zero (only then:
+/// most streams of a busy HTTP/2 connection open and close without a notice).
+#[derive(Debug, Default)]
+struct Count {
+    open: AtomicUsize,
+    zero_crossed: Notify,
+}
+
+impl Count {
+    /// Whether no stream is open, checked after `notice` is armed, so a crossing right
+    /// after the check still wakes it.
+    fn none_open(&self, notice: Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
+        notice.enable();
+        self.open.load(Ordering::Acquire) == 0
     }
 }
 
 impl OpenStreams {
     /// Counts one more stream until the returned guard is dropped.
     pub fn open(&self) -> StreamGuard {
-        self.0.send_modify(|n| *n += 1);
+        if self.0.open.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.0.zero_crossed.notify_waiters();
+        }
         StreamGuard(self.0.clone())
     }
 
     /// Resolves once no stream has been open for `timeout` (never when it is 0).
     pub fn idle_for(&self, timeout: Duration) -> impl Future<Output = ()> + use<> {
-        let mut count = self.0.subscribe();
+        let count = self.0.clone();
         async move {
             if timeout.is_zero() {
                 return std::future::pending().await;
             }
             loop {
-                if count.wait_for(|n| *n == 0).await.is_err() {
-                    return std::future::pending().await;
+                let notice = count.zero_crossed.notified();
+                tokio::pin!(notice);
+                if !count.none_open(notice.as_mut()) {
+                    // Some are open: the last one's close is the notice.
+                    notice.await;
+                    continue;
                 }
-                if tokio::time::timeout(timeout, count.changed())
-                    .await
-                    .is_err()
-                {
+                // None open: idle unless one opens within `timeout`.
+                if tokio::time::timeout(timeout, notice).await.is_err() {
                     return;
                 }
             }
@@ -51,7 +67,7 @@ impl OpenStreams {
 
 /// One open stream; dropping it closes it.
 #[derive(Debug)]
-pub struct StreamGuard(Arc<watch::Sender<usize>>);
+pub struct StreamGuard(Arc<Count>);
 
 impl StreamGuard {
     /// `body`, keeping this stream open until the body is dropped (sent or abandoned).
@@ -65,7 +81,9 @@ impl StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.zero_crossed.notify_waiters();
+        }
     }
 }
 
@@ -115,6 +133,33 @@ mod tests {
         let closed = tokio::time::Instant::now();
         idle.await;
         assert_eq!(closed.elapsed(), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_once_the_last_of_several_streams_closes() {
+        let streams = OpenStreams::default();
+        let (first, second) = (streams.open(), streams.open());
+        let idle = streams.idle_for(Duration::from_secs(10));
+        tokio::pin!(idle);
+        drop(first);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(60), idle.as_mut())
+                .await
+                .is_err(),
+            "one stream is still open"
+        );
+        // Closed and reopened within the timeout: the idle time starts again.
+        drop(second);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), idle.as_mut())
+                .await
+                .is_err()
+        );
+        let third = streams.open();
+        drop(third);
+        let reopened = tokio::time::Instant::now();
+        idle.await;
+        assert_eq!(reopened.elapsed(), Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,6 +4,7 @@
 //! `answer.rs` and its bookkeeping in `access_log.rs`.
 
 use super::access_log::RequestRecord;
+use super::authority::host_and_port_number;
 use super::body::text_response;
 use super::client::UpstreamClient;
 use super::metrics::oxy_http;
@@ -412,16 +413,14 @@ impl<App: OxyExt> Handler<App> {
     /// Whether `authority` names this endpoint: the local address, or the TLS server
     /// name the client asked for, on the local port.
     fn is_own_authority(&self, authority: &Authority) -> bool {
-        let port = authority
-            .port_u16()
-            .unwrap_or(if self.tls.is_some() { 443 } else { 80 });
+        let default_port = if self.tls.is_some() { 443 } else { 80 };
+        let Some((host, port)) = host_and_port_number(authority.as_str(), default_port) else {
+            return false;
+        };
         if port != self.local_addr.port() {
             return false;
         }
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let sni = self.tls.as_ref().and_then(|tls| tls.sni.as_deref());
         host.eq_ignore_ascii_case("localhost")
             || sni.is_some_and(|sni| host.eq_ignore_ascii_case(sni))

@@ -52,18 +52,16 @@ async fn serve_boxed<App: OxyExt>(
 ) -> ConnectionEnd {
     let connection_handler = handler.clone();
     let limits = connection_handler.endpoint.settings.http.limits.clone();
-    let service_drain = drain.clone();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let handler = handler.clone();
-        let drain = service_drain.clone();
         async move {
             // The stream is open until its response body is done (or its tunnel, which
             // holds a stream of its own).
             let stream = handler.streams.open();
             let http1 = request.version() <= http::Version::HTTP_11;
             let connect = request.method() == http::Method::CONNECT;
-            let mut response = handler.handle(version_agnostic(request)).await;
-            if http1 && drain.is_stopping() {
+            let mut response = handler.clone().handle(version_agnostic(request)).await;
+            if http1 && handler.drain.is_stopping() {
                 close_after(&mut response, connect);
             }
             Ok::<_, std::convert::Infallible>(response.map(|body| stream.holding(body)))
