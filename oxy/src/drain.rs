@@ -1,12 +1,18 @@
 //! Graceful shutdown: stop accepting, let open connections finish, then close the rest.
 
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Shared by listeners and connection tasks to follow the shutdown sequence.
+/// Shared by listeners and connection tasks to follow the shutdown sequence. A clone is
+/// one reference count (every connection and tunnel holds one).
 #[derive(Clone, Default)]
-pub struct Drain {
+pub struct Drain(Arc<Sequence>);
+
+/// The steps of the shutdown sequence.
+#[derive(Default)]
+struct Sequence {
     stop_accepting: CancellationToken,
     force_close: CancellationToken,
     handed_over: CancellationToken,
@@ -22,41 +28,41 @@ impl Drain {
 
     /// Completes when listeners must stop accepting.
     pub async fn stopping(&self) {
-        self.stop_accepting.cancelled().await
+        self.0.stop_accepting.cancelled().await
     }
 
     /// Whether listeners have been told to stop accepting.
     pub fn is_stopping(&self) -> bool {
-        self.stop_accepting.is_cancelled()
+        self.0.stop_accepting.is_cancelled()
     }
 
     /// Completes when a successor has taken over this process's sockets: what reads a
     /// shared device or serves the telemetry and control sockets stops then.
     pub async fn handed_over(&self) {
-        self.handed_over.cancelled().await
+        self.0.handed_over.cancelled().await
     }
 
     /// Completes once devices shared with a predecessor (TUN) are this process's to read:
     /// at once for a process started by hand, after the predecessor's hand-over for a
     /// successor (until then the predecessor reads them).
     pub async fn devices_ours(&self) {
-        self.devices_ours.cancelled().await
+        self.0.devices_ours.cancelled().await
     }
 
     /// Marks shared devices as this process's to read.
     pub fn set_devices_ours(&self) {
-        self.devices_ours.cancel();
+        self.0.devices_ours.cancel();
     }
 
     /// Marks the sockets as handed over to a successor.
     pub fn hand_over(&self) {
-        self.handed_over.cancel();
+        self.0.handed_over.cancel();
     }
 
     /// Completes when open connections must close now: the drain period is over. Held
     /// by every tunnel while it lives, so the token's own future, not an `async fn`'s.
     pub fn force_closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.force_close.cancelled()
+        self.0.force_close.cancelled()
     }
 
     /// Runs a connection task that the drain waits for.
@@ -65,25 +71,25 @@ impl Drain {
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         match crate::telemetry::profiling::runtime::connection_tasks() {
-            Some(monitor) => self.connections.spawn(monitor.instrument(task)),
-            None => self.connections.spawn(task),
+            Some(monitor) => self.0.connections.spawn(monitor.instrument(task)),
+            None => self.0.connections.spawn(task),
         };
     }
 
     /// Stops accepting, waits up to `timeout` for connections to end, then tells the
     /// rest to close and waits briefly for them. Returns how many were cut short.
     pub async fn drain(&self, timeout: Duration) -> usize {
-        self.stop_accepting.cancel();
-        self.connections.close();
-        if tokio::time::timeout(timeout, self.connections.wait())
+        self.0.stop_accepting.cancel();
+        self.0.connections.close();
+        if tokio::time::timeout(timeout, self.0.connections.wait())
             .await
             .is_ok()
         {
             return 0;
         }
-        let cut = self.connections.len();
-        self.force_close.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.connections.wait()).await;
+        let cut = self.0.connections.len();
+        self.0.force_close.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.0.connections.wait()).await;
         cut
     }
 }

@@ -206,12 +206,12 @@ impl TargetHost {
     /// root's trailing dot.
     pub fn from_uri_host(host: &str) -> Self {
         let host = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = host.parse() {
-            return TargetHost::Ip(ip);
+        if let Some(Ok(ip)) = parse_numeric_ipv4(host) {
+            return TargetHost::Ip(IpAddr::V4(ip));
         }
-        match parse_numeric_ipv4(host) {
-            Some(Ok(ip)) => TargetHost::Ip(IpAddr::V4(ip)),
-            _ => TargetHost::Name(host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()),
+        match host.parse() {
+            Ok(ip) => TargetHost::Ip(ip),
+            Err(_) => TargetHost::Name(host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()),
         }
     }
 }

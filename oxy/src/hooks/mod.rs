@@ -256,6 +256,7 @@ pub use ingress::{
     IngressHook, Transport,
 };
 pub use ip_flow::{IpFlowAction, IpFlowContext, IpFlowHook};
+pub(crate) use numeric_host::parse_dotted_decimal;
 pub use numeric_host::{BadNumericHost, parse_numeric_ipv4};
 pub use tunnel::{
     InnerAction, InnerProtocol, Inspection, TunnelAction, TunnelContext, TunnelHook, TunnelSummary,

@@ -13,6 +13,9 @@ pub struct BadNumericHost;
 /// `Some(Ok(ip))` for an IPv4 address in any of its forms, `Some(Err(_))` for a host
 /// that ends in a number yet is no address.
 pub fn parse_numeric_ipv4(host: &str) -> Option<Result<Ipv4Addr, BadNumericHost>> {
+    if let Some(ip) = parse_dotted_decimal(host) {
+        return Some(Ok(ip));
+    }
     let host = match host.strip_suffix('.') {
         Some(rest) if !rest.is_empty() => rest,
         _ => host,
@@ -24,6 +27,35 @@ pub fn parse_numeric_ipv4(host: &str) -> Option<Result<Ipv4Addr, BadNumericHost>
         None => !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()),
     };
     ends_in_number.then(|| parse_parts(host).ok_or(BadNumericHost))
+}
+
+/// `host` as an IPv4 address when it is written in the dotted form (four decimal
+/// numbers up to 255, without leading zeros), in one pass: the form almost every
+/// numeric host has, read without the general parse.
+pub(crate) fn parse_dotted_decimal(host: &str) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let (mut index, mut value, mut digits) = (0, 0u16, 0);
+    for byte in host.bytes() {
+        match byte {
+            b'0'..=b'9' if !(digits == 1 && value == 0) => {
+                value = value * 10 + u16::from(byte - b'0');
+                digits += 1;
+                if value > 255 {
+                    return None;
+                }
+            }
+            b'.' if digits > 0 && index < 3 => {
+                octets[index] = u8::try_from(value).ok()?;
+                (index, value, digits) = (index + 1, 0, 0);
+            }
+            _ => return None,
+        }
+    }
+    if index != 3 || digits == 0 {
+        return None;
+    }
+    octets[3] = u8::try_from(value).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// All of `host`'s dot-separated parts as one address: up to four numbers, the last
@@ -121,6 +153,30 @@ mod tests {
             "",
         ] {
             assert_eq!(parse_numeric_ipv4(name), None, "{name}");
+        }
+    }
+
+    #[test]
+    fn dotted_decimal_only_in_its_strict_form() {
+        assert_eq!(
+            parse_dotted_decimal("192.0.2.255"),
+            Some(Ipv4Addr::new(192, 0, 2, 255))
+        );
+        assert_eq!(parse_dotted_decimal("0.0.0.0"), Some(Ipv4Addr::UNSPECIFIED));
+        for host in [
+            "1.2.3",
+            "1.2.3.4.",
+            "1.2.3.4.5",
+            "01.2.3.4",
+            "1.2.3.256",
+            "1..3.4",
+            ".1.2.3",
+            "1.2.3.4 ",
+            "+1.2.3.4",
+            "0x7f.0.0.1",
+            "",
+        ] {
+            assert_eq!(parse_dotted_decimal(host), None, "{host}");
         }
     }
 }

@@ -2,7 +2,7 @@
 //! to the request target's authority (RFC 9112 §3.2.2, RFC 9113 §8.3.1, RFC 9114 §4.3.1),
 //! ports from 1 to 65535, and IPv4 hosts in the dotted form whatever form the client wrote.
 
-use crate::hooks::{BadNumericHost, parse_numeric_ipv4};
+use crate::hooks::{BadNumericHost, parse_dotted_decimal, parse_numeric_ipv4};
 use http::header::{self, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Version};
@@ -109,7 +109,7 @@ fn canonical(authority: &Authority) -> Result<Option<Authority>, AuthorityError>
     {
         return Err(AuthorityError::BadPort);
     }
-    if host.starts_with('[') || is_dotted_decimal(host) {
+    if host.starts_with('[') || parse_dotted_decimal(host).is_some() {
         return Ok(None);
     }
     // A name: its last label is no number.
@@ -160,26 +160,6 @@ pub(crate) fn host_and_port_number(authority: &str, default_port: u16) -> Option
         None => default_port,
     };
     Some((host, port))
-}
-
-/// Whether `host` is an IPv4 address in the dotted form: four decimal numbers up to 255,
-/// without leading zeros.
-fn is_dotted_decimal(host: &str) -> bool {
-    let (mut dots, mut value, mut digits) = (0, 0u16, 0);
-    for byte in host.bytes() {
-        match byte {
-            b'0'..=b'9' if !(digits == 1 && value == 0) => {
-                value = value * 10 + u16::from(byte - b'0');
-                digits += 1;
-                if value > 255 {
-                    return false;
-                }
-            }
-            b'.' if digits > 0 => (dots, value, digits) = (dots + 1, 0, 0),
-            _ => return false,
-        }
-    }
-    dots == 3 && digits > 0
 }
 
 /// Whether a `Host` value names `authority` once its own numeric host is in dotted form.

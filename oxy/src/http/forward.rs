@@ -7,7 +7,7 @@ use super::body::{boxed, text_response};
 use super::body_tap::TappedBody;
 use super::guarded_body::{GuardedBody, UploadProgress};
 use super::headers;
-use super::metrics::oxy_http;
+use super::metrics::{Route, oxy_http};
 use super::pipeline::Handler;
 use super::upgrade::{self, PendingUpgrade};
 use crate::app::OxyExt;
@@ -116,7 +116,7 @@ impl<App: OxyExt> Handler<App> {
         if let Some(hook) = &self.services.hooks.http_request
             && let Some(response) = hook.on_upstream_request(&mut parts, &upstream, cx).await
         {
-            oxy_http::routes_total(name, "local").inc();
+            self.endpoint.http_metrics().routed(Route::Local).inc();
             return response;
         }
         let settings = &self.endpoint.settings.http;

@@ -45,9 +45,9 @@ pub struct EndpointHttpMetrics {
     pub active_requests: prometheus::IntGauge,
     /// `oxy_http_request_duration_seconds` of the endpoint.
     pub request_duration: prometheus::Histogram,
-    /// `oxy_http_routes_total` of the endpoint, kinds `reverse` and `forward`, each
-    /// made when first counted (so a series appears only for a route taken).
-    routed: crate::telemetry::metrics::CounterSlots<2>,
+    /// `oxy_http_routes_total` of the endpoint by [`Route`], each made when first
+    /// counted (so a series appears only for a route taken).
+    routed: crate::telemetry::metrics::CounterSlots<{ Route::LABELS.len() }>,
     /// `oxy_http_requests_total` of the endpoint by version, method and status, each
     /// series looked up by its labels once.
     answered: std::sync::RwLock<AnsweredCounters>,
@@ -94,17 +94,42 @@ impl EndpointHttpMetrics {
         counter.inc();
     }
 
-    /// `oxy_http_routes_total` of the endpoint for a request proxied in reverse (to a
-    /// configured or hook-chosen upstream) or, with `forward`, to the URI's own host.
-    pub fn routed(&self, forward: bool) -> &prometheus::IntCounter {
-        let (slot, kind) = if forward {
-            (1, "forward")
-        } else {
-            (0, "reverse")
-        };
-        self.routed
-            .get(slot, || oxy_http::routes_total(&self.name, kind))
+    /// `oxy_http_routes_total` of the endpoint for a request served by `route`.
+    pub fn routed(&self, route: Route) -> &prometheus::IntCounter {
+        let kind = route as usize;
+        self.routed.get(kind, || {
+            oxy_http::routes_total(&self.name, Route::LABELS[kind])
+        })
     }
+}
+
+/// How a request was served (`oxy_http_routes_total`'s `kind`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Proxied to a configured or hook-chosen upstream.
+    Reverse,
+    /// Proxied to the host its absolute URI names.
+    Forward,
+    /// Answered by Oxy or a hook, without an upstream.
+    Local,
+    /// A CONNECT tunnel.
+    Connect,
+    /// A CONNECT-UDP flow.
+    ConnectUdp,
+    /// A CONNECT-IP session.
+    ConnectIp,
+}
+
+impl Route {
+    /// The labels, in the order of the variants.
+    const LABELS: [&str; 6] = [
+        "reverse",
+        "forward",
+        "local",
+        "connect",
+        "connect_udp",
+        "connect_ip",
+    ];
 }
 
 /// The labels of methods: the standard ones, and `other` for the rest.
@@ -170,5 +195,27 @@ mod tests {
         assert_eq!(count("2", "GET", 200), 1);
         assert_eq!(count("1.1", "other", 404), 1);
         assert_eq!(count("1.1", "GET", 404), 0);
+    }
+
+    #[test]
+    fn each_route_counts_under_its_own_kind() {
+        let metrics = EndpointHttpMetrics::new("route-test");
+        let routes = [
+            Route::Reverse,
+            Route::Forward,
+            Route::Local,
+            Route::Connect,
+            Route::ConnectUdp,
+            Route::ConnectIp,
+        ];
+        for (times, route) in routes.into_iter().enumerate() {
+            for _ in 0..=times {
+                metrics.routed(route).inc();
+            }
+        }
+        for (times, kind) in Route::LABELS.into_iter().enumerate() {
+            let counted = oxy_http::routes_total("route-test", kind).get();
+            assert_eq!(counted, times as u64 + 1, "{kind}");
+        }
     }
 }

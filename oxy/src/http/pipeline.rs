@@ -7,7 +7,7 @@ use super::access_log::RequestRecord;
 use super::authority::host_and_port_number;
 use super::body::text_response;
 use super::client::UpstreamClient;
-use super::metrics::oxy_http;
+use super::metrics::{Route, oxy_http};
 use super::open_streams::OpenStreams;
 use super::proxy_auth;
 use super::upgrade::ExtendedConnect;
@@ -312,7 +312,7 @@ impl<App: OxyExt> Handler<App> {
             match action {
                 RequestAction::Continue => {}
                 RequestAction::Respond(response) => {
-                    oxy_http::routes_total(name, "local").inc();
+                    self.endpoint.http_metrics().routed(Route::Local).inc();
                     return response;
                 }
                 RequestAction::Block {
@@ -320,7 +320,7 @@ impl<App: OxyExt> Handler<App> {
                     reason,
                     headers,
                 } => {
-                    oxy_http::routes_total(name, "local").inc();
+                    self.endpoint.http_metrics().routed(Route::Local).inc();
                     oxy_http::errors_total(name, "blocked").inc();
                     tracing::info!(%status, %reason, uri = %parts.uri, "request blocked");
                     let mut response = text_response(status, &reason);
@@ -361,11 +361,11 @@ impl<App: OxyExt> Handler<App> {
         }
 
         if connect_udp {
-            oxy_http::routes_total(name, "connect_udp").inc();
+            self.endpoint.http_metrics().routed(Route::ConnectUdp).inc();
             return super::connect_udp::handle(self, Request::from_parts(parts, body), cx).await;
         }
         if connect_ip {
-            oxy_http::routes_total(name, "connect_ip").inc();
+            self.endpoint.http_metrics().routed(Route::ConnectIp).inc();
             return super::connect_ip::handle(self, Request::from_parts(parts, body), cx).await;
         }
         if let Some(protocol) = parts.extensions.get::<ExtendedConnect>() {
@@ -377,14 +377,14 @@ impl<App: OxyExt> Handler<App> {
         }
         if is_connect {
             if !settings.connect {
-                oxy_http::routes_total(name, "local").inc();
+                self.endpoint.http_metrics().routed(Route::Local).inc();
                 oxy_http::errors_total(name, "connect_disabled").inc();
                 return text_response(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "CONNECT is not enabled here",
                 );
             }
-            oxy_http::routes_total(name, "connect").inc();
+            self.endpoint.http_metrics().routed(Route::Connect).inc();
             return super::connect::handle(self, Request::from_parts(parts, body), cx).await;
         }
 
@@ -400,13 +400,18 @@ impl<App: OxyExt> Handler<App> {
             None => match self.endpoint.http_upstream.clone() {
                 Some(upstream) => (upstream, false),
                 None => {
-                    oxy_http::routes_total(name, "local").inc();
+                    self.endpoint.http_metrics().routed(Route::Local).inc();
                     oxy_http::errors_total(name, "no_route").inc();
                     return text_response(StatusCode::NOT_FOUND, "no route for this request");
                 }
             },
         };
-        self.endpoint.http_metrics().routed(forward).inc();
+        let how = if forward {
+            Route::Forward
+        } else {
+            Route::Reverse
+        };
+        self.endpoint.http_metrics().routed(how).inc();
         self.proxy(parts, body, upstream, &mut cx).await
     }
 

@@ -12,6 +12,7 @@ use crate::offramp::route::{EgressRoute, egress_route};
 use crate::offramp::upstream_proxy::{self, UpstreamProxyError};
 use crate::services::Services;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::LazyLock;
 use std::time::Instant;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
@@ -128,6 +129,14 @@ pub async fn connect_by<App: OxyExt>(
     }
 }
 
+// The series every connection counts in, looked up once (each made when first used).
+static CONNECT_SECONDS: LazyLock<prometheus::Histogram> =
+    LazyLock::new(oxy_offramp::connect_seconds);
+static IPV4_CONNECTS: LazyLock<prometheus::IntCounter> =
+    LazyLock::new(|| oxy_offramp::connects_total("ipv4"));
+static IPV6_CONNECTS: LazyLock<prometheus::IntCounter> =
+    LazyLock::new(|| oxy_offramp::connects_total("ipv6"));
+
 /// Connects to `target` through the policy, DNS and happy eyeballs; `hook_cx`, when
 /// given, is what the egress hook's `on_resolved` sees.
 pub async fn connect_target<App: OxyExt>(
@@ -142,8 +151,13 @@ pub async fn connect_target<App: OxyExt>(
         tracing::Instrument::instrument(connect_inner(services, target, bind, hook_cx), span).await;
     match &result {
         Ok((_, addr)) => {
-            oxy_offramp::connect_seconds().observe(started.elapsed().as_secs_f64());
-            oxy_offramp::connects_total(if addr.is_ipv6() { "ipv6" } else { "ipv4" }).inc();
+            CONNECT_SECONDS.observe(started.elapsed().as_secs_f64());
+            let connects = if addr.is_ipv6() {
+                &IPV6_CONNECTS
+            } else {
+                &IPV4_CONNECTS
+            };
+            connects.inc();
         }
         Err(e) => count_failure(e),
     }
