@@ -50,23 +50,7 @@ async fn serve_boxed<App: OxyExt>(
     stream: Lingering,
     drain: &Drain,
 ) -> ConnectionEnd {
-    let connection_handler = handler.clone();
-    let limits = connection_handler.endpoint.settings.http.limits.clone();
-    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-        let handler = handler.clone();
-        async move {
-            // The stream is open until its response body is done (or its tunnel, which
-            // holds a stream of its own).
-            let stream = handler.streams.open();
-            let http1 = request.version() <= http::Version::HTTP_11;
-            let connect = request.method() == http::Method::CONNECT;
-            let mut response = handler.clone().handle(version_agnostic(request)).await;
-            if http1 && handler.drain.is_stopping() {
-                close_after(&mut response, connect);
-            }
-            Ok::<_, std::convert::Infallible>(response.map(|body| stream.holding(body)))
-        }
-    });
+    let limits = handler.endpoint.settings.http.limits.clone();
     let read = tokio::select! {
         read = tokio::time::timeout(limits.header_read_timeout, read_version(stream)) => read,
         // A connection accepted before the drain gets its first request answered.
@@ -87,6 +71,12 @@ async fn serve_boxed<App: OxyExt>(
         Version::Http2 => {
             // The frames of one flush leave in one write (one TLS record).
             let io = TokioIo::new(WriteCoalescing::new(stream));
+            // Boxed: hyper spawns a task per stream and moves the service's future into
+            // it and between its states; a box is cheaper to move than the answer.
+            let stream_handler = handler.clone();
+            let service = hyper::service::service_fn(move |request| {
+                Box::pin(answer(stream_handler.clone(), request))
+            });
             let keep_alive = Some(limits.h2_keep_alive_interval).filter(|i| !i.is_zero());
             let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -98,7 +88,7 @@ async fn serve_boxed<App: OxyExt>(
                 .keep_alive_timeout(limits.h2_keep_alive_timeout)
                 .enable_connect_protocol()
                 .serve_connection(io, service);
-            let idle = connection_handler.streams.idle_for(limits.h2_idle_timeout);
+            let idle = handler.streams.idle_for(limits.h2_idle_timeout);
             // After its GOAWAY an idle client gets as long again to go, then is cut off.
             let grace = limits.h2_idle_timeout;
             // Draining, the client is told GOAWAY at once.
@@ -115,6 +105,9 @@ async fn serve_boxed<App: OxyExt>(
         Version::Http1 => {
             // hyper writes a response's head and body in one write already.
             let io = TokioIo::new(stream);
+            let request_handler = handler.clone();
+            let service =
+                hyper::service::service_fn(move |request| answer(request_handler.clone(), request));
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout)
@@ -128,7 +121,7 @@ async fn serve_boxed<App: OxyExt>(
             // Draining, a busy connection is closed by its next response (`Connection:
             // close`); one that stays idle is closed after a pause, so that a client
             // sending at that moment is unlikely.
-            let drained = connection_handler.streams.idle_for(H1_DRAIN_IDLE);
+            let drained = handler.streams.idle_for(H1_DRAIN_IDLE);
             drive(connection, |c| c.graceful_shutdown(), idle, drained, drain).await
         }
     };
@@ -145,6 +138,23 @@ async fn serve_boxed<App: OxyExt>(
         }
     }
     end
+}
+
+/// Answers one request of the connection `handler` serves.
+async fn answer<App: OxyExt>(
+    handler: Arc<Handler<App>>,
+    request: Request<Incoming>,
+) -> Result<http::Response<HttpBody>, std::convert::Infallible> {
+    // The stream is open until its response body is done (or its tunnel, which holds a
+    // stream of its own).
+    let stream = handler.streams.open();
+    let http1 = request.version() <= http::Version::HTTP_11;
+    let connect = request.method() == http::Method::CONNECT;
+    let mut response = handler.clone().handle(version_agnostic(request)).await;
+    if http1 && handler.drain.is_stopping() {
+        close_after(&mut response, connect);
+    }
+    Ok(response.map(|body| stream.holding(body)))
 }
 
 /// How long an HTTP/1.1 connection must be idle during a drain before it is closed.
