@@ -70,6 +70,7 @@ impl Drain {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        let task = Box::pin(task);
         match crate::telemetry::profiling::runtime::connection_tasks() {
             Some(monitor) => self.0.connections.spawn(monitor.instrument(task)),
             None => self.0.connections.spawn(task),
