@@ -109,7 +109,10 @@ where
     let mut v4 = Some(lookup_v4);
 
     // Resolution: go as soon as AAAA answers; if A answers first, give AAAA a moment.
+    // Biased, AAAA first: when both have answered (a numeric target's do at once), the
+    // resolution delay is not started, and its timer not armed.
     tokio::select! {
+        biased;
         Some(addrs) = OptionFuture::from(v6.as_mut()) => {
             v6 = None;
             queue.extend(addrs, port);
@@ -119,6 +122,7 @@ where
             queue.extend(addrs, port);
             let wait_until = Instant::now() + settings.resolution_delay;
             tokio::select! {
+                biased;
                 Some(addrs) = OptionFuture::from(v6.as_mut()) => {
                     v6 = None;
                     queue.extend(addrs, port);

@@ -36,6 +36,12 @@ pub async fn serve<App: OxyExt>(
     drain: Drain,
 ) {
     let name = endpoint.name().to_string();
+    // Every connection a listener on one address accepts has that address as its own:
+    // asked of the kernel (`getsockname(2)`) only for a wildcard listener.
+    let listening = listener
+        .local_addr()
+        .ok()
+        .filter(|addr| !addr.ip().is_unspecified());
     loop {
         let accepted = tokio::select! {
             _ = drain.stopping() => break,
@@ -57,7 +63,7 @@ pub async fn serve<App: OxyExt>(
             tracing::warn!(endpoint = %name, peer = ?shown(peer_addr), "max_connections reached; connection closed");
             continue;
         };
-        let local_addr = match stream.local_addr() {
+        let local_addr = match listening.map_or_else(|| stream.local_addr(), Ok) {
             Ok(addr) => addr,
             Err(e) => {
                 tracing::debug!(endpoint = %name, error = %e, "connection gone before it was served");

@@ -131,7 +131,8 @@ pin_project_lite::pin_project! {
     /// the shutdown: one future that owns its sockets and the state of each direction.
     /// An idle tunnel holds this for its whole life, and `async` code would hold more:
     /// the arguments beside the futures they were moved into, and a future per
-    /// direction.
+    /// direction. Dropped as soon as it is ready: closing the sockets sends the end of
+    /// stream of the way that ended last, which is not shut down first.
     struct SplicePump<S> {
         client: TcpStream,
         target: TcpStream,
@@ -165,15 +166,18 @@ impl<S: Future<Output = ()>> SplicePump<S> {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+        let last = this.down.is_none();
         if let Some(up) = this.up
-            && let Poll::Ready(done) =
-                up.poll_forward(cx, this.client, this.target, |n| meter.moved(&meter.up, n))
+            && let Poll::Ready(done) = up.poll_forward(cx, this.client, this.target, last, |n| {
+                meter.moved(&meter.up, n)
+            })
         {
             done?;
             *this.up = None;
         }
+        let last = this.up.is_none();
         if let Some(down) = this.down
-            && let Poll::Ready(done) = down.poll_forward(cx, this.target, this.client, |n| {
+            && let Poll::Ready(done) = down.poll_forward(cx, this.target, this.client, last, |n| {
                 meter.moved(&meter.down, n)
             })
         {
@@ -492,6 +496,58 @@ mod tests {
             PumpOutcome {
                 bytes_up: 6 + 3_000_000,
                 bytes_down: 100_000,
+                reason: CloseReason::Completed
+            }
+        );
+    }
+
+    /// A splice that leaves its pipe short of full has drained the socket, and the next
+    /// one waits for readiness instead of trying first: a burst of tiny segments queued
+    /// before the tunnel starts, and bytes that then trickle in one at a time each way,
+    /// all arrive, and the tunnel still ends when both sides have.
+    #[tokio::test]
+    async fn spliced_tunnels_forward_bursts_of_tiny_segments_and_trickles() {
+        let (client, mut client_peer) = socket_pair().await;
+        let (target, mut target_peer) = socket_pair().await;
+        client_peer.set_nodelay(true).unwrap();
+        target_peer.set_nodelay(true).unwrap();
+        for byte in 0..200u8 {
+            client_peer.write_all(&[byte]).await.unwrap();
+        }
+        let client = TunnelStream::Plain(PrefixedStream::new(Bytes::new(), client));
+        let pumping = tokio::spawn(pump_tcp(
+            client,
+            target,
+            limits(5_000),
+            std::future::pending(),
+        ));
+        let exchange = async {
+            let mut burst = [0u8; 200];
+            target_peer.read_exact(&mut burst).await.unwrap();
+            assert!(burst.iter().copied().eq(0..200u8));
+            let mut one = [0u8];
+            for byte in 0..100u8 {
+                client_peer.write_all(&[byte]).await.unwrap();
+                target_peer.read_exact(&mut one).await.unwrap();
+                assert_eq!(one[0], byte);
+                target_peer.write_all(&[byte]).await.unwrap();
+                client_peer.read_exact(&mut one).await.unwrap();
+                assert_eq!(one[0], byte);
+            }
+            client_peer.shutdown().await.unwrap();
+            assert_eq!(target_peer.read(&mut one).await.unwrap(), 0);
+            target_peer.shutdown().await.unwrap();
+            assert_eq!(client_peer.read(&mut one).await.unwrap(), 0);
+            pumping.await.unwrap()
+        };
+        let (outcome, _) = tokio::time::timeout(Duration::from_secs(20), exchange)
+            .await
+            .expect("a byte or an end of stream was not forwarded");
+        assert_eq!(
+            outcome,
+            PumpOutcome {
+                bytes_up: 300,
+                bytes_down: 100,
                 reason: CloseReason::Completed
             }
         );

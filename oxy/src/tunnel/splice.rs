@@ -4,7 +4,8 @@
 //! crate because the pump needs every chunk reported as it passes (byte metrics and the
 //! idle timeout), which those crates' whole-connection copies do not offer.
 
-use rustix::pipe::{PipeFlags, SpliceFlags, pipe_with, splice};
+use rustix::param::page_size;
+use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_getpipe_size, pipe_with, splice};
 use std::io;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
@@ -29,6 +30,10 @@ const MAX_SPARE_PIPES: usize = 256;
 struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
+    /// Buffers (slots) the pipe has: 16 by default, fewer when the user is over the
+    /// kernel's soft limit on pipe memory. Each holds at least one byte, so a splice into
+    /// this pipe, empty, that moves fewer bytes than this did not fill it (0 if unknown).
+    slots: usize,
 }
 
 impl Pipe {
@@ -38,7 +43,8 @@ impl Pipe {
             return Ok(pipe);
         }
         let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
-        Ok(Pipe { read, write })
+        let slots = fcntl_getpipe_size(&write).map_or(0, |bytes| bytes / page_size());
+        Ok(Pipe { read, write, slots })
     }
 
     /// Keeps this pipe, which must be empty, for reuse.
@@ -80,11 +86,14 @@ impl Forward {
     /// down for sending, or with the first error. `moved` is called after each chunk
     /// has been written. Registers for `from`'s read and `to`'s write readiness, so a
     /// socket may be read by one `Forward` and written by another in the same task.
+    /// `last`: the other way is done, and both sockets close as soon as this one is:
+    /// `to` is then not shut down, as closing it sends the same end of stream.
     pub(super) fn poll_forward(
         &mut self,
         cx: &mut Context<'_>,
         from: &TcpStream,
         to: &TcpStream,
+        last: bool,
         mut moved: impl FnMut(usize),
     ) -> Poll<io::Result<()>> {
         loop {
@@ -106,23 +115,38 @@ impl Forward {
             }
             ready!(from.poll_read_ready(cx))?;
             let pipe = Pipe::take()?;
+            let mut read = 0;
             let spliced = from.try_io(Interest::READABLE, || {
-                Ok(splice(from, None, &pipe.write, None, CHUNK, FLAGS)?)
+                read = splice(from, None, &pipe.write, None, CHUNK, FLAGS)?;
+                if 0 < read && read < pipe.slots {
+                    // The pipe is not full, so the socket is drained: `WouldBlock` makes
+                    // tokio clear its read readiness (as its own short reads do), and
+                    // the next splice waits for more bytes or the end instead of
+                    // failing with EAGAIN first. An end already seen stays ready.
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                Ok(read)
             });
             match spliced {
                 Ok(0) => {
                     pipe.give_back();
+                    if last {
+                        return Poll::Ready(Ok(()));
+                    }
                     return Poll::Ready(socket2::SockRef::from(to).shutdown(Shutdown::Write));
                 }
-                Ok(read) => {
-                    self.chunk = Some(Chunk {
-                        pipe,
-                        read,
-                        left: read,
-                    })
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => pipe.give_back(),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
+            }
+            if read == 0 {
+                pipe.give_back();
+            } else {
+                self.chunk = Some(Chunk {
+                    pipe,
+                    read,
+                    left: read,
+                });
             }
         }
     }
