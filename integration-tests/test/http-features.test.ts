@@ -171,6 +171,26 @@ test("request trailers reach the origin; idle keep-alive connections are closed"
   await new Promise((ok) => socket.on("close", ok));
   const idle = Date.now() - started;
   assert.ok(idle >= 200 && idle < 3_000, `closed after ${idle} ms of idleness`);
+
+  // A head still arriving (a byte at a time, slowloris) is cut off as well, on a new
+  // connection and after a request: the bytes do not extend the time.
+  for (const afterRequest of [false, true]) {
+    const slow = connect(port, "127.0.0.1");
+    slow.on("error", () => {});
+    await new Promise((ok) => slow.on("connect", ok));
+    if (afterRequest) {
+      slow.write(`GET http://127.0.0.1:${originPort}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+      await new Promise((ok) => slow.once("data", ok));
+    }
+    const closed = new Promise((ok) => slow.on("close", ok));
+    const started = Date.now();
+    slow.write("GET / HTTP/1.1\r\nX-Slow: ");
+    const trickle = setInterval(() => slow.write("a"), 50);
+    await closed;
+    clearInterval(trickle);
+    const took = Date.now() - started;
+    assert.ok(took >= 200 && took < 3_000, `a head still arriving was cut off after ${took} ms (after a request: ${afterRequest})`);
+  }
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
   trailerOrigin.close();
 });

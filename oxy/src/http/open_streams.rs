@@ -1,65 +1,83 @@
-//! A connection's open streams (requests being answered, tunnels and upgrades), so an
-//! HTTP/2 connection with none can be closed once it has been idle long enough.
+//! A connection's open streams (requests being answered, tunnels and upgrades), so a
+//! connection with none can be closed once it has been idle long enough.
 
 use crate::hooks::HttpBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// The count of one connection's open streams.
 #[derive(Debug, Clone, Default)]
 pub struct OpenStreams(Arc<Count>);
 
-/// The count, and the notice waiters get when it leaves or reaches zero (only then:
-/// most streams of a busy HTTP/2 connection open and close without a notice).
-#[derive(Debug, Default)]
+/// The count, and when a stream last closed: a stream opens and closes without waking
+/// anyone or arming a timer, and whoever waits for idleness reads these when its own
+/// timer fires.
+#[derive(Debug)]
 struct Count {
     open: AtomicUsize,
-    zero_crossed: Notify,
+    /// When a stream last closed, in nanoseconds after `created`: while none is open,
+    /// when the connection became idle.
+    last_closed: AtomicU64,
+    created: Instant,
+}
+
+impl Default for Count {
+    fn default() -> Self {
+        Count {
+            open: AtomicUsize::new(0),
+            last_closed: AtomicU64::new(0),
+            created: Instant::now(),
+        }
+    }
 }
 
 impl Count {
-    /// Whether no stream is open, checked after `notice` is armed, so a crossing right
-    /// after the check still wakes it.
-    fn none_open(&self, notice: Pin<&mut tokio::sync::futures::Notified<'_>>) -> bool {
-        notice.enable();
-        self.open.load(Ordering::Acquire) == 0
+    /// Since when the connection has been idle, or `None` while a stream is open.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let closed = Duration::from_nanos(self.last_closed.load(Ordering::Acquire));
+        Some(self.created + closed)
     }
 }
 
 impl OpenStreams {
     /// Counts one more stream until the returned guard is dropped.
     pub fn open(&self) -> StreamGuard {
-        if self.0.open.fetch_add(1, Ordering::AcqRel) == 0 {
-            self.0.zero_crossed.notify_waiters();
-        }
+        self.0.open.fetch_add(1, Ordering::AcqRel);
         StreamGuard(self.0.clone())
     }
 
-    /// Resolves once no stream has been open for `timeout` (never when it is 0).
+    /// Resolves once no stream has been open for `timeout`, counted from the first
+    /// poll at the earliest (never when `timeout` is 0). One timer, reset only when it
+    /// fires early: a connection busy with many short requests does not set one each.
     pub fn idle_for(&self, timeout: Duration) -> impl Future<Output = ()> + use<> {
         let count = self.0.clone();
         async move {
             if timeout.is_zero() {
                 return std::future::pending().await;
             }
+            let watched_from = Instant::now();
+            let check = tokio::time::sleep_until(watched_from + timeout);
+            tokio::pin!(check);
             loop {
-                let notice = count.zero_crossed.notified();
-                tokio::pin!(notice);
-                if !count.none_open(notice.as_mut()) {
-                    // Some are open: the last one's close is the notice.
-                    notice.await;
-                    continue;
-                }
-                // None open: idle unless one opens within `timeout`.
-                if tokio::time::timeout(timeout, notice).await.is_err() {
+                check.as_mut().await;
+                let now = Instant::now();
+                // While a stream is open, look again after a whole `timeout`: it can
+                // only close later.
+                let idle_since = count.idle_since().map_or(now, |t| t.max(watched_from));
+                let idle_until = idle_since + timeout;
+                if idle_until <= now {
                     return;
                 }
+                check.as_mut().reset(idle_until);
             }
         }
     }
@@ -81,9 +99,10 @@ impl StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.zero_crossed.notify_waiters();
-        }
+        // The time first, so that a count seen at zero comes with its time.
+        let closed = u64::try_from(self.0.created.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.0.last_closed.store(closed, Ordering::Release);
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -160,6 +179,18 @@ mod tests {
         let reopened = tokio::time::Instant::now();
         idle.await;
         assert_eq!(reopened.elapsed(), Duration::from_secs(10));
+    }
+
+    /// A connection idle long before anyone watched (a drain starting) still gets the
+    /// whole `timeout` from then.
+    #[tokio::test(start_paused = true)]
+    async fn idleness_counts_from_the_first_poll_at_the_earliest() {
+        let streams = OpenStreams::default();
+        drop(streams.open());
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        let watched = tokio::time::Instant::now();
+        streams.idle_for(Duration::from_secs(1)).await;
+        assert_eq!(watched.elapsed(), Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]

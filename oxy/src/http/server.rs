@@ -2,6 +2,7 @@
 //! hyper, feeding each request to the pipeline; drains with GOAWAY / connection close.
 
 use super::body::boxed;
+use super::open_streams::StreamGuard;
 use super::pipeline::Handler;
 use super::upgrade::{ExtendedConnect, PendingUpgrade, Upgraded};
 use super::write_coalescing::WriteCoalescing;
@@ -75,7 +76,8 @@ async fn serve_boxed<App: OxyExt>(
             // it and between its states; a box is cheaper to move than the answer.
             let stream_handler = handler.clone();
             let service = hyper::service::service_fn(move |request| {
-                Box::pin(answer(stream_handler.clone(), request))
+                let stream = stream_handler.streams.open();
+                Box::pin(answer(stream_handler.clone(), request, stream))
             });
             let keep_alive = Some(limits.h2_keep_alive_interval).filter(|i| !i.is_zero());
             let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -106,18 +108,25 @@ async fn serve_boxed<App: OxyExt>(
             // hyper writes a response's head and body in one write already.
             let io = TokioIo::new(stream);
             let request_handler = handler.clone();
-            let service =
-                hyper::service::service_fn(move |request| answer(request_handler.clone(), request));
+            let service = hyper::service::service_fn(move |request| {
+                let stream = request_handler.streams.open();
+                answer(request_handler.clone(), request, stream)
+            });
+            // hyper's own header read timeout would set a timer for every request.
             let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
+                .header_read_timeout(None)
                 .max_buf_size(limits.max_header_bytes.max(8192))
                 .half_close(true)
                 .keep_alive(true)
                 .serve_connection(io, service)
                 .with_upgrades();
-            // HTTP/1.1 keep-alive connections wait `header_read_timeout` at most.
-            let idle = (std::future::pending(), Duration::ZERO);
+            // Without a request for `header_read_timeout` (between two, or with one's
+            // head still arriving), the connection is closed at once: it is one task,
+            // so no request starts between the check and the close.
+            let idle = (
+                handler.streams.idle_for(limits.header_read_timeout),
+                Duration::ZERO,
+            );
             // Draining, a busy connection is closed by its next response (`Connection:
             // close`); one that stays idle is closed after a pause, so that a client
             // sending at that moment is unlikely.
@@ -140,14 +149,14 @@ async fn serve_boxed<App: OxyExt>(
     end
 }
 
-/// Answers one request of the connection `handler` serves.
+/// Answers one request of the connection `handler` serves, counted as `stream`: opened
+/// when hyper hands the request over, open until its response body is done (or its
+/// tunnel, which holds a stream of its own).
 async fn answer<App: OxyExt>(
     handler: Arc<Handler<App>>,
     request: Request<Incoming>,
+    stream: StreamGuard,
 ) -> Result<http::Response<HttpBody>, std::convert::Infallible> {
-    // The stream is open until its response body is done (or its tunnel, which holds a
-    // stream of its own).
-    let stream = handler.streams.open();
     let http1 = request.version() <= http::Version::HTTP_11;
     let connect = request.method() == http::Method::CONNECT;
     let mut response = handler.clone().handle(version_agnostic(request)).await;
@@ -218,7 +227,7 @@ enum Driven<E> {
 /// Runs a hyper connection until it ends, closing it gracefully when `drained` resolves
 /// after the drain has started, or when `idle`'s future resolves; in that case the
 /// connection is dropped if it has not ended within `idle`'s grace period (a silent
-/// client never acknowledges the GOAWAY).
+/// client never acknowledges the GOAWAY), at once when that is zero.
 async fn drive<C, E>(
     connection: C,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
@@ -235,6 +244,12 @@ where
         () = idle => true,
         () = async { drain.stopping().await; drained.await } => false,
     };
+    if idle && grace.is_zero() {
+        return Driven::Ended {
+            result: Ok(()),
+            idle,
+        };
+    }
     graceful_shutdown(connection.as_mut());
     let cut_off = async {
         match idle {
