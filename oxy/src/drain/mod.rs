@@ -1,8 +1,11 @@
 //! Graceful shutdown: stop accepting, let open connections finish, then close the rest.
 
+mod signal;
+
+pub use signal::Fired;
+use signal::Signal;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Shared by listeners and connection tasks to follow the shutdown sequence. A clone is
@@ -13,10 +16,10 @@ pub struct Drain(Arc<Sequence>);
 /// The steps of the shutdown sequence.
 #[derive(Default)]
 struct Sequence {
-    stop_accepting: CancellationToken,
-    force_close: CancellationToken,
-    handed_over: CancellationToken,
-    devices_ours: CancellationToken,
+    stop_accepting: Signal,
+    force_close: Signal,
+    handed_over: Signal,
+    devices_ours: Signal,
     connections: TaskTracker,
 }
 
@@ -27,42 +30,42 @@ impl Drain {
     }
 
     /// Completes when listeners must stop accepting.
-    pub async fn stopping(&self) {
-        self.0.stop_accepting.cancelled().await
+    pub fn stopping(&self) -> Fired<'_> {
+        self.0.stop_accepting.fired()
     }
 
     /// Whether listeners have been told to stop accepting.
     pub fn is_stopping(&self) -> bool {
-        self.0.stop_accepting.is_cancelled()
+        self.0.stop_accepting.has_fired()
     }
 
     /// Completes when a successor has taken over this process's sockets: what reads a
     /// shared device or serves the telemetry and control sockets stops then.
-    pub async fn handed_over(&self) {
-        self.0.handed_over.cancelled().await
+    pub fn handed_over(&self) -> Fired<'_> {
+        self.0.handed_over.fired()
     }
 
     /// Completes once devices shared with a predecessor (TUN) are this process's to read:
     /// at once for a process started by hand, after the predecessor's hand-over for a
     /// successor (until then the predecessor reads them).
-    pub async fn devices_ours(&self) {
-        self.0.devices_ours.cancelled().await
+    pub fn devices_ours(&self) -> Fired<'_> {
+        self.0.devices_ours.fired()
     }
 
     /// Marks shared devices as this process's to read.
     pub fn set_devices_ours(&self) {
-        self.0.devices_ours.cancel();
+        self.0.devices_ours.fire();
     }
 
     /// Marks the sockets as handed over to a successor.
     pub fn hand_over(&self) {
-        self.0.handed_over.cancel();
+        self.0.handed_over.fire();
     }
 
     /// Completes when open connections must close now: the drain period is over. Held
-    /// by every tunnel while it lives, so the token's own future, not an `async fn`'s.
-    pub fn force_closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
-        self.0.force_close.cancelled()
+    /// by every tunnel while it lives.
+    pub fn force_closing(&self) -> Fired<'_> {
+        self.0.force_close.fired()
     }
 
     /// Runs a connection task that the drain waits for.
@@ -80,7 +83,7 @@ impl Drain {
     /// Stops accepting, waits up to `timeout` for connections to end, then tells the
     /// rest to close and waits briefly for them. Returns how many were cut short.
     pub async fn drain(&self, timeout: Duration) -> usize {
-        self.0.stop_accepting.cancel();
+        self.0.stop_accepting.fire();
         self.0.connections.close();
         if tokio::time::timeout(timeout, self.0.connections.wait())
             .await
@@ -89,7 +92,7 @@ impl Drain {
             return 0;
         }
         let cut = self.0.connections.len();
-        self.0.force_close.cancel();
+        self.0.force_close.fire();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.0.connections.wait()).await;
         cut
     }
