@@ -458,6 +458,20 @@ mod tests {
         (accepted.unwrap().0, connected.unwrap())
     }
 
+    /// A spliced pump from `client` to `target` (5 s idle timeout, no shutdown), running.
+    fn spawn_spliced(
+        client: TcpStream,
+        target: TcpStream,
+    ) -> tokio::task::JoinHandle<(PumpOutcome, bool)> {
+        let client = TunnelStream::Plain(PrefixedStream::new(Bytes::new(), client));
+        tokio::spawn(pump_tcp(
+            client,
+            target,
+            limits(5_000),
+            std::future::pending(),
+        ))
+    }
+
     #[tokio::test]
     async fn plain_sockets_are_spliced_with_read_ahead_and_half_close() {
         let (client, mut client_peer) = socket_pair().await;
@@ -514,13 +528,7 @@ mod tests {
         for byte in 0..200u8 {
             client_peer.write_all(&[byte]).await.unwrap();
         }
-        let client = TunnelStream::Plain(PrefixedStream::new(Bytes::new(), client));
-        let pumping = tokio::spawn(pump_tcp(
-            client,
-            target,
-            limits(5_000),
-            std::future::pending(),
-        ));
+        let pumping = spawn_spliced(client, target);
         let exchange = async {
             let mut burst = [0u8; 200];
             target_peer.read_exact(&mut burst).await.unwrap();
@@ -563,13 +571,7 @@ mod tests {
 
         let (client, client_peer) = socket_pair().await;
         let (target, mut target_peer) = socket_pair().await;
-        let client = TunnelStream::Plain(PrefixedStream::new(Bytes::new(), client));
-        let pumping = tokio::spawn(pump_tcp(
-            client,
-            target,
-            limits(5_000),
-            std::future::pending(),
-        ));
+        let pumping = spawn_spliced(client, target);
         socket2::SockRef::from(&client_peer)
             .set_linger(Some(Duration::ZERO))
             .unwrap();
