@@ -234,3 +234,76 @@ test("an open CONNECT tunnel keeps its connection's max_connections slot", async
   assert.equal(third.status, 200);
   assert.deepEqual(await proxy.stop(), { code: 0, signal: null });
 });
+
+/** Resolves once `socket` has received `text` from now on; fails if it closes first. */
+function receives(socket: import("node:net").Socket, text: string): Promise<void> {
+  return new Promise((ok, fail) => {
+    if (socket.destroyed) return fail(new Error(`the connection closed before ${JSON.stringify(text)} could arrive`));
+    let got = "";
+    const onData = (data: Buffer) => {
+      got += data.toString("latin1");
+      if (got.includes(text)) {
+        socket.off("data", onData);
+        socket.off("close", onClose);
+        ok();
+      }
+    };
+    const onClose = () => fail(new Error(`the connection closed before ${JSON.stringify(text)} arrived`));
+    socket.on("data", onData);
+    socket.once("close", onClose);
+  });
+}
+
+test("an upload outlasting its response keeps its HTTP/1.1 connection; draining, a head that never completes still times out", async () => {
+  const { createServer } = await import("node:http");
+  const { connect } = await import("node:net");
+  // The origin answers as soon as a request starts, and reads its body afterwards.
+  const early = createServer((req, res) => {
+    res.end("early");
+    req.resume();
+  });
+  await new Promise<void>((ok) => early.listen(0, "127.0.0.1", ok));
+  const earlyPort = (early.address() as { port: number }).port;
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      server: { shutdown_timeout: "20s" },
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { forward_proxy: true, limits: { header_read_timeout: "2500ms" } } }],
+    },
+  });
+  const port = oxy.port("web");
+
+  const upload = connect(port, "127.0.0.1");
+  upload.on("error", () => {});
+  await new Promise((ok) => upload.on("connect", ok));
+  const answered = receives(upload, "early");
+  upload.write(`POST http://127.0.0.1:${earlyPort}/up HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n`);
+  await answered;
+  // The body goes on arriving for longer than header_read_timeout after the response.
+  for (let chunk = 0; chunk < 12; chunk++) {
+    upload.write("1\r\na\r\n");
+    await new Promise((ok) => setTimeout(ok, 250));
+  }
+  upload.write("0\r\n\r\n");
+  const again = receives(upload, "early");
+  upload.write(`GET http://127.0.0.1:${earlyPort}/again HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
+  await again;
+  upload.destroy();
+
+  // Draining, hyper's graceful close leaves a connection whose first head is still
+  // arriving open: header_read_timeout ends it, not the drain period.
+  const slow = connect(port, "127.0.0.1");
+  slow.on("error", () => {});
+  await new Promise((ok) => slow.on("connect", ok));
+  const slowClosed = new Promise((ok) => slow.on("close", ok));
+  slow.write("GET / HTTP/1.1\r\nX-Slow: ");
+  await oxy.waitForMetric('oxy_connections_active{endpoint="web"}', 1);
+  const started = Date.now();
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  await slowClosed;
+  const took = Date.now() - started;
+  assert.ok(took < 10_000, `the drain waited ${took} ms for a head that never completed`);
+  assert.doesNotMatch(oxy.logs(), /drain period over/);
+  early.close();
+});

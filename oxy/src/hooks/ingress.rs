@@ -133,7 +133,9 @@ pub enum ConnectionEnd {
     /// A hook or handler panicked; the panic was reported.
     Panicked,
     /// An HTTP/2 connection had no open stream for `limits.h2_idle_timeout` and was
-    /// closed with GOAWAY.
+    /// closed with GOAWAY, or an HTTP/1.1 connection had no request for
+    /// `limits.header_read_timeout` (idle between two, or a head still arriving) and was
+    /// closed.
     IdleTimeout,
 }
 

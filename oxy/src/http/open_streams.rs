@@ -65,7 +65,11 @@ impl OpenStreams {
                 return std::future::pending().await;
             }
             let watched_from = Instant::now();
-            let check = tokio::time::sleep_until(watched_from + timeout);
+            // A timeout beyond the clock's range never passes.
+            let Some(first) = watched_from.checked_add(timeout) else {
+                return std::future::pending().await;
+            };
+            let check = tokio::time::sleep_until(first);
             tokio::pin!(check);
             loop {
                 check.as_mut().await;
@@ -73,7 +77,9 @@ impl OpenStreams {
                 // While a stream is open, look again after a whole `timeout`: it can
                 // only close later.
                 let idle_since = count.idle_since().map_or(now, |t| t.max(watched_from));
-                let idle_until = idle_since + timeout;
+                let Some(idle_until) = idle_since.checked_add(timeout) else {
+                    return std::future::pending().await;
+                };
                 if idle_until <= now {
                     return;
                 }

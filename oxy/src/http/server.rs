@@ -151,7 +151,8 @@ async fn serve_boxed<App: OxyExt>(
 
 /// Answers one request of the connection `handler` serves, counted as `stream`: opened
 /// when hyper hands the request over, open until its response body is done (or its
-/// tunnel, which holds a stream of its own).
+/// tunnel, which holds a stream of its own); its body, while it arrives, counts as
+/// another.
 async fn answer<App: OxyExt>(
     handler: Arc<Handler<App>>,
     request: Request<Incoming>,
@@ -159,7 +160,14 @@ async fn answer<App: OxyExt>(
 ) -> Result<http::Response<HttpBody>, std::convert::Infallible> {
     let http1 = request.version() <= http::Version::HTTP_11;
     let connect = request.method() == http::Method::CONNECT;
-    let mut response = handler.clone().handle(version_agnostic(request)).await;
+    let mut request = version_agnostic(request);
+    if !http_body::Body::is_end_stream(request.body()) {
+        // A body still arriving keeps the connection busy: an upload can outlast its
+        // response.
+        let uploading = handler.streams.open();
+        request = request.map(|body| uploading.holding(body));
+    }
+    let mut response = handler.clone().handle(request).await;
     if http1 && handler.drain.is_stopping() {
         close_after(&mut response, connect);
     }
@@ -238,28 +246,35 @@ async fn drive<C, E>(
 where
     C: Future<Output = Result<(), E>>,
 {
-    tokio::pin!(connection);
-    let idle = tokio::select! {
+    tokio::pin!(connection, idle);
+    // Biased, the connection first: a request that arrives as the idle time runs out is
+    // taken (its stream opened) before idleness is checked.
+    let idle_now = tokio::select! {
+        biased;
         result = connection.as_mut() => return Driven::Ended { result, idle: false },
-        () = idle => true,
+        () = idle.as_mut() => true,
         () = async { drain.stopping().await; drained.await } => false,
     };
-    if idle && grace.is_zero() {
+    if idle_now && grace.is_zero() {
         return Driven::Ended {
             result: Ok(()),
-            idle,
+            idle: true,
         };
     }
     graceful_shutdown(connection.as_mut());
     let cut_off = async {
-        match idle {
+        match idle_now {
             true => tokio::time::sleep(grace).await,
             false => std::future::pending().await,
         }
     };
     tokio::select! {
-        result = connection.as_mut() => Driven::Ended { result, idle },
-        () = cut_off => Driven::Ended { result: Ok(()), idle },
+        biased;
+        result = connection.as_mut() => Driven::Ended { result, idle: idle_now },
+        () = cut_off => Driven::Ended { result: Ok(()), idle: idle_now },
+        // Draining, a connection that stays idle (an HTTP/1.1 head that never completes
+        // is not closed by hyper's graceful shutdown) still times out.
+        () = idle.as_mut(), if !idle_now => Driven::Ended { result: Ok(()), idle: true },
         _ = drain.force_closing() => Driven::Shutdown,
     }
 }

@@ -41,7 +41,7 @@ pub async fn serve<App: OxyExt>(
     let listening = listener
         .local_addr()
         .ok()
-        .filter(|addr| !addr.ip().is_unspecified());
+        .filter(|addr| !addr.ip().to_canonical().is_unspecified());
     loop {
         let accepted = tokio::select! {
             _ = drain.stopping() => break,
