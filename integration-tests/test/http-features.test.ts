@@ -290,6 +290,8 @@ test("an upload outlasting its response keeps its HTTP/1.1 connection; draining,
   upload.write(`GET http://127.0.0.1:${earlyPort}/again HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`);
   await again;
   upload.destroy();
+  // Only the next connection is open when the drain starts.
+  await oxy.waitForMetric('oxy_connections_active{endpoint="web"}', 0);
 
   // Draining, hyper's graceful close leaves a connection whose first head is still
   // arriving open: header_read_timeout ends it, not the drain period.

@@ -340,14 +340,23 @@ fn connect_error(e: ConnectError) -> UpstreamError {
 /// The target an upstream URI names, and whether it is `https`.
 fn target_of(uri: &http::Uri) -> Result<(Target, bool), UpstreamConnectError> {
     let https = uri.scheme_str() == Some("https");
-    let default_port = if https { 443 } else { 80 };
-    let (host, port) = uri
+    let target = uri
         .authority()
-        .and_then(|authority| host_and_port_number(authority.as_str(), default_port))
-        .filter(|(host, _)| !host.is_empty())
+        .and_then(|authority| target_of_authority(authority.as_str(), https))
         .ok_or_else(|| UpstreamConnectError::BadUri(uri.to_string()))?;
-    let host = TargetHost::from_uri_host(host);
-    Ok((Target { host, port }, https))
+    Ok((target, https))
+}
+
+/// The target an upstream's `authority` names, on port 443 or 80 (by `https`) when
+/// none is written; `None` without a host or for a port that is no `u16`.
+pub(super) fn target_of_authority(authority: &str, https: bool) -> Option<Target> {
+    let default_port = if https { 443 } else { 80 };
+    let (host, port) =
+        host_and_port_number(authority, default_port).filter(|(host, _)| !host.is_empty())?;
+    Some(Target {
+        host: TargetHost::from_uri_host(host),
+        port,
+    })
 }
 
 /// A response with a streaming body; a 101 carries the upstream side of the upgrade.

@@ -5,6 +5,7 @@
 use super::answer::ProxiedTo;
 use super::body::{boxed, text_response};
 use super::body_tap::TappedBody;
+use super::client::target_of_authority;
 use super::guarded_body::{GuardedBody, UploadProgress};
 use super::headers;
 use super::metrics::{Route, oxy_http};
@@ -12,8 +13,7 @@ use super::pipeline::Handler;
 use super::upgrade::{self, PendingUpgrade};
 use crate::app::OxyExt;
 use crate::hooks::{
-    EgressContext, EgressPurpose, HttpBody, RequestContext, ResponseAction, Target, TargetHost,
-    Transport, Upstream,
+    EgressContext, EgressPurpose, HttpBody, RequestContext, ResponseAction, Transport, Upstream,
 };
 use crate::offramp::route::{EgressRoute, egress_route};
 use http::uri::{PathAndQuery, Scheme};
@@ -36,12 +36,10 @@ impl<App: OxyExt> Handler<App> {
         // (which runs when a connection is made) saw this request's client and user.
         let mut one_off = None;
         if self.services.hooks.egress.is_some() {
-            let target = Target {
-                host: TargetHost::from_uri_host(upstream.authority.host()),
-                port: upstream
-                    .authority
-                    .port_u16()
-                    .unwrap_or(if upstream.tls { 443 } else { 80 }),
+            let Some(target) = target_of_authority(upstream.authority.as_str(), upstream.tls)
+            else {
+                oxy_http::errors_total(name, "upstream_connect").inc();
+                return text_response(StatusCode::BAD_GATEWAY, "bad upstream authority");
             };
             let client = self.tunnel_client(cx.proxy_user.clone());
             let mut egress = EgressContext::new(

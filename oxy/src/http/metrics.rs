@@ -78,20 +78,22 @@ impl EndpointHttpMetrics {
     /// Counts a request answered with `status` in `oxy_http_requests_total`.
     pub fn count_answered(&self, version: http::Version, method: &http::Method, status: u16) {
         let key = answered_key(version, method, status);
-        let known = self.answered.read().ok().and_then(|c| c.get(&key).cloned());
-        let counter = known.unwrap_or_else(|| {
-            let counter = oxy_http::requests_total(
-                &self.name,
-                version_label(version),
-                method_label(method),
-                status,
-            );
-            if let Ok(mut counters) = self.answered.write() {
-                counters.insert(key, counter.clone());
-            }
-            counter
-        });
+        if let Ok(counters) = self.answered.read()
+            && let Some(counter) = counters.get(&key)
+        {
+            counter.inc();
+            return;
+        }
+        let counter = oxy_http::requests_total(
+            &self.name,
+            version_label(version),
+            method_label(method),
+            status,
+        );
         counter.inc();
+        if let Ok(mut counters) = self.answered.write() {
+            counters.insert(key, counter);
+        }
     }
 
     /// `oxy_http_routes_total` of the endpoint for a request served by `route`.
