@@ -59,6 +59,12 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
+def repin(pid: int, cpus: str) -> None:
+    """Moves `pid`, its descendants and all their threads onto the CPU list `cpus`."""
+    for one in process_tree(pid):
+        subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(one)], capture_output=True, check=False)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process and its living descendants, from /proc."""
     ticks = 0
@@ -542,10 +548,10 @@ http {{
 """
 
 
-def nginx_config(workdir: Path, ports: dict, crt: Path, key: Path, origin: bool) -> Path:
+def nginx_config(workdir: Path, ports: dict, crt: Path, key: Path, origin: bool, origin_workers: int = 1) -> Path:
     name = "origin" if origin else "nginx"
     prefix = workdir / name
-    common = nginx_head(prefix, 1)
+    common = nginx_head(prefix, origin_workers if origin else 1)
     if origin:
         (prefix / "www").mkdir(exist_ok=True)
         (prefix / "www" / "1k").write_bytes(b"x" * 1024)
@@ -956,6 +962,9 @@ def main() -> int:
                         help="do not pin the contender to CPU 0 and the load and origin to the other CPUs")
     parser.add_argument("--workers", default="1,2",
                         help="worker counts of the scaling rows (default 1,2; more where the machine has the cores)")
+    parser.add_argument("--origin-workers", type=int, default=1,
+                        help="worker processes of the origin nginx (default 1; more where the scaling rows "
+                             "need a faster origin)")
     parser.add_argument("--quick", action="store_true",
                         help=f"the key rows only, one round of 2 s, {QUICK_IDLE_TUNNELS} idle tunnels (make bench-quick)")
     parser.add_argument("--udp-echo", type=int, help=argparse.SUPPRESS)  # the UDP echo target's own process
@@ -973,6 +982,8 @@ def main() -> int:
         parser.error(f"--workers {opts.workers!r}: a comma-separated list of worker counts")
     if not workers or workers[0] < 1 or workers[-1] > cores:
         parser.error(f"--workers {opts.workers!r}: each count from 1 to the {cores} CPUs here")
+    if not 1 <= opts.origin_workers <= cores:
+        parser.error(f"--origin-workers {opts.origin_workers}: from 1 to the {cores} CPUs here")
     if not opts.no_pin and cores >= 2:
         PIN.update(proxy="0", load=f"1-{cores - 1}")
 
@@ -1073,7 +1084,7 @@ def main() -> int:
                            [ports["oxy_h1"], ports["oxy_connect"], ports["oxy_l4_echo"], ports["oxy_h3"]])
 
     def start_origin():
-        return procs.start("origin", ["nginx", "-c", str(nginx_config(workdir, ports, crt, key, True))],
+        return procs.start("origin", ["nginx", "-c", str(nginx_config(workdir, ports, crt, key, True, opts.origin_workers))],
                            [ports["origin"]], role="load")
 
     def start_firewall():
@@ -1237,6 +1248,8 @@ def main() -> int:
             saved = dict(PIN)
             if PIN["proxy"]:
                 PIN.update(spread)
+                # The origin, started on the load's CPUs, leaves the W workers' CPUs too.
+                repin(procs.by_name["origin"].pid, PIN["load"])
             mark = len(procs.running)
             try:
                 configs = scaled_configs(workdir, ports, w)
@@ -1251,6 +1264,8 @@ def main() -> int:
                 procs.stop_from(mark)
                 PIN.clear()
                 PIN.update(saved)
+                if PIN["load"]:
+                    repin(procs.by_name["origin"].pid, PIN["load"])
         add_scaling_ratios(results, [scaling.format(w) for w in workers])
         with_direct = {"direct (no proxy)": {"source": {"port": ports["source"]}}, **through}
         for tunnels in (1, 16):

@@ -642,6 +642,7 @@ impl HttpFixture {
             tunnel_id: None,
             tunnel_user: None,
             streams: OpenStreams::default(),
+            http_upstream: None,
         })
     }
 }

@@ -19,6 +19,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use oxy::drain::Drain;
 use oxy::endpoint::Endpoint;
+use oxy::hooks::Upstream;
 use oxy::http::client::UpstreamClient;
 use oxy::http::open_streams::OpenStreams;
 use oxy::http::pipeline::Handler;
@@ -98,6 +99,7 @@ async fn reverse_proxy(upstream: SocketAddr) -> Arc<Handler<Bench>> {
         panic!("the benchmark's endpoint could not be built");
     };
     let client_addr = SocketAddr::from(([127, 0, 0, 1], 40_000));
+    let http_upstream = endpoint.http_upstream.as_ref().map(Upstream::copied);
     Arc::new(Handler {
         services,
         endpoint: Arc::new(endpoint),
@@ -117,6 +119,7 @@ async fn reverse_proxy(upstream: SocketAddr) -> Arc<Handler<Bench>> {
         tunnel_id: None,
         tunnel_user: None,
         streams: OpenStreams::default(),
+        http_upstream,
     })
 }
 

@@ -84,6 +84,7 @@ async fn a_connect_whose_upgrade_fails_after_the_200_ends_its_tunnel() {
         tunnel_id: None,
         tunnel_user: None,
         streams: OpenStreams::default(),
+        http_upstream: None,
     });
 
     let mut request = http::Request::builder()

@@ -50,6 +50,17 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// This upstream in memory of its own (its authority's text copied), so that the
+    /// copy's clones do not write the reference count the original's clones write.
+    pub fn copied(&self) -> Self {
+        let text = bytes::Bytes::copy_from_slice(self.authority.as_str().as_bytes());
+        Self {
+            authority: http::uri::Authority::from_maybe_shared(text)
+                .unwrap_or_else(|_| self.authority.clone()),
+            tls: self.tls,
+        }
+    }
+
     /// The upstream an absolute `http://` or `https://` URI names (userinfo refused).
     pub fn from_uri(uri: &http::Uri) -> Option<Self> {
         let authority = uri.authority()?.clone();
@@ -254,4 +265,26 @@ pub trait RequestEndHook<App: OxyExt>: Send + Sync + 'static {
     /// not come here. Runs in a task of its own, which a shutdown waits for (within
     /// `server.shutdown_timeout`).
     async fn on_request_end(&self, summary: &RequestSummary<App>);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copied_upstream_equals_its_original() {
+        let original = Upstream {
+            authority: "[::1]:8080".parse().unwrap(),
+            tls: true,
+        };
+        let copy = original.copied();
+        assert_eq!(copy.authority, original.authority);
+        assert_eq!(copy.authority.as_str(), "[::1]:8080");
+        assert!(copy.tls);
+        assert_ne!(
+            copy.authority.as_str().as_ptr(),
+            original.authority.as_str().as_ptr(),
+            "the copy's text lives in memory of its own"
+        );
+    }
 }

@@ -11,9 +11,10 @@ use std::time::Instant;
 /// One request's bookkeeping: the active-requests gauge while it runs, then its count
 /// and access-log line, written when it is answered or, if it never is (the client went
 /// away and the request's future was dropped), as cancelled.
-pub(super) struct RequestRecord {
-    /// The endpoint's per-request metrics (and its name).
-    metrics: Arc<EndpointHttpMetrics>,
+pub(super) struct RequestRecord<'a> {
+    /// The endpoint's per-request metrics (and its name), borrowed: cloning the `Arc`
+    /// would write its count, shared by every thread, twice per request.
+    metrics: &'a EndpointHttpMetrics,
     pub(super) method: Method,
     pub(super) version: Version,
     /// The request's URI, formatted only for a log line or a hook that wants it.
@@ -26,11 +27,11 @@ pub(super) struct RequestRecord {
     pub(super) user: Option<String>,
 }
 
-impl RequestRecord {
-    pub(super) fn start(metrics: &Arc<EndpointHttpMetrics>, request: &Request<HttpBody>) -> Self {
-        metrics.active_requests.inc();
+impl<'a> RequestRecord<'a> {
+    pub(super) fn start(metrics: &'a EndpointHttpMetrics, request: &Request<HttpBody>) -> Self {
+        metrics.active_requests.add(1);
         RequestRecord {
-            metrics: metrics.clone(),
+            metrics,
             method: request.method().clone(),
             version: request.version(),
             uri: request.uri().clone(),
@@ -66,9 +67,9 @@ impl RequestRecord {
     }
 }
 
-impl Drop for RequestRecord {
+impl Drop for RequestRecord<'_> {
     fn drop(&mut self) {
-        self.metrics.active_requests.dec();
+        self.metrics.active_requests.add(-1);
         if self.answered {
             return;
         }

@@ -21,7 +21,7 @@ impl<App: OxyExt> Handler<App> {
     /// `on_request_end`. Nothing is built for a hook that is not installed.
     pub(super) async fn answer_phases(
         &self,
-        record: &mut RequestRecord,
+        record: &mut RequestRecord<'_>,
         response: Response<HttpBody>,
     ) -> Response<HttpBody> {
         let hooks = &self.services.hooks;
@@ -49,7 +49,7 @@ impl<App: OxyExt> Handler<App> {
     /// What the phases after the answer see of a request answered with `response`.
     fn summary(
         &self,
-        record: &mut RequestRecord,
+        record: &mut RequestRecord<'_>,
         response: &Response<HttpBody>,
     ) -> RequestSummary<App> {
         RequestSummary {

@@ -114,7 +114,7 @@ impl<App: OxyExt> Handler<App> {
         if let Some(hook) = &self.services.hooks.http_request
             && let Some(response) = hook.on_upstream_request(&mut parts, &upstream, cx).await
         {
-            self.endpoint.http_metrics().routed(Route::Local).inc();
+            self.endpoint.http_metrics().count_routed(Route::Local);
             return response;
         }
         let settings = &self.endpoint.settings.http;

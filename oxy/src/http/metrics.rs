@@ -1,6 +1,7 @@
 //! HTTP metrics.
 
 use crate::metrics;
+use crate::telemetry::sharded::{ShardedCounters, ShardedGauge, ShardedHistogram};
 
 /// HTTP requests.
 #[metrics]
@@ -37,25 +38,23 @@ pub mod oxy_http {
 }
 
 /// The metrics every request of an endpoint touches, resolved once for the endpoint
-/// (when its first request comes) instead of looked up by label per request.
+/// (when its first request comes) instead of looked up by label per request, and kept
+/// in per-thread shards ([`crate::telemetry::sharded`]) so that worker threads do not
+/// write one shared cache line per request.
 pub struct EndpointHttpMetrics {
     /// The endpoint's name, for the metrics labelled by more than it.
     pub name: std::sync::Arc<str>,
     /// `oxy_http_active_requests` of the endpoint.
-    pub active_requests: prometheus::IntGauge,
+    pub active_requests: ShardedGauge,
     /// `oxy_http_request_duration_seconds` of the endpoint.
-    pub request_duration: prometheus::Histogram,
+    pub request_duration: ShardedHistogram,
     /// `oxy_http_routes_total` of the endpoint by [`Route`], each made when first
     /// counted (so a series appears only for a route taken).
-    routed: crate::telemetry::metrics::CounterSlots<{ Route::LABELS.len() }>,
-    /// `oxy_http_requests_total` of the endpoint by version, method and status, each
-    /// series looked up by its labels once.
-    answered: std::sync::RwLock<AnsweredCounters>,
+    routed: ShardedCounters<Route>,
+    /// `oxy_http_requests_total` of the endpoint by [`answered_key`] (version, method
+    /// and status), each series looked up by its labels once per shard.
+    answered: ShardedCounters<u32>,
 }
-
-/// Counters keyed by [`answered_key`].
-type AnsweredCounters =
-    std::collections::HashMap<u32, prometheus::IntCounter, foldhash::fast::RandomState>;
 
 /// One number for a version's, a method's and a status's labels.
 fn answered_key(version: http::Version, method: &http::Method, status: u16) -> u32 {
@@ -68,8 +67,8 @@ impl EndpointHttpMetrics {
     pub fn new(name: &str) -> Self {
         Self {
             name: name.into(),
-            active_requests: oxy_http::active_requests(name),
-            request_duration: oxy_http::request_duration_seconds(name),
+            active_requests: ShardedGauge::new(oxy_http::active_requests(name)),
+            request_duration: ShardedHistogram::new(&oxy_http::request_duration_seconds(name)),
             routed: Default::default(),
             answered: Default::default(),
         }
@@ -77,36 +76,27 @@ impl EndpointHttpMetrics {
 
     /// Counts a request answered with `status` in `oxy_http_requests_total`.
     pub fn count_answered(&self, version: http::Version, method: &http::Method, status: u16) {
-        let key = answered_key(version, method, status);
-        if let Ok(counters) = self.answered.read()
-            && let Some(counter) = counters.get(&key)
-        {
-            counter.inc();
-            return;
-        }
-        let counter = oxy_http::requests_total(
-            &self.name,
-            version_label(version),
-            method_label(method),
-            status,
-        );
-        counter.inc();
-        if let Ok(mut counters) = self.answered.write() {
-            counters.insert(key, counter);
-        }
+        self.answered
+            .inc(answered_key(version, method, status), || {
+                oxy_http::requests_total(
+                    &self.name,
+                    version_label(version),
+                    method_label(method),
+                    status,
+                )
+            });
     }
 
-    /// `oxy_http_routes_total` of the endpoint for a request served by `route`.
-    pub fn routed(&self, route: Route) -> &prometheus::IntCounter {
-        let kind = route as usize;
-        self.routed.get(kind, || {
-            oxy_http::routes_total(&self.name, Route::LABELS[kind])
-        })
+    /// Counts a request served by `route` in `oxy_http_routes_total`.
+    pub fn count_routed(&self, route: Route) {
+        self.routed.inc(route, || {
+            oxy_http::routes_total(&self.name, Route::LABELS[route as usize])
+        });
     }
 }
 
 /// How a request was served (`oxy_http_routes_total`'s `kind`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Route {
     /// Proxied to a configured or hook-chosen upstream.
     Reverse,
@@ -190,6 +180,7 @@ mod tests {
         metrics.count_answered(Version::HTTP_2, &Method::GET, 200);
         let extension = Method::from_bytes(b"PURGE").unwrap();
         metrics.count_answered(Version::HTTP_11, &extension, 404);
+        metrics.answered.flush();
         let count = |version, method, status| {
             oxy_http::requests_total("answered-test", version, method, status).get()
         };
@@ -212,9 +203,10 @@ mod tests {
         ];
         for (times, route) in routes.into_iter().enumerate() {
             for _ in 0..=times {
-                metrics.routed(route).inc();
+                metrics.count_routed(route);
             }
         }
+        metrics.routed.flush();
         for (times, kind) in Route::LABELS.into_iter().enumerate() {
             let counted = oxy_http::routes_total("route-test", kind).get();
             assert_eq!(counted, times as u64 + 1, "{kind}");

@@ -62,6 +62,9 @@ pub struct Handler<App: OxyExt> {
     pub tunnel_user: Option<String>,
     /// The connection's open streams, tunnels and upgrades included.
     pub streams: OpenStreams,
+    /// The endpoint's `http.upstream`, copied for this connection: cloning it for a
+    /// request then writes a reference count that only this connection's thread writes.
+    pub http_upstream: Option<Upstream>,
 }
 
 impl<App: OxyExt> Clone for Handler<App> {
@@ -82,6 +85,7 @@ impl<App: OxyExt> Clone for Handler<App> {
             tunnel_id: self.tunnel_id.clone(),
             tunnel_user: self.tunnel_user.clone(),
             streams: self.streams.clone(),
+            http_upstream: self.http_upstream.clone(),
         }
     }
 }
@@ -128,6 +132,7 @@ impl<App: OxyExt> Handler<App> {
             tunnel_id: None,
             tunnel_user: None,
             streams: OpenStreams::default(),
+            http_upstream: endpoint.http_upstream.as_ref().map(Upstream::copied),
         }))
     }
 
@@ -228,7 +233,7 @@ impl<App: OxyExt> Handler<App> {
     async fn dispatch(
         self: &Arc<Self>,
         request: Request<HttpBody>,
-        record: &mut RequestRecord,
+        record: &mut RequestRecord<'_>,
     ) -> Response<HttpBody> {
         let name = self.endpoint.name();
         let settings = &self.endpoint.settings.http;
@@ -312,7 +317,7 @@ impl<App: OxyExt> Handler<App> {
             match action {
                 RequestAction::Continue => {}
                 RequestAction::Respond(response) => {
-                    self.endpoint.http_metrics().routed(Route::Local).inc();
+                    self.endpoint.http_metrics().count_routed(Route::Local);
                     return response;
                 }
                 RequestAction::Block {
@@ -320,7 +325,7 @@ impl<App: OxyExt> Handler<App> {
                     reason,
                     headers,
                 } => {
-                    self.endpoint.http_metrics().routed(Route::Local).inc();
+                    self.endpoint.http_metrics().count_routed(Route::Local);
                     oxy_http::errors_total(name, "blocked").inc();
                     tracing::info!(%status, %reason, uri = %parts.uri, "request blocked");
                     let mut response = text_response(status, &reason);
@@ -361,11 +366,11 @@ impl<App: OxyExt> Handler<App> {
         }
 
         if connect_udp {
-            self.endpoint.http_metrics().routed(Route::ConnectUdp).inc();
+            self.endpoint.http_metrics().count_routed(Route::ConnectUdp);
             return super::connect_udp::handle(self, Request::from_parts(parts, body), cx).await;
         }
         if connect_ip {
-            self.endpoint.http_metrics().routed(Route::ConnectIp).inc();
+            self.endpoint.http_metrics().count_routed(Route::ConnectIp);
             return super::connect_ip::handle(self, Request::from_parts(parts, body), cx).await;
         }
         if let Some(protocol) = parts.extensions.get::<ExtendedConnect>() {
@@ -377,14 +382,14 @@ impl<App: OxyExt> Handler<App> {
         }
         if is_connect {
             if !settings.connect {
-                self.endpoint.http_metrics().routed(Route::Local).inc();
+                self.endpoint.http_metrics().count_routed(Route::Local);
                 oxy_http::errors_total(name, "connect_disabled").inc();
                 return text_response(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "CONNECT is not enabled here",
                 );
             }
-            self.endpoint.http_metrics().routed(Route::Connect).inc();
+            self.endpoint.http_metrics().count_routed(Route::Connect);
             return super::connect::handle(self, Request::from_parts(parts, body), cx).await;
         }
 
@@ -397,10 +402,10 @@ impl<App: OxyExt> Handler<App> {
                     return text_response(StatusCode::BAD_REQUEST, "the request URI names no host");
                 }
             },
-            None => match self.endpoint.http_upstream.clone() {
+            None => match self.http_upstream.clone() {
                 Some(upstream) => (upstream, false),
                 None => {
-                    self.endpoint.http_metrics().routed(Route::Local).inc();
+                    self.endpoint.http_metrics().count_routed(Route::Local);
                     oxy_http::errors_total(name, "no_route").inc();
                     return text_response(StatusCode::NOT_FOUND, "no route for this request");
                 }
@@ -411,7 +416,7 @@ impl<App: OxyExt> Handler<App> {
         } else {
             Route::Reverse
         };
-        self.endpoint.http_metrics().routed(how).inc();
+        self.endpoint.http_metrics().count_routed(how);
         self.proxy(parts, body, upstream, &mut cx).await
     }
 

@@ -12,14 +12,16 @@ use super::metrics::oxy_http;
 use crate::hooks::{HttpBody, Target};
 use crate::offramp::route::EgressRoute;
 use crate::per_thread;
+use crate::telemetry::sharded::{ShardedCounters, ShardedGauge};
 use crate::tls::client::UpstreamTlsFacts;
 use bytes::Bytes;
+use crossbeam_utils::CachePadded;
 use http_body::{Body, Frame, SizeHint};
 use hyper::client::conn::http1::SendRequest;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -86,21 +88,31 @@ type IdleConnections = HashMap<PoolKey, Vec<PooledConnection>, foldhash::fast::R
 /// a task of the pool's own is spent only on a connection that was not ready for the
 /// next request when its response ended.
 pub(crate) struct UpstreamPool {
-    /// One map per shard ([`per_thread::shards`]): under `scheduling: per_thread` each
+    /// One shard per [`per_thread::shards`]: under `scheduling: per_thread` each
     /// per-thread runtime reuses the connections it made, whose tasks run on it, under
     /// a lock of its own (threads of the work-stealing runtime share shard 0).
-    idle: Box<[Mutex<IdleConnections>]>,
+    shards: Box<[SharedShard]>,
+    /// The endpoint's name, for `connections`.
+    endpoint: Arc<str>,
+    /// `oxy_http_egress_connections_total` of the endpoint by whether the connection
+    /// was reused, each series made when first counted.
+    connections: ShardedCounters<bool>,
+}
+
+/// A shard as the pool and response bodies hold it.
+type SharedShard = Arc<CachePadded<PoolShard>>;
+
+/// One thread's idle connections, on cache lines of its own. A response body holds its
+/// shard (not the pool) to give its connection back: the shard's reference count is
+/// written by its own thread alone.
+struct PoolShard {
+    idle: Mutex<IdleConnections>,
     idle_timeout: Duration,
     /// Idle connections kept for one key at most; more are closed when their response
     /// ends (`http.client.pool_max_idle_per_upstream`).
     max_idle_per_key: usize,
-    /// `oxy_http_egress_idle_connections` of the endpoint.
-    idle_gauge: prometheus::IntGauge,
-    /// The endpoint's name, for `connections`.
-    endpoint: Arc<str>,
-    /// `oxy_http_egress_connections_total` of the endpoint, kinds `new` and `reused`,
-    /// each made when first counted rather than looked up by label per request.
-    connections: crate::telemetry::metrics::CounterSlots<2>,
+    /// `oxy_http_egress_idle_connections` of the endpoint, shared by the shards.
+    idle_gauge: Arc<ShardedGauge>,
 }
 
 impl UpstreamPool {
@@ -112,15 +124,22 @@ impl UpstreamPool {
         max_idle_per_key: usize,
         endpoint: &str,
     ) -> Arc<Self> {
+        let idle_gauge = Arc::new(ShardedGauge::new(oxy_http::egress_idle_connections(
+            endpoint,
+        )));
         let pool = Arc::new(Self {
-            idle: (0..per_thread::shards())
-                .map(|_| Mutex::default())
+            shards: (0..per_thread::shards())
+                .map(|_| {
+                    Arc::new(CachePadded::new(PoolShard {
+                        idle: Mutex::default(),
+                        idle_timeout,
+                        max_idle_per_key,
+                        idle_gauge: idle_gauge.clone(),
+                    }))
+                })
                 .collect(),
-            idle_timeout,
-            max_idle_per_key,
-            idle_gauge: oxy_http::egress_idle_connections(endpoint),
             endpoint: endpoint.into(),
-            connections: Default::default(),
+            connections: ShardedCounters::default(),
         });
         let weak = Arc::downgrade(&pool);
         let period = idle_timeout.max(Duration::from_secs(1));
@@ -130,16 +149,8 @@ impl UpstreamPool {
                 let Some(pool) = weak.upgrade() else {
                     return;
                 };
-                for shard in &pool.idle {
-                    let mut idle = shard.lock().unwrap_or_else(PoisonError::into_inner);
-                    idle.retain(|_, connections| {
-                        let before = connections.len();
-                        connections.retain(|c| {
-                            !c.sender.is_closed() && c.idle_since.elapsed() < pool.idle_timeout
-                        });
-                        pool.idle_gauge.sub(count(before - connections.len()));
-                        !connections.is_empty()
-                    });
+                for shard in &pool.shards {
+                    shard.sweep();
                 }
             }
         });
@@ -147,80 +158,37 @@ impl UpstreamPool {
     }
 
     /// The current thread's shard of the idle connections.
-    fn shard(&self) -> &Mutex<IdleConnections> {
-        &self.idle[per_thread::current_shard() % self.idle.len()]
+    fn shard(&self) -> &SharedShard {
+        &self.shards[per_thread::current_shard() % self.shards.len()]
     }
 
     /// Counts a request that went out on a `reused` connection from the pool, or on a
     /// new one.
     pub(crate) fn count_connection(&self, reused: bool) {
-        let (slot, kind) = if reused { (1, "reused") } else { (0, "new") };
-        self.connections
-            .get(slot, || {
-                oxy_http::egress_connections_total(&self.endpoint, kind)
-            })
-            .inc();
+        self.connections.inc(reused, || {
+            let kind = if reused { "reused" } else { "new" };
+            oxy_http::egress_connections_total(&self.endpoint, kind)
+        });
     }
 
     /// An idle connection for `key` that can take a request now, if there is one;
     /// closed and expired ones are dropped on the way.
     pub(crate) fn checkout(&self, key: &PoolKey) -> Option<PooledConnection> {
-        let mut idle = self.shard().lock().unwrap_or_else(PoisonError::into_inner);
-        let connections = idle.get_mut(key)?;
-        let mut found = None;
-        while let Some(connection) = connections.pop() {
-            self.idle_gauge.dec();
-            if connection.sender.is_ready() && connection.idle_since.elapsed() < self.idle_timeout {
-                found = Some(connection);
-                break;
-            }
-        }
-        if connections.is_empty() {
-            idle.remove(key);
-        }
-        found
-    }
-
-    /// Keeps `connection` for `key` once it can take the next request: at once when it
-    /// can already (the usual case: its response was read to the end), else when its
-    /// exchange winds up (the rest of a request body still being sent, say), or never
-    /// if it closes first. Nothing is kept when the key has enough idle connections.
-    fn check_in(self: &Arc<Self>, key: PoolKey, mut connection: PooledConnection) {
-        if !connection.sender.is_ready() {
-            let pool = Arc::downgrade(self);
-            tokio::spawn(async move {
-                if connection.sender.ready().await.is_ok()
-                    && let Some(pool) = pool.upgrade()
-                {
-                    pool.keep(key, connection);
-                }
-            });
-            return;
-        }
-        self.keep(key, connection);
-    }
-
-    fn keep(&self, key: PoolKey, mut connection: PooledConnection) {
-        connection.idle_since = Instant::now();
-        let mut idle = self.shard().lock().unwrap_or_else(PoisonError::into_inner);
-        let connections = idle.entry(key).or_default();
-        if connections.len() < self.max_idle_per_key {
-            connections.push(connection);
-            self.idle_gauge.inc();
-        }
+        self.shard().checkout(key)
     }
 
     /// `body`, which puts `connection` back under `key` when it ends. A body dropped
     /// before its end takes the connection with it (hyper closes a connection whose
     /// response was not read to the end).
     pub(crate) fn return_at_end(
-        self: &Arc<Self>,
+        &self,
         key: PoolKey,
         connection: PooledConnection,
         body: HttpBody,
     ) -> ReturnsToPool {
+        let shard = self.shard();
         let mut body = ReturnsToPool {
-            owner: (self.max_idle_per_key > 0).then(|| (Arc::downgrade(self), key, connection)),
+            owner: (shard.max_idle_per_key > 0).then(|| (shard.clone(), key, connection)),
             body,
         };
         // A body that is over already (204, HEAD, an empty one) is never polled.
@@ -231,18 +199,90 @@ impl UpstreamPool {
     }
 }
 
+impl PoolShard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleConnections> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn checkout(&self, key: &PoolKey) -> Option<PooledConnection> {
+        let mut idle = self.lock();
+        let connections = idle.get_mut(key)?;
+        let mut found = None;
+        let before = connections.len();
+        while let Some(connection) = connections.pop() {
+            if connection.sender.is_ready() && connection.idle_since.elapsed() < self.idle_timeout {
+                found = Some(connection);
+                break;
+            }
+        }
+        self.idle_gauge.add(-count(before - connections.len()));
+        if connections.is_empty() {
+            idle.remove(key);
+        }
+        found
+    }
+
+    /// Closes the connections that closed or expired while idle.
+    fn sweep(&self) {
+        let mut idle = self.lock();
+        idle.retain(|_, connections| {
+            let before = connections.len();
+            connections
+                .retain(|c| !c.sender.is_closed() && c.idle_since.elapsed() < self.idle_timeout);
+            self.idle_gauge.add(-count(before - connections.len()));
+            !connections.is_empty()
+        });
+    }
+
+    /// Keeps `connection` for `key` once it can take the next request: at once when it
+    /// can already (the usual case: its response was read to the end), else when its
+    /// exchange winds up (the rest of a request body still being sent, say), or never
+    /// if it closes first. Nothing is kept when the key has enough idle connections.
+    fn check_in(shard: SharedShard, key: PoolKey, mut connection: PooledConnection) {
+        if !connection.sender.is_ready() {
+            let shard = Arc::downgrade(&shard);
+            tokio::spawn(async move {
+                if connection.sender.ready().await.is_ok()
+                    && let Some(shard) = shard.upgrade()
+                {
+                    shard.keep(key, connection);
+                }
+            });
+            return;
+        }
+        shard.keep(key, connection);
+    }
+
+    fn keep(&self, key: PoolKey, mut connection: PooledConnection) {
+        connection.idle_since = Instant::now();
+        let mut idle = self.lock();
+        let connections = idle.entry(key).or_default();
+        if connections.len() < self.max_idle_per_key {
+            connections.push(connection);
+            self.idle_gauge.add(1);
+        }
+    }
+}
+
+impl Drop for PoolShard {
+    /// The connections still idle close with their shard and leave the gauge.
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let held: usize = idle.values().map(Vec::len).sum();
+        self.idle_gauge.add(-count(held));
+    }
+}
+
 /// A response body that returns its connection to the pool when it ends.
 pub(crate) struct ReturnsToPool {
     body: HttpBody,
-    owner: Option<(Weak<UpstreamPool>, PoolKey, PooledConnection)>,
+    owner: Option<(SharedShard, PoolKey, PooledConnection)>,
 }
 
 impl ReturnsToPool {
     fn give_back(&mut self) {
-        if let Some((pool, key, connection)) = self.owner.take()
-            && let Some(pool) = pool.upgrade()
-        {
-            pool.check_in(key, connection);
+        if let Some((shard, key, connection)) = self.owner.take() {
+            PoolShard::check_in(shard, key, connection);
         }
     }
 }

@@ -39,6 +39,7 @@ pub fn registry() -> &'static Registry {
 
 /// The Prometheus text exposition of every registered metric.
 pub fn render() -> String {
+    super::sharded::flush_all();
     prometheus::TextEncoder::new()
         .encode_to_string(&registry().gather())
         .unwrap_or_else(|e| format!("# metrics encoding failed: {e}\n"))

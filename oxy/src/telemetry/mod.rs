@@ -11,3 +11,4 @@ pub mod panics;
 pub(crate) mod profiling;
 pub mod sentry_reports;
 pub mod server;
+pub mod sharded;
