@@ -2,7 +2,9 @@
 // and requests it sends the same way, for the same client and proxy user, share pooled
 // connections (`oxy_http_egress_connections_total{kind="new"|"reused"}`); another user
 // gets a connection of its own; `http.client.pool_max_idle_per_upstream: 0` keeps none.
-// Without a hook, plain-HTTP upstreams use the same pool, by target.
+// Without a hook, plain-HTTP upstreams use the same pool, by target. Under
+// `server.scheduling: per_thread`, each thread has its own pool and the threads share
+// new connections evenly.
 
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -161,6 +163,50 @@ test("server.scheduling: per_thread: each thread reuses the upstream connections
   const seen = origin.seen.filter((q) => q.url.startsWith("/one-connection-"));
   assert.equal(seen.length, 3);
   assert.equal(new Set(seen.map((q) => q.remotePort)).size, 1, JSON.stringify(seen.map((q) => q.remotePort)));
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+/** One keep-alive request on `socket`; resolves with the response's status line. */
+const statusLine = (socket: net.Socket, path: string) =>
+  new Promise<string>((resolve, reject) => {
+    let head = "";
+    const onData = (chunk: Buffer) => {
+      head += chunk.toString("latin1");
+      if (head.includes("\r\n\r\n")) {
+        socket.off("data", onData);
+        resolve(head.slice(0, head.indexOf("\r\n")));
+      }
+    };
+    socket.on("data", onData);
+    socket.once("error", reject);
+    socket.write(`GET ${path} HTTP/1.1\r\nHost: web\r\n\r\n`);
+  });
+
+test("server.scheduling: per_thread: connections opened at once are shared evenly by the threads", async () => {
+  const oxy = await reverseProxy(origin.port, { scheduling: "per_thread", worker_threads: 2 });
+  const perThread = (thread: number) => oxy.metric(`oxy_per_thread_connections{thread="${thread}"}`);
+  const { port } = new URL(oxy.url("web"));
+  // A burst wakes both threads in accept; without balancing, the first to run takes
+  // all of it.
+  const sockets = await Promise.all(
+    Array.from({ length: 8 }, () => new Promise<net.Socket>((resolve, reject) => {
+      const socket = net.connect(Number(port), "127.0.0.1", () => resolve(socket));
+      socket.once("error", reject);
+    })),
+  );
+  try {
+    // Every connection is served, the moved ones too.
+    const lines = await Promise.all(sockets.map((socket, i) => statusLine(socket, `/balanced-${i}`)));
+    assert.deepEqual(lines, Array(8).fill("HTTP/1.1 200 OK"));
+    const counts = [await perThread(0), await perThread(1)];
+    assert.equal((counts[0] ?? 0) + (counts[1] ?? 0), 8, JSON.stringify(counts));
+    // Two threads placing at the same instant can both pick the same one.
+    assert.ok(counts.every((n) => n !== undefined && n >= 3), `each thread serves 3 or more of 8: ${JSON.stringify(counts)}`);
+  } finally {
+    for (const socket of sockets) socket.destroy();
+  }
+  await oxy.waitForMetric('oxy_per_thread_connections{thread="0"}', 0);
+  await oxy.waitForMetric('oxy_per_thread_connections{thread="1"}', 0);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 

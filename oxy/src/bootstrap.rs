@@ -453,18 +453,21 @@ async fn serve<App: OxyApp>(
         reported.push(report);
     }
     listeners.set(&reported);
+    // One balance for every listener: a thread's connections are counted together.
+    let balance = per_thread.and_then(PerThreadRuntimes::balance);
     for (listener, endpoint, slots, services) in bound {
         let drain = drain.clone();
         match listener {
             Listener::Tcp(l) => match per_thread {
                 None => tokio::spawn(crate::onramp::tcp::serve(
-                    l, endpoint, slots, services, drain,
+                    l, endpoint, slots, services, drain, None,
                 )),
                 Some(runtimes) => {
                     runtimes.serve_tcp(l.into_std()?, |l| {
                         let (endpoint, slots) = (endpoint.clone(), slots.clone());
                         let (services, drain) = (services.clone(), drain.clone());
-                        crate::onramp::tcp::serve(l, endpoint, slots, services, drain)
+                        let balance = balance.clone();
+                        crate::onramp::tcp::serve(l, endpoint, slots, services, drain, balance)
                     })?;
                     continue;
                 }

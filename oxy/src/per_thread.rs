@@ -1,9 +1,13 @@
 //! The runtimes of `server.scheduling: per_thread`: a single-threaded tokio runtime on
-//! each worker thread, each accepting from every TCP listener, so that a connection and
-//! the tasks it starts stay on the thread that accepted it.
+//! each worker thread, each accepting from every TCP listener and serving a connection
+//! on the thread serving the fewest ([`Balance`]), so that a connection and the tasks
+//! it starts stay on one thread and the threads share the connections evenly.
 
+use crate::metrics;
+use crossbeam_utils::CachePadded;
 use std::cell::Cell;
 use std::net::TcpListener as StdTcpListener;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -30,10 +34,79 @@ pub(crate) fn current_shard() -> usize {
     THREAD_INDEX.with(Cell::get)
 }
 
+/// The per-thread runtimes.
+#[metrics]
+pub mod oxy_per_thread {
+    /// Connections each per-thread runtime serves now, by thread index
+    /// (`server.scheduling: per_thread`).
+    pub fn connections(thread: usize) -> Gauge;
+}
+
 /// The worker threads and their runtimes.
 pub struct PerThreadRuntimes {
     threads: Vec<(Handle, JoinHandle<()>)>,
     stop: CancellationToken,
+}
+
+/// Where the connections a per-thread runtime accepts are served. A burst of new
+/// connections wakes every thread waiting in `accept`, and the first to run would take
+/// the whole burst (measured: 128 connections opened at once all went to one of two
+/// threads, which then did all the work); so the accepting thread hands a connection to
+/// the thread serving the fewest, itself on a tie.
+pub struct Balance {
+    threads: Box<[Thread]>,
+}
+
+struct Thread {
+    handle: Handle,
+    /// Connections the thread serves, read by every accepting thread.
+    serving: CachePadded<AtomicUsize>,
+    /// `oxy_per_thread_connections` of the thread.
+    gauge: prometheus::IntGauge,
+}
+
+/// A connection counted on the thread that serves it, until this is dropped.
+pub struct Placement {
+    balance: Arc<Balance>,
+    index: usize,
+}
+
+impl Balance {
+    /// Counts a connection the current thread accepted on the thread serving the fewest
+    /// now (the current one on a tie).
+    pub fn place(self: &Arc<Self>) -> Placement {
+        let here = current_shard() % self.threads.len();
+        let serving = |i: usize| self.threads[i].serving.load(Ordering::Relaxed);
+        let (mut index, mut fewest) = (here, serving(here));
+        for i in 0..self.threads.len() {
+            if serving(i) < fewest {
+                (index, fewest) = (i, serving(i));
+            }
+        }
+        let thread = &self.threads[index];
+        thread.serving.fetch_add(1, Ordering::Relaxed);
+        thread.gauge.inc();
+        Placement {
+            balance: self.clone(),
+            index,
+        }
+    }
+}
+
+impl Placement {
+    /// The runtime of the thread that serves the connection, when that is not the
+    /// current thread.
+    pub fn elsewhere(&self) -> Option<&Handle> {
+        (self.index != current_shard()).then(|| &self.balance.threads[self.index].handle)
+    }
+}
+
+impl Drop for Placement {
+    fn drop(&mut self) {
+        let thread = &self.balance.threads[self.index];
+        thread.serving.fetch_sub(1, Ordering::Relaxed);
+        thread.gauge.dec();
+    }
 }
 
 impl PerThreadRuntimes {
@@ -72,6 +145,24 @@ impl PerThreadRuntimes {
         Ok(())
     }
 
+    /// Where the threads' accepted connections are served: `None` for one thread.
+    pub fn balance(&self) -> Option<Arc<Balance>> {
+        let threads = self
+            .threads
+            .iter()
+            .enumerate()
+            .map(|(index, (handle, _))| Thread {
+                handle: handle.clone(),
+                serving: CachePadded::new(AtomicUsize::new(0)),
+                gauge: oxy_per_thread::connections(index),
+            });
+        (self.threads.len() > 1).then(|| {
+            Arc::new(Balance {
+                threads: threads.collect(),
+            })
+        })
+    }
+
     /// Runs `serve` on every thread, each with its own handle on `listener` (a copy of
     /// the socket, registered with that thread's runtime): a new connection wakes every
     /// thread waiting in `accept`, and one takes it.
@@ -105,10 +196,14 @@ impl PerThreadRuntimes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    /// The thread count is process-wide: these tests start runtimes one at a time.
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
     #[test]
     fn every_thread_accepts_from_the_listener_with_its_own_shard() {
+        let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
         let runtimes = PerThreadRuntimes::start(2, "per-thread-test").unwrap();
         assert_eq!(shards(), 2);
         let listener = StdTcpListener::bind("127.0.0.1:0").unwrap();
@@ -136,5 +231,34 @@ mod tests {
         shards_seen.sort();
         assert_eq!(shards_seen, [0, 1]);
         runtimes.stop();
+    }
+
+    #[test]
+    fn connections_go_to_the_thread_serving_the_fewest() {
+        let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner);
+        let runtimes = PerThreadRuntimes::start(2, "balance-test").unwrap();
+        let balance = runtimes.balance().unwrap();
+        // This test's thread counts as thread 0, as any thread outside the runtimes.
+        let first = balance.place();
+        assert!(
+            first.elsewhere().is_none(),
+            "a tie stays on the accepting thread"
+        );
+        let second = balance.place();
+        assert!(second.elsewhere().is_some(), "thread 1 serves fewer");
+        let third = balance.place();
+        assert_eq!(third.index, 0);
+        assert_eq!(oxy_per_thread::connections(0).get(), 2);
+        assert_eq!(oxy_per_thread::connections(1).get(), 1);
+        drop((first, third));
+        let fourth = balance.place();
+        assert_eq!(fourth.index, 0, "thread 1 no longer serves fewer");
+        drop((second, fourth));
+        assert_eq!(oxy_per_thread::connections(0).get(), 0);
+        assert_eq!(oxy_per_thread::connections(1).get(), 0);
+        runtimes.stop();
+        let one = PerThreadRuntimes::start(1, "balance-test").unwrap();
+        assert!(one.balance().is_none(), "one thread has nothing to balance");
+        one.stop();
     }
 }

@@ -73,9 +73,28 @@ impl Drain {
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
+        self.spawn_connection_on(None, task);
+    }
+
+    /// Runs a connection task that the drain waits for, on `runtime` (else on the
+    /// current runtime).
+    pub fn spawn_connection_on<F>(&self, runtime: Option<&tokio::runtime::Handle>, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         let task = Box::pin(task);
         match crate::telemetry::profiling::runtime::connection_tasks() {
-            Some(monitor) => self.0.connections.spawn(monitor.instrument(task)),
+            Some(monitor) => self.spawn_tracked(runtime, monitor.instrument(task)),
+            None => self.spawn_tracked(runtime, task),
+        }
+    }
+
+    fn spawn_tracked<F>(&self, runtime: Option<&tokio::runtime::Handle>, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        match runtime {
+            Some(runtime) => self.0.connections.spawn_on(task, runtime),
             None => self.0.connections.spawn(task),
         };
     }

@@ -7,6 +7,7 @@ use crate::endpoint::Endpoint;
 use crate::hooks::{ConnectionEnd, IngressAction, IngressConnectionContext, Transport};
 use crate::http::pipeline::Handler;
 use crate::onramp::proxy_protocol::{self, oxy_proxy_protocol};
+use crate::per_thread::{Balance, Placement};
 use crate::services::Services;
 use crate::settings::EndpointProtocol;
 use crate::settings::ProxyProtocolMode;
@@ -27,13 +28,15 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
-/// Accepts connections on `listener` for `endpoint` until the drain stops accepting.
+/// Accepts connections on `listener` for `endpoint` until the drain stops accepting;
+/// with `balance` (per-thread runtimes), each is served on the thread it places it on.
 pub async fn serve<App: OxyExt>(
     listener: TcpListener,
     endpoint: Arc<Endpoint<App>>,
     slots: Option<Arc<Semaphore>>,
     services: Arc<Services<App>>,
     drain: Drain,
+    balance: Option<Arc<Balance>>,
 ) {
     let name = endpoint.name().to_string();
     // Every connection a listener on one address accepts has that address as its own:
@@ -86,21 +89,55 @@ pub async fn serve<App: OxyExt>(
             app: Default::default(),
             slot: permit.map(Arc::new),
         };
+        let placement = balance.as_ref().map(Balance::place);
+        let elsewhere = placement.as_ref().and_then(Placement::elsewhere).cloned();
+        let stream = match elsewhere {
+            None => Accepted::Registered(stream),
+            // Registered again by the runtime that serves it, when first polled there.
+            Some(_) => match stream.into_std() {
+                Ok(stream) => Accepted::Moved(stream),
+                Err(e) => {
+                    tracing::debug!(endpoint = %name, error = %e, "connection gone before it was served");
+                    continue;
+                }
+            },
+        };
         // `handle` itself, not an `async` block awaiting it: the block would hold the
         // connection's context twice (its own and `handle`'s) for the connection's life.
-        let connection = handle(stream, cx, services.clone(), drain.clone());
-        drain.spawn_connection(connection.instrument(span));
+        let connection = handle(stream, cx, services.clone(), drain.clone(), placement);
+        drain.spawn_connection_on(elsewhere.as_ref(), connection.instrument(span));
     }
     tracing::debug!(endpoint = %name, "listener closed");
 }
 
-/// Serves one accepted connection and reports how it ended.
+/// An accepted connection's socket: registered with the accepting thread's runtime, or
+/// taken from it for another thread's.
+enum Accepted {
+    Registered(TcpStream),
+    Moved(std::net::TcpStream),
+}
+
+/// Serves one accepted connection and reports how it ended; `_placement` counts it on
+/// its thread meanwhile.
 async fn handle<App: OxyExt>(
-    stream: TcpStream,
+    stream: Accepted,
     mut cx: IngressConnectionContext<App>,
     services: Arc<Services<App>>,
     drain: Drain,
+    _placement: Option<Placement>,
 ) {
+    let stream = match stream {
+        Accepted::Registered(stream) => stream,
+        Accepted::Moved(stream) => match TcpStream::from_std(stream) {
+            Ok(stream) => stream,
+            Err(e) => {
+                let name = cx.endpoint.name();
+                oxy_connections::accept_errors_total(name).inc();
+                tracing::warn!(endpoint = %name, error = %e, "an accepted connection could not be moved to its thread");
+                return;
+            }
+        },
+    };
     let active = cx.endpoint.connection_metrics().active.clone();
     active.inc();
     tracing::debug!(local = %cx.local_addr, "accepted");
