@@ -21,6 +21,9 @@ the proxy answered), 1 on a failure of the script's own (no handshake, ...).
                   bytes the server sends back (RFC 9000 §8.1 allows 3x)
   handshakes      Initials from many raw UDP sockets that never complete: which
                   sockets were answered with a Retry, which with a handshake
+  late-request    a GET, and once its response has ended another on the same
+                  connection at once (aioquic's client ignores GOAWAY, so it sends it
+                  even when the server is draining): both statuses
 """
 
 from __future__ import annotations
@@ -585,6 +588,27 @@ def handshakes(args) -> dict:
 # --------------------------------------------------------------------------
 
 
+# --------------------------------------------------------------------------
+# late-request: a request right after the one before it ended
+
+
+async def late_request(args) -> dict:
+    client, cm = await open_client(args.port, args.ca, args.timeout)
+    first = client.send_request(args.first)
+    await client.wait_for(lambda: client.fate(first).done, args.timeout)
+    second = None if client.terminated is not None else client.send_request(args.second)
+    if second is not None:
+        await client.wait_for(lambda: client.fate(second).done, args.timeout)
+    result = {
+        "first": client.fate(first).status,
+        "second": client.fate(second).status if second is not None else None,
+        "second_reset": client.fate(second).reset if second is not None else None,
+        "terminated": client.terminated_json(),
+    }
+    await close_client(client, cm)
+    return result
+
+
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
@@ -619,6 +643,11 @@ def parse_args(argv):
     q.add_argument("--target-port", type=int, required=True)
     q.add_argument("--settle", type=float, default=1.0)
 
+    q = sub.add_parser("late-request")
+    common(q)
+    q.add_argument("--first", required=True, help="the first request's path")
+    q.add_argument("--second", required=True, help="the path requested once the first has ended")
+
     q = sub.add_parser("amplification")
     common(q, tls=False)
     q.add_argument("--listen", type=float, default=3.0, help="seconds to collect what comes back")
@@ -639,7 +668,7 @@ def main(argv=None) -> int:
         elif args.command == "handshakes":
             result = handshakes(args)
         else:
-            run = {"oversize": oversize, "encoder-flood": encoder_flood, "open-headers": open_headers, "connect-flood": connect_flood}[args.command]
+            run = {"oversize": oversize, "encoder-flood": encoder_flood, "open-headers": open_headers, "connect-flood": connect_flood, "late-request": late_request}[args.command]
             result = asyncio.run(run(args))
     except Failure as exc:
         log(f"failed: {exc}")

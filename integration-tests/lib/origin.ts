@@ -19,7 +19,8 @@ export interface Origin {
   close(): Promise<void>;
 }
 
-/** Answers every request with 200 and a JSON echo of it; `/slow` never answers. */
+/** Answers every request with 200 and a JSON echo of it; `/slow` never answers, and
+ * `/delay/MS…` answers after MS milliseconds. */
 export async function startOrigin(): Promise<Origin> {
   const seen: SeenRequest[] = [];
   const server: Server = createServer((req, res) => {
@@ -29,9 +30,14 @@ export async function startOrigin(): Promise<Origin> {
       const request = { method: req.method ?? "", url: req.url ?? "", headers: req.headers, body: Buffer.concat(chunks).toString(), remote: req.socket.remoteAddress ?? "", remotePort: req.socket.remotePort ?? 0 };
       seen.push(request);
       if (req.url === "/slow") return;
-      const body = JSON.stringify(request);
-      res.writeHead(200, { "content-type": "application/json", "x-origin": "yes", connection: "x-hop", "x-hop": "1" });
-      res.end(body);
+      const answer = () => {
+        const body = JSON.stringify(request);
+        res.writeHead(200, { "content-type": "application/json", "x-origin": "yes", connection: "x-hop", "x-hop": "1" });
+        res.end(body);
+      };
+      const delay = /^\/delay\/(\d+)/.exec(request.url);
+      if (delay) setTimeout(answer, Number(delay[1]));
+      else answer();
     });
   });
   await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));

@@ -13,7 +13,8 @@ import { makePki, type TestPki } from "../lib/certs.ts";
 import { startEchoServer, type EchoServer } from "../lib/echo-server.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { spawn } from "node:child_process";
-import { binaryPath, runToExit, until } from "../lib/oxy.ts";
+import { OxyProcess, binaryPath, runToExit, until } from "../lib/oxy.ts";
+import { h3Attack } from "../lib/quic-attacks.ts";
 import { EchoTunnel, formatStats, http1Get, loadKinds, openTunnel, startLoad, type LoadOptions, type LoadRun, type LoadStats } from "../lib/restart-load.ts";
 import { RestartingOxy, exitOf } from "../lib/restarts.ts";
 
@@ -269,6 +270,22 @@ test("HTTP/3 across a restart: the old process's connections get GOAWAY and fini
   const accepted = await oxy.metric('oxy_connections_accepted_total{endpoint="secure"}');
   assert.ok((accepted ?? 0) >= 1, `the successor accepted the new QUIC connections (${accepted})`);
   await oxy.shutdown();
+});
+
+test("HTTP/3 draining: a request that comes right after the one before it ended, past the GOAWAY's grace period, is still answered", async (t) => {
+  const oxy = await OxyProcess.start({ binary: "oxy", settings: settings("10s") });
+  t.after(() => oxy.signal("SIGKILL"));
+  // The first request is answered 1.5 s after it reaches the origin; the drain (and its
+  // GOAWAY) starts meanwhile, so its grace period ends long before the answer. aioquic's
+  // client ignores the GOAWAY and sends the second request as soon as the first ends:
+  // the connection must still be open for it.
+  const run = h3Attack("late-request", ["--port", oxy.port("secure", "quic"), "--ca", pki.ca, "--first", "/delay/1500/late-first", "--second", "/late-second"]);
+  await until(() => (origin.seen.some((r) => r.url === "/delay/1500/late-first") ? true : undefined), () => "the first request at the origin");
+  oxy.signal("SIGTERM");
+  await oxy.waitForLog(/shutting down: draining connections/);
+  const result = await run;
+  assert.deepEqual({ first: result.first, second: result.second }, { first: 200, second: 200 }, JSON.stringify(result));
+  assert.deepEqual(await oxy.waitForExit(), { code: 0, signal: null });
 });
 
 test("a new binary installed at the same path is what the restart runs", async (t) => {

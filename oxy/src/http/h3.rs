@@ -8,6 +8,7 @@ use super::h3_stream::{
     DatagramRoute, DatagramRoutes, H3Body, H3Stream, RecvHalf, SendHalf, route_datagrams,
 };
 use super::headers;
+use super::open_streams::{OpenStreams, StreamGuard};
 use super::pipeline::Handler;
 use super::upgrade::{ExtendedConnect, PendingUpgrade};
 use crate::app::OxyExt;
@@ -88,7 +89,7 @@ async fn serve_boxed<App: OxyExt>(
     end
 }
 
-/// The least time a connection stays open after its GOAWAY, for requests in flight.
+/// The least time a connection stays open after its GOAWAY with no request open.
 const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
 
 async fn accept_requests<App: OxyExt>(
@@ -98,13 +99,11 @@ async fn accept_requests<App: OxyExt>(
     routes: &DatagramRoutes,
     drain: &Drain,
 ) -> ConnectionEnd {
-    // Every request task holds a sender; after GOAWAY the connection ends once all
-    // of them are done (h3 itself waits for new streams).
-    let (alive, mut requests_done) = mpsc::channel::<()>(1);
-    let late = alive.downgrade();
-    let mut alive = Some(alive);
+    // Every request task holds a guard of `requests`; after GOAWAY the connection ends
+    // once none has been open for the grace period (h3 itself waits for new streams).
+    let requests = OpenStreams::default();
     let mut going_away = false;
-    let mut grace: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    let mut quiet: Option<std::pin::Pin<Box<dyn Future<Output = ()> + Send>>> = None;
     loop {
         let accepted = tokio::select! {
             accepted = h3.accept() => accepted,
@@ -120,17 +119,16 @@ async fn accept_requests<App: OxyExt>(
                     tracing::debug!(error = %e, "HTTP/3 GOAWAY not sent");
                 }
                 // Requests the client sent before it heard the GOAWAY arrive within
-                // about one round trip; only then may the connection close.
+                // about one round trip of each other; a client still sending has not
+                // heard it yet. So the connection closes only once no request has been
+                // open for three round trips (the grace period at least), not a fixed
+                // time after the GOAWAY, which could cut off a request arriving just
+                // after the one before it ended.
                 let wait = (connection.rtt() * 3).max(GOAWAY_GRACE);
-                grace = Some(Box::pin(tokio::time::sleep(wait)));
+                quiet = Some(Box::pin(requests.idle_for(wait)));
                 continue;
             }
-            () = async { if let Some(grace) = grace.as_mut() { grace.await } }, if grace.is_some() => {
-                grace = None;
-                alive = None;
-                continue;
-            }
-            None = requests_done.recv(), if alive.is_none() => {
+            () = async { if let Some(quiet) = quiet.as_mut() { quiet.await } }, if quiet.is_some() => {
                 connection.close(quinn::VarInt::from_u32(H3_NO_ERROR), b"shutdown");
                 return ConnectionEnd::Closed;
             }
@@ -138,11 +136,7 @@ async fn accept_requests<App: OxyExt>(
         };
         match accepted {
             Ok(Some(resolver)) => {
-                // A request that arrives after the grace period is still served while
-                // others are (it was sent before the GOAWAY reached the client).
-                let Some(alive) = alive.clone().or_else(|| late.upgrade()) else {
-                    continue;
-                };
+                let open = requests.open();
                 let handler = handler.clone();
                 let routes = routes.clone();
                 let quic = connection.clone();
@@ -156,7 +150,7 @@ async fn accept_requests<App: OxyExt>(
                             Ok(Ok((request, stream))) => {
                                 let datagrams = (quic, stream.id(), routes);
                                 let (send, recv) = stream.split();
-                                serve_request(&handler, request, (send, recv, alive), datagrams)
+                                serve_request(&handler, request, (send, recv, open), datagrams)
                                     .await;
                             }
                             Ok(Err(e)) => tracing::debug!(error = %e, "HTTP/3 request not read"),
@@ -180,12 +174,12 @@ async fn accept_requests<App: OxyExt>(
 type DatagramParts = (quinn::Connection, h3::quic::StreamId, DatagramRoutes);
 
 /// Answers one request: the pipeline's response headers and body go back on the stream;
-/// an accepted CONNECT or CONNECT-UDP gets the stream as a byte stream. `alive` is held
+/// an accepted CONNECT or CONNECT-UDP gets the stream as a byte stream. `open` is held
 /// while the stream is in use.
 async fn serve_request<App: OxyExt>(
     handler: &Arc<Handler<App>>,
     request: Request<()>,
-    (mut send, recv, alive): (SendHalf, RecvHalf, mpsc::Sender<()>),
+    (mut send, recv, open): (SendHalf, RecvHalf, StreamGuard),
     (quic, stream_id, routes): DatagramParts,
 ) {
     let (mut parts, ()) = request.into_parts();
@@ -238,7 +232,7 @@ async fn serve_request<App: OxyExt>(
         return;
     }
     if let (Some(upgrade), Some(recv), true) = (upgrade, recv, accepted) {
-        let stream = H3Stream::new(send, recv, alive);
+        let stream = H3Stream::new(send, recv, open);
         let _ = upgrade.send(TunnelStream::Boxed(Box::new(stream)));
         return;
     }

@@ -2,6 +2,7 @@
 //! byte stream for CONNECT and CONNECT-UDP, and HTTP Datagrams routed to their flows.
 
 use super::capsule;
+use super::open_streams::StreamGuard;
 use crate::tunnel::udp::{DatagramSink, oxy_udp};
 use bytes::{Buf, Bytes};
 use h3::quic::StreamId;
@@ -83,15 +84,15 @@ pub struct H3Stream {
     /// The sending side was shut down (the stream finished).
     send_done: bool,
     /// Keeps the connection open (after GOAWAY) while the stream is in use.
-    _alive: mpsc::Sender<()>,
+    _open: StreamGuard,
 }
 
 impl H3Stream {
-    /// The byte stream of a request whose response headers were sent; `alive` is
+    /// The byte stream of a request whose response headers were sent; `open` is
     /// dropped with it.
-    pub fn new(send: SendHalf, recv: RecvHalf, alive: mpsc::Sender<()>) -> Self {
+    pub fn new(send: SendHalf, recv: RecvHalf, open: StreamGuard) -> Self {
         Self {
-            _alive: alive,
+            _open: open,
             recv,
             unread: Bytes::new(),
             read_done: false,
