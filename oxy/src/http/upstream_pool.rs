@@ -103,8 +103,8 @@ pub(crate) struct UpstreamPool {
 type SharedShard = Arc<CachePadded<PoolShard>>;
 
 /// One thread's idle connections, on cache lines of its own. A response body holds its
-/// shard (not the pool) to give its connection back: the shard's reference count is
-/// written by its own thread alone.
+/// shard (not the pool) to give its connection back: under `per_thread`, the shard's
+/// reference count is written by its own thread alone.
 struct PoolShard {
     idle: Mutex<IdleConnections>,
     idle_timeout: Duration,
