@@ -637,7 +637,7 @@ impl HttpFixture {
             tls: None,
             drain: drain.clone(),
             client: self.client.clone(),
-            slot: None,
+            hold: None,
             decapsulated: None,
             tunnel_id: None,
             tunnel_user: None,

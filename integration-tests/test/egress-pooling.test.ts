@@ -11,7 +11,8 @@ import net from "node:net";
 import { after, before, test } from "node:test";
 import { curl } from "../lib/curl.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
-import { OxyProcess } from "../lib/oxy.ts";
+import { OxyProcess, until } from "../lib/oxy.ts";
+import { proxyConnect } from "../lib/proxy-connect.ts";
 
 let origin: Origin;
 
@@ -207,6 +208,30 @@ test("server.scheduling: per_thread: connections opened at once are shared evenl
   }
   await oxy.waitForMetric('oxy_per_thread_connections{thread="0"}', 0);
   await oxy.waitForMetric('oxy_per_thread_connections{thread="1"}', 0);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("server.scheduling: per_thread: a CONNECT tunnel stays counted on its thread after its connection's HTTP ends", async () => {
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      server: { scheduling: "per_thread", worker_threads: 2 },
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "proxy", listen: ["127.0.0.1:0"], http: { connect: true } }],
+    },
+  });
+  const serving = async () =>
+    ((await oxy.metric('oxy_per_thread_connections{thread="0"}')) ?? 0) + ((await oxy.metric('oxy_per_thread_connections{thread="1"}')) ?? 0);
+  const reply = await proxyConnect(Number(new URL(oxy.url("proxy")).port), `127.0.0.1:${origin.port}`);
+  assert.equal(reply.status, 200, reply.body);
+  try {
+    // A round trip through the tunnel: hyper's side of the connection ended at the upgrade.
+    assert.equal(await statusLine(reply.socket, "/through-the-tunnel"), "HTTP/1.1 200 OK");
+    assert.equal(await serving(), 1, "the tunnel keeps its connection's place");
+  } finally {
+    reply.socket.destroy();
+  }
+  await until(async () => ((await serving()) === 0 ? true : undefined), "the place given back");
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 

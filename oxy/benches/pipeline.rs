@@ -114,7 +114,7 @@ async fn reverse_proxy(upstream: SocketAddr) -> Arc<Handler<Bench>> {
         tls: None,
         drain: Drain::new(),
         client: Arc::new(client),
-        slot: None,
+        hold: None,
         decapsulated: None,
         tunnel_id: None,
         tunnel_user: None,

@@ -453,7 +453,8 @@ async fn serve<App: OxyApp>(
         reported.push(report);
     }
     listeners.set(&reported);
-    // One balance for every listener: a thread's connections are counted together.
+    // One balance for every TCP listener: a thread's TCP connections (and the tunnels
+    // and upgrades they start) are counted together.
     let balance = per_thread.and_then(PerThreadRuntimes::balance);
     for (listener, endpoint, slots, services) in bound {
         let drain = drain.clone();

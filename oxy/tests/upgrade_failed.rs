@@ -79,7 +79,7 @@ async fn a_connect_whose_upgrade_fails_after_the_200_ends_its_tunnel() {
         tls: None,
         drain: drain.clone(),
         client: Arc::new(client),
-        slot: None,
+        hold: None,
         decapsulated: None,
         tunnel_id: None,
         tunnel_user: None,

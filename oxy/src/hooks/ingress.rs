@@ -8,7 +8,6 @@ use async_trait::async_trait;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::OwnedSemaphorePermit;
 
 /// The transport a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,9 +53,10 @@ pub struct IngressConnectionContext<App: OxyExt> {
     /// connection share it as `cx.connection.app`; write to it later through interior
     /// mutability (a `Mutex` or atomics inside the type).
     pub app: Arc<App::IngressConnectionContext>,
-    /// The connection's slot under `limits.max_connections`; tunnels and upgrades that
-    /// outlive the connection's task keep a clone, so they stay counted.
-    pub(crate) slot: Option<Arc<OwnedSemaphorePermit>>,
+    /// The connection's slot under `limits.max_connections` and its place among the
+    /// per-thread runtimes; tunnels and upgrades that outlive the connection's task keep
+    /// a clone, so they stay counted.
+    pub(crate) hold: Option<Arc<crate::onramp::ConnectionHold>>,
 }
 
 impl<App: OxyExt> IngressConnectionContext<App> {

@@ -17,6 +17,7 @@ use crate::endpoint::Endpoint;
 use crate::hooks::{
     Connection, HttpBody, IngressConnectionContext, RequestAction, RequestContext, Upstream,
 };
+use crate::onramp::ConnectionHold;
 use crate::services::Services;
 use crate::telemetry::distributed_tracing;
 use crate::tls::TlsFacts;
@@ -25,7 +26,6 @@ use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::sync::OwnedSemaphorePermit;
 
 /// What every request on one connection shares.
 pub struct Handler<App: OxyExt> {
@@ -49,8 +49,9 @@ pub struct Handler<App: OxyExt> {
     pub drain: Drain,
     /// The endpoint's upstream client.
     pub client: Arc<UpstreamClient<App>>,
-    /// The connection's `max_connections` slot, kept by tunnels and upgrades.
-    pub slot: Option<Arc<OwnedSemaphorePermit>>,
+    /// The connection's `max_connections` slot and per-thread placement, kept by
+    /// tunnels and upgrades.
+    pub hold: Option<Arc<ConnectionHold>>,
     /// Where requests go when this handler serves HTTP decapsulated from a tunnel (the
     /// tunnel's target), unless the request hook routes them elsewhere.
     pub decapsulated: Option<Upstream>,
@@ -80,7 +81,7 @@ impl<App: OxyExt> Clone for Handler<App> {
             tls: self.tls.clone(),
             drain: self.drain.clone(),
             client: self.client.clone(),
-            slot: self.slot.clone(),
+            hold: self.hold.clone(),
             decapsulated: self.decapsulated.clone(),
             tunnel_id: self.tunnel_id.clone(),
             tunnel_user: self.tunnel_user.clone(),
@@ -127,7 +128,7 @@ impl<App: OxyExt> Handler<App> {
             tls: cx.tls.clone(),
             drain: drain.clone(),
             client,
-            slot: cx.slot.clone(),
+            hold: cx.hold.clone(),
             decapsulated: None,
             tunnel_id: None,
             tunnel_user: None,
@@ -171,7 +172,7 @@ impl<App: OxyExt> Handler<App> {
     /// relay, run in a drained task that keeps the connection's `max_connections` slot.
     pub fn spawn_upgraded(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         use futures_util::FutureExt;
-        let guards = (self.slot.clone(), self.streams.open());
+        let guards = (self.hold.clone(), self.streams.open());
         // `map`, not an `async` block awaiting `task`: that would hold `task` twice (the
         // captured value and the awaited one), and every idle tunnel would pay for it.
         let task = task.map(move |()| drop(guards));
@@ -402,7 +403,11 @@ impl<App: OxyExt> Handler<App> {
                     return text_response(StatusCode::BAD_REQUEST, "the request URI names no host");
                 }
             },
-            None => match self.http_upstream.clone() {
+            // A handler built without its copy uses the endpoint's own.
+            None => match (self.http_upstream.as_ref())
+                .or(self.endpoint.http_upstream.as_ref())
+                .cloned()
+            {
                 Some(upstream) => (upstream, false),
                 None => {
                     self.endpoint.http_metrics().count_routed(Route::Local);

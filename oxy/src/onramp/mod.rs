@@ -9,6 +9,7 @@ pub mod udp;
 
 use crate::app::OxyExt;
 use crate::hooks::{ConnectionEnd, ConnectionSummary, IngressConnectionContext};
+use crate::per_thread::Placement;
 use crate::services::Services;
 use crate::telemetry::framework_metrics::oxy_connections;
 use crate::telemetry::metrics::{Counter, CounterSlots, Gauge, Histogram};
@@ -26,6 +27,28 @@ pub(crate) fn take_slot(
         .as_ref()
         .map(|slots| slots.clone().try_acquire_owned())
         .transpose()
+}
+
+/// What a connection holds for as long as it, or any tunnel or upgrade it started, runs:
+/// its `limits.max_connections` slot and its place among the per-thread runtimes.
+pub struct ConnectionHold {
+    _slot: Option<OwnedSemaphorePermit>,
+    _placement: Option<Placement>,
+}
+
+impl ConnectionHold {
+    /// The hold of `slot` and `placement`; `None` when there is neither.
+    pub(crate) fn new(
+        slot: Option<OwnedSemaphorePermit>,
+        placement: Option<Placement>,
+    ) -> Option<Arc<Self>> {
+        (slot.is_some() || placement.is_some()).then(|| {
+            Arc::new(Self {
+                _slot: slot,
+                _placement: placement,
+            })
+        })
+    }
 }
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);

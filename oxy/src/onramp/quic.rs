@@ -107,7 +107,7 @@ pub async fn serve<App: OxyExt>(
             tls: None,
             tls_policy: endpoint.settings.tls.policy,
             app: Default::default(),
-            slot: None,
+            hold: None,
         };
         let (services, slots) = (services.clone(), slots.clone());
         let task_drain = drain.clone();
@@ -184,7 +184,7 @@ async fn handshake_of<App: OxyExt>(
         );
         return None;
     };
-    cx.slot = slot.map(Arc::new);
+    cx.hold = crate::onramp::ConnectionHold::new(slot, None);
     Some((connection, cx))
 }
 

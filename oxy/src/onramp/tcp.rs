@@ -6,6 +6,7 @@ use crate::drain::Drain;
 use crate::endpoint::Endpoint;
 use crate::hooks::{ConnectionEnd, IngressAction, IngressConnectionContext, Transport};
 use crate::http::pipeline::Handler;
+use crate::onramp::ConnectionHold;
 use crate::onramp::proxy_protocol::{self, oxy_proxy_protocol};
 use crate::per_thread::{Balance, Placement};
 use crate::services::Services;
@@ -73,6 +74,8 @@ pub async fn serve<App: OxyExt>(
                 continue;
             }
         };
+        let placement = balance.as_ref().map(Balance::place);
+        let elsewhere = placement.as_ref().and_then(Placement::elsewhere).cloned();
         let id = next_connection_id();
         let span = connection_span(id, &name, peer_addr);
         let cx = IngressConnectionContext {
@@ -87,10 +90,8 @@ pub async fn serve<App: OxyExt>(
             tls: None,
             tls_policy: endpoint.settings.tls.policy,
             app: Default::default(),
-            slot: permit.map(Arc::new),
+            hold: ConnectionHold::new(permit, placement),
         };
-        let placement = balance.as_ref().map(Balance::place);
-        let elsewhere = placement.as_ref().and_then(Placement::elsewhere).cloned();
         let stream = match elsewhere {
             None => Accepted::Registered(stream),
             // Registered again by the runtime that serves it, when first polled there.
@@ -104,7 +105,7 @@ pub async fn serve<App: OxyExt>(
         };
         // `handle` itself, not an `async` block awaiting it: the block would hold the
         // connection's context twice (its own and `handle`'s) for the connection's life.
-        let connection = handle(stream, cx, services.clone(), drain.clone(), placement);
+        let connection = handle(stream, cx, services.clone(), drain.clone());
         drain.spawn_connection_on(elsewhere.as_ref(), connection.instrument(span));
     }
     tracing::debug!(endpoint = %name, "listener closed");
@@ -117,14 +118,12 @@ enum Accepted {
     Moved(std::net::TcpStream),
 }
 
-/// Serves one accepted connection and reports how it ended; `_placement` counts it on
-/// its thread meanwhile.
+/// Serves one accepted connection and reports how it ended.
 async fn handle<App: OxyExt>(
     stream: Accepted,
     mut cx: IngressConnectionContext<App>,
     services: Arc<Services<App>>,
     drain: Drain,
-    _placement: Option<Placement>,
 ) {
     let stream = match stream {
         Accepted::Registered(stream) => stream,
@@ -132,7 +131,7 @@ async fn handle<App: OxyExt>(
             Ok(stream) => stream,
             Err(e) => {
                 let name = cx.endpoint.name();
-                oxy_connections::accept_errors_total(name).inc();
+                oxy_connections::rejected_total(name, "thread_handoff").inc();
                 tracing::warn!(endpoint = %name, error = %e, "an accepted connection could not be moved to its thread");
                 return;
             }

@@ -48,7 +48,7 @@ pub async fn serve<App: OxyExt>(
         tls: None,
         tls_policy: endpoint.settings.tls.policy,
         app: Default::default(),
-        slot: None,
+        hold: None,
     };
     let Some(handler) = Handler::for_connection(&cx, &services, &drain) else {
         return;

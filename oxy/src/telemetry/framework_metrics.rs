@@ -29,7 +29,8 @@ pub mod oxy_connections {
     pub fn active(endpoint: &str) -> Gauge;
 
     /// Connections closed without being served, by endpoint and reason
-    /// (`max_connections`, `ingress_hook`, `panic`).
+    /// (`max_connections`, `ingress_hook`, `panic`, `thread_handoff`: a connection
+    /// could not be registered with the per-thread runtime it was handed to).
     pub fn rejected_total(endpoint: &str, reason: &str) -> Counter;
 
     /// Connections that ended, by endpoint and why (`closed`, `idle_timeout`,

@@ -32,7 +32,8 @@ impl<const N: usize> CounterSlots<N> {
 }
 
 /// The registry `/metrics` serves: every metric declared with `#[metrics]`, and the
-/// process metrics (CPU, memory, file descriptors).
+/// process metrics (CPU, memory, file descriptors). The metrics every request updates
+/// reach it when [`super::sharded::flush_all`] runs ([`render`] calls it first).
 pub fn registry() -> &'static Registry {
     &REGISTRY
 }

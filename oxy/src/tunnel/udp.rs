@@ -97,7 +97,7 @@ pub async fn run<App: OxyExt>(start: FlowStart<App>, services: Arc<Services<App>
         tls: None,
         tls_policy: endpoint.settings.tls.policy,
         app: Default::default(),
-        slot: None,
+        hold: None,
     };
     let end = 'flow: {
         if let Some(hook) = &services.hooks.ingress
