@@ -180,7 +180,7 @@ mod tests {
         metrics.count_answered(Version::HTTP_2, &Method::GET, 200);
         let extension = Method::from_bytes(b"PURGE").unwrap();
         metrics.count_answered(Version::HTTP_11, &extension, 404);
-        metrics.answered.flush();
+        crate::telemetry::sharded::flush_all();
         let count = |version, method, status| {
             oxy_http::requests_total("answered-test", version, method, status).get()
         };
@@ -206,7 +206,7 @@ mod tests {
                 metrics.count_routed(route);
             }
         }
-        metrics.routed.flush();
+        crate::telemetry::sharded::flush_all();
         for (times, kind) in Route::LABELS.into_iter().enumerate() {
             let counted = oxy_http::routes_total("route-test", kind).get();
             assert_eq!(counted, times as u64 + 1, "{kind}");

@@ -169,7 +169,8 @@ impl<App: OxyExt> Handler<App> {
     }
 
     /// Hands the connection (or the request's stream) to `task`, a tunnel or an upgraded
-    /// relay, run in a drained task that keeps the connection's `max_connections` slot.
+    /// relay, run in a drained task that keeps the connection's hold (its
+    /// `max_connections` slot and per-thread placement).
     pub fn spawn_upgraded(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
         use futures_util::FutureExt;
         let guards = (self.hold.clone(), self.streams.open());

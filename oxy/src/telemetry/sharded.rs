@@ -40,7 +40,7 @@ fn slot() -> usize {
 }
 
 /// What one slot holds until gathering adds it to the shared metric.
-pub trait Pending: Send + 'static {
+trait Pending: Send + 'static {
     /// Adds what this slot counted to the shared metric and starts again from nothing.
     fn flush(&mut self);
 }
@@ -88,11 +88,11 @@ pub fn flush_all() {
 }
 
 /// A metric kept in per-thread slots of `T`, each made by the same function.
-pub struct Sharded<T: Pending>(Arc<Slots<T>>);
+struct Sharded<T: Pending>(Arc<Slots<T>>);
 
 impl<T: Pending> Sharded<T> {
     /// A sharded metric whose every slot starts as `make()`.
-    pub fn new(make: impl Fn() -> T) -> Self {
+    fn new(make: impl Fn() -> T) -> Self {
         let slots = Arc::new(Slots(
             (0..*SLOTS)
                 .map(|_| CachePadded::new(Mutex::new(make())))
@@ -107,19 +107,14 @@ impl<T: Pending> Sharded<T> {
     }
 
     /// Updates the current thread's slot.
-    pub fn with<R>(&self, update: impl FnOnce(&mut T) -> R) -> R {
+    fn with(&self, update: impl FnOnce(&mut T)) {
         let slot = &self.0.0[slot() % self.0.0.len()];
-        update(&mut slot.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// Adds every slot to the shared metric now (tests read the shared metric).
-    pub fn flush(&self) {
-        self.0.flush();
+        update(&mut slot.lock().unwrap_or_else(PoisonError::into_inner));
     }
 }
 
 /// A gauge's change not yet added to it.
-pub struct GaugeDelta {
+struct GaugeDelta {
     gauge: Gauge,
     delta: i64,
 }
@@ -148,13 +143,6 @@ impl ShardedGauge {
     pub fn add(&self, delta: i64) {
         self.0.with(|pending| pending.delta += delta);
     }
-
-    /// The gauge's value, with this sharded gauge's slots added first (not those of
-    /// another sharded gauge of the same series).
-    pub fn get(&self) -> i64 {
-        self.0.flush();
-        self.0.with(|pending| pending.gauge.get())
-    }
 }
 
 impl Pending for LocalHistogram {
@@ -179,7 +167,7 @@ impl ShardedHistogram {
 }
 
 /// Counters told apart by a key, each count not yet added to its counter.
-pub struct CountsByKey<K> {
+struct CountsByKey<K> {
     counts: HashMap<K, (Counter, u64), foldhash::fast::RandomState>,
 }
 
@@ -211,11 +199,6 @@ impl<K: Hash + Eq + Send + 'static> ShardedCounters<K> {
         self.0.with(|pending| {
             pending.counts.entry(key).or_insert_with(|| (make(), 0)).1 += 1;
         });
-    }
-
-    /// Adds every slot to the shared counters now (tests read those).
-    pub fn flush(&self) {
-        self.0.flush();
     }
 }
 
@@ -256,7 +239,6 @@ mod tests {
         flush_all();
         assert_eq!(counter.get(), 4000);
         assert_eq!(gauge.get(), 4000);
-        assert_eq!(moved.get(), 4000);
         assert_eq!(histogram.get_sample_count(), 4000);
         assert_eq!(histogram.get_sample_sum(), 2000.0);
         flush_all();
