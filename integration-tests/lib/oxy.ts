@@ -372,7 +372,6 @@ export function openTcp(port: number): Promise<Socket> {
   });
 }
 
-/** Resolves when the peer has closed the connection (or it errored). */
 /** Whether a TCP connection to `port` is refused (ECONNREFUSED). */
 export function refusedAt(port: number): Promise<boolean> {
   return new Promise((ok) => {
@@ -385,6 +384,7 @@ export function refusedAt(port: number): Promise<boolean> {
   });
 }
 
+/** Resolves when the peer has closed the connection (or it errored). */
 export function closed(socket: Socket): Promise<void> {
   return new Promise((ok) => {
     if (socket.destroyed) return ok();

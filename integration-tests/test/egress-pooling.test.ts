@@ -11,7 +11,7 @@ import net from "node:net";
 import { after, before, test } from "node:test";
 import { curl } from "../lib/curl.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
-import { OxyProcess, until } from "../lib/oxy.ts";
+import { OxyProcess, openTcp, until } from "../lib/oxy.ts";
 import { proxyConnect } from "../lib/proxy-connect.ts";
 
 let origin: Origin;
@@ -189,12 +189,7 @@ test("server.scheduling: per_thread: connections opened at once are shared evenl
   const { port } = new URL(oxy.url("web"));
   // A burst wakes both threads in accept; without balancing, the first to run takes
   // all of it.
-  const sockets = await Promise.all(
-    Array.from({ length: 8 }, () => new Promise<net.Socket>((resolve, reject) => {
-      const socket = net.connect(Number(port), "127.0.0.1", () => resolve(socket));
-      socket.once("error", reject);
-    })),
-  );
+  const sockets = await Promise.all(Array.from({ length: 8 }, () => openTcp(Number(port))));
   try {
     // Every connection is served, the moved ones too.
     const lines = await Promise.all(sockets.map((socket, i) => statusLine(socket, `/balanced-${i}`)));

@@ -77,12 +77,10 @@ impl Balance {
     pub fn place(self: &Arc<Self>) -> Placement {
         let here = current_shard() % self.threads.len();
         let serving = |i: usize| self.threads[i].serving.load(Ordering::Relaxed);
-        let (mut index, mut fewest) = (here, serving(here));
-        for i in 0..self.threads.len() {
-            if serving(i) < fewest {
-                (index, fewest) = (i, serving(i));
-            }
-        }
+        // The first of the fewest, this thread first among equals.
+        let index = (0..self.threads.len())
+            .min_by_key(|&i| (serving(i), i != here))
+            .unwrap_or(here);
         let thread = &self.threads[index];
         thread.serving.fetch_add(1, Ordering::Relaxed);
         thread.gauge.inc();

@@ -66,10 +66,11 @@ pub enum Scheduling {
     #[default]
     WorkStealing,
     /// Each of the `worker_threads` threads runs a runtime of its own that accepts
-    /// connections from every TCP listener: a connection, and every task it starts (its
-    /// tunnel, its upstream connections), stays on the thread that accepted it, so threads
-    /// neither wake each other nor move tasks between caches. Threads are not balanced
-    /// after the accept, and each keeps its own idle upstream connections
+    /// connections from every TCP listener and hands each to the thread serving the
+    /// fewest connections (itself on a tie): a connection, and every task it starts (its
+    /// tunnel, its upstream connections), stays on that thread, so threads neither wake
+    /// each other nor move tasks between caches. A connection is not moved once placed,
+    /// and each thread keeps its own idle upstream connections
     /// (`pool_max_idle_per_upstream` applies per thread). UDP, QUIC and TUN endpoints,
     /// telemetry and the control socket run on a work-stealing runtime of as many
     /// threads beside them, which is the one `/debug/runtime` reports.
