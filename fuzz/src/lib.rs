@@ -15,7 +15,7 @@ use oxy::hooks::{
     EgressAction, EgressContext, EgressHook, HttpRequestHook, RequestAction, RequestContext,
     Target, parse_numeric_ipv4,
 };
-use oxy::http::body_tap::TapVerdict;
+use oxy::http::body_tap::{BodyTap, TapVerdict, TappedBody};
 use oxy::http::capsule::{
     Capsule, CapsuleCodec, VARINT_MAX, encode_udp_datagram_capsule, get_varint, put_varint,
     udp_payload,
@@ -751,6 +751,7 @@ pub fn check_body_taps(data: &[u8]) {
     };
     let pieces = split(&sizes, body);
     check_stream_search(needle, &pieces);
+    check_tapped_body(needle, &pieces, body);
 
     let expected: Vec<(String, Vec<u8>)> = form_urlencoded::parse(body)
         .map(|(name, value)| (name.into_owned(), value.into_owned().into_bytes()))
@@ -786,6 +787,107 @@ pub fn check_body_taps(data: &[u8]) {
             multipart_whole.1, multipart_chunked.1,
             "chunks {sizes:?} changed the multipart fields"
         );
+    }
+}
+
+/// Blocks at a needle (split over chunks or not), holding back its length less one, or
+/// (without a needle) at the end.
+struct SearchTap(Option<StreamSearch>);
+
+#[async_trait::async_trait]
+impl BodyTap for SearchTap {
+    async fn on_chunk(&mut self, chunk: &Bytes) -> TapVerdict {
+        let found = self.0.as_mut().is_some_and(|search| search.found_in(chunk));
+        if found {
+            TapVerdict::Block("needle".into())
+        } else {
+            TapVerdict::Continue
+        }
+    }
+
+    async fn on_end(&mut self) -> TapVerdict {
+        match self.0 {
+            Some(_) => TapVerdict::Continue,
+            None => TapVerdict::Block("end".into()),
+        }
+    }
+
+    fn undecided_tail(&self) -> usize {
+        self.0.as_ref().map_or(0, StreamSearch::undecided)
+    }
+}
+
+/// `pieces` through a `TappedBody` with `tap`: the bytes that came out, and whether the
+/// body ended blocked.
+async fn run_tapped(pieces: &[&[u8]], tap: SearchTap, declared: Option<u64>) -> (Vec<u8>, bool) {
+    use http_body_util::BodyExt;
+    let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = pieces
+        .iter()
+        .map(|p| Ok(http_body::Frame::data(Bytes::copy_from_slice(p))))
+        .collect();
+    let inner = oxy::http::body::boxed(http_body_util::StreamBody::new(
+        futures_util::stream::iter(frames),
+    ));
+    let mut tapped = TappedBody::new(inner, Box::new(tap), declared);
+    let mut out = Vec::new();
+    while let Some(frame) = tapped.frame().await {
+        match frame.map(http_body::Frame::into_data) {
+            Ok(Ok(data)) => out.extend_from_slice(&data),
+            Ok(Err(_)) => {}
+            Err(_) => return (out, true),
+        }
+    }
+    (out, false)
+}
+
+/// A `TappedBody` over `pieces` of `body`, with and without its length declared. A tap
+/// searching for `needle` passes a clean body whole; a body with the needle ends blocked,
+/// and what came out before stops short of the needle's first occurrence. A tap that
+/// blocks at the end lets out less than a declared length.
+fn check_tapped_body(needle: &[u8], pieces: &[&[u8]], body: &[u8]) {
+    let first = (!needle.is_empty())
+        .then(|| body.windows(needle.len()).position(|w| w == needle))
+        .flatten();
+    let length = u64::try_from(body.len()).unwrap_or(u64::MAX);
+    for declared in [None, Some(length)] {
+        let (searched, at_end) = block_on(async {
+            tokio::time::timeout(HANG, async {
+                let search = SearchTap((!needle.is_empty()).then(|| StreamSearch::new(needle)));
+                let searched = run_tapped(pieces, search, declared).await;
+                (
+                    searched,
+                    run_tapped(pieces, SearchTap(None), declared).await,
+                )
+            })
+            .await
+            .unwrap_or_else(|_| panic!("a tapped body hung on {pieces:02x?}"))
+        });
+        let (out, blocked) = searched;
+        assert!(
+            body.starts_with(&out),
+            "{out:02x?} is not a prefix of {body:02x?}"
+        );
+        if needle.is_empty() {
+            continue;
+        }
+        match first {
+            Some(at) => {
+                assert!(blocked, "{needle:02x?} in {pieces:02x?} was not blocked");
+                assert!(
+                    out.len() <= at,
+                    "{out:02x?} reached into {needle:02x?} at {at}"
+                );
+            }
+            None => assert_eq!((&out[..], blocked), (body, false), "{pieces:02x?}"),
+        }
+        let (out, blocked) = at_end;
+        assert!(blocked, "the block at the end did not end {pieces:02x?}");
+        if declared.is_some() && !body.is_empty() {
+            assert!(
+                out.len() < body.len(),
+                "all {length} declared bytes went out"
+            );
+        }
     }
 }
 

@@ -218,6 +218,43 @@ test("a response body tap cuts a response off before the forbidden bytes", async
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
+test("a response body tap lets a stream flow: judged bytes go on before the next chunk arrives", { timeout: 30_000 }, async () => {
+  const { createServer } = await import("node:http");
+  // The origin sends its second event only once the client has the first: a tap that
+  // kept a chunk back until the next one would stall this stream for good.
+  const first = `data: first event\n\n${" ".repeat(16)}`;
+  let clientHasFirst!: () => void;
+  const firstArrived = new Promise<void>((ok) => (clientHasFirst = ok));
+  const streaming = createServer((_req, res) => {
+    res.writeHead(200, { "content-type": "text/event-stream" });
+    res.write(first);
+    firstArrived.then(() => res.end("data: second event\n\n"));
+  });
+  await new Promise<void>((ok) => streaming.listen(0, "127.0.0.1", ok));
+  const streamingPort = (streaming.address() as { port: number }).port;
+  const { oxy, port } = await endpoint({ upstream: `http://127.0.0.1:${streamingPort}` }, "fixture-app", {
+    app: { block_response_value: "TOP-SECRET" },
+  });
+  const body = await new Promise<string>((ok, fail) => {
+    const req = request({ host: "127.0.0.1", port, path: "/events" }, (res) => {
+      let body = "";
+      res.setEncoding("utf8");
+      res.on("data", (d: string) => {
+        body += d;
+        // The tap looks 9 bytes back (its needle is 10 long): the rest has come.
+        if (body.includes("data: first event")) clientHasFirst();
+      });
+      res.on("end", () => ok(body));
+      res.on("error", fail);
+    });
+    req.on("error", fail);
+    req.end();
+  });
+  assert.equal(body, `${first}data: second event\n\n`);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  streaming.close();
+});
+
 test("an open CONNECT tunnel keeps its connection's max_connections slot", async () => {
   const { oxy: proxy, port: limited } = await endpoint({}, "oxy", { limits: { max_connections: 1 } });
   const tunnel = await openTcp(limited);

@@ -158,6 +158,15 @@ impl BodyTap for BodyWatches {
             None => TapVerdict::Continue,
         }
     }
+
+    /// A raw string split over two chunks is found in the second: its first bytes wait.
+    fn undecided_tail(&self) -> usize {
+        let raw = self.raw.iter().map(|w| w.search.undecided()).max();
+        match &self.form {
+            Some(form) => form.undecided_tail(),
+            None => raw.unwrap_or(0),
+        }
+    }
 }
 
 /// Blocks a form field that contains a rule's string.

@@ -203,6 +203,11 @@ impl BodyTap for NeedleInBody {
             TapVerdict::Continue
         }
     }
+
+    /// The needle may be split over chunks: its length less one waits.
+    fn undecided_tail(&self) -> usize {
+        self.0.undecided()
+    }
 }
 
 impl FormInspector for NeedleInForm {

@@ -4,6 +4,7 @@
 use crate::hooks::HttpBody;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -32,6 +33,19 @@ pub trait BodyTap: Send + 'static {
     async fn on_end(&mut self) -> TapVerdict {
         TapVerdict::Continue
     }
+
+    /// Runs after each [`TapVerdict::Continue`] on a chunk: how many of the last bytes
+    /// judged so far a later chunk could still make this tap block (a search for a
+    /// needle split over two chunks needs the needle's length less one, see
+    /// [`StreamSearch::undecided`]). Those bytes wait for the next verdict; the rest go
+    /// on at once. The default, `usize::MAX`, keeps each chunk back until the next one
+    /// (or the end) is judged, which delays a stream (server-sent events, say) by a
+    /// chunk: a tap that knows how far back it looks returns that.
+    ///
+    /// [`StreamSearch::undecided`]: super::stream_search::StreamSearch::undecided
+    fn undecided_tail(&self) -> usize {
+        usize::MAX
+    }
 }
 
 /// The error a blocked body ends with.
@@ -41,26 +55,39 @@ pub struct BodyBlocked(pub String);
 
 type Verdict = Pin<Box<dyn Future<Output = (Box<dyn BodyTap>, TapVerdict)> + Send>>;
 
-/// A body passed through a tap. Each chunk is held back until the tap has judged the
-/// next one (or the end), so the last bytes reach the peer only after the final verdict:
-/// a blocked body never arrives complete, even when its length was declared.
+/// A body passed through a tap. A chunk goes on once the tap has judged it, but for
+/// the bytes the tap calls undecided ([`BodyTap::undecided_tail`]), which wait for the
+/// next verdict. Everything from the byte that completes the length the message's
+/// `Content-Length` declares waits for the verdict on the end, and so do trailers: a
+/// blocked body never arrives complete. Without a declared length the peer sees the end
+/// only when the body ends, after that verdict.
 pub struct TappedBody {
     inner: HttpBody,
     tap: Option<Box<dyn BodyTap>>,
     pending: Option<Verdict>,
     /// The chunk being judged by `pending` (none while the end is judged).
-    judging: Option<Frame<Bytes>>,
-    /// Chunks judged and waiting for the next verdict, then trailers if any.
-    held: VecDeque<Frame<Bytes>>,
+    judging: Option<Bytes>,
+    /// Judged bytes that wait for the next verdict, oldest first, and their length.
+    undecided: VecDeque<Bytes>,
+    undecided_len: usize,
+    /// Bytes free to go, in order.
+    released: VecDeque<Bytes>,
+    /// Bytes of the declared length not yet judged; none without a declared length.
+    declared_left: Option<u64>,
+    /// The body's trailers, which go last, after the verdict on the end.
+    trailers: Option<HeaderMap>,
     ended: bool,
     /// Set to the reason when the tap blocks the body.
     blocked: Arc<OnceLock<String>>,
 }
 
 impl TappedBody {
-    /// `inner` seen by `tap` when there is one, else `inner` as it is.
-    pub fn wrap(inner: HttpBody, tap: Option<Box<dyn BodyTap>>) -> HttpBody {
-        Self::wrap_watched(inner, tap).0
+    /// `inner` seen by `tap` when there is one, else `inner` as it is. `declared` is the
+    /// length the message's `Content-Length` gives ([`declared_length`]).
+    ///
+    /// [`declared_length`]: super::headers::declared_length
+    pub fn wrap(inner: HttpBody, tap: Option<Box<dyn BodyTap>>, declared: Option<u64>) -> HttpBody {
+        Self::wrap_watched(inner, tap, declared).0
     }
 
     /// Like [`TappedBody::wrap`], with where the block reason appears if the tap blocks:
@@ -69,10 +96,11 @@ impl TappedBody {
     pub fn wrap_watched(
         inner: HttpBody,
         tap: Option<Box<dyn BodyTap>>,
+        declared: Option<u64>,
     ) -> (HttpBody, Option<Arc<OnceLock<String>>>) {
         match tap {
             Some(tap) => {
-                let body = Self::new(inner, tap);
+                let body = Self::new(inner, tap, declared);
                 let blocked = body.blocked.clone();
                 (http_body_util::BodyExt::boxed_unsync(body), Some(blocked))
             }
@@ -80,17 +108,59 @@ impl TappedBody {
         }
     }
 
-    /// `inner` seen by `tap`.
-    pub fn new(inner: HttpBody, tap: Box<dyn BodyTap>) -> Self {
+    /// `inner` seen by `tap`, with the length its message declares.
+    pub fn new(inner: HttpBody, tap: Box<dyn BodyTap>, declared: Option<u64>) -> Self {
         Self {
             inner,
             tap: Some(tap),
             pending: None,
             judging: None,
-            held: VecDeque::new(),
+            undecided: VecDeque::new(),
+            undecided_len: 0,
+            released: VecDeque::new(),
+            declared_left: declared,
+            trailers: None,
             ended: false,
             blocked: Arc::default(),
         }
+    }
+
+    /// Takes in `chunk`, which the tap let through, and releases what the tap no longer
+    /// calls undecided, unless the declared length is complete.
+    fn judged(&mut self, chunk: Bytes, tap: &dyn BodyTap) {
+        let len = chunk.len();
+        self.undecided_len += len;
+        self.undecided.push_back(chunk);
+        if let Some(left) = self.declared_left.as_mut() {
+            *left = left.saturating_sub(u64::try_from(len).unwrap_or(u64::MAX));
+            if *left == 0 {
+                return;
+            }
+        }
+        let mut free = self.undecided_len.saturating_sub(tap.undecided_tail());
+        while free > 0
+            && let Some(front) = self.undecided.front_mut()
+        {
+            let part = if front.len() <= free {
+                self.undecided.pop_front().unwrap_or_default()
+            } else {
+                front.split_to(free)
+            };
+            free -= part.len();
+            self.undecided_len -= part.len();
+            self.released.push_back(part);
+        }
+    }
+
+    /// The next frame that may go, if any.
+    fn next_released(&mut self) -> Option<Frame<Bytes>> {
+        if let Some(data) = self.released.pop_front() {
+            return Some(Frame::data(data));
+        }
+        if self.ended && self.pending.is_none() {
+            return self.trailers.take().map(Frame::trailers);
+        }
+        None
     }
 }
 
@@ -104,63 +174,69 @@ impl Body for TappedBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         loop {
+            if let Some(frame) = this.next_released() {
+                return Poll::Ready(Some(Ok(frame)));
+            }
             if let Some(pending) = this.pending.as_mut() {
                 let (tap, verdict) = match pending.as_mut().poll(cx) {
                     Poll::Ready(done) => done,
                     Poll::Pending => return Poll::Pending,
                 };
                 this.pending = None;
-                this.tap = Some(tap);
                 if let TapVerdict::Block(reason) = verdict {
                     this.ended = true;
                     this.judging = None;
-                    this.held.clear();
+                    this.undecided.clear();
+                    this.trailers = None;
                     let _ = this.blocked.set(reason.clone());
                     return Poll::Ready(Some(Err(Box::new(BodyBlocked(reason)))));
                 }
-                // Everything held so far is cleared by this later verdict.
-                let released = if this.ended {
-                    this.held.pop_front()
-                } else {
-                    let released = this.held.pop_front();
-                    this.held.extend(this.judging.take());
-                    released
-                };
-                if let Some(frame) = released {
-                    return Poll::Ready(Some(Ok(frame)));
+                match this.judging.take() {
+                    Some(chunk) => this.judged(chunk, tap.as_ref()),
+                    // The end is let through, and with it everything still held.
+                    None => {
+                        this.undecided_len = 0;
+                        this.released.extend(this.undecided.drain(..));
+                    }
                 }
+                this.tap = Some(tap);
+                continue;
             }
             if this.ended {
-                return Poll::Ready(this.held.pop_front().map(Ok));
+                return Poll::Ready(None);
             }
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Some(mut tap) = this.tap.take() else {
-                        return Poll::Ready(Some(Ok(frame)));
-                    };
-                    match frame.data_ref().cloned() {
-                        Some(chunk) => {
-                            this.judging = Some(frame);
-                            this.pending = Some(Box::pin(async move {
-                                let verdict = tap.on_chunk(&chunk).await;
-                                (tap, verdict)
-                            }));
-                        }
-                        None => {
-                            // Trailers: the body is over; judge its end first.
-                            this.held.push_back(frame);
-                            this.ended = true;
-                            this.pending = Some(end_verdict(tap));
-                        }
-                    }
+            let Some(mut tap) = this.tap.take() else {
+                return Poll::Ready(None);
+            };
+            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => frame,
+                Poll::Ready(Some(Err(e))) => {
+                    this.tap = Some(tap);
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Pending => {
+                    this.tap = Some(tap);
+                    return Poll::Pending;
                 }
                 Poll::Ready(None) => {
                     this.ended = true;
-                    let Some(tap) = this.tap.take() else {
-                        return Poll::Ready(this.held.pop_front().map(Ok));
-                    };
+                    this.pending = Some(end_verdict(tap));
+                    continue;
+                }
+            };
+            match frame.into_data() {
+                Ok(chunk) => {
+                    this.judging = Some(chunk.clone());
+                    this.pending = Some(Box::pin(async move {
+                        let verdict = tap.on_chunk(&chunk).await;
+                        (tap, verdict)
+                    }));
+                }
+                Err(frame) => {
+                    // Trailers (or a frame of another kind): the body is over; judge
+                    // its end first.
+                    this.trailers = frame.into_trailers().ok();
+                    this.ended = true;
                     this.pending = Some(end_verdict(tap));
                 }
             }
@@ -182,63 +258,159 @@ fn end_verdict(mut tap: Box<dyn BodyTap>) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::stream_search::StreamSearch;
+    use futures_util::{FutureExt, StreamExt};
     use http_body_util::{BodyExt, StreamBody};
 
-    struct Needle(&'static str, usize);
+    /// Blocks at a needle, which may be split over chunks; `window` says how far back
+    /// it looks (none: the default).
+    struct Needle(StreamSearch, Option<usize>);
 
     #[async_trait]
     impl BodyTap for Needle {
         async fn on_chunk(&mut self, chunk: &Bytes) -> TapVerdict {
-            self.1 += 1;
-            if chunk.windows(self.0.len()).any(|w| w == self.0.as_bytes()) {
-                TapVerdict::Block(format!("found {} in chunk {}", self.0, self.1))
+            if self.0.found_in(chunk) {
+                TapVerdict::Block("found the needle".into())
             } else {
                 TapVerdict::Continue
             }
         }
+
+        fn undecided_tail(&self) -> usize {
+            self.1.unwrap_or(usize::MAX)
+        }
     }
 
-    fn body(chunks: &[&'static str]) -> HttpBody {
-        let frames = chunks
+    fn needle(text: &'static str, window: bool) -> Box<dyn BodyTap> {
+        let search = StreamSearch::new(text);
+        let window = window.then(|| search.undecided());
+        Box::new(Needle(search, window))
+    }
+
+    /// Blocks at the end.
+    struct AtEnd;
+
+    #[async_trait]
+    impl BodyTap for AtEnd {
+        async fn on_chunk(&mut self, _chunk: &Bytes) -> TapVerdict {
+            TapVerdict::Continue
+        }
+        async fn on_end(&mut self) -> TapVerdict {
+            TapVerdict::Block("judged at the end".into())
+        }
+        fn undecided_tail(&self) -> usize {
+            0
+        }
+    }
+
+    /// A body of `chunks`, then trailers if given; with `stalls`, it then never ends.
+    fn body(chunks: &[&'static str], trailers: Option<HeaderMap>, stalls: bool) -> HttpBody {
+        let mut frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = chunks
             .iter()
-            .map(|c| {
-                Ok::<_, std::convert::Infallible>(Frame::data(Bytes::from_static(c.as_bytes())))
-            })
-            .collect::<Vec<_>>();
-        super::super::body::boxed(StreamBody::new(futures_util::stream::iter(frames)))
+            .map(|c| Ok(Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        frames.extend(trailers.map(|t| Ok(Frame::trailers(t))));
+        let frames = futures_util::stream::iter(frames);
+        if stalls {
+            super::super::body::boxed(StreamBody::new(
+                frames.chain(futures_util::stream::pending()),
+            ))
+        } else {
+            super::super::body::boxed(StreamBody::new(frames))
+        }
+    }
+
+    /// The next frame's data, if it is ready now.
+    fn next_data(tapped: &mut TappedBody) -> Option<Bytes> {
+        let frame = tapped.frame().now_or_never()?;
+        Some(frame.unwrap().unwrap().into_data().unwrap())
     }
 
     #[tokio::test]
-    async fn clean_bodies_pass_whole_and_blocked_ones_release_nothing_after_the_verdict() {
-        let clean = TappedBody::new(body(&["abc", "def"]), Box::new(Needle("EVIL", 0)));
+    async fn judged_chunks_go_on_at_once_but_for_the_undecided_tail() {
+        // Without a declared length, a judged chunk does not wait for the next one: all
+        // but the last 3 bytes (a 4-byte needle's) go on while the body stalls.
+        let mut tapped = TappedBody::new(body(&["abcdef"], None, true), needle("EVIL", true), None);
+        assert_eq!(next_data(&mut tapped).unwrap(), "abc");
+        assert!(
+            tapped.frame().now_or_never().is_none(),
+            "def waits for the next verdict"
+        );
+
+        // A needle split over two chunks: none of its bytes go on.
+        let mut tapped = TappedBody::new(
+            body(&["xxEV", "ILyy", "never"], None, false),
+            needle("EVIL", true),
+            None,
+        );
+        assert_eq!(next_data(&mut tapped).unwrap(), "x");
+        let err = tapped.frame().await.unwrap().unwrap_err();
+        assert_eq!(err.to_string(), "body blocked: found the needle");
+        assert!(tapped.frame().await.is_none());
+
+        // Clean, the body passes whole, in order.
+        let clean = TappedBody::new(
+            body(&["ab", "c", "def"], None, false),
+            needle("EVIL", true),
+            None,
+        );
         assert_eq!(clean.collect().await.unwrap().to_bytes(), "abcdef");
+    }
+
+    #[tokio::test]
+    async fn by_default_a_chunk_waits_for_the_next_verdict() {
+        let mut tapped = TappedBody::new(body(&["abc"], None, true), needle("EVIL", false), None);
+        assert!(
+            tapped.frame().now_or_never().is_none(),
+            "abc waits for the next chunk"
+        );
 
         // "abc" waits for the verdict on the next chunk, which blocks: nothing passes.
         let mut tapped = TappedBody::new(
-            body(&["abc", "xEVILx", "never"]),
-            Box::new(Needle("EVIL", 0)),
+            body(&["abc", "xEVILx", "never"], None, false),
+            needle("EVIL", false),
+            None,
         );
         let err = tapped.frame().await.unwrap().unwrap_err();
-        assert_eq!(err.to_string(), "body blocked: found EVIL in chunk 2");
+        assert_eq!(err.to_string(), "body blocked: found the needle");
         assert!(tapped.frame().await.is_none());
+    }
 
-        // A block at the end keeps the last chunk from ever being released.
-        struct AtEnd;
-        #[async_trait]
-        impl BodyTap for AtEnd {
-            async fn on_chunk(&mut self, _chunk: &Bytes) -> TapVerdict {
-                TapVerdict::Continue
-            }
-            async fn on_end(&mut self) -> TapVerdict {
-                TapVerdict::Block("judged at the end".into())
-            }
-        }
-        let mut tapped = TappedBody::new(body(&["one", "two"]), Box::new(AtEnd));
-        assert_eq!(
-            tapped.frame().await.unwrap().unwrap().into_data().unwrap(),
-            "one"
-        );
+    #[tokio::test]
+    async fn the_declared_length_completes_only_after_the_verdict_on_the_end() {
+        // The chunk that completes the declared 6 bytes waits for the end's verdict,
+        // which blocks: the peer never has all 6.
+        let mut tapped =
+            TappedBody::new(body(&["abc", "def"], None, false), Box::new(AtEnd), Some(6));
+        assert_eq!(next_data(&mut tapped).unwrap(), "abc");
         assert!(tapped.frame().await.unwrap().is_err());
         assert!(tapped.frame().await.is_none());
+
+        // Trailers wait for it as well, and go last.
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", http::HeaderValue::from_static("1"));
+        let mut tapped = TappedBody::new(
+            body(&["one", "two"], Some(trailers), false),
+            Box::new(AtEnd),
+            None,
+        );
+        assert_eq!(next_data(&mut tapped).unwrap(), "one");
+        assert_eq!(next_data(&mut tapped).unwrap(), "two");
+        assert!(
+            tapped.frame().await.unwrap().is_err(),
+            "blocked before the trailers"
+        );
+        assert!(tapped.frame().await.is_none());
+
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", http::HeaderValue::from_static("1"));
+        let clean = TappedBody::new(
+            body(&["abc", "def"], Some(trailers), false),
+            needle("EVIL", true),
+            Some(6),
+        );
+        let collected = clean.collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["x-sum"], "1");
+        assert_eq!(collected.to_bytes(), "abcdef");
     }
 }

@@ -1,4 +1,5 @@
-//! Proxy header semantics: hop-by-hop removal, `Via`, `X-Forwarded-For`.
+//! Proxy header semantics: hop-by-hop removal, `Via`, `X-Forwarded-For`, the declared
+//! body length.
 
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
@@ -58,6 +59,15 @@ fn only_connection_options(value: &HeaderValue) -> bool {
             .iter()
             .any(|option| token.eq_ignore_ascii_case(option.as_bytes()))
     })
+}
+
+/// The body length a message's `Content-Length` declares (how its receiver frames the
+/// body), if it declares a valid one.
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Upgrade` named by `Connection`).

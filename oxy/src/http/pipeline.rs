@@ -258,11 +258,7 @@ impl<App: OxyExt> Handler<App> {
             oxy_http::errors_total(name, e.as_label()).inc();
             return text_response(StatusCode::BAD_REQUEST, &e.to_string());
         }
-        let declared_length = parts
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let declared_length = super::headers::declared_length(&parts.headers);
         if limits.max_body_bytes > 0
             && declared_length.is_some_and(|len| len > limits.max_body_bytes)
         {

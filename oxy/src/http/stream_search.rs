@@ -43,6 +43,12 @@ impl StreamSearch {
         false
     }
 
+    /// How many of the last bytes seen could still begin a match that a later chunk
+    /// completes: the needle's length less one.
+    pub fn undecided(&self) -> usize {
+        self.needle.len().saturating_sub(1)
+    }
+
     /// Forgets the bytes seen, to search a new value (the next form field).
     pub fn reset(&mut self) {
         self.tail.clear();
