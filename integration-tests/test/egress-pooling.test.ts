@@ -2,14 +2,19 @@
 // and requests it sends the same way, for the same client and proxy user, share pooled
 // connections (`oxy_http_egress_connections_total{kind="new"|"reused"}`); another user
 // gets a connection of its own; `http.client.pool_max_idle_per_upstream: 0` keeps none.
-// Without a hook, plain-HTTP upstreams use the same pool, by target. Under
-// `server.scheduling: per_thread`, each thread has its own pool and the threads share
-// new connections evenly.
+// Without a hook, upstreams use the same pool, by target and scheme: an HTTPS origin
+// that offers HTTP/2 gets one connection, which concurrent requests share; one that
+// speaks HTTP/1.1 alone gets its connections reused. Under `server.scheduling:
+// per_thread`, each thread has its own pool and the threads share new connections evenly.
 
 import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, test } from "node:test";
+import { readFileSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
+import { makePki } from "../lib/certs.ts";
 import { curl } from "../lib/curl.ts";
+import { startHttpsOrigin } from "../lib/https-origin.ts";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { OxyProcess, openTcp, until } from "../lib/oxy.ts";
 import { proxyConnect } from "../lib/proxy-connect.ts";
@@ -72,6 +77,53 @@ test("another proxy user gets a connection of its own", async () => {
   assert.equal(await connections(oxy, "new"), 2);
   assert.equal(await connections(oxy, "reused"), 1);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared by concurrent requests, HTTP/1.1 ones are reused", async () => {
+  const pki = makePki();
+  const h2Origin = await startHttpsOrigin(pki.server);
+  // HTTP/1.1 alone (no ALPN): counts its TLS handshakes.
+  let h1Handshakes = 0;
+  const h1Origin = createHttpsServer({ cert: readFileSync(pki.server.chain), key: readFileSync(pki.server.key) }, (req, res) => {
+    req.resume();
+    req.on("end", () => res.end(`h1 ${req.httpVersion}`));
+  });
+  h1Origin.on("secureConnection", () => h1Handshakes++);
+  await new Promise<void>((ok) => h1Origin.listen(0, "127.0.0.1", ok));
+  const h1Port = (h1Origin.address() as net.AddressInfo).port;
+  const client = { ca_file: pki.ca };
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [
+        { name: "h2", listen: ["127.0.0.1:0"], http: { upstream: `https://127.0.0.1:${h2Origin.port}`, client } },
+        { name: "h1", listen: ["127.0.0.1:0"], http: { upstream: `https://127.0.0.1:${h1Port}`, client } },
+      ],
+    },
+  });
+  const count = (endpoint: string, kind: string) => oxy.metric(`oxy_http_egress_connections_total{endpoint="${endpoint}",kind="${kind}"}`);
+
+  // The first request makes the connection; five at once then share it.
+  assert.equal((await curl([`${oxy.url("h2")}/first`])).status, 200);
+  const answers = await Promise.all([0, 1, 2, 3, 4].map((i) => curl([`${oxy.url("h2")}/shared-${i}`])));
+  assert.deepEqual(answers.map((a) => a.status), [200, 200, 200, 200, 200]);
+  assert.deepEqual(h2Origin.seen.map((r) => r.httpVersion), Array(6).fill("2.0"));
+  assert.equal(h2Origin.handshakes, 1, "one TLS connection to the HTTP/2 origin");
+  assert.equal(await count("h2", "new"), 1);
+  assert.equal(await count("h2", "reused"), 5);
+
+  for (const path of ["/one", "/two", "/three"]) {
+    const r = await curl([`${oxy.url("h1")}${path}`]);
+    assert.equal(r.body, "h1 1.1");
+    await oxy.waitForMetric('oxy_http_egress_idle_connections{endpoint="h1"}', 1);
+  }
+  assert.equal(h1Handshakes, 1, "one TLS connection to the HTTP/1.1 origin");
+  assert.equal(await count("h1", "new"), 1);
+  assert.equal(await count("h1", "reused"), 2);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  await h2Origin.close();
+  h1Origin.close();
 });
 
 test("http.client.pool_max_idle_per_upstream: 0 keeps no connection: each request opens its own", async () => {

@@ -1,15 +1,17 @@
 //! The upstream HTTP client over Oxy's TCP off-ramp (egress policy, DNS, happy eyeballs)
 //! and BoringSSL with ALPN, SNI and certificate and host name verification against the
-//! system roots: plain-HTTP upstreams and egress-routed requests over HTTP/1.1 on the
-//! endpoint's own pool (`http/upstream_pool.rs`), HTTPS (HTTP/2 when offered) and
-//! upgrades through hyper-util's pooled client.
+//! system roots, on the endpoint's own pool (`http/upstream_pool.rs`): HTTP/1.1, and
+//! HTTP/2 when an HTTPS upstream offers it (requests without an egress hook); an upgrade
+//! gets an HTTP/1.1 connection of its own.
 
 use super::authority::host_and_port_number;
 use super::body::boxed;
 use super::body_tap::BodyBlocked;
 use super::guarded_body::{BodyIdleTimeout, ClientBodyError};
 use super::upgrade::{PendingUpgrade, Upgraded};
-use super::upstream_pool::{PoolKey, PooledConnection, UpstreamPool};
+use super::upstream_pool::{
+    CheckedOut, Opened, PoolKey, PooledConnection, SharedConnection, UpstreamPool,
+};
 use crate::app::OxyExt;
 use crate::hooks::{EgressContext, HttpBody, Target, TargetHost};
 use crate::offramp::happy_eyeballs::HappyEyeballsError;
@@ -24,22 +26,16 @@ use crate::tls::server::oxy_tls;
 use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
 use http::{Request, Response};
 use http_body_util::LengthLimitError;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use tokio::net::TcpStream;
 
 /// Pooled client towards upstreams, one per HTTP endpoint.
 pub struct UpstreamClient<App: OxyExt> {
-    client: Client<OffRampConnector<App>, HttpBody>,
     connector: OffRampConnector<App>,
-    /// HTTP/1.1 connections to plain-HTTP upstreams and those made by routes an egress
-    /// hook chose.
+    /// The connections kept for the next requests.
     pool: Arc<UpstreamPool>,
 }
 
@@ -57,33 +53,36 @@ pub struct UpstreamError {
 impl<App: OxyExt> UpstreamClient<App> {
     /// Sends `request` and returns the response head and a streaming body; a 101
     /// response carries the upstream side of the upgrade as a [`PendingUpgrade`].
-    /// A plain-HTTP request goes over HTTP/1.1 on the endpoint's own pool
-    /// (`http/upstream_pool.rs`), without a task per request; HTTPS (HTTP/2 when the
-    /// upstream offers it) and upgrades go through hyper-util's pooled client.
+    /// The request goes on the endpoint's own pool (`http/upstream_pool.rs`), without a
+    /// task per request: over HTTP/1.1, or HTTP/2 when an HTTPS upstream offers it. An
+    /// upgrade gets an HTTP/1.1 connection of its own.
     pub async fn send(
         &self,
         request: Request<HttpBody>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
-        let plain = request.uri().scheme() == Some(&http::uri::Scheme::HTTP)
-            && !request.headers().contains_key(http::header::UPGRADE);
-        if plain {
-            let (target, _) = target_of(request.uri()).map_err(|e| classify(&e))?;
-            let key = PoolKey::direct(target);
-            let services = &self.connector.services;
-            let connect = async |target: &Target| {
-                let (stream, _) = connect_target(services, target, None, None)
-                    .await
-                    .map_err(connect_error)?;
-                self.open(stream, target, NO_TLS).await
+        let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
+        let upgrade = request.headers().contains_key(http::header::UPGRADE);
+        let services = &self.connector.services;
+        let connect = async |target: &Target| {
+            let (stream, _) = connect_target(services, target, None, None)
+                .await
+                .map_err(connect_error)?;
+            let tls = Overrides {
+                alpn: upgrade.then_some(HTTP1_ONLY),
+                ..Overrides::default()
             };
-            return self.send_pooled(key, request, connect).await;
+            let reconnect = || async {
+                let (stream, _) = connect_target(services, target, None, None).await?;
+                Ok(stream)
+            };
+            self.open(stream, target, https.then_some((tls, reconnect)))
+                .await
+        };
+        if upgrade {
+            return self.send_upgrade(&target, request, connect).await;
         }
-        let response = self
-            .client
-            .request(request)
+        self.send_pooled(PoolKey::direct(target, https), request, connect)
             .await
-            .map_err(|e| classify(&e))?;
-        Ok(with_upgrade(response))
     }
 
     /// Sends `request` to `egress.target` by the route the egress hook chose (HTTP/1.1,
@@ -104,7 +103,7 @@ impl<App: OxyExt> UpstreamClient<App> {
                 .await
                 .map_err(connect_error)?;
             let tls = Overrides {
-                alpn: Some(b"\x08http/1.1"),
+                alpn: Some(HTTP1_ONLY),
                 policy: egress.tls_policy,
                 pin: egress.server_pin.as_deref(),
                 ..Overrides::default()
@@ -117,62 +116,102 @@ impl<App: OxyExt> UpstreamClient<App> {
                 .await
         };
         if request.headers().contains_key(http::header::UPGRADE) {
-            self.pool.count_connection(false);
-            let mut connection = Box::pin(connect(on)).await?;
-            return send_on_sender(&mut connection, request)
-                .await
-                .map_err(SendFailure::into_upstream_error);
+            return self.send_upgrade(on, request, connect).await;
         }
         let key = pool_key(route, on, https, egress);
         self.send_pooled(key, request, connect).await
     }
 
-    /// Sends `request` on an idle connection made for `key`, else on one `connect`
-    /// makes to `key.target`; the connection goes back to the pool under `key` when
-    /// the response body ends. A pooled connection that turns out closed before it
-    /// took the request (the upstream closed it while idle) gives way to the next, or
-    /// to a new one.
+    /// Sends an upgrade `request` on an HTTP/1.1 connection `connect` makes to
+    /// `target`, which the upgrade takes over.
+    async fn send_upgrade(
+        &self,
+        target: &Target,
+        request: Request<HttpBody>,
+        connect: impl AsyncFnOnce(&Target) -> Result<Opened, UpstreamError>,
+    ) -> Result<Response<HttpBody>, UpstreamError> {
+        self.pool.count_connection(false);
+        let Opened::Http1(mut connection) = Box::pin(connect(target)).await? else {
+            return Err(UpstreamError {
+                status: http::StatusCode::BAD_GATEWAY,
+                reason: "upstream_error",
+                message: "the upstream chose HTTP/2, which has no upgrades".into(),
+            });
+        };
+        send_on_sender(&mut connection, request)
+            .await
+            .map_err(SendFailure::into_upstream_error)
+    }
+
+    /// Sends `request` on a connection kept for `key` (the shared HTTP/2 one, else an
+    /// idle HTTP/1.1 one), else on one `connect` makes to `key.target`, which is kept
+    /// under `key`: shared at once if it is HTTP/2, else when the response body ends. A
+    /// kept connection that turns out closed before it took the request (the upstream
+    /// closed it while idle) gives way to the next, or to a new one.
     async fn send_pooled(
         &self,
         key: PoolKey,
         mut request: Request<HttpBody>,
-        connect: impl AsyncFnOnce(&Target) -> Result<PooledConnection, UpstreamError>,
+        connect: impl AsyncFnOnce(&Target) -> Result<Opened, UpstreamError>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
         let pool = &self.pool;
-        while let Some(mut connection) = pool.checkout(&key) {
-            match send_on_sender(&mut connection, request).await {
-                Ok(response) => {
-                    pool.count_connection(true);
-                    return Ok(
-                        response.map(|body| boxed(pool.return_at_end(key, connection, body)))
-                    );
+        while let Some(connection) = pool.checkout(&key) {
+            let failure = match connection {
+                CheckedOut::Http1(mut connection) => {
+                    match send_on_sender(&mut connection, request).await {
+                        Ok(response) => {
+                            pool.count_connection(true);
+                            return Ok(response
+                                .map(|body| boxed(pool.return_at_end(key, connection, body))));
+                        }
+                        Err(failure) => failure,
+                    }
                 }
-                Err(SendFailure::Unsent(unsent, e)) => {
+                CheckedOut::Http2(mut shared) => match send_on_shared(&mut shared, request).await {
+                    Ok(response) => {
+                        pool.count_connection(true);
+                        return Ok(response);
+                    }
+                    Err(failure) => failure,
+                },
+            };
+            match failure {
+                SendFailure::Unsent(unsent, e) => {
                     tracing::debug!(error = %e, "a pooled upstream connection closed while idle");
                     request = *unsent;
                 }
-                Err(SendFailure::Failed(e)) => return Err(classify(&e)),
+                SendFailure::Failed(e) => return Err(classify(&e)),
             }
         }
         pool.count_connection(false);
         // Boxed: connecting (DNS, happy eyeballs, TLS) is by far the largest state of a
         // request, and only a request that finds no idle connection needs it; inline,
         // every request's future would carry (and move) its size.
-        let mut connection = Box::pin(connect(&key.target)).await?;
-        let response = send_on_sender(&mut connection, request)
-            .await
-            .map_err(SendFailure::into_upstream_error)?;
-        Ok(response.map(|body| boxed(pool.return_at_end(key, connection, body))))
+        match Box::pin(connect(&key.target)).await? {
+            Opened::Http1(mut connection) => {
+                let response = send_on_sender(&mut connection, request)
+                    .await
+                    .map_err(SendFailure::into_upstream_error)?;
+                Ok(response.map(|body| boxed(pool.return_at_end(key, connection, body))))
+            }
+            Opened::Http2(mut shared) => {
+                pool.share(key, &shared);
+                send_on_shared(&mut shared, request)
+                    .await
+                    .map_err(SendFailure::into_upstream_error)
+            }
+        }
     }
 
-    /// An HTTP/1.1 connection over `stream` (already reaching `target`), with TLS first
-    /// when `tls` is given (with a way to connect again, to complete the chain).
+    /// A connection over `stream` (already reaching `target`), with TLS first when `tls`
+    /// is given (with a way to connect again, to complete the chain): HTTP/2 when ALPN
+    /// chose it, else HTTP/1.1.
     async fn open<R, F>(
         &self,
         stream: TcpStream,
         target: &Target,
         tls: Option<(Overrides<'_>, R)>,
-    ) -> Result<PooledConnection, UpstreamError>
+    ) -> Result<Opened, UpstreamError>
     where
         R: FnOnce() -> F,
         F: Future<Output = Result<TcpStream, ConnectError>>,
@@ -189,6 +228,20 @@ impl<App: OxyExt> UpstreamClient<App> {
             }
             None => (UpstreamStream::Plain(stream), None),
         };
+        if facts.as_ref().and_then(|f| f.alpn.as_deref()) == Some("h2") {
+            let (sender, connection) =
+                hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .handshake(TokioIo::new(io))
+                    .await
+                    .map_err(|e| classify(&e))?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "upstream connection ended with an error");
+                }
+            });
+            return Ok(Opened::Http2(SharedConnection { sender, facts }));
+        }
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
             .map_err(|e| classify(&e))?;
@@ -197,7 +250,7 @@ impl<App: OxyExt> UpstreamClient<App> {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(PooledConnection::new(sender, facts))
+        Ok(Opened::Http1(PooledConnection::new(sender, facts)))
     }
 
     /// A client whose connections go through `services`' off-ramp, for the endpoint
@@ -216,30 +269,17 @@ impl<App: OxyExt> UpstreamClient<App> {
             checker: Arc::new(Checker::new(&settings.crl_files).map_err(io::Error::other)?),
             revocation: settings.revocation,
         };
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.pool_idle_timeout)
-            .pool_max_idle_per_host(settings.pool_max_idle_per_upstream)
-            .build(connector.clone());
         let pool = UpstreamPool::new(
             settings.pool_idle_timeout,
             settings.pool_max_idle_per_upstream,
             endpoint,
         );
-        Ok(Self {
-            client,
-            connector,
-            pool,
-        })
+        Ok(Self { connector, pool })
     }
 }
 
-/// A way to connect again that is never taken (no TLS).
-type NoReconnect = fn() -> std::future::Ready<Result<TcpStream, ConnectError>>;
-
-/// No TLS, for [`UpstreamClient::open`].
-const NO_TLS: Option<(Overrides<'static>, NoReconnect)> = None;
+/// ALPN offering HTTP/1.1 alone (wire format).
+const HTTP1_ONLY: &[u8] = b"\x08http/1.1";
 
 /// Why a request on a connection failed.
 enum SendFailure {
@@ -290,6 +330,28 @@ async fn send_on_sender(
         response.extensions_mut().insert(facts.clone());
     }
     Ok(with_upgrade(response))
+}
+
+/// Sends `request` on the HTTP/2 `connection`, its URI absolute (hyper writes the
+/// `:scheme` and `:authority` from it).
+async fn send_on_shared(
+    connection: &mut SharedConnection,
+    mut request: Request<HttpBody>,
+) -> Result<Response<HttpBody>, SendFailure> {
+    *request.version_mut() = http::Version::HTTP_2;
+    let mut response = match connection.sender.try_send_request(request).await {
+        Ok(response) => response,
+        Err(mut e) => {
+            return Err(match e.take_message() {
+                Some(request) => SendFailure::Unsent(Box::new(request), e.into_error()),
+                None => SendFailure::Failed(e.into_error()),
+            });
+        }
+    };
+    if let Some(facts) = &connection.facts {
+        response.extensions_mut().insert(facts.clone());
+    }
+    Ok(response.map(boxed))
 }
 
 /// The `Host` header for `uri`: its host, with its port unless that is the scheme's
@@ -432,7 +494,7 @@ fn classify(e: &(dyn std::error::Error + 'static)) -> UpstreamError {
     )
 }
 
-/// Connects hyper's client through the off-ramp, with TLS for `https` URIs.
+/// Makes upstream connections through the off-ramp, with TLS for `https` URIs.
 pub struct OffRampConnector<App: OxyExt> {
     services: Arc<Services<App>>,
     tls: Arc<UpstreamConnector>,
@@ -442,19 +504,6 @@ pub struct OffRampConnector<App: OxyExt> {
     /// CRL files and the CRLs fetched from distribution points.
     checker: Arc<Checker>,
     revocation: Revocation,
-}
-
-impl<App: OxyExt> Clone for OffRampConnector<App> {
-    fn clone(&self) -> Self {
-        Self {
-            services: self.services.clone(),
-            tls: self.tls.clone(),
-            endpoint: self.endpoint.clone(),
-            issuers: self.issuers.clone(),
-            checker: self.checker.clone(),
-            revocation: self.revocation,
-        }
-    }
 }
 
 impl<App: OxyExt> OffRampConnector<App> {
@@ -628,59 +677,12 @@ pub enum UpstreamConnectError {
     Tls(#[from] TlsConnectError),
 }
 
-impl<App: OxyExt> tower_service::Service<http::Uri> for OffRampConnector<App> {
-    type Response = TokioIo<UpstreamStream>;
-    type Error = UpstreamConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let (target, https) = target_of(&uri)?;
-            let (stream, _) = connect_target(&this.services, &target, None, None).await?;
-            if !https {
-                return Ok(TokioIo::new(UpstreamStream::Plain(stream)));
-            }
-            let reconnect = || async {
-                let (stream, _) = connect_target(&this.services, &target, None, None).await?;
-                Ok(stream)
-            };
-            let tls = this
-                .tls_connect(&target, stream, Overrides::default(), reconnect)
-                .await?;
-            Ok(TokioIo::new(UpstreamStream::Tls(Box::new(tls))))
-        })
-    }
-}
-
 /// A connection to an upstream, plain or TLS.
 pub enum UpstreamStream {
     /// Plain TCP.
     Plain(TcpStream),
     /// TLS over TCP.
     Tls(Box<tokio_boring::SslStream<TcpStream>>),
-}
-
-impl Connection for UpstreamStream {
-    /// HTTP/2 when ALPN chose it; the TLS facts go into every response's extensions.
-    fn connected(&self) -> Connected {
-        match self {
-            UpstreamStream::Plain(_) => Connected::new(),
-            UpstreamStream::Tls(tls) => {
-                let facts = Arc::new(UpstreamTlsFacts::of(tls.ssl()));
-                let connected = Connected::new().extra(facts);
-                if tls.ssl().selected_alpn_protocol() == Some(b"h2") {
-                    connected.negotiated_h2()
-                } else {
-                    connected
-                }
-            }
-        }
-    }
 }
 
 impl UpstreamStream {

@@ -20,13 +20,13 @@ pub mod oxy_http {
     /// `local`).
     pub fn routes_total(endpoint: &str, kind: &str) -> Counter;
 
-    /// Upstream HTTP/1.1 connections requests went out on from the endpoint's own pool
-    /// (plain-HTTP upstreams, and every upstream when an egress hook chose the route), by
-    /// endpoint and whether the connection was `new` or `reused` from the pool.
+    /// Upstream connections requests went out on from the endpoint's pool, by endpoint
+    /// and whether the connection was `new` or `reused` from the pool (an HTTP/2 one
+    /// counts as reused by each request that shares it).
     pub fn egress_connections_total(endpoint: &str, kind: &str) -> Counter;
 
-    /// Idle connections in the endpoint's own pool (`egress_connections_total`), by
-    /// endpoint.
+    /// Idle HTTP/1.1 connections in the endpoint's pool (`egress_connections_total`),
+    /// by endpoint.
     pub fn egress_idle_connections(endpoint: &str) -> Gauge;
 
     /// Requests answered with an error by Oxy itself, by endpoint and reason.

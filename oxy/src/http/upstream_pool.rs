@@ -1,12 +1,14 @@
-//! The endpoint's pool of upstream HTTP/1.1 connections, for plain-HTTP upstreams
-//! (keyed by target alone, [`PoolKey::direct`]) and for every request whose route an
-//! egress hook chose. Those are kept by the whole egress choice: the route (bind address,
-//! upstream proxy and its credentials, internal service), the target, TLS (policy, pin),
-//! and who asked (the client's address and the proxy user), since the hook's answers
-//! (`on_egress` runs for every request, `on_resolved` when a connection is made) and an
-//! internal service's PROXY header are about them. A connection goes back to the pool
-//! when its response body ends ([`ReturnsToPool`]), with no task of its own unless its
-//! exchange is still winding up then.
+//! The endpoint's pool of upstream connections: for requests without an egress hook
+//! (keyed by target and scheme alone, [`PoolKey::direct`]) and for every request whose
+//! route an egress hook chose. Those are kept by the whole egress choice: the route (bind
+//! address, upstream proxy and its credentials, internal service), the target, TLS
+//! (policy, pin), and who asked (the client's address and the proxy user), since the
+//! hook's answers (`on_egress` runs for every request, `on_resolved` when a connection is
+//! made) and an internal service's PROXY header are about them. An HTTP/1.1 connection
+//! takes one request at a time: it is checked out, and goes back to the pool when its
+//! response body ends ([`ReturnsToPool`]), with no task of its own unless its exchange is
+//! still winding up then. An HTTP/2 connection (TLS whose ALPN chose `h2`) is shared by
+//! every request for its key ([`SharedConnection`]).
 
 use super::metrics::oxy_http;
 use crate::hooks::{HttpBody, Target};
@@ -17,7 +19,7 @@ use crate::tls::client::UpstreamTlsFacts;
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
 use http_body::{Body, Frame, SizeHint};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::{http1, http2};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -46,12 +48,12 @@ pub(crate) struct PoolKey {
 }
 
 impl PoolKey {
-    /// The key of plain-HTTP connections made without an egress hook: by target alone.
-    pub(crate) fn direct(target: Target) -> Self {
+    /// The key of connections made without an egress hook: by target and scheme alone.
+    pub(crate) fn direct(target: Target, https: bool) -> Self {
         Self {
             route: EgressRoute::Direct { bind: None },
             target,
-            https: false,
+            https,
             tls_policy: None,
             server_pin: None,
             client: SocketAddr::from(([0, 0, 0, 0], 0)),
@@ -63,13 +65,16 @@ impl PoolKey {
 
 /// An open HTTP/1.1 connection to an upstream and its TLS facts.
 pub(crate) struct PooledConnection {
-    pub(crate) sender: SendRequest<HttpBody>,
+    pub(crate) sender: http1::SendRequest<HttpBody>,
     pub(crate) facts: Option<Arc<UpstreamTlsFacts>>,
     idle_since: Instant,
 }
 
 impl PooledConnection {
-    pub(crate) fn new(sender: SendRequest<HttpBody>, facts: Option<Arc<UpstreamTlsFacts>>) -> Self {
+    pub(crate) fn new(
+        sender: http1::SendRequest<HttpBody>,
+        facts: Option<Arc<UpstreamTlsFacts>>,
+    ) -> Self {
         Self {
             sender,
             facts,
@@ -78,15 +83,52 @@ impl PooledConnection {
     }
 }
 
+/// An HTTP/2 connection to an upstream, which takes many requests at once, and its TLS
+/// facts; a clone is a handle on the same connection.
+#[derive(Clone)]
+pub(crate) struct SharedConnection {
+    pub(crate) sender: http2::SendRequest<HttpBody>,
+    pub(crate) facts: Option<Arc<UpstreamTlsFacts>>,
+}
+
+/// A connection just made: HTTP/1.1, or HTTP/2 when TLS's ALPN chose it.
+pub(crate) enum Opened {
+    Http1(PooledConnection),
+    Http2(SharedConnection),
+}
+
+/// A connection the pool gave out.
+pub(crate) enum CheckedOut {
+    /// Idle until now; it goes back through [`UpstreamPool::return_at_end`].
+    Http1(PooledConnection),
+    /// Shared: the pool keeps it.
+    Http2(SharedConnection),
+}
+
+/// What the pool keeps for one key.
+#[derive(Default)]
+struct Kept {
+    /// Idle HTTP/1.1 connections, the most recently used last.
+    idle: Vec<PooledConnection>,
+    /// The HTTP/2 connection requests share, and when a request last took it.
+    shared: Option<(SharedConnection, Instant)>,
+}
+
+impl Kept {
+    fn is_empty(&self) -> bool {
+        self.idle.is_empty() && self.shared.is_none()
+    }
+}
+
 /// The pool's map. Its keys are hashed with foldhash, seeded per process: SipHash cost
 /// about 1,500 instructions per request (a key is hashed at checkout and again when
-/// its connection comes back), and the map holds only keys with idle connections.
-type IdleConnections = HashMap<PoolKey, Vec<PooledConnection>, foldhash::fast::RandomState>;
+/// its connection comes back), and the map holds only keys with connections kept.
+type KeptConnections = HashMap<PoolKey, Kept, foldhash::fast::RandomState>;
 
-/// The idle HTTP/1.1 connections of one endpoint's upstream client. A request finds
-/// one here (checked out under a mutex) and drives it through hyper's connection task;
-/// a task of the pool's own is spent only on a connection that was not ready for the
-/// next request when its response ended.
+/// The idle HTTP/1.1 and shared HTTP/2 connections of one endpoint's upstream client. A
+/// request finds one here (under a mutex) and drives it through hyper's connection
+/// task; a task of the pool's own is spent only on an HTTP/1.1 connection that was not
+/// ready for the next request when its response ended.
 pub(crate) struct UpstreamPool {
     /// One shard per [`per_thread::shards`]: under `scheduling: per_thread` each
     /// per-thread runtime reuses the connections it made, whose tasks run on it, under
@@ -102,11 +144,11 @@ pub(crate) struct UpstreamPool {
 /// A shard as the pool and response bodies hold it.
 type SharedShard = Arc<CachePadded<PoolShard>>;
 
-/// One thread's idle connections, on cache lines of its own. A response body holds its
+/// One thread's kept connections, on cache lines of its own. A response body holds its
 /// shard (not the pool) to give its connection back: under `per_thread`, the shard's
 /// reference count is written by its own thread alone.
 struct PoolShard {
-    idle: Mutex<IdleConnections>,
+    kept: Mutex<KeptConnections>,
     idle_timeout: Duration,
     /// Idle connections kept for one key at most; more are closed when their response
     /// ends (`http.client.pool_max_idle_per_upstream`).
@@ -131,7 +173,7 @@ impl UpstreamPool {
             shards: (0..per_thread::shards())
                 .map(|_| {
                     Arc::new(CachePadded::new(PoolShard {
-                        idle: Mutex::default(),
+                        kept: Mutex::default(),
                         idle_timeout,
                         max_idle_per_key,
                         idle_gauge: idle_gauge.clone(),
@@ -171,10 +213,29 @@ impl UpstreamPool {
         });
     }
 
-    /// An idle connection for `key` that can take a request now, if there is one;
-    /// closed and expired ones are dropped on the way.
-    pub(crate) fn checkout(&self, key: &PoolKey) -> Option<PooledConnection> {
+    /// A connection for `key` that can take a request now, if there is one: the shared
+    /// HTTP/2 one, else an idle HTTP/1.1 one; closed and expired ones are dropped on
+    /// the way.
+    pub(crate) fn checkout(&self, key: &PoolKey) -> Option<CheckedOut> {
         self.shard().checkout(key)
+    }
+
+    /// Shares `connection` (HTTP/2) with the requests for `key` from now on, unless the
+    /// key has a shared connection that is still open, or nothing is pooled
+    /// (`pool_max_idle_per_upstream: 0`).
+    pub(crate) fn share(&self, key: PoolKey, connection: &SharedConnection) {
+        let shard = self.shard();
+        if shard.max_idle_per_key == 0 {
+            return;
+        }
+        let mut kept = shard.lock();
+        let shared = &mut kept.entry(key).or_default().shared;
+        if shared
+            .as_ref()
+            .is_none_or(|(open, _)| open.sender.is_closed())
+        {
+            *shared = Some((connection.clone(), Instant::now()));
+        }
     }
 
     /// `body`, which puts `connection` back under `key` when it ends. A body dropped
@@ -200,36 +261,57 @@ impl UpstreamPool {
 }
 
 impl PoolShard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleConnections> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptConnections> {
+        self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn checkout(&self, key: &PoolKey) -> Option<PooledConnection> {
-        let mut idle = self.lock();
-        let connections = idle.get_mut(key)?;
+    fn checkout(&self, key: &PoolKey) -> Option<CheckedOut> {
+        let mut kept = self.lock();
+        let connections = kept.get_mut(key)?;
         let mut found = None;
-        let before = connections.len();
-        while let Some(connection) = connections.pop() {
-            if connection.sender.is_ready() && connection.idle_since.elapsed() < self.idle_timeout {
-                found = Some(connection);
-                break;
+        if let Some((shared, last_used)) = &mut connections.shared {
+            if shared.sender.is_ready() {
+                *last_used = Instant::now();
+                found = Some(CheckedOut::Http2(shared.clone()));
+            } else {
+                connections.shared = None;
             }
         }
-        self.idle_gauge.add(-count(before - connections.len()));
+        let idle = &mut connections.idle;
+        let before = idle.len();
+        while found.is_none()
+            && let Some(connection) = idle.pop()
+        {
+            if connection.sender.is_ready() && connection.idle_since.elapsed() < self.idle_timeout {
+                found = Some(CheckedOut::Http1(connection));
+            }
+        }
+        self.idle_gauge.add(-count(before - idle.len()));
         if connections.is_empty() {
-            idle.remove(key);
+            kept.remove(key);
         }
         found
     }
 
-    /// Closes the connections that closed or expired while idle.
+    /// Closes the connections that closed or expired while idle; a shared one is let
+    /// go when no request took it for the idle timeout (it closes once its last
+    /// exchange ends).
     fn sweep(&self) {
-        let mut idle = self.lock();
-        idle.retain(|_, connections| {
-            let before = connections.len();
-            connections
-                .retain(|c| !c.sender.is_closed() && c.idle_since.elapsed() < self.idle_timeout);
-            self.idle_gauge.add(-count(before - connections.len()));
+        let mut kept = self.lock();
+        kept.retain(|_, connections| {
+            let idle = &mut connections.idle;
+            let before = idle.len();
+            idle.retain(|c| !c.sender.is_closed() && c.idle_since.elapsed() < self.idle_timeout);
+            self.idle_gauge.add(-count(before - idle.len()));
+            if connections
+                .shared
+                .as_ref()
+                .is_some_and(|(shared, last_used)| {
+                    shared.sender.is_closed() || last_used.elapsed() >= self.idle_timeout
+                })
+            {
+                connections.shared = None;
+            }
             !connections.is_empty()
         });
     }
@@ -255,10 +337,10 @@ impl PoolShard {
 
     fn keep(&self, key: PoolKey, mut connection: PooledConnection) {
         connection.idle_since = Instant::now();
-        let mut idle = self.lock();
-        let connections = idle.entry(key).or_default();
-        if connections.len() < self.max_idle_per_key {
-            connections.push(connection);
+        let mut kept = self.lock();
+        let idle = &mut kept.entry(key).or_default().idle;
+        if idle.len() < self.max_idle_per_key {
+            idle.push(connection);
             self.idle_gauge.add(1);
         }
     }
@@ -267,8 +349,8 @@ impl PoolShard {
 impl Drop for PoolShard {
     /// The connections still idle close with their shard and leave the gauge.
     fn drop(&mut self) {
-        let idle = self.idle.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let held: usize = idle.values().map(Vec::len).sum();
+        let kept = self.kept.get_mut().unwrap_or_else(PoisonError::into_inner);
+        let held: usize = kept.values().map(|k| k.idle.len()).sum();
         self.idle_gauge.add(-count(held));
     }
 }
