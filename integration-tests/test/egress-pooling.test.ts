@@ -79,7 +79,7 @@ test("another proxy user gets a connection of its own", async () => {
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
-test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared by concurrent requests, HTTP/1.1 ones are reused", async () => {
+test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared by concurrent requests (the client's Host as its :authority), HTTP/1.1 ones are reused", async () => {
   const pki = makePki();
   const h2Origin = await startHttpsOrigin(pki.server);
   // HTTP/1.1 alone (no ALPN): counts its TLS handshakes.
@@ -109,6 +109,10 @@ test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared
   const answers = await Promise.all([0, 1, 2, 3, 4].map((i) => curl([`${oxy.url("h2")}/shared-${i}`])));
   assert.deepEqual(answers.map((a) => a.status), [200, 200, 200, 200, 200]);
   assert.deepEqual(h2Origin.seen.map((r) => r.httpVersion), Array(6).fill("2.0"));
+  // The host the client asked for is the :authority, as it is the Host over HTTP/1.1;
+  // no Host header contradicts it (nginx refuses such a request).
+  const asked = `127.0.0.1:${oxy.port("h2")}`;
+  assert.deepEqual(h2Origin.seen.map((r) => [r.authority, r.headers.host]), Array(6).fill([asked, undefined]));
   assert.equal(h2Origin.handshakes, 1, "one TLS connection to the HTTP/2 origin");
   assert.equal(await count("h2", "new"), 1);
   assert.equal(await count("h2", "reused"), 5);

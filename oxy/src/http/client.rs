@@ -333,12 +333,23 @@ async fn send_on_sender(
 }
 
 /// Sends `request` on the HTTP/2 `connection`, its URI absolute (hyper writes the
-/// `:scheme` and `:authority` from it).
+/// `:scheme` and `:authority` from it). A `Host` header becomes the `:authority`, as
+/// over HTTP/1.1 the upstream sees the host the client asked for: sent beside an
+/// `:authority` naming another host, it makes the request malformed (RFC 9113 §8.3.1).
 async fn send_on_shared(
     connection: &mut SharedConnection,
     mut request: Request<HttpBody>,
 ) -> Result<Response<HttpBody>, SendFailure> {
     *request.version_mut() = http::Version::HTTP_2;
+    if let Some(host) = request.headers_mut().remove(http::header::HOST)
+        && let Ok(authority) = http::uri::Authority::try_from(host.as_bytes())
+    {
+        let mut uri = request.uri().clone().into_parts();
+        uri.authority = Some(authority);
+        if let Ok(uri) = http::Uri::from_parts(uri) {
+            *request.uri_mut() = uri;
+        }
+    }
     let mut response = match connection.sender.try_send_request(request).await {
         Ok(response) => response,
         Err(mut e) => {
