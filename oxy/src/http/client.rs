@@ -10,7 +10,7 @@ use super::body_tap::BodyBlocked;
 use super::guarded_body::{BodyIdleTimeout, ClientBodyError};
 use super::upgrade::{PendingUpgrade, Upgraded};
 use super::upstream_pool::{
-    CheckedOut, Opened, PoolKey, PooledConnection, SharedConnection, UpstreamPool,
+    PoolKey, PooledConnection, SharedConnection, UpstreamConnection, UpstreamPool,
 };
 use crate::app::OxyExt;
 use crate::hooks::{EgressContext, HttpBody, Target, TargetHost};
@@ -128,10 +128,10 @@ impl<App: OxyExt> UpstreamClient<App> {
         &self,
         target: &Target,
         request: Request<HttpBody>,
-        connect: impl AsyncFnOnce(&Target) -> Result<Opened, UpstreamError>,
+        connect: impl AsyncFnOnce(&Target) -> Result<UpstreamConnection, UpstreamError>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
         self.pool.count_connection(false);
-        let Opened::Http1(mut connection) = Box::pin(connect(target)).await? else {
+        let UpstreamConnection::Http1(mut connection) = Box::pin(connect(target)).await? else {
             return Err(UpstreamError {
                 status: http::StatusCode::BAD_GATEWAY,
                 reason: "upstream_error",
@@ -150,56 +150,59 @@ impl<App: OxyExt> UpstreamClient<App> {
     /// closed it while idle) gives way to the next, or to a new one.
     async fn send_pooled(
         &self,
-        key: PoolKey,
+        mut key: PoolKey,
         mut request: Request<HttpBody>,
-        connect: impl AsyncFnOnce(&Target) -> Result<Opened, UpstreamError>,
+        connect: impl AsyncFnOnce(&Target) -> Result<UpstreamConnection, UpstreamError>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
         let pool = &self.pool;
         while let Some(connection) = pool.checkout(&key) {
-            let failure = match connection {
-                CheckedOut::Http1(mut connection) => {
-                    match send_on_sender(&mut connection, request).await {
-                        Ok(response) => {
-                            pool.count_connection(true);
-                            return Ok(response
-                                .map(|body| boxed(pool.return_at_end(key, connection, body))));
-                        }
-                        Err(failure) => failure,
-                    }
+            match self.send_on(key, connection, request).await {
+                Ok(response) => {
+                    pool.count_connection(true);
+                    return Ok(response);
                 }
-                CheckedOut::Http2(mut shared) => match send_on_shared(&mut shared, request).await {
-                    Ok(response) => {
-                        pool.count_connection(true);
-                        return Ok(response);
-                    }
-                    Err(failure) => failure,
-                },
-            };
-            match failure {
-                SendFailure::Unsent(unsent, e) => {
+                Err((same, SendFailure::Unsent(unsent, e))) => {
                     tracing::debug!(error = %e, "a pooled upstream connection closed while idle");
-                    request = *unsent;
+                    (key, request) = (same, *unsent);
                 }
-                SendFailure::Failed(e) => return Err(classify(&e)),
+                Err((_, SendFailure::Failed(e))) => return Err(classify(&e)),
             }
         }
         pool.count_connection(false);
         // Boxed: connecting (DNS, happy eyeballs, TLS) is by far the largest state of a
         // request, and only a request that finds no idle connection needs it; inline,
         // every request's future would carry (and move) its size.
-        match Box::pin(connect(&key.target)).await? {
-            Opened::Http1(mut connection) => {
-                let response = send_on_sender(&mut connection, request)
-                    .await
-                    .map_err(SendFailure::into_upstream_error)?;
-                Ok(response.map(|body| boxed(pool.return_at_end(key, connection, body))))
+        let connection = Box::pin(connect(&key.target)).await?;
+        if let UpstreamConnection::Http2(shared) = &connection {
+            pool.share(key.clone(), shared);
+        }
+        self.send_on(key, connection, request)
+            .await
+            .map_err(|(_, failure)| failure.into_upstream_error())
+    }
+
+    /// Sends `request` on `connection`, taken for `key`: an HTTP/1.1 connection goes
+    /// back to the pool under `key` when the response body ends. A failure gives `key`
+    /// back.
+    async fn send_on(
+        &self,
+        key: PoolKey,
+        connection: UpstreamConnection,
+        request: Request<HttpBody>,
+    ) -> Result<Response<HttpBody>, (PoolKey, SendFailure)> {
+        match connection {
+            UpstreamConnection::Http1(mut connection) => {
+                match send_on_sender(&mut connection, request).await {
+                    Ok(response) => {
+                        Ok(response
+                            .map(|body| boxed(self.pool.return_at_end(key, connection, body))))
+                    }
+                    Err(failure) => Err((key, failure)),
+                }
             }
-            Opened::Http2(mut shared) => {
-                pool.share(key, &shared);
-                send_on_shared(&mut shared, request)
-                    .await
-                    .map_err(SendFailure::into_upstream_error)
-            }
+            UpstreamConnection::Http2(mut shared) => send_on_shared(&mut shared, request)
+                .await
+                .map_err(|failure| (key, failure)),
         }
     }
 
@@ -211,7 +214,7 @@ impl<App: OxyExt> UpstreamClient<App> {
         stream: TcpStream,
         target: &Target,
         tls: Option<(Overrides<'_>, R)>,
-    ) -> Result<Opened, UpstreamError>
+    ) -> Result<UpstreamConnection, UpstreamError>
     where
         R: FnOnce() -> F,
         F: Future<Output = Result<TcpStream, ConnectError>>,
@@ -240,7 +243,10 @@ impl<App: OxyExt> UpstreamClient<App> {
                     tracing::debug!(error = %e, "upstream connection ended with an error");
                 }
             });
-            return Ok(Opened::Http2(SharedConnection { sender, facts }));
+            return Ok(UpstreamConnection::Http2(SharedConnection {
+                sender,
+                facts,
+            }));
         }
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
@@ -250,7 +256,9 @@ impl<App: OxyExt> UpstreamClient<App> {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(Opened::Http1(PooledConnection::new(sender, facts)))
+        Ok(UpstreamConnection::Http1(PooledConnection::new(
+            sender, facts,
+        )))
     }
 
     /// A client whose connections go through `services`' off-ramp, for the endpoint

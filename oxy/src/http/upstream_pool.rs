@@ -91,17 +91,13 @@ pub(crate) struct SharedConnection {
     pub(crate) facts: Option<Arc<UpstreamTlsFacts>>,
 }
 
-/// A connection just made: HTTP/1.1, or HTTP/2 when TLS's ALPN chose it.
-pub(crate) enum Opened {
+/// A connection made for the pool or given out by it.
+pub(crate) enum UpstreamConnection {
+    /// HTTP/1.1: one exchange at a time; back to the pool through
+    /// [`UpstreamPool::return_at_end`].
     Http1(PooledConnection),
-    Http2(SharedConnection),
-}
-
-/// A connection the pool gave out.
-pub(crate) enum CheckedOut {
-    /// Idle until now; it goes back through [`UpstreamPool::return_at_end`].
-    Http1(PooledConnection),
-    /// Shared: the pool keeps it.
+    /// HTTP/2 (TLS whose ALPN chose `h2`): shared; the pool keeps it
+    /// ([`UpstreamPool::share`]).
     Http2(SharedConnection),
 }
 
@@ -216,7 +212,7 @@ impl UpstreamPool {
     /// A connection for `key` that can take a request now, if there is one: the shared
     /// HTTP/2 one, else an idle HTTP/1.1 one; closed and expired ones are dropped on
     /// the way.
-    pub(crate) fn checkout(&self, key: &PoolKey) -> Option<CheckedOut> {
+    pub(crate) fn checkout(&self, key: &PoolKey) -> Option<UpstreamConnection> {
         self.shard().checkout(key)
     }
 
@@ -265,14 +261,14 @@ impl PoolShard {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn checkout(&self, key: &PoolKey) -> Option<CheckedOut> {
+    fn checkout(&self, key: &PoolKey) -> Option<UpstreamConnection> {
         let mut kept = self.lock();
         let connections = kept.get_mut(key)?;
         let mut found = None;
         if let Some((shared, last_used)) = &mut connections.shared {
             if shared.sender.is_ready() {
                 *last_used = Instant::now();
-                found = Some(CheckedOut::Http2(shared.clone()));
+                found = Some(UpstreamConnection::Http2(shared.clone()));
             } else {
                 connections.shared = None;
             }
@@ -283,7 +279,7 @@ impl PoolShard {
             && let Some(connection) = idle.pop()
         {
             if connection.sender.is_ready() && connection.idle_since.elapsed() < self.idle_timeout {
-                found = Some(CheckedOut::Http1(connection));
+                found = Some(UpstreamConnection::Http1(connection));
             }
         }
         self.idle_gauge.add(-count(before - idle.len()));
