@@ -790,14 +790,17 @@ pub fn check_body_taps(data: &[u8]) {
     }
 }
 
-/// Blocks at a needle (split over chunks or not), holding back its length less one, or
-/// (without a needle) at the end.
-struct SearchTap(Option<StreamSearch>);
+/// Blocks at a needle, split over chunks or not (without one: at the end), keeping
+/// `window` bytes back (without one: the chunk just judged, the default).
+struct SearchTap {
+    search: Option<StreamSearch>,
+    window: Option<usize>,
+}
 
 #[async_trait::async_trait]
 impl BodyTap for SearchTap {
     async fn on_chunk(&mut self, chunk: &Bytes) -> TapVerdict {
-        let found = self.0.as_mut().is_some_and(|search| search.found_in(chunk));
+        let found = self.search.as_mut().is_some_and(|s| s.found_in(chunk));
         if found {
             TapVerdict::Block("needle".into())
         } else {
@@ -806,88 +809,151 @@ impl BodyTap for SearchTap {
     }
 
     async fn on_end(&mut self) -> TapVerdict {
-        match self.0 {
+        match self.search {
             Some(_) => TapVerdict::Continue,
             None => TapVerdict::Block("end".into()),
         }
     }
 
-    fn undecided_tail(&self) -> usize {
-        self.0.as_ref().map_or(0, StreamSearch::undecided)
+    fn undecided_tail(&self) -> Option<usize> {
+        self.window
     }
 }
 
-/// `pieces` through a `TappedBody` with `tap`: the bytes that came out, and whether the
-/// body ended blocked.
-async fn run_tapped(pieces: &[&[u8]], tap: SearchTap, declared: Option<u64>) -> (Vec<u8>, bool) {
-    use http_body_util::BodyExt;
+/// How a tapped body's run ended.
+#[derive(Debug, PartialEq)]
+enum Ending {
+    Whole,
+    Blocked,
+    /// Nothing more to give without waiting.
+    Stalled,
+}
+
+/// `pieces` through a `TappedBody` with `tap` (then, with `stalls`, a body that never
+/// ends), polled without ever waiting: the bytes that came out, and how it ended.
+fn run_tapped(
+    pieces: &[&[u8]],
+    tap: SearchTap,
+    declared: Option<u64>,
+    stalls: bool,
+) -> (Vec<u8>, Ending) {
+    use futures_util::{FutureExt, StreamExt};
+    use http_body_util::{BodyExt, StreamBody};
     let frames: Vec<Result<http_body::Frame<Bytes>, std::convert::Infallible>> = pieces
         .iter()
         .map(|p| Ok(http_body::Frame::data(Bytes::copy_from_slice(p))))
         .collect();
-    let inner = oxy::http::body::boxed(http_body_util::StreamBody::new(
-        futures_util::stream::iter(frames),
-    ));
+    let frames = futures_util::stream::iter(frames);
+    let inner = if stalls {
+        oxy::http::body::boxed(StreamBody::new(
+            frames.chain(futures_util::stream::pending()),
+        ))
+    } else {
+        oxy::http::body::boxed(StreamBody::new(frames))
+    };
     let mut tapped = TappedBody::new(inner, Box::new(tap), declared);
     let mut out = Vec::new();
-    while let Some(frame) = tapped.frame().await {
-        match frame.map(http_body::Frame::into_data) {
-            Ok(Ok(data)) => out.extend_from_slice(&data),
-            Ok(Err(_)) => {}
-            Err(_) => return (out, true),
+    loop {
+        match tapped.frame().now_or_never() {
+            None => return (out, Ending::Stalled),
+            Some(None) => return (out, Ending::Whole),
+            Some(Some(Err(_))) => return (out, Ending::Blocked),
+            Some(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    out.extend_from_slice(&data);
+                }
+            }
         }
     }
-    (out, false)
 }
 
-/// A `TappedBody` over `pieces` of `body`, with and without its length declared. A tap
-/// searching for `needle` passes a clean body whole; a body with the needle ends blocked,
-/// and what came out before stops short of the needle's first occurrence. A tap that
-/// blocks at the end lets out less than a declared length.
+/// A `TappedBody` over `pieces` of `body`, with and without its length declared, the
+/// tap keeping back its search window or (by default) the chunk just judged. A tap
+/// searching for `needle` passes a clean body whole and never stalls a body that does
+/// not; a body with the needle ends blocked, and what came out before is exactly what
+/// the tap no longer kept (with its window, short of the needle's first occurrence).
+/// A tap that blocks at the end lets out less than a declared length. A clean body
+/// that stalls after its last piece has come out but for what the tap keeps back.
 fn check_tapped_body(needle: &[u8], pieces: &[&[u8]], body: &[u8]) {
     let first = (!needle.is_empty())
         .then(|| body.windows(needle.len()).position(|w| w == needle))
         .flatten();
+    let window = needle.len().saturating_sub(1);
+    let search = |window| SearchTap {
+        search: (!needle.is_empty()).then(|| StreamSearch::new(needle)),
+        window,
+    };
     let length = u64::try_from(body.len()).unwrap_or(u64::MAX);
     for declared in [None, Some(length)] {
-        let (searched, at_end) = block_on(async {
-            tokio::time::timeout(HANG, async {
-                let search = SearchTap((!needle.is_empty()).then(|| StreamSearch::new(needle)));
-                let searched = run_tapped(pieces, search, declared).await;
-                (
-                    searched,
-                    run_tapped(pieces, SearchTap(None), declared).await,
-                )
-            })
-            .await
-            .unwrap_or_else(|_| panic!("a tapped body hung on {pieces:02x?}"))
-        });
-        let (out, blocked) = searched;
-        assert!(
-            body.starts_with(&out),
-            "{out:02x?} is not a prefix of {body:02x?}"
-        );
-        if needle.is_empty() {
-            continue;
-        }
-        match first {
-            Some(at) => {
-                assert!(blocked, "{needle:02x?} in {pieces:02x?} was not blocked");
-                assert!(
-                    out.len() <= at,
-                    "{out:02x?} reached into {needle:02x?} at {at}"
-                );
+        for tap_window in [Some(window), None] {
+            let (out, ending) = run_tapped(pieces, search(tap_window), declared, false);
+            assert!(
+                body.starts_with(&out),
+                "{out:02x?} is not a prefix of {body:02x?}"
+            );
+            match first {
+                // An empty needle is found in every chunk.
+                _ if needle.is_empty() => {}
+                Some(at) => {
+                    assert_eq!(ending, Ending::Blocked, "{needle:02x?} in {pieces:02x?}");
+                    // The piece where the needle ends blocks: what went out before is
+                    // all that was judged but the window, or (by default) the piece
+                    // before it.
+                    let starts: Vec<usize> = pieces
+                        .iter()
+                        .scan(0, |start, p| {
+                            Some(std::mem::replace(start, *start + p.len()))
+                        })
+                        .collect();
+                    let ends_in = at + needle.len() - 1;
+                    let k = (0..pieces.len())
+                        .find(|&k| starts[k] <= ends_in && ends_in < starts[k] + pieces[k].len())
+                        .unwrap_or_else(|| {
+                            panic!("no piece of {pieces:02x?} holds byte {ends_in}")
+                        });
+                    let expected = match tap_window {
+                        Some(window) => starts[k].saturating_sub(window),
+                        None => k.checked_sub(1).map_or(0, |before| starts[before]),
+                    };
+                    assert_eq!(out.len(), expected, "{pieces:02x?}, keeping {tap_window:?}");
+                    if tap_window.is_some() {
+                        assert!(out.len() <= at, "{out:02x?} reached into {needle:02x?}");
+                    }
+                }
+                None => assert_eq!((&out[..], ending), (body, Ending::Whole), "{pieces:02x?}"),
             }
-            None => assert_eq!((&out[..], blocked), (body, false), "{pieces:02x?}"),
         }
-        let (out, blocked) = at_end;
-        assert!(blocked, "the block at the end did not end {pieces:02x?}");
-        if declared.is_some() && !body.is_empty() {
+        let at_end = SearchTap {
+            search: None,
+            window: Some(0),
+        };
+        let (out, ending) = run_tapped(pieces, at_end, declared, false);
+        assert_eq!(
+            ending,
+            Ending::Blocked,
+            "the block at the end of {pieces:02x?}"
+        );
+        if declared.is_none() {
+            assert_eq!(out, body, "nothing undecided, all went out before the end");
+        } else if !body.is_empty() {
             assert!(
                 out.len() < body.len(),
                 "all {length} declared bytes went out"
             );
         }
+    }
+    if needle.is_empty() || first.is_some() {
+        return;
+    }
+    let last = pieces.last().map_or(0, |p| p.len());
+    for (tap_window, kept) in [(Some(window), window.min(body.len())), (None, last)] {
+        let (out, ending) = run_tapped(pieces, search(tap_window), None, true);
+        assert_eq!(ending, Ending::Stalled);
+        assert_eq!(
+            out,
+            &body[..body.len() - kept],
+            "stalled after {pieces:02x?}, keeping {tap_window:?}"
+        );
     }
 }
 

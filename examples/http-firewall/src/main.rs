@@ -159,12 +159,13 @@ impl BodyTap for BodyWatches {
         }
     }
 
-    /// A raw string split over two chunks is found in the second: its first bytes wait.
-    fn undecided_tail(&self) -> usize {
+    /// A raw string split over chunks is found in the last: its first bytes wait. A
+    /// form's fields are judged as the form tap parses them, so it keeps its default.
+    fn undecided_tail(&self) -> Option<usize> {
         let raw = self.raw.iter().map(|w| w.search.undecided()).max();
         match &self.form {
             Some(form) => form.undecided_tail(),
-            None => raw.unwrap_or(0),
+            None => Some(raw.unwrap_or(0)),
         }
     }
 }

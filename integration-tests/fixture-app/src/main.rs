@@ -205,8 +205,8 @@ impl BodyTap for NeedleInBody {
     }
 
     /// The needle may be split over chunks: its length less one waits.
-    fn undecided_tail(&self) -> usize {
-        self.0.undecided()
+    fn undecided_tail(&self) -> Option<usize> {
+        Some(self.0.undecided())
     }
 }
 

@@ -38,13 +38,14 @@ pub trait BodyTap: Send + 'static {
     /// judged so far a later chunk could still make this tap block (a search for a
     /// needle split over two chunks needs the needle's length less one, see
     /// [`StreamSearch::undecided`]). Those bytes wait for the next verdict; the rest go
-    /// on at once. The default, `usize::MAX`, keeps each chunk back until the next one
-    /// (or the end) is judged, which delays a stream (server-sent events, say) by a
-    /// chunk: a tap that knows how far back it looks returns that.
+    /// on at once. The default, `None`, keeps the chunk just judged, whatever its
+    /// length, until the next one (or the end) is judged, which delays a stream
+    /// (server-sent events, say) by a chunk: a tap that knows how far back it looks
+    /// returns that.
     ///
     /// [`StreamSearch::undecided`]: super::stream_search::StreamSearch::undecided
-    fn undecided_tail(&self) -> usize {
-        usize::MAX
+    fn undecided_tail(&self) -> Option<usize> {
+        None
     }
 }
 
@@ -137,7 +138,8 @@ impl TappedBody {
                 return;
             }
         }
-        let mut free = self.undecided_len.saturating_sub(tap.undecided_tail());
+        let keep = tap.undecided_tail().unwrap_or(len);
+        let mut free = self.undecided_len.saturating_sub(keep);
         while free > 0
             && let Some(front) = self.undecided.front_mut()
         {
@@ -243,8 +245,19 @@ impl Body for TappedBody {
         }
     }
 
+    /// The inner body's, with the bytes held here.
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let held = self.undecided_len
+            + self.released.iter().map(Bytes::len).sum::<usize>()
+            + self.judging.as_ref().map_or(0, Bytes::len);
+        let held = u64::try_from(held).unwrap_or(u64::MAX);
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower().saturating_add(held));
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper.saturating_add(held));
+        }
+        hint
     }
 }
 
@@ -276,8 +289,8 @@ mod tests {
             }
         }
 
-        fn undecided_tail(&self) -> usize {
-            self.1.unwrap_or(usize::MAX)
+        fn undecided_tail(&self) -> Option<usize> {
+            self.1
         }
     }
 
@@ -298,8 +311,8 @@ mod tests {
         async fn on_end(&mut self) -> TapVerdict {
             TapVerdict::Block("judged at the end".into())
         }
-        fn undecided_tail(&self) -> usize {
-            0
+        fn undecided_tail(&self) -> Option<usize> {
+            Some(0)
         }
     }
 
@@ -363,6 +376,18 @@ mod tests {
         assert!(
             tapped.frame().now_or_never().is_none(),
             "abc waits for the next chunk"
+        );
+
+        // Judged, the next chunk lets the one before go, and waits in turn.
+        let mut tapped = TappedBody::new(
+            body(&["abc", "defg"], None, true),
+            needle("EVIL", false),
+            None,
+        );
+        assert_eq!(next_data(&mut tapped).unwrap(), "abc");
+        assert!(
+            tapped.frame().now_or_never().is_none(),
+            "defg waits for the next chunk"
         );
 
         // "abc" waits for the verdict on the next chunk, which blocks: nothing passes.
