@@ -298,6 +298,14 @@ enum SendFailure {
 }
 
 impl SendFailure {
+    /// Why hyper's `try_send_request` failed: with the request when it was never sent.
+    fn of(mut e: hyper::client::conn::TrySendError<Request<HttpBody>>) -> Self {
+        match e.take_message() {
+            Some(request) => SendFailure::Unsent(Box::new(request), e.into_error()),
+            None => SendFailure::Failed(e.into_error()),
+        }
+    }
+
     fn into_upstream_error(self) -> UpstreamError {
         match self {
             SendFailure::Unsent(_, e) | SendFailure::Failed(e) => classify(&e),
@@ -325,19 +333,11 @@ async fn send_on_sender(
         };
         *request.uri_mut() = origin_form;
     }
-    let mut response = match connection.sender.try_send_request(request).await {
-        Ok(response) => response,
-        Err(mut e) => {
-            return Err(match e.take_message() {
-                Some(request) => SendFailure::Unsent(Box::new(request), e.into_error()),
-                None => SendFailure::Failed(e.into_error()),
-            });
-        }
-    };
-    if let Some(facts) = &connection.facts {
-        response.extensions_mut().insert(facts.clone());
-    }
-    Ok(with_upgrade(response))
+    let response = (connection.sender.try_send_request(request).await).map_err(SendFailure::of)?;
+    Ok(with_upgrade(with_facts(
+        response,
+        connection.facts.as_ref(),
+    )))
 }
 
 /// Sends `request` on the HTTP/2 `connection`, its URI absolute (hyper writes the
@@ -358,19 +358,16 @@ async fn send_on_shared(
             *request.uri_mut() = uri;
         }
     }
-    let mut response = match connection.sender.try_send_request(request).await {
-        Ok(response) => response,
-        Err(mut e) => {
-            return Err(match e.take_message() {
-                Some(request) => SendFailure::Unsent(Box::new(request), e.into_error()),
-                None => SendFailure::Failed(e.into_error()),
-            });
-        }
-    };
-    if let Some(facts) = &connection.facts {
+    let response = (connection.sender.try_send_request(request).await).map_err(SendFailure::of)?;
+    Ok(with_facts(response, connection.facts.as_ref()).map(boxed))
+}
+
+/// `response` with the TLS facts of the connection it came on, if any.
+fn with_facts<B>(mut response: Response<B>, facts: Option<&Arc<UpstreamTlsFacts>>) -> Response<B> {
+    if let Some(facts) = facts {
         response.extensions_mut().insert(facts.clone());
     }
-    Ok(response.map(boxed))
+    response
 }
 
 /// The `Host` header for `uri`: its host, with its port unless that is the scheme's
