@@ -4,7 +4,8 @@
 // gets a connection of its own; `http.client.pool_max_idle_per_upstream: 0` keeps none.
 // Without a hook, upstreams use the same pool, by target and scheme: an HTTPS origin
 // that offers HTTP/2 gets one connection, which concurrent requests share; one that
-// speaks HTTP/1.1 alone gets its connections reused. Under `server.scheduling:
+// speaks HTTP/1.1 alone gets its connections reused; an upgrade gets an HTTP/1.1
+// connection of its own. Under `server.scheduling:
 // per_thread`, each thread has its own pool and the threads share new connections evenly.
 
 import assert from "node:assert/strict";
@@ -89,6 +90,8 @@ test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared
     req.on("end", () => res.end(`h1 ${req.httpVersion}`));
   });
   h1Origin.on("secureConnection", () => h1Handshakes++);
+  // Idle connections stay open for the test's length, not Node's 5 s.
+  h1Origin.keepAliveTimeout = 60_000;
   await new Promise<void>((ok) => h1Origin.listen(0, "127.0.0.1", ok));
   const h1Port = (h1Origin.address() as net.AddressInfo).port;
   const client = { ca_file: pki.ca };
@@ -116,6 +119,14 @@ test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared
   assert.equal(h2Origin.handshakes, 1, "one TLS connection to the HTTP/2 origin");
   assert.equal(await count("h2", "new"), 1);
   assert.equal(await count("h2", "reused"), 5);
+
+  // An upgrade takes an HTTP/1.1 connection of its own, though the origin offers h2.
+  const upgrade = await curl(["-H", "Connection: Upgrade", "-H", "Upgrade: websocket", `${oxy.url("h2")}/upgrade`]);
+  assert.equal(upgrade.status, 200, upgrade.body);
+  const upgraded = h2Origin.seen.find((r) => r.path === "/upgrade");
+  assert.deepEqual([upgraded?.httpVersion, upgraded?.alpnProtocol, upgraded?.headers.upgrade], ["1.1", "http/1.1", "websocket"]);
+  assert.equal(h2Origin.handshakes, 2);
+  assert.equal(await count("h2", "new"), 2);
 
   for (const path of ["/one", "/two", "/three"]) {
     const r = await curl([`${oxy.url("h1")}${path}`]);

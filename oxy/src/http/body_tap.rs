@@ -83,12 +83,10 @@ pub struct TappedBody {
 }
 
 impl TappedBody {
-    /// `inner` seen by `tap` when there is one, else `inner` as it is. `declared` is the
-    /// length the message's `Content-Length` gives ([`declared_length`]).
-    ///
-    /// [`declared_length`]: super::headers::declared_length
-    pub fn wrap(inner: HttpBody, tap: Option<Box<dyn BodyTap>>, declared: Option<u64>) -> HttpBody {
-        Self::wrap_watched(inner, tap, declared).0
+    /// `inner` seen by `tap` when there is one, else `inner` as it is; `headers` are its
+    /// message's (for the length its `Content-Length` declares, read only with a tap).
+    pub fn wrap(inner: HttpBody, tap: Option<Box<dyn BodyTap>>, headers: &HeaderMap) -> HttpBody {
+        Self::wrap_watched(inner, tap, headers).0
     }
 
     /// Like [`TappedBody::wrap`], with where the block reason appears if the tap blocks:
@@ -97,10 +95,11 @@ impl TappedBody {
     pub fn wrap_watched(
         inner: HttpBody,
         tap: Option<Box<dyn BodyTap>>,
-        declared: Option<u64>,
+        headers: &HeaderMap,
     ) -> (HttpBody, Option<Arc<OnceLock<String>>>) {
         match tap {
             Some(tap) => {
+                let declared = super::headers::declared_length(headers);
                 let body = Self::new(inner, tap, declared);
                 let blocked = body.blocked.clone();
                 (http_body_util::BodyExt::boxed_unsync(body), Some(blocked))
@@ -109,7 +108,10 @@ impl TappedBody {
         }
     }
 
-    /// `inner` seen by `tap`, with the length its message declares.
+    /// `inner` seen by `tap`, with the length its message's `Content-Length` declares
+    /// ([`declared_length`]).
+    ///
+    /// [`declared_length`]: super::headers::declared_length
     pub fn new(inner: HttpBody, tap: Box<dyn BodyTap>, declared: Option<u64>) -> Self {
         Self {
             inner,

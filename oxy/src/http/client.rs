@@ -314,8 +314,7 @@ impl SendFailure {
 }
 
 /// Sends `request` as HTTP/1.1 in origin form on `connection`, with a `Host` header
-/// when it has none (the URI's host, and its port unless it is the scheme's default,
-/// as hyper-util writes it).
+/// when it has none (the URI's host, and its port unless it is the scheme's default).
 async fn send_on_sender(
     connection: &mut PooledConnection,
     mut request: Request<HttpBody>,

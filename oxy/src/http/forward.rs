@@ -139,8 +139,7 @@ impl<App: OxyExt> Handler<App> {
             .http_request
             .as_ref()
             .and_then(|hook| hook.request_body_tap(&parts, cx));
-        let declared = headers::declared_length(&parts.headers);
-        let (body, blocked) = TappedBody::wrap_watched(body, tap, declared);
+        let (body, blocked) = TappedBody::wrap_watched(body, tap, &parts.headers);
         let request = Request::from_parts(parts, body);
         let exchange = async {
             match &one_off {
@@ -209,9 +208,8 @@ impl<App: OxyExt> Handler<App> {
             .http_request
             .as_ref()
             .and_then(|hook| hook.response_body_tap(&parts, cx));
-        let declared = headers::declared_length(&parts.headers);
         let body = GuardedBody::response(
-            TappedBody::wrap(body, tap, declared),
+            TappedBody::wrap(body, tap, &parts.headers),
             settings.client.response_body_idle_timeout,
         );
         Response::from_parts(parts, body)
