@@ -209,41 +209,35 @@ impl Body for TappedBody {
             if this.ended {
                 return Poll::Ready(None);
             }
+            let frame = match std::task::ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => Some(frame),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => None,
+            };
+            // The tap is here whenever no verdict is pending.
             let Some(mut tap) = this.tap.take() else {
                 return Poll::Ready(None);
             };
-            let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => frame,
-                Poll::Ready(Some(Err(e))) => {
-                    this.tap = Some(tap);
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Pending => {
-                    this.tap = Some(tap);
-                    return Poll::Pending;
-                }
-                Poll::Ready(None) => {
-                    this.ended = true;
-                    this.pending = Some(end_verdict(tap));
-                    continue;
-                }
-            };
-            match frame.into_data() {
-                Ok(chunk) => {
+            this.pending = Some(match frame.map(Frame::into_data) {
+                Some(Ok(chunk)) => {
                     this.judging = Some(chunk.clone());
-                    this.pending = Some(Box::pin(async move {
+                    Box::pin(async move {
                         let verdict = tap.on_chunk(&chunk).await;
                         (tap, verdict)
-                    }));
+                    })
                 }
-                Err(frame) => {
-                    // Trailers (or a frame of another kind): the body is over; judge
-                    // its end first.
+                // Trailers (or a frame of another kind), or none: the body is over;
+                // judge its end first.
+                Some(Err(frame)) => {
                     this.trailers = frame.into_trailers().ok();
                     this.ended = true;
-                    this.pending = Some(end_verdict(tap));
+                    end_verdict(tap)
                 }
-            }
+                None => {
+                    this.ended = true;
+                    end_verdict(tap)
+                }
+            });
         }
     }
 
