@@ -5,7 +5,8 @@
 // Without a hook, upstreams use the same pool, by target and scheme: an HTTPS origin
 // that offers HTTP/2 gets one connection, which concurrent requests share; one that
 // speaks HTTP/1.1 alone gets its connections reused; an upgrade gets an HTTP/1.1
-// connection of its own. Under `server.scheduling:
+// connection of its own; a pooled HTTP/2 connection is checked with PINGs while idle.
+// Under `server.scheduling:
 // per_thread`, each thread has its own pool and the threads share new connections evenly.
 
 import assert from "node:assert/strict";
@@ -139,6 +140,75 @@ test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
   await h2Origin.close();
   h1Origin.close();
+});
+
+test("a pooled HTTP/2 upstream connection is checked with PINGs while idle: kept while they are answered, closed when they are not, and the next request opens another", async () => {
+  const pki = makePki();
+  const h2Origin = await startHttpsOrigin(pki.server);
+  // A relay to the origin that the test can freeze: it then drops what either side
+  // sends and keeps both sockets open, as a lost NAT mapping would.
+  const relayed: { chunksFromOxy: number; frozen: boolean; closedByOxy: number } = { chunksFromOxy: 0, frozen: false, closedByOxy: 0 };
+  const relay = net.createServer((fromOxy) => {
+    const toOrigin = net.connect(h2Origin.port, "127.0.0.1");
+    fromOxy.on("data", (chunk) => {
+      relayed.chunksFromOxy++;
+      if (!relayed.frozen) toOrigin.write(chunk);
+    });
+    toOrigin.on("data", (chunk) => {
+      if (!relayed.frozen) fromOxy.write(chunk);
+    });
+    fromOxy.on("close", () => {
+      relayed.closedByOxy++;
+      toOrigin.destroy();
+    });
+    toOrigin.on("close", () => fromOxy.destroy());
+    fromOxy.on("error", () => {});
+    toOrigin.on("error", () => {});
+  });
+  await new Promise<void>((ok) => relay.listen(0, "127.0.0.1", ok));
+  const relayPort = (relay.address() as net.AddressInfo).port;
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [
+        {
+          name: "web",
+          listen: ["127.0.0.1:0"],
+          http: {
+            upstream: `https://127.0.0.1:${relayPort}`,
+            client: { ca_file: pki.ca, h2_keep_alive_interval: "100ms", h2_keep_alive_timeout: "2s", pool_idle_timeout: "60s" },
+          },
+        },
+      ],
+    },
+  });
+  try {
+    assert.equal((await curl([`${oxy.url("web")}/first`])).status, 200);
+    // Idle, the connection carries PINGs, which the origin answers: it stays, and the
+    // next request takes it.
+    const afterFirst = relayed.chunksFromOxy;
+    await until(() => (relayed.chunksFromOxy >= afterFirst + 3 ? true : undefined), "PINGs on the idle connection");
+    assert.equal((await curl([`${oxy.url("web")}/second`])).status, 200);
+    assert.equal(await connections(oxy, "new"), 1);
+    assert.equal(await connections(oxy, "reused"), 1);
+    assert.equal(relayed.closedByOxy, 0);
+
+    // Frozen, the PINGs go unanswered: Oxy closes the connection on its own, without a
+    // request having to fail on it first.
+    relayed.frozen = true;
+    await until(() => (relayed.closedByOxy === 1 ? true : undefined), "Oxy to close the unanswered connection", 15_000);
+    relayed.frozen = false;
+    const third = await curl([`${oxy.url("web")}/third`]);
+    assert.equal(third.status, 200, third.stderr);
+    assert.equal(await connections(oxy, "new"), 2);
+    assert.equal(h2Origin.handshakes, 2);
+    assert.deepEqual(h2Origin.seen.map((r) => r.path), ["/first", "/second", "/third"]);
+    assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  } finally {
+    relay.close();
+    await h2Origin.close();
+  }
 });
 
 test("http.client.pool_max_idle_per_upstream: 0 keeps no connection: each request opens its own", async () => {

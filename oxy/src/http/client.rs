@@ -37,6 +37,9 @@ pub struct UpstreamClient<App: OxyExt> {
     connector: OffRampConnector<App>,
     /// The connections kept for the next requests.
     pool: Arc<UpstreamPool>,
+    /// PINGs on HTTP/2 connections: how often (none when off) and how long an answer
+    /// may take (`http.client.h2_keep_alive_*`).
+    h2_keep_alive: (Option<std::time::Duration>, std::time::Duration),
 }
 
 /// Why an upstream exchange failed, as the client should hear it.
@@ -232,9 +235,14 @@ impl<App: OxyExt> UpstreamClient<App> {
             None => (UpstreamStream::Plain(stream), None),
         };
         if facts.as_ref().and_then(|f| f.alpn.as_deref()) == Some("h2") {
+            let (interval, timeout) = self.h2_keep_alive;
             let (sender, connection) =
                 hyper::client::conn::http2::Builder::new(TokioExecutor::new())
                     .timer(TokioTimer::new())
+                    // Idle too: the pool keeps the connection for the next requests.
+                    .keep_alive_interval(interval)
+                    .keep_alive_timeout(timeout)
+                    .keep_alive_while_idle(true)
                     .handshake(TokioIo::new(io))
                     .await
                     .map_err(|e| classify(&e))?;
@@ -282,7 +290,12 @@ impl<App: OxyExt> UpstreamClient<App> {
             settings.pool_max_idle_per_upstream,
             endpoint,
         );
-        Ok(Self { connector, pool })
+        let interval = Some(settings.h2_keep_alive_interval).filter(|i| !i.is_zero());
+        Ok(Self {
+            connector,
+            pool,
+            h2_keep_alive: (interval, settings.h2_keep_alive_timeout),
+        })
     }
 }
 

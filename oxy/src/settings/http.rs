@@ -289,6 +289,16 @@ pub struct HttpClientSettings {
     /// none: every request opens its own connection (HTTP/2 upstreams included).
     #[serde(default = "default_pool_max_idle_per_upstream")]
     pub pool_max_idle_per_upstream: usize,
+    /// How often a pooled HTTP/2 connection to an upstream is checked with a PING, in
+    /// use or idle; 0 turns the check off. A connection the upstream has silently lost
+    /// (a NAT or firewall dropped its state) is found and closed before a request is
+    /// sent on it, instead of taking requests until each times out.
+    #[serde(with = "humantime_serde", default = "default_h2_keep_alive_interval")]
+    pub h2_keep_alive_interval: Duration,
+    /// A pooled HTTP/2 connection whose PING is not answered within this long is closed;
+    /// its requests fail with 502 and the next ones open a new connection.
+    #[serde(with = "humantime_serde", default = "default_h2_keep_alive_timeout")]
+    pub h2_keep_alive_timeout: Duration,
     /// PEM bundle of CAs upstream certificates must chain to; empty means the system's
     /// roots. Host names are always verified.
     pub ca_file: std::path::PathBuf,
