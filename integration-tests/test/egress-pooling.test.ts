@@ -5,11 +5,13 @@
 // Without a hook, upstreams use the same pool, by target and scheme: an HTTPS origin
 // that offers HTTP/2 gets one connection, which concurrent requests share; one that
 // speaks HTTP/1.1 alone gets its connections reused; an upgrade gets an HTTP/1.1
-// connection of its own; a pooled HTTP/2 connection is checked with PINGs while idle.
+// connection of its own; a pooled HTTP/2 connection is checked with PINGs while idle,
+// and a request it refused unprocessed is sent again when it has no body.
 // Under `server.scheduling:
 // per_thread`, each thread has its own pool and the threads share new connections evenly.
 
 import assert from "node:assert/strict";
+import http2 from "node:http2";
 import net from "node:net";
 import { after, before, test } from "node:test";
 import { readFileSync } from "node:fs";
@@ -208,6 +210,78 @@ test("a pooled HTTP/2 upstream connection is checked with PINGs while idle: kept
   } finally {
     relay.close();
     await h2Origin.close();
+  }
+});
+
+test("a request an HTTP/2 upstream refuses unprocessed (graceful GOAWAY, REFUSED_STREAM) is sent again once if it has no body; one with a body is not", async () => {
+  const pki = makePki();
+  // Counts each path's arrivals and each TLS handshake; the behaviour is the path's.
+  const arrivals = new Map<string, number>();
+  let handshakes = 0;
+  let held: http2.ServerHttp2Stream | undefined;
+  const origin = http2.createSecureServer({ cert: readFileSync(pki.server.chain), key: readFileSync(pki.server.key) });
+  origin.on("secureConnection", () => handshakes++);
+  origin.on("stream", (stream, headers) => {
+    stream.on("error", () => {});
+    const path = String(headers[":path"]);
+    const n = (arrivals.get(path) ?? 0) + 1;
+    arrivals.set(path, n);
+    const answer = () => {
+      stream.respond({ ":status": 200 });
+      stream.end(`${path} ${n}`);
+    };
+    if (path === "/hold") {
+      held = stream;
+    } else if (path === "/goaway" && n === 1 && held) {
+      // A graceful GOAWAY that accepted streams up to the held one: this one was not
+      // processed (nginx sends this after `keepalive_requests` on a connection).
+      stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR, held.id);
+    } else if ((path === "/refused-once" && n === 1) || path.startsWith("/refused-always")) {
+      stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    } else {
+      stream.resume();
+      stream.on("end", answer);
+    }
+  });
+  await new Promise<void>((ok) => origin.listen(0, "127.0.0.1", ok));
+  const port = (origin.address() as net.AddressInfo).port;
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { upstream: `https://127.0.0.1:${port}`, client: { ca_file: pki.ca } } }],
+    },
+  });
+  try {
+    const get = async (path: string, extra: string[] = []) => {
+      const r = await curl([...extra, `${oxy.url("web")}${path}`]);
+      return `${r.status} ${r.body}`;
+    };
+    assert.equal(await get("/first"), "200 /first 1");
+    // A stream reset with REFUSED_STREAM is sent again, on the same connection.
+    assert.equal(await get("/refused-once"), "200 /refused-once 2");
+    assert.equal(handshakes, 1);
+    // Refused again, it fails: once more at most, not until the upstream takes it.
+    assert.equal((await get("/refused-always")).split(" ")[0], "502");
+    assert.equal(arrivals.get("/refused-always"), 2);
+    // A request with a body is not sent again: its body is gone.
+    assert.equal((await get("/refused-always-post", ["--data-binary", "payload"])).split(" ")[0], "502");
+    assert.equal(arrivals.get("/refused-always-post"), 1);
+
+    // A graceful GOAWAY below a request's stream: the request goes out again on a new
+    // connection, and so do the requests after it; the held stream still completes on
+    // the old one.
+    const hold = get("/hold");
+    await until(() => held, "the held request at the origin");
+    assert.equal(await get("/goaway"), "200 /goaway 2");
+    assert.equal(await get("/after"), "200 /after 1");
+    assert.equal(handshakes, 2);
+    held?.respond({ ":status": 200 });
+    held?.end("held");
+    assert.equal(await hold, "200 held");
+    assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  } finally {
+    origin.close();
   }
 });
 

@@ -5,7 +5,7 @@
 //! gets an HTTP/1.1 connection of its own.
 
 use super::authority::host_and_port_number;
-use super::body::boxed;
+use super::body::{boxed, empty};
 use super::body_tap::BodyBlocked;
 use super::guarded_body::{BodyIdleTimeout, ClientBodyError};
 use super::upgrade::{PendingUpgrade, Upgraded};
@@ -25,6 +25,7 @@ use crate::tls::revocation::{self, Checker, Verdict};
 use crate::tls::server::oxy_tls;
 use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
 use http::{Request, Response};
+use http_body::Body as _;
 use http_body_util::LengthLimitError;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
@@ -150,38 +151,51 @@ impl<App: OxyExt> UpstreamClient<App> {
     /// idle HTTP/1.1 one), else on one `connect` makes to `key.target`, which is kept
     /// under `key`: shared at once if it is HTTP/2, else when the response body ends. A
     /// kept connection that turns out closed before it took the request (the upstream
-    /// closed it while idle) gives way to the next, or to a new one.
+    /// closed it while idle) gives way to the next, or to a new one. A request the
+    /// upstream refused unprocessed is sent once more the same way.
     async fn send_pooled(
         &self,
         mut key: PoolKey,
         mut request: Request<HttpBody>,
-        connect: impl AsyncFnOnce(&Target) -> Result<UpstreamConnection, UpstreamError>,
+        connect: impl AsyncFnOnce(&Target) -> Result<UpstreamConnection, UpstreamError> + Copy,
     ) -> Result<Response<HttpBody>, UpstreamError> {
         let pool = &self.pool;
-        while let Some(connection) = pool.checkout(&key) {
+        let mut refused_before = false;
+        loop {
+            let (connection, reused) = match pool.checkout(&key) {
+                Some(connection) => (connection, true),
+                None => {
+                    pool.count_connection(false);
+                    // Boxed: connecting (DNS, happy eyeballs, TLS) is by far the largest
+                    // state of a request, and only a request that finds no idle
+                    // connection needs it; inline, every request's future would carry
+                    // (and move) its size.
+                    let connection = Box::pin(connect(&key.target)).await?;
+                    if let UpstreamConnection::Http2(shared) = &connection {
+                        pool.share(key.clone(), shared);
+                    }
+                    (connection, false)
+                }
+            };
             match self.send_on(key, connection, request).await {
                 Ok(response) => {
-                    pool.count_connection(true);
+                    if reused {
+                        pool.count_connection(true);
+                    }
                     return Ok(response);
                 }
-                Err((same, SendFailure::Unsent(unsent, e))) => {
+                Err((same, SendFailure::Unsent(unsent, e))) if reused => {
                     tracing::debug!(error = %e, "a pooled upstream connection closed while idle");
                     (key, request) = (same, *unsent);
                 }
-                Err((_, SendFailure::Failed(e))) => return Err(classify(&e)),
+                Err((same, SendFailure::Refused(again, e))) if !refused_before => {
+                    tracing::debug!(error = %e, "the upstream refused a request unprocessed; sending it again");
+                    refused_before = true;
+                    (key, request) = (same, *again);
+                }
+                Err((_, failure)) => return Err(failure.into_upstream_error()),
             }
         }
-        pool.count_connection(false);
-        // Boxed: connecting (DNS, happy eyeballs, TLS) is by far the largest state of a
-        // request, and only a request that finds no idle connection needs it; inline,
-        // every request's future would carry (and move) its size.
-        let connection = Box::pin(connect(&key.target)).await?;
-        if let UpstreamConnection::Http2(shared) = &connection {
-            pool.share(key.clone(), shared);
-        }
-        self.send_on(key, connection, request)
-            .await
-            .map_err(|(_, failure)| failure.into_upstream_error())
     }
 
     /// Sends `request` on `connection`, taken for `key`: an HTTP/1.1 connection goes
@@ -306,6 +320,10 @@ const HTTP1_ONLY: &[u8] = b"\x08http/1.1";
 enum SendFailure {
     /// The connection closed before it took the request, which is given back.
     Unsent(Box<Request<HttpBody>>, hyper::Error),
+    /// The upstream refused the request without processing it (HTTP/2: a stream above
+    /// the last one a graceful GOAWAY accepted, or reset with REFUSED_STREAM; RFC 9113
+    /// §8.7), and it had no body, so here it is again.
+    Refused(Box<Request<HttpBody>>, hyper::Error),
     /// The exchange failed.
     Failed(hyper::Error),
 }
@@ -321,7 +339,9 @@ impl SendFailure {
 
     fn into_upstream_error(self) -> UpstreamError {
         match self {
-            SendFailure::Unsent(_, e) | SendFailure::Failed(e) => classify(&e),
+            SendFailure::Unsent(_, e) | SendFailure::Refused(_, e) | SendFailure::Failed(e) => {
+                classify(&e)
+            }
         }
     }
 }
@@ -370,8 +390,45 @@ async fn send_on_shared(
             *request.uri_mut() = uri;
         }
     }
-    let response = (connection.sender.try_send_request(request).await).map_err(SendFailure::of)?;
+    // A request without a body can be sent again if the upstream refuses it unprocessed;
+    // hyper keeps nothing of a request it has handed to h2.
+    let (parts, body) = request.into_parts();
+    let again = body.is_end_stream().then(|| parts.clone());
+    let response = match connection
+        .sender
+        .try_send_request(Request::from_parts(parts, body))
+        .await
+    {
+        Ok(response) => response,
+        Err(e) => {
+            return Err(match (SendFailure::of(e), again) {
+                (SendFailure::Failed(e), Some(parts)) if refused_unprocessed(&e) => {
+                    SendFailure::Refused(Box::new(Request::from_parts(parts, empty())), e)
+                }
+                (failure, _) => failure,
+            });
+        }
+    };
     Ok(with_facts(response, connection.facts.as_ref()).map(boxed))
+}
+
+/// Whether an HTTP/2 upstream refused a request without processing it, so that it may be
+/// sent again (RFC 9113 §8.7): a graceful GOAWAY (`NO_ERROR`) whose last stream is below
+/// the request's, or a reset with REFUSED_STREAM. h2 gives a remote GOAWAY's `NO_ERROR`
+/// only to the streams that GOAWAY left out; the streams of a connection that closes
+/// after a GOAWAY with an error, processed or not, get that error.
+fn refused_unprocessed(e: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(stream) = err.downcast_ref::<h2::Error>() {
+            let reason = stream.reason();
+            return stream.is_remote()
+                && ((stream.is_go_away() && reason == Some(h2::Reason::NO_ERROR))
+                    || (stream.is_reset() && reason == Some(h2::Reason::REFUSED_STREAM)));
+        }
+        source = err.source();
+    }
+    false
 }
 
 /// `response` with the TLS facts of the connection it came on, if any.
