@@ -5,7 +5,8 @@
 // Without a hook, upstreams use the same pool, by target and scheme: an HTTPS origin
 // that offers HTTP/2 gets one connection, which concurrent requests share; one that
 // speaks HTTP/1.1 alone gets its connections reused; an upgrade gets an HTTP/1.1
-// connection of its own; a pooled HTTP/2 connection is checked with PINGs while idle,
+// connection of its own; requests that find no connection wait for the one being made
+// while it may be HTTP/2; a pooled HTTP/2 connection is checked with PINGs while idle,
 // and a request it refused unprocessed is sent again when it has no body.
 // Under `server.scheduling:
 // per_thread`, each thread has its own pool and the threads share new connections evenly.
@@ -144,31 +145,128 @@ test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared
   h1Origin.close();
 });
 
+/** A TCP relay to 127.0.0.1:`port` that the test steers. `frozen`, it drops what either
+ * side sends and keeps both sockets open, as a lost NAT mapping would. Holding, it
+ * accepts connections and leaves them unread, unconnected, until `release` (or
+ * `dropHeld`, which closes them). */
+async function startRelay(port: number) {
+  const held: { start: () => void; socket: net.Socket }[] = [];
+  const relay = {
+    port: 0,
+    accepted: 0,
+    chunksFromOxy: 0,
+    closedByOxy: 0,
+    frozen: false,
+    holding: false,
+    release() {
+      relay.holding = false;
+      for (const connection of held.splice(0)) connection.start();
+    },
+    dropHeld() {
+      for (const connection of held.splice(0)) connection.socket.destroy();
+    },
+    close() {
+      server.close();
+    },
+  };
+  const server = net.createServer((fromOxy) => {
+    relay.accepted++;
+    fromOxy.on("error", () => {});
+    fromOxy.on("close", () => relay.closedByOxy++);
+    const start = () => {
+      const toOrigin = net.connect(port, "127.0.0.1");
+      toOrigin.on("error", () => {});
+      fromOxy.on("data", (chunk) => {
+        relay.chunksFromOxy++;
+        if (!relay.frozen) toOrigin.write(chunk);
+      });
+      toOrigin.on("data", (chunk) => {
+        if (!relay.frozen) fromOxy.write(chunk);
+      });
+      fromOxy.on("close", () => toOrigin.destroy());
+      toOrigin.on("close", () => fromOxy.destroy());
+    };
+    if (relay.holding) held.push({ start, socket: fromOxy });
+    else start();
+  });
+  await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
+  relay.port = (server.address() as net.AddressInfo).port;
+  return relay;
+}
+
+test("requests that find no connection wait for the one being made: shared when it is HTTP/2, its error when it fails; an HTTP/1.1 one lets them make their own", async () => {
+  const pki = makePki();
+  const h2Origin = await startHttpsOrigin(pki.server);
+  let h1Handshakes = 0;
+  const h1Origin = createHttpsServer({ cert: readFileSync(pki.server.chain), key: readFileSync(pki.server.key) }, (req, res) => {
+    req.resume();
+    req.on("end", () => res.end(`h1 ${req.httpVersion}`));
+  });
+  h1Origin.on("secureConnection", () => h1Handshakes++);
+  await new Promise<void>((ok) => h1Origin.listen(0, "127.0.0.1", ok));
+  const toH2 = await startRelay(h2Origin.port);
+  const toFailing = await startRelay(h2Origin.port);
+  const toH1 = await startRelay((h1Origin.address() as net.AddressInfo).port);
+  const client = { ca_file: pki.ca };
+  const endpoint = (name: string, port: number) => ({ name, listen: ["127.0.0.1:0"], http: { upstream: `https://127.0.0.1:${port}`, client } });
+  const oxy = await OxyProcess.start({
+    binary: "oxy",
+    settings: {
+      egress: { allow: ["127.0.0.0/8"] },
+      endpoints: [endpoint("h2", toH2.port), endpoint("failing", toFailing.port), endpoint("h1", toH1.port)],
+    },
+  });
+  const count = (name: string, kind: string) => oxy.metric(`oxy_http_egress_connections_total{endpoint="${name}",kind="${kind}"}`);
+  /** Sends `n` requests at once while the relay holds the first connection, and waits
+   * until every request is in Oxy and the first connection has reached the relay; the
+   * answers come in an object, which `await` does not wait for. */
+  const burst = async (name: string, relay: Awaited<ReturnType<typeof startRelay>>, n: number) => {
+    relay.holding = true;
+    const answers = Promise.all(Array.from({ length: n }, (_, i) => curl([`${oxy.url(name)}/burst-${i}`])));
+    await oxy.waitForMetric(`oxy_http_active_requests{endpoint="${name}"}`, n);
+    await until(() => (relay.accepted === 1 ? true : undefined), "the first connection at the relay");
+    return { answers };
+  };
+  try {
+    // HTTP/2: one connection for all six (RFC 9113 §9.1).
+    const together = await burst("h2", toH2, 6);
+    toH2.release();
+    assert.deepEqual((await together.answers).map((a) => a.status), Array(6).fill(200));
+    assert.equal(toH2.accepted, 1);
+    assert.equal(h2Origin.handshakes, 1);
+    assert.equal(await count("h2", "new"), 1);
+    assert.equal(await count("h2", "reused"), 5);
+
+    // The connection fails: every waiting request hears it at once, none tries again.
+    const failing = await burst("failing", toFailing, 4);
+    toFailing.dropHeld();
+    assert.deepEqual((await failing.answers).map((a) => a.status), Array(4).fill(502));
+    assert.equal(toFailing.accepted, 1);
+    assert.equal(await count("failing", "new"), 1);
+
+    // HTTP/1.1 (no ALPN): the waiting requests then make connections of their own.
+    const apart = await burst("h1", toH1, 3);
+    toH1.release();
+    // Held again: the two waiting requests connect at once, not one after the other.
+    toH1.holding = true;
+    await until(() => (toH1.accepted === 3 ? true : undefined), "both other connections at the relay");
+    toH1.release();
+    assert.deepEqual((await apart.answers).map((a) => a.body), Array(3).fill("h1 1.1"));
+    assert.equal(h1Handshakes, 3);
+    assert.equal(await count("h1", "new"), 3);
+    assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  } finally {
+    for (const relay of [toH2, toFailing, toH1]) relay.close();
+    await h2Origin.close();
+    h1Origin.close();
+  }
+});
+
 test("a pooled HTTP/2 upstream connection is checked with PINGs while idle: kept while they are answered, closed when they are not, and the next request opens another", async () => {
   const pki = makePki();
   const h2Origin = await startHttpsOrigin(pki.server);
-  // A relay to the origin that the test can freeze: it then drops what either side
-  // sends and keeps both sockets open, as a lost NAT mapping would.
-  const relayed: { chunksFromOxy: number; frozen: boolean; closedByOxy: number } = { chunksFromOxy: 0, frozen: false, closedByOxy: 0 };
-  const relay = net.createServer((fromOxy) => {
-    const toOrigin = net.connect(h2Origin.port, "127.0.0.1");
-    fromOxy.on("data", (chunk) => {
-      relayed.chunksFromOxy++;
-      if (!relayed.frozen) toOrigin.write(chunk);
-    });
-    toOrigin.on("data", (chunk) => {
-      if (!relayed.frozen) fromOxy.write(chunk);
-    });
-    fromOxy.on("close", () => {
-      relayed.closedByOxy++;
-      toOrigin.destroy();
-    });
-    toOrigin.on("close", () => fromOxy.destroy());
-    fromOxy.on("error", () => {});
-    toOrigin.on("error", () => {});
-  });
-  await new Promise<void>((ok) => relay.listen(0, "127.0.0.1", ok));
-  const relayPort = (relay.address() as net.AddressInfo).port;
+  const relayed = await startRelay(h2Origin.port);
+  const relayPort = relayed.port;
   const oxy = await OxyProcess.start({
     binary: "oxy",
     settings: {
@@ -208,7 +306,7 @@ test("a pooled HTTP/2 upstream connection is checked with PINGs while idle: kept
     assert.deepEqual(h2Origin.seen.map((r) => r.path), ["/first", "/second", "/third"]);
     assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
   } finally {
-    relay.close();
+    relayed.close();
     await h2Origin.close();
   }
 });

@@ -10,7 +10,7 @@ use super::body_tap::BodyBlocked;
 use super::guarded_body::{BodyIdleTimeout, ClientBodyError};
 use super::upgrade::{PendingUpgrade, Upgraded};
 use super::upstream_pool::{
-    PoolKey, PooledConnection, SharedConnection, UpstreamConnection, UpstreamPool,
+    Checkout, PoolKey, PooledConnection, SharedConnection, UpstreamConnection, UpstreamPool,
 };
 use crate::app::OxyExt;
 use crate::hooks::{EgressContext, HttpBody, Target, TargetHost};
@@ -44,7 +44,7 @@ pub struct UpstreamClient<App: OxyExt> {
 }
 
 /// Why an upstream exchange failed, as the client should hear it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct UpstreamError {
     /// 403 (denied or blocked body), 413 (body too large), 502 or 504.
     pub status: http::StatusCode,
@@ -85,7 +85,8 @@ impl<App: OxyExt> UpstreamClient<App> {
         if upgrade {
             return self.send_upgrade(&target, request, connect).await;
         }
-        self.send_pooled(PoolKey::direct(target, https), request, connect)
+        // Over TLS, ALPN offers h2: the connection may be shared.
+        self.send_pooled(PoolKey::direct(target, https), https, request, connect)
             .await
     }
 
@@ -123,7 +124,7 @@ impl<App: OxyExt> UpstreamClient<App> {
             return self.send_upgrade(on, request, connect).await;
         }
         let key = pool_key(route, on, https, egress);
-        self.send_pooled(key, request, connect).await
+        self.send_pooled(key, false, request, connect).await
     }
 
     /// Sends an upgrade `request` on an HTTP/1.1 connection `connect` makes to
@@ -152,28 +153,51 @@ impl<App: OxyExt> UpstreamClient<App> {
     /// under `key`: shared at once if it is HTTP/2, else when the response body ends. A
     /// kept connection that turns out closed before it took the request (the upstream
     /// closed it while idle) gives way to the next, or to a new one. A request the
-    /// upstream refused unprocessed is sent once more the same way.
+    /// upstream refused unprocessed is sent once more the same way. When the connection
+    /// may be HTTP/2 (`may_share`), requests wait for one being made for the same key
+    /// (`http/upstream_pool.rs`).
     async fn send_pooled(
         &self,
         mut key: PoolKey,
+        may_share: bool,
         mut request: Request<HttpBody>,
         connect: impl AsyncFnOnce(&Target) -> Result<UpstreamConnection, UpstreamError> + Copy,
     ) -> Result<Response<HttpBody>, UpstreamError> {
         let pool = &self.pool;
         let mut refused_before = false;
         loop {
-            let (connection, reused) = match pool.checkout(&key) {
-                Some(connection) => (connection, true),
-                None => {
+            let (connection, reused) = match pool.checkout(&key, may_share) {
+                Checkout::Found(connection) => (connection, true),
+                Checkout::Wait(mut made) => {
+                    // Made or given up (its maker gone): look again.
+                    let _ = made.changed().await;
+                    if let Some(e) = made.borrow().clone() {
+                        return Err(e);
+                    }
+                    continue;
+                }
+                Checkout::Connect(connecting) => {
                     pool.count_connection(false);
                     // Boxed: connecting (DNS, happy eyeballs, TLS) is by far the largest
                     // state of a request, and only a request that finds no idle
                     // connection needs it; inline, every request's future would carry
                     // (and move) its size.
-                    let connection = Box::pin(connect(&key.target)).await?;
-                    if let UpstreamConnection::Http2(shared) = &connection {
-                        pool.share(key.clone(), shared);
+                    let connection = match Box::pin(connect(&key.target)).await {
+                        Ok(connection) => connection,
+                        Err(e) => {
+                            if let Some(connecting) = connecting {
+                                connecting.failed(&e);
+                            }
+                            return Err(e);
+                        }
+                    };
+                    match &connection {
+                        UpstreamConnection::Http2(shared) => pool.share(key.clone(), shared),
+                        UpstreamConnection::Http1(_) if may_share => pool.learn_http1(&key),
+                        UpstreamConnection::Http1(_) => {}
                     }
+                    // The requests waiting for it look again.
+                    drop(connecting);
                     (connection, false)
                 }
             };

@@ -8,8 +8,12 @@
 //! takes one request at a time: it is checked out, and goes back to the pool when its
 //! response body ends ([`ReturnsToPool`]), with no task of its own unless its exchange is
 //! still winding up then. An HTTP/2 connection (TLS whose ALPN chose `h2`) is shared by
-//! every request for its key ([`SharedConnection`]).
+//! every request for its key ([`SharedConnection`]). While a connection that may turn out
+//! HTTP/2 is being made for a key, the requests that find nothing else wait for it
+//! rather than each make their own (RFC 9113 §9.1), unless the key's last connection
+//! was HTTP/1.1 ([`Checkout`]).
 
+use super::client::UpstreamError;
 use super::metrics::oxy_http;
 use crate::hooks::{HttpBody, Target};
 use crate::offramp::route::EgressRoute;
@@ -26,6 +30,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 /// `n` as a gauge amount.
 fn count(n: usize) -> i64 {
@@ -108,11 +113,62 @@ struct Kept {
     idle: Vec<PooledConnection>,
     /// The HTTP/2 connection requests share, and when a request last took it.
     shared: Option<(SharedConnection, Instant)>,
+    /// A connection being made that may turn out HTTP/2: how it went, once it has.
+    connecting: Option<watch::Receiver<Option<UpstreamError>>>,
+    /// When a connection that could have been HTTP/2 turned out HTTP/1.1 (ALPN chose
+    /// it): requests then make their own at once. Forgotten once the key has had no
+    /// idle connection for the idle timeout.
+    http1_since: Option<Instant>,
 }
 
 impl Kept {
     fn is_empty(&self) -> bool {
-        self.idle.is_empty() && self.shared.is_none()
+        self.idle.is_empty()
+            && self.shared.is_none()
+            && self.connecting.is_none()
+            && self.http1_since.is_none()
+    }
+
+    /// Marks a connection as being made, for the requests that find nothing to wait for.
+    fn start_connecting(&mut self) -> Checkout {
+        let (made, connecting) = watch::channel(None);
+        self.connecting = Some(connecting);
+        Checkout::Connect(Some(Connecting(made)))
+    }
+
+    /// Forgets a connection being made whose maker is done (or gone).
+    fn forget_made(&mut self) {
+        if self
+            .connecting
+            .as_ref()
+            .is_some_and(|made| made.has_changed().is_err())
+        {
+            self.connecting = None;
+        }
+    }
+}
+
+/// What a request looking for a connection does.
+pub(crate) enum Checkout {
+    /// Sends on this connection.
+    Found(UpstreamConnection),
+    /// Makes a connection; with [`Connecting`] when requests wait for it.
+    Connect(Option<Connecting>),
+    /// Waits until the connection another request is making is made (it may be HTTP/2,
+    /// and shared), then looks again; the error, when making it failed.
+    Wait(watch::Receiver<Option<UpstreamError>>),
+}
+
+/// Held by the request making a connection that others wait for: they look again when
+/// it is dropped (once the connection is shared, or known to be HTTP/1.1), or hear the
+/// error through [`Connecting::failed`].
+pub(crate) struct Connecting(watch::Sender<Option<UpstreamError>>);
+
+impl Connecting {
+    /// Making the connection failed with `error`: the waiting requests fail with it too,
+    /// instead of each trying in turn.
+    pub(crate) fn failed(self, error: &UpstreamError) {
+        self.0.send_replace(Some(error.clone()));
     }
 }
 
@@ -211,9 +267,22 @@ impl UpstreamPool {
 
     /// A connection for `key` that can take a request now, if there is one: the shared
     /// HTTP/2 one, else an idle HTTP/1.1 one; closed and expired ones are dropped on
-    /// the way.
-    pub(crate) fn checkout(&self, key: &PoolKey) -> Option<UpstreamConnection> {
-        self.shard().checkout(key)
+    /// the way. Else, when the connection made for `key` may be HTTP/2 (`may_share`),
+    /// the one another request is making is waited for, unless the key's last one was
+    /// HTTP/1.1.
+    pub(crate) fn checkout(&self, key: &PoolKey, may_share: bool) -> Checkout {
+        let shard = self.shard();
+        let may_share = may_share && shard.max_idle_per_key > 0;
+        shard.checkout(key, may_share)
+    }
+
+    /// A connection made for `key` that could have been HTTP/2 is HTTP/1.1: the next
+    /// requests make their own without waiting.
+    pub(crate) fn learn_http1(&self, key: &PoolKey) {
+        let mut kept = self.shard().lock();
+        if let Some(connections) = kept.get_mut(key) {
+            connections.http1_since = Some(Instant::now());
+        }
     }
 
     /// Shares `connection` (HTTP/2) with the requests for `key` from now on, unless the
@@ -225,7 +294,9 @@ impl UpstreamPool {
             return;
         }
         let mut kept = shard.lock();
-        let shared = &mut kept.entry(key).or_default().shared;
+        let connections = kept.entry(key).or_default();
+        connections.http1_since = None;
+        let shared = &mut connections.shared;
         if shared
             .as_ref()
             .is_none_or(|(open, _)| open.sender.is_closed())
@@ -261,9 +332,14 @@ impl PoolShard {
         self.kept.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn checkout(&self, key: &PoolKey) -> Option<UpstreamConnection> {
+    fn checkout(&self, key: &PoolKey, may_share: bool) -> Checkout {
         let mut kept = self.lock();
-        let connections = kept.get_mut(key)?;
+        let Some(connections) = kept.get_mut(key) else {
+            if !may_share {
+                return Checkout::Connect(None);
+            }
+            return kept.entry(key.clone()).or_default().start_connecting();
+        };
         let mut found = None;
         if let Some((shared, last_used)) = &mut connections.shared {
             if shared.sender.is_ready() {
@@ -283,10 +359,21 @@ impl PoolShard {
             }
         }
         self.idle_gauge.add(-count(before - idle.len()));
+        if let Some(connection) = found {
+            return Checkout::Found(connection);
+        }
+        connections.forget_made();
+        let checkout = match &connections.connecting {
+            Some(made) => Checkout::Wait(made.clone()),
+            None if may_share && connections.http1_since.is_none() => {
+                connections.start_connecting()
+            }
+            None => Checkout::Connect(None),
+        };
         if connections.is_empty() {
             kept.remove(key);
         }
-        found
+        checkout
     }
 
     /// Closes the connections that closed or expired while idle; a shared one is let
@@ -307,6 +394,15 @@ impl PoolShard {
                 })
             {
                 connections.shared = None;
+            }
+            connections.forget_made();
+            // Kept while HTTP/1.1 connections are: with them the key is still in use.
+            if connections.idle.is_empty()
+                && connections
+                    .http1_since
+                    .is_some_and(|since| since.elapsed() >= self.idle_timeout)
+            {
+                connections.http1_since = None;
             }
             !connections.is_empty()
         });
