@@ -82,28 +82,35 @@ def free_port() -> int:
     return free_ports(["port"])["port"]
 
 
+def ephemeral_floor() -> int:
+    """The lowest port the kernel gives a connection's own end (net.ipv4.ip_local_port_range)."""
+    return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+
+
+# The next port free_ports tries: below the ephemeral range and downwards, so that no
+# connection the benchmarks make takes a port between its choice and its server's bind,
+# and no two calls give the same one.
+NEXT_PORT = ephemeral_floor() - 1
+
+
 def free_ports(names: list[str]) -> dict[str, int]:
-    """A distinct loopback port, free for both TCP and UDP, for each name. Every port's
-    sockets stay bound until all are chosen, so no two names get the same port."""
-    held: list[socket.socket] = []
+    """A distinct loopback port, free for both TCP and UDP, for each name, taken from
+    below the kernel's ephemeral range: the kernel never hands those out on its own, so
+    a port stays free until the server it is meant for binds it."""
+    global NEXT_PORT
     ports: dict[str, int] = {}
-    try:
-        for name in names:
-            while name not in ports:
-                tcp = socket.socket()
-                tcp.bind(("127.0.0.1", 0))
-                held.append(tcp)
-                port = tcp.getsockname()[1]
-                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                held.append(udp)
-                try:
+    for name in names:
+        while name not in ports:
+            port, NEXT_PORT = NEXT_PORT, NEXT_PORT - 1
+            if port < 1024:
+                raise RuntimeError("no free loopback port below the ephemeral range")
+            try:
+                with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                    tcp.bind(("127.0.0.1", port))
                     udp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                ports[name] = port
-    finally:
-        for held_socket in held:
-            held_socket.close()
+            except OSError:
+                continue
+            ports[name] = port
     return ports
 
 
