@@ -364,11 +364,11 @@ impl PoolShard {
         }
         connections.forget_made();
         let checkout = match &connections.connecting {
-            Some(made) => Checkout::Wait(made.clone()),
+            Some(made) if may_share => Checkout::Wait(made.clone()),
             None if may_share && connections.http1_since.is_none() => {
                 connections.start_connecting()
             }
-            None => Checkout::Connect(None),
+            _ => Checkout::Connect(None),
         };
         if connections.is_empty() {
             kept.remove(key);
@@ -486,5 +486,64 @@ impl Body for ReturnsToPool {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> PoolKey {
+        PoolKey::direct(Target::from(SocketAddr::from(([127, 0, 0, 1], 443))), true)
+    }
+
+    fn connects(checkout: Checkout) -> Option<Option<Connecting>> {
+        match checkout {
+            Checkout::Connect(connecting) => Some(connecting),
+            _ => None,
+        }
+    }
+
+    /// While a connection that may be HTTP/2 is being made, requests wait for it and hear
+    /// its error; once one turned out HTTP/1.1, they make their own, until the key has
+    /// gone without idle connections for the idle timeout (zero here).
+    #[tokio::test]
+    async fn requests_wait_for_the_connection_being_made_unless_the_key_speaks_http1() {
+        let pool = UpstreamPool::new(Duration::ZERO, 8, "pool-test");
+        let key = key();
+        let first = connects(pool.checkout(&key, true)).flatten().unwrap();
+        let Checkout::Wait(mut waiting) = pool.checkout(&key, true) else {
+            panic!("a second request waits for the first's connection");
+        };
+        assert!(
+            connects(pool.checkout(&key, false)).unwrap().is_none(),
+            "a connection that cannot be shared is not waited for"
+        );
+        first.failed(&UpstreamError {
+            status: http::StatusCode::BAD_GATEWAY,
+            reason: "upstream_connect",
+            message: "refused".into(),
+        });
+        waiting.changed().await.unwrap();
+        assert_eq!(
+            waiting.borrow().as_ref().map(|e| e.reason),
+            Some("upstream_connect")
+        );
+
+        // The failed maker is gone: the next request makes the connection.
+        let second = connects(pool.checkout(&key, true)).flatten().unwrap();
+        pool.learn_http1(&key);
+        drop(second);
+        assert!(connects(pool.checkout(&key, true)).unwrap().is_none());
+        for shard in &pool.shards {
+            shard.sweep();
+        }
+        assert!(connects(pool.checkout(&key, true)).unwrap().is_some());
+
+        let unpooled = UpstreamPool::new(Duration::ZERO, 0, "pool-test");
+        assert!(
+            connects(unpooled.checkout(&key, true)).unwrap().is_none(),
+            "nothing is shared when nothing is kept"
+        );
     }
 }

@@ -62,7 +62,10 @@ pub struct ServerSection {
 #[oxy_app_settings]
 pub enum Scheduling {
     /// One runtime for everything, whose threads take queued tasks from each other: a
-    /// busy thread's connections are served by an idle one.
+    /// busy thread's connections are served by an idle one, and the streams of one
+    /// HTTP/2 connection by several threads. Its run queues favour the tasks already
+    /// queued on a thread: with many connections ready at once, some wait much longer
+    /// than others (`per_thread` serves them in turn).
     #[default]
     WorkStealing,
     /// Each of the `worker_threads` threads runs a runtime of its own that accepts
