@@ -84,20 +84,26 @@ test("another proxy user gets a connection of its own", async () => {
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
-test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared by concurrent requests (the client's Host as its :authority), HTTP/1.1 ones are reused", async () => {
-  const pki = makePki();
-  const h2Origin = await startHttpsOrigin(pki.server);
-  // HTTP/1.1 alone (no ALPN): counts its TLS handshakes.
-  let h1Handshakes = 0;
-  const h1Origin = createHttpsServer({ cert: readFileSync(pki.server.chain), key: readFileSync(pki.server.key) }, (req, res) => {
+/** An HTTPS origin that speaks HTTP/1.1 alone (no ALPN), answering `h1 1.1`, and counts
+ * its TLS handshakes; idle connections stay open for a test's length, not Node's 5 s. */
+async function startHttp1Origin(pki: { server: { chain: string; key: string } }) {
+  const origin = { port: 0, handshakes: 0, close: () => server.close() };
+  const server = createHttpsServer({ cert: readFileSync(pki.server.chain), key: readFileSync(pki.server.key) }, (req, res) => {
     req.resume();
     req.on("end", () => res.end(`h1 ${req.httpVersion}`));
   });
-  h1Origin.on("secureConnection", () => h1Handshakes++);
-  // Idle connections stay open for the test's length, not Node's 5 s.
-  h1Origin.keepAliveTimeout = 60_000;
-  await new Promise<void>((ok) => h1Origin.listen(0, "127.0.0.1", ok));
-  const h1Port = (h1Origin.address() as net.AddressInfo).port;
+  server.on("secureConnection", () => origin.handshakes++);
+  server.keepAliveTimeout = 60_000;
+  await new Promise<void>((ok) => server.listen(0, "127.0.0.1", ok));
+  origin.port = (server.address() as net.AddressInfo).port;
+  return origin;
+}
+
+test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared by concurrent requests (the client's Host as its :authority), HTTP/1.1 ones are reused", async () => {
+  const pki = makePki();
+  const h2Origin = await startHttpsOrigin(pki.server);
+  const h1Origin = await startHttp1Origin(pki);
+  const h1Port = h1Origin.port;
   const client = { ca_file: pki.ca };
   const oxy = await OxyProcess.start({
     binary: "oxy",
@@ -137,7 +143,7 @@ test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared
     assert.equal(r.body, "h1 1.1");
     await oxy.waitForMetric('oxy_http_egress_idle_connections{endpoint="h1"}', 1);
   }
-  assert.equal(h1Handshakes, 1, "one TLS connection to the HTTP/1.1 origin");
+  assert.equal(h1Origin.handshakes, 1, "one TLS connection to the HTTP/1.1 origin");
   assert.equal(await count("h1", "new"), 1);
   assert.equal(await count("h1", "reused"), 2);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
@@ -197,16 +203,10 @@ async function startRelay(port: number) {
 test("requests that find no connection wait for the one being made: shared when it is HTTP/2, its error when it fails; an HTTP/1.1 one lets them make their own", async () => {
   const pki = makePki();
   const h2Origin = await startHttpsOrigin(pki.server);
-  let h1Handshakes = 0;
-  const h1Origin = createHttpsServer({ cert: readFileSync(pki.server.chain), key: readFileSync(pki.server.key) }, (req, res) => {
-    req.resume();
-    req.on("end", () => res.end(`h1 ${req.httpVersion}`));
-  });
-  h1Origin.on("secureConnection", () => h1Handshakes++);
-  await new Promise<void>((ok) => h1Origin.listen(0, "127.0.0.1", ok));
+  const h1Origin = await startHttp1Origin(pki);
   const toH2 = await startRelay(h2Origin.port);
   const toFailing = await startRelay(h2Origin.port);
-  const toH1 = await startRelay((h1Origin.address() as net.AddressInfo).port);
+  const toH1 = await startRelay(h1Origin.port);
   const client = { ca_file: pki.ca };
   const endpoint = (name: string, port: number) => ({ name, listen: ["127.0.0.1:0"], http: { upstream: `https://127.0.0.1:${port}`, client } });
   const oxy = await OxyProcess.start({
@@ -252,7 +252,7 @@ test("requests that find no connection wait for the one being made: shared when 
     await until(() => (toH1.accepted === 3 ? true : undefined), "both other connections at the relay");
     toH1.release();
     assert.deepEqual((await apart.answers).map((a) => a.body), Array(3).fill("h1 1.1"));
-    assert.equal(h1Handshakes, 3);
+    assert.equal(h1Origin.handshakes, 3);
     assert.equal(await count("h1", "new"), 3);
     assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
   } finally {
