@@ -494,11 +494,17 @@ async fn fetch(
     let _ = stream.finish().await;
     let response = stream.recv_response().await.map_err(|e| {
         // Refused under a GOAWAY (RFC 9114 §5.2: H3_REQUEST_REJECTED), the request was
-        // not processed and may be sent elsewhere.
+        // not processed and may be sent elsewhere. So may a GET whose connection the
+        // proxy closed gracefully (H3_NO_ERROR) before any response came: clients send an
+        // idempotent request again after such a close (RFC 9110 §9.2.2). A draining
+        // proxy closes once no request it took is open, so one still waiting then was
+        // sent before the client heard its GOAWAY and arrived after the close.
         let rejected = matches!(&e, h3::error::StreamError::RemoteTerminate { code, .. }
             if *code == h3::error::Code::H3_REQUEST_REJECTED);
+        let closed_gracefully = matches!(&e, h3::error::StreamError::ConnectionError(
+            h3::error::ConnectionError::Remote(_)) if e.is_h3_no_error());
         let error = anyhow::Error::new(e);
-        if rejected {
+        if rejected || closed_gracefully {
             error.context(NotTaken)
         } else {
             error
