@@ -191,13 +191,7 @@ impl<App: OxyExt> UpstreamClient<App> {
                             return Err(e);
                         }
                     };
-                    match &connection {
-                        UpstreamConnection::Http2(shared) => pool.share(key.clone(), shared),
-                        UpstreamConnection::Http1(_) if may_share => pool.learn_http1(&key),
-                        UpstreamConnection::Http1(_) => {}
-                    }
-                    // The requests waiting for it look again.
-                    drop(connecting);
+                    pool.made(&key, &connection, connecting);
                     (connection, false)
                 }
             };

@@ -276,11 +276,26 @@ impl UpstreamPool {
         shard.checkout(key, may_share)
     }
 
-    /// A connection made for `key` that could have been HTTP/2 is HTTP/1.1: the next
-    /// requests make their own without waiting.
-    pub(crate) fn learn_http1(&self, key: &PoolKey) {
-        let mut kept = self.shard().lock();
-        if let Some(connections) = kept.get_mut(key) {
+    /// `connection` was made for `key`: shared from now on if it is HTTP/2; if it is
+    /// HTTP/1.1 where requests waited for it (`connecting`), the next ones make their own
+    /// without waiting. Then the waiting requests look again.
+    pub(crate) fn made(
+        &self,
+        key: &PoolKey,
+        connection: &UpstreamConnection,
+        connecting: Option<Connecting>,
+    ) {
+        match connection {
+            UpstreamConnection::Http2(shared) => self.share(key.clone(), shared),
+            UpstreamConnection::Http1(_) if connecting.is_some() => self.learn_http1(key),
+            UpstreamConnection::Http1(_) => {}
+        }
+        drop(connecting);
+    }
+
+    /// A connection made for `key` that could have been HTTP/2 is HTTP/1.1.
+    fn learn_http1(&self, key: &PoolKey) {
+        if let Some(connections) = self.shard().lock().get_mut(key) {
             connections.http1_since = Some(Instant::now());
         }
     }
@@ -288,7 +303,7 @@ impl UpstreamPool {
     /// Shares `connection` (HTTP/2) with the requests for `key` from now on, unless the
     /// key has a shared connection that is still open, or nothing is pooled
     /// (`pool_max_idle_per_upstream: 0`).
-    pub(crate) fn share(&self, key: PoolKey, connection: &SharedConnection) {
+    fn share(&self, key: PoolKey, connection: &SharedConnection) {
         let shard = self.shard();
         if shard.max_idle_per_key == 0 {
             return;
