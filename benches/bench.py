@@ -461,7 +461,7 @@ def scaled_configs(workdir: Path, ports: dict, workers: int) -> dict[str, tuple[
     (processes for nginx), each alone on its own port: (config, port) by contender."""
     origin = f"127.0.0.1:{ports['origin']}"
     oxy = {}
-    for scheduling, port in (("work_stealing", "scale_oxy"), ("per_thread", "scale_oxy_per_thread")):
+    for scheduling, port in (("per_thread", "scale_oxy"), ("work_stealing", "scale_oxy_work_stealing")):
         oxy[scheduling] = (workdir / f"oxy-w{workers}-{scheduling}.yaml", ports[port])
         oxy[scheduling][0].write_text(json.dumps({
             "server": {"worker_threads": workers, "shutdown_timeout": "1s", "scheduling": scheduling},
@@ -498,7 +498,7 @@ backend origin
   http-reuse always
   server origin {origin}
 """)
-    return {"oxy": oxy["work_stealing"], "oxy per_thread": oxy["per_thread"],
+    return {"oxy": oxy["per_thread"], "oxy work_stealing": oxy["work_stealing"],
             "nginx": (nginx, ports["scale_nginx"]), "haproxy": (haproxy, ports["scale_haproxy"])}
 
 
@@ -1079,7 +1079,7 @@ def main() -> int:
              "oxy_l4_echo", "nginx_h1", "nginx_h2", "haproxy_h1", "haproxy_h2", "haproxy_l4_source",
              "haproxy_l4_echo", "squid", "oxy_h3", "caddy_h3", "udp_echo", "origin_tls", "firewall_telemetry",
              "firewall_intercept", "firewall_tunnel", "h2o_h1", "h2o_h2", "oxy_forward", "router_forward",
-             "router_telemetry", "scale_oxy", "scale_oxy_per_thread", "scale_nginx", "scale_haproxy"]
+             "router_telemetry", "scale_oxy", "scale_oxy_work_stealing", "scale_nginx", "scale_haproxy"]
     ports = free_ports(names)
     key, crt, pem, ca = write_certificate(workdir)
     source, echo = f"127.0.0.1:{ports['source']}", f"127.0.0.1:{ports['echo']}"
@@ -1260,7 +1260,7 @@ def main() -> int:
             mark = len(procs.running)
             try:
                 configs = scaled_configs(workdir, ports, w)
-                argv = {"oxy": [str(BIN / "oxy"), "--config"], "oxy per_thread": [str(BIN / "oxy"), "--config"],
+                argv = {"oxy": [str(BIN / "oxy"), "--config"], "oxy work_stealing": [str(BIN / "oxy"), "--config"],
                         "nginx": ["nginx", "-c"], "haproxy": ["haproxy", "-db", "-f"]}
                 for name, (config, port) in configs.items():
                     procs.start(f"{name}-w", [*argv[name], str(config)], [port])

@@ -8,8 +8,9 @@
 // connection of its own; requests that find no connection wait for the one being made
 // while it may be HTTP/2; a pooled HTTP/2 connection is checked with PINGs while idle,
 // and a request it refused unprocessed is sent again when it has no body.
-// Under `server.scheduling:
-// per_thread`, each thread has its own pool and the threads share new connections evenly.
+// Each worker thread keeps a pool of its own (`server.scheduling: per_thread`, the
+// default), and the threads share new connections evenly; the tests that count upstream
+// connections run one thread, so that every request finds the same pool.
 
 import assert from "node:assert/strict";
 import http2 from "node:http2";
@@ -34,6 +35,9 @@ after(async () => {
   await origin.close();
 });
 
+/** One worker thread: one upstream pool, whichever connection a request comes on. */
+const oneThread = { worker_threads: 1 };
+
 const connections = (oxy: OxyProcess, kind: string) => oxy.metric(`oxy_http_egress_connections_total{endpoint="web",kind="${kind}"}`);
 
 /** Waits until the pool holds `n` idle connections (a connection goes back once its
@@ -44,6 +48,7 @@ test("requests the egress hook routes alike reuse one upstream connection; the h
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
+      server: oneThread,
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { forward_proxy: true } }],
     },
@@ -67,6 +72,7 @@ test("another proxy user gets a connection of its own", async () => {
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
+      server: oneThread,
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { forward_proxy: true }, app: { proxy_password: "pw" } }],
     },
@@ -108,6 +114,7 @@ test("without a hook, HTTPS upstreams are pooled: an HTTP/2 connection is shared
   const oxy = await OxyProcess.start({
     binary: "oxy",
     settings: {
+      server: oneThread,
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [
         { name: "h2", listen: ["127.0.0.1:0"], http: { upstream: `https://127.0.0.1:${h2Origin.port}`, client } },
@@ -212,6 +219,7 @@ test("requests that find no connection wait for the one being made: shared when 
   const oxy = await OxyProcess.start({
     binary: "oxy",
     settings: {
+      server: oneThread,
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [endpoint("h2", toH2.port), endpoint("failing", toFailing.port), endpoint("h1", toH1.port)],
     },
@@ -270,6 +278,7 @@ test("a pooled HTTP/2 upstream connection is checked with PINGs while idle: kept
   const oxy = await OxyProcess.start({
     binary: "oxy",
     settings: {
+      server: oneThread,
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [
         {
@@ -346,6 +355,7 @@ test("a request an HTTP/2 upstream refuses unprocessed (graceful GOAWAY, REFUSED
   const oxy = await OxyProcess.start({
     binary: "oxy",
     settings: {
+      server: oneThread,
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [{ name: "web", listen: ["127.0.0.1:0"], http: { upstream: `https://127.0.0.1:${port}`, client: { ca_file: pki.ca } } }],
     },
@@ -387,6 +397,7 @@ test("http.client.pool_max_idle_per_upstream: 0 keeps no connection: each reques
   const oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
+      server: oneThread,
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [
         { name: "web", listen: ["127.0.0.1:0"], http: { forward_proxy: true, client: { pool_max_idle_per_upstream: 0 } } },
@@ -405,7 +416,7 @@ test("http.client.pool_max_idle_per_upstream: 0 keeps no connection: each reques
 });
 
 /** The zero-code proxy (no hooks) in front of a plain-HTTP upstream on `port`. */
-const reverseProxy = (port: number, server: Record<string, any> = {}) =>
+const reverseProxy = (port: number, server: Record<string, any> = oneThread) =>
   OxyProcess.start({
     binary: "oxy",
     settings: {
@@ -454,8 +465,8 @@ test("an upstream that closes each connection after its response: every request 
   }
 });
 
-test("server.scheduling: per_thread: each thread reuses the upstream connections it made", async () => {
-  const oxy = await reverseProxy(origin.port, { scheduling: "per_thread", worker_threads: 2 });
+test("server.scheduling: per_thread (the default): each thread reuses the upstream connections it made", async () => {
+  const oxy = await reverseProxy(origin.port, { worker_threads: 2 });
   // Each curl is a client connection of its own, accepted by either thread.
   for (let i = 0; i < 6; i++) {
     const r = await curl([`${oxy.url("web")}/per-thread-${i}`]);
@@ -476,6 +487,22 @@ test("server.scheduling: per_thread: each thread reuses the upstream connections
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
+test("server.scheduling: work_stealing: the threads share one pool: requests on six client connections reuse one upstream connection", async () => {
+  const oxy = await reverseProxy(origin.port, { scheduling: "work_stealing", worker_threads: 2 });
+  for (let i = 0; i < 6; i++) {
+    const r = await curl([`${oxy.url("web")}/work-stealing-${i}`]);
+    assert.equal(r.status, 200, r.stderr);
+    await idle(oxy, 1);
+  }
+  const seen = origin.seen.filter((q) => q.url.startsWith("/work-stealing-"));
+  assert.equal(new Set(seen.map((q) => q.remotePort)).size, 1, JSON.stringify(seen.map((q) => q.remotePort)));
+  assert.equal(await connections(oxy, "new"), 1);
+  assert.equal(await connections(oxy, "reused"), 5);
+  // No per-thread runtime runs.
+  assert.equal(await oxy.metric('oxy_per_thread_connections{thread="0"}'), undefined);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
 /** One keep-alive request on `socket`; resolves with the response's status line. */
 const statusLine = (socket: net.Socket, path: string) =>
   new Promise<string>((resolve, reject) => {
@@ -493,7 +520,7 @@ const statusLine = (socket: net.Socket, path: string) =>
   });
 
 test("server.scheduling: per_thread: connections opened at once are shared evenly by the threads", async () => {
-  const oxy = await reverseProxy(origin.port, { scheduling: "per_thread", worker_threads: 2 });
+  const oxy = await reverseProxy(origin.port, { worker_threads: 2 });
   const perThread = (thread: number) => oxy.metric(`oxy_per_thread_connections{thread="${thread}"}`);
   const { port } = new URL(oxy.url("web"));
   // A burst wakes both threads in accept; without balancing, the first to run takes
@@ -519,7 +546,7 @@ test("server.scheduling: per_thread: a CONNECT tunnel stays counted on its threa
   const oxy = await OxyProcess.start({
     binary: "oxy",
     settings: {
-      server: { scheduling: "per_thread", worker_threads: 2 },
+      server: { worker_threads: 2 },
       egress: { allow: ["127.0.0.0/8"] },
       endpoints: [{ name: "proxy", listen: ["127.0.0.1:0"], http: { connect: true } }],
     },

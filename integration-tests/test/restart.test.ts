@@ -118,8 +118,8 @@ test("five restarts under load: no request fails, no connection is refused, ever
   await restartsUnderLoad(t, 5);
 });
 
-test("server.scheduling: per_thread (a runtime per thread, each accepting from every listener): two restarts under load lose nothing", async (t) => {
-  await restartsUnderLoad(t, 2, { scheduling: "per_thread", worker_threads: 2 });
+test("server.scheduling: work_stealing (one runtime whose threads take tasks from each other): two restarts under load lose nothing", async (t) => {
+  await restartsUnderLoad(t, 2, { scheduling: "work_stealing", worker_threads: 2 });
 });
 
 test("a successor that cannot start leaves the old process serving; once the settings are fixed the restart succeeds", async (t) => {
