@@ -31,6 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # Where oxy, oxy-loadgen and oxy-client are: target/release unless --bin-dir or OXY_BIN_DIR.
 BIN = ROOT / "target" / "release"
+# `server.scheduling` of the single-worker Oxy rows (`--scheduling`); None: Oxy's default.
+SCHEDULING: str | None = None
 # CPU sets (taskset lists) for the contender under measurement and for everything else
 # (load generators, origin, targets); None leaves a role unpinned. Set by main().
 PIN: dict[str, str | None] = {"proxy": None, "load": None}
@@ -338,10 +340,19 @@ def write_certificate(workdir: Path) -> tuple[Path, Path, Path, Path]:
     return key, crt, pem, ca
 
 
+def oxy_server() -> dict:
+    """The `server:` section of every single-worker Oxy in the runs: one worker thread,
+    under `--scheduling` when it is given (Oxy's default otherwise)."""
+    server = {"worker_threads": 1, "shutdown_timeout": "1s"}
+    if SCHEDULING:
+        server["scheduling"] = SCHEDULING
+    return server
+
+
 def oxy_config(workdir: Path, ports: dict, crt: Path, key: Path) -> Path:
     origin = f"http://127.0.0.1:{ports['origin']}"
     config = {
-        "server": {"worker_threads": 1, "shutdown_timeout": "1s"},
+        "server": oxy_server(),
         "telemetry": {"listen": f"127.0.0.1:{ports['oxy_telemetry']}", "log": {"level": "warn"}},
         "egress": {"allow": ["127.0.0.0/8"]},
         "endpoints": [
@@ -378,7 +389,7 @@ def firewall_config(workdir: Path, ports: dict, ca: Path) -> Path:
     # One file the load generator trusts for both: the minted leaves and the origin's own.
     (workdir / "both-cas.crt").write_text(ica.read_text() + ca.read_text())
     config = {
-        "server": {"worker_threads": 1, "shutdown_timeout": "1s"},
+        "server": oxy_server(),
         "telemetry": {"listen": f"127.0.0.1:{ports['firewall_telemetry']}", "log": {"level": "warn"}},
         "egress": {"allow": ["127.0.0.0/8"]},
         "endpoints": [
@@ -401,7 +412,7 @@ def connect_ip_config(workdir: Path, listen: str) -> Path:
     (user-space off-ramp) on one plain-TCP endpoint, egress only to the targets' range;
     its link MTU (ip.mtu) is 9000, and each client's TUN device sets its own."""
     config = {
-        "server": {"worker_threads": 1, "shutdown_timeout": "1s"},
+        "server": oxy_server(),
         "telemetry": {"listen": "127.0.0.1:9090", "log": {"level": "warn"}},
         "egress": {"allow": ["198.51.100.0/24"]},
         "endpoints": [{"name": "ip", "listen": [listen], "ip": {"mtu": 9000},
@@ -417,7 +428,7 @@ def tun_config(workdir: Path, device: str, echo: str) -> Path:
     198.51.100.0/24; its IP flow hook forwards (terminates) every flow, and its egress
     hook sends UDP flows to the echo."""
     config = {
-        "server": {"worker_threads": 1, "shutdown_timeout": "1s"},
+        "server": oxy_server(),
         "telemetry": {"listen": "127.0.0.1:9090", "log": {"level": "warn"}},
         "egress": {"allow": ["127.0.0.0/8"]},
         "endpoints": [{"name": "tun", "protocol": "tun",
@@ -433,7 +444,7 @@ def egress_router_config(workdir: Path, ports: dict) -> Path:
     """examples/egress-router as a forward proxy (absolute-form requests), with a firewall
     and a route like config/egress-router.yaml's: its egress hook runs for every request."""
     config = {
-        "server": {"worker_threads": 1, "shutdown_timeout": "1s"},
+        "server": oxy_server(),
         "telemetry": {"listen": f"127.0.0.1:{ports['router_telemetry']}", "log": {"level": "warn"}},
         "egress": {"allow": ["127.0.0.0/8"]},
         "endpoints": [{"name": "forward", "listen": [f"127.0.0.1:{ports['router_forward']}"],
@@ -955,7 +966,7 @@ def direct_udp_fails(netns: str, target: str) -> str | None:
 
 
 def main() -> int:
-    global BIN
+    global BIN, SCHEDULING
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per scenario (median reported)")
     parser.add_argument("--seconds", type=int, default=5, help="seconds of load per measurement")
@@ -972,6 +983,8 @@ def main() -> int:
     parser.add_argument("--origin-workers", type=int, default=1,
                         help="worker processes of the origin nginx (default 1; more where the scaling rows "
                              "need a faster origin)")
+    parser.add_argument("--scheduling", choices=["per_thread", "work_stealing"],
+                        help="`server.scheduling` of the single-worker Oxy rows (default: Oxy's own, per_thread)")
     parser.add_argument("--quick", action="store_true",
                         help=f"the key rows only, one round of 2 s, {QUICK_IDLE_TUNNELS} idle tunnels (make bench-quick)")
     parser.add_argument("--udp-echo", type=int, help=argparse.SUPPRESS)  # the UDP echo target's own process
@@ -995,6 +1008,7 @@ def main() -> int:
         PIN.update(proxy="0", load=f"1-{cores - 1}")
 
     BIN = opts.bin_dir.resolve()
+    SCHEDULING = opts.scheduling
     for binary in ("oxy", "oxy-loadgen", "oxy-client", "http-firewall"):
         if not (BIN / binary).exists():
             print(f"{BIN / binary} is missing: run benches/run, which builds it", file=sys.stderr)
@@ -1425,7 +1439,7 @@ def markdown_report(results: list[dict], failures: list[tuple[str, str]], opts, 
         f"Made by `{argv}` at commit `{commit}` on {time.strftime('%Y-%m-%d')}.",
         "",
         f"- Machine: {os.cpu_count()} cores ({cpu}), kernel {os.uname().release}",
-        f"- Oxy: {BIN.name} build, `server.worker_threads: 1`, log level warn (no access log)",
+        f"- Oxy: {BIN.name} build, `server.worker_threads: 1`, `server.scheduling: {SCHEDULING or 'per_thread'}`, log level warn (no access log)",
         f"- nginx: {version_of(['nginx', '-v'])}; `worker_processes 1`, access_log off, upstream keepalive",
         f"- HAProxy: {version_of(['haproxy', '-v'])}; `nbthread 1`, `http-reuse always`, `option splice-auto` (TCP)",
         f"- Squid: {version_of(['squid', '-v'])}; one process, no cache, access_log none",

@@ -1,6 +1,6 @@
 // Profiling on the telemetry listener (`telemetry.profiling`): CPU profiles taken under
 // HTTP load decode as pprof protobuf and as an SVG flame graph naming Oxy's functions,
-// the heap profile is gzipped pprof, /debug/runtime reports the runtime and connection
+// the heap profile is gzipped pprof, /debug/runtime reports the runtimes and connection
 // tasks; bad queries are 400, everything is 404 with profiling off, and clients from a
 // non-loopback address get 403 unless `allow_remote`.
 
@@ -117,6 +117,7 @@ before(async () => {
   oxy = await OxyProcess.start({
     binary: "fixture-app",
     settings: {
+      server: { worker_threads: 2 },
       telemetry: { profiling: { enabled: true } },
       endpoints: [{ name: "web", listen: ["127.0.0.1:0"], app: { respond_path: "/hello" } }],
     },
@@ -182,7 +183,7 @@ test("the heap profile is gzipped pprof protobuf of live space in bytes, with th
   );
 });
 
-test("/debug/runtime reports the workers and the connection tasks that served traffic", async () => {
+test("/debug/runtime reports the workers, the per-thread runtimes and the connection tasks that served traffic", async () => {
   const res = await get(`${oxy.telemetryUrl}/debug/runtime`);
   assert.equal(res.status, 200);
   assert.match(res.type, /^application\/json/);
@@ -195,6 +196,14 @@ test("/debug/runtime reports the workers and the connection tasks that served tr
   assert.ok(Number.isFinite(busy_ratio) && busy_ratio >= 0 && busy_ratio <= 1 && elapsed_s > 0, JSON.stringify(runtime.since_last_report));
   assert.ok(runtime.connection_tasks.instrumented > 0, JSON.stringify(runtime.connection_tasks));
   assert.ok(runtime.connection_tasks.polls > 0);
+  // The two per-thread runtimes (`server.scheduling: per_thread`, the default) served
+  // the HTTP connections.
+  assert.equal(runtime.per_thread.length, 2, JSON.stringify(runtime.per_thread));
+  for (const thread of runtime.per_thread) {
+    assert.ok(thread.alive_tasks >= 1, "each accepts on the listener");
+    assert.ok(Number.isInteger(thread.parks) && Number.isFinite(thread.busy_s), JSON.stringify(thread));
+  }
+  assert.ok(runtime.per_thread.reduce((sum: number, t: { busy_s: number }) => sum + t.busy_s, 0) > 0);
 });
 
 test("bad profile queries are 400, unknown /debug paths 404", async () => {

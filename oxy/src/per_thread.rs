@@ -7,8 +7,8 @@ use crate::metrics;
 use crossbeam_utils::CachePadded;
 use std::cell::Cell;
 use std::net::TcpListener as StdTcpListener;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 use tokio::runtime::Handle;
@@ -16,6 +16,8 @@ use tokio_util::sync::CancellationToken;
 
 /// How many per-thread runtimes run (1 when none do).
 static THREADS: AtomicUsize = AtomicUsize::new(1);
+/// The running per-thread runtimes, for `/debug/runtime`.
+static HANDLES: Mutex<Vec<Handle>> = Mutex::new(Vec::new());
 
 thread_local! {
     /// This thread's place among the per-thread runtimes' threads (0 on any other).
@@ -32,6 +34,14 @@ pub(crate) fn shards() -> usize {
 /// finds what it put there itself, so its connections' tasks stay on it.
 pub(crate) fn current_shard() -> usize {
     THREAD_INDEX.with(Cell::get)
+}
+
+/// The running per-thread runtimes, by thread index (none under work stealing).
+pub(crate) fn handles() -> Vec<Handle> {
+    HANDLES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
 }
 
 /// The per-thread runtimes.
@@ -122,6 +132,8 @@ impl PerThreadRuntimes {
                 return Err(e);
             }
         }
+        *HANDLES.lock().unwrap_or_else(PoisonError::into_inner) =
+            runtimes.threads.iter().map(|(h, _)| h.clone()).collect();
         Ok(runtimes)
     }
 
@@ -181,6 +193,10 @@ impl PerThreadRuntimes {
     /// Stops every thread's runtime (what still runs there is dropped) and waits for the
     /// threads to end.
     pub fn stop(self) {
+        HANDLES
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.stop.cancel();
         for (_, thread) in self.threads {
             if thread.join().is_err() {
@@ -194,7 +210,6 @@ impl PerThreadRuntimes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex, PoisonError};
 
     /// The thread count is process-wide: these tests start runtimes one at a time.
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());

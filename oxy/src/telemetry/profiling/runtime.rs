@@ -1,6 +1,7 @@
-//! `/debug/runtime`: the tokio runtime's figures (workers, live tasks, queue depths,
-//! busy ratio since the previous call) and those of connection tasks (polls, poll and
-//! scheduling times), from tokio-metrics, as JSON.
+//! `/debug/runtime`: the work-stealing tokio runtime's figures (workers, live tasks,
+//! queue depths, busy ratio since the previous call), each per-thread runtime's (live
+//! tasks, busy time, parks) and those of connection tasks (polls, poll and scheduling
+//! times), from tokio-metrics, as JSON.
 
 use std::sync::{Mutex, OnceLock};
 
@@ -57,6 +58,18 @@ pub(crate) fn report() -> String {
             })
         })
         .collect();
+    // Under `scheduling: per_thread`, these serve the TCP connections.
+    let per_thread: Vec<_> = crate::per_thread::handles()
+        .iter()
+        .map(|runtime| {
+            let metrics = runtime.metrics();
+            serde_json::json!({
+                "alive_tasks": metrics.num_alive_tasks(),
+                "parks": metrics.worker_park_count(0),
+                "busy_s": metrics.worker_total_busy_duration(0).as_secs_f64(),
+            })
+        })
+        .collect();
     serde_json::json!({
         "workers": metrics.num_workers(),
         "alive_tasks": metrics.num_alive_tasks(),
@@ -64,6 +77,7 @@ pub(crate) fn report() -> String {
         "per_worker": workers,
         "since_last_report": since_last,
         "connection_tasks": tasks,
+        "per_thread": per_thread,
     })
     .to_string()
 }
