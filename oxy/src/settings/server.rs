@@ -71,7 +71,7 @@ pub enum Scheduling {
     /// upstream connections (`pool_max_idle_per_upstream` applies per thread, and two
     /// clients of one upstream may each get a connection of their own). UDP, QUIC and
     /// TUN endpoints, telemetry and the control socket run on a work-stealing runtime of
-    /// as many threads beside them, which is the one `/debug/runtime` reports.
+    /// as many threads beside them (`/debug/runtime` reports both kinds).
     #[default]
     PerThread,
     /// One runtime for everything, whose threads take queued tasks from each other: a
