@@ -14,10 +14,9 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
-/// How many per-thread runtimes run (1 when none do).
-static THREADS: AtomicUsize = AtomicUsize::new(1);
-/// The running per-thread runtimes, for `/debug/runtime`.
-static HANDLES: Mutex<Vec<Handle>> = Mutex::new(Vec::new());
+/// The running per-thread runtimes, by thread index (none under work stealing): their
+/// count sizes per-thread state, and `/debug/runtime` reports each.
+static RUNNING: Mutex<Vec<Handle>> = Mutex::new(Vec::new());
 
 thread_local! {
     /// This thread's place among the per-thread runtimes' threads (0 on any other).
@@ -27,7 +26,7 @@ thread_local! {
 /// State kept per thread (an upstream pool's idle connections) is split into this many
 /// shards: one per per-thread runtime, or one.
 pub(crate) fn shards() -> usize {
-    THREADS.load(Ordering::Relaxed)
+    running().len().max(1)
 }
 
 /// The shard of the current thread, below [`shards`]: a per-thread runtime's thread
@@ -38,10 +37,11 @@ pub(crate) fn current_shard() -> usize {
 
 /// The running per-thread runtimes, by thread index (none under work stealing).
 pub(crate) fn handles() -> Vec<Handle> {
-    HANDLES
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .clone()
+    running().clone()
+}
+
+fn running() -> std::sync::MutexGuard<'static, Vec<Handle>> {
+    RUNNING.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The per-thread runtimes.
@@ -125,15 +125,13 @@ impl PerThreadRuntimes {
             threads: Vec::with_capacity(count),
             stop: CancellationToken::new(),
         };
-        THREADS.store(count.max(1), Ordering::Relaxed);
         for index in 0..count {
             if let Err(e) = runtimes.start_thread(index, name) {
                 runtimes.stop();
                 return Err(e);
             }
         }
-        *HANDLES.lock().unwrap_or_else(PoisonError::into_inner) =
-            runtimes.threads.iter().map(|(h, _)| h.clone()).collect();
+        *running() = runtimes.threads.iter().map(|(h, _)| h.clone()).collect();
         Ok(runtimes)
     }
 
@@ -193,17 +191,13 @@ impl PerThreadRuntimes {
     /// Stops every thread's runtime (what still runs there is dropped) and waits for the
     /// threads to end.
     pub fn stop(self) {
-        HANDLES
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        running().clear();
         self.stop.cancel();
         for (_, thread) in self.threads {
             if thread.join().is_err() {
                 tracing::error!("a per-thread runtime's thread panicked");
             }
         }
-        THREADS.store(1, Ordering::Relaxed);
     }
 }
 
