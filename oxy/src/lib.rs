@@ -104,6 +104,7 @@ extern crate self as oxy;
 
 pub mod app;
 pub mod bootstrap;
+pub(crate) mod boxed;
 pub mod cli;
 pub mod dns;
 pub mod drain;

@@ -141,12 +141,14 @@ impl<App: OxyExt> Handler<App> {
             .and_then(|hook| hook.request_body_tap(&parts, cx));
         let (body, blocked) = TappedBody::wrap_watched(body, tap, &parts.headers);
         let request = Request::from_parts(parts, body);
-        let exchange = async {
+        // Pinned where it is made: `select!` would otherwise move the whole exchange
+        // (several KiB) into its own state.
+        let exchange = std::pin::pin!(async {
             match &one_off {
                 Some((route, egress)) => self.client.send_alone(route, egress, request).await,
                 None => self.client.send(request).await,
             }
-        };
+        });
         // `response_timeout` counts from the end of the upload, however long that took
         // (or from when the upstream stopped reading it).
         let response = tokio::select! {

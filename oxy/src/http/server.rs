@@ -77,7 +77,7 @@ async fn serve_boxed<App: OxyExt>(
             let stream_handler = handler.clone();
             let service = hyper::service::service_fn(move |request| {
                 let stream = stream_handler.streams.open();
-                Box::pin(answer(stream_handler.clone(), request, stream))
+                crate::boxed::pinned_in_place(|| answer(stream_handler.clone(), request, stream))
             });
             let keep_alive = Some(limits.h2_keep_alive_interval).filter(|i| !i.is_zero());
             let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
