@@ -142,7 +142,7 @@ impl<App: OxyExt> Handler<App> {
         let (body, blocked) = TappedBody::wrap_watched(body, tap, &parts.headers);
         let request = Request::from_parts(parts, body);
         // Pinned where it is made: `select!` would otherwise move the whole exchange
-        // (several KiB) into its own state.
+        // into its own state.
         let exchange = std::pin::pin!(async {
             match &one_off {
                 Some((route, egress)) => self.client.send_alone(route, egress, request).await,
