@@ -248,14 +248,18 @@ where
     let stream = stream.into();
     // Each protocol's state is boxed, so that a connection holds only its own protocol's
     // (an HTTP connection about 6 KiB) and the task that is spawned, moved and finished
-    // stays small: unboxed, every connection task was the 15 KiB of the largest.
+    // stays small: unboxed, every connection task was the 15 KiB of the largest. Made in
+    // its box, not copied there.
     match cx.endpoint.settings.protocol {
         // A udp endpoint has no TCP listener, so only `tcp` reaches the first arm.
         EndpointProtocol::Tcp | EndpointProtocol::Udp | EndpointProtocol::Tun => {
-            Box::pin(forward(stream, cx, services, drain)).await
+            crate::boxed::pinned_in_place(|| forward(stream, cx, services, drain)).await
         }
         EndpointProtocol::Http => {
-            Box::pin(crate::http::server::serve(stream, cx, services, drain)).await
+            crate::boxed::pinned_in_place(|| {
+                crate::http::server::serve(stream, cx, services, drain)
+            })
+            .await
         }
     }
 }
