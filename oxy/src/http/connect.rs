@@ -74,12 +74,9 @@ pub async fn handle<App: OxyExt>(
                 // Boxed: looking inside (an HTTP server, maybe TLS) is a far larger state
                 // than pumping, and every idle tunnel's task would carry its size.
                 Some(handler) => {
-                    Box::pin(super::inspect::serve(
-                        unbox(tunnel),
-                        upgraded,
-                        &handler,
-                        &drain,
-                    ))
+                    crate::boxed::pinned_in_place(|| {
+                        super::inspect::serve(unbox(tunnel), upgraded, &handler, &drain)
+                    })
                     .await;
                 }
                 None => {

@@ -54,7 +54,7 @@ pub fn serve_with<App: OxyExt>(
     handler: Arc<Handler<App>>,
     drain: &Drain,
 ) -> std::pin::Pin<Box<dyn Future<Output = ConnectionEnd> + Send + '_>> {
-    Box::pin(serve_boxed(connection, handler, drain))
+    crate::boxed::pinned_in_place(|| serve_boxed(connection, handler, drain))
 }
 
 async fn serve_boxed<App: OxyExt>(

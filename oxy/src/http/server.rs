@@ -43,7 +43,7 @@ pub fn serve_with<App: OxyExt>(
     stream: TunnelStream,
     drain: &Drain,
 ) -> Pin<Box<dyn Future<Output = ConnectionEnd> + Send + '_>> {
-    Box::pin(serve_boxed(handler, Lingering::without(stream), drain))
+    crate::boxed::pinned_in_place(|| serve_boxed(handler, Lingering::without(stream), drain))
 }
 
 async fn serve_boxed<App: OxyExt>(

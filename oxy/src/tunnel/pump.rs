@@ -120,7 +120,7 @@ pub fn pump_tcp<S: Future<Output = ()>>(
         // Boxed: the buffered copy's state is larger than the spliced one, and every
         // spliced tunnel would be as large.
         client => {
-            let buffered = Box::pin(pump(client, target, limits, shutdown));
+            let buffered = crate::boxed::pinned_in_place(|| pump(client, target, limits, shutdown));
             Either::Right(buffered.map(|outcome| (outcome, false)))
         }
     }
