@@ -8,13 +8,24 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-/// jemalloc's options, read when it starts: profiling built in and off until enabled.
+/// jemalloc's options, read when it starts (`MALLOC_CONF`-style pairs; the environment's
+/// `_RJEM_MALLOC_CONF` is read after them and wins):
+///
+/// - `prof:true,prof_active:false,lg_prof_sample:19`: profiling built in and off until
+///   enabled.
+/// - `tcache_ncached_max:4097-14336:128`: each thread caches up to 128 freed blocks of
+///   each size class from 5 KiB to 14 KiB, where jemalloc's default is 20. These
+///   classes have one to four blocks per slab (one for 8 KiB). A proxied HTTP/1.1
+///   request allocates two 8 KiB blocks (its boxed future and the upstream connection's
+///   next read buffer) and frees them when it ends; with more of them in flight than the
+///   cache holds, jemalloc made and unmade an 8 KiB slab about once per request.
 // SAFETY: jemalloc reads this NUL-terminated string under this exact name; nothing else
 // defines the symbol.
 #[cfg(feature = "jemalloc")]
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
-pub static malloc_conf: &[u8] = b"prof:true,prof_active:false,lg_prof_sample:19\0";
+pub static malloc_conf: &[u8] =
+    b"prof:true,prof_active:false,lg_prof_sample:19,tcache_ncached_max:4097-14336:128\0";
 
 /// Starts sampling allocations.
 pub(crate) async fn activate() {
