@@ -11,6 +11,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// jemalloc's options, read when it starts (`MALLOC_CONF`-style pairs; the environment's
 /// `_RJEM_MALLOC_CONF` is read after them and wins):
 ///
+/// - `abort_conf:true`: an invalid pair, here or in `_RJEM_MALLOC_CONF`, stops the
+///   process at its start with jemalloc's message naming the pair, instead of being
+///   ignored.
 /// - `prof:true,prof_active:false,lg_prof_sample:19`: profiling built in and off until
 ///   enabled.
 /// - `tcache_ncached_max:4097-14336:128`: each thread caches up to 128 freed blocks of
@@ -25,7 +28,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[allow(non_upper_case_globals)]
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8] =
-    b"prof:true,prof_active:false,lg_prof_sample:19,tcache_ncached_max:4097-14336:128\0";
+    b"abort_conf:true,prof:true,prof_active:false,lg_prof_sample:19,tcache_ncached_max:4097-14336:128\0";
 
 /// Starts sampling allocations.
 pub(crate) async fn activate() {
