@@ -1,5 +1,6 @@
 // Bad settings are reported with YAML path, line and column, all at once, exit code 2,
-// before anything binds; failures after validation exit 1 with a clear message.
+// before anything binds; failures after validation exit 1 with a clear message; an
+// invalid allocator option (`_RJEM_MALLOC_CONF`) aborts at start with jemalloc's message.
 
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync } from "node:fs";
@@ -169,4 +170,14 @@ test("an application whose start fails exits 1 with its message", async () => {
   const r = await runToExit("fixture-app", ["-c", writeConfig(settings)]);
   assert.equal(r.code, 1);
   assert.match(r.stderr, /the application failed to start: no database/);
+});
+
+test("an invalid allocator option stops Oxy at its start, naming the option", async () => {
+  const path = writeConfig("server:\n  worker_threads: 1\n");
+  const valid = await runToExit("oxy", ["--check-config", "-c", path], { env: { _RJEM_MALLOC_CONF: "tcache_ncached_max:4097-14336:64" } });
+  assert.equal(valid.code, 0, valid.stderr);
+  const r = await runToExit("oxy", ["--check-config", "-c", path], { env: { _RJEM_MALLOC_CONF: "tcache_ncached_max:lots" } });
+  assert.equal(r.signal, "SIGABRT");
+  assert.match(r.stderr, /<jemalloc>: Invalid settings for tcache_ncached_max: tcache_ncached_max:lots/);
+  assertNoPanic(r.stderr);
 });
