@@ -60,71 +60,83 @@ impl<App: OxyExt> UpstreamClient<App> {
     /// The request goes on the endpoint's own pool (`http/upstream_pool.rs`), without a
     /// task per request: over HTTP/1.1, or HTTP/2 when an HTTPS upstream offers it. An
     /// upgrade gets an HTTP/1.1 connection of its own.
-    pub async fn send(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice: see `Handler::handle_in_span`"
+    )]
+    pub fn send(
         &self,
         request: Request<HttpBody>,
-    ) -> Result<Response<HttpBody>, UpstreamError> {
-        let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
-        let upgrade = request.headers().contains_key(http::header::UPGRADE);
-        let services = &self.connector.services;
-        let connect = async |target: &Target| {
-            let (stream, _) = connect_target(services, target, None, None)
-                .await
-                .map_err(connect_error)?;
-            let tls = Overrides {
-                alpn: upgrade.then_some(HTTP1_ONLY),
-                ..Overrides::default()
+    ) -> impl Future<Output = Result<Response<HttpBody>, UpstreamError>> {
+        async move {
+            let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
+            let upgrade = request.headers().contains_key(http::header::UPGRADE);
+            let services = &self.connector.services;
+            let connect = async |target: &Target| {
+                let (stream, _) = connect_target(services, target, None, None)
+                    .await
+                    .map_err(connect_error)?;
+                let tls = Overrides {
+                    alpn: upgrade.then_some(HTTP1_ONLY),
+                    ..Overrides::default()
+                };
+                let reconnect = || async {
+                    let (stream, _) = connect_target(services, target, None, None).await?;
+                    Ok(stream)
+                };
+                self.open(stream, target, https.then_some((tls, reconnect)))
+                    .await
             };
-            let reconnect = || async {
-                let (stream, _) = connect_target(services, target, None, None).await?;
-                Ok(stream)
-            };
-            self.open(stream, target, https.then_some((tls, reconnect)))
+            if upgrade {
+                return self.send_upgrade(&target, request, connect).await;
+            }
+            // Over TLS, ALPN offers h2: the connection may be shared.
+            self.send_pooled(PoolKey::direct(target, https), https, request, connect)
                 .await
-        };
-        if upgrade {
-            return self.send_upgrade(&target, request, connect).await;
         }
-        // Over TLS, ALPN offers h2: the connection may be shared.
-        self.send_pooled(PoolKey::direct(target, https), https, request, connect)
-            .await
     }
 
     /// Sends `request` to `egress.target` by the route the egress hook chose (HTTP/1.1,
     /// TLS for `https` URIs): on an idle connection made for the same egress choice
     /// (`http/upstream_pool.rs`), else on a new one, with `egress` shown to the hook's
     /// `on_resolved`. Upgrades get a connection of their own.
-    pub async fn send_alone(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice: see `Handler::handle_in_span`"
+    )]
+    pub fn send_alone(
         &self,
         route: &EgressRoute,
         egress: &EgressContext<App>,
         request: Request<HttpBody>,
-    ) -> Result<Response<HttpBody>, UpstreamError> {
-        let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
-        let on = egress.target.as_ref().unwrap_or(&target);
-        let services = &self.connector.services;
-        let connect = async |on: &Target| {
-            let (stream, _) = connect_by(services, route, egress)
-                .await
-                .map_err(connect_error)?;
-            let tls = Overrides {
-                alpn: Some(HTTP1_ONLY),
-                policy: egress.tls_policy,
-                pin: egress.server_pin.as_deref(),
-                ..Overrides::default()
+    ) -> impl Future<Output = Result<Response<HttpBody>, UpstreamError>> {
+        async move {
+            let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
+            let on = egress.target.as_ref().unwrap_or(&target);
+            let services = &self.connector.services;
+            let connect = async |on: &Target| {
+                let (stream, _) = connect_by(services, route, egress)
+                    .await
+                    .map_err(connect_error)?;
+                let tls = Overrides {
+                    alpn: Some(HTTP1_ONLY),
+                    policy: egress.tls_policy,
+                    pin: egress.server_pin.as_deref(),
+                    ..Overrides::default()
+                };
+                let reconnect = || async {
+                    let (stream, _) = connect_by(services, route, egress).await?;
+                    Ok(stream)
+                };
+                self.open(stream, on, https.then_some((tls, reconnect)))
+                    .await
             };
-            let reconnect = || async {
-                let (stream, _) = connect_by(services, route, egress).await?;
-                Ok(stream)
-            };
-            self.open(stream, on, https.then_some((tls, reconnect)))
-                .await
-        };
-        if request.headers().contains_key(http::header::UPGRADE) {
-            return self.send_upgrade(on, request, connect).await;
+            if request.headers().contains_key(http::header::UPGRADE) {
+                return self.send_upgrade(on, request, connect).await;
+            }
+            let key = pool_key(route, on, https, egress);
+            self.send_pooled(key, false, request, connect).await
         }
-        let key = pool_key(route, on, https, egress);
-        self.send_pooled(key, false, request, connect).await
     }
 
     /// Sends an upgrade `request` on an HTTP/1.1 connection `connect` makes to
@@ -156,62 +168,68 @@ impl<App: OxyExt> UpstreamClient<App> {
     /// upstream refused unprocessed is sent once more the same way. When the connection
     /// may be HTTP/2 (`may_share`), requests wait for one being made for the same key
     /// (`http/upstream_pool.rs`).
-    async fn send_pooled(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice: see `Handler::handle_in_span`"
+    )]
+    fn send_pooled(
         &self,
         mut key: PoolKey,
         may_share: bool,
         mut request: Request<HttpBody>,
         connect: impl AsyncFnOnce(&Target) -> Result<UpstreamConnection, UpstreamError> + Copy,
-    ) -> Result<Response<HttpBody>, UpstreamError> {
-        let pool = &self.pool;
-        let mut refused_before = false;
-        loop {
-            let (connection, reused) = match pool.checkout(&key, may_share) {
-                Checkout::Found(connection) => (connection, true),
-                Checkout::Wait(mut made) => {
-                    // Made or given up (its maker gone): look again.
-                    let _ = made.changed().await;
-                    if let Some(e) = made.borrow().clone() {
-                        return Err(e);
-                    }
-                    continue;
-                }
-                Checkout::Connect(connecting) => {
-                    pool.count_connection(false);
-                    // Boxed: connecting (DNS, happy eyeballs, TLS) is by far the largest
-                    // state of a request, and only a request that finds no idle
-                    // connection needs it; inline, every request's future would carry
-                    // (and move) its size.
-                    let connection = match Box::pin(connect(&key.target)).await {
-                        Ok(connection) => connection,
-                        Err(e) => {
-                            if let Some(connecting) = connecting {
-                                connecting.failed(&e);
-                            }
+    ) -> impl Future<Output = Result<Response<HttpBody>, UpstreamError>> {
+        async move {
+            let pool = &self.pool;
+            let mut refused_before = false;
+            loop {
+                let (connection, reused) = match pool.checkout(&key, may_share) {
+                    Checkout::Found(connection) => (connection, true),
+                    Checkout::Wait(mut made) => {
+                        // Made or given up (its maker gone): look again.
+                        let _ = made.changed().await;
+                        if let Some(e) = made.borrow().clone() {
                             return Err(e);
                         }
-                    };
-                    pool.made(&key, &connection, connecting);
-                    (connection, false)
-                }
-            };
-            match self.send_on(key, connection, request).await {
-                Ok(response) => {
-                    if reused {
-                        pool.count_connection(true);
+                        continue;
                     }
-                    return Ok(response);
+                    Checkout::Connect(connecting) => {
+                        pool.count_connection(false);
+                        // Boxed: connecting (DNS, happy eyeballs, TLS) is by far the largest
+                        // state of a request, and only a request that finds no idle
+                        // connection needs it; inline, every request's future would carry
+                        // (and move) its size.
+                        let connection = match Box::pin(connect(&key.target)).await {
+                            Ok(connection) => connection,
+                            Err(e) => {
+                                if let Some(connecting) = connecting {
+                                    connecting.failed(&e);
+                                }
+                                return Err(e);
+                            }
+                        };
+                        pool.made(&key, &connection, connecting);
+                        (connection, false)
+                    }
+                };
+                match self.send_on(key, connection, request).await {
+                    Ok(response) => {
+                        if reused {
+                            pool.count_connection(true);
+                        }
+                        return Ok(response);
+                    }
+                    Err((same, SendFailure::Unsent(unsent, e))) if reused => {
+                        tracing::debug!(error = %e, "a pooled upstream connection closed while idle");
+                        (key, request) = (same, *unsent);
+                    }
+                    Err((same, SendFailure::Refused(again, e))) if !refused_before => {
+                        tracing::debug!(error = %e, "the upstream refused a request unprocessed; sending it again");
+                        refused_before = true;
+                        (key, request) = (same, *again);
+                    }
+                    Err((_, failure)) => return Err(failure.into_upstream_error()),
                 }
-                Err((same, SendFailure::Unsent(unsent, e))) if reused => {
-                    tracing::debug!(error = %e, "a pooled upstream connection closed while idle");
-                    (key, request) = (same, *unsent);
-                }
-                Err((same, SendFailure::Refused(again, e))) if !refused_before => {
-                    tracing::debug!(error = %e, "the upstream refused a request unprocessed; sending it again");
-                    refused_before = true;
-                    (key, request) = (same, *again);
-                }
-                Err((_, failure)) => return Err(failure.into_upstream_error()),
             }
         }
     }
@@ -219,25 +237,29 @@ impl<App: OxyExt> UpstreamClient<App> {
     /// Sends `request` on `connection`, taken for `key`: an HTTP/1.1 connection goes
     /// back to the pool under `key` when the response body ends. A failure gives `key`
     /// back.
-    async fn send_on(
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice: see `Handler::handle_in_span`"
+    )]
+    fn send_on(
         &self,
         key: PoolKey,
         connection: UpstreamConnection,
         request: Request<HttpBody>,
-    ) -> Result<Response<HttpBody>, (PoolKey, SendFailure)> {
-        match connection {
-            UpstreamConnection::Http1(mut connection) => {
-                match send_on_sender(&mut connection, request).await {
-                    Ok(response) => {
-                        Ok(response
-                            .map(|body| boxed(self.pool.return_at_end(key, connection, body))))
+    ) -> impl Future<Output = Result<Response<HttpBody>, (PoolKey, SendFailure)>> {
+        async move {
+            match connection {
+                UpstreamConnection::Http1(mut connection) => {
+                    match send_on_sender(&mut connection, request).await {
+                        Ok(response) => Ok(response
+                            .map(|body| boxed(self.pool.return_at_end(key, connection, body)))),
+                        Err(failure) => Err((key, failure)),
                     }
-                    Err(failure) => Err((key, failure)),
                 }
+                UpstreamConnection::Http2(mut shared) => send_on_shared(&mut shared, request)
+                    .await
+                    .map_err(|failure| (key, failure)),
             }
-            UpstreamConnection::Http2(mut shared) => send_on_shared(&mut shared, request)
-                .await
-                .map_err(|failure| (key, failure)),
         }
     }
 

@@ -81,78 +81,85 @@ impl RequestDatagrams {
 /// Answers a CONNECT-UDP request: opens the flow (egress hook and policy, tunnel hook),
 /// answers 2xx (101 on HTTP/1.1) or a clear error, then carries datagrams in a drained
 /// task (which keeps the request's context) until the flow ends.
-pub async fn handle<App: OxyExt>(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice: see `Handler::handle_in_span`"
+)]
+pub fn handle<App: OxyExt>(
     handler: &Arc<Handler<App>>,
     mut request: Request<HttpBody>,
     cx: RequestContext<App>,
-) -> Response<HttpBody> {
-    let endpoint = &handler.endpoint;
-    let name = endpoint.name();
-    if !endpoint.settings.http.connect_udp.enabled {
-        oxy_http::errors_total(name, "connect_udp_disabled").inc();
-        return text_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "CONNECT-UDP is not enabled here",
-        );
-    }
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let target = match endpoint
-        .connect_udp_template
-        .as_ref()
-        .map(|t| t.target(path))
-    {
-        Some(Ok(target)) => target,
-        Some(Err(e)) => {
-            oxy_http::errors_total(name, "bad_connect_udp_target").inc();
-            return text_response(StatusCode::BAD_REQUEST, &e.to_string());
-        }
-        None => {
+) -> impl Future<Output = Response<HttpBody>> {
+    async move {
+        let endpoint = &handler.endpoint;
+        let name = endpoint.name();
+        if !endpoint.settings.http.connect_udp.enabled {
+            oxy_http::errors_total(name, "connect_udp_disabled").inc();
             return text_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "no CONNECT-UDP URI template",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT-UDP is not enabled here",
             );
         }
-    };
-    let upgrade = match tunnel_stream(&mut request) {
-        Ok(upgrade) => upgrade,
-        Err(response) => return *response,
-    };
-    let datagrams = request
-        .extensions_mut()
-        .remove::<RequestDatagrams>()
-        .and_then(|d| d.take());
-    let settings = &endpoint.settings;
-    let client = handler.tunnel_client(cx.proxy_user.clone());
-    let idle = settings.udp.idle_timeout;
-    let tunnel =
-        crate::tunnel::udp::open(&handler.services, endpoint, &client, Some(target), idle).await;
-    let tunnel = match tunnel {
-        Ok(tunnel) => tunnel,
-        Err(refused) => return text_response(refusal_status(&refused), &refused.to_string()),
-    };
-    let carrier = Carrier {
-        max_capsule: settings.http.connect_udp.max_capsule_bytes,
-        queue: settings.udp.queue.max(1),
-        endpoint: name.to_string(),
-    };
-    let drain = handler.drain.clone();
-    let inspecting = tunnel.decapsulating().then(|| handler.clone());
-    handler.spawn_upgraded(async move {
-        match upgrade.wait().await {
-            Ok(stream) => {
-                let handler = inspecting.as_deref();
-                carrier
-                    .carry(tunnel, stream, datagrams, handler, &drain)
-                    .await;
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let target = match endpoint
+            .connect_udp_template
+            .as_ref()
+            .map(|t| t.target(path))
+        {
+            Some(Ok(target)) => target,
+            Some(Err(e)) => {
+                oxy_http::errors_total(name, "bad_connect_udp_target").inc();
+                return text_response(StatusCode::BAD_REQUEST, &e.to_string());
             }
-            Err(e) => {
-                tracing::info!(error = %e, "CONNECT-UDP stream not handed over");
-                tunnel.upgrade_failed().await;
+            None => {
+                return text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no CONNECT-UDP URI template",
+                );
             }
-        }
-        drop(cx);
-    });
-    accepted(request.version(), "connect-udp")
+        };
+        let upgrade = match tunnel_stream(&mut request) {
+            Ok(upgrade) => upgrade,
+            Err(response) => return *response,
+        };
+        let datagrams = request
+            .extensions_mut()
+            .remove::<RequestDatagrams>()
+            .and_then(|d| d.take());
+        let settings = &endpoint.settings;
+        let client = handler.tunnel_client(cx.proxy_user.clone());
+        let idle = settings.udp.idle_timeout;
+        let tunnel =
+            crate::tunnel::udp::open(&handler.services, endpoint, &client, Some(target), idle)
+                .await;
+        let tunnel = match tunnel {
+            Ok(tunnel) => tunnel,
+            Err(refused) => return text_response(refusal_status(&refused), &refused.to_string()),
+        };
+        let carrier = Carrier {
+            max_capsule: settings.http.connect_udp.max_capsule_bytes,
+            queue: settings.udp.queue.max(1),
+            endpoint: name.to_string(),
+        };
+        let drain = handler.drain.clone();
+        let inspecting = tunnel.decapsulating().then(|| handler.clone());
+        handler.spawn_upgraded(async move {
+            match upgrade.wait().await {
+                Ok(stream) => {
+                    let handler = inspecting.as_deref();
+                    carrier
+                        .carry(tunnel, stream, datagrams, handler, &drain)
+                        .await;
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "CONNECT-UDP stream not handed over");
+                    tunnel.upgrade_failed().await;
+                }
+            }
+            drop(cx);
+        });
+        accepted(request.version(), "connect-udp")
+    }
 }
 
 /// The answer that accepts a CONNECT-UDP or CONNECT-IP request of `version`: 200, or

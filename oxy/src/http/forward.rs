@@ -17,14 +17,14 @@ use crate::hooks::{
 };
 use crate::offramp::route::{EgressRoute, egress_route};
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Limited;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 impl<App: OxyExt> Handler<App> {
     pub(super) async fn proxy(
         &self,
-        mut parts: http::request::Parts,
+        parts: http::request::Parts,
         body: HttpBody,
         upstream: Upstream,
         cx: &mut RequestContext<App>,
@@ -68,92 +68,43 @@ impl<App: OxyExt> Handler<App> {
                     }
                 }
             }
-            one_off = Some((route, egress));
+            // Boxed: only requests under an egress hook carry it.
+            one_off = Some(Box::new((route, egress)));
         }
 
-        let path = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let scheme = if upstream.tls {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
+        // A step of its own: the head it reads is borrowed, and a borrowed local would
+        // keep its room in this future's state beside the exchange's (see
+        // `Handler::handle_in_span`).
+        let UpstreamRequest {
+            request,
+            upgrade,
+            upload,
+            blocked,
+        } = match self.upstream_request(parts, body, &upstream, cx).await {
+            Ok(ready) => ready,
+            Err(response) => return response,
         };
-        let uri = Uri::builder()
-            .scheme(scheme)
-            .authority(upstream.authority.clone())
-            .path_and_query(path)
-            .build();
-        let Ok(uri) = uri else {
-            return text_response(StatusCode::BAD_REQUEST, "cannot build the upstream URI");
-        };
-        let version = parts.version;
-        parts.uri = uri;
-        parts.version = Version::HTTP_11;
-        // An HTTP/1.1 upgrade (WebSocket) keeps its Upgrade header across this hop.
-        let upgrade = headers::requested_upgrade(&parts.headers)
-            .zip(parts.extensions.remove::<PendingUpgrade>());
-        headers::remove_hop_by_hop(&mut parts.headers);
-        if let Some((protocol, _)) = &upgrade {
-            headers::set_upgrade(&mut parts.headers, protocol.clone());
-        }
-        headers::add_via(&mut parts.headers, version);
-        if self.endpoint.settings.http.x_forwarded_for {
-            headers::add_x_forwarded_for(&mut parts.headers, self.client_addr.ip());
-        }
-        if self.endpoint.settings.http.forwarded {
-            headers::add_forwarded(
-                &mut parts.headers,
-                self.client_addr.ip(),
-                self.tls.is_some(),
-            );
-        }
-        crate::telemetry::distributed_tracing::inject(&mut parts.headers);
-        if let Some(hook) = &self.services.hooks.http_request
-            && let Some(response) = hook.on_upstream_request(&mut parts, &upstream, cx).await
-        {
-            self.endpoint.http_metrics().count_routed(Route::Local);
-            return response;
-        }
         let settings = &self.endpoint.settings.http;
-        let upload = Arc::new(UploadProgress::default());
-        let body = GuardedBody::request(
-            body,
-            settings.limits.request_body_idle_timeout,
-            upload.clone(),
-        );
-        let max_body = settings.limits.max_body_bytes;
-        let body = if max_body > 0 {
-            boxed(Limited::new(
-                body,
-                usize::try_from(max_body).unwrap_or(usize::MAX),
-            ))
-        } else {
-            body
-        };
-        let tap = self
-            .services
-            .hooks
-            .http_request
-            .as_ref()
-            .and_then(|hook| hook.request_body_tap(&parts, cx));
-        let (body, blocked) = TappedBody::wrap_watched(body, tap, &parts.headers);
-        let request = Request::from_parts(parts, body);
         // Pinned where it is made: `select!` would otherwise move the whole exchange
-        // into its own state.
-        let exchange = std::pin::pin!(async {
-            match &one_off {
-                Some((route, egress)) => self.client.send_alone(route, egress, request).await,
-                None => self.client.send(request).await,
+        // into its own state. Its scope ends with the `select!`: a future still in scope
+        // at a later `.await` (`on_response`) would keep its room in every state of this
+        // one.
+        let response = {
+            let exchange = std::pin::pin!(async {
+                match &one_off {
+                    Some(one_off) => {
+                        let (route, egress) = &**one_off;
+                        self.client.send_alone(route, egress, request).await
+                    }
+                    None => self.client.send(request).await,
+                }
+            });
+            // `response_timeout` counts from the end of the upload, however long that
+            // took (or from when the upstream stopped reading it).
+            tokio::select! {
+                response = exchange => Some(response),
+                () = upload.response_overdue(settings.client.response_timeout) => None,
             }
-        });
-        // `response_timeout` counts from the end of the upload, however long that took
-        // (or from when the upstream stopped reading it).
-        let response = tokio::select! {
-            response = exchange => Some(response),
-            () = upload.response_overdue(settings.client.response_timeout) => None,
         };
         let response = match response {
             None => {
@@ -216,4 +167,105 @@ impl<App: OxyExt> Handler<App> {
         );
         Response::from_parts(parts, body)
     }
+
+    /// `parts` and `body` made ready for `upstream`: its URI, the hop-by-hop headers out
+    /// and the forwarding ones in, `on_upstream_request`, then the body's limits and
+    /// tap. The hook may answer instead.
+    async fn upstream_request(
+        &self,
+        mut parts: http::request::Parts,
+        body: HttpBody,
+        upstream: &Upstream,
+        cx: &mut RequestContext<App>,
+    ) -> Result<UpstreamRequest, Response<HttpBody>> {
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let scheme = if upstream.tls {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(upstream.authority.clone())
+            .path_and_query(path)
+            .build();
+        let Ok(uri) = uri else {
+            return Err(text_response(
+                StatusCode::BAD_REQUEST,
+                "cannot build the upstream URI",
+            ));
+        };
+        let version = parts.version;
+        parts.uri = uri;
+        parts.version = Version::HTTP_11;
+        // An HTTP/1.1 upgrade (WebSocket) keeps its Upgrade header across this hop.
+        let upgrade = headers::requested_upgrade(&parts.headers)
+            .zip(parts.extensions.remove::<PendingUpgrade>());
+        headers::remove_hop_by_hop(&mut parts.headers);
+        if let Some((protocol, _)) = &upgrade {
+            headers::set_upgrade(&mut parts.headers, protocol.clone());
+        }
+        headers::add_via(&mut parts.headers, version);
+        if self.endpoint.settings.http.x_forwarded_for {
+            headers::add_x_forwarded_for(&mut parts.headers, self.client_addr.ip());
+        }
+        if self.endpoint.settings.http.forwarded {
+            headers::add_forwarded(
+                &mut parts.headers,
+                self.client_addr.ip(),
+                self.tls.is_some(),
+            );
+        }
+        crate::telemetry::distributed_tracing::inject(&mut parts.headers);
+        if let Some(hook) = &self.services.hooks.http_request
+            && let Some(response) = hook.on_upstream_request(&mut parts, &upstream, cx).await
+        {
+            self.endpoint.http_metrics().count_routed(Route::Local);
+            return Err(response);
+        }
+        let settings = &self.endpoint.settings.http;
+        let upload = Arc::new(UploadProgress::default());
+        let body = GuardedBody::request(
+            body,
+            settings.limits.request_body_idle_timeout,
+            upload.clone(),
+        );
+        let max_body = settings.limits.max_body_bytes;
+        let body = if max_body > 0 {
+            boxed(Limited::new(
+                body,
+                usize::try_from(max_body).unwrap_or(usize::MAX),
+            ))
+        } else {
+            body
+        };
+        let tap = self
+            .services
+            .hooks
+            .http_request
+            .as_ref()
+            .and_then(|hook| hook.request_body_tap(&parts, cx));
+        let (body, blocked) = TappedBody::wrap_watched(body, tap, &parts.headers);
+        Ok(UpstreamRequest {
+            request: Request::from_parts(parts, body),
+            upgrade,
+            upload,
+            blocked,
+        })
+    }
+}
+
+/// A request made ready for its upstream, and what its answer needs.
+struct UpstreamRequest {
+    request: Request<HttpBody>,
+    /// The protocol and the client's side of the HTTP/1.1 upgrade the request asks for.
+    upgrade: Option<(HeaderValue, PendingUpgrade)>,
+    /// The upload's progress: `response_timeout` counts from its end.
+    upload: Arc<UploadProgress>,
+    /// Why the request body's tap blocked the body, once it has.
+    blocked: Option<Arc<OnceLock<String>>>,
 }
