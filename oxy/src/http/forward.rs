@@ -222,7 +222,7 @@ impl<App: OxyExt> Handler<App> {
         }
         crate::telemetry::distributed_tracing::inject(&mut parts.headers);
         if let Some(hook) = &self.services.hooks.http_request
-            && let Some(response) = hook.on_upstream_request(&mut parts, &upstream, cx).await
+            && let Some(response) = hook.on_upstream_request(&mut parts, upstream, cx).await
         {
             self.endpoint.http_metrics().count_routed(Route::Local);
             return Err(response);

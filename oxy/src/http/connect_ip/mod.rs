@@ -51,131 +51,137 @@ fn refuse(endpoint: &str, label: &str, status: StatusCode, text: &str) -> Respon
 /// Answers a CONNECT-IP request: checks the scope, assigns addresses, answers 2xx (101
 /// on HTTP/1.1) or a clear error, then runs the packet session in a drained task (which
 /// keeps the request's context and the addresses) until the stream ends.
-pub async fn handle<App: OxyExt>(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn keeps its arguments twice: see `Handler::handle_in_span`"
+)]
+pub fn handle<App: OxyExt>(
     handler: &Arc<Handler<App>>,
     mut request: Request<HttpBody>,
     cx: RequestContext<App>,
-) -> Response<HttpBody> {
-    let endpoint = &handler.endpoint;
-    let name = endpoint.name();
-    let settings = &endpoint.settings;
-    if !settings.http.connect_ip.enabled {
-        let status = StatusCode::METHOD_NOT_ALLOWED;
-        return refuse(
-            name,
-            "connect_ip_disabled",
-            status,
-            "CONNECT-IP is not enabled here",
-        );
-    }
-    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let Some(template) = endpoint.connect_ip_template.as_ref() else {
-        let status = StatusCode::INTERNAL_SERVER_ERROR;
-        return refuse(
-            name,
-            "connect_ip_template",
-            status,
-            "no CONNECT-IP URI template",
-        );
-    };
-    let (target, protocol) = match scope::requested(template, path) {
-        Ok(requested) => requested,
-        Err(e) => {
+) -> impl Future<Output = Response<HttpBody>> {
+    async move {
+        let endpoint = &handler.endpoint;
+        let name = endpoint.name();
+        let settings = &endpoint.settings;
+        if !settings.http.connect_ip.enabled {
+            let status = StatusCode::METHOD_NOT_ALLOWED;
             return refuse(
                 name,
-                "bad_connect_ip_scope",
-                StatusCode::BAD_REQUEST,
-                &e.to_string(),
+                "connect_ip_disabled",
+                status,
+                "CONNECT-IP is not enabled here",
             );
         }
-    };
-    let scope_label = path.to_string();
-    let destinations = match target {
-        ScopeTarget::Any => None,
-        ScopeTarget::Prefix(net) => Some(vec![net]),
-        ScopeTarget::Name(host) => {
-            let resolver = &handler.services.resolver;
-            let (v4, v6) = tokio::join!(
-                resolver.lookup(&host, Family::V4),
-                resolver.lookup(&host, Family::V6)
+        let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let Some(template) = endpoint.connect_ip_template.as_ref() else {
+            let status = StatusCode::INTERNAL_SERVER_ERROR;
+            return refuse(
+                name,
+                "connect_ip_template",
+                status,
+                "no CONNECT-IP URI template",
             );
-            let addresses: Vec<IpNet> = [v4, v6]
-                .into_iter()
-                .filter_map(Result::ok)
-                .flat_map(|(addresses, _)| addresses.to_vec())
-                .map(IpNet::from)
-                .collect();
-            if addresses.is_empty() {
-                let text = format!("the target {host} did not resolve");
-                return refuse(name, "connect_ip_dns", StatusCode::BAD_GATEWAY, &text);
-            }
-            Some(addresses)
-        }
-    };
-    let scope = Scope {
-        destinations,
-        protocol,
-    };
-    let reaches = |v6: bool| {
-        scope
-            .destinations
-            .as_ref()
-            .is_none_or(|nets| nets.iter().any(|n| n.addr().is_ipv6() == v6))
-    };
-    // An IPv6 pool with a link below 1280 bytes is a settings error (RFC 8200 §5), so an
-    // IPv6 address always comes with a link IPv6 can use.
-    let pools = &endpoint.address_pools;
-    let mut assigned: Vec<AssignedAddress> = Vec::new();
-    for (pool, v6) in [(&pools.v4, false), (&pools.v6, true)] {
-        let Some(pool) = pool.as_ref().filter(|_| reaches(v6)) else {
-            continue;
         };
-        match pool.assign() {
-            Some(address) => assigned.push(address),
-            None => {
-                let text = format!("no free address in the {} pool", pool.net());
+        let (target, protocol) = match scope::requested(template, path) {
+            Ok(requested) => requested,
+            Err(e) => {
                 return refuse(
                     name,
-                    "address_pool_exhausted",
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &text,
+                    "bad_connect_ip_scope",
+                    StatusCode::BAD_REQUEST,
+                    &e.to_string(),
                 );
             }
+        };
+        let scope_label = path.to_string();
+        let destinations = match target {
+            ScopeTarget::Any => None,
+            ScopeTarget::Prefix(net) => Some(vec![net]),
+            ScopeTarget::Name(host) => {
+                let resolver = &handler.services.resolver;
+                let (v4, v6) = tokio::join!(
+                    resolver.lookup(&host, Family::V4),
+                    resolver.lookup(&host, Family::V6)
+                );
+                let addresses: Vec<IpNet> = [v4, v6]
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .flat_map(|(addresses, _)| addresses.to_vec())
+                    .map(IpNet::from)
+                    .collect();
+                if addresses.is_empty() {
+                    let text = format!("the target {host} did not resolve");
+                    return refuse(name, "connect_ip_dns", StatusCode::BAD_GATEWAY, &text);
+                }
+                Some(addresses)
+            }
+        };
+        let scope = Scope {
+            destinations,
+            protocol,
+        };
+        let reaches = |v6: bool| {
+            scope
+                .destinations
+                .as_ref()
+                .is_none_or(|nets| nets.iter().any(|n| n.addr().is_ipv6() == v6))
+        };
+        // An IPv6 pool with a link below 1280 bytes is a settings error (RFC 8200 §5), so an
+        // IPv6 address always comes with a link IPv6 can use.
+        let pools = &endpoint.address_pools;
+        let mut assigned: Vec<AssignedAddress> = Vec::new();
+        for (pool, v6) in [(&pools.v4, false), (&pools.v6, true)] {
+            let Some(pool) = pool.as_ref().filter(|_| reaches(v6)) else {
+                continue;
+            };
+            match pool.assign() {
+                Some(address) => assigned.push(address),
+                None => {
+                    let text = format!("no free address in the {} pool", pool.net());
+                    return refuse(
+                        name,
+                        "address_pool_exhausted",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &text,
+                    );
+                }
+            }
         }
-    }
-    if assigned.is_empty() {
-        let text = "no address pool serves this scope (ip.ipv4_pool, ip.ipv6_pool)";
-        return refuse(
-            name,
-            "connect_ip_no_pool",
-            StatusCode::SERVICE_UNAVAILABLE,
-            text,
-        );
-    }
-    let upgrade = match tunnel_stream(&mut request) {
-        Ok(upgrade) => upgrade,
-        Err(response) => return *response,
-    };
-    let datagrams = request
-        .extensions_mut()
-        .remove::<super::connect_udp::RequestDatagrams>()
-        .and_then(|d| d.take());
-    let session = Session {
-        handler: handler.clone(),
-        client: handler.tunnel_client(cx.proxy_user.clone()),
-        scope,
-        assigned,
-        scope_label,
-    };
-    let drain = handler.drain.clone();
-    handler.spawn_upgraded(async move {
-        match upgrade.wait().await {
-            Ok(stream) => session.carry(stream, datagrams, &drain).await,
-            Err(e) => tracing::info!(error = %e, "CONNECT-IP stream not handed over"),
+        if assigned.is_empty() {
+            let text = "no address pool serves this scope (ip.ipv4_pool, ip.ipv6_pool)";
+            return refuse(
+                name,
+                "connect_ip_no_pool",
+                StatusCode::SERVICE_UNAVAILABLE,
+                text,
+            );
         }
-        drop(cx);
-    });
-    super::connect_udp::accepted(request.version(), "connect-ip")
+        let upgrade = match tunnel_stream(&mut request) {
+            Ok(upgrade) => upgrade,
+            Err(response) => return *response,
+        };
+        let datagrams = request
+            .extensions_mut()
+            .remove::<super::connect_udp::RequestDatagrams>()
+            .and_then(|d| d.take());
+        let session = Session {
+            handler: handler.clone(),
+            client: handler.tunnel_client(cx.proxy_user.clone()),
+            scope,
+            assigned,
+            scope_label,
+        };
+        let drain = handler.drain.clone();
+        handler.spawn_upgraded(async move {
+            match upgrade.wait().await {
+                Ok(stream) => session.carry(stream, datagrams, &drain).await,
+                Err(e) => tracing::info!(error = %e, "CONNECT-IP stream not handed over"),
+            }
+            drop(cx);
+        });
+        super::connect_udp::accepted(request.version(), "connect-ip")
+    }
 }
 
 /// One accepted CONNECT-IP stream, before its bytes flow.
