@@ -19,9 +19,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// - `tcache_ncached_max:4097-14336:128`: each thread caches up to 128 freed blocks of
 ///   each size class from 5 KiB to 14 KiB, where jemalloc's default is 20. These
 ///   classes have one to four blocks per slab (one for 8 KiB). A proxied HTTP/1.1
-///   request allocates two 8 KiB blocks (its boxed future and the upstream connection's
-///   next read buffer) and frees them when it ends; with more of them in flight than the
-///   cache holds, jemalloc made and unmade an 8 KiB slab about once per request.
+///   request allocates its boxed future (5 KiB) and, often, the upstream connection's
+///   next 8 KiB read buffer, and frees them when it ends; with more of them in flight
+///   than the cache of 20 held, jemalloc made and unmade a slab about once per request.
 // SAFETY: jemalloc reads this NUL-terminated string under this exact name; nothing else
 // defines the symbol.
 #[cfg(feature = "jemalloc")]
