@@ -7,7 +7,10 @@ import { after, before, test } from "node:test";
 import { WebSocket, WebSocketServer } from "ws";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { curl } from "../lib/curl.ts";
-import { OxyProcess, closed, openTcp } from "../lib/oxy.ts";
+import { OxyProcess, closed, openTcp, until } from "../lib/oxy.ts";
+import { startEchoServer } from "../lib/echo-server.ts";
+import { basicAuth } from "../lib/proxy-connect.ts";
+import type { Socket } from "node:net";
 
 let origin: Origin;
 
@@ -51,6 +54,66 @@ test("proxy authentication: 407 with a challenge, then Basic credentials pass", 
   const tunnelOk = await curl(["-p", "-x", url, "-U", "alice:s3cret", target]);
   assert.equal(tunnelOk.status, 200);
   assert.equal(await oxy.metric('oxy_http_errors_total{endpoint="web",reason="proxy_auth"}'), 3);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+/** Everything `socket` has received so far, as text. */
+function received(socket: Socket): { text: () => string } {
+  let data = "";
+  socket.on("data", (chunk) => (data += chunk.toString("latin1")));
+  return { text: () => data };
+}
+
+test("CONNECT as a connection's first request: refused, the connection stays for the next; opened, early data goes first", async () => {
+  const { oxy, port } = await endpoint({
+    proxy_auth: { enabled: true, realm: "tunnels", users: [{ name: "alice", password: "s3cret" }] },
+  });
+  const echo = await startEchoServer();
+  const target = `127.0.0.1:${echo.port}`;
+  const connect = (auth: boolean) =>
+    `CONNECT ${target} HTTP/1.1\r\nHost: ${target}\r\n` +
+    (auth ? `Proxy-Authorization: ${basicAuth("alice", "s3cret")}\r\n` : "") +
+    "\r\n";
+
+  // Refused first (407 with its challenge and body), then opened on the same connection,
+  // with bytes sent before the answer.
+  const first = await openTcp(port);
+  const seen = received(first);
+  first.write(connect(false));
+  const refusal = await until(() => {
+    const text = seen.text();
+    const end = text.indexOf("\r\n\r\n");
+    const length = Number(/^content-length: *(\d+)/im.exec(text)?.[1] ?? -1);
+    return end >= 0 && length >= 0 && text.length >= end + 4 + length ? text : undefined;
+  }, "the 407");
+  assert.match(refusal, /^HTTP\/1\.1 407 /);
+  assert.match(refusal, /^proxy-authenticate: basic realm="tunnels"\r$/im);
+  assert.doesNotMatch(refusal, /^connection: close/im, "a refused CONNECT keeps its connection");
+  const before = seen.text().length;
+  first.write(connect(true) + "early");
+  await until(() => (seen.text().slice(before).endsWith("\r\n\r\nearly") ? true : undefined), "the tunnel and its early data");
+  assert.match(seen.text().slice(before), /^HTTP\/1\.1 200 OK\r\n/);
+  first.write(" late");
+  await until(() => (seen.text().endsWith("early late") ? true : undefined), "the tunnel's later data");
+  first.destroy();
+
+  // Opened as the first request, its early data in the same write as its head: the
+  // answer has a date and no length, and the early data reaches the target first.
+  const fresh = await openTcp(port);
+  const answer = received(fresh);
+  fresh.write(connect(true) + "first bytes");
+  const opened = await until(() => (answer.text().endsWith("first bytes") ? answer.text() : undefined), "the tunnel");
+  const head = opened.slice(0, opened.indexOf("\r\n\r\n"));
+  assert.match(head, /^HTTP\/1\.1 200 OK\r\n/);
+  assert.match(head, /^date: \w{3}, \d{2} \w{3} \d{4} \d{2}:\d{2}:\d{2} GMT$/m);
+  assert.doesNotMatch(head, /content-length|transfer-encoding/i);
+  assert.equal(opened.slice(head.length + 4), "first bytes");
+  fresh.end();
+  await closed(fresh);
+
+  assert.equal(await oxy.metric('oxy_http_errors_total{endpoint="web",reason="proxy_auth"}'), 1);
+  assert.equal(echo.connections, 2);
+  await echo.close();
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 

@@ -16,6 +16,7 @@ pub mod connect_udp;
 pub mod form;
 mod forward;
 pub mod guarded_body;
+pub mod h1_connect;
 pub mod h3;
 pub mod h3_stream;
 pub mod headers;

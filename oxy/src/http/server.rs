@@ -57,7 +57,7 @@ async fn serve_boxed<App: OxyExt>(
         // A connection accepted before the drain gets its first request answered.
         _ = drain.force_closing() => return ConnectionEnd::Shutdown,
     };
-    let (version, stream) = match read {
+    let (version, stream, read) = match read {
         Ok(Ok(read)) => read,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "connection closed before a request");
@@ -68,6 +68,27 @@ async fn serve_boxed<App: OxyExt>(
             return ConnectionEnd::Closed;
         }
     };
+    // A CONNECT that opens an HTTP/1.1 connection is answered without hyper when its
+    // tunnel opens; hyper serves everything else from the bytes read, and answers a
+    // refused CONNECT with the pipeline's answer when it reads it again.
+    let (stream, answered) = match version {
+        Version::Http1 => match super::h1_connect::parse(&read) {
+            Some(head) => {
+                let taken = tokio::select! {
+                    taken = super::h1_connect::serve(&handler, head, stream, Lingering::into_stream) => taken,
+                    _ = drain.force_closing() => return ConnectionEnd::Shutdown,
+                };
+                match taken {
+                    super::h1_connect::Taken::Tunnel => return ConnectionEnd::Closed,
+                    super::h1_connect::Taken::Answered(response, stream) => {
+                        (stream.unread(read), Some(response))
+                    }
+                }
+            }
+            None => (stream.unread(read), None),
+        },
+        Version::Http2 => (stream.unread(read), None),
+    };
     let result = match version {
         Version::Http2 => {
             // The frames of one flush leave in one write (one TLS record).
@@ -77,7 +98,9 @@ async fn serve_boxed<App: OxyExt>(
             let stream_handler = handler.clone();
             let service = hyper::service::service_fn(move |request| {
                 let stream = stream_handler.streams.open();
-                crate::boxed::pinned_in_place(|| answer(stream_handler.clone(), request, stream))
+                crate::boxed::pinned_in_place(|| {
+                    answer(stream_handler.clone(), request, stream, None)
+                })
             });
             let keep_alive = Some(limits.h2_keep_alive_interval).filter(|i| !i.is_zero());
             let connection = pin!(
@@ -112,9 +135,11 @@ async fn serve_boxed<App: OxyExt>(
             // hyper writes a response's head and body in one write already.
             let io = TokioIo::new(stream);
             let request_handler = handler.clone();
+            // The first request's answer when it is a CONNECT refused above.
+            let answered = std::cell::Cell::new(answered);
             let service = hyper::service::service_fn(move |request| {
                 let stream = request_handler.streams.open();
-                answer(request_handler.clone(), request, stream)
+                answer(request_handler.clone(), request, stream, answered.take())
             });
             // hyper's own header read timeout would set a timer for every request.
             let connection = pin!(
@@ -158,11 +183,13 @@ async fn serve_boxed<App: OxyExt>(
 /// Answers one request of the connection `handler` serves, counted as `stream`: opened
 /// when hyper hands the request over, open until its response body is done (or its
 /// tunnel, which holds a stream of its own); its body, while it arrives, counts as
-/// another.
+/// another. A request the pipeline has already `answered` (a CONNECT refused before
+/// hyper read it) gets that answer.
 async fn answer<App: OxyExt>(
     handler: Arc<Handler<App>>,
     request: Request<Incoming>,
     stream: StreamGuard,
+    answered: Option<http::Response<HttpBody>>,
 ) -> Result<http::Response<HttpBody>, std::convert::Infallible> {
     let http1 = request.version() <= http::Version::HTTP_11;
     let connect = request.method() == http::Method::CONNECT;
@@ -173,7 +200,10 @@ async fn answer<App: OxyExt>(
         let uploading = handler.streams.open();
         request = request.map(|body| uploading.holding(body));
     }
-    let mut response = handler.clone().handle(request).await;
+    let mut response = match answered {
+        Some(response) => response,
+        None => handler.clone().handle(request).await,
+    };
     if http1 && handler.drain.is_stopping() {
         close_after(&mut response, connect);
     }
@@ -209,8 +239,10 @@ enum Version {
 }
 
 /// Tells HTTP/2 (by its preface, whether ALPN chose it or the client assumed it) from
-/// HTTP/1.1, and gives the stream back with the bytes read for that still unread.
-async fn read_version(mut stream: Lingering) -> std::io::Result<(Version, Lingering)> {
+/// HTTP/1.1, and gives the stream back with the bytes read for that.
+async fn read_version(
+    mut stream: Lingering,
+) -> std::io::Result<(Version, Lingering, bytes::Bytes)> {
     use tokio::io::AsyncReadExt;
     // One read usually brings the whole first request, which hyper then parses from
     // the unread bytes without reading again.
@@ -227,7 +259,7 @@ async fn read_version(mut stream: Lingering) -> std::io::Result<(Version, Linger
     } else {
         Version::Http1
     };
-    Ok((version, stream.unread(read.freeze())))
+    Ok((version, stream, read.freeze()))
 }
 
 /// How a driven connection ended.
