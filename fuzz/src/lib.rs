@@ -1125,6 +1125,7 @@ pub fn seeds(target: &str) -> Vec<Vec<u8>> {
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
             "GET /.well-known/masque/udp/192.0.2.6/443/ HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: connect-udp\r\nCapsule-Protocol: ?1\r\n\r\n",
             "GET / HTTP/1.0\r\n\r\nGET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+            "CONNECT 192.0.2.7:443 HTTP/1.1\r\nProxy-Authorization: Basic dTpw\r\n\r\nearly\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
         ]
         .iter()
         .map(|s| s.as_bytes().to_vec())

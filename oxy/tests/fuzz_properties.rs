@@ -207,6 +207,15 @@ fn harnesses_reach_oxy() {
     assert_eq!(status("NOT HTTP\r\n\r\n"), "HTTP/1.1 400 Bad Request");
     let two = answer("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     assert_eq!(two.matches("HTTP/1.1 404").count(), 2, "{two}");
+    // A CONNECT refused before hyper reads it is answered once, by hyper, which then
+    // reads the request behind it.
+    let refused = answer(
+        "CONNECT 192.0.2.7:443 HTTP/1.1\r\nHost: 192.0.2.7:443\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .unwrap();
+    assert!(refused.starts_with("HTTP/1.1 403 Forbidden"), "{refused}");
+    assert_eq!(refused.matches("HTTP/1.1 ").count(), 2, "{refused}");
+    assert!(refused.contains("HTTP/1.1 404 Not Found"), "{refused}");
 }
 
 /// Writes the seeds as libFuzzer corpus files under `fuzz/seeds/<target>/`, which
