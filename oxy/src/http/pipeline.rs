@@ -219,9 +219,8 @@ impl<App: OxyExt> Handler<App> {
     }
 
     /// Answers one request inside its span. The future is one allocation per request,
-    /// which the test below keeps within jemalloc's 7 KiB class (four blocks to a slab;
-    /// above it, one). How rustc lays out a future's state decides its size, and the
-    /// request's path is written for it:
+    /// which the test below keeps within jemalloc's 7 KiB class. How rustc lays out a
+    /// future's state decides its size, and the request's path is written for it:
     /// - an `async fn` keeps each argument twice (as passed, and moved into its body),
     ///   so the path's functions that take a request return `async` blocks, which use
     ///   what they captured in place;
@@ -571,10 +570,10 @@ mod tests {
         std::mem::size_of::<F>()
     }
 
-    /// Each request's state is one allocation (`Handler::handle`). jemalloc's 7 KiB
-    /// class shares a slab between four blocks; above it, the 8 KiB class takes a slab
-    /// for each block, made and unmade whenever more requests are in flight than the
-    /// thread's cache holds (`benches/findings.md`). It was 7,176 bytes before the
+    /// Each request's state is one allocation (`Handler::handle`). Within jemalloc's
+    /// 7 KiB class it is at least 1 KiB smaller than in the 8 KiB class, and a slab
+    /// holds four of them where jemalloc's default 8 KiB slab held one (Oxy's own
+    /// `slab_sizes` now give 8 KiB slabs eight: `telemetry/profiling/heap.rs`). It was 7,176 bytes before the
     /// path was written for its size (`Handler::handle_in_span`), and 5,008 after.
     #[test]
     fn a_request_state_fits_the_7_kib_allocation_class() {
