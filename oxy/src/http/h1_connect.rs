@@ -36,12 +36,16 @@ pub struct ConnectHead {
 /// else, incomplete or malformed heads included: hyper then serves the connection from
 /// the same bytes, and answers those as it always does.
 pub fn parse(read: &Bytes) -> Option<ConnectHead> {
+    // Every other first request is parsed once, by hyper.
+    if !read.starts_with(b"CONNECT ") {
+        return None;
+    }
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let httparse::Status::Complete(head_len) = request.parse(read).ok()? else {
         return None;
     };
-    if request.method != Some("CONNECT") || request.version != Some(1) {
+    if request.version != Some(1) {
         return None;
     }
     let uri = Uri::from_maybe_shared(read.slice_ref(request.path?.as_bytes())).ok()?;

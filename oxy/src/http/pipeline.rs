@@ -573,8 +573,9 @@ mod tests {
     /// Each request's state is one allocation (`Handler::handle`). Within jemalloc's
     /// 7 KiB class it is at least 1 KiB smaller than in the 8 KiB class, and a slab
     /// holds four of them where jemalloc's default 8 KiB slab held one (Oxy's own
-    /// `slab_sizes` now give 8 KiB slabs eight: `telemetry/profiling/heap.rs`). It was 7,176 bytes before the
-    /// path was written for its size (`Handler::handle_in_span`), and 5,008 after.
+    /// `slab_sizes` now give 8 KiB slabs eight: `telemetry/profiling/heap.rs`). It was
+    /// 7,176 bytes before the path was written for its size (`Handler::handle_in_span`),
+    /// and 5,008 after.
     #[test]
     fn a_request_state_fits_the_7_kib_allocation_class() {
         let size = future_size(|handler: Arc<Handler<Plain>>, request: Request<HttpBody>| {

@@ -71,24 +71,24 @@ async fn serve_boxed<App: OxyExt>(
     // A CONNECT that opens an HTTP/1.1 connection is answered without hyper when its
     // tunnel opens; hyper serves everything else from the bytes read, and answers a
     // refused CONNECT with the pipeline's answer when it reads it again.
-    let (stream, answered) = match version {
-        Version::Http1 => match super::h1_connect::parse(&read) {
-            Some(head) => {
-                let taken = tokio::select! {
-                    taken = super::h1_connect::serve(&handler, head, stream, Lingering::into_stream) => taken,
-                    _ = drain.force_closing() => return ConnectionEnd::Shutdown,
-                };
-                match taken {
-                    super::h1_connect::Taken::Tunnel => return ConnectionEnd::Closed,
-                    super::h1_connect::Taken::Answered(response, stream) => {
-                        (stream.unread(read), Some(response))
-                    }
-                }
-            }
-            None => (stream.unread(read), None),
-        },
-        Version::Http2 => (stream.unread(read), None),
+    let connect = match version {
+        Version::Http1 => super::h1_connect::parse(&read),
+        Version::Http2 => None,
     };
+    let (stream, answered) = match connect {
+        Some(head) => {
+            let taken = tokio::select! {
+                taken = super::h1_connect::serve(&handler, head, stream, Lingering::into_stream) => taken,
+                _ = drain.force_closing() => return ConnectionEnd::Shutdown,
+            };
+            match taken {
+                super::h1_connect::Taken::Tunnel => return ConnectionEnd::Closed,
+                super::h1_connect::Taken::Answered(response, stream) => (stream, Some(response)),
+            }
+        }
+        None => (stream, None),
+    };
+    let stream = stream.unread(read);
     let result = match version {
         Version::Http2 => {
             // The frames of one flush leave in one write (one TLS record).
