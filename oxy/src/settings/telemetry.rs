@@ -87,6 +87,8 @@ pub struct LogSettings {
     /// `text` for a terminal, `json` (one object per line) for log shippers.
     pub format: LogFormat,
     /// Level or filter directives (`info`, `oxy=debug,warn`); `RUST_LOG`, when set, wins.
+    /// Release builds compile `trace` events out (`debug` and above stay); a filter that
+    /// asks for them gets a warning on stderr at start.
     #[serde(default = "default_level")]
     pub level: String,
     /// Write clients' addresses in logs (the connection span's `peer` and `client`) and
