@@ -22,14 +22,17 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 ///   request allocates its boxed future (5 KiB) and, often, the upstream connection's
 ///   next 8 KiB read buffer, and frees them when it ends; with more of them in flight
 ///   than the cache of 20 held, jemalloc made and unmade a slab about once per request.
-/// - `slab_sizes:1280-1280:15|1792-1792:14|5120-5120:20|8192-8192:16`: slabs of 48
-///   blocks of 1,280 bytes, 32 of 1,792, 16 of 5 KiB and 8 of 8 KiB (with 4 KiB pages),
-///   where jemalloc's defaults hold 16, 16, 4 and 1. A slab goes back to its arena when
-///   its last block is freed, so with one to four blocks a slab, requests in flight beyond
-///   the thread cache still made and unmade slabs: about 0.46 a request over HTTP/2
-///   with 400 streams in flight, most of them of 8 KiB (hyper's upstream read buffers);
-///   0.025 with these sizes. Each is a whole multiple of its class, so no slab has
-///   room left over.
+/// - `slab_sizes:` `512-512:4|1280-1280:15|1792-1792:14|3072-3072:6|4096-4096:8|`
+///   `5120-5120:20|8192-8192:16` (pages a slab, by block size): slabs of 32 blocks of
+///   512 bytes, 48 of 1,280, 32 of 1,792, 8 of 3 KiB, 8 of 4 KiB, 16 of 5 KiB and 8 of
+///   8 KiB (with 4 KiB pages), where jemalloc's defaults hold 8, 16, 16, 4, 1, 4 and 1.
+///   A slab goes back to its arena when its last block is freed, so with few blocks a
+///   slab, blocks in flight beyond the thread cache made and unmade slabs: about 0.46 a
+///   request over HTTP/2 with 400 streams in flight, most of them of 8 KiB (hyper's
+///   upstream read buffers), 0.025 with these sizes; and 0.2 a CONNECT tunnel opened
+///   64 at a time, most of them of 4 KiB (the size of an HTTP connection's first read),
+///   0.02 with these sizes. Each is a whole multiple of its class, so no slab has room
+///   left over.
 // SAFETY: jemalloc reads this NUL-terminated string under this exact name; nothing else
 // defines the symbol.
 #[cfg(feature = "jemalloc")]
@@ -37,7 +40,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static malloc_conf: &[u8] =
     b"abort_conf:true,prof:true,prof_active:false,lg_prof_sample:19,tcache_ncached_max:4097-14336:128,\
-      slab_sizes:1280-1280:15|1792-1792:14|5120-5120:20|8192-8192:16\0";
+      slab_sizes:512-512:4|1280-1280:15|1792-1792:14|3072-3072:6|4096-4096:8|5120-5120:20|8192-8192:16\0";
 
 /// Starts sampling allocations.
 pub(crate) async fn activate() {
@@ -87,10 +90,21 @@ mod tests {
         let mut blocks = Vec::new();
         for bin in 0..read::<u32>("arenas.nbins") {
             let size = read::<usize>(&format!("arenas.bin.{bin}.size"));
-            if [1280, 1792, 5120, 8192].contains(&size) {
+            if [512, 1280, 1792, 3072, 4096, 5120, 8192].contains(&size) {
                 blocks.push((size, read::<u32>(&format!("arenas.bin.{bin}.nregs"))));
             }
         }
-        assert_eq!(blocks, [(1280, 48), (1792, 32), (5120, 16), (8192, 8)]);
+        assert_eq!(
+            blocks,
+            [
+                (512, 32),
+                (1280, 48),
+                (1792, 32),
+                (3072, 8),
+                (4096, 8),
+                (5120, 16),
+                (8192, 8)
+            ]
+        );
     }
 }
