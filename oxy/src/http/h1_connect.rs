@@ -16,7 +16,9 @@ use http::header::{
     CONTENT_LENGTH, DATE, EXPECT, HeaderName, HeaderValue, TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use std::cell::RefCell;
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Header fields a CONNECT head taken here may have; more go to hyper.
@@ -154,11 +156,30 @@ fn response_head(response: &Response<HttpBody>) -> Vec<u8> {
     }
     if !response.headers().contains_key(DATE) {
         head.extend_from_slice(b"date: ");
-        head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        with_http_date(|date| head.extend_from_slice(date));
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
     head
+}
+
+/// Calls `f` with the time now as an HTTP date, formatted once a second on each thread
+/// (as hyper keeps its own).
+fn with_http_date(f: impl FnOnce(&[u8])) {
+    thread_local! {
+        static FORMATTED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    FORMATTED.with_borrow_mut(|(at, date)| {
+        if *at != second {
+            *date = httpdate::fmt_http_date(now);
+            *at = second;
+        }
+        f(date.as_bytes());
+    });
 }
 
 #[cfg(test)]
@@ -227,5 +248,23 @@ mod tests {
         );
         assert!(head.ends_with(" GMT\r\n\r\n"), "{head}");
         assert!(!head.contains("content-length"), "{head}");
+    }
+
+    #[test]
+    fn the_date_is_now_to_the_second() {
+        let mut date = String::new();
+        with_http_date(|text| date = String::from_utf8(text.to_vec()).expect("ASCII"));
+        let at = httpdate::parse_http_date(&date).expect("an HTTP date");
+        let now = SystemTime::now();
+        // Formatted this second or the one before (a second may have begun since).
+        let age = now.duration_since(at).expect("not in the future");
+        assert!(
+            age < std::time::Duration::from_secs(2),
+            "{date} is {age:?} old"
+        );
+        // A second call within the same second gives the same text, from the cache.
+        let mut again = String::new();
+        with_http_date(|text| again = String::from_utf8(text.to_vec()).expect("ASCII"));
+        assert!(again == date || httpdate::parse_http_date(&again).is_ok_and(|t| t > at));
     }
 }
