@@ -167,19 +167,36 @@ fn response_head(response: &Response<HttpBody>) -> Vec<u8> {
 /// (as hyper keeps its own).
 fn with_http_date(f: impl FnOnce(&[u8])) {
     thread_local! {
-        static FORMATTED: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+        static CACHED: RefCell<CachedDate> = const { RefCell::new(CachedDate::new()) };
     }
-    let now = SystemTime::now();
-    let second = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
-    FORMATTED.with_borrow_mut(|(at, date)| {
-        if *at != second {
-            *date = httpdate::fmt_http_date(now);
-            *at = second;
+    CACHED.with_borrow_mut(|cached| f(cached.at(SystemTime::now()).as_bytes()));
+}
+
+/// An HTTP date and the second it was formatted for.
+struct CachedDate {
+    second: u64,
+    text: String,
+}
+
+impl CachedDate {
+    const fn new() -> Self {
+        Self {
+            second: u64::MAX,
+            text: String::new(),
         }
-        f(date.as_bytes());
-    });
+    }
+
+    /// `now` as an HTTP date, formatted again only when its second is not the last one's.
+    fn at(&mut self, now: SystemTime) -> &str {
+        let second = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        if self.second != second {
+            self.text = httpdate::fmt_http_date(now);
+            self.second = second;
+        }
+        &self.text
+    }
 }
 
 #[cfg(test)]
@@ -255,16 +272,27 @@ mod tests {
         let mut date = String::new();
         with_http_date(|text| date = String::from_utf8(text.to_vec()).expect("ASCII"));
         let at = httpdate::parse_http_date(&date).expect("an HTTP date");
-        let now = SystemTime::now();
         // Formatted this second or the one before (a second may have begun since).
-        let age = now.duration_since(at).expect("not in the future");
+        let age = SystemTime::now()
+            .duration_since(at)
+            .expect("not in the future");
         assert!(
             age < std::time::Duration::from_secs(2),
             "{date} is {age:?} old"
         );
-        // A second call within the same second gives the same text, from the cache.
-        let mut again = String::new();
-        with_http_date(|text| again = String::from_utf8(text.to_vec()).expect("ASCII"));
-        assert!(again == date || httpdate::parse_http_date(&again).is_ok_and(|t| t > at));
+    }
+
+    #[test]
+    fn the_cached_date_is_formatted_again_when_the_second_changes() {
+        let start = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let mut cached = CachedDate::new();
+        assert_eq!(cached.at(start), "Tue, 14 Nov 2023 22:13:20 GMT");
+        let later_that_second = start + std::time::Duration::from_millis(999);
+        assert_eq!(
+            cached.at(later_that_second),
+            "Tue, 14 Nov 2023 22:13:20 GMT"
+        );
+        let next_second = start + std::time::Duration::from_secs(1);
+        assert_eq!(cached.at(next_second), "Tue, 14 Nov 2023 22:13:21 GMT");
     }
 }
