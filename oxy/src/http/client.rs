@@ -8,9 +8,11 @@ use super::authority::host_and_port_number;
 use super::body::{boxed, empty};
 use super::body_tap::BodyBlocked;
 use super::guarded_body::{BodyIdleTimeout, ClientBodyError};
+use super::h1_exchange::{self, ExchangeError};
 use super::upgrade::{PendingUpgrade, Upgraded};
 use super::upstream_pool::{
-    Checkout, PoolKey, PooledConnection, SharedConnection, UpstreamConnection, UpstreamPool,
+    Checkout, Http1Link, PoolKey, PooledConnection, SharedConnection, UpstreamConnection,
+    UpstreamPool,
 };
 use crate::app::OxyExt;
 use crate::hooks::{EgressContext, HttpBody, Target, TargetHost};
@@ -148,13 +150,14 @@ impl<App: OxyExt> UpstreamClient<App> {
         connect: impl AsyncFnOnce(&Target) -> Result<UpstreamConnection, UpstreamError>,
     ) -> Result<Response<HttpBody>, UpstreamError> {
         self.pool.count_connection(false);
-        let UpstreamConnection::Http1(mut connection) = Box::pin(connect(target)).await? else {
+        let UpstreamConnection::Http1(connection) = Box::pin(connect(target)).await? else {
             return Err(UpstreamError {
                 status: http::StatusCode::BAD_GATEWAY,
                 reason: "upstream_error",
                 message: "the upstream chose HTTP/2, which has no upgrades".into(),
             });
         };
+        let mut connection = to_hyper(connection).await.map_err(|e| classify(&e))?;
         send_on_sender(&mut connection, request)
             .await
             .map_err(SendFailure::into_upstream_error)
@@ -249,7 +252,29 @@ impl<App: OxyExt> UpstreamClient<App> {
     ) -> impl Future<Output = Result<Response<HttpBody>, (PoolKey, SendFailure)>> {
         async move {
             match connection {
-                UpstreamConnection::Http1(mut connection) => {
+                UpstreamConnection::Http1(PooledConnection {
+                    link: Http1Link::Own(io),
+                    facts,
+                    ..
+                }) if h1_exchange::fits(&request) => {
+                    let request = with_host(request);
+                    match h1_exchange::exchange(io, facts, &request).await {
+                        Ok(response) => {
+                            Ok(response.map(|body| body.returning_to(self.pool.returner(key))))
+                        }
+                        Err(e @ ExchangeError::ClosedBeforeAnswer(_))
+                            if h1_exchange::idempotent(request.method()) =>
+                        {
+                            Err((key, SendFailure::Unsent(Box::new(request), e.into())))
+                        }
+                        Err(e) => Err((key, SendFailure::Failed(e.into()))),
+                    }
+                }
+                UpstreamConnection::Http1(connection) => {
+                    let mut connection = match to_hyper(connection).await {
+                        Ok(connection) => connection,
+                        Err(e) => return Err((key, SendFailure::Failed(e.into()))),
+                    };
                     match send_on_sender(&mut connection, request).await {
                         Ok(response) => Ok(response
                             .map(|body| boxed(self.pool.return_at_end(key, connection, body)))),
@@ -310,16 +335,9 @@ impl<App: OxyExt> UpstreamClient<App> {
                 facts,
             }));
         }
-        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| classify(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.with_upgrades().await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
         Ok(UpstreamConnection::Http1(PooledConnection::new(
-            sender, facts,
+            Http1Link::Own(io),
+            facts,
         )))
     }
 
@@ -356,56 +374,89 @@ impl<App: OxyExt> UpstreamClient<App> {
 /// ALPN offering HTTP/1.1 alone (wire format).
 const HTTP1_ONLY: &[u8] = b"\x08http/1.1";
 
+/// A failure of an exchange, whichever client had it.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a request on a connection failed.
 enum SendFailure {
-    /// The connection closed before it took the request, which is given back.
-    Unsent(Box<Request<HttpBody>>, hyper::Error),
+    /// The connection closed before it took the request, which is given back: hyper
+    /// saw it closed, or the upstream closed it on an idempotent request before a byte
+    /// of its answer.
+    Unsent(Box<Request<HttpBody>>, BoxError),
     /// The upstream refused the request without processing it (HTTP/2: a stream above
     /// the last one a graceful GOAWAY accepted, or reset with REFUSED_STREAM; RFC 9113
     /// §8.7), and it had no body, so here it is again.
-    Refused(Box<Request<HttpBody>>, hyper::Error),
+    Refused(Box<Request<HttpBody>>, BoxError),
     /// The exchange failed.
-    Failed(hyper::Error),
+    Failed(BoxError),
 }
 
 impl SendFailure {
     /// Why hyper's `try_send_request` failed: with the request when it was never sent.
     fn of(mut e: hyper::client::conn::TrySendError<Request<HttpBody>>) -> Self {
         match e.take_message() {
-            Some(request) => SendFailure::Unsent(Box::new(request), e.into_error()),
-            None => SendFailure::Failed(e.into_error()),
+            Some(request) => SendFailure::Unsent(Box::new(request), e.into_error().into()),
+            None => SendFailure::Failed(e.into_error().into()),
         }
     }
 
     fn into_upstream_error(self) -> UpstreamError {
         match self {
             SendFailure::Unsent(_, e) | SendFailure::Refused(_, e) | SendFailure::Failed(e) => {
-                classify(&e)
+                classify(e.as_ref())
             }
         }
     }
 }
 
-/// Sends `request` as HTTP/1.1 in origin form on `connection`, with a `Host` header
-/// when it has none (the URI's host, and its port unless it is the scheme's default).
+/// `connection`, driven by a hyper connection task of its own from now on (upgrades
+/// included) if Oxy drove it.
+async fn to_hyper(connection: PooledConnection) -> Result<PooledConnection, hyper::Error> {
+    let PooledConnection { link, facts, .. } = connection;
+    let io = match link {
+        Http1Link::Own(io) => io,
+        hyper @ Http1Link::Hyper(_) => return Ok(PooledConnection::new(hyper, facts)),
+    };
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(PooledConnection::new(Http1Link::Hyper(sender), facts))
+}
+
+/// `request` with a `Host` header when it has none and its URI names an authority:
+/// the URI's host, and its port unless it is the scheme's default.
+fn with_host(mut request: Request<HttpBody>) -> Request<HttpBody> {
+    if request.uri().authority().is_some()
+        && !request.headers().contains_key(http::header::HOST)
+        && let Some(host) = host_header(request.uri())
+    {
+        request.headers_mut().insert(http::header::HOST, host);
+    }
+    request
+}
+
+/// Sends `request` as HTTP/1.1 in origin form on `connection` (driven by hyper), with
+/// a `Host` header when it has none (see [`with_host`]).
 async fn send_on_sender(
     connection: &mut PooledConnection,
-    mut request: Request<HttpBody>,
+    request: Request<HttpBody>,
 ) -> Result<Response<HttpBody>, SendFailure> {
+    let mut request = with_host(request);
     *request.version_mut() = http::Version::HTTP_11;
     if request.uri().authority().is_some() {
-        if !request.headers().contains_key(http::header::HOST)
-            && let Some(host) = host_header(request.uri())
-        {
-            request.headers_mut().insert(http::header::HOST, host);
-        }
         let origin_form = match request.uri().path_and_query() {
             Some(path) => http::Uri::from(path.clone()),
             None => http::Uri::from_static("/"),
         };
         *request.uri_mut() = origin_form;
     }
-    let response = (connection.sender.try_send_request(request).await).map_err(SendFailure::of)?;
+    let Http1Link::Hyper(sender) = &mut connection.link else {
+        return Err(SendFailure::Failed("the connection is not hyper's".into()));
+    };
+    let response = (sender.try_send_request(request).await).map_err(SendFailure::of)?;
     Ok(with_upgrade(with_facts(
         response,
         connection.facts.as_ref(),
@@ -442,7 +493,9 @@ async fn send_on_shared(
         Ok(response) => response,
         Err(e) => {
             return Err(match (SendFailure::of(e), again) {
-                (SendFailure::Failed(e), Some(parts)) if refused_unprocessed(&e) => {
+                (SendFailure::Failed(e), Some(parts))
+                    if e.downcast_ref().is_some_and(refused_unprocessed) =>
+                {
                     SendFailure::Refused(Box::new(Request::from_parts(parts, empty())), e)
                 }
                 (failure, _) => failure,

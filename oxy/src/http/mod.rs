@@ -17,6 +17,7 @@ pub mod form;
 mod forward;
 pub mod guarded_body;
 pub mod h1_connect;
+pub(crate) mod h1_exchange;
 pub mod h3;
 pub mod h3_stream;
 pub mod headers;

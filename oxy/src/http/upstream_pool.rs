@@ -13,7 +13,7 @@
 //! rather than each make their own (RFC 9113 §9.1), unless the key's last connection
 //! was HTTP/1.1 ([`Checkout`]).
 
-use super::client::UpstreamError;
+use super::client::{UpstreamError, UpstreamStream};
 use super::metrics::oxy_http;
 use crate::hooks::{HttpBody, Target};
 use crate::offramp::route::EgressRoute;
@@ -28,9 +28,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::io::AsyncRead;
+use tokio::sync::{Notify, watch};
 
 /// `n` as a gauge amount.
 fn count(n: usize) -> i64 {
@@ -70,21 +71,73 @@ impl PoolKey {
 
 /// An open HTTP/1.1 connection to an upstream and its TLS facts.
 pub(crate) struct PooledConnection {
-    pub(crate) sender: http1::SendRequest<HttpBody>,
+    pub(crate) link: Http1Link,
     pub(crate) facts: Option<Arc<UpstreamTlsFacts>>,
     idle_since: Instant,
 }
 
+/// Who drives an HTTP/1.1 connection.
+pub(crate) enum Http1Link {
+    /// Oxy, in the task of each request: a request without a body is exchanged on it
+    /// there (`http/h1_exchange.rs`). Every connection starts so.
+    Own(UpstreamStream),
+    /// hyper's connection task, since a request with a body or an upgrade took it.
+    Hyper(http1::SendRequest<HttpBody>),
+}
+
 impl PooledConnection {
-    pub(crate) fn new(
-        sender: http1::SendRequest<HttpBody>,
-        facts: Option<Arc<UpstreamTlsFacts>>,
-    ) -> Self {
+    pub(crate) fn new(link: Http1Link, facts: Option<Arc<UpstreamTlsFacts>>) -> Self {
         Self {
-            sender,
+            link,
             facts,
             idle_since: Instant::now(),
         }
+    }
+
+    /// Whether the connection can take a request now: hyper's is ready; one of Oxy's
+    /// own has had nothing from the upstream since its last answer (an idle connection
+    /// the upstream closed reads as its end).
+    fn is_ready(&mut self) -> bool {
+        match &mut self.link {
+            Http1Link::Hyper(sender) => sender.is_ready(),
+            Http1Link::Own(io) => is_quiet(io, Waker::noop()),
+        }
+    }
+
+    /// Whether the idle connection is closed, or no longer fit for a request; one of
+    /// Oxy's own that is not wakes `reaper` when the upstream next sends something (its
+    /// end, usually).
+    fn is_closed(&mut self, reaper: &Waker) -> bool {
+        match &mut self.link {
+            Http1Link::Hyper(sender) => sender.is_closed(),
+            Http1Link::Own(io) => !is_quiet(io, reaper),
+        }
+    }
+}
+
+/// Whether nothing can be read from the idle `io` now: neither bytes (there should be
+/// none between answers) nor its end. Checked without waiting, and without a system
+/// call while the runtime has seen nothing arrive since the last read; `waker` is woken
+/// when something does.
+fn is_quiet(io: &mut UpstreamStream, waker: &Waker) -> bool {
+    let mut cx = Context::from_waker(waker);
+    let mut byte = [0u8; 1];
+    let mut buf = tokio::io::ReadBuf::new(&mut byte);
+    Pin::new(io).poll_read(&mut cx, &mut buf).is_pending()
+}
+
+/// Wakes the pool's sweep when an idle connection of Oxy's own has something to read:
+/// an upstream that closes an idle connection has it closed here at once, as hyper's
+/// connection task would, without a task per connection.
+struct Reaper(Notify);
+
+impl Wake for Reaper {
+    fn wake(self: Arc<Self>) {
+        self.0.notify_one();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.notify_one();
     }
 }
 
@@ -207,6 +260,8 @@ struct PoolShard {
     max_idle_per_key: usize,
     /// `oxy_http_egress_idle_connections` of the endpoint, shared by the shards.
     idle_gauge: Arc<ShardedGauge>,
+    /// Wakes the pool's sweep (see [`Reaper`]).
+    reaper: Waker,
 }
 
 impl UpstreamPool {
@@ -221,6 +276,7 @@ impl UpstreamPool {
         let idle_gauge = Arc::new(ShardedGauge::new(oxy_http::egress_idle_connections(
             endpoint,
         )));
+        let reaper = Arc::new(Reaper(Notify::new()));
         let pool = Arc::new(Self {
             shards: (0..per_thread::shards())
                 .map(|_| {
@@ -229,6 +285,7 @@ impl UpstreamPool {
                         idle_timeout,
                         max_idle_per_key,
                         idle_gauge: idle_gauge.clone(),
+                        reaper: Waker::from(reaper.clone()),
                     }))
                 })
                 .collect(),
@@ -239,13 +296,14 @@ impl UpstreamPool {
         let period = idle_timeout.max(Duration::from_secs(1));
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(period).await;
+                tokio::select! {
+                    () = tokio::time::sleep(period) => {}
+                    () = reaper.0.notified() => {}
+                }
                 let Some(pool) = weak.upgrade() else {
                     return;
                 };
-                for shard in &pool.shards {
-                    shard.sweep();
-                }
+                pool.sweep();
             }
         });
         pool
@@ -274,6 +332,21 @@ impl UpstreamPool {
         let shard = self.shard();
         let may_share = may_share && shard.max_idle_per_key > 0;
         shard.checkout(key, may_share)
+    }
+
+    /// Idle HTTP/1.1 connections kept, all keys and shards together.
+    #[cfg(test)]
+    pub(crate) fn idle_connections(&self) -> usize {
+        (self.shards.iter())
+            .map(|shard| shard.lock().values().map(|k| k.idle.len()).sum::<usize>())
+            .sum()
+    }
+
+    /// Runs every shard's sweep now.
+    fn sweep(&self) {
+        for shard in &self.shards {
+            shard.sweep();
+        }
     }
 
     /// `connection` was made for `key`: shared from now on if it is HTTP/2; if it is
@@ -320,6 +393,16 @@ impl UpstreamPool {
         }
     }
 
+    /// Where a response body read without hyper gives its connection back under `key`;
+    /// `None` when nothing is kept (`pool_max_idle_per_upstream: 0`).
+    pub(crate) fn returner(&self, key: PoolKey) -> Option<PoolReturn> {
+        let shard = self.shard();
+        (shard.max_idle_per_key > 0).then(|| PoolReturn {
+            shard: shard.clone(),
+            key,
+        })
+    }
+
     /// `body`, which puts `connection` back under `key` when it ends. A body dropped
     /// before its end takes the connection with it (hyper closes a connection whose
     /// response was not read to the end).
@@ -339,6 +422,21 @@ impl UpstreamPool {
             body.give_back();
         }
         body
+    }
+}
+
+/// Where a response body read without hyper (`http/h1_exchange.rs`) gives its
+/// connection back: the pool's shard of the thread that took it, under its key.
+pub(crate) struct PoolReturn {
+    shard: SharedShard,
+    key: PoolKey,
+}
+
+impl PoolReturn {
+    /// Keeps `io` (with its TLS `facts`) for the next request under the key.
+    pub(crate) fn keep(self, io: UpstreamStream, facts: Option<Arc<UpstreamTlsFacts>>) {
+        let connection = PooledConnection::new(Http1Link::Own(io), facts);
+        self.shard.keep(self.key, connection);
     }
 }
 
@@ -367,9 +465,9 @@ impl PoolShard {
         let idle = &mut connections.idle;
         let before = idle.len();
         while found.is_none()
-            && let Some(connection) = idle.pop()
+            && let Some(mut connection) = idle.pop()
         {
-            if connection.sender.is_ready() && connection.idle_since.elapsed() < self.idle_timeout {
+            if connection.idle_since.elapsed() < self.idle_timeout && connection.is_ready() {
                 found = Some(UpstreamConnection::Http1(connection));
             }
         }
@@ -399,7 +497,9 @@ impl PoolShard {
         kept.retain(|_, connections| {
             let idle = &mut connections.idle;
             let before = idle.len();
-            idle.retain(|c| !c.sender.is_closed() && c.idle_since.elapsed() < self.idle_timeout);
+            idle.retain_mut(|c| {
+                c.idle_since.elapsed() < self.idle_timeout && !c.is_closed(&self.reaper)
+            });
             self.idle_gauge.add(-count(before - idle.len()));
             if connections
                 .shared
@@ -428,10 +528,13 @@ impl PoolShard {
     /// exchange winds up (the rest of a request body still being sent, say), or never
     /// if it closes first. Nothing is kept when the key has enough idle connections.
     fn check_in(shard: SharedShard, key: PoolKey, mut connection: PooledConnection) {
-        if !connection.sender.is_ready() {
+        if let Http1Link::Hyper(sender) = &mut connection.link
+            && !sender.is_ready()
+        {
             let shard = Arc::downgrade(&shard);
             tokio::spawn(async move {
-                if connection.sender.ready().await.is_ok()
+                if let Http1Link::Hyper(sender) = &mut connection.link
+                    && sender.ready().await.is_ok()
                     && let Some(shard) = shard.upgrade()
                 {
                     shard.keep(key, connection);
@@ -442,7 +545,12 @@ impl PoolShard {
         shard.keep(key, connection);
     }
 
+    /// Keeps `connection` for `key` if it is open and the key has room; one of Oxy's own
+    /// wakes the sweep when the upstream closes it.
     fn keep(&self, key: PoolKey, mut connection: PooledConnection) {
+        if connection.is_closed(&self.reaper) {
+            return;
+        }
         connection.idle_since = Instant::now();
         let mut kept = self.lock();
         let idle = &mut kept.entry(key).or_default().idle;
@@ -550,9 +658,7 @@ mod tests {
         pool.learn_http1(&key);
         drop(second);
         assert!(connects(pool.checkout(&key, true)).unwrap().is_none());
-        for shard in &pool.shards {
-            shard.sweep();
-        }
+        pool.sweep();
         assert!(connects(pool.checkout(&key, true)).unwrap().is_some());
 
         let unpooled = UpstreamPool::new(Duration::ZERO, 0, "pool-test");
