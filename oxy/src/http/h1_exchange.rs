@@ -15,6 +15,7 @@ use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -105,7 +106,11 @@ async fn exchange_head(
     let mut read = BytesMut::with_capacity(READ_SIZE);
     // Whether anything came back: a 1xx answer leaves nothing in `read`.
     let mut answered = false;
-    let (mut parts, framing) = loop {
+    let ResponseHead {
+        mut parts,
+        framing,
+        reusable,
+    } = loop {
         if let Some(head) = response_head(&mut read, head_only)? {
             break head;
         }
@@ -130,8 +135,8 @@ async fn exchange_head(
         io: Some(io),
         facts,
         read,
-        framing: framing.0,
-        reusable: framing.1,
+        framing,
+        reusable,
         back: None,
     };
     Ok(Response::from_parts(parts, body))
@@ -186,24 +191,62 @@ enum Chunk {
     Trailers,
 }
 
+/// The length of the section at the start of `read` (a head, or a trailer section)
+/// through the empty line that ends it, if that is there.
+fn section_length(read: &[u8]) -> Option<usize> {
+    if read.starts_with(b"\r\n") {
+        return Some(2);
+    }
+    if read.starts_with(b"\n") {
+        return Some(1);
+    }
+    // Lines end in CRLF, or in LF alone (RFC 9112 §2.2): the first empty line either way.
+    let crlf = memchr::memmem::find(read, b"\n\r\n").map(|at| at + 3);
+    let within = crlf.map_or(read, |end| &read[..end]);
+    let lf = memchr::memmem::find(within, b"\n\n").map(|at| at + 2);
+    lf.or(crlf)
+}
+
+/// A response head read by [`response_head`].
+struct ResponseHead {
+    parts: http::response::Parts,
+    /// How its body is delimited.
+    framing: Framing,
+    /// Whether the connection may take another request after its body.
+    reusable: bool,
+}
+
 /// The response head at the start of `read`, if it is all there: taken off `read`
-/// (informational answers other than 101 skipped), with how its body is delimited and
-/// whether the connection may be reused after it. `head_only` for an answer to HEAD.
+/// (informational answers other than 101 skipped). `head_only` for an answer to HEAD.
 fn response_head(
     read: &mut BytesMut,
     head_only: bool,
-) -> Result<Option<(http::response::Parts, (Framing, bool))>, ExchangeError> {
+) -> Result<Option<ResponseHead>, ExchangeError> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut fields);
-        let length = match response.parse(read) {
-            Ok(httparse::Status::Complete(length)) => length,
-            Ok(httparse::Status::Partial) => return Ok(None),
+        let Some(length) = section_length(read) else {
+            return Ok(None);
+        };
+        if length > MAX_HEAD_BYTES {
+            return Err(ExchangeError::Malformed("the response head is too large"));
+        }
+        // Taken off first: the header values share its bytes.
+        let head = read.split_to(length).freeze();
+        let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            &head,
+            &mut fields,
+        );
+        match parsed {
+            Ok(httparse::Status::Complete(_)) => {}
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(ExchangeError::Malformed("too many header fields"));
             }
-            Err(_) => return Err(ExchangeError::Malformed("not an HTTP/1.x response head")),
-        };
+            Ok(httparse::Status::Partial) | Err(_) => {
+                return Err(ExchangeError::Malformed("not an HTTP/1.x response head"));
+            }
+        }
         let code = response.code.unwrap_or_default();
         let status = StatusCode::from_u16(code)
             .map_err(|_| ExchangeError::Malformed("the status code is out of range"))?;
@@ -211,88 +254,51 @@ fn response_head(
             return Err(ExchangeError::Malformed("101 to a request for no upgrade"));
         }
         if status.is_informational() {
-            read.advance(length);
             continue;
         }
-        let version = match response.version {
+        let mut headers = HeaderMap::with_capacity(response.headers.len());
+        append_fields(&head, response.headers, &mut headers)?;
+        let (mut parts, ()) = Response::new(()).into_parts();
+        parts.status = status;
+        parts.version = match response.version {
             Some(0) => Version::HTTP_10,
             _ => Version::HTTP_11,
         };
-        let reason = response
-            .reason
-            .filter(|r| Some(*r) != status.canonical_reason())
-            .map(|r| span(read, r.as_bytes()));
-        let mut spans = [FieldSpans::default(); MAX_HEADERS];
-        let count = field_spans(read, response.headers, &mut spans);
-        let head = read.split_to(length).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
-        append_fields(&head, &spans[..count], &mut headers)?;
-        let (mut parts, ()) = Response::new(()).into_parts();
-        parts.status = status;
-        parts.version = version;
-        if let Some(reason) = reason
-            && let Ok(reason) = hyper::ext::ReasonPhrase::try_from(head.slice(reason))
+        if let Some(reason) = response.reason
+            && Some(reason) != status.canonical_reason()
+            && let Ok(reason) =
+                hyper::ext::ReasonPhrase::try_from(head.slice_ref(reason.as_bytes()))
         {
             parts.extensions.insert(reason);
         }
         let framing = framing(&mut headers, status, head_only)?;
-        let reusable = version == Version::HTTP_11
+        let reusable = parts.version == Version::HTTP_11
             && framing != Framing::UntilClose
             && !headers
                 .get_all(CONNECTION)
                 .iter()
                 .any(|v| has_token(v.as_bytes(), b"close"));
         parts.headers = headers;
-        return Ok(Some((parts, (framing, reusable))));
+        return Ok(Some(ResponseHead {
+            parts,
+            framing,
+            reusable,
+        }));
     }
 }
 
-/// Where a header field's name and value lie in the bytes httparse read it from.
-#[derive(Debug, Clone, Copy, Default)]
-struct FieldSpans {
-    name: (usize, usize),
-    value: (usize, usize),
-}
-
-/// Where `part`, a slice of `within`, lies in it.
-fn span(within: &[u8], part: &[u8]) -> std::ops::Range<usize> {
-    let start = (part.as_ptr() as usize).saturating_sub(within.as_ptr() as usize);
-    start..start + part.len()
-}
-
-/// Where httparse's `fields`, read from `within`, lie in it, written to `spans`; how
-/// many there are. The bytes can then be taken off the read buffer, which httparse's
-/// fields borrow, and the values share them.
-fn field_spans(within: &[u8], fields: &[httparse::Header<'_>], spans: &mut [FieldSpans]) -> usize {
-    for (field, at) in fields.iter().zip(spans.iter_mut()) {
-        let (name, value) = (
-            span(within, field.name.as_bytes()),
-            span(within, field.value),
-        );
-        *at = FieldSpans {
-            name: (name.start, name.end),
-            value: (value.start, value.end),
-        };
-    }
-    fields.len().min(spans.len())
-}
-
-/// Appends the header fields at `spans` of `head` to `headers`, their values sharing
-/// `head`'s bytes.
+/// Appends the header fields httparse read from `section` to `headers`, their values
+/// sharing its bytes.
 fn append_fields(
-    head: &Bytes,
-    spans: &[FieldSpans],
+    section: &Bytes,
+    fields: &[httparse::Header<'_>],
     headers: &mut HeaderMap,
 ) -> Result<(), ExchangeError> {
-    for at in spans {
-        let name = head
-            .get(at.name.0..at.name.1)
-            .and_then(|name| HeaderName::from_bytes(name).ok())
-            .ok_or(ExchangeError::Malformed("a header field name is invalid"))?;
-        let value = (at.value.0 <= at.value.1 && at.value.1 <= head.len())
-            .then(|| HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1)).ok())
-            .flatten()
-            .ok_or(ExchangeError::Malformed("a header field value is invalid"))?;
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
+            .map_err(|_| ExchangeError::Malformed("a header field name is invalid"))?;
+        let value = HeaderValue::from_maybe_shared(section.slice_ref(field.value))
+            .map_err(|_| ExchangeError::Malformed("a header field value is invalid"))?;
         headers.append(name, value);
     }
     Ok(())
@@ -418,11 +424,11 @@ impl UpstreamBody {
                 Framing::UntilClose if !self.read.is_empty() => {
                     return Poll::Ready(Some(Ok(Frame::data(self.read.split().freeze()))));
                 }
-                Framing::Chunked(chunk) => {
-                    if let Some(frame) = self.next_chunked(chunk)? {
-                        return Poll::Ready(frame.map(Ok));
-                    }
-                }
+                Framing::Chunked(_) => match self.next_chunked()? {
+                    Chunked::Frame(frame) => return Poll::Ready(Some(Ok(frame))),
+                    Chunked::End => return Poll::Ready(None),
+                    Chunked::NeedMore => {}
+                },
                 Framing::Length(_) | Framing::UntilClose => {}
             }
             if !ready!(self.poll_fill(cx))? {
@@ -438,83 +444,91 @@ impl UpstreamBody {
         }
     }
 
-    /// Steps a chunked body on from `chunk` with the bytes in `read`: `Some` frame (or
-    /// the body's end) when there is one to give, `None` when more must be read.
-    #[expect(
-        clippy::option_option,
-        reason = "more to read, the end, or a frame: the body's own three cases"
-    )]
-    fn next_chunked(&mut self, chunk: Chunk) -> Result<Option<Option<Frame<Bytes>>>, BodyError> {
-        match chunk {
-            Chunk::Size => match httparse::parse_chunk_size(&self.read) {
-                Ok(httparse::Status::Complete((length, size))) => {
-                    self.read.advance(length);
-                    self.framing = Framing::Chunked(if size == 0 {
-                        Chunk::Trailers
+    /// What the bytes in `read` give of a chunked body, from where it is.
+    fn next_chunked(&mut self) -> Result<Chunked, BodyError> {
+        loop {
+            let Framing::Chunked(chunk) = self.framing else {
+                return Ok(Chunked::End);
+            };
+            match chunk {
+                Chunk::Size => match httparse::parse_chunk_size(&self.read) {
+                    Ok(httparse::Status::Complete((length, size))) => {
+                        self.read.advance(length);
+                        self.framing = Framing::Chunked(if size == 0 {
+                            Chunk::Trailers
+                        } else {
+                            Chunk::Data(size)
+                        });
+                    }
+                    Ok(httparse::Status::Partial) if self.read.len() < MAX_CHUNK_LINE_BYTES => {
+                        return Ok(Chunked::NeedMore);
+                    }
+                    _ => return Err(BodyError::Malformed("a chunk-size line is invalid")),
+                },
+                Chunk::Data(_) if self.read.is_empty() => return Ok(Chunked::NeedMore),
+                Chunk::Data(due) => {
+                    let n =
+                        usize::try_from(due).map_or(self.read.len(), |d| d.min(self.read.len()));
+                    let left = due - n as u64;
+                    self.framing = Framing::Chunked(if left == 0 {
+                        Chunk::DataEnd
                     } else {
-                        Chunk::Data(size)
+                        Chunk::Data(left)
                     });
-                    self.next_chunked_again()
+                    return Ok(Chunked::Frame(Frame::data(self.read.split_to(n).freeze())));
                 }
-                Ok(httparse::Status::Partial) if self.read.len() < MAX_CHUNK_LINE_BYTES => Ok(None),
-                _ => Err(BodyError::Malformed("a chunk-size line is invalid")),
-            },
-            Chunk::Data(_) if self.read.is_empty() => Ok(None),
-            Chunk::Data(due) => {
-                let n = usize::try_from(due).map_or(self.read.len(), |d| d.min(self.read.len()));
-                let left = due - n as u64;
-                self.framing = Framing::Chunked(if left == 0 {
-                    Chunk::DataEnd
-                } else {
-                    Chunk::Data(left)
-                });
-                Ok(Some(Some(Frame::data(self.read.split_to(n).freeze()))))
+                Chunk::DataEnd if self.read.len() < 2 => return Ok(Chunked::NeedMore),
+                Chunk::DataEnd if self.read.starts_with(b"\r\n") => {
+                    self.read.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Chunk::DataEnd => {
+                    return Err(BodyError::Malformed(
+                        "a chunk's data is not followed by CRLF",
+                    ));
+                }
+                Chunk::Trailers => return self.trailers(),
             }
-            Chunk::DataEnd if self.read.len() < 2 => Ok(None),
-            Chunk::DataEnd if self.read.starts_with(b"\r\n") => {
-                self.read.advance(2);
-                self.framing = Framing::Chunked(Chunk::Size);
-                self.next_chunked_again()
-            }
-            Chunk::DataEnd => Err(BodyError::Malformed(
-                "a chunk's data is not followed by CRLF",
-            )),
-            Chunk::Trailers => self.trailers(),
-        }
-    }
-
-    /// [`Self::next_chunked`] from where the last step left the body.
-    #[expect(clippy::option_option, reason = "see `next_chunked`")]
-    fn next_chunked_again(&mut self) -> Result<Option<Option<Frame<Bytes>>>, BodyError> {
-        match self.framing {
-            Framing::Chunked(chunk) => self.next_chunked(chunk),
-            _ => Ok(None),
         }
     }
 
     /// The trailer section after the last chunk, if it is all there: the body's end,
     /// with a trailers frame when it has fields.
-    #[expect(clippy::option_option, reason = "see `next_chunked`")]
-    fn trailers(&mut self) -> Result<Option<Option<Frame<Bytes>>>, BodyError> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match httparse::parse_headers(&self.read, &mut fields) {
-            Ok(httparse::Status::Complete((length, fields))) => {
-                let mut spans = [FieldSpans::default(); MAX_HEADERS];
-                let count = field_spans(&self.read, fields, &mut spans);
-                let section = self.read.split_to(length).freeze();
-                let mut trailers = HeaderMap::with_capacity(count);
-                append_fields(&section, &spans[..count], &mut trailers)
-                    .map_err(|_| BodyError::Malformed("a trailer field is invalid"))?;
-                self.framing = Framing::Length(0);
-                self.end();
-                Ok(Some(
-                    (!trailers.is_empty()).then(|| Frame::trailers(trailers)),
-                ))
+    fn trailers(&mut self) -> Result<Chunked, BodyError> {
+        let Some(length) = section_length(&self.read) else {
+            if self.read.len() < MAX_CHUNK_LINE_BYTES {
+                return Ok(Chunked::NeedMore);
             }
-            Ok(httparse::Status::Partial) if self.read.len() < MAX_CHUNK_LINE_BYTES => Ok(None),
-            _ => Err(BodyError::Malformed("the trailer section is invalid")),
-        }
+            return Err(BodyError::Malformed("the trailer section is too large"));
+        };
+        let section = self.read.split_to(length).freeze();
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let Ok(httparse::Status::Complete((_, fields))) =
+            httparse::parse_headers(&section, &mut fields)
+        else {
+            return Err(BodyError::Malformed("the trailer section is invalid"));
+        };
+        let mut trailers = HeaderMap::with_capacity(fields.len());
+        append_fields(&section, fields, &mut trailers)
+            .map_err(|_| BodyError::Malformed("a trailer field is invalid"))?;
+        self.framing = Framing::Length(0);
+        self.end();
+        Ok(if trailers.is_empty() {
+            Chunked::End
+        } else {
+            Chunked::Frame(Frame::trailers(trailers))
+        })
     }
+}
+
+/// What the bytes read so far give of a chunked body.
+enum Chunked {
+    /// Nothing yet: more must be read.
+    NeedMore,
+    /// A frame: data, or the trailers (then the body is over).
+    Frame(Frame<Bytes>),
+    /// The end, without trailers.
+    End,
 }
 
 /// Why reading an upstream's response body failed.
@@ -847,6 +861,20 @@ mod tests {
         .await
         .expect("the closed connection is let go");
         assert!(!pooled(&pool, &key(addr)));
+    }
+
+    #[test]
+    fn a_section_ends_at_its_first_empty_line_after_crlf_or_lf() {
+        assert_eq!(section_length(b"\r\nrest"), Some(2));
+        assert_eq!(
+            section_length(b"HTTP/1.1 200 OK\r\na: b\r\n\r\nbody\n\n"),
+            Some(25)
+        );
+        assert_eq!(
+            section_length(b"HTTP/1.1 200 OK\na: b\n\nbody\r\n\r\n"),
+            Some(22)
+        );
+        assert_eq!(section_length(b"HTTP/1.1 200 OK\r\na: b\r\n"), None);
     }
 
     #[test]
