@@ -2,7 +2,9 @@
 //! and BoringSSL with ALPN, SNI and certificate and host name verification against the
 //! system roots, on the endpoint's own pool (`http/upstream_pool.rs`): HTTP/1.1, and
 //! HTTP/2 when an HTTPS upstream offers it (requests without an egress hook); an upgrade
-//! gets an HTTP/1.1 connection of its own.
+//! gets an HTTP/1.1 connection of its own. An HTTP/1.1 request without a body is
+//! exchanged by Oxy in its own task (`http/h1_exchange.rs`); hyper drives a connection
+//! from the first request with a body or upgrade it takes.
 
 use super::authority::host_and_port_number;
 use super::body::{boxed, empty};

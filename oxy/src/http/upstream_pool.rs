@@ -6,9 +6,11 @@
 //! hook's answers (`on_egress` runs for every request, `on_resolved` when a connection is
 //! made) and an internal service's PROXY header are about them. An HTTP/1.1 connection
 //! takes one request at a time: it is checked out, and goes back to the pool when its
-//! response body ends ([`ReturnsToPool`]), with no task of its own unless its exchange is
-//! still winding up then. An HTTP/2 connection (TLS whose ALPN chose `h2`) is shared by
-//! every request for its key ([`SharedConnection`]). While a connection that may turn out
+//! response body ends ([`ReturnsToPool`], [`PoolReturn`]), with no task of its own unless
+//! hyper's exchange on it is still winding up then; an idle one of Oxy's own wakes the
+//! pool's sweep when the upstream closes it ([`Reaper`]). An HTTP/2 connection (TLS
+//! whose ALPN chose `h2`) is shared by every request for its key
+//! ([`SharedConnection`]). While a connection that may turn out
 //! HTTP/2 is being made for a key, the requests that find nothing else wait for it
 //! rather than each make their own (RFC 9113 §9.1), unless the key's last connection
 //! was HTTP/1.1 ([`Checkout`]).
@@ -231,9 +233,10 @@ impl Connecting {
 type KeptConnections = HashMap<PoolKey, Kept, foldhash::fast::RandomState>;
 
 /// The idle HTTP/1.1 and shared HTTP/2 connections of one endpoint's upstream client. A
-/// request finds one here (under a mutex) and drives it through hyper's connection
-/// task; a task of the pool's own is spent only on an HTTP/1.1 connection that was not
-/// ready for the next request when its response ended.
+/// request finds one here (under a mutex) and drives it itself (`http/h1_exchange.rs`)
+/// or through hyper's connection task; a task of the pool's own is spent only on a
+/// connection of hyper's that was not ready for the next request when its response
+/// ended.
 pub(crate) struct UpstreamPool {
     /// One shard per [`per_thread::shards`]: under `scheduling: per_thread` each
     /// per-thread runtime reuses the connections it made, whose tasks run on it, under
