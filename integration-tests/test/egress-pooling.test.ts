@@ -465,6 +465,53 @@ test("an upstream that closes each connection after its response: every request 
   }
 });
 
+test("an idle upstream connection its origin closes leaves the pool at once; a GET whose pooled connection closes unanswered goes out again, a POST does not", async () => {
+  // Each connection answers its first request (keep-alive). On its second, the first
+  // closes unanswered; the others close on a word from the test.
+  const sockets: net.Socket[] = [];
+  const closing = net.createServer((socket) => {
+    const first = sockets.length === 0;
+    sockets.push(socket);
+    let requests = 0;
+    socket.on("data", () => {
+      requests++;
+      if (requests === 1) socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+      else if (first) socket.destroy();
+    });
+  });
+  await new Promise<void>((resolve) => closing.listen(0, "127.0.0.1", resolve));
+  const port = (closing.address() as net.AddressInfo).port;
+  const oxy = await reverseProxy(port);
+  try {
+    assert.equal((await curl([`${oxy.url("web")}/first`])).status, 200);
+    await idle(oxy, 1);
+    // The first connection closes on this request without a byte of answer: the GET
+    // goes out again, on a new connection.
+    const again = await curl([`${oxy.url("web")}/again`]);
+    assert.equal(again.status, 200, again.stderr);
+    assert.equal(sockets.length, 2);
+    await idle(oxy, 1);
+
+    // The origin closes the idle connection: it leaves the pool without waiting for a
+    // request or the pool's sweep (a minute and a half away).
+    sockets[1].end();
+    await idle(oxy, 0);
+    assert.equal((await curl([`${oxy.url("web")}/third`])).status, 200);
+    assert.equal(sockets.length, 3);
+    await idle(oxy, 1);
+
+    // A POST (no body) on a connection that closes unanswered is not sent again.
+    sockets.splice(0, sockets.length, sockets[2]);
+    sockets[0].on("data", () => sockets[0].destroy());
+    const post = await curl(["-X", "POST", `${oxy.url("web")}/once`]);
+    assert.equal(post.status, 502, post.stderr);
+    assert.equal(sockets.length, 1, "no second connection for the POST");
+    assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+  } finally {
+    closing.close();
+  }
+});
+
 test("server.scheduling: per_thread (the default): each thread reuses the upstream connections it made", async () => {
   const oxy = await reverseProxy(origin.port, { worker_threads: 2 });
   // Each curl is a client connection of its own, accepted by either thread.
