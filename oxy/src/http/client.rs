@@ -31,6 +31,7 @@ use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::LengthLimitError;
+use hyper::client::conn::http1;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::io;
@@ -160,7 +161,7 @@ impl<App: OxyExt> UpstreamClient<App> {
             });
         };
         let mut connection = to_hyper(connection).await.map_err(|e| classify(&e))?;
-        send_on_sender(&mut connection, request)
+        send_on_hyper(&mut connection, request)
             .await
             .map_err(SendFailure::into_upstream_error)
     }
@@ -277,9 +278,12 @@ impl<App: OxyExt> UpstreamClient<App> {
                         Ok(connection) => connection,
                         Err(e) => return Err((key, SendFailure::Failed(e.into()))),
                     };
-                    match send_on_sender(&mut connection, request).await {
-                        Ok(response) => Ok(response
-                            .map(|body| boxed(self.pool.return_at_end(key, connection, body)))),
+                    match send_on_hyper(&mut connection, request).await {
+                        Ok(response) => Ok(response.map(|body| {
+                            let HyperConnection { sender, facts } = connection;
+                            let connection = PooledConnection::new(Http1Link::Hyper(sender), facts);
+                            boxed(self.pool.return_at_end(key, connection, body))
+                        })),
                         Err(failure) => Err((key, failure)),
                     }
                 }
@@ -411,13 +415,19 @@ impl SendFailure {
     }
 }
 
+/// An HTTP/1.1 connection hyper drives, and its TLS facts.
+struct HyperConnection {
+    sender: http1::SendRequest<HttpBody>,
+    facts: Option<Arc<UpstreamTlsFacts>>,
+}
+
 /// `connection`, driven by a hyper connection task of its own from now on (upgrades
 /// included) if Oxy drove it.
-async fn to_hyper(connection: PooledConnection) -> Result<PooledConnection, hyper::Error> {
+async fn to_hyper(connection: PooledConnection) -> Result<HyperConnection, hyper::Error> {
     let PooledConnection { link, facts, .. } = connection;
     let io = match link {
         Http1Link::Own(io) => io,
-        hyper @ Http1Link::Hyper(_) => return Ok(PooledConnection::new(hyper, facts)),
+        Http1Link::Hyper(sender) => return Ok(HyperConnection { sender, facts }),
     };
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;
     tokio::spawn(async move {
@@ -425,7 +435,7 @@ async fn to_hyper(connection: PooledConnection) -> Result<PooledConnection, hype
             tracing::debug!(error = %e, "upstream connection ended with an error");
         }
     });
-    Ok(PooledConnection::new(Http1Link::Hyper(sender), facts))
+    Ok(HyperConnection { sender, facts })
 }
 
 /// `request` with a `Host` header when it has none and its URI names an authority:
@@ -440,10 +450,10 @@ fn with_host(mut request: Request<HttpBody>) -> Request<HttpBody> {
     request
 }
 
-/// Sends `request` as HTTP/1.1 in origin form on `connection` (driven by hyper), with
-/// a `Host` header when it has none (see [`with_host`]).
-async fn send_on_sender(
-    connection: &mut PooledConnection,
+/// Sends `request` as HTTP/1.1 in origin form on `connection`, with a `Host` header
+/// when it has none (see [`with_host`]).
+async fn send_on_hyper(
+    connection: &mut HyperConnection,
     request: Request<HttpBody>,
 ) -> Result<Response<HttpBody>, SendFailure> {
     let mut request = with_host(request);
@@ -455,10 +465,7 @@ async fn send_on_sender(
         };
         *request.uri_mut() = origin_form;
     }
-    let Http1Link::Hyper(sender) = &mut connection.link else {
-        return Err(SendFailure::Failed("the connection is not hyper's".into()));
-    };
-    let response = (sender.try_send_request(request).await).map_err(SendFailure::of)?;
+    let response = (connection.sender.try_send_request(request).await).map_err(SendFailure::of)?;
     Ok(with_upgrade(with_facts(
         response,
         connection.facts.as_ref(),

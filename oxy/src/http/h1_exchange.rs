@@ -271,8 +271,13 @@ fn response_head(
         {
             parts.extensions.insert(reason);
         }
+        // Both, from an upstream, may be an attempt at response splitting (RFC 9112
+        // §6.3): the body is read by its chunks, and the connection is not reused.
+        let both_lengths =
+            headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH);
         let framing = framing(&mut headers, status, head_only)?;
         let reusable = parts.version == Version::HTTP_11
+            && !both_lengths
             && framing != Framing::UntilClose
             && !headers
                 .get_all(CONNECTION)
@@ -637,6 +642,11 @@ mod tests {
         PoolKey::direct(Target::from(addr), false)
     }
 
+    /// A pool whose sweep runs every minute, keeping 8 idle connections per key.
+    fn pool() -> Arc<UpstreamPool> {
+        UpstreamPool::new(Duration::from_secs(60), 8, "exchange-test")
+    }
+
     /// Whether the pool has a connection for `key` to give (taking it).
     fn pooled(pool: &UpstreamPool, key: &PoolKey) -> bool {
         matches!(pool.checkout(key, false), Checkout::Found(_))
@@ -653,7 +663,7 @@ mod tests {
             false,
         )
         .await;
-        let pool = UpstreamPool::new(Duration::from_secs(60), 8, "exchange-test");
+        let pool = pool();
         let request = request(Method::GET, "http://upstream.test/path?q=1");
         let response = exchange(open(addr).await, None, &request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -679,7 +689,7 @@ mod tests {
     async fn a_chunked_body_with_extensions_and_trailers_after_a_100() {
         let (addr, _) = upstream(
             vec![
-                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n",
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
                 b"4;ext=1\r\nabcd\r",
                 b"\n0",
                 b"\r\nx-sum: 9\r\n\r\n",
@@ -687,14 +697,10 @@ mod tests {
             false,
         )
         .await;
-        let pool = UpstreamPool::new(Duration::from_secs(60), 8, "exchange-test");
+        let pool = pool();
         let request = request(Method::GET, "/");
         let response = exchange(open(addr).await, None, &request).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
-        assert!(
-            !response.headers().contains_key(CONTENT_LENGTH),
-            "Transfer-Encoding wins"
-        );
         let body = response.into_body().returning_to(pool.returner(key(addr)));
         let collected = body.collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["x-sum"], "9");
@@ -705,7 +711,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_until_close_ends_with_the_connection_which_is_not_kept() {
         let (addr, _) = upstream(vec![b"HTTP/1.1 200 OK\r\n\r\nall ", b"of it"], true).await;
-        let pool = UpstreamPool::new(Duration::from_secs(60), 8, "exchange-test");
+        let pool = pool();
         let request = request(Method::GET, "/");
         let response = exchange(open(addr).await, None, &request).await.unwrap();
         let body = response.into_body().returning_to(pool.returner(key(addr)));
@@ -714,8 +720,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn head_204_and_connection_close_answers() {
-        let pool = UpstreamPool::new(Duration::from_secs(60), 8, "exchange-test");
+    async fn head_204_connection_close_and_two_lengths() {
+        let pool = pool();
         // HEAD: the length is the resource's, and no body follows.
         let (addr, _) = upstream(
             vec![b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n"],
@@ -756,6 +762,21 @@ mod tests {
         let body = response.into_body().returning_to(pool.returner(key(addr)));
         assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
         assert!(!pooled(&pool, &key(addr)), "the upstream said it closes");
+
+        // Transfer-Encoding beside Content-Length: read by its chunks, the length
+        // dropped, the connection not reused.
+        let (addr, _) = upstream(
+            vec![b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"],
+            false,
+        )
+        .await;
+        let response = exchange(open(addr).await, None, &request(Method::GET, "/"))
+            .await
+            .unwrap();
+        assert!(!response.headers().contains_key(CONTENT_LENGTH));
+        let body = response.into_body().returning_to(pool.returner(key(addr)));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
+        assert!(!pooled(&pool, &key(addr)), "a response that may be split");
     }
 
     #[tokio::test]
@@ -846,7 +867,7 @@ mod tests {
                 .unwrap();
             let _ = closing.await;
         });
-        let pool = UpstreamPool::new(Duration::from_secs(60), 8, "exchange-test");
+        let pool = pool();
         let response = exchange(open(addr).await, None, &request(Method::GET, "/"))
             .await
             .unwrap();
