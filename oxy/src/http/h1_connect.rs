@@ -6,16 +6,15 @@
 //! with the answer the pipeline gave (see [`Taken::Answered`]).
 
 use super::body::empty;
+use super::h1_fields::{field_map, write_fields};
 use super::pipeline::Handler;
 use super::upgrade::PendingUpgrade;
 use crate::app::OxyExt;
 use crate::hooks::HttpBody;
 use crate::tunnel::stream::TunnelStream;
 use bytes::Bytes;
-use http::header::{
-    CONTENT_LENGTH, DATE, EXPECT, HeaderName, HeaderValue, TRANSFER_ENCODING, UPGRADE,
-};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use http::{Method, Request, Response, Uri, Version};
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -51,15 +50,9 @@ pub fn parse(read: &Bytes) -> Option<ConnectHead> {
         return None;
     }
     let uri = Uri::from_maybe_shared(read.slice_ref(request.path?.as_bytes())).ok()?;
-    let mut map = HeaderMap::with_capacity(request.headers.len());
-    for header in request.headers.iter() {
-        let name = HeaderName::from_bytes(header.name.as_bytes()).ok()?;
-        if [CONTENT_LENGTH, TRANSFER_ENCODING, EXPECT, UPGRADE].contains(&name) {
-            return None;
-        }
-        let value = HeaderValue::from_maybe_shared(read.slice_ref(header.value)).ok()?;
-        map.append(name, value);
-    }
+    let map = field_map(read, request.headers, |name| {
+        [CONTENT_LENGTH, TRANSFER_ENCODING, EXPECT, UPGRADE].contains(name)
+    })?;
     let (mut parts, ()) = Request::new(()).into_parts();
     parts.method = Method::CONNECT;
     parts.uri = uri;
@@ -145,15 +138,9 @@ fn response_head(response: &Response<HttpBody>) -> Vec<u8> {
     head.push(b' ');
     head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     head.extend_from_slice(b"\r\n");
-    for (name, value) in response.headers() {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING {
-            continue;
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    write_fields(&mut head, response.headers(), |name| {
+        name == CONTENT_LENGTH || name == TRANSFER_ENCODING
+    });
     if !response.headers().contains_key(DATE) {
         head.extend_from_slice(b"date: ");
         with_http_date(|date| head.extend_from_slice(date));
@@ -202,6 +189,7 @@ impl CachedDate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn parsed(head: &str) -> Option<ConnectHead> {
         parse(&Bytes::copy_from_slice(head.as_bytes()))

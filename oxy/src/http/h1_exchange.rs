@@ -7,12 +7,14 @@
 //! the same pooled connections (`http/client.rs`).
 
 use super::client::UpstreamStream;
+use super::h1_fields::{field_map, write_fields};
+use super::headers::has_token;
 use super::upstream_pool::PoolReturn;
 use crate::hooks::HttpBody;
 use crate::tls::client::UpstreamTlsFacts;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body::{Body, Frame, SizeHint};
 use std::io;
 use std::mem::MaybeUninit;
@@ -88,7 +90,7 @@ pub(crate) fn exchange(
 async fn exchange_head(
     mut io: UpstreamStream,
     facts: Option<Arc<UpstreamTlsFacts>>,
-    head: Vec<u8>,
+    mut head: BytesMut,
     head_only: bool,
 ) -> Result<Response<UpstreamBody>, ExchangeError> {
     let written = async {
@@ -103,7 +105,9 @@ async fn exchange_head(
             e.into()
         });
     }
-    let mut read = BytesMut::with_capacity(READ_SIZE);
+    // The head's buffer reads the answer.
+    head.clear();
+    let mut read = head;
     // Whether anything came back: a 1xx answer leaves nothing in `read`.
     let mut answered = false;
     let ResponseHead {
@@ -142,28 +146,20 @@ async fn exchange_head(
     Ok(Response::from_parts(parts, body))
 }
 
-/// `request`'s head as HTTP/1.1 in origin form, as hyper's client writes it: field
-/// names in lower case, `Transfer-Encoding` left out (there is no body to frame).
-fn request_head(request: &Request<HttpBody>) -> Vec<u8> {
-    let uri = request.uri();
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut head = Vec::with_capacity(256);
-    head.extend_from_slice(request.method().as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(target.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut field = |name: &[u8], value: &[u8]| {
-        head.extend_from_slice(name);
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value);
-        head.extend_from_slice(b"\r\n");
-    };
-    for (name, value) in request.headers() {
-        if name != TRANSFER_ENCODING {
-            field(name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
-    head.extend_from_slice(b"\r\n");
+/// `request`'s head as HTTP/1.1 in origin form, as hyper's client writes it
+/// (`Transfer-Encoding` left out: there is no body to frame), in a buffer with room for
+/// the answer's first read, which it is once the head is sent.
+fn request_head(request: &Request<HttpBody>) -> BytesMut {
+    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut head = BytesMut::with_capacity(READ_SIZE);
+    head.put_slice(request.method().as_str().as_bytes());
+    head.put_u8(b' ');
+    head.put_slice(target.as_bytes());
+    head.put_slice(b" HTTP/1.1\r\n");
+    write_fields(&mut head, request.headers(), |name| {
+        name == TRANSFER_ENCODING
+    });
+    head.put_slice(b"\r\n");
     head
 }
 
@@ -256,8 +252,8 @@ fn response_head(
         if status.is_informational() {
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(response.headers.len());
-        append_fields(&head, response.headers, &mut headers)?;
+        let mut headers = field_map(&head, response.headers, |_| false)
+            .ok_or(ExchangeError::Malformed("a header field is invalid"))?;
         let (mut parts, ()) = Response::new(()).into_parts();
         parts.status = status;
         parts.version = match response.version {
@@ -290,23 +286,6 @@ fn response_head(
             reusable,
         }));
     }
-}
-
-/// Appends the header fields httparse read from `section` to `headers`, their values
-/// sharing its bytes.
-fn append_fields(
-    section: &Bytes,
-    fields: &[httparse::Header<'_>],
-    headers: &mut HeaderMap,
-) -> Result<(), ExchangeError> {
-    for field in fields {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
-            .map_err(|_| ExchangeError::Malformed("a header field name is invalid"))?;
-        let value = HeaderValue::from_maybe_shared(section.slice_ref(field.value))
-            .map_err(|_| ExchangeError::Malformed("a header field value is invalid"))?;
-        headers.append(name, value);
-    }
-    Ok(())
 }
 
 /// How the body of a `status` answer with `headers` is delimited (RFC 9112 §6.3). A
@@ -348,12 +327,6 @@ fn framing(
         }
     }
     Ok(length.map_or(Framing::UntilClose, Framing::Length))
-}
-
-/// Whether the comma-separated `list` has `token` (any case).
-fn has_token(list: &[u8], token: &[u8]) -> bool {
-    list.split(|&b| b == b',')
-        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// The body of a response read by [`exchange`]: it reads the connection as it is
@@ -513,9 +486,8 @@ impl UpstreamBody {
         else {
             return Err(BodyError::Malformed("the trailer section is invalid"));
         };
-        let mut trailers = HeaderMap::with_capacity(fields.len());
-        append_fields(&section, fields, &mut trailers)
-            .map_err(|_| BodyError::Malformed("a trailer field is invalid"))?;
+        let trailers = field_map(&section, fields, |_| false)
+            .ok_or(BodyError::Malformed("a trailer field is invalid"))?;
         self.framing = Framing::Length(0);
         self.end();
         Ok(if trailers.is_empty() {
@@ -585,6 +557,7 @@ mod tests {
     use super::*;
     use crate::hooks::Target;
     use crate::http::upstream_pool::{Checkout, PoolKey, UpstreamPool};
+    use http::HeaderValue;
     use http_body_util::BodyExt;
     use std::net::SocketAddr;
     use std::time::Duration;
@@ -647,6 +620,21 @@ mod tests {
         UpstreamPool::new(Duration::from_secs(60), 8, "exchange-test")
     }
 
+    /// `method /` sent to the upstream at `addr` on a new connection: its answer.
+    async fn ask(addr: SocketAddr, method: Method) -> Response<UpstreamBody> {
+        let request = request(method, "/");
+        exchange(open(addr).await, None, &request).await.unwrap()
+    }
+
+    /// `response`'s body, which gives its connection to `pool` under `addr`'s key.
+    fn returning(
+        response: Response<UpstreamBody>,
+        pool: &UpstreamPool,
+        addr: SocketAddr,
+    ) -> HttpBody {
+        response.into_body().returning_to(pool.returner(key(addr)))
+    }
+
     /// Whether the pool has a connection for `key` to give (taking it).
     fn pooled(pool: &UpstreamPool, key: &PoolKey) -> bool {
         matches!(pool.checkout(key, false), Checkout::Found(_))
@@ -673,7 +661,7 @@ mod tests {
             .get::<hyper::ext::ReasonPhrase>()
             .unwrap();
         assert_eq!(reason.as_bytes(), b"Fine");
-        let body = response.into_body().returning_to(pool.returner(key(addr)));
+        let body = returning(response, &pool, addr);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "0123456789");
         assert_eq!(
             heard.await.unwrap(),
@@ -698,10 +686,9 @@ mod tests {
         )
         .await;
         let pool = pool();
-        let request = request(Method::GET, "/");
-        let response = exchange(open(addr).await, None, &request).await.unwrap();
+        let response = ask(addr, Method::GET).await;
         assert_eq!(response.status(), StatusCode::OK);
-        let body = response.into_body().returning_to(pool.returner(key(addr)));
+        let body = returning(response, &pool, addr);
         let collected = body.collect().await.unwrap();
         assert_eq!(collected.trailers().unwrap()["x-sum"], "9");
         assert_eq!(collected.to_bytes(), "abcd");
@@ -712,9 +699,8 @@ mod tests {
     async fn a_body_until_close_ends_with_the_connection_which_is_not_kept() {
         let (addr, _) = upstream(vec![b"HTTP/1.1 200 OK\r\n\r\nall ", b"of it"], true).await;
         let pool = pool();
-        let request = request(Method::GET, "/");
-        let response = exchange(open(addr).await, None, &request).await.unwrap();
-        let body = response.into_body().returning_to(pool.returner(key(addr)));
+        let response = ask(addr, Method::GET).await;
+        let body = returning(response, &pool, addr);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "all of it");
         assert!(!pooled(&pool, &key(addr)));
     }
@@ -728,25 +714,21 @@ mod tests {
             false,
         )
         .await;
-        let response = exchange(open(addr).await, None, &request(Method::HEAD, "/"))
-            .await
-            .unwrap();
+        let response = ask(addr, Method::HEAD).await;
         assert_eq!(response.headers()[CONTENT_LENGTH], "99");
-        let body = response.into_body().returning_to(pool.returner(key(addr)));
+        let body = returning(response, &pool, addr);
         assert!(body.is_end_stream());
         assert!(pooled(&pool, &key(addr)));
 
         let (addr, _) = upstream(vec![b"HTTP/1.1 204 No Content\r\n\r\n"], false).await;
-        let response = exchange(open(addr).await, None, &request(Method::GET, "/"))
-            .await
-            .unwrap();
+        let response = ask(addr, Method::GET).await;
         assert!(
             response
                 .extensions()
                 .get::<hyper::ext::ReasonPhrase>()
                 .is_none()
         );
-        drop(response.into_body().returning_to(pool.returner(key(addr))));
+        drop(returning(response, &pool, addr));
         assert!(pooled(&pool, &key(addr)));
 
         let (addr, _) = upstream(
@@ -756,10 +738,8 @@ mod tests {
             false,
         )
         .await;
-        let response = exchange(open(addr).await, None, &request(Method::GET, "/"))
-            .await
-            .unwrap();
-        let body = response.into_body().returning_to(pool.returner(key(addr)));
+        let response = ask(addr, Method::GET).await;
+        let body = returning(response, &pool, addr);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
         assert!(!pooled(&pool, &key(addr)), "the upstream said it closes");
 
@@ -770,11 +750,9 @@ mod tests {
             false,
         )
         .await;
-        let response = exchange(open(addr).await, None, &request(Method::GET, "/"))
-            .await
-            .unwrap();
+        let response = ask(addr, Method::GET).await;
         assert!(!response.headers().contains_key(CONTENT_LENGTH));
-        let body = response.into_body().returning_to(pool.returner(key(addr)));
+        let body = returning(response, &pool, addr);
         assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
         assert!(!pooled(&pool, &key(addr)), "a response that may be split");
     }
@@ -785,7 +763,8 @@ mod tests {
             pieces: Vec<&'static [u8]>,
         ) -> Result<Response<UpstreamBody>, ExchangeError> {
             let (addr, _) = upstream(pieces, true).await;
-            exchange(open(addr).await, None, &request(Method::GET, "/")).await
+            let request = request(Method::GET, "/");
+            exchange(open(addr).await, None, &request).await
         }
         let error = |r: Result<Response<UpstreamBody>, ExchangeError>| r.err().unwrap().to_string();
         assert!(matches!(
@@ -868,10 +847,8 @@ mod tests {
             let _ = closing.await;
         });
         let pool = pool();
-        let response = exchange(open(addr).await, None, &request(Method::GET, "/"))
-            .await
-            .unwrap();
-        drop(response.into_body().returning_to(pool.returner(key(addr))));
+        let response = ask(addr, Method::GET).await;
+        drop(returning(response, &pool, addr));
         assert_eq!(pool.idle_connections(), 1);
         drop(close);
         tokio::time::timeout(Duration::from_secs(10), async {
@@ -905,7 +882,7 @@ mod tests {
             .headers_mut()
             .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         assert_eq!(
-            request_head(&request),
+            &request_head(&request)[..],
             b"DELETE /a/b HTTP/1.1\r\nhost: upstream.test\r\nx-one: 1\r\n\r\n"
         );
         assert!(fits(&request));

@@ -77,10 +77,15 @@ pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let connection_names_upgrade = headers
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+        .any(|v| has_token(v.as_bytes(), b"upgrade"));
     connection_names_upgrade.then(|| protocol.clone())
+}
+
+/// Whether the comma-separated `list` (a `Connection` value, say) has `token` (any
+/// case).
+pub(crate) fn has_token(list: &[u8], token: &[u8]) -> bool {
+    list.split(|&b| b == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Sets `Upgrade: protocol` and `Connection: upgrade` for the next hop.

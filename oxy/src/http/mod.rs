@@ -18,6 +18,7 @@ mod forward;
 pub mod guarded_body;
 pub mod h1_connect;
 pub(crate) mod h1_exchange;
+pub(crate) mod h1_fields;
 pub mod h3;
 pub mod h3_stream;
 pub mod headers;
