@@ -28,6 +28,7 @@ use crate::tls::client::{Overrides, TlsConnectError, UpstreamConnector, Upstream
 use crate::tls::revocation::{self, Checker, Verdict};
 use crate::tls::server::oxy_tls;
 use crate::tunnel::stream::{ByteStream, delegate_byte_stream};
+use bytes::BytesMut;
 use http::{Request, Response};
 use http_body::Body as _;
 use http_body_util::LengthLimitError;
@@ -256,12 +257,12 @@ impl<App: OxyExt> UpstreamClient<App> {
         async move {
             match connection {
                 UpstreamConnection::Http1(PooledConnection {
-                    link: Http1Link::Own(io),
+                    link: Http1Link::Own { io, buffer },
                     facts,
                     ..
                 }) if h1_exchange::fits(&request) => {
                     let request = with_host(request);
-                    match h1_exchange::exchange(io, facts, &request).await {
+                    match h1_exchange::exchange(io, buffer, facts, &request).await {
                         Ok(response) => {
                             Ok(response.map(|body| body.returning_to(self.pool.returner(key))))
                         }
@@ -342,7 +343,10 @@ impl<App: OxyExt> UpstreamClient<App> {
             }));
         }
         Ok(UpstreamConnection::Http1(PooledConnection::new(
-            Http1Link::Own(io),
+            Http1Link::Own {
+                io,
+                buffer: BytesMut::new(),
+            },
             facts,
         )))
     }
@@ -426,7 +430,7 @@ struct HyperConnection {
 async fn to_hyper(connection: PooledConnection) -> Result<HyperConnection, hyper::Error> {
     let PooledConnection { link, facts, .. } = connection;
     let io = match link {
-        Http1Link::Own(io) => io,
+        Http1Link::Own { io, .. } => io,
         Http1Link::Hyper(sender) => return Ok(HyperConnection { sender, facts }),
     };
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await?;

@@ -69,21 +69,20 @@ pub(crate) fn idempotent(method: &Method) -> bool {
 }
 
 /// Sends `request` (see [`fits`]; its `Host` header set) on `io` in origin form, and
-/// reads the response head. The response's body reads the rest from
-/// `io` (see [`UpstreamBody::returning_to`]).
+/// reads the response head. `buffer` (the connection's, see
+/// [`Http1Link::Own`](super::upstream_pool::Http1Link::Own)) holds the request head,
+/// then the answer. The response's body reads the rest from `io` (see
+/// [`UpstreamBody::returning_to`]).
 pub(crate) fn exchange(
     io: UpstreamStream,
+    mut buffer: BytesMut,
     facts: Option<Arc<UpstreamTlsFacts>>,
     request: &Request<HttpBody>,
 ) -> impl Future<Output = Result<Response<UpstreamBody>, ExchangeError>> + Send + use<> {
     // Not the request itself: its body is not `Sync`, so a reference to it held across
     // an `.await` would make the future not `Send`.
-    exchange_head(
-        io,
-        facts,
-        request_head(request),
-        request.method() == Method::HEAD,
-    )
+    write_request_head(request, &mut buffer);
+    exchange_head(io, facts, buffer, request.method() == Method::HEAD)
 }
 
 /// [`exchange`] with the request's `head` encoded, `head_only` for a HEAD request.
@@ -146,21 +145,20 @@ async fn exchange_head(
     Ok(Response::from_parts(parts, body))
 }
 
-/// `request`'s head as HTTP/1.1 in origin form, as hyper's client writes it
-/// (`Transfer-Encoding` left out: there is no body to frame), in a buffer with room for
-/// the answer's first read, which it is once the head is sent.
-fn request_head(request: &Request<HttpBody>) -> BytesMut {
+/// Writes `request`'s head into the empty `buffer` as HTTP/1.1 in origin form, as
+/// hyper's client writes it (`Transfer-Encoding` left out: there is no body to frame),
+/// with room made for the answer's first read, which the buffer is once the head is
+/// sent. The room is the buffer's own allocation again when nothing else holds it (the
+/// last answer on the connection is gone), else a new one.
+fn write_request_head(request: &Request<HttpBody>, buffer: &mut BytesMut) {
     let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-    let mut head = BytesMut::with_capacity(READ_SIZE);
-    head.put_slice(request.method().as_str().as_bytes());
-    head.put_u8(b' ');
-    head.put_slice(target.as_bytes());
-    head.put_slice(b" HTTP/1.1\r\n");
-    write_fields(&mut head, request.headers(), |name| {
-        name == TRANSFER_ENCODING
-    });
-    head.put_slice(b"\r\n");
-    head
+    buffer.reserve(READ_SIZE);
+    buffer.put_slice(request.method().as_str().as_bytes());
+    buffer.put_u8(b' ');
+    buffer.put_slice(target.as_bytes());
+    buffer.put_slice(b" HTTP/1.1\r\n");
+    write_fields(buffer, request.headers(), |name| name == TRANSFER_ENCODING);
+    buffer.put_slice(b"\r\n");
 }
 
 /// How a response body is delimited (RFC 9112 §6.3).
@@ -197,10 +195,14 @@ fn section_length(read: &[u8]) -> Option<usize> {
         return Some(1);
     }
     // Lines end in CRLF, or in LF alone (RFC 9112 §2.2): the first empty line either way.
-    let crlf = memchr::memmem::find(read, b"\n\r\n").map(|at| at + 3);
-    let within = crlf.map_or(read, |end| &read[..end]);
-    let lf = memchr::memmem::find(within, b"\n\n").map(|at| at + 2);
-    lf.or(crlf)
+    memchr::memchr_iter(b'\n', read).find_map(|at| {
+        let next = &read[at + 1..];
+        if next.starts_with(b"\n") {
+            Some(at + 2)
+        } else {
+            next.starts_with(b"\r\n").then_some(at + 3)
+        }
+    })
 }
 
 /// A response head read by [`response_head`].
@@ -364,7 +366,7 @@ impl UpstreamBody {
             && self.reusable
             && self.read.is_empty()
         {
-            back.keep(io, self.facts.take());
+            back.keep(io, std::mem::take(&mut self.read), self.facts.take());
         }
     }
 
@@ -556,7 +558,9 @@ impl Body for UpstreamBody {
 mod tests {
     use super::*;
     use crate::hooks::Target;
-    use crate::http::upstream_pool::{Checkout, PoolKey, UpstreamPool};
+    use crate::http::upstream_pool::{
+        Checkout, Http1Link, PoolKey, PooledConnection, UpstreamConnection, UpstreamPool,
+    };
     use http::HeaderValue;
     use http_body_util::BodyExt;
     use std::net::SocketAddr;
@@ -623,7 +627,9 @@ mod tests {
     /// `method /` sent to the upstream at `addr` on a new connection: its answer.
     async fn ask(addr: SocketAddr, method: Method) -> Response<UpstreamBody> {
         let request = request(method, "/");
-        exchange(open(addr).await, None, &request).await.unwrap()
+        exchange(open(addr).await, BytesMut::new(), None, &request)
+            .await
+            .unwrap()
     }
 
     /// `response`'s body, which gives its connection to `pool` under `addr`'s key.
@@ -653,7 +659,9 @@ mod tests {
         .await;
         let pool = pool();
         let request = request(Method::GET, "http://upstream.test/path?q=1");
-        let response = exchange(open(addr).await, None, &request).await.unwrap();
+        let response = exchange(open(addr).await, BytesMut::new(), None, &request)
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(response.headers()["x-a"], "b");
         let reason = response
@@ -667,10 +675,15 @@ mod tests {
             heard.await.unwrap(),
             b"GET /path?q=1 HTTP/1.1\r\nhost: upstream.test\r\nx-one: 1\r\n\r\n"
         );
-        assert!(
-            pooled(&pool, &key(addr)),
-            "a whole answer leaves the connection reusable"
-        );
+        // A whole answer leaves the connection reusable, with its read buffer.
+        let Checkout::Found(UpstreamConnection::Http1(PooledConnection {
+            link: Http1Link::Own { buffer, .. },
+            ..
+        })) = pool.checkout(&key(addr), false)
+        else {
+            panic!("the connection is not back in the pool as Oxy's own");
+        };
+        assert!(buffer.is_empty() && buffer.capacity() > 0);
     }
 
     #[tokio::test]
@@ -764,7 +777,7 @@ mod tests {
         ) -> Result<Response<UpstreamBody>, ExchangeError> {
             let (addr, _) = upstream(pieces, true).await;
             let request = request(Method::GET, "/");
-            exchange(open(addr).await, None, &request).await
+            exchange(open(addr).await, BytesMut::new(), None, &request).await
         }
         let error = |r: Result<Response<UpstreamBody>, ExchangeError>| r.err().unwrap().to_string();
         assert!(matches!(
@@ -872,7 +885,9 @@ mod tests {
             section_length(b"HTTP/1.1 200 OK\na: b\n\nbody\r\n\r\n"),
             Some(22)
         );
+        assert_eq!(section_length(b"HTTP/1.1 200 OK\na: b\r\n\r\n"), Some(24));
         assert_eq!(section_length(b"HTTP/1.1 200 OK\r\na: b\r\n"), None);
+        assert_eq!(section_length(b"HTTP/1.1 200 OK\r\na: b\r\n\r"), None);
     }
 
     #[test]
@@ -881,8 +896,10 @@ mod tests {
         request
             .headers_mut()
             .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        let mut head = BytesMut::new();
+        write_request_head(&request, &mut head);
         assert_eq!(
-            &request_head(&request)[..],
+            &head[..],
             b"DELETE /a/b HTTP/1.1\r\nhost: upstream.test\r\nx-one: 1\r\n\r\n"
         );
         assert!(fits(&request));

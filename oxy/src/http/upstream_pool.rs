@@ -22,7 +22,7 @@ use crate::offramp::route::EgressRoute;
 use crate::per_thread;
 use crate::telemetry::sharded::{ShardedCounters, ShardedGauge};
 use crate::tls::client::UpstreamTlsFacts;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use crossbeam_utils::CachePadded;
 use http_body::{Body, Frame, SizeHint};
 use hyper::client::conn::{http1, http2};
@@ -82,7 +82,13 @@ pub(crate) struct PooledConnection {
 pub(crate) enum Http1Link {
     /// Oxy, in the task of each request: a request without a body is exchanged on it
     /// there (`http/h1_exchange.rs`). Every connection starts so.
-    Own(UpstreamStream),
+    Own {
+        io: UpstreamStream,
+        /// The read buffer its last answer left, empty: the next exchange writes its
+        /// request head and reads its answer in the same allocation once nothing of
+        /// that answer is held any more, so an idle connection keeps up to 8 KiB.
+        buffer: BytesMut,
+    },
     /// hyper's connection task, since a request with a body or an upgrade took it.
     Hyper(http1::SendRequest<HttpBody>),
 }
@@ -102,7 +108,7 @@ impl PooledConnection {
     fn is_ready(&mut self) -> bool {
         match &mut self.link {
             Http1Link::Hyper(sender) => sender.is_ready(),
-            Http1Link::Own(io) => is_quiet(io, Waker::noop()),
+            Http1Link::Own { io, .. } => is_quiet(io, Waker::noop()),
         }
     }
 
@@ -112,7 +118,7 @@ impl PooledConnection {
     fn is_closed(&mut self, reaper: &Waker) -> bool {
         match &mut self.link {
             Http1Link::Hyper(sender) => sender.is_closed(),
-            Http1Link::Own(io) => !is_quiet(io, reaper),
+            Http1Link::Own { io, .. } => !is_quiet(io, reaper),
         }
     }
 }
@@ -436,9 +442,15 @@ pub(crate) struct PoolReturn {
 }
 
 impl PoolReturn {
-    /// Keeps `io` (with its TLS `facts`) for the next request under the key.
-    pub(crate) fn keep(self, io: UpstreamStream, facts: Option<Arc<UpstreamTlsFacts>>) {
-        let connection = PooledConnection::new(Http1Link::Own(io), facts);
+    /// Keeps `io` (with its empty read `buffer` and its TLS `facts`) for the next
+    /// request under the key.
+    pub(crate) fn keep(
+        self,
+        io: UpstreamStream,
+        buffer: BytesMut,
+        facts: Option<Arc<UpstreamTlsFacts>>,
+    ) {
+        let connection = PooledConnection::new(Http1Link::Own { io, buffer }, facts);
         self.shard.keep(self.key, connection);
     }
 }

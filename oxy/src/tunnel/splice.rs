@@ -4,6 +4,7 @@
 //! crate because the pump needs every chunk reported as it passes (byte metrics and the
 //! idle timeout), which those crates' whole-connection copies do not offer.
 
+use rustix::net::{RecvFlags, recv};
 use rustix::param::page_size;
 use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_getpipe_size, pipe_with, splice};
 use std::io;
@@ -65,20 +66,36 @@ fn spare_pipes() -> std::sync::MutexGuard<'static, Vec<Pipe>> {
 /// One direction of a spliced tunnel: moves bytes from one socket to the other until the
 /// first ends, then shuts the other's sending side down (half-close). A state polled by
 /// the tunnel's own future rather than an `async fn`, so that an idle tunnel holds only
-/// this (a chunk in flight, if any) and not a future per direction. A pipe is held only
-/// while a chunk is in it.
+/// this (a chunk in flight, if any) and not a future per direction.
+///
+/// Small reads are copied (`recv` into the stack, `send` from there) and splicing starts
+/// with the first read that fills [`COPY_LIMIT`], as HAProxy's `splice-auto` does: a
+/// pipe costs the kernel more than a copy of a few bytes, and most tunnels' first
+/// messages (a TLS handshake, a request) are small. A pipe is held only while a chunk
+/// is in it, and a copied chunk only while the other socket cannot take it.
 #[derive(Default)]
 pub(super) struct Forward {
     chunk: Option<Chunk>,
+    /// A read filled [`COPY_LIMIT`]: bulk data, spliced from then on.
+    bulk: bool,
 }
 
-/// A chunk read into a pipe and not yet all written.
-struct Chunk {
-    pipe: Pipe,
-    /// Bytes read into the pipe.
-    read: usize,
-    /// Bytes of it still in the pipe.
-    left: usize,
+/// Bytes a read copies at most; a read that fills it starts splicing. HAProxy's default
+/// buffer size.
+const COPY_LIMIT: usize = 16 * 1024;
+
+/// A chunk read and not yet all written.
+enum Chunk {
+    /// In a pipe.
+    Piped {
+        pipe: Pipe,
+        /// Bytes read into the pipe.
+        read: usize,
+        /// Bytes of it still in the pipe.
+        left: usize,
+    },
+    /// Copied: the bytes the other socket did not take yet, of `read`.
+    Copied { left: Box<[u8]>, read: usize },
 }
 
 impl Forward {
@@ -98,56 +115,213 @@ impl Forward {
     ) -> Poll<io::Result<()>> {
         loop {
             if let Some(chunk) = &mut self.chunk {
-                while chunk.left > 0 {
-                    ready!(to.poll_write_ready(cx))?;
-                    match to.try_io(Interest::WRITABLE, || {
-                        Ok(splice(&chunk.pipe.read, None, to, None, chunk.left, FLAGS)?)
-                    }) {
-                        Ok(written) => chunk.left -= written,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Poll::Ready(Err(e)),
-                    }
-                }
+                ready!(chunk.poll_write(cx, to))?;
             }
-            if let Some(chunk) = self.chunk.take() {
-                chunk.pipe.give_back();
-                moved(chunk.read);
+            match self.chunk.take() {
+                Some(Chunk::Piped { pipe, read, .. }) => {
+                    pipe.give_back();
+                    moved(read);
+                }
+                Some(Chunk::Copied { read, .. }) => moved(read),
+                None => {}
             }
             ready!(from.poll_read_ready(cx))?;
-            let pipe = Pipe::take()?;
-            let mut read = 0;
-            let spliced = from.try_io(Interest::READABLE, || {
-                read = splice(from, None, &pipe.write, None, CHUNK, FLAGS)?;
-                if 0 < read && read < pipe.slots {
-                    // The pipe is not full, so the socket is drained: `WouldBlock` makes
-                    // tokio clear its read readiness (as its own short reads do), and
-                    // the next splice waits for more bytes or the end instead of
-                    // failing with EAGAIN first. An end already seen stays ready.
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                Ok(read)
-            });
-            match spliced {
-                Ok(0) => {
-                    pipe.give_back();
-                    if last {
-                        return Poll::Ready(Ok(()));
-                    }
+            let read = if self.bulk {
+                self.splice_in(from)?
+            } else {
+                self.copy(from, to, &mut moved)?
+            };
+            match read {
+                Some(0) if last => return Poll::Ready(Ok(())),
+                Some(0) => {
                     return Poll::Ready(socket2::SockRef::from(to).shutdown(Shutdown::Write));
                 }
-                Ok(_) => {}
+                Some(_) | None => {}
+            }
+        }
+    }
+
+    /// Reads what `from` has into a pipe, kept as this direction's chunk: `Some(0)` at
+    /// its end, `None` if it had nothing after all.
+    fn splice_in(&mut self, from: &TcpStream) -> io::Result<Option<usize>> {
+        let pipe = Pipe::take()?;
+        let mut read = 0;
+        let spliced = from.try_io(Interest::READABLE, || {
+            read = splice(from, None, &pipe.write, None, CHUNK, FLAGS)?;
+            if 0 < read && read < pipe.slots {
+                // The pipe is not full, so the socket is drained: `WouldBlock` makes
+                // tokio clear its read readiness (as its own short reads do), and
+                // the next splice waits for more bytes or the end instead of
+                // failing with EAGAIN first. An end already seen stays ready.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(read)
+        });
+        // `Some(0)` at the end; `None` when there was nothing, or drained.
+        let spliced = match spliced {
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => return Err(e),
+        };
+        if read == 0 {
+            pipe.give_back();
+            return Ok(spliced);
+        }
+        self.chunk = Some(Chunk::Piped {
+            pipe,
+            read,
+            left: read,
+        });
+        Ok(Some(read))
+    }
+
+    /// Reads what `from` has (up to [`COPY_LIMIT`]) and sends it to `to` at once; what
+    /// `to` does not take is kept as this direction's chunk. `Some(0)` at `from`'s end,
+    /// `None` if it had nothing after all.
+    fn copy(
+        &mut self,
+        from: &TcpStream,
+        to: &TcpStream,
+        moved: &mut impl FnMut(usize),
+    ) -> io::Result<Option<usize>> {
+        let mut buffer = [0u8; COPY_LIMIT];
+        let mut read = 0;
+        let received = from.try_io(Interest::READABLE, || {
+            read = recv(from, &mut buffer[..], RecvFlags::empty())?.0;
+            if 0 < read && read < COPY_LIMIT {
+                // Drained, as in `splice_in`.
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            Ok(read)
+        });
+        // `Some(0)` at the end; `None` when there was nothing, or drained.
+        let received = match received {
+            Ok(n) => Some(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => return Err(e),
+        };
+        if read == 0 {
+            return Ok(received);
+        }
+        self.bulk = read == COPY_LIMIT;
+        let sent = match to.try_write(&buffer[..read]) {
+            Ok(sent) => sent,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(e) => return Err(e),
+        };
+        if sent == read {
+            moved(read);
+        } else {
+            self.chunk = Some(Chunk::Copied {
+                left: buffer[sent..read].into(),
+                read,
+            });
+        }
+        Ok(Some(read))
+    }
+}
+
+impl Chunk {
+    /// Writes what is left of the chunk to `to`.
+    fn poll_write(&mut self, cx: &mut Context<'_>, to: &TcpStream) -> Poll<io::Result<()>> {
+        loop {
+            let written = match self {
+                Chunk::Piped { left: 0, .. } => return Poll::Ready(Ok(())),
+                Chunk::Copied { left, .. } if left.is_empty() => return Poll::Ready(Ok(())),
+                Chunk::Piped { pipe, left, .. } => {
+                    ready!(to.poll_write_ready(cx))?;
+                    to.try_io(Interest::WRITABLE, || {
+                        Ok(splice(&pipe.read, None, to, None, *left, FLAGS)?)
+                    })
+                }
+                Chunk::Copied { left, .. } => {
+                    ready!(to.poll_write_ready(cx))?;
+                    to.try_write(left)
+                }
+            };
+            match written {
+                Ok(n) => match self {
+                    Chunk::Piped { left, .. } => *left -= n,
+                    Chunk::Copied { left, .. } => *left = left[n..].into(),
+                },
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
-            if read == 0 {
-                pipe.give_back();
-            } else {
-                self.chunk = Some(Chunk {
-                    pipe,
-                    read,
-                    left: read,
-                });
-            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Two connected loopback sockets: (ours, the peer's).
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (connected, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        (accepted.unwrap().0, connected.unwrap())
+    }
+
+    /// Polls `forward` from `from` to `to` until it has moved `bytes` more.
+    async fn forward_bytes(forward: &mut Forward, from: &TcpStream, to: &TcpStream, bytes: usize) {
+        let mut moved = 0;
+        std::future::poll_fn(|cx| {
+            let polled = forward.poll_forward(cx, from, to, false, |n| moved += n);
+            assert!(polled.is_pending(), "the way ended early: {polled:?}");
+            if moved >= bytes {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        assert_eq!(moved, bytes);
+    }
+
+    #[tokio::test]
+    async fn small_reads_are_copied_and_one_that_fills_the_copy_starts_splicing() {
+        let (from, mut from_peer) = socket_pair().await;
+        let (to, mut to_peer) = socket_pair().await;
+        let mut forward = Forward::default();
+
+        from_peer.write_all(b"hello").await.unwrap();
+        forward_bytes(&mut forward, &from, &to, 5).await;
+        assert!(!forward.bulk && forward.chunk.is_none());
+        let mut got = [0u8; 5];
+        to_peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+
+        // More than a copy takes, sent while the way forwards.
+        let bulk: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = bulk.clone();
+        let writing = tokio::spawn(async move {
+            from_peer.write_all(&sent).await.unwrap();
+            from_peer
+        });
+        let reading = tokio::spawn(async move {
+            let mut got = vec![0u8; bulk.len() + 3];
+            to_peer.read_exact(&mut got).await.unwrap();
+            assert!(got[..bulk.len()] == bulk[..], "bulk bytes corrupted");
+            assert_eq!(&got[bulk.len()..], b"end");
+            to_peer
+        });
+        forward_bytes(&mut forward, &from, &to, 100_000).await;
+        let mut from_peer = writing.await.unwrap();
+        assert!(
+            forward.bulk,
+            "a read that filled the copy did not start splicing"
+        );
+        // Spliced from now on.
+        from_peer.write_all(b"end").await.unwrap();
+        forward_bytes(&mut forward, &from, &to, 3).await;
+        let mut to_peer = reading.await.unwrap();
+
+        from_peer.shutdown().await.unwrap();
+        std::future::poll_fn(|cx| forward.poll_forward(cx, &from, &to, false, |_| {}))
+            .await
+            .unwrap();
+        assert_eq!(to_peer.read(&mut [0u8; 1]).await.unwrap(), 0);
     }
 }
