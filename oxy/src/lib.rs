@@ -119,6 +119,7 @@ pub(crate) mod restart;
 pub(crate) mod security;
 pub mod services;
 pub mod settings;
+pub(crate) mod spare_buffers;
 pub mod telemetry;
 pub mod tls;
 pub mod tun_device;

@@ -12,6 +12,7 @@
 //! answers arrived in the same instant, then join the same write. Under load that is
 //! several responses per `send`; idle, it costs one more poll and no wait.
 
+use crate::spare_buffers::RECORD_BUFFERS;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -24,8 +25,9 @@ const GATHER_LIMIT: usize = 16 * 1024;
 /// Reads pass straight through.
 pub struct WriteCoalescing<S> {
     inner: S,
-    /// Bytes accepted but not yet written on; empty (without an allocation) once
-    /// written, so an idle connection holds nothing here.
+    /// Bytes accepted but not yet written on; empty (without an allocation: the
+    /// buffer goes back to the thread's spares) once written, so an idle connection
+    /// holds nothing here.
     gathered: Vec<u8>,
     /// How much of `gathered` has been written on.
     written: usize,
@@ -56,7 +58,7 @@ impl<S: AsyncWrite + Unpin> WriteCoalescing<S> {
             }
             self.written += n;
         }
-        self.gathered = Vec::new();
+        RECORD_BUFFERS.give_back(std::mem::take(&mut self.gathered));
         self.written = 0;
         Poll::Ready(Ok(()))
     }
@@ -87,7 +89,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for WriteCoalescing<S> {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
         if this.gathered.capacity() == 0 {
-            this.gathered.reserve_exact(GATHER_LIMIT);
+            // At least `GATHER_LIMIT`.
+            this.gathered = RECORD_BUFFERS.take();
+            this.gathered.clear();
         }
         let n = buf.len().min(GATHER_LIMIT - this.gathered.len());
         this.gathered.extend_from_slice(&buf[..n]);
@@ -161,6 +165,7 @@ mod tests {
             0,
             "the buffer is let go once written"
         );
+        assert_eq!(RECORD_BUFFERS.spare(), 1, "and kept for the next writes");
         // Past the limit, what is gathered leaves first; a record's worth goes straight on.
         stream.write_all(&[1; GATHER_LIMIT - 10]).await?;
         stream.write_all(&[2; 20]).await?;

@@ -5,22 +5,24 @@
 //! record, and its read-ahead switch does nothing. A client that sends several records
 //! at once (HTTP/2 requests) costs one `recv` here instead of two per record.
 
-use bytes::{Buf, BytesMut};
+use crate::spare_buffers::RECORD_BUFFERS;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// The most read at once: a whole TLS record (16 KiB of plaintext, 256 bytes of
-/// expansion, the 5-byte header) and some more.
+/// expansion, the 5-byte header) and some more: a [`RECORD_BUFFERS`] buffer.
 const READ_AHEAD: usize = 17 * 1024;
 
 /// A stream whose small reads are served from one larger read. Writes pass through.
 pub struct ReadAhead<S> {
     inner: S,
-    /// Read and not yet taken; without an allocation when empty, so an idle
-    /// connection holds nothing here.
-    ahead: BytesMut,
+    /// Read; without an allocation when all is taken (the buffer goes back to the
+    /// thread's spares), so an idle connection holds nothing here.
+    ahead: Vec<u8>,
+    /// How much of `ahead` has been taken.
+    taken: usize,
 }
 
 impl<S> ReadAhead<S> {
@@ -28,7 +30,8 @@ impl<S> ReadAhead<S> {
     pub fn new(inner: S) -> Self {
         Self {
             inner,
-            ahead: BytesMut::new(),
+            ahead: Vec::new(),
+            taken: 0,
         }
     }
 }
@@ -47,20 +50,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for ReadAhead<S> {
             if buf.remaining() >= READ_AHEAD {
                 return Pin::new(&mut this.inner).poll_read(cx, buf);
             }
-            this.ahead.reserve(READ_AHEAD);
-            let read =
-                tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.ahead);
+            let mut ahead = RECORD_BUFFERS.take();
+            ahead.clear();
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut ahead);
             if !matches!(read, Poll::Ready(Ok(1..))) {
                 // Waiting (an idle connection), failed or ended: hold no buffer.
-                this.ahead = BytesMut::new();
+                RECORD_BUFFERS.give_back(ahead);
                 return read.map_ok(|_| ()); // Ok(0): the end of the stream
             }
+            this.ahead = ahead;
+            this.taken = 0;
         }
-        let n = buf.remaining().min(this.ahead.len());
-        buf.put_slice(&this.ahead[..n]);
-        this.ahead.advance(n);
-        if this.ahead.is_empty() {
-            this.ahead = BytesMut::new();
+        let n = buf.remaining().min(this.ahead.len() - this.taken);
+        buf.put_slice(&this.ahead[this.taken..this.taken + n]);
+        this.taken += n;
+        if this.taken == this.ahead.len() {
+            RECORD_BUFFERS.give_back(std::mem::take(&mut this.ahead));
+            this.taken = 0;
         }
         Poll::Ready(Ok(()))
     }
@@ -146,6 +152,7 @@ mod tests {
             0,
             "the buffer is let go once taken"
         );
+        assert_eq!(RECORD_BUFFERS.spare(), 1, "and kept for the next read");
         assert_eq!(
             stream.read(&mut [0u8; 8]).await?,
             0,
