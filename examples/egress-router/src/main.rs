@@ -63,6 +63,24 @@ enum Via {
 struct Route {
     settings: RouteSettings,
     via: Via,
+    /// What the route records for each request or tunnel it takes, made once: its
+    /// counter (a label look-up per request otherwise) and its audit label.
+    taken: Taken,
+}
+
+/// A route's counter and audit label (`route=` its name).
+struct Taken {
+    routed: oxy::telemetry::metrics::Counter,
+    audit_label: String,
+}
+
+impl Taken {
+    fn new(name: &str) -> Self {
+        Self {
+            routed: egress_router::routed_total(name),
+            audit_label: format!("route={name}"),
+        }
+    }
 }
 
 impl Route {
@@ -94,6 +112,7 @@ impl Route {
         Ok(Route {
             settings: settings.clone(),
             via,
+            taken: Taken::new(name),
         })
     }
 
@@ -127,6 +146,8 @@ struct EgressRouter;
 struct Router {
     routes: Vec<Route>,
     firewall: FirewallSettings,
+    /// Traffic no route takes.
+    direct: Taken,
 }
 
 #[metrics]
@@ -156,9 +177,9 @@ impl EgressHook<EgressRouter> for Router {
             return EgressAction::Deny(format!("the L4 firewall does not allow {target}"));
         }
         let route = self.routes.iter().find(|r| r.takes(cx));
-        let name = route.map_or("direct", |r| r.settings.name.as_str());
-        egress_router::routed_total(name).inc();
-        cx.audit_label = Some(format!("route={name}"));
+        let taken = route.map_or(&self.direct, |r| &r.taken);
+        taken.routed.inc();
+        cx.audit_label = Some(taken.audit_label.clone());
         match route.map(|r| &r.via) {
             None | Some(Via::Direct) => EgressAction::Allow,
             Some(Via::Bind(ip)) => EgressAction::BindTo(*ip),
@@ -167,7 +188,13 @@ impl EgressHook<EgressRouter> for Router {
                 target: service.clone(),
                 version: ProxyHeaderVersion::V2,
                 tlvs: vec![
-                    (0xE0, name.as_bytes().to_vec()),
+                    (
+                        0xE0,
+                        route
+                            .map_or("direct", |r| r.settings.name.as_str())
+                            .as_bytes()
+                            .to_vec(),
+                    ),
                     (0xE1, cx.proxy_user.clone().unwrap_or_default().into_bytes()),
                 ],
             }),
@@ -219,7 +246,14 @@ impl OxyApp for EgressRouter {
         routes: Vec<Route>,
     ) -> anyhow::Result<Hooks<Self>> {
         let firewall = settings.app.firewall.clone();
-        Ok(Hooks::of(Router { routes, firewall }).egress().into())
+        let direct = Taken::new("direct");
+        Ok(Hooks::of(Router {
+            routes,
+            firewall,
+            direct,
+        })
+        .egress()
+        .into())
     }
 }
 

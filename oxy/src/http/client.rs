@@ -117,8 +117,16 @@ impl<App: OxyExt> UpstreamClient<App> {
         request: Request<HttpBody>,
     ) -> impl Future<Output = Result<Response<HttpBody>, UpstreamError>> {
         async move {
-            let (target, https) = target_of(request.uri()).map_err(|e| classify(&e))?;
-            let on = egress.target.as_ref().unwrap_or(&target);
+            // The request's own target only when the egress context has none: it is
+            // the same, or the hook's rewrite.
+            let parsed;
+            let (on, https) = match &egress.target {
+                Some(target) => (target, is_https(request.uri())),
+                None => {
+                    parsed = target_of(request.uri()).map_err(|e| classify(&e))?;
+                    (&parsed.0, parsed.1)
+                }
+            };
             let services = &self.connector.services;
             let connect = async |on: &Target| {
                 let (stream, _) = connect_by(services, route, egress)
@@ -548,17 +556,18 @@ fn with_facts<B>(mut response: Response<B>, facts: Option<&Arc<UpstreamTlsFacts>
 /// The `Host` header for `uri`: its host, with its port unless that is the scheme's
 /// default (no user information).
 fn host_header(uri: &http::Uri) -> Option<http::HeaderValue> {
-    let host = uri.host()?;
-    let default = if uri.scheme_str() == Some("https") {
-        443
-    } else {
-        80
-    };
-    match uri.port_u16() {
-        Some(port) if port != default => {
-            http::HeaderValue::from_str(&format!("{host}:{port}")).ok()
+    let authority = uri.authority()?;
+    let default = if is_https(uri) { 443 } else { 80 };
+    match authority.port_u16() {
+        Some(port) if port == default => http::HeaderValue::from_str(authority.host()).ok(),
+        // The authority's own `host:port` (or host), without user information.
+        _ => {
+            let text = authority.as_str();
+            let host_port = text
+                .rsplit_once('@')
+                .map_or(text, |(_, host_port)| host_port);
+            http::HeaderValue::from_str(host_port).ok()
         }
-        _ => http::HeaderValue::from_str(host).ok(),
     }
 }
 
@@ -590,9 +599,14 @@ fn connect_error(e: ConnectError) -> UpstreamError {
     classify(&UpstreamConnectError::Connect(e))
 }
 
+/// Whether an upstream URI is `https`.
+fn is_https(uri: &http::Uri) -> bool {
+    uri.scheme_str() == Some("https")
+}
+
 /// The target an upstream URI names, and whether it is `https`.
 fn target_of(uri: &http::Uri) -> Result<(Target, bool), UpstreamConnectError> {
-    let https = uri.scheme_str() == Some("https");
+    let https = is_https(uri);
     let target = uri
         .authority()
         .and_then(|authority| target_of_authority(authority.as_str(), https))
