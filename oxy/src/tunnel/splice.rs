@@ -8,6 +8,7 @@ use rustix::net::{RecvFlags, recv};
 use rustix::param::page_size;
 use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_getpipe_size, pipe_with, splice};
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::Shutdown;
 use std::os::fd::OwnedFd;
 use std::sync::Mutex;
@@ -184,16 +185,23 @@ impl Forward {
         to: &TcpStream,
         moved: &mut impl FnMut(usize),
     ) -> io::Result<Option<usize>> {
-        let mut buffer = [0u8; COPY_LIMIT];
+        // Not zeroed first: `recv` fills what it reports, and only that is sent.
+        let mut buffer = [MaybeUninit::<u8>::uninit(); COPY_LIMIT];
         let mut read = 0;
+        let mut sent = Ok(());
         let received = from.try_io(Interest::READABLE, || {
-            read = recv(from, &mut buffer[..], RecvFlags::empty())?.0;
+            let ((bytes, _), _) = recv(from, &mut buffer[..], RecvFlags::empty())?;
+            read = bytes.len();
+            if read > 0 {
+                sent = self.send(bytes, to, moved);
+            }
             if 0 < read && read < COPY_LIMIT {
                 // Drained, as in `splice_in`.
                 return Err(io::ErrorKind::WouldBlock.into());
             }
             Ok(read)
         });
+        sent?;
         // `Some(0)` at the end; `None` when there was nothing, or drained.
         let received = match received {
             Ok(n) => Some(n),
@@ -204,20 +212,31 @@ impl Forward {
             return Ok(received);
         }
         self.bulk = read == COPY_LIMIT;
-        let sent = match to.try_write(&buffer[..read]) {
+        Ok(Some(read))
+    }
+
+    /// Sends `bytes`, just read, to `to` at once; what `to` does not take is kept as this
+    /// direction's chunk.
+    fn send(
+        &mut self,
+        bytes: &[u8],
+        to: &TcpStream,
+        moved: &mut impl FnMut(usize),
+    ) -> io::Result<()> {
+        let sent = match to.try_write(bytes) {
             Ok(sent) => sent,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
             Err(e) => return Err(e),
         };
-        if sent == read {
-            moved(read);
+        if sent == bytes.len() {
+            moved(sent);
         } else {
             self.chunk = Some(Chunk::Copied {
-                left: buffer[sent..read].into(),
-                read,
+                left: bytes[sent..].into(),
+                read: bytes.len(),
             });
         }
-        Ok(Some(read))
+        Ok(())
     }
 }
 
