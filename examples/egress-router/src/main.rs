@@ -180,21 +180,18 @@ impl EgressHook<EgressRouter> for Router {
         let taken = route.map_or(&self.direct, |r| &r.taken);
         taken.routed.inc();
         cx.audit_label = Some(taken.audit_label.clone());
-        match route.map(|r| &r.via) {
-            None | Some(Via::Direct) => EgressAction::Allow,
-            Some(Via::Bind(ip)) => EgressAction::BindTo(*ip),
-            Some(Via::Proxy(proxy)) => EgressAction::UpstreamProxy(proxy.clone()),
-            Some(Via::Internal(service)) => EgressAction::InternalService(InternalService {
+        let Some(route) = route else {
+            return EgressAction::Allow;
+        };
+        match &route.via {
+            Via::Direct => EgressAction::Allow,
+            Via::Bind(ip) => EgressAction::BindTo(*ip),
+            Via::Proxy(proxy) => EgressAction::UpstreamProxy(proxy.clone()),
+            Via::Internal(service) => EgressAction::InternalService(InternalService {
                 target: service.clone(),
                 version: ProxyHeaderVersion::V2,
                 tlvs: vec![
-                    (
-                        0xE0,
-                        route
-                            .map_or("direct", |r| r.settings.name.as_str())
-                            .as_bytes()
-                            .to_vec(),
-                    ),
+                    (0xE0, route.settings.name.as_bytes().to_vec()),
                     (0xE1, cx.proxy_user.clone().unwrap_or_default().into_bytes()),
                 ],
             }),

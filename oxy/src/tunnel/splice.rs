@@ -343,4 +343,49 @@ mod tests {
             .unwrap();
         assert_eq!(to_peer.read(&mut [0u8; 1]).await.unwrap(), 0);
     }
+
+    #[tokio::test]
+    async fn a_copied_read_the_other_side_cannot_take_is_kept_and_sent_in_order() {
+        let (from, mut from_peer) = socket_pair().await;
+        let (to, mut to_peer) = socket_pair().await;
+        let mut forward = Forward::default();
+
+        // `to`'s peer reads nothing yet: fill `to` until it takes no more.
+        let mut filler = 0;
+        loop {
+            match to.try_write(&[7u8; 64 * 1024]) {
+                Ok(n) => filler += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        from_peer.write_all(b"tail").await.unwrap();
+        let kept = std::future::poll_fn(|cx| {
+            let polled = forward.poll_forward(cx, &from, &to, false, |_| {});
+            assert!(polled.is_pending(), "the way ended early: {polled:?}");
+            // Read but not yet taken by `to`: kept as the direction's chunk.
+            if forward.chunk.is_some() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(10), kept)
+            .await
+            .expect("the bytes `to` could not take were not kept");
+        assert!(matches!(
+            &forward.chunk,
+            Some(Chunk::Copied { read: 4, .. })
+        ));
+
+        let reading = tokio::spawn(async move {
+            let mut got = vec![0u8; filler + 4];
+            to_peer.read_exact(&mut got).await.unwrap();
+            assert!(got[..filler].iter().all(|&b| b == 7));
+            assert_eq!(&got[filler..], b"tail");
+        });
+        forward_bytes(&mut forward, &from, &to, 4).await;
+        assert!(forward.chunk.is_none() && !forward.bulk);
+        reading.await.unwrap();
+    }
 }
