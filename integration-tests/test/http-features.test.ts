@@ -7,7 +7,7 @@ import { after, before, test } from "node:test";
 import { WebSocket, WebSocketServer } from "ws";
 import { startOrigin, type Origin } from "../lib/origin.ts";
 import { curl } from "../lib/curl.ts";
-import { OxyProcess, closed, openTcp, until } from "../lib/oxy.ts";
+import { OxyProcess, closed, exchange, openTcp, until } from "../lib/oxy.ts";
 import { startEchoServer } from "../lib/echo-server.ts";
 import { basicAuth } from "../lib/proxy-connect.ts";
 import type { Socket } from "node:net";
@@ -125,6 +125,64 @@ test("an application replaces proxy authentication with its own in the request h
   assert.match(anonymous.body.toLowerCase(), /^proxy-authenticate: basic realm="fixture"\r$/m);
   assert.equal((await curl(["-x", url, "-U", "anyone:open sesame", target])).status, 200);
   assert.equal((await curl(["-p", "-x", url, "-U", "anyone:open sesame", target])).status, 200);
+  assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
+});
+
+test("pipelined HTTP/1.1 requests are answered in order and framed right, hyper taking over at the first with a body", async () => {
+  const { oxy, port } = await endpoint({ upstream: `http://127.0.0.1:${origin.port}` });
+  const host = `Host: 127.0.0.1:${port}\r\n`;
+  // One write: two requests Oxy answers itself, one with a body (hyper's from then on),
+  // and one after it; the client then half-closes.
+  const reply = (
+    await exchange(
+      port,
+      `GET /one HTTP/1.1\r\n${host}\r\n` +
+        `HEAD /two HTTP/1.1\r\n${host}\r\n` +
+        `POST /three HTTP/1.1\r\n${host}Content-Length: 5\r\n\r\nhello` +
+        `GET /four HTTP/1.1\r\n${host}\r\n`,
+    )
+  ).toString("latin1");
+  const answers: { head: string; body: string }[] = [];
+  let rest = reply;
+  for (const headOnly of [false, true, false, false]) {
+    const end = rest.indexOf("\r\n\r\n");
+    assert.ok(end >= 0, `four answers in ${JSON.stringify(reply)}`);
+    const head = rest.slice(0, end);
+    rest = rest.slice(end + 4);
+    let body = "";
+    if (headOnly) {
+      // No body, whatever the head says.
+    } else if (/^transfer-encoding: chunked\r?$/im.test(head)) {
+      for (;;) {
+        const line = rest.indexOf("\r\n");
+        const size = parseInt(rest.slice(0, line), 16);
+        assert.equal(rest.slice(line + 2 + size, line + 4 + size), "\r\n", "a chunk ends in CRLF");
+        body += rest.slice(line + 2, line + 2 + size);
+        rest = rest.slice(line + 4 + size);
+        if (size === 0) break;
+      }
+    } else {
+      const length = Number(/^content-length: *(\d+)\r?$/im.exec(head)?.[1]);
+      body = rest.slice(0, length);
+      rest = rest.slice(length);
+    }
+    answers.push({ head, body });
+  }
+  assert.equal(rest, "", "nothing after the fourth answer");
+  for (const { head } of answers) assert.match(head, /^HTTP\/1\.1 200 OK\r\n/);
+  const [one, , three, four] = answers.map(({ body }, i) => (i === 1 ? undefined : JSON.parse(body)));
+  assert.deepEqual([one.method, one.url], ["GET", "/one"]);
+  assert.deepEqual([three.method, three.url, three.body], ["POST", "/three", "hello"]);
+  assert.deepEqual([four.method, four.url], ["GET", "/four"]);
+  assert.ok(origin.seen.some((seen) => seen.method === "HEAD" && seen.url === "/two"));
+
+  // A request that asks to close gets the last answer, and the connection closes.
+  const socket = await openTcp(port);
+  const answer = received(socket);
+  socket.write(`GET /five HTTP/1.1\r\n${host}Connection: close\r\n\r\n`);
+  await closed(socket);
+  assert.match(answer.text(), /^HTTP\/1\.1 200 OK\r\n/);
+  assert.match(answer.text(), /^connection: close\r$/im);
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 

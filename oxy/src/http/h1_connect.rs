@@ -6,7 +6,7 @@
 //! with the answer the pipeline gave (see [`Taken::Answered`]).
 
 use super::body::empty;
-use super::h1_fields::{field_map, write_fields};
+use super::h1_fields::{field_map, write_date, write_fields, write_status_line};
 use super::pipeline::Handler;
 use super::upgrade::PendingUpgrade;
 use crate::app::OxyExt;
@@ -14,10 +14,8 @@ use crate::hooks::HttpBody;
 use crate::tunnel::stream::TunnelStream;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use http::{Method, Request, Response, Uri, Version};
-use std::cell::RefCell;
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 /// Header fields a CONNECT head taken here may have; more go to hyper.
@@ -50,7 +48,7 @@ pub fn parse(read: &Bytes) -> Option<ConnectHead> {
         return None;
     }
     let uri = Uri::from_maybe_shared(read.slice_ref(request.path?.as_bytes())).ok()?;
-    let map = field_map(read, request.headers, |name| {
+    let map = field_map(read, request.headers, HeaderMap::new(), |name| {
         [CONTENT_LENGTH, TRANSFER_ENCODING, EXPECT, UPGRADE].contains(name)
     })?;
     let (mut parts, ()) = Request::new(()).into_parts();
@@ -131,59 +129,16 @@ pub fn serve<App: OxyExt, S: AsyncWrite + Unpin>(
 /// The head of a 2xx answer to CONNECT, as hyper writes it: no `Content-Length` or
 /// `Transfer-Encoding` (RFC 9110 §9.3.6), no body, and a `Date` unless it has one.
 fn response_head(response: &Response<HttpBody>) -> Vec<u8> {
-    let status = response.status();
     let mut head = Vec::with_capacity(128);
-    head.extend_from_slice(b"HTTP/1.1 ");
-    head.extend_from_slice(status.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    head.extend_from_slice(b"\r\n");
+    write_status_line(&mut head, response.status(), None);
     write_fields(&mut head, response.headers(), |name| {
         name == CONTENT_LENGTH || name == TRANSFER_ENCODING
     });
     if !response.headers().contains_key(DATE) {
-        head.extend_from_slice(b"date: ");
-        with_http_date(|date| head.extend_from_slice(date));
-        head.extend_from_slice(b"\r\n");
+        write_date(&mut head);
     }
     head.extend_from_slice(b"\r\n");
     head
-}
-
-/// Calls `f` with the time now as an HTTP date, formatted once a second on each thread
-/// (as hyper keeps its own).
-fn with_http_date(f: impl FnOnce(&[u8])) {
-    thread_local! {
-        static CACHED: RefCell<CachedDate> = const { RefCell::new(CachedDate::new()) };
-    }
-    CACHED.with_borrow_mut(|cached| f(cached.at(SystemTime::now()).as_bytes()));
-}
-
-/// An HTTP date and the second it was formatted for.
-struct CachedDate {
-    second: u64,
-    text: String,
-}
-
-impl CachedDate {
-    const fn new() -> Self {
-        Self {
-            second: u64::MAX,
-            text: String::new(),
-        }
-    }
-
-    /// `now` as an HTTP date, formatted again only when its second is not the last one's.
-    fn at(&mut self, now: SystemTime) -> &str {
-        let second = now
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs());
-        if self.second != second {
-            self.text = httpdate::fmt_http_date(now);
-            self.second = second;
-        }
-        &self.text
-    }
 }
 
 #[cfg(test)]
@@ -253,34 +208,5 @@ mod tests {
         );
         assert!(head.ends_with(" GMT\r\n\r\n"), "{head}");
         assert!(!head.contains("content-length"), "{head}");
-    }
-
-    #[test]
-    fn the_date_is_now_to_the_second() {
-        let mut date = String::new();
-        with_http_date(|text| date = String::from_utf8(text.to_vec()).expect("ASCII"));
-        let at = httpdate::parse_http_date(&date).expect("an HTTP date");
-        // Formatted this second or the one before (a second may have begun since).
-        let age = SystemTime::now()
-            .duration_since(at)
-            .expect("not in the future");
-        assert!(
-            age < std::time::Duration::from_secs(2),
-            "{date} is {age:?} old"
-        );
-    }
-
-    #[test]
-    fn the_cached_date_is_formatted_again_when_the_second_changes() {
-        let start = UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
-        let mut cached = CachedDate::new();
-        assert_eq!(cached.at(start), "Tue, 14 Nov 2023 22:13:20 GMT");
-        let later_that_second = start + std::time::Duration::from_millis(999);
-        assert_eq!(
-            cached.at(later_that_second),
-            "Tue, 14 Nov 2023 22:13:20 GMT"
-        );
-        let next_second = start + std::time::Duration::from_secs(1);
-        assert_eq!(cached.at(next_second), "Tue, 14 Nov 2023 22:13:21 GMT");
     }
 }

@@ -7,7 +7,7 @@
 //! the same pooled connections (`http/client.rs`).
 
 use super::client::UpstreamStream;
-use super::h1_fields::{field_map, write_fields};
+use super::h1_fields::{field_map, section_length, write_fields};
 use super::headers::has_token;
 use super::upstream_pool::PoolReturn;
 use crate::hooks::HttpBody;
@@ -185,26 +185,6 @@ enum Chunk {
     Trailers,
 }
 
-/// The length of the section at the start of `read` (a head, or a trailer section)
-/// through the empty line that ends it, if that is there.
-fn section_length(read: &[u8]) -> Option<usize> {
-    if read.starts_with(b"\r\n") {
-        return Some(2);
-    }
-    if read.starts_with(b"\n") {
-        return Some(1);
-    }
-    // Lines end in CRLF, or in LF alone (RFC 9112 §2.2): the first empty line either way.
-    memchr::memchr_iter(b'\n', read).find_map(|at| {
-        let next = &read[at + 1..];
-        if next.starts_with(b"\n") {
-            Some(at + 2)
-        } else {
-            next.starts_with(b"\r\n").then_some(at + 3)
-        }
-    })
-}
-
 /// A response head read by [`response_head`].
 struct ResponseHead {
     parts: http::response::Parts,
@@ -254,7 +234,7 @@ fn response_head(
         if status.is_informational() {
             continue;
         }
-        let mut headers = field_map(&head, response.headers, |_| false)
+        let mut headers = field_map(&head, response.headers, HeaderMap::new(), |_| false)
             .ok_or(ExchangeError::Malformed("a header field is invalid"))?;
         let (mut parts, ()) = Response::new(()).into_parts();
         parts.status = status;
@@ -488,7 +468,7 @@ impl UpstreamBody {
         else {
             return Err(BodyError::Malformed("the trailer section is invalid"));
         };
-        let trailers = field_map(&section, fields, |_| false)
+        let trailers = field_map(&section, fields, HeaderMap::new(), |_| false)
             .ok_or(BodyError::Malformed("a trailer field is invalid"))?;
         self.framing = Framing::Length(0);
         self.end();
@@ -872,22 +852,6 @@ mod tests {
         .await
         .expect("the closed connection is let go");
         assert!(!pooled(&pool, &key(addr)));
-    }
-
-    #[test]
-    fn a_section_ends_at_its_first_empty_line_after_crlf_or_lf() {
-        assert_eq!(section_length(b"\r\nrest"), Some(2));
-        assert_eq!(
-            section_length(b"HTTP/1.1 200 OK\r\na: b\r\n\r\nbody\n\n"),
-            Some(25)
-        );
-        assert_eq!(
-            section_length(b"HTTP/1.1 200 OK\na: b\n\nbody\r\n\r\n"),
-            Some(22)
-        );
-        assert_eq!(section_length(b"HTTP/1.1 200 OK\na: b\r\n\r\n"), Some(24));
-        assert_eq!(section_length(b"HTTP/1.1 200 OK\r\na: b\r\n"), None);
-        assert_eq!(section_length(b"HTTP/1.1 200 OK\r\na: b\r\n\r"), None);
     }
 
     #[test]

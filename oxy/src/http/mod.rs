@@ -19,6 +19,7 @@ pub mod guarded_body;
 pub mod h1_connect;
 pub(crate) mod h1_exchange;
 pub(crate) mod h1_fields;
+mod h1_server;
 pub mod h3;
 pub mod h3_stream;
 pub mod headers;

@@ -2,6 +2,7 @@
 //! hyper, feeding each request to the pipeline; drains with GOAWAY / connection close.
 
 use super::body::boxed;
+use super::h1_server::Served;
 use super::open_streams::StreamGuard;
 use super::pipeline::Handler;
 use super::upgrade::{ExtendedConnect, PendingUpgrade, Upgraded};
@@ -12,12 +13,14 @@ use crate::hooks::HttpBody;
 use crate::hooks::{ConnectionEnd, IngressConnectionContext};
 use crate::services::Services;
 use crate::tunnel::stream::{ByteStream, TunnelStream, delegate_byte_stream};
+use bytes::BytesMut;
 use http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Serves HTTP on `stream` until the client closes it or the drain ends it. The stream
@@ -51,9 +54,9 @@ async fn serve_boxed<App: OxyExt>(
     stream: Lingering,
     drain: &Drain,
 ) -> ConnectionEnd {
-    let limits = handler.endpoint.settings.http.limits.clone();
+    let first_read = handler.endpoint.settings.http.limits.header_read_timeout;
     let read = tokio::select! {
-        read = tokio::time::timeout(limits.header_read_timeout, read_version(stream)) => read,
+        read = tokio::time::timeout(first_read, read_version(stream)) => read,
         // A connection accepted before the drain gets its first request answered.
         _ = drain.force_closing() => return ConnectionEnd::Shutdown,
     };
@@ -68,116 +71,164 @@ async fn serve_boxed<App: OxyExt>(
             return ConnectionEnd::Closed;
         }
     };
-    // A CONNECT that opens an HTTP/1.1 connection is answered without hyper when its
-    // tunnel opens; hyper serves everything else from the bytes read, and answers a
-    // refused CONNECT with the pipeline's answer when it reads it again.
-    let connect = match version {
-        Version::Http1 => super::h1_connect::parse(&read),
-        Version::Http2 => None,
-    };
-    let (stream, answered) = match connect {
-        Some(head) => {
-            let taken = tokio::select! {
-                taken = super::h1_connect::serve(&handler, head, stream, Lingering::into_stream) => taken,
-                _ = drain.force_closing() => return ConnectionEnd::Shutdown,
-            };
-            match taken {
-                super::h1_connect::Taken::Tunnel => return ConnectionEnd::Closed,
-                super::h1_connect::Taken::Answered(response, stream) => (stream, Some(response)),
-            }
-        }
-        None => (stream, None),
-    };
-    let stream = stream.unread(read);
     let result = match version {
-        Version::Http2 => {
-            // The frames of one flush leave in one write (one TLS record).
-            let io = TokioIo::new(WriteCoalescing::new(stream));
-            // Boxed: hyper spawns a task per stream and moves the service's future into
-            // it and between its states; a box is cheaper to move than the answer.
-            let stream_handler = handler.clone();
-            let service = hyper::service::service_fn(move |request| {
-                let stream = stream_handler.streams.open();
-                crate::boxed::pinned_in_place(|| {
-                    answer(stream_handler.clone(), request, stream, None)
-                })
-            });
-            let keep_alive = Some(limits.h2_keep_alive_interval).filter(|i| !i.is_zero());
-            let connection = pin!(
-                hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .max_concurrent_streams(limits.h2_max_concurrent_streams)
-                    .initial_stream_window_size(limits.h2_stream_window)
-                    .initial_connection_window_size(limits.h2_connection_window)
-                    .max_header_list_size(
-                        u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX)
-                    )
-                    .keep_alive_interval(keep_alive)
-                    .keep_alive_timeout(limits.h2_keep_alive_timeout)
-                    .enable_connect_protocol()
-                    .serve_connection(io, service)
-            );
-            let idle = pin!(handler.streams.idle_for(limits.h2_idle_timeout));
-            // After its GOAWAY an idle client gets as long again to go, then is cut off.
-            let grace = limits.h2_idle_timeout;
-            // Draining, the client is told GOAWAY at once.
-            let drained = std::future::ready(());
-            drive(
-                connection,
-                |c| c.graceful_shutdown(),
-                (idle, grace),
-                drained,
-                drain,
-            )
-            .await
-        }
-        Version::Http1 => {
-            // hyper writes a response's head and body in one write already.
-            let io = TokioIo::new(stream);
-            let request_handler = handler.clone();
-            // The first request's answer when it is a CONNECT refused above.
-            let answered = std::cell::Cell::new(answered);
-            let service = hyper::service::service_fn(move |request| {
-                let stream = request_handler.streams.open();
-                answer(request_handler.clone(), request, stream, answered.take())
-            });
-            // hyper's own header read timeout would set a timer for every request.
-            let connection = pin!(
-                hyper::server::conn::http1::Builder::new()
-                    .header_read_timeout(None)
-                    .max_buf_size(limits.max_header_bytes.max(8192))
-                    .half_close(true)
-                    .keep_alive(true)
-                    .serve_connection(io, service)
-                    .with_upgrades()
-            );
-            // Without a request for `header_read_timeout` (between two, or with one's
-            // head still arriving), the connection is closed at once: it is one task,
-            // so no request starts between the check and the close.
-            let idle = (
-                pin!(handler.streams.idle_for(limits.header_read_timeout)),
-                Duration::ZERO,
-            );
-            // Draining, a busy connection is closed by its next response (`Connection:
-            // close`); one that stays idle is closed after a pause, so that a client
-            // sending at that moment is unlikely.
-            let drained = handler.streams.idle_for(H1_DRAIN_IDLE);
-            drive(connection, |c| c.graceful_shutdown(), idle, drained, drain).await
-        }
+        Version::Http2 => serve_h2(&handler, stream.unread(read.freeze()), drain).await,
+        Version::Http1 => serve_h1(&handler, stream, read, drain).await,
     };
-    let mut end = ConnectionEnd::Closed;
     match result {
-        Driven::Shutdown => return ConnectionEnd::Shutdown,
+        Driven::Shutdown => ConnectionEnd::Shutdown,
         Driven::Ended { result, idle } => {
-            if let Err(e) = result {
+            if let Some(Err(e)) = result {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
-            if idle {
-                end = ConnectionEnd::IdleTimeout;
+            match idle {
+                true => ConnectionEnd::IdleTimeout,
+                false => ConnectionEnd::Closed,
             }
         }
     }
-    end
+}
+
+/// Serves HTTP/2 on `stream` with hyper.
+async fn serve_h2<App: OxyExt>(
+    handler: &Arc<Handler<App>>,
+    stream: Lingering,
+    drain: &Drain,
+) -> Driven<Result<(), hyper::Error>> {
+    let limits = &handler.endpoint.settings.http.limits;
+    // The frames of one flush leave in one write (one TLS record).
+    let io = TokioIo::new(WriteCoalescing::new(stream));
+    // Boxed: hyper spawns a task per stream and moves the service's future into it and
+    // between its states; a box is cheaper to move than the answer.
+    let stream_handler = handler.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let stream = stream_handler.streams.open();
+        crate::boxed::pinned_in_place(|| answer(stream_handler.clone(), request, stream, None))
+    });
+    let keep_alive = Some(limits.h2_keep_alive_interval).filter(|i| !i.is_zero());
+    let connection = pin!(
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.h2_max_concurrent_streams)
+            .initial_stream_window_size(limits.h2_stream_window)
+            .initial_connection_window_size(limits.h2_connection_window)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(keep_alive)
+            .keep_alive_timeout(limits.h2_keep_alive_timeout)
+            .enable_connect_protocol()
+            .serve_connection(io, service)
+    );
+    let idle = pin!(handler.streams.idle_for(limits.h2_idle_timeout));
+    // After its GOAWAY an idle client gets as long again to go, then is cut off.
+    let grace = limits.h2_idle_timeout;
+    // Draining, the client is told GOAWAY at once.
+    let drained = std::future::ready(());
+    drive(
+        connection,
+        |c| c.graceful_shutdown(),
+        (idle, grace),
+        drained,
+        drain,
+    )
+    .await
+}
+
+/// Serves HTTP/1.1 on `stream`, `read` its first bytes: a first CONNECT that opens a
+/// tunnel is answered without hyper (`h1_connect.rs`), and so are the requests without
+/// a body that come before any other kind (`h1_server.rs`); hyper serves the rest of
+/// the connection from the first request those do not take, and answers a refused
+/// first CONNECT with the pipeline's answer when it reads it again.
+async fn serve_h1<App: OxyExt>(
+    handler: &Arc<Handler<App>>,
+    stream: Lingering,
+    read: BytesMut,
+    drain: &Drain,
+) -> Driven<Result<(), hyper::Error>> {
+    let limits = &handler.endpoint.settings.http.limits;
+    let max_head = limits.max_header_bytes.max(8192);
+    // Without a request for `header_read_timeout` (between two, or with one's head
+    // still arriving), the connection is closed at once: it is one task, so no request
+    // starts between the check and the close.
+    let mut idle = pin!(handler.streams.idle_for(limits.header_read_timeout));
+    let (stream, read, answered) = if read.starts_with(b"CONNECT ") {
+        let read = read.freeze();
+        match super::h1_connect::parse(&read) {
+            Some(head) => {
+                let taken = tokio::select! {
+                    taken = super::h1_connect::serve(handler, head, stream, Lingering::into_stream) => taken,
+                    _ = drain.force_closing() => return Driven::Shutdown,
+                };
+                match taken {
+                    super::h1_connect::Taken::Tunnel => {
+                        return Driven::Ended {
+                            result: Some(Ok(())),
+                            idle: false,
+                        };
+                    }
+                    super::h1_connect::Taken::Answered(response, stream) => {
+                        (stream, read, Some(response))
+                    }
+                }
+            }
+            None => (stream, read, None),
+        }
+    } else {
+        let closing = AtomicBool::new(false);
+        let served = pin!(super::h1_server::serve(
+            handler, stream, read, max_head, &closing
+        ));
+        // Draining, a connection between two requests is closed after a pause, so that
+        // a client sending at that moment is unlikely; one answering is closed by its
+        // answer (`Connection: close`).
+        let drained = handler.streams.idle_for(H1_DRAIN_IDLE);
+        let closed = |_: Pin<&mut _>| closing.store(true, Ordering::Release);
+        match drive(
+            served,
+            closed,
+            (idle.as_mut(), Duration::ZERO),
+            drained,
+            drain,
+        )
+        .await
+        {
+            Driven::Ended {
+                result: Some(Served::HandOver(stream, read)),
+                ..
+            } => (stream, read, None),
+            Driven::Ended { idle, .. } => {
+                return Driven::Ended { result: None, idle };
+            }
+            Driven::Shutdown => return Driven::Shutdown,
+        }
+    };
+    // hyper writes a response's head and body in one write already.
+    let io = TokioIo::new(stream.unread(read));
+    let request_handler = handler.clone();
+    // The first request's answer when it is a CONNECT refused above.
+    let answered = std::cell::Cell::new(answered);
+    let service = hyper::service::service_fn(move |request| {
+        let stream = request_handler.streams.open();
+        answer(request_handler.clone(), request, stream, answered.take())
+    });
+    // hyper's own header read timeout would set a timer for every request.
+    let connection = pin!(
+        hyper::server::conn::http1::Builder::new()
+            .header_read_timeout(None)
+            .max_buf_size(max_head)
+            .half_close(true)
+            .keep_alive(true)
+            .serve_connection(io, service)
+            .with_upgrades()
+    );
+    let drained = handler.streams.idle_for(H1_DRAIN_IDLE);
+    drive(
+        connection,
+        |c| c.graceful_shutdown(),
+        (idle, Duration::ZERO),
+        drained,
+        drain,
+    )
+    .await
 }
 
 /// Answers one request of the connection `handler` serves, counted as `stream`: opened
@@ -240,13 +291,11 @@ enum Version {
 
 /// Tells HTTP/2 (by its preface, whether ALPN chose it or the client assumed it) from
 /// HTTP/1.1, and gives the stream back with the bytes read for that.
-async fn read_version(
-    mut stream: Lingering,
-) -> std::io::Result<(Version, Lingering, bytes::Bytes)> {
+async fn read_version(mut stream: Lingering) -> std::io::Result<(Version, Lingering, BytesMut)> {
     use tokio::io::AsyncReadExt;
     // One read usually brings the whole first request, which hyper then parses from
     // the unread bytes without reading again.
-    let mut read = bytes::BytesMut::with_capacity(FIRST_READ);
+    let mut read = BytesMut::with_capacity(FIRST_READ);
     while read.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&read) {
         match stream.read_buf(&mut read).await? {
             0 if read.is_empty() => return Err(std::io::ErrorKind::UnexpectedEof.into()),
@@ -259,13 +308,14 @@ async fn read_version(
     } else {
         Version::Http1
     };
-    Ok((version, stream, read.freeze()))
+    Ok((version, stream, read))
 }
 
 /// How a driven connection ended.
-enum Driven<E> {
-    /// It ended by itself, or after a graceful close because it was idle (`idle`).
-    Ended { result: Result<(), E>, idle: bool },
+enum Driven<O> {
+    /// It ended by itself with `result`, or was cut off (`None`), after a graceful
+    /// close because it was idle (`idle`) or the drain stopped it.
+    Ended { result: Option<O>, idle: bool },
     /// The drain's grace period ran out first.
     Shutdown,
 }
@@ -276,27 +326,24 @@ enum Driven<E> {
 /// client never acknowledges the GOAWAY), at once when that is zero. The connection
 /// and `idle` come pinned where they were made: moved in, each would be copied into
 /// this future and kept twice in its state (an HTTP/1.1 connection is 680 bytes).
-async fn drive<C, E>(
+async fn drive<C: Future>(
     mut connection: Pin<&mut C>,
     graceful_shutdown: impl FnOnce(Pin<&mut C>),
     (mut idle, grace): (Pin<&mut impl Future<Output = ()>>, Duration),
     drained: impl Future<Output = ()>,
     drain: &Drain,
-) -> Driven<E>
-where
-    C: Future<Output = Result<(), E>>,
-{
+) -> Driven<C::Output> {
     // Biased, the connection first: a request that arrives as the idle time runs out is
     // taken (its stream opened) before idleness is checked.
     let idle_now = tokio::select! {
         biased;
-        result = connection.as_mut() => return Driven::Ended { result, idle: false },
+        result = connection.as_mut() => return Driven::Ended { result: Some(result), idle: false },
         () = idle.as_mut() => true,
         () = async { drain.stopping().await; drained.await } => false,
     };
     if idle_now && grace.is_zero() {
         return Driven::Ended {
-            result: Ok(()),
+            result: None,
             idle: true,
         };
     }
@@ -309,11 +356,11 @@ where
     };
     tokio::select! {
         biased;
-        result = connection.as_mut() => Driven::Ended { result, idle: idle_now },
-        () = cut_off => Driven::Ended { result: Ok(()), idle: idle_now },
+        result = connection.as_mut() => Driven::Ended { result: Some(result), idle: idle_now },
+        () = cut_off => Driven::Ended { result: None, idle: idle_now },
         // Draining, a connection that stays idle (an HTTP/1.1 head that never completes
         // is not closed by hyper's graceful shutdown) still times out.
-        () = idle.as_mut(), if !idle_now => Driven::Ended { result: Ok(()), idle: true },
+        () = idle.as_mut(), if !idle_now => Driven::Ended { result: None, idle: true },
         _ = drain.force_closing() => Driven::Shutdown,
     }
 }
