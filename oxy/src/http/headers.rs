@@ -8,20 +8,45 @@ use std::net::IpAddr;
 /// Whether `name` describes one connection and never crosses a proxy (RFC 9110 §7.6.1,
 /// and the non-standard `Keep-Alive` and `Proxy-Connection`).
 fn is_hop_by_hop(name: &HeaderName) -> bool {
-    // Standard names compare as enums; the two others by their text.
-    name == header::CONNECTION
-        || name == header::PROXY_AUTHENTICATE
-        || name == header::PROXY_AUTHORIZATION
-        || name == header::TE
-        || name == header::TRANSFER_ENCODING
-        || name == header::UPGRADE
-        || name.as_str() == "keep-alive"
-        || name.as_str() == "proxy-connection"
+    // By text: most names differ in length from all of these, so a field is usually
+    // told apart by its length alone.
+    matches!(
+        name.as_str(),
+        "connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "transfer-encoding"
+            | "upgrade"
+            | "keep-alive"
+            | "proxy-connection"
+    )
 }
 
 /// Removes hop-by-hop headers, including those `Connection` names. Allocates only when
 /// `Connection` names a header beyond the usual options (`keep-alive`, `close`).
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass finds the usual case: no hop-by-hop field, or fields of one name
+    // (`Connection: keep-alive`, say) that name no others.
+    let mut found: Option<&HeaderName> = None;
+    let mut usual = true;
+    for (name, value) in headers.iter() {
+        if !is_hop_by_hop(name) {
+            continue;
+        }
+        let names_others = name == header::CONNECTION && !only_connection_options(value);
+        if names_others || found.is_some_and(|first| first != name) {
+            usual = false;
+            break;
+        }
+        found = Some(name);
+    }
+    if usual {
+        if let Some(name) = found.cloned() {
+            headers.remove(name);
+        }
+        return;
+    }
     let names_headers = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -195,6 +220,17 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-three"));
+
+        // The usual cases: one name (on several lines), or none.
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.append(header::CONNECTION, HeaderValue::from_static("close"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::ACCEPT));
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]
