@@ -14,10 +14,12 @@ use super::pipeline::Handler;
 use super::server::Lingering;
 use crate::app::OxyExt;
 use crate::hooks::HttpBody;
+use crate::spare_buffers::RECORD_BUFFERS;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
+use std::cell::RefCell;
 use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -36,6 +38,39 @@ const READ_SIZE: usize = 8 * 1024;
 const ADDED_FIELDS: usize = 4;
 /// The most fields a header map kept for the next request may have room for.
 const KEPT_MAP_FIELDS: usize = 64;
+/// The most emptied header maps a thread keeps.
+const KEPT_MAPS: usize = 16;
+
+thread_local! {
+    /// Header maps of answers whose heads were written, emptied, for the next requests
+    /// read on this thread: the one used last is taken first, while it is in the cache.
+    static SPARE_MAPS: RefCell<Vec<HeaderMap>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An emptied header map of this thread's, or a new one.
+fn spare_map() -> HeaderMap {
+    SPARE_MAPS
+        .try_with(|maps| maps.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Keeps `map`, emptied, for [`spare_map`] on this thread, unless it is large or the
+/// thread keeps enough.
+fn give_back_map(mut map: HeaderMap) {
+    if map.capacity() > KEPT_MAP_FIELDS {
+        return;
+    }
+    map.clear();
+    // `try_with`: a thread being torn down frees the map instead.
+    let _ = SPARE_MAPS.try_with(|maps| {
+        let mut maps = maps.borrow_mut();
+        if maps.len() < KEPT_MAPS {
+            maps.push(map);
+        }
+    });
+}
 /// Body bytes gathered behind a head (or earlier chunks) into one write; a larger
 /// piece is written on its own.
 const GATHER: usize = 16 * 1024;
@@ -62,10 +97,6 @@ pub(super) async fn serve<App: OxyExt>(
     max_head: usize,
     closing: &AtomicBool,
 ) -> Served {
-    // The answer's head and gathered body bytes; kept for the next answer.
-    let mut out = Vec::new();
-    // The last answer's header map, emptied: the next request's fields fill it.
-    let mut spare = HeaderMap::new();
     loop {
         let length = loop {
             if let Some(length) = section_length(&read) {
@@ -100,7 +131,7 @@ pub(super) async fn serve<App: OxyExt>(
         }
         // Taken off first: the request's target and header values share its bytes.
         let head = read.split_to(length).freeze();
-        let Some((request, keep_alive)) = request(&head, std::mem::take(&mut spare)) else {
+        let Some((request, keep_alive)) = request(&head, spare_map()) else {
             let mut unanswered = BytesMut::with_capacity(head.len() + read.len());
             unanswered.extend_from_slice(&head);
             unanswered.extend_from_slice(&read);
@@ -110,7 +141,7 @@ pub(super) async fn serve<App: OxyExt>(
         let head_only = request.method() == Method::HEAD;
         let response = handler.clone().handle(request).await;
         let last = !keep_alive || closing.load(Ordering::Acquire) || handler.drain.is_stopping();
-        let written = respond(&mut stream, &mut out, &mut spare, response, head_only, last).await;
+        let written = respond(&mut stream, response, head_only, last).await;
         drop(open);
         match written {
             Ok(true) => {}
@@ -171,11 +202,27 @@ enum Framing {
 
 /// Writes `response` (to a HEAD request when `head_only`) on `stream`; `last` when the
 /// connection closes after it. `Ok(true)` when the connection may take another request.
-/// Its header map, emptied once the head is written, becomes `spare` unless it is large.
+/// What is written is gathered in a buffer of the thread's spares (`RECORD_BUFFERS`),
+/// taken for this answer only, and its header map, once the head is written, goes to
+/// the thread's spare maps: the next answer on this thread, on whichever connection,
+/// uses both again while they are in the cache.
 async fn respond(
     stream: &mut (impl AsyncWrite + Unpin),
+    response: Response<HttpBody>,
+    head_only: bool,
+    last: bool,
+) -> io::Result<bool> {
+    let mut out = RECORD_BUFFERS.take();
+    out.clear();
+    let written = respond_with(stream, &mut out, response, head_only, last).await;
+    RECORD_BUFFERS.give_back(out);
+    written
+}
+
+/// [`respond`] with `out` to gather in.
+async fn respond_with(
+    stream: &mut (impl AsyncWrite + Unpin),
     out: &mut Vec<u8>,
-    spare: &mut HeaderMap,
     response: Response<HttpBody>,
     head_only: bool,
     mut last: bool,
@@ -191,12 +238,8 @@ async fn respond(
         body = empty();
         last = true;
     }
-    out.clear();
     let mut framing = write_head(out, &parts, &body, head_only, &mut last);
-    if parts.headers.capacity() <= KEPT_MAP_FIELDS {
-        parts.headers.clear();
-        *spare = parts.headers;
-    }
+    give_back_map(parts.headers);
     loop {
         if framing == Framing::None {
             break;
@@ -444,16 +487,7 @@ mod tests {
         last: bool,
     ) -> (String, io::Result<bool>) {
         let mut wire = Vec::new();
-        let mut out = Vec::new();
-        let kept = respond(
-            &mut wire,
-            &mut out,
-            &mut HeaderMap::new(),
-            response,
-            head_only,
-            last,
-        )
-        .await;
+        let kept = respond(&mut wire, response, head_only, last).await;
         (String::from_utf8(wire).expect("ASCII"), kept)
     }
 
@@ -489,6 +523,19 @@ mod tests {
             receiver.recv().await.map(|frame| (frame, receiver))
         });
         boxed(http_body_util::StreamBody::new(stream))
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_answers_header_map_is_emptied_for_the_next_request_on_its_thread() {
+        while SPARE_MAPS.with_borrow_mut(Vec::pop).is_some() {}
+        let mut response = Response::new(empty());
+        response
+            .headers_mut()
+            .insert("x-a", HeaderValue::from_static("1"));
+        written(response, false, false).await;
+        let map = spare_map();
+        assert!(map.is_empty() && map.capacity() > 0, "{map:?}");
+        assert_eq!(SPARE_MAPS.with_borrow(Vec::len), 0, "taken");
     }
 
     #[tokio::test]
