@@ -40,6 +40,9 @@ const ADDED_FIELDS: usize = 4;
 const KEPT_MAP_FIELDS: usize = 64;
 /// The most emptied header maps a thread keeps.
 const KEPT_MAPS: usize = 16;
+/// Body bytes gathered behind a head (or earlier chunks) into one write; a larger
+/// piece is written on its own.
+const GATHER: usize = 16 * 1024;
 
 thread_local! {
     /// Header maps of answers whose heads were written, emptied, for the next requests
@@ -71,9 +74,6 @@ fn give_back_map(mut map: HeaderMap) {
         }
     });
 }
-/// Body bytes gathered behind a head (or earlier chunks) into one write; a larger
-/// piece is written on its own.
-const GATHER: usize = 16 * 1024;
 
 /// How serving a connection here ended.
 pub(super) enum Served {
@@ -165,7 +165,9 @@ fn request(head: &Bytes, mut map: HeaderMap) -> Option<(Request<HttpBody>, bool)
         head,
         &mut fields,
     );
-    if !matches!(complete, Ok(httparse::Status::Complete(_))) || parsed.version != Some(1) {
+    // The whole head, and nothing but it, as `section_length` found it.
+    let whole = matches!(complete, Ok(httparse::Status::Complete(length)) if length == head.len());
+    if !whole || parsed.version != Some(1) {
         return None;
     }
     let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
