@@ -534,7 +534,8 @@ mod tests {
         response
             .headers_mut()
             .insert("x-a", HeaderValue::from_static("1"));
-        written(response, false, false).await;
+        let (_, kept) = written(response, false, false).await;
+        assert!(kept.expect("written"));
         let map = spare_map();
         assert!(map.is_empty() && map.capacity() > 0, "{map:?}");
         assert_eq!(SPARE_MAPS.with_borrow(Vec::len), 0, "taken");
