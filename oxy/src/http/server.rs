@@ -1,5 +1,7 @@
-//! Serves HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) on one accepted connection with
-//! hyper, feeding each request to the pipeline; drains with GOAWAY / connection close.
+//! Serves HTTP/1.1 and HTTP/2 (prior knowledge or ALPN) on one accepted connection,
+//! feeding each request to the pipeline: HTTP/1.1 first without hyper (`h1_connect.rs`,
+//! `h1_server.rs`), then, from the first request those do not take, with hyper, as
+//! HTTP/2 always is; drains with GOAWAY / connection close.
 
 use super::body::boxed;
 use super::h1_server::Served;
