@@ -205,9 +205,9 @@ enum Framing {
 /// Writes `response` (to a HEAD request when `head_only`) on `stream`; `last` when the
 /// connection closes after it. `Ok(true)` when the connection may take another request.
 /// What is written is gathered in a buffer of the thread's spares (`RECORD_BUFFERS`),
-/// taken for this answer only, and its header map, once the head is written, goes to
-/// the thread's spare maps: the next answer on this thread, on whichever connection,
-/// uses both again while they are in the cache.
+/// taken for this answer only (and given back while its body waits), and its header
+/// map, once the head is written, goes to the thread's spare maps: the next answer on
+/// this thread, on whichever connection, uses both again while they are in the cache.
 async fn respond(
     stream: &mut (impl AsyncWrite + Unpin),
     response: Response<HttpBody>,
@@ -259,7 +259,13 @@ async fn respond_with(
             Some(frame) => frame,
             None => {
                 write_out(stream, out).await?;
-                std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+                // The buffer goes back to the thread while the body waits (a stream
+                // may wait for minutes), and one is taken again when it goes on.
+                RECORD_BUFFERS.give_back(std::mem::take(out));
+                let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+                *out = RECORD_BUFFERS.take();
+                out.clear();
+                frame
             }
         };
         match frame {
@@ -554,6 +560,36 @@ mod tests {
             "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n10\r\n0123456789abcdef\r\n0\r\n\r\n"
         );
         assert!(kept.expect("written"));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn no_buffer_is_held_while_the_body_waits() {
+        while RECORD_BUFFERS.spare() > 0 {
+            drop(RECORD_BUFFERS.take());
+        }
+        let (go_on, wait) = tokio::sync::oneshot::channel::<()>();
+        let frames = futures_util::stream::unfold(Some(wait), |wait| async move {
+            let wait = wait?;
+            let _ = wait.await;
+            Some((Ok::<_, io::Error>(Frame::data(Bytes::from("late"))), None))
+        });
+        let body = boxed(http_body_util::StreamBody::new(frames));
+        let mut wire = Vec::new();
+        let kept = {
+            let respond = respond(&mut wire, Response::new(body), false, false);
+            tokio::pin!(respond);
+            assert!(futures_util::poll!(respond.as_mut()).is_pending());
+            assert_eq!(RECORD_BUFFERS.spare(), 1, "given back while the body waits");
+            go_on.send(()).expect("waiting");
+            respond.await
+        };
+        assert!(kept.expect("written"));
+        let text = String::from_utf8(wire).expect("ASCII");
+        assert!(
+            dated(&text).ends_with("\r\n\r\n4\r\nlate\r\n0\r\n\r\n"),
+            "{text}"
+        );
+        assert_eq!(RECORD_BUFFERS.spare(), 1, "given back at the end");
     }
 
     #[tokio::test]
