@@ -6,7 +6,7 @@
 //! with the answer the pipeline gave (see [`Taken::Answered`]).
 
 use super::body::empty;
-use super::h1_fields::{field_map, write_date, write_fields, write_status_line};
+use super::h1_fields::{request_head, write_date, write_fields, write_status_line};
 use super::pipeline::Handler;
 use super::upgrade::PendingUpgrade;
 use crate::app::OxyExt;
@@ -14,7 +14,7 @@ use crate::hooks::HttpBody;
 use crate::tunnel::stream::TunnelStream;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Response};
 use std::sync::Arc;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -39,24 +39,10 @@ pub fn parse(read: &Bytes) -> Option<ConnectHead> {
     if !read.starts_with(b"CONNECT ") {
         return None;
     }
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut request = httparse::Request::new(&mut headers);
-    let httparse::Status::Complete(head_len) = request.parse(read).ok()? else {
-        return None;
-    };
-    if request.version != Some(1) {
-        return None;
-    }
-    let uri = Uri::from_maybe_shared(read.slice_ref(request.path?.as_bytes())).ok()?;
-    let map = field_map(read, request.headers, HeaderMap::new(), |name| {
+    let (parts, head_len) = request_head::<MAX_HEADERS>(read, HeaderMap::new(), |name| {
         [CONTENT_LENGTH, TRANSFER_ENCODING, EXPECT, UPGRADE].contains(name)
     })?;
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = Method::CONNECT;
-    parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    parts.headers = map;
-    Some(ConnectHead {
+    (parts.method == Method::CONNECT).then(|| ConnectHead {
         parts,
         early: read.slice(head_len..),
     })
@@ -145,6 +131,7 @@ fn response_head(response: &Response<HttpBody>) -> Vec<u8> {
 mod tests {
     use super::*;
     use http::HeaderValue;
+    use http::Version;
 
     fn parsed(head: &str) -> Option<ConnectHead> {
         parse(&Bytes::copy_from_slice(head.as_bytes()))

@@ -8,7 +8,7 @@
 
 use super::client::UpstreamStream;
 use super::h1_fields::{field_map, section_length, write_fields};
-use super::headers::has_token;
+use super::headers::{ends_with_token, has_token};
 use super::upstream_pool::PoolReturn;
 use crate::hooks::HttpBody;
 use crate::tls::client::UpstreamTlsFacts;
@@ -282,11 +282,7 @@ fn framing(
         return Ok(Framing::Length(0));
     }
     if let Some(last) = headers.get_all(TRANSFER_ENCODING).iter().next_back() {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|coding| coding.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        let chunked = ends_with_token(last.as_bytes(), b"chunked");
         headers.remove(CONTENT_LENGTH);
         return Ok(if chunked {
             Framing::Chunked(Chunk::Size)

@@ -4,11 +4,50 @@
 //! written back as field lines, and a response's status line and `Date`.
 
 use bytes::{BufMut, Bytes};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 use memchr::memmem::Finder;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Room a map of fields read has for those the pipeline adds (`Via`, say), so that it
+/// does not grow then.
+const ADDED_FIELDS: usize = 4;
+
+/// The HTTP/1.1 request head at the start of `read` as request parts, and its length:
+/// its target and field values share `read`'s bytes, its fields (at most `MAX`) fill
+/// `map` (see [`field_map`]). `None` for a head that is incomplete, malformed or of
+/// another version, or that has a field `refused` picks: hyper then reads the same
+/// bytes and answers them as it always does.
+pub(crate) fn request_head<const MAX: usize>(
+    read: &Bytes,
+    map: HeaderMap,
+    refused: impl Fn(&HeaderName) -> bool,
+) -> Option<(http::request::Parts, usize)> {
+    let mut fields = [const { MaybeUninit::uninit() }; MAX];
+    let mut parsed = httparse::Request::new(&mut []);
+    let parsed_head = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut parsed,
+        read,
+        &mut fields,
+    );
+    let httparse::Status::Complete(length) = parsed_head.ok()? else {
+        return None;
+    };
+    if parsed.version != Some(1) {
+        return None;
+    }
+    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    let uri = Uri::from_maybe_shared(read.slice_ref(parsed.path?.as_bytes())).ok()?;
+    let headers = field_map(read, parsed.headers, map, refused)?;
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    parts.headers = headers;
+    Some((parts, length))
+}
 
 /// The fields httparse read from `section` added to `map` (empty: a new one, or one
 /// whose room is used again), their values sharing its bytes; `None` for a name or
@@ -19,7 +58,7 @@ pub(crate) fn field_map(
     mut map: HeaderMap,
     refused: impl Fn(&HeaderName) -> bool,
 ) -> Option<HeaderMap> {
-    map.reserve(fields.len());
+    map.reserve(fields.len() + ADDED_FIELDS);
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
         if refused(&name) {
@@ -39,14 +78,18 @@ pub(crate) fn write_fields(
     left_out: impl Fn(&HeaderName) -> bool,
 ) {
     for (name, value) in headers {
-        if left_out(name) {
-            continue;
+        if !left_out(name) {
+            write_field(head, name.as_str().as_bytes(), value.as_bytes());
         }
-        head.put_slice(name.as_str().as_bytes());
-        head.put_slice(b": ");
-        head.put_slice(value.as_bytes());
-        head.put_slice(b"\r\n");
     }
+}
+
+/// Writes one field line: `name: value` and CRLF.
+pub(crate) fn write_field(head: &mut impl BufMut, name: &[u8], value: &[u8]) {
+    head.put_slice(name);
+    head.put_slice(b": ");
+    head.put_slice(value);
+    head.put_slice(b"\r\n");
 }
 
 /// The length of the section at the start of `read` (a head, or a trailer section)
@@ -87,9 +130,7 @@ pub(crate) fn write_status_line(
 
 /// Writes a `Date` field line with the time now.
 pub(crate) fn write_date(head: &mut impl BufMut) {
-    head.put_slice(b"date: ");
-    with_http_date(|date| head.put_slice(date));
-    head.put_slice(b"\r\n");
+    with_http_date(|date| write_field(head, b"date", date));
 }
 
 /// Calls `f` with the time now as an HTTP date, formatted once a second on each thread

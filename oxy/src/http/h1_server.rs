@@ -8,8 +8,8 @@
 //! answers a malformed head as it always does.
 
 use super::body::empty;
-use super::h1_fields::{field_map, section_length, write_date, write_status_line};
-use super::headers::has_token;
+use super::h1_fields::{request_head, section_length, write_date, write_field, write_status_line};
+use super::headers::{ends_with_token, has_token, length_value};
 use super::pipeline::Handler;
 use super::server::Lingering;
 use crate::app::OxyExt;
@@ -17,11 +17,10 @@ use crate::hooks::HttpBody;
 use crate::spare_buffers::RECORD_BUFFERS;
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body;
 use std::cell::RefCell;
 use std::io::{self, Write as _};
-use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,9 +32,6 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 const MAX_HEADERS: usize = 100;
 /// Room made for each read.
 const READ_SIZE: usize = 8 * 1024;
-/// Room a request's header map has for the fields the pipeline adds (`Via`, say) beyond
-/// those read.
-const ADDED_FIELDS: usize = 4;
 /// The most fields a header map kept for the next request may have room for.
 const KEPT_MAP_FIELDS: usize = 64;
 /// The most emptied header maps a thread keeps.
@@ -157,38 +153,20 @@ pub(super) async fn serve<App: OxyExt>(
 /// The request whose whole head is `head`, its fields in `map` (emptied), and whether
 /// the client keeps the connection after it; `None` for one this path does not take
 /// (see the module's documentation).
-fn request(head: &Bytes, mut map: HeaderMap) -> Option<(Request<HttpBody>, bool)> {
-    let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut []);
-    let complete = httparse::ParserConfig::default().parse_request_with_uninit_headers(
-        &mut parsed,
-        head,
-        &mut fields,
-    );
-    // The whole head, and nothing but it, as `section_length` found it.
-    let whole = matches!(complete, Ok(httparse::Status::Complete(length)) if length == head.len());
-    if !whole || parsed.version != Some(1) {
-        return None;
-    }
-    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
-    if method == Method::CONNECT {
-        return None;
-    }
-    let uri = Uri::from_maybe_shared(head.slice_ref(parsed.path?.as_bytes())).ok()?;
-    map.reserve(parsed.headers.len() + ADDED_FIELDS);
-    let headers = field_map(head, parsed.headers, map, |name| {
+fn request(head: &Bytes, map: HeaderMap) -> Option<(Request<HttpBody>, bool)> {
+    let (parts, length) = request_head::<MAX_HEADERS>(head, map, |name| {
         [CONTENT_LENGTH, TRANSFER_ENCODING, EXPECT, UPGRADE, TE].contains(name)
     })?;
-    let keep_alive = !headers
+    // The whole head, and nothing but it, as `section_length` found it.
+    if length != head.len() || parts.method == Method::CONNECT {
+        return None;
+    }
+    let keep_alive = !parts
+        .headers
         .get_all(CONNECTION)
         .iter()
         .any(|value| has_token(value.as_bytes(), b"close"));
-    let mut request = Request::new(empty());
-    *request.method_mut() = method;
-    *request.uri_mut() = uri;
-    *request.version_mut() = Version::HTTP_11;
-    *request.headers_mut() = headers;
-    Some((request, keep_alive))
+    Some((Request::from_parts(parts, empty()), keep_alive))
 }
 
 /// How an answer's body is delimited on the wire.
@@ -366,7 +344,7 @@ fn write_head(
     for (name, value) in &parts.headers {
         if name == CONTENT_LENGTH {
             // Written below, from the length the body is framed by.
-            declared.get_or_insert_with(|| value.to_str().ok()?.parse::<u64>().ok());
+            declared.get_or_insert_with(|| length_value(value));
             continue;
         }
         if name == TRANSFER_ENCODING {
@@ -374,7 +352,7 @@ fn write_head(
                 continue;
             }
             // The last coding must be `chunked`; it is added when it is not.
-            chunked = Some(has_token_last(value.as_bytes(), b"chunked"));
+            chunked = Some(ends_with_token(value.as_bytes(), b"chunked"));
         }
         says_close |= name == CONNECTION && has_token(value.as_bytes(), b"close");
         dated |= name == DATE;
@@ -415,31 +393,19 @@ fn write_head(
     framing
 }
 
-/// Whether the last item of the comma-separated `list` is `token` (any case).
-fn has_token_last(list: &[u8], token: &[u8]) -> bool {
-    list.rsplit(|&b| b == b',')
-        .next()
-        .is_some_and(|item| item.trim_ascii().eq_ignore_ascii_case(token))
-}
-
-fn write_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 fn write_length(out: &mut Vec<u8>, length: u64) {
-    out.extend_from_slice(b"content-length: ");
-    out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    write_field(
+        out,
+        b"content-length",
+        itoa::Buffer::new().format(length).as_bytes(),
+    );
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::http::body::{boxed, full};
-    use http::HeaderValue;
+    use http::{HeaderValue, Version};
     use http_body::Frame;
 
     fn parsed(head: &str) -> Option<(Request<HttpBody>, bool)> {

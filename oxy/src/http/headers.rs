@@ -89,10 +89,12 @@ fn only_connection_options(value: &HeaderValue) -> bool {
 /// The body length a message's `Content-Length` declares (how its receiver frames the
 /// body), if it declares a valid one.
 pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
+    headers.get(header::CONTENT_LENGTH).and_then(length_value)
+}
+
+/// A `Content-Length` value as a length, if it is one.
+pub(crate) fn length_value(value: &HeaderValue) -> Option<u64> {
+    value.to_str().ok()?.parse::<u64>().ok()
 }
 
 /// The protocol an HTTP/1.1 request asks to upgrade to (`Upgrade` named by `Connection`).
@@ -111,6 +113,14 @@ pub fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 pub(crate) fn has_token(list: &[u8], token: &[u8]) -> bool {
     list.split(|&b| b == b',')
         .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Whether the last item of the comma-separated `list` (a `Transfer-Encoding` value,
+/// say) is `token` (any case).
+pub(crate) fn ends_with_token(list: &[u8], token: &[u8]) -> bool {
+    list.rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|item| item.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Sets `Upgrade: protocol` and `Connection: upgrade` for the next hop.
