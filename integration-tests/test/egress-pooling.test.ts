@@ -90,13 +90,17 @@ test("another proxy user gets a connection of its own", async () => {
   assert.deepEqual(await oxy.stop(), { code: 0, signal: null });
 });
 
-/** An HTTPS origin that speaks HTTP/1.1 alone (no ALPN), answering `h1 1.1`, and counts
- * its TLS handshakes; idle connections stay open for a test's length, not Node's 5 s. */
+/** An HTTPS origin that speaks HTTP/1.1 alone (no ALPN), answering `h1 1.1` once
+ * `answering` (when a test sets it) has settled, and counts its TLS handshakes; idle
+ * connections stay open for a test's length, not Node's 5 s. */
 async function startHttp1Origin(pki: { server: { chain: string; key: string } }) {
-  const origin = { port: 0, handshakes: 0, close: () => server.close() };
+  const origin = { port: 0, handshakes: 0, answering: undefined as Promise<void> | undefined, close: () => server.close() };
   const server = createHttpsServer({ cert: readFileSync(pki.server.chain), key: readFileSync(pki.server.key) }, (req, res) => {
     req.resume();
-    req.on("end", () => res.end(`h1 ${req.httpVersion}`));
+    req.on("end", async () => {
+      await origin.answering;
+      res.end(`h1 ${req.httpVersion}`);
+    });
   });
   server.on("secureConnection", () => origin.handshakes++);
   server.keepAliveTimeout = 60_000;
@@ -252,13 +256,19 @@ test("requests that find no connection wait for the one being made: shared when 
     assert.equal(toFailing.accepted, 1);
     assert.equal(await count("failing", "new"), 1);
 
-    // HTTP/1.1 (no ALPN): the waiting requests then make connections of their own.
+    // HTTP/1.1 (no ALPN): the waiting requests then make connections of their own, while
+    // the first request's exchange goes on. The origin answers only once they have: a
+    // first exchange that ended before the waiting requests looked again would give one
+    // of them its connection, idle by then, as it should.
+    let answer = () => {};
+    h1Origin.answering = new Promise((ok) => (answer = ok));
     const apart = await burst("h1", toH1, 3);
     toH1.release();
     // Held again: the two waiting requests connect at once, not one after the other.
     toH1.holding = true;
     await until(() => (toH1.accepted === 3 ? true : undefined), "both other connections at the relay");
     toH1.release();
+    answer();
     assert.deepEqual((await apart.answers).map((a) => a.body), Array(3).fill("h1 1.1"));
     assert.equal(h1Origin.handshakes, 3);
     assert.equal(await count("h1", "new"), 3);
