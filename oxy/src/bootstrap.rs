@@ -303,7 +303,7 @@ async fn serve<App: OxyApp>(
         let (stop, health, listeners) = (drain.clone(), health.clone(), listeners.clone());
         let profiling = Arc::new(telemetry.profiling.clone());
         crate::telemetry::profiling::start(&profiling).await;
-        tokio::spawn(async move {
+        drain.spawn_until_handed_over(async move {
             let stop = stop.handed_over();
             crate::telemetry::server::serve(listener, health, listeners, started, profiling, stop)
                 .await
@@ -497,7 +497,10 @@ async fn serve<App: OxyApp>(
                 OxyError::Setup(format!("server.control_socket {}: {e}", path.display()))
             })?;
         let drain = drain.clone();
-        tokio::spawn(async move { control::serve(listener, restarts, drain).await });
+        let served = drain.clone();
+        served.spawn_until_handed_over(
+            async move { control::serve(listener, restarts, drain).await },
+        );
     }
     process.inherited.close_unused();
     crate::security::privileges::drop_privileges(&settings.security)
@@ -516,7 +519,7 @@ async fn serve<App: OxyApp>(
         };
         // A SIGTERM during a restart stops it (and the successor) and this process.
         let outcome = tokio::select! {
-            outcome = restart(&process.launcher, &handover, &settings.server) => outcome,
+            outcome = restart(&process.launcher, &handover, &settings.server, &drain) => outcome,
             signal = shutdown(&mut signals.term, &mut signals.int) => {
                 if let Some(answer) = answer {
                     let _ = answer.send(Err(format!("{signal} arrived; the process is stopping")));
@@ -533,7 +536,6 @@ async fn serve<App: OxyApp>(
         }
         match outcome {
             Ok(successor) => {
-                drain.hand_over();
                 drop(successor.handed_over);
                 // Restarts asked meanwhile are answered by this one.
                 restart_requests.close();
@@ -584,15 +586,20 @@ async fn serve<App: OxyApp>(
 }
 
 /// Starts a successor and waits for it (`restart::handover`), logging and counting the
-/// outcome: the successor's process id, or why this process goes on serving.
+/// outcome: the successor's process id, or why this process goes on serving. Once the
+/// successor is ready, this process stops serving telemetry and control (`drain`'s hand
+/// over) before the restart is reported done: whoever asks them after the report
+/// reaches the successor.
 async fn restart(
     launcher: &Launcher,
     handover: &HandoverSockets,
     server: &crate::settings::ServerSection,
+    drain: &Drain,
 ) -> Result<Successor, String> {
     tracing::info!("restart: starting a successor");
     match crate::restart::handover::restart(launcher, handover, server.restart_timeout).await {
         Ok(successor) => {
+            drain.hand_over().await;
             crate::telemetry::framework_metrics::oxy_restarts::total("succeeded").inc();
             tracing::info!(successor_pid = successor.pid, "restart: successor ready");
             Ok(successor)

@@ -21,6 +21,8 @@ struct Sequence {
     handed_over: Signal,
     devices_ours: Signal,
     connections: TaskTracker,
+    /// Tasks that serve a socket only one process serves at a time (telemetry, control).
+    served_until_handed_over: TaskTracker,
 }
 
 impl Drain {
@@ -57,9 +59,22 @@ impl Drain {
         self.0.devices_ours.fire();
     }
 
-    /// Marks the sockets as handed over to a successor.
-    pub fn hand_over(&self) {
+    /// Runs `task`, which serves a socket that only one process serves at a time (the
+    /// telemetry or control listener), until [`Drain::handed_over`] completes.
+    pub fn spawn_until_handed_over<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.0.served_until_handed_over.spawn(task);
+    }
+
+    /// Marks the sockets as handed over to a successor, and waits until the tasks run by
+    /// [`Drain::spawn_until_handed_over`] have stopped: from then on only the successor
+    /// accepts on those sockets.
+    pub async fn hand_over(&self) {
         self.0.handed_over.fire();
+        self.0.served_until_handed_over.close();
+        self.0.served_until_handed_over.wait().await;
     }
 
     /// Completes when open connections must close now: the drain period is over. Held
@@ -114,5 +129,28 @@ impl Drain {
         self.0.force_close.fire();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.0.connections.wait()).await;
         cut
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test]
+    async fn hand_over_returns_once_the_tasks_served_until_then_have_stopped() {
+        let drain = Drain::new();
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (task_drain, task_stopped) = (drain.clone(), stopped.clone());
+        drain.spawn_until_handed_over(async move {
+            task_drain.handed_over().await;
+            // A listener's task winds up after the signal, over more than one poll.
+            tokio::task::yield_now().await;
+            task_stopped.store(true, Ordering::SeqCst);
+        });
+        tokio::task::yield_now().await;
+        assert!(!stopped.load(Ordering::SeqCst));
+        drain.hand_over().await;
+        assert!(stopped.load(Ordering::SeqCst));
     }
 }
